@@ -1,0 +1,54 @@
+# Thin wrapper over CMake. Every target installs missing Debian packages first (scripts/deps.sh).
+#   make demo     set up, build, run examples/basic_kv on a fresh directory
+#   make test     set up, build, run every test (also under ASan/UBSan)
+#   make build    configure + build (Release with debug info) into build/
+#   make asan     build + test with address and undefined-behaviour sanitizers into build-asan/
+#   make tsan     build + run the concurrency tests with the thread sanitizer into build-tsan/
+#   make format   clang-format every C source in place
+JOBS ?= $(shell nproc)
+BUILD ?= build
+CTEST_FLAGS ?= --output-on-failure
+
+.PHONY: all deps build demo test test-release asan tsan format format-check clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@rm -rf $(BUILD)/demo-data
+	$(BUILD)/basic_kv $(BUILD)/demo-data
+
+test-release: build
+	cd $(BUILD) && ctest $(CTEST_FLAGS) -j $(JOBS)
+
+asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHTKV_DEBUG=ON -DHTKV_SANITIZE=address
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_FLAGS) -j $(JOBS)
+
+tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	    ctest $(CTEST_FLAGS) -j $(JOBS) -L concurrency
+
+test: test-release asan tsan
+	@echo "make test: all suites passed"
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
+
+format-check:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h' '*.cc')
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,942 @@
+/*
+ * db.c - the public engine API: configuration, open/close, point operations, batches, flush,
+ * stats, and the INTERVAL-mode syncer.
+ *
+ * Design. Every call enters an EBR critical section first; that is both what protects lock-free
+ * readers from reclaimed memory and how htkv_close() learns that no call is still running: it
+ * raises `closing`, then waits for every slot to be idle. Calls that see `closing` return
+ * HTKV_ECLOSED.
+ *
+ * Open sequence (create_store when there is no CURRENT):
+ *   mkdir -> LOCK (flock) -> CURRENT? -- no --> create shard dirs, MANIFEST-000001, CURRENT
+ *                                     -- yes -> load manifest
+ *   -> open shards -> recover -> rewrite a large manifest -> start syncer
+ *
+ * Invariants
+ *   1. Only the process holding LOCK (flock, per open file description) writes the directory.
+ *   2. CURRENT exists only once the store is complete: a directory without CURRENT holds no
+ *      acknowledged data.
+ *   3. After htkv_close() has waited for the EBR slots, no call touches the store any more.
+ */
+#include "engine/db.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/hash.h"
+#include "engine/rec.h"
+
+/* ---- configuration -------------------------------------------------------------------------- */
+
+static unsigned
+online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+void
+htkv_config_init(htkv_config *cfg)
+{
+    if (cfg == NULL) {
+        return;
+    }
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->data_dir = ".hightower";
+    cfg->worker_threads = online_cpus();
+    cfg->shard_count = 0;
+    cfg->max_segment_bytes = 64ull << 20;
+    cfg->sync_mode = HTKV_SYNC_INTERVAL;
+    cfg->fsync_interval_ms = 25;
+    cfg->compaction_interval_ms = 60000;
+    cfg->compaction_min_garbage_ratio = 0.5;
+    cfg->emit_snapshot_after_compaction = 1;
+    cfg->io_backend = HTKV_IO_AUTO;
+    cfg->queue_depth = 256;
+    cfg->memory_budget_bytes = 0;
+    cfg->max_value_bytes = HTKV_VALUE_MAX_DEFAULT;
+    cfg->read_only = 0;
+    cfg->create_if_missing = 1;
+    cfg->recovery = HTKV_RECOVERY_STRICT;
+    cfg->verify_checksums = 1;
+}
+
+static int
+config_check(const htkv_config *c)
+{
+    if (c->data_dir == NULL || c->data_dir[0] == '\0' || strlen(c->data_dir) > 3800) {
+        htkv_set_error("data_dir must be a non-empty path of at most 3800 bytes");
+        return -EINVAL;
+    }
+    if (c->shard_count > MAN_SHARDS_MAX) {
+        htkv_set_error("shard_count must be at most %u", MAN_SHARDS_MAX);
+        return -EINVAL;
+    }
+    if (c->max_segment_bytes < (1u << 16) || c->max_segment_bytes > SEG_BYTES_LIMIT) {
+        htkv_set_error("max_segment_bytes must be in [64 KiB, 4 GiB)");
+        return -EINVAL;
+    }
+    if (c->sync_mode < HTKV_SYNC_NEVER || c->sync_mode > HTKV_SYNC_ALWAYS) {
+        htkv_set_error("unknown sync_mode %d", c->sync_mode);
+        return -EINVAL;
+    }
+    if (c->sync_mode == HTKV_SYNC_INTERVAL &&
+        (c->fsync_interval_ms == 0 || c->fsync_interval_ms > 60000)) {
+        htkv_set_error("fsync_interval_ms must be in [1, 60000]");
+        return -EINVAL;
+    }
+    if (c->io_backend < HTKV_IO_AUTO || c->io_backend > HTKV_IO_SYNC) {
+        htkv_set_error("unknown io_backend %d", c->io_backend);
+        return -EINVAL;
+    }
+    if (c->recovery != HTKV_RECOVERY_STRICT && c->recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
+        htkv_set_error("unknown recovery policy %d", c->recovery);
+        return -EINVAL;
+    }
+    if (c->max_value_bytes == 0 || c->max_value_bytes > HTKV_VALUE_MAX_LIMIT) {
+        htkv_set_error("max_value_bytes must be in [1, %u]", HTKV_VALUE_MAX_LIMIT);
+        return -EINVAL;
+    }
+    if (c->compaction_min_garbage_ratio < 0.0 || c->compaction_min_garbage_ratio > 1.0) {
+        htkv_set_error("compaction_min_garbage_ratio must be in [0, 1]");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void
+htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (db->cfg.log_fn != NULL) {
+        db->cfg.log_fn(level, msg, db->cfg.log_ctx);
+    } else if (level <= HTKV_LOG_WARN) {
+        fprintf(stderr, "htkv: %s: %s\n", level == HTKV_LOG_ERROR ? "error" : "warning", msg);
+    }
+}
+
+/* ---- call guard ----------------------------------------------------------------------------- */
+
+/* Enter a call: EBR slot plus the closing check. Returns the slot or HTKV_ECLOSED. */
+static inline int
+db_enter(struct htkv_db *db, unsigned *slot)
+{
+    *slot = htkv_ebr_enter(&db->ebr);
+    if (HTKV_UNLIKELY(atomic_load_explicit(&db->closing, memory_order_relaxed))) {
+        htkv_ebr_exit(&db->ebr, *slot);
+        return HTKV_ECLOSED;
+    }
+    return 0;
+}
+
+static inline void
+db_exit(struct htkv_db *db, unsigned slot)
+{
+    htkv_ebr_exit(&db->ebr, slot);
+}
+
+/* ---- syncer (HTKV_SYNC_INTERVAL) ------------------------------------------------------------ */
+
+static void *
+syncer_main(void *arg)
+{
+    struct htkv_db *db = arg;
+    pthread_mutex_lock(&db->syncer_lock);
+    while (!db->syncer_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->cfg.fsync_interval_ms * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&db->syncer_cond, &db->syncer_lock, &ts);
+        if (db->syncer_stop) {
+            break;
+        }
+        pthread_mutex_unlock(&db->syncer_lock);
+        for (uint32_t i = 0; i < db->shard_count; i++) {
+            (void)htkv_shard_sync(db_shard(db, i)); /* a failure marks the shard failed */
+        }
+        pthread_mutex_lock(&db->syncer_lock);
+    }
+    pthread_mutex_unlock(&db->syncer_lock);
+    return NULL;
+}
+
+/* ---- open ----------------------------------------------------------------------------------- */
+
+static bool
+is_store_name(const char *name)
+{
+    unsigned long long n;
+    unsigned s;
+    char c;
+    return strcmp(name, "LOCK") == 0 || strcmp(name, "CURRENT.tmp") == 0 ||
+           (sscanf(name, "MANIFEST-%6llu%c", &n, &c) == 1 && strlen(name) == 15) ||
+           (sscanf(name, "shard-%3u%c", &s, &c) == 1 && strlen(name) == 9);
+}
+
+/* A directory without CURRENT is empty, or holds only what an interrupted creation leaves. */
+static int
+check_fresh_dir(struct htkv_db *db)
+{
+    DIR *d = opendir(db->dir);
+    if (d == NULL) {
+        return -errno;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        if (!is_store_name(de->d_name)) {
+            htkv_set_error("%s: holds '%s', which is not part of an htkv store", db->dir,
+                           de->d_name);
+            rc = HTKV_ENOTSTORE;
+            break;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static int
+mkdir_durable(int parent_fd, const char *name)
+{
+    if (mkdirat(parent_fd, name, 0755) != 0 && errno != EEXIST) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int
+create_store(struct htkv_db *db)
+{
+    unsigned shards = db->cfg.shard_count;
+    if (shards == 0) {
+        shards = 2 * online_cpus();
+        shards = shards < 4 ? 4 : shards > 64 ? 64 : shards;
+    }
+    uint64_t seed;
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+        return -errno;
+    }
+    for (unsigned i = 0; i < shards; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "shard-%03u", i);
+        int rc = mkdir_durable(db->dir_fd, name);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (fsync(db->dir_fd) != 0) {
+        return -errno;
+    }
+    /* The manifest write ends with CURRENT: the store exists from that point on. */
+    return htkv_manifest_create(db->dir_fd, shards, seed, &db->man);
+}
+
+static int
+open_dir_and_lock(struct htkv_db *db)
+{
+    if (!db->read_only && db->cfg.create_if_missing) {
+        if (mkdir(db->dir, 0755) != 0 && errno != EEXIST) {
+            htkv_set_error("%s: cannot create directory", db->dir);
+            return -errno;
+        }
+    }
+    db->dir_fd = open(db->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (db->dir_fd < 0) {
+        int rc = errno == ENOENT ? HTKV_ENOTFOUND : -errno;
+        htkv_set_error("%s: cannot open directory", db->dir);
+        return rc;
+    }
+    if (!db->read_only) {
+        /* Make the directory's own creation durable. */
+        char parent[4096];
+        snprintf(parent, sizeof(parent), "%s/..", db->dir);
+        int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd >= 0) {
+            (void)fsync(pfd);
+            close(pfd);
+        }
+    }
+    int flags = db->read_only ? O_RDONLY : O_RDWR | O_CREAT;
+    db->lock_fd = openat(db->dir_fd, "LOCK", flags | O_CLOEXEC, 0644);
+    if (db->lock_fd < 0) {
+        if (db->read_only && errno == ENOENT) {
+            htkv_set_error("%s: no store here", db->dir);
+            return HTKV_ENOTFOUND;
+        }
+        return -errno;
+    }
+    /* A read-only opener shares the lock with other read-only openers, never with a writer. */
+    if (flock(db->lock_fd, (db->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            htkv_set_error("%s: the store is open in another handle or process", db->dir);
+            return HTKV_ELOCKED;
+        }
+        return -errno;
+    }
+    return 0;
+}
+
+static int
+open_shards(struct htkv_db *db)
+{
+    db->shard_count = db->man->shard_count;
+    db->hash_seed = db->man->hash_seed;
+    db->ro = aligned_alloc(HTKV_CACHELINE,
+                           htkv_align_up(db->shard_count * sizeof(*db->ro), HTKV_CACHELINE));
+    if (db->ro == NULL) {
+        return -ENOMEM;
+    }
+    memset(db->ro, 0, db->shard_count * sizeof(*db->ro));
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        atomic_init(&db->ro[i].visible, 0);
+        int rc = htkv_shard_create(db, i, &db->ro[i].shard);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void
+db_free(struct htkv_db *db)
+{
+    if (db->ro != NULL) {
+        for (uint32_t i = 0; i < db->shard_count; i++) {
+            htkv_shard_destroy(db->ro[i].shard);
+        }
+        free(db->ro);
+    }
+    htkv_manifest_close(db->man);
+    if (db->lock_fd >= 0) {
+        close(db->lock_fd); /* releases the flock */
+    }
+    if (db->dir_fd >= 0) {
+        close(db->dir_fd);
+    }
+    pthread_mutex_destroy(&db->syncer_lock);
+    pthread_cond_destroy(&db->syncer_cond);
+    htkv_mem_free(db->dir);
+    free(db);
+}
+
+static int
+start_syncer(struct htkv_db *db)
+{
+    if (db->read_only || db->cfg.sync_mode != HTKV_SYNC_INTERVAL) {
+        return 0;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&db->syncer_cond);
+    pthread_cond_init(&db->syncer_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = pthread_create(&db->syncer, NULL, syncer_main, db);
+    if (rc != 0) {
+        return -rc;
+    }
+    db->syncer_running = true;
+    return 0;
+}
+
+int
+htkv_open(const htkv_config *cfg, htkv_db **out)
+{
+    htkv_clear_error();
+    if (out == NULL || cfg == NULL) {
+        return -EINVAL;
+    }
+    *out = NULL;
+    int rc = config_check(cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    struct htkv_db *db = aligned_alloc(HTKV_CACHELINE, htkv_align_up(sizeof(*db), HTKV_CACHELINE));
+    if (db == NULL) {
+        return -ENOMEM;
+    }
+    memset(db, 0, sizeof(*db));
+    db->cfg = *cfg;
+    db->dir_fd = db->lock_fd = -1;
+    db->read_only = cfg->read_only != 0;
+    pthread_mutex_init(&db->syncer_lock, NULL);
+    pthread_cond_init(&db->syncer_cond, NULL);
+    htkv_ebr_init(&db->ebr);
+    atomic_init(&db->next_version, 1);
+    db->dir = strdup(cfg->data_dir);
+    if (db->dir == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    db->cfg.data_dir = db->dir;
+    rc = open_dir_and_lock(db);
+    if (rc != 0) {
+        goto fail;
+    }
+    rc = htkv_manifest_load(db->dir_fd, !db->read_only, &db->man);
+    if (rc == HTKV_ENOTFOUND) {
+        if (db->read_only || !cfg->create_if_missing) {
+            htkv_set_error("%s: no store here", db->dir);
+            goto fail;
+        }
+        rc = check_fresh_dir(db);
+        if (rc == 0) {
+            rc = create_store(db);
+        }
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    rc = open_shards(db);
+    if (rc == 0) {
+        rc = htkv_recover(db);
+    }
+    if (rc == 0 && !db->read_only && db->man->file_bytes > MAN_REWRITE_BYTES) {
+        rc = htkv_manifest_rewrite(db->man);
+    }
+    if (rc == 0) {
+        rc = start_syncer(db);
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    *out = db;
+    return 0;
+
+fail:
+    db_free(db);
+    return rc;
+}
+
+/* ---- close ---------------------------------------------------------------------------------- */
+
+int
+htkv_close(htkv_db *db)
+{
+    if (db == NULL) {
+        return 0;
+    }
+    atomic_store(&db->closing, 1);
+    while (!htkv_ebr_idle(&db->ebr)) {
+        sched_yield();
+    }
+    if (db->syncer_running) {
+        pthread_mutex_lock(&db->syncer_lock);
+        db->syncer_stop = true;
+        pthread_cond_signal(&db->syncer_cond);
+        pthread_mutex_unlock(&db->syncer_lock);
+        pthread_join(db->syncer, NULL);
+    }
+    int rc = 0;
+    if (!db->read_only) {
+        for (uint32_t i = 0; i < db->shard_count; i++) {
+            struct shard *sh = db_shard(db, i);
+            int src = htkv_shard_sync(sh);
+            if (src != 0 && rc == 0) {
+                rc = src;
+            }
+            /* Give back preallocated space; the next open extends again. */
+            if (src == 0 && sh->nsegs > 0 && !sh->failed) {
+                (void)htkv_seg_trim(sh->segs[sh->nsegs - 1]);
+            }
+        }
+    }
+    db_free(db);
+    return rc;
+}
+
+/* ---- point operations ----------------------------------------------------------------------- */
+
+static inline int
+check_key(const void *key, size_t klen)
+{
+    if (HTKV_UNLIKELY(key == NULL || klen == 0)) {
+        return -EINVAL;
+    }
+    if (HTKV_UNLIKELY(klen > HTKV_KEY_MAX)) {
+        return HTKV_ETOOBIG;
+    }
+    return 0;
+}
+
+static inline int
+check_write(struct htkv_db *db)
+{
+    if (HTKV_UNLIKELY(db->read_only)) {
+        return HTKV_EREADONLY;
+    }
+    return 0;
+}
+
+int
+htkv_put(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (HTKV_UNLIKELY(db == NULL)) {
+        return -EINVAL;
+    }
+    int rc = check_key(key, klen);
+    if (rc != 0) {
+        return rc;
+    }
+    if (HTKV_UNLIKELY(val == NULL && vlen > 0)) {
+        return -EINVAL;
+    }
+    if (HTKV_UNLIKELY(vlen > db->cfg.max_value_bytes)) {
+        return HTKV_ETOOBIG;
+    }
+    rc = check_write(db);
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned slot;
+    rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    rc = htkv_shard_put1(db, REC_SET, key, (uint32_t)klen, val, (uint32_t)vlen, hash);
+    db_exit(db, slot);
+    return rc;
+}
+
+int
+htkv_delete(htkv_db *db, const void *key, size_t klen)
+{
+    if (HTKV_UNLIKELY(db == NULL)) {
+        return -EINVAL;
+    }
+    int rc = check_key(key, klen);
+    if (rc == 0) {
+        rc = check_write(db);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned slot;
+    rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    rc = htkv_shard_put1(db, REC_DEL, key, (uint32_t)klen, NULL, 0, hash);
+    db_exit(db, slot);
+    return rc;
+}
+
+/* Maximum lock-free retries before a reader falls back to the shard lock (see db_find). */
+#define FIND_RETRIES 4
+
+/*
+ * The entry a reader should see for @p key: the newest one not newer than the shard's visible
+ * version. Inside an EBR section. The writer cuts an entry's link to older versions only after
+ * publishing a visible version >= the entry's, so a chain that ends too early means `visible`
+ * moved on: re-read it. Under a relentless stream of writes to the same key, fall back to the
+ * shard's lock after a few tries so that the read always finishes.
+ */
+static struct hidx_ent *
+db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
+{
+    uint32_t sid = db_shard_of(db, hash);
+    struct shard_ro *ro = &db->ro[sid];
+    for (int tries = 0; tries < FIND_RETRIES; tries++) {
+        uint64_t vis = atomic_load_explicit(&ro->visible, memory_order_acquire);
+        struct hidx_ent *e = htkv_hidx_find(&ro->shard->idx, hash, key, klen);
+        if (e == NULL) {
+            return NULL;
+        }
+        if (HTKV_LIKELY(e->version <= vis)) {
+            return e;
+        }
+        struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_acquire);
+        while (p != NULL && p->version > vis) {
+            p = atomic_load_explicit(&p->prev, memory_order_acquire);
+        }
+        if (p != NULL) {
+            return p;
+        }
+        if (atomic_load_explicit(&ro->visible, memory_order_acquire) == vis) {
+            return NULL; /* the key did not exist at `vis` */
+        }
+    }
+    struct shard *sh = ro->shard;
+    pthread_mutex_lock(&sh->lock);
+    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
+    pthread_mutex_unlock(&sh->lock);
+    return e; /* stays valid: we are still inside the EBR section */
+}
+
+/* Check the record behind @p e and return its value bytes. 0 or HTKV_ECORRUPT. */
+static int
+db_value(struct htkv_db *db, const struct hidx_ent *e, const unsigned char **val, uint32_t *vlen)
+{
+    const unsigned char *rec = hidx_ent_rec(e);
+    *vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
+    *val = rec + REC_HDR_BYTES + e->key_len;
+    if (db->cfg.verify_checksums) {
+        struct rec_hdr h;
+        htkv_rec_hdr_decode(rec, &h);
+        if (h.key_len != e->key_len || h.val_len != *vlen || h.version != e->version ||
+            htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) != 0) {
+            htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
+            return HTKV_ECORRUPT;
+        }
+    }
+    return 0;
+}
+
+int
+htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
+                 uint64_t *version)
+{
+    if (version != NULL) {
+        *version = 0;
+    }
+    if (HTKV_UNLIKELY(db == NULL || (buf == NULL && cap > 0))) {
+        return -EINVAL;
+    }
+    int rc = check_key(key, klen);
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned slot;
+    rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
+    if (e == NULL || e->del) {
+        rc = HTKV_ENOTFOUND;
+        goto out;
+    }
+    const unsigned char *val;
+    uint32_t n;
+    rc = db_value(db, e, &val, &n);
+    if (rc != 0) {
+        goto out;
+    }
+    if (vlen != NULL) {
+        *vlen = n;
+    }
+    if (n > cap) {
+        rc = HTKV_ETOOSMALL;
+        goto out;
+    }
+    if (n > 0) {
+        memcpy(buf, val, n);
+    }
+    if (version != NULL) {
+        *version = e->version;
+    }
+out:
+    db_exit(db, slot);
+    return rc;
+}
+
+int
+htkv_get(htkv_db *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+    return htkv_get_version(db, key, klen, buf, cap, vlen, NULL);
+}
+
+int
+htkv_get_alloc(htkv_db *db, const void *key, size_t klen, void **val, size_t *vlen)
+{
+    if (val == NULL) {
+        return -EINVAL;
+    }
+    *val = NULL;
+    if (HTKV_UNLIKELY(db == NULL)) {
+        return -EINVAL;
+    }
+    int rc = check_key(key, klen);
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned slot;
+    rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
+    const unsigned char *v;
+    uint32_t n = 0;
+    if (e == NULL || e->del) {
+        rc = HTKV_ENOTFOUND;
+    } else {
+        rc = db_value(db, e, &v, &n);
+    }
+    if (rc == 0) {
+        void *copy = htkv_mem_alloc(n > 0 ? n : 1);
+        if (copy == NULL) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(copy, v, n);
+            *val = copy;
+            if (vlen != NULL) {
+                *vlen = n;
+            }
+        }
+    }
+    db_exit(db, slot);
+    return rc;
+}
+
+int
+htkv_contains(htkv_db *db, const void *key, size_t klen)
+{
+    if (HTKV_UNLIKELY(db == NULL)) {
+        return -EINVAL;
+    }
+    int rc = check_key(key, klen);
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned slot;
+    rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
+    rc = (e != NULL && !e->del) ? 1 : 0;
+    db_exit(db, slot);
+    return rc;
+}
+
+/* ---- batches -------------------------------------------------------------------------------- */
+
+int
+htkv_batch_create(htkv_batch **out)
+{
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    *out = htkv_mem_calloc(1, sizeof(**out));
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+static int
+batch_add(htkv_batch *b, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
+          uint64_t version)
+{
+    if (b == NULL || (val == NULL && vlen > 0)) {
+        return -EINVAL;
+    }
+    int rc = check_key(key, klen);
+    if (rc != 0) {
+        return rc;
+    }
+    if (vlen > HTKV_VALUE_MAX_LIMIT) {
+        return HTKV_ETOOBIG;
+    }
+    uint64_t rec = type == 0 ? 0 : htkv_rec_size(klen, vlen);
+    if (b->rec_bytes + rec > BATCH_BYTES_MAX) {
+        return HTKV_ETOOBIG;
+    }
+    if (b->nops == b->ops_cap) {
+        size_t cap = b->ops_cap ? b->ops_cap * 2 : 16;
+        struct batch_op *n = htkv_mem_realloc(b->ops, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        b->ops = n;
+        b->ops_cap = cap;
+    }
+    uint64_t need = b->data_len + klen + vlen;
+    if (need > b->data_cap) {
+        uint64_t cap = b->data_cap ? b->data_cap : 4096;
+        while (cap < need) {
+            cap *= 2;
+        }
+        unsigned char *n = htkv_mem_realloc(b->data, cap);
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        b->data = n;
+        b->data_cap = cap;
+    }
+    memcpy(b->data + b->data_len, key, klen);
+    if (vlen > 0) {
+        memcpy(b->data + b->data_len + klen, val, vlen);
+    }
+    b->ops[b->nops++] = (struct batch_op){ .type = type,
+                                           .klen = (uint32_t)klen,
+                                           .vlen = (uint32_t)vlen,
+                                           .data_off = b->data_len,
+                                           .version = version };
+    b->data_len = need;
+    b->rec_bytes += rec;
+    b->ncount += type != 0;
+    return 0;
+}
+
+int
+htkv_batch_put(htkv_batch *b, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    return batch_add(b, REC_SET, key, klen, val, vlen, 0);
+}
+
+int
+htkv_batch_delete(htkv_batch *b, const void *key, size_t klen)
+{
+    return batch_add(b, REC_DEL, key, klen, NULL, 0, 0);
+}
+
+int
+htkv_batch_check(htkv_batch *b, const void *key, size_t klen, uint64_t version)
+{
+    return batch_add(b, 0, key, klen, NULL, 0, version);
+}
+
+void
+htkv_batch_clear(htkv_batch *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    b->nops = b->ncount = 0;
+    b->data_len = b->rec_bytes = 0;
+    b->version = 0;
+}
+
+size_t
+htkv_batch_count(const htkv_batch *b)
+{
+    return b == NULL ? 0 : b->ncount;
+}
+
+uint64_t
+htkv_batch_version(const htkv_batch *b)
+{
+    return b == NULL ? 0 : b->version;
+}
+
+void
+htkv_batch_destroy(htkv_batch *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    htkv_mem_free(b->ops);
+    htkv_mem_free(b->data);
+    htkv_mem_free(b);
+}
+
+int
+htkv_write(htkv_db *db, htkv_batch *b)
+{
+    if (db == NULL || b == NULL) {
+        return -EINVAL;
+    }
+    int rc = check_write(db);
+    if (rc != 0) {
+        return rc;
+    }
+    for (size_t i = 0; i < b->nops; i++) {
+        if (b->ops[i].vlen > db->cfg.max_value_bytes) {
+            return HTKV_ETOOBIG;
+        }
+    }
+    unsigned slot;
+    rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t version = 0;
+    rc = htkv_shard_apply(db, b, &version);
+    if (rc == 0) {
+        b->version = version;
+    }
+    db_exit(db, slot);
+    return rc;
+}
+
+/* ---- flush and stats ------------------------------------------------------------------------ */
+
+int
+htkv_flush(htkv_db *db)
+{
+    if (db == NULL) {
+        return -EINVAL;
+    }
+    if (db->read_only) {
+        return 0;
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        int src = htkv_shard_sync(db_shard(db, i));
+        if (src != 0 && rc == 0) {
+            rc = src;
+        }
+    }
+    db_exit(db, slot);
+    return rc;
+}
+
+int
+htkv_stats(htkv_db *db, struct htkv_stats *out)
+{
+    if (db == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    memset(out, 0, sizeof(*out));
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        out->live_keys += sh->live_keys;
+        out->tombstones += sh->tombstones;
+        out->puts += sh->puts;
+        out->deletes += sh->deletes;
+        out->batches += sh->batches;
+        out->index_bytes += sh->entry_bytes + htkv_hidx_table_bytes(&sh->idx);
+        out->segments += sh->nsegs;
+        for (size_t k = 0; k < sh->nsegs; k++) {
+            struct seg *s = sh->segs[k];
+            out->disk_bytes += s->file_bytes;
+            out->data_bytes += s->tail - SEG_DATA_OFF;
+            out->live_bytes += atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
+            out->dead_bytes += atomic_load_explicit(&s->dead_bytes, memory_order_relaxed);
+        }
+        out->failed |= sh->failed;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    out->last_version = atomic_load(&db->next_version) - 1;
+    out->syncs = atomic_load(&db->syncs);
+    out->recovered_records = db->recovered_records;
+    out->truncated_bytes = db->truncated_bytes;
+    out->skipped_bytes = db->skipped_bytes;
+    out->shard_count = db->shard_count;
+    out->worker_threads = 0;
+    out->sync_mode = db->cfg.sync_mode;
+    out->no_space = atomic_load(&db->no_space);
+    db_exit(db, slot);
+    return 0;
+}

@@ -1,0 +1,138 @@
+/*
+ * db.h - the store handle, its shards and batches (private to the engine).
+ *
+ * A shard owns an ordered list of segments (the last one active), a hash index and a visible
+ * version. In inline mode, writers of a shard serialise on shard->lock; readers never take it.
+ */
+#ifndef HTKV_ENGINE_DB_H
+#define HTKV_ENGINE_DB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/ebr.h"
+#include "engine/hidx.h"
+#include "engine/internal.h"
+#include "engine/manifest.h"
+#include "engine/seg.h"
+
+/* Reclaim retired memory every 64 retirements: one slot scan (256 lines) per 64 writes. */
+#define SHARD_RECLAIM_EVERY 64u
+/* Largest batch: 1 GiB of records. */
+#define BATCH_BYTES_MAX (1ull << 30)
+
+struct shard {
+    pthread_mutex_t lock; /* writers of this shard */
+    struct htkv_db *db;
+    uint32_t id;
+    struct hidx idx;
+    struct seg **segs; /* every segment, ascending id; segs[nsegs - 1] is active */
+    size_t nsegs;
+    size_t segs_cap;
+    struct ebr_limbo limbo;
+    unsigned since_reclaim;
+    bool failed;        /* an fdatasync failed: writes refused until reopen */
+    _Atomic bool dirty; /* appends not yet fdatasynced */
+    uint64_t live_keys;
+    uint64_t tombstones;
+    uint64_t entry_bytes;
+    uint64_t puts, deletes, batches;
+    char dir[]; /* path of shard-SSS */
+};
+
+/* Per-shard fields readers touch, on their own cache line (shard structs are variable-size). */
+struct shard_ro {
+    _Alignas(HTKV_CACHELINE) _Atomic uint64_t visible; /* every version <= it is installed */
+    struct shard *shard;
+};
+
+struct htkv_db {
+    htkv_config cfg; /* copy; cfg.data_dir points at dir */
+    char *dir;
+    int dir_fd;
+    int lock_fd;
+    bool read_only;
+    uint32_t shard_count;
+    uint64_t hash_seed;
+    struct manifest *man;
+    struct shard_ro *ro; /* shard_count entries */
+    struct ebr ebr;
+    _Alignas(HTKV_CACHELINE) _Atomic uint64_t next_version;
+    _Alignas(HTKV_CACHELINE) _Atomic int closing;
+    _Atomic int no_space;
+    _Atomic int failed;
+    _Atomic uint64_t syncs;
+    /* INTERVAL-mode syncer thread. */
+    pthread_t syncer;
+    bool syncer_running;
+    bool syncer_stop;
+    pthread_mutex_t syncer_lock;
+    pthread_cond_t syncer_cond;
+    /* Recovery figures. */
+    uint64_t recovered_records;
+    uint64_t truncated_bytes;
+    uint64_t skipped_bytes;
+};
+
+/* One operation of a batch, or a condition (type 0). */
+struct batch_op {
+    uint8_t type; /* REC_SET, REC_DEL, or 0 for a check */
+    uint32_t klen;
+    uint32_t vlen;
+    uint64_t data_off; /* key then value in batch->data */
+    uint64_t version;  /* expected version, for checks */
+};
+
+struct htkv_batch {
+    struct batch_op *ops;
+    size_t nops;   /* puts + deletes + checks */
+    size_t ncount; /* puts + deletes */
+    size_t ops_cap;
+    unsigned char *data;
+    uint64_t data_len;
+    uint64_t data_cap;
+    uint64_t rec_bytes; /* sum of record sizes of puts and deletes */
+    uint64_t version;   /* assigned by the last successful write */
+};
+
+static inline struct shard *
+db_shard(struct htkv_db *db, uint32_t i)
+{
+    return db->ro[i].shard;
+}
+
+static inline uint32_t
+db_shard_of(const struct htkv_db *db, uint64_t hash)
+{
+    return (uint32_t)((hash >> 32) % db->shard_count);
+}
+
+/* Log through cfg.log_fn (or stderr for warnings and errors). */
+void htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* shard.c */
+int htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out);
+void htkv_shard_destroy(struct shard *sh);
+int htkv_shard_new_segment(struct shard *sh, uint64_t need);
+void htkv_shard_retire_table(void *ctx, void *table);
+void htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e);
+
+/*
+ * Apply batch @p b atomically in every shard it touches: take the shard locks in ascending
+ * order, check its conditions, write, sync (ALWAYS), install. Returns 0 and the version through
+ * @p version_out (0 when nothing was written), or an error with nothing applied.
+ */
+int htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out);
+
+/* Single-op fast path used by htkv_put/htkv_delete. */
+int htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen,
+                    const void *val, uint32_t vlen, uint64_t hash);
+
+/* fdatasync the active segment of @p sh if dirty. 0, HTKV_EFAILED. */
+int htkv_shard_sync(struct shard *sh);
+
+/* recover.c */
+int htkv_recover(struct htkv_db *db);
+
+#endif

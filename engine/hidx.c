@@ -1,0 +1,163 @@
+/*
+ * hidx.c - the writer side of the hash index (design in hidx.h).
+ *
+ * Invariants
+ *   1. Every occupied slot points to the newest entry of a distinct key; slots are never emptied
+ *      while readers may use the table (keys leave only by a rebuild, later).
+ *   2. A new table is fully built before it is published with a release store; the old table is
+ *      retired, never freed while a reader may hold it.
+ *   3. used <= mask * 3/4 after every install (reserve grows first).
+ */
+#include "engine/hidx.h"
+
+static struct hidx_table *
+table_new(uint64_t slots)
+{
+    HTKV_ASSERT((slots & (slots - 1)) == 0);
+    struct hidx_table *t = htkv_mem_calloc(1, sizeof(*t) + slots * sizeof(uint64_t));
+    if (t == NULL) {
+        return NULL;
+    }
+    t->mask = slots - 1;
+    return t;
+}
+
+int
+htkv_hidx_init(struct hidx *h)
+{
+    struct hidx_table *t = table_new(HIDX_MIN_SLOTS);
+    if (t == NULL) {
+        return -ENOMEM;
+    }
+    atomic_init(&h->table, t);
+    h->entries = 0;
+    return 0;
+}
+
+static void
+free_chain(struct hidx_ent *e)
+{
+    while (e != NULL) {
+        struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_relaxed);
+        htkv_mem_free(e);
+        e = p;
+    }
+}
+
+void
+htkv_hidx_fini(struct hidx *h)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    if (t == NULL) {
+        return;
+    }
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (s != 0) {
+            free_chain(hidx_slot_ent(s));
+        }
+    }
+    htkv_mem_free(t);
+    atomic_store_explicit(&h->table, NULL, memory_order_relaxed);
+}
+
+static void
+table_put(struct hidx_table *t, uint64_t slot)
+{
+    struct hidx_ent *e = hidx_slot_ent(slot);
+    for (uint64_t i = e->hash & t->mask;; i = (i + 1) & t->mask) {
+        if (atomic_load_explicit(&t->slots[i], memory_order_relaxed) == 0) {
+            atomic_store_explicit(&t->slots[i], slot, memory_order_relaxed);
+            t->used++;
+            return;
+        }
+    }
+}
+
+int
+htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table), void *ctx)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    uint64_t need = t->used + more;
+    uint64_t slots = t->mask + 1;
+    if (need * HIDX_LOAD_DEN <= slots * HIDX_LOAD_NUM) {
+        return 0;
+    }
+    while (need * HIDX_LOAD_DEN > slots * HIDX_LOAD_NUM) {
+        slots *= 2;
+    }
+    /* Rebuilding is O(keys) once per doubling: amortised O(1) per insert. */
+    struct hidx_table *n = table_new(slots);
+    if (n == NULL) {
+        return -ENOMEM;
+    }
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (s != 0) {
+            table_put(n, s);
+        }
+    }
+    HTKV_ASSERT(n->used == t->used);
+    atomic_store_explicit(&h->table, n, memory_order_release);
+    retire(ctx, t);
+    return 0;
+}
+
+struct hidx_ent *
+htkv_hidx_install(struct hidx *h, struct hidx_ent *e, int *rc,
+                  void (*retire)(void *ctx, void *table), void *ctx)
+{
+    *rc = 0;
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    const unsigned char *rec = hidx_ent_rec(e);
+    uint64_t tag = e->hash & ~HIDX_PTR_MASK;
+    HTKV_ASSERT(((uintptr_t)e & ~HIDX_PTR_MASK) == 0);
+    for (uint64_t i = e->hash & t->mask;; i = (i + 1) & t->mask) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (s == 0) {
+            break;
+        }
+        if ((s & ~HIDX_PTR_MASK) == tag) {
+            struct hidx_ent *old = hidx_slot_ent(s);
+            if (old->hash == e->hash && hidx_ent_key_eq(old, rec + REC_HDR_BYTES, e->key_len)) {
+                atomic_store_explicit(&e->prev, old, memory_order_relaxed);
+                atomic_store_explicit(&t->slots[i], hidx_slot_make(e), memory_order_release);
+                return old;
+            }
+        }
+    }
+    /* New key. */
+    *rc = htkv_hidx_reserve(h, 1, retire, ctx);
+    if (*rc != 0) {
+        return NULL;
+    }
+    t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    atomic_store_explicit(&e->prev, NULL, memory_order_relaxed);
+    for (uint64_t i = e->hash & t->mask;; i = (i + 1) & t->mask) {
+        if (atomic_load_explicit(&t->slots[i], memory_order_relaxed) == 0) {
+            atomic_store_explicit(&t->slots[i], hidx_slot_make(e), memory_order_release);
+            t->used++;
+            h->entries++;
+            return NULL;
+        }
+    }
+}
+
+uint64_t
+htkv_hidx_table_bytes(const struct hidx *h)
+{
+    struct hidx_table *t = atomic_load_explicit(&((struct hidx *)h)->table, memory_order_relaxed);
+    return sizeof(*t) + (t->mask + 1) * sizeof(uint64_t);
+}
+
+void
+htkv_hidx_foreach(struct hidx *h, void (*fn)(struct hidx_ent *e, void *ctx), void *ctx)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (s != 0) {
+            fn(hidx_slot_ent(s), ctx);
+        }
+    }
+}

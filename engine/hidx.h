@@ -1,0 +1,122 @@
+/*
+ * hidx.h - a shard's hash index: key -> newest record location, one writer, lock-free readers.
+ *
+ * The table is open addressing with linear probing over 8-byte slots. A slot holds a pointer to
+ * the key's newest entry in its low 48 bits and 16 bits of the key's hash above them, so a probe
+ * rejects most other keys without touching memory. Keys are not copied into the index: an entry
+ * points at its record in a segment mapping, and key comparisons read the record's key.
+ *
+ * Each entry links to the key's previous version. A reader takes the shard's visible version
+ * first and returns the newest entry not newer than it: entries installed by a batch that is still
+ * being applied are skipped, so a batch appears in a shard all at once. The writer cuts the link
+ * to the previous version once the new one is visible, and retires the old entry through EBR.
+ */
+#ifndef HTKV_ENGINE_HIDX_H
+#define HTKV_ENGINE_HIDX_H
+
+#include <stdatomic.h>
+
+#include "engine/internal.h"
+#include "engine/rec.h"
+#include "engine/seg.h"
+
+#define HIDX_PTR_BITS 48
+#define HIDX_PTR_MASK ((1ull << HIDX_PTR_BITS) - 1)
+/* Grow when more than 3/4 of the slots are used: linear probing stays near 2.5 probes a miss. */
+#define HIDX_LOAD_NUM 3u
+#define HIDX_LOAD_DEN 4u
+#define HIDX_MIN_SLOTS 1024u
+
+struct hidx_ent {
+    struct hidx_ent *_Atomic prev; /* older version, NULL when none is needed any more */
+    uint64_t version;
+    uint64_t hash;
+    struct seg *seg;
+    uint32_t off;       /* record offset in seg */
+    uint32_t rec_bytes; /* header + key + value, without padding */
+    uint32_t key_len;
+    uint32_t del; /* 1 = tombstone */
+};
+
+struct hidx_table {
+    uint64_t mask;
+    uint64_t used; /* occupied slots (writer only) */
+    _Atomic uint64_t slots[];
+};
+
+struct hidx {
+    struct hidx_table *_Atomic table;
+    uint64_t entries; /* head entries (writer only) */
+};
+
+static inline const unsigned char *
+hidx_ent_rec(const struct hidx_ent *e)
+{
+    return e->seg->map + e->off;
+}
+
+static inline bool
+hidx_ent_key_eq(const struct hidx_ent *e, const void *key, uint32_t klen)
+{
+    return e->key_len == klen && memcmp(hidx_ent_rec(e) + REC_HDR_BYTES, key, klen) == 0;
+}
+
+static inline uint64_t
+hidx_slot_make(const struct hidx_ent *e)
+{
+    uintptr_t p = (uintptr_t)e;
+    return (e->hash & ~HIDX_PTR_MASK) | (uint64_t)p;
+}
+
+static inline struct hidx_ent *
+hidx_slot_ent(uint64_t s)
+{
+    return (struct hidx_ent *)(uintptr_t)(s & HIDX_PTR_MASK);
+}
+
+int htkv_hidx_init(struct hidx *h);
+/* Free the table and every entry (no reader may be left). */
+void htkv_hidx_fini(struct hidx *h);
+
+/*
+ * Reader side: the newest entry for @p key (head of its chain) in the current table, or NULL.
+ * Call inside an EBR critical section.
+ */
+static inline struct hidx_ent *
+htkv_hidx_find(struct hidx *h, uint64_t hash, const void *key, uint32_t klen)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_acquire);
+    uint64_t tag = hash & ~HIDX_PTR_MASK;
+    for (uint64_t i = hash & t->mask;; i = (i + 1) & t->mask) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_acquire);
+        if (s == 0) {
+            return NULL;
+        }
+        if ((s & ~HIDX_PTR_MASK) == tag) {
+            struct hidx_ent *e = hidx_slot_ent(s);
+            if (e->hash == hash && hidx_ent_key_eq(e, key, klen)) {
+                return e;
+            }
+        }
+    }
+}
+
+/*
+ * Writer side: make @p e the head for its key. Returns the previous head (now e->prev) or NULL.
+ * May grow the table (the old table is passed to @p retire). Returns -ENOMEM through @p rc when
+ * the table must grow and cannot; nothing changes then.
+ */
+struct hidx_ent *htkv_hidx_install(struct hidx *h, struct hidx_ent *e, int *rc,
+                                   void (*retire)(void *ctx, void *table), void *ctx);
+
+/* Make sure one more key fits without growing (called before a write commits). 0 or -ENOMEM. */
+int htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table),
+                      void *ctx);
+
+/* Bytes used by the table (entries not included). */
+uint64_t htkv_hidx_table_bytes(const struct hidx *h);
+
+/* Call fn on every head entry (writer side or no concurrent writer). */
+void htkv_hidx_foreach(struct hidx *h, void (*fn)(struct hidx_ent *e, void *ctx), void *ctx);
+
+#endif

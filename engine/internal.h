@@ -1,0 +1,112 @@
+/*
+ * internal.h - definitions shared by every engine module: assertions, allocation hooks,
+ * little-endian helpers, logging and the thread-local error detail.
+ *
+ * Nothing here is part of the public API. Every engine .c includes this file first.
+ */
+#ifndef HTKV_ENGINE_INTERNAL_H
+#define HTKV_ENGINE_INTERNAL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <htkv/htkv.h>
+
+#define HTKV_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+
+#define HTKV_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HTKV_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define HTKV_CACHELINE 64
+
+/* Assertion failure: prints expr, file:line and function, calls the test hook, aborts. */
+_Noreturn void htkv_assert_fail(const char *expr, const char *file, int line, const char *func);
+
+/* Called before abort() when an assertion fails; tests install one. */
+extern void (*htkv_assert_hook)(const char *expr, const char *file, int line);
+
+#define HTKV_ASSERT(cond)                                                                          \
+    do {                                                                                           \
+        if (HTKV_UNLIKELY(!(cond))) {                                                              \
+            htkv_assert_fail(#cond, __FILE__, __LINE__, __func__);                                 \
+        }                                                                                          \
+    } while (0)
+
+#ifdef HTKV_DEBUG
+#define HTKV_DASSERT(cond) HTKV_ASSERT(cond)
+#else
+#define HTKV_DASSERT(cond) ((void)0)
+#endif
+
+#define HTKV_UNREACHABLE() htkv_assert_fail("unreachable", __FILE__, __LINE__, __func__)
+
+/*
+ * Allocation goes through these so that tests can inject failures. htkv_mem_alloc() returns NULL
+ * when the hook says so; callers turn that into -ENOMEM.
+ */
+void *htkv_mem_alloc(size_t n);
+void *htkv_mem_calloc(size_t n, size_t size);
+void *htkv_mem_realloc(void *p, size_t n);
+void htkv_mem_free(void *p);
+
+/* Test hook: when set and returning true, the next allocation fails. */
+extern bool (*htkv_mem_fail_hook)(size_t n);
+
+/* Thread-local error detail behind htkv_last_error(). printf-style. */
+void htkv_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void htkv_clear_error(void);
+
+static inline uint16_t
+htkv_load16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline uint32_t
+htkv_load32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline uint64_t
+htkv_load64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline void
+htkv_store16(void *p, uint16_t v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline void
+htkv_store32(void *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline void
+htkv_store64(void *p, uint64_t v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+HTKV_STATIC_ASSERT(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+                   "on-disk formats are little-endian and read with plain loads");
+
+static inline uint64_t
+htkv_align_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) & ~(a - 1);
+}
+
+#endif /* HTKV_ENGINE_INTERNAL_H */

@@ -1,0 +1,512 @@
+/*
+ * manifest.c - the store's edit log of shards and segments (format in manifest.h).
+ *
+ * Invariants
+ *   1. In memory, m->shards[s] lists exactly the segments added and not dropped by the durable
+ *      edits, sorted by id.
+ *   2. next_seg_id is greater than every segment id ever added, so ids are never reused.
+ *   3. An edit is appended at file_bytes and fdatasynced before the call returns.
+ */
+#include "engine/manifest.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/crc32c.h"
+
+#define MAN_MAGIC "HTKVMAN1"
+
+static int
+full_pwrite(int fd, const void *p, size_t n, off_t off)
+{
+    const unsigned char *s = p;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, s, n, off);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        s += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
+
+int
+htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+    int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = full_pwrite(fd, data, len, 0);
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    close(fd);
+    if (rc == 0 && renameat(dir_fd, tmp, dir_fd, name) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0 && fsync(dir_fd) != 0) {
+        rc = -errno;
+    }
+    if (rc != 0) {
+        unlinkat(dir_fd, tmp, 0);
+    }
+    return rc;
+}
+
+static void
+man_hdr_encode(unsigned char *h, uint64_t number)
+{
+    memset(h, 0, MAN_HDR_BYTES);
+    memcpy(h, MAN_MAGIC, 8);
+    htkv_store32(h + 8, HTKV_FORMAT_VERSION);
+    htkv_store64(h + 16, number);
+    htkv_store32(h + 28, htkv_crc32c(0, h, 28));
+}
+
+static size_t
+man_edit_encode(unsigned char *d, uint32_t type, const void *payload, uint32_t len)
+{
+    htkv_store32(d + 4, len);
+    htkv_store32(d + 8, type);
+    memcpy(d + MAN_EDIT_HDR, payload, len);
+    htkv_store32(d, htkv_crc32c(0, d + 4, 8 + len));
+    return MAN_EDIT_HDR + len;
+}
+
+static int
+man_shards_alloc(struct manifest *m, uint32_t shard_count)
+{
+    m->shards = htkv_mem_calloc(shard_count, sizeof(*m->shards));
+    if (m->shards == NULL) {
+        return -ENOMEM;
+    }
+    m->shard_count = shard_count;
+    return 0;
+}
+
+static int
+man_apply_add(struct manifest *m, uint32_t shard, uint64_t id)
+{
+    struct man_shard *s = &m->shards[shard];
+    if (s->count == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        uint64_t *n = htkv_mem_realloc(s->seg_ids, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        s->seg_ids = n;
+        s->cap = cap;
+    }
+    size_t i = s->count;
+    while (i > 0 && s->seg_ids[i - 1] > id) {
+        s->seg_ids[i] = s->seg_ids[i - 1];
+        i--;
+    }
+    if (i > 0 && s->seg_ids[i - 1] == id) {
+        memmove(&s->seg_ids[i], &s->seg_ids[i + 1], (s->count - i) * sizeof(uint64_t));
+        return HTKV_ECORRUPT; /* added twice */
+    }
+    s->seg_ids[i] = id;
+    s->count++;
+    if (id >= m->next_seg_id) {
+        m->next_seg_id = id + 1;
+    }
+    return 0;
+}
+
+static int
+man_apply_drop(struct manifest *m, uint32_t shard, uint64_t id)
+{
+    struct man_shard *s = &m->shards[shard];
+    for (size_t i = 0; i < s->count; i++) {
+        if (s->seg_ids[i] == id) {
+            memmove(&s->seg_ids[i], &s->seg_ids[i + 1], (s->count - i - 1) * sizeof(uint64_t));
+            s->count--;
+            return 0;
+        }
+    }
+    return HTKV_ECORRUPT; /* dropping a segment that is not there */
+}
+
+static struct manifest *
+man_new(int dir_fd, bool writable)
+{
+    struct manifest *m = htkv_mem_calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    m->dir_fd = dir_fd;
+    m->fd = -1;
+    m->writable = writable;
+    m->next_seg_id = 1;
+    m->format = HTKV_FORMAT_VERSION;
+    return m;
+}
+
+/* Write manifest number @p number holding INIT and every live segment; leaves it open in m->fd. */
+static int
+man_write_full(struct manifest *m, uint64_t number)
+{
+    size_t segs = 0;
+    for (uint32_t s = 0; s < m->shard_count; s++) {
+        segs += m->shards[s].count;
+    }
+    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + 1);
+    unsigned char *buf = htkv_mem_alloc(cap);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    man_hdr_encode(buf, number);
+    size_t n = MAN_HDR_BYTES;
+    unsigned char p[16];
+    htkv_store32(p, m->format);
+    htkv_store32(p + 4, m->shard_count);
+    htkv_store64(p + 8, m->hash_seed);
+    n += man_edit_encode(buf + n, MAN_INIT, p, 16);
+    for (uint32_t s = 0; s < m->shard_count; s++) {
+        for (size_t i = 0; i < m->shards[s].count; i++) {
+            htkv_store32(p, s);
+            htkv_store32(p + 4, 0);
+            htkv_store64(p + 8, m->shards[s].seg_ids[i]);
+            n += man_edit_encode(buf + n, MAN_SEG_ADD, p, 16);
+        }
+    }
+    HTKV_ASSERT(n <= cap);
+    char name[64];
+    snprintf(name, sizeof(name), "MANIFEST-%06llu", (unsigned long long)number);
+    int rc;
+    int fd = openat(m->dir_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = full_pwrite(fd, buf, n, 0);
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0 && fsync(m->dir_fd) != 0) {
+        rc = -errno;
+    }
+    if (rc != 0) {
+        close(fd);
+        unlinkat(m->dir_fd, name, 0);
+        goto out;
+    }
+    char cur[64];
+    int clen = snprintf(cur, sizeof(cur), "%s\n", name);
+    rc = htkv_write_file_atomic(m->dir_fd, "CURRENT", cur, (size_t)clen);
+    if (rc != 0) {
+        close(fd);
+        unlinkat(m->dir_fd, name, 0);
+        goto out;
+    }
+    if (m->fd >= 0) {
+        char old[64];
+        snprintf(old, sizeof(old), "MANIFEST-%06llu", (unsigned long long)m->number);
+        close(m->fd);
+        unlinkat(m->dir_fd, old, 0); /* unreferenced now; a leftover is removed at next open */
+    }
+    m->fd = fd;
+    m->number = number;
+    m->file_bytes = n;
+out:
+    htkv_mem_free(buf);
+    return rc;
+}
+
+int
+htkv_manifest_create(int dir_fd, uint32_t shard_count, uint64_t hash_seed, struct manifest **out)
+{
+    HTKV_ASSERT(shard_count >= 1 && shard_count <= MAN_SHARDS_MAX);
+    *out = NULL;
+    struct manifest *m = man_new(dir_fd, true);
+    if (m == NULL) {
+        return -ENOMEM;
+    }
+    int rc = man_shards_alloc(m, shard_count);
+    if (rc == 0) {
+        m->hash_seed = hash_seed;
+        rc = man_write_full(m, 1);
+    }
+    if (rc != 0) {
+        htkv_manifest_close(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+static int
+man_read_current(int dir_fd, uint64_t *number)
+{
+    int fd = openat(dir_fd, "CURRENT", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT ? HTKV_ENOTFOUND : -errno;
+    }
+    char buf[64] = { 0 };
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    int err = errno;
+    close(fd);
+    if (n < 0) {
+        return -err;
+    }
+    unsigned long long num;
+    char nl;
+    if (n != 16 || sscanf(buf, "MANIFEST-%6llu%c", &num, &nl) != 2 || nl != '\n' || num == 0) {
+        htkv_set_error("CURRENT: does not name a manifest");
+        return HTKV_ECORRUPT;
+    }
+    *number = num;
+    return 0;
+}
+
+/* Replay the edits of buf[0, len). Sets *valid_end to the end of the last good edit. */
+static int
+man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t *valid_end)
+{
+    uint64_t off = MAN_HDR_BYTES;
+    bool have_init = false;
+    while (off + MAN_EDIT_HDR <= len) {
+        uint32_t elen = htkv_load32(buf + off + 4);
+        uint32_t type = htkv_load32(buf + off + 8);
+        if (elen > 64 || off + MAN_EDIT_HDR + elen > len ||
+            htkv_load32(buf + off) != htkv_crc32c(0, buf + off + 4, 8 + elen)) {
+            break; /* torn or damaged: decided by the caller */
+        }
+        const unsigned char *p = buf + off + MAN_EDIT_HDR;
+        int rc = 0;
+        if (type == MAN_INIT && elen == 16 && !have_init) {
+            m->format = htkv_load32(p);
+            uint32_t shards = htkv_load32(p + 4);
+            m->hash_seed = htkv_load64(p + 8);
+            if (m->format > HTKV_FORMAT_VERSION) {
+                htkv_set_error("MANIFEST-%06llu: format version %u is newer than %u",
+                               (unsigned long long)m->number, m->format, HTKV_FORMAT_VERSION);
+                return HTKV_EVERSION;
+            }
+            if (shards == 0 || shards > MAN_SHARDS_MAX) {
+                rc = HTKV_ECORRUPT;
+            } else {
+                rc = man_shards_alloc(m, shards);
+                have_init = true;
+            }
+        } else if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && elen == 16 && have_init) {
+            uint32_t shard = htkv_load32(p);
+            uint64_t id = htkv_load64(p + 8);
+            if (shard >= m->shard_count || id == 0 || htkv_load32(p + 4) != 0) {
+                rc = HTKV_ECORRUPT;
+            } else if (type == MAN_SEG_ADD) {
+                rc = man_apply_add(m, shard, id);
+            } else {
+                rc = man_apply_drop(m, shard, id);
+            }
+        } else {
+            rc = HTKV_ECORRUPT;
+        }
+        if (rc != 0) {
+            if (rc == HTKV_ECORRUPT) {
+                htkv_set_error("MANIFEST-%06llu: invalid edit at offset %llu",
+                               (unsigned long long)m->number, (unsigned long long)off);
+            }
+            return rc;
+        }
+        off += MAN_EDIT_HDR + elen;
+    }
+    if (!have_init) {
+        htkv_set_error("MANIFEST-%06llu: no INIT edit", (unsigned long long)m->number);
+        return HTKV_ECORRUPT;
+    }
+    *valid_end = off;
+    return 0;
+}
+
+/* After the last good edit, only a torn edit may follow: everything after it must be zero or
+ * fail to frame. A well-framed edit later on means damage in the middle. */
+static bool
+man_tail_is_torn(const unsigned char *buf, uint64_t from, uint64_t len)
+{
+    for (uint64_t off = from + 4; off + MAN_EDIT_HDR <= len; off += 4) {
+        uint32_t elen = htkv_load32(buf + off + 4);
+        if (elen <= 64 && off + MAN_EDIT_HDR + elen <= len && elen > 0 &&
+            htkv_load32(buf + off) == htkv_crc32c(0, buf + off + 4, 8 + elen)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int
+htkv_manifest_load(int dir_fd, bool writable, struct manifest **out)
+{
+    *out = NULL;
+    uint64_t number = 0;
+    int rc = man_read_current(dir_fd, &number);
+    if (rc != 0) {
+        return rc;
+    }
+    struct manifest *m = man_new(dir_fd, writable);
+    if (m == NULL) {
+        return -ENOMEM;
+    }
+    m->number = number;
+    unsigned char *buf = NULL;
+    char name[64];
+    snprintf(name, sizeof(name), "MANIFEST-%06llu", (unsigned long long)number);
+    m->fd = openat(dir_fd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (m->fd < 0) {
+        rc = errno == ENOENT ? HTKV_ECORRUPT : -errno;
+        htkv_set_error("%s: named by CURRENT but cannot be opened", name);
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(m->fd, &st) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    uint64_t len = (uint64_t)st.st_size;
+    if (len < MAN_HDR_BYTES || len > (64ull << 20)) {
+        htkv_set_error("%s: bad size %llu", name, (unsigned long long)len);
+        rc = HTKV_ECORRUPT;
+        goto fail;
+    }
+    buf = htkv_mem_alloc(len);
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if (pread(m->fd, buf, len, 0) != (ssize_t)len) {
+        rc = -EIO;
+        goto fail;
+    }
+    if (memcmp(buf, MAN_MAGIC, 8) != 0 || htkv_load32(buf + 28) != htkv_crc32c(0, buf, 28) ||
+        htkv_load64(buf + 16) != number) {
+        htkv_set_error("%s: bad header at offset 0", name);
+        rc = HTKV_ECORRUPT;
+        goto fail;
+    }
+    if (htkv_load32(buf + 8) > HTKV_FORMAT_VERSION) {
+        htkv_set_error("%s: format version %u is newer than %u", name, htkv_load32(buf + 8),
+                       HTKV_FORMAT_VERSION);
+        rc = HTKV_EVERSION;
+        goto fail;
+    }
+    uint64_t end;
+    rc = man_replay(m, buf, len, &end);
+    if (rc != 0) {
+        goto fail;
+    }
+    if (end < len) {
+        if (!man_tail_is_torn(buf, end, len)) {
+            htkv_set_error("%s: damaged edit at offset %llu followed by valid edits", name,
+                           (unsigned long long)end);
+            rc = HTKV_ECORRUPT;
+            goto fail;
+        }
+        /* A torn last edit was never acted upon: cut it off before appending more. */
+        if (writable && (ftruncate(m->fd, (off_t)end) != 0 || fsync(m->fd) != 0)) {
+            rc = -errno;
+            goto fail;
+        }
+    }
+    m->file_bytes = end;
+    htkv_mem_free(buf);
+    *out = m;
+    return 0;
+
+fail:
+    htkv_mem_free(buf);
+    htkv_manifest_close(m);
+    return rc;
+}
+
+static int
+man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
+{
+    HTKV_ASSERT(m->writable);
+    HTKV_ASSERT(shard < m->shard_count);
+    unsigned char p[16], e[MAN_EDIT_HDR + 16];
+    htkv_store32(p, shard);
+    htkv_store32(p + 4, 0);
+    htkv_store64(p + 8, seg_id);
+    size_t n = man_edit_encode(e, type, p, 16);
+    pthread_mutex_lock(&m->lock);
+    int rc = full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
+    if (rc == 0 && fdatasync(m->fd) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        m->file_bytes += n;
+        rc = type == MAN_SEG_ADD ? man_apply_add(m, shard, seg_id)
+                                 : man_apply_drop(m, shard, seg_id);
+        HTKV_ASSERT(rc != HTKV_ECORRUPT); /* callers add fresh ids and drop live ones */
+    } else {
+        /* The edit may be partly on disk: overwrite it with zeros so a later edit cannot follow
+         * a torn one. If even that fails, the next open sees a torn tail and cuts it. */
+        static const unsigned char zeros[MAN_EDIT_HDR + 16];
+        (void)full_pwrite(m->fd, zeros, n, (off_t)m->file_bytes);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int
+htkv_manifest_add_seg(struct manifest *m, uint32_t shard, uint64_t seg_id)
+{
+    return man_append(m, MAN_SEG_ADD, shard, seg_id);
+}
+
+int
+htkv_manifest_drop_seg(struct manifest *m, uint32_t shard, uint64_t seg_id)
+{
+    return man_append(m, MAN_SEG_DROP, shard, seg_id);
+}
+
+uint64_t
+htkv_manifest_next_seg_id(struct manifest *m)
+{
+    pthread_mutex_lock(&m->lock);
+    uint64_t id = m->next_seg_id++;
+    pthread_mutex_unlock(&m->lock);
+    return id;
+}
+
+int
+htkv_manifest_rewrite(struct manifest *m)
+{
+    HTKV_ASSERT(m->writable);
+    pthread_mutex_lock(&m->lock);
+    int rc = man_write_full(m, m->number + 1);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+void
+htkv_manifest_close(struct manifest *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    if (m->fd >= 0) {
+        close(m->fd);
+    }
+    if (m->shards != NULL) {
+        for (uint32_t s = 0; s < m->shard_count; s++) {
+            htkv_mem_free(m->shards[s].seg_ids);
+        }
+        htkv_mem_free(m->shards);
+    }
+    pthread_mutex_destroy(&m->lock);
+    htkv_mem_free(m);
+}

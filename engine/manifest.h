@@ -1,0 +1,78 @@
+/*
+ * manifest.h - CURRENT and MANIFEST-NNNNNN: which shards and segments make up the store.
+ *
+ * MANIFEST-NNNNNN is an append-only edit log:
+ *   header (32 B): magic "HTKVMAN1", format u32, zero u32, number u64, zero u32, crc32c u32 of
+ * 0..27 edits: crc32c u32 (of the next 8 + len bytes), len u32, type u32, payload[len]; 4-byte
+ * aligned MAN_INIT     {format u32, shard_count u32, hash_seed u64} MAN_SEG_ADD  {shard u32, zero
+ * u32, seg_id u64} MAN_SEG_DROP {shard u32, zero u32, seg_id u64} Every edit is fdatasynced before
+ * the change it describes is used: a segment receives records only after its MAN_SEG_ADD is
+ * durable, and is deleted only after its MAN_SEG_DROP is.
+ *
+ * CURRENT holds "MANIFEST-NNNNNN\n" and is replaced by CURRENT.tmp + fsync + rename + fsync(dir).
+ */
+#ifndef HTKV_ENGINE_MANIFEST_H
+#define HTKV_ENGINE_MANIFEST_H
+
+#include <pthread.h>
+
+#include "engine/internal.h"
+
+#define MAN_HDR_BYTES 32u
+#define MAN_EDIT_HDR 12u
+#define MAN_SHARDS_MAX 1024u
+/* Rewrite the manifest at open once its edit log passes 1 MiB (~40k segment edits). */
+#define MAN_REWRITE_BYTES (1u << 20)
+
+enum man_type {
+    MAN_INIT = 1,
+    MAN_SEG_ADD = 2,
+    MAN_SEG_DROP = 3,
+};
+
+struct man_shard {
+    uint64_t *seg_ids; /* sorted ascending */
+    size_t count;
+    size_t cap;
+};
+
+struct manifest {
+    pthread_mutex_t lock; /* serialises edits from shard writers */
+    int dir_fd;
+    int fd;
+    bool writable;
+    uint64_t number;     /* NNNNNN of the live manifest */
+    uint64_t file_bytes; /* end of the last valid edit */
+    uint32_t format;
+    uint32_t shard_count;
+    uint64_t hash_seed;
+    uint64_t next_seg_id; /* one past the largest segment id ever added */
+    struct man_shard *shards;
+};
+
+/* Create a new store's manifest and CURRENT in @p dir_fd (borrowed). */
+int htkv_manifest_create(int dir_fd, uint32_t shard_count, uint64_t hash_seed,
+                         struct manifest **out);
+
+/*
+ * Load CURRENT and its manifest. A torn last edit is cut off (when @p writable). Returns 0,
+ * HTKV_ENOTFOUND (no CURRENT), HTKV_ECORRUPT, HTKV_EVERSION, -ENOMEM, -errno.
+ */
+int htkv_manifest_load(int dir_fd, bool writable, struct manifest **out);
+
+/* Append and fdatasync one edit, then apply it in memory. 0, -ENOMEM or -errno. */
+int htkv_manifest_add_seg(struct manifest *m, uint32_t shard, uint64_t seg_id);
+int htkv_manifest_drop_seg(struct manifest *m, uint32_t shard, uint64_t seg_id);
+
+/* Reserve a new segment id (not yet added). Thread-safe. */
+uint64_t htkv_manifest_next_seg_id(struct manifest *m);
+
+/* Write a fresh manifest holding the current state and switch CURRENT to it. 0 or -errno. */
+int htkv_manifest_rewrite(struct manifest *m);
+
+void htkv_manifest_close(struct manifest *m);
+
+/* Write @p len bytes to @p name in @p dir_fd via name.tmp + fsync + rename + fsync(dir). */
+int htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len);
+
+#endif

@@ -1,0 +1,517 @@
+/*
+ * recover.c - rebuild every shard's index from its segments at open.
+ *
+ * Design. Segments of a shard are scanned in id order. Every record is checked (framing and a
+ * CRC that covers its segment id and offset). Operations outside a batch are installed at once;
+ * operations inside a batch are held until its COMMIT; a batch with parts in several shards is
+ * installed only when every part was found committed. Installs keep the newest version of each
+ * key, whatever order the records are met in (compaction output may hold older versions in newer
+ * segments), so nothing stale or deleted comes back.
+ *
+ * A bad record ends the scan of a segment in one of three ways:
+ *   - torn tail: nothing valid follows it (or, in the shard's last segment, its header is all
+ *     zeros: a block lost with power before it was synced). Recovery cuts the log there, back to
+ *     the start of an unfinished batch, zeroes the rest and syncs before anything is appended.
+ *   - corruption: valid records follow. Open fails with HTKV_ECORRUPT naming file and offset, or,
+ *     with HTKV_RECOVERY_SKIP_CORRUPT, the bytes up to the next valid record are skipped, loudly.
+ *
+ * Invariants
+ *   1. After recovery, each key's head entry is its record with the highest version.
+ *   2. next_version exceeds every version seen on disk, applied or not, so none is reused.
+ *   3. When the store is writable, a cut tail is zeroed and fdatasynced before open returns.
+ */
+#include "engine/db.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/hash.h"
+#include "engine/rec.h"
+
+/* A committed part of a batch that spans shards, waiting for the other parts. */
+struct pend_part {
+    uint64_t version;
+    uint32_t parts;
+    size_t ent_start;
+    size_t ent_count;
+};
+
+struct recov {
+    struct htkv_db *db;
+    uint64_t max_version;
+    struct pend_part *pend;
+    size_t npend, pend_cap;
+    struct hidx_ent **pents; /* entries of pending parts */
+    size_t npents, pents_cap;
+    struct hidx_ent **bents; /* entries of the batch being scanned */
+    size_t nbents, bents_cap;
+};
+
+static int
+vec_push(void **v, size_t *n, size_t *cap, size_t elem, const void *x)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        void *p = htkv_mem_realloc(*v, c * elem);
+        if (p == NULL) {
+            return -ENOMEM;
+        }
+        *v = p;
+        *cap = c;
+    }
+    memcpy((char *)*v + *n * elem, x, elem);
+    (*n)++;
+    return 0;
+}
+
+static void
+seg_dead(struct hidx_ent *e)
+{
+    atomic_fetch_add_explicit(&e->seg->dead_bytes, htkv_align_up(e->rec_bytes, REC_ALIGN),
+                              memory_order_relaxed);
+}
+
+/* Install a recovered entry if it is the newest version of its key (no readers yet). */
+static int
+recover_install(struct shard *sh, struct hidx_ent *e)
+{
+    const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
+    struct hidx_ent *cur = htkv_hidx_find(&sh->idx, e->hash, key, e->key_len);
+    if (cur != NULL && cur->version > e->version) {
+        seg_dead(e);
+        sh->entry_bytes -= sizeof(*e);
+        htkv_mem_free(e);
+        return 0;
+    }
+    int rc;
+    struct hidx_ent *old = htkv_hidx_install(&sh->idx, e, &rc, htkv_shard_retire_table, sh);
+    if (rc != 0) {
+        return rc;
+    }
+    atomic_fetch_add_explicit(&e->seg->live_bytes, htkv_align_up(e->rec_bytes, REC_ALIGN),
+                              memory_order_relaxed);
+    if (old != NULL) {
+        atomic_store_explicit(&e->prev, NULL, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&old->seg->live_bytes, htkv_align_up(old->rec_bytes, REC_ALIGN),
+                                  memory_order_relaxed);
+        seg_dead(old);
+        if (old->del) {
+            sh->tombstones--;
+        } else {
+            sh->live_keys--;
+        }
+        sh->entry_bytes -= sizeof(*old);
+        htkv_mem_free(old);
+    }
+    if (e->del) {
+        sh->tombstones++;
+    } else {
+        sh->live_keys++;
+    }
+    return 0;
+}
+
+static struct hidx_ent *
+recover_ent(struct recov *rv, struct shard *sh, struct seg *s, uint64_t off,
+            const struct rec_hdr *h)
+{
+    struct hidx_ent *e = htkv_mem_alloc(sizeof(*e));
+    if (e == NULL) {
+        return NULL;
+    }
+    sh->entry_bytes += sizeof(*e);
+    const unsigned char *key = s->map + off + REC_HDR_BYTES;
+    *e = (struct hidx_ent){ .version = h->version,
+                            .hash = htkv_hash(key, h->key_len, rv->db->hash_seed),
+                            .seg = s,
+                            .off = (uint32_t)off,
+                            .rec_bytes = REC_HDR_BYTES + h->key_len + h->val_len,
+                            .key_len = h->key_len,
+                            .del = h->type == REC_DEL };
+    return e;
+}
+
+static bool
+all_zero(const unsigned char *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* End of the last non-zero byte in [from, end), or from when all zero. */
+static uint64_t
+last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end)
+{
+    uint64_t i = end;
+    while (i > from && (i - from) >= 8 && htkv_load64(map + i - 8) == 0) {
+        i -= 8;
+    }
+    while (i > from && map[i - 1] == 0) {
+        i--;
+    }
+    return i;
+}
+
+/* First offset after @p from (8-aligned) holding a valid record, or 0 when none. */
+static uint64_t
+resync(struct htkv_db *db, struct seg *s, uint64_t from, uint64_t end)
+{
+    struct rec_hdr h;
+    for (uint64_t off = from + REC_ALIGN; off + REC_HDR_BYTES <= end; off += REC_ALIGN) {
+        if (htkv_load64(s->map + off + 8) == 0 && htkv_load64(s->map + off + 16) == 0) {
+            continue; /* lengths, type and version zero: not a record */
+        }
+        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) == 0) {
+            return off;
+        }
+    }
+    return 0;
+}
+
+enum scan_end { SCAN_EOF, SCAN_TORN, SCAN_SEALED };
+
+/* Flush the batch being scanned: install it (one part) or park it (several parts). */
+static int
+batch_commit(struct recov *rv, struct shard *sh, uint64_t version, uint32_t parts)
+{
+    int rc = 0;
+    if (parts == 1) {
+        for (size_t i = 0; i < rv->nbents && rc == 0; i++) {
+            rc = recover_install(sh, rv->bents[i]);
+            rv->bents[i] = NULL;
+        }
+    } else {
+        struct pend_part p = {
+            .version = version, .parts = parts, .ent_start = rv->npents, .ent_count = rv->nbents
+        };
+        for (size_t i = 0; i < rv->nbents && rc == 0; i++) {
+            rc = vec_push((void **)&rv->pents, &rv->npents, &rv->pents_cap, sizeof(void *),
+                          &rv->bents[i]);
+            if (rc == 0) {
+                rv->bents[i] = NULL;
+            }
+        }
+        if (rc == 0) {
+            rc = vec_push((void **)&rv->pend, &rv->npend, &rv->pend_cap, sizeof(p), &p);
+        }
+    }
+    return rc;
+}
+
+static void
+batch_discard(struct recov *rv, struct shard *sh)
+{
+    for (size_t i = 0; i < rv->nbents; i++) {
+        if (rv->bents[i] != NULL) {
+            sh->entry_bytes -= sizeof(struct hidx_ent);
+            htkv_mem_free(rv->bents[i]);
+        }
+    }
+    rv->nbents = 0;
+}
+
+/*
+ * Scan one segment. On a torn tail, cuts it (when writable). Returns 0 or an error; the segment's
+ * tail, records and sealed fields are set.
+ */
+static int
+recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
+{
+    struct htkv_db *db = rv->db;
+    uint64_t off = SEG_DATA_OFF, end = s->file_bytes;
+    bool in_batch = false;
+    uint64_t b_version = 0, b_begin = 0;
+    uint32_t b_ops = 0, b_parts = 0, b_seen = 0;
+    uint64_t cut = 0;
+    enum scan_end how = SCAN_EOF;
+    int rc = 0;
+    struct rec_hdr h;
+
+    while (off < end) {
+        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) != 0) {
+            bool hole = last && all_zero(s->map + off,
+                                         end - off < REC_HDR_BYTES ? end - off : REC_HDR_BYTES);
+            uint64_t next = hole ? 0 : resync(db, s, off, end);
+            if (next == 0) {
+                how = SCAN_TORN;
+                cut = in_batch ? b_begin : off;
+                break;
+            }
+            if (db->cfg.recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
+                htkv_set_error("%s: damaged record at offset %llu followed by valid records",
+                               s->path, (unsigned long long)off);
+                return HTKV_ECORRUPT;
+            }
+            htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping %llu damaged bytes at offset %llu",
+                        s->path, (unsigned long long)(next - off), (unsigned long long)off);
+            db->skipped_bytes += next - off;
+            atomic_fetch_add_explicit(&s->dead_bytes, next - off, memory_order_relaxed);
+            if (in_batch) {
+                batch_discard(rv, sh); /* a batch with a hole in it is not applied */
+                in_batch = false;
+            }
+            off = next;
+            continue;
+        }
+        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        const unsigned char *pl = s->map + off + REC_HDR_BYTES + h.key_len;
+        bool ok = true;
+        if (h.version > rv->max_version && h.type != REC_SEAL) {
+            rv->max_version = h.version;
+        }
+        switch (h.type) {
+        case REC_SET:
+        case REC_DEL: {
+            bool flagged = (h.flags & REC_F_BATCH) != 0;
+            ok = flagged == in_batch && (!in_batch || (h.version == b_version && b_seen < b_ops));
+            if (!ok) {
+                break;
+            }
+            struct hidx_ent *e = recover_ent(rv, sh, s, off, &h);
+            if (e == NULL) {
+                return -ENOMEM;
+            }
+            if (db_shard_of(db, e->hash) != sh->id) {
+                sh->entry_bytes -= sizeof(*e);
+                htkv_mem_free(e);
+                htkv_set_error("%s: record at offset %llu belongs to another shard", s->path,
+                               (unsigned long long)off);
+                return HTKV_ECORRUPT;
+            }
+            if (in_batch) {
+                b_seen++;
+                rc = vec_push((void **)&rv->bents, &rv->nbents, &rv->bents_cap, sizeof(e), &e);
+            } else {
+                rc = recover_install(sh, e);
+            }
+            break;
+        }
+        case REC_BATCH_BEGIN:
+            ok = !in_batch && htkv_load32(pl) > 0 && htkv_load32(pl + 4) >= 1;
+            in_batch = ok;
+            b_version = h.version;
+            b_begin = off;
+            b_ops = htkv_load32(pl);
+            b_parts = htkv_load32(pl + 4);
+            b_seen = 0;
+            break;
+        case REC_BATCH_COMMIT:
+            ok = in_batch && h.version == b_version && htkv_load32(pl) == b_ops &&
+                 htkv_load32(pl + 4) == b_parts && b_seen == b_ops;
+            if (ok) {
+                rc = batch_commit(rv, sh, b_version, b_parts);
+                rv->nbents = 0;
+                in_batch = false;
+            }
+            break;
+        case REC_SEAL:
+            ok = !in_batch && htkv_load64(pl + 8) == off;
+            if (ok) {
+                how = SCAN_SEALED;
+            }
+            break;
+        default:
+            HTKV_UNREACHABLE();
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        if (!ok) {
+            htkv_set_error("%s: record at offset %llu is out of place (batch framing)", s->path,
+                           (unsigned long long)off);
+            return HTKV_ECORRUPT;
+        }
+        s->records++;
+        db->recovered_records++;
+        off += size;
+        if (how == SCAN_SEALED) {
+            if (last_nonzero_end(s->map, off, end) != off) {
+                htkv_set_error("%s: data after the SEAL record at offset %llu", s->path,
+                               (unsigned long long)off);
+                return HTKV_ECORRUPT;
+            }
+            s->sealed = true;
+            break;
+        }
+    }
+    if (how == SCAN_EOF && in_batch) {
+        how = SCAN_TORN; /* the file ends inside a batch */
+        cut = b_begin;
+    }
+    if (how != SCAN_TORN) {
+        s->tail = off;
+        return 0;
+    }
+    batch_discard(rv, sh);
+    uint64_t junk = last_nonzero_end(s->map, cut, end);
+    s->tail = cut;
+    if (junk > cut) {
+        db->truncated_bytes += junk - cut;
+        htkv_db_log(db, HTKV_LOG_WARN, "%s: cutting a torn tail of %llu bytes at offset %llu",
+                    s->path, (unsigned long long)(junk - cut), (unsigned long long)cut);
+        if (s->writable) {
+            rc = htkv_seg_zero(s, cut, junk);
+        }
+    }
+    return rc;
+}
+
+static int
+cmp_pend(const void *a, const void *b)
+{
+    const struct pend_part *x = a, *y = b;
+    return (x->version > y->version) - (x->version < y->version);
+}
+
+/* Install the batches whose every part was found committed; drop the others. */
+static int
+recover_cross_shard(struct recov *rv)
+{
+    struct htkv_db *db = rv->db;
+    qsort(rv->pend, rv->npend, sizeof(*rv->pend), cmp_pend);
+    int rc = 0;
+    for (size_t i = 0; i < rv->npend;) {
+        size_t j = i;
+        while (j < rv->npend && rv->pend[j].version == rv->pend[i].version) {
+            j++;
+        }
+        bool complete = (j - i) == rv->pend[i].parts;
+        for (size_t k = i; k < j; k++) {
+            complete = complete && rv->pend[k].parts == rv->pend[i].parts;
+        }
+        if (!complete) {
+            htkv_db_log(db, HTKV_LOG_WARN,
+                        "batch version %llu: %zu of %u parts committed; not applied",
+                        (unsigned long long)rv->pend[i].version, j - i, rv->pend[i].parts);
+        }
+        for (size_t k = i; k < j; k++) {
+            for (size_t n = 0; n < rv->pend[k].ent_count; n++) {
+                struct hidx_ent *e = rv->pents[rv->pend[k].ent_start + n];
+                struct shard *sh = db_shard(db, e->seg->shard);
+                if (complete && rc == 0) {
+                    rc = recover_install(sh, e);
+                } else {
+                    seg_dead(e);
+                    sh->entry_bytes -= sizeof(*e);
+                    htkv_mem_free(e);
+                }
+            }
+        }
+        i = j;
+    }
+    return rc;
+}
+
+static bool
+listed(const struct man_shard *ms, uint64_t id)
+{
+    for (size_t i = 0; i < ms->count; i++) {
+        if (ms->seg_ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Remove segment files the manifest does not list (left by a crash while creating one). */
+static void
+remove_orphans(struct htkv_db *db, struct shard *sh, const struct man_shard *ms)
+{
+    DIR *d = opendir(sh->dir);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        unsigned long long id;
+        char tail[8];
+        if (sscanf(de->d_name, "%12llu.%7s", &id, tail) == 2 && strcmp(tail, "seg") == 0 &&
+            !listed(ms, id)) {
+            char path[4200];
+            snprintf(path, sizeof(path), "%s/%s", sh->dir, de->d_name);
+            htkv_db_log(db, HTKV_LOG_WARN, "%s: not in the manifest; removed", path);
+            unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+static int
+recover_shard(struct recov *rv, struct shard *sh)
+{
+    struct htkv_db *db = rv->db;
+    const struct man_shard *ms = &db->man->shards[sh->id];
+    if (!db->read_only) {
+        remove_orphans(db, sh, ms);
+    }
+    for (size_t i = 0; i < ms->count; i++) {
+        char path[4200];
+        htkv_seg_path(path, sizeof(path), sh->dir, ms->seg_ids[i]);
+        bool last = i + 1 == ms->count;
+        struct seg *s;
+        int rc = htkv_seg_open(path, sh->id, ms->seg_ids[i], last ? db->cfg.max_segment_bytes : 0,
+                               !db->read_only, &s);
+        if (rc == -ENOENT) {
+            htkv_set_error("%s: listed in the manifest but missing", path);
+            rc = HTKV_ECORRUPT;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        if (sh->nsegs == sh->segs_cap) {
+            size_t cap = sh->segs_cap ? sh->segs_cap * 2 : 8;
+            struct seg **n = htkv_mem_realloc(sh->segs, cap * sizeof(*n));
+            if (n == NULL) {
+                htkv_seg_close(s);
+                return -ENOMEM;
+            }
+            sh->segs = n;
+            sh->segs_cap = cap;
+        }
+        sh->segs[sh->nsegs++] = s;
+        rc = recover_seg(rv, sh, s, last);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int
+htkv_recover(struct htkv_db *db)
+{
+    struct recov rv = { .db = db };
+    int rc = 0;
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        rc = recover_shard(&rv, db_shard(db, i));
+    }
+    if (rc == 0) {
+        rc = recover_cross_shard(&rv);
+    } else {
+        for (size_t i = 0; i < rv.npents; i++) {
+            htkv_mem_free(rv.pents[i]);
+        }
+        for (size_t i = 0; i < rv.nbents; i++) {
+            htkv_mem_free(rv.bents[i]);
+        }
+    }
+    htkv_mem_free(rv.pend);
+    htkv_mem_free(rv.pents);
+    htkv_mem_free(rv.bents);
+    if (rc != 0) {
+        return rc;
+    }
+    atomic_store(&db->next_version, rv.max_version + 1);
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        atomic_store(&db->ro[i].visible, rv.max_version);
+    }
+    return 0;
+}

@@ -1,0 +1,310 @@
+/*
+ * seg.c - segment files (see seg.h for the life cycle and the header layout).
+ *
+ * Invariants
+ *   1. SEG_DATA_OFF <= tail <= file_bytes <= map_bytes.
+ *   2. Every byte of [0, file_bytes) is allocated on disk (fallocate or written zeros), so stores
+ *      through the mapping below file_bytes cannot fault for space.
+ *   3. The header is written and fsynced before the file is handed out.
+ */
+#include "engine/seg.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/crc32c.h"
+
+HTKV_STATIC_ASSERT(SEG_HDR_BYTES % 8 == 0, "records after the header stay 8-byte aligned");
+
+void
+htkv_seg_path(char *buf, size_t cap, const char *dir, uint64_t id)
+{
+    snprintf(buf, cap, "%s/%012llu.seg", dir, (unsigned long long)id);
+}
+
+static void
+seg_hdr_encode(unsigned char *h, uint32_t shard, uint64_t id)
+{
+    memset(h, 0, SEG_HDR_BYTES);
+    memcpy(h, SEG_MAGIC, 8);
+    htkv_store32(h + 8, HTKV_FORMAT_VERSION);
+    htkv_store32(h + 12, shard);
+    htkv_store64(h + 16, id);
+    htkv_store32(h + 60, htkv_crc32c(0, h, 60));
+}
+
+static int
+seg_hdr_check(const unsigned char *h, uint32_t shard, uint64_t id)
+{
+    if (memcmp(h, SEG_MAGIC, 8) != 0 || htkv_load32(h + 60) != htkv_crc32c(0, h, 60)) {
+        return HTKV_ECORRUPT;
+    }
+    if (htkv_load32(h + 8) > HTKV_FORMAT_VERSION) {
+        return HTKV_EVERSION;
+    }
+    if (htkv_load32(h + 12) != shard || htkv_load64(h + 16) != id) {
+        return HTKV_ECORRUPT;
+    }
+    return 0;
+}
+
+/* Allocate [from, to) of the file: fallocate, or zeros where the file system has no fallocate. */
+static int
+seg_allocate(int fd, uint64_t from, uint64_t to)
+{
+    if (fallocate(fd, 0, (off_t)from, (off_t)(to - from)) == 0) {
+        return 0;
+    }
+    if (errno != EOPNOTSUPP && errno != ENOSYS) {
+        return -errno;
+    }
+    static const unsigned char zeros[65536];
+    for (uint64_t off = from; off < to;) {
+        size_t n = (size_t)(to - off < sizeof(zeros) ? to - off : sizeof(zeros));
+        ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static struct seg *
+seg_new(const char *path, uint32_t shard, uint64_t id)
+{
+    size_t plen = strlen(path) + 1;
+    struct seg *s = htkv_mem_calloc(1, sizeof(*s) + plen);
+    if (s == NULL) {
+        return NULL;
+    }
+    memcpy(s->path, path, plen);
+    s->id = id;
+    s->shard = shard;
+    s->fd = -1;
+    atomic_init(&s->live_bytes, 0);
+    atomic_init(&s->dead_bytes, 0);
+    return s;
+}
+
+static int
+seg_map(struct seg *s, bool writable)
+{
+    int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    void *m = mmap(NULL, s->map_bytes, prot, MAP_SHARED, s->fd, 0);
+    if (m == MAP_FAILED) {
+        return -errno;
+    }
+    s->map = m;
+    s->writable = writable;
+    return 0;
+}
+
+int
+htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint64_t first,
+                struct seg **out)
+{
+    HTKV_ASSERT(cap >= SEG_DATA_OFF && cap <= SEG_BYTES_LIMIT);
+    *out = NULL;
+    char path[4096];
+    htkv_seg_path(path, sizeof(path), dir, id);
+    struct seg *s = seg_new(path, shard, id);
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    int rc;
+    s->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (s->fd < 0) {
+        rc = -errno;
+        goto fail_free;
+    }
+    uint64_t want = first > SEG_GROW_MIN ? first : SEG_GROW_MIN;
+    want = htkv_align_up(want, 4096);
+    if (want > cap) {
+        want = cap;
+    }
+    rc = seg_allocate(s->fd, 0, want);
+    if (rc != 0) {
+        goto fail_unlink;
+    }
+    unsigned char h[SEG_HDR_BYTES];
+    seg_hdr_encode(h, shard, id);
+    if (pwrite(s->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+        rc = errno ? -errno : -EIO;
+        goto fail_unlink;
+    }
+    if (fdatasync(s->fd) != 0) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    s->map_bytes = cap;
+    s->file_bytes = want;
+    s->tail = SEG_DATA_OFF;
+    rc = seg_map(s, true);
+    if (rc != 0) {
+        goto fail_unlink;
+    }
+    *out = s;
+    return 0;
+
+fail_unlink:
+    unlink(path);
+    close(s->fd);
+fail_free:
+    htkv_mem_free(s);
+    return rc;
+}
+
+int
+htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool writable,
+              struct seg **out)
+{
+    *out = NULL;
+    struct seg *s = seg_new(path, shard, id);
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    int rc;
+    s->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (s->fd < 0) {
+        rc = -errno;
+        goto fail_free;
+    }
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) {
+        rc = -errno;
+        goto fail_close;
+    }
+    unsigned char h[SEG_HDR_BYTES];
+    if ((uint64_t)st.st_size < SEG_HDR_BYTES ||
+        pread(s->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+        htkv_set_error("%s: segment shorter than its header", path);
+        rc = HTKV_ECORRUPT;
+        goto fail_close;
+    }
+    rc = seg_hdr_check(h, shard, id);
+    if (rc != 0) {
+        htkv_set_error("%s: bad segment header at offset 0", path);
+        goto fail_close;
+    }
+    if ((uint64_t)st.st_size > SEG_BYTES_LIMIT) {
+        htkv_set_error("%s: segment larger than 4 GiB", path);
+        rc = HTKV_ECORRUPT;
+        goto fail_close;
+    }
+    s->file_bytes = (uint64_t)st.st_size;
+    s->map_bytes = cap > s->file_bytes ? cap : s->file_bytes;
+    s->tail = SEG_DATA_OFF;
+    rc = seg_map(s, writable);
+    if (rc != 0) {
+        goto fail_close;
+    }
+    *out = s;
+    return 0;
+
+fail_close:
+    close(s->fd);
+fail_free:
+    htkv_mem_free(s);
+    return rc;
+}
+
+int
+htkv_seg_reserve(struct seg *s, uint64_t need)
+{
+    HTKV_ASSERT(s->writable);
+    HTKV_ASSERT(s->tail <= s->file_bytes);
+    uint64_t end = s->tail + need;
+    if (end <= s->file_bytes) {
+        return 0;
+    }
+    if (end > s->map_bytes) {
+        return HTKV_EFULL;
+    }
+    /* Grow by at least the current size (doubling) so appends allocate O(log n) times. */
+    uint64_t grow = s->file_bytes > SEG_GROW_MIN ? s->file_bytes : SEG_GROW_MIN;
+    uint64_t target = s->file_bytes + grow;
+    if (target < end) {
+        target = end;
+    }
+    target = htkv_align_up(target, 4096);
+    if (target > s->map_bytes) {
+        target = s->map_bytes;
+    }
+    int rc = seg_allocate(s->fd, s->file_bytes, target);
+    if (rc != 0) {
+        return rc;
+    }
+    s->file_bytes = target;
+    HTKV_ASSERT(s->tail + need <= s->file_bytes);
+    return 0;
+}
+
+int
+htkv_seg_sync(struct seg *s)
+{
+    if (fdatasync(s->fd) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+int
+htkv_seg_zero(struct seg *s, uint64_t from, uint64_t to)
+{
+    HTKV_ASSERT(from <= to);
+    HTKV_ASSERT(to <= s->file_bytes);
+    if (from == to) {
+        return 0;
+    }
+    /* Write through the file, not the mapping: the same page cache pages either way. */
+    static const unsigned char zeros[65536];
+    for (uint64_t off = from; off < to;) {
+        size_t n = (size_t)(to - off < sizeof(zeros) ? to - off : sizeof(zeros));
+        ssize_t w = pwrite(s->fd, zeros, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        off += (uint64_t)w;
+    }
+    return htkv_seg_sync(s);
+}
+
+int
+htkv_seg_trim(struct seg *s)
+{
+    HTKV_ASSERT(s->writable);
+    uint64_t keep = htkv_align_up(s->tail, 4096);
+    if (keep >= s->file_bytes) {
+        return 0;
+    }
+    if (ftruncate(s->fd, (off_t)keep) != 0) {
+        return -errno;
+    }
+    s->file_bytes = keep;
+    return fsync(s->fd) == 0 ? 0 : -errno;
+}
+
+void
+htkv_seg_close(struct seg *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->map != NULL) {
+        munmap(s->map, s->map_bytes);
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
+    htkv_mem_free(s);
+}

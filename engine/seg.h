@@ -1,0 +1,87 @@
+/*
+ * seg.h - a segment file: a header, then records appended through a shared writable mapping.
+ *
+ * Segment life:
+ *
+ *     htkv_seg_create()          append (shard)          htkv_seg_seal()
+ *   ------------------> ACTIVE ----------------> ACTIVE ----------------> SEALED
+ *                          ^                                                |
+ *                          | htkv_seg_open() + recovery (no SEAL record)    | htkv_seg_close()
+ *                                                                           v
+ *                                                                        closed
+ *
+ * Appends are plain stores into a MAP_SHARED mapping of the file: the bytes are in the kernel's
+ * page cache the moment the store completes, so an acknowledged write survives a crash of the
+ * process without a system call per write; fdatasync() makes them durable. The file is extended
+ * with fallocate() (or explicit zeros where the file system lacks it) before any store reaches
+ * new space, so a store never lands in a hole: no SIGBUS, no ENOSPC in the middle of a record.
+ *
+ * File header (64 bytes): magic "HTKVSEG1", format u32, shard u32, seg_id u64, zero[36],
+ * crc32c u32 of bytes 0..59. Records start at SEG_DATA_OFF.
+ */
+#ifndef HTKV_ENGINE_SEG_H
+#define HTKV_ENGINE_SEG_H
+
+#include <stdatomic.h>
+
+#include "engine/internal.h"
+
+#define SEG_HDR_BYTES 64u
+#define SEG_DATA_OFF SEG_HDR_BYTES
+#define SEG_MAGIC "HTKVSEG1"
+/* First allocation of a new segment and the smallest growth step: 1 MiB. */
+#define SEG_GROW_MIN (1u << 20)
+/* Largest segment: offsets are u32 in the index (4 GiB - 1). */
+#define SEG_BYTES_LIMIT 0xFFFFF000ull
+
+struct seg {
+    uint64_t id;
+    uint32_t shard;
+    int fd;
+    unsigned char *map;  /* mapping of map_bytes; file bytes beyond file_bytes never touched */
+    uint64_t map_bytes;  /* reserved virtual size = capacity of the segment */
+    uint64_t file_bytes; /* allocated file size */
+    uint64_t tail;       /* end of the last record (next append offset) */
+    uint64_t records;    /* records in the segment (control records included) */
+    bool sealed;
+    bool writable;
+    _Atomic uint64_t live_bytes; /* bytes of records that are the newest version of a key */
+    _Atomic uint64_t dead_bytes; /* bytes of superseded records */
+    char path[];
+};
+
+/*
+ * Create segment @p id of @p shard in directory @p dir (path of the shard directory), with room
+ * for @p cap bytes and SEG_GROW_MIN (or @p first when larger) allocated. The file is fsynced;
+ * the caller fsyncs the directory. Returns 0, -ENOSPC, -ENOMEM or another -errno.
+ */
+int htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint64_t first,
+                    struct seg **out);
+
+/*
+ * Open existing segment file @p path, check its header against (@p shard, @p id), map it for
+ * @p cap bytes (at least its size). Returns 0, HTKV_ECORRUPT (bad header), -ENOMEM or -errno.
+ */
+int htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool writable,
+                  struct seg **out);
+
+/* Make sure [tail, tail + need) is allocated. Returns 0, HTKV_EFULL (beyond capacity), -ENOSPC,
+ * -errno. */
+int htkv_seg_reserve(struct seg *s, uint64_t need);
+
+/* fdatasync the segment. Returns 0 or -errno. */
+int htkv_seg_sync(struct seg *s);
+
+/* Overwrite [from, to) with zeros and make that durable (torn-tail removal). 0 or -errno. */
+int htkv_seg_zero(struct seg *s, uint64_t from, uint64_t to);
+
+/* Give back allocated space past the tail (at close). 0 or -errno. */
+int htkv_seg_trim(struct seg *s);
+
+/* Unmap and close; frees @p s. NULL accepted. */
+void htkv_seg_close(struct seg *s);
+
+/* Path of segment @p id in shard directory @p dir into @p buf. */
+void htkv_seg_path(char *buf, size_t cap, const char *dir, uint64_t id);
+
+#endif

@@ -1,0 +1,679 @@
+/*
+ * shard.c - a shard's write path: segment rotation, appends, group sync and index installs.
+ *
+ * Design. A write (one operation, or the part of a batch that falls in this shard) runs in
+ * three phases under the locks of every shard it touches, taken in ascending shard order:
+ *   1. prepare: check state and conditions, make room in the active segment (rotating when it
+ *      is full), allocate index entries and index capacity. Nothing is written yet, so any
+ *      failure leaves the store unchanged.
+ *   2. append: encode every record into the active segment's mapping; in HTKV_SYNC_ALWAYS,
+ *      fdatasync each touched segment.
+ *   3. install: link the new entries into the index, then publish the write's version as the
+ *      shard's visible version, then cut and retire the entries it superseded.
+ *
+ * Invariants
+ *   1. Within a shard, versions are installed in increasing order (they are assigned under the
+ *      shard's lock), so `visible` only grows.
+ *   2. A record is in the page cache (a completed store into the MAP_SHARED mapping) before the
+ *      entry that points at it is published.
+ *   3. Every segment keeps REC_SEAL bytes free for its SEAL record.
+ *   4. A segment receives records only after its MAN_SEG_ADD edit is durable.
+ */
+#include "engine/db.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/hash.h"
+#include "engine/rec.h"
+
+#define SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
+#define BATCH_FRAME_BYTES (REC_HDR_BYTES + REC_BEGIN_PAYLOAD + REC_HDR_BYTES + REC_COMMIT_PAYLOAD)
+
+HTKV_STATIC_ASSERT(SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
+HTKV_STATIC_ASSERT(BATCH_FRAME_BYTES % REC_ALIGN == 0, "batch frame keeps alignment");
+
+int
+htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
+{
+    char dir[4096];
+    int n = snprintf(dir, sizeof(dir), "%s/shard-%03u", db->dir, id);
+    HTKV_ASSERT(n > 0 && (size_t)n < sizeof(dir));
+    struct shard *sh = htkv_mem_calloc(1, sizeof(*sh) + (size_t)n + 1);
+    if (sh == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(sh->dir, dir, (size_t)n + 1);
+    sh->db = db;
+    sh->id = id;
+    atomic_init(&sh->dirty, false);
+    int rc = htkv_hidx_init(&sh->idx);
+    if (rc != 0) {
+        htkv_mem_free(sh);
+        return rc;
+    }
+    pthread_mutex_init(&sh->lock, NULL);
+    *out = sh;
+    return 0;
+}
+
+void
+htkv_shard_destroy(struct shard *sh)
+{
+    if (sh == NULL) {
+        return;
+    }
+    htkv_ebr_limbo_fini(&sh->db->ebr, &sh->limbo);
+    htkv_hidx_fini(&sh->idx);
+    for (size_t i = 0; i < sh->nsegs; i++) {
+        htkv_seg_close(sh->segs[i]);
+    }
+    htkv_mem_free(sh->segs);
+    pthread_mutex_destroy(&sh->lock);
+    htkv_mem_free(sh);
+}
+
+void
+htkv_shard_retire_table(void *ctx, void *table)
+{
+    struct shard *sh = ctx;
+    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, table, htkv_mem_free);
+}
+
+void
+htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
+{
+    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, e, htkv_mem_free);
+    sh->entry_bytes -= sizeof(*e);
+    if (++sh->since_reclaim >= SHARD_RECLAIM_EVERY) {
+        sh->since_reclaim = 0;
+        htkv_ebr_reclaim(&sh->db->ebr, &sh->limbo);
+    }
+}
+
+static inline struct seg *
+shard_active(struct shard *sh)
+{
+    return sh->nsegs > 0 ? sh->segs[sh->nsegs - 1] : NULL;
+}
+
+static uint64_t
+shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+             uint32_t klen, const void *val, uint32_t vlen)
+{
+    uint64_t off = s->tail;
+    uint64_t size = htkv_rec_size(klen, vlen);
+    HTKV_ASSERT(off + size <= s->file_bytes);
+    uint64_t w =
+        htkv_rec_encode(s->map + off, s->id, off, type, flags, version, key, klen, val, vlen);
+    HTKV_ASSERT(w == size);
+    s->tail = off + size;
+    s->records++;
+    return off;
+}
+
+/* Write SEAL at the tail of @p s and make the segment durable. */
+static int
+shard_seal(struct seg *s)
+{
+    unsigned char p[REC_SEAL_PAYLOAD];
+    htkv_store64(p, s->records);
+    htkv_store64(p + 8, s->tail);
+    int rc = htkv_seg_reserve(s, SEAL_BYTES);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t off = shard_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
+    atomic_fetch_add_explicit(&s->dead_bytes, SEAL_BYTES, memory_order_relaxed);
+    (void)off;
+    rc = htkv_seg_sync(s);
+    if (rc == 0) {
+        s->sealed = true;
+    }
+    return rc;
+}
+
+static int
+shard_segs_push(struct shard *sh, struct seg *s)
+{
+    if (sh->nsegs == sh->segs_cap) {
+        size_t cap = sh->segs_cap ? sh->segs_cap * 2 : 8;
+        struct seg **n = htkv_mem_realloc(sh->segs, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        sh->segs = n;
+        sh->segs_cap = cap;
+    }
+    sh->segs[sh->nsegs++] = s;
+    return 0;
+}
+
+/*
+ * Open a new active segment with room for @p need bytes of records, then seal the old one.
+ * Creating first means a failure (ENOSPC) leaves the old segment active and nothing changed.
+ */
+int
+htkv_shard_new_segment(struct shard *sh, uint64_t need)
+{
+    struct htkv_db *db = sh->db;
+    uint64_t cap = db->cfg.max_segment_bytes;
+    uint64_t min = SEG_DATA_OFF + need + SEAL_BYTES;
+    if (cap < min) {
+        cap = htkv_align_up(min, 4096); /* an oversized record gets a segment of its own */
+    }
+    if (cap > SEG_BYTES_LIMIT) {
+        return HTKV_ETOOBIG;
+    }
+    if (sh->nsegs == sh->segs_cap && shard_segs_push(sh, NULL) == 0) {
+        sh->nsegs--; /* grow the array now so that the push below cannot fail */
+    }
+    if (sh->nsegs == sh->segs_cap) {
+        return -ENOMEM;
+    }
+    uint64_t id = htkv_manifest_next_seg_id(db->man);
+    struct seg *s;
+    int rc = htkv_seg_create(sh->dir, sh->id, id, cap, min, &s);
+    if (rc != 0) {
+        return rc;
+    }
+    int dfd = open(sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        rc = -errno;
+    }
+    if (dfd >= 0) {
+        close(dfd);
+    }
+    if (rc == 0) {
+        rc = htkv_manifest_add_seg(db->man, sh->id, id);
+    }
+    if (rc != 0) {
+        /* Not in the manifest: an orphan file, removed now or at the next open. */
+        unlink(s->path);
+        htkv_seg_close(s);
+        return rc;
+    }
+    struct seg *old = shard_active(sh);
+    if (old != NULL && !old->sealed) {
+        rc = shard_seal(old);
+        if (rc != 0) {
+            /* The old segment's data may not be durable: same rule as any failed sync. */
+            sh->failed = true;
+            atomic_store(&db->failed, 1);
+            htkv_db_log(db, HTKV_LOG_ERROR, "%s: sealing failed: %s; shard refuses writes",
+                        old->path, htkv_strerror(rc));
+            rc = 0; /* the new segment is in the manifest: keep it */
+        }
+    }
+    rc = shard_segs_push(sh, s);
+    HTKV_ASSERT(rc == 0);
+    return sh->failed ? HTKV_EFAILED : 0;
+}
+
+/* Make room for @p need bytes in the active segment, rotating if it is full. */
+static int
+shard_make_room(struct shard *sh, uint64_t need)
+{
+    struct seg *s = shard_active(sh);
+    if (s == NULL || s->sealed || s->tail + need + SEAL_BYTES > s->map_bytes) {
+        int rc = htkv_shard_new_segment(sh, need);
+        if (rc != 0) {
+            return rc;
+        }
+        s = shard_active(sh);
+    }
+    return htkv_seg_reserve(s, need + SEAL_BYTES);
+}
+
+static int
+shard_check_writable(struct htkv_db *db, struct shard *sh)
+{
+    if (sh->failed) {
+        return HTKV_EFAILED;
+    }
+    if (atomic_load_explicit(&db->no_space, memory_order_relaxed)) {
+        return -ENOSPC;
+    }
+    return 0;
+}
+
+/* Turn a space or I/O failure of the prepare phase into the store's policy. */
+static int
+shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc)
+{
+    if (rc == -ENOSPC || rc == -EDQUOT) {
+        if (!atomic_exchange(&db->no_space, 1)) {
+            htkv_db_log(db, HTKV_LOG_ERROR,
+                        "shard %u: no space left; writes are refused until reopen, reads go on",
+                        sh->id);
+        }
+        return -ENOSPC;
+    }
+    return rc;
+}
+
+/* Version of the key's newest entry as a condition sees it (0 = absent or deleted). */
+static uint64_t
+shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
+{
+    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
+    return (e == NULL || e->del) ? 0 : e->version;
+}
+
+static struct hidx_ent *
+ent_new(struct shard *sh)
+{
+    struct hidx_ent *e = htkv_mem_alloc(sizeof(*e));
+    if (e != NULL) {
+        sh->entry_bytes += sizeof(*e);
+    }
+    return e;
+}
+
+static void
+ent_drop(struct shard *sh, struct hidx_ent *e)
+{
+    sh->entry_bytes -= sizeof(*e);
+    htkv_mem_free(e);
+}
+
+/*
+ * Install @p e (already filled) as the newest version of its key. A delete of an absent key
+ * installs nothing. Updates the live/dead byte counts and key counts.
+ */
+static void
+shard_install(struct shard *sh, struct hidx_ent *e)
+{
+    uint64_t size = htkv_align_up(e->rec_bytes, REC_ALIGN);
+    if (e->del) {
+        struct hidx_ent *cur =
+            htkv_hidx_find(&sh->idx, e->hash, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len);
+        if (cur == NULL) {
+            atomic_fetch_add_explicit(&e->seg->dead_bytes, size, memory_order_relaxed);
+            ent_drop(sh, e);
+            return;
+        }
+    }
+    int rc;
+    struct hidx_ent *old = htkv_hidx_install(&sh->idx, e, &rc, htkv_shard_retire_table, sh);
+    HTKV_ASSERT(rc == 0); /* capacity was reserved in the prepare phase */
+    atomic_fetch_add_explicit(&e->seg->live_bytes, size, memory_order_relaxed);
+    if (old != NULL) {
+        uint64_t osize = htkv_align_up(old->rec_bytes, REC_ALIGN);
+        atomic_fetch_sub_explicit(&old->seg->live_bytes, osize, memory_order_relaxed);
+        atomic_fetch_add_explicit(&old->seg->dead_bytes, osize, memory_order_relaxed);
+        if (old->del) {
+            sh->tombstones--;
+        } else {
+            sh->live_keys--;
+        }
+    }
+    if (e->del) {
+        sh->tombstones++;
+        sh->deletes++;
+    } else {
+        sh->live_keys++;
+        sh->puts++;
+    }
+}
+
+/* After the new version is visible, no reader needs the older ones any more. A batch that
+ * wrote one key twice leaves a chain of two behind the head: retire all of it. */
+static void
+shard_prune(struct shard *sh, struct hidx_ent *e)
+{
+    struct hidx_ent *old = atomic_load_explicit(&e->prev, memory_order_relaxed);
+    if (old == NULL) {
+        return;
+    }
+    atomic_store_explicit(&e->prev, NULL, memory_order_release);
+    while (old != NULL) {
+        struct hidx_ent *next = atomic_load_explicit(&old->prev, memory_order_relaxed);
+        htkv_shard_retire_ent(sh, old);
+        old = next;
+    }
+}
+
+static void
+shard_fail_sync(struct htkv_db *db, struct shard *sh, struct seg *s, int rc)
+{
+    sh->failed = true;
+    atomic_store(&db->failed, 1);
+    htkv_db_log(db, HTKV_LOG_ERROR,
+                "%s: fdatasync failed: %s; shard %u refuses writes until reopen", s->path,
+                htkv_strerror(rc), sh->id);
+}
+
+int
+htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
+                uint32_t vlen, uint64_t hash)
+{
+    struct shard *sh = db_shard(db, db_shard_of(db, hash));
+    uint64_t size = htkv_rec_size(klen, vlen);
+    pthread_mutex_lock(&sh->lock);
+    int rc = shard_check_writable(db, sh);
+    if (rc != 0) {
+        goto out;
+    }
+    if (type == REC_DEL && shard_current_version(sh, hash, key, klen) == 0) {
+        rc = HTKV_ENOTFOUND; /* nothing to delete: write nothing */
+        goto out;
+    }
+    rc = shard_make_room(sh, size);
+    if (rc == 0) {
+        rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
+    }
+    if (rc != 0) {
+        rc = shard_prepare_failed(db, sh, rc);
+        goto out;
+    }
+    struct hidx_ent *e = ent_new(sh);
+    if (e == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    struct seg *s = shard_active(sh);
+    uint64_t version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+    uint64_t off = shard_append(s, type, 0, version, key, klen, val, vlen);
+    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+        rc = htkv_seg_sync(s);
+        atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+        if (rc != 0) {
+            shard_fail_sync(db, sh, s, rc);
+            ent_drop(sh, e);
+            rc = HTKV_EFAILED;
+            goto out;
+        }
+    } else if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
+        atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
+    }
+    *e = (struct hidx_ent){ .version = version,
+                            .hash = hash,
+                            .seg = s,
+                            .off = (uint32_t)off,
+                            .rec_bytes = (uint32_t)(REC_HDR_BYTES + klen + vlen),
+                            .key_len = klen,
+                            .del = type == REC_DEL };
+    shard_install(sh, e);
+    atomic_store_explicit(&db->ro[sh->id].visible, version, memory_order_release);
+    shard_prune(sh, e);
+out:
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
+}
+
+/* ---- batches ------------------------------------------------------------------------------ */
+
+struct part {
+    uint32_t shard;
+    uint32_t nops;  /* puts and deletes in this shard */
+    uint64_t bytes; /* records incl. batch frame */
+    struct hidx_ent **ents;
+};
+
+static inline const unsigned char *
+op_key(const struct htkv_batch *b, const struct batch_op *op)
+{
+    return b->data + op->data_off;
+}
+
+static inline uint64_t
+op_hash(const struct htkv_db *db, const struct htkv_batch *b, const struct batch_op *op)
+{
+    return htkv_hash(op_key(b, op), op->klen, db->hash_seed);
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Distinct shards touched by the batch's operations and checks, ascending. */
+static uint32_t
+batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint64_t *hashes)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < b->nops; i++) {
+        hashes[i] = op_hash(db, b, &b->ops[i]);
+        out[n++] = db_shard_of(db, hashes[i]);
+    }
+    qsort(out, n, sizeof(*out), cmp_u32);
+    uint32_t u = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (u == 0 || out[u - 1] != out[i]) {
+            out[u++] = out[i];
+        }
+    }
+    return u;
+}
+
+static int
+batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
+                   struct part *p)
+{
+    struct shard *sh = db_shard(db, p->shard);
+    int rc = shard_check_writable(db, sh);
+    if (rc != 0) {
+        return rc;
+    }
+    for (size_t i = 0; i < b->nops; i++) {
+        const struct batch_op *op = &b->ops[i];
+        if (db_shard_of(db, hashes[i]) != p->shard) {
+            continue;
+        }
+        if (op->type == 0) {
+            if (shard_current_version(sh, hashes[i], op_key(b, op), op->klen) != op->version) {
+                return HTKV_ECONFLICT;
+            }
+        } else {
+            p->nops++;
+            p->bytes += htkv_rec_size(op->klen, op->vlen);
+        }
+    }
+    if (p->nops == 0) {
+        return 0;
+    }
+    p->bytes += BATCH_FRAME_BYTES;
+    rc = shard_make_room(sh, p->bytes);
+    if (rc == 0) {
+        rc = htkv_hidx_reserve(&sh->idx, p->nops, htkv_shard_retire_table, sh);
+    }
+    if (rc != 0) {
+        return shard_prepare_failed(db, sh, rc);
+    }
+    p->ents = htkv_mem_calloc(p->nops, sizeof(*p->ents));
+    if (p->ents == NULL) {
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < p->nops; i++) {
+        p->ents[i] = ent_new(sh);
+        if (p->ents[i] == NULL) {
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static void
+batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
+                  struct part *p, uint32_t parts, uint64_t version)
+{
+    struct shard *sh = db_shard(db, p->shard);
+    struct seg *s = shard_active(sh);
+    unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
+    htkv_store32(frame, p->nops);
+    htkv_store32(frame + 4, parts);
+    shard_append(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
+    uint32_t k = 0;
+    for (size_t i = 0; i < b->nops; i++) {
+        const struct batch_op *op = &b->ops[i];
+        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard) {
+            continue;
+        }
+        const unsigned char *key = op_key(b, op);
+        uint64_t off = shard_append(s, op->type, REC_F_BATCH, version, key, op->klen,
+                                    key + op->klen, op->vlen);
+        *p->ents[k++] =
+            (struct hidx_ent){ .version = version,
+                               .hash = hashes[i],
+                               .seg = s,
+                               .off = (uint32_t)off,
+                               .rec_bytes = (uint32_t)(REC_HDR_BYTES + op->klen + op->vlen),
+                               .key_len = op->klen,
+                               .del = op->type == REC_DEL };
+    }
+    HTKV_ASSERT(k == p->nops);
+    shard_append(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
+    atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
+}
+
+int
+htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out)
+{
+    *version_out = 0;
+    if (b->nops == 0) {
+        return 0;
+    }
+    int rc = -ENOMEM;
+    uint64_t *hashes = htkv_mem_alloc(b->nops * sizeof(*hashes));
+    uint32_t *ids = htkv_mem_alloc(b->nops * sizeof(*ids));
+    struct part *parts = NULL;
+    uint32_t nparts = 0, locked = 0;
+    if (hashes == NULL || ids == NULL) {
+        goto out_free;
+    }
+    nparts = batch_shards(db, b, ids, hashes);
+    parts = htkv_mem_calloc(nparts, sizeof(*parts));
+    if (parts == NULL) {
+        goto out_free;
+    }
+    for (locked = 0; locked < nparts; locked++) {
+        parts[locked].shard = ids[locked];
+        pthread_mutex_lock(&db_shard(db, ids[locked])->lock);
+    }
+    uint32_t writing = 0;
+    for (uint32_t i = 0; i < nparts; i++) {
+        rc = batch_prepare_part(db, b, hashes, &parts[i]);
+        if (rc != 0) {
+            goto out_unlock;
+        }
+        writing += parts[i].nops > 0;
+    }
+    rc = 0;
+    if (writing == 0) {
+        goto out_unlock; /* conditions only: they hold, nothing to write */
+    }
+    uint64_t version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].nops > 0) {
+            batch_append_part(db, b, hashes, &parts[i], writing, version);
+        }
+    }
+    for (uint32_t i = 0; i < nparts; i++) {
+        struct shard *sh = db_shard(db, parts[i].shard);
+        if (parts[i].nops == 0) {
+            continue;
+        }
+        if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+            int src = htkv_seg_sync(shard_active(sh));
+            atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+            if (src != 0) {
+                shard_fail_sync(db, sh, shard_active(sh), src);
+                rc = HTKV_EFAILED;
+            }
+        } else {
+            atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
+        }
+    }
+    if (rc != 0) {
+        goto out_unlock; /* records are written but not acknowledged; entries are freed */
+    }
+    for (uint32_t i = 0; i < nparts; i++) {
+        struct shard *sh = db_shard(db, parts[i].shard);
+        for (uint32_t k = 0; k < parts[i].nops; k++) {
+            shard_install(sh, parts[i].ents[k]);
+        }
+    }
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].nops == 0) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, parts[i].shard);
+        atomic_store_explicit(&db->ro[sh->id].visible, version, memory_order_release);
+        sh->batches++;
+    }
+    /* Every shard's part is visible: cut the superseded versions. An entry dropped by
+     * shard_install (delete of an absent key) is gone, so walk the index instead of ents. */
+    for (uint32_t i = 0; i < nparts; i++) {
+        struct shard *sh = db_shard(db, parts[i].shard);
+        for (size_t j = 0; j < b->nops; j++) {
+            const struct batch_op *op = &b->ops[j];
+            if (op->type == 0 || db_shard_of(db, hashes[j]) != parts[i].shard) {
+                continue;
+            }
+            struct hidx_ent *e = htkv_hidx_find(&sh->idx, hashes[j], op_key(b, op), op->klen);
+            if (e != NULL) {
+                shard_prune(sh, e);
+            }
+        }
+        htkv_mem_free(parts[i].ents);
+        parts[i].ents = NULL;
+        parts[i].nops = 0;
+    }
+    *version_out = version;
+
+out_unlock:
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].ents != NULL) {
+            struct shard *sh = db_shard(db, parts[i].shard);
+            for (uint32_t k = 0; k < parts[i].nops; k++) {
+                if (parts[i].ents[k] != NULL) {
+                    ent_drop(sh, parts[i].ents[k]);
+                }
+            }
+            htkv_mem_free(parts[i].ents);
+        }
+    }
+    while (locked > 0) {
+        pthread_mutex_unlock(&db_shard(db, ids[--locked])->lock);
+    }
+out_free:
+    htkv_mem_free(parts);
+    htkv_mem_free(ids);
+    htkv_mem_free(hashes);
+    return rc;
+}
+
+int
+htkv_shard_sync(struct shard *sh)
+{
+    struct htkv_db *db = sh->db;
+    pthread_mutex_lock(&sh->lock);
+    if (sh->failed) {
+        pthread_mutex_unlock(&sh->lock);
+        return HTKV_EFAILED;
+    }
+    if (!atomic_exchange_explicit(&sh->dirty, false, memory_order_relaxed)) {
+        pthread_mutex_unlock(&sh->lock);
+        return 0;
+    }
+    /* Segments are only closed by htkv_close(), which waits for this call: the pointer stays
+     * valid outside the lock, and the fdatasync does not hold writers up. Segments sealed since
+     * were synced by their seal. */
+    struct seg *s = shard_active(sh);
+    pthread_mutex_unlock(&sh->lock);
+    int rc = htkv_seg_sync(s);
+    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    if (rc != 0) {
+        pthread_mutex_lock(&sh->lock);
+        shard_fail_sync(db, sh, s, rc);
+        pthread_mutex_unlock(&sh->lock);
+        return HTKV_EFAILED;
+    }
+    return 0;
+}

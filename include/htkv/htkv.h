@@ -1,0 +1,371 @@
+/*
+ * htkv.h - the htkv engine: an embedded, crash-safe key-value store for Linux.
+ *
+ * This header is the manual. Every function documents its return codes, the ownership of each
+ * pointer (borrowed: not kept after return; kept: retained until a named event; taken: the callee
+ * frees it; view: a result valid until a named event) and the threads that may call it.
+ *
+ * Conventions
+ *   - Every fallible function returns int: 0 (or a documented non-negative count) on success, a
+ *     negated errno (-EINVAL, -EIO, -ENOSPC, -ENOMEM, ...) or an HTKV_E* code on failure.
+ *     htkv_strerror() names every code.
+ *   - Keys are 1..HTKV_KEY_MAX arbitrary bytes; values are 0..max_value_bytes arbitrary bytes.
+ *   - A handle (htkv_db) is thread-safe: any thread may call any function on it concurrently,
+ *     except htkv_close(), which must be the last call on the handle.
+ *   - Bad input returns an error and changes nothing.
+ *
+ * Versions
+ *   Every write is assigned a version from one store-wide counter, strictly increasing in the
+ *   order writes are applied to a shard; a batch gets a single version for all its operations.
+ *   Versions give a total order of all writes of a store and survive reopen (the counter resumes
+ *   after the highest version found on disk). Version 0 means "absent".
+ */
+#ifndef HTKV_HTKV_H
+#define HTKV_HTKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(HTKV_BUILDING)
+#define HTKV_API __attribute__((visibility("default")))
+#else
+#define HTKV_API
+#endif
+#define HTKV_MUST_USE __attribute__((warn_unused_result))
+
+/** On-disk format version written by this library; a store with a newer one is refused. */
+#define HTKV_FORMAT_VERSION 1
+/** Largest key, in bytes (64 KiB). */
+#define HTKV_KEY_MAX (64u * 1024u)
+/** Default and largest allowed value for htkv_config.max_value_bytes (64 MiB, 1 GiB). */
+#define HTKV_VALUE_MAX_DEFAULT (64u * 1024u * 1024u)
+#define HTKV_VALUE_MAX_LIMIT (1024u * 1024u * 1024u)
+
+/**
+ * Domain error codes, in [-1099, -1000]. Negated errno values are used for system conditions.
+ */
+enum htkv_err {
+    HTKV_ENOTFOUND = -1000, /* Key absent: an answer, not a failure of the store. */
+    HTKV_ECORRUPT = -1001,  /* Framing or checksum mismatch in bytes read from disk. */
+    HTKV_ETOOSMALL = -1002, /* Caller buffer too small; the required size is returned. */
+    HTKV_EAUTH = -1003,     /* Credentials rejected; deliberately carries no detail. */
+    HTKV_EBUSY = -1004,     /* A bounded queue is full: back off and retry. */
+    HTKV_EFULL = -1005,     /* A fixed bound was reached. */
+    HTKV_EEXIST = -1006,    /* The object already exists. */
+    HTKV_ELOCKED = -1007,   /* The store is open elsewhere (this or another process). */
+    HTKV_EREADONLY = -1008, /* The store was opened read-only. */
+    HTKV_ETOOBIG = -1009,   /* Key, value or batch larger than its limit. */
+    HTKV_ECONFLICT = -1010, /* A conditional write found another version than expected. */
+    HTKV_ECLOSED = -1011,   /* The handle is closing or closed. */
+    HTKV_EFAILED = -1012,   /* An fdatasync failed: writes are refused until reopen. */
+    HTKV_ENOTSTORE = -1013, /* The directory holds files that are not an htkv store. */
+    HTKV_EVERSION = -1014,  /* The store was written by a newer on-disk format version. */
+};
+
+/** Durability of an acknowledged write (DESIGN section 5). */
+enum htkv_sync_mode {
+    /** The kernel decides when to write back; survives a process crash, not power loss. */
+    HTKV_SYNC_NEVER = 0,
+    /** fdatasync at most fsync_interval_ms after the write; survives a process crash. */
+    HTKV_SYNC_INTERVAL = 1,
+    /** A write returns after its fdatasync: survives a process crash and power loss. */
+    HTKV_SYNC_ALWAYS = 2,
+};
+
+/** What recovery does with a damaged record that is followed by valid ones. */
+enum htkv_recovery {
+    /** Refuse to open with HTKV_ECORRUPT, naming file and offset (htkv_last_error()). */
+    HTKV_RECOVERY_STRICT = 0,
+    /** Skip the damaged bytes up to the next valid record, logging each skip loudly. */
+    HTKV_RECOVERY_SKIP_CORRUPT = 1,
+};
+
+/** I/O backend for the worker threads. */
+enum htkv_io_backend {
+    HTKV_IO_AUTO = 0,  /* io_uring, falling back to plain syscalls where unavailable. */
+    HTKV_IO_URING = 1, /* io_uring only; htkv_open fails where it is unavailable. */
+    HTKV_IO_SYNC = 2,  /* plain syscalls. */
+};
+
+/** Severity passed to htkv_config.log_fn. */
+enum htkv_log_level {
+    HTKV_LOG_ERROR = 0,
+    HTKV_LOG_WARN = 1,
+    HTKV_LOG_INFO = 2,
+};
+
+/**
+ * Log sink. Called from whichever thread hit the event; must not call back into the store.
+ * @param level  One of enum htkv_log_level.
+ * @param msg    NUL-terminated message; view, valid during the call.
+ * @param ctx    htkv_config.log_ctx.
+ */
+typedef void (*htkv_log_fn)(int level, const char *msg, void *ctx);
+
+/**
+ * Store configuration. Always start from htkv_config_init() so that fields added later get
+ * their defaults. All fields are read by htkv_open() only; the struct is not kept.
+ */
+typedef struct htkv_config {
+    const char *data_dir;    /**< Store directory; created if missing. Default ".hightower". */
+    unsigned worker_threads; /**< Worker threads; 0 = inline (caller's thread). Default: CPUs. */
+    unsigned shard_count;    /**< Shards, fixed at creation (1..1024); 0 = 2 x CPUs in [4, 64]. */
+    uint64_t max_segment_bytes;          /**< Segment rotation size. Default 64 MiB. */
+    int sync_mode;                       /**< enum htkv_sync_mode. Default HTKV_SYNC_INTERVAL. */
+    unsigned fsync_interval_ms;          /**< For HTKV_SYNC_INTERVAL (1..60000). Default 25. */
+    unsigned compaction_interval_ms;     /**< 0 = manual only. Default 60000. */
+    double compaction_min_garbage_ratio; /**< Segments above it are compacted. Default 0.5. */
+    int emit_snapshot_after_compaction;  /**< Boolean. Default 1. */
+    int io_backend;                      /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
+    unsigned queue_depth;                /**< Per-worker queue and ring depth. Default 256. */
+    uint64_t memory_budget_bytes;        /**< Value cache budget; 0 = no cache. Default 0. */
+    uint32_t max_value_bytes; /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
+    int read_only;            /**< Boolean: open without writing anything. Default 0. */
+    int create_if_missing;    /**< Boolean: create an empty store if none exists. Default 1. */
+    int recovery;             /**< enum htkv_recovery. Default HTKV_RECOVERY_STRICT. */
+    int verify_checksums;     /**< Boolean: check the CRC of every record read. Default 1. */
+    htkv_log_fn log_fn;       /**< Log sink; NULL = warnings and errors to stderr. */
+    void *log_ctx;            /**< Passed to log_fn; kept until htkv_close(). */
+} htkv_config;
+
+/** Figures reported by htkv_stats(). Counts are store-wide sums over shards. */
+struct htkv_stats {
+    uint64_t live_keys;         /**< Keys with a value. */
+    uint64_t tombstones;        /**< Deleted keys still remembered by the index. */
+    uint64_t segments;          /**< Segment files. */
+    uint64_t disk_bytes;        /**< Bytes allocated to segment files (preallocation included). */
+    uint64_t data_bytes;        /**< Bytes of records written to segments. */
+    uint64_t live_bytes;        /**< Bytes of records that are the newest version of their key. */
+    uint64_t dead_bytes;        /**< Bytes of superseded records: what compaction can reclaim. */
+    uint64_t index_bytes;       /**< Memory of the hash indexes (tables and entries). */
+    uint64_t last_version;      /**< Highest version assigned or recovered. */
+    uint64_t puts;              /**< Put operations applied since open (batches included). */
+    uint64_t deletes;           /**< Delete operations applied since open. */
+    uint64_t batches;           /**< Batches committed since open. */
+    uint64_t syncs;             /**< fdatasync calls since open. */
+    uint64_t recovered_records; /**< Records read by recovery at open. */
+    uint64_t truncated_bytes;   /**< Torn-tail bytes discarded by recovery at open. */
+    uint64_t skipped_bytes;     /**< Damaged bytes skipped (HTKV_RECOVERY_SKIP_CORRUPT). */
+    uint32_t shard_count;       /**< Shards of the store. */
+    uint32_t worker_threads;    /**< Worker threads running (0 = inline). */
+    int sync_mode;              /**< enum htkv_sync_mode in force. */
+    int failed;                 /**< Boolean: a shard refuses writes after a failed fdatasync. */
+    int no_space;               /**< Boolean: writes are refused after ENOSPC. */
+};
+
+typedef struct htkv_db htkv_db;       /* one open store; thread-safe handle */
+typedef struct htkv_batch htkv_batch; /* atomic group of puts and deletes */
+
+/**
+ * Name an error code.
+ * @param err  Any value returned by an htkv function (negative errno or HTKV_E*).
+ * @return A static NUL-terminated string; never NULL.
+ * @context Any thread.
+ */
+HTKV_API const char *htkv_strerror(int err);
+
+/**
+ * Detail of the last failure on the calling thread, such as the file and offset of a damaged
+ * record found by htkv_open().
+ * @return A thread-local NUL-terminated string, "" when there is none; view, valid until the next
+ *         htkv call on this thread.
+ * @context Any thread; each thread has its own.
+ */
+HTKV_API const char *htkv_last_error(void);
+
+/**
+ * Fill @p cfg with the defaults of DESIGN section 7.
+ * @param[out] cfg  Caller storage; borrowed.
+ * @context Any thread. Does not block.
+ */
+HTKV_API void htkv_config_init(htkv_config *cfg);
+
+/**
+ * Open (or create) the store in cfg->data_dir: take its lock, recover every shard and make
+ * the store ready for reads and writes.
+ *
+ * Recovery truncates a torn tail (an incomplete or damaged record with nothing valid after it)
+ * and makes that truncation durable before any new append; a batch cut anywhere is applied whole
+ * or not at all; the newest version of every key wins. A damaged record followed by valid ones
+ * fails with HTKV_ECORRUPT (htkv_last_error() names the file and offset) unless cfg->recovery is
+ * HTKV_RECOVERY_SKIP_CORRUPT.
+ *
+ * @param[in]  cfg  Configuration; borrowed (log_ctx is kept until htkv_close()).
+ * @param[out] out  Receives the handle, NULL on failure; borrowed.
+ * @return 0; -EINVAL (bad configuration or NULL argument); HTKV_ELOCKED (open elsewhere, in this
+ *         or another process); HTKV_ENOTSTORE (directory holds foreign files); HTKV_EVERSION
+ *         (newer format); HTKV_ECORRUPT (damaged files); HTKV_ENOTFOUND (no store and
+ *         create_if_missing is 0, or read_only); HTKV_EREADONLY (recovery must write but the store
+ *         is opened read_only); -ENOMEM; -ENOSPC; -EIO or another errno from the file system.
+ * @context Any thread. Blocks for recovery.
+ */
+HTKV_API HTKV_MUST_USE int htkv_open(const htkv_config *cfg, htkv_db **out);
+
+/**
+ * Close the store: wait for calls in progress, make every acknowledged write durable, release
+ * the lock and free the handle. Calls that race with htkv_close() return HTKV_ECLOSED; a call
+ * that starts after htkv_close() returned is undefined behaviour (the handle is freed).
+ * @param[in] db  Handle; taken. NULL is accepted and returns 0.
+ * @return 0; HTKV_EFAILED or -EIO when the final fdatasync failed (the handle is freed anyway).
+ * @context Any thread; the last call on @p db. Blocks.
+ */
+HTKV_API int htkv_close(htkv_db *db);
+
+/**
+ * Store @p val under @p key, replacing any previous value.
+ * @param[in] db   Handle; borrowed.
+ * @param[in] key  1..HTKV_KEY_MAX bytes; borrowed.
+ * @param[in] val  0..max_value_bytes bytes; borrowed. May be NULL when vlen is 0.
+ * @return 0; -EINVAL (NULL db, NULL pointer with a non-zero length, empty key); HTKV_ETOOBIG;
+ *         HTKV_EREADONLY; HTKV_ECLOSED; HTKV_EFAILED (an fdatasync failed earlier); -ENOSPC
+ *         (no space: the store refuses writes until reopened, reads go on); -ENOMEM; -EIO.
+ * @context Any thread. Returns after the write is applied (visible to every later get, from any
+ *          thread) and, in HTKV_SYNC_ALWAYS, durable.
+ */
+HTKV_API HTKV_MUST_USE int htkv_put(htkv_db *db, const void *key, size_t klen, const void *val,
+                                    size_t vlen);
+
+/**
+ * Copy the value stored under @p key into @p buf.
+ * @param[in]  db    Handle; borrowed.
+ * @param[in]  key   1..HTKV_KEY_MAX bytes; borrowed.
+ * @param[out] buf   Destination of cap bytes; borrowed. May be NULL when cap is 0.
+ * @param[in]  cap   Capacity of @p buf.
+ * @param[out] vlen  Receives the value's length (also on HTKV_ETOOSMALL); borrowed; may be NULL.
+ * @return 0; HTKV_ENOTFOUND; HTKV_ETOOSMALL (nothing copied, *vlen = size needed); -EINVAL;
+ *         HTKV_ETOOBIG (key too long); HTKV_ECORRUPT (checksum mismatch); HTKV_ECLOSED.
+ * @context Any thread. Lock-free: never waits for a writer.
+ */
+HTKV_API HTKV_MUST_USE int htkv_get(htkv_db *db, const void *key, size_t klen, void *buf,
+                                    size_t cap, size_t *vlen);
+
+/**
+ * Like htkv_get(), and also report the version of the value read.
+ * @param[out] version  Receives the value's version (0 with HTKV_ENOTFOUND); borrowed; may be NULL.
+ * @return As htkv_get().
+ * @context Any thread. Lock-free.
+ */
+HTKV_API HTKV_MUST_USE int htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf,
+                                            size_t cap, size_t *vlen, uint64_t *version);
+
+/**
+ * Return a copy of the value stored under @p key in memory allocated by the library.
+ * @param[out] val   Receives the copy (free it with htkv_free()), NULL on failure; borrowed.
+ *                   A zero-length value yields a non-NULL pointer.
+ * @param[out] vlen  Receives the value's length; borrowed; may be NULL.
+ * @return 0; HTKV_ENOTFOUND; -EINVAL; HTKV_ETOOBIG; HTKV_ECORRUPT; HTKV_ECLOSED; -ENOMEM.
+ * @context Any thread. Lock-free.
+ */
+HTKV_API HTKV_MUST_USE int htkv_get_alloc(htkv_db *db, const void *key, size_t klen, void **val,
+                                          size_t *vlen);
+
+/**
+ * Free memory returned by an htkv_*_alloc function.
+ * @param[in] p  Taken; NULL is accepted.
+ * @context Any thread.
+ */
+HTKV_API void htkv_free(void *p);
+
+/**
+ * Delete @p key. Deleting an absent key writes nothing.
+ * @return 0 (deleted); HTKV_ENOTFOUND (was absent; nothing written); the errors of htkv_put().
+ * @context Any thread. Returns after the delete is applied and, in HTKV_SYNC_ALWAYS, durable.
+ */
+HTKV_API HTKV_MUST_USE int htkv_delete(htkv_db *db, const void *key, size_t klen);
+
+/**
+ * Tell whether @p key has a value.
+ * @return 1 (present); 0 (absent); -EINVAL; HTKV_ETOOBIG; HTKV_ECORRUPT; HTKV_ECLOSED.
+ * @context Any thread. Lock-free.
+ */
+HTKV_API HTKV_MUST_USE int htkv_contains(htkv_db *db, const void *key, size_t klen);
+
+/**
+ * Create an empty batch: an ordered group of puts and deletes applied all or nothing, also
+ * across a crash. Operations on one key apply in order (the last wins). A batch may carry
+ * conditions (htkv_batch_check()) that must all hold for it to commit.
+ * @param[out] out  Receives the batch, NULL on failure; borrowed.
+ * @return 0; -EINVAL; -ENOMEM.
+ * @context Any thread. A batch is not thread-safe: one thread at a time may use it.
+ */
+HTKV_API HTKV_MUST_USE int htkv_batch_create(htkv_batch **out);
+
+/**
+ * Append a put to @p b. Key and value are copied.
+ * @return 0; -EINVAL; HTKV_ETOOBIG (key or value over its limit, or the batch over 1 GiB);
+ *         -ENOMEM. On failure the batch is unchanged.
+ * @context The thread using @p b.
+ */
+HTKV_API HTKV_MUST_USE int htkv_batch_put(htkv_batch *b, const void *key, size_t klen,
+                                          const void *val, size_t vlen);
+
+/**
+ * Append a delete to @p b. Deleting an absent key within a batch writes nothing for it.
+ * @return As htkv_batch_put().
+ * @context The thread using @p b.
+ */
+HTKV_API HTKV_MUST_USE int htkv_batch_delete(htkv_batch *b, const void *key, size_t klen);
+
+/**
+ * Make the batch conditional: it commits only if @p key's current version equals @p version
+ * (0 = the key must be absent); otherwise htkv_write() fails with HTKV_ECONFLICT and writes
+ * nothing. Checks are evaluated atomically with the commit.
+ * @return As htkv_batch_put().
+ * @context The thread using @p b.
+ */
+HTKV_API HTKV_MUST_USE int htkv_batch_check(htkv_batch *b, const void *key, size_t klen,
+                                            uint64_t version);
+
+/** Remove every operation and condition from @p b; keeps its memory for reuse. */
+HTKV_API void htkv_batch_clear(htkv_batch *b);
+
+/** Number of puts and deletes in @p b (conditions not counted); 0 for NULL. */
+HTKV_API size_t htkv_batch_count(const htkv_batch *b);
+
+/**
+ * Version assigned to @p b by its last successful htkv_write(), 0 if none.
+ * @context The thread using @p b.
+ */
+HTKV_API uint64_t htkv_batch_version(const htkv_batch *b);
+
+/** Free @p b (taken); NULL is accepted. */
+HTKV_API void htkv_batch_destroy(htkv_batch *b);
+
+/**
+ * Apply every operation of @p b atomically: after a crash either all of them are there or none.
+ * Readers of one shard see all of the batch's operations in that shard at once. An empty batch
+ * (conditions only) checks its conditions and writes nothing.
+ * @param[in] db  Handle; borrowed.
+ * @param[in] b   Batch; borrowed (unchanged, may be written again).
+ * @return 0; HTKV_ECONFLICT (a condition failed; nothing written); -EINVAL; HTKV_EREADONLY;
+ *         HTKV_ECLOSED; HTKV_EFAILED; -ENOSPC; -ENOMEM; -EIO.
+ * @context Any thread. Returns when applied and, in HTKV_SYNC_ALWAYS, durable.
+ */
+HTKV_API HTKV_MUST_USE int htkv_write(htkv_db *db, htkv_batch *b);
+
+/**
+ * Make every write acknowledged so far durable (fdatasync of every shard with unsynced data).
+ * @return 0; HTKV_EFAILED (an fdatasync failed, now or before: the store refuses writes until
+ *         reopened); HTKV_ECLOSED; -EINVAL.
+ * @context Any thread. Blocks for the syncs.
+ */
+HTKV_API HTKV_MUST_USE int htkv_flush(htkv_db *db);
+
+/**
+ * Report the store's figures.
+ * @param[out] out  Caller storage; borrowed.
+ * @return 0; -EINVAL; HTKV_ECLOSED.
+ * @context Any thread. Takes each shard's writer lock briefly.
+ */
+HTKV_API HTKV_MUST_USE int htkv_stats(htkv_db *db, struct htkv_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HTKV_HTKV_H */

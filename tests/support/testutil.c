@@ -1,0 +1,235 @@
+/*
+ * testutil.c - helpers shared by the tests (see testutil.h).
+ */
+#include "tests/support/testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int tu_log_warnings;
+
+char *
+tu_tmpdir(const char *tag)
+{
+    const char *base = getenv("HTKV_TEST_TMP");
+    if (base == NULL || base[0] == '\0') {
+        base = "/tmp";
+    }
+    mkdir(base, 0755);
+    char *path = malloc(4096);
+    assert_non_null(path);
+    snprintf(path, 4096, "%s/%s-XXXXXX", base, tag);
+    assert_non_null(mkdtemp(path));
+    return path;
+}
+
+static int
+rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+void
+tu_rmrf(const char *path)
+{
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+uint64_t
+tu_seed(const char *test)
+{
+    const char *s = getenv("HTKV_SEED");
+    uint64_t seed;
+    if (s != NULL && s[0] != '\0') {
+        seed = strtoull(s, NULL, 0);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
+    }
+    if (seed == 0) {
+        seed = 1;
+    }
+    fprintf(stderr, "[%s] HTKV_SEED=%llu\n", test, (unsigned long long)seed);
+    return seed;
+}
+
+uint64_t
+tu_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+void
+tu_quiet_log(int level, const char *msg, void *ctx)
+{
+    (void)msg;
+    (void)ctx;
+    if (level <= HTKV_LOG_WARN) {
+        tu_log_warnings++;
+    }
+}
+
+void
+tu_config(htkv_config *cfg, const char *dir, int sync_mode)
+{
+    htkv_config_init(cfg);
+    cfg->data_dir = dir;
+    cfg->worker_threads = 0;
+    cfg->shard_count = 4;
+    cfg->sync_mode = sync_mode;
+    cfg->log_fn = tu_quiet_log;
+}
+
+htkv_db *
+tu_open(const htkv_config *cfg)
+{
+    htkv_db *db = NULL;
+    int rc = htkv_open(cfg, &db);
+    if (rc != 0) {
+        fprintf(stderr, "htkv_open(%s): %s (%s)\n", cfg->data_dir, htkv_strerror(rc),
+                htkv_last_error());
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(db);
+    return db;
+}
+
+static int
+cmp_path(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+size_t
+tu_segments(const char *dir, char (*paths)[4096], size_t cap)
+{
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "shard-", 6) != 0) {
+            continue;
+        }
+        char sd[3000];
+        snprintf(sd, sizeof(sd), "%s/%s", dir, de->d_name);
+        DIR *s = opendir(sd);
+        assert_non_null(s);
+        struct dirent *fe;
+        while ((fe = readdir(s)) != NULL) {
+            size_t l = strlen(fe->d_name);
+            if (l > 4 && strcmp(fe->d_name + l - 4, ".seg") == 0 && n < cap) {
+                snprintf(paths[n++], 4096, "%s/%s", sd, fe->d_name);
+            }
+        }
+        closedir(s);
+    }
+    closedir(d);
+    qsort(paths, n, 4096, cmp_path);
+    return n;
+}
+
+long long
+tu_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+int
+tu_truncate(const char *path, long long size)
+{
+    return truncate(path, size);
+}
+
+int
+tu_read_at(const char *path, long long off, void *buf, size_t n)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t r = pread(fd, buf, n, off);
+    close(fd);
+    return r == (ssize_t)n ? 0 : -1;
+}
+
+int
+tu_write_at(const char *path, long long off, const void *buf, size_t n)
+{
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t w = pwrite(fd, buf, n, off);
+    close(fd);
+    return w == (ssize_t)n ? 0 : -1;
+}
+
+int
+tu_flip_bit(const char *path, long long off, int bit)
+{
+    unsigned char c;
+    if (tu_read_at(path, off, &c, 1) != 0) {
+        return -1;
+    }
+    c ^= (unsigned char)(1u << bit);
+    return tu_write_at(path, off, &c, 1);
+}
+
+static void
+copy_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY);
+    assert_true(in >= 0);
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0) {
+        assert_int_equal(write(out, buf, (size_t)n), n);
+    }
+    close(in);
+    close(out);
+}
+
+void
+tu_copy_store(const char *from, const char *to)
+{
+    mkdir(to, 0755);
+    DIR *d = opendir(from);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        char a[8192], b[8192];
+        snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
+        snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
+        struct stat st;
+        assert_int_equal(stat(a, &st), 0);
+        if (S_ISDIR(st.st_mode)) {
+            tu_copy_store(a, b);
+        } else {
+            copy_file(a, b);
+        }
+    }
+    closedir(d);
+}
