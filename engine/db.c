@@ -577,7 +577,11 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     }
     struct shard *sh = ro->shard;
     pthread_mutex_lock(&sh->lock);
+    uint64_t vis = atomic_load_explicit(&ro->visible, memory_order_relaxed);
     struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
+    while (e != NULL && e->version > vis) {
+        e = atomic_load_explicit(&e->prev, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&sh->lock);
     return e; /* stays valid: we are still inside the EBR section */
 }

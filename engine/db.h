@@ -33,6 +33,12 @@ struct shard {
     unsigned since_reclaim;
     bool failed;        /* an fdatasync failed: writes refused until reopen */
     _Atomic bool dirty; /* appends not yet fdatasynced */
+    /* Entries installed but not yet visible (their version > visible), in version order. */
+    struct hidx_ent **pending;
+    size_t pend_head, pend_count, pend_cap;
+    uint64_t appended;          /* highest version appended to this shard */
+    bool syncing;               /* a group sync is in flight (HTKV_SYNC_ALWAYS) */
+    pthread_cond_t synced_cond; /* signalled when a group sync ends */
     uint64_t live_keys;
     uint64_t tombstones;
     uint64_t entry_bytes;
@@ -128,6 +134,26 @@ int htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *v
 /* Single-op fast path used by htkv_put/htkv_delete. */
 int htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen,
                     const void *val, uint32_t vlen, uint64_t hash);
+
+/*
+ * Stage one put or delete in @p sh (lock held): prepare, append, install as a pending entry.
+ * Sets *version. The write is not visible until htkv_shard_publish() covers its version.
+ */
+int htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen,
+                      const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
+
+/* Make every staged version <= @p version visible and retire what it superseded (lock held). */
+void htkv_shard_publish(struct shard *sh, uint64_t version);
+
+/* Record a failed fdatasync of @p s: the shard refuses writes from now on (lock held). */
+void htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc);
+
+/* Active segment of @p sh (lock held). */
+static inline struct seg *
+shard_active(struct shard *sh)
+{
+    return sh->nsegs > 0 ? sh->segs[sh->nsegs - 1] : NULL;
+}
 
 /* fdatasync the active segment of @p sh if dirty. 0, HTKV_EFAILED. */
 int htkv_shard_sync(struct shard *sh);

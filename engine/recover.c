@@ -466,6 +466,7 @@ recover_shard(struct recov *rv, struct shard *sh)
         if (rc != 0) {
             return rc;
         }
+        s->zero_fill = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
         if (sh->nsegs == sh->segs_cap) {
             size_t cap = sh->segs_cap ? sh->segs_cap * 2 : 8;
             struct seg **n = htkv_mem_realloc(sh->segs, cap * sizeof(*n));
@@ -512,6 +513,7 @@ htkv_recover(struct htkv_db *db)
     atomic_store(&db->next_version, rv.max_version + 1);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         atomic_store(&db->ro[i].visible, rv.max_version);
+        db_shard(db, i)->appended = rv.max_version;
     }
     return 0;
 }

@@ -51,15 +51,22 @@ seg_hdr_check(const unsigned char *h, uint32_t shard, uint64_t id)
     return 0;
 }
 
-/* Allocate [from, to) of the file: fallocate, or zeros where the file system has no fallocate. */
+/*
+ * Allocate [from, to) of the file: fallocate, or written zeros where the file system has no
+ * fallocate or when @p zero_fill asks for them. Written zeros cost a write now but make every
+ * later fdatasync cheaper: overwriting allocated, initialised blocks needs no journal commit,
+ * while the first write into a fallocated (unwritten) extent does.
+ */
 static int
-seg_allocate(int fd, uint64_t from, uint64_t to)
+seg_allocate(int fd, uint64_t from, uint64_t to, bool zero_fill)
 {
-    if (fallocate(fd, 0, (off_t)from, (off_t)(to - from)) == 0) {
-        return 0;
-    }
-    if (errno != EOPNOTSUPP && errno != ENOSYS) {
-        return -errno;
+    if (!zero_fill) {
+        if (fallocate(fd, 0, (off_t)from, (off_t)(to - from)) == 0) {
+            return 0;
+        }
+        if (errno != EOPNOTSUPP && errno != ENOSYS) {
+            return -errno;
+        }
     }
     static const unsigned char zeros[65536];
     for (uint64_t off = from; off < to;) {
@@ -108,7 +115,7 @@ seg_map(struct seg *s, bool writable)
 
 int
 htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint64_t first,
-                struct seg **out)
+                bool zero_fill, struct seg **out)
 {
     HTKV_ASSERT(cap >= SEG_DATA_OFF && cap <= SEG_BYTES_LIMIT);
     *out = NULL;
@@ -129,7 +136,8 @@ htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint
     if (want > cap) {
         want = cap;
     }
-    rc = seg_allocate(s->fd, 0, want);
+    s->zero_fill = zero_fill;
+    rc = seg_allocate(s->fd, 0, want, zero_fill);
     if (rc != 0) {
         goto fail_unlink;
     }
@@ -237,7 +245,7 @@ htkv_seg_reserve(struct seg *s, uint64_t need)
     if (target > s->map_bytes) {
         target = s->map_bytes;
     }
-    int rc = seg_allocate(s->fd, s->file_bytes, target);
+    int rc = seg_allocate(s->fd, s->file_bytes, target, s->zero_fill);
     if (rc != 0) {
         return rc;
     }

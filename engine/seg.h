@@ -45,6 +45,7 @@ struct seg {
     uint64_t records;    /* records in the segment (control records included) */
     bool sealed;
     bool writable;
+    bool zero_fill; /* grow with written zeros instead of fallocate (cheaper fdatasyncs) */
     _Atomic uint64_t live_bytes; /* bytes of records that are the newest version of a key */
     _Atomic uint64_t dead_bytes; /* bytes of superseded records */
     char path[];
@@ -52,11 +53,12 @@ struct seg {
 
 /*
  * Create segment @p id of @p shard in directory @p dir (path of the shard directory), with room
- * for @p cap bytes and SEG_GROW_MIN (or @p first when larger) allocated. The file is fsynced;
- * the caller fsyncs the directory. Returns 0, -ENOSPC, -ENOMEM or another -errno.
+ * for @p cap bytes and SEG_GROW_MIN (or @p first when larger) allocated, as written zeros when
+ * @p zero_fill. The file is fsynced; the caller fsyncs the directory. Returns 0, -ENOSPC, -ENOMEM
+ * or another -errno.
  */
 int htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint64_t first,
-                    struct seg **out);
+                    bool zero_fill, struct seg **out);
 
 /*
  * Open existing segment file @p path, check its header against (@p shard, @p id), map it for

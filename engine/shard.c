@@ -55,7 +55,15 @@ htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
         htkv_mem_free(sh);
         return rc;
     }
+    sh->pending = htkv_mem_calloc(64, sizeof(*sh->pending));
+    if (sh->pending == NULL) {
+        htkv_hidx_fini(&sh->idx);
+        htkv_mem_free(sh);
+        return -ENOMEM;
+    }
+    sh->pend_cap = 64;
     pthread_mutex_init(&sh->lock, NULL);
+    pthread_cond_init(&sh->synced_cond, NULL);
     *out = sh;
     return 0;
 }
@@ -72,6 +80,8 @@ htkv_shard_destroy(struct shard *sh)
         htkv_seg_close(sh->segs[i]);
     }
     htkv_mem_free(sh->segs);
+    htkv_mem_free(sh->pending);
+    pthread_cond_destroy(&sh->synced_cond);
     pthread_mutex_destroy(&sh->lock);
     htkv_mem_free(sh);
 }
@@ -92,12 +102,6 @@ htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
         sh->since_reclaim = 0;
         htkv_ebr_reclaim(&sh->db->ebr, &sh->limbo);
     }
-}
-
-static inline struct seg *
-shard_active(struct shard *sh)
-{
-    return sh->nsegs > 0 ? sh->segs[sh->nsegs - 1] : NULL;
 }
 
 static uint64_t
@@ -176,7 +180,8 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     }
     uint64_t id = htkv_manifest_next_seg_id(db->man);
     struct seg *s;
-    int rc = htkv_seg_create(sh->dir, sh->id, id, cap, min, &s);
+    bool zero_fill = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
+    int rc = htkv_seg_create(sh->dir, sh->id, id, cap, min, zero_fill, &s);
     if (rc != 0) {
         return rc;
     }
@@ -201,10 +206,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
         rc = shard_seal(old);
         if (rc != 0) {
             /* The old segment's data may not be durable: same rule as any failed sync. */
-            sh->failed = true;
-            atomic_store(&db->failed, 1);
-            htkv_db_log(db, HTKV_LOG_ERROR, "%s: sealing failed: %s; shard refuses writes",
-                        old->path, htkv_strerror(rc));
+            htkv_shard_fail_sync(sh, old, rc);
             rc = 0; /* the new segment is in the manifest: keep it */
         }
     }
@@ -263,6 +265,38 @@ shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t
     return (e == NULL || e->del) ? 0 : e->version;
 }
 
+/* Make room for @p n more pending entries, so that installing cannot fail. */
+static int
+pending_reserve(struct shard *sh, size_t n)
+{
+    if (sh->pend_head > 0 && sh->pend_head == sh->pend_count) {
+        sh->pend_head = sh->pend_count = 0;
+    }
+    if (sh->pend_count + n <= sh->pend_cap) {
+        return 0;
+    }
+    if (sh->pend_head > 0) {
+        memmove(sh->pending, sh->pending + sh->pend_head,
+                (sh->pend_count - sh->pend_head) * sizeof(*sh->pending));
+        sh->pend_count -= sh->pend_head;
+        sh->pend_head = 0;
+    }
+    size_t cap = sh->pend_cap;
+    while (sh->pend_count + n > cap) {
+        cap *= 2;
+    }
+    if (cap == sh->pend_cap) {
+        return 0;
+    }
+    struct hidx_ent **p = htkv_mem_realloc(sh->pending, cap * sizeof(*p));
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    sh->pending = p;
+    sh->pend_cap = cap;
+    return 0;
+}
+
 static struct hidx_ent *
 ent_new(struct shard *sh)
 {
@@ -318,6 +352,8 @@ shard_install(struct shard *sh, struct hidx_ent *e)
         sh->live_keys++;
         sh->puts++;
     }
+    HTKV_ASSERT(sh->pend_count < sh->pend_cap); /* pending_reserve() ran in the prepare phase */
+    sh->pending[sh->pend_count++] = e;
 }
 
 /* After the new version is visible, no reader needs the older ones any more. A batch that
@@ -337,9 +373,10 @@ shard_prune(struct shard *sh, struct hidx_ent *e)
     }
 }
 
-static void
-shard_fail_sync(struct htkv_db *db, struct shard *sh, struct seg *s, int rc)
+void
+htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc)
 {
+    struct htkv_db *db = sh->db;
     sh->failed = true;
     atomic_store(&db->failed, 1);
     htkv_db_log(db, HTKV_LOG_ERROR,
@@ -347,50 +384,105 @@ shard_fail_sync(struct htkv_db *db, struct shard *sh, struct seg *s, int rc)
                 htkv_strerror(rc), sh->id);
 }
 
-int
-htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
-                uint32_t vlen, uint64_t hash)
+void
+htkv_shard_publish(struct shard *sh, uint64_t version)
 {
-    struct shard *sh = db_shard(db, db_shard_of(db, hash));
+    struct shard_ro *ro = &sh->db->ro[sh->id];
+    HTKV_ASSERT(version <= sh->appended);
+    if (version <= atomic_load_explicit(&ro->visible, memory_order_relaxed)) {
+        return;
+    }
+    atomic_store_explicit(&ro->visible, version, memory_order_release);
+    /* Readers that start now see `version`: the older versions behind what it made visible are
+     * needed only by readers already walking, which EBR protects. */
+    while (sh->pend_head < sh->pend_count && sh->pending[sh->pend_head]->version <= version) {
+        shard_prune(sh, sh->pending[sh->pend_head++]);
+    }
+    if (sh->pend_head == sh->pend_count) {
+        sh->pend_head = sh->pend_count = 0;
+    }
+}
+
+/*
+ * Wait (lock held) until @p version is durable and visible, syncing as the group's leader when no
+ * sync is in flight: writers that staged while a sync ran share the next one (group commit).
+ */
+static int
+shard_wait_durable(struct shard *sh, uint64_t version)
+{
+    struct htkv_db *db = sh->db;
+    struct shard_ro *ro = &db->ro[sh->id];
+    while (atomic_load_explicit(&ro->visible, memory_order_relaxed) < version) {
+        if (sh->failed) {
+            return HTKV_EFAILED;
+        }
+        if (sh->syncing) {
+            pthread_cond_wait(&sh->synced_cond, &sh->lock);
+            continue;
+        }
+        sh->syncing = true;
+        uint64_t target = sh->appended;
+        struct seg *s = shard_active(sh); /* segments sealed earlier were synced by the seal */
+        pthread_mutex_unlock(&sh->lock);
+        int rc = htkv_seg_sync(s);
+        atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+        pthread_mutex_lock(&sh->lock);
+        sh->syncing = false;
+        if (rc != 0) {
+            htkv_shard_fail_sync(sh, s, rc);
+        } else {
+            htkv_shard_publish(sh, target);
+        }
+        pthread_cond_broadcast(&sh->synced_cond);
+    }
+    return 0;
+}
+
+/* After staging: publish at once, or (ALWAYS) wait for the group sync. Lock held. */
+static int
+shard_commit(struct shard *sh, uint64_t version)
+{
+    if (sh->db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+        return shard_wait_durable(sh, version);
+    }
+    if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
+        atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
+    }
+    htkv_shard_publish(sh, version);
+    return 0;
+}
+
+int
+htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+                  uint32_t vlen, uint64_t hash, uint64_t *version)
+{
+    struct htkv_db *db = sh->db;
     uint64_t size = htkv_rec_size(klen, vlen);
-    pthread_mutex_lock(&sh->lock);
     int rc = shard_check_writable(db, sh);
     if (rc != 0) {
-        goto out;
+        return rc;
     }
     if (type == REC_DEL && shard_current_version(sh, hash, key, klen) == 0) {
-        rc = HTKV_ENOTFOUND; /* nothing to delete: write nothing */
-        goto out;
+        return HTKV_ENOTFOUND; /* nothing to delete: write nothing */
     }
     rc = shard_make_room(sh, size);
     if (rc == 0) {
         rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
     }
+    if (rc == 0) {
+        rc = pending_reserve(sh, 1);
+    }
     if (rc != 0) {
-        rc = shard_prepare_failed(db, sh, rc);
-        goto out;
+        return shard_prepare_failed(db, sh, rc);
     }
     struct hidx_ent *e = ent_new(sh);
     if (e == NULL) {
-        rc = -ENOMEM;
-        goto out;
+        return -ENOMEM;
     }
     struct seg *s = shard_active(sh);
-    uint64_t version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
-    uint64_t off = shard_append(s, type, 0, version, key, klen, val, vlen);
-    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
-        rc = htkv_seg_sync(s);
-        atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
-        if (rc != 0) {
-            shard_fail_sync(db, sh, s, rc);
-            ent_drop(sh, e);
-            rc = HTKV_EFAILED;
-            goto out;
-        }
-    } else if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
-        atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
-    }
-    *e = (struct hidx_ent){ .version = version,
+    uint64_t v = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+    uint64_t off = shard_append(s, type, 0, v, key, klen, val, vlen);
+    *e = (struct hidx_ent){ .version = v,
                             .hash = hash,
                             .seg = s,
                             .off = (uint32_t)off,
@@ -398,9 +490,22 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
                             .key_len = klen,
                             .del = type == REC_DEL };
     shard_install(sh, e);
-    atomic_store_explicit(&db->ro[sh->id].visible, version, memory_order_release);
-    shard_prune(sh, e);
-out:
+    sh->appended = v;
+    *version = v;
+    return 0;
+}
+
+int
+htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
+                uint32_t vlen, uint64_t hash)
+{
+    struct shard *sh = db_shard(db, db_shard_of(db, hash));
+    uint64_t version;
+    pthread_mutex_lock(&sh->lock);
+    int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
+    if (rc == 0) {
+        rc = shard_commit(sh, version);
+    }
     pthread_mutex_unlock(&sh->lock);
     return rc;
 }
@@ -483,6 +588,9 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
     if (rc == 0) {
         rc = htkv_hidx_reserve(&sh->idx, p->nops, htkv_shard_retire_table, sh);
     }
+    if (rc == 0) {
+        rc = pending_reserve(sh, p->nops);
+    }
     if (rc != 0) {
         return shard_prepare_failed(db, sh, rc);
     }
@@ -532,6 +640,24 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
 }
 
+static void
+parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
+{
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].ents == NULL) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, parts[i].shard);
+        for (uint32_t k = 0; k < parts[i].nops; k++) {
+            if (parts[i].ents[k] != NULL) {
+                ent_drop(sh, parts[i].ents[k]);
+            }
+        }
+        htkv_mem_free(parts[i].ents);
+        parts[i].ents = NULL;
+    }
+}
+
 int
 htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out)
 {
@@ -543,7 +669,8 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
     uint64_t *hashes = htkv_mem_alloc(b->nops * sizeof(*hashes));
     uint32_t *ids = htkv_mem_alloc(b->nops * sizeof(*ids));
     struct part *parts = NULL;
-    uint32_t nparts = 0, locked = 0;
+    uint32_t nparts = 0, locked = 0, writing = 0;
+    uint64_t version = 0;
     if (hashes == NULL || ids == NULL) {
         goto out_free;
     }
@@ -556,7 +683,6 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
         parts[locked].shard = ids[locked];
         pthread_mutex_lock(&db_shard(db, ids[locked])->lock);
     }
-    uint32_t writing = 0;
     for (uint32_t i = 0; i < nparts; i++) {
         rc = batch_prepare_part(db, b, hashes, &parts[i]);
         if (rc != 0) {
@@ -564,83 +690,56 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
         }
         writing += parts[i].nops > 0;
     }
-    rc = 0;
     if (writing == 0) {
         goto out_unlock; /* conditions only: they hold, nothing to write */
     }
-    uint64_t version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+    /* From here on nothing can fail: append and install every part under all the locks. */
+    version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
     for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops > 0) {
-            batch_append_part(db, b, hashes, &parts[i], writing, version);
-        }
-    }
-    for (uint32_t i = 0; i < nparts; i++) {
-        struct shard *sh = db_shard(db, parts[i].shard);
         if (parts[i].nops == 0) {
             continue;
         }
-        if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
-            int src = htkv_seg_sync(shard_active(sh));
-            atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
-            if (src != 0) {
-                shard_fail_sync(db, sh, shard_active(sh), src);
-                rc = HTKV_EFAILED;
-            }
-        } else {
-            atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
-        }
-    }
-    if (rc != 0) {
-        goto out_unlock; /* records are written but not acknowledged; entries are freed */
-    }
-    for (uint32_t i = 0; i < nparts; i++) {
         struct shard *sh = db_shard(db, parts[i].shard);
+        batch_append_part(db, b, hashes, &parts[i], writing, version);
         for (uint32_t k = 0; k < parts[i].nops; k++) {
             shard_install(sh, parts[i].ents[k]);
+            parts[i].ents[k] = NULL;
         }
-    }
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops == 0) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        atomic_store_explicit(&db->ro[sh->id].visible, version, memory_order_release);
+        sh->appended = version;
         sh->batches++;
     }
-    /* Every shard's part is visible: cut the superseded versions. An entry dropped by
-     * shard_install (delete of an absent key) is gone, so walk the index instead of ents. */
-    for (uint32_t i = 0; i < nparts; i++) {
-        struct shard *sh = db_shard(db, parts[i].shard);
-        for (size_t j = 0; j < b->nops; j++) {
-            const struct batch_op *op = &b->ops[j];
-            if (op->type == 0 || db_shard_of(db, hashes[j]) != parts[i].shard) {
-                continue;
-            }
-            struct hidx_ent *e = htkv_hidx_find(&sh->idx, hashes[j], op_key(b, op), op->klen);
-            if (e != NULL) {
-                shard_prune(sh, e);
+    if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
+        for (uint32_t i = 0; i < nparts; i++) {
+            if (parts[i].nops > 0) {
+                rc = shard_commit(db_shard(db, parts[i].shard), version);
+                HTKV_ASSERT(rc == 0);
             }
         }
-        htkv_mem_free(parts[i].ents);
-        parts[i].ents = NULL;
-        parts[i].nops = 0;
     }
-    *version_out = version;
 
 out_unlock:
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].ents != NULL) {
-            struct shard *sh = db_shard(db, parts[i].shard);
-            for (uint32_t k = 0; k < parts[i].nops; k++) {
-                if (parts[i].ents[k] != NULL) {
-                    ent_drop(sh, parts[i].ents[k]);
-                }
-            }
-            htkv_mem_free(parts[i].ents);
-        }
-    }
+    parts_free(db, parts, nparts);
     while (locked > 0) {
         pthread_mutex_unlock(&db_shard(db, ids[--locked])->lock);
+    }
+    /* ALWAYS: wait for each shard's group sync with the locks released, so that writers of other
+     * shards are not held up and this batch can share syncs with them. */
+    if (rc == 0 && writing > 0 && db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+        for (uint32_t i = 0; i < nparts; i++) {
+            if (parts[i].nops == 0) {
+                continue;
+            }
+            struct shard *sh = db_shard(db, parts[i].shard);
+            pthread_mutex_lock(&sh->lock);
+            int wrc = shard_wait_durable(sh, version);
+            pthread_mutex_unlock(&sh->lock);
+            if (wrc != 0 && rc == 0) {
+                rc = wrc;
+            }
+        }
+    }
+    if (rc == 0) {
+        *version_out = version;
     }
 out_free:
     htkv_mem_free(parts);
@@ -671,7 +770,7 @@ htkv_shard_sync(struct shard *sh)
     atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
     if (rc != 0) {
         pthread_mutex_lock(&sh->lock);
-        shard_fail_sync(db, sh, s, rc);
+        htkv_shard_fail_sync(sh, s, rc);
         pthread_mutex_unlock(&sh->lock);
         return HTKV_EFAILED;
     }
