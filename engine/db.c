@@ -33,6 +33,7 @@
 
 #include "engine/hash.h"
 #include "engine/rec.h"
+#include "engine/worker.h"
 
 /* ---- configuration -------------------------------------------------------------------------- */
 
@@ -95,6 +96,14 @@ config_check(const htkv_config *c)
     }
     if (c->io_backend < HTKV_IO_AUTO || c->io_backend > HTKV_IO_SYNC) {
         htkv_set_error("unknown io_backend %d", c->io_backend);
+        return -EINVAL;
+    }
+    if (c->worker_threads > 256) {
+        htkv_set_error("worker_threads must be at most 256");
+        return -EINVAL;
+    }
+    if (c->queue_depth == 0 || c->queue_depth > (1u << 20)) {
+        htkv_set_error("queue_depth must be in [1, 1048576]");
         return -EINVAL;
     }
     if (c->recovery != HTKV_RECOVERY_STRICT && c->recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
@@ -317,6 +326,9 @@ open_shards(struct htkv_db *db)
 static void
 db_free(struct htkv_db *db)
 {
+    if (db->workers != NULL) {
+        htkv_workers_stop(db);
+    }
     if (db->ro != NULL) {
         for (uint32_t i = 0; i < db->shard_count; i++) {
             htkv_shard_destroy(db->ro[i].shard);
@@ -339,8 +351,8 @@ db_free(struct htkv_db *db)
 static int
 start_syncer(struct htkv_db *db)
 {
-    if (db->read_only || db->cfg.sync_mode != HTKV_SYNC_INTERVAL) {
-        return 0;
+    if (db->read_only || db->nworkers > 0 || db->cfg.sync_mode != HTKV_SYNC_INTERVAL) {
+        return 0; /* workers sync from their own loops */
     }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -411,6 +423,9 @@ htkv_open(const htkv_config *cfg, htkv_db **out)
     if (rc == 0 && !db->read_only && db->man->file_bytes > MAN_REWRITE_BYTES) {
         rc = htkv_manifest_rewrite(db->man);
     }
+    if (rc == 0 && !db->read_only && db->cfg.worker_threads > 0) {
+        rc = htkv_workers_start(db);
+    }
     if (rc == 0) {
         rc = start_syncer(db);
     }
@@ -436,6 +451,9 @@ htkv_close(htkv_db *db)
     atomic_store(&db->closing, 1);
     while (!htkv_ebr_idle(&db->ebr)) {
         sched_yield();
+    }
+    if (db->workers != NULL) {
+        htkv_workers_stop(db); /* drains queued asynchronous writes and their syncs */
     }
     if (db->syncer_running) {
         pthread_mutex_lock(&db->syncer_lock);
@@ -485,6 +503,26 @@ check_write(struct htkv_db *db)
     return 0;
 }
 
+/* One put or delete: inline under the shard lock, or through the owning worker. */
+static int
+db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
+          uint32_t vlen, uint64_t hash)
+{
+    if (db->nworkers == 0) {
+        uint64_t version;
+        return htkv_shard_put1(db, type, key, klen, val, vlen, hash, &version);
+    }
+    uint32_t shard = db_shard_of(db, hash);
+    struct wreq r = { .kind = type == REC_SET ? WREQ_PUT : WREQ_DEL,
+                      .klen = klen,
+                      .vlen = vlen,
+                      .shard = shard,
+                      .key = key,
+                      .val = val,
+                      .hash = hash };
+    return htkv_worker_submit(db, shard, &r);
+}
+
 int
 htkv_put(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -511,7 +549,7 @@ htkv_put(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen
         return rc;
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
-    rc = htkv_shard_put1(db, REC_SET, key, (uint32_t)klen, val, (uint32_t)vlen, hash);
+    rc = db_write1(db, REC_SET, key, (uint32_t)klen, val, (uint32_t)vlen, hash);
     db_exit(db, slot);
     return rc;
 }
@@ -535,7 +573,7 @@ htkv_delete(htkv_db *db, const void *key, size_t klen)
         return rc;
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
-    rc = htkv_shard_put1(db, REC_DEL, key, (uint32_t)klen, NULL, 0, hash);
+    rc = db_write1(db, REC_DEL, key, (uint32_t)klen, NULL, 0, hash);
     db_exit(db, slot);
     return rc;
 }
@@ -845,6 +883,15 @@ htkv_batch_destroy(htkv_batch *b)
     htkv_mem_free(b);
 }
 
+/* The shard whose worker runs a batch: that of its first operation (any fixed choice works;
+ * the worker takes the locks of every shard the batch touches). */
+static uint32_t
+db_batch_shard(struct htkv_db *db, const htkv_batch *b)
+{
+    const struct batch_op *op = &b->ops[0];
+    return db_shard_of(db, htkv_hash(b->data + op->data_off, op->klen, db->hash_seed));
+}
+
 int
 htkv_write(htkv_db *db, htkv_batch *b)
 {
@@ -866,9 +913,173 @@ htkv_write(htkv_db *db, htkv_batch *b)
         return rc;
     }
     uint64_t version = 0;
-    rc = htkv_shard_apply(db, b, &version);
+    if (db->nworkers == 0 || b->nops == 0) {
+        rc = htkv_shard_apply(db, b, &version);
+    } else {
+        struct wreq r = { .kind = WREQ_BATCH, .batch = b };
+        uint32_t shard = db_batch_shard(db, b);
+        rc = htkv_worker_submit(db, shard, &r);
+        version = r.version;
+    }
     if (rc == 0) {
         b->version = version;
+    }
+    db_exit(db, slot);
+    return rc;
+}
+
+/* ---- asynchronous writes -------------------------------------------------------------------- */
+
+static int
+db_async_check(struct htkv_db *db, htkv_done_fn done)
+{
+    if (db == NULL || done == NULL) {
+        return -EINVAL;
+    }
+    return check_write(db);
+}
+
+/* Inline mode: run the write now and report through the callback. */
+static int
+db_async_inline(int rc, uint64_t version, htkv_done_fn done, void *ctx)
+{
+    done(rc, version, ctx);
+    return 0;
+}
+
+static int
+db_async1(htkv_db *db, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
+          htkv_done_fn done, void *ctx)
+{
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    if (db->nworkers == 0) {
+        uint64_t version = 0;
+        rc = htkv_shard_put1(db, type, key, (uint32_t)klen, val, (uint32_t)vlen, hash, &version);
+        db_exit(db, slot);
+        return db_async_inline(rc, version, done, ctx);
+    }
+    struct wreq *r = htkv_mem_alloc(sizeof(*r) + klen + vlen);
+    if (r == NULL) {
+        db_exit(db, slot);
+        return -ENOMEM;
+    }
+    unsigned char *copy = (unsigned char *)(r + 1);
+    memcpy(copy, key, klen);
+    if (vlen > 0) {
+        memcpy(copy + klen, val, vlen);
+    }
+    uint32_t shard = db_shard_of(db, hash);
+    *r = (struct wreq){ .kind = type == REC_SET ? WREQ_PUT : WREQ_DEL,
+                        .heap = true,
+                        .klen = (uint32_t)klen,
+                        .vlen = (uint32_t)vlen,
+                        .shard = shard,
+                        .key = copy,
+                        .val = copy + klen,
+                        .hash = hash,
+                        .done = done,
+                        .ctx = ctx };
+    rc = htkv_worker_submit(db, shard, r);
+    if (rc != 0) {
+        htkv_mem_free(r);
+    }
+    db_exit(db, slot);
+    return rc;
+}
+
+int
+htkv_put_async(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen,
+               htkv_done_fn done, void *ctx)
+{
+    int rc = db_async_check(db, done);
+    if (rc == 0) {
+        rc = check_key(key, klen);
+    }
+    if (rc == 0 && val == NULL && vlen > 0) {
+        rc = -EINVAL;
+    }
+    if (rc == 0 && vlen > db->cfg.max_value_bytes) {
+        rc = HTKV_ETOOBIG;
+    }
+    return rc != 0 ? rc : db_async1(db, REC_SET, key, klen, val, vlen, done, ctx);
+}
+
+int
+htkv_delete_async(htkv_db *db, const void *key, size_t klen, htkv_done_fn done, void *ctx)
+{
+    int rc = db_async_check(db, done);
+    if (rc == 0) {
+        rc = check_key(key, klen);
+    }
+    return rc != 0 ? rc : db_async1(db, REC_DEL, key, klen, NULL, 0, done, ctx);
+}
+
+/* Deep copy of @p b for an asynchronous write. */
+static int
+batch_copy(const htkv_batch *b, htkv_batch **out)
+{
+    int rc = htkv_batch_create(out);
+    if (rc != 0) {
+        return rc;
+    }
+    htkv_batch *c = *out;
+    c->ops = htkv_mem_alloc((b->nops > 0 ? b->nops : 1) * sizeof(*c->ops));
+    c->data = htkv_mem_alloc(b->data_len > 0 ? b->data_len : 1);
+    if (c->ops == NULL || c->data == NULL) {
+        htkv_batch_destroy(c);
+        *out = NULL;
+        return -ENOMEM;
+    }
+    memcpy(c->ops, b->ops, b->nops * sizeof(*c->ops));
+    memcpy(c->data, b->data, b->data_len);
+    c->nops = c->ops_cap = b->nops;
+    c->ncount = b->ncount;
+    c->data_len = c->data_cap = b->data_len;
+    c->rec_bytes = b->rec_bytes;
+    return 0;
+}
+
+int
+htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done, void *ctx)
+{
+    int rc = db_async_check(db, done);
+    if (rc != 0 || b == NULL) {
+        return rc != 0 ? rc : -EINVAL;
+    }
+    for (size_t i = 0; i < b->nops; i++) {
+        if (b->ops[i].vlen > db->cfg.max_value_bytes) {
+            return HTKV_ETOOBIG;
+        }
+    }
+    unsigned slot;
+    rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    if (db->nworkers == 0 || b->nops == 0) {
+        uint64_t version = 0;
+        rc = htkv_shard_apply(db, b, &version);
+        db_exit(db, slot);
+        return db_async_inline(rc, version, done, ctx);
+    }
+    htkv_batch *copy;
+    rc = batch_copy(b, &copy);
+    struct wreq *r = rc == 0 ? htkv_mem_alloc(sizeof(*r)) : NULL;
+    if (r == NULL) {
+        htkv_batch_destroy(rc == 0 ? copy : NULL);
+        db_exit(db, slot);
+        return -ENOMEM;
+    }
+    *r = (struct wreq){ .kind = WREQ_BATCH, .heap = true, .batch = copy, .done = done, .ctx = ctx };
+    rc = htkv_worker_submit(db, db_batch_shard(db, copy), r);
+    if (rc != 0) {
+        htkv_batch_destroy(copy);
+        htkv_mem_free(r);
     }
     db_exit(db, slot);
     return rc;
@@ -938,7 +1149,8 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->truncated_bytes = db->truncated_bytes;
     out->skipped_bytes = db->skipped_bytes;
     out->shard_count = db->shard_count;
-    out->worker_threads = 0;
+    out->worker_threads = db->nworkers;
+    out->io_backend = htkv_workers_backend(db);
     out->sync_mode = db->cfg.sync_mode;
     out->no_space = atomic_load(&db->no_space);
     db_exit(db, slot);

@@ -63,6 +63,8 @@ struct htkv_db {
     struct manifest *man;
     struct shard_ro *ro; /* shard_count entries */
     struct ebr ebr;
+    struct worker *workers; /* nworkers; NULL in inline mode */
+    unsigned nworkers;
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t next_version;
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
     _Atomic int no_space;
@@ -131,9 +133,17 @@ void htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e);
  */
 int htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out);
 
+/*
+ * The first half of htkv_shard_apply(): under the shard locks, check, append and install the
+ * batch; publish it unless the sync mode is ALWAYS. Fills @p shards_out (room for b->nops ids)
+ * with the shards that received records. *version_out = 0 when nothing was written.
+ */
+int htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
+                           uint32_t *shards_out, uint32_t *nshards_out);
+
 /* Single-op fast path used by htkv_put/htkv_delete. */
 int htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen,
-                    const void *val, uint32_t vlen, uint64_t hash);
+                    const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
 
 /*
  * Stage one put or delete in @p sh (lock held): prepare, append, install as a pending entry.

@@ -163,7 +163,7 @@ man_write_full(struct manifest *m, uint64_t number)
     for (uint32_t s = 0; s < m->shard_count; s++) {
         segs += m->shards[s].count;
     }
-    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + 1);
+    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + 2);
     unsigned char *buf = htkv_mem_alloc(cap);
     if (buf == NULL) {
         return -ENOMEM;
@@ -175,6 +175,18 @@ man_write_full(struct manifest *m, uint64_t number)
     htkv_store32(p + 4, m->shard_count);
     htkv_store64(p + 8, m->hash_seed);
     n += man_edit_encode(buf + n, MAN_INIT, p, 16);
+    uint64_t max_id = 0;
+    for (uint32_t s = 0; s < m->shard_count; s++) {
+        for (size_t i = 0; i < m->shards[s].count; i++) {
+            max_id = m->shards[s].seg_ids[i] > max_id ? m->shards[s].seg_ids[i] : max_id;
+        }
+    }
+    if (m->next_seg_id > max_id + 1) {
+        /* Ids above the live ones were handed out (dropped segments): keep them used. */
+        memset(p, 0, 8);
+        htkv_store64(p + 8, m->next_seg_id);
+        n += man_edit_encode(buf + n, MAN_NEXT_ID, p, 16);
+    }
     for (uint32_t s = 0; s < m->shard_count; s++) {
         for (size_t i = 0; i < m->shards[s].count; i++) {
             htkv_store32(p, s);
@@ -301,6 +313,13 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
             } else {
                 rc = man_shards_alloc(m, shards);
                 have_init = true;
+            }
+        } else if (type == MAN_NEXT_ID && elen == 16 && have_init) {
+            uint64_t next = htkv_load64(p + 8);
+            if (htkv_load64(p) != 0 || next == 0) {
+                rc = HTKV_ECORRUPT;
+            } else if (next > m->next_seg_id) {
+                m->next_seg_id = next;
             }
         } else if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && elen == 16 && have_init) {
             uint32_t shard = htkv_load32(p);

@@ -28,6 +28,7 @@ enum man_type {
     MAN_INIT = 1,
     MAN_SEG_ADD = 2,
     MAN_SEG_DROP = 3,
+    MAN_NEXT_ID = 4,
 };
 
 struct man_shard {

@@ -348,7 +348,12 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
     }
     if (how != SCAN_TORN) {
         s->tail = off;
-        return 0;
+        if (off > end && s->writable) {
+            /* The file ends inside the last record's padding (a cut after its last byte): the
+             * record is whole; give the padding back its bytes before appending after it. */
+            rc = htkv_seg_grow_to(s, htkv_align_up(off, 4096));
+        }
+        return rc;
     }
     batch_discard(rv, sh);
     uint64_t junk = last_nonzero_end(s->map, cut, end);

@@ -255,6 +255,21 @@ htkv_seg_reserve(struct seg *s, uint64_t need)
 }
 
 int
+htkv_seg_grow_to(struct seg *s, uint64_t size)
+{
+    HTKV_ASSERT(s->writable);
+    HTKV_ASSERT(size <= s->map_bytes);
+    if (size <= s->file_bytes) {
+        return 0;
+    }
+    int rc = seg_allocate(s->fd, s->file_bytes, size, s->zero_fill);
+    if (rc == 0) {
+        s->file_bytes = size;
+    }
+    return rc;
+}
+
+int
 htkv_seg_sync(struct seg *s)
 {
     if (fdatasync(s->fd) != 0) {

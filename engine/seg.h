@@ -71,6 +71,9 @@ int htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, b
  * -errno. */
 int htkv_seg_reserve(struct seg *s, uint64_t need);
 
+/* Allocate the file up to @p size bytes (<= map_bytes). 0, -ENOSPC or -errno. */
+int htkv_seg_grow_to(struct seg *s, uint64_t size);
+
 /* fdatasync the segment. Returns 0 or -errno. */
 int htkv_seg_sync(struct seg *s);
 

@@ -497,16 +497,17 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
 
 int
 htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
-                uint32_t vlen, uint64_t hash)
+                uint32_t vlen, uint64_t hash, uint64_t *version_out)
 {
     struct shard *sh = db_shard(db, db_shard_of(db, hash));
-    uint64_t version;
+    uint64_t version = 0;
     pthread_mutex_lock(&sh->lock);
     int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
     if (rc == 0) {
         rc = shard_commit(sh, version);
     }
     pthread_mutex_unlock(&sh->lock);
+    *version_out = rc == 0 ? version : 0;
     return rc;
 }
 
@@ -659,9 +660,11 @@ parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
 }
 
 int
-htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out)
+htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
+                       uint32_t *shards_out, uint32_t *nshards_out)
 {
     *version_out = 0;
+    *nshards_out = 0;
     if (b->nops == 0) {
         return 0;
     }
@@ -670,7 +673,6 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
     uint32_t *ids = htkv_mem_alloc(b->nops * sizeof(*ids));
     struct part *parts = NULL;
     uint32_t nparts = 0, locked = 0, writing = 0;
-    uint64_t version = 0;
     if (hashes == NULL || ids == NULL) {
         goto out_free;
     }
@@ -694,7 +696,7 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
         goto out_unlock; /* conditions only: they hold, nothing to write */
     }
     /* From here on nothing can fail: append and install every part under all the locks. */
-    version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+    uint64_t version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
     for (uint32_t i = 0; i < nparts; i++) {
         if (parts[i].nops == 0) {
             continue;
@@ -707,29 +709,45 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
         }
         sh->appended = version;
         sh->batches++;
-    }
-    if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
-        for (uint32_t i = 0; i < nparts; i++) {
-            if (parts[i].nops > 0) {
-                rc = shard_commit(db_shard(db, parts[i].shard), version);
-                HTKV_ASSERT(rc == 0);
-            }
+        shards_out[(*nshards_out)++] = parts[i].shard;
+        if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
+            rc = shard_commit(sh, version);
+            HTKV_ASSERT(rc == 0);
         }
     }
+    *version_out = version;
 
 out_unlock:
     parts_free(db, parts, nparts);
     while (locked > 0) {
         pthread_mutex_unlock(&db_shard(db, ids[--locked])->lock);
     }
+out_free:
+    htkv_mem_free(parts);
+    htkv_mem_free(ids);
+    htkv_mem_free(hashes);
+    return rc;
+}
+
+int
+htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out)
+{
+    uint32_t small[16];
+    uint32_t *shards = small;
+    if (b->nops > 16) {
+        shards = htkv_mem_alloc(b->nops * sizeof(*shards));
+        if (shards == NULL) {
+            return -ENOMEM;
+        }
+    }
+    uint32_t n = 0;
+    uint64_t version = 0;
+    int rc = htkv_shard_stage_batch(db, b, &version, shards, &n);
     /* ALWAYS: wait for each shard's group sync with the locks released, so that writers of other
      * shards are not held up and this batch can share syncs with them. */
-    if (rc == 0 && writing > 0 && db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
-        for (uint32_t i = 0; i < nparts; i++) {
-            if (parts[i].nops == 0) {
-                continue;
-            }
-            struct shard *sh = db_shard(db, parts[i].shard);
+    if (rc == 0 && db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+        for (uint32_t i = 0; i < n; i++) {
+            struct shard *sh = db_shard(db, shards[i]);
             pthread_mutex_lock(&sh->lock);
             int wrc = shard_wait_durable(sh, version);
             pthread_mutex_unlock(&sh->lock);
@@ -738,13 +756,10 @@ out_unlock:
             }
         }
     }
-    if (rc == 0) {
-        *version_out = version;
+    *version_out = rc == 0 ? version : 0;
+    if (shards != small) {
+        htkv_mem_free(shards);
     }
-out_free:
-    htkv_mem_free(parts);
-    htkv_mem_free(ids);
-    htkv_mem_free(hashes);
     return rc;
 }
 

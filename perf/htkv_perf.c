@@ -1,8 +1,8 @@
 /*
  * htkv_perf.c - load generator for the TARGETS.md workloads on this machine.
  *
- * Usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] [--threads N] [--dir PATH]
- *                  [--csv]
+ * Usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] [--threads N]
+ *                  [--backend auto|uring|sync] [--dir PATH] [--csv]
  * Workloads (one caller thread unless --threads):
  *   put_small   16 B keys / 64 B values, 1M puts, INTERVAL mode
  *   put_medium  16 B / 512 B, 200k puts
@@ -31,6 +31,7 @@ struct opts {
     int trials;
     int workers;
     int threads;
+    int backend;
     int csv;
 };
 
@@ -68,6 +69,7 @@ open_store(const struct opts *o, int sync_mode)
     cfg.data_dir = o->dir;
     cfg.worker_threads = (unsigned)o->workers;
     cfg.sync_mode = sync_mode;
+    cfg.io_backend = o->backend;
     htkv_db *db;
     int rc = htkv_open(&cfg, &db);
     if (rc != 0) {
@@ -254,11 +256,16 @@ main(int argc, char **argv)
             o.threads = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
             o.dir = argv[++i];
+        } else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+            i++;
+            o.backend = strcmp(argv[i], "sync") == 0    ? HTKV_IO_SYNC
+                        : strcmp(argv[i], "uring") == 0 ? HTKV_IO_URING
+                                                        : HTKV_IO_AUTO;
         } else if (strcmp(argv[i], "--csv") == 0) {
             o.csv = 1;
         } else {
             fprintf(stderr, "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
-                            "[--threads N] [--dir PATH] [--csv]\n");
+                            "[--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n");
             return 2;
         }
     }

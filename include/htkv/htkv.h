@@ -108,6 +108,17 @@ enum htkv_log_level {
 typedef void (*htkv_log_fn)(int level, const char *msg, void *ctx);
 
 /**
+ * Completion of an asynchronous write (htkv_put_async(), htkv_delete_async(), htkv_write_async()).
+ * Runs on a worker thread (or, with worker_threads = 0, on the calling thread before the call
+ * returns). Must be quick and must not wait for another write to complete; it may submit new
+ * asynchronous writes.
+ * @param rc       What the synchronous call would have returned.
+ * @param version  The write's version (0 on failure or when nothing was written).
+ * @param ctx      The ctx given with the call.
+ */
+typedef void (*htkv_done_fn)(int rc, uint64_t version, void *ctx);
+
+/**
  * Store configuration. Always start from htkv_config_init() so that fields added later get
  * their defaults. All fields are read by htkv_open() only; the struct is not kept.
  */
@@ -153,6 +164,7 @@ struct htkv_stats {
     uint64_t skipped_bytes;     /**< Damaged bytes skipped (HTKV_RECOVERY_SKIP_CORRUPT). */
     uint32_t shard_count;       /**< Shards of the store. */
     uint32_t worker_threads;    /**< Worker threads running (0 = inline). */
+    const char *io_backend;     /**< "io_uring" or "sync" (the workers' I/O), "inline" without. */
     int sync_mode;              /**< enum htkv_sync_mode in force. */
     int failed;                 /**< Boolean: a shard refuses writes after a failed fdatasync. */
     int no_space;               /**< Boolean: writes are refused after ENOSPC. */
@@ -347,6 +359,32 @@ HTKV_API void htkv_batch_destroy(htkv_batch *b);
  * @context Any thread. Returns when applied and, in HTKV_SYNC_ALWAYS, durable.
  */
 HTKV_API HTKV_MUST_USE int htkv_write(htkv_db *db, htkv_batch *b);
+
+/**
+ * Asynchronous htkv_put(): copy key and value, hand the write to the owning worker and return.
+ * @p done runs once the write is applied (and, in HTKV_SYNC_ALWAYS, durable) or failed.
+ * @param[in] done  Completion callback; required.
+ * @param[in] ctx   Passed to @p done; kept until @p done runs.
+ * @return 0 (done will run); -EINVAL, HTKV_ETOOBIG, HTKV_EREADONLY, HTKV_ECLOSED, -ENOMEM
+ *         (done will not run); HTKV_EBUSY (the worker's queue is full: retry later; done will
+ *         not run).
+ * @context Any thread. Never blocks with workers; with worker_threads = 0 the write runs on the
+ *          calling thread and @p done is called before the function returns.
+ */
+HTKV_API HTKV_MUST_USE int htkv_put_async(htkv_db *db, const void *key, size_t klen,
+                                          const void *val, size_t vlen, htkv_done_fn done,
+                                          void *ctx);
+
+/** Asynchronous htkv_delete(); as htkv_put_async(). rc HTKV_ENOTFOUND reaches @p done. */
+HTKV_API HTKV_MUST_USE int htkv_delete_async(htkv_db *db, const void *key, size_t klen,
+                                             htkv_done_fn done, void *ctx);
+
+/**
+ * Asynchronous htkv_write(); the batch is copied, so @p b may be reused or destroyed at once.
+ * htkv_batch_version(b) is not updated: the version reaches @p done.
+ */
+HTKV_API HTKV_MUST_USE int htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done,
+                                            void *ctx);
 
 /**
  * Make every write acknowledged so far durable (fdatasync of every shard with unsynced data).

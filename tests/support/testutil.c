@@ -13,7 +13,40 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/rec.h"
+#include "engine/seg.h"
+
 int tu_log_warnings;
+static char tu_ctx[512];
+
+void
+tu_context(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tu_ctx, sizeof(tu_ctx), fmt, ap);
+    va_end(ap);
+}
+
+static void
+tu_assert_to_fail(const char *expr, const char *file, int line)
+{
+    (void)expr;
+    fprintf(stderr, "engine assertion failed while: %s\n", tu_ctx[0] ? tu_ctx : "(no context)");
+    _fail(file, line);
+}
+
+void
+tu_assert_hook_install(void)
+{
+    htkv_assert_hook = tu_assert_to_fail;
+}
+
+void
+tu_assert_hook_reset(void)
+{
+    htkv_assert_hook = NULL;
+}
 
 char *
 tu_tmpdir(const char *tag)
@@ -94,6 +127,7 @@ tu_config(htkv_config *cfg, const char *dir, int sync_mode)
     cfg->shard_count = 4;
     cfg->sync_mode = sync_mode;
     cfg->log_fn = tu_quiet_log;
+    tu_assert_hook_install();
 }
 
 htkv_db *
@@ -232,4 +266,114 @@ tu_copy_store(const char *from, const char *to)
         }
     }
     closedir(d);
+}
+
+size_t
+tu_shard_segments(const char *dir, unsigned shard, char (*paths)[4096], size_t cap)
+{
+    char sd[4096];
+    snprintf(sd, sizeof(sd), "%s/shard-%03u", dir, shard);
+    size_t n = 0;
+    DIR *d = opendir(sd);
+    if (d == NULL) {
+        return 0;
+    }
+    struct dirent *fe;
+    while ((fe = readdir(d)) != NULL) {
+        size_t l = strlen(fe->d_name);
+        if (l > 4 && strcmp(fe->d_name + l - 4, ".seg") == 0 && n < cap) {
+            snprintf(paths[n++], 4096, "%.3000s/%s", sd, fe->d_name);
+        }
+    }
+    closedir(d);
+    qsort(paths, n, 4096, cmp_path);
+    return n;
+}
+
+uint64_t
+tu_seg_id(const char *path)
+{
+    unsigned char h[SEG_HDR_BYTES];
+    if (tu_read_at(path, 0, h, sizeof(h)) != 0) {
+        return 0;
+    }
+    uint64_t id;
+    memcpy(&id, h + 16, sizeof(id));
+    return id;
+}
+
+size_t
+tu_seg_scan(const char *path, struct tu_rec *recs, size_t cap)
+{
+    long long fsize = tu_file_size(path);
+    assert_true(fsize >= (long long)SEG_HDR_BYTES);
+    unsigned char *buf = malloc((size_t)fsize);
+    assert_non_null(buf);
+    assert_int_equal(tu_read_at(path, 0, buf, (size_t)fsize), 0);
+    uint64_t id = tu_seg_id(path);
+    size_t n = 0;
+    uint64_t off = SEG_DATA_OFF;
+    struct rec_hdr h;
+    while (off < (uint64_t)fsize && htkv_rec_check(buf + off, (uint64_t)fsize - off, id, off,
+                                                   HTKV_VALUE_MAX_LIMIT, &h) == 0) {
+        if (recs != NULL && n < cap) {
+            struct tu_rec *r = &recs[n];
+            memset(r, 0, sizeof(*r));
+            r->off = (long long)off;
+            r->raw = (long long)(REC_HDR_BYTES + h.key_len + h.val_len);
+            r->size = (long long)htkv_rec_size(h.key_len, h.val_len);
+            r->type = h.type;
+            r->flags = h.flags;
+            r->version = h.version;
+            r->key_len = h.key_len;
+            r->val_len = h.val_len;
+            memcpy(r->key, buf + off + REC_HDR_BYTES,
+                   h.key_len < sizeof(r->key) ? h.key_len : sizeof(r->key));
+        }
+        n++;
+        off += htkv_rec_size(h.key_len, h.val_len);
+    }
+    free(buf);
+    return n;
+}
+
+void
+tu_fill(void *buf, size_t n, uint64_t tag)
+{
+    unsigned char *p = buf;
+    uint64_t x = tag * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 8 == 0) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x = x * 0x2545F4914F6CDD1Dull + 1;
+        }
+        p[i] = (unsigned char)(x >> (8 * (i % 8)));
+    }
+}
+
+struct htkv_stats
+tu_stats(htkv_db *db)
+{
+    struct htkv_stats st;
+    assert_int_equal(htkv_stats(db, &st), 0);
+    return st;
+}
+
+void
+tu_expect(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    void *got = NULL;
+    size_t n = 0;
+    int rc = htkv_get_alloc(db, key, klen, &got, &n);
+    bool ok = val == NULL ? rc == HTKV_ENOTFOUND
+                          : rc == 0 && n == vlen && (vlen == 0 || memcmp(got, val, vlen) == 0);
+    if (!ok) {
+        fprintf(stderr, "key '%.*s' (%zu bytes): got rc %d (%s) len %zu, want %s len %zu\n",
+                (int)(klen < 40 ? klen : 40), (const char *)key, klen, rc, htkv_strerror(rc), n,
+                val == NULL ? "absent" : "value", vlen);
+    }
+    htkv_free(got);
+    assert_true(ok);
 }

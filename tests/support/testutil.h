@@ -6,6 +6,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +27,17 @@ uint64_t tu_seed(const char *test);
 /* xorshift64* generator. */
 uint64_t tu_rand(uint64_t *state);
 
+/*
+ * What the running test is doing (set with tu_context()), printed when an engine assertion
+ * fires. tu_config() installs a hook that turns an engine assertion into a failure of the
+ * running cmocka test instead of an abort of the whole executable, so that the other tests
+ * still run (the store it happened in is leaked). Forked children should call
+ * tu_assert_hook_reset() so that a failure aborts them.
+ */
+void tu_context(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tu_assert_hook_install(void);
+void tu_assert_hook_reset(void);
+
 /* Config for a test store in @p dir: inline, 4 shards, the given sync mode, quiet logs. */
 void tu_config(htkv_config *cfg, const char *dir, int sync_mode);
 /* Open or fail the test. */
@@ -42,6 +54,37 @@ int tu_read_at(const char *path, long long off, void *buf, size_t n);
 int tu_write_at(const char *path, long long off, const void *buf, size_t n);
 /* Copy a directory tree (flat two levels: dir and shard-* dirs). */
 void tu_copy_store(const char *from, const char *to);
+
+/* Paths of the segment files of shard @p shard, ascending id; returns the count (max @p cap). */
+size_t tu_shard_segments(const char *dir, unsigned shard, char (*paths)[4096], size_t cap);
+/* Id of a segment from its header (0 when the file cannot be read). */
+uint64_t tu_seg_id(const char *path);
+
+/* One valid record found in a segment file by tu_seg_scan(). */
+struct tu_rec {
+    long long off;      /* offset in the file */
+    long long raw;      /* header + key + value */
+    long long size;     /* raw rounded up to the record alignment */
+    int type;           /* enum rec_type (engine/rec.h) */
+    int flags;          /* REC_F_BATCH or 0 */
+    uint64_t version;   /* as written */
+    uint32_t key_len;   /* key bytes */
+    uint32_t val_len;   /* value bytes (payload of control records) */
+    unsigned char key[64]; /* first bytes of the key */
+};
+/*
+ * Walk the records of segment @p path from the first one, checking each (framing + CRC) as
+ * recovery does, and stop at the first that fails. Fills at most @p cap entries of @p recs
+ * (NULL = count only); returns the number of valid records.
+ */
+size_t tu_seg_scan(const char *path, struct tu_rec *recs, size_t cap);
+
+/* Deterministic filler bytes: value @p n bytes long derived from @p tag. */
+void tu_fill(void *buf, size_t n, uint64_t tag);
+/* Stats or fail the test. */
+struct htkv_stats tu_stats(htkv_db *db);
+/* Assert that @p key holds exactly @p val (vlen bytes); @p val NULL = the key is absent. */
+void tu_expect(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Counting log sink: counts warnings and errors instead of printing them. */
 extern int tu_log_warnings;

@@ -1,0 +1,500 @@
+/*
+ * worker.c - worker threads (thread-per-core write path).
+ *
+ * Design. Shard s belongs to worker s % worker_threads; a batch goes to the worker of its lowest
+ * shard. Callers push a request on the worker's bounded MPSC queue and wait on a futex (after a
+ * short spin), or return at once (async). Each loop iteration the worker drains its queue and
+ * stages every request: records are appended to the shard's segment and installed in the index
+ * as pending entries. Without HTKV_SYNC_ALWAYS a staged write is published and acknowledged at
+ * once (it is in the page cache). With it, the worker submits one fdatasync per shard that has
+ * waiting requests, through its own I/O ring, and keeps draining meanwhile; when the fdatasync
+ * completes it publishes the shard up to the version it covered and acknowledges every request
+ * of the group (group commit). In HTKV_SYNC_INTERVAL the worker syncs its dirty shards every
+ * fsync_interval_ms from the loop's timeout.
+ *
+ * Loop:
+ *
+ *      +--> drain queue (stage, ack non-durable) --> submit group fsyncs --> interval fsyncs
+ *      |                                                                        |
+ *      +-- ack requests now visible <-- deliver completions <-- wait (ring) <---+
+ *
+ * Invariants
+ *   1. A request is acknowledged only after its version is visible in every shard it wrote, so
+ *      in ALWAYS mode only after an fdatasync that started after its records were appended.
+ *   2. At most one group fsync per shard is in flight per worker (inflight_target != 0).
+ *   3. After stop is raised, the worker exits only with an empty queue, no waiting request and
+ *      no fsync in flight.
+ */
+#include "engine/worker.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/db.h"
+#include "engine/rec.h"
+
+#define UD_INTERVAL (1ull << 63)
+/* Sync callers spin this many times (~10-40 us) before sleeping on the futex. */
+#define WAIT_SPINS 2048
+/* An idle worker polls its queue this many times before sleeping: a caller that writes in a loop
+ * comes back within a microsecond or two, and a wake-up through the eventfd costs ~10 us. */
+#define IDLE_SPINS 2048
+/* Requests staged per loop iteration at most, so completions are not starved. */
+#define DRAIN_MAX 1024
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void
+futex_wait(_Atomic uint32_t *p, uint32_t val)
+{
+    syscall(SYS_futex, (uint32_t *)p, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void
+futex_wake(_Atomic uint32_t *p)
+{
+    syscall(SYS_futex, (uint32_t *)p, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void
+wreq_complete(struct wreq *r, int rc, uint64_t version)
+{
+    if (r->parts != NULL && r->parts != &r->part_one) {
+        htkv_mem_free(r->parts);
+    }
+    r->parts = NULL;
+    if (r->done != NULL) {
+        r->done(rc, version, r->ctx);
+        if (r->heap) {
+            if (r->kind == WREQ_BATCH) {
+                htkv_batch_destroy((htkv_batch *)r->batch);
+            }
+            htkv_mem_free(r);
+        }
+        return;
+    }
+    r->rc = rc;
+    r->version = version;
+    /* After this exchange the caller may return: r must not be touched again. */
+    uint32_t old = atomic_exchange_explicit(&r->state, WREQ_DONE, memory_order_acq_rel);
+    if (old == WREQ_SLEEPING) {
+        futex_wake(&r->state);
+    }
+}
+
+static void
+wreq_wait(struct wreq *r)
+{
+    for (int i = 0; i < WAIT_SPINS; i++) {
+        if (atomic_load_explicit(&r->state, memory_order_acquire) == WREQ_DONE) {
+            return;
+        }
+        cpu_relax();
+    }
+    uint32_t expected = WREQ_PENDING;
+    if (!atomic_compare_exchange_strong(&r->state, &expected, WREQ_SLEEPING)) {
+        return; /* DONE meanwhile */
+    }
+    while (atomic_load_explicit(&r->state, memory_order_acquire) != WREQ_DONE) {
+        futex_wait(&r->state, WREQ_SLEEPING);
+    }
+}
+
+static int
+waiting_push(struct worker *w, struct wreq *r)
+{
+    if (w->nwaiting == w->waiting_cap) {
+        size_t cap = w->waiting_cap ? w->waiting_cap * 2 : 256;
+        struct wreq **n = htkv_mem_realloc(w->waiting, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        w->waiting = n;
+        w->waiting_cap = cap;
+    }
+    w->waiting[w->nwaiting++] = r;
+    return 0;
+}
+
+/* Stage one request. Acknowledges it unless it must wait for a group sync. */
+static void
+worker_stage(struct worker *w, struct wreq *r)
+{
+    struct htkv_db *db = w->db;
+    bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
+    uint64_t version = 0;
+    int rc;
+    if (r->kind == WREQ_BATCH) {
+        if (!always) {
+            rc = htkv_shard_apply(db, r->batch, &version);
+            wreq_complete(r, rc, version);
+            return;
+        }
+        size_t n = r->batch->nops;
+        r->parts = n <= 1 ? &r->part_one : htkv_mem_alloc(n * sizeof(uint32_t));
+        if (r->parts == NULL) {
+            wreq_complete(r, -ENOMEM, 0);
+            return;
+        }
+        rc = htkv_shard_stage_batch(db, r->batch, &version, r->parts, &r->nparts);
+    } else {
+        uint8_t type = r->kind == WREQ_PUT ? REC_SET : REC_DEL;
+        if (!always) {
+            rc = htkv_shard_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version);
+            wreq_complete(r, rc, version);
+            return;
+        }
+        struct shard *sh = db_shard(db, r->shard);
+        pthread_mutex_lock(&sh->lock);
+        rc = htkv_shard_stage1(sh, type, r->key, r->klen, r->val, r->vlen, r->hash, &version);
+        pthread_mutex_unlock(&sh->lock);
+        r->parts = &r->part_one;
+        r->part_one = r->shard;
+        r->nparts = 1;
+    }
+    if (rc != 0 || version == 0) {
+        wreq_complete(r, rc, version);
+        return;
+    }
+    r->version = version;
+    if (waiting_push(w, r) != 0) {
+        /* Staged but no room to wait: finish the wait synchronously, as inline mode does. */
+        for (uint32_t i = 0; i < r->nparts; i++) {
+            (void)htkv_shard_sync(db_shard(db, r->parts[i]));
+        }
+        wreq_complete(r, -ENOMEM, 0);
+    }
+}
+
+/* Submit a group fsync for every shard that a waiting request still needs. */
+static void
+worker_submit_group_syncs(struct worker *w)
+{
+    struct htkv_db *db = w->db;
+    for (size_t i = 0; i < w->nwaiting; i++) {
+        struct wreq *r = w->waiting[i];
+        for (uint32_t k = 0; k < r->nparts; k++) {
+            uint32_t s = r->parts[k];
+            if (w->inflight_target[s] != 0 ||
+                atomic_load_explicit(&db->ro[s].visible, memory_order_acquire) >= r->version) {
+                continue;
+            }
+            struct shard *sh = db_shard(db, s);
+            pthread_mutex_lock(&sh->lock);
+            uint64_t target = sh->appended;
+            struct seg *seg = shard_active(sh);
+            bool failed = sh->failed;
+            pthread_mutex_unlock(&sh->lock);
+            if (failed) {
+                continue;
+            }
+            if (htkv_ur_fsync(&w->ur, seg->fd, s) == 0) {
+                w->inflight_target[s] = target;
+                w->inflight_seg[s] = seg;
+                atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+            }
+        }
+    }
+}
+
+/* HTKV_SYNC_INTERVAL: fdatasync this worker's dirty shards. */
+static void
+worker_interval_syncs(struct worker *w)
+{
+    struct htkv_db *db = w->db;
+    unsigned n = db->cfg.worker_threads;
+    for (uint32_t s = w->id; s < db->shard_count; s += n) {
+        struct shard *sh = db_shard(db, s);
+        if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
+            continue;
+        }
+        pthread_mutex_lock(&sh->lock);
+        atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
+        struct seg *seg = shard_active(sh);
+        pthread_mutex_unlock(&sh->lock);
+        if (htkv_ur_fsync(&w->ur, seg->fd, UD_INTERVAL | s) == 0) {
+            w->inflight_seg[s] = seg;
+            atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+        } else {
+            atomic_store_explicit(&sh->dirty, true, memory_order_relaxed); /* retry next time */
+        }
+    }
+}
+
+static void
+worker_on_fsync(void *ctx, uint64_t ud, int res)
+{
+    struct worker *w = ctx;
+    struct htkv_db *db = w->db;
+    uint32_t s = (uint32_t)(ud & 0xFFFFFFFFu);
+    HTKV_ASSERT(s < db->shard_count);
+    struct shard *sh = db_shard(db, s);
+    pthread_mutex_lock(&sh->lock);
+    if (res < 0) {
+        htkv_shard_fail_sync(sh, w->inflight_seg[s], res);
+    } else if ((ud & UD_INTERVAL) == 0) {
+        htkv_shard_publish(sh, w->inflight_target[s]);
+    }
+    pthread_cond_broadcast(&sh->synced_cond);
+    pthread_mutex_unlock(&sh->lock);
+    if ((ud & UD_INTERVAL) == 0) {
+        w->inflight_target[s] = 0;
+    }
+}
+
+/* Acknowledge waiting requests that are now visible everywhere, or failed. */
+static void
+worker_ack_waiting(struct worker *w)
+{
+    struct htkv_db *db = w->db;
+    size_t keep = 0;
+    for (size_t i = 0; i < w->nwaiting; i++) {
+        struct wreq *r = w->waiting[i];
+        int rc = 0;
+        bool ready = true;
+        for (uint32_t k = 0; k < r->nparts; k++) {
+            uint32_t s = r->parts[k];
+            if (atomic_load_explicit(&db->ro[s].visible, memory_order_acquire) >= r->version) {
+                continue;
+            }
+            struct shard *sh = db_shard(db, s);
+            pthread_mutex_lock(&sh->lock);
+            bool failed = sh->failed;
+            pthread_mutex_unlock(&sh->lock);
+            if (failed && w->inflight_target[s] == 0) {
+                rc = HTKV_EFAILED;
+            } else {
+                ready = false;
+            }
+        }
+        if (ready) {
+            wreq_complete(r, rc, rc == 0 ? r->version : 0);
+        } else {
+            w->waiting[keep++] = r;
+        }
+    }
+    w->nwaiting = keep;
+}
+
+static int
+worker_timeout_ms(struct worker *w, bool idle)
+{
+    if (!idle) {
+        return 0;
+    }
+    if (w->db->cfg.sync_mode != HTKV_SYNC_INTERVAL) {
+        return -1;
+    }
+    uint64_t now = now_ns();
+    if (now >= w->next_interval_ns) {
+        return 0;
+    }
+    return (int)((w->next_interval_ns - now + 999999) / 1000000);
+}
+
+static void
+worker_loop(struct worker *w)
+{
+    struct htkv_db *db = w->db;
+    uint64_t interval_ns = (uint64_t)db->cfg.fsync_interval_ms * 1000000ull;
+    w->next_interval_ns = now_ns() + interval_ns;
+    for (;;) {
+        int drained = 0;
+        struct wreq *r;
+        while (drained < DRAIN_MAX && (r = htkv_mpsc_pop(&w->q)) != NULL) {
+            worker_stage(w, r);
+            drained++;
+        }
+        worker_submit_group_syncs(w);
+        if (db->cfg.sync_mode == HTKV_SYNC_INTERVAL && now_ns() >= w->next_interval_ns) {
+            worker_interval_syncs(w);
+            w->next_interval_ns = now_ns() + interval_ns;
+        }
+        bool stop = atomic_load_explicit(&w->stop, memory_order_acquire);
+        if (stop && drained == 0 && htkv_mpsc_empty(&w->q) && w->nwaiting == 0 &&
+            w->ur.inflight == 0) {
+            return;
+        }
+        bool idle = drained == 0;
+        for (int i = 0; idle && i < IDLE_SPINS; i++) {
+            if (!htkv_mpsc_empty(&w->q)) {
+                idle = false;
+            }
+            cpu_relax();
+        }
+        if (idle) {
+            /* Dekker with htkv_worker_submit(): announce sleep, then look at the queue again. */
+            atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
+            if (!htkv_mpsc_empty(&w->q) || (stop && w->ur.inflight == 0)) {
+                atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+                idle = false;
+            }
+        }
+        int rc = htkv_ur_wait(&w->ur, worker_timeout_ms(w, idle), worker_on_fsync, w);
+        atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+        if (rc < 0) {
+            htkv_db_log(db, HTKV_LOG_ERROR, "worker %u: waiting on %s failed: %s", w->id,
+                        htkv_ur_backend_name(&w->ur), htkv_strerror(rc));
+            struct timespec ts = { 0, 1000000 };
+            nanosleep(&ts, NULL); /* do not spin on a persistent error */
+        }
+        if (w->nwaiting > 0) {
+            worker_ack_waiting(w);
+        }
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct htkv_db *db = w->db;
+    int backend = db->cfg.io_backend == HTKV_IO_URING  ? UR_URING
+                  : db->cfg.io_backend == HTKV_IO_SYNC ? UR_SYNC
+                                                       : UR_AUTO;
+    unsigned depth = 64;
+    while (depth < db->cfg.queue_depth && depth < 4096) {
+        depth *= 2;
+    }
+    w->init_rc = htkv_ur_init(&w->ur, backend, depth);
+    atomic_store_explicit(&w->init_done, 1, memory_order_release);
+    if (w->init_rc != 0) {
+        return NULL;
+    }
+    worker_loop(w);
+    htkv_ur_fini(&w->ur);
+    return NULL;
+}
+
+static void
+worker_free(struct worker *w)
+{
+    htkv_mpsc_fini(&w->q);
+    htkv_mem_free(w->waiting);
+    htkv_mem_free(w->inflight_target);
+    htkv_mem_free(w->inflight_seg);
+}
+
+int
+htkv_workers_start(struct htkv_db *db)
+{
+    unsigned n = db->cfg.worker_threads;
+    HTKV_ASSERT(n > 0);
+    db->workers = htkv_mem_calloc(n, sizeof(*db->workers));
+    if (db->workers == NULL) {
+        return -ENOMEM;
+    }
+    uint64_t qcap = 64;
+    while (qcap < db->cfg.queue_depth && qcap < (1u << 20)) {
+        qcap *= 2;
+    }
+    int rc = 0;
+    unsigned started = 0;
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        struct worker *w = &db->workers[i];
+        w->db = db;
+        w->id = i;
+        atomic_init(&w->sleeping, 0);
+        atomic_init(&w->stop, 0);
+        atomic_init(&w->init_done, 0);
+        rc = htkv_mpsc_init(&w->q, qcap);
+        w->inflight_target = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
+        w->inflight_seg = htkv_mem_calloc(db->shard_count, sizeof(struct seg *));
+        if (rc == 0 && (w->inflight_target == NULL || w->inflight_seg == NULL)) {
+            rc = -ENOMEM;
+        }
+        if (rc == 0) {
+            rc = -pthread_create(&w->thread, NULL, worker_main, w);
+        }
+        if (rc != 0) {
+            worker_free(w);
+            break;
+        }
+        started++;
+        while (!atomic_load_explicit(&w->init_done, memory_order_acquire)) {
+            sched_yield();
+        }
+        if (w->init_rc != 0) {
+            rc = w->init_rc;
+            pthread_join(w->thread, NULL);
+            worker_free(w);
+            started--;
+            htkv_set_error("worker %u: cannot set up %s: %s", i,
+                           db->cfg.io_backend == HTKV_IO_URING ? "io_uring" : "I/O",
+                           htkv_strerror(rc));
+        }
+    }
+    db->nworkers = started;
+    if (rc != 0) {
+        htkv_workers_stop(db);
+        return rc;
+    }
+    return 0;
+}
+
+void
+htkv_workers_stop(struct htkv_db *db)
+{
+    for (unsigned i = 0; i < db->nworkers; i++) {
+        struct worker *w = &db->workers[i];
+        atomic_store_explicit(&w->stop, 1, memory_order_release);
+        htkv_ur_wake(&w->ur);
+    }
+    for (unsigned i = 0; i < db->nworkers; i++) {
+        pthread_join(db->workers[i].thread, NULL);
+        worker_free(&db->workers[i]);
+    }
+    htkv_mem_free(db->workers);
+    db->workers = NULL;
+    db->nworkers = 0;
+}
+
+int
+htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
+{
+    struct worker *w = &db->workers[shard % db->nworkers];
+    atomic_init(&r->state, WREQ_PENDING);
+    r->parts = NULL;
+    r->nparts = 0;
+    while (!htkv_mpsc_push(&w->q, r)) {
+        if (r->done != NULL) {
+            return HTKV_EBUSY;
+        }
+        htkv_ur_wake(&w->ur); /* back-pressure: make sure the worker drains, then retry */
+        sched_yield();
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) &&
+        atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed)) {
+        htkv_ur_wake(&w->ur);
+    }
+    if (r->done != NULL) {
+        return 0;
+    }
+    wreq_wait(r);
+    return r->rc;
+}
+
+const char *
+htkv_workers_backend(const struct htkv_db *db)
+{
+    return db->nworkers > 0 ? htkv_ur_backend_name(&db->workers[0].ur) : "inline";
+}

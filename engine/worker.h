@@ -1,0 +1,84 @@
+/*
+ * worker.h - worker threads: each owns a set of shards, drains its MPSC queue of write requests,
+ * and syncs them in groups through its own I/O ring (thread-per-core).
+ */
+#ifndef HTKV_ENGINE_WORKER_H
+#define HTKV_ENGINE_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/internal.h"
+#include "engine/mpsc.h"
+#include "uring/ur.h"
+
+struct htkv_db;
+struct htkv_batch;
+
+enum wreq_kind {
+    WREQ_PUT = 1,
+    WREQ_DEL = 2,
+    WREQ_BATCH = 3,
+};
+
+enum wreq_state {
+    WREQ_PENDING = 0,
+    WREQ_DONE = 1,
+    WREQ_SLEEPING = 2, /* the caller sleeps on the futex */
+};
+
+/* A write handed to a worker. Lives on the caller's stack (sync calls) or the heap (async). */
+struct wreq {
+    uint8_t kind;
+    bool heap;     /* async: freed by the worker after the callback */
+    uint32_t klen; /* WREQ_PUT / WREQ_DEL */
+    uint32_t vlen;
+    uint32_t shard;
+    const void *key;
+    const void *val;
+    uint64_t hash;
+    const struct htkv_batch *batch; /* WREQ_BATCH */
+    uint32_t *parts;                /* shards written by a staged batch */
+    uint32_t nparts;
+    uint32_t part_one; /* storage for a single part */
+    uint64_t version;
+    int rc;
+    _Atomic uint32_t state;
+    htkv_done_fn done; /* async */
+    void *ctx;
+};
+
+struct worker {
+    struct htkv_db *db;
+    unsigned id;
+    pthread_t thread;
+    struct mpsc q;
+    struct ur ur;
+    _Alignas(HTKV_CACHELINE) _Atomic int sleeping;
+    _Atomic int stop;
+    int init_rc;
+    _Atomic int init_done;
+    /* Requests staged and waiting for their group sync (HTKV_SYNC_ALWAYS). */
+    struct wreq **waiting;
+    size_t nwaiting, waiting_cap;
+    /* Per shard of the store: target version of this worker's fsync in flight (0 = none). */
+    uint64_t *inflight_target;
+    struct seg **inflight_seg;
+    uint64_t next_interval_ns; /* HTKV_SYNC_INTERVAL: when to sync dirty shards next */
+};
+
+/* Start db->cfg.worker_threads workers. Returns 0 or an error (none left running). */
+int htkv_workers_start(struct htkv_db *db);
+/* Drain every queue, finish every sync, join and free the workers. */
+void htkv_workers_stop(struct htkv_db *db);
+
+/*
+ * Hand @p r to the worker owning @p shard. Sync callers (r->done == NULL) wait for completion
+ * and get r->rc; async callers get HTKV_EBUSY when the queue is full.
+ */
+int htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r);
+
+/* Name of the I/O backend the workers use ("io_uring", "sync"), or "none" in inline mode. */
+const char *htkv_workers_backend(const struct htkv_db *db);
+
+#endif
