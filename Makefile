@@ -1,6 +1,7 @@
 # Thin wrapper over CMake. Every target installs missing Debian packages first (scripts/deps.sh).
 #   make demo     set up, build, run examples/basic_kv on a fresh directory
-#   make test     set up, build, run every test (also under ASan/UBSan)
+#   make test     set up, build, run every test: release (inline, workers on io_uring, workers
+#                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests)
 #   make build    configure + build (Release with debug info) into build/
 #   make asan     build + test with address and undefined-behaviour sanitizers into build-asan/
 #   make tsan     build + run the concurrency tests with the thread sanitizer into build-tsan/
@@ -26,14 +27,20 @@ demo: build
 	@rm -rf $(BUILD)/demo-data
 	$(BUILD)/basic_kv $(BUILD)/demo-data
 
+# The suite runs in three execution modes: inline, 2 workers on io_uring, 2 workers on syscalls.
 test-release: build
 	cd $(BUILD) && ctest $(CTEST_FLAGS) -j $(JOBS)
+	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=uring ctest $(CTEST_FLAGS) -j $(JOBS)
+	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=sync ctest $(CTEST_FLAGS) -j $(JOBS)
 
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHTKV_DEBUG=ON -DHTKV_SANITIZE=address
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_FLAGS) -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 HTKV_TEST_WORKERS=2 \
+	    ctest $(CTEST_FLAGS) -j $(JOBS)
 
 tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread

@@ -123,7 +123,16 @@ tu_config(htkv_config *cfg, const char *dir, int sync_mode)
 {
     htkv_config_init(cfg);
     cfg->data_dir = dir;
-    cfg->worker_threads = 0;
+    /* The suite runs once per execution mode: HTKV_TEST_WORKERS (default 0 = inline) and
+     * HTKV_TEST_IO_BACKEND ("uring", "sync", default auto) select it. */
+    const char *w = getenv("HTKV_TEST_WORKERS");
+    cfg->worker_threads = w != NULL ? (unsigned)strtoul(w, NULL, 10) : 0;
+    const char *b = getenv("HTKV_TEST_IO_BACKEND");
+    if (b != NULL && strcmp(b, "uring") == 0) {
+        cfg->io_backend = HTKV_IO_URING;
+    } else if (b != NULL && strcmp(b, "sync") == 0) {
+        cfg->io_backend = HTKV_IO_SYNC;
+    }
     cfg->shard_count = 4;
     cfg->sync_mode = sync_mode;
     cfg->log_fn = tu_quiet_log;
