@@ -1035,8 +1035,12 @@ batch_copy(const htkv_batch *b, htkv_batch **out)
         *out = NULL;
         return -ENOMEM;
     }
-    memcpy(c->ops, b->ops, b->nops * sizeof(*c->ops));
-    memcpy(c->data, b->data, b->data_len);
+    if (b->nops > 0) {
+        memcpy(c->ops, b->ops, b->nops * sizeof(*c->ops));
+    }
+    if (b->data_len > 0) {
+        memcpy(c->data, b->data, b->data_len);
+    }
     c->nops = c->ops_cap = b->nops;
     c->ncount = b->ncount;
     c->data_len = c->data_cap = b->data_len;

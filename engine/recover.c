@@ -231,6 +231,7 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
     uint64_t b_version = 0, b_begin = 0;
     uint32_t b_ops = 0, b_parts = 0, b_seen = 0;
     uint64_t cut = 0;
+    bool orphans = false; /* after a skip: drop the rest of a batch whose start was skipped */
     enum scan_end how = SCAN_EOF;
     int rc = 0;
     struct rec_hdr h;
@@ -258,8 +259,26 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
                 batch_discard(rv, sh); /* a batch with a hole in it is not applied */
                 in_batch = false;
             }
+            orphans = true;
             off = next;
             continue;
+        }
+        if (orphans) {
+            if ((h.flags & REC_F_BATCH) != 0 || h.type == REC_BATCH_COMMIT) {
+                uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+                htkv_db_log(db, HTKV_LOG_ERROR,
+                            "%s: dropping record at offset %llu of a batch whose start was skipped",
+                            s->path, (unsigned long long)off);
+                if (h.version > rv->max_version) {
+                    rv->max_version = h.version;
+                }
+                atomic_fetch_add_explicit(&s->dead_bytes, size, memory_order_relaxed);
+                db->skipped_bytes += size;
+                s->records++;
+                off += size;
+                continue;
+            }
+            orphans = false;
         }
         uint64_t size = htkv_rec_size(h.key_len, h.val_len);
         const unsigned char *pl = s->map + off + REC_HDR_BYTES + h.key_len;
@@ -381,6 +400,9 @@ static int
 recover_cross_shard(struct recov *rv)
 {
     struct htkv_db *db = rv->db;
+    if (rv->npend == 0) {
+        return 0;
+    }
     qsort(rv->pend, rv->npend, sizeof(*rv->pend), cmp_pend);
     int rc = 0;
     for (size_t i = 0; i < rv->npend;) {

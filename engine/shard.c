@@ -16,7 +16,8 @@
  *      shard's lock), so `visible` only grows.
  *   2. A record is in the page cache (a completed store into the MAP_SHARED mapping) before the
  *      entry that points at it is published.
- *   3. Every segment keeps REC_SEAL bytes free for its SEAL record.
+ *   3. A segment created by this process keeps SEAL_BYTES free for its SEAL record (one reopened
+ *      with no room after its data is sealed by a sync alone).
  *   4. A segment receives records only after its MAN_SEG_ADD edit is durable.
  */
 #include "engine/db.h"
@@ -127,12 +128,15 @@ shard_seal(struct seg *s)
     htkv_store64(p, s->records);
     htkv_store64(p + 8, s->tail);
     int rc = htkv_seg_reserve(s, SEAL_BYTES);
-    if (rc != 0) {
+    if (rc == 0) {
+        shard_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
+        atomic_fetch_add_explicit(&s->dead_bytes, SEAL_BYTES, memory_order_relaxed);
+    } else if (rc != HTKV_EFULL) {
         return rc;
     }
-    uint64_t off = shard_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
-    atomic_fetch_add_explicit(&s->dead_bytes, SEAL_BYTES, memory_order_relaxed);
-    (void)off;
+    /* HTKV_EFULL: a segment reopened with its mapping ending right after its data (an oversized
+     * record's segment, or a larger max_segment_bytes then) has no room for SEAL. The record is
+     * an optimisation only: recovery scans a segment without it the same way. */
     rc = htkv_seg_sync(s);
     if (rc == 0) {
         s->sealed = true;

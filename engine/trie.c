@@ -63,34 +63,40 @@ struct trie_node {
 HTKV_STATIC_ASSERT(sizeof(struct trie_node) == 24, "crit-bit node is 24 bytes");
 HTKV_STATIC_ASSERT(((TRIE_KEY_MAX - 1) << 4 | 8) < TRIE_POS_NONE, "positions fit below NONE");
 
-/* Initial cursor stack: 32 entries cover a tree of 2^32 random keys without growing. */
+/* First cursor stack: 32 entries. Random keys make paths of about log2(keys) nodes (20 for 1M
+ * keys), so most cursors never grow it; deeper paths (long shared prefixes) double it. */
 #define TRIE_STACK_MIN 32u
 
+/* True when the tagged word @p w is a value, false when it is a node. */
 static inline bool
 is_leaf(uintptr_t w)
 {
     return (w & TRIE_LEAF) != 0;
 }
 
+/* The node behind a tagged word without TRIE_LEAF. */
 static inline struct trie_node *
 word_node(uintptr_t w)
 {
     return (struct trie_node *)w;
 }
 
+/* The value behind a tagged word with TRIE_LEAF. */
 static inline void *
 word_val(uintptr_t w)
 {
     return (void *)(w & ~TRIE_LEAF);
 }
 
-/* Readers and the writer both use this: const is cast away only to satisfy atomic_load(). */
+/* A reader's load of a slot: pairs with the writer's release store that filled it. The const
+ * is cast away only because atomic_load() does not take a const pointer in C11. */
 static inline uintptr_t
 load_acquire(const _Atomic uintptr_t *slot)
 {
     return atomic_load_explicit((_Atomic uintptr_t *)slot, memory_order_acquire);
 }
 
+/* The writer's load of a slot: only the writer stores, so it always sees its own latest store. */
 static inline uintptr_t
 load_relaxed(const _Atomic uintptr_t *slot)
 {
@@ -113,6 +119,7 @@ key_bit(uint32_t pos, const unsigned char *key, uint32_t klen)
 static inline uint32_t
 byte_pos(uint32_t i, unsigned char a, unsigned char b)
 {
+    HTKV_ASSERT(a != b);
     unsigned x = (unsigned)(a ^ b);
     unsigned bit = 31u - (unsigned)__builtin_clz(x); /* 0..7: highest differing bit */
     return (i << 4) | (8u - bit);
@@ -122,6 +129,8 @@ byte_pos(uint32_t i, unsigned char a, unsigned char b)
 static uint32_t
 key_diff(const unsigned char *a, uint32_t alen, const unsigned char *b, uint32_t blen)
 {
+    HTKV_ASSERT(alen <= TRIE_KEY_MAX);
+    HTKV_ASSERT(blen <= TRIE_KEY_MAX);
     uint32_t n = alen < blen ? alen : blen;
     uint32_t i = 0;
     /* 8 bytes a step; on little-endian the lowest set byte of the XOR is the first difference. */
@@ -154,6 +163,7 @@ key_cmp(const unsigned char *a, uint32_t alen, const unsigned char *b, uint32_t 
     return key_bit(p, a, alen) ? 1 : -1;
 }
 
+/* The key of @p val, through the caller's key_of, checked for length. */
 static inline const unsigned char *
 val_key(const struct trie *t, const void *val, uint32_t *len)
 {
@@ -224,8 +234,10 @@ static void
 insert_link(struct trie *t, struct trie_node *nn, uint32_t pos, uintptr_t leaf,
             const unsigned char *key, uint32_t klen)
 {
+    HTKV_ASSERT(pos != TRIE_POS_NONE);
     _Atomic uintptr_t *slot = &t->root;
     uintptr_t w = load_relaxed(slot);
+    HTKV_ASSERT(w != 0); /* the caller found a leaf to differ from */
     while (!is_leaf(w)) {
         struct trie_node *n = word_node(w);
         HTKV_ASSERT(n->pos != pos); /* the key agrees with every key below at pos(n) < pos */
@@ -424,6 +436,7 @@ cursor_grow(struct trie_cursor *c)
     return true;
 }
 
+/* Push @p n, whose right subtree is still to visit. False (c->err set) on no memory. */
 static inline bool
 cursor_push(struct trie_cursor *c, struct trie_node *n)
 {
@@ -471,6 +484,8 @@ htkv_trie_cursor_next(struct trie_cursor *c)
 static int
 cursor_seek_try(struct trie_cursor *c, const unsigned char *key, uint32_t klen, uint32_t *pos)
 {
+    HTKV_ASSERT(klen >= 1);
+    HTKV_ASSERT(c->err == 0);
     const struct trie *t = c->trie;
     uint32_t p = *pos;
     cursor_clear(c);
@@ -527,6 +542,8 @@ cursor_seek_try(struct trie_cursor *c, const unsigned char *key, uint32_t klen, 
 static int
 cursor_seek_scan(struct trie_cursor *c, const unsigned char *key, uint32_t klen)
 {
+    HTKV_ASSERT(klen >= 1);
+    HTKV_ASSERT(c->err == 0);
     const struct trie *t = c->trie;
     cursor_clear(c);
     c->pend = load_acquire(&t->root);
@@ -571,6 +588,7 @@ htkv_trie_cursor_seek(struct trie_cursor *c, const void *key, uint32_t klen)
 int
 htkv_trie_cursor_seek_prefix(struct trie_cursor *c, const void *prefix, uint32_t plen)
 {
+    HTKV_ASSERT(prefix != NULL || plen == 0);
     int rc = htkv_trie_cursor_seek(c, prefix, plen);
     if (rc < 0) {
         return rc;
@@ -603,6 +621,8 @@ static int64_t
 verify_path(const struct trie *t, const void *val, const unsigned char *key, uint32_t klen,
             const unsigned char *prev, uint32_t plen)
 {
+    HTKV_ASSERT(val != NULL);
+    HTKV_ASSERT(klen >= 1);
     uint32_t diff = prev != NULL ? key_diff(prev, plen, key, klen) : TRIE_POS_NONE;
     bool parted = prev == NULL;
     int64_t depth = 0;
@@ -638,6 +658,7 @@ bool
 htkv_trie_verify(const struct trie *t)
 {
     HTKV_ASSERT(t != NULL);
+    HTKV_ASSERT(t->key_of != NULL);
     uint64_t keys = htkv_trie_count(t);
     uint64_t nodes = atomic_load_explicit((_Atomic uint64_t *)&t->node_count, memory_order_relaxed);
     if (nodes != (keys == 0 ? 0 : keys - 1)) {

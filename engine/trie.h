@@ -111,7 +111,7 @@ HTKV_MUST_USE int htkv_trie_insert(struct trie *t, void *val, void **prev);
 /**
  * Remove @p key. The internal node it frees goes to the retire callback.
  * @param[in,out] t     The trie.
- * @param[in]     key   1..TRIE_KEY_MAX bytes; borrowed.
+ * @param[in]     key   0..TRIE_KEY_MAX bytes (the empty key is never present); borrowed.
  * @return The removed value (the caller retires it), or NULL when @p key is absent.
  * @context The writer. Does not allocate.
  */
@@ -129,7 +129,10 @@ void *htkv_trie_get(const struct trie *t, const void *key, uint32_t klen);
 /** Keys in @p t. @context Any thread; exact for the writer, a recent value for others. */
 uint64_t htkv_trie_count(const struct trie *t);
 
-/** Bytes of memory used by internal nodes (values not included). @context As htkv_trie_count. */
+/**
+ * Bytes of internal nodes: 24 per node, keys - 1 nodes (values and allocator rounding, 32 B a
+ * node with glibc, not included). @context As htkv_trie_count().
+ */
 uint64_t htkv_trie_bytes(const struct trie *t);
 
 /** Free an internal node handed to the retire callback; a valid EBR free function. */
