@@ -4,7 +4,8 @@
 #                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests)
 #   make build    configure + build (Release with debug info) into build/
 #   make asan     build + test with address and undefined-behaviour sanitizers into build-asan/
-#   make tsan     build + run the concurrency tests with the thread sanitizer into build-tsan/
+#   make tsan     build with clang (GCC's TSan rejects atomic_thread_fence) + run the concurrency
+#                 tests with the thread sanitizer into build-tsan/
 #   make format   clang-format every C source in place
 JOBS ?= $(shell nproc)
 BUILD ?= build
@@ -43,7 +44,7 @@ asan: deps
 	    ctest $(CTEST_FLAGS) -j $(JOBS)
 
 tsan: deps
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread
+	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	    ctest $(CTEST_FLAGS) -j $(JOBS) -L concurrency
