@@ -344,6 +344,7 @@ db_free(struct htkv_db *db)
     }
     pthread_mutex_destroy(&db->syncer_lock);
     pthread_cond_destroy(&db->syncer_cond);
+    pthread_mutex_destroy(&db->views_lock);
     htkv_mem_free(db->dir);
     free(db);
 }
@@ -390,6 +391,7 @@ htkv_open(const htkv_config *cfg, htkv_db **out)
     db->read_only = cfg->read_only != 0;
     pthread_mutex_init(&db->syncer_lock, NULL);
     pthread_cond_init(&db->syncer_cond, NULL);
+    pthread_mutex_init(&db->views_lock, NULL);
     htkv_ebr_init(&db->ebr);
     atomic_init(&db->next_version, 1);
     db->dir = strdup(cfg->data_dir);
@@ -1136,6 +1138,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
         out->deletes += sh->deletes;
         out->batches += sh->batches;
         out->index_bytes += sh->entry_bytes + htkv_hidx_table_bytes(&sh->idx);
+        out->trie_bytes += htkv_trie_bytes(&sh->trie);
         out->segments += sh->nsegs;
         for (size_t k = 0; k < sh->nsegs; k++) {
             struct seg *s = sh->segs[k];
@@ -1148,6 +1151,9 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
         pthread_mutex_unlock(&sh->lock);
     }
     out->last_version = atomic_load(&db->next_version) - 1;
+    pthread_mutex_lock(&db->views_lock);
+    out->views_open = db->views_open;
+    pthread_mutex_unlock(&db->views_lock);
     out->syncs = atomic_load(&db->syncs);
     out->recovered_records = db->recovered_records;
     out->truncated_bytes = db->truncated_bytes;

@@ -15,6 +15,7 @@
 #include "engine/internal.h"
 #include "engine/manifest.h"
 #include "engine/seg.h"
+#include "engine/trie.h"
 
 /* Reclaim retired memory every 64 retirements: one slot scan (256 lines) per 64 writes. */
 #define SHARD_RECLAIM_EVERY 64u
@@ -37,6 +38,9 @@ struct shard {
     struct hidx_ent **pending;
     size_t pend_head, pend_count, pend_cap;
     uint64_t appended;          /* highest version appended to this shard */
+    uint64_t view_floor;        /* smallest snapshot of an open view; UINT64_MAX = none */
+    struct trie trie;           /* ordered index of head entries, once trie_ready */
+    _Atomic bool trie_ready;    /* built on the first ordered query, maintained after */
     bool syncing;               /* a group sync is in flight (HTKV_SYNC_ALWAYS) */
     pthread_cond_t synced_cond; /* signalled when a group sync ends */
     uint64_t live_keys;
@@ -65,6 +69,9 @@ struct htkv_db {
     struct ebr ebr;
     struct worker *workers; /* nworkers; NULL in inline mode */
     unsigned nworkers;
+    pthread_mutex_t views_lock; /* the list of open views; taken before any shard lock */
+    struct htkv_view *views;
+    uint64_t views_open;
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t next_version;
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
     _Atomic int no_space;
@@ -154,6 +161,12 @@ int htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t 
 
 /* Make every staged version <= @p version visible and retire what it superseded (lock held). */
 void htkv_shard_publish(struct shard *sh, uint64_t version);
+
+/* Retire what open views no longer need after view_floor rose (lock held). */
+void htkv_shard_prune_to_floor(struct shard *sh);
+
+/* Build the shard's trie if it is not built yet (takes the lock). 0 or -ENOMEM. */
+int htkv_shard_trie_ensure(struct shard *sh);
 
 /* Record a failed fdatasync of @p s: the shard refuses writes from now on (lock held). */
 void htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc);

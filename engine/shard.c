@@ -37,6 +37,22 @@
 HTKV_STATIC_ASSERT(SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
 HTKV_STATIC_ASSERT(BATCH_FRAME_BYTES % REC_ALIGN == 0, "batch frame keeps alignment");
 
+static const unsigned char *
+shard_trie_key(const void *val, uint32_t *len, void *ctx)
+{
+    (void)ctx;
+    const struct hidx_ent *e = val;
+    *len = e->key_len;
+    return hidx_ent_rec(e) + REC_HDR_BYTES;
+}
+
+static void
+shard_trie_retire(void *ctx, void *node)
+{
+    struct shard *sh = ctx;
+    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, node, htkv_trie_node_free);
+}
+
 int
 htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
 {
@@ -63,6 +79,9 @@ htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
         return -ENOMEM;
     }
     sh->pend_cap = 64;
+    sh->view_floor = UINT64_MAX;
+    htkv_trie_init(&sh->trie, shard_trie_key, shard_trie_retire, sh);
+    atomic_init(&sh->trie_ready, false);
     pthread_mutex_init(&sh->lock, NULL);
     pthread_cond_init(&sh->synced_cond, NULL);
     *out = sh;
@@ -75,6 +94,7 @@ htkv_shard_destroy(struct shard *sh)
     if (sh == NULL) {
         return;
     }
+    htkv_trie_fini(&sh->trie);
     htkv_ebr_limbo_fini(&sh->db->ebr, &sh->limbo);
     htkv_hidx_fini(&sh->idx);
     for (size_t i = 0; i < sh->nsegs; i++) {
@@ -338,6 +358,12 @@ shard_install(struct shard *sh, struct hidx_ent *e)
     int rc;
     struct hidx_ent *old = htkv_hidx_install(&sh->idx, e, &rc, htkv_shard_retire_table, sh);
     HTKV_ASSERT(rc == 0); /* capacity was reserved in the prepare phase */
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        void *prev;
+        rc = htkv_trie_insert(&sh->trie, e, &prev);
+        HTKV_ASSERT(rc == 0); /* nodes were reserved in the prepare phase */
+        HTKV_ASSERT(prev == old);
+    }
     atomic_fetch_add_explicit(&e->seg->live_bytes, size, memory_order_relaxed);
     if (old != NULL) {
         uint64_t osize = htkv_align_up(old->rec_bytes, REC_ALIGN);
@@ -397,14 +423,52 @@ htkv_shard_publish(struct shard *sh, uint64_t version)
         return;
     }
     atomic_store_explicit(&ro->visible, version, memory_order_release);
-    /* Readers that start now see `version`: the older versions behind what it made visible are
-     * needed only by readers already walking, which EBR protects. */
-    while (sh->pend_head < sh->pend_count && sh->pending[sh->pend_head]->version <= version) {
+    htkv_shard_prune_to_floor(sh);
+}
+
+void
+htkv_shard_prune_to_floor(struct shard *sh)
+{
+    /* Readers that start now see `visible`: the versions behind an entry it covers are needed
+     * only by readers already walking (EBR protects them) and by open views whose snapshot is
+     * older than the entry (view_floor keeps them). */
+    uint64_t upto = atomic_load_explicit(&sh->db->ro[sh->id].visible, memory_order_relaxed);
+    if (sh->view_floor < upto) {
+        upto = sh->view_floor;
+    }
+    while (sh->pend_head < sh->pend_count && sh->pending[sh->pend_head]->version <= upto) {
         shard_prune(sh, sh->pending[sh->pend_head++]);
     }
     if (sh->pend_head == sh->pend_count) {
         sh->pend_head = sh->pend_count = 0;
     }
+}
+
+int
+htkv_shard_trie_ensure(struct shard *sh)
+{
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_acquire)) {
+        return 0;
+    }
+    pthread_mutex_lock(&sh->lock);
+    int rc = 0;
+    if (!atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+        for (uint64_t i = 0; i <= t->mask && rc == 0; i++) {
+            uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+            void *prev;
+            if (slot != 0) {
+                rc = htkv_trie_insert(&sh->trie, hidx_slot_ent(slot), &prev);
+            }
+        }
+        if (rc == 0) {
+            atomic_store_explicit(&sh->trie_ready, true, memory_order_release);
+        } else {
+            htkv_trie_fini(&sh->trie); /* no reader uses it before trie_ready */
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
 }
 
 /*
@@ -475,6 +539,9 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     }
     if (rc == 0) {
         rc = pending_reserve(sh, 1);
+    }
+    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        rc = htkv_trie_reserve(&sh->trie, 1);
     }
     if (rc != 0) {
         return shard_prepare_failed(db, sh, rc);
@@ -596,6 +663,9 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
     if (rc == 0) {
         rc = pending_reserve(sh, p->nops);
     }
+    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        rc = htkv_trie_reserve(&sh->trie, p->nops);
+    }
     if (rc != 0) {
         return shard_prepare_failed(db, sh, rc);
     }
@@ -643,6 +713,38 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     HTKV_ASSERT(k == p->nops);
     shard_append(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
     atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
+}
+
+/*
+ * A batch with parts in several shards, in HTKV_SYNC_ALWAYS: sync every part and publish them
+ * together while all the locks are held, so that no reader or view ever sees one part without
+ * the others. The syncs also cover everything appended to those shards before (their versions
+ * are smaller and were appended under the same locks), so publishing up to the batch's version
+ * is sound. Holding the locks across the syncs delays those shards' writers: the price of
+ * cross-shard atomicity under power loss.
+ */
+static int
+batch_sync_parts(struct htkv_db *db, struct part *parts, uint32_t nparts, uint64_t version)
+{
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].nops == 0) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, parts[i].shard);
+        struct seg *s = shard_active(sh);
+        int rc = htkv_seg_sync(s);
+        atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+        if (rc != 0) {
+            htkv_shard_fail_sync(sh, s, rc);
+            return HTKV_EFAILED;
+        }
+    }
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].nops > 0) {
+            htkv_shard_publish(db_shard(db, parts[i].shard), version);
+        }
+    }
+    return 0;
 }
 
 static void
@@ -718,6 +820,9 @@ htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t 
             rc = shard_commit(sh, version);
             HTKV_ASSERT(rc == 0);
         }
+    }
+    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && writing > 1) {
+        rc = batch_sync_parts(db, parts, nparts, version);
     }
     *version_out = version;
 

@@ -182,6 +182,8 @@ htkv_trie_init(struct trie *t, htkv_trie_key_fn key_of, htkv_trie_retire_fn reti
     t->key_of = key_of;
     t->retire = retire;
     t->ctx = ctx;
+    t->spare = NULL;
+    t->nspare = 0;
     atomic_init(&t->key_count, 0);
     atomic_init(&t->node_count, 0);
 }
@@ -192,6 +194,12 @@ htkv_trie_fini(struct trie *t)
     if (t == NULL) {
         return;
     }
+    while (t->spare != NULL) {
+        struct trie_node *nn = t->spare;
+        t->spare = (struct trie_node *)load_relaxed(&nn->child[0]);
+        htkv_mem_free(nn);
+    }
+    t->nspare = 0;
     /* Free without a stack: rotate left-leaning nodes right until the left child is a leaf,
      * then free the node and continue in its right subtree. Each rotation moves one node off
      * the left spine for good, so the walk is O(nodes) and needs no memory. */
@@ -289,8 +297,11 @@ htkv_trie_insert(struct trie *t, void *val, void **prev)
         HTKV_DASSERT(htkv_trie_get(t, key, klen) == val);
         return 0;
     }
-    struct trie_node *nn = htkv_mem_alloc(sizeof(*nn));
-    if (nn == NULL) {
+    struct trie_node *nn = t->spare;
+    if (nn != NULL) {
+        t->spare = (struct trie_node *)load_relaxed(&nn->child[0]);
+        t->nspare--;
+    } else if ((nn = htkv_mem_alloc(sizeof(*nn))) == NULL) {
         return -ENOMEM;
     }
     insert_link(t, nn, pos, leaf, key, klen);
@@ -299,6 +310,21 @@ htkv_trie_insert(struct trie *t, void *val, void **prev)
     HTKV_ASSERT(atomic_load_explicit(&t->node_count, memory_order_relaxed) + 1 ==
                 atomic_load_explicit(&t->key_count, memory_order_relaxed));
     HTKV_DASSERT(htkv_trie_get(t, key, klen) == val);
+    return 0;
+}
+
+int
+htkv_trie_reserve(struct trie *t, uint32_t n)
+{
+    while (t->nspare < n) {
+        struct trie_node *nn = htkv_mem_alloc(sizeof(*nn));
+        if (nn == NULL) {
+            return -ENOMEM;
+        }
+        atomic_init(&nn->child[0], (uintptr_t)t->spare); /* not reachable by readers */
+        t->spare = nn;
+        t->nspare++;
+    }
     return 0;
 }
 

@@ -64,6 +64,8 @@ struct trie {
     htkv_trie_key_fn key_of;
     htkv_trie_retire_fn retire;
     void *ctx;
+    struct trie_node *spare; /* htkv_trie_reserve(): nodes for the next new keys, linked */
+    uint32_t nspare;
     /* Counters change on every write: a line of their own keeps readers' root line quiet. */
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t key_count;
     _Atomic uint64_t node_count;
@@ -107,6 +109,12 @@ void htkv_trie_fini(struct trie *t);
  * @context The writer. Lock-free readers see either the old or the new state, never a mixture.
  */
 HTKV_MUST_USE int htkv_trie_insert(struct trie *t, void *val, void **prev);
+
+/**
+ * Make sure the next @p n htkv_trie_insert() calls cannot fail: keep n nodes in reserve.
+ * @return 0 or -ENOMEM. @context The writer.
+ */
+HTKV_MUST_USE int htkv_trie_reserve(struct trie *t, uint32_t n);
 
 /**
  * Remove @p key. The internal node it frees goes to the retire callback.

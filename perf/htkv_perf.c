@@ -11,6 +11,9 @@
  *   get_cold    same keys after close + reopen, 4M gets
  *   durable_put each put fdatasync'ed (ALWAYS), 2,000 puts
  *   concurrent_durable  --threads (default 16) callers, each put in ALWAYS mode
+ *   prefix      10,000 keys: 1,000 "app:user:%08d" + 9,000 random 24 B, 128 B values;
+ *               htkv_get_prefix("app:user:") iterated to the end (1,000 results), 2,000 times;
+ *               reported in queries/s (x1000 = results/s)
  * Each workload runs --trials times (default 3) on a fresh store; the median and the spread
  * (min..max) are printed in operations per second.
  */
@@ -207,8 +210,67 @@ run_concurrent_durable(const struct opts *o)
 }
 
 static double
+run_prefix(const struct opts *o)
+{
+    rm_store(o->dir);
+    htkv_db *db = open_store(o, HTKV_SYNC_INTERVAL);
+    uint64_t rng = 1234;
+    unsigned char key[32], val[128];
+    for (int i = 0; i < 10000; i++) {
+        size_t klen;
+        if (i < 1000) {
+            klen = (size_t)snprintf((char *)key, sizeof(key), "app:user:%08d", i);
+        } else {
+            klen = 24;
+            for (size_t j = 0; j < klen; j++) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                key[j] = (unsigned char)(rng >> 56);
+            }
+        }
+        for (size_t j = 0; j < sizeof(val); j++) {
+            val[j] = (unsigned char)(i + j);
+        }
+        int rc = htkv_put(db, key, klen, val, sizeof(val));
+        if (rc != 0) {
+            die(rc, "put");
+        }
+    }
+    const int queries = 2000;
+    uint64_t sum = 0;
+    double t0 = now_s();
+    for (int q = 0; q < queries; q++) {
+        htkv_iter *it;
+        int rc = htkv_get_prefix(db, "app:user:", 9, &it);
+        if (rc != 0) {
+            die(rc, "get_prefix");
+        }
+        const void *k, *v;
+        size_t kl, vl;
+        int n = 0;
+        while ((rc = htkv_iter_next(it, &k, &kl, &v, &vl)) == 1) {
+            sum += vl;
+            n++;
+        }
+        if (rc != 0 || n != 1000) {
+            die(rc != 0 ? rc : -EIO, "prefix results");
+        }
+        htkv_iter_destroy(it);
+    }
+    double t = now_s() - t0;
+    int rc = htkv_close(db);
+    if (rc != 0) {
+        die(rc, "close");
+    }
+    (void)sum;
+    return (double)queries / t;
+}
+
+static double
 run_one(const struct opts *o, const char *w)
 {
+    if (strcmp(w, "prefix") == 0) {
+        return run_prefix(o);
+    }
     if (strcmp(w, "put_small") == 0) {
         return run_puts(o, 16, 64, 1000000, HTKV_SYNC_INTERVAL);
     }
@@ -272,8 +334,8 @@ main(int argc, char **argv)
     if (o.trials < 1 || o.trials > 99) {
         o.trials = 3;
     }
-    static const char *all[] = { "put_small", "put_medium",  "put_large",         "get_hot",
-                                 "get_cold",  "durable_put", "concurrent_durable" };
+    static const char *all[] = { "put_small", "put_medium", "put_large",   "get_hot",
+                                 "get_cold",  "prefix",     "durable_put", "concurrent_durable" };
     size_t nw = sizeof(all) / sizeof(all[0]);
     const char **list = all;
     if (strcmp(o.workload, "all") != 0) {

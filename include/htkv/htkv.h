@@ -154,6 +154,8 @@ struct htkv_stats {
     uint64_t live_bytes;        /**< Bytes of records that are the newest version of their key. */
     uint64_t dead_bytes;        /**< Bytes of superseded records: what compaction can reclaim. */
     uint64_t index_bytes;       /**< Memory of the hash indexes (tables and entries). */
+    uint64_t trie_bytes;        /**< Memory of the ordered indexes (built on first query). */
+    uint64_t views_open;        /**< Views (and iterators, which hold one) open now. */
     uint64_t last_version;      /**< Highest version assigned or recovered. */
     uint64_t puts;              /**< Put operations applied since open (batches included). */
     uint64_t deletes;           /**< Delete operations applied since open. */
@@ -172,6 +174,8 @@ struct htkv_stats {
 
 typedef struct htkv_db htkv_db;       /* one open store; thread-safe handle */
 typedef struct htkv_batch htkv_batch; /* atomic group of puts and deletes */
+typedef struct htkv_iter htkv_iter;   /* sorted results of a prefix or range query */
+typedef struct htkv_view htkv_view;   /* consistent point-in-time view of the whole store */
 
 /**
  * Name an error code.
@@ -385,6 +389,89 @@ HTKV_API HTKV_MUST_USE int htkv_delete_async(htkv_db *db, const void *key, size_
  */
 HTKV_API HTKV_MUST_USE int htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done,
                                             void *ctx);
+
+/**
+ * Iterate over every key that starts with @p prefix, in unsigned byte order of the key, as of
+ * the moment of the call (the iterator reads a private view: later writes do not change it).
+ * An empty prefix iterates over the whole store. Results stream: memory stays bounded whatever
+ * the number of keys.
+ * @param[in]  db      Handle; borrowed.
+ * @param[in]  prefix  0..HTKV_KEY_MAX bytes; borrowed. May be NULL when plen is 0.
+ * @param[out] out     Receives the iterator (free with htkv_iter_destroy()); borrowed.
+ * @return 0; -EINVAL; HTKV_ETOOBIG; HTKV_ECLOSED; -ENOMEM.
+ * @context Any thread. The iterator must be used by one thread at a time and destroyed before
+ *          htkv_close().
+ */
+HTKV_API HTKV_MUST_USE int htkv_get_prefix(htkv_db *db, const void *prefix, size_t plen,
+                                           htkv_iter **out);
+
+/**
+ * Iterate over the keys in [@p start, @p end) in unsigned byte order, as of the moment of the
+ * call. An empty @p start means from the smallest key; an empty @p end means to the largest.
+ * @return As htkv_get_prefix().
+ * @context As htkv_get_prefix().
+ */
+HTKV_API HTKV_MUST_USE int htkv_scan(htkv_db *db, const void *start, size_t slen, const void *end,
+                                     size_t elen, htkv_iter **out);
+
+/**
+ * Stop @p it after @p limit more items (0 = no limit). Page through a range by scanning again
+ * from the last key returned plus a 0x00 byte.
+ * @return 0; -EINVAL (NULL iterator).
+ */
+HTKV_API HTKV_MUST_USE int htkv_iter_set_limit(htkv_iter *it, uint64_t limit);
+
+/**
+ * Advance @p it.
+ * @param[out] key, klen, val, vlen  The item; view, valid until the next call on @p it. Any of
+ *                                   them may be NULL.
+ * @return 1 (an item); 0 (the end); HTKV_ECORRUPT (a record failed its checksum: the iteration
+ *         stops); -ENOMEM; -EINVAL.
+ * @context The thread using @p it.
+ */
+HTKV_API HTKV_MUST_USE int htkv_iter_next(htkv_iter *it, const void **key, size_t *klen,
+                                          const void **val, size_t *vlen);
+
+/** Free @p it (taken); NULL accepted. */
+HTKV_API void htkv_iter_destroy(htkv_iter *it);
+
+/**
+ * Open a consistent point-in-time view of the whole store: it reads every shard as of one
+ * moment, a batch is in it entirely or not at all, and later writes, deletes and compaction never
+ * change what it reads. O(shards) to open. While a view is open, the versions it may read are
+ * kept: memory grows with the writes made meanwhile (about 48 bytes per overwritten or deleted
+ * key) and is given back when the last view that needs it closes. Close views promptly.
+ * @param[out] out  Receives the view; borrowed.
+ * @return 0; -EINVAL; HTKV_ECLOSED; -ENOMEM.
+ * @context Any thread. A view may be used by several threads at once; close it once, before
+ *          htkv_close().
+ */
+HTKV_API HTKV_MUST_USE int htkv_view_open(htkv_db *db, htkv_view **out);
+
+/** htkv_get() as of the view. Same codes. */
+HTKV_API HTKV_MUST_USE int htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf,
+                                         size_t cap, size_t *vlen);
+
+/** htkv_get_prefix() as of the view; the iterator must be destroyed before the view closes. */
+HTKV_API HTKV_MUST_USE int htkv_view_get_prefix(htkv_view *v, const void *prefix, size_t plen,
+                                                htkv_iter **out);
+
+/** htkv_scan() as of the view; the iterator must be destroyed before the view closes. */
+HTKV_API HTKV_MUST_USE int htkv_view_scan(htkv_view *v, const void *start, size_t slen,
+                                          const void *end, size_t elen, htkv_iter **out);
+
+/** Highest version the view can see. */
+HTKV_API uint64_t htkv_view_version(const htkv_view *v);
+
+/** Close @p v (taken); NULL accepted. */
+HTKV_API void htkv_view_close(htkv_view *v);
+
+/**
+ * Open a view, call @p fn with it, close it.
+ * @return What @p fn returned, or an error of htkv_view_open().
+ */
+HTKV_API HTKV_MUST_USE int htkv_read_with(htkv_db *db, int (*fn)(htkv_view *v, void *ctx),
+                                          void *ctx);
 
 /**
  * Make every write acknowledged so far durable (fdatasync of every shard with unsynced data).

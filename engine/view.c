@@ -1,0 +1,627 @@
+/*
+ * view.c - consistent read views and ordered iteration (prefix and range queries).
+ *
+ * Design. A view is one snapshot version per shard, taken while every shard's lock is held:
+ * every publication of a write happens under its shard's lock (a batch that spans shards
+ * publishes all its parts under all their locks), so the snapshots form one instant of the
+ * whole store. Readers of a view walk each key's version chain to the newest entry not newer
+ * than the shard's snapshot. To keep those entries alive, each shard's view_floor (the smallest
+ * snapshot of the open views) stops the writer from cutting chains behind newer entries; when
+ * the last view needing them closes, the floor rises and the shard retires them.
+ *
+ * An iterator reads a view (its own, for htkv_get_prefix()/htkv_scan()). Each shard streams its
+ * keys in order from its trie, in chunks of up to ITER_CHUNK items gathered inside one EBR
+ * critical section; the next chunk re-seeks after the last key seen, so no trie node is held
+ * between chunks. A binary heap merges the shards' streams into one sorted stream. Items point
+ * into the segment mappings: no value is copied.
+ *
+ * Invariants
+ *   1. While a view is open, for every shard s and key k, the newest entry of k with version
+ *      <= snap[s] stays linked and allocated.
+ *   2. An iterator returns keys in strictly increasing unsigned byte order, each at most once.
+ *   3. view_floor of a shard == min(snap[s]) over open views, or UINT64_MAX.
+ */
+#include "engine/db.h"
+
+#include "engine/hash.h"
+#include "engine/rec.h"
+
+/* Items gathered per shard per refill: one EBR section per 128 keys. */
+#define ITER_CHUNK 128u
+
+struct htkv_view {
+    struct htkv_db *db;
+    struct htkv_view *next;
+    struct htkv_view *prev;
+    uint64_t max_version;
+    uint64_t snap[]; /* per shard */
+};
+
+struct iter_item {
+    const unsigned char *rec;
+    const struct seg *seg;
+    uint32_t off;
+    uint32_t klen;
+    uint32_t vlen;
+    uint64_t version;
+};
+
+struct iter_src {
+    uint32_t shard;
+    bool started;
+    bool done;
+    uint32_t n, pos;
+    const unsigned char *last_key; /* in a segment mapping: stays valid */
+    uint32_t last_len;
+    struct iter_item items[ITER_CHUNK];
+};
+
+struct htkv_iter {
+    struct htkv_db *db;
+    struct htkv_view *view;
+    bool own_view;
+    bool prefix_mode;
+    unsigned char *lo; /* prefix, or range start */
+    uint32_t lo_len;
+    unsigned char *hi; /* range end (exclusive); NULL = none */
+    uint32_t hi_len;
+    uint64_t limit;
+    uint64_t returned;
+    int err;
+    uint32_t nsrc;
+    uint32_t nheap;
+    uint32_t *heap; /* indexes into src, min-heap by current key */
+    struct iter_src *src;
+};
+
+/* ---- views ---------------------------------------------------------------------------------- */
+
+static void
+lock_all(struct htkv_db *db)
+{
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        pthread_mutex_lock(&db_shard(db, i)->lock);
+    }
+}
+
+static void
+unlock_all(struct htkv_db *db)
+{
+    for (uint32_t i = db->shard_count; i > 0; i--) {
+        pthread_mutex_unlock(&db_shard(db, i - 1)->lock);
+    }
+}
+
+static int
+view_open(struct htkv_db *db, struct htkv_view **out)
+{
+    struct htkv_view *v = htkv_mem_alloc(sizeof(*v) + db->shard_count * sizeof(uint64_t));
+    if (v == NULL) {
+        return -ENOMEM;
+    }
+    v->db = db;
+    v->max_version = 0;
+    pthread_mutex_lock(&db->views_lock);
+    lock_all(db);
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        v->snap[i] = atomic_load_explicit(&db->ro[i].visible, memory_order_relaxed);
+        if (v->snap[i] < sh->view_floor) {
+            sh->view_floor = v->snap[i];
+        }
+        if (v->snap[i] > v->max_version) {
+            v->max_version = v->snap[i];
+        }
+    }
+    unlock_all(db);
+    v->prev = NULL;
+    v->next = db->views;
+    if (db->views != NULL) {
+        db->views->prev = v;
+    }
+    db->views = v;
+    db->views_open++;
+    pthread_mutex_unlock(&db->views_lock);
+    *out = v;
+    return 0;
+}
+
+static void
+view_close(struct htkv_view *v)
+{
+    struct htkv_db *db = v->db;
+    pthread_mutex_lock(&db->views_lock);
+    if (v->prev != NULL) {
+        v->prev->next = v->next;
+    } else {
+        db->views = v->next;
+    }
+    if (v->next != NULL) {
+        v->next->prev = v->prev;
+    }
+    db->views_open--;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        uint64_t floor = UINT64_MAX;
+        for (struct htkv_view *o = db->views; o != NULL; o = o->next) {
+            floor = o->snap[i] < floor ? o->snap[i] : floor;
+        }
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        if (floor != sh->view_floor) {
+            sh->view_floor = floor;
+            htkv_shard_prune_to_floor(sh);
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    pthread_mutex_unlock(&db->views_lock);
+    htkv_mem_free(v);
+}
+
+int
+htkv_view_open(htkv_db *db, htkv_view **out)
+{
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    *out = NULL;
+    if (db == NULL) {
+        return -EINVAL;
+    }
+    if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
+        return HTKV_ECLOSED;
+    }
+    return view_open(db, out);
+}
+
+void
+htkv_view_close(htkv_view *v)
+{
+    if (v != NULL) {
+        view_close(v);
+    }
+}
+
+uint64_t
+htkv_view_version(const htkv_view *v)
+{
+    return v == NULL ? 0 : v->max_version;
+}
+
+/* Newest entry of the chain starting at @p e with version <= @p snap, or NULL. */
+static inline struct hidx_ent *
+chain_at(struct hidx_ent *e, uint64_t snap)
+{
+    while (e != NULL && e->version > snap) {
+        e = atomic_load_explicit(&e->prev, memory_order_acquire);
+    }
+    return e;
+}
+
+static int
+item_check(struct htkv_db *db, const struct iter_item *it)
+{
+    if (!db->cfg.verify_checksums) {
+        return 0;
+    }
+    struct rec_hdr h;
+    htkv_rec_hdr_decode(it->rec, &h);
+    if (h.key_len != it->klen || h.val_len != it->vlen || h.version != it->version ||
+        htkv_rec_verify_crc(it->rec, it->seg->id, it->off, &h) != 0) {
+        htkv_set_error("%s: checksum mismatch in record at offset %u", it->seg->path, it->off);
+        return HTKV_ECORRUPT;
+    }
+    return 0;
+}
+
+static void
+item_from(struct iter_item *it, const struct hidx_ent *e)
+{
+    it->rec = hidx_ent_rec(e);
+    it->seg = e->seg;
+    it->off = e->off;
+    it->klen = e->key_len;
+    it->vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
+    it->version = e->version;
+}
+
+int
+htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+    if (v == NULL || key == NULL || klen == 0 || (buf == NULL && cap > 0)) {
+        return -EINVAL;
+    }
+    if (klen > HTKV_KEY_MAX) {
+        return HTKV_ETOOBIG;
+    }
+    struct htkv_db *db = v->db;
+    uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    uint32_t s = db_shard_of(db, hash);
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    struct hidx_ent *e = htkv_hidx_find(&db_shard(db, s)->idx, hash, key, (uint32_t)klen);
+    e = chain_at(e, v->snap[s]);
+    int rc = 0;
+    if (e == NULL || e->del) {
+        rc = HTKV_ENOTFOUND;
+    } else {
+        struct iter_item it;
+        item_from(&it, e);
+        rc = item_check(db, &it);
+        if (rc == 0) {
+            if (vlen != NULL) {
+                *vlen = it.vlen;
+            }
+            if (it.vlen > cap) {
+                rc = HTKV_ETOOSMALL;
+            } else if (it.vlen > 0) {
+                memcpy(buf, it.rec + REC_HDR_BYTES + it.klen, it.vlen);
+            }
+        }
+    }
+    htkv_ebr_exit(&db->ebr, slot);
+    return rc;
+}
+
+int
+htkv_read_with(htkv_db *db, int (*fn)(htkv_view *v, void *ctx), void *ctx)
+{
+    if (db == NULL || fn == NULL) {
+        return -EINVAL;
+    }
+    htkv_view *v;
+    int rc = htkv_view_open(db, &v);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = fn(v, ctx);
+    htkv_view_close(v);
+    return rc;
+}
+
+/* ---- iterators ------------------------------------------------------------------------------ */
+
+static int
+key_cmp(const unsigned char *a, uint32_t alen, const unsigned char *b, uint32_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c != 0) {
+        return c;
+    }
+    return (alen > blen) - (alen < blen);
+}
+
+/* Does @p key pass the iterator's upper bound (prefix or end)? */
+static bool
+iter_in_bounds(const struct htkv_iter *it, const unsigned char *key, uint32_t klen)
+{
+    if (it->prefix_mode) {
+        return klen >= it->lo_len && memcmp(key, it->lo, it->lo_len) == 0;
+    }
+    return it->hi == NULL || key_cmp(key, klen, it->hi, it->hi_len) < 0;
+}
+
+/* Gather the next chunk of shard @p src's stream. */
+static int
+iter_refill(struct htkv_iter *it, struct iter_src *src)
+{
+    struct htkv_db *db = it->db;
+    struct shard *sh = db_shard(db, src->shard);
+    uint64_t snap = it->view->snap[src->shard];
+    src->n = src->pos = 0;
+    if (src->done) {
+        return 0;
+    }
+    struct trie_cursor c;
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    htkv_trie_cursor_init(&c, &sh->trie);
+    int rc;
+    if (!src->started) {
+        rc = it->prefix_mode ? htkv_trie_cursor_seek_prefix(&c, it->lo, it->lo_len)
+                             : htkv_trie_cursor_seek(&c, it->lo, it->lo_len);
+        rc = rc < 0 ? rc : 0;
+        src->started = true;
+    } else {
+        rc = htkv_trie_cursor_seek(&c, src->last_key, src->last_len);
+    }
+    bool more = rc == 0;
+    while (more && src->n < ITER_CHUNK) {
+        struct hidx_ent *e = htkv_trie_cursor_next(&c);
+        if (e == NULL) {
+            rc = htkv_trie_cursor_error(&c);
+            more = false;
+            break;
+        }
+        const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
+        if (src->last_key != NULL && key_cmp(key, e->key_len, src->last_key, src->last_len) <= 0) {
+            continue; /* the re-seek lands on the last key of the previous chunk */
+        }
+        if (!iter_in_bounds(it, key, e->key_len)) {
+            more = false;
+            break;
+        }
+        src->last_key = key;
+        src->last_len = e->key_len;
+        struct hidx_ent *v = chain_at(e, snap);
+        if (v != NULL && !v->del) {
+            item_from(&src->items[src->n++], v);
+        }
+    }
+    htkv_trie_cursor_fini(&c);
+    htkv_ebr_exit(&db->ebr, slot);
+    if (!more) {
+        src->done = true;
+    }
+    return rc;
+}
+
+static inline const struct iter_item *
+src_head(const struct htkv_iter *it, uint32_t i)
+{
+    const struct iter_src *s = &it->src[i];
+    return &s->items[s->pos];
+}
+
+static bool
+heap_less(const struct htkv_iter *it, uint32_t a, uint32_t b)
+{
+    const struct iter_item *x = src_head(it, a), *y = src_head(it, b);
+    return key_cmp(x->rec + REC_HDR_BYTES, x->klen, y->rec + REC_HDR_BYTES, y->klen) < 0;
+}
+
+static void
+heap_down(struct htkv_iter *it, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < it->nheap && heap_less(it, it->heap[l], it->heap[m])) {
+            m = l;
+        }
+        if (r < it->nheap && heap_less(it, it->heap[r], it->heap[m])) {
+            m = r;
+        }
+        if (m == i) {
+            return;
+        }
+        uint32_t t = it->heap[i];
+        it->heap[i] = it->heap[m];
+        it->heap[m] = t;
+        i = m;
+    }
+}
+
+/* Make sure source @p i has a current item; refills as needed. 1 = has one, 0 = ended. */
+static int
+src_ready(struct htkv_iter *it, uint32_t i)
+{
+    struct iter_src *s = &it->src[i];
+    while (s->pos >= s->n) {
+        if (s->done) {
+            return 0;
+        }
+        int rc = iter_refill(it, s);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 1;
+}
+
+static int
+iter_build_heap(struct htkv_iter *it)
+{
+    it->nheap = 0;
+    for (uint32_t i = 0; i < it->nsrc; i++) {
+        int rc = src_ready(it, i);
+        if (rc < 0) {
+            return rc;
+        }
+        if (rc == 1) {
+            it->heap[it->nheap++] = i;
+        }
+    }
+    for (uint32_t i = it->nheap / 2; i > 0; i--) {
+        heap_down(it, i - 1);
+    }
+    return 0;
+}
+
+static int
+iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool prefix_mode,
+            const void *lo, size_t lo_len, const void *hi, size_t hi_len, htkv_iter **out)
+{
+    uint32_t n = db->shard_count;
+    int rc = -ENOMEM;
+    struct htkv_iter *it = htkv_mem_calloc(1, sizeof(*it));
+    if (it == NULL) {
+        goto fail;
+    }
+    it->db = db;
+    it->view = view;
+    it->own_view = own_view;
+    it->prefix_mode = prefix_mode;
+    it->nsrc = n;
+    it->src = htkv_mem_alloc(n * sizeof(*it->src));
+    it->heap = htkv_mem_alloc(n * sizeof(*it->heap));
+    it->lo = htkv_mem_alloc(lo_len + 1);
+    it->hi = hi_len > 0 ? htkv_mem_alloc(hi_len) : NULL;
+    if (it->src == NULL || it->heap == NULL || it->lo == NULL || (hi_len > 0 && it->hi == NULL)) {
+        goto fail;
+    }
+    if (lo_len > 0) {
+        memcpy(it->lo, lo, lo_len);
+    }
+    it->lo_len = (uint32_t)lo_len;
+    if (hi_len > 0) {
+        memcpy(it->hi, hi, hi_len);
+    }
+    it->hi_len = (uint32_t)hi_len;
+    for (uint32_t i = 0; i < n; i++) {
+        struct iter_src *s = &it->src[i];
+        s->shard = i;
+        s->started = s->done = false;
+        s->n = s->pos = 0;
+        s->last_key = NULL;
+        s->last_len = 0;
+        rc = htkv_shard_trie_ensure(db_shard(db, i));
+        if (rc != 0) {
+            goto fail;
+        }
+    }
+    rc = iter_build_heap(it);
+    if (rc != 0) {
+        goto fail;
+    }
+    *out = it;
+    return 0;
+
+fail:
+    if (it != NULL) {
+        it->own_view = own_view;
+        htkv_iter_destroy(it);
+    } else if (own_view) {
+        view_close(view);
+    }
+    return rc;
+}
+
+static int
+iter_args(const void *a, size_t alen, const void *b, size_t blen, htkv_iter **out)
+{
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    *out = NULL;
+    if ((a == NULL && alen > 0) || (b == NULL && blen > 0)) {
+        return -EINVAL;
+    }
+    if (alen > HTKV_KEY_MAX || blen > HTKV_KEY_MAX) {
+        return HTKV_ETOOBIG;
+    }
+    return 0;
+}
+
+static int
+db_iter(htkv_db *db, bool prefix_mode, const void *a, size_t alen, const void *b, size_t blen,
+        htkv_iter **out)
+{
+    int rc = iter_args(a, alen, b, blen, out);
+    if (rc != 0 || db == NULL) {
+        return rc != 0 ? rc : -EINVAL;
+    }
+    if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
+        return HTKV_ECLOSED;
+    }
+    struct htkv_view *v;
+    rc = view_open(db, &v);
+    if (rc != 0) {
+        return rc;
+    }
+    return iter_create(db, v, true, prefix_mode, a, alen, b, blen, out);
+}
+
+int
+htkv_get_prefix(htkv_db *db, const void *prefix, size_t plen, htkv_iter **out)
+{
+    return db_iter(db, true, prefix, plen, NULL, 0, out);
+}
+
+int
+htkv_scan(htkv_db *db, const void *start, size_t slen, const void *end, size_t elen,
+          htkv_iter **out)
+{
+    return db_iter(db, false, start, slen, end, elen, out);
+}
+
+int
+htkv_view_get_prefix(htkv_view *v, const void *prefix, size_t plen, htkv_iter **out)
+{
+    int rc = iter_args(prefix, plen, NULL, 0, out);
+    if (rc != 0 || v == NULL) {
+        return rc != 0 ? rc : -EINVAL;
+    }
+    return iter_create(v->db, v, false, true, prefix, plen, NULL, 0, out);
+}
+
+int
+htkv_view_scan(htkv_view *v, const void *start, size_t slen, const void *end, size_t elen,
+               htkv_iter **out)
+{
+    int rc = iter_args(start, slen, end, elen, out);
+    if (rc != 0 || v == NULL) {
+        return rc != 0 ? rc : -EINVAL;
+    }
+    return iter_create(v->db, v, false, false, start, slen, end, elen, out);
+}
+
+int
+htkv_iter_set_limit(htkv_iter *it, uint64_t limit)
+{
+    if (it == NULL) {
+        return -EINVAL;
+    }
+    it->limit = limit == 0 ? 0 : it->returned + limit;
+    return 0;
+}
+
+int
+htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
+{
+    if (it == NULL) {
+        return -EINVAL;
+    }
+    if (it->err != 0) {
+        return it->err;
+    }
+    if (it->nheap == 0 || (it->limit != 0 && it->returned >= it->limit)) {
+        return 0;
+    }
+    uint32_t top = it->heap[0];
+    const struct iter_item *item = src_head(it, top);
+    int rc = item_check(it->db, item);
+    if (rc != 0) {
+        it->err = rc;
+        return rc;
+    }
+    if (key != NULL) {
+        *key = item->rec + REC_HDR_BYTES;
+    }
+    if (klen != NULL) {
+        *klen = item->klen;
+    }
+    if (val != NULL) {
+        *val = item->rec + REC_HDR_BYTES + item->klen;
+    }
+    if (vlen != NULL) {
+        *vlen = item->vlen;
+    }
+    it->returned++;
+    /* Advance the source; the item just returned stays readable (it is in a mapping). */
+    it->src[top].pos++;
+    rc = src_ready(it, top);
+    if (rc < 0) {
+        it->err = rc;
+        return 1; /* the current item is good; the error comes with the next call */
+    }
+    if (rc == 0) {
+        it->heap[0] = it->heap[--it->nheap];
+    }
+    if (it->nheap > 0) {
+        heap_down(it, 0);
+    }
+    return 1;
+}
+
+void
+htkv_iter_destroy(htkv_iter *it)
+{
+    if (it == NULL) {
+        return;
+    }
+    if (it->own_view && it->view != NULL) {
+        view_close(it->view);
+    }
+    htkv_mem_free(it->src);
+    htkv_mem_free(it->heap);
+    htkv_mem_free(it->lo);
+    htkv_mem_free(it->hi);
+    htkv_mem_free(it);
+}
