@@ -114,7 +114,7 @@ config_check(const htkv_config *c)
         htkv_set_error("max_value_bytes must be in [1, %u]", HTKV_VALUE_MAX_LIMIT);
         return -EINVAL;
     }
-    if (c->compaction_min_garbage_ratio < 0.0 || c->compaction_min_garbage_ratio > 1.0) {
+    if (!(c->compaction_min_garbage_ratio >= 0.0 && c->compaction_min_garbage_ratio <= 1.0)) {
         htkv_set_error("compaction_min_garbage_ratio must be in [0, 1]");
         return -EINVAL;
     }
@@ -373,10 +373,12 @@ int
 htkv_open(const htkv_config *cfg, htkv_db **out)
 {
     htkv_clear_error();
+    if (out != NULL) {
+        *out = NULL;
+    }
     if (out == NULL || cfg == NULL) {
         return -EINVAL;
     }
-    *out = NULL;
     int rc = config_check(cfg);
     if (rc != 0) {
         return rc;
