@@ -41,7 +41,9 @@
  *   unknown user costs one Argon2 run like a wrong password. A stored record that fails its
  *   authentication tag or does not parse (bit rot, tampering, a blob copied from another record)
  *   gives HTKV_ECORRUPT. Engine errors (HTKV_ECLOSED, HTKV_EREADONLY, HTKV_EFAILED, -ENOSPC,
- *   -EIO, -ENOMEM ...) are passed through; "engine errors" below stands for them.
+ *   -EIO, -ENOMEM ...) are passed through; "engine errors" below stands for them. A handle that
+ *   meets a record sealed with a master key it was not given (another handle rotated the store
+ *   to a new key) gets HTKV_EAUTH from that call: reopen it with the new key.
  *
  * Threads
  *   An htkv_auth handle is thread-safe: any thread may call any function concurrently, except
@@ -131,31 +133,31 @@ typedef struct htkv_auth_config {
      * 0 = max(1, min(online CPUs, 1 GiB / argon2_memory_kib)). Default 0.
      */
     unsigned max_concurrent_hashes;
-    int cipher;                 /**< enum htkv_auth_cipher. Default HTKV_AUTH_CIPHER_AUTO. */
+    int cipher;                  /**< enum htkv_auth_cipher. Default HTKV_AUTH_CIPHER_AUTO. */
     htkv_auth_clock_fn clock_fn; /**< NULL = CLOCK_REALTIME. Default NULL. */
     void *clock_ctx;             /**< Passed to clock_fn; kept until htkv_auth_close(). */
 } htkv_auth_config;
 
 /** A user as read from the store. Holds no secret. */
 struct htkv_auth_user {
-    char id[HTKV_AUTH_ID_SIZE];         /**< 32 lowercase hex digits, NUL-terminated. */
-    char name[HTKV_AUTH_NAME_MAX + 1];  /**< Name as created (case kept), NUL-terminated. */
-    int64_t created_at;                 /**< Unix seconds. */
-    int64_t password_changed_at;        /**< Unix seconds (= created_at until changed). */
-    size_t metadata_len;                /**< Bytes of metadata; 0 = none. */
-    uint32_t key_id;                    /**< Id of the master key that sealed the record. */
+    char id[HTKV_AUTH_ID_SIZE];        /**< 32 lowercase hex digits, NUL-terminated. */
+    char name[HTKV_AUTH_NAME_MAX + 1]; /**< Name as created (case kept), NUL-terminated. */
+    int64_t created_at;                /**< Unix seconds. */
+    int64_t password_changed_at;       /**< Unix seconds (= created_at until changed). */
+    size_t metadata_len;               /**< Bytes of metadata; 0 = none. */
+    uint32_t key_id;                   /**< Id of the master key that sealed the record. */
 };
 
 /** An API key as read from the store. Holds no secret. */
 struct htkv_auth_api_key {
-    char id[HTKV_AUTH_ID_SIZE];           /**< Key id, 32 lowercase hex digits. */
-    char user_id[HTKV_AUTH_ID_SIZE];      /**< Owner's user id. */
-    char label[HTKV_AUTH_LABEL_MAX + 1];  /**< Label, "" = none. */
-    int64_t created_at;                   /**< Unix seconds. */
-    int64_t expires_at;                   /**< Unix seconds; 0 = never expires. */
-    int64_t last_used_at;                 /**< Unix seconds (granularity 60 s); 0 = never used. */
-    size_t metadata_len;                  /**< Bytes of metadata; 0 = none. */
-    uint32_t key_id;                      /**< Id of the master key that sealed the record. */
+    char id[HTKV_AUTH_ID_SIZE];          /**< Key id, 32 lowercase hex digits. */
+    char user_id[HTKV_AUTH_ID_SIZE];     /**< Owner's user id. */
+    char label[HTKV_AUTH_LABEL_MAX + 1]; /**< Label, "" = none. */
+    int64_t created_at;                  /**< Unix seconds. */
+    int64_t expires_at;                  /**< Unix seconds; 0 = never expires. */
+    int64_t last_used_at;                /**< Unix seconds (granularity 60 s); 0 = never used. */
+    size_t metadata_len;                 /**< Bytes of metadata; 0 = none. */
+    uint32_t key_id;                     /**< Id of the master key that sealed the record. */
 };
 
 /**
@@ -184,7 +186,8 @@ HTKV_API HTKV_MUST_USE int htkv_auth_generate_key(unsigned char *key);
  * @return As htkv_auth_open_with().
  * @context Any thread. Blocks for a few store reads (and one write on a fresh store).
  */
-HTKV_API HTKV_MUST_USE int htkv_auth_open(htkv_db *db, const unsigned char *master_key, htkv_auth **out);
+HTKV_API HTKV_MUST_USE int htkv_auth_open(htkv_db *db, const unsigned char *master_key,
+                                          htkv_auth **out);
 
 /**
  * Open the auth service on @p db.
@@ -209,7 +212,8 @@ HTKV_API HTKV_MUST_USE int htkv_auth_open(htkv_db *db, const unsigned char *mast
  *         data).
  * @context Any thread. Blocks for a few store reads (and one write on a fresh store).
  */
-HTKV_API HTKV_MUST_USE int htkv_auth_open_with(htkv_db *db, const htkv_auth_config *cfg, htkv_auth **out);
+HTKV_API HTKV_MUST_USE int htkv_auth_open_with(htkv_db *db, const htkv_auth_config *cfg,
+                                               htkv_auth **out);
 
 /**
  * Close the auth service: wipe and free every key and the handle. Does not close the store.
@@ -229,8 +233,9 @@ HTKV_API HTKV_MUST_USE int htkv_auth_cipher(const htkv_auth *auth);
 /**
  * Create a user. Same as htkv_auth_create_user_with_metadata() without metadata.
  */
-HTKV_API HTKV_MUST_USE int htkv_auth_create_user(htkv_auth *auth, const char *name, const void *password,
-                                        size_t password_len, struct htkv_auth_user *out);
+HTKV_API HTKV_MUST_USE int htkv_auth_create_user(htkv_auth *auth, const char *name,
+                                                 const void *password, size_t password_len,
+                                                 struct htkv_auth_user *out);
 
 /**
  * Create a user named @p name with @p password and encrypted @p metadata.
@@ -253,10 +258,10 @@ HTKV_API HTKV_MUST_USE int htkv_auth_create_user(htkv_auth *auth, const char *na
  *         errors.
  * @context Any thread. Blocks for one Argon2 run (waiting for a hash slot) and one write.
  */
-HTKV_API HTKV_MUST_USE int htkv_auth_create_user_with_metadata(htkv_auth *auth, const char *name,
-                                                      const void *password, size_t password_len,
-                                                      const void *metadata, size_t metadata_len,
-                                                      struct htkv_auth_user *out);
+HTKV_API HTKV_MUST_USE int
+htkv_auth_create_user_with_metadata(htkv_auth *auth, const char *name, const void *password,
+                                    size_t password_len, const void *metadata, size_t metadata_len,
+                                    struct htkv_auth_user *out);
 
 /**
  * Read the user with id @p user_id.
@@ -268,7 +273,7 @@ HTKV_API HTKV_MUST_USE int htkv_auth_create_user_with_metadata(htkv_auth *auth, 
  * @context Any thread. Lock-free reads; does not run Argon2.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_get_user(htkv_auth *auth, const char *user_id,
-                                     struct htkv_auth_user *out);
+                                              struct htkv_auth_user *out);
 
 /**
  * Read the user named @p name (ASCII case ignored).
@@ -279,7 +284,7 @@ HTKV_API HTKV_MUST_USE int htkv_auth_get_user(htkv_auth *auth, const char *user_
  * @context Any thread. Lock-free reads; does not run Argon2.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_get_user_by_name(htkv_auth *auth, const char *name,
-                                             struct htkv_auth_user *out);
+                                                      struct htkv_auth_user *out);
 
 /**
  * List every user, sorted by name (byte order).
@@ -292,7 +297,7 @@ HTKV_API HTKV_MUST_USE int htkv_auth_get_user_by_name(htkv_auth *auth, const cha
  *          the call may or may not be listed.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_list_users(htkv_auth *auth, struct htkv_auth_user **users,
-                                       size_t *count);
+                                                size_t *count);
 
 /**
  * Delete a user: its record, its name (free for reuse), and every API key it holds (revoked in
@@ -322,8 +327,8 @@ HTKV_API HTKV_MUST_USE int htkv_auth_delete_user(htkv_auth *auth, const char *us
  * @context Any thread. Blocks for one Argon2 run (waiting for a hash slot).
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_verify_password(htkv_auth *auth, const char *name,
-                                            const void *password, size_t password_len,
-                                            struct htkv_auth_user *out);
+                                                     const void *password, size_t password_len,
+                                                     struct htkv_auth_user *out);
 
 /**
  * Replace the password of the user named @p name, given the current one.
@@ -340,8 +345,10 @@ HTKV_API HTKV_MUST_USE int htkv_auth_verify_password(htkv_auth *auth, const char
  * @context Any thread. Blocks for two Argon2 runs (more if it loses a race) and one write.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_change_password(htkv_auth *auth, const char *name,
-                                            const void *old_password, size_t old_password_len,
-                                            const void *new_password, size_t new_password_len);
+                                                     const void *old_password,
+                                                     size_t old_password_len,
+                                                     const void *new_password,
+                                                     size_t new_password_len);
 
 /**
  * Decrypt the metadata of user @p user_id (as currently stored) into @p buf.
@@ -355,15 +362,15 @@ HTKV_API HTKV_MUST_USE int htkv_auth_change_password(htkv_auth *auth, const char
  * @context Any thread. Lock-free reads.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_decrypt_user_metadata(htkv_auth *auth, const char *user_id,
-                                                  void *buf, size_t cap, size_t *len);
+                                                           void *buf, size_t cap, size_t *len);
 
 /**
  * Issue an API key for user @p user_id. Same as htkv_auth_create_api_key_with_metadata()
  * without metadata and without expiry.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_create_api_key(htkv_auth *auth, const char *user_id,
-                                           const char *label, char *token,
-                                           struct htkv_auth_api_key *out);
+                                                    const char *label, char *token,
+                                                    struct htkv_auth_api_key *out);
 
 /**
  * Issue an API key for user @p user_id and write its token into @p token.
@@ -387,11 +394,9 @@ HTKV_API HTKV_MUST_USE int htkv_auth_create_api_key(htkv_auth *auth, const char 
  *         create_user); -ENOMEM; engine errors.
  * @context Any thread. Blocks for one write. Does not run Argon2.
  */
-HTKV_API HTKV_MUST_USE int htkv_auth_create_api_key_with_metadata(htkv_auth *auth, const char *user_id,
-                                                         const char *label, const void *metadata,
-                                                         size_t metadata_len, int64_t expires_at,
-                                                         char *token,
-                                                         struct htkv_auth_api_key *out);
+HTKV_API HTKV_MUST_USE int htkv_auth_create_api_key_with_metadata(
+    htkv_auth *auth, const char *user_id, const char *label, const void *metadata,
+    size_t metadata_len, int64_t expires_at, char *token, struct htkv_auth_api_key *out);
 
 /**
  * Check an API key token.
@@ -411,7 +416,7 @@ HTKV_API HTKV_MUST_USE int htkv_auth_create_api_key_with_metadata(htkv_auth *aut
  * @context Any thread. Lock-free reads and at most one write.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_authenticate_api_key(htkv_auth *auth, const char *token,
-                                                 struct htkv_auth_api_key *out);
+                                                          struct htkv_auth_api_key *out);
 
 /**
  * List the API keys of user @p user_id, oldest first (ties by id).
@@ -422,7 +427,7 @@ HTKV_API HTKV_MUST_USE int htkv_auth_authenticate_api_key(htkv_auth *auth, const
  * @context Any thread. Lock-free reads.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_list_api_keys(htkv_auth *auth, const char *user_id,
-                                          struct htkv_auth_api_key **keys, size_t *count);
+                                                   struct htkv_auth_api_key **keys, size_t *count);
 
 /**
  * Revoke (delete) the API key @p key_id. Once this returned, every authentication that starts
@@ -440,7 +445,7 @@ HTKV_API HTKV_MUST_USE int htkv_auth_revoke_api_key(htkv_auth *auth, const char 
  * @context Any thread. Lock-free reads.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_decrypt_api_key_metadata(htkv_auth *auth, const char *key_id,
-                                                     void *buf, size_t cap, size_t *len);
+                                                              void *buf, size_t cap, size_t *len);
 
 /**
  * Re-encrypt every auth record with @p new_key (id @p new_key_id) and make it the current key.
@@ -463,15 +468,16 @@ HTKV_API HTKV_MUST_USE int htkv_auth_decrypt_api_key_metadata(htkv_auth *auth, c
  * @param[in] new_key     HTKV_AUTH_KEY_BYTES bytes; borrowed (copied into guarded memory).
  * @param[in] new_key_id  Non-zero id, not used before by another key of this store.
  * @return 0; -EINVAL (NULL, id 0); HTKV_EAUTH (new_key_id already names another key);
- *         HTKV_EFULL (more than 14 rotations in this handle's lifetime: reopen it); HTKV_ECORRUPT
+ *         HTKV_EFULL (the handle's ring of 16 keys is full after many rotations: reopen it);
+ *         HTKV_ECORRUPT
  *         (a record fails authentication: the rotation stops and can be resumed after repair);
  *         HTKV_ECONFLICT; -ENOMEM; engine errors. On failure the rotation may be unfinished;
  *         every record stays readable by a handle holding both keys.
  * @context Any thread; one rotation at a time per handle (others wait). Other calls go on
  *          concurrently. Blocks for a read and a write of every record.
  */
-HTKV_API HTKV_MUST_USE int htkv_auth_rotate_master_key(htkv_auth *auth, const unsigned char *new_key,
-                                              uint32_t new_key_id);
+HTKV_API HTKV_MUST_USE int
+htkv_auth_rotate_master_key(htkv_auth *auth, const unsigned char *new_key, uint32_t new_key_id);
 
 /**
  * Free an array returned by htkv_auth_list_users() or htkv_auth_list_api_keys().

@@ -108,14 +108,15 @@ tt_cut_every_offset(struct tt_store *s, uint64_t seed, enum tt_range range)
     assert_true(memcmp(last.key, s->keys[s->last], strlen(s->keys[s->last])) == 0);
     const char *rel = seg + strlen(s->dir); /* "/shard-000/NNN.seg" */
     uint64_t rng = seed;
-    unsigned char junk[1024];
+    unsigned char junk[8192];
     long long from = range == TT_CHECKED ? last.off : last.off + last.raw;
     long long to = range == TT_CHECKED ? last.off + last.raw : last.off + last.size;
     assert_true(from < to);
     for (int mode = 0; mode < 2; mode++) {
         for (long long cut = from; cut < to; cut++) {
-            tu_context("seed %llu: mode %d, cut at %lld of a record at %lld (raw %lld, padded %lld)",
-                       (unsigned long long)seed, mode, cut, last.off, last.raw, last.size);
+            tu_context(
+                "seed %llu: mode %d, cut at %lld of a record at %lld (raw %lld, padded %lld)",
+                (unsigned long long)seed, mode, cut, last.off, last.raw, last.size);
             char *work = tu_tmpdir("torn-work");
             tu_copy_store(s->dir, work);
             char wseg[8192];
@@ -139,9 +140,10 @@ tt_cut_every_offset(struct tt_store *s, uint64_t seed, enum tt_range range)
             htkv_db *db = NULL;
             int rc = htkv_open(&cfg, &db);
             if (rc != 0) {
-                fprintf(stderr, "seed %llu: mode %d cut at %lld (record at %lld, %lld bytes): %s (%s)\n",
-                        (unsigned long long)seed, mode, cut, last.off, last.raw,
-                        htkv_strerror(rc), htkv_last_error());
+                fprintf(stderr,
+                        "seed %llu: mode %d cut at %lld (record at %lld, %lld bytes): %s (%s)\n",
+                        (unsigned long long)seed, mode, cut, last.off, last.raw, htkv_strerror(rc),
+                        htkv_last_error());
             }
             assert_int_equal(rc, 0);
             /* Cut inside the checked bytes: the write is gone. Cut in the padding: truncating
@@ -189,8 +191,8 @@ tt_store_fini(struct tt_store *s)
 }
 
 /* Goal: a torn last put (new key) loses only that put, at every cut offset of its checked
- * bytes, and the store keeps working. Method: 40 puts (some overwritten) then a put of a new key whose record has
- * 3 bytes of padding; tt_cut_every_offset. */
+ * bytes, and the store keeps working. Method: 40 puts (some overwritten) then a put of a new key
+ * whose record has 3 bytes of padding; tt_cut_every_offset. */
 static void
 test_torn_tail_last_put_cut_at_every_offset(void **state)
 {

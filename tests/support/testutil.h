@@ -62,14 +62,14 @@ uint64_t tu_seg_id(const char *path);
 
 /* One valid record found in a segment file by tu_seg_scan(). */
 struct tu_rec {
-    long long off;      /* offset in the file */
-    long long raw;      /* header + key + value */
-    long long size;     /* raw rounded up to the record alignment */
-    int type;           /* enum rec_type (engine/rec.h) */
-    int flags;          /* REC_F_BATCH or 0 */
-    uint64_t version;   /* as written */
-    uint32_t key_len;   /* key bytes */
-    uint32_t val_len;   /* value bytes (payload of control records) */
+    long long off;         /* offset in the file */
+    long long raw;         /* header + key + value */
+    long long size;        /* raw rounded up to the record alignment */
+    int type;              /* enum rec_type (engine/rec.h) */
+    int flags;             /* REC_F_BATCH or 0 */
+    uint64_t version;      /* as written */
+    uint32_t key_len;      /* key bytes */
+    uint32_t val_len;      /* value bytes (payload of control records) */
     unsigned char key[64]; /* first bytes of the key */
 };
 /*

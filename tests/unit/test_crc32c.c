@@ -25,8 +25,9 @@ test_crc32c_known_vectors(void **state)
     const struct {
         const unsigned char *p;
         uint32_t want;
-    } v[] = { { zeros, 0x8A9136AAu }, { ones, 0x62A8AB43u }, { inc, 0x46DD794Eu },
-              { dec, 0x113FDB5Cu } };
+    } v[] = {
+        { zeros, 0x8A9136AAu }, { ones, 0x62A8AB43u }, { inc, 0x46DD794Eu }, { dec, 0x113FDB5Cu }
+    };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         assert_int_equal(htkv_crc32c(0, v[i].p, 32), v[i].want);
         assert_int_equal(htkv_crc32c_sw(0, v[i].p, 32), v[i].want);
@@ -35,8 +36,8 @@ test_crc32c_known_vectors(void **state)
 
 /* Goal: the hardware path (when the CPU has it) equals the table path for every length,
  * alignment and split point, and checksumming in pieces equals checksumming at once.
- * Method: seeded random buffers; lengths 0..2048, random ones to 4 KiB and a few to 1 MiB; random start offsets
- * (misaligned); random split points, mixing the two paths across the split. */
+ * Method: seeded random buffers; lengths 0..2048, random ones to 4 KiB and a few to 1 MiB; random
+ * start offsets (misaligned); random split points, mixing the two paths across the split. */
 static void
 test_crc32c_hw_and_sw_agree_on_random_buffers(void **state)
 {

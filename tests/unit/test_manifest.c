@@ -258,8 +258,8 @@ test_manifest_damaged_edit_followed_by_valid_ones_is_corrupt(void **state)
             struct manifest *m = NULL;
             int rc = htkv_manifest_load(f->dir_fd, ro == 0, &m);
             if (rc != HTKV_ECORRUPT) {
-                fprintf(stderr, "bit %zu (byte %zu) flipped: load gave %d (%s)\n", bit, bit / 8,
-                        rc, htkv_strerror(rc));
+                fprintf(stderr, "bit %zu (byte %zu) flipped: load gave %d (%s)\n", bit, bit / 8, rc,
+                        htkv_strerror(rc));
             }
             assert_int_equal(rc, HTKV_ECORRUPT);
             assert_null(m);
@@ -272,8 +272,7 @@ test_manifest_damaged_edit_followed_by_valid_ones_is_corrupt(void **state)
             char want[64];
             snprintf(want, sizeof(want), "offset %zu", edit_off);
             if (strstr(htkv_last_error(), want) == NULL) {
-                fprintf(stderr, "bit %zu: detail '%s' lacks '%s'\n", bit, htkv_last_error(),
-                        want);
+                fprintf(stderr, "bit %zu: detail '%s' lacks '%s'\n", bit, htkv_last_error(), want);
             }
             assert_non_null(strstr(htkv_last_error(), want));
         }
@@ -304,8 +303,13 @@ test_manifest_current_naming_missing_manifest_is_corrupt(void **state)
     assert_non_null(strstr(htkv_last_error(), "MANIFEST-000009"));
     assert_int_equal(htkv_manifest_load(f->dir_fd, false, &m), HTKV_ECORRUPT);
 
-    const char *bad[] = { "", "MANIFEST-000001", "MANIFEST-000000\n", "MANIFEST-00001\n",
-                          "manifest-000001\n", "MANIFEST-000001\nX", "MANIFEST-0000a1\n" };
+    const char *bad[] = { "",
+                          "MANIFEST-000001",
+                          "MANIFEST-000000\n",
+                          "MANIFEST-00001\n",
+                          "manifest-000001\n",
+                          "MANIFEST-000001\nX",
+                          "MANIFEST-0000a1\n" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         spit(cur, bad[i], strlen(bad[i]));
         int rc = htkv_manifest_load(f->dir_fd, true, &m);
@@ -411,14 +415,14 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_manifest_create_writes_current_and_manifest,
-                                        man_setup, man_teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_create_writes_current_and_manifest, man_setup,
+                                        man_teardown),
         cmocka_unit_test_setup_teardown(test_manifest_add_drop_survive_reload, man_setup,
                                         man_teardown),
         cmocka_unit_test_setup_teardown(test_manifest_torn_last_edit_is_cut, man_setup,
                                         man_teardown),
-        cmocka_unit_test_setup_teardown(test_manifest_damaged_edit_followed_by_valid_ones_is_corrupt,
-                                        man_setup, man_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_manifest_damaged_edit_followed_by_valid_ones_is_corrupt, man_setup, man_teardown),
         cmocka_unit_test_setup_teardown(test_manifest_current_naming_missing_manifest_is_corrupt,
                                         man_setup, man_teardown),
         cmocka_unit_test_setup_teardown(test_manifest_newer_format_is_refused, man_setup,

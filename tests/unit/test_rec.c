@@ -59,13 +59,13 @@ rec_reseal(unsigned char *p, uint64_t seg_id, uint64_t off)
 }
 
 static const struct spec specs[] = {
-    { REC_SET, 0, 1, 1, 0 },                      /* smallest SET, empty value */
-    { REC_SET, 0, 2, 5, 3 },                      /* raw 32: no padding */
-    { REC_SET, 0, 3, 10, 51 },                    /* raw 85: 3 padding bytes */
-    { REC_SET, REC_F_BATCH, 77, 16, 100 },        /* inside a batch */
-    { REC_SET, 0, UINT64_MAX, 300, 4000 },        /* large version, larger lengths */
-    { REC_DEL, 0, 9, 7, 0 },                      /* tombstone */
-    { REC_DEL, REC_F_BATCH, 10, 64, 0 },          /* tombstone inside a batch */
+    { REC_SET, 0, 1, 1, 0 },               /* smallest SET, empty value */
+    { REC_SET, 0, 2, 5, 3 },               /* raw 32: no padding */
+    { REC_SET, 0, 3, 10, 51 },             /* raw 85: 3 padding bytes */
+    { REC_SET, REC_F_BATCH, 77, 16, 100 }, /* inside a batch */
+    { REC_SET, 0, UINT64_MAX, 300, 4000 }, /* large version, larger lengths */
+    { REC_DEL, 0, 9, 7, 0 },               /* tombstone */
+    { REC_DEL, REC_F_BATCH, 10, 64, 0 },   /* tombstone inside a batch */
     { REC_BATCH_BEGIN, 0, 11, 0, REC_BEGIN_PAYLOAD },
     { REC_BATCH_COMMIT, 0, 11, 0, REC_COMMIT_PAYLOAD },
     { REC_SEAL, 0, 1, 0, REC_SEAL_PAYLOAD },
@@ -102,8 +102,7 @@ test_rec_encode_check_round_trip(void **state)
                 assert_memory_equal(buf + REC_HDR_BYTES, key, specs[i].key_len);
             }
             if (specs[i].val_len > 0) {
-                assert_memory_equal(buf + REC_HDR_BYTES + specs[i].key_len, val,
-                                    specs[i].val_len);
+                assert_memory_equal(buf + REC_HDR_BYTES + specs[i].key_len, val, specs[i].val_len);
             }
             for (uint64_t b = raw; b < size; b++) {
                 assert_int_equal(buf[b], 0);
@@ -223,14 +222,14 @@ test_rec_bad_shape_with_good_crc_is_rejected(void **state)
         size_t len;
         uint64_t v;
     } edits[] = {
-        { 16, 8, 0 },       /* version 0 */
-        { 14, 2, 1 },       /* reserved != 0 */
-        { 13, 1, 0x02 },    /* unknown flag */
-        { 13, 1, 0x80 },    /* unknown flag */
-        { 12, 1, 0 },       /* type 0 */
-        { 12, 1, 6 },       /* type past SEAL */
-        { 12, 1, 0xFF },    /* type garbage */
-        { 12, 1, REC_DEL }, /* DEL with a value */
+        { 16, 8, 0 },               /* version 0 */
+        { 14, 2, 1 },               /* reserved != 0 */
+        { 13, 1, 0x02 },            /* unknown flag */
+        { 13, 1, 0x80 },            /* unknown flag */
+        { 12, 1, 0 },               /* type 0 */
+        { 12, 1, 6 },               /* type past SEAL */
+        { 12, 1, 0xFF },            /* type garbage */
+        { 12, 1, REC_DEL },         /* DEL with a value */
         { 12, 1, REC_BATCH_BEGIN }, /* control record with a key */
         { 12, 1, REC_SEAL },        /* control record with a key */
     };
@@ -250,7 +249,7 @@ test_rec_bad_shape_with_good_crc_is_rejected(void **state)
         uint8_t type;
         uint32_t klen, vlen;
     } bad[] = {
-        { REC_SET, 0, 0 },          { REC_DEL, 0, 0 },  { REC_BATCH_BEGIN, 1, 16 },
+        { REC_SET, 0, 0 },           { REC_DEL, 0, 0 },  { REC_BATCH_BEGIN, 1, 16 },
         { REC_BATCH_COMMIT, 0, 16 }, { REC_SEAL, 0, 8 }, { REC_BATCH_BEGIN, 0, 8 },
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -297,8 +296,8 @@ guarded_map(struct guarded *g, size_t readable)
 {
     g->page = (size_t)sysconf(_SC_PAGESIZE);
     g->bytes = (readable + g->page - 1) / g->page * g->page;
-    g->base = mmap(NULL, g->bytes + g->page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+    g->base =
+        mmap(NULL, g->bytes + g->page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(g->base != MAP_FAILED);
     assert_int_equal(mprotect(g->base + g->bytes, g->page, PROT_NONE), 0);
 }
@@ -349,9 +348,10 @@ test_rec_check_never_reads_past_avail(void **state)
     }
 
     /* Headers that claim more than is there. */
-    const uint32_t lens[][2] = { { 0xFFFFFFFFu, 0xFFFFFFFFu }, { HTKV_KEY_MAX, 0 },
-                                 { 1, VAL_MAX },               { 100, 100 },
-                                 { 0xFFFFFFF0u, 0x20u },       { 8, 0xFFFFFFE8u } };
+    const uint32_t lens[][2] = {
+        { 0xFFFFFFFFu, 0xFFFFFFFFu }, { HTKV_KEY_MAX, 0 }, { 1, VAL_MAX }, { 100, 100 },
+        { 0xFFFFFFF0u, 0x20u },       { 8, 0xFFFFFFE8u }
+    };
     for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
         for (int type = 0; type <= 6; type++) {
             unsigned char hdr[REC_HDR_BYTES + 40] = { 0 };

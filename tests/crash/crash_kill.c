@@ -1,0 +1,384 @@
+/*
+ * crash_kill.c - kill -9 a writer at random moments; every acknowledged write must survive.
+ *
+ * Each cycle forks a child that opens the store and writes seeded random puts, deletes and
+ * batches as fast as it can, reporting each operation to the parent through a pipe after the
+ * call returned. The parent kills the child with SIGKILL after 20-200 ms, reopens the store and
+ * compares it with its model of the acknowledged operations. The one operation the child may
+ * have started (or finished) without reporting it, the in-flight one, may or may not be there,
+ * but as a whole: the store must equal the model either without it or with it. About 20 cycles
+ * run on the same store in each sync mode.
+ *
+ * Operations are a pure function of (seed, sequence number), so the parent regenerates the
+ * in-flight operation and every value instead of receiving them.
+ */
+#include "tests/support/testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NKEYS 500
+#define MAXOPS 8
+#define CYCLES 20
+
+enum { OP_PUT = 0, OP_DEL = 1, OP_BATCH = 2 };
+
+struct op {
+    int kind;
+    int n;                 /* operations (1 for a single put or delete) */
+    uint16_t key[MAXOPS];  /* key index */
+    uint8_t del[MAXOPS];   /* 1 = delete */
+    uint16_t vlen[MAXOPS]; /* value length of a put */
+};
+
+/* What the child sends after each call returned: fixed size, well under PIPE_BUF. */
+struct report {
+    uint64_t seq;
+    int32_t rc;
+    int32_t n;
+    uint16_t key[MAXOPS];
+};
+
+struct key_state {
+    bool present;
+    uint16_t vlen;
+    uint64_t tag; /* value bytes = tu_fill(vlen, tag) */
+};
+
+static size_t
+key_of(char *buf, unsigned i)
+{
+    int n = snprintf(buf, 64, "ck-%04u-", i);
+    size_t pad = (i * 13u) % 40u;
+    memset(buf + n, 'a' + (int)(i % 26), pad);
+    return (size_t)n + pad;
+}
+
+static uint64_t
+op_tag(uint64_t seq, int j)
+{
+    return seq * 16 + (uint64_t)j + 1;
+}
+
+static void
+gen_op(uint64_t seed, uint64_t seq, struct op *op)
+{
+    uint64_t st = seed ^ (seq * 0x9E3779B97F4A7C15ull) ^ 0xD1B54A32D192ED03ull;
+    if (st == 0) {
+        st = 1;
+    }
+    for (int i = 0; i < 3; i++) {
+        tu_rand(&st);
+    }
+    memset(op, 0, sizeof(*op));
+    uint64_t r = tu_rand(&st) % 100;
+    op->kind = r < 60 ? OP_PUT : r < 80 ? OP_DEL : OP_BATCH;
+    op->n = op->kind == OP_BATCH ? 2 + (int)(tu_rand(&st) % (MAXOPS - 1)) : 1;
+    for (int j = 0; j < op->n; j++) {
+        op->key[j] = (uint16_t)(tu_rand(&st) % NKEYS);
+        op->del[j] = op->kind == OP_DEL || (op->kind == OP_BATCH && tu_rand(&st) % 4 == 0);
+        uint64_t v = tu_rand(&st);
+        op->vlen[j] = (uint16_t)(v % 64 == 0 ? 2000 + v % 2000 : v % 121);
+    }
+}
+
+static void
+apply_op(struct key_state *m, uint64_t seq, const struct op *op)
+{
+    for (int j = 0; j < op->n; j++) {
+        struct key_state *k = &m[op->key[j]];
+        if (op->del[j]) {
+            k->present = false;
+        } else {
+            k->present = true;
+            k->vlen = op->vlen[j];
+            k->tag = op_tag(seq, j);
+        }
+    }
+}
+
+/* The child: open, write forever, report each call. Never returns. */
+static void
+child_main(const htkv_config *cfg, uint64_t seed, uint64_t first_seq, int fd)
+{
+    tu_assert_hook_reset(); /* an engine assertion aborts the child: the parent sees it */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+    alarm(30);                              /* nor run away if the parent stops reading */
+    htkv_db *db = NULL;
+    int rc = htkv_open(cfg, &db);
+    if (rc != 0) {
+        fprintf(stderr, "child: htkv_open: %s (%s)\n", htkv_strerror(rc), htkv_last_error());
+        _exit(2);
+    }
+    htkv_batch *b = NULL;
+    if (htkv_batch_create(&b) != 0) {
+        _exit(2);
+    }
+    unsigned char val[4096];
+    char key[64];
+    for (uint64_t seq = first_seq;; seq++) {
+        struct op op;
+        gen_op(seed, seq, &op);
+        if (op.kind == OP_BATCH) {
+            htkv_batch_clear(b);
+            for (int j = 0; j < op.n; j++) {
+                size_t kl = key_of(key, op.key[j]);
+                if (op.del[j]) {
+                    rc = htkv_batch_delete(b, key, kl);
+                } else {
+                    tu_fill(val, op.vlen[j], op_tag(seq, j));
+                    rc = htkv_batch_put(b, key, kl, val, op.vlen[j]);
+                }
+                if (rc != 0) {
+                    _exit(4);
+                }
+            }
+            rc = htkv_write(db, b);
+        } else {
+            size_t kl = key_of(key, op.key[0]);
+            if (op.kind == OP_DEL) {
+                rc = htkv_delete(db, key, kl);
+                if (rc == HTKV_ENOTFOUND) {
+                    rc = 0;
+                }
+            } else {
+                tu_fill(val, op.vlen[0], op_tag(seq, 0));
+                rc = htkv_put(db, key, kl, val, op.vlen[0]);
+            }
+        }
+        struct report r = { .seq = seq, .rc = rc, .n = op.n };
+        memcpy(r.key, op.key, sizeof(r.key));
+        if (write(fd, &r, sizeof(r)) != (ssize_t)sizeof(r)) {
+            _exit(5);
+        }
+        if (rc != 0) {
+            fprintf(stderr, "child: op %llu failed: %s\n", (unsigned long long)seq,
+                    htkv_strerror(rc));
+            _exit(3);
+        }
+    }
+}
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Apply one report to the model if it is the next operation; false (model untouched) if not. */
+static bool
+take_report(const struct report *r, uint64_t seed, uint64_t *next_seq, struct key_state *m)
+{
+    struct op op;
+    gen_op(seed, r->seq, &op);
+    if (r->seq != *next_seq || r->rc != 0 || r->n != op.n ||
+        memcmp(r->key, op.key, sizeof(r->key)) != 0) {
+        fprintf(stderr, "seed %llu: report for op %llu (rc %d, %d ops), expected op %llu\n",
+                (unsigned long long)seed, (unsigned long long)r->seq, r->rc, r->n,
+                (unsigned long long)*next_seq);
+        return false;
+    }
+    apply_op(m, r->seq, &op);
+    (*next_seq)++;
+    return true;
+}
+
+/* Does key @p k of @p db hold what @p s says? */
+static bool
+key_matches(htkv_db *db, unsigned k, const struct key_state *s, unsigned char *want)
+{
+    char key[64];
+    size_t kl = key_of(key, k);
+    void *got = NULL;
+    size_t n = 0;
+    int rc = htkv_get_alloc(db, key, kl, &got, &n);
+    bool ok;
+    if (!s->present) {
+        ok = rc == HTKV_ENOTFOUND;
+    } else {
+        tu_fill(want, s->vlen, s->tag);
+        ok = rc == 0 && n == s->vlen && memcmp(got, want, n) == 0;
+    }
+    htkv_free(got);
+    return ok;
+}
+
+/* Run CYCLES kill cycles in @p sync_mode on a fresh store. */
+static void
+crash_cycles(int sync_mode, const char *name)
+{
+    char tag[64];
+    snprintf(tag, sizeof(tag), "crash_kill_%s", name);
+    uint64_t seed = tu_seed(tag);
+    uint64_t rng = seed;
+    char *dir = tu_tmpdir(tag);
+    htkv_config cfg;
+    tu_config(&cfg, dir, sync_mode);
+    cfg.max_segment_bytes = 1u << 20;
+    cfg.fsync_interval_ms = 5;
+    struct key_state *model = calloc(NKEYS, sizeof(*model));
+    struct key_state *with = calloc(NKEYS, sizeof(*with));
+    unsigned char *want = malloc(4096);
+    assert_true(model && with && want);
+    uint64_t next_seq = 1;
+    uint64_t acked_total = 0, inflight_applied = 0;
+
+    for (int cycle = 0; cycle < CYCLES; cycle++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        uint64_t first = next_seq;
+        fflush(stderr);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            child_main(&cfg, seed, first, fds[1]);
+        }
+        close(fds[1]);
+        assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
+        uint64_t kill_at = now_ms() + 20 + tu_rand(&rng) % 181;
+        struct report r;
+        size_t have = 0;
+        unsigned char *rb = (unsigned char *)&r;
+        bool killed = false, eof = false;
+        while (!eof) {
+            uint64_t t = now_ms();
+            if (!killed && t >= kill_at) {
+                assert_int_equal(kill(pid, SIGKILL), 0);
+                killed = true;
+                assert_int_equal(fcntl(fds[0], F_SETFL, 0), 0); /* drain until EOF */
+            }
+            if (!killed) {
+                struct pollfd p = { .fd = fds[0], .events = POLLIN };
+                (void)poll(&p, 1, (int)(kill_at - t));
+            }
+            ssize_t got = read(fds[0], rb + have, sizeof(r) - have);
+            if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
+                continue;
+            }
+            assert_true(got >= 0);
+            if (got == 0) {
+                eof = true;
+                break;
+            }
+            have += (size_t)got;
+            if (have == sizeof(r)) {
+                if (!take_report(&r, seed, &next_seq, model)) {
+                    kill(pid, SIGKILL);
+                    waitpid(pid, NULL, 0);
+                    fail_msg("seed %llu, %s, cycle %d: bad report", (unsigned long long)seed, name,
+                             cycle);
+                }
+                have = 0;
+            }
+        }
+        close(fds[0]);
+        assert_int_equal(have, 0); /* reports are written whole */
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
+            fprintf(stderr, "seed %llu, cycle %d: child ended by itself (status %#x)\n",
+                    (unsigned long long)seed, cycle, status);
+        }
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        acked_total += next_seq - first;
+
+        /* The in-flight operation: next_seq, maybe applied. */
+        struct op op;
+        gen_op(seed, next_seq, &op);
+        memcpy(with, model, NKEYS * sizeof(*model));
+        apply_op(with, next_seq, &op);
+
+        tu_context("seed %llu, %s, cycle %d: reopen after op %llu", (unsigned long long)seed, name,
+                   cycle, (unsigned long long)next_seq);
+        htkv_db *db = tu_open(&cfg);
+        bool all_without = true, all_with = true;
+        int bad_key = -1;
+        for (unsigned k = 0; k < NKEYS; k++) {
+            bool touched = memcmp(&model[k], &with[k], sizeof(model[k])) != 0;
+            bool w0 = key_matches(db, k, &model[k], want);
+            bool w1 = touched ? key_matches(db, k, &with[k], want) : w0;
+            all_without = all_without && w0;
+            all_with = all_with && w1;
+            if (!w0 && !w1 && bad_key < 0) {
+                bad_key = (int)k;
+            }
+        }
+        if (!all_without && !all_with) {
+            fprintf(stderr,
+                    "seed %llu, %s, cycle %d: store matches neither the %llu acknowledged "
+                    "operations nor them plus the in-flight one (kind %d, %d ops); first bad key "
+                    "%d (model: %s, %u bytes)\n",
+                    (unsigned long long)seed, name, cycle, (unsigned long long)(next_seq - 1),
+                    op.kind, op.n, bad_key,
+                    bad_key >= 0 && model[bad_key].present ? "present" : "absent",
+                    bad_key >= 0 ? model[bad_key].vlen : 0);
+        }
+        assert_true(all_without || all_with);
+        if (!all_without) {
+            memcpy(model, with, NKEYS * sizeof(*model));
+            inflight_applied++;
+        }
+        uint64_t live = 0;
+        for (unsigned k = 0; k < NKEYS; k++) {
+            live += model[k].present;
+        }
+        assert_int_equal(tu_stats(db).live_keys, live);
+        assert_int_equal(htkv_close(db), 0);
+        next_seq++; /* never reuse the in-flight sequence number */
+    }
+    fprintf(stderr, "[%s] %d kills, %llu acknowledged operations, in-flight op found %llu times\n",
+            tag, CYCLES, (unsigned long long)acked_total, (unsigned long long)inflight_applied);
+    assert_true(acked_total > 0);
+    free(model);
+    free(with);
+    free(want);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: in HTKV_SYNC_ALWAYS, every acknowledged write survives kill -9 at a random moment and
+ * a batch is all or nothing. Method: crash_cycles (see the file comment). */
+static void
+test_crash_kill_sync_always(void **state)
+{
+    (void)state;
+    crash_cycles(HTKV_SYNC_ALWAYS, "always");
+}
+
+/* Goal: in HTKV_SYNC_NEVER, acknowledged writes survive kill -9 (the process dies, the page
+ * cache does not). Method: crash_cycles. */
+static void
+test_crash_kill_sync_never(void **state)
+{
+    (void)state;
+    crash_cycles(HTKV_SYNC_NEVER, "never");
+}
+
+/* Goal: in HTKV_SYNC_INTERVAL (5 ms syncer), acknowledged writes survive kill -9, also when
+ * the kill lands in the syncer's fdatasync. Method: crash_cycles. */
+static void
+test_crash_kill_sync_interval(void **state)
+{
+    (void)state;
+    crash_cycles(HTKV_SYNC_INTERVAL, "interval");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crash_kill_sync_always),
+        cmocka_unit_test(test_crash_kill_sync_never),
+        cmocka_unit_test(test_crash_kill_sync_interval),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
