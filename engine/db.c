@@ -283,6 +283,14 @@ open_dir_and_lock(struct htkv_db *db)
         }
     }
     int flags = db->read_only ? O_RDONLY : O_RDWR | O_CREAT;
+    if (!db->read_only) {
+        /* Remember whether LOCK is ours, to remove it again from a foreign directory. */
+        int fd = openat(db->dir_fd, "LOCK", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            db->lock_created = true;
+            close(fd);
+        }
+    }
     db->lock_fd = openat(db->dir_fd, "LOCK", flags | O_CLOEXEC, 0644);
     if (db->lock_fd < 0) {
         if (db->read_only && errno == ENOENT) {
@@ -415,6 +423,8 @@ htkv_open(const htkv_config *cfg, htkv_db **out)
         rc = check_fresh_dir(db);
         if (rc == 0) {
             rc = create_store(db);
+        } else if (rc == HTKV_ENOTSTORE && db->lock_created) {
+            unlinkat(db->dir_fd, "LOCK", 0); /* leave a foreign directory as it was */
         }
     }
     if (rc != 0) {

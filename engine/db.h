@@ -62,6 +62,7 @@ struct htkv_db {
     int dir_fd;
     int lock_fd;
     bool read_only;
+    bool lock_created; /* this open created LOCK */
     uint32_t shard_count;
     uint64_t hash_seed;
     struct manifest *man;

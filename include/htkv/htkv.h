@@ -216,8 +216,9 @@ HTKV_API void htkv_config_init(htkv_config *cfg);
  * @return 0; -EINVAL (bad configuration or NULL argument); HTKV_ELOCKED (open elsewhere, in this
  *         or another process); HTKV_ENOTSTORE (directory holds foreign files); HTKV_EVERSION
  *         (newer format); HTKV_ECORRUPT (damaged files); HTKV_ENOTFOUND (no store and
- *         create_if_missing is 0, or read_only); HTKV_EREADONLY (recovery must write but the store
- *         is opened read_only); -ENOMEM; -ENOSPC; -EIO or another errno from the file system.
+ *         create_if_missing is 0, or read_only); -ENOMEM; -ENOSPC; -EIO or another errno from the
+ *         file system. A read_only open writes nothing: a torn tail is left as it is and simply
+ *         ends what the store serves.
  * @context Any thread. Blocks for recovery.
  */
 HTKV_API HTKV_MUST_USE int htkv_open(const htkv_config *cfg, htkv_db **out);
