@@ -258,7 +258,7 @@ create_store(struct htkv_db *db)
 }
 
 static int
-open_dir_and_lock(struct htkv_db *db)
+open_dir_and_lock(struct htkv_db *db, bool take_lock)
 {
     if (!db->read_only && db->cfg.create_if_missing) {
         if (mkdir(db->dir, 0755) != 0 && errno != EEXIST) {
@@ -300,7 +300,7 @@ open_dir_and_lock(struct htkv_db *db)
         return -errno;
     }
     /* A read-only opener shares the lock with other read-only openers, never with a writer. */
-    if (flock(db->lock_fd, (db->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    if (take_lock && flock(db->lock_fd, (db->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
             htkv_set_error("%s: the store is open in another handle or process", db->dir);
             return HTKV_ELOCKED;
@@ -380,11 +380,17 @@ start_syncer(struct htkv_db *db)
 int
 htkv_open(const htkv_config *cfg, htkv_db **out)
 {
+    return htkv_db_open(cfg, true, out);
+}
+
+int
+htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
+{
     htkv_clear_error();
     if (out != NULL) {
         *out = NULL;
     }
-    if (out == NULL || cfg == NULL) {
+    if (out == NULL || cfg == NULL || (!take_lock && !cfg->read_only)) {
         return -EINVAL;
     }
     int rc = config_check(cfg);
@@ -410,7 +416,7 @@ htkv_open(const htkv_config *cfg, htkv_db **out)
         goto fail;
     }
     db->cfg.data_dir = db->dir;
-    rc = open_dir_and_lock(db);
+    rc = open_dir_and_lock(db, take_lock);
     if (rc != 0) {
         goto fail;
     }

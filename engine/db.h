@@ -123,6 +123,13 @@ db_shard_of(const struct htkv_db *db, uint64_t hash)
     return (uint32_t)((hash >> 32) % db->shard_count);
 }
 
+/*
+ * htkv_open() with a choice: @p take_lock false is allowed only with cfg->read_only and opens
+ * without LOCK, for offline inspection of a store another process is writing (htkvctl
+ * --read-only). Such a handle must cope with concurrent appends: a torn tail is the end.
+ */
+int htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out);
+
 /* Log through cfg.log_fn (or stderr for warnings and errors). */
 void htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

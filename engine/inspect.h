@@ -170,10 +170,7 @@ void htkv_inspect_unlock(int fd);
  * valid records it is retried a few times, since the writer may have completed the record
  * meanwhile.
  *
- * How: htkv_open() always takes the lock, so this opens a private shadow directory (under
- * $TMPDIR or /tmp) whose entries are symbolic links to every entry of @p cfg->data_dir except
- * LOCK, plus a LOCK file of its own. Paths in htkv_last_error() and in log messages name the real
- * directory. The shadow is removed by htkv_inspect_close().
+ * How: the engine's read-only open without taking LOCK (htkv_db_open()); it writes nothing.
  *
  * @param[in]  cfg  Configuration; borrowed; read_only must be set. log_fn/log_ctx are kept until
  *                  htkv_inspect_close().
@@ -184,8 +181,7 @@ void htkv_inspect_unlock(int fd);
 int htkv_inspect_open_unlocked(const htkv_config *cfg, htkv_db **out);
 
 /**
- * Close a handle from htkv_inspect_open_unlocked() and remove its shadow directory; a handle
- * from htkv_open() is simply closed.
+ * Close a handle from htkv_inspect_open_unlocked() or htkv_open().
  * @param[in] db  Taken; NULL accepted.
  * @return What htkv_close() returned.
  */

@@ -379,8 +379,9 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
     s->tail = cut;
     if (junk > cut) {
         db->truncated_bytes += junk - cut;
-        htkv_db_log(db, HTKV_LOG_WARN, "%s: cutting a torn tail of %llu bytes at offset %llu",
-                    s->path, (unsigned long long)(junk - cut), (unsigned long long)cut);
+        htkv_db_log(db, HTKV_LOG_WARN, "%s: %s a torn tail of %llu bytes at offset %llu", s->path,
+                    s->writable ? "cutting" : "ignoring (read-only)",
+                    (unsigned long long)(junk - cut), (unsigned long long)cut);
         if (s->writable) {
             rc = htkv_seg_zero(s, cut, junk);
         }

@@ -1,0 +1,912 @@
+/*
+ * test_htkvctl.c - drive the built htkvctl binary (HTKVCTL_PATH) against real stores: exit
+ * statuses, text and JSON outputs, verify finding damage by file and offset, the lock policy
+ * (refusal of a store another process has open; --read-only without the lock, also while that
+ * process appends), and usage errors.
+ */
+#include "tests/support/testutil.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine/rec.h"
+#include "engine/seg.h"
+
+#ifndef HTKVCTL_PATH
+#error "HTKVCTL_PATH must name the htkvctl binary"
+#endif
+
+#define STORE_KEYS 100 /* key000..key099 = "value-N"; key000..key009 deleted */
+#define STORE_DELETED 10
+#define STORE_BATCH 10 /* batch0..batch9 = "bv" in one batch */
+/* Live keys: 90 + the binary key + the batch. */
+#define STORE_LIVE (STORE_KEYS - STORE_DELETED + 1 + STORE_BATCH)
+
+/* ---- running the binary --------------------------------------------------------------------- */
+
+struct run {
+    int status; /* exit status, or 128 + signal */
+    char *out;  /* stdout, NUL-terminated */
+    char *err;  /* stderr */
+};
+
+static char *
+slurp_fd(int fd)
+{
+    off_t n = lseek(fd, 0, SEEK_END);
+    assert_true(n >= 0);
+    char *b = malloc((size_t)n + 1);
+    assert_non_null(b);
+    assert_int_equal(pread(fd, b, (size_t)n, 0), n);
+    b[n] = '\0';
+    return b;
+}
+
+static int
+tmpfile_fd(void)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    int fd = dup(fileno(f));
+    fclose(f);
+    return fd;
+}
+
+/* Start htkvctl with @p args (NULL-terminated, without argv[0]); outputs go to files. */
+static pid_t
+run_start(const char *const *args, int *out_fd, int *err_fd)
+{
+    const char *argv[32] = { HTKVCTL_PATH };
+    size_t n = 1;
+    for (; args[n - 1] != NULL; n++) {
+        assert_true(n < 31);
+        argv[n] = args[n - 1];
+    }
+    argv[n] = NULL;
+    *out_fd = tmpfile_fd();
+    *err_fd = tmpfile_fd();
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(*out_fd, STDOUT_FILENO);
+        dup2(*err_fd, STDERR_FILENO);
+        execv(HTKVCTL_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void
+run_finish(struct run *r, pid_t pid, int out_fd, int err_fd)
+{
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->out = slurp_fd(out_fd);
+    r->err = slurp_fd(err_fd);
+    close(out_fd);
+    close(err_fd);
+}
+
+static void
+run_argv(struct run *r, const char *const *args)
+{
+    int o, e;
+    pid_t pid = run_start(args, &o, &e);
+    run_finish(r, pid, o, e);
+}
+
+#define RUN(r, ...) run_argv((r), (const char *const[]){ __VA_ARGS__, NULL })
+
+static void
+run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* Assert the exit status, printing both outputs when it is not the one expected. */
+static void
+expect_status(const struct run *r, int status)
+{
+    if (r->status != status) {
+        fprintf(stderr, "htkvctl exited %d, expected %d\n--- stdout\n%s--- stderr\n%s---\n",
+                r->status, status, r->out, r->err);
+    }
+    assert_int_equal(r->status, status);
+}
+
+static void
+expect_contains(const char *hay, const char *needle)
+{
+    if (strstr(hay, needle) == NULL) {
+        fprintf(stderr, "missing \"%s\" in:\n%s\n", needle, hay);
+    }
+    assert_non_null(strstr(hay, needle));
+}
+
+/* ---- a strict JSON syntax check (RFC 8259) --------------------------------------------------- */
+
+static const char *json_value(const char *p, int depth);
+
+static const char *
+json_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') {
+        p++;
+    }
+    return p;
+}
+
+static const char *
+json_str(const char *p)
+{
+    if (*p++ != '"') {
+        return NULL;
+    }
+    while (*p != '"') {
+        if ((unsigned char)*p < 0x20) {
+            return NULL; /* includes the end of the text */
+        }
+        if (*p == '\\') {
+            p++;
+            if (*p == 'u') {
+                for (int i = 1; i <= 4; i++) {
+                    if (!strchr("0123456789abcdefABCDEF", p[i]) || p[i] == '\0') {
+                        return NULL;
+                    }
+                }
+                p += 4;
+            } else if (*p == '\0' || !strchr("\"\\/bfnrt", *p)) {
+                return NULL;
+            }
+        }
+        p++;
+    }
+    return p + 1;
+}
+
+static const char *
+json_num(const char *p)
+{
+    const char *s = p;
+    if (*p == '-') {
+        p++;
+    }
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    } else {
+        return NULL;
+    }
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9') {
+            return NULL;
+        }
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-') {
+            p++;
+        }
+        if (*p < '0' || *p > '9') {
+            return NULL;
+        }
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+    return p > s ? p : NULL;
+}
+
+static const char *
+json_container(const char *p, int depth, char close)
+{
+    p = json_ws(p + 1);
+    if (*p == close) {
+        return p + 1;
+    }
+    for (;;) {
+        if (close == '}') {
+            p = json_str(json_ws(p));
+            if (p == NULL || *(p = json_ws(p)) != ':') {
+                return NULL;
+            }
+            p++;
+        }
+        p = json_value(p, depth + 1);
+        if (p == NULL) {
+            return NULL;
+        }
+        p = json_ws(p);
+        if (*p == close) {
+            return p + 1;
+        }
+        if (*p++ != ',') {
+            return NULL;
+        }
+    }
+}
+
+static const char *
+json_value(const char *p, int depth)
+{
+    p = json_ws(p);
+    if (depth > 64) {
+        return NULL;
+    }
+    switch (*p) {
+    case '{':
+        return json_container(p, depth, '}');
+    case '[':
+        return json_container(p, depth, ']');
+    case '"':
+        return json_str(p);
+    case 't':
+        return strncmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f':
+        return strncmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n':
+        return strncmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    default:
+        return json_num(p);
+    }
+}
+
+/* The whole text is exactly one JSON object. */
+static void
+expect_json_object(const char *text)
+{
+    const char *p = json_ws(text);
+    bool ok = *p == '{';
+    if (ok) {
+        p = json_value(p, 0);
+        ok = p != NULL && *json_ws(p) == '\0';
+    }
+    if (!ok) {
+        fprintf(stderr, "not one JSON object:\n%s\n", text);
+    }
+    assert_true(ok);
+}
+
+/* "key": value (as our writer prints it) is in @p text. */
+static void
+expect_json_member(const char *text, const char *key, const char *value)
+{
+    char needle[256];
+    snprintf(needle, sizeof(needle), "\"%s\": %s", key, value ? value : "");
+    expect_contains(text, needle);
+}
+
+/* ---- stores --------------------------------------------------------------------------------- */
+
+static void
+fill_store(htkv_db *db)
+{
+    char k[32], v[32];
+    for (int i = 0; i < STORE_KEYS; i++) {
+        snprintf(k, sizeof(k), "key%03d", i);
+        snprintf(v, sizeof(v), "value-%d", i);
+        assert_int_equal(htkv_put(db, k, strlen(k), v, strlen(v)), 0);
+    }
+    for (int i = 0; i < STORE_DELETED; i++) {
+        snprintf(k, sizeof(k), "key%03d", i);
+        assert_int_equal(htkv_delete(db, k, strlen(k)), 0);
+    }
+    assert_int_equal(htkv_put(db, "bin\x00\x01", 5, "\xff\x00\n\\x", 5), 0);
+    htkv_batch *b;
+    assert_int_equal(htkv_batch_create(&b), 0);
+    for (int i = 0; i < STORE_BATCH; i++) {
+        snprintf(k, sizeof(k), "batch%d", i);
+        assert_int_equal(htkv_batch_put(b, k, strlen(k), "bv", 2), 0);
+    }
+    assert_int_equal(htkv_write(db, b), 0);
+    htkv_batch_destroy(b);
+}
+
+/* A closed store with the contents above. */
+static char *
+make_store(const char *tag)
+{
+    char *dir = tu_tmpdir(tag);
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    htkv_db *db = tu_open(&cfg);
+    fill_store(db);
+    assert_int_equal(htkv_close(db), 0);
+    return dir;
+}
+
+/* Bytes of every file of a store, concatenated in a fixed order (to prove nothing changed). */
+static char *
+store_bytes(const char *dir, size_t *len)
+{
+    char segs[64][4096];
+    size_t n = tu_segments(dir, segs, 64);
+    char paths[66][4096];
+    snprintf(paths[0], sizeof(paths[0]), "%s/CURRENT", dir);
+    snprintf(paths[1], sizeof(paths[1]), "%s/MANIFEST-000001", dir);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(paths[i + 2], segs[i], sizeof(segs[i]));
+    }
+    char *all = NULL;
+    *len = 0;
+    for (size_t i = 0; i < n + 2; i++) {
+        long long sz = tu_file_size(paths[i]);
+        assert_true(sz >= 0);
+        all = realloc(all, *len + (size_t)sz + 1);
+        assert_non_null(all);
+        assert_int_equal(tu_read_at(paths[i], 0, all + *len, (size_t)sz), 0);
+        *len += (size_t)sz;
+    }
+    return all;
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+/* Goal: --help prints usage and succeeds; bad command lines exit 2 with usage on stderr.
+ * Method: run each shape of bad argument list. */
+static void
+test_htkvctl_usage_and_bad_arguments(void **state)
+{
+    (void)state;
+    struct run r;
+    RUN(&r, "--help");
+    expect_status(&r, 0);
+    expect_contains(r.out, "usage: htkvctl");
+    expect_contains(r.out, "verify");
+    run_free(&r);
+    RUN(&r, "verify", "--help");
+    expect_status(&r, 0);
+    expect_contains(r.out, "usage: htkvctl [--json] [--read-only] [--hex] verify");
+    run_free(&r);
+    RUN(&r, "help", "keys");
+    expect_status(&r, 0);
+    expect_contains(r.out, "--prefix");
+    run_free(&r);
+    RUN(&r, "--version");
+    expect_status(&r, 0);
+    run_free(&r);
+
+    static const char *const bad[][5] = {
+        { NULL },                                   /* no command */
+        { "frobnicate", "/tmp", NULL },             /* unknown command */
+        { "info", NULL },                           /* missing DIR */
+        { "info", "a", "b", NULL },                 /* extra argument */
+        { "--bogus", "info", "/tmp", NULL },        /* unknown global option */
+        { "info", "--bogus", "/tmp", NULL },        /* unknown command option */
+        { "keys", "--limit", "x", "/tmp", NULL },   /* bad count */
+        { "keys", "--limit", "0", "/tmp", NULL },   /* zero count */
+        { "keys", "/tmp", "--limit", NULL },        /* option without its value */
+        { "get", "/tmp", NULL },                    /* missing KEY */
+        { "get", "bad\\q", "/tmp", NULL },          /* unknown escape */
+        { "get", "bad\\x4", "/tmp", NULL },         /* short \x */
+        { "get", "", "/tmp", NULL },                /* empty key */
+        { "verify", "--strict=yes", "/tmp", NULL }, /* flag with a value */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tu_context("bad argument list %zu", i);
+        run_argv(&r, bad[i]);
+        expect_status(&r, 2);
+        expect_contains(r.err, "usage: htkvctl");
+        assert_string_equal(r.out, "");
+        run_free(&r);
+    }
+}
+
+/* Goal: a directory without a store is exit 3 for every command, with a message.
+ * Method: a missing path and an empty directory. */
+static void
+test_htkvctl_no_store_is_exit_3(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("ctl-empty");
+    char missing[4200];
+    snprintf(missing, sizeof(missing), "%s/none", dir);
+    const char *cmds[] = { "info", "segments", "verify", "stats", "keys", "dump" };
+    struct run r;
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        tu_context("%s on a missing store", cmds[i]);
+        RUN(&r, cmds[i], missing);
+        expect_status(&r, 3);
+        expect_contains(r.err, "no htkv store");
+        run_free(&r);
+        RUN(&r, "--read-only", cmds[i], dir);
+        expect_status(&r, 3);
+        run_free(&r);
+    }
+    struct stat st;
+    assert_int_equal(stat(missing, &st), -1); /* nothing was created */
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: info reports the store's figures as text and as one JSON document.
+ * Method: a store with known contents; check the figures in both forms. */
+static void
+test_htkvctl_info_text_and_json(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-info");
+    struct run r;
+    RUN(&r, "info", dir);
+    expect_status(&r, 0);
+    char line[128];
+    snprintf(line, sizeof(line), "live keys:      %d\n", STORE_LIVE);
+    expect_contains(r.out, line);
+    expect_contains(r.out, "format version: 1\n");
+    expect_contains(r.out, "shards:         4\n");
+    expect_contains(r.out, "sync mode:      unknown");
+    expect_contains(r.out, "index memory:");
+    expect_contains(r.out, "dead bytes:");
+    run_free(&r);
+
+    RUN(&r, "--json", "info", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    snprintf(line, sizeof(line), "%d", STORE_LIVE);
+    expect_json_member(r.out, "live_keys", line);
+    expect_json_member(r.out, "format_version", "1");
+    expect_json_member(r.out, "shards", "4");
+    expect_json_member(r.out, "sync_mode", "\"unknown\"");
+    const char *keys[] = { "segments", "live_bytes", "dead_bytes", "last_version", "index_bytes" };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        expect_json_member(r.out, keys[i], NULL);
+    }
+    run_free(&r);
+    /* The global option may follow the command. */
+    RUN(&r, "info", "--json", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: segments lists every segment file; stats prints htkv_stats. Method: compare with the
+ * files on disk and the known key count. */
+static void
+test_htkvctl_segments_and_stats(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-segs");
+    char paths[64][4096];
+    size_t nsegs = tu_segments(dir, paths, 64);
+    struct run r;
+    RUN(&r, "segments", dir);
+    expect_status(&r, 0);
+    size_t lines = 0;
+    for (const char *p = r.out; (p = strchr(p, '\n')) != NULL; p++) {
+        lines++;
+    }
+    assert_int_equal(lines, nsegs + 1); /* header + one row per segment */
+    expect_contains(r.out, "SEALED");
+    run_free(&r);
+
+    RUN(&r, "--json", "segments", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    size_t rows = 0;
+    for (const char *p = r.out; (p = strstr(p, "\"shard\": ")) != NULL; p++) {
+        rows++;
+    }
+    assert_int_equal(rows, nsegs);
+    expect_json_member(r.out, "live_ratio", NULL);
+    expect_json_member(r.out, "hint", "false");
+    run_free(&r);
+
+    RUN(&r, "--json", "stats", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    char n[32];
+    snprintf(n, sizeof(n), "%d", STORE_LIVE);
+    expect_json_member(r.out, "live_keys", n);
+    expect_json_member(r.out, "tombstones", "10");
+    expect_json_member(r.out, "recovered_records", NULL);
+    run_free(&r);
+    RUN(&r, "stats", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, "live_keys");
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: get prints values escaped, as hex, raw and in JSON; KEY takes escapes; a missing key is
+ * exit 1. Method: plain and binary keys of the known store. */
+static void
+test_htkvctl_get_escapes_hex_raw_and_missing(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-get");
+    struct run r;
+    RUN(&r, "get", "key050", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "value-50\n");
+    run_free(&r);
+    RUN(&r, "get", "bin\\x00\\x01", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "\\xff\\x00\\n\\\\x\n");
+    run_free(&r);
+    RUN(&r, "--hex", "get", "bin\\0\\x01", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "ff000a5c78\n");
+    run_free(&r);
+    RUN(&r, "get", "--raw", "bin\\x00\\x01", dir);
+    expect_status(&r, 0);
+    assert_memory_equal(r.out, "\xff\x00\n\\x", 5);
+    run_free(&r);
+    RUN(&r, "--json", "get", "bin\\x00\\x01", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "found", "true");
+    expect_json_member(r.out, "value", "\"\\\\xff\\\\x00\\\\n\\\\\\\\x\"");
+    expect_json_member(r.out, "value_bytes", "5");
+    run_free(&r);
+
+    RUN(&r, "get", "key005", dir); /* deleted */
+    expect_status(&r, 1);
+    expect_contains(r.err, "not found");
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    RUN(&r, "--json", "get", "nokey", dir);
+    expect_status(&r, 1);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "found", "false");
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: keys and dump list in byte order, honour --prefix and --limit, escape binary bytes.
+ * Method: the known store; exact outputs. */
+static void
+test_htkvctl_keys_and_dump(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-keys");
+    struct run r;
+    RUN(&r, "keys", "--prefix", "batch", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "batch0\nbatch1\nbatch2\nbatch3\nbatch4\nbatch5\nbatch6\nbatch7\n"
+                               "batch8\nbatch9\n");
+    run_free(&r);
+    RUN(&r, "keys", "--limit", "3", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "batch0\nbatch1\nbatch2\n");
+    run_free(&r);
+    RUN(&r, "keys", "--prefix=key09", "--limit=2", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "key090\nkey091\n");
+    run_free(&r);
+    RUN(&r, "keys", "--prefix", "key00", dir); /* all deleted */
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    RUN(&r, "dump", "--prefix", "bin", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "bin\\x00\\x01\t\\xff\\x00\\n\\\\x\n");
+    run_free(&r);
+    RUN(&r, "--hex", "dump", "--prefix", "bin\\x00", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "62696e0001\tff000a5c78\n");
+    run_free(&r);
+
+    RUN(&r, "--json", "keys", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    char n[32];
+    snprintf(n, sizeof(n), "%d", STORE_LIVE);
+    expect_json_member(r.out, "count", n);
+    expect_contains(r.out, "\"bin\\\\x00\\\\x01\"");
+    run_free(&r);
+    RUN(&r, "--json", "dump", "--limit", "2", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "count", "2");
+    expect_json_member(r.out, "items", NULL);
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: a clean store verifies clean (text and JSON), and no command writes to it.
+ * Method: verify; compare every file byte for byte before and after all commands. */
+static void
+test_htkvctl_verify_clean_store_changes_nothing(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-verify");
+    size_t len0, len1;
+    char *before = store_bytes(dir, &len0);
+    struct run r;
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, ": clean (0 problems");
+    assert_string_equal(r.err, ""); /* no progress bar: stderr is not a terminal */
+    run_free(&r);
+    RUN(&r, "--json", "verify", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "clean", "true");
+    expect_json_member(r.out, "problems", "[]");
+    char n[32];
+    snprintf(n, sizeof(n), "%d", STORE_LIVE);
+    expect_json_member(r.out, "live_keys", n);
+    expect_json_member(r.out, "engine_live_keys", n);
+    run_free(&r);
+    const char *cmds[] = { "info", "segments", "stats", "keys", "dump" };
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        RUN(&r, "--read-only", cmds[i], dir);
+        expect_status(&r, 0);
+        run_free(&r);
+    }
+    char *after = store_bytes(dir, &len1);
+    assert_int_equal(len0, len1);
+    assert_memory_equal(before, after, len0);
+    free(before);
+    free(after);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Find a SET record of @p dir followed by another record; returns its file and offset. */
+static void
+find_inner_record(const char *dir, char *path, long long *off, long long *val_off)
+{
+    char paths[64][4096];
+    size_t n = tu_segments(dir, paths, 64);
+    struct tu_rec recs[256];
+    for (size_t i = 0; i < n; i++) {
+        size_t k = tu_seg_scan(paths[i], recs, 256);
+        for (size_t j = 0; j + 1 < k && j < 256; j++) {
+            if (recs[j].type == REC_SET && recs[j].val_len > 0 && recs[j].flags == 0) {
+                strcpy(path, paths[i]);
+                *off = recs[j].off;
+                *val_off = recs[j].off + REC_HDR_BYTES + recs[j].key_len;
+                return;
+            }
+        }
+    }
+    fail_msg("no record followed by another one");
+}
+
+/* Goal: verify finds a flipped bit in a record value (not at the tail) and in the manifest,
+ * and prints file and offset; exit 1. Method: flip, verify as text and as JSON. */
+static void
+test_htkvctl_verify_finds_flipped_bits(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-flip");
+    char path[4096];
+    long long off, voff;
+    find_inner_record(dir, path, &off, &voff);
+    assert_int_equal(tu_flip_bit(path, voff, 3), 0);
+    const char *rel = path + strlen(dir) + 1; /* shard-SSS/NNN.seg */
+    char where[4300];
+    snprintf(where, sizeof(where), "%s:%lld: problem: record checksum mismatch", rel, off);
+    struct run r;
+    RUN(&r, "verify", dir);
+    expect_status(&r, 1);
+    expect_contains(r.out, where);
+    expect_contains(r.out, "PROBLEMS FOUND");
+    run_free(&r);
+    RUN(&r, "--json", "verify", dir);
+    expect_status(&r, 1);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "clean", "false");
+    char file[4300];
+    snprintf(file, sizeof(file), "\"file\": \"%s\",\n", rel);
+    expect_contains(r.out, file);
+    snprintf(where, sizeof(where), "\"offset\": %lld,", off);
+    expect_contains(r.out, where);
+    run_free(&r);
+    /* The engine refuses the store, so the other commands cannot open it. */
+    RUN(&r, "info", dir);
+    expect_status(&r, 3);
+    expect_contains(r.err, "verify");
+    run_free(&r);
+
+    /* Undo, then damage the manifest's first edit (INIT, at offset 32). */
+    assert_int_equal(tu_flip_bit(path, voff, 3), 0);
+    char man[4200];
+    snprintf(man, sizeof(man), "%s/MANIFEST-000001", dir);
+    assert_int_equal(tu_flip_bit(man, 32 + 12 + 1, 0), 0);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 1);
+    expect_contains(r.out, "MANIFEST-000001:32: problem:");
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: a torn tail (garbage after the last record of an active segment) is a note, not a
+ * problem, unless --strict; a read-only open ignores it and writes nothing. Method: append a
+ * partial record header after the tail of one segment. */
+static void
+test_htkvctl_verify_torn_tail_is_a_note(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-torn");
+    char paths[64][4096];
+    size_t n = tu_shard_segments(dir, 0, paths, 64);
+    assert_true(n >= 1);
+    const char *seg = paths[n - 1];
+    struct tu_rec recs[256];
+    size_t k = tu_seg_scan(seg, recs, 256);
+    assert_true(k >= 1 && k < 256);
+    long long tail = recs[k - 1].off + recs[k - 1].size;
+    long long size = tu_file_size(seg);
+    if (size < tail + 64) {
+        assert_int_equal(tu_truncate(seg, tail + 4096), 0);
+    }
+    static const unsigned char junk[20] = { 0xde, 0xad, 0xbe, 0xef, 7, 0, 0, 0, 9 };
+    assert_int_equal(tu_write_at(seg, tail, junk, sizeof(junk)), 0);
+    size_t len0, len1;
+    char *before = store_bytes(dir, &len0);
+
+    struct run r;
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    char where[4300];
+    snprintf(where, sizeof(where), "%s:%lld: note: torn tail", seg + strlen(dir) + 1, tail);
+    expect_contains(r.out, where);
+    expect_contains(r.out, ": clean (0 problems, 1 notes)");
+    run_free(&r);
+    RUN(&r, "verify", "--strict", dir);
+    expect_status(&r, 1);
+    run_free(&r);
+    RUN(&r, "info", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, "torn tail:");
+    run_free(&r);
+    char *after = store_bytes(dir, &len1);
+    assert_int_equal(len0, len1);
+    assert_memory_equal(before, after, len0);
+    free(before);
+    free(after);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: while another process has the store open for writing, every command is refused with
+ * exit 3 and a message naming --read-only; with --read-only they work. Method: hold the store
+ * open in this process (another open file description holds the flock) and run the binary. */
+static void
+test_htkvctl_locked_store_refused_unless_read_only(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-locked");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    htkv_db *db = tu_open(&cfg);
+    assert_int_equal(htkv_put(db, "while-open", 10, "yes", 3), 0);
+
+    const char *cmds[] = { "info", "segments", "stats", "verify", "keys", "dump" };
+    struct run r;
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        tu_context("%s on a locked store", cmds[i]);
+        RUN(&r, cmds[i], dir);
+        expect_status(&r, 3);
+        expect_contains(r.err, "open in another process");
+        expect_contains(r.err, "--read-only");
+        run_free(&r);
+        RUN(&r, "--read-only", cmds[i], dir);
+        expect_status(&r, 0);
+        run_free(&r);
+    }
+    RUN(&r, "get", "while-open", dir);
+    expect_status(&r, 3);
+    run_free(&r);
+    RUN(&r, "--json", "info", dir); /* a JSON document says why */
+    expect_status(&r, 3);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "exit_status", "3");
+    expect_contains(r.out, "open in another process");
+    run_free(&r);
+    RUN(&r, "--read-only", "get", "while-open", dir); /* written after the store was opened */
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "yes\n");
+    run_free(&r);
+    RUN(&r, "--read-only", "--json", "info", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    char n[32];
+    snprintf(n, sizeof(n), "%d", STORE_LIVE + 1);
+    expect_json_member(r.out, "live_keys", n);
+    expect_json_member(r.out, "unlocked", "true");
+    run_free(&r);
+    /* The writer is undisturbed. */
+    assert_int_equal(htkv_put(db, "after", 5, "ok", 2), 0);
+    tu_expect(db, "while-open", 10, "yes", 3);
+    assert_int_equal(htkv_close(db), 0);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: --read-only copes with a writer appending concurrently: no false problem, no crash,
+ * exit 0, across segment rotations. Method: keep writing (values of varied sizes, small
+ * segments) while the binary runs verify, info and keys in turn. */
+static void
+test_htkvctl_read_only_during_appends(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_htkvctl_read_only_during_appends");
+    char *dir = tu_tmpdir("ctl-live");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.max_segment_bytes = 1u << 16; /* rotate often */
+    htkv_db *db = tu_open(&cfg);
+    fill_store(db);
+    static const char *const cmds[][3] = {
+        { "verify", NULL }, { "info", NULL }, { "keys", "--limit=50" }, { "segments", NULL }
+    };
+    unsigned char val[2048];
+    uint64_t writes = 0;
+    for (int round = 0; round < 12; round++) {
+        const char *const *cmd = cmds[round % 4];
+        const char *args[6] = { "--read-only", cmd[0], cmd[1] ? cmd[1] : dir, cmd[1] ? dir : NULL,
+                                NULL };
+        int o, e;
+        pid_t pid = run_start(args, &o, &e);
+        int st;
+        while (waitpid(pid, &st, WNOHANG) == 0) {
+            char k[32];
+            uint64_t x = tu_rand(&seed);
+            snprintf(k, sizeof(k), "live%05llu", (unsigned long long)(x % 5000));
+            size_t vlen = (size_t)(x >> 20) % sizeof(val);
+            tu_fill(val, vlen, x);
+            assert_int_equal(htkv_put(db, k, strlen(k), val, vlen), 0);
+            writes++;
+        }
+        struct run r = { .status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+                         .out = slurp_fd(o),
+                         .err = slurp_fd(e) };
+        close(o);
+        close(e);
+        tu_context("round %d: %s", round, cmd[0]);
+        expect_status(&r, 0);
+        assert_null(strstr(r.out, "problem:"));
+        run_free(&r);
+    }
+    fprintf(stderr, "[ctl-live] %llu writes during 12 inspections\n", (unsigned long long)writes);
+    assert_int_equal(htkv_close(db), 0);
+    struct run r;
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_htkvctl_usage_and_bad_arguments),
+        cmocka_unit_test(test_htkvctl_no_store_is_exit_3),
+        cmocka_unit_test(test_htkvctl_info_text_and_json),
+        cmocka_unit_test(test_htkvctl_segments_and_stats),
+        cmocka_unit_test(test_htkvctl_get_escapes_hex_raw_and_missing),
+        cmocka_unit_test(test_htkvctl_keys_and_dump),
+        cmocka_unit_test(test_htkvctl_verify_clean_store_changes_nothing),
+        cmocka_unit_test(test_htkvctl_verify_finds_flipped_bits),
+        cmocka_unit_test(test_htkvctl_verify_torn_tail_is_a_note),
+        cmocka_unit_test(test_htkvctl_locked_store_refused_unless_read_only),
+        cmocka_unit_test(test_htkvctl_read_only_during_appends),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
