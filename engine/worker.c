@@ -380,7 +380,8 @@ worker_main(void *arg)
         return NULL;
     }
     worker_loop(w);
-    htkv_ur_fini(&w->ur);
+    /* The ring and eventfd are closed by htkv_workers_stop() after the join: a stopper may still
+     * be writing to the eventfd to wake this thread. */
     return NULL;
 }
 
@@ -460,6 +461,7 @@ htkv_workers_stop(struct htkv_db *db)
     }
     for (unsigned i = 0; i < db->nworkers; i++) {
         pthread_join(db->workers[i].thread, NULL);
+        htkv_ur_fini(&db->workers[i].ur);
         worker_free(&db->workers[i]);
     }
     htkv_mem_free(db->workers);

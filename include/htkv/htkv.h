@@ -417,7 +417,9 @@ HTKV_API HTKV_MUST_USE int htkv_scan(htkv_db *db, const void *start, size_t slen
 
 /**
  * Stop @p it after @p limit more items (0 = no limit). Page through a range by scanning again
- * from the last key returned plus a 0x00 byte.
+ * from the last key returned plus a 0x00 byte. A last key of HTKV_KEY_MAX bytes has no room for
+ * that byte; no longer key exists, so restart from its successor instead: drop its trailing 0xFF
+ * bytes and add one to the last byte left.
  * @return 0; -EINVAL (NULL iterator).
  */
 HTKV_API HTKV_MUST_USE int htkv_iter_set_limit(htkv_iter *it, uint64_t limit);
