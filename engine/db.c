@@ -143,7 +143,8 @@ static inline int
 db_enter(struct htkv_db *db, unsigned *slot)
 {
     *slot = htkv_ebr_enter(&db->ebr);
-    if (HTKV_UNLIKELY(atomic_load_explicit(&db->closing, memory_order_relaxed))) {
+    /* seq_cst pairs with htkv_close(): it stores closing, then scans the slots. */
+    if (HTKV_UNLIKELY(atomic_load(&db->closing))) {
         htkv_ebr_exit(&db->ebr, *slot);
         return HTKV_ECLOSED;
     }

@@ -473,11 +473,14 @@ int
 htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
 {
     struct worker *w = &db->workers[shard % db->nworkers];
+    /* An async request may be completed and freed by the worker as soon as it is pushed: decide
+     * everything about it before the push. */
+    bool async = r->done != NULL;
     atomic_init(&r->state, WREQ_PENDING);
     r->parts = NULL;
     r->nparts = 0;
     while (!htkv_mpsc_push(&w->q, r)) {
-        if (r->done != NULL) {
+        if (async) {
             return HTKV_EBUSY;
         }
         htkv_ur_wake(&w->ur); /* back-pressure: make sure the worker drains, then retry */
@@ -488,7 +491,7 @@ htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
         atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed)) {
         htkv_ur_wake(&w->ur);
     }
-    if (r->done != NULL) {
+    if (async) {
         return 0;
     }
     wreq_wait(r);
