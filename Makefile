@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all deps build demo test test-release asan tsan format format-check clean
+.PHONY: all deps build demo test test-release asan tsan format format-check clean bench peers
 
 all: build
 
@@ -51,6 +51,25 @@ tsan: deps
 
 test: test-release asan tsan
 	@echo "make test: all suites passed"
+
+# make bench: the Google Benchmark table (bench/, built with -DHTKV_BENCH=ON into build-bench/),
+# then every htkv-perf workload, 3 trials. BENCH_FLAGS: extra htkv-bench flags.
+BENCH_FLAGS ?= --benchmark_min_time=0.2
+bench: deps
+	cmake -S . -B build-bench -DHTKV_BENCH=ON -DCMAKE_BUILD_TYPE=Release
+	cmake --build build-bench -j $(JOBS) --target htkv-bench htkv-perf
+	build-bench/htkv-bench $(BENCH_FLAGS)
+	build-bench/htkv-perf --workload all --trials 3 --dir "$${TMPDIR:-/tmp}/htkv-perf-$$$$"
+
+# make peers: htkv side by side with Debian's RocksDB, LevelDB and LMDB (perf/peers/, built with
+# -DHTKV_PEERS=ON into build-peers/); scripts/peers-deps.sh installs them first. PEERS_FLAGS:
+# htkv-peers flags, e.g. PEERS_FLAGS=--quick.
+PEERS_FLAGS ?=
+peers: deps
+	@./scripts/peers-deps.sh
+	cmake -S . -B build-peers -DHTKV_PEERS=ON -DHTKV_TESTS=OFF -DCMAKE_BUILD_TYPE=Release
+	cmake --build build-peers -j $(JOBS) --target htkv-peers
+	build-peers/htkv-peers $(PEERS_FLAGS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')

@@ -52,7 +52,7 @@ htkv_config_init(htkv_config *cfg)
     }
     memset(cfg, 0, sizeof(*cfg));
     cfg->data_dir = ".hightower";
-    cfg->worker_threads = online_cpus();
+    cfg->worker_threads = 0; /* see htkv.h: inline is the faster default for sync callers */
     cfg->shard_count = 0;
     cfg->max_segment_bytes = 64ull << 20;
     cfg->sync_mode = HTKV_SYNC_INTERVAL;

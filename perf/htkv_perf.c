@@ -1,6 +1,7 @@
 /*
  * htkv_perf.c - load generator for the TARGETS.md workloads on this machine.
  *
+ * The store lives in --dir (default /tmp/htkv-perf-<pid>) and is removed at the end.
  * Usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] [--threads N]
  *                  [--backend auto|uring|sync] [--dir PATH] [--csv]
  * Workloads (one caller thread unless --threads):
@@ -306,7 +307,9 @@ cmp_d(const void *a, const void *b)
 int
 main(int argc, char **argv)
 {
-    struct opts o = { .workload = "all", .dir = "/tmp/htkv-perf", .trials = 3, .workers = 0 };
+    static char default_dir[64];
+    snprintf(default_dir, sizeof(default_dir), "/tmp/htkv-perf-%d", (int)getpid());
+    struct opts o = { .workload = "all", .dir = default_dir, .trials = 3, .workers = 0 };
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
             o.workload = argv[++i];

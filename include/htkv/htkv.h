@@ -124,7 +124,14 @@ typedef void (*htkv_done_fn)(int rc, uint64_t version, void *ctx);
  */
 typedef struct htkv_config {
     const char *data_dir;    /**< Store directory; created if missing. Default ".hightower". */
-    unsigned worker_threads; /**< Worker threads; 0 = inline (caller's thread). Default: CPUs. */
+    /**
+     * Worker threads that own the shards and sync their writes in groups through io_uring;
+     * 0 = inline: every write runs on the caller's thread under its shard's lock (with
+     * leader/follower group commit in HTKV_SYNC_ALWAYS). Default 0: a hand-off to a worker costs
+     * a wake-up whenever the worker sleeps, so inline is faster for synchronous callers; use
+     * workers for the asynchronous API, or with more cores than calling threads.
+     */
+    unsigned worker_threads;
     unsigned shard_count;    /**< Shards, fixed at creation (1..1024); 0 = 2 x CPUs in [4, 64]. */
     uint64_t max_segment_bytes;          /**< Segment rotation size. Default 64 MiB. */
     int sync_mode;                       /**< enum htkv_sync_mode. Default HTKV_SYNC_INTERVAL. */
