@@ -698,15 +698,15 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
     if (vlen != NULL) {
         *vlen = n;
     }
+    if (version != NULL) {
+        *version = e->version; /* also with HTKV_ETOOSMALL: a version check needs no buffer */
+    }
     if (n > cap) {
         rc = HTKV_ETOOSMALL;
         goto out;
     }
     if (n > 0) {
         memcpy(buf, val, n);
-    }
-    if (version != NULL) {
-        *version = e->version;
     }
 out:
     db_exit(db, slot);

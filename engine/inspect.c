@@ -338,31 +338,6 @@ seg_find(struct segwalk *sw, int kind, uint64_t off, const char *fmt, ...)
     return vec_push(&sw->findings, sizeof(f), &f);
 }
 
-static bool
-all_zero(const unsigned char *p, uint64_t n)
-{
-    for (uint64_t i = 0; i < n; i++) {
-        if (p[i] != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* End of the last non-zero byte in [from, end), or from when all zero (recover.c). */
-static uint64_t
-last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end)
-{
-    uint64_t i = end;
-    while (i > from && (i - from) >= 8 && htkv_load64(map + i - 8) == 0) {
-        i -= 8;
-    }
-    while (i > from && map[i - 1] == 0) {
-        i--;
-    }
-    return i;
-}
-
 /* First 8-aligned offset after @p from holding a valid record, or 0 when none (recover.c). */
 static uint64_t
 seg_resync(const struct segwalk *sw, uint64_t from)
@@ -547,7 +522,7 @@ static int
 walk_bad(struct segwalk *sw, struct bstate *b, uint64_t off, uint64_t *next)
 {
     uint64_t head = sw->end - off < REC_HDR_BYTES ? sw->end - off : REC_HDR_BYTES;
-    bool hole = sw->last && all_zero(sw->map + off, head);
+    bool hole = sw->last && htkv_seg_all_zero(sw->map + off, head);
     *next = hole ? 0 : seg_resync(sw, off);
     if (*next == 0) {
         return 0;
@@ -579,7 +554,7 @@ walk_end(struct segwalk *sw, struct bstate *b, uint64_t off, bool torn, bool liv
     if (!torn || (live && sw->last) || cut >= sw->end) {
         return 0;
     }
-    uint64_t junk = last_nonzero_end(sw->map, cut, sw->end);
+    uint64_t junk = htkv_seg_last_nonzero_end(sw->map, cut, sw->end);
     if (junk <= cut) {
         return 0;
     }
@@ -631,7 +606,7 @@ walk_records(struct walk *w, struct segwalk *sw, bool live)
         sw->records++;
         off += size;
         if (sw->sealed) {
-            if (rc == 0 && last_nonzero_end(sw->map, off, sw->end) != off) {
+            if (rc == 0 && htkv_seg_last_nonzero_end(sw->map, off, sw->end) != off) {
                 rc = seg_find(sw, HTKV_INSPECT_PROBLEM, off, "data after the SEAL record");
             }
             break;
@@ -930,7 +905,7 @@ walk_edits(struct walk *w, const char *rel, const unsigned char *buf, uint64_t l
         w->sum->manifest_edits++;
         off += MAN_EDIT_HDR + elen;
     }
-    if (off < len && !all_zero(buf + off, len - off)) {
+    if (off < len && !htkv_seg_all_zero(buf + off, len - off)) {
         report(w, tail_kind(w), rel, off,
                "torn last edit (%llu bytes): never acted upon; a writable open cuts it",
                (unsigned long long)(len - off));

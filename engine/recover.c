@@ -135,31 +135,6 @@ recover_ent(struct recov *rv, struct shard *sh, struct seg *s, uint64_t off,
     return e;
 }
 
-static bool
-all_zero(const unsigned char *p, uint64_t n)
-{
-    for (uint64_t i = 0; i < n; i++) {
-        if (p[i] != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* End of the last non-zero byte in [from, end), or from when all zero. */
-static uint64_t
-last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end)
-{
-    uint64_t i = end;
-    while (i > from && (i - from) >= 8 && htkv_load64(map + i - 8) == 0) {
-        i -= 8;
-    }
-    while (i > from && map[i - 1] == 0) {
-        i--;
-    }
-    return i;
-}
-
 /* First offset after @p from (8-aligned) holding a valid record, or 0 when none. */
 static uint64_t
 resync(struct htkv_db *db, struct seg *s, uint64_t from, uint64_t end)
@@ -238,8 +213,9 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
 
     while (off < end) {
         if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) != 0) {
-            bool hole = last && all_zero(s->map + off,
-                                         end - off < REC_HDR_BYTES ? end - off : REC_HDR_BYTES);
+            bool hole =
+                last && htkv_seg_all_zero(s->map + off,
+                                          end - off < REC_HDR_BYTES ? end - off : REC_HDR_BYTES);
             uint64_t next = hole ? 0 : resync(db, s, off, end);
             if (next == 0) {
                 how = SCAN_TORN;
@@ -352,7 +328,7 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
         db->recovered_records++;
         off += size;
         if (how == SCAN_SEALED) {
-            if (last_nonzero_end(s->map, off, end) != off) {
+            if (htkv_seg_last_nonzero_end(s->map, off, end) != off) {
                 htkv_set_error("%s: data after the SEAL record at offset %llu", s->path,
                                (unsigned long long)off);
                 return HTKV_ECORRUPT;
@@ -375,7 +351,7 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
         return rc;
     }
     batch_discard(rv, sh);
-    uint64_t junk = last_nonzero_end(s->map, cut, end);
+    uint64_t junk = htkv_seg_last_nonzero_end(s->map, cut, end);
     s->tail = cut;
     if (junk > cut) {
         db->truncated_bytes += junk - cut;

@@ -317,6 +317,30 @@ htkv_seg_trim(struct seg *s)
     return fsync(s->fd) == 0 ? 0 : -errno;
 }
 
+bool
+htkv_seg_all_zero(const unsigned char *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+uint64_t
+htkv_seg_last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end)
+{
+    uint64_t i = end;
+    while (i > from && (i - from) >= 8 && htkv_load64(map + i - 8) == 0) {
+        i -= 8;
+    }
+    while (i > from && map[i - 1] == 0) {
+        i--;
+    }
+    return i;
+}
+
 void
 htkv_seg_close(struct seg *s)
 {

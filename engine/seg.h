@@ -83,6 +83,12 @@ int htkv_seg_zero(struct seg *s, uint64_t from, uint64_t to);
 /* Give back allocated space past the tail (at close). 0 or -errno. */
 int htkv_seg_trim(struct seg *s);
 
+/* True when the @p n bytes at @p p are all zero. */
+bool htkv_seg_all_zero(const unsigned char *p, uint64_t n);
+
+/* End of the last non-zero byte of map[from, end), or @p from when they are all zero. */
+uint64_t htkv_seg_last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end);
+
 /* Unmap and close; frees @p s. NULL accepted. */
 void htkv_seg_close(struct seg *s);
 

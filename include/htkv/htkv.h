@@ -270,7 +270,9 @@ HTKV_API HTKV_MUST_USE int htkv_get(htkv_db *db, const void *key, size_t klen, v
 
 /**
  * Like htkv_get(), and also report the version of the value read.
- * @param[out] version  Receives the value's version (0 with HTKV_ENOTFOUND); borrowed; may be NULL.
+ * @param[out] version  Receives the value's version (also with HTKV_ETOOSMALL, so a call with
+ *                      cap 0 learns the version without copying; 0 with HTKV_ENOTFOUND);
+ *                      borrowed; may be NULL.
  * @return As htkv_get().
  * @context Any thread. Lock-free.
  */
