@@ -123,7 +123,7 @@ typedef void (*htkv_done_fn)(int rc, uint64_t version, void *ctx);
  * their defaults. All fields are read by htkv_open() only; the struct is not kept.
  */
 typedef struct htkv_config {
-    const char *data_dir;    /**< Store directory; created if missing. Default ".hightower". */
+    const char *data_dir; /**< Store directory; created if missing. Default ".hightower". */
     /**
      * Worker threads that own the shards and sync their writes in groups through io_uring;
      * 0 = inline: every write runs on the caller's thread under its shard's lock (with
@@ -132,16 +132,19 @@ typedef struct htkv_config {
      * workers for the asynchronous API, or with more cores than calling threads.
      */
     unsigned worker_threads;
-    unsigned shard_count;    /**< Shards, fixed at creation (1..1024); 0 = 2 x CPUs in [4, 64]. */
-    uint64_t max_segment_bytes;          /**< Segment rotation size. Default 64 MiB. */
-    int sync_mode;                       /**< enum htkv_sync_mode. Default HTKV_SYNC_INTERVAL. */
-    unsigned fsync_interval_ms;          /**< For HTKV_SYNC_INTERVAL (1..60000). Default 25. */
+    unsigned shard_count; /**< Shards, fixed at creation (1..1024); 0 = 2 x CPUs in [4, 64]. */
+    uint64_t max_segment_bytes; /**< Segment rotation size. Default 64 MiB. */
+    int sync_mode;              /**< enum htkv_sync_mode. Default HTKV_SYNC_INTERVAL. */
+    unsigned fsync_interval_ms; /**< For HTKV_SYNC_INTERVAL (1..60000). Default 25. */
+    /* Compaction settings: validated and kept, but this version does not compact yet (segments
+     * are never rewritten; htkv_stats.dead_bytes tells what compaction will reclaim). */
     unsigned compaction_interval_ms;     /**< 0 = manual only. Default 60000. */
-    double compaction_min_garbage_ratio; /**< Segments above it are compacted. Default 0.5. */
+    double compaction_min_garbage_ratio; /**< Segments above it are compacted, in [0, 1]. 0.5. */
     int emit_snapshot_after_compaction;  /**< Boolean. Default 1. */
     int io_backend;                      /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
     unsigned queue_depth;                /**< Per-worker queue and ring depth. Default 256. */
-    uint64_t memory_budget_bytes;        /**< Value cache budget; 0 = no cache. Default 0. */
+    uint64_t memory_budget_bytes;        /**< Value cache budget; 0 = none. Default 0. Not used yet:
+                                              values are read from the page cache. */
     uint32_t max_value_bytes; /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
     int read_only;            /**< Boolean: open without writing anything. Default 0. */
     int create_if_missing;    /**< Boolean: create an empty store if none exists. Default 1. */
