@@ -133,6 +133,12 @@ tt_cut_every_offset(struct tt_store *s, uint64_t seed, enum tt_range range)
                 for (size_t i = 0; i < junk_len; i++) {
                     junk[i] = (unsigned char)tu_rand(&rng);
                 }
+                /* The first junk byte must differ from the byte it replaces: a junk byte equal
+                 * to the last byte of the record would leave the record whole (1 in 256). */
+                unsigned char orig;
+                if (tu_read_at(wseg, cut, &orig, 1) == 0 && junk[0] == orig) {
+                    junk[0] ^= 0xFF;
+                }
                 assert_int_equal(tu_write_at(wseg, cut, junk, junk_len), 0);
             }
             htkv_config cfg = s->cfg;
