@@ -1338,7 +1338,7 @@ htkv_inspect_segments(htkv_db *db, htkv_inspect_seg_fn fn, void *ctx)
                 .live_bytes = atomic_load_explicit(&s->live_bytes, memory_order_relaxed),
                 .dead_bytes = atomic_load_explicit(&s->dead_bytes, memory_order_relaxed),
                 .sealed = s->sealed,
-                .hint = false, /* TODO(#hint-files): set when hint files exist */
+                .hint = false, /* this version writes no hint files */
             };
         }
         pthread_mutex_unlock(&sh->lock);
