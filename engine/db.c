@@ -529,18 +529,22 @@ static int
 db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
           uint32_t vlen, uint64_t hash)
 {
+    uint64_t t0 = htkv_now_ns();
     if (db->nworkers == 0) {
         uint64_t version;
-        return htkv_shard_put1(db, type, key, klen, val, vlen, hash, &version);
+        return htkv_shard_put1(db, type, key, klen, val, vlen, hash, &version, t0);
     }
     uint32_t shard = db_shard_of(db, hash);
+    struct shard_metrics *m = &db_shard(db, shard)->metrics;
     struct wreq r = { .kind = type == REC_SET ? WREQ_PUT : WREQ_DEL,
                       .klen = klen,
                       .vlen = vlen,
                       .shard = shard,
                       .key = key,
                       .val = val,
-                      .hash = hash };
+                      .hash = hash,
+                      .hist = type == REC_SET ? &m->put : &m->del,
+                      .t0_ns = t0 };
     return htkv_worker_submit(db, shard, &r);
 }
 
@@ -664,6 +668,9 @@ db_value(struct htkv_db *db, const struct hidx_ent *e, const unsigned char **val
     return 0;
 }
 
+/* Gets since this thread's last timed one: every METRICS_GET_SAMPLE-th get is timed. */
+static _Thread_local unsigned get_tick;
+
 int
 htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
                  uint64_t *version)
@@ -678,6 +685,10 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
     if (rc != 0) {
         return rc;
     }
+    uint64_t t0 = 0;
+    if (HTKV_UNLIKELY((++get_tick & (METRICS_GET_SAMPLE - 1)) == 0)) {
+        t0 = htkv_now_ns();
+    }
     unsigned slot;
     rc = db_enter(db, &slot);
     if (rc != 0) {
@@ -685,12 +696,12 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
     struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
+    const unsigned char *val;
+    uint32_t n;
     if (e == NULL || e->del) {
         rc = HTKV_ENOTFOUND;
         goto out;
     }
-    const unsigned char *val;
-    uint32_t n;
     rc = db_value(db, e, &val, &n);
     if (rc != 0) {
         goto out;
@@ -709,6 +720,12 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
         memcpy(buf, val, n);
     }
 out:
+    htkv_ebr_count_read(&db->ebr, slot);
+    if (HTKV_UNLIKELY(t0 != 0)) {
+        uint64_t now = htkv_now_ns();
+        struct shard *sh = db_shard(db, db_shard_of(db, hash));
+        htkv_hist_record_shared(&sh->metrics.get, now > t0 ? now - t0 : 0);
+    }
     db_exit(db, slot);
     return rc;
 }
@@ -913,6 +930,19 @@ db_batch_shard(struct htkv_db *db, const htkv_batch *b)
     return db_shard_of(db, htkv_hash(b->data + op->data_off, op->klen, db->hash_seed));
 }
 
+/* Record an inline batch's latency in its first shard's histogram (any thread: atomic adds).
+ * A batch without operations touches no shard and is not counted. */
+static void
+db_batch_record(struct htkv_db *db, const htkv_batch *b, uint64_t t0_ns)
+{
+    if (b->nops == 0) {
+        return;
+    }
+    uint64_t now = htkv_now_ns();
+    struct shard *sh = db_shard(db, db_batch_shard(db, b));
+    htkv_hist_record_shared(&sh->metrics.batch, now > t0_ns ? now - t0_ns : 0);
+}
+
 int
 htkv_write(htkv_db *db, htkv_batch *b)
 {
@@ -928,6 +958,7 @@ htkv_write(htkv_db *db, htkv_batch *b)
             return HTKV_ETOOBIG;
         }
     }
+    uint64_t t0 = htkv_now_ns();
     unsigned slot;
     rc = db_enter(db, &slot);
     if (rc != 0) {
@@ -936,9 +967,12 @@ htkv_write(htkv_db *db, htkv_batch *b)
     uint64_t version = 0;
     if (db->nworkers == 0 || b->nops == 0) {
         rc = htkv_shard_apply(db, b, &version);
+        db_batch_record(db, b, t0);
     } else {
-        struct wreq r = { .kind = WREQ_BATCH, .batch = b };
         uint32_t shard = db_batch_shard(db, b);
+        struct wreq r = {
+            .kind = WREQ_BATCH, .batch = b, .hist = &db_shard(db, shard)->metrics.batch, .t0_ns = t0
+        };
         rc = htkv_worker_submit(db, shard, &r);
         version = r.version;
     }
@@ -978,9 +1012,11 @@ db_async1(htkv_db *db, uint8_t type, const void *key, size_t klen, const void *v
         return rc;
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
+    uint64_t t0 = htkv_now_ns();
     if (db->nworkers == 0) {
         uint64_t version = 0;
-        rc = htkv_shard_put1(db, type, key, (uint32_t)klen, val, (uint32_t)vlen, hash, &version);
+        rc =
+            htkv_shard_put1(db, type, key, (uint32_t)klen, val, (uint32_t)vlen, hash, &version, t0);
         db_exit(db, slot);
         return db_async_inline(rc, version, done, ctx);
     }
@@ -1004,7 +1040,10 @@ db_async1(htkv_db *db, uint8_t type, const void *key, size_t klen, const void *v
                         .val = copy + klen,
                         .hash = hash,
                         .done = done,
-                        .ctx = ctx };
+                        .ctx = ctx,
+                        .hist = type == REC_SET ? &db_shard(db, shard)->metrics.put
+                                                : &db_shard(db, shard)->metrics.del,
+                        .t0_ns = t0 };
     rc = htkv_worker_submit(db, shard, r);
     if (rc != 0) {
         htkv_mem_free(r);
@@ -1086,9 +1125,11 @@ htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done, void *ctx)
     if (rc != 0) {
         return rc;
     }
+    uint64_t t0 = htkv_now_ns();
     if (db->nworkers == 0 || b->nops == 0) {
         uint64_t version = 0;
         rc = htkv_shard_apply(db, b, &version);
+        db_batch_record(db, b, t0);
         db_exit(db, slot);
         return db_async_inline(rc, version, done, ctx);
     }
@@ -1100,8 +1141,15 @@ htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done, void *ctx)
         db_exit(db, slot);
         return -ENOMEM;
     }
-    *r = (struct wreq){ .kind = WREQ_BATCH, .heap = true, .batch = copy, .done = done, .ctx = ctx };
-    rc = htkv_worker_submit(db, db_batch_shard(db, copy), r);
+    uint32_t shard = db_batch_shard(db, copy);
+    *r = (struct wreq){ .kind = WREQ_BATCH,
+                        .heap = true,
+                        .batch = copy,
+                        .done = done,
+                        .ctx = ctx,
+                        .hist = &db_shard(db, shard)->metrics.batch,
+                        .t0_ns = t0 };
+    rc = htkv_worker_submit(db, shard, r);
     if (rc != 0) {
         htkv_batch_destroy(copy);
         htkv_mem_free(r);
@@ -1182,6 +1230,24 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->io_backend = htkv_workers_backend(db);
     out->sync_mode = db->cfg.sync_mode;
     out->no_space = atomic_load(&db->no_space);
+    out->gets = htkv_ebr_reads(&db->ebr);
     db_exit(db, slot);
     return 0;
+}
+
+int
+htkv_metrics_write(htkv_db *db, FILE *f, int format)
+{
+    if (db == NULL || f == NULL ||
+        (format != HTKV_METRICS_TEXT && format != HTKV_METRICS_PROMETHEUS)) {
+        return -EINVAL;
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = htkv_metrics_emit(db, f, format);
+    db_exit(db, slot);
+    return rc;
 }

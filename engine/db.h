@@ -14,6 +14,7 @@
 #include "engine/hidx.h"
 #include "engine/internal.h"
 #include "engine/manifest.h"
+#include "engine/metrics.h"
 #include "engine/seg.h"
 #include "engine/trie.h"
 
@@ -47,6 +48,7 @@ struct shard {
     uint64_t tombstones;
     uint64_t entry_bytes;
     uint64_t puts, deletes, batches;
+    struct shard_metrics metrics;
     char dir[]; /* path of shard-SSS */
 };
 
@@ -156,9 +158,14 @@ int htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *v
 int htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
                            uint32_t *shards_out, uint32_t *nshards_out);
 
-/* Single-op fast path used by htkv_put/htkv_delete. */
+/*
+ * Single-op fast path used by htkv_put/htkv_delete. A non-zero @p t0_ns (htkv_now_ns() when the
+ * caller's call began) records the call's latency in the shard's put or delete histogram under
+ * the lock; 0 records nothing (a worker: the caller's latency is recorded at completion).
+ */
 int htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen,
-                    const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
+                    const void *val, uint32_t vlen, uint64_t hash, uint64_t *version,
+                    uint64_t t0_ns);
 
 /*
  * Stage one put or delete in @p sh (lock held): prepare, append, install as a pending entry.
@@ -186,8 +193,18 @@ shard_active(struct shard *sh)
     return sh->nsegs > 0 ? sh->segs[sh->nsegs - 1] : NULL;
 }
 
+/*
+ * Metrics of a group sync of @p sh (lock held at both calls): begin returns the writes the sync
+ * covers and starts a new group; end records the sync's latency since @p t0_ns and the group.
+ */
+uint64_t htkv_shard_sync_begin(struct shard *sh);
+void htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns);
+
 /* fdatasync the active segment of @p sh if dirty. 0, HTKV_EFAILED. */
 int htkv_shard_sync(struct shard *sh);
+
+/* metrics.c: write the report of htkv_metrics_write() (call guard held, format checked). */
+int htkv_metrics_emit(struct htkv_db *db, FILE *f, int format);
 
 /* recover.c */
 int htkv_recover(struct htkv_db *db);

@@ -19,7 +19,8 @@
 
 struct ebr_slot {
     _Atomic uint64_t epoch; /* 0 = idle, else the global epoch seen at entry */
-    char pad[HTKV_CACHELINE - sizeof(uint64_t)];
+    _Atomic uint64_t reads; /* gets counted by the slot's holders (written by the holder only) */
+    char pad[HTKV_CACHELINE - 2 * sizeof(uint64_t)];
 };
 
 struct ebr {
@@ -52,6 +53,27 @@ static inline void
 htkv_ebr_exit(struct ebr *e, unsigned slot)
 {
     atomic_store_explicit(&e->slots[slot].epoch, 0, memory_order_release);
+}
+
+/* Count one get in @p slot, which the caller holds: the line is already the caller's, and only
+ * the holder writes the counter (a plain load and store, ordered by the slot's CAS and release). */
+static inline void
+htkv_ebr_count_read(struct ebr *e, unsigned slot)
+{
+    _Atomic uint64_t *c = &e->slots[slot].reads;
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* Sum of the gets counted in every slot. */
+static inline uint64_t
+htkv_ebr_reads(struct ebr *e)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < EBR_SLOTS; i++) {
+        n += atomic_load_explicit(&e->slots[i].reads, memory_order_relaxed);
+    }
+    return n;
 }
 
 /* Stamp for an object unlinked just now (call after unlinking). */

@@ -471,6 +471,22 @@ htkv_shard_trie_ensure(struct shard *sh)
     return rc;
 }
 
+uint64_t
+htkv_shard_sync_begin(struct shard *sh)
+{
+    uint64_t group = sh->metrics.unsynced_writes;
+    sh->metrics.unsynced_writes = 0;
+    return group;
+}
+
+void
+htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns)
+{
+    uint64_t now = htkv_now_ns();
+    htkv_hist_record(&sh->metrics.sync, now > t0_ns ? now - t0_ns : 0);
+    htkv_hist_record(&sh->metrics.group, group);
+}
+
 /*
  * Wait (lock held) until @p version is durable and visible, syncing as the group's leader when no
  * sync is in flight: writers that staged while a sync ran share the next one (group commit).
@@ -491,10 +507,13 @@ shard_wait_durable(struct shard *sh, uint64_t version)
         sh->syncing = true;
         uint64_t target = sh->appended;
         struct seg *s = shard_active(sh); /* segments sealed earlier were synced by the seal */
+        uint64_t group = htkv_shard_sync_begin(sh);
+        uint64_t t0 = htkv_now_ns();
         pthread_mutex_unlock(&sh->lock);
         int rc = htkv_seg_sync(s);
         atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
         pthread_mutex_lock(&sh->lock);
+        htkv_shard_sync_end(sh, group, t0);
         sh->syncing = false;
         if (rc != 0) {
             htkv_shard_fail_sync(sh, s, rc);
@@ -562,13 +581,15 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
                             .del = type == REC_DEL };
     shard_install(sh, e);
     sh->appended = v;
+    sh->metrics.unsynced_writes++;
+    hist_add(&sh->metrics.bytes_written, size);
     *version = v;
     return 0;
 }
 
 int
 htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
-                uint32_t vlen, uint64_t hash, uint64_t *version_out)
+                uint32_t vlen, uint64_t hash, uint64_t *version_out, uint64_t t0_ns)
 {
     struct shard *sh = db_shard(db, db_shard_of(db, hash));
     uint64_t version = 0;
@@ -576,6 +597,12 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
     int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
     if (rc == 0) {
         rc = shard_commit(sh, version);
+    }
+    if (t0_ns != 0) {
+        /* Under the lock: this thread is the histogram's only writer now. */
+        uint64_t now = htkv_now_ns();
+        htkv_hist_record(type == REC_SET ? &sh->metrics.put : &sh->metrics.del,
+                         now > t0_ns ? now - t0_ns : 0);
     }
     pthread_mutex_unlock(&sh->lock);
     *version_out = rc == 0 ? version : 0;
@@ -732,8 +759,11 @@ batch_sync_parts(struct htkv_db *db, struct part *parts, uint32_t nparts, uint64
         }
         struct shard *sh = db_shard(db, parts[i].shard);
         struct seg *s = shard_active(sh);
+        uint64_t group = htkv_shard_sync_begin(sh);
+        uint64_t t0 = htkv_now_ns();
         int rc = htkv_seg_sync(s);
         atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+        htkv_shard_sync_end(sh, group, t0);
         if (rc != 0) {
             htkv_shard_fail_sync(sh, s, rc);
             return HTKV_EFAILED;
@@ -815,6 +845,8 @@ htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t 
         }
         sh->appended = version;
         sh->batches++;
+        sh->metrics.unsynced_writes++;
+        hist_add(&sh->metrics.bytes_written, parts[i].bytes);
         shards_out[(*nshards_out)++] = parts[i].shard;
         if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
             rc = shard_commit(sh, version);
@@ -889,14 +921,16 @@ htkv_shard_sync(struct shard *sh)
      * valid outside the lock, and the fdatasync does not hold writers up. Segments sealed since
      * were synced by their seal. */
     struct seg *s = shard_active(sh);
+    uint64_t group = htkv_shard_sync_begin(sh);
+    uint64_t t0 = htkv_now_ns();
     pthread_mutex_unlock(&sh->lock);
     int rc = htkv_seg_sync(s);
     atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    pthread_mutex_lock(&sh->lock);
+    htkv_shard_sync_end(sh, group, t0);
     if (rc != 0) {
-        pthread_mutex_lock(&sh->lock);
         htkv_shard_fail_sync(sh, s, rc);
-        pthread_mutex_unlock(&sh->lock);
-        return HTKV_EFAILED;
     }
-    return 0;
+    pthread_mutex_unlock(&sh->lock);
+    return rc != 0 ? HTKV_EFAILED : 0;
 }

@@ -77,6 +77,15 @@ cpu_relax(void)
 static void
 wreq_complete(struct wreq *r, int rc, uint64_t version)
 {
+    if (r->hist != NULL) {
+        uint64_t now = htkv_now_ns();
+        uint64_t ns = now > r->t0_ns ? now - r->t0_ns : 0;
+        if (r->kind == WREQ_BATCH) {
+            htkv_hist_record_shared(r->hist, ns);
+        } else {
+            htkv_hist_record(r->hist, ns);
+        }
+    }
     if (r->parts != NULL && r->parts != &r->part_one) {
         htkv_mem_free(r->parts);
     }
@@ -158,7 +167,7 @@ worker_stage(struct worker *w, struct wreq *r)
     } else {
         uint8_t type = r->kind == WREQ_PUT ? REC_SET : REC_DEL;
         if (!always) {
-            rc = htkv_shard_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version);
+            rc = htkv_shard_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version, 0);
             wreq_complete(r, rc, version);
             return;
         }
@@ -184,6 +193,15 @@ worker_stage(struct worker *w, struct wreq *r)
     }
 }
 
+/* An fsync could not be submitted: its writes join the next group. */
+static void
+worker_sync_unbegin(struct shard *sh, uint64_t group)
+{
+    pthread_mutex_lock(&sh->lock);
+    sh->metrics.unsynced_writes += group;
+    pthread_mutex_unlock(&sh->lock);
+}
+
 /* Submit a group fsync for every shard that a waiting request still needs. */
 static void
 worker_submit_group_syncs(struct worker *w)
@@ -202,14 +220,19 @@ worker_submit_group_syncs(struct worker *w)
             uint64_t target = sh->appended;
             struct seg *seg = shard_active(sh);
             bool failed = sh->failed;
+            uint64_t group = failed ? 0 : htkv_shard_sync_begin(sh);
             pthread_mutex_unlock(&sh->lock);
             if (failed) {
                 continue;
             }
+            w->inflight_t0[s] = htkv_now_ns();
+            w->inflight_group[s] = group;
             if (htkv_ur_fsync(&w->ur, seg->fd, s) == 0) {
                 w->inflight_target[s] = target;
                 w->inflight_seg[s] = seg;
                 atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+            } else {
+                worker_sync_unbegin(sh, group);
             }
         }
     }
@@ -229,12 +252,16 @@ worker_interval_syncs(struct worker *w)
         pthread_mutex_lock(&sh->lock);
         atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
         struct seg *seg = shard_active(sh);
+        uint64_t group = htkv_shard_sync_begin(sh);
         pthread_mutex_unlock(&sh->lock);
+        w->inflight_t0[s] = htkv_now_ns();
+        w->inflight_group[s] = group;
         if (htkv_ur_fsync(&w->ur, seg->fd, UD_INTERVAL | s) == 0) {
             w->inflight_seg[s] = seg;
             atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
         } else {
             atomic_store_explicit(&sh->dirty, true, memory_order_relaxed); /* retry next time */
+            worker_sync_unbegin(sh, group);
         }
     }
 }
@@ -248,6 +275,7 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
     HTKV_ASSERT(s < db->shard_count);
     struct shard *sh = db_shard(db, s);
     pthread_mutex_lock(&sh->lock);
+    htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
     if (res < 0) {
         htkv_shard_fail_sync(sh, w->inflight_seg[s], res);
     } else if ((ud & UD_INTERVAL) == 0) {
@@ -392,6 +420,8 @@ worker_free(struct worker *w)
     htkv_mem_free(w->waiting);
     htkv_mem_free(w->inflight_target);
     htkv_mem_free(w->inflight_seg);
+    htkv_mem_free(w->inflight_t0);
+    htkv_mem_free(w->inflight_group);
 }
 
 int
@@ -419,7 +449,10 @@ htkv_workers_start(struct htkv_db *db)
         rc = htkv_mpsc_init(&w->q, qcap);
         w->inflight_target = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
         w->inflight_seg = htkv_mem_calloc(db->shard_count, sizeof(struct seg *));
-        if (rc == 0 && (w->inflight_target == NULL || w->inflight_seg == NULL)) {
+        w->inflight_t0 = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
+        w->inflight_group = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
+        if (rc == 0 && (w->inflight_target == NULL || w->inflight_seg == NULL ||
+                        w->inflight_t0 == NULL || w->inflight_group == NULL)) {
             rc = -ENOMEM;
         }
         if (rc == 0) {

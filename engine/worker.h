@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "engine/internal.h"
+#include "engine/metrics.h"
 #include "engine/mpsc.h"
 #include "uring/ur.h"
 
@@ -46,6 +47,11 @@ struct wreq {
     _Atomic uint32_t state;
     htkv_done_fn done; /* async */
     void *ctx;
+    /* Latency of the caller's call, recorded at completion into `hist` when it is set: plainly
+     * for puts and deletes (the worker owning the shard is the histogram's only writer), with
+     * atomic adds for batches (any worker may run one). */
+    struct htkv_hist *hist;
+    uint64_t t0_ns;
 };
 
 struct worker {
@@ -64,6 +70,8 @@ struct worker {
     /* Per shard of the store: target version of this worker's fsync in flight (0 = none). */
     uint64_t *inflight_target;
     struct seg **inflight_seg;
+    uint64_t *inflight_t0;     /* when each shard's fsync in flight was submitted (metrics) */
+    uint64_t *inflight_group;  /* writes it covers (metrics) */
     uint64_t next_interval_ns; /* HTKV_SYNC_INTERVAL: when to sync dirty shards next */
 };
 

@@ -180,6 +180,15 @@ struct htkv_stats {
     int sync_mode;              /**< enum htkv_sync_mode in force. */
     int failed;                 /**< Boolean: a shard refuses writes after a failed fdatasync. */
     int no_space;               /**< Boolean: writes are refused after ENOSPC. */
+    uint64_t gets;              /**< htkv_get()/htkv_get_version() calls since open. */
+};
+
+/** Output format of htkv_metrics_write(). */
+enum htkv_metrics_format {
+    /** A table for people: per operation and per shard, one line each. */
+    HTKV_METRICS_TEXT = 0,
+    /** The Prometheus text exposition format (version 0.0.4), metric names prefixed htkv_. */
+    HTKV_METRICS_PROMETHEUS = 1,
 };
 
 typedef struct htkv_db htkv_db;       /* one open store; thread-safe handle */
@@ -503,6 +512,35 @@ HTKV_API HTKV_MUST_USE int htkv_flush(htkv_db *db);
  * @context Any thread. Takes each shard's writer lock briefly.
  */
 HTKV_API HTKV_MUST_USE int htkv_stats(htkv_db *db, struct htkv_stats *out);
+
+/**
+ * Write the store's operation metrics to @p f: counts and latency histograms per operation
+ * (get, put, delete, batch) and, per shard, live keys, record bytes written, fdatasync latency
+ * and group size (writes made durable by each fdatasync).
+ *
+ * Metrics are always on and cost a few adds per operation: every put, delete and batch is timed
+ * (as its caller sees it: queueing, lock and sync waits included); one get in 64 per thread is
+ * timed, while get counts are exact. Latency buckets are log-linear (4 per power of two, so a
+ * percentile is within 25% of the true value). Figures count from htkv_open() and are not
+ * persisted; operations that return an error are counted too.
+ *
+ * HTKV_METRICS_TEXT prints a table: per operation count, p50, p99, p99.9 and max; per shard
+ * keys, bytes_written, syncs, group size p50/max, fdatasync p50/p99.
+ * HTKV_METRICS_PROMETHEUS prints `# HELP`/`# TYPE` lines and samples: htkv_ops_total{op},
+ * htkv_op_latency_seconds{op} (histogram), htkv_shard_keys{shard} (gauge),
+ * htkv_shard_bytes_written_total{shard}, htkv_shard_fdatasync_seconds{shard} (histogram) and
+ * htkv_shard_sync_group_size{shard} (histogram); histogram buckets are cumulative, at each
+ * power of two up to the largest value seen, then le="+Inf", which equals _count.
+ *
+ * @param[in] db      Handle; borrowed.
+ * @param[in] f       Open stream; borrowed. Flushed before returning, not closed.
+ * @param[in] format  One of enum htkv_metrics_format.
+ * @return 0; -EINVAL (NULL @p db or @p f, unknown format); HTKV_ECLOSED; -ENOMEM; -EIO (writing
+ *         to @p f failed: its error indicator is set, the output may be partial).
+ * @context Any thread. Takes each shard's writer lock briefly; does not wait for I/O of the
+ *          store (only for @p f).
+ */
+HTKV_API HTKV_MUST_USE int htkv_metrics_write(htkv_db *db, FILE *f, int format);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,306 @@
+/*
+ * metrics.c - log-linear histograms, and the text and Prometheus reports of htkv_metrics_write().
+ *
+ * Design. Every figure is collected where it happens at the cost of a few plain adds: writers
+ * record their latency into their shard's histograms under the shard lock (or, in worker mode,
+ * on the worker that owns the shard), fdatasyncs record their latency and the number of writes
+ * they covered, and readers time one get in METRICS_GET_SAMPLE per thread into a shared
+ * histogram with relaxed atomic adds. Exact get counts come from the EBR slot a get already
+ * owns (ebr_slot.reads), so the common get touches no shared line it did not touch before.
+ * A report reads everything with relaxed loads: figures recorded during the report may be
+ * partly seen, which is acceptable for monitoring.
+ *
+ * Invariants
+ *   1. A value v lies in [htkv_hist_lower(b), htkv_hist_upper(b)] for b = htkv_hist_bucket(v).
+ *   2. Bucket bounds increase with b, and upper(b) + 1 == lower(b + 1).
+ *   3. In a report, a histogram's _count equals the sum of its buckets (both come from one
+ *      snapshot), so the +Inf bucket always equals _count.
+ */
+#include "engine/metrics.h"
+
+#include <stdio.h>
+
+#include "engine/db.h"
+
+/* ---- histograms ----------------------------------------------------------------------------- */
+
+uint64_t
+htkv_hist_lower(unsigned b)
+{
+    HTKV_ASSERT(b < METRICS_BUCKETS);
+    if (b < METRICS_SUB) {
+        return b;
+    }
+    unsigned e = b / METRICS_SUB + 1;
+    uint64_t sub = b % METRICS_SUB;
+    return (METRICS_SUB + sub) << (e - METRICS_SUB_BITS);
+}
+
+uint64_t
+htkv_hist_upper(unsigned b)
+{
+    HTKV_ASSERT(b < METRICS_BUCKETS);
+    if (b == METRICS_BUCKETS - 1) {
+        return UINT64_MAX; /* values past 2^37 ns are clamped into it */
+    }
+    uint64_t upper = htkv_hist_lower(b + 1) - 1;
+    HTKV_ASSERT(upper >= htkv_hist_lower(b));
+    return upper;
+}
+
+void
+htkv_hist_record_shared(struct htkv_hist *h, uint64_t v)
+{
+    atomic_fetch_add_explicit(&h->buckets[htkv_hist_bucket(v)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
+    uint64_t m = atomic_load_explicit(&h->max, memory_order_relaxed);
+    while (v > m && !atomic_compare_exchange_weak_explicit(&h->max, &m, v, memory_order_relaxed,
+                                                           memory_order_relaxed)) {
+    }
+}
+
+void
+htkv_hist_read(struct htkv_hist *h, struct hist_snap *out)
+{
+    HTKV_ASSERT(h != NULL);
+    HTKV_ASSERT(out != NULL);
+    out->count = 0;
+    for (unsigned b = 0; b < METRICS_BUCKETS; b++) {
+        out->buckets[b] = atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
+        out->count += out->buckets[b];
+    }
+    out->sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
+    out->max = atomic_load_explicit(&h->max, memory_order_relaxed);
+}
+
+void
+htkv_hist_merge(struct hist_snap *into, const struct hist_snap *from)
+{
+    for (unsigned b = 0; b < METRICS_BUCKETS; b++) {
+        into->buckets[b] += from->buckets[b];
+    }
+    into->count += from->count;
+    into->sum += from->sum;
+    into->max = from->max > into->max ? from->max : into->max;
+}
+
+uint64_t
+htkv_hist_percentile(const struct hist_snap *s, double q)
+{
+    if (s->count == 0) {
+        return 0;
+    }
+    q = q < 0.0 ? 0.0 : q > 1.0 ? 1.0 : q;
+    double r = q * (double)s->count;
+    uint64_t rank = (uint64_t)r;
+    rank += (double)rank < r; /* ceil */
+    rank = rank == 0 ? 1 : rank > s->count ? s->count : rank;
+    uint64_t seen = 0;
+    for (unsigned b = 0; b < METRICS_BUCKETS; b++) {
+        seen += s->buckets[b];
+        if (seen >= rank) {
+            uint64_t u = htkv_hist_upper(b);
+            return u < s->max ? u : s->max;
+        }
+    }
+    return s->max; /* a snapshot racing with records: count and buckets agree, so unreachable */
+}
+
+/* ---- report --------------------------------------------------------------------------------- */
+
+enum report_op { OP_GET, OP_PUT, OP_DEL, OP_BATCH, OP_COUNT };
+
+static const char *const op_names[OP_COUNT] = { "get", "put", "delete", "batch" };
+
+/* Everything a report prints, copied first so that formatting holds no lock. */
+struct report {
+    struct hist_snap ops[OP_COUNT]; /* store-wide */
+    uint64_t gets;                  /* exact count of gets (the get histogram is sampled) */
+    uint32_t nshards;
+    struct report_shard {
+        uint64_t keys;
+        uint64_t bytes_written;
+        struct hist_snap sync;
+        struct hist_snap group;
+    } * shards;
+};
+
+static struct htkv_hist *
+shard_op_hist(struct shard_metrics *m, int op)
+{
+    switch (op) {
+    case OP_GET:
+        return &m->get;
+    case OP_PUT:
+        return &m->put;
+    case OP_DEL:
+        return &m->del;
+    case OP_BATCH:
+        return &m->batch;
+    }
+    HTKV_UNREACHABLE();
+}
+
+static void
+report_collect(struct htkv_db *db, struct report *r)
+{
+    struct hist_snap tmp;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        struct report_shard *rs = &r->shards[i];
+        for (int op = 0; op < OP_COUNT; op++) {
+            htkv_hist_read(shard_op_hist(&sh->metrics, op), &tmp);
+            htkv_hist_merge(&r->ops[op], &tmp);
+        }
+        htkv_hist_read(&sh->metrics.sync, &rs->sync);
+        htkv_hist_read(&sh->metrics.group, &rs->group);
+        rs->bytes_written = atomic_load_explicit(&sh->metrics.bytes_written, memory_order_relaxed);
+        pthread_mutex_lock(&sh->lock);
+        rs->keys = sh->live_keys;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    r->gets = htkv_ebr_reads(&db->ebr);
+}
+
+/* Format @p ns for people: 850ns, 12.3us, 4.56ms, 1.23s. */
+static const char *
+fmt_ns(char *buf, size_t cap, uint64_t ns)
+{
+    if (ns < 1000) {
+        snprintf(buf, cap, "%lluns", (unsigned long long)ns);
+    } else if (ns < 1000000) {
+        snprintf(buf, cap, "%.1fus", (double)ns / 1e3);
+    } else if (ns < 1000000000) {
+        snprintf(buf, cap, "%.2fms", (double)ns / 1e6);
+    } else {
+        snprintf(buf, cap, "%.2fs", (double)ns / 1e9);
+    }
+    return buf;
+}
+
+static void
+report_text(FILE *f, const struct report *r)
+{
+    char a[32], b[32], c[32], d[32];
+    fprintf(f, "%-8s %12s %10s %10s %10s %10s\n", "op", "count", "p50", "p99", "p99.9", "max");
+    for (int op = 0; op < OP_COUNT; op++) {
+        const struct hist_snap *s = &r->ops[op];
+        uint64_t count = op == OP_GET ? r->gets : s->count;
+        fprintf(f, "%-8s %12llu %10s %10s %10s %10s\n", op_names[op], (unsigned long long)count,
+                fmt_ns(a, sizeof(a), htkv_hist_percentile(s, 0.5)),
+                fmt_ns(b, sizeof(b), htkv_hist_percentile(s, 0.99)),
+                fmt_ns(c, sizeof(c), htkv_hist_percentile(s, 0.999)), fmt_ns(d, sizeof(d), s->max));
+    }
+    fprintf(f, "(get latency: 1 get in %u per thread is timed)\n\n", METRICS_GET_SAMPLE);
+    fprintf(f, "%-6s %12s %14s %10s %10s %10s %10s %10s\n", "shard", "keys", "bytes_written",
+            "syncs", "group_p50", "group_max", "sync_p50", "sync_p99");
+    for (uint32_t i = 0; i < r->nshards; i++) {
+        const struct report_shard *rs = &r->shards[i];
+        fprintf(f, "%-6u %12llu %14llu %10llu %10llu %10llu %10s %10s\n", i,
+                (unsigned long long)rs->keys, (unsigned long long)rs->bytes_written,
+                (unsigned long long)rs->sync.count,
+                (unsigned long long)htkv_hist_percentile(&rs->group, 0.5),
+                (unsigned long long)rs->group.max,
+                fmt_ns(a, sizeof(a), htkv_hist_percentile(&rs->sync, 0.5)),
+                fmt_ns(b, sizeof(b), htkv_hist_percentile(&rs->sync, 0.99)));
+    }
+}
+
+/*
+ * One Prometheus histogram series: cumulative buckets at every power-of-two boundary (every
+ * METRICS_SUB-th bucket, which keeps 4 x shards series readable) up to the last non-empty
+ * bucket, then +Inf, _sum and _count. @p scale turns a recorded value into the metric's unit
+ * (1e-9 for ns to seconds, 1 for counts). @p labels is `name="value"`.
+ */
+static void
+prom_hist(FILE *f, const char *name, const char *labels, const struct hist_snap *s, double scale)
+{
+    unsigned last = 0;
+    for (unsigned b = 0; b < METRICS_BUCKETS; b++) {
+        if (s->buckets[b] != 0) {
+            last = b;
+        }
+    }
+    uint64_t cum = 0;
+    for (unsigned b = 0; b < METRICS_BUCKETS - 1; b++) {
+        cum += s->buckets[b];
+        if (b % METRICS_SUB == METRICS_SUB - 1 && b <= (last | (METRICS_SUB - 1))) {
+            fprintf(f, "%s_bucket{%s,le=\"%.9g\"} %llu\n", name, labels,
+                    (double)htkv_hist_upper(b) * scale, (unsigned long long)cum);
+        }
+    }
+    fprintf(f, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)s->count);
+    fprintf(f, "%s_sum{%s} %.9g\n", name, labels, (double)s->sum * scale);
+    fprintf(f, "%s_count{%s} %llu\n", name, labels, (unsigned long long)s->count);
+}
+
+static void
+prom_head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+report_prometheus(FILE *f, const struct report *r)
+{
+    char labels[64];
+    prom_head(f, "htkv_ops_total", "counter", "Operations completed since open, by kind.");
+    for (int op = 0; op < OP_COUNT; op++) {
+        uint64_t count = op == OP_GET ? r->gets : r->ops[op].count;
+        fprintf(f, "htkv_ops_total{op=\"%s\"} %llu\n", op_names[op], (unsigned long long)count);
+    }
+    prom_head(f, "htkv_op_latency_seconds", "histogram",
+              "Latency of operations as the caller sees it (gets: 1 in 64 per thread sampled).");
+    for (int op = 0; op < OP_COUNT; op++) {
+        snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
+        prom_hist(f, "htkv_op_latency_seconds", labels, &r->ops[op], 1e-9);
+    }
+    prom_head(f, "htkv_shard_keys", "gauge", "Live keys of a shard.");
+    for (uint32_t i = 0; i < r->nshards; i++) {
+        fprintf(f, "htkv_shard_keys{shard=\"%u\"} %llu\n", i,
+                (unsigned long long)r->shards[i].keys);
+    }
+    prom_head(f, "htkv_shard_bytes_written_total", "counter",
+              "Record bytes appended to a shard's segments by writes since open.");
+    for (uint32_t i = 0; i < r->nshards; i++) {
+        fprintf(f, "htkv_shard_bytes_written_total{shard=\"%u\"} %llu\n", i,
+                (unsigned long long)r->shards[i].bytes_written);
+    }
+    prom_head(f, "htkv_shard_fdatasync_seconds", "histogram",
+              "Latency of a shard's fdatasync calls.");
+    for (uint32_t i = 0; i < r->nshards; i++) {
+        snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
+        prom_hist(f, "htkv_shard_fdatasync_seconds", labels, &r->shards[i].sync, 1e-9);
+    }
+    prom_head(f, "htkv_shard_sync_group_size", "histogram",
+              "Writes made durable by each fdatasync of a shard (group commit size).");
+    for (uint32_t i = 0; i < r->nshards; i++) {
+        snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
+        prom_hist(f, "htkv_shard_sync_group_size", labels, &r->shards[i].group, 1.0);
+    }
+}
+
+int
+htkv_metrics_emit(struct htkv_db *db, FILE *f, int format)
+{
+    HTKV_ASSERT(format == HTKV_METRICS_TEXT || format == HTKV_METRICS_PROMETHEUS);
+    struct report *r = htkv_mem_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return -ENOMEM;
+    }
+    r->nshards = db->shard_count;
+    r->shards = htkv_mem_calloc(db->shard_count, sizeof(*r->shards));
+    if (r->shards == NULL) {
+        htkv_mem_free(r);
+        return -ENOMEM;
+    }
+    report_collect(db, r);
+    if (format == HTKV_METRICS_TEXT) {
+        report_text(f, r);
+    } else {
+        report_prometheus(f, r);
+    }
+    htkv_mem_free(r->shards);
+    htkv_mem_free(r);
+    return (fflush(f) != 0 || ferror(f)) ? -EIO : 0;
+}
