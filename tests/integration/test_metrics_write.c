@@ -211,7 +211,14 @@ metrics_check(int sync_mode, unsigned workers)
     struct htkv_stats st;
     assert_int_equal(htkv_stats(db, &st), 0);
     assert_int_equal(st.gets, NGET);
-    assert_true(syncs == (double)st.syncs);
+    /* stats.syncs counts syncs when they are issued, the histograms when they complete. In
+     * INTERVAL mode a worker's timed sync may be in flight or start at any moment, so only the
+     * order is certain; in ALWAYS mode every sync completed before its writes returned. */
+    if (sync_mode == HTKV_SYNC_ALWAYS) {
+        assert_true(syncs == (double)st.syncs);
+    } else {
+        assert_true(syncs <= (double)st.syncs);
+    }
     prom_check(prom);
     free(prom);
 
