@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "engine/db.h"
+#include "engine/worker.h"
 
 /* ---- histograms ----------------------------------------------------------------------------- */
 
@@ -117,6 +118,8 @@ struct report {
     struct hist_snap ops[OP_COUNT]; /* store-wide */
     uint64_t gets;                  /* exact count of gets (the get histogram is sampled) */
     uint32_t nshards;
+    uint32_t nworkers;
+    uint64_t *queue_depth; /* per worker */
     struct report_shard {
         uint64_t keys;
         uint64_t bytes_written;
@@ -160,6 +163,9 @@ report_collect(struct htkv_db *db, struct report *r)
         pthread_mutex_unlock(&sh->lock);
     }
     r->gets = htkv_ebr_reads(&db->ebr);
+    for (uint32_t w = 0; w < r->nworkers; w++) {
+        r->queue_depth[w] = htkv_mpsc_depth(&db->workers[w].q);
+    }
 }
 
 /* Format @p ns for people: 850ns, 12.3us, 4.56ms, 1.23s. */
@@ -203,6 +209,12 @@ report_text(FILE *f, const struct report *r)
                 (unsigned long long)rs->group.max,
                 fmt_ns(a, sizeof(a), htkv_hist_percentile(&rs->sync, 0.5)),
                 fmt_ns(b, sizeof(b), htkv_hist_percentile(&rs->sync, 0.99)));
+    }
+    if (r->nworkers > 0) {
+        fprintf(f, "\n%-6s %12s\n", "worker", "queue_depth");
+        for (uint32_t w = 0; w < r->nworkers; w++) {
+            fprintf(f, "%-6u %12llu\n", w, (unsigned long long)r->queue_depth[w]);
+        }
     }
 }
 
@@ -278,6 +290,14 @@ report_prometheus(FILE *f, const struct report *r)
         snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
         prom_hist(f, "htkv_shard_sync_group_size", labels, &r->shards[i].group, 1.0);
     }
+    if (r->nworkers > 0) {
+        prom_head(f, "htkv_worker_queue_depth", "gauge",
+                  "Write requests waiting in a worker's queue.");
+        for (uint32_t w = 0; w < r->nworkers; w++) {
+            fprintf(f, "htkv_worker_queue_depth{worker=\"%u\"} %llu\n", w,
+                    (unsigned long long)r->queue_depth[w]);
+        }
+    }
 }
 
 int
@@ -289,8 +309,12 @@ htkv_metrics_emit(struct htkv_db *db, FILE *f, int format)
         return -ENOMEM;
     }
     r->nshards = db->shard_count;
+    r->nworkers = db->nworkers;
     r->shards = htkv_mem_calloc(db->shard_count, sizeof(*r->shards));
-    if (r->shards == NULL) {
+    r->queue_depth = htkv_mem_calloc(db->nworkers > 0 ? db->nworkers : 1, sizeof(uint64_t));
+    if (r->shards == NULL || r->queue_depth == NULL) {
+        htkv_mem_free(r->shards);
+        htkv_mem_free(r->queue_depth);
         htkv_mem_free(r);
         return -ENOMEM;
     }
@@ -301,6 +325,7 @@ htkv_metrics_emit(struct htkv_db *db, FILE *f, int format)
         report_prometheus(f, r);
     }
     htkv_mem_free(r->shards);
+    htkv_mem_free(r->queue_depth);
     htkv_mem_free(r);
     return (fflush(f) != 0 || ferror(f)) ? -EIO : 0;
 }

@@ -25,7 +25,8 @@ struct mpsc_cell {
 
 struct mpsc {
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t tail; /* producers */
-    _Alignas(HTKV_CACHELINE) uint64_t head;         /* consumer only */
+    /* Written by the consumer only; atomic so that metrics may read the depth from any thread. */
+    _Alignas(HTKV_CACHELINE) _Atomic uint64_t head;
     uint64_t mask;
     struct mpsc_cell *cells;
 };
@@ -44,7 +45,7 @@ htkv_mpsc_init(struct mpsc *q, uint64_t cap)
     }
     q->mask = cap - 1;
     atomic_init(&q->tail, 0);
-    q->head = 0;
+    atomic_init(&q->head, 0);
     return 0;
 }
 
@@ -84,14 +85,15 @@ htkv_mpsc_push(struct mpsc *q, void *item)
 static inline void *
 htkv_mpsc_pop(struct mpsc *q)
 {
-    struct mpsc_cell *c = &q->cells[q->head & q->mask];
+    uint64_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    struct mpsc_cell *c = &q->cells[head & q->mask];
     uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-    if (seq != q->head + 1) {
+    if (seq != head + 1) {
         return NULL;
     }
     void *item = c->item;
-    atomic_store_explicit(&c->seq, q->head + q->mask + 1, memory_order_release);
-    q->head++;
+    atomic_store_explicit(&c->seq, head + q->mask + 1, memory_order_release);
+    atomic_store_explicit(&q->head, head + 1, memory_order_relaxed);
     return item;
 }
 
@@ -99,8 +101,18 @@ htkv_mpsc_pop(struct mpsc *q)
 static inline bool
 htkv_mpsc_empty(struct mpsc *q)
 {
-    struct mpsc_cell *c = &q->cells[q->head & q->mask];
-    return atomic_load_explicit(&c->seq, memory_order_acquire) != q->head + 1;
+    uint64_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    struct mpsc_cell *c = &q->cells[head & q->mask];
+    return atomic_load_explicit(&c->seq, memory_order_acquire) != head + 1;
+}
+
+/* Any thread: requests queued now (a snapshot, for metrics). */
+static inline uint64_t
+htkv_mpsc_depth(struct mpsc *q)
+{
+    uint64_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    return tail > head ? tail - head : 0;
 }
 
 #endif

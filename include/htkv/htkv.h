@@ -515,8 +515,9 @@ HTKV_API HTKV_MUST_USE int htkv_stats(htkv_db *db, struct htkv_stats *out);
 
 /**
  * Write the store's operation metrics to @p f: counts and latency histograms per operation
- * (get, put, delete, batch) and, per shard, live keys, record bytes written, fdatasync latency
- * and group size (writes made durable by each fdatasync).
+ * (get, put, delete, batch); per shard, live keys, record bytes written, fdatasync latency
+ * and group size (writes made durable by each fdatasync); per worker, the requests waiting in
+ * its queue.
  *
  * Metrics are always on and cost a few adds per operation: every put, delete and batch is timed
  * (as its caller sees it: queueing, lock and sync waits included); one get in 64 per thread is
@@ -525,11 +526,12 @@ HTKV_API HTKV_MUST_USE int htkv_stats(htkv_db *db, struct htkv_stats *out);
  * persisted; operations that return an error are counted too.
  *
  * HTKV_METRICS_TEXT prints a table: per operation count, p50, p99, p99.9 and max; per shard
- * keys, bytes_written, syncs, group size p50/max, fdatasync p50/p99.
+ * keys, bytes_written, syncs, group size p50/max, fdatasync p50/p99; per worker queue_depth.
  * HTKV_METRICS_PROMETHEUS prints `# HELP`/`# TYPE` lines and samples: htkv_ops_total{op},
  * htkv_op_latency_seconds{op} (histogram), htkv_shard_keys{shard} (gauge),
  * htkv_shard_bytes_written_total{shard}, htkv_shard_fdatasync_seconds{shard} (histogram) and
- * htkv_shard_sync_group_size{shard} (histogram); histogram buckets are cumulative, at each
+ * htkv_shard_sync_group_size{shard} (histogram), htkv_worker_queue_depth{worker} (gauge, with
+ * workers only); histogram buckets are cumulative, at each
  * power of two up to the largest value seen, then le="+Inf", which equals _count.
  *
  * @param[in] db      Handle; borrowed.

@@ -98,7 +98,7 @@ prom_value(const char *text, const char *prefix)
 
 /* Check the exposition format line by line (see the file comment). */
 static void
-prom_check(char *text)
+prom_check(char *text, unsigned workers)
 {
     char names[MAX_TYPES][64], types[MAX_TYPES][16];
     int ntypes = 0;
@@ -170,7 +170,7 @@ prom_check(char *text)
         }
         samples++;
     }
-    assert_true(ntypes == 6);
+    assert_true(ntypes == (workers > 0 ? 7 : 6)); /* htkv_worker_queue_depth with workers */
     assert_true(samples > 20);
 }
 
@@ -219,7 +219,7 @@ metrics_check(int sync_mode, unsigned workers)
     } else {
         assert_true(syncs <= (double)st.syncs);
     }
-    prom_check(prom);
+    prom_check(prom, workers);
     free(prom);
 
     assert_int_equal(htkv_close(db), 0);
