@@ -17,9 +17,20 @@
  *               reported in queries/s (x1000 = results/s)
  * Each workload runs --trials times (default 3) on a fresh store; the median and the spread
  * (min..max) are printed in operations per second.
+ *
+ * htkv-perf --sweep [--mix M] [--dist uniform|zipf] [--keys N] [--threads N] [--max-workers N]
+ *                   [--seconds S] [--csv FILE] [--plot FILE.png]
+ * runs one mix at worker_threads 0, 1, 2, 4, ... --max-workers (default 2 x online CPUs) with
+ * --threads callers (default 4), each point on a fresh store of --keys (100,000) preloaded
+ * 16 B / 64 B pairs, --seconds (2) measured after a warm-up; every op is timed with
+ * CLOCK_MONOTONIC into a per-thread log-linear histogram. Mixes: put (100% updates), ycsb-a
+ * (50% reads / 50% updates), ycsb-b (95/5), ycsb-c (100% reads), ycsb-d (95% reads of recent
+ * keys, 5% inserts), durable (100% puts, HTKV_SYNC_ALWAYS). Prints one row per point, then the
+ * recommended worker count: the highest throughput whose p99 is within 1.5x of the best p99.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +308,532 @@ run_one(const struct opts *o, const char *w)
     exit(2);
 }
 
+/* ---- --sweep: throughput and latency against worker_threads ---------------------------- */
+
+/* libm is not linked: natural log and exp for the zipf set-up, accurate to ~1e-15. */
+static double
+my_log(double x)
+{
+    /* x = m * 2^e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh((m-1)/(m+1)). */
+    uint64_t b;
+    memcpy(&b, &x, sizeof(b));
+    int e = (int)((b >> 52) & 0x7ff) - 1023;
+    b = (b & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+    double m;
+    memcpy(&m, &b, sizeof(m));
+    if (m > 1.4142135623730951) {
+        m *= 0.5;
+        e++;
+    }
+    double s = (m - 1.0) / (m + 1.0), s2 = s * s, term = s, sum = 0.0;
+    for (int k = 1; k < 60; k += 2) {
+        sum += term / k;
+        term *= s2;
+    }
+    return 2.0 * sum + (double)e * 0.6931471805599453;
+}
+
+static double
+my_exp(double x)
+{
+    /* x = k ln2 + r, |r| <= ln2/2; e^r by Taylor series, times 2^k. */
+    double kd = x / 0.6931471805599453;
+    long k = (long)(kd < 0 ? kd - 0.5 : kd + 0.5);
+    double r = x - (double)k * 0.6931471805599453, term = 1.0, sum = 1.0;
+    for (int i = 1; i < 30; i++) {
+        term *= r / i;
+        sum += term;
+    }
+    while (k > 0) {
+        sum *= 2.0;
+        k--;
+    }
+    while (k < 0) {
+        sum *= 0.5;
+        k++;
+    }
+    return sum;
+}
+
+static double
+my_pow(double x, double y)
+{
+    return x <= 0.0 ? 0.0 : my_exp(y * my_log(x));
+}
+
+/* Zipfian ranks in [0, n), Gray et al., "Quickly generating billion-record synthetic
+ * databases" (SIGMOD 1994): zeta(n) computed once at start, then each draw is O(1). */
+struct zipf {
+    uint64_t n;
+    double theta, alpha, zetan, eta, half_pow_theta;
+};
+
+static void
+zipf_init(struct zipf *z, uint64_t n, double theta)
+{
+    double zetan = 0.0;
+    for (uint64_t i = 1; i <= n; i++) {
+        zetan += 1.0 / my_pow((double)i, theta);
+    }
+    double zeta2 = 1.0 + 1.0 / my_pow(2.0, theta);
+    z->n = n;
+    z->theta = theta;
+    z->alpha = 1.0 / (1.0 - theta);
+    z->zetan = zetan;
+    z->eta = (1.0 - my_pow(2.0 / (double)n, 1.0 - theta)) / (1.0 - zeta2 / zetan);
+    z->half_pow_theta = my_pow(0.5, theta);
+}
+
+static uint64_t
+zipf_next(const struct zipf *z, double u)
+{
+    double uz = u * z->zetan;
+    if (uz < 1.0) {
+        return 0;
+    }
+    if (uz < 1.0 + z->half_pow_theta) {
+        return 1;
+    }
+    uint64_t r = (uint64_t)((double)z->n * my_pow(z->eta * u - z->eta + 1.0, z->alpha));
+    return r < z->n ? r : z->n - 1;
+}
+
+static uint64_t
+rng_next(uint64_t *s)
+{
+    /* SplitMix64 */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double
+rng_unit(uint64_t *s)
+{
+    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Log-linear latency histogram in ns: exact below 64 ns, then 32 sub-buckets per power of two
+ * (relative error under 3.2%). */
+#define HIST_SUB 32
+#define HIST_BUCKETS (64 + 58 * HIST_SUB)
+
+struct hist {
+    uint64_t b[HIST_BUCKETS];
+    uint64_t count;
+};
+
+static unsigned
+hist_index(uint64_t v)
+{
+    if (v < 64) {
+        return (unsigned)v;
+    }
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned sub = (unsigned)(v >> (msb - 5)) & (HIST_SUB - 1);
+    return 64u + (msb - 6u) * HIST_SUB + sub;
+}
+
+static double
+hist_value(unsigned i)
+{
+    /* midpoint of bucket i, in ns */
+    if (i < 64) {
+        return (double)i;
+    }
+    unsigned msb = (i - 64u) / HIST_SUB + 6u, sub = (i - 64u) % HIST_SUB;
+    double width = (double)(1ull << (msb - 5));
+    return (double)(1ull << msb) + (double)sub * width + width / 2.0;
+}
+
+static double
+hist_quantile_us(const struct hist *h, double q)
+{
+    if (h->count == 0) {
+        return 0.0;
+    }
+    uint64_t want = (uint64_t)(q * (double)h->count);
+    if (want >= h->count) {
+        want = h->count - 1;
+    }
+    uint64_t cum = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        cum += h->b[i];
+        if (cum > want) {
+            return hist_value(i) / 1000.0;
+        }
+    }
+    return hist_value(HIST_BUCKETS - 1) / 1000.0;
+}
+
+enum mix { MIX_PUT, MIX_YCSB_A, MIX_YCSB_B, MIX_YCSB_C, MIX_YCSB_D, MIX_DURABLE };
+
+struct sweep_opts {
+    const char *mix_name;
+    enum mix mix;
+    int zipf;
+    uint64_t keys;
+    int max_workers;
+    int threads;
+    double seconds;
+    double warmup;
+    const char *csv_file;
+    const char *plot_file;
+};
+
+struct sweep_shared {
+    htkv_db *db;
+    const struct sweep_opts *so;
+    const struct zipf *z;
+    _Atomic int phase;         /* 0 warm-up, 1 measured, 2 stop */
+    _Atomic uint64_t next_key; /* ycsb-d: keys inserted so far (indexes 0..next_key-1) */
+};
+
+struct sweep_thread {
+    struct sweep_shared *sh;
+    pthread_t tid;
+    uint64_t seed;
+    _Atomic uint64_t ops; /* measured ops, read by the progress line */
+    struct hist *h;
+};
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void *
+sweep_main(void *p)
+{
+    struct sweep_thread *t = p;
+    struct sweep_shared *sh = t->sh;
+    const struct sweep_opts *so = sh->so;
+    uint64_t s = t->seed, ops = 0;
+    char key[16], val[64], out[64];
+    memset(val, 'y', sizeof(val));
+    int read_pct = so->mix == MIX_YCSB_A   ? 50
+                   : so->mix == MIX_YCSB_B ? 95
+                   : so->mix == MIX_YCSB_C ? 100
+                   : so->mix == MIX_YCSB_D ? 95
+                                           : 0;
+    int phase;
+    while ((phase = atomic_load_explicit(&sh->phase, memory_order_relaxed)) != 2) {
+        int is_read = (int)(rng_next(&s) % 100) < read_pct;
+        uint64_t idx;
+        if (so->mix == MIX_YCSB_D) {
+            uint64_t n = atomic_load_explicit(&sh->next_key, memory_order_relaxed);
+            if (is_read) {
+                /* "latest": zipfian distance back from the newest key */
+                uint64_t back = so->zipf ? zipf_next(sh->z, rng_unit(&s)) : rng_next(&s) % so->keys;
+                idx = back < n ? n - 1 - back : 0;
+            } else {
+                idx = atomic_fetch_add_explicit(&sh->next_key, 1, memory_order_relaxed);
+            }
+        } else {
+            idx = so->zipf ? zipf_next(sh->z, rng_unit(&s)) : rng_next(&s) % so->keys;
+        }
+        make_key(key, sizeof(key), idx);
+        uint64_t t0 = now_ns();
+        int rc;
+        if (is_read) {
+            size_t vlen;
+            rc = htkv_get(sh->db, key, sizeof(key), out, sizeof(out), &vlen);
+        } else {
+            rc = htkv_put(sh->db, key, sizeof(key), val, sizeof(val));
+        }
+        uint64_t t1 = now_ns();
+        if (rc != 0 && !(rc == HTKV_ENOTFOUND && so->mix == MIX_YCSB_D)) {
+            die(rc, is_read ? "get" : "put");
+        }
+        if (phase == 1) {
+            t->h->b[hist_index(t1 - t0)]++;
+            t->h->count++;
+            ops++;
+            if ((ops & 1023) == 0) {
+                atomic_store_explicit(&t->ops, ops, memory_order_relaxed);
+            }
+        }
+    }
+    atomic_store_explicit(&t->ops, ops, memory_order_relaxed);
+    return NULL;
+}
+
+struct sweep_row {
+    int workers;
+    double ops_s, p50, p99, p999;
+};
+
+static void
+sleep_s(double s)
+{
+    struct timespec ts = { .tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9) };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static uint64_t
+sum_ops(struct sweep_thread *t, int n)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        sum += atomic_load_explicit(&t[i].ops, memory_order_relaxed);
+    }
+    return sum;
+}
+
+static struct sweep_row
+sweep_point(const struct opts *o, const struct sweep_opts *so, const struct zipf *z, int workers)
+{
+    int tty = isatty(2);
+    /* Preload inline in INTERVAL mode, then reopen with the point's workers and sync mode. */
+    rm_store(o->dir);
+    struct opts po = *o;
+    po.workers = 0;
+    htkv_db *db = open_store(&po, HTKV_SYNC_INTERVAL);
+    char key[16], val[64];
+    memset(val, 'p', sizeof(val));
+    for (uint64_t i = 0; i < so->keys; i++) {
+        make_key(key, sizeof(key), i);
+        int rc = htkv_put(db, key, sizeof(key), val, sizeof(val));
+        if (rc != 0) {
+            die(rc, "preload put");
+        }
+    }
+    int rc = htkv_close(db);
+    if (rc != 0) {
+        die(rc, "close");
+    }
+    po.workers = workers;
+    struct sweep_shared sh = { .db = open_store(&po, so->mix == MIX_DURABLE ? HTKV_SYNC_ALWAYS
+                                                                            : HTKV_SYNC_INTERVAL),
+                               .so = so,
+                               .z = z };
+    atomic_init(&sh.phase, 0);
+    atomic_init(&sh.next_key, so->keys);
+    struct sweep_thread *t = calloc((size_t)so->threads, sizeof(*t));
+    if (t == NULL) {
+        die(-ENOMEM, "calloc");
+    }
+    for (int i = 0; i < so->threads; i++) {
+        t[i].sh = &sh;
+        t[i].seed = 0x5eed0000ull + (uint64_t)workers * 1000u + (uint64_t)i;
+        atomic_init(&t[i].ops, 0);
+        t[i].h = calloc(1, sizeof(struct hist));
+        if (t[i].h == NULL) {
+            die(-ENOMEM, "calloc");
+        }
+        if (pthread_create(&t[i].tid, NULL, sweep_main, &t[i]) != 0) {
+            die(-EAGAIN, "pthread_create");
+        }
+    }
+    if (tty) {
+        fprintf(stderr, "\r\033[K[sweep %s] workers=%d: warm-up %.2f s", so->mix_name, workers,
+                so->warmup);
+    }
+    sleep_s(so->warmup);
+    atomic_store(&sh.phase, 1);
+    double t0 = now_s(), el = 0.0;
+    while ((el = now_s() - t0) < so->seconds) {
+        double left = so->seconds - el;
+        sleep_s(left < 0.25 ? left : 0.25);
+        if (tty) {
+            el = now_s() - t0;
+            fprintf(stderr, "\r\033[K[sweep %s] workers=%d: %.1f / %.1f s, %.0f ops/s so far",
+                    so->mix_name, workers, el, so->seconds,
+                    el > 0 ? (double)sum_ops(t, so->threads) / el : 0.0);
+        }
+    }
+    atomic_store(&sh.phase, 2);
+    el = now_s() - t0;
+    struct hist *all = calloc(1, sizeof(*all));
+    if (all == NULL) {
+        die(-ENOMEM, "calloc");
+    }
+    for (int i = 0; i < so->threads; i++) {
+        pthread_join(t[i].tid, NULL);
+        for (unsigned b = 0; b < HIST_BUCKETS; b++) {
+            all->b[b] += t[i].h->b[b];
+        }
+        all->count += t[i].h->count;
+        free(t[i].h);
+    }
+    if (tty) {
+        fprintf(stderr, "\r\033[K");
+    }
+    rc = htkv_close(sh.db);
+    if (rc != 0) {
+        die(rc, "close");
+    }
+    struct sweep_row r = { .workers = workers,
+                           .ops_s = (double)all->count / el,
+                           .p50 = hist_quantile_us(all, 0.50),
+                           .p99 = hist_quantile_us(all, 0.99),
+                           .p999 = hist_quantile_us(all, 0.999) };
+    free(all);
+    free(t);
+    return r;
+}
+
+static int
+on_path(const char *prog)
+{
+    const char *path = getenv("PATH");
+    if (path == NULL) {
+        return 0;
+    }
+    char buf[4096];
+    while (*path) {
+        const char *c = strchr(path, ':');
+        size_t len = c ? (size_t)(c - path) : strlen(path);
+        if (len > 0 && len + strlen(prog) + 2 < sizeof(buf)) {
+            snprintf(buf, sizeof(buf), "%.*s/%s", (int)len, path, prog);
+            if (access(buf, X_OK) == 0) {
+                return 1;
+            }
+        }
+        path += len + (c ? 1 : 0);
+    }
+    return 0;
+}
+
+static void
+sweep_plot(const struct sweep_opts *so, const struct sweep_row *r, int n)
+{
+    if (!on_path("gnuplot")) {
+        printf("plot: skipped (gnuplot is not on PATH); %s not written\n", so->plot_file);
+        return;
+    }
+    FILE *g = popen("gnuplot", "w");
+    if (g == NULL) {
+        printf("plot: skipped (cannot start gnuplot: %s)\n", strerror(errno));
+        return;
+    }
+    fprintf(g, "set terminal png size 900,540\n");
+    fprintf(g, "set output '%s'\n", so->plot_file);
+    fprintf(g, "set title 'htkv-perf --sweep --mix %s --dist %s, %d caller threads'\n",
+            so->mix_name, so->zipf ? "zipf" : "uniform", so->threads);
+    fprintf(g, "set xlabel 'worker threads'\nset ylabel 'throughput (ops/s)'\n"
+               "set y2label 'p99 latency (us)'\nset ytics nomirror\nset y2tics\n"
+               "set yrange [0:*]\nset y2range [0:*]\nset key top left\nset grid\n");
+    fprintf(g, "plot '-' using 1:2 axes x1y1 with linespoints lw 2 title 'throughput', "
+               "'-' using 1:2 axes x1y2 with linespoints lw 2 title 'p99'\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(g, "%d %.0f\n", r[i].workers, r[i].ops_s);
+    }
+    fprintf(g, "e\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(g, "%d %.3f\n", r[i].workers, r[i].p99);
+    }
+    fprintf(g, "e\n");
+    int st = pclose(g);
+    if (st != 0) {
+        printf("plot: gnuplot failed (status %d)\n", st);
+    } else {
+        printf("plot: %s\n", so->plot_file);
+    }
+}
+
+static int
+run_sweep(const struct opts *o, struct sweep_opts *so)
+{
+    static const char *names[] = { "put", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "durable" };
+    int found = 0;
+    for (int i = 0; i < 6; i++) {
+        if (strcmp(so->mix_name, names[i]) == 0) {
+            so->mix = (enum mix)i;
+            found = 1;
+        }
+    }
+    if (!found) {
+        fprintf(stderr,
+                "htkv-perf: unknown --mix %s (put, ycsb-a, ycsb-b, ycsb-c, ycsb-d, "
+                "durable)\n",
+                so->mix_name);
+        return 2;
+    }
+    if (so->threads < 1) {
+        so->threads = 4;
+    }
+    if (so->max_workers < 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        so->max_workers = 2 * (int)(cpus > 0 ? cpus : 1);
+    }
+    if (so->keys < 2) {
+        so->keys = 2;
+    }
+    if (so->seconds <= 0) {
+        so->seconds = 2;
+    }
+    so->warmup = so->seconds / 4 < 0.5 ? so->seconds / 4 : 0.5;
+    struct zipf z;
+    zipf_init(&z, so->keys, 0.99);
+
+    int counts[40], n = 0;
+    counts[n++] = 0;
+    for (int w = 1; w <= so->max_workers && n < 38; w *= 2) {
+        counts[n++] = w;
+    }
+    if (so->max_workers > counts[n - 1]) {
+        counts[n++] = so->max_workers;
+    }
+    printf("# htkv-perf --sweep: mix %s, dist %s, %llu keys preloaded (16 B / 64 B), "
+           "%d caller threads, %.1f s per point after %.2f s warm-up, %ld online CPUs\n",
+           so->mix_name, so->zipf ? "zipf (theta 0.99)" : "uniform", (unsigned long long)so->keys,
+           so->threads, so->seconds, so->warmup, sysconf(_SC_NPROCESSORS_ONLN));
+    printf("%8s %14s %10s %10s %10s\n", "workers", "ops/s", "p50 us", "p99 us", "p99.9 us");
+    fflush(stdout);
+    struct sweep_row rows[40];
+    for (int i = 0; i < n; i++) {
+        rows[i] = sweep_point(o, so, &z, counts[i]);
+        printf("%8d %14.0f %10.2f %10.2f %10.2f\n", rows[i].workers, rows[i].ops_s, rows[i].p50,
+               rows[i].p99, rows[i].p999);
+        fflush(stdout);
+    }
+    rm_store(o->dir);
+
+    int best_lat = 0;
+    for (int i = 1; i < n; i++) {
+        if (rows[i].p99 < rows[best_lat].p99) {
+            best_lat = i;
+        }
+    }
+    int rec = -1;
+    for (int i = 0; i < n; i++) {
+        if (rows[i].p99 <= 1.5 * rows[best_lat].p99 &&
+            (rec < 0 || rows[i].ops_s > rows[rec].ops_s)) {
+            rec = i;
+        }
+    }
+    printf("recommended worker_threads = %d: %.0f ops/s with p99 %.2f us, the highest throughput "
+           "among points whose p99 is within 1.5x of the best p99 (%.2f us at workers=%d)\n",
+           rows[rec].workers, rows[rec].ops_s, rows[rec].p99, rows[best_lat].p99,
+           rows[best_lat].workers);
+
+    if (so->csv_file != NULL) {
+        FILE *f = fopen(so->csv_file, "w");
+        if (f == NULL) {
+            fprintf(stderr, "htkv-perf: cannot write %s: %s\n", so->csv_file, strerror(errno));
+            return 1;
+        }
+        fprintf(f, "mix,dist,keys,threads,workers,ops_s,p50_us,p99_us,p999_us\n");
+        for (int i = 0; i < n; i++) {
+            fprintf(f, "%s,%s,%llu,%d,%d,%.0f,%.3f,%.3f,%.3f\n", so->mix_name,
+                    so->zipf ? "zipf" : "uniform", (unsigned long long)so->keys, so->threads,
+                    rows[i].workers, rows[i].ops_s, rows[i].p50, rows[i].p99, rows[i].p999);
+        }
+        fclose(f);
+        printf("csv: %s\n", so->csv_file);
+    }
+    if (so->plot_file != NULL) {
+        sweep_plot(so, rows, n);
+    }
+    return 0;
+}
+
 static int
 cmp_d(const void *a, const void *b)
 {
@@ -310,8 +847,34 @@ main(int argc, char **argv)
     static char default_dir[64];
     snprintf(default_dir, sizeof(default_dir), "/tmp/htkv-perf-%d", (int)getpid());
     struct opts o = { .workload = "all", .dir = default_dir, .trials = 3, .workers = 0 };
+    struct sweep_opts so = {
+        .mix_name = "ycsb-a", .keys = 100000, .max_workers = -1, .seconds = 2.0
+    };
+    int sweep = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--sweep") == 0) {
+            sweep = 1;
+        } else if (strcmp(argv[i], "--mix") == 0 && i + 1 < argc) {
+            so.mix_name = argv[++i];
+        } else if (strcmp(argv[i], "--dist") == 0 && i + 1 < argc) {
+            i++;
+            if (strcmp(argv[i], "zipf") == 0) {
+                so.zipf = 1;
+            } else if (strcmp(argv[i], "uniform") == 0) {
+                so.zipf = 0;
+            } else {
+                fprintf(stderr, "htkv-perf: --dist uniform|zipf\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
+            so.keys = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--max-workers") == 0 && i + 1 < argc) {
+            so.max_workers = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+            so.seconds = strtod(argv[++i], NULL);
+        } else if (strcmp(argv[i], "--plot") == 0 && i + 1 < argc) {
+            so.plot_file = argv[++i];
+        } else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
             o.workload = argv[++i];
         } else if (strcmp(argv[i], "--trials") == 0 && i + 1 < argc) {
             o.trials = atoi(argv[++i]);
@@ -328,11 +891,22 @@ main(int argc, char **argv)
                                                         : HTKV_IO_AUTO;
         } else if (strcmp(argv[i], "--csv") == 0) {
             o.csv = 1;
+            if (i + 1 < argc && argv[i + 1][0] != '-') {
+                so.csv_file = argv[++i]; /* --csv FILE: the sweep's rows */
+            }
         } else {
-            fprintf(stderr, "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
-                            "[--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n");
+            fprintf(stderr,
+                    "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
+                    "[--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n"
+                    "       htkv-perf --sweep [--mix put|ycsb-a|ycsb-b|ycsb-c|ycsb-d|durable] "
+                    "[--dist uniform|zipf] [--keys N] [--threads N] [--max-workers N] "
+                    "[--seconds S] [--csv FILE] [--plot FILE.png] [--backend ...] [--dir PATH]\n");
             return 2;
         }
+    }
+    if (sweep) {
+        so.threads = o.threads;
+        return run_sweep(&o, &so);
     }
     if (o.trials < 1 || o.trials > 99) {
         o.trials = 3;
