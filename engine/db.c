@@ -20,6 +20,8 @@
  */
 #include "engine/db.h"
 
+#include "engine/compact.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -184,6 +186,79 @@ syncer_main(void *arg)
     return NULL;
 }
 
+/* ---- compactor (compaction_interval_ms > 0) -------------------------------------------------- */
+
+/* One background pass, then the snapshot it may call for. compact_lock held. */
+static void
+compactor_pass(struct htkv_db *db)
+{
+    struct compact_result r;
+    int rc = htkv_compact_pass(db, false, &r);
+    if (rc != 0 && rc != HTKV_ECLOSED) {
+        htkv_db_log(db, HTKV_LOG_WARN, "background compaction: %s%s%s", htkv_strerror(rc),
+                    htkv_last_error()[0] ? ": " : "", htkv_last_error());
+        return;
+    }
+    if (rc == 0 && r.segments > 0 && db->cfg.emit_snapshot_after_compaction) {
+        rc = htkv_snapshot_emit(db);
+        if (rc != 0 && rc != HTKV_ECLOSED) {
+            htkv_db_log(db, HTKV_LOG_WARN, "snapshot after compaction: %s", htkv_strerror(rc));
+        }
+    }
+}
+
+static void *
+compactor_main(void *arg)
+{
+    struct htkv_db *db = arg;
+    pthread_mutex_lock(&db->syncer_lock);
+    while (!db->compactor_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->cfg.compaction_interval_ms * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&db->compactor_cond, &db->syncer_lock, &ts);
+        if (db->compactor_stop) {
+            break;
+        }
+        pthread_mutex_unlock(&db->syncer_lock);
+        pthread_mutex_lock(&db->compact_lock);
+        compactor_pass(db);
+        pthread_mutex_unlock(&db->compact_lock);
+        pthread_mutex_lock(&db->syncer_lock);
+    }
+    pthread_mutex_unlock(&db->syncer_lock);
+    return NULL;
+}
+
+static int
+start_compactor(struct htkv_db *db)
+{
+    if (db->read_only || db->cfg.compaction_interval_ms == 0) {
+        return 0;
+    }
+    int rc = pthread_create(&db->compactor, NULL, compactor_main, db);
+    if (rc != 0) {
+        return -rc;
+    }
+    db->compactor_running = true;
+    return 0;
+}
+
+static void
+stop_compactor(struct htkv_db *db)
+{
+    if (db->compactor_running) {
+        pthread_mutex_lock(&db->syncer_lock);
+        db->compactor_stop = true;
+        pthread_cond_signal(&db->compactor_cond);
+        pthread_mutex_unlock(&db->syncer_lock);
+        pthread_join(db->compactor, NULL);
+        db->compactor_running = false;
+    }
+}
+
 /* ---- open ----------------------------------------------------------------------------------- */
 
 static bool
@@ -335,9 +410,11 @@ open_shards(struct htkv_db *db)
 static void
 db_free(struct htkv_db *db)
 {
+    stop_compactor(db);
     if (db->workers != NULL) {
         htkv_workers_stop(db);
     }
+    htkv_compact_free_zombies(db);
     if (db->ro != NULL) {
         for (uint32_t i = 0; i < db->shard_count; i++) {
             htkv_shard_destroy(db->ro[i].shard);
@@ -354,6 +431,8 @@ db_free(struct htkv_db *db)
     pthread_mutex_destroy(&db->syncer_lock);
     pthread_cond_destroy(&db->syncer_cond);
     pthread_mutex_destroy(&db->views_lock);
+    pthread_mutex_destroy(&db->compact_lock);
+    pthread_cond_destroy(&db->compactor_cond);
     htkv_mem_free(db->dir);
     free(db);
 }
@@ -409,6 +488,12 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     pthread_mutex_init(&db->syncer_lock, NULL);
     pthread_cond_init(&db->syncer_cond, NULL);
     pthread_mutex_init(&db->views_lock, NULL);
+    pthread_mutex_init(&db->compact_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->compactor_cond, &ca);
+    pthread_condattr_destroy(&ca);
     htkv_ebr_init(&db->ebr);
     atomic_init(&db->next_version, 1);
     db->dir = strdup(cfg->data_dir);
@@ -450,6 +535,9 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     if (rc == 0) {
         rc = start_syncer(db);
     }
+    if (rc == 0) {
+        rc = start_compactor(db);
+    }
     if (rc != 0) {
         goto fail;
     }
@@ -473,6 +561,10 @@ htkv_close(htkv_db *db)
     while (!htkv_ebr_idle(&db->ebr)) {
         sched_yield();
     }
+    /* A pass in progress stops at its next step once it sees closing; none starts after. */
+    stop_compactor(db);
+    pthread_mutex_lock(&db->compact_lock);
+    pthread_mutex_unlock(&db->compact_lock);
     if (db->workers != NULL) {
         htkv_workers_stop(db); /* drains queued asynchronous writes and their syncs */
     }
@@ -1231,6 +1323,16 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->sync_mode = db->cfg.sync_mode;
     out->no_space = atomic_load(&db->no_space);
     out->gets = htkv_ebr_reads(&db->ebr);
+    out->compactions = atomic_load(&db->compactions);
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        out->compacted_segments += sh->metrics.compact_segments;
+        out->compaction_read_bytes += sh->metrics.compact_bytes_read;
+        out->compaction_written_bytes += sh->metrics.compact_bytes_written;
+        out->tombstones_dropped += sh->metrics.compact_tombstones;
+        pthread_mutex_unlock(&sh->lock);
+    }
     db_exit(db, slot);
     return 0;
 }
@@ -1249,5 +1351,31 @@ htkv_metrics_write(htkv_db *db, FILE *f, int format)
     }
     rc = htkv_metrics_emit(db, f, format);
     db_exit(db, slot);
+    return rc;
+}
+
+/* ---- compaction ----------------------------------------------------------------------------- */
+
+int
+htkv_compact_now(htkv_db *db)
+{
+    if (db == NULL) {
+        return -EINVAL;
+    }
+    if (db->read_only) {
+        return HTKV_EREADONLY;
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    /* Take the pass lock before leaving the call guard: htkv_close() waits for the guard, then
+     * for this lock, so the handle outlives the pass. */
+    pthread_mutex_lock(&db->compact_lock);
+    db_exit(db, slot);
+    struct compact_result r;
+    rc = htkv_compact_pass(db, true, &r);
+    pthread_mutex_unlock(&db->compact_lock);
     return rc;
 }

@@ -75,6 +75,16 @@ struct htkv_db {
     pthread_mutex_t views_lock; /* the list of open views; taken before any shard lock */
     struct htkv_view *views;
     uint64_t views_open;
+    uint64_t view_gen;      /* views opened so far (views_lock) */
+    struct zombie *zombies; /* dropped segments that open views may still read (views_lock) */
+    /* Compaction: one pass at a time, from htkv_compact_now() or the compactor thread. */
+    pthread_mutex_t compact_lock;
+    pthread_t compactor;
+    bool compactor_running;
+    bool compactor_stop; /* under syncer_lock, signalled through compactor_cond */
+    pthread_cond_t compactor_cond;
+    _Atomic uint64_t compactions;
+    uint64_t snapshot_seq; /* number of the last snapshot-NNNNNN.snap written (compact_lock) */
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t next_version;
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
     _Atomic int no_space;
@@ -185,6 +195,27 @@ int htkv_shard_trie_ensure(struct shard *sh);
 
 /* Record a failed fdatasync of @p s: the shard refuses writes from now on (lock held). */
 void htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc);
+
+/*
+ * Append one record at the tail of @p s (room reserved by htkv_shard_make_room()); returns its
+ * offset. Lock held.
+ */
+uint64_t htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version,
+                           const void *key, uint32_t klen, const void *val, uint32_t vlen);
+
+/* Make room for @p need bytes of records in the active segment, rotating if it is full. Lock
+ * held. 0, -ENOSPC, -ENOMEM, HTKV_EFAILED, HTKV_ETOOBIG or -errno. */
+int htkv_shard_make_room(struct shard *sh, uint64_t need);
+
+/* Turn a space or I/O failure of a prepare phase into the store's policy (ENOSPC: the store
+ * refuses writes until reopen). Returns the code to report. */
+int htkv_shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc);
+
+/* Write SEAL at the tail of @p s and fdatasync it; s->sealed on success. 0 or -errno. */
+int htkv_shard_seal(struct seg *s);
+
+/* snapshot.c: write DIR/snapshot-NNNNNN.snap and remove older ones (compact_lock held). */
+int htkv_snapshot_emit(struct htkv_db *db);
 
 /* Active segment of @p sh (lock held). */
 static inline struct seg *

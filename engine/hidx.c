@@ -2,13 +2,16 @@
  * hidx.c - the writer side of the hash index (design in hidx.h).
  *
  * Invariants
- *   1. Every occupied slot points to the newest entry of a distinct key; slots are never emptied
- *      while readers may use the table (keys leave only by a rebuild, later).
+ *   1. Every occupied slot points to the newest entry of a distinct key or to the removed
+ *      sentinel; slots are never emptied while readers may use the table (removed keys leave
+ *      their sentinel until the next rebuild).
  *   2. A new table is fully built before it is published with a release store; the old table is
  *      retired, never freed while a reader may hold it.
  *   3. used <= mask * 3/4 after every install (reserve grows first).
  */
 #include "engine/hidx.h"
+
+const struct hidx_ent htkv_hidx_removed = { .key_len = 0 };
 
 static struct hidx_table *
 table_new(uint64_t slots)
@@ -53,7 +56,7 @@ htkv_hidx_fini(struct hidx *h)
     }
     for (uint64_t i = 0; i <= t->mask; i++) {
         uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
-        if (s != 0) {
+        if (hidx_slot_live(s)) {
             free_chain(hidx_slot_ent(s));
         }
     }
@@ -78,11 +81,14 @@ int
 htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table), void *ctx)
 {
     struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
-    uint64_t need = t->used + more;
     uint64_t slots = t->mask + 1;
-    if (need * HIDX_LOAD_DEN <= slots * HIDX_LOAD_NUM) {
+    if ((t->used + more) * HIDX_LOAD_DEN <= slots * HIDX_LOAD_NUM) {
         return 0;
     }
+    /* Size the new table for the live keys only: a rebuild also drops removed sentinels, so a
+     * table full of them is rebuilt at the same size instead of doubling. */
+    uint64_t need = h->entries + more;
+    slots = HIDX_MIN_SLOTS;
     while (need * HIDX_LOAD_DEN > slots * HIDX_LOAD_NUM) {
         slots *= 2;
     }
@@ -93,11 +99,11 @@ htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void 
     }
     for (uint64_t i = 0; i <= t->mask; i++) {
         uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
-        if (s != 0) {
+        if (hidx_slot_live(s)) {
             table_put(n, s);
         }
     }
-    HTKV_ASSERT(n->used == t->used);
+    HTKV_ASSERT(n->used == h->entries);
     atomic_store_explicit(&h->table, n, memory_order_release);
     retire(ctx, t);
     return 0;
@@ -143,6 +149,24 @@ htkv_hidx_install(struct hidx *h, struct hidx_ent *e, int *rc,
     }
 }
 
+void
+htkv_hidx_remove(struct hidx *h, struct hidx_ent *e)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    uint64_t want = hidx_slot_make(e);
+    for (uint64_t i = e->hash & t->mask;; i = (i + 1) & t->mask) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        HTKV_ASSERT(s != 0); /* e is the head of its key: it is in the table */
+        if (s == want) {
+            atomic_store_explicit(&t->slots[i], (uint64_t)(uintptr_t)&htkv_hidx_removed,
+                                  memory_order_release);
+            HTKV_ASSERT(h->entries > 0);
+            h->entries--;
+            return;
+        }
+    }
+}
+
 uint64_t
 htkv_hidx_table_bytes(const struct hidx *h)
 {
@@ -156,7 +180,7 @@ htkv_hidx_foreach(struct hidx *h, void (*fn)(struct hidx_ent *e, void *ctx), voi
     struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
     for (uint64_t i = 0; i <= t->mask; i++) {
         uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
-        if (s != 0) {
+        if (hidx_slot_live(s)) {
             fn(hidx_slot_ent(s), ctx);
         }
     }

@@ -40,7 +40,7 @@ struct hidx_ent {
 
 struct hidx_table {
     uint64_t mask;
-    uint64_t used; /* occupied slots (writer only) */
+    uint64_t used; /* occupied slots, removed sentinels included (writer only) */
     _Atomic uint64_t slots[];
 };
 
@@ -72,6 +72,21 @@ static inline struct hidx_ent *
 hidx_slot_ent(uint64_t s)
 {
     return (struct hidx_ent *)(uintptr_t)(s & HIDX_PTR_MASK);
+}
+
+/*
+ * A removed key's slot points at this sentinel instead of becoming empty: an empty slot ends a
+ * probe, so emptying one could hide keys placed after it from lock-free readers. The sentinel's
+ * key_len is 0, which no key has, so a reader whose tag matches it (tag 0) rejects it without
+ * reading a record. Rebuilds (htkv_hidx_reserve) leave sentinels behind.
+ */
+extern const struct hidx_ent htkv_hidx_removed;
+
+/* True when slot value @p s holds an entry (neither empty nor removed). */
+static inline bool
+hidx_slot_live(uint64_t s)
+{
+    return s != 0 && hidx_slot_ent(s) != &htkv_hidx_removed;
 }
 
 int htkv_hidx_init(struct hidx *h);
@@ -112,6 +127,12 @@ struct hidx_ent *htkv_hidx_install(struct hidx *h, struct hidx_ent *e, int *rc,
 /* Make sure one more key fits without growing (called before a write commits). 0 or -ENOMEM. */
 int htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table),
                       void *ctx);
+
+/*
+ * Writer side: remove @p e, the head entry of its key, from the table (its slot becomes the
+ * removed sentinel). The caller retires @p e and its chain through EBR. Never fails.
+ */
+void htkv_hidx_remove(struct hidx *h, struct hidx_ent *e);
 
 /* Bytes used by the table (entries not included). */
 uint64_t htkv_hidx_table_bytes(const struct hidx *h);

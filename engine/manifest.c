@@ -163,7 +163,7 @@ man_write_full(struct manifest *m, uint64_t number)
     for (uint32_t s = 0; s < m->shard_count; s++) {
         segs += m->shards[s].count;
     }
-    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + 2);
+    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + 3);
     unsigned char *buf = htkv_mem_alloc(cap);
     if (buf == NULL) {
         return -ENOMEM;
@@ -180,6 +180,11 @@ man_write_full(struct manifest *m, uint64_t number)
         for (size_t i = 0; i < m->shards[s].count; i++) {
             max_id = m->shards[s].seg_ids[i] > max_id ? m->shards[s].seg_ids[i] : max_id;
         }
+    }
+    if (m->batch_floor > 0) {
+        memset(p, 0, 8);
+        htkv_store64(p + 8, m->batch_floor);
+        n += man_edit_encode(buf + n, MAN_BATCH_FLOOR, p, 16);
     }
     if (m->next_seg_id > max_id + 1) {
         /* Ids above the live ones were handed out (dropped segments): keep them used. */
@@ -321,6 +326,13 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
             } else if (next > m->next_seg_id) {
                 m->next_seg_id = next;
             }
+        } else if (type == MAN_BATCH_FLOOR && elen == 16 && have_init) {
+            uint64_t floor = htkv_load64(p + 8);
+            if (htkv_load64(p) != 0) {
+                rc = HTKV_ECORRUPT;
+            } else if (floor > m->batch_floor) {
+                m->batch_floor = floor;
+            }
         } else if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && elen == 16 && have_init) {
             uint32_t shard = htkv_load32(p);
             uint64_t id = htkv_load64(p + 8);
@@ -454,21 +466,29 @@ static int
 man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
 {
     HTKV_ASSERT(m->writable);
-    HTKV_ASSERT(shard < m->shard_count);
+    HTKV_ASSERT(type == MAN_BATCH_FLOOR || shard < m->shard_count);
     unsigned char p[16], e[MAN_EDIT_HDR + 16];
     htkv_store32(p, shard);
     htkv_store32(p + 4, 0);
     htkv_store64(p + 8, seg_id);
     size_t n = man_edit_encode(e, type, p, 16);
     pthread_mutex_lock(&m->lock);
+    if (type == MAN_BATCH_FLOOR && seg_id <= m->batch_floor) {
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
     int rc = full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
     if (rc == 0 && fdatasync(m->fd) != 0) {
         rc = -errno;
     }
     if (rc == 0) {
         m->file_bytes += n;
-        rc = type == MAN_SEG_ADD ? man_apply_add(m, shard, seg_id)
-                                 : man_apply_drop(m, shard, seg_id);
+        if (type == MAN_BATCH_FLOOR) {
+            m->batch_floor = seg_id;
+        } else {
+            rc = type == MAN_SEG_ADD ? man_apply_add(m, shard, seg_id)
+                                     : man_apply_drop(m, shard, seg_id);
+        }
         HTKV_ASSERT(rc != HTKV_ECORRUPT); /* callers add fresh ids and drop live ones */
     } else {
         /* The edit may be partly on disk: overwrite it with zeros so a later edit cannot follow
@@ -490,6 +510,56 @@ int
 htkv_manifest_drop_seg(struct manifest *m, uint32_t shard, uint64_t seg_id)
 {
     return man_append(m, MAN_SEG_DROP, shard, seg_id);
+}
+
+int
+htkv_manifest_set_batch_floor(struct manifest *m, uint64_t floor)
+{
+    /* Payload {zero u32, zero u32, floor u64}: the shard field of man_append() is 0. */
+    return man_append(m, MAN_BATCH_FLOOR, 0, floor);
+}
+
+int
+htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor)
+{
+    HTKV_ASSERT(m->writable);
+    struct man_shard *n = htkv_mem_calloc(m->shard_count, sizeof(*n));
+    if (n == NULL) {
+        return -ENOMEM;
+    }
+    int rc = 0;
+    for (uint32_t s = 0; s < m->shard_count && rc == 0; s++) {
+        size_t c = lists[s].count;
+        n[s].seg_ids = htkv_mem_alloc((c ? c : 1) * sizeof(uint64_t));
+        if (n[s].seg_ids == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        memcpy(n[s].seg_ids, lists[s].seg_ids, c * sizeof(uint64_t));
+        n[s].count = n[s].cap = c;
+        for (size_t i = 1; i < c; i++) {
+            HTKV_ASSERT(n[s].seg_ids[i - 1] < n[s].seg_ids[i]);
+        }
+    }
+    pthread_mutex_lock(&m->lock);
+    struct man_shard *old = m->shards;
+    uint64_t old_floor = m->batch_floor;
+    if (rc == 0) {
+        m->shards = n;
+        m->batch_floor = batch_floor > old_floor ? batch_floor : old_floor;
+        rc = man_write_full(m, m->number + 1);
+        if (rc != 0) {
+            m->shards = old;
+            m->batch_floor = old_floor;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    struct man_shard *dead = rc == 0 ? old : n;
+    for (uint32_t s = 0; s < m->shard_count; s++) {
+        htkv_mem_free(dead[s].seg_ids);
+    }
+    htkv_mem_free(dead);
+    return rc;
 }
 
 uint64_t

@@ -5,7 +5,10 @@
  *   header (32 B): magic "HTKVMAN1", format u32, zero u32, number u64, zero u32, crc32c u32 of
  * 0..27 edits: crc32c u32 (of the next 8 + len bytes), len u32, type u32, payload[len]; 4-byte
  * aligned MAN_INIT     {format u32, shard_count u32, hash_seed u64} MAN_SEG_ADD  {shard u32, zero
- * u32, seg_id u64} MAN_SEG_DROP {shard u32, zero u32, seg_id u64} Every edit is fdatasynced before
+ * u32, seg_id u64} MAN_SEG_DROP {shard u32, zero u32, seg_id u64} MAN_NEXT_ID {zero u64, next
+ * u64} MAN_BATCH_FLOOR {zero u64, floor u64}: every batch with a version <= floor is durable in
+ * all of its shards, so recovery applies such a batch's part without looking for the other
+ * parts (compaction may have dropped them with their segments). Every edit is fdatasynced before
  * the change it describes is used: a segment receives records only after its MAN_SEG_ADD is
  * durable, and is deleted only after its MAN_SEG_DROP is.
  *
@@ -29,6 +32,7 @@ enum man_type {
     MAN_SEG_ADD = 2,
     MAN_SEG_DROP = 3,
     MAN_NEXT_ID = 4,
+    MAN_BATCH_FLOOR = 5,
 };
 
 struct man_shard {
@@ -48,6 +52,7 @@ struct manifest {
     uint32_t shard_count;
     uint64_t hash_seed;
     uint64_t next_seg_id; /* one past the largest segment id ever added */
+    uint64_t batch_floor; /* MAN_BATCH_FLOOR: batches <= it are complete everywhere */
     struct man_shard *shards;
 };
 
@@ -64,6 +69,17 @@ int htkv_manifest_load(int dir_fd, bool writable, struct manifest **out);
 /* Append and fdatasync one edit, then apply it in memory. 0, -ENOMEM or -errno. */
 int htkv_manifest_add_seg(struct manifest *m, uint32_t shard, uint64_t seg_id);
 int htkv_manifest_drop_seg(struct manifest *m, uint32_t shard, uint64_t seg_id);
+
+/* Append and fdatasync MAN_BATCH_FLOOR @p floor (no-op when not above the current one). */
+int htkv_manifest_set_batch_floor(struct manifest *m, uint64_t floor);
+
+/*
+ * Replace every shard's segment list at once (snapshot restore): write a fresh manifest holding
+ * @p lists (shard_count entries, ids sorted, borrowed) and @p batch_floor, then switch CURRENT to
+ * it: the rename is the commit point. On success the manifest holds the new lists; on failure
+ * nothing changed. 0, -ENOMEM or -errno.
+ */
+int htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor);
 
 /* Reserve a new segment id (not yet added). Thread-safe. */
 uint64_t htkv_manifest_next_seg_id(struct manifest *m);

@@ -61,6 +61,11 @@ struct shard_metrics {
     struct htkv_hist group; /* writes covered by each fdatasync (group size) */
     _Atomic uint64_t bytes_written; /* record bytes appended by writes */
     uint64_t unsynced_writes;       /* writes appended since the last fdatasync began (lock) */
+    /* Compaction work (written under the shard's lock). */
+    uint64_t compact_bytes_read;    /* record bytes of victims examined */
+    uint64_t compact_bytes_written; /* record bytes copied to the active segment */
+    uint64_t compact_segments;      /* victims dropped */
+    uint64_t compact_tombstones;    /* tombstones dropped for good */
     char pad[HTKV_CACHELINE];
     struct htkv_hist get; /* ns per sampled htkv_get (1 in METRICS_GET_SAMPLE per thread) */
 };

@@ -262,6 +262,9 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
         if (h.version > rv->max_version && h.type != REC_SEAL) {
             rv->max_version = h.version;
         }
+        if (h.version > s->max_version && h.type != REC_SEAL) {
+            s->max_version = h.version;
+        }
         switch (h.type) {
         case REC_SET:
         case REC_DEL: {
@@ -391,6 +394,9 @@ recover_cross_shard(struct recov *rv)
         for (size_t k = i; k < j; k++) {
             complete = complete && rv->pend[k].parts == rv->pend[i].parts;
         }
+        /* At or below the batch floor every part was durable before compaction could drop
+         * any of them: the parts found are all that is left, and they stand. */
+        complete = complete || rv->pend[i].version <= db->man->batch_floor;
         if (!complete) {
             htkv_db_log(db, HTKV_LOG_WARN,
                         "batch version %llu: %zu of %u parts committed; not applied",
@@ -436,8 +442,10 @@ remove_orphans(struct htkv_db *db, struct shard *sh, const struct man_shard *ms)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         unsigned long long id;
-        char tail[8];
-        if (sscanf(de->d_name, "%12llu.%7s", &id, tail) == 2 && strcmp(tail, "seg") == 0 &&
+        char tail[16];
+        if (sscanf(de->d_name, "%12llu.%15s", &id, tail) == 2 &&
+            (strcmp(tail, "seg") == 0 || strcmp(tail, "hint") == 0 ||
+             strcmp(tail, "hint.tmp") == 0) &&
             !listed(ms, id)) {
             char path[4200];
             snprintf(path, sizeof(path), "%s/%s", sh->dir, de->d_name);

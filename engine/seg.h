@@ -48,6 +48,12 @@ struct seg {
     bool zero_fill; /* grow with written zeros instead of fallocate (cheaper fdatasyncs) */
     _Atomic uint64_t live_bytes; /* bytes of records that are the newest version of a key */
     _Atomic uint64_t dead_bytes; /* bytes of superseded records */
+    /* fdatasyncs in flight outside the shard's lock (a group sync, the interval syncer, a
+     * worker's ring): a segment dropped by compaction is closed only once this is 0. Taken
+     * under the shard's lock on the active segment only, so a sealed segment gains none. */
+    _Atomic uint32_t io_pins;
+    uint64_t max_version; /* highest record version appended or recovered */
+    bool has_hint;        /* a valid hint file exists beside it */
     char path[];
 };
 
@@ -88,6 +94,19 @@ bool htkv_seg_all_zero(const unsigned char *p, uint64_t n);
 
 /* End of the last non-zero byte of map[from, end), or @p from when they are all zero. */
 uint64_t htkv_seg_last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end);
+
+/* Count an fdatasync of @p s in flight outside its shard's lock (see io_pins). */
+static inline void
+htkv_seg_pin(struct seg *s)
+{
+    atomic_fetch_add_explicit(&s->io_pins, 1, memory_order_acq_rel);
+}
+
+static inline void
+htkv_seg_unpin(struct seg *s)
+{
+    atomic_fetch_sub_explicit(&s->io_pins, 1, memory_order_acq_rel);
+}
 
 /* Unmap and close; frees @p s. NULL accepted. */
 void htkv_seg_close(struct seg *s);

@@ -125,9 +125,9 @@ htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
     }
 }
 
-static uint64_t
-shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-             uint32_t klen, const void *val, uint32_t vlen)
+uint64_t
+htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                  uint32_t klen, const void *val, uint32_t vlen)
 {
     uint64_t off = s->tail;
     uint64_t size = htkv_rec_size(klen, vlen);
@@ -137,19 +137,21 @@ shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const
     HTKV_ASSERT(w == size);
     s->tail = off + size;
     s->records++;
+    if (type != REC_SEAL && version > s->max_version) {
+        s->max_version = version;
+    }
     return off;
 }
 
-/* Write SEAL at the tail of @p s and make the segment durable. */
-static int
-shard_seal(struct seg *s)
+int
+htkv_shard_seal(struct seg *s)
 {
     unsigned char p[REC_SEAL_PAYLOAD];
     htkv_store64(p, s->records);
     htkv_store64(p + 8, s->tail);
     int rc = htkv_seg_reserve(s, SEAL_BYTES);
     if (rc == 0) {
-        shard_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
+        htkv_shard_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
         atomic_fetch_add_explicit(&s->dead_bytes, SEAL_BYTES, memory_order_relaxed);
     } else if (rc != HTKV_EFULL) {
         return rc;
@@ -227,7 +229,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     }
     struct seg *old = shard_active(sh);
     if (old != NULL && !old->sealed) {
-        rc = shard_seal(old);
+        rc = htkv_shard_seal(old);
         if (rc != 0) {
             /* The old segment's data may not be durable: same rule as any failed sync. */
             htkv_shard_fail_sync(sh, old, rc);
@@ -239,9 +241,8 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     return sh->failed ? HTKV_EFAILED : 0;
 }
 
-/* Make room for @p need bytes in the active segment, rotating if it is full. */
-static int
-shard_make_room(struct shard *sh, uint64_t need)
+int
+htkv_shard_make_room(struct shard *sh, uint64_t need)
 {
     struct seg *s = shard_active(sh);
     if (s == NULL || s->sealed || s->tail + need + SEAL_BYTES > s->map_bytes) {
@@ -266,9 +267,8 @@ shard_check_writable(struct htkv_db *db, struct shard *sh)
     return 0;
 }
 
-/* Turn a space or I/O failure of the prepare phase into the store's policy. */
-static int
-shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc)
+int
+htkv_shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc)
 {
     if (rc == -ENOSPC || rc == -EDQUOT) {
         if (!atomic_exchange(&db->no_space, 1)) {
@@ -457,7 +457,7 @@ htkv_shard_trie_ensure(struct shard *sh)
         for (uint64_t i = 0; i <= t->mask && rc == 0; i++) {
             uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
             void *prev;
-            if (slot != 0) {
+            if (hidx_slot_live(slot)) {
                 rc = htkv_trie_insert(&sh->trie, hidx_slot_ent(slot), &prev);
             }
         }
@@ -509,10 +509,12 @@ shard_wait_durable(struct shard *sh, uint64_t version)
         struct seg *s = shard_active(sh); /* segments sealed earlier were synced by the seal */
         uint64_t group = htkv_shard_sync_begin(sh);
         uint64_t t0 = htkv_now_ns();
+        htkv_seg_pin(s);
         pthread_mutex_unlock(&sh->lock);
         int rc = htkv_seg_sync(s);
         atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
         pthread_mutex_lock(&sh->lock);
+        htkv_seg_unpin(s);
         htkv_shard_sync_end(sh, group, t0);
         sh->syncing = false;
         if (rc != 0) {
@@ -552,7 +554,7 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     if (type == REC_DEL && shard_current_version(sh, hash, key, klen) == 0) {
         return HTKV_ENOTFOUND; /* nothing to delete: write nothing */
     }
-    rc = shard_make_room(sh, size);
+    rc = htkv_shard_make_room(sh, size);
     if (rc == 0) {
         rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
     }
@@ -563,7 +565,7 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
         rc = htkv_trie_reserve(&sh->trie, 1);
     }
     if (rc != 0) {
-        return shard_prepare_failed(db, sh, rc);
+        return htkv_shard_prepare_failed(db, sh, rc);
     }
     struct hidx_ent *e = ent_new(sh);
     if (e == NULL) {
@@ -571,7 +573,7 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     }
     struct seg *s = shard_active(sh);
     uint64_t v = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
-    uint64_t off = shard_append(s, type, 0, v, key, klen, val, vlen);
+    uint64_t off = htkv_shard_append(s, type, 0, v, key, klen, val, vlen);
     *e = (struct hidx_ent){ .version = v,
                             .hash = hash,
                             .seg = s,
@@ -683,7 +685,7 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
         return 0;
     }
     p->bytes += BATCH_FRAME_BYTES;
-    rc = shard_make_room(sh, p->bytes);
+    rc = htkv_shard_make_room(sh, p->bytes);
     if (rc == 0) {
         rc = htkv_hidx_reserve(&sh->idx, p->nops, htkv_shard_retire_table, sh);
     }
@@ -694,7 +696,7 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
         rc = htkv_trie_reserve(&sh->trie, p->nops);
     }
     if (rc != 0) {
-        return shard_prepare_failed(db, sh, rc);
+        return htkv_shard_prepare_failed(db, sh, rc);
     }
     p->ents = htkv_mem_calloc(p->nops, sizeof(*p->ents));
     if (p->ents == NULL) {
@@ -718,7 +720,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
     htkv_store32(frame, p->nops);
     htkv_store32(frame + 4, parts);
-    shard_append(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
+    htkv_shard_append(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
     uint32_t k = 0;
     for (size_t i = 0; i < b->nops; i++) {
         const struct batch_op *op = &b->ops[i];
@@ -726,8 +728,8 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
             continue;
         }
         const unsigned char *key = op_key(b, op);
-        uint64_t off = shard_append(s, op->type, REC_F_BATCH, version, key, op->klen,
-                                    key + op->klen, op->vlen);
+        uint64_t off = htkv_shard_append(s, op->type, REC_F_BATCH, version, key, op->klen,
+                                         key + op->klen, op->vlen);
         *p->ents[k++] =
             (struct hidx_ent){ .version = version,
                                .hash = hashes[i],
@@ -738,7 +740,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
                                .del = op->type == REC_DEL };
     }
     HTKV_ASSERT(k == p->nops);
-    shard_append(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
+    htkv_shard_append(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
     atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
 }
 
@@ -917,12 +919,13 @@ htkv_shard_sync(struct shard *sh)
         pthread_mutex_unlock(&sh->lock);
         return 0;
     }
-    /* Segments are only closed by htkv_close(), which waits for this call: the pointer stays
-     * valid outside the lock, and the fdatasync does not hold writers up. Segments sealed since
-     * were synced by their seal. */
+    /* The pin keeps the segment open outside the lock should it be sealed and then dropped by
+     * compaction meanwhile (compact.c waits for io_pins to fall to 0), so the fdatasync does
+     * not hold writers up. Segments sealed since were synced by their seal. */
     struct seg *s = shard_active(sh);
     uint64_t group = htkv_shard_sync_begin(sh);
     uint64_t t0 = htkv_now_ns();
+    htkv_seg_pin(s);
     pthread_mutex_unlock(&sh->lock);
     int rc = htkv_seg_sync(s);
     atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
@@ -931,6 +934,7 @@ htkv_shard_sync(struct shard *sh)
     if (rc != 0) {
         htkv_shard_fail_sync(sh, s, rc);
     }
+    htkv_seg_unpin(s);
     pthread_mutex_unlock(&sh->lock);
     return rc != 0 ? HTKV_EFAILED : 0;
 }

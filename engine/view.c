@@ -23,6 +23,7 @@
  */
 #include "engine/db.h"
 
+#include "engine/compact.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
 
@@ -33,6 +34,7 @@ struct htkv_view {
     struct htkv_db *db;
     struct htkv_view *next;
     struct htkv_view *prev;
+    uint64_t gen; /* db->view_gen after this view was counted: compaction's zombies use it */
     uint64_t max_version;
     uint64_t snap[]; /* per shard */
 };
@@ -67,6 +69,7 @@ struct htkv_iter {
     uint32_t hi_len;
     uint64_t limit;
     uint64_t returned;
+    uint64_t last_version; /* version of the item returned last */
     int err;
     uint32_t nsrc;
     uint32_t nheap;
@@ -121,6 +124,7 @@ view_open(struct htkv_db *db, struct htkv_view **out)
     }
     db->views = v;
     db->views_open++;
+    v->gen = ++db->view_gen;
     pthread_mutex_unlock(&db->views_lock);
     *out = v;
     return 0;
@@ -152,6 +156,13 @@ view_close(struct htkv_view *v)
             htkv_shard_prune_to_floor(sh);
         }
         pthread_mutex_unlock(&sh->lock);
+    }
+    if (db->zombies != NULL) {
+        uint64_t min_gen = UINT64_MAX;
+        for (struct htkv_view *o = db->views; o != NULL; o = o->next) {
+            min_gen = o->gen < min_gen ? o->gen : min_gen;
+        }
+        htkv_compact_release_zombies(db, min_gen);
     }
     pthread_mutex_unlock(&db->views_lock);
     htkv_mem_free(v);
@@ -593,6 +604,7 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     if (vlen != NULL) {
         *vlen = item->vlen;
     }
+    it->last_version = item->version;
     it->returned++;
     /* Advance the source; the item just returned stays readable (it is in a mapping). */
     it->src[top].pos++;
@@ -608,6 +620,12 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
         heap_down(it, 0);
     }
     return 1;
+}
+
+uint64_t
+htkv_iter_version(const htkv_iter *it)
+{
+    return it == NULL ? 0 : it->last_version;
 }
 
 void

@@ -219,8 +219,11 @@ worker_submit_group_syncs(struct worker *w)
             pthread_mutex_lock(&sh->lock);
             uint64_t target = sh->appended;
             struct seg *seg = shard_active(sh);
-            bool failed = sh->failed;
+            bool failed = sh->failed || seg == NULL;
             uint64_t group = failed ? 0 : htkv_shard_sync_begin(sh);
+            if (!failed) {
+                htkv_seg_pin(seg); /* until worker_on_fsync(): compaction waits for it */
+            }
             pthread_mutex_unlock(&sh->lock);
             if (failed) {
                 continue;
@@ -232,6 +235,7 @@ worker_submit_group_syncs(struct worker *w)
                 w->inflight_seg[s] = seg;
                 atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
             } else {
+                htkv_seg_unpin(seg);
                 worker_sync_unbegin(sh, group);
             }
         }
@@ -246,20 +250,27 @@ worker_interval_syncs(struct worker *w)
     unsigned n = db->cfg.worker_threads;
     for (uint32_t s = w->id; s < db->shard_count; s += n) {
         struct shard *sh = db_shard(db, s);
-        if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
-            continue;
+        if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed) ||
+            w->inflight_iseg[s] != NULL) {
+            continue; /* clean, or the last interval fsync has not completed yet */
         }
         pthread_mutex_lock(&sh->lock);
         atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
         struct seg *seg = shard_active(sh);
+        if (seg == NULL) {
+            pthread_mutex_unlock(&sh->lock);
+            continue;
+        }
         uint64_t group = htkv_shard_sync_begin(sh);
+        htkv_seg_pin(seg);
         pthread_mutex_unlock(&sh->lock);
         w->inflight_t0[s] = htkv_now_ns();
         w->inflight_group[s] = group;
         if (htkv_ur_fsync(&w->ur, seg->fd, UD_INTERVAL | s) == 0) {
-            w->inflight_seg[s] = seg;
+            w->inflight_iseg[s] = seg;
             atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
         } else {
+            htkv_seg_unpin(seg);
             atomic_store_explicit(&sh->dirty, true, memory_order_relaxed); /* retry next time */
             worker_sync_unbegin(sh, group);
         }
@@ -276,10 +287,19 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
     struct shard *sh = db_shard(db, s);
     pthread_mutex_lock(&sh->lock);
     htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
+    bool interval = (ud & UD_INTERVAL) != 0;
+    struct seg *seg = interval ? w->inflight_iseg[s] : w->inflight_seg[s];
+    HTKV_ASSERT(seg != NULL);
     if (res < 0) {
-        htkv_shard_fail_sync(sh, w->inflight_seg[s], res);
-    } else if ((ud & UD_INTERVAL) == 0) {
+        htkv_shard_fail_sync(sh, seg, res);
+    } else if (!interval) {
         htkv_shard_publish(sh, w->inflight_target[s]);
+    }
+    htkv_seg_unpin(seg);
+    if (interval) {
+        w->inflight_iseg[s] = NULL;
+    } else {
+        w->inflight_seg[s] = NULL;
     }
     pthread_cond_broadcast(&sh->synced_cond);
     pthread_mutex_unlock(&sh->lock);
@@ -420,6 +440,7 @@ worker_free(struct worker *w)
     htkv_mem_free(w->waiting);
     htkv_mem_free(w->inflight_target);
     htkv_mem_free(w->inflight_seg);
+    htkv_mem_free(w->inflight_iseg);
     htkv_mem_free(w->inflight_t0);
     htkv_mem_free(w->inflight_group);
 }
@@ -449,10 +470,12 @@ htkv_workers_start(struct htkv_db *db)
         rc = htkv_mpsc_init(&w->q, qcap);
         w->inflight_target = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
         w->inflight_seg = htkv_mem_calloc(db->shard_count, sizeof(struct seg *));
+        w->inflight_iseg = htkv_mem_calloc(db->shard_count, sizeof(struct seg *));
         w->inflight_t0 = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
         w->inflight_group = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
-        if (rc == 0 && (w->inflight_target == NULL || w->inflight_seg == NULL ||
-                        w->inflight_t0 == NULL || w->inflight_group == NULL)) {
+        if (rc == 0 &&
+            (w->inflight_target == NULL || w->inflight_seg == NULL || w->inflight_iseg == NULL ||
+             w->inflight_t0 == NULL || w->inflight_group == NULL)) {
             rc = -ENOMEM;
         }
         if (rc == 0) {

@@ -69,10 +69,11 @@ struct worker {
     size_t nwaiting, waiting_cap;
     /* Per shard of the store: target version of this worker's fsync in flight (0 = none). */
     uint64_t *inflight_target;
-    struct seg **inflight_seg;
-    uint64_t *inflight_t0;     /* when each shard's fsync in flight was submitted (metrics) */
-    uint64_t *inflight_group;  /* writes it covers (metrics) */
-    uint64_t next_interval_ns; /* HTKV_SYNC_INTERVAL: when to sync dirty shards next */
+    struct seg **inflight_seg;  /* segment of each shard's group fsync in flight (pinned) */
+    struct seg **inflight_iseg; /* segment of each shard's interval fsync in flight (pinned) */
+    uint64_t *inflight_t0;      /* when each shard's fsync in flight was submitted (metrics) */
+    uint64_t *inflight_group;   /* writes it covers (metrics) */
+    uint64_t next_interval_ns;  /* HTKV_SYNC_INTERVAL: when to sync dirty shards next */
 };
 
 /* Start db->cfg.worker_threads workers. Returns 0 or an error (none left running). */

@@ -136,51 +136,64 @@ typedef struct htkv_config {
     uint64_t max_segment_bytes; /**< Segment rotation size. Default 64 MiB. */
     int sync_mode;              /**< enum htkv_sync_mode. Default HTKV_SYNC_INTERVAL. */
     unsigned fsync_interval_ms; /**< For HTKV_SYNC_INTERVAL (1..60000). Default 25. */
-    /* Compaction settings: validated and kept, but this version does not compact yet (segments
-     * are never rewritten; htkv_stats.dead_bytes tells what compaction will reclaim). */
-    unsigned compaction_interval_ms;     /**< 0 = manual only. Default 60000. */
-    double compaction_min_garbage_ratio; /**< Segments above it are compacted, in [0, 1]. 0.5. */
-    int emit_snapshot_after_compaction;  /**< Boolean. Default 1. */
-    int io_backend;                      /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
-    unsigned queue_depth;                /**< Per-worker queue and ring depth. Default 256. */
-    uint64_t memory_budget_bytes;        /**< Value cache budget; 0 = none. Default 0. Not used yet:
-                                              values are read from the page cache. */
-    uint32_t max_value_bytes; /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
-    int read_only;            /**< Boolean: open without writing anything. Default 0. */
-    int create_if_missing;    /**< Boolean: create an empty store if none exists. Default 1. */
-    int recovery;             /**< enum htkv_recovery. Default HTKV_RECOVERY_STRICT. */
-    int verify_checksums;     /**< Boolean: check the CRC of every record read. Default 1. */
-    htkv_log_fn log_fn;       /**< Log sink; NULL = warnings and errors to stderr. */
-    void *log_ctx;            /**< Passed to log_fn; kept until htkv_close(). */
+    /**
+     * Background compaction: every compaction_interval_ms a thread of the store rewrites the
+     * sealed segments whose garbage ratio (dead / (live + dead) bytes) is at least
+     * compaction_min_garbage_ratio, in steps that hold a shard's lock for at most 256 KiB of
+     * records. 0 = only htkv_compact_now(). Default 60000.
+     */
+    unsigned compaction_interval_ms;
+    double compaction_min_garbage_ratio; /**< In [0, 1]. Default 0.5. */
+    /**
+     * Boolean: after a background pass that dropped segments, write DIR/snapshot-NNNNNN.snap
+     * (htkv_snapshot_write()) and remove the older ones. Default 1.
+     */
+    int emit_snapshot_after_compaction;
+    int io_backend;               /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
+    unsigned queue_depth;         /**< Per-worker queue and ring depth. Default 256. */
+    uint64_t memory_budget_bytes; /**< Value cache budget; 0 = none. Default 0. Not used yet:
+                                       values are read from the page cache. */
+    uint32_t max_value_bytes;     /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
+    int read_only;                /**< Boolean: open without writing anything. Default 0. */
+    int create_if_missing;        /**< Boolean: create an empty store if none exists. Default 1. */
+    int recovery;                 /**< enum htkv_recovery. Default HTKV_RECOVERY_STRICT. */
+    int verify_checksums;         /**< Boolean: check the CRC of every record read. Default 1. */
+    htkv_log_fn log_fn;           /**< Log sink; NULL = warnings and errors to stderr. */
+    void *log_ctx;                /**< Passed to log_fn; kept until htkv_close(). */
 } htkv_config;
 
 /** Figures reported by htkv_stats(). Counts are store-wide sums over shards. */
 struct htkv_stats {
-    uint64_t live_keys;         /**< Keys with a value. */
-    uint64_t tombstones;        /**< Deleted keys still remembered by the index. */
-    uint64_t segments;          /**< Segment files. */
-    uint64_t disk_bytes;        /**< Bytes allocated to segment files (preallocation included). */
-    uint64_t data_bytes;        /**< Bytes of records written to segments. */
-    uint64_t live_bytes;        /**< Bytes of records that are the newest version of their key. */
-    uint64_t dead_bytes;        /**< Bytes of superseded records: what compaction can reclaim. */
-    uint64_t index_bytes;       /**< Memory of the hash indexes (tables and entries). */
-    uint64_t trie_bytes;        /**< Memory of the ordered indexes (built on first query). */
-    uint64_t views_open;        /**< Views (and iterators, which hold one) open now. */
-    uint64_t last_version;      /**< Highest version assigned or recovered. */
-    uint64_t puts;              /**< Put operations applied since open (batches included). */
-    uint64_t deletes;           /**< Delete operations applied since open. */
-    uint64_t batches;           /**< Batches committed since open. */
-    uint64_t syncs;             /**< fdatasync calls since open. */
-    uint64_t recovered_records; /**< Records read by recovery at open. */
-    uint64_t truncated_bytes;   /**< Torn-tail bytes discarded by recovery at open. */
-    uint64_t skipped_bytes;     /**< Damaged bytes skipped (HTKV_RECOVERY_SKIP_CORRUPT). */
-    uint32_t shard_count;       /**< Shards of the store. */
-    uint32_t worker_threads;    /**< Worker threads running (0 = inline). */
-    const char *io_backend;     /**< "io_uring" or "sync" (the workers' I/O), "inline" without. */
-    int sync_mode;              /**< enum htkv_sync_mode in force. */
-    int failed;                 /**< Boolean: a shard refuses writes after a failed fdatasync. */
-    int no_space;               /**< Boolean: writes are refused after ENOSPC. */
-    uint64_t gets;              /**< htkv_get()/htkv_get_version() calls since open. */
+    uint64_t live_keys;          /**< Keys with a value. */
+    uint64_t tombstones;         /**< Deleted keys still remembered by the index. */
+    uint64_t segments;           /**< Segment files. */
+    uint64_t disk_bytes;         /**< Bytes allocated to segment files (preallocation included). */
+    uint64_t data_bytes;         /**< Bytes of records written to segments. */
+    uint64_t live_bytes;         /**< Bytes of records that are the newest version of their key. */
+    uint64_t dead_bytes;         /**< Bytes of superseded records: what compaction can reclaim. */
+    uint64_t index_bytes;        /**< Memory of the hash indexes (tables and entries). */
+    uint64_t trie_bytes;         /**< Memory of the ordered indexes (built on first query). */
+    uint64_t views_open;         /**< Views (and iterators, which hold one) open now. */
+    uint64_t last_version;       /**< Highest version assigned or recovered. */
+    uint64_t puts;               /**< Put operations applied since open (batches included). */
+    uint64_t deletes;            /**< Delete operations applied since open. */
+    uint64_t batches;            /**< Batches committed since open. */
+    uint64_t syncs;              /**< fdatasync calls since open. */
+    uint64_t recovered_records;  /**< Records read by recovery at open. */
+    uint64_t truncated_bytes;    /**< Torn-tail bytes discarded by recovery at open. */
+    uint64_t skipped_bytes;      /**< Damaged bytes skipped (HTKV_RECOVERY_SKIP_CORRUPT). */
+    uint32_t shard_count;        /**< Shards of the store. */
+    uint32_t worker_threads;     /**< Worker threads running (0 = inline). */
+    const char *io_backend;      /**< "io_uring" or "sync" (the workers' I/O), "inline" without. */
+    int sync_mode;               /**< enum htkv_sync_mode in force. */
+    int failed;                  /**< Boolean: a shard refuses writes after a failed fdatasync. */
+    int no_space;                /**< Boolean: writes are refused after ENOSPC. */
+    uint64_t gets;               /**< htkv_get()/htkv_get_version() calls since open. */
+    uint64_t compactions;        /**< Compaction passes that ran since open. */
+    uint64_t compacted_segments; /**< Segments rewritten and dropped since open. */
+    uint64_t compaction_read_bytes;    /**< Record bytes examined by compaction. */
+    uint64_t compaction_written_bytes; /**< Live record bytes copied by compaction. */
+    uint64_t tombstones_dropped;       /**< Tombstones compaction removed for good. */
 };
 
 /** Output format of htkv_metrics_write(). */
@@ -456,6 +469,14 @@ HTKV_API HTKV_MUST_USE int htkv_iter_set_limit(htkv_iter *it, uint64_t limit);
 HTKV_API HTKV_MUST_USE int htkv_iter_next(htkv_iter *it, const void **key, size_t *klen,
                                           const void **val, size_t *vlen);
 
+/**
+ * Version of the item htkv_iter_next() returned last (the write that stored it).
+ * @param[in] it  Iterator; borrowed. NULL gives 0.
+ * @return The version, or 0 before the first item.
+ * @context The iterator's thread.
+ */
+HTKV_API uint64_t htkv_iter_version(const htkv_iter *it);
+
 /** Free @p it (taken); NULL accepted. */
 HTKV_API void htkv_iter_destroy(htkv_iter *it);
 
@@ -504,6 +525,59 @@ HTKV_API HTKV_MUST_USE int htkv_read_with(htkv_db *db, int (*fn)(htkv_view *v, v
  * @context Any thread. Blocks for the syncs.
  */
 HTKV_API HTKV_MUST_USE int htkv_flush(htkv_db *db);
+
+/**
+ * Run a full compaction pass now and wait for it: seal each shard's active segment if it holds
+ * garbage, then rewrite every sealed segment with garbage: its live records are copied to the
+ * shard's active segment (with their versions), tombstones with nothing older left are dropped,
+ * and the segment is removed once the copies are durable and the drop is in the manifest. A crash
+ * at any point loses nothing and resurrects nothing.
+ *
+ * Writers of a shard wait at most one step (256 KiB of records) at a time; readers never wait;
+ * open views keep reading what they read before (a dropped segment stays mapped, and its disk
+ * space allocated, until the views opened before the drop are closed). A segment whose records
+ * an open view or an unsynced write still needs in place is left for a later pass.
+ * Runs one pass at a time with the background compactor.
+ * @param[in] db  Open store; borrowed.
+ * @return 0; HTKV_EREADONLY; HTKV_EFAILED (a sync failed: the store refuses writes); -ENOSPC
+ *         (no room for the copies: the store refuses writes until reopened, nothing is lost);
+ *         HTKV_ECORRUPT (a record of a segment failed its check: that segment is kept as it is;
+ *         htkv_last_error() names it); HTKV_ECLOSED; -ENOMEM; -EINVAL; another -errno.
+ * @context Any thread. Blocks for the pass (its fdatasyncs and copies).
+ */
+HTKV_API HTKV_MUST_USE int htkv_compact_now(htkv_db *db);
+
+/**
+ * Write a snapshot of the whole store to @p path: every live key with its value and version, in
+ * key order, as of one instant (a view), with the highest version it covers, checksummed. The
+ * file is written as PATH.tmp, fsynced and renamed, then the directory is fsynced: a crash
+ * leaves the old file (or none) or the complete new one. Writers go on meanwhile.
+ * Format: see engine/snapshot.c; two stores that applied the same writes with the same versions
+ * write identical bytes.
+ * @param[in] db    Open store (also read-only); borrowed.
+ * @param[in] path  Destination file; borrowed. Its directory must exist.
+ * @return 0; HTKV_ECORRUPT (a record failed its checksum while reading); HTKV_ECLOSED; -ENOMEM;
+ *         -EINVAL; -errno of open/write/fsync/rename (e.g. -ENOSPC, -EACCES).
+ * @context Any thread. Blocks for the write; holds a view open meanwhile.
+ */
+HTKV_API HTKV_MUST_USE int htkv_snapshot_write(htkv_db *db, const char *path);
+
+/**
+ * Replace the store's whole contents with the snapshot at @p path, atomically: after a crash at
+ * any point the store holds either its old contents or exactly the snapshot's, never a mix.
+ * The file is checked whole first (lengths, key order, checksums); a bad file changes nothing.
+ * Keys keep the snapshot's versions; later writes get versions above both the snapshot's and
+ * every version used before. Writers wait while it runs; readers go on and see the old contents
+ * until the switch. Writes acknowledged before the call returns may be replaced.
+ * @param[in] db    Open, writable store; borrowed.
+ * @param[in] path  Snapshot file (htkv_snapshot_write()); borrowed.
+ * @return 0; HTKV_ECORRUPT (not a valid snapshot: htkv_last_error() says where);
+ *         HTKV_EVERSION (a newer format); HTKV_EBUSY (views or iterators are open: close them
+ *         first); HTKV_EREADONLY; HTKV_EFAILED; -ENOSPC; HTKV_ETOOBIG (a value longer than
+ *         this store's max_value_bytes); HTKV_ECLOSED; -ENOMEM; -EINVAL; -errno (e.g. -ENOENT).
+ * @context Any thread. Blocks for the whole restore.
+ */
+HTKV_API HTKV_MUST_USE int htkv_snapshot_restore(htkv_db *db, const char *path);
 
 /**
  * Report the store's figures.

@@ -1,0 +1,509 @@
+/*
+ * compact.c - compaction: rewrite the live records of segments with much garbage, then drop them.
+ *
+ * Design. A pass works shard by shard on *victims*: sealed segments whose garbage ratio
+ * (dead / (live + dead) bytes) reaches compaction_min_garbage_ratio, or, for htkv_compact_now(),
+ * every sealed segment with any garbage (the active segment is sealed first so that it can be
+ * compacted too). A victim is read in steps of COMPACT_STEP_BYTES under its shard's lock, so
+ * writers of the shard wait at most one step and readers never wait. For each record of a step:
+ *
+ *   - a record that is not the head of its key in the index is garbage and is skipped;
+ *   - a live head is appended, with its own version and type, to the shard's active segment and
+ *     the index (and trie) entry is replaced by one pointing at the copy; the reader that still
+ *     holds the old entry reads the same bytes from the victim, which stays mapped (below);
+ *   - a tombstone head in the shard's oldest segment is dropped from disk and from the index:
+ *     every older record of its key was written before it (a copy is only ever made of a head),
+ *     so it lies in this segment or an older one, and none of those remain after the drop.
+ *
+ * Because the copies are made under the lock from the head entry, an update that races with
+ * compaction simply becomes the new head: compaction never writes an older version over a newer
+ * one. Recovery keeps the highest version of each key whatever the segment order, so the copies
+ * (which may be older than records before them) are safe at any point.
+ *
+ * Drop sequence of a victim (each step durable before the next):
+ *
+ *     copy live records --> fdatasync the copies --> MAN_SEG_DROP --> unlink the file
+ *
+ * A crash before the drop edit leaves duplicates (the same version twice: either wins); after
+ * it, the file is an orphan that the next open removes.
+ *
+ * Batches. A batch that spans shards is applied by recovery only when each of its parts is found
+ * committed; dropping a victim would remove one part. So a pass first fences: every batch with a
+ * version <= W (the last version assigned when the pass began) has finished appending in every
+ * shard once each shard's lock has been taken once, and is durable once each shard's active
+ * segment is fdatasynced; then MAN_BATCH_FLOOR W is recorded. Recovery treats a batch <= the
+ * floor as complete. A victim holding a batch record above the floor is left for a later pass.
+ *
+ * Readers and views. The victim leaves the shard's segment list under the lock, but its mapping
+ * stays valid while anything may still read it: lock-free readers (EBR), in-flight fdatasyncs
+ * started when it was active (io_pins), and views opened before the drop, which may read older
+ * versions through it (a *zombie* segment, released when the last such view closes).
+ *
+ * Invariants
+ *   1. A segment is dropped from the manifest only after every live record it held is durable
+ *      in another segment of the same shard (or, for a tombstone, nothing older remains).
+ *   2. Every record at or below the batch floor belongs to a batch durable in all its shards.
+ *   3. A relocated entry hands its chain of older versions and its place in the pending list to
+ *      its copy, so views read through the copy exactly what they read before; only published
+ *      entries (version <= visible) move, and a tombstone leaves the index only when no open
+ *      view can need what is behind it (version <= view_floor).
+ *   4. A dropped segment is closed only after EBR, its io_pins and the views that predate the
+ *      drop have all let go of it.
+ */
+#include "engine/compact.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/hash.h"
+#include "engine/hint.h"
+#include "engine/rec.h"
+
+/* Bytes of a victim examined per lock hold: 256 KiB is ~30-60 us of copying on this class of
+ * machine, the longest a writer of the shard waits for compaction. */
+#define COMPACT_STEP_BYTES (256u << 10)
+
+/* Test hook: called at each step of a pass; see compact.h. */
+void (*htkv_compact_hook)(const char *point) = NULL;
+
+#define hook htkv_compact_hook_call
+
+static uint64_t
+seg_garbage(const struct seg *s, double *ratio)
+{
+    uint64_t live = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
+    uint64_t dead = atomic_load_explicit(&s->dead_bytes, memory_order_relaxed);
+    *ratio = live + dead == 0 ? 1.0 : (double)dead / (double)(live + dead);
+    return dead;
+}
+
+/* Is @p s a victim for this pass? (lock held) */
+static bool
+is_victim(const struct htkv_db *db, const struct shard *sh, const struct seg *s, bool full)
+{
+    if (!s->sealed || s == sh->segs[sh->nsegs - 1]) {
+        return false;
+    }
+    double ratio;
+    uint64_t dead = seg_garbage(s, &ratio);
+    if (full) {
+        return dead > 0 || atomic_load_explicit(&s->live_bytes, memory_order_relaxed) == 0;
+    }
+    return dead > 0 && ratio >= db->cfg.compaction_min_garbage_ratio;
+}
+
+/* htkv_compact_now(): seal an active segment with garbage so that the pass can rewrite it. */
+static int
+seal_active(struct htkv_db *db, struct shard *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    int rc = 0;
+    struct seg *s = shard_active(sh);
+    if (s != NULL && !sh->failed &&
+        atomic_load_explicit(&s->dead_bytes, memory_order_relaxed) > 0) {
+        rc = htkv_shard_new_segment(sh, 0);
+        if (rc != 0) {
+            rc = htkv_shard_prepare_failed(db, sh, rc);
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
+}
+
+/* fdatasync the active segment of @p sh outside its lock. 0 or HTKV_EFAILED. */
+static int
+sync_active(struct htkv_db *db, struct shard *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    if (sh->failed) {
+        pthread_mutex_unlock(&sh->lock);
+        return HTKV_EFAILED;
+    }
+    struct seg *s = shard_active(sh);
+    if (s == NULL) {
+        pthread_mutex_unlock(&sh->lock);
+        return 0;
+    }
+    htkv_seg_pin(s);
+    pthread_mutex_unlock(&sh->lock);
+    int rc = htkv_seg_sync(s);
+    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    pthread_mutex_lock(&sh->lock);
+    if (rc != 0) {
+        htkv_shard_fail_sync(sh, s, rc);
+    }
+    htkv_seg_unpin(s);
+    pthread_mutex_unlock(&sh->lock);
+    return rc != 0 ? HTKV_EFAILED : 0;
+}
+
+/* The batch fence (see the top of the file). Returns 0 and the floor, or an error. */
+static int
+fence(struct htkv_db *db, uint64_t *floor)
+{
+    uint64_t w = atomic_load(&db->next_version) - 1;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        int rc = sync_active(db, db_shard(db, i));
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    hook("fence-synced");
+    int rc = htkv_manifest_set_batch_floor(db->man, w);
+    if (rc == 0) {
+        *floor = w;
+    }
+    return rc;
+}
+
+/*
+ * Find @p e in the shard's pending list (entries newer than the last prune, in version order):
+ * true and its index through @p at, or false. O(log n) plus the entries of one batch.
+ */
+static bool
+pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at)
+{
+    size_t lo = sh->pend_head, hi = sh->pend_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->pending[mid]->version < e->version) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    for (; lo < sh->pend_count && sh->pending[lo]->version == e->version; lo++) {
+        if (sh->pending[lo] == e) {
+            *at = lo;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Replace head entry @p e (in the victim) by a copy of its record in the active segment. The
+ * copy takes over e's chain of older versions (open views may walk it) and, when @p pend is
+ * not SIZE_MAX, e's place in the pending list.
+ */
+static int
+relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t pend)
+{
+    struct htkv_db *db = sh->db;
+    uint64_t size = htkv_rec_size(h->key_len, h->val_len);
+    int rc = htkv_shard_make_room(sh, size);
+    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        rc = htkv_trie_reserve(&sh->trie, 1);
+    }
+    if (rc != 0) {
+        return htkv_shard_prepare_failed(db, sh, rc);
+    }
+    struct hidx_ent *n = htkv_mem_alloc(sizeof(*n));
+    if (n == NULL) {
+        return -ENOMEM;
+    }
+    sh->entry_bytes += sizeof(*n);
+    struct seg *d = shard_active(sh);
+    HTKV_ASSERT(d != e->seg);
+    const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
+    uint64_t off =
+        htkv_shard_append(d, h->type, 0, h->version, key, h->key_len, key + h->key_len, h->val_len);
+    *n = (struct hidx_ent){ .version = e->version,
+                            .hash = e->hash,
+                            .seg = d,
+                            .off = (uint32_t)off,
+                            .rec_bytes = e->rec_bytes,
+                            .key_len = e->key_len,
+                            .del = e->del };
+    struct hidx_ent *old = htkv_hidx_install(&sh->idx, n, &rc, htkv_shard_retire_table, sh);
+    HTKV_ASSERT(rc == 0); /* the key is in the table: no new slot */
+    HTKV_ASSERT(old == e);
+    /* A reader that just reached e keeps walking e's chain, which stays intact until e is
+     * freed (EBR); one that reads the slot from now on walks n's, the same chain. */
+    atomic_store_explicit(&n->prev, atomic_load_explicit(&e->prev, memory_order_relaxed),
+                          memory_order_release);
+    if (pend != SIZE_MAX) {
+        HTKV_ASSERT(sh->pending[pend] == e);
+        sh->pending[pend] = n;
+    }
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        void *prev;
+        rc = htkv_trie_insert(&sh->trie, n, &prev);
+        HTKV_ASSERT(rc == 0);
+        HTKV_ASSERT(prev == e);
+    }
+    uint64_t asize = htkv_align_up(e->rec_bytes, REC_ALIGN);
+    atomic_fetch_add_explicit(&d->live_bytes, asize, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&e->seg->live_bytes, asize, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->seg->dead_bytes, asize, memory_order_relaxed);
+    if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
+        atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
+    }
+    htkv_shard_retire_ent(sh, e);
+    sh->metrics.compact_bytes_written += size;
+    return 0;
+}
+
+/* Drop tombstone head @p e, in the shard's oldest segment, from the index. */
+static void
+drop_tombstone(struct shard *sh, struct hidx_ent *e)
+{
+    HTKV_ASSERT(e->del);
+    HTKV_ASSERT(atomic_load_explicit(&e->prev, memory_order_relaxed) == NULL);
+    htkv_hidx_remove(&sh->idx, e);
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        void *t = htkv_trie_delete(&sh->trie, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len);
+        HTKV_ASSERT(t == e);
+    }
+    uint64_t asize = htkv_align_up(e->rec_bytes, REC_ALIGN);
+    atomic_fetch_sub_explicit(&e->seg->live_bytes, asize, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->seg->dead_bytes, asize, memory_order_relaxed);
+    sh->tombstones--;
+    sh->metrics.compact_tombstones++;
+    htkv_shard_retire_ent(sh, e);
+}
+
+enum step_result { STEP_MORE, STEP_DONE, STEP_POSTPONE };
+
+/*
+ * One step over victim @p v from *off (lock held): relocate or drop the live heads of up to
+ * COMPACT_STEP_BYTES of records. Returns a step_result or a negative error.
+ */
+static int
+compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
+{
+    struct htkv_db *db = sh->db;
+    htkv_shard_prune_to_floor(sh);
+    uint64_t visible = atomic_load_explicit(&db->ro[sh->id].visible, memory_order_relaxed);
+    uint64_t upto = sh->view_floor < visible ? sh->view_floor : visible;
+    bool oldest = sh->segs[0] == v;
+    uint64_t budget = COMPACT_STEP_BYTES;
+    while (*off < v->tail && budget > 0) {
+        struct rec_hdr h;
+        if (htkv_rec_check(v->map + *off, v->tail - *off, v->id, *off, db->cfg.max_value_bytes,
+                           &h) != 0) {
+            htkv_set_error("%s: damaged record at offset %llu; segment not compacted", v->path,
+                           (unsigned long long)*off);
+            return HTKV_ECORRUPT;
+        }
+        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        if (h.type == REC_SET || h.type == REC_DEL) {
+            if ((h.flags & REC_F_BATCH) != 0 && h.version > floor) {
+                return STEP_POSTPONE;
+            }
+            const unsigned char *key = v->map + *off + REC_HDR_BYTES;
+            uint64_t hash = htkv_hash(key, h.key_len, db->hash_seed);
+            struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, h.key_len);
+            if (e != NULL && e->seg == v && e->off == *off) {
+                if (e->version > visible) {
+                    return STEP_POSTPONE; /* not published yet (a group sync is in flight) */
+                }
+                size_t pend = SIZE_MAX;
+                if (e->version > upto && !pending_find(sh, e, &pend)) {
+                    return STEP_POSTPONE;
+                }
+                if (e->del && oldest && e->version <= upto) {
+                    drop_tombstone(sh, e);
+                } else {
+                    int rc = relocate(sh, e, &h, pend);
+                    if (rc != 0) {
+                        return rc;
+                    }
+                }
+            }
+        }
+        sh->metrics.compact_bytes_read += size;
+        *off += size;
+        budget = size >= budget ? 0 : budget - size;
+    }
+    return *off >= v->tail ? STEP_DONE : STEP_MORE;
+}
+
+static void
+seg_close_cb(void *p)
+{
+    htkv_seg_close(p);
+}
+
+/* Release a dropped segment (views_lock and the shard's lock held): through EBR at once when no
+ * view predates the drop, else as zombie @p z (taken) until those views close. */
+static void
+retire_seg(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z)
+{
+    if (db->views_open == 0) {
+        htkv_mem_free(z);
+        htkv_ebr_retire(&db->ebr, &sh->limbo, s, seg_close_cb);
+        return;
+    }
+    *z = (struct zombie){ .seg = s, .shard = sh->id, .gen = db->view_gen, .next = db->zombies };
+    db->zombies = z;
+}
+
+void
+htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
+{
+    struct zombie **pp = &db->zombies;
+    while (*pp != NULL) {
+        struct zombie *z = *pp;
+        if (z->gen >= min_gen) {
+            pp = &z->next;
+            continue;
+        }
+        *pp = z->next;
+        struct shard *sh = db_shard(db, z->shard);
+        pthread_mutex_lock(&sh->lock);
+        htkv_ebr_retire(&db->ebr, &sh->limbo, z->seg, seg_close_cb);
+        pthread_mutex_unlock(&sh->lock);
+        htkv_mem_free(z);
+    }
+}
+
+void
+htkv_compact_free_zombies(struct htkv_db *db)
+{
+    while (db->zombies != NULL) {
+        struct zombie *z = db->zombies;
+        db->zombies = z->next;
+        htkv_seg_close(z->seg);
+        htkv_mem_free(z);
+    }
+}
+
+/* Remove @p v from the shard's list after its MAN_SEG_DROP is durable, then unlink it. */
+static void
+drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *z)
+{
+    while (atomic_load_explicit(&v->io_pins, memory_order_acquire) != 0) {
+        sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
+    }
+    char hint[4200];
+    htkv_hint_path(hint, sizeof(hint), v->path);
+    unlink(v->path); /* the mapping stays valid until the segment is closed */
+    unlink(hint);
+    pthread_mutex_lock(&db->views_lock);
+    pthread_mutex_lock(&sh->lock);
+    size_t i = 0;
+    while (i < sh->nsegs && sh->segs[i] != v) {
+        i++;
+    }
+    HTKV_ASSERT(i < sh->nsegs);
+    HTKV_ASSERT(i + 1 < sh->nsegs); /* never the active segment */
+    memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nsegs - i - 1) * sizeof(*sh->segs));
+    sh->nsegs--;
+    sh->metrics.compact_segments++;
+    retire_seg(db, sh, v, z);
+    pthread_mutex_unlock(&sh->lock);
+    pthread_mutex_unlock(&db->views_lock);
+}
+
+/* Compact victim @p v of @p sh. Returns 1 when it was dropped, 0 when postponed, or an error. */
+static int
+compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
+{
+    uint64_t off = SEG_DATA_OFF;
+    int rc;
+    do {
+        if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
+            return HTKV_ECLOSED;
+        }
+        pthread_mutex_lock(&sh->lock);
+        rc = sh->failed ? HTKV_EFAILED : compact_step(sh, v, &off, floor);
+        pthread_mutex_unlock(&sh->lock);
+        hook("step");
+    } while (rc == STEP_MORE);
+    if (rc == STEP_POSTPONE) {
+        return 0;
+    }
+    if (rc != STEP_DONE) {
+        return rc;
+    }
+    /* Allocated now so that nothing can fail once the drop is in the manifest. */
+    struct zombie *z = htkv_mem_alloc(sizeof(*z));
+    if (z == NULL) {
+        return -ENOMEM;
+    }
+    rc = sync_active(db, sh); /* the copies are durable before the victim goes */
+    if (rc == 0) {
+        hook("copies-synced");
+        rc = htkv_manifest_drop_seg(db->man, sh->id, v->id);
+    }
+    if (rc != 0) {
+        htkv_mem_free(z);
+        return rc;
+    }
+    hook("dropped");
+    drop_victim(db, sh, v, z);
+    return 1;
+}
+
+/* Oldest victim of @p sh with an id above @p after, or NULL (lock taken). */
+static struct seg *
+next_victim(struct htkv_db *db, struct shard *sh, uint64_t after, bool full)
+{
+    pthread_mutex_lock(&sh->lock);
+    struct seg *v = NULL;
+    for (size_t i = 0; i < sh->nsegs && v == NULL; i++) {
+        struct seg *s = sh->segs[i];
+        if (s->id > after && is_victim(db, sh, s, full)) {
+            v = s;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return v;
+}
+
+static bool
+any_victim(struct htkv_db *db, bool full)
+{
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        if (next_victim(db, db_shard(db, i), 0, full) != NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int
+htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (atomic_load(&db->failed)) {
+        return HTKV_EFAILED;
+    }
+    if (atomic_load(&db->no_space)) {
+        return -ENOSPC;
+    }
+    uint64_t t0 = htkv_now_ns();
+    int rc = 0;
+    for (uint32_t i = 0; full && i < db->shard_count && rc == 0; i++) {
+        rc = seal_active(db, db_shard(db, i));
+    }
+    if (rc != 0 || !any_victim(db, full)) {
+        return rc;
+    }
+    uint64_t floor = 0;
+    rc = fence(db, &floor);
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        struct shard *sh = db_shard(db, i);
+        uint64_t after = 0;
+        struct seg *v;
+        while (rc == 0 && (v = next_victim(db, sh, after, full)) != NULL) {
+            after = v->id;
+            uint64_t bytes = v->tail - SEG_DATA_OFF;
+            rc = compact_seg(db, sh, v, floor);
+            if (rc == 1) {
+                res->segments++;
+                res->bytes_in += bytes;
+                rc = 0;
+            } else if (rc == 0) {
+                res->postponed++;
+            }
+        }
+    }
+    res->ns = htkv_now_ns() - t0;
+    atomic_fetch_add_explicit(&db->compactions, 1, memory_order_relaxed);
+    return rc;
+}

@@ -1,0 +1,55 @@
+/*
+ * compact.h - compaction of a store's segments (design and invariants in compact.c).
+ */
+#ifndef HTKV_ENGINE_COMPACT_H
+#define HTKV_ENGINE_COMPACT_H
+
+#include "engine/db.h"
+
+/* What one pass did. */
+struct compact_result {
+    uint64_t segments;  /* victims rewritten and dropped */
+    uint64_t postponed; /* victims left for a later pass (a view or unsynced batch needs them) */
+    uint64_t bytes_in;  /* record bytes of the dropped victims */
+    uint64_t ns;        /* duration of the pass */
+};
+
+/* A segment dropped while views that predate the drop were open. */
+struct zombie {
+    struct seg *seg;
+    uint32_t shard;
+    uint64_t gen; /* db->view_gen at the drop: views with a gen <= it may read the segment */
+    struct zombie *next;
+};
+
+/*
+ * Run one pass over every shard: with @p full, seal active segments with garbage and take every
+ * sealed segment with garbage; otherwise the sealed segments at or above
+ * compaction_min_garbage_ratio. The caller holds db->compact_lock. Returns 0 (see @p res),
+ * HTKV_EFAILED, -ENOSPC, HTKV_ECORRUPT (a victim's record failed its check: it is kept),
+ * HTKV_ECLOSED (the store began closing), -ENOMEM or -errno.
+ */
+int htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res);
+
+/* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views_lock held). */
+void htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen);
+
+/* Close every zombie at once (htkv_close(): no reader is left). */
+void htkv_compact_free_zombies(struct htkv_db *db);
+
+/*
+ * Test hook, NULL in production: called with the name of each point of a pass that a crash
+ * test kills at ("fence-synced", "step", "copies-synced", "dropped", and the hint and snapshot
+ * points of hint.c and snapshot.c). Set before opening the store; not thread-safe to change.
+ */
+extern void (*htkv_compact_hook)(const char *point);
+
+static inline void
+htkv_compact_hook_call(const char *point)
+{
+    if (HTKV_UNLIKELY(htkv_compact_hook != NULL)) {
+        htkv_compact_hook(point);
+    }
+}
+
+#endif

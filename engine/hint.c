@@ -1,0 +1,258 @@
+/*
+ * hint.c - writing and checking hint files (format in hint.h).
+ *
+ * Design. A hint is built by walking the segment's records once (header checks and CRCs, so a
+ * hint never vouches for a damaged record), hashing each key with the store's seed, and written
+ * to NNNN.hint.tmp, fsynced and renamed over NNNN.hint. Loading reads the whole file, checks the
+ * header against the segment, the size against the entry count and the trailer's CRC, and hands
+ * the entries to recovery, which checks each one against the segment's bounds as it goes.
+ *
+ * Invariants
+ *   1. A hint on disk describes only records that were durable before it was written.
+ *   2. A hint that fails any check is ignored (the segment is scanned) and never half-used:
+ *      htkv_hint_load() checks the whole file before returning any entry.
+ */
+#include "engine/hint.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/compact.h"
+#include "engine/crc32c.h"
+#include "engine/db.h"
+#include "engine/hash.h"
+#include "engine/rec.h"
+
+HTKV_STATIC_ASSERT(HINT_HDR_BYTES == 64, "hint header is 64 bytes");
+HTKV_STATIC_ASSERT(HINT_ENT_BYTES == 32, "hint entry is 32 bytes");
+
+void
+htkv_hint_path(char *buf, size_t cap, const char *seg_path)
+{
+    size_t n = strlen(seg_path);
+    HTKV_ASSERT(n > 4 && strcmp(seg_path + n - 4, ".seg") == 0);
+    int w = snprintf(buf, cap, "%.*s.hint", (int)(n - 4), seg_path);
+    HTKV_ASSERT(w > 0 && (size_t)w < cap);
+}
+
+static int
+write_all(int fd, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void
+ent_encode(unsigned char *p, uint64_t hash, const struct rec_hdr *h, uint64_t off)
+{
+    htkv_store64(p, hash);
+    htkv_store64(p + 8, h->version);
+    htkv_store32(p + 16, (uint32_t)off);
+    htkv_store32(p + 20, h->key_len);
+    htkv_store32(p + 24, h->val_len);
+    p[28] = h->type;
+    p[29] = h->flags;
+    p[30] = p[31] = 0;
+}
+
+/* Entries of [SEG_DATA_OFF, upto) into a new buffer (header and trailer left for the caller). */
+static int
+build(struct htkv_db *db, struct seg *s, uint64_t upto, unsigned char **out, uint64_t *count,
+      uint64_t *maxv)
+{
+    uint64_t cap = 1024, n = 0;
+    unsigned char *buf = htkv_mem_alloc(HINT_HDR_BYTES + cap * HINT_ENT_BYTES + HINT_TRAILER_BYTES);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    *maxv = 0;
+    for (uint64_t off = SEG_DATA_OFF; off < upto;) {
+        struct rec_hdr h;
+        if (htkv_rec_check(s->map + off, upto - off, s->id, off, db->cfg.max_value_bytes, &h) !=
+            0) {
+            htkv_mem_free(buf);
+            htkv_set_error("%s: damaged record at offset %llu; no hint written", s->path,
+                           (unsigned long long)off);
+            return HTKV_ECORRUPT;
+        }
+        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        if (h.type != REC_SEAL) {
+            if (n == cap) {
+                cap *= 2;
+                unsigned char *b = htkv_mem_realloc(buf, HINT_HDR_BYTES + cap * HINT_ENT_BYTES +
+                                                             HINT_TRAILER_BYTES);
+                if (b == NULL) {
+                    htkv_mem_free(buf);
+                    return -ENOMEM;
+                }
+                buf = b;
+            }
+            uint64_t hash = 0;
+            struct rec_hdr e = h;
+            if (h.type == REC_SET || h.type == REC_DEL) {
+                hash = htkv_hash(s->map + off + REC_HDR_BYTES, h.key_len, db->hash_seed);
+            } else {
+                /* BEGIN / COMMIT: op_count and part_count from the payload. */
+                const unsigned char *pl = s->map + off + REC_HDR_BYTES;
+                e.val_len = htkv_load32(pl);
+                e.key_len = htkv_load32(pl + 4);
+            }
+            ent_encode(buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES, hash, &e, off);
+            n++;
+            *maxv = h.version > *maxv ? h.version : *maxv;
+        }
+        off += size;
+    }
+    *out = buf;
+    *count = n;
+    return 0;
+}
+
+int
+htkv_hint_write(struct htkv_db *db, struct seg *s, uint64_t upto, uint64_t records)
+{
+    HTKV_ASSERT(upto <= s->tail);
+    unsigned char *buf;
+    uint64_t n, maxv;
+    int rc = build(db, s, upto, &buf, &n, &maxv);
+    if (rc != 0) {
+        return rc;
+    }
+    memset(buf, 0, HINT_HDR_BYTES);
+    memcpy(buf, HINT_MAGIC, 8);
+    htkv_store32(buf + 8, HTKV_FORMAT_VERSION);
+    htkv_store32(buf + 12, s->shard);
+    htkv_store64(buf + 16, s->id);
+    htkv_store64(buf + 24, n);
+    htkv_store64(buf + 32, upto);
+    htkv_store64(buf + 40, records);
+    htkv_store64(buf + 48, maxv);
+    htkv_store32(buf + 60, htkv_crc32c(0, buf, 60));
+    unsigned char *t = buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES;
+    htkv_store32(t, htkv_crc32c(0, buf + HINT_HDR_BYTES, n * HINT_ENT_BYTES));
+    htkv_store32(t + 4, 0);
+    size_t len = HINT_HDR_BYTES + n * HINT_ENT_BYTES + HINT_TRAILER_BYTES;
+
+    char path[4200], tmp[4210];
+    htkv_hint_path(path, sizeof(path), s->path);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = -errno;
+    } else {
+        rc = write_all(fd, buf, len);
+        if (rc == 0 && fdatasync(fd) != 0) {
+            rc = -errno;
+        }
+        close(fd);
+        htkv_compact_hook_call("hint-written");
+        if (rc == 0 && rename(tmp, path) != 0) {
+            rc = -errno;
+        }
+        if (rc != 0) {
+            unlink(tmp);
+        }
+    }
+    htkv_mem_free(buf);
+    if (rc == 0) {
+        s->has_hint = true;
+    }
+    return rc;
+}
+
+int
+htkv_hint_load(const struct seg *s, struct hint *out)
+{
+    memset(out, 0, sizeof(*out));
+    char path[4200];
+    htkv_hint_path(path, sizeof(path), s->path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT ? HTKV_ENOTFOUND : -errno;
+    }
+    struct stat st;
+    int rc = 0;
+    unsigned char *buf = NULL;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+    } else if ((uint64_t)st.st_size < HINT_HDR_BYTES + HINT_TRAILER_BYTES ||
+               (uint64_t)st.st_size > (1ull << 36)) {
+        rc = HTKV_ECORRUPT;
+    } else if ((buf = htkv_mem_alloc((size_t)st.st_size)) == NULL) {
+        rc = -ENOMEM;
+    } else {
+        size_t got = 0;
+        while (rc == 0 && got < (size_t)st.st_size) {
+            ssize_t r = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+            if (r < 0 && errno != EINTR) {
+                rc = -errno;
+            } else if (r == 0) {
+                rc = HTKV_ECORRUPT;
+            } else if (r > 0) {
+                got += (size_t)r;
+            }
+        }
+    }
+    close(fd);
+    if (rc == 0) {
+        uint64_t n = htkv_load64(buf + 24);
+        bool ok =
+            memcmp(buf, HINT_MAGIC, 8) == 0 && htkv_load32(buf + 60) == htkv_crc32c(0, buf, 60);
+        ok = ok && htkv_load32(buf + 8) == HTKV_FORMAT_VERSION &&
+             htkv_load32(buf + 12) == s->shard && htkv_load64(buf + 16) == s->id &&
+             htkv_load32(buf + 56) == 0;
+        ok = ok && n <= ((uint64_t)st.st_size - HINT_HDR_BYTES) / HINT_ENT_BYTES &&
+             (uint64_t)st.st_size == HINT_HDR_BYTES + n * HINT_ENT_BYTES + HINT_TRAILER_BYTES;
+        const unsigned char *t = buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES;
+        ok = ok && htkv_load32(t) == htkv_crc32c(0, buf + HINT_HDR_BYTES, n * HINT_ENT_BYTES) &&
+             htkv_load32(t + 4) == 0;
+        uint64_t tail = ok ? htkv_load64(buf + 32) : 0;
+        ok = ok && tail >= SEG_DATA_OFF && tail <= s->file_bytes && tail % REC_ALIGN == 0;
+        if (!ok) {
+            rc = HTKV_ECORRUPT;
+        } else {
+            out->buf = buf;
+            out->count = n;
+            out->tail = tail;
+            out->records = htkv_load64(buf + 40);
+            out->max_version = htkv_load64(buf + 48);
+            return 0;
+        }
+    }
+    htkv_mem_free(buf);
+    return rc;
+}
+
+void
+htkv_hint_get(const struct hint *h, uint64_t i, struct hint_ent *out)
+{
+    HTKV_ASSERT(i < h->count);
+    const unsigned char *p = h->buf + HINT_HDR_BYTES + i * HINT_ENT_BYTES;
+    out->hash = htkv_load64(p);
+    out->version = htkv_load64(p + 8);
+    out->off = htkv_load32(p + 16);
+    out->key_len = htkv_load32(p + 20);
+    out->val_len = htkv_load32(p + 24);
+    out->type = p[28];
+    out->flags = p[29];
+}
+
+void
+htkv_hint_free(struct hint *h)
+{
+    htkv_mem_free(h->buf);
+    memset(h, 0, sizeof(*h));
+}

@@ -1,0 +1,75 @@
+/*
+ * hint.h - hint files: a segment's key -> location table, so that reopening reads no values.
+ *
+ * DIR/shard-SSS/NNNNNNNNNNNN.hint sits beside its segment and describes the records of
+ * [SEG_DATA_OFF, tail) of it, in order (SEAL excluded):
+ *
+ *   header (64 B): magic "HTKVHNT1", format u32, shard u32, seg_id u64, count u64, tail u64,
+ *                  records u64, max_version u64, zero u32, crc32c u32 of bytes 0..59
+ *   count entries (32 B): hash u64, version u64, off u32, key_len u32, val_len u32, type u8,
+ *                  flags u8, zero u16  (for BEGIN/COMMIT: key_len = part_count, val_len = op_count)
+ *   trailer (8 B): crc32c u32 of every entry byte, zero u32
+ *
+ * A hint is written only for bytes already fdatasynced (tmp + fsync + rename), so it never
+ * describes data a power loss could take back. Recovery uses it when everything checks (header,
+ * size, trailer, the segment's own header, and entries within the segment's bounds, in order)
+ * and scans the segment otherwise, then rewrites it. Records past the hint's tail (an active
+ * segment appended to after its hint was written) are scanned as usual.
+ */
+#ifndef HTKV_ENGINE_HINT_H
+#define HTKV_ENGINE_HINT_H
+
+#include "engine/internal.h"
+
+#define HINT_HDR_BYTES 64u
+#define HINT_ENT_BYTES 32u
+#define HINT_TRAILER_BYTES 8u
+#define HINT_MAGIC "HTKVHNT1"
+
+struct seg;
+struct shard;
+struct htkv_db;
+
+/* One decoded hint entry. */
+struct hint_ent {
+    uint64_t hash;
+    uint64_t version;
+    uint32_t off;
+    uint32_t key_len;
+    uint32_t val_len;
+    uint8_t type;
+    uint8_t flags;
+};
+
+/* A hint file read into memory and checked. */
+struct hint {
+    unsigned char *buf; /* the whole file (htkv_mem_alloc) */
+    uint64_t count;
+    uint64_t tail;
+    uint64_t records;
+    uint64_t max_version;
+};
+
+/* Path of the hint of segment file @p seg_path ("...NNNN.seg" -> "...NNNN.hint"). */
+void htkv_hint_path(char *buf, size_t cap, const char *seg_path);
+
+/*
+ * Write the hint of @p s covering [SEG_DATA_OFF, upto) (upto <= s->tail, a record boundary,
+ * already fdatasynced), replacing any older one. Reads the segment's records (which the caller
+ * keeps stable: they are immutable below the tail). 0, HTKV_ECORRUPT (a record fails its check:
+ * no hint), -ENOMEM or -errno.
+ */
+int htkv_hint_write(struct htkv_db *db, struct seg *s, uint64_t upto, uint64_t records);
+
+/*
+ * Load and check the hint of @p s. Returns 0 and fills @p out (free with htkv_hint_free()),
+ * HTKV_ENOTFOUND (no hint), HTKV_ECORRUPT (a damaged or mismatched hint), -ENOMEM or -errno.
+ */
+int htkv_hint_load(const struct seg *s, struct hint *out);
+
+/* Entry @p i of a loaded hint. */
+void htkv_hint_get(const struct hint *h, uint64_t i, struct hint_ent *out);
+
+void htkv_hint_free(struct hint *h);
+
+#endif

@@ -1,0 +1,719 @@
+/*
+ * snapshot.c - snapshot files: the whole store at one instant, and restoring one.
+ *
+ * File format (little-endian):
+ *
+ *   header (64 B): magic "HTKVSNP1", format u32, zero u32, version u64, count u64,
+ *                  data_bytes u64, zero[20], crc32c u32 of bytes 0..59
+ *   count entries, in strictly increasing unsigned byte order of their keys:
+ *                  key_len u32, val_len u32, version u64, key, value   (no padding)
+ *   trailer (16 B): magic "HTKVSEND", crc32c u32 of the data_bytes entry bytes, zero u32
+ *
+ * `version` is the highest version the snapshot covers (that of the view it was read from). Only
+ * live keys are written, with the version of the write that stored each, so two stores that
+ * applied the same writes with the same versions produce the same bytes.
+ *
+ * Writing reads a view (htkv_view_scan() over everything) and streams it to PATH.tmp, then
+ * fsync + rename + fsync of the directory: a crash leaves the old file or the new one.
+ *
+ * Restoring checks the whole file first (every length, the order, both checksums) and changes
+ * nothing if anything is wrong. Then, with every shard's lock held (writers wait; readers go on
+ * and see the old contents until each shard is switched):
+ *
+ *   write new segments (ids never used) --> build their indexes aside --> fsync them and the
+ *   shard directories --> write a fresh manifest listing only them and rename CURRENT (the commit
+ *   point) --> switch every shard's index and segment list --> retire the old ones
+ *
+ * A crash before the rename leaves the old manifest, whose open removes the new files as
+ * orphans; after it, the new manifest, whose open removes the old files. Never a mix.
+ *
+ * Invariants
+ *   1. Nothing on disk or in memory changes before the file has been checked whole.
+ *   2. After a restore, the store holds exactly the snapshot's keys with their versions, and
+ *      next_version exceeds both the snapshot's version and every version used before.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/compact.h"
+#include "engine/crc32c.h"
+#include "engine/db.h"
+#include "engine/hash.h"
+#include "engine/hint.h"
+#include "engine/rec.h"
+
+#define SNAP_MAGIC "HTKVSNP1"
+#define SNAP_END_MAGIC "HTKVSEND"
+#define SNAP_HDR_BYTES 64u
+#define SNAP_ENT_HDR 16u
+#define SNAP_TRAILER_BYTES 16u
+/* Output buffer of the writer: 1 MiB per write() call. */
+#define SNAP_BUF_BYTES (1u << 20)
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+struct snap_out {
+    int fd;
+    unsigned char *buf;
+    size_t used;
+    uint64_t off; /* file offset of buf[0] */
+    uint32_t crc; /* of the entry bytes so far */
+    int rc;
+};
+
+static void
+out_flush(struct snap_out *o)
+{
+    size_t done = 0;
+    while (o->rc == 0 && done < o->used) {
+        ssize_t w = pwrite(o->fd, o->buf + done, o->used - done, (off_t)(o->off + done));
+        if (w < 0 && errno != EINTR) {
+            o->rc = -errno;
+        } else if (w > 0) {
+            done += (size_t)w;
+        }
+    }
+    o->off += o->used;
+    o->used = 0;
+}
+
+static void
+out_put(struct snap_out *o, const void *p, size_t n, bool entry)
+{
+    if (entry) {
+        o->crc = htkv_crc32c(o->crc, p, n);
+    }
+    const unsigned char *c = p;
+    while (n > 0 && o->rc == 0) {
+        size_t k = SNAP_BUF_BYTES - o->used < n ? SNAP_BUF_BYTES - o->used : n;
+        memcpy(o->buf + o->used, c, k);
+        o->used += k;
+        c += k;
+        n -= k;
+        if (o->used == SNAP_BUF_BYTES) {
+            out_flush(o);
+        }
+    }
+}
+
+static void
+hdr_encode(unsigned char *h, uint64_t version, uint64_t count, uint64_t data_bytes)
+{
+    memset(h, 0, SNAP_HDR_BYTES);
+    memcpy(h, SNAP_MAGIC, 8);
+    htkv_store32(h + 8, HTKV_FORMAT_VERSION);
+    htkv_store64(h + 16, version);
+    htkv_store64(h + 24, count);
+    htkv_store64(h + 32, data_bytes);
+    htkv_store32(h + 60, htkv_crc32c(0, h, 60));
+}
+
+/* Stream view @p v into @p o after the header; returns the entry count or an error. */
+static int
+write_entries(htkv_view *v, struct snap_out *o, uint64_t *count, uint64_t *data_bytes)
+{
+    htkv_iter *it;
+    int rc = htkv_view_scan(v, NULL, 0, NULL, 0, &it);
+    if (rc != 0) {
+        return rc;
+    }
+    const void *k, *val;
+    size_t klen, vlen;
+    *count = *data_bytes = 0;
+    while ((rc = htkv_iter_next(it, &k, &klen, &val, &vlen)) == 1 && o->rc == 0) {
+        unsigned char eh[SNAP_ENT_HDR];
+        htkv_store32(eh, (uint32_t)klen);
+        htkv_store32(eh + 4, (uint32_t)vlen);
+        htkv_store64(eh + 8, htkv_iter_version(it));
+        out_put(o, eh, sizeof(eh), true);
+        out_put(o, k, klen, true);
+        out_put(o, val, vlen, true);
+        (*count)++;
+        *data_bytes += SNAP_ENT_HDR + klen + vlen;
+    }
+    htkv_iter_destroy(it);
+    return rc < 0 ? rc : o->rc;
+}
+
+/* Directory part of @p path into @p buf ("." when there is none). */
+static void
+dir_of(const char *path, char *buf, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(buf, cap, ".");
+    } else if (slash == path) {
+        snprintf(buf, cap, "/");
+    } else {
+        snprintf(buf, cap, "%.*s", (int)(slash - path), path);
+    }
+}
+
+static int
+fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+static int
+snapshot_write(struct htkv_db *db, const char *path)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        return -ENAMETOOLONG;
+    }
+    htkv_view *v;
+    int rc = htkv_view_open(db, &v);
+    if (rc != 0) {
+        return rc;
+    }
+    struct snap_out o = { .fd = -1 };
+    o.buf = htkv_mem_alloc(SNAP_BUF_BYTES);
+    if (o.buf == NULL) {
+        htkv_view_close(v);
+        return -ENOMEM;
+    }
+    o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (o.fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    unsigned char h[SNAP_HDR_BYTES] = { 0 };
+    out_put(&o, h, sizeof(h), false); /* placeholder: counts are known at the end */
+    uint64_t count = 0, data_bytes = 0;
+    rc = write_entries(v, &o, &count, &data_bytes);
+    if (rc == 0) {
+        unsigned char t[SNAP_TRAILER_BYTES] = { 0 };
+        memcpy(t, SNAP_END_MAGIC, 8);
+        htkv_store32(t + 8, o.crc);
+        out_put(&o, t, sizeof(t), false);
+        out_flush(&o);
+        rc = o.rc;
+    }
+    if (rc == 0) {
+        hdr_encode(h, htkv_view_version(v), count, data_bytes);
+        o.off = 0;
+        out_put(&o, h, sizeof(h), false);
+        out_flush(&o);
+        rc = o.rc;
+    }
+    if (rc == 0 && fsync(o.fd) != 0) {
+        rc = -errno;
+    }
+    htkv_compact_hook_call("snapshot-written");
+    if (rc == 0 && rename(tmp, path) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        char dir[4200];
+        dir_of(path, dir, sizeof(dir));
+        rc = fsync_dir(dir);
+    }
+out:
+    if (o.fd >= 0) {
+        close(o.fd);
+        if (rc != 0) {
+            unlink(tmp);
+        }
+    }
+    htkv_mem_free(o.buf);
+    htkv_view_close(v);
+    return rc;
+}
+
+int
+htkv_snapshot_write(htkv_db *db, const char *path)
+{
+    if (db == NULL || path == NULL || path[0] == '\0') {
+        return -EINVAL;
+    }
+    if (atomic_load(&db->closing)) {
+        return HTKV_ECLOSED;
+    }
+    return snapshot_write(db, path);
+}
+
+/* Largest NNNNNN of DIR/snapshot-NNNNNN.snap, or 0. */
+static uint64_t
+last_snapshot_seq(struct htkv_db *db)
+{
+    DIR *d = opendir(db->dir);
+    uint64_t max = 0;
+    if (d == NULL) {
+        return 0;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        unsigned long long n;
+        char tail[8];
+        if (sscanf(de->d_name, "snapshot-%6llu.%4s", &n, tail) == 2 && strcmp(tail, "snap") == 0 &&
+            n > max) {
+            max = n;
+        }
+    }
+    closedir(d);
+    return max;
+}
+
+int
+htkv_snapshot_emit(struct htkv_db *db)
+{
+    if (db->snapshot_seq == 0) {
+        db->snapshot_seq = last_snapshot_seq(db);
+    }
+    uint64_t seq = db->snapshot_seq + 1;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/snapshot-%06llu.snap", db->dir, (unsigned long long)seq);
+    int rc = snapshot_write(db, path);
+    if (rc != 0) {
+        return rc;
+    }
+    db->snapshot_seq = seq;
+    /* The new one is durable: the older ones are redundant. */
+    for (uint64_t n = seq - 1; n > 0 && seq - n <= 1000000; n--) {
+        snprintf(path, sizeof(path), "%s/snapshot-%06llu.snap", db->dir, (unsigned long long)n);
+        if (unlink(path) != 0 && errno == ENOENT && seq - n > 16) {
+            break; /* older numbers were removed by earlier runs */
+        }
+    }
+    return 0;
+}
+
+/* ---- checking ------------------------------------------------------------------------------ */
+
+struct snap_in {
+    const unsigned char *map;
+    uint64_t size;
+    uint64_t version;
+    uint64_t count;
+    uint64_t data_bytes;
+};
+
+static int
+snap_bad(const char *path, const char *what, uint64_t off)
+{
+    htkv_set_error("%s: %s at offset %llu", path, what, (unsigned long long)off);
+    return HTKV_ECORRUPT;
+}
+
+/* Check every byte of the mapped snapshot. 0 or HTKV_ECORRUPT (htkv_last_error() says why). */
+static int
+snap_check(struct htkv_db *db, const char *path, struct snap_in *in)
+{
+    const unsigned char *m = in->map;
+    if (in->size < SNAP_HDR_BYTES + SNAP_TRAILER_BYTES || memcmp(m, SNAP_MAGIC, 8) != 0) {
+        return snap_bad(path, "not an htkv snapshot", 0);
+    }
+    if (htkv_load32(m + 60) != htkv_crc32c(0, m, 60)) {
+        return snap_bad(path, "header checksum mismatch", 0);
+    }
+    if (htkv_load32(m + 8) > HTKV_FORMAT_VERSION) {
+        htkv_set_error("%s: format version %u is newer than %u", path, htkv_load32(m + 8),
+                       HTKV_FORMAT_VERSION);
+        return HTKV_EVERSION;
+    }
+    in->version = htkv_load64(m + 16);
+    in->count = htkv_load64(m + 24);
+    in->data_bytes = htkv_load64(m + 32);
+    if (in->data_bytes != in->size - SNAP_HDR_BYTES - SNAP_TRAILER_BYTES) {
+        return snap_bad(path, "size does not match the header", 0);
+    }
+    const unsigned char *t = m + in->size - SNAP_TRAILER_BYTES;
+    if (memcmp(t, SNAP_END_MAGIC, 8) != 0 || htkv_load32(t + 12) != 0) {
+        return snap_bad(path, "bad trailer", in->size - SNAP_TRAILER_BYTES);
+    }
+    if (htkv_load32(t + 8) != htkv_crc32c(0, m + SNAP_HDR_BYTES, in->data_bytes)) {
+        return snap_bad(path, "entry checksum mismatch", SNAP_HDR_BYTES);
+    }
+    uint64_t off = SNAP_HDR_BYTES, end = SNAP_HDR_BYTES + in->data_bytes, n = 0;
+    const unsigned char *pk = NULL;
+    uint32_t plen = 0;
+    while (off < end) {
+        if (end - off < SNAP_ENT_HDR) {
+            return snap_bad(path, "truncated entry", off);
+        }
+        uint32_t klen = htkv_load32(m + off), vlen = htkv_load32(m + off + 4);
+        uint64_t version = htkv_load64(m + off + 8);
+        if (klen == 0 || klen > HTKV_KEY_MAX || vlen > db->cfg.max_value_bytes ||
+            (uint64_t)klen + vlen > end - off - SNAP_ENT_HDR) {
+            return snap_bad(path, "entry length out of range", off);
+        }
+        if (version == 0 || version > in->version) {
+            return snap_bad(path, "entry version out of range", off);
+        }
+        const unsigned char *k = m + off + SNAP_ENT_HDR;
+        if (pk != NULL) {
+            int c = memcmp(pk, k, plen < klen ? plen : klen);
+            if (c > 0 || (c == 0 && plen >= klen)) {
+                return snap_bad(path, "keys out of order", off);
+            }
+        }
+        pk = k;
+        plen = klen;
+        off += SNAP_ENT_HDR + klen + vlen;
+        n++;
+    }
+    if (n != in->count) {
+        return snap_bad(path, "entry count does not match the header", 0);
+    }
+    return 0;
+}
+
+/* ---- restoring ----------------------------------------------------------------------------- */
+
+/* What restore builds for one shard before the commit point. */
+struct shard_new {
+    struct seg **segs;
+    size_t nsegs, cap;
+    struct hidx idx;
+    bool idx_ready;
+    uint64_t keys;
+    uint64_t bytes; /* records to write */
+};
+
+static int
+new_seg(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t need)
+{
+    if (n->nsegs == n->cap) {
+        size_t cap = n->cap ? n->cap * 2 : 4;
+        struct seg **p = htkv_mem_realloc(n->segs, cap * sizeof(*p));
+        if (p == NULL) {
+            return -ENOMEM;
+        }
+        n->segs = p;
+        n->cap = cap;
+    }
+    uint64_t seal = REC_HDR_BYTES + REC_SEAL_PAYLOAD;
+    uint64_t cap = db->cfg.max_segment_bytes;
+    if (cap < SEG_DATA_OFF + need + seal) {
+        cap = htkv_align_up(SEG_DATA_OFF + need + seal, 4096);
+    }
+    if (cap > SEG_BYTES_LIMIT) {
+        return HTKV_ETOOBIG;
+    }
+    uint64_t first = n->bytes + SEG_DATA_OFF + seal;
+    first = first > cap ? cap : first;
+    struct seg *s;
+    int rc = htkv_seg_create(sh->dir, sh->id, htkv_manifest_next_seg_id(db->man), cap, first,
+                             db->cfg.sync_mode == HTKV_SYNC_ALWAYS, &s);
+    if (rc == 0) {
+        n->segs[n->nsegs++] = s;
+    }
+    return rc;
+}
+
+/* Append one snapshot entry to shard @p sh's new segments and index it aside. */
+static int
+restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const unsigned char *key,
+            uint32_t klen, const unsigned char *val, uint32_t vlen, uint64_t version, uint64_t hash)
+{
+    uint64_t size = htkv_rec_size(klen, vlen), seal = REC_HDR_BYTES + REC_SEAL_PAYLOAD;
+    struct seg *s = n->nsegs ? n->segs[n->nsegs - 1] : NULL;
+    int rc = 0;
+    if (s == NULL || s->tail + size + seal > s->map_bytes) {
+        if (s != NULL && (rc = htkv_shard_seal(s)) != 0) {
+            return rc;
+        }
+        if ((rc = new_seg(db, sh, n, size)) != 0) {
+            return rc;
+        }
+        s = n->segs[n->nsegs - 1];
+    }
+    rc = htkv_seg_reserve(s, size + seal);
+    if (rc != 0) {
+        return rc;
+    }
+    struct hidx_ent *e = htkv_mem_alloc(sizeof(*e));
+    if (e == NULL) {
+        return -ENOMEM;
+    }
+    uint64_t off = htkv_shard_append(s, REC_SET, 0, version, key, klen, val, vlen);
+    *e = (struct hidx_ent){ .version = version,
+                            .hash = hash,
+                            .seg = s,
+                            .off = (uint32_t)off,
+                            .rec_bytes = REC_HDR_BYTES + klen + vlen,
+                            .key_len = klen };
+    struct hidx_ent *old = htkv_hidx_install(&n->idx, e, &rc, htkv_shard_retire_table, sh);
+    if (rc != 0) {
+        htkv_mem_free(e);
+        return rc;
+    }
+    HTKV_ASSERT(old == NULL); /* keys are distinct: checked in order */
+    atomic_fetch_add_explicit(&s->live_bytes, htkv_align_up(e->rec_bytes, REC_ALIGN),
+                              memory_order_relaxed);
+    n->keys++;
+    return 0;
+}
+
+static void
+shard_new_discard(struct shard_new *n)
+{
+    if (n->idx_ready) {
+        htkv_hidx_fini(&n->idx);
+    }
+    for (size_t i = 0; i < n->nsegs; i++) {
+        unlink(n->segs[i]->path);
+        htkv_seg_close(n->segs[i]);
+    }
+    htkv_mem_free(n->segs);
+    memset(n, 0, sizeof(*n));
+}
+
+/* Write and index every entry of @p in into @p ns (one per shard), then make it durable. */
+static int
+restore_build(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns)
+{
+    int rc = 0;
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        rc = htkv_hidx_init(&ns[i].idx);
+        ns[i].idx_ready = rc == 0;
+    }
+    const unsigned char *m = in->map;
+    uint64_t off = SNAP_HDR_BYTES, end = SNAP_HDR_BYTES + in->data_bytes;
+    /* First pass: bytes per shard, so each shard's first segment is allocated once. */
+    for (; rc == 0 && off < end;) {
+        uint32_t klen = htkv_load32(m + off), vlen = htkv_load32(m + off + 4);
+        uint64_t hash = htkv_hash(m + off + SNAP_ENT_HDR, klen, db->hash_seed);
+        ns[db_shard_of(db, hash)].bytes += htkv_rec_size(klen, vlen);
+        off += SNAP_ENT_HDR + klen + vlen;
+    }
+    for (off = SNAP_HDR_BYTES; rc == 0 && off < end;) {
+        uint32_t klen = htkv_load32(m + off), vlen = htkv_load32(m + off + 4);
+        const unsigned char *k = m + off + SNAP_ENT_HDR;
+        uint64_t hash = htkv_hash(k, klen, db->hash_seed);
+        uint32_t s = db_shard_of(db, hash);
+        rc = restore_put(db, db_shard(db, s), &ns[s], k, klen, k + klen, vlen,
+                         htkv_load64(m + off + 8), hash);
+        off += SNAP_ENT_HDR + klen + vlen;
+    }
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        struct shard_new *n = &ns[i];
+        if (n->nsegs > 0) {
+            rc = htkv_seg_sync(n->segs[n->nsegs - 1]); /* earlier ones were synced by SEAL */
+        }
+        if (rc == 0 && n->nsegs > 0) {
+            rc = fsync_dir(db_shard(db, i)->dir);
+        }
+    }
+    return rc;
+}
+
+/* After the commit point: give shard @p sh its new index and segments (lock held). The old
+ * segments are returned through @p old (taken by the caller). */
+static void
+restore_switch(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t visible,
+               struct seg ***old, size_t *nold)
+{
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    atomic_store_explicit(&sh->idx.table, atomic_load(&n->idx.table), memory_order_release);
+    sh->idx.entries = n->idx.entries;
+    /* Readers may still be inside the old table or its entries: retire all of it. */
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (!hidx_slot_live(slot)) {
+            continue;
+        }
+        for (struct hidx_ent *e = hidx_slot_ent(slot); e != NULL;) {
+            struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_relaxed);
+            htkv_ebr_retire(&db->ebr, &sh->limbo, e, htkv_mem_free);
+            e = p;
+        }
+    }
+    htkv_ebr_retire(&db->ebr, &sh->limbo, t, htkv_mem_free);
+    sh->pend_head = sh->pend_count = 0;
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        /* No view is open (restore refuses to run with one), so no reader is in the trie. */
+        atomic_store_explicit(&sh->trie_ready, false, memory_order_release);
+        htkv_trie_fini(&sh->trie);
+    }
+    *old = sh->segs;
+    *nold = sh->nsegs;
+    sh->segs = n->segs;
+    sh->nsegs = n->nsegs;
+    sh->segs_cap = n->cap;
+    sh->live_keys = n->keys;
+    sh->tombstones = 0;
+    sh->entry_bytes = n->keys * sizeof(struct hidx_ent);
+    atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
+    sh->appended = visible;
+    atomic_store_explicit(&db->ro[sh->id].visible, visible, memory_order_release);
+    memset(n, 0, sizeof(*n));
+}
+
+static void
+seg_close_cb(void *p)
+{
+    htkv_seg_close(p);
+}
+
+/* Close the segments a restore replaced, once nothing uses them. */
+static void
+restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t nold)
+{
+    for (size_t i = 0; i < nold; i++) {
+        struct seg *s = old[i];
+        while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
+            sched_yield();
+        }
+        char hint[4200];
+        htkv_hint_path(hint, sizeof(hint), s->path);
+        unlink(s->path);
+        unlink(hint);
+        pthread_mutex_lock(&sh->lock);
+        htkv_ebr_retire(&db->ebr, &sh->limbo, s, seg_close_cb);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    htkv_mem_free(old);
+}
+
+/* The locked part of a restore: build, commit, switch. */
+static int
+restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns,
+               struct seg ***olds, size_t *nolds)
+{
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        if (sh->failed) {
+            return HTKV_EFAILED;
+        }
+        while (sh->syncing) {
+            pthread_cond_wait(&sh->synced_cond, &sh->lock); /* a group sync of the old data */
+        }
+    }
+    if (atomic_load(&db->no_space)) {
+        return -ENOSPC;
+    }
+    int rc = restore_build(db, in, ns);
+    htkv_compact_hook_call("restore-built");
+    struct man_shard *lists = NULL;
+    if (rc == 0) {
+        lists = htkv_mem_calloc(db->shard_count, sizeof(*lists));
+        rc = lists == NULL ? -ENOMEM : 0;
+    }
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        lists[i].count = ns[i].nsegs;
+        lists[i].seg_ids = htkv_mem_alloc((ns[i].nsegs + 1) * sizeof(uint64_t));
+        if (lists[i].seg_ids == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (size_t k = 0; k < ns[i].nsegs; k++) {
+            lists[i].seg_ids[k] = ns[i].segs[k]->id;
+        }
+    }
+    if (rc == 0) {
+        rc = htkv_manifest_replace(db->man, lists, db->man->batch_floor);
+    }
+    for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
+        htkv_mem_free(lists[i].seg_ids);
+    }
+    htkv_mem_free(lists);
+    if (rc != 0) {
+        for (uint32_t i = 0; i < db->shard_count; i++) {
+            shard_new_discard(&ns[i]);
+        }
+        return rc;
+    }
+    htkv_compact_hook_call("restore-committed");
+    /* Committed: from here on nothing can fail. */
+    uint64_t visible = atomic_load(&db->next_version) - 1;
+    visible = in->version > visible ? in->version : visible;
+    atomic_store(&db->next_version, visible + 1);
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        restore_switch(db, db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
+    }
+    return 0;
+}
+
+int
+htkv_snapshot_restore(htkv_db *db, const char *path)
+{
+    if (db == NULL || path == NULL) {
+        return -EINVAL;
+    }
+    if (db->read_only) {
+        return HTKV_EREADONLY;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    struct snap_in in = { 0 };
+    int rc = fstat(fd, &st) == 0 ? 0 : -errno;
+    if (rc == 0 && st.st_size < (off_t)(SNAP_HDR_BYTES + SNAP_TRAILER_BYTES)) {
+        rc = snap_bad(path, "too short for a snapshot", 0);
+    }
+    if (rc == 0) {
+        in.size = (uint64_t)st.st_size;
+        void *m = mmap(NULL, in.size, PROT_READ, MAP_PRIVATE, fd, 0);
+        rc = m == MAP_FAILED ? -errno : 0;
+        in.map = rc == 0 ? m : NULL;
+    }
+    close(fd);
+    if (rc == 0) {
+        rc = snap_check(db, path, &in);
+    }
+    struct shard_new *ns = NULL;
+    struct seg ***olds = NULL;
+    size_t *nolds = NULL;
+    if (rc == 0) {
+        ns = htkv_mem_calloc(db->shard_count, sizeof(*ns));
+        olds = htkv_mem_calloc(db->shard_count, sizeof(*olds));
+        nolds = htkv_mem_calloc(db->shard_count, sizeof(*nolds));
+        rc = ns == NULL || olds == NULL || nolds == NULL ? -ENOMEM : 0;
+    }
+    unsigned slot = 0;
+    bool entered = false;
+    if (rc == 0) {
+        slot = htkv_ebr_enter(&db->ebr);
+        entered = true;
+        rc = atomic_load(&db->closing) ? HTKV_ECLOSED : 0;
+    }
+    if (rc == 0) {
+        /* One structural change at a time: no compaction pass runs during a restore. */
+        pthread_mutex_lock(&db->compact_lock);
+        htkv_ebr_exit(&db->ebr, slot);
+        entered = false;
+        pthread_mutex_lock(&db->views_lock);
+        if (db->views_open > 0) {
+            htkv_set_error("%llu views or iterators are open", (unsigned long long)db->views_open);
+            rc = HTKV_EBUSY;
+        } else {
+            for (uint32_t i = 0; i < db->shard_count; i++) {
+                pthread_mutex_lock(&db_shard(db, i)->lock);
+            }
+            rc = restore_locked(db, &in, ns, olds, nolds);
+            for (uint32_t i = db->shard_count; i > 0; i--) {
+                pthread_mutex_unlock(&db_shard(db, i - 1)->lock);
+            }
+        }
+        pthread_mutex_unlock(&db->views_lock);
+        for (uint32_t i = 0; rc == 0 && i < db->shard_count; i++) {
+            restore_retire(db, db_shard(db, i), olds[i], nolds[i]);
+        }
+        pthread_mutex_unlock(&db->compact_lock);
+    }
+    if (entered) {
+        htkv_ebr_exit(&db->ebr, slot);
+    }
+    htkv_mem_free(ns);
+    htkv_mem_free(olds);
+    htkv_mem_free(nolds);
+    if (in.map != NULL) {
+        munmap((void *)in.map, in.size);
+    }
+    return rc;
+}
