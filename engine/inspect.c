@@ -214,6 +214,7 @@ struct walk {
     uint64_t done, total, progress_at;
     uint32_t shard_count;
     uint64_t hash_seed;
+    uint64_t batch_floor; /* MAN_BATCH_FLOOR: batches at or below it are complete */
     struct ishard *shards;
     struct iindex idx;
     struct vec parts;    /* struct ipart */
@@ -835,6 +836,14 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         }
         return 0;
     }
+    if (type == MAN_BATCH_FLOOR && len == 16 && init) {
+        if (htkv_load64(p) != 0) {
+            report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid BATCH_FLOOR edit");
+        } else if (htkv_load64(p + 8) > w->batch_floor) {
+            w->batch_floor = htkv_load64(p + 8);
+        }
+        return 0;
+    }
     if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && len == 16 && init) {
         uint32_t shard = htkv_load32(p);
         uint64_t id = htkv_load64(p + 8);
@@ -1122,6 +1131,8 @@ resolve_parts(struct walk *w)
             j++;
         }
         complete = complete && j - i == p[i].parts;
+        /* recover_cross_shard(): at or below the batch floor the parts found stand. */
+        complete = complete || p[i].version <= w->batch_floor;
         if (!complete && !(w->flags & HTKV_INSPECT_LIVE)) {
             char rel[64];
             snprintf(rel, sizeof(rel), "shard-%03u/%012llu.seg", p[i].shard,
