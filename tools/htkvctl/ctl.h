@@ -22,9 +22,10 @@
 /** Exit statuses (documented in htkvctl.1). */
 enum ctl_exit {
     CTL_EXIT_OK = 0,      /* done; verify: no problem found */
-    CTL_EXIT_FAIL = 1,    /* verify found problems; get: key not found; a read failed */
-    CTL_EXIT_USAGE = 2,   /* bad command line */
+    CTL_EXIT_FAIL = 1,    /* verify found problems; get, keys-of: not found; a read failed */
+    CTL_EXIT_USAGE = 2,   /* bad command line or master key file; keys-of: ambiguous USER */
     CTL_EXIT_NOSTORE = 3, /* the store cannot be opened: missing, locked, damaged, too new */
+    CTL_EXIT_KEY = 4,     /* users, keys-of: the master key does not open the auth records */
 };
 
 /** Global options and the state every command receives. */
@@ -59,6 +60,8 @@ extern const struct ctl_cmd ctl_cmd_get;
 extern const struct ctl_cmd ctl_cmd_keys;
 extern const struct ctl_cmd ctl_cmd_dump;
 extern const struct ctl_cmd ctl_cmd_stats;
+extern const struct ctl_cmd ctl_cmd_users;
+extern const struct ctl_cmd ctl_cmd_keys_of;
 
 /** Print `usage: htkvctl [GLOBAL] VERB ARGS` and the command's help to @p f. */
 void ctl_cmd_usage(const struct ctl *c, const struct ctl_cmd *cmd, FILE *f);

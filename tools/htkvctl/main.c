@@ -5,12 +5,13 @@
  *
  * Design. main() separates the global options (accepted before or after COMMAND, up to "--")
  * from the command's own words, finds the command in ctl_commands[] and runs it. Each command
- * lives in cmd_<verb>.c; adding one (compact, snapshot, users, ...) is one new file, its
+ * lives in cmd_<verb>.c; adding one (compact, snapshot, ...) is one new file, its
  * declaration in ctl.h and one line in the table below. The manual is htkvctl.1.
  *
  * Invariants
  *   1. Exit statuses are those of enum ctl_exit: 0 ok, 1 problems found or a failed read,
- *      2 usage error, 3 the store cannot be opened (missing, locked by a writer, damaged, newer).
+ *      2 usage error, 3 the store cannot be opened (missing, locked by a writer, damaged, newer),
+ *      4 the master key does not open the store's auth records.
  *   2. --read-only is refused for a command that writes (exit 2), whatever its other arguments.
  */
 #include <stdlib.h>
@@ -25,8 +26,8 @@
 
 /* One line per command, in the order of `htkvctl --help`. */
 const struct ctl_cmd *const ctl_commands[] = {
-    &ctl_cmd_info, &ctl_cmd_segments, &ctl_cmd_verify, &ctl_cmd_get,
-    &ctl_cmd_keys, &ctl_cmd_dump,     &ctl_cmd_stats,  NULL,
+    &ctl_cmd_info, &ctl_cmd_segments, &ctl_cmd_verify, &ctl_cmd_get,     &ctl_cmd_keys,
+    &ctl_cmd_dump, &ctl_cmd_stats,    &ctl_cmd_users,  &ctl_cmd_keys_of, NULL,
 };
 
 static void
@@ -49,8 +50,10 @@ usage(const struct ctl *c, FILE *f)
             "  --hex        print keys and values as hex instead of escaped text\n"
             "  --help       this text; 'COMMAND --help' for a command's options\n"
             "  --version    print the version\n\n"
-            "Exit status: 0 ok; 1 problems found, key not found or a read failed; 2 usage error;\n"
-            "3 the store cannot be opened (missing, open in another process, damaged, too new).\n"
+            "Exit status: 0 ok; 1 problems found, key or user not found, or a read failed;\n"
+            "2 usage error or bad master key file; 3 the store cannot be opened (missing, open in\n"
+            "another process, damaged, too new); 4 the master key does not open the store's auth\n"
+            "records.\n"
             "See htkvctl(1).\n");
 }
 
