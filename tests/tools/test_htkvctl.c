@@ -2,14 +2,18 @@
  * test_htkvctl.c - drive the built htkvctl binary (HTKVCTL_PATH) against real stores: exit
  * statuses, text and JSON outputs, verify finding damage by file and offset, the lock policy
  * (refusal of a store another process has open; --read-only without the lock, also while that
- * process appends), and usage errors.
+ * process appends), usage errors, and the auth commands (users, keys-of) on a store whose auth
+ * records this test writes through <htkv/auth.h>: their outputs, and that no secret reaches them.
  */
 #include "tests/support/testutil.h"
 
+#include <ctype.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <htkv/auth.h>
 
 #include "engine/rec.h"
 #include "engine/seg.h"
@@ -352,6 +356,175 @@ store_bytes(const char *dir, size_t *len)
     return all;
 }
 
+/* ---- auth stores ---------------------------------------------------------------------------- */
+
+#define AUTH_EPOCH 1700000000 /* the auth clock while the records are written */
+#define AUTH_EPOCH_TEXT "2023-11-14T22:13:20Z"
+#define AUTH_CI_EXPIRES (AUTH_EPOCH + 86400) /* in the past by now: expired */
+#define AUTH_CI_EXPIRES_TEXT "2023-11-15T22:13:20Z"
+#define AUTH_FAR 4102444800LL /* 2100-01-01T00:00:00Z: not expired */
+#define AUTH_FAR_TEXT "2100-01-01T00:00:00Z"
+/* Low Argon2 costs, as tests/auth uses: the commands never hash, only the setup does. */
+#define AUTH_MEMORY_KIB 1024u
+#define AUTH_ITERATIONS 1u
+
+static const char auth_alice_password[] = "alice-password-never-printed";
+static const char auth_bob_password[] = "bob-password-never-printed";
+static const char auth_alice_metadata[] = "alice-metadata-plaintext";
+static const char auth_key_metadata[] = "apikey-metadata-plaintext";
+
+/* A closed store with three users and three API keys, and key files in a directory of its own. */
+struct auth_store {
+    char *dir;                   /* the store */
+    char *keys;                  /* the key files */
+    char key_hex[4200];          /* the master key as 64 hex digits + newline, mode 0600 */
+    char key_raw[4200];          /* the master key as 32 raw bytes, mode 0600 */
+    char key_wrong[4200];        /* another key (hex), mode 0600 */
+    char key_open[4200];         /* the master key (hex), mode 0644 */
+    char master_hex[65];         /* the key's hex digits, to check that they never print */
+    struct htkv_auth_user alice; /* 2 keys: laptop (never expires), ci (expired) */
+    struct htkv_auth_user bob;   /* "Bob": 1 key, expiring in 2100 */
+    struct htkv_auth_user carol; /* no key */
+    struct htkv_auth_api_key laptop, ci, bobkey;
+    char tokens[3][HTKV_AUTH_TOKEN_SIZE];
+};
+
+static int64_t
+auth_clock(void *ctx)
+{
+    (void)ctx;
+    return AUTH_EPOCH;
+}
+
+static void
+auth_master_key(unsigned char *key)
+{
+    for (size_t i = 0; i < HTKV_AUTH_KEY_BYTES; i++) {
+        key[i] = (unsigned char)(0xa0 + i);
+    }
+}
+
+/* Open an auth handle on @p db with the test's master key and clock. */
+static htkv_auth *
+auth_open_test(htkv_db *db)
+{
+    unsigned char key[HTKV_AUTH_KEY_BYTES];
+    auth_master_key(key);
+    htkv_auth_config acfg;
+    htkv_auth_config_init(&acfg);
+    acfg.master_key = key;
+    acfg.argon2_memory_kib = AUTH_MEMORY_KIB;
+    acfg.argon2_iterations = AUTH_ITERATIONS;
+    acfg.clock_fn = auth_clock;
+    htkv_auth *auth;
+    assert_int_equal(htkv_auth_open_with(db, &acfg, &auth), 0);
+    return auth;
+}
+
+/* Write @p len bytes to @p path with permissions @p mode (whatever the umask). */
+static void
+write_file_mode(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    assert_int_equal(fchmod(fd, mode), 0);
+    assert_int_equal(close(fd), 0);
+}
+
+static void
+auth_key_files(struct auth_store *s)
+{
+    unsigned char key[HTKV_AUTH_KEY_BYTES];
+    auth_master_key(key);
+    for (size_t i = 0; i < HTKV_AUTH_KEY_BYTES; i++) {
+        snprintf(s->master_hex + 2 * i, 3, "%02x", key[i]);
+    }
+    char line[80];
+    snprintf(line, sizeof(line), "%s\n", s->master_hex);
+    snprintf(s->key_hex, sizeof(s->key_hex), "%s/master.hex", s->keys);
+    write_file_mode(s->key_hex, line, strlen(line), 0600);
+    snprintf(s->key_raw, sizeof(s->key_raw), "%s/master.raw", s->keys);
+    write_file_mode(s->key_raw, key, sizeof(key), 0600);
+    snprintf(s->key_open, sizeof(s->key_open), "%s/master-open.hex", s->keys);
+    write_file_mode(s->key_open, line, strlen(line), 0644);
+    line[5] ^= 1; /* '0' <-> '1', still hex */
+    snprintf(s->key_wrong, sizeof(s->key_wrong), "%s/wrong.hex", s->keys);
+    write_file_mode(s->key_wrong, line, strlen(line), 0600);
+}
+
+static void
+auth_store_make(struct auth_store *s, const char *tag)
+{
+    memset(s, 0, sizeof(*s));
+    s->dir = make_store(tag);
+    s->keys = tu_tmpdir("ctl-auth-keys");
+    auth_key_files(s);
+    htkv_config cfg;
+    tu_config(&cfg, s->dir, HTKV_SYNC_NEVER);
+    htkv_db *db = tu_open(&cfg);
+    htkv_auth *auth = auth_open_test(db);
+    assert_int_equal(htkv_auth_create_user_with_metadata(
+                         auth, "alice", auth_alice_password, strlen(auth_alice_password),
+                         auth_alice_metadata, strlen(auth_alice_metadata), &s->alice),
+                     0);
+    assert_int_equal(
+        htkv_auth_create_user(auth, "Bob", auth_bob_password, strlen(auth_bob_password), &s->bob),
+        0);
+    assert_int_equal(htkv_auth_create_user(auth, "carol", "pw", 2, &s->carol), 0);
+    assert_int_equal(
+        htkv_auth_create_api_key(auth, s->alice.id, "laptop", s->tokens[0], &s->laptop), 0);
+    assert_int_equal(htkv_auth_create_api_key_with_metadata(
+                         auth, s->alice.id, "ci", auth_key_metadata, strlen(auth_key_metadata),
+                         AUTH_CI_EXPIRES, s->tokens[1], &s->ci),
+                     0);
+    assert_int_equal(htkv_auth_create_api_key_with_metadata(auth, s->bob.id, NULL, NULL, 0,
+                                                            AUTH_FAR, s->tokens[2], &s->bobkey),
+                     0);
+    htkv_auth_close(auth);
+    assert_int_equal(htkv_close(db), 0);
+}
+
+static void
+auth_store_free(struct auth_store *s)
+{
+    tu_rmrf(s->dir);
+    tu_rmrf(s->keys);
+    free(s->dir);
+    free(s->keys);
+}
+
+static void
+expect_absent(const char *hay, const char *needle)
+{
+    if (strstr(hay, needle) != NULL) {
+        fprintf(stderr, "secret \"%s\" printed in:\n%s\n", needle, hay);
+    }
+    assert_null(strstr(hay, needle));
+}
+
+/* No secret of @p s appears on stdout or stderr of @p r. */
+static void
+expect_no_secrets(const struct auth_store *s, const struct run *r)
+{
+    const char *const secrets[] = { auth_alice_password, auth_bob_password, auth_alice_metadata,
+                                    auth_key_metadata, s->master_hex };
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        expect_absent(r->out, secrets[i]);
+        expect_absent(r->err, secrets[i]);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        /* "htkv_" + key id + "_": what follows is the secret and its checksum. */
+        const char *secret = s->tokens[i] + 5 + HTKV_AUTH_ID_LEN + 1;
+        assert_int_equal(strlen(secret), 64 + 8);
+        char part[17];
+        memcpy(part, secret, 16); /* any 16 digits of it would do */
+        part[16] = '\0';
+        expect_absent(r->out, part);
+        expect_absent(r->err, part);
+    }
+}
+
 /* ---- tests ---------------------------------------------------------------------------------- */
 
 /* Goal: --help prints usage and succeeds; bad command lines exit 2 with usage on stderr.
@@ -377,6 +550,18 @@ test_htkvctl_usage_and_bad_arguments(void **state)
     RUN(&r, "--version");
     expect_status(&r, 0);
     run_free(&r);
+    RUN(&r, "--help");
+    expect_contains(r.out, "users ");
+    expect_contains(r.out, "keys-of ");
+    run_free(&r);
+    RUN(&r, "users", "--help");
+    expect_status(&r, 0);
+    expect_contains(r.out, "--master-key-file FILE");
+    run_free(&r);
+    RUN(&r, "keys-of", "--help");
+    expect_status(&r, 0);
+    expect_contains(r.out, "keys-of USER --master-key-file FILE");
+    run_free(&r);
 
     static const char *const bad[][5] = {
         { NULL },                                   /* no command */
@@ -393,6 +578,9 @@ test_htkvctl_usage_and_bad_arguments(void **state)
         { "get", "bad\\x4", "/tmp", NULL },         /* short \x */
         { "get", "", "/tmp", NULL },                /* empty key */
         { "verify", "--strict=yes", "/tmp", NULL }, /* flag with a value */
+        { "users", "/tmp", NULL },                  /* no --master-key-file */
+        { "keys-of", "--master-key-file", "/dev/null", "/tmp", NULL }, /* missing USER */
+        { "users", "--master-key-id", "0", "/tmp", NULL },             /* bad key id */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         tu_context("bad argument list %zu", i);
@@ -892,6 +1080,359 @@ test_htkvctl_read_only_during_appends(void **state)
     free(dir);
 }
 
+/* Goal: users lists every user (name, id, created, API key count) as text and JSON, with either
+ * form of key file, and prints no secret. Method: three users with 2, 1 and 0 keys. */
+static void
+test_htkvctl_users_text_and_json(void **state)
+{
+    (void)state;
+    struct auth_store s;
+    auth_store_make(&s, "ctl-users");
+    const char *files[] = { s.key_hex, s.key_raw };
+    struct run r;
+    char line[128];
+    for (size_t i = 0; i < 2; i++) {
+        tu_context("users with %s", files[i]);
+        RUN(&r, "users", "--master-key-file", files[i], s.dir);
+        expect_status(&r, 0);
+        assert_string_equal(r.err, "");
+        expect_contains(r.out, "NAME   ID ");
+        /* Sorted by name in byte order: "Bob" < "alice" < "carol". */
+        snprintf(line, sizeof(line), "Bob    %s  %s  1\n", s.bob.id, AUTH_EPOCH_TEXT);
+        const char *bob = strstr(r.out, line);
+        expect_contains(r.out, line);
+        snprintf(line, sizeof(line), "alice  %s  %s  2\n", s.alice.id, AUTH_EPOCH_TEXT);
+        const char *alice = strstr(r.out, line);
+        expect_contains(r.out, line);
+        snprintf(line, sizeof(line), "carol  %s  %s  0\n", s.carol.id, AUTH_EPOCH_TEXT);
+        const char *carol = strstr(r.out, line);
+        expect_contains(r.out, line);
+        assert_true(bob < alice && alice < carol);
+        expect_no_secrets(&s, &r);
+        run_free(&r);
+    }
+
+    RUN(&r, "--json", "users", "--master-key-file=", s.dir); /* an empty name: usage error */
+    expect_status(&r, 2);
+    run_free(&r);
+    RUN(&r, "users", "--json", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "auth_data", "true");
+    expect_json_member(r.out, "count", "3");
+    expect_json_member(r.out, "name", "\"alice\"");
+    expect_json_member(r.out, "name", "\"Bob\"");
+    snprintf(line, sizeof(line), "\"%s\"", s.alice.id);
+    expect_json_member(r.out, "id", line);
+    snprintf(line, sizeof(line), "%d", AUTH_EPOCH);
+    expect_json_member(r.out, "created_at", line);
+    expect_json_member(r.out, "api_keys", "2");
+    expect_json_member(r.out, "api_keys", "1");
+    expect_json_member(r.out, "api_keys", "0");
+    expect_no_secrets(&s, &r);
+    run_free(&r);
+    auth_store_free(&s);
+}
+
+/* Goal: keys-of lists a user's API keys (id, created, expiry or "never", status), by name in any
+ * ASCII case or by id, as text and JSON, and prints no secret. Method: the users above. */
+static void
+test_htkvctl_keys_of_text_and_json(void **state)
+{
+    (void)state;
+    struct auth_store s;
+    auth_store_make(&s, "ctl-keysof");
+    char upper[HTKV_AUTH_ID_SIZE];
+    for (size_t i = 0; i < sizeof(upper); i++) {
+        upper[i] = (char)toupper((unsigned char)s.alice.id[i]);
+    }
+    const char *names[] = { "alice", "ALICE", s.alice.id, upper };
+    struct run r;
+    char line[128];
+    char *first = NULL;
+    for (size_t i = 0; i < 4; i++) {
+        tu_context("keys-of %s", names[i]);
+        RUN(&r, "keys-of", names[i], "--master-key-file", s.key_hex, s.dir);
+        expect_status(&r, 0);
+        assert_string_equal(r.err, "");
+        expect_contains(r.out, "ID ");
+        snprintf(line, sizeof(line), "%s  %s  %-20s  %-20s  active   laptop\n", s.laptop.id,
+                 AUTH_EPOCH_TEXT, "never", "never");
+        const char *laptop = strstr(r.out, line);
+        expect_contains(r.out, line);
+        snprintf(line, sizeof(line), "%s  %s  %s  %-20s  expired  ci\n", s.ci.id, AUTH_EPOCH_TEXT,
+                 AUTH_CI_EXPIRES_TEXT, "never");
+        const char *ci = strstr(r.out, line);
+        expect_contains(r.out, line);
+        /* Oldest first: both were created in the same second, so by id. */
+        assert_true(strcmp(s.laptop.id, s.ci.id) < 0 ? laptop < ci : ci < laptop);
+        assert_null(strstr(r.out, s.bobkey.id));
+        expect_no_secrets(&s, &r);
+        if (first == NULL) {
+            first = strdup(r.out);
+        } else {
+            assert_string_equal(r.out, first); /* the same listing whatever names the user */
+        }
+        run_free(&r);
+    }
+    free(first);
+
+    RUN(&r, "--json", "keys-of", "bob", "--master-key-file", s.key_raw, s.dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "name", "\"Bob\"");
+    snprintf(line, sizeof(line), "\"%s\"", s.bobkey.id);
+    expect_json_member(r.out, "id", line);
+    expect_json_member(r.out, "label", "\"\"");
+    snprintf(line, sizeof(line), "%lld", AUTH_FAR);
+    expect_json_member(r.out, "expires_at", line);
+    expect_json_member(r.out, "expired", "false");
+    expect_json_member(r.out, "last_used_at", "null");
+    expect_json_member(r.out, "count", "1");
+    expect_no_secrets(&s, &r);
+    run_free(&r);
+    RUN(&r, "keys-of", "Bob", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, AUTH_FAR_TEXT "  never                 active   \n");
+    run_free(&r);
+
+    RUN(&r, "--json", "keys-of", "alice", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "expires_at", "null");
+    snprintf(line, sizeof(line), "%d", AUTH_CI_EXPIRES);
+    expect_json_member(r.out, "expires_at", line);
+    expect_json_member(r.out, "expired", "true");
+    expect_json_member(r.out, "count", "2");
+    expect_no_secrets(&s, &r);
+    run_free(&r);
+
+    RUN(&r, "keys-of", "carol", "--master-key-file", s.key_hex, s.dir); /* no key: no row */
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    RUN(&r, "--json", "keys-of", "carol", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    expect_json_member(r.out, "api_keys", "[]");
+    expect_json_member(r.out, "count", "0");
+    run_free(&r);
+    auth_store_free(&s);
+}
+
+/* Goal: a wrong master key is exit 4 with a clear message, a malformed or missing key file and
+ * a missing --master-key-file are exit 2, an unknown user is exit 1, a name that is another
+ * user's id is refused, a key file others may read works with a warning; none prints a secret.
+ * Method: the store above, with bad key files and arguments. */
+static void
+test_htkvctl_auth_bad_keys_and_users(void **state)
+{
+    (void)state;
+    struct auth_store s;
+    auth_store_make(&s, "ctl-authbad");
+    struct run r;
+    RUN(&r, "users", "--master-key-file", s.key_wrong, s.dir);
+    expect_status(&r, 4);
+    expect_contains(r.err, "master key does not open this store's auth records");
+    assert_string_equal(r.out, "");
+    expect_no_secrets(&s, &r);
+    run_free(&r);
+    RUN(&r, "--json", "keys-of", "alice", "--master-key-file", s.key_wrong, s.dir);
+    expect_status(&r, 4);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "exit_status", "4");
+    expect_contains(r.out, "does not open");
+    run_free(&r);
+    RUN(&r, "users", "--master-key-file", s.key_hex, "--master-key-id", "2", s.dir);
+    expect_status(&r, 4);
+    run_free(&r);
+
+    /* Malformed key files: exit 2, nothing on stdout, no byte of the file printed. */
+    static const char *const bad[] = {
+        "",
+        "a0a1a2a3\n",
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfzz", /* 66 */
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebg\n", /* not hex */
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf\n\n",
+        "0123456789abcdef0123456789abcdef\n", /* 33 bytes */
+    };
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/bad", s.keys);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tu_context("malformed key file %zu", i);
+        write_file_mode(path, bad[i], strlen(bad[i]), 0600);
+        RUN(&r, "--json", "users", "--master-key-file", path, s.dir);
+        expect_status(&r, 2);
+        expect_contains(r.err, "not a master key file");
+        assert_string_equal(r.out, "");
+        if (strlen(bad[i]) > 8) {
+            expect_absent(r.err, "a0a1a2a3");
+        }
+        run_free(&r);
+    }
+    snprintf(path, sizeof(path), "%s/missing", s.keys);
+    RUN(&r, "users", "--master-key-file", path, s.dir);
+    expect_status(&r, 2);
+    expect_contains(r.err, "cannot open the master key file");
+    run_free(&r);
+    RUN(&r, "users", "--master-key-file", s.keys, s.dir); /* a directory */
+    expect_status(&r, 2);
+    run_free(&r);
+    RUN(&r, "users", s.dir);
+    expect_status(&r, 2);
+    expect_contains(r.err, "--master-key-file FILE is required");
+    expect_contains(r.err, "usage: htkvctl");
+    run_free(&r);
+    RUN(&r, "keys-of", "alice", s.dir);
+    expect_status(&r, 2);
+    run_free(&r);
+
+    /* Readable by others: used, with a warning. */
+    RUN(&r, "users", "--master-key-file", s.key_open, s.dir);
+    expect_status(&r, 0);
+    expect_contains(r.err, "warning: the master key file");
+    expect_contains(r.err, "readable by group or others");
+    expect_contains(r.out, s.alice.id);
+    run_free(&r);
+
+    /* Unknown users. */
+    RUN(&r, "keys-of", "dave", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 1);
+    expect_contains(r.err, "no user named 'dave'");
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    char id[HTKV_AUTH_ID_SIZE];
+    memcpy(id, s.alice.id, sizeof(id));
+    id[0] = id[0] == '0' ? '1' : '0';
+    RUN(&r, "--json", "keys-of", id, "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 1);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "exit_status", "1");
+    expect_contains(r.out, "or with that id");
+    run_free(&r);
+
+    /* A user named like another user's id. */
+    htkv_config cfg;
+    tu_config(&cfg, s.dir, HTKV_SYNC_NEVER);
+    htkv_db *db = tu_open(&cfg);
+    htkv_auth *auth = auth_open_test(db);
+    struct htkv_auth_user twin;
+    assert_int_equal(htkv_auth_create_user(auth, s.bob.id, "pw", 2, &twin), 0);
+    htkv_auth_close(auth);
+    assert_int_equal(htkv_close(db), 0);
+    RUN(&r, "keys-of", s.bob.id, "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 2);
+    expect_contains(r.err, "ambiguous");
+    expect_contains(r.err, twin.id); /* how to name each one */
+    expect_contains(r.err, "'Bob'");
+    run_free(&r);
+    RUN(&r, "keys-of", twin.id, "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    auth_store_free(&s);
+}
+
+/* Goal: on a store without auth data, users prints nothing (JSON: an empty array) and exits 0,
+ * keys-of finds no user, and neither creates auth data; on a store with auth data nothing
+ * changes either. Method: compare every file byte for byte, look for auth/meta afterwards. */
+static void
+test_htkvctl_auth_commands_write_nothing(void **state)
+{
+    (void)state;
+    struct auth_store s;
+    auth_store_make(&s, "ctl-authro");
+    char *plain = make_store("ctl-noauth");
+    size_t len0, len1;
+    char *before = store_bytes(plain, &len0);
+    struct run r;
+    RUN(&r, "users", "--master-key-file", s.key_hex, plain);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "");
+    expect_contains(r.err, "no auth data");
+    run_free(&r);
+    RUN(&r, "--json", "users", "--master-key-file", s.key_hex, plain);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "users", "[]");
+    expect_json_member(r.out, "auth_data", "false");
+    expect_json_member(r.out, "count", "0");
+    run_free(&r);
+    RUN(&r, "--read-only", "users", "--master-key-file", s.key_wrong, plain);
+    expect_status(&r, 0);
+    run_free(&r);
+    RUN(&r, "keys-of", "alice", "--master-key-file", s.key_hex, plain);
+    expect_status(&r, 1);
+    expect_contains(r.err, "no auth data");
+    run_free(&r);
+    char *after = store_bytes(plain, &len1);
+    assert_int_equal(len0, len1);
+    assert_memory_equal(before, after, len0);
+    free(before);
+    free(after);
+    htkv_config cfg;
+    tu_config(&cfg, plain, HTKV_SYNC_NEVER);
+    cfg.read_only = 1;
+    htkv_db *db = tu_open(&cfg);
+    assert_int_equal(htkv_contains(db, "auth/meta", 9), 0);
+    assert_int_equal(htkv_close(db), 0);
+
+    before = store_bytes(s.dir, &len0);
+    RUN(&r, "users", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    run_free(&r);
+    RUN(&r, "keys-of", "alice", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    run_free(&r);
+    RUN(&r, "users", "--master-key-file", s.key_wrong, s.dir);
+    expect_status(&r, 4);
+    run_free(&r);
+    after = store_bytes(s.dir, &len1);
+    assert_int_equal(len0, len1);
+    assert_memory_equal(before, after, len0);
+    free(before);
+    free(after);
+    tu_rmrf(plain);
+    free(plain);
+    auth_store_free(&s);
+}
+
+/* Goal: users and keys-of refuse a store another process has open for writing (exit 3, naming
+ * --read-only) and work with --read-only. Method: hold the store open in this process. */
+static void
+test_htkvctl_auth_locked_store_refused_unless_read_only(void **state)
+{
+    (void)state;
+    struct auth_store s;
+    auth_store_make(&s, "ctl-authlock");
+    htkv_config cfg;
+    tu_config(&cfg, s.dir, HTKV_SYNC_NEVER);
+    htkv_db *db = tu_open(&cfg);
+    struct run r;
+    RUN(&r, "users", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 3);
+    expect_contains(r.err, "open in another process");
+    expect_contains(r.err, "--read-only");
+    run_free(&r);
+    RUN(&r, "keys-of", "alice", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 3);
+    run_free(&r);
+    RUN(&r, "--read-only", "users", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, s.alice.id);
+    run_free(&r);
+    RUN(&r, "keys-of", "--read-only", "alice", "--master-key-file", s.key_hex, s.dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, s.laptop.id);
+    expect_contains(r.out, s.ci.id);
+    run_free(&r);
+    RUN(&r, "--read-only", "users", "--master-key-file", s.key_wrong, s.dir);
+    expect_status(&r, 4);
+    run_free(&r);
+    assert_int_equal(htkv_put(db, "after", 5, "ok", 2), 0); /* the writer is undisturbed */
+    assert_int_equal(htkv_close(db), 0);
+    auth_store_free(&s);
+}
+
 int
 main(void)
 {
@@ -907,6 +1448,11 @@ main(void)
         cmocka_unit_test(test_htkvctl_verify_torn_tail_is_a_note),
         cmocka_unit_test(test_htkvctl_locked_store_refused_unless_read_only),
         cmocka_unit_test(test_htkvctl_read_only_during_appends),
+        cmocka_unit_test(test_htkvctl_users_text_and_json),
+        cmocka_unit_test(test_htkvctl_keys_of_text_and_json),
+        cmocka_unit_test(test_htkvctl_auth_bad_keys_and_users),
+        cmocka_unit_test(test_htkvctl_auth_commands_write_nothing),
+        cmocka_unit_test(test_htkvctl_auth_locked_store_refused_unless_read_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
