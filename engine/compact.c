@@ -467,6 +467,44 @@ any_victim(struct htkv_db *db, bool full)
 }
 
 int
+htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active)
+{
+    if (!db->cfg.hint_files) {
+        return 0;
+    }
+    pthread_mutex_lock(&sh->lock);
+    size_t n = sh->nsegs;
+    struct seg **todo = n ? htkv_mem_alloc(n * sizeof(*todo)) : NULL;
+    size_t k = 0;
+    for (size_t i = 0; todo != NULL && i < n; i++) {
+        struct seg *s = sh->segs[i];
+        bool last = i + 1 == n;
+        if ((s->sealed && s->hint_tail == 0) ||
+            (last && active && !s->sealed && s->tail > SEG_DATA_OFF && s->hint_tail < s->tail)) {
+            todo[k++] = s;
+        }
+    }
+    bool failed = sh->failed;
+    pthread_mutex_unlock(&sh->lock);
+    if (n > 0 && todo == NULL) {
+        return -ENOMEM;
+    }
+    int rc = 0;
+    /* Sealed segments are immutable and only compaction (which holds compact_lock, as the
+     * caller does) or htkv_close() removes them; the active one is written only at close. */
+    for (size_t i = 0; i < k && !failed; i++) {
+        int wrc = htkv_hint_write(db, todo[i]);
+        if (wrc != 0) {
+            htkv_db_log(db, HTKV_LOG_WARN, "%s: no hint written: %s", todo[i]->path,
+                        htkv_strerror(wrc));
+            rc = rc == 0 ? wrc : rc;
+        }
+    }
+    htkv_mem_free(todo);
+    return rc;
+}
+
+int
 htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
 {
     memset(res, 0, sizeof(*res));
@@ -502,6 +540,9 @@ htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
                 res->postponed++;
             }
         }
+    }
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        (void)htkv_hints_write(db, db_shard(db, i), false); /* hints are optional: logged */
     }
     res->ns = htkv_now_ns() - t0;
     atomic_fetch_add_explicit(&db->compactions, 1, memory_order_relaxed);

@@ -31,6 +31,13 @@ struct zombie {
  */
 int htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res);
 
+/*
+ * Write the missing hint files of @p sh's sealed segments and, with @p active, of its active
+ * segment up to its tail (at close, after the final sync: no writer is left). The caller holds
+ * compact_lock or is htkv_close(). Failures are logged; returns the first, or 0.
+ */
+int htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active);
+
 /* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views_lock held). */
 void htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen);
 

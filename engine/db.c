@@ -70,6 +70,7 @@ htkv_config_init(htkv_config *cfg)
     cfg->create_if_missing = 1;
     cfg->recovery = HTKV_RECOVERY_STRICT;
     cfg->verify_checksums = 1;
+    cfg->hint_files = 1;
 }
 
 static int
@@ -586,6 +587,10 @@ htkv_close(htkv_db *db)
             /* Give back preallocated space; the next open extends again. */
             if (src == 0 && sh->nsegs > 0 && !sh->failed) {
                 (void)htkv_seg_trim(sh->segs[sh->nsegs - 1]);
+            }
+            /* Hints of everything now durable, so that the next open reads no values. */
+            if (src == 0 && !sh->failed) {
+                (void)htkv_hints_write(db, sh, true);
             }
         }
     }

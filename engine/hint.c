@@ -70,26 +70,30 @@ ent_encode(unsigned char *p, uint64_t hash, const struct rec_hdr *h, uint64_t of
 
 /* Entries of [SEG_DATA_OFF, upto) into a new buffer (header and trailer left for the caller). */
 static int
-build(struct htkv_db *db, struct seg *s, uint64_t upto, unsigned char **out, uint64_t *count,
+build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, uint64_t *count,
       uint64_t *maxv)
 {
+    uint64_t end = *upto;
     uint64_t cap = 1024, n = 0;
     unsigned char *buf = htkv_mem_alloc(HINT_HDR_BYTES + cap * HINT_ENT_BYTES + HINT_TRAILER_BYTES);
     if (buf == NULL) {
         return -ENOMEM;
     }
     *maxv = 0;
-    for (uint64_t off = SEG_DATA_OFF; off < upto;) {
+    uint64_t off = SEG_DATA_OFF;
+    while (off < end) {
         struct rec_hdr h;
-        if (htkv_rec_check(s->map + off, upto - off, s->id, off, db->cfg.max_value_bytes, &h) !=
-            0) {
+        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) != 0) {
             htkv_mem_free(buf);
             htkv_set_error("%s: damaged record at offset %llu; no hint written", s->path,
                            (unsigned long long)off);
             return HTKV_ECORRUPT;
         }
         uint64_t size = htkv_rec_size(h.key_len, h.val_len);
-        if (h.type != REC_SEAL) {
+        if (h.type == REC_SEAL) {
+            break; /* the hint ends before SEAL: recovery checks that record itself */
+        }
+        {
             if (n == cap) {
                 cap *= 2;
                 unsigned char *b = htkv_mem_realloc(buf, HINT_HDR_BYTES + cap * HINT_ENT_BYTES +
@@ -118,16 +122,16 @@ build(struct htkv_db *db, struct seg *s, uint64_t upto, unsigned char **out, uin
     }
     *out = buf;
     *count = n;
+    *upto = off;
     return 0;
 }
 
 int
-htkv_hint_write(struct htkv_db *db, struct seg *s, uint64_t upto, uint64_t records)
+htkv_hint_write(struct htkv_db *db, struct seg *s)
 {
-    HTKV_ASSERT(upto <= s->tail);
     unsigned char *buf;
-    uint64_t n, maxv;
-    int rc = build(db, s, upto, &buf, &n, &maxv);
+    uint64_t n, maxv, upto = s->tail;
+    int rc = build(db, s, &upto, &buf, &n, &maxv);
     if (rc != 0) {
         return rc;
     }
@@ -138,7 +142,7 @@ htkv_hint_write(struct htkv_db *db, struct seg *s, uint64_t upto, uint64_t recor
     htkv_store64(buf + 16, s->id);
     htkv_store64(buf + 24, n);
     htkv_store64(buf + 32, upto);
-    htkv_store64(buf + 40, records);
+    htkv_store64(buf + 40, n);
     htkv_store64(buf + 48, maxv);
     htkv_store32(buf + 60, htkv_crc32c(0, buf, 60));
     unsigned char *t = buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES;
@@ -168,7 +172,7 @@ htkv_hint_write(struct htkv_db *db, struct seg *s, uint64_t upto, uint64_t recor
     }
     htkv_mem_free(buf);
     if (rc == 0) {
-        s->has_hint = true;
+        s->hint_tail = upto;
     }
     return rc;
 }

@@ -54,12 +54,13 @@ struct hint {
 void htkv_hint_path(char *buf, size_t cap, const char *seg_path);
 
 /*
- * Write the hint of @p s covering [SEG_DATA_OFF, upto) (upto <= s->tail, a record boundary,
- * already fdatasynced), replacing any older one. Reads the segment's records (which the caller
- * keeps stable: they are immutable below the tail). 0, HTKV_ECORRUPT (a record fails its check:
- * no hint), -ENOMEM or -errno.
+ * Write the hint of @p s for its records from SEG_DATA_OFF up to its tail or its SEAL record,
+ * whichever comes first, replacing any older hint; sets s->hint_tail. The records must be
+ * durable (fdatasynced) and stable (nothing appended concurrently below the tail: the caller
+ * holds the shard's lock or is its only writer). 0, HTKV_ECORRUPT (a record fails its check: no
+ * hint), -ENOMEM or -errno.
  */
-int htkv_hint_write(struct htkv_db *db, struct seg *s, uint64_t upto, uint64_t records);
+int htkv_hint_write(struct htkv_db *db, struct seg *s);
 
 /*
  * Load and check the hint of @p s. Returns 0 and fills @p out (free with htkv_hint_free()),

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "engine/hash.h"
+#include "engine/hint.h"
 #include "engine/rec.h"
 
 /* A committed part of a batch that spans shards, waiting for the other parts. */
@@ -194,6 +195,152 @@ batch_discard(struct recov *rv, struct shard *sh)
 }
 
 /*
+ * Check hint @p hh of segment @p s whole against the segment's bounds and the batch framing
+ * rules of recover_seg(), without reading the segment except the last record (whose CRC ties
+ * the hint to these bytes). Returns 0 or HTKV_ECORRUPT.
+ */
+static int
+hint_check(struct recov *rv, struct shard *sh, struct seg *s, const struct hint *hh)
+{
+    struct htkv_db *db = rv->db;
+    uint64_t expect = SEG_DATA_OFF, last = 0;
+    bool in_batch = false;
+    uint64_t b_version = 0;
+    uint32_t b_ops = 0, b_parts = 0, b_seen = 0;
+    for (uint64_t i = 0; i < hh->count; i++) {
+        struct hint_ent e;
+        htkv_hint_get(hh, i, &e);
+        uint64_t size;
+        bool ok = e.off == expect && e.version >= 1;
+        switch (e.type) {
+        case REC_SET:
+        case REC_DEL:
+            size = htkv_rec_size(e.key_len, e.val_len);
+            ok = ok && e.key_len >= 1 && e.key_len <= HTKV_KEY_MAX &&
+                 e.val_len <= db->cfg.max_value_bytes && (e.type == REC_SET || e.val_len == 0) &&
+                 db_shard_of(db, e.hash) == sh->id;
+            ok = ok && ((e.flags & REC_F_BATCH) != 0) == in_batch &&
+                 (e.flags & ~REC_F_BATCH) == 0 &&
+                 (!in_batch || (e.version == b_version && b_seen < b_ops));
+            b_seen += in_batch;
+            break;
+        case REC_BATCH_BEGIN:
+            size = htkv_rec_size(0, REC_BEGIN_PAYLOAD);
+            ok = ok && !in_batch && e.val_len > 0 && e.key_len >= 1;
+            in_batch = true;
+            b_version = e.version;
+            b_ops = e.val_len;
+            b_parts = e.key_len;
+            b_seen = 0;
+            break;
+        case REC_BATCH_COMMIT:
+            size = htkv_rec_size(0, REC_COMMIT_PAYLOAD);
+            ok = ok && in_batch && e.version == b_version && e.val_len == b_ops &&
+                 e.key_len == b_parts && b_seen == b_ops;
+            in_batch = false;
+            break;
+        default:
+            ok = false;
+            size = 0;
+        }
+        if (!ok || size > hh->tail - e.off) {
+            return HTKV_ECORRUPT;
+        }
+        last = e.off;
+        expect = e.off + size;
+    }
+    if (expect != hh->tail || in_batch || hh->tail > s->file_bytes) {
+        return HTKV_ECORRUPT;
+    }
+    struct rec_hdr h;
+    if (hh->count > 0 && htkv_rec_check(s->map + last, hh->tail - last, s->id, last,
+                                        db->cfg.max_value_bytes, &h) != 0) {
+        return HTKV_ECORRUPT;
+    }
+    return 0;
+}
+
+/*
+ * Install the records described by a checked hint, as recover_seg() would after scanning them
+ * (keys are hashed already; values are not read). Returns 0, -ENOMEM or another -errno.
+ */
+static int
+hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint *hh)
+{
+    int rc = 0;
+    uint64_t b_version = 0;
+    uint32_t b_parts = 0;
+    for (uint64_t i = 0; i < hh->count && rc == 0; i++) {
+        struct hint_ent e;
+        htkv_hint_get(hh, i, &e);
+        rv->max_version = e.version > rv->max_version ? e.version : rv->max_version;
+        s->max_version = e.version > s->max_version ? e.version : s->max_version;
+        s->records++;
+        rv->db->recovered_records++;
+        if (e.type == REC_BATCH_BEGIN) {
+            b_version = e.version;
+            b_parts = e.key_len;
+            continue;
+        }
+        if (e.type == REC_BATCH_COMMIT) {
+            rc = batch_commit(rv, sh, b_version, b_parts);
+            rv->nbents = 0;
+            continue;
+        }
+        struct hidx_ent *n = htkv_mem_alloc(sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        sh->entry_bytes += sizeof(*n);
+        *n = (struct hidx_ent){ .version = e.version,
+                                .hash = e.hash,
+                                .seg = s,
+                                .off = e.off,
+                                .rec_bytes = REC_HDR_BYTES + e.key_len + e.val_len,
+                                .key_len = e.key_len,
+                                .del = e.type == REC_DEL };
+        if ((e.flags & REC_F_BATCH) != 0) {
+            rc = vec_push((void **)&rv->bents, &rv->nbents, &rv->bents_cap, sizeof(n), &n);
+        } else {
+            rc = recover_install(sh, n);
+        }
+    }
+    if (rc == 0) {
+        s->hint_tail = hh->tail;
+    }
+    return rc;
+}
+
+/* Use the hint of @p s if it checks: returns the offset to scan from (SEG_DATA_OFF without). */
+static int
+recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from)
+{
+    *from = SEG_DATA_OFF;
+    if (!rv->db->cfg.hint_files) {
+        return 0;
+    }
+    struct hint hh;
+    int rc = htkv_hint_load(s, &hh);
+    if (rc == HTKV_ENOTFOUND) {
+        return 0;
+    }
+    if (rc == 0) {
+        rc = hint_check(rv, sh, s, &hh);
+    }
+    if (rc == HTKV_ECORRUPT) {
+        htkv_db_log(rv->db, HTKV_LOG_WARN, "%s: hint file is damaged or stale; scanning instead",
+                    s->path);
+        return 0;
+    }
+    if (rc == 0) {
+        rc = hint_apply(rv, sh, s, &hh);
+        *from = hh.tail;
+    }
+    htkv_hint_free(&hh);
+    return rc;
+}
+
+/*
  * Scan one segment. On a torn tail, cuts it (when writable). Returns 0 or an error; the segment's
  * tail, records and sealed fields are set.
  */
@@ -201,14 +348,17 @@ static int
 recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
 {
     struct htkv_db *db = rv->db;
-    uint64_t off = SEG_DATA_OFF, end = s->file_bytes;
+    uint64_t off, end = s->file_bytes;
+    int rc = recover_hint(rv, sh, s, &off);
+    if (rc != 0) {
+        return rc;
+    }
     bool in_batch = false;
     uint64_t b_version = 0, b_begin = 0;
     uint32_t b_ops = 0, b_parts = 0, b_seen = 0;
     uint64_t cut = 0;
     bool orphans = false; /* after a skip: drop the rest of a batch whose start was skipped */
     enum scan_end how = SCAN_EOF;
-    int rc = 0;
     struct rec_hdr h;
 
     while (off < end) {

@@ -53,7 +53,7 @@ struct seg {
      * under the shard's lock on the active segment only, so a sealed segment gains none. */
     _Atomic uint32_t io_pins;
     uint64_t max_version; /* highest record version appended or recovered */
-    bool has_hint;        /* a valid hint file exists beside it */
+    uint64_t hint_tail;   /* end of the records its hint file describes; 0 = no hint */
     char path[];
 };
 

@@ -158,8 +158,16 @@ typedef struct htkv_config {
     int create_if_missing;        /**< Boolean: create an empty store if none exists. Default 1. */
     int recovery;                 /**< enum htkv_recovery. Default HTKV_RECOVERY_STRICT. */
     int verify_checksums;         /**< Boolean: check the CRC of every record read. Default 1. */
-    htkv_log_fn log_fn;           /**< Log sink; NULL = warnings and errors to stderr. */
-    void *log_ctx;                /**< Passed to log_fn; kept until htkv_close(). */
+    /**
+     * Boolean: keep a hint file (key -> location table) beside each sealed segment and, at
+     * close, for the active one, so that htkv_open() reads no values. With a hint, open trusts
+     * it for the records it describes: damage in those records is reported by the read that
+     * meets it (HTKV_ECORRUPT) and by `htkvctl verify`, not by open. 0: open reads and checks
+     * every record. Default 1.
+     */
+    int hint_files;
+    htkv_log_fn log_fn; /**< Log sink; NULL = warnings and errors to stderr. */
+    void *log_ctx;      /**< Passed to log_fn; kept until htkv_close(). */
 } htkv_config;
 
 /** Figures reported by htkv_stats(). Counts are store-wide sums over shards. */

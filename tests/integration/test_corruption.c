@@ -28,6 +28,7 @@ cstore_make(struct cstore *c, uint64_t seed, int shards)
     memset(c, 0, sizeof(*c));
     c->dir = tu_tmpdir("corrupt");
     tu_config(&c->cfg, c->dir, HTKV_SYNC_NEVER);
+    c->cfg.hint_files = 0; /* these tests check the scan of every record */
     c->cfg.shard_count = (unsigned)shards;
     htkv_db *db = tu_open(&c->cfg);
     for (size_t i = 0; i < NREC; i++) {
@@ -199,6 +200,7 @@ test_corruption_value_bit_flip_detected_by_get_while_open(void **state)
     char *dir = tu_tmpdir("corrupt-live");
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_INTERVAL);
+    cfg.hint_files = 0; /* these tests check the scan of every record */
     cfg.shard_count = 1;
     htkv_db *db = tu_open(&cfg);
     char key[16];
@@ -272,6 +274,7 @@ test_corruption_damaged_segment_header_fails_open(void **state)
     char *dir = tu_tmpdir("corrupt-hdr");
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.hint_files = 0; /* these tests check the scan of every record */
     cfg.shard_count = 1;
     cfg.max_segment_bytes = 64u << 10;
     htkv_db *db = tu_open(&cfg);
@@ -331,6 +334,7 @@ test_corruption_damage_in_sealed_segment_fails_open(void **state)
     char *dir = tu_tmpdir("corrupt-sealed");
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.hint_files = 0; /* these tests check the scan of every record */
     cfg.shard_count = 1;
     cfg.max_segment_bytes = 64u << 10;
     htkv_db *db = tu_open(&cfg);
@@ -374,6 +378,7 @@ test_corruption_skip_corrupt_damaged_batch_drops_whole_batch(void **state)
     char *dir = tu_tmpdir("corrupt-batch");
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.hint_files = 0; /* these tests check the scan of every record */
     cfg.shard_count = 1;
     htkv_db *db = tu_open(&cfg);
     char key[16];
@@ -470,6 +475,7 @@ test_corruption_random_damage_never_gives_wrong_value(void **state)
     memset(&s, 0, sizeof(s));
     s.dir = tu_tmpdir("corrupt-rand");
     tu_config(&s.cfg, s.dir, HTKV_SYNC_NEVER);
+    s.cfg.hint_files = 0; /* these tests check the scan of every record */
     s.cfg.max_segment_bytes = 64u << 10;
     htkv_db *db = tu_open(&s.cfg);
     char key[24];

@@ -193,6 +193,7 @@ ctl_open_db(struct ctl *c, htkv_db **out)
     cfg.create_if_missing = 0;
     cfg.worker_threads = 0;
     cfg.io_backend = HTKV_IO_SYNC;
+    cfg.hint_files = 0; /* an inspection tool reads and checks every record, trusts no hint */
     /* Accept every value a store may hold, whatever max_value_bytes its writer used. */
     cfg.max_value_bytes = HTKV_VALUE_MAX_LIMIT;
     cfg.log_fn = ctl_log;
