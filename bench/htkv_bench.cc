@@ -9,7 +9,7 @@
  *   engine_writes/put_1k/small|medium|large     BM_Engine_Put          1024 puts 16/64 ..32/4096
  *   engine_writes/put_1k/small/with_teardown    BM_Engine_PutTeardown  small + close + rm -r
  *   engine_reads/get_4k/hot|cold                BM_Engine_Get          4096 gets, 16/256 pairs
- *   compaction/run_compaction_now               BM_Compaction_RunNow   #ifdef HTKV_HAVE_COMPACT
+ *   compaction/run_compaction_now               BM_Compaction_RunNow
  *   engine_writes_parallel/inline|1|2|4|8       BM_Engine_PutParallel  4096 puts 32/256
  *   prefix_queries/get_prefix/10|100|1000       BM_Prefix_GetPrefix    m of 10,000 keys match
  *   prefix_queries/prefix_length/2|8|16         BM_Prefix_GetPrefix    100 of 10,000 keys match
@@ -627,12 +627,10 @@ BM_Prefix_ManualScan(benchmark::State &state)
 
 /* ---- compaction ---- */
 
-/* compaction/run_compaction_now is left out until the engine has a manual compaction entry
- * point (htkv_compact_now); build with -DHTKV_HAVE_COMPACT once it exists. Setup per iteration
- * (untimed): a fresh store, seed 999, 20,000 puts 16/256 and a delete of a random 16-byte key
- * every 5th put. Difference: htkv writes nothing for a delete of an absent key, so there are no
- * tombstones, where the original wrote 4,000. Timed: htkv_compact_now only (not the teardown). */
-#ifdef HTKV_HAVE_COMPACT
+/* compaction/run_compaction_now: setup per iteration (untimed): a fresh store, seed 999, 20,000
+ * puts 16/256 and a delete of a random 16-byte key every 5th put. Difference: htkv writes nothing
+ * for a delete of an absent key, so there are no tombstones, where the original wrote 4,000. Timed:
+ * htkv_compact_now only (not the teardown). */
 void
 BM_Compaction_RunNow(benchmark::State &state)
 {
@@ -672,7 +670,6 @@ BM_Compaction_RunNow(benchmark::State &state)
     }
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
-#endif
 
 /* Register under the original's id. Every benchmark reports wall-clock time (UseRealTime), so
  * that items per second are operations per elapsed second: with worker threads the caller
@@ -694,9 +691,7 @@ register_all()
     reg("engine_writes/put_1k/small/with_teardown", kMicrosecond, BM_Engine_PutTeardown);
     reg("engine_reads/get_4k/hot", kMicrosecond, BM_Engine_Get, false);
     reg("engine_reads/get_4k/cold", kMicrosecond, BM_Engine_Get, true);
-#ifdef HTKV_HAVE_COMPACT
     reg("compaction/run_compaction_now", benchmark::kMillisecond, BM_Compaction_RunNow);
-#endif
     reg("engine_writes_parallel/inline", kMicrosecond, BM_Engine_PutParallel, 0);
     for (int n : { 1, 2, 4, 8 }) {
         reg("engine_writes_parallel/" + std::to_string(n), kMicrosecond, BM_Engine_PutParallel, n);

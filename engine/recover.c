@@ -330,6 +330,7 @@ recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from)
     if (rc == HTKV_ECORRUPT) {
         htkv_db_log(rv->db, HTKV_LOG_WARN, "%s: hint file is damaged or stale; scanning instead",
                     s->path);
+        htkv_hint_free(&hh); /* loaded, then refused by hint_check(): free it (no-op if not) */
         return 0;
     }
     if (rc == 0) {

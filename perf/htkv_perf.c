@@ -15,6 +15,14 @@
  *   prefix      10,000 keys: 1,000 "app:user:%08d" + 9,000 random 24 B, 128 B values;
  *               htkv_get_prefix("app:user:") iterated to the end (1,000 results), 2,000 times;
  *               reported in queries/s (x1000 = results/s)
+ *   compact     100,000 keys 16 B / 100 B written, then overwritten 9 more times (INTERVAL);
+ *               htkv_compact_now() timed; reported in MB/s of records examined; a note line
+ *               gives disk use after close (allocated blocks) against the live bytes
+ *   reopen      1,000,000 keys 16 B / 100 B, closed (hint files written), then htkv_open()
+ *               timed; reported in opens/s; a note line gives the milliseconds, with and
+ *               without hint files (hint_files = 0: every record read and checked)
+ *   compaction_seed  the original's compaction scenario: 20,000 puts 16 B / 256 B with a delete
+ *               of a random key every 5th, then htkv_compact_now() timed (ms in a note line)
  * Each workload runs --trials times (default 3) on a fresh store; the median and the spread
  * (min..max) are printed in operations per second.
  *
@@ -277,9 +285,164 @@ run_prefix(const struct opts *o)
     return (double)queries / t;
 }
 
+/* Bytes allocated to the files of the store (st_blocks), as du counts them. */
+static uint64_t
+disk_use(const char *dir)
+{
+    char cmd[4300];
+    snprintf(cmd, sizeof(cmd), "du -s -B1 '%s'", dir);
+    FILE *p = popen(cmd, "r");
+    unsigned long long n = 0;
+    if (p == NULL || fscanf(p, "%llu", &n) != 1) {
+        fprintf(stderr, "htkv-perf: du failed\n");
+        exit(1);
+    }
+    pclose(p);
+    return n;
+}
+
+static double
+run_compact(const struct opts *o)
+{
+    const uint64_t keys = 100000;
+    rm_store(o->dir);
+    htkv_db *db = open_store(o, HTKV_SYNC_INTERVAL);
+    char key[16], val[100];
+    for (int round = 0; round < 10; round++) {
+        memset(val, 'a' + round, sizeof(val));
+        for (uint64_t i = 0; i < keys; i++) {
+            make_key(key, sizeof(key), i);
+            int rc = htkv_put(db, key, sizeof(key), val, sizeof(val));
+            if (rc != 0) {
+                die(rc, "put");
+            }
+        }
+    }
+    struct htkv_stats a, b;
+    if (htkv_stats(db, &a) != 0) {
+        die(-EIO, "stats");
+    }
+    double t0 = now_s();
+    int rc = htkv_compact_now(db);
+    double t = now_s() - t0;
+    if (rc != 0) {
+        die(rc, "compact_now");
+    }
+    if (htkv_stats(db, &b) != 0) {
+        die(-EIO, "stats");
+    }
+    if ((rc = htkv_close(db)) != 0) {
+        die(rc, "close");
+    }
+    uint64_t disk = disk_use(o->dir);
+    uint64_t raw = keys * (sizeof(key) + sizeof(val));
+    printf("# compact: %.1f ms, %.1f MiB examined, %.1f MiB copied; disk after close %.1f MiB "
+           "(%.2fx the live records' %.1f MiB, %.2fx the raw key+value bytes); before: data "
+           "%.1f MiB\n",
+           t * 1e3, (double)b.compaction_read_bytes / 1048576.0,
+           (double)b.compaction_written_bytes / 1048576.0, (double)disk / 1048576.0,
+           (double)disk / (double)b.live_bytes, (double)b.live_bytes / 1048576.0,
+           (double)disk / (double)raw, (double)a.data_bytes / 1048576.0);
+    return (double)(b.compaction_read_bytes - a.compaction_read_bytes) / 1e6 / t;
+}
+
+static double
+time_open(const struct opts *o, int hints)
+{
+    htkv_config cfg;
+    htkv_config_init(&cfg);
+    cfg.data_dir = o->dir;
+    cfg.worker_threads = (unsigned)o->workers;
+    cfg.io_backend = o->backend;
+    cfg.hint_files = hints;
+    cfg.compaction_interval_ms = 0;
+    htkv_db *db;
+    double t0 = now_s();
+    int rc = htkv_open(&cfg, &db);
+    double t = now_s() - t0;
+    if (rc != 0) {
+        die(rc, "open");
+    }
+    if ((rc = htkv_close(db)) != 0) {
+        die(rc, "close");
+    }
+    return t;
+}
+
+static double
+run_reopen(const struct opts *o)
+{
+    const uint64_t keys = 1000000;
+    rm_store(o->dir);
+    htkv_db *db = open_store(o, HTKV_SYNC_INTERVAL);
+    char key[16], val[100];
+    memset(val, 'r', sizeof(val));
+    for (uint64_t i = 0; i < keys; i++) {
+        make_key(key, sizeof(key), i);
+        int rc = htkv_put(db, key, sizeof(key), val, sizeof(val));
+        if (rc != 0) {
+            die(rc, "put");
+        }
+    }
+    int rc = htkv_close(db);
+    if (rc != 0) {
+        die(rc, "close");
+    }
+    double scan = time_open(o, 0); /* no hint used; the close after it leaves them in place */
+    double hinted = time_open(o, 1);
+    printf("# reopen 1M keys: %.1f ms with hint files, %.1f ms reading every record\n",
+           hinted * 1e3, scan * 1e3);
+    return 1.0 / hinted;
+}
+
+static double
+run_compaction_seed(const struct opts *o)
+{
+    rm_store(o->dir);
+    htkv_db *db = open_store(o, HTKV_SYNC_INTERVAL);
+    uint64_t x = 999;
+    unsigned char key[16], val[256];
+    memset(val, 's', sizeof(val));
+    for (int i = 0; i < 20000; i++) {
+        for (size_t j = 0; j < sizeof(key); j++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            key[j] = (unsigned char)(x >> 56);
+        }
+        int rc = htkv_put(db, key, sizeof(key), val, sizeof(val));
+        if (rc == 0 && i % 5 == 0) {
+            key[0] ^= 0x5a; /* another (absent) key */
+            rc = htkv_delete(db, key, sizeof(key));
+            rc = rc == HTKV_ENOTFOUND ? 0 : rc;
+        }
+        if (rc != 0) {
+            die(rc, "setup");
+        }
+    }
+    double t0 = now_s();
+    int rc = htkv_compact_now(db);
+    double t = now_s() - t0;
+    if (rc != 0) {
+        die(rc, "compact_now");
+    }
+    printf("# compaction_seed: htkv_compact_now %.2f ms (the original: 118 ms)\n", t * 1e3);
+    if ((rc = htkv_close(db)) != 0) {
+        die(rc, "close");
+    }
+    return 1.0 / t;
+}
+
 static double
 run_one(const struct opts *o, const char *w)
 {
+    if (strcmp(w, "compact") == 0) {
+        return run_compact(o);
+    }
+    if (strcmp(w, "reopen") == 0) {
+        return run_reopen(o);
+    }
+    if (strcmp(w, "compaction_seed") == 0) {
+        return run_compaction_seed(o);
+    }
     if (strcmp(w, "prefix") == 0) {
         return run_prefix(o);
     }
@@ -911,8 +1074,9 @@ main(int argc, char **argv)
     if (o.trials < 1 || o.trials > 99) {
         o.trials = 3;
     }
-    static const char *all[] = { "put_small", "put_medium", "put_large",   "get_hot",
-                                 "get_cold",  "prefix",     "durable_put", "concurrent_durable" };
+    static const char *all[] = { "put_small", "put_medium", "put_large",      "get_hot",
+                                 "get_cold",  "prefix",     "durable_put",    "concurrent_durable",
+                                 "compact",   "reopen",     "compaction_seed" };
     size_t nw = sizeof(all) / sizeof(all[0]);
     const char **list = all;
     if (strcmp(o.workload, "all") != 0) {

@@ -198,6 +198,7 @@ run_case(enum action act, const char *point, int k)
         assert_int_equal(htkv_close(db), 0);
     }
     tu_rmrf(dir);
+    free(dir);
     return code;
 }
 

@@ -111,6 +111,7 @@ test_hints_written_used_and_checked(void **state)
     check_all(db, 2, 0, NKEYS / 2);
     assert_int_equal(htkv_close(db), 0);
     tu_rmrf(dir);
+    free(dir);
 }
 
 /* Goal: a record damaged inside a hinted segment is not noticed by open, but its read fails
@@ -148,6 +149,7 @@ test_hints_damaged_record_reads_as_corrupt(void **state)
     assert_int_equal(htkv_open(&cfg, &x), HTKV_ECORRUPT);
     assert_null(x);
     tu_rmrf(dir);
+    free(dir);
 }
 
 /* Goal: the active segment's hint covers only what was there at close; records appended after
@@ -177,7 +179,9 @@ test_hints_prefix_then_scan(void **state)
     check_all(d2, 8, NKEYS / 2, NKEYS);
     assert_int_equal(htkv_close(d2), 0);
     tu_rmrf(copy);
+    free(copy);
     tu_rmrf(dir);
+    free(dir);
 }
 
 /* Goal: the hints of the segments compaction drops go with them; after close every segment
@@ -210,6 +214,7 @@ test_hints_follow_compaction(void **state)
     check_all(db, 23, 0, NKEYS);
     assert_int_equal(htkv_close(db), 0);
     tu_rmrf(dir);
+    free(dir);
 }
 
 int

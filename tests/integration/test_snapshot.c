@@ -119,7 +119,9 @@ test_snapshot_restore_replaces_contents(void **state)
     assert_int_equal(htkv_close(b), 0);
     assert_int_equal(htkv_close(a), 0);
     tu_rmrf(da);
+    free(da);
     tu_rmrf(dbd);
+    free(dbd);
 }
 
 static unsigned char *
@@ -162,6 +164,7 @@ test_snapshot_bytes_are_deterministic(void **state)
         assert_int_equal(tu_stats(c).live_keys, 0);
         assert_int_equal(htkv_close(c), 0);
         tu_rmrf(dc);
+        free(dc);
     }
     fill(a, 9);
     fill(b, 9);
@@ -178,7 +181,9 @@ test_snapshot_bytes_are_deterministic(void **state)
     assert_int_equal(htkv_close(a), 0);
     assert_int_equal(htkv_close(b), 0);
     tu_rmrf(da);
+    free(da);
     tu_rmrf(dbd);
+    free(dbd);
 }
 
 /* Goal: a damaged snapshot (any flipped bit, a cut at any length, a wrong magic) is refused
@@ -234,7 +239,9 @@ test_snapshot_damaged_file_changes_nothing(void **state)
     assert_int_equal(htkv_close(a), 0);
     assert_int_equal(htkv_close(b), 0);
     tu_rmrf(da);
+    free(da);
     tu_rmrf(dbd);
+    free(dbd);
 }
 
 /* Goal: restore refuses to run under open views (HTKV_EBUSY) and on a read-only store; bad
@@ -270,6 +277,7 @@ test_snapshot_refusals_and_consistency(void **state)
     assert_int_equal(htkv_snapshot_write(a, p2), 0); /* reading is fine */
     assert_int_equal(htkv_close(a), 0);
     tu_rmrf(da);
+    free(da);
 }
 
 int
