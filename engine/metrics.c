@@ -21,6 +21,8 @@
 #include <stdio.h>
 
 #include "engine/db.h"
+
+#include <stddef.h>
 #include "engine/worker.h"
 
 /* ---- histograms ----------------------------------------------------------------------------- */
@@ -123,6 +125,7 @@ struct report {
     struct report_shard {
         uint64_t keys;
         uint64_t bytes_written;
+        uint64_t compact_read, compact_written, compact_segments, compact_tombstones;
         struct hist_snap sync;
         struct hist_snap group;
     } * shards;
@@ -160,6 +163,10 @@ report_collect(struct htkv_db *db, struct report *r)
         rs->bytes_written = atomic_load_explicit(&sh->metrics.bytes_written, memory_order_relaxed);
         pthread_mutex_lock(&sh->lock);
         rs->keys = sh->live_keys;
+        rs->compact_read = sh->metrics.compact_bytes_read;
+        rs->compact_written = sh->metrics.compact_bytes_written;
+        rs->compact_segments = sh->metrics.compact_segments;
+        rs->compact_tombstones = sh->metrics.compact_tombstones;
         pthread_mutex_unlock(&sh->lock);
     }
     r->gets = htkv_ebr_reads(&db->ebr);
@@ -209,6 +216,14 @@ report_text(FILE *f, const struct report *r)
                 (unsigned long long)rs->group.max,
                 fmt_ns(a, sizeof(a), htkv_hist_percentile(&rs->sync, 0.5)),
                 fmt_ns(b, sizeof(b), htkv_hist_percentile(&rs->sync, 0.99)));
+    }
+    fprintf(f, "\n%-6s %14s %14s %12s %12s\n", "shard", "compact_read", "compact_copied",
+            "segs_dropped", "tombs_dropped");
+    for (uint32_t i = 0; i < r->nshards; i++) {
+        const struct report_shard *rs = &r->shards[i];
+        fprintf(f, "%-6u %14llu %14llu %12llu %12llu\n", i, (unsigned long long)rs->compact_read,
+                (unsigned long long)rs->compact_written, (unsigned long long)rs->compact_segments,
+                (unsigned long long)rs->compact_tombstones);
     }
     if (r->nworkers > 0) {
         fprintf(f, "\n%-6s %12s\n", "worker", "queue_depth");
@@ -277,6 +292,28 @@ report_prometheus(FILE *f, const struct report *r)
     for (uint32_t i = 0; i < r->nshards; i++) {
         fprintf(f, "htkv_shard_bytes_written_total{shard=\"%u\"} %llu\n", i,
                 (unsigned long long)r->shards[i].bytes_written);
+    }
+    static const struct {
+        const char *name, *help;
+        size_t field;
+    } compact_metrics[] = {
+        { "htkv_shard_compaction_read_bytes_total", "Record bytes examined by compaction.",
+          offsetof(struct report_shard, compact_read) },
+        { "htkv_shard_compaction_written_bytes_total", "Live record bytes copied by compaction.",
+          offsetof(struct report_shard, compact_written) },
+        { "htkv_shard_compaction_segments_total", "Segments compaction rewrote and dropped.",
+          offsetof(struct report_shard, compact_segments) },
+        { "htkv_shard_compaction_tombstones_total", "Tombstones compaction removed for good.",
+          offsetof(struct report_shard, compact_tombstones) },
+    };
+    for (size_t m = 0; m < sizeof(compact_metrics) / sizeof(compact_metrics[0]); m++) {
+        prom_head(f, compact_metrics[m].name, "counter", compact_metrics[m].help);
+        for (uint32_t i = 0; i < r->nshards; i++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&r->shards[i] + compact_metrics[m].field, sizeof(v));
+            fprintf(f, "%s{shard=\"%u\"} %llu\n", compact_metrics[m].name, i,
+                    (unsigned long long)v);
+        }
     }
     prom_head(f, "htkv_shard_fdatasync_seconds", "histogram",
               "Latency of a shard's fdatasync calls.");

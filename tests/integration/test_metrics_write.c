@@ -170,7 +170,8 @@ prom_check(char *text, unsigned workers)
         }
         samples++;
     }
-    assert_true(ntypes == (workers > 0 ? 7 : 6)); /* htkv_worker_queue_depth with workers */
+    /* 6 + 4 compaction counters; htkv_worker_queue_depth with workers */
+    assert_true(ntypes == (workers > 0 ? 11 : 10));
     assert_true(samples > 20);
 }
 
