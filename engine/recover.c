@@ -80,18 +80,21 @@ seg_dead(struct hidx_ent *e)
 static int
 recover_install(struct shard *sh, struct hidx_ent *e)
 {
-    const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
-    struct hidx_ent *cur = htkv_hidx_find(&sh->idx, e->hash, key, e->key_len);
-    if (cur != NULL && cur->version > e->version) {
-        seg_dead(e);
-        sh->entry_bytes -= sizeof(*e);
-        htkv_mem_free(e);
-        return 0;
-    }
+    /* One probe in the common case (a key met for the first time, or a newer version): install,
+     * and put the old head back in the rare case that it was the newer one. */
     int rc;
     struct hidx_ent *old = htkv_hidx_install(&sh->idx, e, &rc, htkv_shard_retire_table, sh);
     if (rc != 0) {
         return rc;
+    }
+    if (old != NULL && old->version > e->version) {
+        struct hidx_ent *back = htkv_hidx_install(&sh->idx, old, &rc, htkv_shard_retire_table, sh);
+        HTKV_ASSERT(rc == 0 && back == e); /* the key's slot exists: no growth */
+        atomic_store_explicit(&old->prev, NULL, memory_order_relaxed);
+        seg_dead(e);
+        sh->entry_bytes -= sizeof(*e);
+        htkv_mem_free(e);
+        return 0;
     }
     atomic_fetch_add_explicit(&e->seg->live_bytes, htkv_align_up(e->rec_bytes, REC_ALIGN),
                               memory_order_relaxed);
@@ -332,6 +335,11 @@ recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from)
                     s->path);
         htkv_hint_free(&hh); /* loaded, then refused by hint_check(): free it (no-op if not) */
         return 0;
+    }
+    if (rc == 0) {
+        /* Size the table once for the hint's keys instead of doubling it (and rehashing every
+         * key) ~18 times while installing a million of them. */
+        rc = htkv_hidx_reserve(&sh->idx, hh.count, htkv_shard_retire_table, sh);
     }
     if (rc == 0) {
         rc = hint_apply(rv, sh, s, &hh);
