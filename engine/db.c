@@ -433,6 +433,7 @@ db_free(struct htkv_db *db)
     pthread_cond_destroy(&db->syncer_cond);
     pthread_mutex_destroy(&db->views_lock);
     pthread_mutex_destroy(&db->compact_lock);
+    htkv_mem_free(db->discarded);
     pthread_cond_destroy(&db->compactor_cond);
     htkv_mem_free(db->dir);
     free(db);

@@ -96,6 +96,10 @@ struct htkv_db {
     bool syncer_stop;
     pthread_mutex_t syncer_lock;
     pthread_cond_t syncer_cond;
+    /* Versions of batches that recovery found incomplete and did not apply (sorted): their
+     * records stay on disk until compacted, and the change feed must not report them. */
+    uint64_t *discarded;
+    size_t ndiscarded;
     /* Recovery figures. */
     uint64_t recovered_records;
     uint64_t truncated_bytes;
@@ -121,6 +125,10 @@ struct htkv_batch {
     uint64_t data_cap;
     uint64_t rec_bytes; /* sum of record sizes of puts and deletes */
     uint64_t version;   /* assigned by the last successful write */
+    /* htkv_submit(): the version the caller gives (0 = assign one), and where the write marks
+     * each operation that is stale (1: the key already has this version or a newer one). */
+    uint64_t fixed_version;
+    uint8_t *stale_out; /* nops entries, or NULL */
 };
 
 static inline struct shard *
@@ -213,6 +221,9 @@ int htkv_shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc);
 
 /* Write SEAL at the tail of @p s and fdatasync it; s->sealed on success. 0 or -errno. */
 int htkv_shard_seal(struct seg *s);
+
+/* view.c: the snapshot version of shard @p shard in view @p v. */
+uint64_t htkv_view_shard_snap(const htkv_view *v, uint32_t shard);
 
 /* snapshot.c: write DIR/snapshot-NNNNNN.snap and remove older ones (compact_lock held). */
 int htkv_snapshot_emit(struct htkv_db *db);

@@ -69,6 +69,22 @@ vec_push(void **v, size_t *n, size_t *cap, size_t elem, const void *x)
     return 0;
 }
 
+/* Remember that batch @p version was not applied (sorted at the end of recovery). */
+static int
+discard_version(struct htkv_db *db, uint64_t version)
+{
+    size_t cap = db->ndiscarded;
+    if (cap == 0 || (cap >= 8 && (cap & (cap - 1)) == 0)) { /* full at 8, 16, 32, ... */
+        uint64_t *n = htkv_mem_realloc(db->discarded, (cap ? cap * 2 : 8) * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        db->discarded = n;
+    }
+    db->discarded[db->ndiscarded++] = version;
+    return 0;
+}
+
 static void
 seg_dead(struct hidx_ent *e)
 {
@@ -393,6 +409,9 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
             if (in_batch) {
                 batch_discard(rv, sh); /* a batch with a hole in it is not applied */
                 in_batch = false;
+                if (discard_version(db, b_version) != 0) {
+                    return -ENOMEM;
+                }
             }
             orphans = true;
             off = next;
@@ -406,6 +425,9 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
                             s->path, (unsigned long long)off);
                 if (h.version > rv->max_version) {
                     rv->max_version = h.version;
+                }
+                if (discard_version(db, h.version) != 0) {
+                    return -ENOMEM;
                 }
                 atomic_fetch_add_explicit(&s->dead_bytes, size, memory_order_relaxed);
                 db->skipped_bytes += size;
@@ -528,6 +550,13 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
 }
 
 static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int
 cmp_pend(const void *a, const void *b)
 {
     const struct pend_part *x = a, *y = b;
@@ -560,6 +589,7 @@ recover_cross_shard(struct recov *rv)
             htkv_db_log(db, HTKV_LOG_WARN,
                         "batch version %llu: %zu of %u parts committed; not applied",
                         (unsigned long long)rv->pend[i].version, j - i, rv->pend[i].parts);
+            rc = rc == 0 ? discard_version(db, rv->pend[i].version) : rc;
         }
         for (size_t k = i; k < j; k++) {
             for (size_t n = 0; n < rv->pend[k].ent_count; n++) {
@@ -680,6 +710,9 @@ htkv_recover(struct htkv_db *db)
     htkv_mem_free(rv.bents);
     if (rc != 0) {
         return rc;
+    }
+    if (db->ndiscarded > 1) {
+        qsort(db->discarded, db->ndiscarded, sizeof(*db->discarded), cmp_u64);
     }
     atomic_store(&db->next_version, rv.max_version + 1);
     for (uint32_t i = 0; i < db->shard_count; i++) {

@@ -658,6 +658,23 @@ batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint
     return u;
 }
 
+/*
+ * htkv_submit()'s rule: an operation is stale when its key's newest record (a tombstone
+ * included) has the batch's version or a newer one; or, when the key has no record, for a delete
+ * (nothing to delete) and for a version at or below the batch floor (compaction may have
+ * dropped a newer tombstone).
+ */
+static bool
+batch_op_stale(struct htkv_db *db, struct shard *sh, const struct htkv_batch *b,
+               const struct batch_op *op, uint64_t hash)
+{
+    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, op_key(b, op), op->klen);
+    if (e != NULL) {
+        return e->version >= b->fixed_version;
+    }
+    return op->type == REC_DEL || b->fixed_version <= db->man->batch_floor;
+}
+
 static int
 batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
                    struct part *p)
@@ -676,6 +693,8 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
             if (shard_current_version(sh, hashes[i], op_key(b, op), op->klen) != op->version) {
                 return HTKV_ECONFLICT;
             }
+        } else if (b->fixed_version != 0 && batch_op_stale(db, sh, b, op, hashes[i])) {
+            b->stale_out[i] = 1; /* htkv_submit(): older than what the key holds: skipped */
         } else {
             p->nops++;
             p->bytes += htkv_rec_size(op->klen, op->vlen);
@@ -724,7 +743,8 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     uint32_t k = 0;
     for (size_t i = 0; i < b->nops; i++) {
         const struct batch_op *op = &b->ops[i];
-        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard) {
+        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard ||
+            (b->stale_out != NULL && b->stale_out[i])) {
             continue;
         }
         const unsigned char *key = op_key(b, op);
@@ -797,6 +817,25 @@ parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
     }
 }
 
+/*
+ * Claim the caller's version @p v for a batch (htkv_submit()): it must be above every version
+ * used so far, so that each shard still installs versions in increasing order. 0 or -ERANGE.
+ */
+static int
+batch_take_version(struct htkv_db *db, uint64_t v)
+{
+    uint64_t cur = atomic_load_explicit(&db->next_version, memory_order_relaxed);
+    do {
+        if (v < cur) {
+            htkv_set_error("version %llu is not above the latest version %llu",
+                           (unsigned long long)v, (unsigned long long)(cur - 1));
+            return -ERANGE;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&db->next_version, &cur, v + 1,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    return 0;
+}
+
 int
 htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
                        uint32_t *shards_out, uint32_t *nshards_out)
@@ -833,8 +872,17 @@ htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t 
     if (writing == 0) {
         goto out_unlock; /* conditions only: they hold, nothing to write */
     }
+    uint64_t version;
+    if (b->fixed_version != 0) {
+        rc = batch_take_version(db, b->fixed_version);
+        if (rc != 0) {
+            goto out_unlock;
+        }
+        version = b->fixed_version;
+    } else {
+        version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+    }
     /* From here on nothing can fail: append and install every part under all the locks. */
-    uint64_t version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
     for (uint32_t i = 0; i < nparts; i++) {
         if (parts[i].nops == 0) {
             continue;

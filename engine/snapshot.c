@@ -614,7 +614,9 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
         }
     }
     if (rc == 0) {
-        rc = htkv_manifest_replace(db->man, lists, db->man->batch_floor);
+        /* The history before the snapshot is not in the store: the change feed starts there. */
+        uint64_t floor = db->man->batch_floor > in->version ? db->man->batch_floor : in->version;
+        rc = htkv_manifest_replace(db->man, lists, floor);
     }
     for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
         htkv_mem_free(lists[i].seg_ids);

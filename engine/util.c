@@ -119,6 +119,8 @@ htkv_strerror(int err)
         return "directory is not an htkv store";
     case HTKV_EVERSION:
         return "store has a newer on-disk format version";
+    case HTKV_ECOMPACTED:
+        return "history removed by compaction";
     default:
         break;
     }

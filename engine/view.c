@@ -193,6 +193,13 @@ htkv_view_close(htkv_view *v)
 }
 
 uint64_t
+htkv_view_shard_snap(const htkv_view *v, uint32_t shard)
+{
+    HTKV_ASSERT(shard < v->db->shard_count);
+    return v->snap[shard];
+}
+
+uint64_t
 htkv_view_version(const htkv_view *v)
 {
     return v == NULL ? 0 : v->max_version;

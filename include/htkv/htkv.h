@@ -50,21 +50,22 @@ extern "C" {
  * Domain error codes, in [-1099, -1000]. Negated errno values are used for system conditions.
  */
 enum htkv_err {
-    HTKV_ENOTFOUND = -1000, /* Key absent: an answer, not a failure of the store. */
-    HTKV_ECORRUPT = -1001,  /* Framing or checksum mismatch in bytes read from disk. */
-    HTKV_ETOOSMALL = -1002, /* Caller buffer too small; the required size is returned. */
-    HTKV_EAUTH = -1003,     /* Credentials rejected; deliberately carries no detail. */
-    HTKV_EBUSY = -1004,     /* A bounded queue is full: back off and retry. */
-    HTKV_EFULL = -1005,     /* A fixed bound was reached. */
-    HTKV_EEXIST = -1006,    /* The object already exists. */
-    HTKV_ELOCKED = -1007,   /* The store is open elsewhere (this or another process). */
-    HTKV_EREADONLY = -1008, /* The store was opened read-only. */
-    HTKV_ETOOBIG = -1009,   /* Key, value or batch larger than its limit. */
-    HTKV_ECONFLICT = -1010, /* A conditional write found another version than expected. */
-    HTKV_ECLOSED = -1011,   /* The handle is closing or closed. */
-    HTKV_EFAILED = -1012,   /* An fdatasync failed: writes are refused until reopen. */
-    HTKV_ENOTSTORE = -1013, /* The directory holds files that are not an htkv store. */
-    HTKV_EVERSION = -1014,  /* The store was written by a newer on-disk format version. */
+    HTKV_ENOTFOUND = -1000,  /* Key absent: an answer, not a failure of the store. */
+    HTKV_ECORRUPT = -1001,   /* Framing or checksum mismatch in bytes read from disk. */
+    HTKV_ETOOSMALL = -1002,  /* Caller buffer too small; the required size is returned. */
+    HTKV_EAUTH = -1003,      /* Credentials rejected; deliberately carries no detail. */
+    HTKV_EBUSY = -1004,      /* A bounded queue is full: back off and retry. */
+    HTKV_EFULL = -1005,      /* A fixed bound was reached. */
+    HTKV_EEXIST = -1006,     /* The object already exists. */
+    HTKV_ELOCKED = -1007,    /* The store is open elsewhere (this or another process). */
+    HTKV_EREADONLY = -1008,  /* The store was opened read-only. */
+    HTKV_ETOOBIG = -1009,    /* Key, value or batch larger than its limit. */
+    HTKV_ECONFLICT = -1010,  /* A conditional write found another version than expected. */
+    HTKV_ECLOSED = -1011,    /* The handle is closing or closed. */
+    HTKV_EFAILED = -1012,    /* An fdatasync failed: writes are refused until reopen. */
+    HTKV_ENOTSTORE = -1013,  /* The directory holds files that are not an htkv store. */
+    HTKV_EVERSION = -1014,   /* The store was written by a newer on-disk format version. */
+    HTKV_ECOMPACTED = -1015, /* The history asked for was removed by compaction or a restore. */
 };
 
 /** Durability of an acknowledged write (DESIGN section 5). */
