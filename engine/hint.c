@@ -23,6 +23,7 @@
 #include "engine/crc32c.h"
 #include "engine/db.h"
 #include "engine/hash.h"
+#include "engine/inspect.h"
 #include "engine/rec.h"
 
 HTKV_STATIC_ASSERT(HINT_HDR_BYTES == 64, "hint header is 64 bytes");
@@ -177,12 +178,15 @@ htkv_hint_write(struct htkv_db *db, struct seg *s)
     return rc;
 }
 
-int
-htkv_hint_load(const struct seg *s, struct hint *out)
+/*
+ * Read the hint at @p path into a new buffer (htkv_mem_alloc). 0; HTKV_ENOTFOUND (no file);
+ * HTKV_ECORRUPT (a size no hint can have, or the file shrank while read); -ENOMEM; -errno.
+ */
+static int
+hint_read(const char *path, unsigned char **buf_out, uint64_t *size_out)
 {
-    memset(out, 0, sizeof(*out));
-    char path[4200];
-    htkv_hint_path(path, sizeof(path), s->path);
+    *buf_out = NULL;
+    *size_out = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return errno == ENOENT ? HTKV_ENOTFOUND : -errno;
@@ -211,33 +215,92 @@ htkv_hint_load(const struct seg *s, struct hint *out)
         }
     }
     close(fd);
-    if (rc == 0) {
-        uint64_t n = htkv_load64(buf + 24);
-        bool ok =
-            memcmp(buf, HINT_MAGIC, 8) == 0 && htkv_load32(buf + 60) == htkv_crc32c(0, buf, 60);
-        ok = ok && htkv_load32(buf + 8) == HTKV_FORMAT_VERSION &&
-             htkv_load32(buf + 12) == s->shard && htkv_load64(buf + 16) == s->id &&
-             htkv_load32(buf + 56) == 0;
-        ok = ok && n <= ((uint64_t)st.st_size - HINT_HDR_BYTES) / HINT_ENT_BYTES &&
-             (uint64_t)st.st_size == HINT_HDR_BYTES + n * HINT_ENT_BYTES + HINT_TRAILER_BYTES;
-        const unsigned char *t = buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES;
-        ok = ok && htkv_load32(t) == htkv_crc32c(0, buf + HINT_HDR_BYTES, n * HINT_ENT_BYTES) &&
-             htkv_load32(t + 4) == 0;
-        uint64_t tail = ok ? htkv_load64(buf + 32) : 0;
-        ok = ok && tail >= SEG_DATA_OFF && tail <= s->file_bytes && tail % REC_ALIGN == 0;
-        if (!ok) {
-            rc = HTKV_ECORRUPT;
-        } else {
-            out->buf = buf;
-            out->count = n;
-            out->tail = tail;
-            out->records = htkv_load64(buf + 40);
-            out->max_version = htkv_load64(buf + 48);
-            return 0;
-        }
+    if (rc != 0) {
+        htkv_mem_free(buf);
+        return rc;
     }
-    htkv_mem_free(buf);
-    return rc;
+    *buf_out = buf;
+    *size_out = (uint64_t)st.st_size;
+    return 0;
+}
+
+/* Record a failed check of hint_check(): what failed, at which offset. Returns false. */
+static bool
+hint_fail(const char *what, uint64_t at, const char **why, uint64_t *off)
+{
+    *why = what;
+    *off = at;
+    return false;
+}
+
+/*
+ * Every check of a hint read whole (@p size bytes, at least header + trailer) that describes
+ * segment @p seg_id of shard @p shard, @p seg_file_bytes long. Returns true when it passes;
+ * otherwise false with what failed in *why and the offset of the field that failed in *off.
+ */
+static bool
+hint_check(const unsigned char *buf, uint64_t size, uint32_t shard, uint64_t seg_id,
+           uint64_t seg_file_bytes, const char **why, uint64_t *off)
+{
+    HTKV_ASSERT(size >= HINT_HDR_BYTES + HINT_TRAILER_BYTES);
+    if (memcmp(buf, HINT_MAGIC, 8) != 0) {
+        return hint_fail("not an htkv hint file", 0, why, off);
+    }
+    if (htkv_load32(buf + 60) != htkv_crc32c(0, buf, 60)) {
+        return hint_fail("header checksum mismatch", 0, why, off);
+    }
+    if (htkv_load32(buf + 8) != HTKV_FORMAT_VERSION) {
+        return hint_fail("format version is not this engine's", 8, why, off);
+    }
+    if (htkv_load32(buf + 12) != shard || htkv_load64(buf + 16) != seg_id) {
+        return hint_fail("names another shard or segment", 12, why, off);
+    }
+    if (htkv_load32(buf + 56) != 0) {
+        return hint_fail("reserved header field is not zero", 56, why, off);
+    }
+    uint64_t n = htkv_load64(buf + 24);
+    if (n > (size - HINT_HDR_BYTES) / HINT_ENT_BYTES ||
+        size != HINT_HDR_BYTES + n * HINT_ENT_BYTES + HINT_TRAILER_BYTES) {
+        return hint_fail("size does not match the entry count", 24, why, off);
+    }
+    const unsigned char *t = buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES;
+    if (htkv_load32(t) != htkv_crc32c(0, buf + HINT_HDR_BYTES, n * HINT_ENT_BYTES) ||
+        htkv_load32(t + 4) != 0) {
+        return hint_fail("entry checksum mismatch", HINT_HDR_BYTES + n * HINT_ENT_BYTES, why, off);
+    }
+    uint64_t tail = htkv_load64(buf + 32);
+    if (tail < SEG_DATA_OFF || tail > seg_file_bytes || tail % REC_ALIGN != 0) {
+        return hint_fail("tail out of the segment's bounds", 32, why, off);
+    }
+    *why = NULL;
+    *off = 0;
+    return true;
+}
+
+int
+htkv_hint_load(const struct seg *s, struct hint *out)
+{
+    memset(out, 0, sizeof(*out));
+    char path[4200];
+    htkv_hint_path(path, sizeof(path), s->path);
+    unsigned char *buf;
+    uint64_t size;
+    int rc = hint_read(path, &buf, &size);
+    if (rc != 0) {
+        return rc;
+    }
+    const char *why;
+    uint64_t off;
+    if (!hint_check(buf, size, s->shard, s->id, s->file_bytes, &why, &off)) {
+        htkv_mem_free(buf);
+        return HTKV_ECORRUPT;
+    }
+    out->buf = buf;
+    out->count = htkv_load64(buf + 24);
+    out->tail = htkv_load64(buf + 32);
+    out->records = htkv_load64(buf + 40);
+    out->max_version = htkv_load64(buf + 48);
+    return 0;
 }
 
 void
@@ -259,4 +322,38 @@ htkv_hint_free(struct hint *h)
 {
     htkv_mem_free(h->buf);
     memset(h, 0, sizeof(*h));
+}
+
+int
+htkv_hint_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t seg_file_bytes,
+                     uint64_t *bad_off)
+{
+    if (bad_off != NULL) {
+        *bad_off = 0;
+    }
+    if (path == NULL) {
+        return -EINVAL;
+    }
+    unsigned char *buf;
+    uint64_t size;
+    int rc = hint_read(path, &buf, &size);
+    if (rc == HTKV_ECORRUPT) {
+        htkv_set_error("%s: %s at offset 0", path,
+                       "size out of range for a hint (or the file shrank while read)");
+        return rc;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    const char *why;
+    uint64_t off;
+    if (!hint_check(buf, size, shard, seg_id, seg_file_bytes, &why, &off)) {
+        htkv_set_error("%s: %s at offset %llu", path, why, (unsigned long long)off);
+        rc = HTKV_ECORRUPT;
+        if (bad_off != NULL) {
+            *bad_off = off;
+        }
+    }
+    htkv_mem_free(buf);
+    return rc;
 }

@@ -187,4 +187,38 @@ int htkv_inspect_open_unlocked(const htkv_config *cfg, htkv_db **out);
  */
 int htkv_inspect_close(htkv_db *db);
 
+/* ---- checks of one file, defined beside their codecs (snapshot.c, hint.c) ------------------- */
+
+/**
+ * Check the snapshot file at @p path whole, as htkv_snapshot_restore() does before it changes
+ * anything: header (magic, checksum, format), size, trailer, the checksum of every entry byte,
+ * every entry's lengths and version, strictly increasing key order, the entry count.
+ * @param[in]  path             Snapshot file; borrowed. Mapped PROT_READ, never written.
+ * @param[in]  max_value_bytes  Longest value accepted (HTKV_VALUE_MAX_LIMIT: any).
+ * @param[out] version          Highest version the snapshot covers (0 on failure); may be NULL.
+ * @param[out] count            Its entry count (0 on failure); may be NULL.
+ * @param[out] bad_off          On HTKV_ECORRUPT / HTKV_EVERSION, the offset of the damage;
+ *                              0 otherwise; may be NULL.
+ * @return 0; HTKV_ECORRUPT (htkv_last_error(): "PATH: REASON at offset N"); HTKV_EVERSION (a
+ *         newer format); -EINVAL; -errno of open/fstat/mmap (-ENOENT: no such file).
+ * @context Any thread. Blocks on file I/O.
+ */
+int htkv_snapshot_check_file(const char *path, uint32_t max_value_bytes, uint64_t *version,
+                             uint64_t *count, uint64_t *bad_off);
+
+/**
+ * Check the hint file at @p path with every check recovery applies before it uses a hint
+ * (htkv_hint_load(): header magic, checksum, format, shard and segment, size against the entry
+ * count, trailer checksum of the entries, tail within the segment), for segment @p seg_id of
+ * shard @p shard whose file is @p seg_file_bytes long.
+ * @param[in]  path     Hint file (DIR/shard-SSS/NNNNNNNNNNNN.hint); borrowed; never written.
+ * @param[out] bad_off  On HTKV_ECORRUPT, the offset of the field that failed; else 0; may be NULL.
+ * @return 0; HTKV_ENOTFOUND (no such file: hints are optional); HTKV_ECORRUPT (recovery would
+ *         ignore the hint and scan the segment; htkv_last_error(): "PATH: REASON at offset N");
+ *         -ENOMEM; -EINVAL; -errno.
+ * @context Any thread. Blocks on file I/O.
+ */
+int htkv_hint_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t seg_file_bytes,
+                         uint64_t *bad_off);
+
 #endif /* HTKV_ENGINE_INSPECT_H */

@@ -45,6 +45,7 @@
 #include "engine/db.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
+#include "engine/inspect.h"
 #include "engine/rec.h"
 
 #define SNAP_MAGIC "HTKVSNP1"
@@ -300,16 +301,21 @@ struct snap_in {
     uint64_t data_bytes;
 };
 
+/* Offset of the damage snap_bad() reported last on this thread (htkv_snapshot_check_file()). */
+static _Thread_local uint64_t snap_bad_off;
+
 static int
 snap_bad(const char *path, const char *what, uint64_t off)
 {
     htkv_set_error("%s: %s at offset %llu", path, what, (unsigned long long)off);
+    snap_bad_off = off;
     return HTKV_ECORRUPT;
 }
 
-/* Check every byte of the mapped snapshot. 0 or HTKV_ECORRUPT (htkv_last_error() says why). */
+/* Check every byte of the mapped snapshot, values up to @p max_value_bytes long.
+ * 0, HTKV_ECORRUPT or HTKV_EVERSION (htkv_last_error() says why). */
 static int
-snap_check(struct htkv_db *db, const char *path, struct snap_in *in)
+snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
 {
     const unsigned char *m = in->map;
     if (in->size < SNAP_HDR_BYTES + SNAP_TRAILER_BYTES || memcmp(m, SNAP_MAGIC, 8) != 0) {
@@ -345,7 +351,7 @@ snap_check(struct htkv_db *db, const char *path, struct snap_in *in)
         }
         uint32_t klen = htkv_load32(m + off), vlen = htkv_load32(m + off + 4);
         uint64_t version = htkv_load64(m + off + 8);
-        if (klen == 0 || klen > HTKV_KEY_MAX || vlen > db->cfg.max_value_bytes ||
+        if (klen == 0 || klen > HTKV_KEY_MAX || vlen > max_value_bytes ||
             (uint64_t)klen + vlen > end - off - SNAP_ENT_HDR) {
             return snap_bad(path, "entry length out of range", off);
         }
@@ -666,7 +672,7 @@ htkv_snapshot_restore(htkv_db *db, const char *path)
     }
     close(fd);
     if (rc == 0) {
-        rc = snap_check(db, path, &in);
+        rc = snap_check(db->cfg.max_value_bytes, path, &in);
     }
     struct shard_new *ns = NULL;
     struct seg ***olds = NULL;
@@ -716,6 +722,57 @@ htkv_snapshot_restore(htkv_db *db, const char *path)
     htkv_mem_free(nolds);
     if (in.map != NULL) {
         munmap((void *)in.map, in.size);
+    }
+    return rc;
+}
+
+/* ---- checking a file on its own (htkvctl verify) ------------------------------------------- */
+
+int
+htkv_snapshot_check_file(const char *path, uint32_t max_value_bytes, uint64_t *version,
+                         uint64_t *count, uint64_t *bad_off)
+{
+    if (path == NULL) {
+        return -EINVAL;
+    }
+    snap_bad_off = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        htkv_set_error("%s: cannot open", path);
+        return rc;
+    }
+    struct stat st;
+    struct snap_in in = { 0 };
+    int rc = fstat(fd, &st) == 0 ? 0 : -errno;
+    if (rc == 0 && st.st_size < (off_t)(SNAP_HDR_BYTES + SNAP_TRAILER_BYTES)) {
+        rc = snap_bad(path, "too short for a snapshot", 0);
+    }
+    if (rc == 0) {
+        in.size = (uint64_t)st.st_size;
+        void *m = mmap(NULL, in.size, PROT_READ, MAP_PRIVATE, fd, 0);
+        rc = m == MAP_FAILED ? -errno : 0;
+        in.map = rc == 0 ? m : NULL;
+    }
+    close(fd);
+    if (rc == 0) {
+        rc = snap_check(max_value_bytes, path, &in);
+    }
+    if (rc == HTKV_EVERSION) {
+        snap_bad_off = 8; /* the format field */
+    }
+    if (in.map != NULL) {
+        munmap((void *)in.map, in.size);
+    }
+    HTKV_ASSERT(rc <= 0);
+    if (version != NULL) {
+        *version = rc == 0 ? in.version : 0;
+    }
+    if (count != NULL) {
+        *count = rc == 0 ? in.count : 0;
+    }
+    if (bad_off != NULL) {
+        *bad_off = rc == HTKV_ECORRUPT || rc == HTKV_EVERSION ? snap_bad_off : 0;
     }
     return rc;
 }
