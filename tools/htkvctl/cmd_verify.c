@@ -30,39 +30,15 @@ struct verify {
     struct ctl *c;
     struct finding *found;
     size_t nfound, cap;
-    bool bar_shown;
-    int last_pct;
+    struct ctl_bar bar;
     char open_error[512]; /* why htkv_open() refused the store, "" when it opened */
 };
-
-static void
-bar_clear(struct verify *v)
-{
-    if (v->bar_shown) {
-        fputs("\r\033[K", stderr);
-        v->bar_shown = false;
-    }
-}
 
 static void
 verify_progress(uint64_t done, uint64_t total, void *ctx)
 {
     struct verify *v = ctx;
-    if (v->c->quiet_progress || total == 0) {
-        return;
-    }
-    int pct = (int)(done * 100 / total);
-    if (pct == v->last_pct && done != total) {
-        return;
-    }
-    v->last_pct = pct;
-    char a[32], b[32];
-    int filled = pct / 4; /* 25 cells of 4% */
-    fprintf(stderr, "\rverify [%.*s%.*s] %3d%% %s / %s", filled, "#########################",
-            25 - filled, ".........................", pct, ctl_human_bytes(a, sizeof(a), done),
-            ctl_human_bytes(b, sizeof(b), total));
-    fflush(stderr);
-    v->bar_shown = true;
+    ctl_bar_draw(&v->bar, done, total);
 }
 
 static void
@@ -71,7 +47,7 @@ verify_issue(const struct htkv_inspect_issue *is, void *ctx)
     struct verify *v = ctx;
     const char *kind = is->kind == HTKV_INSPECT_PROBLEM ? "problem" : "note";
     if (!v->c->json) {
-        bar_clear(v);
+        ctl_bar_clear(&v->bar);
         if (is->file[0] != '\0') {
             printf("%s/%s:%llu: %s: %s\n", v->c->dir, is->file, (unsigned long long)is->offset,
                    kind, is->reason);
@@ -216,7 +192,8 @@ verify_run(struct ctl *c, int argc, char **argv)
     if (rc != 0) {
         return rc < 0 ? CTL_EXIT_OK : rc;
     }
-    struct verify v = { .c = c, .last_pct = -1 };
+    struct verify v = { .c = c };
+    ctl_bar_init(&v.bar, c, "verify");
     c->quiet_engine = true; /* the walk reports torn tails and dropped batches itself */
     int lock_fd;
     htkv_db *db;
@@ -227,7 +204,7 @@ verify_run(struct ctl *c, int argc, char **argv)
     unsigned flags = (strict ? HTKV_INSPECT_STRICT : 0) | (c->read_only ? HTKV_INSPECT_LIVE : 0);
     struct htkv_inspect_summary sum;
     rc = htkv_inspect_verify(c->dir, flags, db, &sum, verify_issue, verify_progress, &v);
-    bar_clear(&v);
+    ctl_bar_clear(&v.bar);
     if (rc == 0 && v.open_error[0] != '\0') {
         char reason[600];
         snprintf(reason, sizeof(reason), "htkv_open refuses the store: %s", v.open_error);

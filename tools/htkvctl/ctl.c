@@ -1,6 +1,6 @@
 /*
  * ctl.c - what every htkvctl command shares (see ctl.h): argument parsing, the lock policy of
- * ctl_open(), the text form of keys and values, messages.
+ * ctl_open(), the text form of keys and values, messages, the progress bar.
  *
  * Lock policy. Every command that only reads opens the store read-only. Without --read-only it
  * takes the store's lock shared, as any read-only opener does: while a process has the store
@@ -400,6 +400,45 @@ ctl_human_bytes(char *buf, size_t cap, uint64_t n)
         snprintf(buf, cap, "%.1f %s", v, units[u]);
     }
     return buf;
+}
+
+/* ---- progress bar --------------------------------------------------------------------------- */
+
+void
+ctl_bar_init(struct ctl_bar *b, const struct ctl *c, const char *label)
+{
+    *b = (struct ctl_bar){ .c = c, .label = label, .last_pct = -1 };
+}
+
+void
+ctl_bar_draw(struct ctl_bar *b, uint64_t done, uint64_t total)
+{
+    if (b->c->quiet_progress || total == 0) {
+        return;
+    }
+    done = done < total ? done : total;
+    int pct = (int)(done * 100 / total);
+    if (pct == b->last_pct && done != total) {
+        return;
+    }
+    b->last_pct = pct;
+    char x[32], y[32];
+    int filled = pct / 4; /* 25 cells of 4% */
+    fprintf(stderr, "\r%s [%.*s%.*s] %3d%% %s / %s", b->label, filled, "#########################",
+            25 - filled, ".........................", pct, ctl_human_bytes(x, sizeof(x), done),
+            ctl_human_bytes(y, sizeof(y), total));
+    fflush(stderr);
+    b->shown = true;
+}
+
+void
+ctl_bar_clear(struct ctl_bar *b)
+{
+    if (b->shown) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        b->shown = false;
+    }
 }
 
 const char *

@@ -139,6 +139,27 @@ void ctl_print_bytes(FILE *f, const void *p, size_t n, bool hex);
 /** "12.3 MiB" style size into @p buf. */
 const char *ctl_human_bytes(char *buf, size_t cap, uint64_t n);
 
+/**
+ * A progress bar on stderr: "LABEL [#####....] 42% 1.2 MiB / 3.4 MiB", redrawn in place.
+ * Nothing is drawn when c->quiet_progress is set (stderr is not a terminal). One thread at a
+ * time may use a bar.
+ */
+struct ctl_bar {
+    const struct ctl *c;
+    const char *label; /* "verify", "compact" */
+    bool shown;        /* a line is on the terminal: clear it before printing anything else */
+    int last_pct;      /* last percentage drawn, -1 before the first */
+};
+
+/** Start a bar labelled @p label (borrowed; kept with the bar). Draws nothing yet. */
+void ctl_bar_init(struct ctl_bar *b, const struct ctl *c, const char *label);
+
+/** Draw @p done of @p total (clamped to 100%); redrawn only when the percentage changes. */
+void ctl_bar_draw(struct ctl_bar *b, uint64_t done, uint64_t total);
+
+/** Erase the bar's line if one is shown. */
+void ctl_bar_clear(struct ctl_bar *b);
+
 /** Name of an enum htkv_sync_mode. */
 const char *ctl_sync_mode_name(int mode);
 
