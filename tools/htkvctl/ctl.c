@@ -1,17 +1,19 @@
 /*
  * ctl.c - what every htkvctl command shares (see ctl.h): argument parsing, the lock policy of
- * ctl_open(), the text form of keys and values, messages, the progress bar.
+ * ctl_open() and ctl_open_write(), the text form of keys and values, messages, the progress bar.
  *
  * Lock policy. Every command that only reads opens the store read-only. Without --read-only it
  * takes the store's lock shared, as any read-only opener does: while a process has the store
  * open for writing, the command is refused with exit status 3 and a message that names
  * --read-only. With --read-only it takes no lock at all (htkv_inspect_open_unlocked()) and reads
  * a snapshot of the store as of its open; an append in progress looks like a torn tail and is
- * taken as the end of the log. Commands that write (none yet) refuse --read-only (exit 2).
+ * taken as the end of the log. Commands that write (compact, snapshot import) refuse
+ * --read-only (exit 2) and open the store with ctl_open_write(): the exclusive lock, as any
+ * writer takes it, so they are refused (exit 3) while any other process has the store open.
  *
  * Invariants
- *   1. No code path of the tool opens a store file for writing unless its command has
- *      `writes` set.
+ *   1. No code path of the tool opens a store file for writing except through
+ *      ctl_open_write(), which only compact and snapshot import call.
  *   2. Keys and values reach the terminal only through ctl_format_bytes(): no control byte of
  *      the store's data is ever written raw, except by `get --raw`, which asks for it.
  */
@@ -231,9 +233,15 @@ ctl_open_failed(const struct ctl *c, int rc)
     const char *detail = htkv_last_error();
     switch (rc) {
     case HTKV_ELOCKED:
-        snprintf(msg, sizeof(msg),
-                 "the store is open in another process (it holds the lock); stop that process, "
-                 "or pass --read-only to inspect the live store without the lock");
+        if (c->writing) {
+            snprintf(msg, sizeof(msg),
+                     "the store is open in another process (it holds the lock); this command "
+                     "changes the store, so stop that process first");
+        } else {
+            snprintf(msg, sizeof(msg),
+                     "the store is open in another process (it holds the lock); stop that "
+                     "process, or pass --read-only to inspect the live store without the lock");
+        }
         break;
     case HTKV_ENOTFOUND:
         snprintf(msg, sizeof(msg), "no htkv store here");
@@ -256,6 +264,26 @@ int
 ctl_open(struct ctl *c, htkv_db **out)
 {
     int rc = ctl_open_db(c, out);
+    return rc == 0 ? 0 : ctl_open_failed(c, rc);
+}
+
+int
+ctl_open_write(struct ctl *c, htkv_db **out)
+{
+    c->writing = true;
+    htkv_config cfg;
+    htkv_config_init(&cfg);
+    cfg.data_dir = c->dir;
+    cfg.create_if_missing = 0;
+    cfg.worker_threads = 0;
+    cfg.io_backend = HTKV_IO_SYNC;
+    cfg.compaction_interval_ms = 0; /* only the pass the command asks for */
+    cfg.emit_snapshot_after_compaction = 0;
+    /* Accept every value a store may hold, whatever max_value_bytes its writer used. */
+    cfg.max_value_bytes = HTKV_VALUE_MAX_LIMIT;
+    cfg.log_fn = ctl_log;
+    cfg.log_ctx = c;
+    int rc = htkv_open(&cfg, out);
     return rc == 0 ? 0 : ctl_open_failed(c, rc);
 }
 

@@ -4,8 +4,8 @@
  *
  * A command is one file, cmd_<verb>.c, that defines `const struct ctl_cmd ctl_cmd_<verb>`,
  * declared below and listed in main.c's table. It parses its own options with ctl_parse_args(),
- * opens the store with ctl_open() (which applies the lock policy) and prints text, or one JSON
- * document when c->json is set.
+ * opens the store with ctl_open() (which applies the lock policy), or ctl_open_write() for a
+ * command that changes the store, and prints text, or one JSON document when c->json is set.
  */
 #ifndef HTKV_TOOLS_HTKVCTL_CTL_H
 #define HTKV_TOOLS_HTKVCTL_CTL_H
@@ -22,8 +22,10 @@
 /** Exit statuses (documented in htkvctl.1). */
 enum ctl_exit {
     CTL_EXIT_OK = 0,      /* done; verify: no problem found */
-    CTL_EXIT_FAIL = 1,    /* verify found problems; get, keys-of: not found; a read failed */
-    CTL_EXIT_USAGE = 2,   /* bad command line or master key file; keys-of: ambiguous USER */
+    CTL_EXIT_FAIL = 1,    /* verify found problems; get, keys-of: not found; a read failed;
+                             compact, snapshot: the operation failed (a damaged snapshot file) */
+    CTL_EXIT_USAGE = 2,   /* bad command line or master key file; keys-of: ambiguous USER;
+                             snapshot import: the store is not empty and --force is missing */
     CTL_EXIT_NOSTORE = 3, /* the store cannot be opened: missing, locked, damaged, too new */
     CTL_EXIT_KEY = 4,     /* users, keys-of: the master key does not open the auth records */
 };
@@ -36,6 +38,7 @@ struct ctl {
     bool hex;         /* --hex: print keys and values as hex */
     bool quiet_progress; /* no progress bar (set when stderr is not a terminal) */
     bool quiet_engine;   /* engine warnings not printed (verify reports them as notes) */
+    bool writing;        /* the command opens the store for writing (ctl_open_write()) */
     const char *dir;     /* the store directory (the command's last argument) */
 };
 
@@ -45,7 +48,8 @@ struct ctl_cmd {
     const char *args;    /* synopsis after the verb, e.g. "[--prefix P] [--limit N] DIR" */
     const char *summary; /* one line for the command list */
     const char *help;    /* options and details for `htkvctl VERB --help` (may be "") */
-    bool writes;         /* modifies the store: --read-only is refused, the lock is exclusive */
+    bool writes; /* modifies the store: --read-only is refused, the lock is exclusive (a command
+                    with subcommands that write, like snapshot, refuses it itself) */
     int (*run)(struct ctl *c, int argc, char **argv); /* argv: the words after the verb */
 };
 
@@ -62,6 +66,8 @@ extern const struct ctl_cmd ctl_cmd_dump;
 extern const struct ctl_cmd ctl_cmd_stats;
 extern const struct ctl_cmd ctl_cmd_users;
 extern const struct ctl_cmd ctl_cmd_keys_of;
+extern const struct ctl_cmd ctl_cmd_compact;
+extern const struct ctl_cmd ctl_cmd_snapshot;
 
 /** Print `usage: htkvctl [GLOBAL] VERB ARGS` and the command's help to @p f. */
 void ctl_cmd_usage(const struct ctl *c, const struct ctl_cmd *cmd, FILE *f);
@@ -104,6 +110,14 @@ int ctl_open_db(struct ctl *c, htkv_db **out);
  */
 int ctl_open(struct ctl *c, htkv_db **out);
 
+/**
+ * Open c->dir for writing, as an application does (exclusive lock, recovery with its repairs:
+ * a torn tail is truncated, files left over by a crash are removed), without creating a store,
+ * without workers or background compaction. Sets c->writing. Prints the reason on failure.
+ * @return 0 (*out set); CTL_EXIT_NOSTORE (also when any other process has the store open).
+ */
+int ctl_open_write(struct ctl *c, htkv_db **out);
+
 /** With --json, print the document of a command that failed: {"store", "error", "exit_status"}. */
 void ctl_json_error(const struct ctl *c, const char *msg, int status);
 
@@ -114,7 +128,7 @@ void ctl_json_error(const struct ctl *c, const char *msg, int status);
  */
 int ctl_open_failed(const struct ctl *c, int rc);
 
-/** Close a handle from ctl_open(). */
+/** Close a handle from ctl_open() or ctl_open_write(). */
 void ctl_close(htkv_db *db);
 
 /** Print the failure of an engine call (with htkv_last_error() when set). */

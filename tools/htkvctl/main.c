@@ -5,14 +5,16 @@
  *
  * Design. main() separates the global options (accepted before or after COMMAND, up to "--")
  * from the command's own words, finds the command in ctl_commands[] and runs it. Each command
- * lives in cmd_<verb>.c; adding one (compact, snapshot, ...) is one new file, its
- * declaration in ctl.h and one line in the table below. The manual is htkvctl.1.
+ * lives in cmd_<verb>.c; adding one is one new file, its declaration in ctl.h and one line in
+ * the table below. The manual is htkvctl.1.
  *
  * Invariants
- *   1. Exit statuses are those of enum ctl_exit: 0 ok, 1 problems found or a failed read,
- *      2 usage error, 3 the store cannot be opened (missing, locked by a writer, damaged, newer),
+ *   1. Exit statuses are those of enum ctl_exit: 0 ok, 1 problems found, a failed read or a
+ *      failed compaction or snapshot, 2 usage error (also: import into a store with keys
+ *      without --force), 3 the store cannot be opened (missing, locked, damaged, newer),
  *      4 the master key does not open the store's auth records.
- *   2. --read-only is refused for a command that writes (exit 2), whatever its other arguments.
+ *   2. --read-only is refused for a command that writes (exit 2), whatever its other arguments
+ *      (here for compact; snapshot refuses it for import only, in cmd_snapshot.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +28,9 @@
 
 /* One line per command, in the order of `htkvctl --help`. */
 const struct ctl_cmd *const ctl_commands[] = {
-    &ctl_cmd_info, &ctl_cmd_segments, &ctl_cmd_verify, &ctl_cmd_get,     &ctl_cmd_keys,
-    &ctl_cmd_dump, &ctl_cmd_stats,    &ctl_cmd_users,  &ctl_cmd_keys_of, NULL,
+    &ctl_cmd_info,    &ctl_cmd_segments, &ctl_cmd_verify,   &ctl_cmd_get,
+    &ctl_cmd_keys,    &ctl_cmd_dump,     &ctl_cmd_stats,    &ctl_cmd_users,
+    &ctl_cmd_keys_of, &ctl_cmd_compact,  &ctl_cmd_snapshot, NULL,
 };
 
 static void
@@ -35,7 +38,8 @@ usage(const struct ctl *c, FILE *f)
 {
     fprintf(f,
             "usage: %s [--json] [--read-only] [--hex] COMMAND [options] DIR\n"
-            "Inspect the htkv store in DIR without changing it.\n\n"
+            "Inspect, check and maintain the htkv store in DIR. Only compact and snapshot\n"
+            "import change it.\n\n"
             "Commands:\n",
             c->prog);
     for (size_t i = 0; ctl_commands[i] != NULL; i++) {
@@ -50,10 +54,11 @@ usage(const struct ctl *c, FILE *f)
             "  --hex        print keys and values as hex instead of escaped text\n"
             "  --help       this text; 'COMMAND --help' for a command's options\n"
             "  --version    print the version\n\n"
-            "Exit status: 0 ok; 1 problems found, key or user not found, or a read failed;\n"
-            "2 usage error or bad master key file; 3 the store cannot be opened (missing, open in\n"
-            "another process, damaged, too new); 4 the master key does not open the store's auth\n"
-            "records.\n"
+            "Exit status: 0 ok; 1 problems found, key or user not found, a read failed, or\n"
+            "compaction or a snapshot export/import failed (a damaged snapshot file); 2 usage\n"
+            "error, bad master key file, or import into a store with keys without --force;\n"
+            "3 the store cannot be opened (missing, open in another process, damaged, too new);\n"
+            "4 the master key does not open the store's auth records.\n"
             "See htkvctl(1).\n");
 }
 
