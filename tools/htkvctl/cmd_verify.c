@@ -8,12 +8,20 @@
  * open handle key by key. A store htkv_open() refuses (damage) is still walked: the refusal is
  * one more problem. With --read-only nothing is locked and the walk runs in live mode (see
  * HTKV_INSPECT_LIVE): differences with the handle, which cannot see later appends, are notes.
+ * Then the files the engine's walk leaves out are checked one by one: every snapshot file
+ * (DIR/snapshot-N.snap, htkv_snapshot_check_file(): a damaged one is a problem, since a restore
+ * from it would be refused) and every hint file (DIR/shard-SSS/NNNNNNNNNNNN.hint,
+ * htkv_hint_check_file(): a damaged one is a note, or a problem with --strict, since recovery
+ * ignores it and scans the segment; a missing hint is nothing, hints are optional).
  *
  * Text output: one line per finding, "DIR/FILE:OFFSET: problem: REASON" (or "note:"), then a
  * summary line. A progress bar goes to stderr when it is a terminal.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine/inspect.h"
 #include "tools/htkvctl/ctl.h"
@@ -31,7 +39,9 @@ struct verify {
     struct finding *found;
     size_t nfound, cap;
     struct ctl_bar bar;
-    char open_error[512]; /* why htkv_open() refused the store, "" when it opened */
+    uint64_t snapshot_files; /* snapshot files checked (DIR/snapshot-N.snap) */
+    uint64_t hint_files;     /* hint files checked (DIR/shard-SSS/NNNNNNNNNNNN.hint) */
+    char open_error[512];    /* why htkv_open() refused the store, "" when it opened */
 };
 
 static void
@@ -79,6 +89,173 @@ verify_issue(const struct htkv_inspect_issue *is, void *ctx)
     }
 }
 
+/* ---- snapshot and hint files ---------------------------------------------------------------- */
+
+/* Report and count a finding of the tool's own checks. */
+static void
+add_finding(struct verify *v, struct htkv_inspect_summary *sum, int kind, const char *rel,
+            uint64_t off, const char *reason)
+{
+    struct htkv_inspect_issue is = { kind, rel, off, reason };
+    verify_issue(&is, v);
+    if (kind == HTKV_INSPECT_PROBLEM) {
+        sum->problems++;
+    } else {
+        sum->notes++;
+    }
+}
+
+/* Report a finding about file @p rel (DIR/@p rel is @p path): the engine's detail without the
+ * path and the offset, which the finding carries itself. */
+static void
+file_finding(struct verify *v, struct htkv_inspect_summary *sum, int kind, const char *rel,
+             const char *path, uint64_t off, const char *what, const char *after)
+{
+    const char *detail = htkv_last_error();
+    size_t plen = strlen(path);
+    if (strncmp(detail, path, plen) == 0 && strncmp(detail + plen, ": ", 2) == 0) {
+        detail += plen + 2;
+    }
+    char suffix[48];
+    snprintf(suffix, sizeof(suffix), " at offset %llu", (unsigned long long)off);
+    size_t dlen = strlen(detail), slen = strlen(suffix);
+    if (dlen >= slen && strcmp(detail + dlen - slen, suffix) == 0) {
+        dlen -= slen;
+    }
+    char reason[768];
+    snprintf(reason, sizeof(reason), "%s: %.*s%s", what, (int)dlen, detail, after);
+    add_finding(v, sum, kind, rel, off, reason);
+}
+
+/* "snapshot-" digits ".snap": the snapshots the engine writes into the store directory. */
+static int
+snapshot_name(const struct dirent *de)
+{
+    const char *n = de->d_name;
+    if (strncmp(n, "snapshot-", 9) != 0) {
+        return 0;
+    }
+    size_t d = strspn(n + 9, "0123456789");
+    return d > 0 && strcmp(n + 9 + d, ".snap") == 0;
+}
+
+static int
+shard_name(const struct dirent *de)
+{
+    unsigned s;
+    int used = 0;
+    return sscanf(de->d_name, "shard-%3u%n", &s, &used) == 1 && used == 9 &&
+           de->d_name[used] == '\0';
+}
+
+/* NNNNNNNNNNNN.hint (engine/hint.h). */
+static int
+hint_name(const struct dirent *de)
+{
+    const char *n = de->d_name;
+    return strspn(n, "0123456789") == 12 && strcmp(n + 12, ".hint") == 0;
+}
+
+static void
+free_names(struct dirent **names, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(names[i]);
+    }
+    free(names);
+}
+
+/* Check every snapshot file: a damaged one is a problem (a restore from it would fail). */
+static void
+verify_snapshots(struct verify *v, struct htkv_inspect_summary *sum)
+{
+    struct dirent **names;
+    int n = scandir(v->c->dir, &names, snapshot_name, alphasort);
+    for (int i = 0; i < n; i++) {
+        const char *rel = names[i]->d_name;
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", v->c->dir, rel);
+        uint64_t off;
+        int rc = htkv_snapshot_check_file(path, HTKV_VALUE_MAX_LIMIT, NULL, NULL, &off);
+        if (rc == -ENOENT) {
+            continue; /* replaced by a newer one since the directory was read */
+        }
+        v->snapshot_files++;
+        if (rc == HTKV_ECORRUPT) {
+            file_finding(v, sum, HTKV_INSPECT_PROBLEM, rel, path, off, "snapshot",
+                         "; htkv_snapshot_restore() refuses it");
+        } else if (rc == HTKV_EVERSION) {
+            file_finding(v, sum, HTKV_INSPECT_NOTE, rel, path, off, "snapshot", "; not checked");
+        } else if (rc != 0) {
+            char reason[256];
+            snprintf(reason, sizeof(reason), "snapshot: cannot be read: %s", htkv_strerror(rc));
+            add_finding(v, sum, HTKV_INSPECT_PROBLEM, rel, 0, reason);
+        }
+    }
+    if (n > 0) {
+        free_names(names, n);
+    }
+}
+
+/* Check the hint files of shard directory @p sd. Hints are optional: recovery ignores a bad one
+ * and scans its segment, so a finding is a note (a problem with --strict: it is damage). */
+static void
+verify_shard_hints(struct verify *v, struct htkv_inspect_summary *sum, const char *sd, bool strict)
+{
+    char dir[4400];
+    snprintf(dir, sizeof(dir), "%s/%s", v->c->dir, sd);
+    unsigned shard = 0;
+    sscanf(sd, "shard-%3u", &shard);
+    struct dirent **names;
+    int n = scandir(dir, &names, hint_name, alphasort);
+    int kind = strict ? HTKV_INSPECT_PROBLEM : HTKV_INSPECT_NOTE;
+    for (int i = 0; i < n; i++) {
+        char rel[600], path[4800], seg[4800]; /* shard-SSS/ + a 255-byte name */
+        snprintf(rel, sizeof(rel), "%s/%s", sd, names[i]->d_name);
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
+        snprintf(seg, sizeof(seg), "%s/%.12s.seg", dir, names[i]->d_name);
+        unsigned long long id = strtoull(names[i]->d_name, NULL, 10);
+        struct stat st;
+        if (stat(seg, &st) != 0) {
+            add_finding(v, sum, HTKV_INSPECT_NOTE, rel, 0,
+                        "hint: its segment does not exist (left over); unused");
+            continue;
+        }
+        uint64_t off;
+        int rc = htkv_hint_check_file(path, shard, id, (uint64_t)st.st_size, &off);
+        if (rc == HTKV_ENOTFOUND) {
+            continue; /* rewritten or removed since the directory was read */
+        }
+        v->hint_files++;
+        if (rc == HTKV_ECORRUPT) {
+            file_finding(v, sum, kind, rel, path, off, "hint",
+                         "; recovery ignores the hint and scans the segment");
+        } else if (rc != 0) {
+            char reason[256];
+            snprintf(reason, sizeof(reason), "hint: cannot be read: %s", htkv_strerror(rc));
+            add_finding(v, sum, kind, rel, 0, reason);
+        }
+    }
+    if (n > 0) {
+        free_names(names, n);
+    }
+}
+
+/* The files htkv_inspect_verify() does not walk: snapshots and hints. */
+static void
+verify_files(struct verify *v, struct htkv_inspect_summary *sum, bool strict)
+{
+    verify_snapshots(v, sum);
+    struct dirent **shards;
+    int n = scandir(v->c->dir, &shards, shard_name, alphasort);
+    for (int i = 0; i < n; i++) {
+        verify_shard_hints(v, sum, shards[i]->d_name, strict);
+    }
+    if (n > 0) {
+        free_names(shards, n);
+    }
+}
+
 static void
 json_findings(struct verify *v, struct json *j, int kind)
 {
@@ -119,6 +296,8 @@ verify_json(struct verify *v, const struct htkv_inspect_summary *s, const struct
     json_kv_u64(&j, "segments", s->segments);
     json_kv_u64(&j, "records", s->records);
     json_kv_u64(&j, "bytes_checked", s->bytes_checked);
+    json_kv_u64(&j, "snapshot_files", v->snapshot_files);
+    json_kv_u64(&j, "hint_files", v->hint_files);
     json_key(&j, "index");
     json_object_begin(&j);
     json_kv_u64(&j, "live_keys", s->live_keys);
@@ -140,10 +319,11 @@ static void
 verify_text(struct verify *v, const struct htkv_inspect_summary *s, const struct htkv_stats *st)
 {
     char h[32];
-    printf("verify: %llu segments, %llu records, %s checked; files: %llu live keys, %llu "
-           "tombstones, last version %llu",
+    printf("verify: %llu segments, %llu records, %s checked, %llu snapshot files, %llu hint "
+           "files; files: %llu live keys, %llu tombstones, last version %llu",
            (unsigned long long)s->segments, (unsigned long long)s->records,
-           ctl_human_bytes(h, sizeof(h), s->bytes_checked), (unsigned long long)s->live_keys,
+           ctl_human_bytes(h, sizeof(h), s->bytes_checked), (unsigned long long)v->snapshot_files,
+           (unsigned long long)v->hint_files, (unsigned long long)s->live_keys,
            (unsigned long long)s->tombstones, (unsigned long long)s->max_version);
     if (st != NULL) {
         printf("; engine: %llu live keys, last version %llu, %llu keys compared",
@@ -205,6 +385,9 @@ verify_run(struct ctl *c, int argc, char **argv)
     struct htkv_inspect_summary sum;
     rc = htkv_inspect_verify(c->dir, flags, db, &sum, verify_issue, verify_progress, &v);
     ctl_bar_clear(&v.bar);
+    if (rc == 0) {
+        verify_files(&v, &sum, strict);
+    }
     if (rc == 0 && v.open_error[0] != '\0') {
         char reason[600];
         snprintf(reason, sizeof(reason), "htkv_open refuses the store: %s", v.open_error);
@@ -244,9 +427,13 @@ const struct ctl_cmd ctl_cmd_verify = {
     .summary = "check every checksum of every file and the rebuilt index (exit 1 on problems)",
     .help = "Walks CURRENT, the manifest (header and every edit) and every segment (header and\n"
             "every record) with the rules of recovery, independently of the engine's open, and\n"
-            "compares the index it rebuilds with a read-only open, key by key. Each finding is\n"
-            "printed as DIR/FILE:OFFSET: problem|note: REASON. Notes (torn tails, leftover\n"
-            "files, incomplete batches) are handled by recovery and do not fail the check.\n"
-            "  --strict  count torn tails and incomplete batches as problems\n",
+            "compares the index it rebuilds with a read-only open, key by key. Then checks\n"
+            "every snapshot file (DIR/snapshot-N.snap: checksums, lengths, key order; damage is\n"
+            "a problem) and every hint file (DIR/shard-SSS/N.hint: header, size, checksums;\n"
+            "damage is a note, as recovery ignores a bad hint). Each finding is printed as\n"
+            "DIR/FILE:OFFSET: problem|note: REASON. Notes (torn tails, leftover files,\n"
+            "incomplete batches, damaged hints) are handled by recovery and do not fail the\n"
+            "check.\n"
+            "  --strict  count torn tails, incomplete batches and damaged hints as problems\n",
     .run = verify_run,
 };
