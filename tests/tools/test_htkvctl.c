@@ -8,6 +8,7 @@
 #include "tests/support/testutil.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,6 +16,8 @@
 
 #include <htkv/auth.h>
 
+#include "engine/crc32c.h"
+#include "engine/internal.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
 
@@ -562,8 +565,21 @@ test_htkvctl_usage_and_bad_arguments(void **state)
     expect_status(&r, 0);
     expect_contains(r.out, "keys-of USER --master-key-file FILE");
     run_free(&r);
+    RUN(&r, "--help");
+    expect_contains(r.out, "compact ");
+    expect_contains(r.out, "snapshot ");
+    run_free(&r);
+    RUN(&r, "compact", "--help");
+    expect_status(&r, 0);
+    expect_contains(r.out, "usage: htkvctl [--json] [--read-only] [--hex] compact DIR");
+    run_free(&r);
+    RUN(&r, "snapshot", "--help");
+    expect_status(&r, 0);
+    expect_contains(r.out, "snapshot {export|import} [--force] FILE DIR");
+    expect_contains(r.out, "--force");
+    run_free(&r);
 
-    static const char *const bad[][5] = {
+    static const char *const bad[][7] = {
         { NULL },                                   /* no command */
         { "frobnicate", "/tmp", NULL },             /* unknown command */
         { "info", NULL },                           /* missing DIR */
@@ -581,6 +597,13 @@ test_htkvctl_usage_and_bad_arguments(void **state)
         { "users", "/tmp", NULL },                  /* no --master-key-file */
         { "keys-of", "--master-key-file", "/dev/null", "/tmp", NULL }, /* missing USER */
         { "users", "--master-key-id", "0", "/tmp", NULL },             /* bad key id */
+        { "--read-only", "compact", "/tmp", NULL },                    /* compact writes */
+        { "compact", "--force", "/tmp", NULL },                        /* no such option */
+        { "snapshot", "export", "/tmp", NULL },                        /* missing FILE */
+        { "snapshot", "frob", "f", "/tmp", NULL },                     /* unknown subcommand */
+        { "snapshot", "export", "--force", "f", "/tmp", NULL },        /* --force: import only */
+        { "--read-only", "snapshot", "import", "f", "/tmp", NULL },    /* import writes */
+        { "snapshot", "import", "", "/tmp", NULL },                    /* empty FILE */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         tu_context("bad argument list %zu", i);
@@ -611,6 +634,14 @@ test_htkvctl_no_store_is_exit_3(void **state)
         run_free(&r);
         RUN(&r, "--read-only", cmds[i], dir);
         expect_status(&r, 3);
+        run_free(&r);
+    }
+    const char *writers[][5] = { { "compact", missing }, { "snapshot", "import", "f", missing } };
+    for (size_t i = 0; i < sizeof(writers) / sizeof(writers[0]); i++) {
+        tu_context("%s on a missing store", writers[i][0]);
+        run_argv(&r, writers[i]);
+        expect_status(&r, 3);
+        expect_contains(r.err, "no htkv store");
         run_free(&r);
     }
     struct stat st;
@@ -1433,6 +1464,654 @@ test_htkvctl_auth_locked_store_refused_unless_read_only(void **state)
     auth_store_free(&s);
 }
 
+/* ---- maintenance: compact, snapshot, snapshot and hint files in verify ----------------------- */
+
+/* The number after "KEY": in @p text, inside the object "OBJECT": { ... } when @p object is set. */
+static uint64_t
+json_u64_at(const char *text, const char *object, const char *key)
+{
+    const char *p = text;
+    char needle[128];
+    if (object != NULL) {
+        snprintf(needle, sizeof(needle), "\"%s\": {", object);
+        p = strstr(text, needle);
+        if (p == NULL) {
+            fprintf(stderr, "no object \"%s\" in:\n%s\n", object, text);
+        }
+        assert_non_null(p);
+    }
+    snprintf(needle, sizeof(needle), "\"%s\": ", key);
+    const char *q = strstr(p, needle);
+    if (q == NULL) {
+        fprintf(stderr, "no member \"%s\" in:\n%s\n", key, p);
+    }
+    assert_non_null(q);
+    return strtoull(q + strlen(needle), NULL, 10);
+}
+
+#define OVER_KEYS 600 /* over0000..over0599, written OVER_ROUNDS times; over0000..0049 deleted */
+#define OVER_ROUNDS 6
+#define OVER_DELETED 50
+
+/* A closed store of small segments (64 KiB) holding mostly superseded records. */
+static char *
+make_overwritten_store(const char *tag)
+{
+    char *dir = tu_tmpdir(tag);
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.max_segment_bytes = 1u << 16;
+    cfg.compaction_interval_ms = 0;
+    htkv_db *db = tu_open(&cfg);
+    char k[32], v[256];
+    for (int r = 0; r < OVER_ROUNDS; r++) {
+        for (int i = 0; i < OVER_KEYS; i++) {
+            snprintf(k, sizeof(k), "over%04d", i);
+            memset(v, 'a' + r, sizeof(v));
+            int n = snprintf(v, sizeof(v), "round%d-%d", r, i);
+            v[n] = '.';
+            assert_int_equal(htkv_put(db, k, strlen(k), v, 200), 0);
+        }
+    }
+    for (int i = 0; i < OVER_DELETED; i++) {
+        snprintf(k, sizeof(k), "over%04d", i);
+        assert_int_equal(htkv_delete(db, k, strlen(k)), 0);
+    }
+    assert_int_equal(htkv_close(db), 0);
+    return dir;
+}
+
+/* Goal: compact rewrites a store of overwrites into fewer segments with no dead bytes, reports
+ * before/after figures as text and JSON, and keeps every value. Method: 6 rounds of overwrites
+ * in 64 KiB segments; compact (JSON), then again (text: nothing left to do); get, verify. */
+static void
+test_htkvctl_compact_shrinks_a_store_with_overwrites(void **state)
+{
+    (void)state;
+    char *dir = make_overwritten_store("ctl-compact");
+    char paths[256][4096];
+    size_t segs0 = tu_segments(dir, paths, 256);
+    assert_true(segs0 > 8);
+    struct run r;
+    RUN(&r, "--json", "compact", dir);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    assert_string_equal(r.err, ""); /* no progress bar: stderr is not a terminal */
+    const char *members[] = { "segments_compacted", "tombstones_dropped", "read_bytes",
+                              "written_bytes",      "elapsed_s",          "read_mb_per_s" };
+    for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+        expect_json_member(r.out, members[i], NULL);
+    }
+    const char *fig[] = { "segments",   "live_keys",  "tombstones", "data_bytes",
+                          "live_bytes", "dead_bytes", "disk_bytes" };
+    for (size_t i = 0; i < sizeof(fig) / sizeof(fig[0]); i++) {
+        json_u64_at(r.out, "before", fig[i]);
+        json_u64_at(r.out, "after", fig[i]);
+    }
+    uint64_t seg_before = json_u64_at(r.out, "before", "segments");
+    uint64_t seg_after = json_u64_at(r.out, "after", "segments");
+    uint64_t dead_before = json_u64_at(r.out, "before", "dead_bytes");
+    uint64_t dead_after = json_u64_at(r.out, "after", "dead_bytes");
+    assert_int_equal(seg_before, segs0);
+    assert_true(seg_after < seg_before);
+    assert_true(dead_before > 0);
+    assert_true(dead_after < dead_before);
+    assert_true(json_u64_at(r.out, NULL, "segments_compacted") > 0);
+    assert_true(json_u64_at(r.out, NULL, "read_bytes") > 0);
+    assert_int_equal(json_u64_at(r.out, "after", "live_keys"), OVER_KEYS - OVER_DELETED);
+    run_free(&r);
+    assert_true(tu_segments(dir, paths, 256) < segs0);
+
+    RUN(&r, "compact", dir); /* nothing left to compact */
+    expect_status(&r, 0);
+    const char *labels[] = { "before",
+                             "segments ",
+                             "data bytes",
+                             "live bytes",
+                             "dead bytes",
+                             "disk bytes",
+                             "segments compacted:  0",
+                             "tombstones dropped:",
+                             "bytes read:",
+                             "bytes written:",
+                             "elapsed:",
+                             "read rate:" };
+    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+        expect_contains(r.out, labels[i]);
+    }
+    run_free(&r);
+
+    char key[32], want[64];
+    for (int i = OVER_DELETED; i < OVER_KEYS; i += 97) {
+        snprintf(key, sizeof(key), "over%04d", i);
+        RUN(&r, "get", key, dir);
+        expect_status(&r, 0);
+        snprintf(want, sizeof(want), "round%d-%d.", OVER_ROUNDS - 1, i);
+        assert_int_equal(strncmp(r.out, want, strlen(want)), 0);
+        assert_int_equal(strlen(r.out), 201); /* 200 bytes + newline */
+        run_free(&r);
+    }
+    RUN(&r, "get", "over0000", dir); /* deleted before the pass: still deleted */
+    expect_status(&r, 1);
+    run_free(&r);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: the commands that write refuse a store another process has open (exit 3, even a
+ * read-only opener: they need the lock exclusively) and refuse --read-only (exit 2); the
+ * store is untouched. Method: hold the store open for writing, then read-only, in this
+ * process. */
+static void
+test_htkvctl_compact_and_import_refuse_locked_store(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-wlock");
+    char snap[4200];
+    snprintf(snap, sizeof(snap), "%s.snap", dir);
+    struct run r;
+    RUN(&r, "snapshot", "export", snap, dir);
+    expect_status(&r, 0);
+    run_free(&r);
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    htkv_db *db = tu_open(&cfg);
+    RUN(&r, "compact", dir);
+    expect_status(&r, 3);
+    expect_contains(r.err, "open in another process");
+    expect_contains(r.err, "stop that process first");
+    run_free(&r);
+    RUN(&r, "--json", "compact", dir);
+    expect_status(&r, 3);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "exit_status", "3");
+    run_free(&r);
+    RUN(&r, "snapshot", "import", "--force", snap, dir);
+    expect_status(&r, 3);
+    expect_contains(r.err, "open in another process");
+    run_free(&r);
+    RUN(&r, "--read-only", "compact", dir);
+    expect_status(&r, 2);
+    expect_contains(r.err, "--read-only is not allowed: 'compact' changes the store");
+    run_free(&r);
+    RUN(&r, "snapshot", "--read-only", "import", "--force", snap, dir);
+    expect_status(&r, 2);
+    expect_contains(r.err, "--read-only is not allowed: 'snapshot import' changes the store");
+    run_free(&r);
+    RUN(&r, "--read-only", "snapshot", "export", snap, dir); /* export only reads */
+    expect_status(&r, 0);
+    run_free(&r);
+    assert_int_equal(htkv_put(db, "after", 5, "ok", 2), 0); /* the writer is undisturbed */
+    assert_int_equal(htkv_close(db), 0);
+
+    cfg.read_only = 1; /* a reader holds the lock shared: still no exclusive lock for us */
+    db = tu_open(&cfg);
+    RUN(&r, "compact", dir);
+    expect_status(&r, 3);
+    expect_contains(r.err, "open in another process");
+    run_free(&r);
+    assert_int_equal(htkv_close(db), 0);
+    RUN(&r, "get", "after", dir);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "ok\n");
+    run_free(&r);
+    unlink(snap);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: export then import into another store reproduces every key, value and version, and
+ * both print the snapshot's key count and version (text and JSON). Method: the known store,
+ * exported (also --read-only), imported into a fresh empty store; keys, dump and versions
+ * compared. */
+static void
+test_htkvctl_snapshot_export_import_round_trip(void **state)
+{
+    (void)state;
+    char *src = make_store("ctl-snap-src");
+    char *dst = tu_tmpdir("ctl-snap-dst");
+    htkv_config cfg;
+    tu_config(&cfg, dst, HTKV_SYNC_NEVER);
+    assert_int_equal(htkv_close(tu_open(&cfg)), 0); /* an empty store */
+    char snap[4200], line[256];
+    snprintf(snap, sizeof(snap), "%s.snap", src);
+    struct run r;
+    RUN(&r, "snapshot", "export", snap, src);
+    expect_status(&r, 0);
+    snprintf(line, sizeof(line), "exported %d keys (version ", STORE_LIVE);
+    expect_contains(r.out, line);
+    run_free(&r);
+    RUN(&r, "--read-only", "--json", "snapshot", "export", snap, src);
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    assert_int_equal(json_u64_at(r.out, NULL, "keys"), STORE_LIVE);
+    assert_int_equal(json_u64_at(r.out, NULL, "bytes"), (uint64_t)tu_file_size(snap));
+    uint64_t version = json_u64_at(r.out, NULL, "version");
+    assert_true(version > 0);
+    run_free(&r);
+
+    RUN(&r, "--json", "snapshot", "import", snap, dst); /* empty: no --force needed */
+    expect_status(&r, 0);
+    expect_json_object(r.out);
+    assert_int_equal(json_u64_at(r.out, NULL, "keys"), STORE_LIVE);
+    assert_int_equal(json_u64_at(r.out, NULL, "version"), version);
+    expect_json_member(r.out, "replaced_keys", "0");
+    run_free(&r);
+    const char *lists[][2] = { { "keys", NULL }, { "dump", NULL }, { "--hex", "dump" } };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        struct run a, b;
+        if (lists[i][1] == NULL) {
+            RUN(&a, lists[i][0], src);
+            RUN(&b, lists[i][0], dst);
+        } else {
+            RUN(&a, lists[i][0], lists[i][1], src);
+            RUN(&b, lists[i][0], lists[i][1], dst);
+        }
+        expect_status(&a, 0);
+        expect_status(&b, 0);
+        assert_string_equal(a.out, b.out);
+        run_free(&a);
+        run_free(&b);
+    }
+    struct run a, b; /* versions survive */
+    RUN(&a, "--json", "get", "key050", src);
+    RUN(&b, "--json", "get", "key050", dst);
+    assert_int_equal(json_u64_at(a.out, NULL, "version"), json_u64_at(b.out, NULL, "version"));
+    run_free(&a);
+    run_free(&b);
+
+    RUN(&r, "snapshot", "import", "--force", snap, dst); /* again, over the same keys */
+    expect_status(&r, 0);
+    snprintf(line, sizeof(line), "imported %d keys (snapshot version %llu", STORE_LIVE,
+             (unsigned long long)version);
+    expect_contains(r.out, line);
+    snprintf(line, sizeof(line), "replacing its %d keys", STORE_LIVE);
+    expect_contains(r.out, line);
+    run_free(&r);
+    RUN(&r, "verify", dst);
+    expect_status(&r, 0);
+    run_free(&r);
+    unlink(snap);
+    tu_rmrf(src);
+    tu_rmrf(dst);
+    free(src);
+    free(dst);
+}
+
+/* Goal: import refuses a store with keys without --force (exit 2, the documented message); a
+ * damaged or truncated snapshot fails (exit 1, the engine's reason) and leaves the store as it
+ * was. Method: a snapshot of one store imported into another that holds other keys. */
+static void
+test_htkvctl_snapshot_import_refusals_and_damage(void **state)
+{
+    (void)state;
+    char *src = make_overwritten_store("ctl-imp-src");
+    char *dst = make_store("ctl-imp-dst");
+    char snap[4200], bad[4200], cut[4200];
+    snprintf(snap, sizeof(snap), "%s.snap", src);
+    snprintf(bad, sizeof(bad), "%s.bad.snap", src);
+    snprintf(cut, sizeof(cut), "%s.cut.snap", src);
+    struct run r;
+    RUN(&r, "snapshot", "export", snap, src);
+    expect_status(&r, 0);
+    run_free(&r);
+    long long size = tu_file_size(snap);
+    assert_true(size > 4096);
+    char *bytes = malloc((size_t)size);
+    assert_non_null(bytes);
+    assert_int_equal(tu_read_at(snap, 0, bytes, (size_t)size), 0);
+    bytes[size / 2] ^= 0x10; /* a byte in the middle of the entries */
+    FILE *f = fopen(bad, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, (size_t)size, f), (size_t)size);
+    assert_int_equal(fclose(f), 0);
+    bytes[size / 2] ^= 0x10;
+    f = fopen(cut, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, (size_t)size - 100, f), (size_t)size - 100);
+    assert_int_equal(fclose(f), 0);
+    free(bytes);
+
+    struct run dump0;
+    RUN(&dump0, "dump", dst);
+    expect_status(&dump0, 0);
+    size_t len0, len1;
+    char *before = store_bytes(dst, &len0);
+
+    RUN(&r, "snapshot", "import", snap, dst);
+    expect_status(&r, 2);
+    expect_contains(r.err, "store is not empty; --force replaces its whole contents");
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    RUN(&r, "--json", "snapshot", "import", snap, dst);
+    expect_status(&r, 2);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "exit_status", "2");
+    run_free(&r);
+
+    RUN(&r, "snapshot", "import", "--force", bad, dst);
+    expect_status(&r, 1);
+    expect_contains(r.err, "cannot import");
+    expect_contains(r.err, "entry checksum mismatch at offset 64");
+    expect_contains(r.err, "the store is unchanged");
+    run_free(&r);
+    RUN(&r, "--json", "snapshot", "import", "--force", cut, dst);
+    expect_status(&r, 1);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "exit_status", "1");
+    expect_contains(r.out, "the store is unchanged");
+    run_free(&r);
+    char missing[4300];
+    snprintf(missing, sizeof(missing), "%s.none", snap);
+    RUN(&r, "snapshot", "import", "--force", missing, dst);
+    expect_status(&r, 1);
+    run_free(&r);
+
+    struct run dump1;
+    RUN(&dump1, "dump", dst);
+    expect_status(&dump1, 0);
+    assert_string_equal(dump0.out, dump1.out);
+    run_free(&dump0);
+    run_free(&dump1);
+    char *after = store_bytes(dst, &len1);
+    assert_int_equal(len0, len1);
+    assert_memory_equal(before, after, len0);
+    free(before);
+    free(after);
+    unlink(snap);
+    unlink(bad);
+    unlink(cut);
+    tu_rmrf(src);
+    tu_rmrf(dst);
+    free(src);
+    free(dst);
+}
+
+/* Goal: verify checks snapshot files in the store directory: a clean one is counted, a flipped
+ * bit in its entries or its header is a problem with file and offset (text and JSON).
+ * Method: export a snapshot as DIR/snapshot-000001.snap, then damage it. */
+static void
+test_htkvctl_verify_finds_damaged_snapshot_file(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-vsnap");
+    char snap[4200];
+    snprintf(snap, sizeof(snap), "%s/snapshot-000001.snap", dir);
+    struct run r;
+    RUN(&r, "snapshot", "export", snap, dir);
+    expect_status(&r, 0);
+    run_free(&r);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, ", 1 snapshot files, ");
+    expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    run_free(&r);
+
+    assert_int_equal(tu_flip_bit(snap, 64 + 16 + 2, 5), 0); /* the first entry's key */
+    RUN(&r, "verify", dir);
+    expect_status(&r, 1);
+    expect_contains(r.out, "snapshot-000001.snap:64: problem: snapshot: entry checksum mismatch");
+    expect_contains(r.out, "PROBLEMS FOUND (1 problems");
+    run_free(&r);
+    RUN(&r, "--json", "verify", dir);
+    expect_status(&r, 1);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "clean", "false");
+    expect_json_member(r.out, "snapshot_files", "1");
+    expect_contains(r.out, "\"file\": \"snapshot-000001.snap\",\n");
+    expect_json_member(r.out, "offset", "64");
+    run_free(&r);
+
+    assert_int_equal(tu_flip_bit(snap, 64 + 16 + 2, 5), 0);
+    assert_int_equal(tu_flip_bit(snap, 24, 0), 0); /* the header's entry count */
+    RUN(&r, "verify", dir);
+    expect_status(&r, 1);
+    expect_contains(r.out, "snapshot-000001.snap:0: problem: snapshot: header checksum mismatch");
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Paths of the hint files of @p dir (shards 0..3); returns the count (max @p cap). */
+static size_t
+find_hints(const char *dir, char (*paths)[4096], size_t cap)
+{
+    size_t n = 0;
+    for (unsigned s = 0; s < 4; s++) {
+        char sd[3800]; /* + "/" + a 17-byte name < 4096 */
+        snprintf(sd, sizeof(sd), "%s/shard-%03u", dir, s);
+        DIR *d = opendir(sd);
+        if (d == NULL) {
+            continue;
+        }
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL && n < cap) {
+            size_t len = strlen(de->d_name);
+            if (len == 17 && strcmp(de->d_name + 12, ".hint") == 0) {
+                snprintf(paths[n++], 4096, "%s/%s", sd, de->d_name);
+            }
+        }
+        closedir(d);
+    }
+    return n;
+}
+
+/* Goal: a flipped bit in a hint file the engine wrote is a note (recovery ignores the hint),
+ * a problem with --strict. Method: a store whose segments rotate (64 KiB), compacted and
+ * closed; skipped while the engine writes no hint files. */
+static void
+test_htkvctl_verify_finds_damaged_engine_hint(void **state)
+{
+    (void)state;
+    char *dir = make_overwritten_store("ctl-ehint");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.max_segment_bytes = 1u << 16;
+    htkv_db *db = tu_open(&cfg);
+    assert_int_equal(htkv_compact_now(db), 0);
+    assert_int_equal(htkv_close(db), 0);
+    char hints[64][4096];
+    size_t n = find_hints(dir, hints, 64);
+    if (n == 0) {
+        fprintf(stderr, "[ctl-ehint] the engine wrote no hint file: skipped\n");
+        tu_rmrf(dir);
+        free(dir);
+        skip();
+    }
+    struct run r;
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    run_free(&r);
+    assert_int_equal(tu_flip_bit(hints[0], 40, 1), 0); /* the header's record count */
+    char where[4300];
+    snprintf(where, sizeof(where), "%s:0: note: hint: header checksum mismatch",
+             hints[0] + strlen(dir) + 1);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, where);
+    run_free(&r);
+    RUN(&r, "verify", "--strict", dir);
+    expect_status(&r, 1);
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Write a hint file for the first @p nrec records of segment @p seg (format in engine/hint.h;
+ * the key hashes are left 0: a hint's own checks do not cover them). */
+static void
+write_hint(const char *seg, unsigned shard, size_t nrec, const char *path)
+{
+    struct tu_rec recs[16];
+    size_t k = tu_seg_scan(seg, recs, 16);
+    assert_true(k >= nrec && nrec > 0);
+    unsigned char buf[64 + 16 * 32 + 8];
+    memset(buf, 0, sizeof(buf));
+    memcpy(buf, "HTKVHNT1", 8);
+    htkv_store32(buf + 8, HTKV_FORMAT_VERSION);
+    htkv_store32(buf + 12, shard);
+    htkv_store64(buf + 16, tu_seg_id(seg));
+    htkv_store64(buf + 24, nrec);
+    htkv_store64(buf + 32, (uint64_t)(recs[nrec - 1].off + recs[nrec - 1].size));
+    htkv_store64(buf + 40, nrec);
+    uint64_t maxv = 0;
+    for (size_t i = 0; i < nrec; i++) {
+        unsigned char *e = buf + 64 + i * 32;
+        htkv_store64(e + 8, recs[i].version);
+        htkv_store32(e + 16, (uint32_t)recs[i].off);
+        htkv_store32(e + 20, recs[i].key_len);
+        htkv_store32(e + 24, recs[i].val_len);
+        e[28] = (unsigned char)recs[i].type;
+        e[29] = (unsigned char)recs[i].flags;
+        maxv = recs[i].version > maxv ? recs[i].version : maxv;
+    }
+    htkv_store64(buf + 48, maxv);
+    htkv_store32(buf + 60, htkv_crc32c(0, buf, 60));
+    unsigned char *t = buf + 64 + nrec * 32;
+    htkv_store32(t, htkv_crc32c(0, buf + 64, nrec * 32));
+    write_file_mode(path, buf, 64 + nrec * 32 + 8, 0644);
+}
+
+/* Goal: verify checks hint files with recovery's rules: a well-formed one is counted and
+ * clean; damage (entries, header, the segment it names) is a note with file and offset, a
+ * problem with --strict; a hint without its segment is a note. Method: hints written here
+ * by the documented format beside the segments of the known store. */
+static void
+test_htkvctl_verify_checks_hint_files(void **state)
+{
+    (void)state;
+    char *dir = make_store("ctl-hint");
+    char segs[8][4096];
+    assert_true(tu_shard_segments(dir, 1, segs, 8) >= 1);
+    char hint[4200];
+    snprintf(hint, sizeof(hint), "%.*s.hint", (int)(strlen(segs[0]) - 4), segs[0]);
+    write_hint(segs[0], 1, 3, hint);
+    const char *rel = hint + strlen(dir) + 1;
+    struct run r;
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, ", 1 hint files; ");
+    expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    run_free(&r);
+
+    char where[4400];
+    assert_int_equal(tu_flip_bit(hint, 64 + 32 + 8, 0), 0); /* the second entry's version */
+    snprintf(where, sizeof(where),
+             "%s:160: note: hint: entry checksum mismatch; recovery ignores the hint and scans "
+             "the segment",
+             rel);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, where);
+    expect_contains(r.out, ": clean (0 problems, 1 notes)");
+    run_free(&r);
+    RUN(&r, "--json", "verify", "--strict", dir);
+    expect_status(&r, 1);
+    expect_json_object(r.out);
+    expect_json_member(r.out, "hint_files", "1");
+    expect_json_member(r.out, "offset", "160");
+    run_free(&r);
+
+    write_hint(segs[0], 2, 3, hint); /* names shard 2 */
+    snprintf(where, sizeof(where), "%s:12: note: hint: names another shard or segment", rel);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, where);
+    run_free(&r);
+    write_hint(segs[0], 1, 3, hint);
+    assert_int_equal(tu_flip_bit(hint, 50, 3), 0); /* max_version, under the header CRC */
+    snprintf(where, sizeof(where), "%s:0: note: hint: header checksum mismatch", rel);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, where);
+    run_free(&r);
+    assert_int_equal(tu_truncate(hint, 40), 0);
+    snprintf(where, sizeof(where), "%s:0: note: hint: size out of range", rel);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, where);
+    run_free(&r);
+    unlink(hint);
+
+    snprintf(hint, sizeof(hint), "%s/shard-001/999999999999.hint", dir);
+    write_hint(segs[0], 1, 3, hint);
+    RUN(&r, "verify", dir);
+    expect_status(&r, 0);
+    expect_contains(r.out, "shard-001/999999999999.hint:0: note: hint: its segment does not "
+                           "exist");
+    run_free(&r);
+    unlink(hint);
+    RUN(&r, "verify", dir); /* no hint at all: hints are optional */
+    expect_status(&r, 0);
+    expect_contains(r.out, ", 0 hint files; ");
+    expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: while stderr is a terminal, compact draws its progress bar there and erases it; stdout
+ * gets only the report. Method: stderr on a pseudo-terminal. */
+static void
+test_htkvctl_compact_progress_bar_on_a_terminal(void **state)
+{
+    (void)state;
+    char *dir = make_overwritten_store("ctl-bar");
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) {
+        fprintf(stderr, "[ctl-bar] no pseudo-terminal: skipped\n");
+        if (master >= 0) {
+            close(master);
+        }
+        tu_rmrf(dir);
+        free(dir);
+        skip();
+    }
+    int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+    assert_true(slave >= 0);
+    int out = tmpfile_fd();
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out, STDOUT_FILENO);
+        dup2(slave, STDERR_FILENO);
+        execl(HTKVCTL_PATH, HTKVCTL_PATH, "compact", dir, (char *)NULL);
+        _exit(127);
+    }
+    close(slave);
+    /* Drain the terminal while the child runs, so that it never blocks on a full buffer. */
+    char term[65536];
+    size_t got = 0;
+    for (;;) {
+        ssize_t k = read(master, term + got, sizeof(term) - 1 - got);
+        if (k <= 0) {
+            break; /* EIO once the child has closed the terminal */
+        }
+        got += (size_t)k;
+    }
+    term[got] = '\0';
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    close(master);
+    struct run r = { .status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+                     .out = slurp_fd(out),
+                     .err = strdup(term) };
+    close(out);
+    expect_status(&r, 0);
+    expect_contains(r.err, "\rcompact [");
+    expect_contains(r.err, "\r\033[K");
+    expect_contains(r.out, "segments compacted:");
+    assert_null(strstr(r.out, "compact ["));
+    run_free(&r);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
@@ -1453,6 +2132,14 @@ main(void)
         cmocka_unit_test(test_htkvctl_auth_bad_keys_and_users),
         cmocka_unit_test(test_htkvctl_auth_commands_write_nothing),
         cmocka_unit_test(test_htkvctl_auth_locked_store_refused_unless_read_only),
+        cmocka_unit_test(test_htkvctl_compact_shrinks_a_store_with_overwrites),
+        cmocka_unit_test(test_htkvctl_compact_and_import_refuse_locked_store),
+        cmocka_unit_test(test_htkvctl_snapshot_export_import_round_trip),
+        cmocka_unit_test(test_htkvctl_snapshot_import_refusals_and_damage),
+        cmocka_unit_test(test_htkvctl_verify_finds_damaged_snapshot_file),
+        cmocka_unit_test(test_htkvctl_verify_finds_damaged_engine_hint),
+        cmocka_unit_test(test_htkvctl_verify_checks_hint_files),
+        cmocka_unit_test(test_htkvctl_compact_progress_bar_on_a_terminal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
