@@ -1979,12 +1979,17 @@ write_hint(const char *seg, unsigned shard, size_t nrec, const char *path)
 /* Goal: verify checks hint files with recovery's rules: a well-formed one is counted and
  * clean; damage (entries, header, the segment it names) is a note with file and offset, a
  * problem with --strict; a hint without its segment is a note. Method: hints written here
- * by the documented format beside the segments of the known store. */
+ * by the documented format beside the segments of the known store (any the engine wrote
+ * removed first). */
 static void
 test_htkvctl_verify_checks_hint_files(void **state)
 {
     (void)state;
     char *dir = make_store("ctl-hint");
+    char hints[64][4096]; /* an engine that writes hints at close left some: start without */
+    for (size_t i = 0, n = find_hints(dir, hints, 64); i < n; i++) {
+        assert_int_equal(unlink(hints[i]), 0);
+    }
     char segs[8][4096];
     assert_true(tu_shard_segments(dir, 1, segs, 8) >= 1);
     char hint[4200];
