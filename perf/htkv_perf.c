@@ -33,8 +33,10 @@
  * 16 B / 64 B pairs, --seconds (2) measured after a warm-up; every op is timed with
  * CLOCK_MONOTONIC into a per-thread log-linear histogram. Mixes: put (100% updates), ycsb-a
  * (50% reads / 50% updates), ycsb-b (95/5), ycsb-c (100% reads), ycsb-d (95% reads of recent
- * keys, 5% inserts), durable (100% puts, HTKV_SYNC_ALWAYS). Prints one row per point, then the
- * recommended worker count: the highest throughput whose p99 is within 1.5x of the best p99.
+ * keys, 5% inserts), ycsb-e (95% scans of 1..100 items from a --dist start key, 5% inserts; one
+ * scan is one op), ycsb-f (50% reads, 50% read-modify-writes: get, change, put; one op),
+ * durable (100% puts, HTKV_SYNC_ALWAYS). Prints one row per point, then the recommended worker
+ * count: the highest throughput whose p99 is within 1.5x of the best p99.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -564,6 +566,22 @@ zipf_next(const struct zipf *z, double u)
     return r < z->n ? r : z->n - 1;
 }
 
+/* Grow @p z to ranks [0, n) as keys are inserted: add the new terms of zeta(n), recompute eta.
+ * O(new keys); each caller thread extends its own copy (ycsb-e). */
+static void
+zipf_extend(struct zipf *z, uint64_t n)
+{
+    if (n <= z->n) {
+        return;
+    }
+    for (uint64_t i = z->n + 1; i <= n; i++) {
+        z->zetan += 1.0 / my_pow((double)i, z->theta);
+    }
+    double zeta2 = 1.0 + z->half_pow_theta; /* 1 + 1/2^theta */
+    z->n = n;
+    z->eta = (1.0 - my_pow(2.0 / (double)n, 1.0 - z->theta)) / (1.0 - zeta2 / z->zetan);
+}
+
 static uint64_t
 rng_next(uint64_t *s)
 {
@@ -633,7 +651,25 @@ hist_quantile_us(const struct hist *h, double q)
     return hist_value(HIST_BUCKETS - 1) / 1000.0;
 }
 
-enum mix { MIX_PUT, MIX_YCSB_A, MIX_YCSB_B, MIX_YCSB_C, MIX_YCSB_D, MIX_DURABLE };
+enum mix {
+    MIX_PUT,
+    MIX_YCSB_A,
+    MIX_YCSB_B,
+    MIX_YCSB_C,
+    MIX_YCSB_D,
+    MIX_YCSB_E,
+    MIX_YCSB_F,
+    MIX_DURABLE
+};
+
+/* Indexed by enum mix; --mix accepts exactly these. */
+static const char *const mix_names[] = { "put",    "ycsb-a", "ycsb-b", "ycsb-c",
+                                         "ycsb-d", "ycsb-e", "ycsb-f", "durable" };
+#define MIX_COUNT (sizeof(mix_names) / sizeof(mix_names[0]))
+_Static_assert(MIX_COUNT == MIX_DURABLE + 1, "one name per mix, in enum order");
+
+/* ycsb-e: items per scan, uniform in [1, SCAN_LEN_MAX] (YCSB's default maxscanlength). */
+#define SCAN_LEN_MAX 100u
 
 struct sweep_opts {
     const char *mix_name;
@@ -653,7 +689,7 @@ struct sweep_shared {
     const struct sweep_opts *so;
     const struct zipf *z;
     _Atomic int phase;         /* 0 warm-up, 1 measured, 2 stop */
-    _Atomic uint64_t next_key; /* ycsb-d: keys inserted so far (indexes 0..next_key-1) */
+    _Atomic uint64_t next_key; /* ycsb-d/e: keys inserted so far (indexes 0..next_key-1) */
 };
 
 struct sweep_thread {
@@ -672,12 +708,84 @@ now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Key index of the next operation; an insert (ycsb-d, ycsb-e) takes a new one. @p z is the
+ * thread's own copy of the zipf generator (ycsb-e grows it with the key space). */
+static uint64_t
+sweep_pick(struct sweep_shared *sh, struct zipf *z, uint64_t *s, int is_read)
+{
+    const struct sweep_opts *so = sh->so;
+    if (so->mix != MIX_YCSB_D && so->mix != MIX_YCSB_E) {
+        return so->zipf ? zipf_next(z, rng_unit(s)) : rng_next(s) % so->keys;
+    }
+    if (!is_read) {
+        return atomic_fetch_add_explicit(&sh->next_key, 1, memory_order_relaxed);
+    }
+    uint64_t n = atomic_load_explicit(&sh->next_key, memory_order_relaxed);
+    if (so->mix == MIX_YCSB_D) {
+        /* "latest": zipfian distance back from the newest key */
+        uint64_t back = so->zipf ? zipf_next(z, rng_unit(s)) : rng_next(s) % so->keys;
+        return back < n ? n - 1 - back : 0;
+    }
+    /* ycsb-e: a scan starts at any key inserted so far. An index whose insert is still in
+     * flight is harmless: the scan then starts at the next key in order. */
+    if (!so->zipf) {
+        return rng_next(s) % n;
+    }
+    zipf_extend(z, n);
+    return zipf_next(z, rng_unit(s));
+}
+
+/* ycsb-e: htkv_scan() from @p key, @p len items at most, each read to the end. */
+static int
+sweep_scan(htkv_db *db, const char *key, size_t klen, uint64_t len)
+{
+    htkv_iter *it;
+    int rc = htkv_scan(db, key, klen, NULL, 0, &it);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = htkv_iter_set_limit(it, len);
+    uint64_t items = 0;
+    /* Items are consumed in place: htkv_iter_next() hands out views into the segments. */
+    while (rc == 0 && (rc = htkv_iter_next(it, NULL, NULL, NULL, NULL)) == 1) {
+        items++;
+        rc = 0;
+    }
+    htkv_iter_destroy(it);
+    if (rc == 0 && items > len) {
+        rc = -EIO; /* the limit was not honoured */
+    }
+    return rc;
+}
+
+/* ycsb-f: read @p key, change 8 bytes of the value (at an offset and with a mask from @p r), write
+ * it back. Plain get + put: another caller's write in between is overwritten (no condition). */
+static int
+sweep_rmw(htkv_db *db, const char *key, size_t klen, uint64_t r)
+{
+    char buf[64];
+    size_t vlen;
+    int rc = htkv_get(db, key, klen, buf, sizeof(buf), &vlen);
+    if (rc != 0) {
+        return rc;
+    }
+    if (vlen < 8) {
+        return -EIO; /* every value of the sweep is 64 B */
+    }
+    size_t off = (size_t)(r >> 56) % (vlen - 7);
+    for (size_t j = 0; j < 8; j++) {
+        buf[off + j] ^= (char)((r >> (8 * j)) | 1); /* | 1: every byte changes */
+    }
+    return htkv_put(db, key, klen, buf, vlen);
+}
+
 static void *
 sweep_main(void *p)
 {
     struct sweep_thread *t = p;
     struct sweep_shared *sh = t->sh;
     const struct sweep_opts *so = sh->so;
+    struct zipf z = *sh->z;
     uint64_t s = t->seed, ops = 0;
     char key[16], val[64], out[64];
     memset(val, 'y', sizeof(val));
@@ -685,35 +793,34 @@ sweep_main(void *p)
                    : so->mix == MIX_YCSB_B ? 95
                    : so->mix == MIX_YCSB_C ? 100
                    : so->mix == MIX_YCSB_D ? 95
+                   : so->mix == MIX_YCSB_E ? 95 /* scans */
+                   : so->mix == MIX_YCSB_F ? 50 /* the rest read-modify-write */
                                            : 0;
     int phase;
     while ((phase = atomic_load_explicit(&sh->phase, memory_order_relaxed)) != 2) {
         int is_read = (int)(rng_next(&s) % 100) < read_pct;
-        uint64_t idx;
-        if (so->mix == MIX_YCSB_D) {
-            uint64_t n = atomic_load_explicit(&sh->next_key, memory_order_relaxed);
-            if (is_read) {
-                /* "latest": zipfian distance back from the newest key */
-                uint64_t back = so->zipf ? zipf_next(sh->z, rng_unit(&s)) : rng_next(&s) % so->keys;
-                idx = back < n ? n - 1 - back : 0;
-            } else {
-                idx = atomic_fetch_add_explicit(&sh->next_key, 1, memory_order_relaxed);
-            }
-        } else {
-            idx = so->zipf ? zipf_next(sh->z, rng_unit(&s)) : rng_next(&s) % so->keys;
-        }
+        uint64_t idx = sweep_pick(sh, &z, &s, is_read);
+        /* Scan length (ycsb-e) or modification (ycsb-f), drawn outside the timed region. */
+        uint64_t r = so->mix == MIX_YCSB_E || so->mix == MIX_YCSB_F ? rng_next(&s) : 0;
         make_key(key, sizeof(key), idx);
+        const char *what = is_read ? "get" : "put";
         uint64_t t0 = now_ns();
         int rc;
-        if (is_read) {
+        if (is_read && so->mix == MIX_YCSB_E) {
+            what = "scan";
+            rc = sweep_scan(sh->db, key, sizeof(key), 1 + r % SCAN_LEN_MAX);
+        } else if (is_read) {
             size_t vlen;
             rc = htkv_get(sh->db, key, sizeof(key), out, sizeof(out), &vlen);
+        } else if (so->mix == MIX_YCSB_F) {
+            what = "read-modify-write";
+            rc = sweep_rmw(sh->db, key, sizeof(key), r);
         } else {
             rc = htkv_put(sh->db, key, sizeof(key), val, sizeof(val));
         }
         uint64_t t1 = now_ns();
         if (rc != 0 && !(rc == HTKV_ENOTFOUND && so->mix == MIX_YCSB_D)) {
-            die(rc, is_read ? "get" : "put");
+            die(rc, what);
         }
         if (phase == 1) {
             t->h->b[hist_index(t1 - t0)]++;
@@ -906,19 +1013,19 @@ sweep_plot(const struct sweep_opts *so, const struct sweep_row *r, int n)
 static int
 run_sweep(const struct opts *o, struct sweep_opts *so)
 {
-    static const char *names[] = { "put", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "durable" };
     int found = 0;
-    for (int i = 0; i < 6; i++) {
-        if (strcmp(so->mix_name, names[i]) == 0) {
+    for (size_t i = 0; i < MIX_COUNT; i++) {
+        if (strcmp(so->mix_name, mix_names[i]) == 0) {
             so->mix = (enum mix)i;
             found = 1;
         }
     }
     if (!found) {
-        fprintf(stderr,
-                "htkv-perf: unknown --mix %s (put, ycsb-a, ycsb-b, ycsb-c, ycsb-d, "
-                "durable)\n",
-                so->mix_name);
+        fprintf(stderr, "htkv-perf: unknown --mix %s (", so->mix_name);
+        for (size_t i = 0; i < MIX_COUNT; i++) {
+            fprintf(stderr, "%s%s", i > 0 ? ", " : "", mix_names[i]);
+        }
+        fprintf(stderr, ")\n");
         return 2;
     }
     if (so->threads < 1) {
@@ -1064,8 +1171,9 @@ main(int argc, char **argv)
             fprintf(stderr,
                     "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
                     "[--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n"
-                    "       htkv-perf --sweep [--mix put|ycsb-a|ycsb-b|ycsb-c|ycsb-d|durable] "
-                    "[--dist uniform|zipf] [--keys N] [--threads N] [--max-workers N] "
+                    "       htkv-perf --sweep [--mix put|ycsb-a|ycsb-b|ycsb-c|ycsb-d|"
+                    "ycsb-e|ycsb-f|durable] [--dist uniform|zipf] [--keys N] [--threads N] "
+                    "[--max-workers N] "
                     "[--seconds S] [--csv FILE] [--plot FILE.png] [--backend ...] [--dir PATH]\n");
             return 2;
         }
