@@ -62,9 +62,8 @@ token_hash(struct htkv_auth *a, const unsigned char *id, const unsigned char *se
     sodium_memzero(&st, sizeof(st));
 }
 
-/* Split a token into key id and secret. 0 or HTKV_EAUTH (any malformation). */
-static int
-token_parse(const char *token, unsigned char *id, unsigned char *secret)
+int
+htkv_apikey_token_parse(const char *token, unsigned char *id, unsigned char *secret)
 {
     HTKV_ASSERT(token != NULL);
     HTKV_ASSERT(id != NULL && secret != NULL);
@@ -85,9 +84,8 @@ token_parse(const char *token, unsigned char *id, unsigned char *secret)
     return 0;
 }
 
-/* Write the token of key @p id with @p secret into @p token (HTKV_AUTH_TOKEN_SIZE bytes). */
-static void
-token_format(const unsigned char *id, const unsigned char *secret, char *token)
+void
+htkv_apikey_token_format(const unsigned char *id, const unsigned char *secret, char *token)
 {
     HTKV_ASSERT(id != NULL && secret != NULL);
     memcpy(token, TOKEN_PREFIX, TOKEN_ID_OFF);
@@ -244,7 +242,7 @@ htkv_auth_create_api_key_with_metadata(htkv_auth *auth, const char *user_id, con
     token_hash(auth, c.id, secret, c.token_hash);
     int rc = htkv_core_txn(auth, issue_txn, &c);
     if (rc == 0) {
-        token_format(c.id, secret, token);
+        htkv_apikey_token_format(c.id, secret, token);
         if (out != NULL) {
             htkv_core_key_out(&c.key, c.key_id, out);
         }
@@ -307,7 +305,7 @@ htkv_auth_authenticate_api_key(htkv_auth *auth, const char *token, struct htkv_a
     }
     unsigned char id[CODEC_ID_BYTES], secret[CODEC_SECRET_BYTES];
     unsigned char want[CODEC_TOKEN_HASH_BYTES];
-    int rc = token_parse(token, id, secret);
+    int rc = htkv_apikey_token_parse(token, id, secret);
     if (rc != 0) {
         return rc;
     }

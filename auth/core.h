@@ -166,6 +166,16 @@ int htkv_core_txn(struct htkv_auth *a, htkv_core_txn_fn fn, void *ctx);
 /* Add a condition "rkey still has version v" to b. */
 int htkv_core_check(htkv_batch *b, const char *rkey, size_t rkey_len, uint64_t version);
 
+/*
+ * API key tokens (apikey.c): "htkv_" | key id (32 hex) | "_" | secret (64 hex) | checksum (8 hex).
+ * Shared with tests/fuzz/fuzz_apikey_token.c, which checks that the two are exact inverses.
+ */
+/* Split NUL-terminated @p token into @p id (CODEC_ID_BYTES) and @p secret (CODEC_SECRET_BYTES).
+ * Reads at most HTKV_AUTH_TOKEN_LEN + 1 bytes. 0 or HTKV_EAUTH (any malformation). */
+int htkv_apikey_token_parse(const char *token, unsigned char *id, unsigned char *secret);
+/* Write the token of key @p id with @p secret into @p token (HTKV_AUTH_TOKEN_SIZE bytes). */
+void htkv_apikey_token_format(const unsigned char *id, const unsigned char *secret, char *token);
+
 /* Fill a public struct from a decoded record. */
 void htkv_core_user_out(const struct codec_user *u, uint32_t key_id, struct htkv_auth_user *out);
 void htkv_core_key_out(const struct codec_key *k, uint32_t key_id, struct htkv_auth_api_key *out);
