@@ -1,0 +1,291 @@
+/*
+ * make_seeds.c - writes the seed corpora of the fuzz targets: make_seeds DIR fills
+ * DIR/fuzz_rec, DIR/fuzz_manifest, DIR/fuzz_segment_open and DIR/fuzz_apikey_token.
+ *
+ * Design. Every seed is made by the code that makes such bytes in production, never typed in by
+ * hand: records by htkv_rec_encode(), manifests by htkv_open() and the manifest API, segments by
+ * a store written through the public API, tokens by htkv_apikey_token_format(). Inputs are fixed,
+ * so the output only changes when a format does; the seeds in tests/fuzz/corpus/ were made with
+ * it (build-fuzz/fuzz/fuzz_make_seeds tests/fuzz/corpus). Each seed is laid out as its target's
+ * file comment describes (mode bytes, position fields).
+ *
+ * Invariants
+ *   1. Each seed is accepted as valid by its target's model, except those named bad-* or torn-*,
+ *      which carry one deliberate fault.
+ *   2. The segment seeds are of segment 1 of shard 0, the one segment of the store that
+ *      fuzz_segment_open builds around its input.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <htkv/htkv.h>
+
+#include "engine/crc32c.h"
+#include "engine/manifest.h"
+#include "engine/rec.h"
+#include "engine/seg.h"
+/* After the engine's headers: auth/core.h keeps the engine's HTKV_ASSERT when one is defined. */
+#include "auth/core.h"
+#include "tests/fuzz/fuzz_util.h"
+
+static const char *out_root;
+
+static void
+seed_write(const char *target, const char *name, const void *data, size_t len)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", out_root, target);
+    FUZZ_CHECK(mkdir(path, 0755) == 0 || errno == EEXIST);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FUZZ_CHECK(fd >= 0);
+    FUZZ_CHECK(fuzz_write_file(fd, name, data, len) == 0);
+    close(fd);
+    printf("%s/%s: %zu bytes\n", target, name, len);
+}
+
+static void
+quiet_log(int level, const char *msg, void *ctx)
+{
+    (void)level;
+    (void)msg;
+    (void)ctx;
+}
+
+/* ---- fuzz_rec: seg_id u64 | off u64 | val_max u32 | mode u8 | record ------------------------ */
+
+static void
+rec_seed(const char *name, uint64_t seg_id, uint64_t off, uint8_t mode, uint8_t type, uint8_t flags,
+         uint64_t version, const char *key, const void *val, uint32_t val_len)
+{
+    uint32_t key_len = key != NULL ? (uint32_t)strlen(key) : 0;
+    uint64_t size = htkv_rec_size(key_len, val_len);
+    unsigned char *buf = calloc(1, 21 + size);
+    FUZZ_CHECK(buf != NULL);
+    htkv_store64(buf, seg_id);
+    htkv_store64(buf + 8, off);
+    htkv_store32(buf + 16, 1u << 20);
+    buf[20] = mode;
+    FUZZ_CHECK(htkv_rec_encode(buf + 21, seg_id, off, type, flags, version, key, key_len, val,
+                               val_len) == size);
+    if (mode != 0) {
+        buf[21] ^= 0xff; /* the harness rewrites the CRC in this mode */
+    }
+    seed_write("fuzz_rec", name, buf, 21 + size);
+    free(buf);
+}
+
+static void
+rec_seeds(void)
+{
+    unsigned char begin[REC_BEGIN_PAYLOAD] = { 0 }, commit[REC_COMMIT_PAYLOAD] = { 0 };
+    unsigned char seal[REC_SEAL_PAYLOAD];
+    htkv_store32(begin, 2);     /* op_count */
+    htkv_store32(begin + 4, 1); /* part_count */
+    memcpy(commit, begin, sizeof(commit));
+    htkv_store64(seal, 5);         /* record_count */
+    htkv_store64(seal + 8, 65536); /* data_end = its own offset */
+    rec_seed("set", 1, SEG_DATA_OFF, 0, REC_SET, 0, 7, "user:42", "value bytes", 11);
+    rec_seed("del-in-batch", 3, 4096, 0, REC_DEL, REC_F_BATCH, 9, "gone", NULL, 0);
+    rec_seed("begin", 3, 4064, 0, REC_BATCH_BEGIN, 0, 9, NULL, begin, sizeof(begin));
+    rec_seed("commit", 3, 4128, 0, REC_BATCH_COMMIT, 0, 9, NULL, commit, sizeof(commit));
+    rec_seed("seal", 2, 65536, 0, REC_SEAL, 0, 12, NULL, seal, sizeof(seal));
+    rec_seed("crc-fixed-by-harness", 1, 128, 1, REC_SET, 0, 3, "k", "", 0);
+}
+
+/* ---- fuzz_manifest: the file's bytes --------------------------------------------------------- */
+
+/* Read MANIFEST-<number> of @p dir, renumbered 1 (the number the harness's CURRENT names). */
+static unsigned char *
+manifest_read(const char *dir, unsigned number, size_t *len)
+{
+    char name[32];
+    snprintf(name, sizeof(name), "MANIFEST-%06u", number);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FUZZ_CHECK(fd >= 0);
+    unsigned char *m;
+    FUZZ_CHECK(fuzz_read_file(fd, name, &m, len) == 0);
+    close(fd);
+    FUZZ_CHECK(*len >= MAN_HDR_BYTES);
+    htkv_store64(m + 16, 1);
+    htkv_store32(m + 28, htkv_crc32c(0, m, 28));
+    return m;
+}
+
+static void
+manifest_seed_store(void)
+{
+    char dir[256];
+    FUZZ_CHECK(fuzz_tmpdir_make(dir, sizeof(dir), "seed-store") == 0);
+    htkv_config cfg;
+    htkv_config_init(&cfg);
+    cfg.data_dir = dir;
+    cfg.shard_count = 4;
+    cfg.sync_mode = HTKV_SYNC_NEVER;
+    cfg.log_fn = quiet_log;
+    htkv_db *db;
+    FUZZ_CHECK(htkv_open(&cfg, &db) == 0);
+    for (int i = 0; i < 8; i++) {
+        char key[16];
+        int n = snprintf(key, sizeof(key), "key-%d", i);
+        FUZZ_CHECK(htkv_put(db, key, (size_t)n, "v", 1) == 0);
+    }
+    FUZZ_CHECK(htkv_close(db) == 0);
+    size_t len;
+    unsigned char *m = manifest_read(dir, 1, &len);
+    seed_write("fuzz_manifest", "store", m, len);
+    free(m);
+    FUZZ_CHECK(fuzz_rmrf(dir) == 0);
+}
+
+static void
+manifest_seed_edits(void)
+{
+    char dir[256];
+    FUZZ_CHECK(fuzz_tmpdir_make(dir, sizeof(dir), "seed-manifest") == 0);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FUZZ_CHECK(fd >= 0);
+    struct manifest *m;
+    FUZZ_CHECK(htkv_manifest_create(fd, 2, 0x0123456789abcdefull, &m) == 0);
+    FUZZ_CHECK(htkv_manifest_add_seg(m, 0, htkv_manifest_next_seg_id(m)) == 0); /* 1 */
+    FUZZ_CHECK(htkv_manifest_add_seg(m, 1, htkv_manifest_next_seg_id(m)) == 0); /* 2 */
+    FUZZ_CHECK(htkv_manifest_add_seg(m, 1, htkv_manifest_next_seg_id(m)) == 0); /* 3 */
+    FUZZ_CHECK(htkv_manifest_drop_seg(m, 1, 2) == 0);
+    FUZZ_CHECK(htkv_manifest_drop_seg(m, 1, 3) == 0);
+    size_t len;
+    unsigned char *b = manifest_read(dir, 1, &len);
+    seed_write("fuzz_manifest", "edits", b, len);
+    /* The last edit cut in the middle, as a crash during its write leaves it. */
+    seed_write("fuzz_manifest", "torn-last-edit", b, len - 9);
+    free(b);
+    /* A rewrite keeps the dropped id 3 used with a NEXT_ID edit. */
+    FUZZ_CHECK(htkv_manifest_rewrite(m) == 0);
+    b = manifest_read(dir, 2, &len);
+    seed_write("fuzz_manifest", "rewritten-next-id", b, len);
+    free(b);
+    htkv_manifest_close(m);
+    close(fd);
+    FUZZ_CHECK(fuzz_rmrf(dir) == 0);
+}
+
+/* ---- fuzz_segment_open: mode u8 | segment bytes ---------------------------------------------- */
+
+static void
+segment_seed(const char *name, uint8_t mode, const unsigned char *seg, size_t len)
+{
+    unsigned char *buf = malloc(1 + len);
+    FUZZ_CHECK(buf != NULL);
+    buf[0] = mode;
+    memcpy(buf + 1, seg, len);
+    seed_write("fuzz_segment_open", name, buf, 1 + len);
+    free(buf);
+}
+
+/* Fill a one-shard store: single puts, an overwrite, a delete and a batch. */
+static void
+segment_fill(htkv_db *db)
+{
+    FUZZ_CHECK(htkv_put(db, "apple", 5, "red", 3) == 0);
+    FUZZ_CHECK(htkv_put(db, "banana", 6, "yellow", 6) == 0);
+    FUZZ_CHECK(htkv_put(db, "cherry", 6, "", 0) == 0);
+    FUZZ_CHECK(htkv_put(db, "apple", 5, "green", 5) == 0);
+    FUZZ_CHECK(htkv_delete(db, "banana", 6) == 0);
+    htkv_batch *b;
+    FUZZ_CHECK(htkv_batch_create(&b) == 0);
+    FUZZ_CHECK(htkv_batch_put(b, "date", 4, "brown", 5) == 0);
+    FUZZ_CHECK(htkv_batch_put(b, "elder", 5, "black", 5) == 0);
+    FUZZ_CHECK(htkv_batch_delete(b, "cherry", 6) == 0);
+    FUZZ_CHECK(htkv_write(db, b) == 0);
+    htkv_batch_destroy(b);
+}
+
+static void
+segment_seeds(void)
+{
+    char dir[256];
+    FUZZ_CHECK(fuzz_tmpdir_make(dir, sizeof(dir), "seed-segment") == 0);
+    htkv_config cfg;
+    htkv_config_init(&cfg);
+    cfg.data_dir = dir;
+    cfg.shard_count = 1;
+    cfg.sync_mode = HTKV_SYNC_NEVER;
+    cfg.log_fn = quiet_log;
+    htkv_db *db;
+    FUZZ_CHECK(htkv_open(&cfg, &db) == 0);
+    segment_fill(db);
+    FUZZ_CHECK(htkv_close(db) == 0);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/shard-000", dir);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FUZZ_CHECK(fd >= 0);
+    unsigned char *s;
+    size_t len;
+    FUZZ_CHECK(fuzz_read_file(fd, "000000000001.seg", &s, &len) == 0);
+    close(fd);
+    /* The file is padded with zeros to a page: keep the records (8-aligned) only. */
+    while (len > SEG_DATA_OFF && s[len - 1] == 0) {
+        len--;
+    }
+    len = htkv_align_up(len, REC_ALIGN);
+    FUZZ_CHECK(len > SEG_DATA_OFF);
+    const unsigned char *recs = s + SEG_DATA_OFF;
+    size_t recs_len = len - SEG_DATA_OFF;
+    segment_seed("records", 0x00, recs, recs_len);
+    segment_seed("whole-file", 0x01, s, len);
+    segment_seed("records-write", 0x20, recs, recs_len);
+    segment_seed("torn-tail-write", 0x20, recs, recs_len - 5);
+    segment_seed("records-read-only-skip", 0x06, recs, recs_len);
+    free(s);
+    FUZZ_CHECK(fuzz_rmrf(dir) == 0);
+}
+
+/* ---- fuzz_apikey_token: mode u8 | token, or mode u8 | id | secret | edits -------------------- */
+
+static void
+token_seeds(void)
+{
+    unsigned char pair[CODEC_ID_BYTES + CODEC_SECRET_BYTES];
+    for (size_t i = 0; i < sizeof(pair); i++) {
+        pair[i] = (unsigned char)(i * 37 + 11);
+    }
+    char tok[1 + HTKV_AUTH_TOKEN_SIZE];
+    tok[0] = 0x00; /* RAW */
+    htkv_apikey_token_format(pair, pair + CODEC_ID_BYTES, tok + 1);
+    seed_write("fuzz_apikey_token", "valid", tok, 1 + HTKV_AUTH_TOKEN_LEN);
+    tok[HTKV_AUTH_TOKEN_LEN] ^= 0x01; /* last checksum digit */
+    seed_write("fuzz_apikey_token", "bad-checksum", tok, 1 + HTKV_AUTH_TOKEN_LEN);
+    tok[HTKV_AUTH_TOKEN_LEN] ^= 0x01;
+    seed_write("fuzz_apikey_token", "bad-truncated", tok, HTKV_AUTH_TOKEN_LEN);
+
+    unsigned char ed[1 + sizeof(pair) + 8];
+    ed[0] = 0x01; /* EDITED */
+    memcpy(ed + 1, pair, sizeof(pair));
+    seed_write("fuzz_apikey_token", "edited-none", ed, 1 + sizeof(pair));
+    size_t n = 1 + sizeof(pair);
+    ed[n++] = 0; /* set character 10 to 'A' (upper-case hex is refused) */
+    ed[n++] = 10;
+    ed[n++] = 'A';
+    ed[n++] = 2; /* append 'f' */
+    ed[n++] = 'f';
+    seed_write("fuzz_apikey_token", "edited-bad", ed, n);
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR   (writes DIR/fuzz_<target>/<seed>)\n", argv[0]);
+        return 2;
+    }
+    out_root = argv[1];
+    FUZZ_CHECK(mkdir(out_root, 0755) == 0 || errno == EEXIST);
+    rec_seeds();
+    manifest_seed_store();
+    manifest_seed_edits();
+    segment_seeds();
+    token_seeds();
+    return 0;
+}
