@@ -6,12 +6,14 @@
 #   make asan     build + test with address and undefined-behaviour sanitizers into build-asan/
 #   make tsan     build with clang (GCC's TSan rejects atomic_thread_fence) + run the concurrency
 #                 tests with the thread sanitizer into build-tsan/
+#   make fuzz     build the libFuzzer targets with clang into build-fuzz/ and run each for
+#                 FUZZ_SECONDS (default 30) on a copy of its seed corpus (scripts/fuzz.sh)
 #   make format   clang-format every C source in place
 JOBS ?= $(shell nproc)
 BUILD ?= build
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all deps build demo test test-release asan tsan format format-check clean bench peers
+.PHONY: all deps build demo test test-release asan tsan fuzz format format-check clean bench peers
 
 all: build
 
@@ -70,6 +72,12 @@ peers: deps
 	cmake -S . -B build-peers -DHTKV_PEERS=ON -DHTKV_TESTS=OFF -DCMAKE_BUILD_TYPE=Release
 	cmake --build build-peers -j $(JOBS) --target htkv-peers
 	build-peers/htkv-peers $(PEERS_FLAGS)
+
+# make fuzz: not part of make test. Exits non-zero on any crash, leak or hang; the input is kept
+# under build-fuzz/fuzz-run/<target>/.
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	JOBS=$(JOBS) ./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
