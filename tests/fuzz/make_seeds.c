@@ -115,6 +115,21 @@ manifest_read(const char *dir, unsigned number, size_t *len)
     return m;
 }
 
+/* Give the INIT edit (the first edit) of manifest @p m a fixed hash seed, so that the seed file
+ * does not change with the random one of each new store; the edit's CRC is recomputed. */
+static void
+manifest_fix_seed(unsigned char *m, size_t len)
+{
+    size_t e = MAN_HDR_BYTES;
+    FUZZ_CHECK(len >= e + MAN_EDIT_HDR + 16);
+    FUZZ_CHECK(htkv_load32(m + e + 4) == 16);
+    FUZZ_CHECK(htkv_load32(m + e + 8) == MAN_INIT);
+    htkv_store64(m + e + MAN_EDIT_HDR + 8, 0x9e3779b97f4a7c15ull);
+    htkv_store32(m + e, htkv_crc32c(0, m + e + 4, 8 + 16));
+}
+
+/* A store of 4 shards after 8 puts. Its hash seed is fixed before the puts (see above), so that
+ * the keys land in the same shards, and the seed file is the same, every time. */
 static void
 manifest_seed_store(void)
 {
@@ -128,14 +143,24 @@ manifest_seed_store(void)
     cfg.log_fn = quiet_log;
     htkv_db *db;
     FUZZ_CHECK(htkv_open(&cfg, &db) == 0);
+    FUZZ_CHECK(htkv_close(db) == 0);
+    size_t len;
+    unsigned char *m = manifest_read(dir, 1, &len);
+    manifest_fix_seed(m, len);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FUZZ_CHECK(fd >= 0);
+    FUZZ_CHECK(fuzz_write_file(fd, "MANIFEST-000001", m, len) == 0);
+    close(fd);
+    free(m);
+
+    FUZZ_CHECK(htkv_open(&cfg, &db) == 0);
     for (int i = 0; i < 8; i++) {
         char key[16];
         int n = snprintf(key, sizeof(key), "key-%d", i);
         FUZZ_CHECK(htkv_put(db, key, (size_t)n, "v", 1) == 0);
     }
     FUZZ_CHECK(htkv_close(db) == 0);
-    size_t len;
-    unsigned char *m = manifest_read(dir, 1, &len);
+    m = manifest_read(dir, 1, &len);
     seed_write("fuzz_manifest", "store", m, len);
     free(m);
     FUZZ_CHECK(fuzz_rmrf(dir) == 0);
@@ -202,6 +227,54 @@ segment_fill(htkv_db *db)
     htkv_batch_destroy(b);
 }
 
+/* Encode a record at offset @p *off of segment 1 into @p seg, advancing *off. */
+static void
+segment_append(unsigned char *seg, uint64_t *off, uint8_t type, uint8_t flags, uint64_t version,
+               const char *key, const void *val, uint32_t val_len)
+{
+    uint32_t key_len = key != NULL ? (uint32_t)strlen(key) : 0;
+    *off += htkv_rec_encode(seg + *off, 1, *off, type, flags, version, key, key_len, val, val_len);
+}
+
+/*
+ * Segments the store above does not write in a few hundred bytes, made of its @p len bytes plus
+ * records encoded as shard.c writes them: a SEAL (what rotation leaves at the end of a full
+ * segment), and a committed part of a batch that names a second part nowhere to be found.
+ */
+static void
+segment_seeds_extended(const unsigned char *s, size_t len)
+{
+    uint64_t records = 0;
+    struct rec_hdr h;
+    for (uint64_t off = SEG_DATA_OFF; off < len; off += htkv_rec_size(h.key_len, h.val_len)) {
+        FUZZ_CHECK(htkv_rec_check(s + off, len - off, 1, off, 1u << 20, &h) == 0);
+        records++;
+    }
+    size_t cap = len + 256;
+    unsigned char *seg = calloc(1, cap);
+    FUZZ_CHECK(seg != NULL);
+    memcpy(seg, s, len);
+
+    uint64_t off = len;
+    unsigned char seal[REC_SEAL_PAYLOAD];
+    htkv_store64(seal, records);
+    htkv_store64(seal + 8, off);
+    segment_append(seg, &off, REC_SEAL, 0, 1, NULL, seal, sizeof(seal));
+    FUZZ_CHECK(off <= cap);
+    segment_seed("sealed-write", 0x20, seg + SEG_DATA_OFF, off - SEG_DATA_OFF);
+
+    off = len;
+    unsigned char begin[REC_BEGIN_PAYLOAD] = { 0 };
+    htkv_store32(begin, 1);     /* op_count */
+    htkv_store32(begin + 4, 2); /* part_count: the other part is in no segment */
+    segment_append(seg, &off, REC_BATCH_BEGIN, 0, 100, NULL, begin, sizeof(begin));
+    segment_append(seg, &off, REC_SET, REC_F_BATCH, 100, "fig", "purple", 6);
+    segment_append(seg, &off, REC_BATCH_COMMIT, 0, 100, NULL, begin, REC_COMMIT_PAYLOAD);
+    FUZZ_CHECK(off <= cap);
+    segment_seed("batch-missing-part", 0x00, seg + SEG_DATA_OFF, off - SEG_DATA_OFF);
+    free(seg);
+}
+
 static void
 segment_seeds(void)
 {
@@ -238,6 +311,7 @@ segment_seeds(void)
     segment_seed("records-write", 0x20, recs, recs_len);
     segment_seed("torn-tail-write", 0x20, recs, recs_len - 5);
     segment_seed("records-read-only-skip", 0x06, recs, recs_len);
+    segment_seeds_extended(s, len);
     free(s);
     FUZZ_CHECK(fuzz_rmrf(dir) == 0);
 }
