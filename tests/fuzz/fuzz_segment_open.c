@@ -11,6 +11,9 @@
  *   mode bit 3  SMALL   max_value_bytes = 64, so that longer values count as damage
  *   mode bit 4  ALWAYS  HTKV_SYNC_ALWAYS (segments grow with written zeros) instead of NEVER
  *   mode bit 5  WRITE   unless RDONLY: after the reads, put one key, close, reopen, read again
+ *   mode bit 6  TIGHT   max_segment_bytes = 64 KiB (the least allowed) instead of 1 MiB, so that
+ *                       an input of 64 KiB or more (-max_len) is a segment as large as its
+ *                       capacity: the mapping then ends at the end of the file
  *
  * Design. A whole store directory is too much for the fuzzer to build, so the store around the
  * segment is real: LLVMFuzzerInitialize() creates one with htkv_open() (one shard), puts a key
@@ -51,6 +54,7 @@
 #define MODE_SMALL 0x08u
 #define MODE_ALWAYS 0x10u
 #define MODE_WRITE 0x20u
+#define MODE_TIGHT 0x40u
 
 #define TEMPLATE_SEED 0x9e3779b97f4a7c15ull
 #define SHARD_DIR "shard-000"
@@ -265,7 +269,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     htkv_config_init(&cfg);
     cfg.data_dir = dir;
     cfg.shard_count = 1;
-    cfg.max_segment_bytes = 1u << 20;
+    cfg.max_segment_bytes = (mode & MODE_TIGHT) != 0 ? 1u << 16 : 1u << 20;
     cfg.create_if_missing = 0;
     cfg.read_only = (mode & MODE_RDONLY) != 0;
     cfg.recovery = (mode & MODE_SKIP) != 0 ? HTKV_RECOVERY_SKIP_CORRUPT : HTKV_RECOVERY_STRICT;
