@@ -30,7 +30,9 @@
  * the same way in every process. With one shard the seed decides nothing but hash placement.
  *
  * Invariants (checked for every input)
- *   1. htkv_open() returns 0 or a negative code, never crashes, and sets the handle exactly on 0.
+ *   1. htkv_open() never crashes, sets the handle exactly on 0, and returns 0, HTKV_ECORRUPT or
+ *      HTKV_EVERSION: the answers to a damaged segment. Any other negative code (an -errno of
+ *      the scratch file system included) is reported too, as worth a look.
  *   2. Once open, iteration and point reads agree with each other and with htkv_stats().
  *   3. A write acknowledged on a recovered store survives close and reopen.
  *   4. No descriptor and no memory (LeakSanitizer) outlives the run.
