@@ -18,4 +18,4 @@ add_compile_options(-fsanitize=fuzzer-no-link,${HTKV_FUZZ_SANITIZERS}
                     -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 add_link_options(-fsanitize=${HTKV_FUZZ_SANITIZERS})
 
-add_subdirectory(${CMAKE_CURRENT_LIST_DIR}/../tests/fuzz ${CMAKE_BINARY_DIR}/fuzz)
+add_subdirectory(${PROJECT_SOURCE_DIR}/tests/fuzz ${CMAKE_BINARY_DIR}/fuzz)
