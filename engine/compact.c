@@ -90,7 +90,10 @@ is_victim(const struct htkv_db *db, const struct shard *sh, const struct seg *s,
     double ratio;
     uint64_t dead = seg_garbage(s, &ratio);
     if (full) {
-        return dead > 0 || atomic_load_explicit(&s->live_bytes, memory_order_relaxed) == 0;
+        /* With tombstones in the shard, every sealed segment: a tombstone can go only once
+         * nothing older than its segment remains, so the clean segments before it go too. */
+        return dead > 0 || sh->tombstones > 0 ||
+               atomic_load_explicit(&s->live_bytes, memory_order_relaxed) == 0;
     }
     return dead > 0 && ratio >= db->cfg.compaction_min_garbage_ratio;
 }
@@ -102,8 +105,8 @@ seal_active(struct htkv_db *db, struct shard *sh)
     pthread_mutex_lock(&sh->lock);
     int rc = 0;
     struct seg *s = shard_active(sh);
-    if (s != NULL && !sh->failed &&
-        atomic_load_explicit(&s->dead_bytes, memory_order_relaxed) > 0) {
+    if (s != NULL && !sh->failed && s->tail > SEG_DATA_OFF &&
+        (atomic_load_explicit(&s->dead_bytes, memory_order_relaxed) > 0 || sh->tombstones > 0)) {
         rc = htkv_shard_new_segment(sh, 0);
         if (rc != 0) {
             rc = htkv_shard_prepare_failed(db, sh, rc);

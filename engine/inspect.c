@@ -46,6 +46,7 @@
 #include "engine/crc32c.h"
 #include "engine/db.h"
 #include "engine/hash.h"
+#include "engine/hint.h"
 #include "engine/manifest.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
@@ -848,7 +849,7 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         uint32_t shard = htkv_load32(p);
         uint64_t id = htkv_load64(p + 8);
         const char *what = type == MAN_SEG_ADD ? "SEG_ADD" : "SEG_DROP";
-        if (shard >= w->shard_count || id == 0 || htkv_load32(p + 4) != 0) {
+        if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
                    shard, (unsigned long long)id);
             return 0;
@@ -1325,6 +1326,15 @@ htkv_inspect_verify(const char *dir, unsigned flags, htkv_db *db, struct htkv_in
 
 /* ---- figures of an open store ---------------------------------------------------------------- */
 
+/* Whether segment @p s has a hint file beside it (present; htkvctl verify checks it). */
+static bool
+seg_hint_present(const struct seg *s)
+{
+    char hint[4200];
+    htkv_hint_path(hint, sizeof(hint), s->path);
+    return access(hint, F_OK) == 0;
+}
+
 int
 htkv_inspect_segments(htkv_db *db, htkv_inspect_seg_fn fn, void *ctx)
 {
@@ -1349,7 +1359,7 @@ htkv_inspect_segments(htkv_db *db, htkv_inspect_seg_fn fn, void *ctx)
                 .live_bytes = atomic_load_explicit(&s->live_bytes, memory_order_relaxed),
                 .dead_bytes = atomic_load_explicit(&s->dead_bytes, memory_order_relaxed),
                 .sealed = s->sealed,
-                .hint = false, /* this version writes no hint files */
+                .hint = seg_hint_present(s),
             };
         }
         pthread_mutex_unlock(&sh->lock);

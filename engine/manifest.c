@@ -321,7 +321,7 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
             }
         } else if (type == MAN_NEXT_ID && elen == 16 && have_init) {
             uint64_t next = htkv_load64(p + 8);
-            if (htkv_load64(p) != 0 || next == 0) {
+            if (htkv_load64(p) != 0 || next == 0 || next > MAN_SEG_ID_MAX + 1) {
                 rc = HTKV_ECORRUPT;
             } else if (next > m->next_seg_id) {
                 m->next_seg_id = next;
@@ -336,7 +336,8 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
         } else if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && elen == 16 && have_init) {
             uint32_t shard = htkv_load32(p);
             uint64_t id = htkv_load64(p + 8);
-            if (shard >= m->shard_count || id == 0 || htkv_load32(p + 4) != 0) {
+            if (shard >= m->shard_count || id == 0 || id > MAN_SEG_ID_MAX ||
+                htkv_load32(p + 4) != 0) {
                 rc = HTKV_ECORRUPT;
             } else if (type == MAN_SEG_ADD) {
                 rc = man_apply_add(m, shard, id);
@@ -568,6 +569,8 @@ htkv_manifest_next_seg_id(struct manifest *m)
     pthread_mutex_lock(&m->lock);
     uint64_t id = m->next_seg_id++;
     pthread_mutex_unlock(&m->lock);
+    /* 10^12 ids: a segment a microsecond for eleven days. The loader refuses larger ones. */
+    HTKV_ASSERT(id <= MAN_SEG_ID_MAX);
     return id;
 }
 

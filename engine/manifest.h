@@ -24,6 +24,8 @@
 #define MAN_HDR_BYTES 32u
 #define MAN_EDIT_HDR 12u
 #define MAN_SHARDS_MAX 1024u
+/* Largest segment id: file names have 12 decimal digits (NNNNNNNNNNNN.seg). */
+#define MAN_SEG_ID_MAX 999999999999ull
 /* Rewrite the manifest at open once its edit log passes 1 MiB (~40k segment edits). */
 #define MAN_REWRITE_BYTES (1u << 20)
 

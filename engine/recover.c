@@ -529,8 +529,15 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
         s->tail = off;
         if (off > end && s->writable) {
             /* The file ends inside the last record's padding (a cut after its last byte): the
-             * record is whole; give the padding back its bytes before appending after it. */
-            rc = htkv_seg_grow_to(s, htkv_align_up(off, 4096));
+             * record is whole; give the padding back its bytes before appending after it. A
+             * segment whose mapping has no room for them (not the last one, or one as large as
+             * its capacity) takes no more appends: it counts as sealed (it has no SEAL record,
+             * which recovery does not need), so the next write rotates without touching it. */
+            if (htkv_align_up(off, 4096) <= s->map_bytes) {
+                rc = htkv_seg_grow_to(s, htkv_align_up(off, 4096));
+            } else {
+                s->sealed = true;
+            }
         }
         return rc;
     }

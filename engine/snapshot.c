@@ -351,9 +351,13 @@ snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
         }
         uint32_t klen = htkv_load32(m + off), vlen = htkv_load32(m + off + 4);
         uint64_t version = htkv_load64(m + off + 8);
-        if (klen == 0 || klen > HTKV_KEY_MAX || vlen > max_value_bytes ||
-            (uint64_t)klen + vlen > end - off - SNAP_ENT_HDR) {
+        if (klen == 0 || klen > HTKV_KEY_MAX || (uint64_t)klen + vlen > end - off - SNAP_ENT_HDR) {
             return snap_bad(path, "entry length out of range", off);
+        }
+        if (vlen > max_value_bytes) {
+            htkv_set_error("%s: value of %u bytes at offset %llu exceeds max_value_bytes (%u)",
+                           path, vlen, (unsigned long long)off, max_value_bytes);
+            return HTKV_ETOOBIG;
         }
         if (version == 0 || version > in->version) {
             return snap_bad(path, "entry version out of range", off);

@@ -6,6 +6,8 @@
  * of the active segment works on a fresh copy: cuts the file there (or overwrites the rest with
  * seeded junk), reopens, checks, writes, reopens again and checks again.
  */
+#include <unistd.h>
+
 #include "tests/support/testutil.h"
 
 #define NKEYS 40
@@ -337,6 +339,47 @@ test_torn_tail_cut_in_padding_of_last_record(void **state)
     tt_store_fini(&s);
 }
 
+/* Goal: a segment as large as its capacity whose file ends inside its last record's padding
+ * (the record itself whole) opens and reads, instead of recovery asking for room past the
+ * mapping. Method: one record that fills a 64 KiB segment; cut the file at the record's last
+ * byte; reopen writable; read; write more. */
+static void
+test_torn_tail_cut_in_padding_of_full_segment(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("torn-full-pad");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.shard_count = 1;
+    cfg.max_segment_bytes = 64u << 10;
+    htkv_db *db = tu_open(&cfg);
+    static unsigned char val[65450];
+    tu_fill(val, sizeof(val), 77);
+    assert_int_equal(htkv_put(db, "k", 1, val, sizeof(val)), 0);
+    assert_int_equal(htkv_close(db), 0);
+    static char segs[8][4096];
+    size_t n = tu_segments(dir, segs, 8);
+    assert_true(n >= 1);
+    struct tu_rec r[4];
+    size_t nr = tu_seg_scan(segs[n - 1], r, 4);
+    assert_true(nr >= 1);
+    assert_true(r[nr - 1].raw < r[nr - 1].size); /* it has padding */
+    assert_int_equal(tu_truncate(segs[n - 1], r[nr - 1].off + r[nr - 1].raw), 0);
+    char hint[4200];
+    snprintf(hint, sizeof(hint), "%.*s.hint", (int)(strlen(segs[n - 1]) - 4), segs[n - 1]);
+    unlink(hint);
+    db = tu_open(&cfg);
+    tu_expect(db, "k", 1, val, sizeof(val));
+    assert_int_equal(htkv_put(db, "after", 5, "x", 1), 0);
+    assert_int_equal(htkv_close(db), 0);
+    db = tu_open(&cfg);
+    tu_expect(db, "k", 1, val, sizeof(val));
+    tu_expect(db, "after", 5, "x", 1);
+    assert_int_equal(htkv_close(db), 0);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
@@ -345,6 +388,7 @@ main(void)
         cmocka_unit_test(test_torn_tail_last_overwrite_or_delete_cut_at_every_offset),
         cmocka_unit_test(test_torn_tail_only_record_of_new_segment_cut_at_every_offset),
         cmocka_unit_test(test_torn_tail_cut_in_padding_of_last_record),
+        cmocka_unit_test(test_torn_tail_cut_in_padding_of_full_segment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -411,10 +411,39 @@ test_manifest_segment_ids_never_reused(void **state)
     htkv_manifest_close(m);
 }
 
+/* Goal: ids that leave no successor are refused at load (a segment id of 2^64 - 1, or a
+ * NEXT_ID past the 12-digit file names), instead of wrapping next_seg_id to 0 and making the
+ * store unopenable after its next segment. Method: write such edits through the writer. */
+static void
+test_manifest_ids_without_successor_are_corrupt(void **state)
+{
+    struct man_fixture *f = *state;
+    struct manifest *m = NULL;
+    assert_int_equal(htkv_manifest_create(f->dir_fd, 1, 7, &m), 0);
+    assert_int_equal(htkv_manifest_add_seg(m, 0, UINT64_MAX), 0);
+    htkv_manifest_close(m);
+    m = NULL;
+    assert_int_equal(htkv_manifest_load(f->dir_fd, false, &m), HTKV_ECORRUPT);
+    assert_null(m);
+
+    assert_int_equal(htkv_manifest_create(f->dir_fd, 1, 7, &m), 0);
+    assert_int_equal(htkv_manifest_add_seg(m, 0, MAN_SEG_ID_MAX), 0); /* the largest is fine */
+    htkv_manifest_close(m);
+    m = man_load(f, true);
+    m->next_seg_id = UINT64_MAX; /* as a damaged NEXT_ID would leave it */
+    assert_int_equal(htkv_manifest_rewrite(m), 0);
+    htkv_manifest_close(m);
+    m = NULL;
+    assert_int_equal(htkv_manifest_load(f->dir_fd, false, &m), HTKV_ECORRUPT);
+    assert_null(m);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_manifest_ids_without_successor_are_corrupt, man_setup,
+                                        man_teardown),
         cmocka_unit_test_setup_teardown(test_manifest_create_writes_current_and_manifest, man_setup,
                                         man_teardown),
         cmocka_unit_test_setup_teardown(test_manifest_add_drop_survive_reload, man_setup,

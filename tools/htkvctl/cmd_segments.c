@@ -102,6 +102,6 @@ const struct ctl_cmd ctl_cmd_segments = {
     .args = "DIR",
     .summary = "one row per segment: shard, id, bytes, records, live ratio, sealed, hint",
     .help = "LIVE is live bytes / data bytes (batch frames and SEAL count as neither).\n"
-            "HINT is always \"no\": hint files do not exist yet.\n",
+            "HINT says whether a hint file (NNNN.hint) sits beside the segment.\n",
     .run = segments_run,
 };
