@@ -16,6 +16,7 @@
 #include <htkv/replication.h>
 
 #include "engine/db.h"
+#include "engine/inspect.h"
 
 static int
 check_commands(const htkv_command *cmds, size_t n)
@@ -120,4 +121,83 @@ htkv_latest_version(htkv_db *db, uint64_t *out)
     }
     *out = atomic_load_explicit(&db->next_version, memory_order_acquire) - 1;
     return 0;
+}
+
+int
+htkv_snapshot_file_version(const char *path, uint64_t *version, uint64_t *count)
+{
+    if (path == NULL) {
+        return -EINVAL;
+    }
+    uint64_t v = 0, n = 0;
+    int rc = htkv_snapshot_check_file(path, HTKV_VALUE_MAX_LIMIT, &v, &n, NULL);
+    if (rc == 0) {
+        if (version != NULL) {
+            *version = v;
+        }
+        if (count != NULL) {
+            *count = n;
+        }
+    }
+    return rc;
+}
+
+/* ---- the single-node implementation ----------------------------------------------------- */
+
+static int
+local_submit(void *impl, htkv_command *cmds, size_t n, int *outcomes)
+{
+    htkv_db *db = impl;
+    uint64_t latest;
+    int rc = htkv_latest_version(db, &latest);
+    if (rc != 0) {
+        return rc;
+    }
+    /* A log of one node: what is submitted is committed; unversioned commands form the next
+     * entry. (Callers serialise submit() as a log would.) */
+    for (size_t i = 0; i < n; i++) {
+        if (cmds[i].version == 0) {
+            cmds[i].version = latest + 1;
+        }
+    }
+    return htkv_submit(db, cmds, n, outcomes);
+}
+
+static int
+local_latest(void *impl, uint64_t *out)
+{
+    return htkv_latest_version(impl, out);
+}
+
+static int
+local_snapshot_write(void *impl, const char *path, uint64_t *version)
+{
+    int rc = htkv_snapshot_write(impl, path);
+    if (rc == 0 && version != NULL) {
+        rc = htkv_snapshot_file_version(path, version, NULL);
+    }
+    return rc;
+}
+
+static int
+local_snapshot_install(void *impl, const char *path)
+{
+    return htkv_snapshot_restore(impl, path);
+}
+
+static int
+local_changes_since(void *impl, uint64_t version, htkv_changes **out)
+{
+    return htkv_changes_since(impl, version, out);
+}
+
+void
+htkv_local_replication(htkv_db *db, htkv_replication *out)
+{
+    *out = (htkv_replication){ .submit = local_submit,
+                               .latest_version = local_latest,
+                               .snapshot_write = local_snapshot_write,
+                               .snapshot_install = local_snapshot_install,
+                               .changes_since = local_changes_since,
+                               .impl = db };
 }

@@ -134,6 +134,49 @@ HTKV_API void htkv_changes_destroy(htkv_changes *c);
  */
 HTKV_API HTKV_MUST_USE int htkv_latest_version(htkv_db *db, uint64_t *out);
 
+/**
+ * Read the version and entry count of the snapshot file at @p path, after checking it whole as
+ * htkv_snapshot_restore() does (a follower checks what it received before installing it).
+ * @param[in]  path     Snapshot file; borrowed.
+ * @param[out] version  The highest version the snapshot covers; may be NULL.
+ * @param[out] count    Its number of keys; may be NULL.
+ * @return 0; HTKV_ECORRUPT (htkv_last_error() says where); HTKV_EVERSION; -EINVAL; -errno.
+ * @context Any thread; no store needed. Reads the whole file.
+ */
+HTKV_API HTKV_MUST_USE int htkv_snapshot_file_version(const char *path, uint64_t *version,
+                                                      uint64_t *count);
+
+/**
+ * The replication interface a consensus layer drives, as a table of calls on an implementation.
+ * A Raft integration implements submit() by appending the commands to its log and, once the
+ * entry is committed, applying it on every replica with htkv_submit() and the entry's index as
+ * version; latest_version() tells it where a restarted replica stands; snapshot_write() and
+ * snapshot_install() back its snapshot transfer; changes_since() serves a follower that is only
+ * a little behind without a snapshot.
+ */
+typedef struct htkv_replication {
+    /** Order and apply @p n commands; a version of 0 asks the implementation to assign one
+     *  (the single-node one gives all of them latest + 1: one atomic batch). Returns as
+     *  htkv_submit(). */
+    int (*submit)(void *impl, htkv_command *cmds, size_t n, int *outcomes);
+    int (*latest_version)(void *impl, uint64_t *out); /**< htkv_latest_version() */
+    int (*snapshot_write)(void *impl, const char *path, uint64_t *version); /**< with its version */
+    int (*snapshot_install)(void *impl, const char *path);                  /**< restore, checked */
+    int (*changes_since)(void *impl, uint64_t version, htkv_changes **out); /**< the change feed */
+    void *impl; /**< The implementation's state (for the local one: the htkv_db). */
+} htkv_replication;
+
+/**
+ * Fill @p out with the single-node implementation over @p db: submit() assigns versions (when
+ * given 0) and calls htkv_submit(); the rest call htkv_latest_version(),
+ * htkv_snapshot_write() (then htkv_snapshot_file_version()), htkv_snapshot_restore() and
+ * htkv_changes_since(). See examples/replication_local.c.
+ * @param[in]  db   Open store; kept (the table refers to it until the store is closed).
+ * @param[out] out  The table.
+ * @context Any thread. Never fails.
+ */
+HTKV_API void htkv_local_replication(htkv_db *db, htkv_replication *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -313,8 +313,12 @@ test_replication_snapshot_install_then_replay(void **state)
     char snap[4200];
     snprintf(snap, sizeof(snap), "%s/leader.snap", dl);
     assert_int_equal(htkv_snapshot_write(leader, snap), 0);
-    uint64_t at_snap;
+    uint64_t at_snap, file_version = 0, keys = 0;
     assert_int_equal(htkv_latest_version(leader, &at_snap), 0);
+    assert_int_equal(htkv_snapshot_file_version(snap, &file_version, &keys), 0);
+    assert_int_equal(file_version, at_snap);
+    assert_int_equal(keys, tu_stats(leader).live_keys);
+    assert_int_equal(htkv_snapshot_file_version("/nonexistent.snap", NULL, NULL), -ENOENT);
     submit_all(leader, &l, mid, l.n, NULL);
     assert_int_equal(htkv_snapshot_restore(follower, snap), 0);
     uint64_t v;
