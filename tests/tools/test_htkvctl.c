@@ -721,7 +721,7 @@ test_htkvctl_segments_and_stats(void **state)
     }
     assert_int_equal(rows, nsegs);
     expect_json_member(r.out, "live_ratio", NULL);
-    expect_json_member(r.out, "hint", "false");
+    expect_json_member(r.out, "hint", "true"); /* close wrote a hint beside every segment */
     run_free(&r);
 
     RUN(&r, "--json", "stats", dir);
