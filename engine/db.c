@@ -187,6 +187,52 @@ syncer_main(void *arg)
     return NULL;
 }
 
+/* ---- OPTIONS ------------------------------------------------------------------------------ */
+
+static const char *
+sync_mode_name(int m)
+{
+    return m == HTKV_SYNC_ALWAYS ? "always" : m == HTKV_SYNC_NEVER ? "never" : "interval";
+}
+
+/*
+ * DIR/OPTIONS: the configuration of the last writable open, for operators (htkvctl info). It
+ * is informational: written through OPTIONS.tmp and a rename but not fsynced (an open must not
+ * pay two syncs for it), never read by the engine, and a lost or stale copy changes nothing.
+ */
+static void
+write_options(struct htkv_db *db)
+{
+    char buf[1024];
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[32] = "unknown";
+    if (gmtime_r(&now, &tm) != NULL) {
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    const htkv_config *c = &db->cfg;
+    int n = snprintf(buf, sizeof(buf),
+                     "# htkv: configuration of the last writable open (informational)\n"
+                     "opened_at=%s\nsync_mode=%s\nfsync_interval_ms=%u\nworker_threads=%u\n"
+                     "shard_count=%u\nmax_segment_bytes=%llu\ncompaction_interval_ms=%u\n"
+                     "compaction_min_garbage_ratio=%.3f\nhint_files=%d\n",
+                     when, sync_mode_name(c->sync_mode), c->fsync_interval_ms, db->nworkers,
+                     db->shard_count, (unsigned long long)c->max_segment_bytes,
+                     c->compaction_interval_ms, c->compaction_min_garbage_ratio, c->hint_files);
+    if (n <= 0 || (size_t)n >= sizeof(buf)) {
+        return;
+    }
+    int fd = openat(db->dir_fd, "OPTIONS.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return;
+    }
+    bool ok = write(fd, buf, (size_t)n) == n;
+    close(fd);
+    if (!ok || renameat(db->dir_fd, "OPTIONS.tmp", db->dir_fd, "OPTIONS") != 0) {
+        unlinkat(db->dir_fd, "OPTIONS.tmp", 0);
+    }
+}
+
 /* ---- compactor (compaction_interval_ms > 0) -------------------------------------------------- */
 
 /* One background pass, then the snapshot it may call for. compact_lock held. */
@@ -269,6 +315,7 @@ is_store_name(const char *name)
     unsigned s;
     char c;
     return strcmp(name, "LOCK") == 0 || strcmp(name, "CURRENT.tmp") == 0 ||
+           strcmp(name, "OPTIONS") == 0 || strcmp(name, "OPTIONS.tmp") == 0 ||
            (sscanf(name, "MANIFEST-%6llu%c", &n, &c) == 1 && strlen(name) == 15) ||
            (sscanf(name, "shard-%3u%c", &s, &c) == 1 && strlen(name) == 9);
 }
@@ -542,6 +589,9 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     }
     if (rc != 0) {
         goto fail;
+    }
+    if (!db->read_only) {
+        write_options(db);
     }
     *out = db;
     return 0;

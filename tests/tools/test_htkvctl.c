@@ -665,7 +665,7 @@ test_htkvctl_info_text_and_json(void **state)
     expect_contains(r.out, line);
     expect_contains(r.out, "format version: 1\n");
     expect_contains(r.out, "shards:         4\n");
-    expect_contains(r.out, "sync mode:      unknown");
+    expect_contains(r.out, "sync mode:      never (of the last writable open)");
     expect_contains(r.out, "index memory:");
     expect_contains(r.out, "dead bytes:");
     run_free(&r);
@@ -677,7 +677,7 @@ test_htkvctl_info_text_and_json(void **state)
     expect_json_member(r.out, "live_keys", line);
     expect_json_member(r.out, "format_version", "1");
     expect_json_member(r.out, "shards", "4");
-    expect_json_member(r.out, "sync_mode", "\"unknown\"");
+    expect_json_member(r.out, "sync_mode", "\"never\"");
     const char *keys[] = { "segments", "live_bytes", "dead_bytes", "last_version", "index_bytes" };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         expect_json_member(r.out, keys[i], NULL);

@@ -2,12 +2,42 @@
  * cmd_info.c - `htkvctl info DIR`: what the store is (format, shards, segments) and how full
  * (live keys, live and dead bytes, last version, index memory), from a read-only open.
  *
- * The sync mode a store was last opened with is not recorded on disk (format version 1), so it
- * is reported as "unknown".
+ * The sync mode of the last writable open comes from DIR/OPTIONS, which the engine writes at
+ * each writable open (informational, not synced): "unknown" when it is missing.
  */
+#include <stdio.h>
+#include <string.h>
+
 #include "tools/htkvctl/ctl.h"
 
 #include "engine/inspect.h"
+
+/* The value of "sync_mode=" in DIR/OPTIONS: "always", "interval", "never", or "unknown". */
+static const char *
+last_sync_mode(const struct ctl *c)
+{
+    static const char *const modes[] = { "always", "interval", "never" };
+    char path[4200], line[256];
+    snprintf(path, sizeof(path), "%s/OPTIONS", c->dir);
+    const char *mode = "unknown";
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return mode;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "sync_mode=", 10) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+                if (strcmp(line + 10, modes[i]) == 0) {
+                    mode = modes[i];
+                }
+            }
+            break;
+        }
+    }
+    fclose(f);
+    return mode;
+}
 
 static void
 info_text(const struct ctl *c, const struct htkv_stats *st, const struct htkv_inspect_store *ms)
@@ -32,7 +62,7 @@ info_text(const struct ctl *c, const struct htkv_stats *st, const struct htkv_in
     printf("last version:   %llu\n", (unsigned long long)st->last_version);
     printf("index memory:   %llu (%s, estimate)\n", (unsigned long long)st->index_bytes,
            ctl_human_bytes(h, sizeof(h), st->index_bytes));
-    printf("sync mode:      unknown (not recorded on disk)\n");
+    printf("sync mode:      %s (of the last writable open)\n", last_sync_mode(c));
     if (st->truncated_bytes > 0) {
         printf("torn tail:      %llu bytes ignored by this read-only open\n",
                (unsigned long long)st->truncated_bytes);
@@ -61,7 +91,7 @@ info_json(const struct ctl *c, const struct htkv_stats *st, const struct htkv_in
     json_kv_u64(&j, "disk_bytes", st->disk_bytes);
     json_kv_u64(&j, "last_version", st->last_version);
     json_kv_u64(&j, "index_bytes", st->index_bytes);
-    json_kv_string(&j, "sync_mode", "unknown");
+    json_kv_string(&j, "sync_mode", last_sync_mode(c));
     json_kv_u64(&j, "torn_tail_bytes", st->truncated_bytes);
     json_kv_bool(&j, "unlocked", c->read_only);
     json_object_end(&j);
@@ -105,6 +135,7 @@ const struct ctl_cmd ctl_cmd_info = {
     .name = "info",
     .args = "DIR",
     .summary = "format, shards, segments, live keys, live/dead bytes, last version, index memory",
-    .help = "The sync mode of the last open is not recorded on disk: it prints as \"unknown\".\n",
+    .help = "SYNC MODE is that of the last writable open, from DIR/OPTIONS (\"unknown\" when the\n"
+            "file is missing).\n",
     .run = info_run,
 };
