@@ -7,7 +7,8 @@
  * compacted too). A victim is read in steps of COMPACT_STEP_BYTES under its shard's lock, so
  * writers of the shard wait at most one step and readers never wait. For each record of a step:
  *
- *   - a record that is not the head of its key in the index is garbage and is skipped;
+ *   - a record that is not the head of its key in the index is garbage and is skipped, unless the
+ *     head is not published yet (readers still see an older version: the victim waits);
  *   - a live head is appended, with its own version and type, to the shard's active segment and
  *     the index (and trie) entry is replaced by one pointing at the copy; the reader that still
  *     holds the old entry reads the same bytes from the victim, which stays mapped (below);
@@ -300,10 +301,12 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
             const unsigned char *key = v->map + *off + REC_HDR_BYTES;
             uint64_t hash = htkv_hash(key, h.key_len, db->hash_seed);
             struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, h.key_len);
+            if (e != NULL && e->version > visible) {
+                /* The key's newest write is not published yet (a group sync is in flight):
+                 * readers still see an older version, which may be this very record. */
+                return STEP_POSTPONE;
+            }
             if (e != NULL && e->seg == v && e->off == *off) {
-                if (e->version > visible) {
-                    return STEP_POSTPONE; /* not published yet (a group sync is in flight) */
-                }
                 size_t pend = SIZE_MAX;
                 if (e->version > upto && !pending_find(sh, e, &pend)) {
                     return STEP_POSTPONE;
