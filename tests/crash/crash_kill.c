@@ -1,5 +1,7 @@
 /*
  * crash_kill.c - kill -9 a writer at random moments; every acknowledged write must survive.
+ * The writer also compacts: a full pass every 400 operations and background passes every 25 ms
+ * (with their snapshots), so kills land inside compaction as well.
  *
  * Each cycle forks a child that opens the store and writes seeded random puts, deletes and
  * batches as fast as it can, reporting each operation to the parent through a pipe after the
@@ -162,6 +164,15 @@ child_main(const htkv_config *cfg, uint64_t seed, uint64_t first_seq, int fd)
                     htkv_strerror(rc));
             _exit(3);
         }
+        if (seq % 400 == 0) {
+            /* A full pass now and then: the kill may land anywhere in it. */
+            rc = htkv_compact_now(db);
+            if (rc != 0) {
+                fprintf(stderr, "child: compact_now: %s (%s)\n", htkv_strerror(rc),
+                        htkv_last_error());
+                _exit(6);
+            }
+        }
     }
 }
 
@@ -222,8 +233,11 @@ crash_cycles(int sync_mode, const char *name)
     char *dir = tu_tmpdir(tag);
     htkv_config cfg;
     tu_config(&cfg, dir, sync_mode);
-    cfg.max_segment_bytes = 1u << 20;
+    cfg.max_segment_bytes = 256u << 10;
     cfg.fsync_interval_ms = 5;
+    /* Background compaction (and its snapshots) runs under the kills too. */
+    cfg.compaction_interval_ms = 25;
+    cfg.compaction_min_garbage_ratio = 0.3;
     struct key_state *model = calloc(NKEYS, sizeof(*model));
     struct key_state *with = calloc(NKEYS, sizeof(*with));
     unsigned char *want = malloc(4096);
