@@ -1,9 +1,11 @@
 # Thin wrapper over CMake. Every target installs missing Debian packages first (scripts/deps.sh).
 #   make demo     set up, build, run examples/basic_kv on a fresh directory
 #   make test     set up, build, run every test: release (inline, workers on io_uring, workers
-#                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests)
+#                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests), then a
+#                 short fuzz run (fuzz-smoke)
 #   make build    configure + build (Release with debug info) into build/
 #   make asan     build + test with address and undefined-behaviour sanitizers into build-asan/
+#   make fuzz-smoke  the fuzz targets for FUZZ_SMOKE_SECONDS (5) each: the last step of make test
 #   make tsan     build with clang (GCC's TSan rejects atomic_thread_fence) + run the concurrency
 #                 tests with the thread sanitizer into build-tsan/
 #   make fuzz     build the libFuzzer targets with clang into build-fuzz/ and run each for
@@ -13,7 +15,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all deps build demo test test-release asan tsan fuzz format format-check clean bench peers
+.PHONY: all deps build demo test test-release asan tsan fuzz fuzz-smoke format format-check clean bench peers
 
 all: build
 
@@ -51,7 +53,12 @@ tsan: deps
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	    ctest $(CTEST_FLAGS) -j $(JOBS) -L concurrency
 
-test: test-release asan tsan
+# A short fuzz run (FUZZ_SMOKE_SECONDS per target) on the seed corpora, regressions included.
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz-smoke: deps
+	JOBS=$(JOBS) ./scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+test: test-release asan tsan fuzz-smoke
 	@echo "make test: all suites passed"
 
 # make bench: the Google Benchmark table (bench/, built with -DHTKV_BENCH=ON into build-bench/),
@@ -73,7 +80,7 @@ peers: deps
 	cmake --build build-peers -j $(JOBS) --target htkv-peers
 	build-peers/htkv-peers $(PEERS_FLAGS)
 
-# make fuzz: not part of make test. Exits non-zero on any crash, leak or hang; the input is kept
+# make fuzz: longer runs than make test's fuzz-smoke. Exits non-zero on any crash, leak or hang; the input is kept
 # under build-fuzz/fuzz-run/<target>/.
 FUZZ_SECONDS ?= 30
 fuzz: deps

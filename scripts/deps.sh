@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(
-    build-essential cmake pkg-config clang
+    build-essential cmake pkg-config clang libclang-rt-14-dev
     liburing-dev libsodium-dev libargon2-dev libjemalloc-dev
     libcmocka-dev libbenchmark-dev
 )
