@@ -97,7 +97,7 @@ template_fix_seed(unsigned char *m, size_t len)
     htkv_store32(m + e, htkv_crc32c(0, m + e + 4, 8 + 16));
 }
 
-/* Name of the only file in the template's shard directory. */
+/* Name of the only segment file (*.seg) in the template's shard directory. */
 static void
 template_find_segment(const char *dir)
 {
@@ -108,7 +108,8 @@ template_find_segment(const char *dir)
     int n = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] != '.') {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] != '.' && len > 4 && strcmp(de->d_name + len - 4, ".seg") == 0) {
             FUZZ_CHECK(strlen(de->d_name) < sizeof(tpl.seg_name));
             snprintf(tpl.seg_name, sizeof(tpl.seg_name), "%s", de->d_name);
             n++;
@@ -154,6 +155,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.data_dir = dir;
     cfg.shard_count = 1;
     cfg.sync_mode = HTKV_SYNC_NEVER;
+    cfg.hint_files = 0; /* the template is one segment file, nothing beside it */
     cfg.log_fn = quiet_log;
     htkv_db *db;
     FUZZ_CHECK(htkv_open(&cfg, &db) == 0);
