@@ -380,6 +380,38 @@ snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
     return 0;
 }
 
+/*
+ * Map the snapshot at @p path read-only into @p in and check it whole (snap_check()). On return
+ * in->map is the mapping (munmap it) or NULL. 0, HTKV_ECORRUPT, HTKV_EVERSION, HTKV_ETOOBIG or
+ * -errno of open/fstat/mmap (htkv_last_error() names the file).
+ */
+static int
+snap_map_check(const char *path, uint32_t max_value_bytes, struct snap_in *in)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        htkv_set_error("%s: cannot open", path);
+        return rc;
+    }
+    struct stat st;
+    int rc = fstat(fd, &st) == 0 ? 0 : -errno;
+    if (rc == 0 && st.st_size < (off_t)(SNAP_HDR_BYTES + SNAP_TRAILER_BYTES)) {
+        rc = snap_bad(path, "too short for a snapshot", 0);
+    }
+    if (rc == 0) {
+        in->size = (uint64_t)st.st_size;
+        void *m = mmap(NULL, in->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        rc = m == MAP_FAILED ? -errno : 0;
+        in->map = rc == 0 ? m : NULL;
+    }
+    close(fd);
+    if (rc == 0) {
+        rc = snap_check(max_value_bytes, path, in);
+    }
+    return rc;
+}
+
 /* ---- restoring ----------------------------------------------------------------------------- */
 
 /* What restore builds for one shard before the commit point. */
@@ -658,26 +690,8 @@ htkv_snapshot_restore(htkv_db *db, const char *path)
     if (db->read_only) {
         return HTKV_EREADONLY;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return -errno;
-    }
-    struct stat st;
     struct snap_in in = { 0 };
-    int rc = fstat(fd, &st) == 0 ? 0 : -errno;
-    if (rc == 0 && st.st_size < (off_t)(SNAP_HDR_BYTES + SNAP_TRAILER_BYTES)) {
-        rc = snap_bad(path, "too short for a snapshot", 0);
-    }
-    if (rc == 0) {
-        in.size = (uint64_t)st.st_size;
-        void *m = mmap(NULL, in.size, PROT_READ, MAP_PRIVATE, fd, 0);
-        rc = m == MAP_FAILED ? -errno : 0;
-        in.map = rc == 0 ? m : NULL;
-    }
-    close(fd);
-    if (rc == 0) {
-        rc = snap_check(db->cfg.max_value_bytes, path, &in);
-    }
+    int rc = snap_map_check(path, db->cfg.max_value_bytes, &in);
     struct shard_new *ns = NULL;
     struct seg ***olds = NULL;
     size_t *nolds = NULL;
@@ -740,28 +754,8 @@ htkv_snapshot_check_file(const char *path, uint32_t max_value_bytes, uint64_t *v
         return -EINVAL;
     }
     snap_bad_off = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int rc = -errno;
-        htkv_set_error("%s: cannot open", path);
-        return rc;
-    }
-    struct stat st;
     struct snap_in in = { 0 };
-    int rc = fstat(fd, &st) == 0 ? 0 : -errno;
-    if (rc == 0 && st.st_size < (off_t)(SNAP_HDR_BYTES + SNAP_TRAILER_BYTES)) {
-        rc = snap_bad(path, "too short for a snapshot", 0);
-    }
-    if (rc == 0) {
-        in.size = (uint64_t)st.st_size;
-        void *m = mmap(NULL, in.size, PROT_READ, MAP_PRIVATE, fd, 0);
-        rc = m == MAP_FAILED ? -errno : 0;
-        in.map = rc == 0 ? m : NULL;
-    }
-    close(fd);
-    if (rc == 0) {
-        rc = snap_check(max_value_bytes, path, &in);
-    }
+    int rc = snap_map_check(path, max_value_bytes, &in);
     if (rc == HTKV_EVERSION) {
         snap_bad_off = 8; /* the format field */
     }
