@@ -25,6 +25,7 @@
 #include "engine/hash.h"
 #include "engine/inspect.h"
 #include "engine/rec.h"
+#include "uring/ur_fault.h"
 
 HTKV_STATIC_ASSERT(HINT_HDR_BYTES == 64, "hint header is 64 bytes");
 HTKV_STATIC_ASSERT(HINT_ENT_BYTES == 32, "hint entry is 32 bytes");
@@ -158,12 +159,19 @@ htkv_hint_write(struct htkv_db *db, struct seg *s)
     if (fd < 0) {
         rc = -errno;
     } else {
-        rc = write_all(fd, buf, len);
+        rc = htkv_fault_hit(HTKV_FAULT_WRITE);
+        rc = rc == 0 ? write_all(fd, buf, len) : rc == -HTKV_FAULT_TORN ? -EIO : rc;
+        if (rc == 0) {
+            rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+        }
         if (rc == 0 && fdatasync(fd) != 0) {
             rc = -errno;
         }
         close(fd);
         htkv_compact_hook_call("hint-written");
+        if (rc == 0) {
+            rc = htkv_fault_hit(HTKV_FAULT_RENAME);
+        }
         if (rc == 0 && rename(tmp, path) != 0) {
             rc = -errno;
         }

@@ -8,6 +8,7 @@
  *   3. An edit is appended at file_bytes and fdatasynced before the call returns.
  */
 #include "engine/manifest.h"
+#include "uring/ur_fault.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,6 +23,14 @@
 static int
 full_pwrite(int fd, const void *p, size_t n, off_t off)
 {
+    int frc = htkv_fault_hit(HTKV_FAULT_WRITE);
+    if (frc == -HTKV_FAULT_TORN) {
+        (void)!pwrite(fd, p, n / 2, off); /* a torn write: half of it, then an error */
+        return -EIO;
+    }
+    if (frc != 0) {
+        return frc;
+    }
     const unsigned char *s = p;
     while (n > 0) {
         ssize_t w = pwrite(fd, s, n, off);
@@ -38,6 +47,17 @@ full_pwrite(int fd, const void *p, size_t n, off_t off)
     return 0;
 }
 
+/* fsync with fault injection (a failed sync of a file being written fails the write). */
+static int
+man_fsync(int fd)
+{
+    int rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    return rc;
+}
+
 int
 htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len)
 {
@@ -48,10 +68,13 @@ htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t le
         return -errno;
     }
     int rc = full_pwrite(fd, data, len, 0);
-    if (rc == 0 && fsync(fd) != 0) {
-        rc = -errno;
+    if (rc == 0) {
+        rc = man_fsync(fd);
     }
     close(fd);
+    if (rc == 0) {
+        rc = htkv_fault_hit(HTKV_FAULT_RENAME);
+    }
     if (rc == 0 && renameat(dir_fd, tmp, dir_fd, name) != 0) {
         rc = -errno;
     }
@@ -210,8 +233,8 @@ man_write_full(struct manifest *m, uint64_t number)
         goto out;
     }
     rc = full_pwrite(fd, buf, n, 0);
-    if (rc == 0 && fsync(fd) != 0) {
-        rc = -errno;
+    if (rc == 0) {
+        rc = man_fsync(fd);
     }
     if (rc == 0 && fsync(m->dir_fd) != 0) {
         rc = -errno;
@@ -479,6 +502,9 @@ man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
         return 0;
     }
     int rc = full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
+    if (rc == 0) {
+        rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+    }
     if (rc == 0 && fdatasync(m->fd) != 0) {
         rc = -errno;
     }

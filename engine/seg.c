@@ -8,6 +8,7 @@
  *   3. The header is written and fsynced before the file is handed out.
  */
 #include "engine/seg.h"
+#include "uring/ur_fault.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -60,6 +61,10 @@ seg_hdr_check(const unsigned char *h, uint32_t shard, uint64_t id)
 static int
 seg_allocate(int fd, uint64_t from, uint64_t to, bool zero_fill)
 {
+    int frc = htkv_fault_hit(HTKV_FAULT_ALLOC);
+    if (frc != 0) {
+        return frc;
+    }
     if (!zero_fill) {
         if (fallocate(fd, 0, (off_t)from, (off_t)(to - from)) == 0) {
             return 0;
@@ -126,7 +131,8 @@ htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint
         return -ENOMEM;
     }
     int rc;
-    s->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int frc = htkv_fault_hit(HTKV_FAULT_CREATE);
+    s->fd = frc != 0 ? (errno = -frc, -1) : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (s->fd < 0) {
         rc = -errno;
         goto fail_free;
@@ -272,6 +278,10 @@ htkv_seg_grow_to(struct seg *s, uint64_t size)
 int
 htkv_seg_sync(struct seg *s)
 {
+    int rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+    if (rc != 0) {
+        return rc;
+    }
     if (fdatasync(s->fd) != 0) {
         return -errno;
     }

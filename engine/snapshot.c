@@ -47,6 +47,7 @@
 #include "engine/hint.h"
 #include "engine/inspect.h"
 #include "engine/rec.h"
+#include "uring/ur_fault.h"
 
 #define SNAP_MAGIC "HTKVSNP1"
 #define SNAP_END_MAGIC "HTKVSEND"
@@ -70,6 +71,10 @@ struct snap_out {
 static void
 out_flush(struct snap_out *o)
 {
+    int frc = htkv_fault_hit(HTKV_FAULT_WRITE);
+    if (frc != 0 && o->rc == 0) {
+        o->rc = frc == -HTKV_FAULT_TORN ? -EIO : frc;
+    }
     size_t done = 0;
     while (o->rc == 0 && done < o->used) {
         ssize_t w = pwrite(o->fd, o->buf + done, o->used - done, (off_t)(o->off + done));
@@ -209,10 +214,16 @@ snapshot_write(struct htkv_db *db, const char *path)
         out_flush(&o);
         rc = o.rc;
     }
+    if (rc == 0) {
+        rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+    }
     if (rc == 0 && fsync(o.fd) != 0) {
         rc = -errno;
     }
     htkv_compact_hook_call("snapshot-written");
+    if (rc == 0) {
+        rc = htkv_fault_hit(HTKV_FAULT_RENAME);
+    }
     if (rc == 0 && rename(tmp, path) != 0) {
         rc = -errno;
     }

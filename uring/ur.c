@@ -18,8 +18,10 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "uring/ur_fault.h"
 
-#define UR_EFD_TAG UINT64_MAX /* user_data of the eventfd read */
+#define UR_EFD_TAG UINT64_MAX         /* user_data of the eventfd read */
+#define UR_FAULT_TAG (UINT64_MAX - 1) /* user_data of a NOP standing for a faulted fsync */
 
 static int
 uring_setup(struct ur *u, unsigned depth)
@@ -104,11 +106,13 @@ int
 htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
 {
     HTKV_ASSERT(user_data != UR_EFD_TAG);
+    HTKV_ASSERT(user_data != UR_FAULT_TAG);
     if (u->inflight >= UR_MAX_INFLIGHT) {
         return -EBUSY;
     }
+    int fault = htkv_fault_hit(HTKV_FAULT_SYNC);
     if (u->backend == UR_SYNC) {
-        int res = fdatasync(fd) == 0 ? 0 : -errno;
+        int res = fault != 0 ? fault : fdatasync(fd) == 0 ? 0 : -errno;
         u->done[u->ndone++] = (struct ur_done){ .user_data = user_data, .res = res };
         u->inflight++;
         return 0;
@@ -116,6 +120,15 @@ htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
     struct io_uring_sqe *sqe = get_sqe(u->ring);
     if (sqe == NULL) {
         return -EBUSY;
+    }
+    if (fault != 0) {
+        /* The fault replaces this fsync's result: a no-op stands in for it in the ring. */
+        io_uring_prep_nop(sqe);
+        u->faults[u->nfaults++ % UR_MAX_INFLIGHT] =
+            (struct ur_done){ .user_data = user_data, .res = fault };
+        io_uring_sqe_set_data64(sqe, UR_FAULT_TAG);
+        u->inflight++;
+        return 0;
     }
     io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
     io_uring_sqe_set_data64(sqe, user_data);
@@ -161,6 +174,14 @@ uring_reap(struct ur *u, ur_complete_fn fn, void *ctx)
         seen++;
         if (ud == UR_EFD_TAG) {
             u->efd_armed = false;
+            continue;
+        }
+        if (ud == UR_FAULT_TAG) {
+            HTKV_ASSERT(u->fault_head != u->nfaults);
+            const struct ur_done *d = &u->faults[u->fault_head++ % UR_MAX_INFLIGHT];
+            u->inflight--;
+            fn(ctx, d->user_data, d->res);
+            delivered++;
             continue;
         }
         u->inflight--;

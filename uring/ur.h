@@ -45,6 +45,10 @@ struct ur {
     /* UR_SYNC: completions not yet delivered. */
     struct ur_done done[UR_MAX_INFLIGHT];
     unsigned ndone;
+    /* UR_URING: results of fsyncs replaced by an injected fault (ur_fault.h), in submission
+     * order; each stands behind a NOP tagged UR_FAULT_TAG in the ring. */
+    struct ur_done faults[UR_MAX_INFLIGHT];
+    unsigned nfaults, fault_head;
 };
 
 /* Callback for each completion: @p user_data as submitted, @p res = 0 or -errno. */
