@@ -21,6 +21,7 @@
 #include "engine/db.h"
 
 #include "engine/compact.h"
+#include "uring/ur_fault.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -377,6 +378,7 @@ create_store(struct htkv_db *db)
     if (fsync(db->dir_fd) != 0) {
         return -errno;
     }
+    htkv_fault_synced(db->dir_fd);
     /* The manifest write ends with CURRENT: the store exists from that point on. */
     return htkv_manifest_create(db->dir_fd, shards, seed, &db->man);
 }

@@ -55,6 +55,9 @@ man_fsync(int fd)
     if (rc == 0 && fsync(fd) != 0) {
         rc = -errno;
     }
+    if (rc == 0) {
+        htkv_fault_synced(fd);
+    }
     return rc;
 }
 
@@ -80,6 +83,9 @@ htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t le
     }
     if (rc == 0 && fsync(dir_fd) != 0) {
         rc = -errno;
+    }
+    if (rc == 0) {
+        htkv_fault_synced(dir_fd);
     }
     if (rc != 0) {
         unlinkat(dir_fd, tmp, 0);
@@ -238,6 +244,9 @@ man_write_full(struct manifest *m, uint64_t number)
     }
     if (rc == 0 && fsync(m->dir_fd) != 0) {
         rc = -errno;
+    }
+    if (rc == 0) {
+        htkv_fault_synced(m->dir_fd);
     }
     if (rc != 0) {
         close(fd);
@@ -507,6 +516,9 @@ man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
     }
     if (rc == 0 && fdatasync(m->fd) != 0) {
         rc = -errno;
+    }
+    if (rc == 0) {
+        htkv_fault_synced(m->fd);
     }
     if (rc == 0) {
         m->file_bytes += n;

@@ -157,6 +157,7 @@ htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint
         rc = -errno;
         goto fail_unlink;
     }
+    htkv_fault_synced(s->fd);
     s->map_bytes = cap;
     s->file_bytes = want;
     s->tail = SEG_DATA_OFF;
@@ -285,6 +286,7 @@ htkv_seg_sync(struct seg *s)
     if (fdatasync(s->fd) != 0) {
         return -errno;
     }
+    htkv_fault_synced(s->fd);
     return 0;
 }
 

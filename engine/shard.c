@@ -30,6 +30,7 @@
 
 #include "engine/hash.h"
 #include "engine/rec.h"
+#include "uring/ur_fault.h"
 
 #define SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
 #define BATCH_FRAME_BYTES (REC_HDR_BYTES + REC_BEGIN_PAYLOAD + REC_HDR_BYTES + REC_COMMIT_PAYLOAD)
@@ -214,6 +215,8 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     int dfd = open(sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) != 0) {
         rc = -errno;
+    } else {
+        htkv_fault_synced(dfd);
     }
     if (dfd >= 0) {
         close(dfd);

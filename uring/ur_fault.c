@@ -20,6 +20,8 @@ struct fault_class {
     _Atomic bool sticky;
 };
 
+void (*htkv_fault_sync_hook)(int fd) = NULL;
+
 static _Atomic bool armed;
 static _Atomic uint64_t injected;
 static struct fault_class classes[HTKV_FAULT_OPS];

@@ -15,6 +15,7 @@
 #define HTKV_URING_UR_FAULT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum htkv_fault_op {
@@ -48,5 +49,21 @@ uint64_t htkv_fault_injected(void);
 /* Hot path: 0, or the negative error to return instead of doing the call (HTKV_FAULT_TORN as
  * -HTKV_FAULT_TORN for a torn write). */
 int htkv_fault_hit(int op);
+
+/*
+ * Test hook, NULL in production: called with the descriptor of a file or directory after each
+ * successful fdatasync/fsync that a durability promise rests on (segments, the manifest,
+ * CURRENT, the store's directories), on the thread that synced. A power-loss simulation keeps
+ * what it syncs (tests/fault/fault_powerloss.c). Set before opening the store.
+ */
+extern void (*htkv_fault_sync_hook)(int fd);
+
+static inline void
+htkv_fault_synced(int fd)
+{
+    if (__builtin_expect(htkv_fault_sync_hook != NULL, 0)) {
+        htkv_fault_sync_hook(fd);
+    }
+}
 
 #endif
