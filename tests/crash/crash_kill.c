@@ -27,7 +27,7 @@
 
 #define NKEYS 500
 #define MAXOPS 8
-#define CYCLES 20
+#define CYCLES 40
 
 enum { OP_PUT = 0, OP_DEL = 1, OP_BATCH = 2 };
 
