@@ -8,7 +8,7 @@
  * call returned. The parent kills the child with SIGKILL after 20-200 ms, reopens the store and
  * compares it with its model of the acknowledged operations. The one operation the child may
  * have started (or finished) without reporting it, the in-flight one, may or may not be there,
- * but as a whole: the store must equal the model either without it or with it. About 20 cycles
+ * but as a whole: the store must equal the model either without it or with it. About 40 cycles
  * run on the same store in each sync mode.
  *
  * Operations are a pure function of (seed, sequence number), so the parent regenerates the
