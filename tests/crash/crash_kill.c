@@ -1,7 +1,9 @@
 /*
  * crash_kill.c - kill -9 a writer at random moments; every acknowledged write must survive.
  * The writer also compacts: a full pass every 400 operations and background passes every 25 ms
- * (with their snapshots), so kills land inside compaction as well.
+ * (with their snapshots), so kills land inside compaction as well; and every other cycle the
+ * child also kills itself right after its N-th fdatasync/fsync (N random in 1..64), an I/O
+ * point, if the parent's timer has not struck first.
  *
  * Each cycle forks a child that opens the store and writes seeded random puts, deletes and
  * batches as fast as it can, reporting each operation to the parent through a pipe after the
@@ -15,8 +17,10 @@
  * in-flight operation and every value instead of receiving them.
  */
 #include "tests/support/testutil.h"
+#include "uring/ur_fault.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -105,11 +109,29 @@ apply_op(struct key_state *m, uint64_t seq, const struct op *op)
     }
 }
 
-/* The child: open, write forever, report each call. Never returns. */
+/* Kill at an I/O point: the child SIGKILLs itself right after its sync_kill_at-th successful
+ * fdatasync/fsync (segment, manifest, directory), on whichever of its threads made it. */
+static _Atomic uint64_t syncs_seen, sync_kill_at;
+
 static void
-child_main(const htkv_config *cfg, uint64_t seed, uint64_t first_seq, int fd)
+kill_after_sync(int fd)
+{
+    (void)fd;
+    if (atomic_fetch_add(&syncs_seen, 1) + 1 == atomic_load(&sync_kill_at)) {
+        raise(SIGKILL);
+    }
+}
+
+/* The child: open, write forever, report each call. Never returns. With @p kill_at_sync, the
+ * child also kills itself after that many syncs (the parent's timer may come first). */
+static void
+child_main(const htkv_config *cfg, uint64_t seed, uint64_t first_seq, int fd, uint64_t kill_at_sync)
 {
     tu_assert_hook_reset(); /* an engine assertion aborts the child: the parent sees it */
+    if (kill_at_sync > 0) {
+        atomic_store(&sync_kill_at, kill_at_sync);
+        htkv_fault_sync_hook = kill_after_sync;
+    }
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
     alarm(30);                              /* nor run away if the parent stops reading */
     htkv_db *db = NULL;
@@ -249,12 +271,14 @@ crash_cycles(int sync_mode, const char *name)
         int fds[2];
         assert_int_equal(pipe(fds), 0);
         uint64_t first = next_seq;
+        /* Every other cycle also dies at an I/O point: right after its N-th sync. */
+        uint64_t kill_at_sync = cycle % 2 == 1 ? 1 + tu_rand(&rng) % 64 : 0;
         fflush(stderr);
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
             close(fds[0]);
-            child_main(&cfg, seed, first, fds[1]);
+            child_main(&cfg, seed, first, fds[1], kill_at_sync);
         }
         close(fds[1]);
         assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
