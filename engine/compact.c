@@ -117,40 +117,13 @@ seal_active(struct htkv_db *db, struct shard *sh)
     return rc;
 }
 
-/* fdatasync the active segment of @p sh outside its lock. 0 or HTKV_EFAILED. */
-static int
-sync_active(struct htkv_db *db, struct shard *sh)
-{
-    pthread_mutex_lock(&sh->lock);
-    if (sh->failed) {
-        pthread_mutex_unlock(&sh->lock);
-        return HTKV_EFAILED;
-    }
-    struct seg *s = shard_active(sh);
-    if (s == NULL) {
-        pthread_mutex_unlock(&sh->lock);
-        return 0;
-    }
-    htkv_seg_pin(s);
-    pthread_mutex_unlock(&sh->lock);
-    int rc = htkv_seg_sync(s);
-    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
-    pthread_mutex_lock(&sh->lock);
-    if (rc != 0) {
-        htkv_shard_fail_sync(sh, s, rc);
-    }
-    htkv_seg_unpin(s);
-    pthread_mutex_unlock(&sh->lock);
-    return rc != 0 ? HTKV_EFAILED : 0;
-}
-
 /* The batch fence (see the top of the file). Returns 0 and the floor, or an error. */
 static int
 fence(struct htkv_db *db, uint64_t *floor)
 {
     uint64_t w = atomic_load(&db->next_version) - 1;
     for (uint32_t i = 0; i < db->shard_count; i++) {
-        int rc = sync_active(db, db_shard(db, i));
+        int rc = htkv_shard_sync_force(db_shard(db, i));
         if (rc != 0) {
             return rc;
         }
@@ -328,10 +301,22 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
     return *off >= v->tail ? STEP_DONE : STEP_MORE;
 }
 
-static void
-seg_close_cb(void *p)
+void
+htkv_seg_close_cb(void *p)
 {
     htkv_seg_close(p);
+}
+
+void
+htkv_seg_remove_files(struct seg *s)
+{
+    while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
+        sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
+    }
+    char hint[4200];
+    htkv_hint_path(hint, sizeof(hint), s->path);
+    unlink(s->path); /* the mapping stays valid until the segment is closed */
+    unlink(hint);
 }
 
 /* Release a dropped segment (views_lock and the shard's lock held): through EBR at once when no
@@ -341,7 +326,7 @@ retire_seg(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z
 {
     if (db->views_open == 0) {
         htkv_mem_free(z);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, s, seg_close_cb);
+        htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
         return;
     }
     *z = (struct zombie){ .seg = s, .shard = sh->id, .gen = db->view_gen, .next = db->zombies };
@@ -361,7 +346,7 @@ htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
         *pp = z->next;
         struct shard *sh = db_shard(db, z->shard);
         pthread_mutex_lock(&sh->lock);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, z->seg, seg_close_cb);
+        htkv_ebr_retire(&db->ebr, &sh->limbo, z->seg, htkv_seg_close_cb);
         pthread_mutex_unlock(&sh->lock);
         htkv_mem_free(z);
     }
@@ -382,13 +367,7 @@ htkv_compact_free_zombies(struct htkv_db *db)
 static void
 drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *z)
 {
-    while (atomic_load_explicit(&v->io_pins, memory_order_acquire) != 0) {
-        sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
-    }
-    char hint[4200];
-    htkv_hint_path(hint, sizeof(hint), v->path);
-    unlink(v->path); /* the mapping stays valid until the segment is closed */
-    unlink(hint);
+    htkv_seg_remove_files(v);
     pthread_mutex_lock(&db->views_lock);
     pthread_mutex_lock(&sh->lock);
     size_t i = 0;
@@ -431,7 +410,7 @@ compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
     if (z == NULL) {
         return -ENOMEM;
     }
-    rc = sync_active(db, sh); /* the copies are durable before the victim goes */
+    rc = htkv_shard_sync_force(sh); /* the copies are durable before the victim goes */
     if (rc == 0) {
         hook("copies-synced");
         rc = htkv_manifest_drop_seg(db->man, sh->id, v->id);

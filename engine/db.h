@@ -245,6 +245,9 @@ void htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns);
 /* fdatasync the active segment of @p sh if dirty. 0, HTKV_EFAILED. */
 int htkv_shard_sync(struct shard *sh);
 
+/* The same whether dirty or not (compaction: appends of ALWAYS mode do not mark it dirty). */
+int htkv_shard_sync_force(struct shard *sh);
+
 /* metrics.c: write the report of htkv_metrics_write() (call guard held, format checked). */
 int htkv_metrics_emit(struct htkv_db *db, FILE *f, int format);
 

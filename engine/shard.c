@@ -957,8 +957,9 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
     return rc;
 }
 
-int
-htkv_shard_sync(struct shard *sh)
+/* fdatasync the active segment (only when dirty unless @p force), outside the lock. */
+static int
+shard_sync_active(struct shard *sh, bool force)
 {
     struct htkv_db *db = sh->db;
     pthread_mutex_lock(&sh->lock);
@@ -966,14 +967,15 @@ htkv_shard_sync(struct shard *sh)
         pthread_mutex_unlock(&sh->lock);
         return HTKV_EFAILED;
     }
-    if (!atomic_exchange_explicit(&sh->dirty, false, memory_order_relaxed)) {
+    bool was_dirty = atomic_exchange_explicit(&sh->dirty, false, memory_order_relaxed);
+    struct seg *s = shard_active(sh);
+    if ((!was_dirty && !force) || s == NULL) {
         pthread_mutex_unlock(&sh->lock);
         return 0;
     }
     /* The pin keeps the segment open outside the lock should it be sealed and then dropped by
      * compaction meanwhile (compact.c waits for io_pins to fall to 0), so the fdatasync does
      * not hold writers up. Segments sealed since were synced by their seal. */
-    struct seg *s = shard_active(sh);
     uint64_t group = htkv_shard_sync_begin(sh);
     uint64_t t0 = htkv_now_ns();
     htkv_seg_pin(s);
@@ -988,4 +990,16 @@ htkv_shard_sync(struct shard *sh)
     htkv_seg_unpin(s);
     pthread_mutex_unlock(&sh->lock);
     return rc != 0 ? HTKV_EFAILED : 0;
+}
+
+int
+htkv_shard_sync(struct shard *sh)
+{
+    return shard_sync_active(sh, false);
+}
+
+int
+htkv_shard_sync_force(struct shard *sh)
+{
+    return shard_sync_active(sh, true);
 }

@@ -605,27 +605,15 @@ restore_switch(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64
     memset(n, 0, sizeof(*n));
 }
 
-static void
-seg_close_cb(void *p)
-{
-    htkv_seg_close(p);
-}
-
 /* Close the segments a restore replaced, once nothing uses them. */
 static void
 restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t nold)
 {
     for (size_t i = 0; i < nold; i++) {
         struct seg *s = old[i];
-        while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
-            sched_yield();
-        }
-        char hint[4200];
-        htkv_hint_path(hint, sizeof(hint), s->path);
-        unlink(s->path);
-        unlink(hint);
+        htkv_seg_remove_files(s);
         pthread_mutex_lock(&sh->lock);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, s, seg_close_cb);
+        htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
         pthread_mutex_unlock(&sh->lock);
     }
     htkv_mem_free(old);
