@@ -216,6 +216,7 @@ struct walk {
     uint32_t shard_count;
     uint64_t hash_seed;
     uint64_t batch_floor; /* MAN_BATCH_FLOOR: batches at or below it are complete */
+    struct vec aborted;   /* uint64_t versions of MAN_BATCH_ABORT edits: never applied */
     struct ishard *shards;
     struct iindex idx;
     struct vec parts;    /* struct ipart */
@@ -845,6 +846,14 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         }
         return 0;
     }
+    if (type == MAN_BATCH_ABORT && len == 16 && init) {
+        uint64_t limit = htkv_load64(p), version = htkv_load64(p + 8);
+        if (version == 0 || limit == 0 || limit > MAN_SEG_ID_MAX + 1) {
+            report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid BATCH_ABORT edit");
+            return 0;
+        }
+        return vec_push(&w->aborted, sizeof(version), &version);
+    }
     if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && len == 16 && init) {
         uint32_t shard = htkv_load32(p);
         uint64_t id = htkv_load64(p + 8);
@@ -1132,9 +1141,14 @@ resolve_parts(struct walk *w)
             j++;
         }
         complete = complete && j - i == p[i].parts;
-        /* recover_cross_shard(): at or below the batch floor the parts found stand. */
-        complete = complete || p[i].version <= w->batch_floor;
-        if (!complete && !(w->flags & HTKV_INSPECT_LIVE)) {
+        /* recover_cross_shard(): at or below the batch floor the parts found stand, unless an
+         * earlier recovery recorded the batch as not applied. */
+        bool aborted = false;
+        for (size_t a = 0; a < w->aborted.n && !aborted; a++) {
+            aborted = ((const uint64_t *)w->aborted.p)[a] == p[i].version;
+        }
+        complete = !aborted && (complete || p[i].version <= w->batch_floor);
+        if (!complete && !aborted && !(w->flags & HTKV_INSPECT_LIVE)) {
             char rel[64];
             snprintf(rel, sizeof(rel), "shard-%03u/%012llu.seg", p[i].shard,
                      (unsigned long long)p[i].seg_id);
@@ -1264,6 +1278,7 @@ walk_free(struct walk *w)
     htkv_mem_free(w->idx.slots);
     vec_free(&w->parts);
     vec_free(&w->parked);
+    vec_free(&w->aborted);
     const struct imap *m = w->maps.p;
     for (size_t i = 0; i < w->maps.n; i++) {
         munmap(m[i].p, m[i].len);

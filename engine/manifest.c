@@ -168,6 +168,65 @@ man_apply_drop(struct manifest *m, uint32_t shard, uint64_t id)
     return HTKV_ECORRUPT; /* dropping a segment that is not there */
 }
 
+/* Index of the first abort with a version >= @p version. */
+static size_t
+man_abort_lower(const struct manifest *m, uint64_t version)
+{
+    size_t lo = 0, hi = m->naborts;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->aborts[mid].version < version) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* Remember MAN_BATCH_ABORT {@p limit, @p version}; a repeat keeps the larger limit. */
+static int
+man_apply_abort(struct manifest *m, uint64_t version, uint64_t limit)
+{
+    size_t i = man_abort_lower(m, version);
+    if (i < m->naborts && m->aborts[i].version == version) {
+        m->aborts[i].seg_limit = limit > m->aborts[i].seg_limit ? limit : m->aborts[i].seg_limit;
+        return 0;
+    }
+    if (m->naborts == m->aborts_cap) {
+        size_t cap = m->aborts_cap ? m->aborts_cap * 2 : 8;
+        struct man_abort *n = htkv_mem_realloc(m->aborts, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        m->aborts = n;
+        m->aborts_cap = cap;
+    }
+    memmove(&m->aborts[i + 1], &m->aborts[i], (m->naborts - i) * sizeof(*m->aborts));
+    m->aborts[i] = (struct man_abort){ .version = version, .seg_limit = limit };
+    m->naborts++;
+    return 0;
+}
+
+/* Can a listed segment still hold a part of abort @p a (an id below its limit)? */
+static bool
+man_abort_relevant(const struct manifest *m, const struct man_abort *a)
+{
+    for (uint32_t s = 0; s < m->shard_count; s++) {
+        if (m->shards[s].count > 0 && m->shards[s].seg_ids[0] < a->seg_limit) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool
+htkv_manifest_batch_aborted(const struct manifest *m, uint64_t version)
+{
+    size_t i = man_abort_lower(m, version);
+    return i < m->naborts && m->aborts[i].version == version;
+}
+
 static struct manifest *
 man_new(int dir_fd, bool writable)
 {
@@ -192,7 +251,7 @@ man_write_full(struct manifest *m, uint64_t number)
     for (uint32_t s = 0; s < m->shard_count; s++) {
         segs += m->shards[s].count;
     }
-    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + 3);
+    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + m->naborts + 3);
     unsigned char *buf = htkv_mem_alloc(cap);
     if (buf == NULL) {
         return -ENOMEM;
@@ -214,6 +273,15 @@ man_write_full(struct manifest *m, uint64_t number)
         memset(p, 0, 8);
         htkv_store64(p + 8, m->batch_floor);
         n += man_edit_encode(buf + n, MAN_BATCH_FLOOR, p, 16);
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < m->naborts; i++) {
+        if (man_abort_relevant(m, &m->aborts[i])) {
+            htkv_store64(p, m->aborts[i].seg_limit);
+            htkv_store64(p + 8, m->aborts[i].version);
+            n += man_edit_encode(buf + n, MAN_BATCH_ABORT, p, 16);
+            kept++;
+        }
     }
     if (m->next_seg_id > max_id + 1) {
         /* Ids above the live ones were handed out (dropped segments): keep them used. */
@@ -270,6 +338,16 @@ man_write_full(struct manifest *m, uint64_t number)
     m->fd = fd;
     m->number = number;
     m->file_bytes = n;
+    if (kept < m->naborts) {
+        /* Forget the aborts left out: no listed segment can hold their parts any more. */
+        size_t k = 0;
+        for (size_t i = 0; i < m->naborts; i++) {
+            if (man_abort_relevant(m, &m->aborts[i])) {
+                m->aborts[k++] = m->aborts[i];
+            }
+        }
+        m->naborts = k;
+    }
 out:
     htkv_mem_free(buf);
     return rc;
@@ -364,6 +442,13 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
                 rc = HTKV_ECORRUPT;
             } else if (floor > m->batch_floor) {
                 m->batch_floor = floor;
+            }
+        } else if (type == MAN_BATCH_ABORT && elen == 16 && have_init) {
+            uint64_t limit = htkv_load64(p), version = htkv_load64(p + 8);
+            if (version == 0 || limit == 0 || limit > MAN_SEG_ID_MAX + 1) {
+                rc = HTKV_ECORRUPT;
+            } else {
+                rc = man_apply_abort(m, version, limit);
             }
         } else if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && elen == 16 && have_init) {
             uint32_t shard = htkv_load32(p);
@@ -558,6 +643,82 @@ htkv_manifest_set_batch_floor(struct manifest *m, uint64_t floor)
     return man_append(m, MAN_BATCH_FLOOR, 0, floor);
 }
 
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int
+htkv_manifest_abort_batches(struct manifest *m, const uint64_t *versions, size_t n)
+{
+    HTKV_ASSERT(m->writable);
+    if (n == 0) {
+        return 0;
+    }
+    uint64_t *v = htkv_mem_alloc(n * sizeof(*v));
+    unsigned char *buf = htkv_mem_alloc(n * (MAN_EDIT_HDR + 16));
+    if (v == NULL || buf == NULL) {
+        htkv_mem_free(v);
+        htkv_mem_free(buf);
+        return -ENOMEM;
+    }
+    memcpy(v, versions, n * sizeof(*v));
+    qsort(v, n, sizeof(*v), cmp_u64);
+    pthread_mutex_lock(&m->lock);
+    /* Every part of these batches was written before this open: in a segment below the next id. */
+    uint64_t limit = m->next_seg_id;
+    size_t k = 0, len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] != 0 && (k == 0 || v[k - 1] != v[i]) && !htkv_manifest_batch_aborted(m, v[i])) {
+            v[k++] = v[i];
+            unsigned char p[16];
+            htkv_store64(p, limit);
+            htkv_store64(p + 8, v[i]);
+            len += man_edit_encode(buf + len, MAN_BATCH_ABORT, p, 16);
+        }
+    }
+    int rc = 0;
+    if (k > 0) {
+        /* Reserve the memory first: once the edits are durable, nothing may fail. */
+        while (rc == 0 && m->aborts_cap < m->naborts + k) {
+            size_t cap = m->aborts_cap ? m->aborts_cap * 2 : 8;
+            struct man_abort *a = htkv_mem_realloc(m->aborts, cap * sizeof(*a));
+            if (a == NULL) {
+                rc = -ENOMEM;
+            } else {
+                m->aborts = a;
+                m->aborts_cap = cap;
+            }
+        }
+        if (rc == 0) {
+            rc = full_pwrite(m->fd, buf, len, (off_t)m->file_bytes);
+        }
+        if (rc == 0) {
+            rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+        }
+        if (rc == 0 && fdatasync(m->fd) != 0) {
+            rc = -errno;
+        }
+        if (rc == 0) {
+            htkv_fault_synced(m->fd);
+            m->file_bytes += len;
+            for (size_t i = 0; i < k; i++) {
+                int arc = man_apply_abort(m, v[i], limit);
+                HTKV_ASSERT(arc == 0); /* room reserved above */
+            }
+        } else if (rc != -ENOMEM) {
+            memset(buf, 0, len); /* as man_append(): no later edit may follow a torn one */
+            (void)full_pwrite(m->fd, buf, len, (off_t)m->file_bytes);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    htkv_mem_free(v);
+    htkv_mem_free(buf);
+    return rc;
+}
+
 int
 htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor)
 {
@@ -637,6 +798,7 @@ htkv_manifest_close(struct manifest *m)
         }
         htkv_mem_free(m->shards);
     }
+    htkv_mem_free(m->aborts);
     pthread_mutex_destroy(&m->lock);
     htkv_mem_free(m);
 }

@@ -11,6 +11,11 @@
  * parts (compaction may have dropped them with their segments). Every edit is fdatasynced before
  * the change it describes is used: a segment receives records only after its MAN_SEG_ADD is
  * durable, and is deleted only after its MAN_SEG_DROP is.
+ * MAN_BATCH_ABORT {seg_limit u64, version u64}: a recovery found the batch @c version with a
+ * part missing and did not apply it; its surviving parts lie in segments with ids below
+ * seg_limit. Such a batch is never applied, even at or below the batch floor (the floor only
+ * vouches for batches that were complete). Kept while a listed segment has an id below
+ * seg_limit; a full rewrite leaves out the others.
  *
  * CURRENT holds "MANIFEST-NNNNNN\n" and is replaced by CURRENT.tmp + fsync + rename + fsync(dir).
  */
@@ -35,12 +40,19 @@ enum man_type {
     MAN_SEG_DROP = 3,
     MAN_NEXT_ID = 4,
     MAN_BATCH_FLOOR = 5,
+    MAN_BATCH_ABORT = 6,
 };
 
 struct man_shard {
     uint64_t *seg_ids; /* sorted ascending */
     size_t count;
     size_t cap;
+};
+
+/* A batch a recovery did not apply (MAN_BATCH_ABORT). */
+struct man_abort {
+    uint64_t version;
+    uint64_t seg_limit; /* its parts lie in segments with lower ids */
 };
 
 struct manifest {
@@ -56,6 +68,8 @@ struct manifest {
     uint64_t next_seg_id; /* one past the largest segment id ever added */
     uint64_t batch_floor; /* MAN_BATCH_FLOOR: batches <= it are complete everywhere */
     struct man_shard *shards;
+    struct man_abort *aborts; /* sorted by version, no duplicates */
+    size_t naborts, aborts_cap;
 };
 
 /* Create a new store's manifest and CURRENT in @p dir_fd (borrowed). */
@@ -74,6 +88,16 @@ int htkv_manifest_drop_seg(struct manifest *m, uint32_t shard, uint64_t seg_id);
 
 /* Append and fdatasync MAN_BATCH_FLOOR @p floor (no-op when not above the current one). */
 int htkv_manifest_set_batch_floor(struct manifest *m, uint64_t floor);
+
+/*
+ * Record that recovery did not apply the batches @p versions (@p n of them, any order; those
+ * already recorded are skipped): one fdatasynced append for all. Call before anything can
+ * raise the batch floor above them. 0, -ENOMEM or -errno (nothing recorded in memory then).
+ */
+int htkv_manifest_abort_batches(struct manifest *m, const uint64_t *versions, size_t n);
+
+/* Was batch @p version recorded as not applied (MAN_BATCH_ABORT)? */
+bool htkv_manifest_batch_aborted(const struct manifest *m, uint64_t version);
 
 /*
  * Replace every shard's segment list at once (snapshot restore): write a fresh manifest holding

@@ -19,6 +19,9 @@
  *   1. After recovery, each key's head entry is its record with the highest version.
  *   2. next_version exceeds every version seen on disk, applied or not, so none is reused.
  *   3. When the store is writable, a cut tail is zeroed and fdatasynced before open returns.
+ *   4. A batch found incomplete is never applied later: when the store is writable its version
+ *      is recorded in the manifest (MAN_BATCH_ABORT) before open returns, so that a batch floor
+ *      raised past it later does not make its surviving parts count as complete.
  */
 #include "engine/db.h"
 
@@ -590,12 +593,21 @@ recover_cross_shard(struct recov *rv)
             complete = complete && rv->pend[k].parts == rv->pend[i].parts;
         }
         /* At or below the batch floor every part was durable before compaction could drop
-         * any of them: the parts found are all that is left, and they stand. */
-        complete = complete || rv->pend[i].version <= db->man->batch_floor;
+         * any of them: the parts found are all that is left, and they stand. Unless an earlier
+         * recovery found the batch incomplete (MAN_BATCH_ABORT): the floor may have risen past
+         * it since, while its surviving parts stayed on disk. */
+        bool aborted = htkv_manifest_batch_aborted(db->man, rv->pend[i].version);
+        complete = !aborted && (complete || rv->pend[i].version <= db->man->batch_floor);
         if (!complete) {
-            htkv_db_log(db, HTKV_LOG_WARN,
-                        "batch version %llu: %zu of %u parts committed; not applied",
-                        (unsigned long long)rv->pend[i].version, j - i, rv->pend[i].parts);
+            if (aborted) {
+                htkv_db_log(db, HTKV_LOG_INFO,
+                            "batch version %llu: not applied (incomplete at an earlier open)",
+                            (unsigned long long)rv->pend[i].version);
+            } else {
+                htkv_db_log(db, HTKV_LOG_WARN,
+                            "batch version %llu: %zu of %u parts committed; not applied",
+                            (unsigned long long)rv->pend[i].version, j - i, rv->pend[i].parts);
+            }
             rc = rc == 0 ? discard_version(db, rv->pend[i].version) : rc;
         }
         for (size_t k = i; k < j; k++) {
@@ -720,6 +732,15 @@ htkv_recover(struct htkv_db *db)
     }
     if (db->ndiscarded > 1) {
         qsort(db->discarded, db->ndiscarded, sizeof(*db->discarded), cmp_u64);
+    }
+    if (!db->read_only && db->ndiscarded > 0) {
+        /* Durable before anything can raise the batch floor past these versions (invariant 4). */
+        int arc = htkv_manifest_abort_batches(db->man, db->discarded, db->ndiscarded);
+        if (arc != 0) {
+            htkv_set_error("recording %zu batches not applied in the manifest: %s", db->ndiscarded,
+                           htkv_strerror(arc));
+            return arc;
+        }
     }
     atomic_store(&db->next_version, rv.max_version + 1);
     for (uint32_t i = 0; i < db->shard_count; i++) {

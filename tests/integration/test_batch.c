@@ -4,6 +4,8 @@
  */
 #include "tests/support/testutil.h"
 
+#include <unistd.h>
+
 static uint64_t
 version_of(htkv_db *db, const char *key)
 {
@@ -243,6 +245,93 @@ test_batch_cut_part_stays_dead_after_more_writes(void **state)
     free(dir);
 }
 
+/* Goal: a batch that recovery found incomplete stays unapplied after a compaction raises the
+ * batch floor above its version while its surviving parts are still on disk (recovery treats a
+ * batch at or below the floor as complete, so the first recovery's verdict must be remembered).
+ * Method: a batch over 4 shards; cut one part at its BEGIN; reopen with background compaction
+ * and overwrite a key of the cut shard until a pass has dropped a segment (the fence raises the
+ * floor; the other parts sit in active segments, which a background pass never takes); reopen
+ * twice: only the overwritten key exists. */
+static void
+test_batch_cut_part_stays_dead_after_floor_rises(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_batch_cut_part_stays_dead_after_floor_rises");
+    char *dir = tu_tmpdir("batch-floor");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.max_segment_bytes = 64u << 10;
+    cfg.compaction_interval_ms = 0;
+    htkv_db *db = tu_open(&cfg);
+    char key[32];
+    unsigned char val[128];
+    htkv_batch *b;
+    assert_int_equal(htkv_batch_create(&b), 0);
+    for (int i = 0; i < 16; i++) {
+        key_name(key, "k", i);
+        tu_fill(val, 16, seed + (uint64_t)i);
+        assert_int_equal(htkv_batch_put(b, key, strlen(key), val, 16), 0);
+    }
+    assert_int_equal(htkv_write(db, b), 0);
+    uint64_t bv = htkv_batch_version(b);
+    htkv_batch_destroy(b);
+    assert_int_equal(htkv_close(db), 0);
+    struct part parts[8];
+    size_t np = batch_parts(dir, cfg.shard_count, bv, parts);
+    assert_true(np >= 2);
+    /* A key of the part that is cut: it lives in that shard. */
+    struct tu_rec *recs = malloc(4096 * sizeof(*recs));
+    assert_non_null(recs);
+    size_t nr = tu_seg_scan(parts[0].seg, recs, 4096);
+    char gkey[32] = "";
+    for (size_t i = 0; i < nr && gkey[0] == '\0'; i++) {
+        if (recs[i].version == bv && recs[i].type == 1 && recs[i].key_len < sizeof(gkey)) {
+            memcpy(gkey, recs[i].key, recs[i].key_len);
+            gkey[recs[i].key_len] = '\0';
+        }
+    }
+    free(recs);
+    assert_true(gkey[0] != '\0');
+    assert_int_equal(tu_truncate(parts[0].seg, parts[0].begin), 0);
+
+    cfg.compaction_interval_ms = 5;
+    cfg.compaction_min_garbage_ratio = 0.5;
+    db = tu_open(&cfg);
+    for (int i = 0; i < 16; i++) {
+        key_name(key, "k", i);
+        tu_expect(db, key, strlen(key), NULL, 0);
+    }
+    /* Fill the cut shard with garbage until a background pass has dropped a segment. */
+    for (int round = 0; tu_stats(db).compacted_segments == 0; round++) {
+        assert_true(round < 20000); /* about 10 s */
+        for (int j = 0; j < 1000; j++) {
+            tu_fill(val, 100, seed + 5000u + (uint64_t)j);
+            assert_int_equal(htkv_put(db, gkey, strlen(gkey), val, 100), 0);
+        }
+        if (round > 0) {
+            usleep(500);
+        }
+    }
+    assert_int_equal(htkv_close(db), 0);
+    cfg.compaction_interval_ms = 0;
+    for (int round = 0; round < 2; round++) {
+        db = tu_open(&cfg);
+        for (int i = 0; i < 16; i++) {
+            key_name(key, "k", i);
+            if (strcmp(key, gkey) == 0) {
+                tu_fill(val, 100, seed + 5000u + 999u);
+                tu_expect(db, key, strlen(key), val, 100);
+            } else {
+                tu_expect(db, key, strlen(key), NULL, 0);
+            }
+        }
+        assert_int_equal(tu_stats(db).live_keys, 1);
+        assert_int_equal(htkv_close(db), 0);
+    }
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* ---- conditions ----------------------------------------------------------------------------- */
 
 /* Goal: a conditional batch commits when every check holds (version equal; 0 = absent, also
@@ -471,6 +560,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_cut_anywhere_is_all_or_nothing),
         cmocka_unit_test(test_batch_cut_part_stays_dead_after_more_writes),
+        cmocka_unit_test(test_batch_cut_part_stays_dead_after_floor_rises),
         cmocka_unit_test(test_batch_conditional_checks),
         cmocka_unit_test(test_batch_version_is_shared_by_all_operations),
         cmocka_unit_test(test_batch_same_key_twice_last_wins),

@@ -438,6 +438,49 @@ test_manifest_ids_without_successor_are_corrupt(void **state)
     assert_null(m);
 }
 
+/* Goal: batches recorded as not applied (MAN_BATCH_ABORT) stay recorded across reloads and
+ * rewrites while a listed segment predates the record, and a rewrite forgets them once every
+ * such segment is gone. Method: build (segments 1, 3, 4; next id 5); record 9, 7, 9 (a repeat);
+ * reload; rewrite, reload; drop 1, 3, 4 and add 5; rewrite, reload. */
+static void
+test_manifest_batch_aborts_survive_until_their_segments_go(void **state)
+{
+    struct man_fixture *f = *state;
+    man_build(f);
+    struct manifest *m = man_load(f, true);
+    const uint64_t v[] = { 9, 7, 9 };
+    uint64_t bytes = m->file_bytes;
+    assert_int_equal(htkv_manifest_abort_batches(m, v, 3), 0);
+    assert_int_equal(m->file_bytes, bytes + 2 * EDIT_BYTES); /* the repeat is written once */
+    assert_int_equal(htkv_manifest_abort_batches(m, v, 1), 0);
+    assert_int_equal(m->file_bytes, bytes + 2 * EDIT_BYTES); /* already recorded: nothing */
+    htkv_manifest_close(m);
+    for (int round = 0; round < 2; round++) {
+        m = man_load(f, true);
+        assert_int_equal(m->naborts, 2);
+        assert_true(htkv_manifest_batch_aborted(m, 7));
+        assert_true(htkv_manifest_batch_aborted(m, 9));
+        assert_false(htkv_manifest_batch_aborted(m, 8));
+        assert_false(htkv_manifest_batch_aborted(m, 10));
+        if (round == 0) {
+            assert_int_equal(htkv_manifest_rewrite(m), 0);
+        }
+        htkv_manifest_close(m);
+    }
+    m = man_load(f, true);
+    assert_int_equal(htkv_manifest_drop_seg(m, 0, 1), 0);
+    assert_int_equal(htkv_manifest_drop_seg(m, 0, 3), 0);
+    assert_int_equal(htkv_manifest_drop_seg(m, 2, 4), 0);
+    assert_int_equal(htkv_manifest_add_seg(m, 1, htkv_manifest_next_seg_id(m)), 0);
+    assert_int_equal(htkv_manifest_rewrite(m), 0);
+    assert_int_equal(m->naborts, 0);
+    htkv_manifest_close(m);
+    m = man_load(f, true);
+    assert_int_equal(m->naborts, 0);
+    assert_false(htkv_manifest_batch_aborted(m, 7));
+    htkv_manifest_close(m);
+}
+
 int
 main(void)
 {
@@ -460,6 +503,8 @@ main(void)
                                         man_setup, man_teardown),
         cmocka_unit_test_setup_teardown(test_manifest_segment_ids_never_reused, man_setup,
                                         man_teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_batch_aborts_survive_until_their_segments_go,
+                                        man_setup, man_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
