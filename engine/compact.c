@@ -194,7 +194,8 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
                             .off = (uint32_t)off,
                             .rec_bytes = e->rec_bytes,
                             .key_len = e->key_len,
-                            .del = e->del };
+                            .del = e->del,
+                            .checked = 1 };
     struct hidx_ent *old = htkv_hidx_install(&sh->idx, n, &rc, htkv_shard_retire_table, sh);
     HTKV_ASSERT(rc == 0); /* the key is in the table: no new slot */
     HTKV_ASSERT(old == e);

@@ -89,6 +89,10 @@ config_check(const htkv_config *c)
         htkv_set_error("max_segment_bytes must be in [64 KiB, 4 GiB)");
         return -EINVAL;
     }
+    if (c->verify_checksums < 0 || c->verify_checksums > 2) {
+        htkv_set_error("verify_checksums must be 0, 1 or 2");
+        return -EINVAL;
+    }
     if (c->sync_mode < HTKV_SYNC_NEVER || c->sync_mode > HTKV_SYNC_ALWAYS) {
         htkv_set_error("unknown sync_mode %d", c->sync_mode);
         return -EINVAL;
@@ -799,23 +803,30 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     return e; /* stays valid: we are still inside the EBR section */
 }
 
-/* Check the record behind @p e and return its value bytes. 0 or HTKV_ECORRUPT. */
+int
+htkv_ent_check_slow(struct hidx_ent *e)
+{
+    const unsigned char *rec = hidx_ent_rec(e);
+    struct rec_hdr h;
+    htkv_rec_hdr_decode(rec, &h);
+    if (h.key_len != e->key_len || h.val_len != e->rec_bytes - REC_HDR_BYTES - e->key_len ||
+        h.version != e->version || htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) != 0) {
+        htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
+        return HTKV_ECORRUPT;
+    }
+    atomic_store_explicit(&e->checked, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* Check the record behind @p e (db_ent_check()) and return its value bytes. 0 or
+ * HTKV_ECORRUPT. */
 static int
-db_value(struct htkv_db *db, const struct hidx_ent *e, const unsigned char **val, uint32_t *vlen)
+db_value(struct htkv_db *db, struct hidx_ent *e, const unsigned char **val, uint32_t *vlen)
 {
     const unsigned char *rec = hidx_ent_rec(e);
     *vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
     *val = rec + REC_HDR_BYTES + e->key_len;
-    if (db->cfg.verify_checksums) {
-        struct rec_hdr h;
-        htkv_rec_hdr_decode(rec, &h);
-        if (h.key_len != e->key_len || h.val_len != *vlen || h.version != e->version ||
-            htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) != 0) {
-            htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
-            return HTKV_ECORRUPT;
-        }
-    }
-    return 0;
+    return db_ent_check(db, e);
 }
 
 /* Gets since this thread's last timed one: every METRICS_GET_SAMPLE-th get is timed. */

@@ -150,6 +150,21 @@ db_shard_of(const struct htkv_db *db, uint64_t hash)
  */
 int htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out);
 
+/* Verify the CRC and header of the record behind @p e and mark it checked. 0 or HTKV_ECORRUPT. */
+int htkv_ent_check_slow(struct hidx_ent *e);
+
+/* cfg.verify_checksums for a read of @p e (inside an EBR section): 0 or HTKV_ECORRUPT. */
+static inline int
+db_ent_check(struct htkv_db *db, struct hidx_ent *e)
+{
+    int mode = db->cfg.verify_checksums;
+    if (HTKV_LIKELY(mode == 0 ||
+                    (mode == 1 && atomic_load_explicit(&e->checked, memory_order_relaxed)))) {
+        return 0;
+    }
+    return htkv_ent_check_slow(e);
+}
+
 /* Log through cfg.log_fn (or stderr for warnings and errors). */
 void htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

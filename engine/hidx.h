@@ -35,7 +35,11 @@ struct hidx_ent {
     uint32_t off;       /* record offset in seg */
     uint32_t rec_bytes; /* header + key + value, without padding */
     uint32_t key_len;
-    uint32_t del; /* 1 = tombstone */
+    uint16_t del; /* 1 = tombstone */
+    /* 1 once the record's CRC is known good: checked by recovery's scan, by compaction before
+     * copying it, or by a first read; or written from memory by this process. Readers set it
+     * (relaxed: a lost store only costs one more check). */
+    _Atomic uint16_t checked;
 };
 
 struct hidx_table {

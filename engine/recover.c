@@ -154,7 +154,8 @@ recover_ent(struct recov *rv, struct shard *sh, struct seg *s, uint64_t off,
                             .off = (uint32_t)off,
                             .rec_bytes = REC_HDR_BYTES + h->key_len + h->val_len,
                             .key_len = h->key_len,
-                            .del = h->type == REC_DEL };
+                            .del = h->type == REC_DEL,
+                            .checked = 1 }; /* the scan checked its CRC */
     return e;
 }
 

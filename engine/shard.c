@@ -583,7 +583,8 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
                             .off = (uint32_t)off,
                             .rec_bytes = (uint32_t)(REC_HDR_BYTES + klen + vlen),
                             .key_len = klen,
-                            .del = type == REC_DEL };
+                            .del = type == REC_DEL,
+                            .checked = 1 };
     shard_install(sh, e);
     sh->appended = v;
     sh->metrics.unsynced_writes++;
@@ -760,7 +761,8 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
                                .off = (uint32_t)off,
                                .rec_bytes = (uint32_t)(REC_HDR_BYTES + op->klen + op->vlen),
                                .key_len = op->klen,
-                               .del = op->type == REC_DEL };
+                               .del = op->type == REC_DEL,
+                               .checked = 1 };
     }
     HTKV_ASSERT(k == p->nops);
     htkv_shard_append(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);

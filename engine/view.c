@@ -40,11 +40,13 @@ struct htkv_view {
 };
 
 struct iter_item {
+    uint64_t abbrev; /* key bytes [skip, skip + 8) big-endian, zero-padded: most comparisons */
     const unsigned char *rec;
     const struct seg *seg;
     uint32_t off;
     uint32_t klen;
     uint32_t vlen;
+    uint32_t bad; /* the record failed its check: the error comes when the item does */
     uint64_t version;
 };
 
@@ -70,6 +72,7 @@ struct htkv_iter {
     uint64_t limit;
     uint64_t returned;
     uint64_t last_version; /* version of the item returned last */
+    uint32_t skip;         /* leading bytes every key in bounds shares (the prefix) */
     int err;
     uint32_t nsrc;
     uint32_t nheap;
@@ -215,24 +218,26 @@ chain_at(struct hidx_ent *e, uint64_t snap)
     return e;
 }
 
-static int
-item_check(struct htkv_db *db, const struct iter_item *it)
+/* Key bytes [skip, skip + 8) as a big-endian number, zero-padded past the key's end: unsigned
+ * comparison of two of them orders the keys as memcmp would those 8 bytes. */
+static inline uint64_t
+key_abbrev(const unsigned char *key, uint32_t klen, uint32_t skip)
 {
-    if (!db->cfg.verify_checksums) {
-        return 0;
+    if (HTKV_LIKELY(klen >= skip + 8)) {
+        uint64_t w;
+        memcpy(&w, key + skip, 8);
+        return __builtin_bswap64(w);
     }
-    struct rec_hdr h;
-    htkv_rec_hdr_decode(it->rec, &h);
-    if (h.key_len != it->klen || h.val_len != it->vlen || h.version != it->version ||
-        htkv_rec_verify_crc(it->rec, it->seg->id, it->off, &h) != 0) {
-        htkv_set_error("%s: checksum mismatch in record at offset %u", it->seg->path, it->off);
-        return HTKV_ECORRUPT;
+    uint64_t a = 0;
+    for (uint32_t i = skip; i < skip + 8; i++) {
+        a = (a << 8) | (i < klen ? key[i] : 0);
     }
-    return 0;
+    return a;
 }
 
-static void
-item_from(struct iter_item *it, const struct hidx_ent *e)
+/* Fill @p it from entry @p e (inside the EBR section that found it), checking its record. */
+static inline void
+item_from(struct htkv_db *db, struct iter_item *it, struct hidx_ent *e, uint32_t skip)
 {
     it->rec = hidx_ent_rec(e);
     it->seg = e->seg;
@@ -240,6 +245,8 @@ item_from(struct iter_item *it, const struct hidx_ent *e)
     it->klen = e->key_len;
     it->vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
     it->version = e->version;
+    it->abbrev = key_abbrev(it->rec + REC_HDR_BYTES, it->klen, skip);
+    it->bad = db_ent_check(db, e) != 0;
 }
 
 int
@@ -261,17 +268,16 @@ htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf, size_t cap,
     if (e == NULL || e->del) {
         rc = HTKV_ENOTFOUND;
     } else {
-        struct iter_item it;
-        item_from(&it, e);
-        rc = item_check(db, &it);
+        rc = db_ent_check(db, e);
         if (rc == 0) {
+            uint32_t n = e->rec_bytes - REC_HDR_BYTES - e->key_len;
             if (vlen != NULL) {
-                *vlen = it.vlen;
+                *vlen = n;
             }
-            if (it.vlen > cap) {
+            if (n > cap) {
                 rc = HTKV_ETOOSMALL;
-            } else if (it.vlen > 0) {
-                memcpy(buf, it.rec + REC_HDR_BYTES + it.klen, it.vlen);
+            } else if (n > 0) {
+                memcpy(buf, hidx_ent_rec(e) + REC_HDR_BYTES + e->key_len, n);
             }
         }
     }
@@ -307,12 +313,37 @@ key_cmp(const unsigned char *a, uint32_t alen, const unsigned char *b, uint32_t 
     return (alen > blen) - (alen < blen);
 }
 
+/* memcmp(a, b, n) == 0 for the short prefixes of queries, without a call. */
+static inline bool
+bytes_eq(const unsigned char *a, const unsigned char *b, uint32_t n)
+{
+    if (n >= 8) {
+        uint64_t x, y;
+        for (uint32_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y) {
+                return false;
+            }
+        }
+        memcpy(&x, a + n - 8, 8); /* the last 8 bytes, overlapping the loop's */
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Does @p key pass the iterator's upper bound (prefix or end)? */
-static bool
+static inline bool
 iter_in_bounds(const struct htkv_iter *it, const unsigned char *key, uint32_t klen)
 {
     if (it->prefix_mode) {
-        return klen >= it->lo_len && memcmp(key, it->lo, it->lo_len) == 0;
+        return klen >= it->lo_len && bytes_eq(key, it->lo, it->lo_len);
     }
     return it->hi == NULL || key_cmp(key, klen, it->hi, it->hi_len) < 0;
 }
@@ -341,6 +372,7 @@ iter_refill(struct htkv_iter *it, struct iter_src *src)
         rc = htkv_trie_cursor_seek(&c, src->last_key, src->last_len);
     }
     bool more = rc == 0;
+    bool resumed = src->last_key != NULL; /* keys up to last_key come first: skip them */
     while (more && src->n < ITER_CHUNK) {
         struct hidx_ent *e = htkv_trie_cursor_next(&c);
         if (e == NULL) {
@@ -349,8 +381,11 @@ iter_refill(struct htkv_iter *it, struct iter_src *src)
             break;
         }
         const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
-        if (src->last_key != NULL && key_cmp(key, e->key_len, src->last_key, src->last_len) <= 0) {
-            continue; /* the re-seek lands on the last key of the previous chunk */
+        if (resumed) {
+            if (key_cmp(key, e->key_len, src->last_key, src->last_len) <= 0) {
+                continue; /* the re-seek lands on the last key of the previous chunk */
+            }
+            resumed = false; /* the cursor returns keys in increasing order */
         }
         if (!iter_in_bounds(it, key, e->key_len)) {
             more = false;
@@ -360,7 +395,7 @@ iter_refill(struct htkv_iter *it, struct iter_src *src)
         src->last_len = e->key_len;
         struct hidx_ent *v = chain_at(e, snap);
         if (v != NULL && !v->del) {
-            item_from(&src->items[src->n++], v);
+            item_from(db, &src->items[src->n++], v, it->skip);
         }
     }
     htkv_trie_cursor_fini(&c);
@@ -378,14 +413,25 @@ src_head(const struct htkv_iter *it, uint32_t i)
     return &s->items[s->pos];
 }
 
-static bool
+/* Is the current key of source @p a before that of @p b? Two sources never hold the same key
+ * (a key lives in one shard), so the full comparison runs only on equal abbreviations. */
+static inline bool
 heap_less(const struct htkv_iter *it, uint32_t a, uint32_t b)
 {
     const struct iter_item *x = src_head(it, a), *y = src_head(it, b);
-    return key_cmp(x->rec + REC_HDR_BYTES, x->klen, y->rec + REC_HDR_BYTES, y->klen) < 0;
+    if (HTKV_LIKELY(x->abbrev != y->abbrev)) {
+        return x->abbrev < y->abbrev;
+    }
+    uint32_t k = it->skip + 8;
+    uint32_t xl = x->klen > k ? x->klen - k : 0, yl = y->klen > k ? y->klen - k : 0;
+    if (xl == 0 || yl == 0) {
+        /* Equal up to the end of one of them: the shorter key comes first. */
+        return x->klen < y->klen;
+    }
+    return key_cmp(x->rec + REC_HDR_BYTES + k, xl, y->rec + REC_HDR_BYTES + k, yl) < 0;
 }
 
-static void
+static inline void
 heap_down(struct htkv_iter *it, uint32_t i)
 {
     for (;;) {
@@ -408,7 +454,7 @@ heap_down(struct htkv_iter *it, uint32_t i)
 
 /* Make sure source @p i has a current item; refills as needed. 1 = has one, 0 = ended. */
 static int
-src_ready(struct htkv_iter *it, uint32_t i)
+src_refill(struct htkv_iter *it, uint32_t i)
 {
     struct iter_src *s = &it->src[i];
     while (s->pos >= s->n) {
@@ -421,6 +467,13 @@ src_ready(struct htkv_iter *it, uint32_t i)
         }
     }
     return 1;
+}
+
+static inline int
+src_ready(struct htkv_iter *it, uint32_t i)
+{
+    const struct iter_src *s = &it->src[i];
+    return HTKV_LIKELY(s->pos < s->n) ? 1 : src_refill(it, i);
 }
 
 static int
@@ -472,6 +525,17 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
         memcpy(it->hi, hi, hi_len);
     }
     it->hi_len = (uint32_t)hi_len;
+    /* Keys in bounds share the prefix; in a range [lo, hi) they share lo's and hi's common
+     * leading bytes (an interval of byte strings keeps the prefix of its two ends). */
+    if (prefix_mode) {
+        it->skip = it->lo_len;
+    } else if (hi_len > 0) {
+        uint32_t k = 0;
+        while (k < lo_len && k < hi_len && it->lo[k] == it->hi[k]) {
+            k++;
+        }
+        it->skip = k;
+    }
     for (uint32_t i = 0; i < n; i++) {
         struct iter_src *s = &it->src[i];
         s->shard = i;
@@ -594,11 +658,12 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     }
     uint32_t top = it->heap[0];
     const struct iter_item *item = src_head(it, top);
-    int rc = item_check(it->db, item);
-    if (rc != 0) {
-        it->err = rc;
-        return rc;
+    if (HTKV_UNLIKELY(item->bad)) {
+        htkv_set_error("%s: checksum mismatch in record at offset %u", item->seg->path, item->off);
+        it->err = HTKV_ECORRUPT;
+        return it->err;
     }
+    int rc;
     if (key != NULL) {
         *key = item->rec + REC_HDR_BYTES;
     }

@@ -158,7 +158,16 @@ typedef struct htkv_config {
     int read_only;                /**< Boolean: open without writing anything. Default 0. */
     int create_if_missing;        /**< Boolean: create an empty store if none exists. Default 1. */
     int recovery;                 /**< enum htkv_recovery. Default HTKV_RECOVERY_STRICT. */
-    int verify_checksums;         /**< Boolean: check the CRC of every record read. Default 1. */
+    /**
+     * Record checksums on reads (gets, views, iterators): 0 = not checked; 1 = the CRC of a
+     * record is checked by its first read after open, and later reads of the same record trust
+     * it (records that recovery scanned, that compaction copied, or that this process wrote,
+     * count as checked); 2 = checked on every read. Default 1. Mode 1 trusts the page cache
+     * for bytes once checked, as a block cache would: damage that appears afterwards (a disk
+     * returning other bytes when the kernel re-reads an evicted page) goes unnoticed until the
+     * store is opened again. Recovery, compaction, snapshots and the change feed always check.
+     */
+    int verify_checksums;
     /**
      * Boolean: keep a hint file (key -> location table) beside each sealed segment and, at
      * close, for the active one, so that htkv_open() reads no values. With a hint, open trusts

@@ -399,6 +399,8 @@ test_bad_input_invalid_config_fields(void **state)
     BAD(max_value_bytes, HTKV_VALUE_MAX_LIMIT + 1);
     BAD(compaction_min_garbage_ratio, -0.01);
     BAD(compaction_min_garbage_ratio, 1.01);
+    BAD(verify_checksums, -1);
+    BAD(verify_checksums, 3);
 #undef BAD
     free(longdir);
 
@@ -409,9 +411,10 @@ test_bad_input_invalid_config_fields(void **state)
         unsigned interval;
         uint32_t vmax;
         double ratio;
+        int verify;
     } ok[] = {
-        { 1, 64u << 10, 1, 1, 0.0 },
-        { 1024, 0xFFFFF000ull - 4096, 60000, HTKV_VALUE_MAX_LIMIT, 1.0 },
+        { 1, 64u << 10, 1, 1, 0.0, 0 },
+        { 1024, 0xFFFFF000ull - 4096, 60000, HTKV_VALUE_MAX_LIMIT, 1.0, 2 },
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         c = base;
@@ -420,6 +423,7 @@ test_bad_input_invalid_config_fields(void **state)
         c.fsync_interval_ms = ok[i].interval;
         c.max_value_bytes = ok[i].vmax;
         c.compaction_min_garbage_ratio = ok[i].ratio;
+        c.verify_checksums = ok[i].verify;
         htkv_db *db = tu_open(&c);
         assert_int_equal(tu_stats(db).shard_count, ok[i].shard_count);
         assert_int_equal(htkv_close(db), 0);
