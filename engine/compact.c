@@ -178,7 +178,7 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
     if (rc != 0) {
         return htkv_shard_prepare_failed(db, sh, rc);
     }
-    struct hidx_ent *n = htkv_mem_alloc(sizeof(*n));
+    struct hidx_ent *n = htkv_mem_alloc_in(sh->arena, sizeof(*n));
     if (n == NULL) {
         return -ENOMEM;
     }

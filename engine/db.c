@@ -451,6 +451,18 @@ open_shards(struct htkv_db *db)
         return -ENOMEM;
     }
     memset(db->ro, 0, db->shard_count * sizeof(*db->ro));
+    /* One arena per worker (the shards it owns allocate from it), one in inline mode. */
+    unsigned want = !db->read_only && db->cfg.worker_threads > 0 ? db->cfg.worker_threads : 1;
+    db->arenas = htkv_mem_calloc(want, sizeof(*db->arenas));
+    if (db->arenas == NULL) {
+        return -ENOMEM;
+    }
+    for (; db->narenas < want; db->narenas++) {
+        int rc = htkv_arena_lease(&db->arenas[db->narenas]);
+        if (rc != 0) {
+            return rc;
+        }
+    }
     for (uint32_t i = 0; i < db->shard_count; i++) {
         atomic_init(&db->ro[i].visible, 0);
         int rc = htkv_shard_create(db, i, &db->ro[i].shard);
@@ -475,6 +487,11 @@ db_free(struct htkv_db *db)
         }
         free(db->ro);
     }
+    /* Every allocation from the arenas is freed now (shards, entries, retired memory). */
+    for (unsigned i = 0; i < db->narenas; i++) {
+        htkv_arena_release(db->arenas[i]);
+    }
+    htkv_mem_free(db->arenas);
     htkv_manifest_close(db->man);
     if (db->lock_fd >= 0) {
         close(db->lock_fd); /* releases the flock */
@@ -551,7 +568,11 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     pthread_condattr_destroy(&ca);
     htkv_ebr_init(&db->ebr);
     atomic_init(&db->next_version, 1);
-    db->dir = strdup(cfg->data_dir);
+    size_t dir_len = strlen(cfg->data_dir);
+    db->dir = htkv_mem_alloc(dir_len + 1); /* freed by htkv_mem_free() */
+    if (db->dir != NULL) {
+        memcpy(db->dir, cfg->data_dir, dir_len + 1);
+    }
     if (db->dir == NULL) {
         rc = -ENOMEM;
         goto fail;
@@ -1393,6 +1414,10 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->no_space = atomic_load(&db->no_space);
     out->gets = htkv_ebr_reads(&db->ebr);
     out->compactions = atomic_load(&db->compactions);
+    for (unsigned i = 0; i < db->narenas; i++) {
+        out->arena_bytes += htkv_arena_allocated(db->arenas[i]);
+        out->arenas += db->arenas[i] != 0;
+    }
     for (uint32_t i = 0; i < db->shard_count; i++) {
         struct shard *sh = db_shard(db, i);
         pthread_mutex_lock(&sh->lock);

@@ -27,6 +27,7 @@ struct shard {
     pthread_mutex_t lock; /* writers of this shard */
     struct htkv_db *db;
     uint32_t id;
+    unsigned arena; /* its worker's (internal.h): entries, tables and trie nodes come from it */
     struct hidx idx;
     struct seg **segs; /* every segment, ascending id; segs[nsegs - 1] is active */
     size_t nsegs;
@@ -69,6 +70,8 @@ struct htkv_db {
     uint64_t hash_seed;
     struct manifest *man;
     struct shard_ro *ro; /* shard_count entries */
+    unsigned *arenas;    /* narenas leased arenas: one per worker, or one in inline mode */
+    unsigned narenas;
     struct ebr ebr;
     struct worker *workers; /* nworkers; NULL in inline mode */
     unsigned nworkers;

@@ -14,10 +14,10 @@
 const struct hidx_ent htkv_hidx_removed = { .key_len = 0 };
 
 static struct hidx_table *
-table_new(uint64_t slots)
+table_new(uint64_t slots, unsigned arena)
 {
     HTKV_ASSERT((slots & (slots - 1)) == 0);
-    struct hidx_table *t = htkv_mem_calloc(1, sizeof(*t) + slots * sizeof(uint64_t));
+    struct hidx_table *t = htkv_mem_calloc_in(arena, 1, sizeof(*t) + slots * sizeof(uint64_t));
     if (t == NULL) {
         return NULL;
     }
@@ -28,7 +28,14 @@ table_new(uint64_t slots)
 int
 htkv_hidx_init(struct hidx *h)
 {
-    struct hidx_table *t = table_new(HIDX_MIN_SLOTS);
+    return htkv_hidx_init_in(h, 0);
+}
+
+int
+htkv_hidx_init_in(struct hidx *h, unsigned arena)
+{
+    h->arena = arena;
+    struct hidx_table *t = table_new(HIDX_MIN_SLOTS, arena);
     if (t == NULL) {
         return -ENOMEM;
     }
@@ -93,7 +100,7 @@ htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void 
         slots *= 2;
     }
     /* Rebuilding is O(keys) once per doubling: amortised O(1) per insert. */
-    struct hidx_table *n = table_new(slots);
+    struct hidx_table *n = table_new(slots, h->arena);
     if (n == NULL) {
         return -ENOMEM;
     }

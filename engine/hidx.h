@@ -50,6 +50,7 @@ struct hidx_table {
 
 struct hidx {
     struct hidx_table *_Atomic table;
+    unsigned arena;   /* tables come from it (htkv_mem_alloc_in()); 0 = default */
     uint64_t entries; /* head entries (writer only) */
 };
 
@@ -94,6 +95,8 @@ hidx_slot_live(uint64_t s)
 }
 
 int htkv_hidx_init(struct hidx *h);
+/* As htkv_hidx_init(), with tables allocated from @p arena (internal.h). */
+int htkv_hidx_init_in(struct hidx *h, unsigned arena);
 /* Free the table and every entry (no reader may be left). */
 void htkv_hidx_fini(struct hidx *h);
 

@@ -54,6 +54,26 @@ void htkv_mem_free(void *p);
 /* Test hook: when set and returning true, the next allocation fails. */
 extern bool (*htkv_mem_fail_hook)(size_t n);
 
+/*
+ * Memory arenas. Built with jemalloc (HTKV_JEMALLOC), every allocation of the library goes
+ * through mallocx()/rallocx()/dallocx(), whatever malloc the process uses, so memory from any
+ * arena is freed by htkv_mem_free() from any thread. A store leases one arena per worker (one
+ * for the whole store in inline mode): each worker thread is bound to its arena, and the shards
+ * it owns allocate their entries, hash tables and trie nodes from it from any other thread too
+ * (recovery, compaction, inline writers). Arenas return to a process-wide pool at close and are
+ * reused, so opening and closing stores does not create arenas without bound.
+ *
+ * An arena handle is its jemalloc index + 1; 0 is "the calling thread's default" and is all
+ * there is without jemalloc (sanitizer and fuzz builds), where these calls fall back to malloc.
+ */
+int htkv_arena_lease(unsigned *out);     /* 0 (*out = handle, 0 without jemalloc) or -ENOMEM */
+void htkv_arena_release(unsigned arena); /* back to the pool; 0 is ignored */
+void htkv_arena_bind(unsigned arena);    /* the calling thread allocates from it by default */
+uint64_t htkv_arena_allocated(unsigned arena); /* bytes allocated from it now (0 unknown) */
+void *htkv_mem_alloc_in(unsigned arena, size_t n);
+void *htkv_mem_calloc_in(unsigned arena, size_t n, size_t size);
+void *htkv_mem_realloc_in(unsigned arena, void *p, size_t n);
+
 /* Thread-local error detail behind htkv_last_error(). printf-style. */
 void htkv_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void htkv_clear_error(void);

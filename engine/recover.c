@@ -142,7 +142,7 @@ static struct hidx_ent *
 recover_ent(struct recov *rv, struct shard *sh, struct seg *s, uint64_t off,
             const struct rec_hdr *h)
 {
-    struct hidx_ent *e = htkv_mem_alloc(sizeof(*e));
+    struct hidx_ent *e = htkv_mem_alloc_in(sh->arena, sizeof(*e));
     if (e == NULL) {
         return NULL;
     }
@@ -310,7 +310,7 @@ hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
             rv->nbents = 0;
             continue;
         }
-        struct hidx_ent *n = htkv_mem_alloc(sizeof(*n));
+        struct hidx_ent *n = htkv_mem_alloc_in(sh->arena, sizeof(*n));
         if (n == NULL) {
             return -ENOMEM;
         }

@@ -60,20 +60,23 @@ htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
     char dir[4096];
     int n = snprintf(dir, sizeof(dir), "%s/shard-%03u", db->dir, id);
     HTKV_ASSERT(n > 0 && (size_t)n < sizeof(dir));
-    struct shard *sh = htkv_mem_calloc(1, sizeof(*sh) + (size_t)n + 1);
+    /* Shard s belongs to worker s % workers (worker.c), whose arena it uses. */
+    unsigned arena = db->narenas > 0 ? db->arenas[id % db->narenas] : 0;
+    struct shard *sh = htkv_mem_calloc_in(arena, 1, sizeof(*sh) + (size_t)n + 1);
     if (sh == NULL) {
         return -ENOMEM;
     }
     memcpy(sh->dir, dir, (size_t)n + 1);
     sh->db = db;
     sh->id = id;
+    sh->arena = arena;
     atomic_init(&sh->dirty, false);
-    int rc = htkv_hidx_init(&sh->idx);
+    int rc = htkv_hidx_init_in(&sh->idx, arena);
     if (rc != 0) {
         htkv_mem_free(sh);
         return rc;
     }
-    sh->pending = htkv_mem_calloc(64, sizeof(*sh->pending));
+    sh->pending = htkv_mem_calloc_in(arena, 64, sizeof(*sh->pending));
     if (sh->pending == NULL) {
         htkv_hidx_fini(&sh->idx);
         htkv_mem_free(sh);
@@ -82,6 +85,7 @@ htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
     sh->pend_cap = 64;
     sh->view_floor = UINT64_MAX;
     htkv_trie_init(&sh->trie, shard_trie_key, shard_trie_retire, sh);
+    sh->trie.arena = arena;
     atomic_init(&sh->trie_ready, false);
     pthread_mutex_init(&sh->lock, NULL);
     pthread_cond_init(&sh->synced_cond, NULL);
@@ -315,7 +319,7 @@ pending_reserve(struct shard *sh, size_t n)
     if (cap == sh->pend_cap) {
         return 0;
     }
-    struct hidx_ent **p = htkv_mem_realloc(sh->pending, cap * sizeof(*p));
+    struct hidx_ent **p = htkv_mem_realloc_in(sh->arena, sh->pending, cap * sizeof(*p));
     if (p == NULL) {
         return -ENOMEM;
     }
@@ -327,7 +331,7 @@ pending_reserve(struct shard *sh, size_t n)
 static struct hidx_ent *
 ent_new(struct shard *sh)
 {
-    struct hidx_ent *e = htkv_mem_alloc(sizeof(*e));
+    struct hidx_ent *e = htkv_mem_alloc_in(sh->arena, sizeof(*e));
     if (e != NULL) {
         sh->entry_bytes += sizeof(*e);
     }

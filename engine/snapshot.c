@@ -487,7 +487,7 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
     if (rc != 0) {
         return rc;
     }
-    struct hidx_ent *e = htkv_mem_alloc(sizeof(*e));
+    struct hidx_ent *e = htkv_mem_alloc_in(sh->arena, sizeof(*e));
     if (e == NULL) {
         return -ENOMEM;
     }
@@ -530,7 +530,7 @@ restore_build(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns
 {
     int rc = 0;
     for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
-        rc = htkv_hidx_init(&ns[i].idx);
+        rc = htkv_hidx_init_in(&ns[i].idx, db_shard(db, i)->arena);
         ns[i].idx_ready = rc == 0;
     }
     const unsigned char *m = in->map;

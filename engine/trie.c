@@ -184,6 +184,7 @@ htkv_trie_init(struct trie *t, htkv_trie_key_fn key_of, htkv_trie_retire_fn reti
     t->ctx = ctx;
     t->spare = NULL;
     t->nspare = 0;
+    t->arena = 0;
     atomic_init(&t->key_count, 0);
     atomic_init(&t->node_count, 0);
 }
@@ -301,7 +302,7 @@ htkv_trie_insert(struct trie *t, void *val, void **prev)
     if (nn != NULL) {
         t->spare = (struct trie_node *)load_relaxed(&nn->child[0]);
         t->nspare--;
-    } else if ((nn = htkv_mem_alloc(sizeof(*nn))) == NULL) {
+    } else if ((nn = htkv_mem_alloc_in(t->arena, sizeof(*nn))) == NULL) {
         return -ENOMEM;
     }
     insert_link(t, nn, pos, leaf, key, klen);
@@ -317,7 +318,7 @@ int
 htkv_trie_reserve(struct trie *t, uint32_t n)
 {
     while (t->nspare < n) {
-        struct trie_node *nn = htkv_mem_alloc(sizeof(*nn));
+        struct trie_node *nn = htkv_mem_alloc_in(t->arena, sizeof(*nn));
         if (nn == NULL) {
             return -ENOMEM;
         }

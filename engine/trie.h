@@ -65,6 +65,7 @@ struct trie {
     htkv_trie_retire_fn retire;
     void *ctx;
     struct trie_node *spare; /* htkv_trie_reserve(): nodes for the next new keys, linked */
+    unsigned arena;          /* nodes come from it (htkv_mem_alloc_in()); 0 = default */
     uint32_t nspare;
     /* Counters change on every write: a line of their own keeps readers' root line quiet. */
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t key_count;

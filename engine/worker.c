@@ -415,6 +415,8 @@ worker_main(void *arg)
 {
     struct worker *w = arg;
     struct htkv_db *db = w->db;
+    /* Everything this thread allocates comes from its arena (its shards' memory included). */
+    htkv_arena_bind(db->narenas > 0 ? db->arenas[w->id % db->narenas] : 0);
     int backend = db->cfg.io_backend == HTKV_IO_URING  ? UR_URING
                   : db->cfg.io_backend == HTKV_IO_SYNC ? UR_SYNC
                                                        : UR_AUTO;

@@ -212,6 +212,14 @@ struct htkv_stats {
     uint64_t compaction_read_bytes;    /**< Record bytes examined by compaction. */
     uint64_t compaction_written_bytes; /**< Live record bytes copied by compaction. */
     uint64_t tombstones_dropped;       /**< Tombstones compaction removed for good. */
+    /**
+     * Bytes allocated now from the store's jemalloc arenas: one per worker thread (one for the
+     * store in inline mode), holding its shards' index entries and tables, trie nodes and the
+     * worker's own memory. Frees made by other threads are counted once their thread caches
+     * flush. 0 when the library is built without jemalloc (sanitizer builds).
+     */
+    uint64_t arena_bytes;
+    uint32_t arenas; /**< jemalloc arenas of the store (0 without jemalloc). */
 };
 
 /** Output format of htkv_metrics_write(). */

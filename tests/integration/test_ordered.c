@@ -38,11 +38,26 @@ heap_in_use(void)
 }
 #else
 #include <malloc.h>
+#ifdef HTKV_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 static size_t
 heap_in_use(void)
 {
     struct mallinfo2 mi = mallinfo2();
-    return mi.uordblks + mi.hblkhd;
+    size_t n = mi.uordblks + mi.hblkhd;
+#ifdef HTKV_JEMALLOC
+    /* The engine allocates from jemalloc: its statistics count that memory. */
+    uint64_t epoch = 1;
+    size_t len = sizeof(epoch);
+    (void)mallctl("epoch", &epoch, &len, &epoch, len);
+    size_t je = 0;
+    len = sizeof(je);
+    if (mallctl("stats.allocated", &je, &len, NULL, 0) == 0) {
+        n += je;
+    }
+#endif
+    return n;
 }
 #endif
 
