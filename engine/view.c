@@ -223,8 +223,9 @@ item_check(struct htkv_db *db, const struct iter_item *it)
     }
     struct rec_hdr h;
     htkv_rec_hdr_decode(it->rec, &h);
-    if (h.key_len != it->klen || h.val_len != it->vlen || h.version != it->version ||
-        htkv_rec_verify_crc(it->rec, it->seg->id, it->off, &h) != 0) {
+    /* The type too, as db_value() does: a live item's value comes from a SET record only. */
+    if (h.type != REC_SET || h.key_len != it->klen || h.val_len != it->vlen ||
+        h.version != it->version || htkv_rec_verify_crc(it->rec, it->seg->id, it->off, &h) != 0) {
         htkv_set_error("%s: checksum mismatch in record at offset %u", it->seg->path, it->off);
         return HTKV_ECORRUPT;
     }
