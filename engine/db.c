@@ -830,8 +830,11 @@ htkv_ent_check_slow(struct hidx_ent *e)
     const unsigned char *rec = hidx_ent_rec(e);
     struct rec_hdr h;
     htkv_rec_hdr_decode(rec, &h);
-    if (h.key_len != e->key_len || h.val_len != e->rec_bytes - REC_HDR_BYTES - e->key_len ||
-        h.version != e->version || htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) != 0) {
+    /* The type too: an entry that a hint file calls a SET may point at a DEL record (an empty
+     * value the key never held); a value is only ever read from a SET record. */
+    if (h.type != REC_SET || h.key_len != e->key_len ||
+        h.val_len != e->rec_bytes - REC_HDR_BYTES - e->key_len || h.version != e->version ||
+        htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) != 0) {
         htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
         return HTKV_ECORRUPT;
     }

@@ -153,7 +153,8 @@ db_shard_of(const struct htkv_db *db, uint64_t hash)
  */
 int htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out);
 
-/* Verify the CRC and header of the record behind @p e and mark it checked. 0 or HTKV_ECORRUPT. */
+/* Verify the CRC and header of the SET record behind live entry @p e and mark it checked.
+ * 0 or HTKV_ECORRUPT. */
 int htkv_ent_check_slow(struct hidx_ent *e);
 
 /* cfg.verify_checksums for a read of @p e (inside an EBR section): 0 or HTKV_ECORRUPT. */

@@ -1,19 +1,23 @@
 /*
  * make_seeds.c - writes the seed corpora of the fuzz targets: make_seeds DIR fills
- * DIR/fuzz_rec, DIR/fuzz_manifest, DIR/fuzz_segment_open and DIR/fuzz_apikey_token.
+ * DIR/fuzz_rec, DIR/fuzz_manifest, DIR/fuzz_segment_open, DIR/fuzz_hint and
+ * DIR/fuzz_apikey_token.
  *
  * Design. Every seed is made by the code that makes such bytes in production, never typed in by
  * hand: records by htkv_rec_encode(), manifests by htkv_open() and the manifest API, segments by
- * a store written through the public API, tokens by htkv_apikey_token_format(). Inputs are fixed,
+ * a store written through the public API, hints by closing the store fuzz_hint builds
+ * (fuzz_hint_store.h), tokens by htkv_apikey_token_format(). Inputs are fixed,
  * so the output only changes when a format does; the seeds in tests/fuzz/corpus/ were made with
  * it (build-fuzz/fuzz/fuzz_make_seeds tests/fuzz/corpus). Each seed is laid out as its target's
  * file comment describes (mode bytes, position fields).
  *
  * Invariants
  *   1. Each seed is accepted as valid by its target's model, except those named bad-* or torn-*,
- *      which carry one deliberate fault.
+ *      which carry one deliberate fault, and the fuzz_hint seeds named lie-* or regress-*,
+ *      hints whose checksums agree with entries that describe a record wrongly.
  *   2. The segment seeds are of segment 1 of shard 0, the one segment of the store that
  *      fuzz_segment_open builds around its input.
+ *   3. The hint seeds are the hint files of that store's segments, byte for byte.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,11 +29,13 @@
 #include <htkv/htkv.h>
 
 #include "engine/crc32c.h"
+#include "engine/hint.h"
 #include "engine/manifest.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
 /* After the engine's headers: auth/core.h keeps the engine's HTKV_ASSERT when one is defined. */
 #include "auth/core.h"
+#include "tests/fuzz/fuzz_hint_store.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static const char *out_root;
@@ -316,6 +322,80 @@ segment_seeds(void)
     FUZZ_CHECK(fuzz_rmrf(dir) == 0);
 }
 
+/* ---- fuzz_hint: mode u8 | hint file ---------------------------------------------------------- */
+
+/*
+ * Entry @p i of hint @p h (its bytes after the mode byte, @p len long) with field byte @p at
+ * changed by @p x, in a seed of its own, FIXUP mode: the harness makes the CRCs agree again.
+ */
+static void
+hint_seed_lie(const char *name, unsigned target, const unsigned char *h, size_t len, uint64_t i,
+              size_t at, unsigned char x)
+{
+    FUZZ_CHECK(HINT_HDR_BYTES + (i + 1) * HINT_ENT_BYTES <= len);
+    unsigned char *buf = malloc(1 + len);
+    FUZZ_CHECK(buf != NULL);
+    buf[0] = (unsigned char)((target << HS_MODE_TARGET_SHIFT) | HS_MODE_FIXUP);
+    memcpy(buf + 1, h, len);
+    buf[1 + HINT_HDR_BYTES + i * HINT_ENT_BYTES + at] ^= x;
+    seed_write("fuzz_hint", name, buf, 1 + len);
+    free(buf);
+}
+
+/*
+ * The hint of every segment of the fuzz_hint store as written by the engine: once as it is
+ * (mode 0) and once with the harness's checksum fix-up and a reopen (a no-op fix-up on a valid
+ * hint), the other segments without hints. Then two hints that describe a record wrongly with
+ * checksums that agree: the first entry of the first segment with a hash bit flipped
+ * (lie-hash), and the first DEL entry called a SET (regress-del-named-set: read as the deleted
+ * key with an empty value before reads compared the record's type).
+ */
+static void
+hint_seeds(void)
+{
+    char dir[256];
+    FUZZ_CHECK(fuzz_tmpdir_make(dir, sizeof(dir), "seed-hint") == 0);
+    struct hs_model m;
+    hs_build(dir, &m);
+    struct hs_seg segs[HS_SEGS_MAX];
+    unsigned n = hs_segments(dir, segs);
+    FUZZ_CHECK(n <= HS_MODE_TARGET_MASK + 1);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FUZZ_CHECK(fd >= 0);
+    bool del_done = false;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char *h;
+        size_t len;
+        FUZZ_CHECK(fuzz_read_file(fd, segs[i].hint, &h, &len) == 0);
+        unsigned char *buf = malloc(1 + len);
+        FUZZ_CHECK(buf != NULL);
+        memcpy(buf + 1, h, len);
+        char name[32];
+        buf[0] = (unsigned char)(i << HS_MODE_TARGET_SHIFT);
+        snprintf(name, sizeof(name), "seg%u", i);
+        seed_write("fuzz_hint", name, buf, 1 + len);
+        buf[0] |= HS_MODE_FIXUP | HS_MODE_BARE | HS_MODE_REOPEN;
+        snprintf(name, sizeof(name), "seg%u-fixup-bare-reopen", i);
+        seed_write("fuzz_hint", name, buf, 1 + len);
+        free(buf);
+        if (i == 0) {
+            hint_seed_lie("lie-hash", i, h, len, 0, 0, 0x01);
+        }
+        for (uint64_t e = 0; !del_done && e < htkv_load64(h + 24); e++) {
+            unsigned char *type = h + HINT_HDR_BYTES + e * HINT_ENT_BYTES + 28;
+            if (*type == REC_DEL) {
+                hint_seed_lie("regress-del-named-set", i, h, len, e, 28, REC_DEL ^ REC_SET);
+                del_done = true;
+            }
+        }
+        free(h);
+    }
+    FUZZ_CHECK(del_done);
+    close(fd);
+    hs_model_free(&m);
+    FUZZ_CHECK(fuzz_rmrf(dir) == 0);
+}
+
 /* ---- fuzz_apikey_token: mode u8 | token, or mode u8 | id | secret | edits -------------------- */
 
 static void
@@ -360,6 +440,7 @@ main(int argc, char **argv)
     manifest_seed_store();
     manifest_seed_edits();
     segment_seeds();
+    hint_seeds();
     token_seeds();
     return 0;
 }

@@ -1,12 +1,16 @@
 /*
  * test_hints.c - hint files: written at close and by compaction, used at open, and never
  * trusted blindly: a damaged, missing or stale hint means the segment is scanned instead, and
- * damage in a hinted record still reads as HTKV_ECORRUPT, never as a wrong value.
+ * damage in a hinted record, or a hinted record that is not what its entry says, still reads as
+ * HTKV_ECORRUPT, never as a wrong value.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <unistd.h>
 
+#include "engine/crc32c.h"
+#include "engine/hint.h"
+#include "engine/rec.h"
 #include "tests/support/testutil.h"
 
 #define NKEYS 800
@@ -217,6 +221,58 @@ test_hints_follow_compaction(void **state)
     free(dir);
 }
 
+/*
+ * Goal: an index entry that a hint file calls a SET while the record it names is a DEL (a hint
+ * whose checksums agree with wrong contents) never resurrects the deleted key with the DEL's
+ * empty value: reads and iteration answer HTKV_ECORRUPT. Method: one shard; put "keep" and
+ * "gone", delete "gone", close; in the hint, turn the DEL entry's type into SET and recompute
+ * the trailer's CRC; reopen.
+ */
+static void
+test_hints_del_named_set_reads_as_corrupt(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("hints-del-set");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.shard_count = 1;
+    htkv_db *db = tu_open(&cfg);
+    assert_int_equal(htkv_put(db, "keep", 4, "kept", 4), 0);
+    assert_int_equal(htkv_put(db, "gone", 4, "value", 5), 0);
+    assert_int_equal(htkv_delete(db, "gone", 4), 0);
+    assert_int_equal(htkv_close(db), 0);
+
+    char seg[1][4096];
+    assert_int_equal(tu_segments(dir, seg, 1), 1);
+    char hint[4200];
+    htkv_hint_path(hint, sizeof(hint), seg[0]);
+    long long len = tu_file_size(hint);
+    assert_int_equal(len, HINT_HDR_BYTES + 3 * HINT_ENT_BYTES + HINT_TRAILER_BYTES);
+    unsigned char buf[HINT_HDR_BYTES + 3 * HINT_ENT_BYTES + HINT_TRAILER_BYTES];
+    assert_int_equal(tu_read_at(hint, 0, buf, sizeof(buf)), 0);
+    unsigned char *del = buf + HINT_HDR_BYTES + 2 * HINT_ENT_BYTES;
+    assert_int_equal(del[28], REC_DEL);
+    del[28] = REC_SET;
+    htkv_store32(buf + HINT_HDR_BYTES + 3 * HINT_ENT_BYTES,
+                 htkv_crc32c(0, buf + HINT_HDR_BYTES, 3 * HINT_ENT_BYTES));
+    assert_int_equal(tu_write_at(hint, 0, buf, sizeof(buf)), 0);
+
+    db = tu_open(&cfg);
+    char val[16];
+    size_t vlen = 0;
+    assert_int_equal(htkv_get(db, "gone", 4, val, sizeof(val), &vlen), HTKV_ECORRUPT);
+    tu_expect(db, "keep", 4, "kept", 4);
+    htkv_iter *it;
+    assert_int_equal(htkv_get_prefix(db, "g", 1, &it), 0);
+    const void *k, *v;
+    size_t kl, vl;
+    assert_int_equal(htkv_iter_next(it, &k, &kl, &v, &vl), HTKV_ECORRUPT);
+    htkv_iter_destroy(it);
+    assert_int_equal(htkv_close(db), 0);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
@@ -225,6 +281,7 @@ main(void)
         cmocka_unit_test(test_hints_damaged_record_reads_as_corrupt),
         cmocka_unit_test(test_hints_prefix_then_scan),
         cmocka_unit_test(test_hints_follow_compaction),
+        cmocka_unit_test(test_hints_del_named_set_reads_as_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
