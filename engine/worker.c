@@ -24,6 +24,8 @@
  *   2. At most one group fsync per shard is in flight per worker (inflight_target != 0).
  *   3. After stop is raised, the worker exits only with an empty queue, no waiting request and
  *      no fsync in flight.
+ *   4. The sync hook (uring/ur_fault.h) runs for every successful fsync of the ring, on this
+ *      thread, before the completion publishes anything.
  */
 #include "engine/worker.h"
 
@@ -36,6 +38,7 @@
 
 #include "engine/db.h"
 #include "engine/rec.h"
+#include "uring/ur_fault.h"
 
 #define UD_INTERVAL (1ull << 63)
 /* Sync callers spin this many times (~10-40 us) before sleeping on the futex. */
@@ -285,15 +288,23 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
     uint32_t s = (uint32_t)(ud & 0xFFFFFFFFu);
     HTKV_ASSERT(s < db->shard_count);
     struct shard *sh = db_shard(db, s);
-    pthread_mutex_lock(&sh->lock);
-    htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
     bool interval = (ud & UD_INTERVAL) != 0;
     struct seg *seg = interval ? w->inflight_iseg[s] : w->inflight_seg[s];
     HTKV_ASSERT(seg != NULL);
     if (res < 0) {
+        pthread_mutex_lock(&sh->lock);
+        htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
         htkv_shard_fail_sync(sh, seg, res);
-    } else if (!interval) {
-        htkv_shard_publish(sh, w->inflight_target[s]);
+    } else {
+        /* The sync hook sees the file before the publish below acknowledges the writes the sync
+         * covers; outside the lock, like the callers' syncs (htkv_seg_sync). The pin keeps
+         * seg->fd open. */
+        htkv_fault_synced(seg->fd);
+        pthread_mutex_lock(&sh->lock);
+        htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
+        if (!interval) {
+            htkv_shard_publish(sh, w->inflight_target[s]);
+        }
     }
     htkv_seg_unpin(seg);
     if (interval) {

@@ -53,8 +53,12 @@ int htkv_fault_hit(int op);
 /*
  * Test hook, NULL in production: called with the descriptor of a file or directory after each
  * successful fdatasync/fsync that a durability promise rests on (segments, the manifest,
- * CURRENT, the store's directories), on the thread that synced. A power-loss simulation keeps
- * what it syncs (tests/fault/fault_powerloss.c). Set before opening the store.
+ * CURRENT, the store's directories), on the thread that synced, before any write the sync
+ * covers is acknowledged. That includes a worker's group and interval fdatasyncs: the worker
+ * calls it when it takes the completion (io_uring: the CQE; plain system calls: the result of
+ * the fdatasync it ran), before publishing. Calls may come from several threads at once, while
+ * other threads append to the same file. A power-loss simulation keeps what it syncs
+ * (tests/fault/fault_powerloss.c). Set before opening the store, clear after closing it.
  */
 extern void (*htkv_fault_sync_hook)(int fd);
 
