@@ -76,7 +76,8 @@ struct htkv_iter {
     int err;
     uint32_t nsrc;
     uint32_t nheap;
-    uint32_t *heap; /* indexes into src, min-heap by current key */
+    uint32_t *heap; /* indexes into src with items: a min-heap by current key, or, with at most
+                     * ITER_LINEAR_MAX shards, in any order (linear_min()) */
     struct iter_src *src;
 };
 
@@ -452,6 +453,23 @@ heap_down(struct htkv_iter *it, uint32_t i)
     }
 }
 
+/* Up to this many shards, the merge scans the sources' current keys for the smallest (a few
+ * comparisons that compile to conditional moves) instead of keeping a heap, whose unpredictable
+ * branches cost more than they save at this size. */
+#define ITER_LINEAR_MAX 8u
+
+/* The source with the smallest current key among heap[0, nheap) (linear mode), and its slot. */
+static inline uint32_t
+linear_min(const struct htkv_iter *it, uint32_t *at)
+{
+    uint32_t b = 0;
+    for (uint32_t k = 1; k < it->nheap; k++) {
+        b = heap_less(it, it->heap[k], it->heap[b]) ? k : b;
+    }
+    *at = b;
+    return it->heap[b];
+}
+
 /* Make sure source @p i has a current item; refills as needed. 1 = has one, 0 = ended. */
 static int
 src_refill(struct htkv_iter *it, uint32_t i)
@@ -489,7 +507,7 @@ iter_build_heap(struct htkv_iter *it)
             it->heap[it->nheap++] = i;
         }
     }
-    for (uint32_t i = it->nheap / 2; i > 0; i--) {
+    for (uint32_t i = it->nheap / 2; it->nsrc > ITER_LINEAR_MAX && i > 0; i--) {
         heap_down(it, i - 1);
     }
     return 0;
@@ -656,7 +674,8 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     if (it->nheap == 0 || (it->limit != 0 && it->returned >= it->limit)) {
         return 0;
     }
-    uint32_t top = it->heap[0];
+    uint32_t at = 0;
+    uint32_t top = it->nsrc <= ITER_LINEAR_MAX ? linear_min(it, &at) : it->heap[0];
     const struct iter_item *item = src_head(it, top);
     if (HTKV_UNLIKELY(item->bad)) {
         htkv_set_error("%s: checksum mismatch in record at offset %u", item->seg->path, item->off);
@@ -686,9 +705,9 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
         return 1; /* the current item is good; the error comes with the next call */
     }
     if (rc == 0) {
-        it->heap[0] = it->heap[--it->nheap];
+        it->heap[at] = it->heap[--it->nheap];
     }
-    if (it->nheap > 0) {
+    if (it->nsrc > ITER_LINEAR_MAX && it->nheap > 0) {
         heap_down(it, 0);
     }
     return 1;

@@ -733,7 +733,8 @@ test_ordered_fuzz_matches_sorted_model_1_shard(void **state)
     ordered_fuzz(1, fuzz_ops());
 }
 
-/* Goal: as above with 4 shards: the heap merge of several shards' streams. */
+/* Goal: as above with 4 shards: the merge of several shards' streams (a linear scan for the
+ * smallest current key up to 8 shards). */
 static void
 test_ordered_fuzz_matches_sorted_model_4_shards(void **state)
 {
@@ -747,6 +748,14 @@ test_ordered_fuzz_matches_sorted_model_7_shards(void **state)
 {
     (void)state;
     ordered_fuzz(7, fuzz_ops());
+}
+
+/* Goal: as above with 13 shards: the heap merge (more than 8 shards). */
+static void
+test_ordered_fuzz_matches_sorted_model_13_shards(void **state)
+{
+    (void)state;
+    ordered_fuzz(13, fuzz_ops());
 }
 
 /* ---- edges ---------------------------------------------------------------------------------- */
@@ -1425,6 +1434,7 @@ main(void)
         cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_1_shard),
         cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_4_shards),
         cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_7_shards),
+        cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_13_shards),
         cmocka_unit_test(test_ordered_empty_store_returns_nothing),
         cmocka_unit_test(test_ordered_single_key),
         cmocka_unit_test(test_ordered_keys_of_key_max_bytes),
