@@ -62,6 +62,7 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "uring/ur_fault.h"
 
 /* Bytes of a victim examined per lock hold: 256 KiB is ~30-60 us of copying on this class of
  * machine, the longest a writer of the shard waits for compaction. */
@@ -309,15 +310,24 @@ htkv_seg_close_cb(void *p)
 }
 
 void
-htkv_seg_remove_files(struct seg *s)
+htkv_seg_remove_files(struct htkv_db *db, struct seg *s)
 {
     while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
         sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
     }
     char hint[4200];
     htkv_hint_path(hint, sizeof(hint), s->path);
-    unlink(s->path); /* the mapping stays valid until the segment is closed */
-    unlink(hint);
+    /* The segment is out of the manifest already (its drop is durable), so a file an unlink
+     * leaves behind is an orphan: never read, removed by the next writable open. The failure is
+     * logged and costs disk space until then, never data: the caller goes on. The mapping stays
+     * valid until the segment is closed. */
+    const char *paths[2] = { s->path, hint };
+    for (int i = 0; i < 2; i++) {
+        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(paths[i])) != 0 && errno != ENOENT) {
+            htkv_db_log(db, HTKV_LOG_WARN, "%s: not removed (%s); the next open removes it",
+                        paths[i], strerror(errno));
+        }
+    }
 }
 
 /* Release a dropped segment (views_lock and the shard's lock held): through EBR at once when no
@@ -368,7 +378,7 @@ htkv_compact_free_zombies(struct htkv_db *db)
 static void
 drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *z)
 {
-    htkv_seg_remove_files(v);
+    htkv_seg_remove_files(db, v);
     pthread_mutex_lock(&db->views_lock);
     pthread_mutex_lock(&sh->lock);
     size_t i = 0;

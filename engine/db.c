@@ -227,14 +227,18 @@ write_options(struct htkv_db *db)
     if (n <= 0 || (size_t)n >= sizeof(buf)) {
         return;
     }
-    int fd = openat(db->dir_fd, "OPTIONS.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd =
+        htkv_fault_fails(HTKV_FAULT_CREATE)
+            ? -1
+            : openat(db->dir_fd, "OPTIONS.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         return;
     }
     bool ok = write(fd, buf, (size_t)n) == n;
     close(fd);
     if (!ok || renameat(db->dir_fd, "OPTIONS.tmp", db->dir_fd, "OPTIONS") != 0) {
-        unlinkat(db->dir_fd, "OPTIONS.tmp", 0);
+        /* A leftover OPTIONS.tmp is truncated by the next writable open. */
+        (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(db->dir_fd, "OPTIONS.tmp", 0));
     }
 }
 
@@ -329,9 +333,11 @@ is_store_name(const char *name)
 static int
 check_fresh_dir(struct htkv_db *db)
 {
-    DIR *d = opendir(db->dir);
+    DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(db->dir);
     if (d == NULL) {
-        return -errno;
+        int rc = -errno;
+        htkv_set_error("%s: cannot be listed: %s", db->dir, htkv_strerror(rc));
+        return rc;
     }
     int rc = 0;
     struct dirent *de;
@@ -387,29 +393,59 @@ create_store(struct htkv_db *db)
     return htkv_manifest_create(db->dir_fd, shards, seed, &db->man);
 }
 
+/*
+ * Make the name of the store's directory durable by syncing its parent. When this open created
+ * the directory, a failure fails the open: nothing written to the store could be promised to
+ * survive a power loss that takes the directory back. Otherwise an earlier open made it durable
+ * and this sync is a second chance only, so its failure is ignored; so is a parent that cannot
+ * be read (EACCES: nothing the store can do about it). 0 or -errno.
+ */
+static int
+sync_parent_dir(struct htkv_db *db, bool created)
+{
+    char parent[4096];
+    snprintf(parent, sizeof(parent), "%s/..", db->dir);
+    int pfd =
+        htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+    if (pfd < 0) {
+        rc = errno == EACCES || errno == EPERM ? 0 : -errno;
+    } else {
+        rc = fsync(pfd) == 0 ? 0 : -errno;
+        close(pfd);
+    }
+    if (rc != 0 && created) {
+        htkv_set_error("%s: cannot sync the new directory's parent: %s", db->dir,
+                       htkv_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
 static int
 open_dir_and_lock(struct htkv_db *db, bool take_lock)
 {
+    bool created = false;
     if (!db->read_only && db->cfg.create_if_missing) {
-        if (mkdir(db->dir, 0755) != 0 && errno != EEXIST) {
+        if (mkdir(db->dir, 0755) == 0) {
+            created = true;
+        } else if (errno != EEXIST) {
+            int rc = -errno;
             htkv_set_error("%s: cannot create directory", db->dir);
-            return -errno;
+            return rc;
         }
     }
-    db->dir_fd = open(db->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    db->dir_fd =
+        htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(db->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (db->dir_fd < 0) {
         int rc = errno == ENOENT ? HTKV_ENOTFOUND : -errno;
-        htkv_set_error("%s: cannot open directory", db->dir);
+        htkv_set_error("%s: cannot open directory: %s", db->dir, htkv_strerror(rc));
         return rc;
     }
     if (!db->read_only) {
-        /* Make the directory's own creation durable. */
-        char parent[4096];
-        snprintf(parent, sizeof(parent), "%s/..", db->dir);
-        int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (pfd >= 0) {
-            (void)fsync(pfd);
-            close(pfd);
+        int rc = sync_parent_dir(db, created);
+        if (rc != 0) {
+            return rc;
         }
     }
     int flags = db->read_only ? O_RDONLY : O_RDWR | O_CREAT;
@@ -421,13 +457,17 @@ open_dir_and_lock(struct htkv_db *db, bool take_lock)
             close(fd);
         }
     }
-    db->lock_fd = openat(db->dir_fd, "LOCK", flags | O_CLOEXEC, 0644);
+    db->lock_fd = htkv_fault_fails(HTKV_FAULT_OPEN)
+                      ? -1
+                      : openat(db->dir_fd, "LOCK", flags | O_CLOEXEC, 0644);
     if (db->lock_fd < 0) {
         if (db->read_only && errno == ENOENT) {
             htkv_set_error("%s: no store here", db->dir);
             return HTKV_ENOTFOUND;
         }
-        return -errno;
+        int rc = -errno;
+        htkv_set_error("%s/LOCK: cannot be opened: %s", db->dir, htkv_strerror(rc));
+        return rc;
     }
     /* A read-only opener shares the lock with other read-only openers, never with a writer. */
     if (take_lock && flock(db->lock_fd, (db->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
@@ -438,6 +478,68 @@ open_dir_and_lock(struct htkv_db *db, bool take_lock)
         return -errno;
     }
     return 0;
+}
+
+/*
+ * At a writable open of an existing store, before anything is removed: sync the store's
+ * directory, so that CURRENT names on disk the manifest it names now. A rename of CURRENT whose
+ * directory sync failed or never ran (a crash in between) is settled here; without it, removing
+ * the files only the other manifest lists could leave a power loss nothing to open. A failure
+ * fails the open (a failed sync is never trusted). 0 or -errno.
+ */
+static int
+sync_store_dir(struct htkv_db *db)
+{
+    if (fsync(db->dir_fd) != 0) {
+        int rc = -errno;
+        htkv_set_error("%s: cannot sync the directory: %s", db->dir, htkv_strerror(rc));
+        return rc;
+    }
+    htkv_fault_synced(db->dir_fd);
+    return 0;
+}
+
+/*
+ * Remove files of the store's directory that nothing reads: manifests CURRENT does not name
+ * (one whose unlink failed after a rewrite, or one written before a failed switch of CURRENT)
+ * and temporary files of interrupted writes (CURRENT.tmp, snapshot-NNNNNN.snap.tmp). They only
+ * take space, so a directory that cannot be listed or a file that cannot be removed is logged
+ * and the open goes on; the next open tries again.
+ */
+static void
+remove_leftovers(struct htkv_db *db)
+{
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : dup(db->dir_fd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        htkv_db_log(db, HTKV_LOG_WARN, "%s: cannot be listed (%s); leftovers not removed", db->dir,
+                    strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    rewinddir(d); /* the duplicate shares its position with db->dir_fd */
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        unsigned long long n;
+        char c, tail[16];
+        bool manifest = sscanf(de->d_name, "MANIFEST-%6llu%c", &n, &c) == 1 &&
+                        strlen(de->d_name) == 15 && n != db->man->number;
+        bool tmp = strcmp(de->d_name, "CURRENT.tmp") == 0 ||
+                   (sscanf(de->d_name, "snapshot-%6llu.%15s", &n, tail) == 2 &&
+                    strcmp(tail, "snap.tmp") == 0 && strlen(de->d_name) == 24);
+        if (!manifest && !tmp) {
+            continue;
+        }
+        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(db->dir_fd, de->d_name, 0)) == 0) {
+            htkv_db_log(db, HTKV_LOG_INFO, "%s/%s: left over; removed", db->dir, de->d_name);
+        } else if (errno != ENOENT) {
+            htkv_db_log(db, HTKV_LOG_WARN, "%s/%s: left over; not removed: %s", db->dir, de->d_name,
+                        strerror(errno));
+        }
+    }
+    closedir(d);
 }
 
 static int
@@ -592,7 +694,13 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
         if (rc == 0) {
             rc = create_store(db);
         } else if (rc == HTKV_ENOTSTORE && db->lock_created) {
-            unlinkat(db->dir_fd, "LOCK", 0); /* leave a foreign directory as it was */
+            /* Leave a foreign directory as it was; a LOCK the unlink leaves is only a file. */
+            (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(db->dir_fd, "LOCK", 0));
+        }
+    } else if (rc == 0 && !db->read_only) {
+        rc = sync_store_dir(db);
+        if (rc == 0) {
+            remove_leftovers(db);
         }
     }
     if (rc != 0) {

@@ -155,7 +155,9 @@ htkv_hint_write(struct htkv_db *db, struct seg *s)
     char path[4200], tmp[4210];
     htkv_hint_path(path, sizeof(path), s->path);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = htkv_fault_fails(HTKV_FAULT_CREATE)
+                 ? -1
+                 : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = -errno;
     } else {
@@ -176,7 +178,8 @@ htkv_hint_write(struct htkv_db *db, struct seg *s)
             rc = -errno;
         }
         if (rc != 0) {
-            unlink(tmp);
+            /* A .tmp left behind is never read; the next writable open removes it. */
+            (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(tmp));
         }
     }
     htkv_mem_free(buf);
@@ -195,7 +198,7 @@ hint_read(const char *path, unsigned char **buf_out, uint64_t *size_out)
 {
     *buf_out = NULL;
     *size_out = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return errno == ENOENT ? HTKV_ENOTFOUND : -errno;
     }
@@ -212,7 +215,9 @@ hint_read(const char *path, unsigned char **buf_out, uint64_t *size_out)
     } else {
         size_t got = 0;
         while (rc == 0 && got < (size_t)st.st_size) {
-            ssize_t r = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+            ssize_t r = htkv_fault_fails(HTKV_FAULT_READ)
+                            ? -1
+                            : pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
             if (r < 0 && errno != EINTR) {
                 rc = -errno;
             } else if (r == 0) {

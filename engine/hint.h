@@ -64,7 +64,8 @@ int htkv_hint_write(struct htkv_db *db, struct seg *s);
 
 /*
  * Load and check the hint of @p s. Returns 0 and fills @p out (free with htkv_hint_free()),
- * HTKV_ENOTFOUND (no hint), HTKV_ECORRUPT (a damaged or mismatched hint), -ENOMEM or -errno.
+ * HTKV_ENOTFOUND (no hint), HTKV_ECORRUPT (a damaged or mismatched hint), -ENOMEM or -errno (the
+ * hint cannot be opened or read). Nothing is allocated on failure.
  */
 int htkv_hint_load(const struct seg *s, struct hint *out);
 

@@ -50,6 +50,7 @@
 #include "engine/manifest.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
+#include "uring/ur_fault.h"
 
 #define INSPECT_MAN_MAGIC "HTKVMAN1"     /* manifest.c's MAN_MAGIC */
 #define INSPECT_MAN_MAX (64ull << 20)    /* htkv_manifest_load() refuses larger manifests */
@@ -651,7 +652,7 @@ static int
 map_segment(struct walk *w, const char *rel, uint32_t shard, uint64_t id, void **map, uint64_t *len)
 {
     *map = NULL;
-    int fd = openat(w->dir_fd, rel, O_RDONLY | O_CLOEXEC);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : openat(w->dir_fd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
             report(w, HTKV_INSPECT_PROBLEM, rel, 0, "listed in the manifest but missing");
@@ -663,10 +664,14 @@ map_segment(struct walk *w, const char *rel, uint32_t shard, uint64_t id, void *
     struct stat st;
     int rc = 0;
     unsigned char hd[SEG_HDR_BYTES];
+    ssize_t got = 0;
     if (fstat(fd, &st) != 0) {
         rc = -errno;
-    } else if ((uint64_t)st.st_size < SEG_HDR_BYTES ||
-               pread(fd, hd, sizeof(hd), 0) != (ssize_t)sizeof(hd)) {
+    } else if ((uint64_t)st.st_size >= SEG_HDR_BYTES &&
+               (got = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(fd, hd, sizeof(hd), 0)) < 0) {
+        rc = -errno; /* an I/O error is not a finding about the file: the walk stops */
+        htkv_set_error("%s/%s: cannot be read: %s", w->dir, rel, strerror(errno));
+    } else if ((uint64_t)st.st_size < SEG_HDR_BYTES || got != (ssize_t)sizeof(hd)) {
         report(w, HTKV_INSPECT_PROBLEM, rel, 0, "shorter than its %u-byte header", SEG_HDR_BYTES);
     } else if ((uint64_t)st.st_size > SEG_BYTES_LIMIT) {
         report(w, HTKV_INSPECT_PROBLEM, rel, 0, "larger than 4 GiB (%llu bytes)",
@@ -964,7 +969,7 @@ walk_manifest_file(struct walk *w, uint64_t number)
 {
     char rel[64];
     snprintf(rel, sizeof(rel), "MANIFEST-%06llu", (unsigned long long)number);
-    int fd = openat(w->dir_fd, rel, O_RDONLY | O_CLOEXEC);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : openat(w->dir_fd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         report(w, HTKV_INSPECT_PROBLEM, rel, 0, "named by CURRENT but cannot be opened: %s",
                strerror(errno));
@@ -988,8 +993,10 @@ walk_manifest_file(struct walk *w, uint64_t number)
         rc = -ENOMEM;
         goto out;
     }
-    if (pread(fd, buf, len, 0) != (ssize_t)len) {
-        rc = -EIO;
+    ssize_t got = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(fd, buf, len, 0);
+    if (got != (ssize_t)len) {
+        rc = got < 0 ? -errno : -EIO;
+        htkv_set_error("%s/%s: cannot be read: %s", w->dir, rel, htkv_strerror(rc));
         goto out;
     }
     w->sum->bytes_checked += len;
@@ -1038,10 +1045,17 @@ walk_current(struct walk *w, uint64_t *number)
     closedir(d);
     char buf[64] = { 0 };
     ssize_t n = -1;
-    int fd = openat(w->dir_fd, "CURRENT", O_RDONLY | O_CLOEXEC);
+    int fd =
+        htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : openat(w->dir_fd, "CURRENT", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
-        n = read(fd, buf, sizeof(buf) - 1);
+        n = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : read(fd, buf, sizeof(buf) - 1);
+        int err = errno;
         close(fd);
+        if (n < 0) {
+            /* An I/O error says nothing about what CURRENT holds: the walk stops with it. */
+            htkv_set_error("%s/CURRENT: cannot be read: %s", w->dir, strerror(err));
+            return -err;
+        }
     } else if (errno == ENOENT && newest == 0) {
         htkv_set_error("%s: no store here (no CURRENT)", w->dir);
         return HTKV_ENOTFOUND;
@@ -1073,14 +1087,17 @@ note_leftovers(struct walk *w)
     while ((de = readdir(d)) != NULL) {
         uint64_t n;
         if (manifest_name(de->d_name, &n) && n != w->sum->manifest_number) {
-            report(w, HTKV_INSPECT_NOTE, de->d_name, 0, "not named by CURRENT: left over, unused");
+            report(w, HTKV_INSPECT_NOTE, de->d_name, 0,
+                   "not named by CURRENT: left over, unused; a writable open removes it");
         }
     }
     closedir(d);
     for (uint32_t s = 0; s < w->shard_count; s++) {
         char sd[24];
         snprintf(sd, sizeof(sd), "shard-%03u", s);
-        int fd = openat(w->dir_fd, sd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int fd = htkv_fault_fails(HTKV_FAULT_OPEN)
+                     ? -1
+                     : openat(w->dir_fd, sd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR *sdir = fd >= 0 ? fdopendir(fd) : NULL;
         if (sdir == NULL) {
             if (fd >= 0) {
@@ -1304,7 +1321,8 @@ htkv_inspect_verify(const char *dir, unsigned flags, htkv_db *db, struct htkv_in
                       .issue_fn = issue_fn,
                       .progress_fn = progress_fn,
                       .ctx = ctx };
-    w.dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    w.dir_fd =
+        htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w.dir_fd < 0) {
         int rc = errno == ENOENT || errno == ENOTDIR ? HTKV_ENOTFOUND : -errno;
         htkv_set_error("%s: cannot open directory", dir);

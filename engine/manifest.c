@@ -62,11 +62,14 @@ man_fsync(int fd)
 }
 
 int
-htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len)
+htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len, bool *renamed)
 {
+    *renamed = false;
     char tmp[256];
     snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-    int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = htkv_fault_fails(HTKV_FAULT_CREATE)
+                 ? -1
+                 : openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         return -errno;
     }
@@ -81,14 +84,22 @@ htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t le
     if (rc == 0 && renameat(dir_fd, tmp, dir_fd, name) != 0) {
         rc = -errno;
     }
+    if (rc != 0) {
+        /* Nothing changed under @p name. A .tmp left behind (the unlink failing too) is
+         * truncated by the next write and removed by the next writable open. */
+        (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(dir_fd, tmp, 0));
+        return rc;
+    }
+    /* Renamed: @p name holds the new bytes now, but until the directory is synced a power loss
+     * may bring the old ones back. A failure here is a failed sync: the caller must keep what
+     * either version needs. */
+    *renamed = true;
+    rc = htkv_fault_hit(HTKV_FAULT_SYNC);
     if (rc == 0 && fsync(dir_fd) != 0) {
         rc = -errno;
     }
     if (rc == 0) {
         htkv_fault_synced(dir_fd);
-    }
-    if (rc != 0) {
-        unlinkat(dir_fd, tmp, 0);
     }
     return rc;
 }
@@ -243,9 +254,14 @@ man_new(int dir_fd, bool writable)
     return m;
 }
 
-/* Write manifest number @p number holding INIT and every live segment; leaves it open in m->fd. */
+/*
+ * Write manifest number @p number holding INIT and every live segment and switch CURRENT to it;
+ * leaves it open in m->fd. On failure the old manifest stays in use, and *unsure tells whether
+ * CURRENT was renamed without its directory being synced (both manifests are then kept on disk:
+ * either may be current after a power loss).
+ */
 static int
-man_write_full(struct manifest *m, uint64_t number)
+man_write_full(struct manifest *m, uint64_t number, bool *unsure)
 {
     size_t segs = 0;
     for (uint32_t s = 0; s < m->shard_count; s++) {
@@ -301,7 +317,10 @@ man_write_full(struct manifest *m, uint64_t number)
     char name[64];
     snprintf(name, sizeof(name), "MANIFEST-%06llu", (unsigned long long)number);
     int rc;
-    int fd = openat(m->dir_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    *unsure = false;
+    int fd = htkv_fault_fails(HTKV_FAULT_CREATE)
+                 ? -1
+                 : openat(m->dir_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = -errno;
         goto out;
@@ -318,22 +337,34 @@ man_write_full(struct manifest *m, uint64_t number)
     }
     if (rc != 0) {
         close(fd);
-        unlinkat(m->dir_fd, name, 0);
+        /* Never named by CURRENT. Left behind (the unlink failing too), it is truncated by the
+         * next rewrite of this number and removed by the next writable open. */
+        (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(m->dir_fd, name, 0));
         goto out;
     }
     char cur[64];
     int clen = snprintf(cur, sizeof(cur), "%s\n", name);
-    rc = htkv_write_file_atomic(m->dir_fd, "CURRENT", cur, (size_t)clen);
+    bool renamed;
+    rc = htkv_write_file_atomic(m->dir_fd, "CURRENT", cur, (size_t)clen, &renamed);
     if (rc != 0) {
         close(fd);
-        unlinkat(m->dir_fd, name, 0);
+        if (renamed) {
+            /* CURRENT names the new manifest, but may name the old one again after a power
+             * loss: both stay on disk and in memory the old one stays in use (the caller stops
+             * the store). The next open reads whichever CURRENT names and removes the other. */
+            *unsure = true;
+        } else {
+            (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(m->dir_fd, name, 0));
+        }
         goto out;
     }
     if (m->fd >= 0) {
         char old[64];
         snprintf(old, sizeof(old), "MANIFEST-%06llu", (unsigned long long)m->number);
         close(m->fd);
-        unlinkat(m->dir_fd, old, 0); /* unreferenced now; a leftover is removed at next open */
+        /* Unreferenced now: a failed unlink leaves a file that nothing reads and that the next
+         * writable open removes (remove_leftovers() in engine/db.c). */
+        (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(m->dir_fd, old, 0));
     }
     m->fd = fd;
     m->number = number;
@@ -365,7 +396,8 @@ htkv_manifest_create(int dir_fd, uint32_t shard_count, uint64_t hash_seed, struc
     int rc = man_shards_alloc(m, shard_count);
     if (rc == 0) {
         m->hash_seed = hash_seed;
-        rc = man_write_full(m, 1);
+        bool unsure;
+        rc = man_write_full(m, 1, &unsure);
     }
     if (rc != 0) {
         htkv_manifest_close(m);
@@ -378,15 +410,22 @@ htkv_manifest_create(int dir_fd, uint32_t shard_count, uint64_t hash_seed, struc
 static int
 man_read_current(int dir_fd, uint64_t *number)
 {
-    int fd = openat(dir_fd, "CURRENT", O_RDONLY | O_CLOEXEC);
+    int fd =
+        htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : openat(dir_fd, "CURRENT", O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return errno == ENOENT ? HTKV_ENOTFOUND : -errno;
+        if (errno == ENOENT) {
+            return HTKV_ENOTFOUND;
+        }
+        int rc = -errno;
+        htkv_set_error("CURRENT: cannot be opened: %s", htkv_strerror(rc));
+        return rc;
     }
     char buf[64] = { 0 };
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    ssize_t n = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : read(fd, buf, sizeof(buf) - 1);
     int err = errno;
     close(fd);
     if (n < 0) {
+        htkv_set_error("CURRENT: cannot be read: %s", htkv_strerror(-err));
         return -err;
     }
     unsigned long long num;
@@ -513,10 +552,12 @@ htkv_manifest_load(int dir_fd, bool writable, struct manifest **out)
     unsigned char *buf = NULL;
     char name[64];
     snprintf(name, sizeof(name), "MANIFEST-%06llu", (unsigned long long)number);
-    m->fd = openat(dir_fd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    m->fd = htkv_fault_fails(HTKV_FAULT_OPEN)
+                ? -1
+                : openat(dir_fd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (m->fd < 0) {
         rc = errno == ENOENT ? HTKV_ECORRUPT : -errno;
-        htkv_set_error("%s: named by CURRENT but cannot be opened", name);
+        htkv_set_error("%s: named by CURRENT but cannot be opened: %s", name, htkv_strerror(rc));
         goto fail;
     }
     struct stat st;
@@ -535,8 +576,11 @@ htkv_manifest_load(int dir_fd, bool writable, struct manifest **out)
         rc = -ENOMEM;
         goto fail;
     }
-    if (pread(m->fd, buf, len, 0) != (ssize_t)len) {
-        rc = -EIO;
+    ssize_t got = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(m->fd, buf, len, 0);
+    if (got != (ssize_t)len) {
+        /* A short read: the file shrank while being read, which only another process can do. */
+        rc = got < 0 ? -errno : -EIO;
+        htkv_set_error("%s: cannot be read: %s", name, htkv_strerror(rc));
         goto fail;
     }
     if (memcmp(buf, MAN_MAGIC, 8) != 0 || htkv_load32(buf + 28) != htkv_crc32c(0, buf, 28) ||
@@ -720,9 +764,11 @@ htkv_manifest_abort_batches(struct manifest *m, const uint64_t *versions, size_t
 }
 
 int
-htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor)
+htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor,
+                      bool *unsure)
 {
     HTKV_ASSERT(m->writable);
+    *unsure = false;
     struct man_shard *n = htkv_mem_calloc(m->shard_count, sizeof(*n));
     if (n == NULL) {
         return -ENOMEM;
@@ -747,7 +793,7 @@ htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_
     if (rc == 0) {
         m->shards = n;
         m->batch_floor = batch_floor > old_floor ? batch_floor : old_floor;
-        rc = man_write_full(m, m->number + 1);
+        rc = man_write_full(m, m->number + 1, unsure);
         if (rc != 0) {
             m->shards = old;
             m->batch_floor = old_floor;
@@ -773,12 +819,23 @@ htkv_manifest_next_seg_id(struct manifest *m)
     return id;
 }
 
+void
+htkv_manifest_reserve_ids(struct manifest *m, uint64_t next)
+{
+    pthread_mutex_lock(&m->lock);
+    if (next > m->next_seg_id && next <= MAN_SEG_ID_MAX + 1) {
+        m->next_seg_id = next;
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
 int
 htkv_manifest_rewrite(struct manifest *m)
 {
     HTKV_ASSERT(m->writable);
     pthread_mutex_lock(&m->lock);
-    int rc = man_write_full(m, m->number + 1);
+    bool unsure;
+    int rc = man_write_full(m, m->number + 1, &unsure);
     pthread_mutex_unlock(&m->lock);
     return rc;
 }

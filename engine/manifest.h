@@ -103,19 +103,35 @@ bool htkv_manifest_batch_aborted(const struct manifest *m, uint64_t version);
  * Replace every shard's segment list at once (snapshot restore): write a fresh manifest holding
  * @p lists (shard_count entries, ids sorted, borrowed) and @p batch_floor, then switch CURRENT to
  * it: the rename is the commit point. On success the manifest holds the new lists; on failure
- * nothing changed. 0, -ENOMEM or -errno.
+ * the old lists stay in use, and nothing changed on disk unless *unsure is set: CURRENT was
+ * renamed but the fsync of its directory failed, so after a power loss it may name either
+ * manifest. Both are then kept, and the caller must keep every file either one lists and stop
+ * writing until the store is reopened. 0, -ENOMEM or -errno.
  */
-int htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor);
+int htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor,
+                          bool *unsure);
 
 /* Reserve a new segment id (not yet added). Thread-safe. */
 uint64_t htkv_manifest_next_seg_id(struct manifest *m);
 
-/* Write a fresh manifest holding the current state and switch CURRENT to it. 0 or -errno. */
+/* Hand out no id below @p next from now on (a file of that id is on disk and could not be
+ * removed). Kept in memory: the next MAN_SEG_ADD or rewrite makes it durable. Thread-safe. */
+void htkv_manifest_reserve_ids(struct manifest *m, uint64_t next);
+
+/* Write a fresh manifest holding the current state and switch CURRENT to it. 0 or -errno
+ * (on failure the old manifest stays in use; both files are kept when CURRENT's directory sync
+ * failed after the rename, see htkv_manifest_replace()). */
 int htkv_manifest_rewrite(struct manifest *m);
 
 void htkv_manifest_close(struct manifest *m);
 
-/* Write @p len bytes to @p name in @p dir_fd via name.tmp + fsync + rename + fsync(dir). */
-int htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len);
+/*
+ * Write @p len bytes to @p name in @p dir_fd via name.tmp + fsync + rename + fsync(dir). 0 or
+ * -errno. *renamed tells whether the rename happened: after a failure with *renamed false,
+ * @p name is as it was; with *renamed true, only the directory's fsync failed and @p name holds
+ * the new bytes, which a power loss may take back.
+ */
+int htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len,
+                           bool *renamed);
 
 #endif

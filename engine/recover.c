@@ -35,6 +35,7 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "uring/ur_fault.h"
 
 /* A committed part of a batch that spans shards, waiting for the other parts. */
 struct pend_part {
@@ -347,6 +348,13 @@ recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from)
     if (rc == HTKV_ENOTFOUND) {
         return 0;
     }
+    if (rc != 0 && rc != HTKV_ECORRUPT && rc != -ENOMEM) {
+        /* Hints are optional: one that cannot be opened or read costs a scan of the segment,
+         * which checks every record, never the open. */
+        htkv_db_log(rv->db, HTKV_LOG_WARN, "%s: hint file cannot be read (%s); scanning instead",
+                    s->path, htkv_strerror(rc));
+        return 0;
+    }
     if (rc == 0) {
         rc = hint_check(rv, sh, s, &hh);
     }
@@ -640,29 +648,47 @@ listed(const struct man_shard *ms, uint64_t id)
     return false;
 }
 
-/* Remove segment files the manifest does not list (left by a crash while creating one). */
-static void
+/*
+ * Remove the files of segments the manifest does not list (left by a crash while creating one,
+ * or by a failed unlink after a drop) and every hint .tmp (never read). A shard directory that
+ * cannot be listed fails the open with that error, as any directory the store needs. A file that
+ * cannot be removed does not: it is never read, and it is logged and tried again at the next
+ * open. Its id is kept from being handed out again, so that no new segment of that id meets it.
+ * Returns 0, or -errno of opendir.
+ */
+static int
 remove_orphans(struct htkv_db *db, struct shard *sh, const struct man_shard *ms)
 {
-    DIR *d = opendir(sh->dir);
+    DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(sh->dir);
     if (d == NULL) {
-        return;
+        int rc = -errno;
+        htkv_set_error("%s: cannot be listed: %s", sh->dir, htkv_strerror(rc));
+        return rc;
     }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         unsigned long long id;
         char tail[16];
-        if (sscanf(de->d_name, "%12llu.%15s", &id, tail) == 2 &&
-            (strcmp(tail, "seg") == 0 || strcmp(tail, "hint") == 0 ||
-             strcmp(tail, "hint.tmp") == 0) &&
-            !listed(ms, id)) {
-            char path[4200];
-            snprintf(path, sizeof(path), "%s/%s", sh->dir, de->d_name);
-            htkv_db_log(db, HTKV_LOG_WARN, "%s: not in the manifest; removed", path);
-            unlink(path);
+        if (sscanf(de->d_name, "%12llu.%15s", &id, tail) != 2) {
+            continue;
+        }
+        bool orphan = (strcmp(tail, "seg") == 0 || strcmp(tail, "hint") == 0) && !listed(ms, id);
+        if (!orphan && strcmp(tail, "hint.tmp") != 0) {
+            continue;
+        }
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", sh->dir, de->d_name);
+        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(path)) == 0) {
+            htkv_db_log(db, HTKV_LOG_WARN, "%s: %s; removed", path,
+                        orphan ? "not in the manifest" : "left over");
+        } else if (errno != ENOENT) {
+            htkv_db_log(db, HTKV_LOG_WARN, "%s: %s; not removed: %s", path,
+                        orphan ? "not in the manifest" : "left over", strerror(errno));
+            htkv_manifest_reserve_ids(db->man, (uint64_t)id + 1);
         }
     }
     closedir(d);
+    return 0;
 }
 
 static int
@@ -671,7 +697,10 @@ recover_shard(struct recov *rv, struct shard *sh)
     struct htkv_db *db = rv->db;
     const struct man_shard *ms = &db->man->shards[sh->id];
     if (!db->read_only) {
-        remove_orphans(db, sh, ms);
+        int rc = remove_orphans(db, sh, ms);
+        if (rc != 0) {
+            return rc;
+        }
     }
     for (size_t i = 0; i < ms->count; i++) {
         char path[4200];

@@ -169,7 +169,9 @@ htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint
     return 0;
 
 fail_unlink:
-    unlink(path);
+    /* Not in the manifest yet. When the unlink fails too, the file is an orphan that the next
+     * writable open removes; its id is not handed out again (the manifest moved past it). */
+    (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(path));
     close(s->fd);
 fail_free:
     htkv_mem_free(s);
@@ -186,7 +188,9 @@ htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool 
         return -ENOMEM;
     }
     int rc;
-    s->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    s->fd = htkv_fault_fails(HTKV_FAULT_OPEN)
+                ? -1
+                : open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (s->fd < 0) {
         rc = -errno;
         goto fail_free;
@@ -197,10 +201,16 @@ htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool 
         goto fail_close;
     }
     unsigned char h[SEG_HDR_BYTES];
-    if ((uint64_t)st.st_size < SEG_HDR_BYTES ||
-        pread(s->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+    if ((uint64_t)st.st_size < SEG_HDR_BYTES) {
         htkv_set_error("%s: segment shorter than its header", path);
         rc = HTKV_ECORRUPT;
+        goto fail_close;
+    }
+    /* A failed read is an I/O error, not damage: the caller sees the error itself. */
+    ssize_t r = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(s->fd, h, sizeof(h), 0);
+    if (r != (ssize_t)sizeof(h)) {
+        rc = r < 0 ? -errno : HTKV_ECORRUPT;
+        htkv_set_error("%s: cannot read the segment header: %s", path, htkv_strerror(rc));
         goto fail_close;
     }
     rc = seg_hdr_check(h, shard, id);

@@ -68,7 +68,8 @@ int htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, 
 
 /*
  * Open existing segment file @p path, check its header against (@p shard, @p id), map it for
- * @p cap bytes (at least its size). Returns 0, HTKV_ECORRUPT (bad header), -ENOMEM or -errno.
+ * @p cap bytes (at least its size). Returns 0, HTKV_ECORRUPT (bad or short header),
+ * HTKV_EVERSION, -ENOMEM or -errno (open, fstat, a failed read of the header, mmap).
  */
 int htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool writable,
                   struct seg **out);

@@ -216,7 +216,8 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     if (rc != 0) {
         return rc;
     }
-    int dfd = open(sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd =
+        htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) != 0) {
         rc = -errno;
     } else {
@@ -229,8 +230,9 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
         rc = htkv_manifest_add_seg(db->man, sh->id, id);
     }
     if (rc != 0) {
-        /* Not in the manifest: an orphan file, removed now or at the next open. */
-        unlink(s->path);
+        /* Not in the manifest: an orphan file, removed now or, when the unlink fails too, by
+         * the next writable open. Its id is never handed out again. */
+        (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(s->path));
         htkv_seg_close(s);
         return rc;
     }

@@ -163,7 +163,7 @@ dir_of(const char *path, char *buf, size_t cap)
 static int
 fsync_dir(const char *dir)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         return -errno;
     }
@@ -185,12 +185,15 @@ snapshot_write(struct htkv_db *db, const char *path)
         return rc;
     }
     struct snap_out o = { .fd = -1 };
+    bool renamed = false;
     o.buf = htkv_mem_alloc(SNAP_BUF_BYTES);
     if (o.buf == NULL) {
         htkv_view_close(v);
         return -ENOMEM;
     }
-    o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    o.fd = htkv_fault_fails(HTKV_FAULT_CREATE)
+               ? -1
+               : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (o.fd < 0) {
         rc = -errno;
         goto out;
@@ -227,7 +230,11 @@ snapshot_write(struct htkv_db *db, const char *path)
     if (rc == 0 && rename(tmp, path) != 0) {
         rc = -errno;
     }
+    renamed = rc == 0;
     if (rc == 0) {
+        /* After the rename @p path holds the complete, synced new file whatever happens here;
+         * a failure to sync the directory is reported, since a power loss may take the name
+         * back (to the previous file at @p path, or to none). */
         char dir[4200];
         dir_of(path, dir, sizeof(dir));
         rc = fsync_dir(dir);
@@ -235,8 +242,10 @@ snapshot_write(struct htkv_db *db, const char *path)
 out:
     if (o.fd >= 0) {
         close(o.fd);
-        if (rc != 0) {
-            unlink(tmp);
+        if (rc != 0 && !renamed) {
+            /* A .tmp that cannot be removed either is truncated by the next write to @p path
+             * (and, for the store's own snapshots, removed by the next writable open). */
+            (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(tmp));
         }
     }
     htkv_mem_free(o.buf);
@@ -256,14 +265,18 @@ htkv_snapshot_write(htkv_db *db, const char *path)
     return snapshot_write(db, path);
 }
 
-/* Largest NNNNNN of DIR/snapshot-NNNNNN.snap, or 0. */
-static uint64_t
-last_snapshot_seq(struct htkv_db *db)
+/*
+ * Largest NNNNNN of DIR/snapshot-NNNNNN.snap (0 when there is none) into *seq. 0 or -errno of
+ * opendir: without the listing no snapshot is written, since a number at or below an existing
+ * one would make an older snapshot look like the newest.
+ */
+static int
+last_snapshot_seq(struct htkv_db *db, uint64_t *seq)
 {
-    DIR *d = opendir(db->dir);
+    DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(db->dir);
     uint64_t max = 0;
     if (d == NULL) {
-        return 0;
+        return -errno;
     }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
@@ -275,14 +288,18 @@ last_snapshot_seq(struct htkv_db *db)
         }
     }
     closedir(d);
-    return max;
+    *seq = max;
+    return 0;
 }
 
 int
 htkv_snapshot_emit(struct htkv_db *db)
 {
     if (db->snapshot_seq == 0) {
-        db->snapshot_seq = last_snapshot_seq(db);
+        int rc = last_snapshot_seq(db, &db->snapshot_seq);
+        if (rc != 0) {
+            return rc;
+        }
     }
     uint64_t seq = db->snapshot_seq + 1;
     char path[4200];
@@ -292,10 +309,18 @@ htkv_snapshot_emit(struct htkv_db *db)
         return rc;
     }
     db->snapshot_seq = seq;
-    /* The new one is durable: the older ones are redundant. */
+    /* The new one is durable: the older ones are redundant. One that cannot be removed stays
+     * (logged) and is tried again after the next snapshot: a lower number never passes for the
+     * newest one. */
     for (uint64_t n = seq - 1; n > 0 && seq - n <= 1000000; n--) {
         snprintf(path, sizeof(path), "%s/snapshot-%06llu.snap", db->dir, (unsigned long long)n);
-        if (unlink(path) != 0 && errno == ENOENT && seq - n > 16) {
+        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(path)) == 0) {
+            continue;
+        }
+        if (errno != ENOENT) {
+            htkv_db_log(db, HTKV_LOG_WARN, "%s: older snapshot not removed: %s", path,
+                        strerror(errno));
+        } else if (seq - n > 16) {
             break; /* older numbers were removed by earlier runs */
         }
     }
@@ -399,10 +424,10 @@ snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
 static int
 snap_map_check(const char *path, uint32_t max_value_bytes, struct snap_in *in)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int rc = -errno;
-        htkv_set_error("%s: cannot open", path);
+        htkv_set_error("%s: cannot open: %s", path, htkv_strerror(rc));
         return rc;
     }
     struct stat st;
@@ -411,10 +436,16 @@ snap_map_check(const char *path, uint32_t max_value_bytes, struct snap_in *in)
         rc = snap_bad(path, "too short for a snapshot", 0);
     }
     if (rc == 0) {
+        /* The file is read through this mapping: its failure stands for a failed read. */
         in->size = (uint64_t)st.st_size;
-        void *m = mmap(NULL, in->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *m = htkv_fault_fails(HTKV_FAULT_READ)
+                      ? MAP_FAILED
+                      : mmap(NULL, in->size, PROT_READ, MAP_PRIVATE, fd, 0);
         rc = m == MAP_FAILED ? -errno : 0;
         in->map = rc == 0 ? m : NULL;
+        if (rc != 0) {
+            htkv_set_error("%s: cannot be read: %s", path, htkv_strerror(rc));
+        }
     }
     close(fd);
     if (rc == 0) {
@@ -510,14 +541,19 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
     return 0;
 }
 
+/* Free what restore built for a shard; with @p keep_files, its segment files stay on disk. */
 static void
-shard_new_discard(struct shard_new *n)
+shard_new_discard(struct shard_new *n, bool keep_files)
 {
     if (n->idx_ready) {
         htkv_hidx_fini(&n->idx);
     }
     for (size_t i = 0; i < n->nsegs; i++) {
-        unlink(n->segs[i]->path);
+        /* Listed by no manifest CURRENT names: a file the unlink leaves is an orphan that the
+         * next writable open removes. */
+        if (!keep_files) {
+            (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(n->segs[i]->path));
+        }
         htkv_seg_close(n->segs[i]);
     }
     htkv_mem_free(n->segs);
@@ -611,12 +647,26 @@ restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t no
 {
     for (size_t i = 0; i < nold; i++) {
         struct seg *s = old[i];
-        htkv_seg_remove_files(s);
+        htkv_seg_remove_files(db, s);
         pthread_mutex_lock(&sh->lock);
         htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
         pthread_mutex_unlock(&sh->lock);
     }
     htkv_mem_free(old);
+}
+
+/* The commit of a restore is in doubt (every shard's lock held): stop every shard. */
+static void
+restore_fail_unsure(struct htkv_db *db, int rc)
+{
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        db_shard(db, i)->failed = true;
+    }
+    atomic_store(&db->failed, 1);
+    htkv_db_log(db, HTKV_LOG_ERROR,
+                "restore: syncing the directory after switching CURRENT failed: %s; the store "
+                "refuses writes until reopen, which finds the old contents or the snapshot's",
+                htkv_strerror(rc));
 }
 
 /* The locked part of a restore: build, commit, switch. */
@@ -654,18 +704,26 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
             lists[i].seg_ids[k] = ns[i].segs[k]->id;
         }
     }
+    bool unsure = false;
     if (rc == 0) {
         /* The history before the snapshot is not in the store: the change feed starts there. */
         uint64_t floor = db->man->batch_floor > in->version ? db->man->batch_floor : in->version;
-        rc = htkv_manifest_replace(db->man, lists, floor);
+        rc = htkv_manifest_replace(db->man, lists, floor, &unsure);
     }
     for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
         htkv_mem_free(lists[i].seg_ids);
     }
     htkv_mem_free(lists);
     if (rc != 0) {
+        /* Unsure: CURRENT was renamed but its directory not synced, so the next open may find
+         * the old manifest or the new one. Each needs its own segments: keep every file, serve
+         * the old contents and refuse writes until reopened (the rule of a failed sync). */
         for (uint32_t i = 0; i < db->shard_count; i++) {
-            shard_new_discard(&ns[i]);
+            shard_new_discard(&ns[i], unsure);
+        }
+        if (unsure) {
+            restore_fail_unsure(db, rc);
+            rc = HTKV_EFAILED;
         }
         return rc;
     }

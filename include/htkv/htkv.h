@@ -267,7 +267,14 @@ HTKV_API void htkv_config_init(htkv_config *cfg);
  * and makes that truncation durable before any new append; a batch cut anywhere is applied whole
  * or not at all; the newest version of every key wins. A damaged record followed by valid ones
  * fails with HTKV_ECORRUPT (htkv_last_error() names the file and offset) unless cfg->recovery is
- * HTKV_RECOVERY_SKIP_CORRUPT.
+ * HTKV_RECOVERY_SKIP_CORRUPT. A writable open also removes files nothing reads any more (segments
+ * and hints the manifest does not list, manifests CURRENT does not name, temporary files); one
+ * that cannot be removed is logged and left for the next open.
+ *
+ * A file or directory the store needs that cannot be opened or read fails the open with that
+ * error (no handle); by then the open may have done what recovery always does (removed files
+ * nothing reads, cut a torn tail) and nothing else. A hint file that cannot be read is only
+ * logged (its segment is scanned instead).
  *
  * @param[in]  cfg  Configuration; borrowed (log_ctx is kept until htkv_close()).
  * @param[out] out  Receives the handle, NULL on failure; borrowed.
@@ -568,7 +575,9 @@ HTKV_API HTKV_MUST_USE int htkv_flush(htkv_db *db);
  * @return 0; HTKV_EREADONLY; HTKV_EFAILED (a sync failed: the store refuses writes); -ENOSPC
  *         (no room for the copies: the store refuses writes until reopened, nothing is lost);
  *         HTKV_ECORRUPT (a record of a segment failed its check: that segment is kept as it is;
- *         htkv_last_error() names it); HTKV_ECLOSED; -ENOMEM; -EINVAL; another -errno.
+ *         htkv_last_error() names it); HTKV_ECLOSED; -ENOMEM; -EINVAL; another -errno. A dropped
+ *         segment whose file cannot be removed is not an error: it is logged and the next open
+ *         removes it.
  * @context Any thread. Blocks for the pass (its fdatasyncs and copies).
  */
 HTKV_API HTKV_MUST_USE int htkv_compact_now(htkv_db *db);
@@ -583,7 +592,9 @@ HTKV_API HTKV_MUST_USE int htkv_compact_now(htkv_db *db);
  * @param[in] db    Open store (also read-only); borrowed.
  * @param[in] path  Destination file; borrowed. Its directory must exist.
  * @return 0; HTKV_ECORRUPT (a record failed its checksum while reading); HTKV_ECLOSED; -ENOMEM;
- *         -EINVAL; -errno of open/write/fsync/rename (e.g. -ENOSPC, -EACCES).
+ *         -EINVAL; -errno of open/write/fsync/rename (e.g. -ENOSPC, -EACCES). After a failure
+ *         @p path is as it was, except when only the final fsync of the directory failed: the
+ *         new, complete file is then in place, but a power loss may take its name back.
  * @context Any thread. Blocks for the write; holds a view open meanwhile.
  */
 HTKV_API HTKV_MUST_USE int htkv_snapshot_write(htkv_db *db, const char *path);
@@ -599,8 +610,12 @@ HTKV_API HTKV_MUST_USE int htkv_snapshot_write(htkv_db *db, const char *path);
  * @param[in] path  Snapshot file (htkv_snapshot_write()); borrowed.
  * @return 0; HTKV_ECORRUPT (not a valid snapshot: htkv_last_error() says where);
  *         HTKV_EVERSION (a newer format); HTKV_EBUSY (views or iterators are open: close them
- *         first); HTKV_EREADONLY; HTKV_EFAILED; -ENOSPC; HTKV_ETOOBIG (a value longer than
- *         this store's max_value_bytes); HTKV_ECLOSED; -ENOMEM; -EINVAL; -errno (e.g. -ENOENT).
+ *         first); HTKV_EREADONLY; HTKV_EFAILED (a sync failed earlier, or the fsync of the
+ *         directory after switching CURRENT failed: the commit is in doubt, so every file stays,
+ *         the old contents are served, writes are refused until reopen, and the reopened store
+ *         holds either the old contents or the snapshot's, whole); -ENOSPC; HTKV_ETOOBIG (a value
+ *         longer than this store's max_value_bytes); HTKV_ECLOSED; -ENOMEM; -EINVAL; -errno
+ *         (e.g. -ENOENT, -EIO: nothing changed).
  * @context Any thread. Blocks for the whole restore.
  */
 HTKV_API HTKV_MUST_USE int htkv_snapshot_restore(htkv_db *db, const char *path);

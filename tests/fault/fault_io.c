@@ -3,11 +3,19 @@
  * failed write is acknowledged, a failed fdatasync stops the shard for good (never retried and
  * trusted), ENOSPC stops writes while reads go on and writes resume after a reopen, a torn
  * manifest write leaves a store that opens, and a fault inside compaction, snapshot writing or
- * restore loses nothing. Countdown loops move the fault over the first calls of each class.
+ * restore loses nothing. Failed reads, opens and unlinks over a whole life cycle of a store
+ * (open, writes, compaction, snapshot, restore, reopen) either fail the call that met them with
+ * the injected error, leaving the files as they were when an open fails, or are absorbed as
+ * documented (hints are optional; files that cannot be removed are removed by a later open);
+ * a restore whose commit is in doubt stops the store and reopens to one whole side. Countdown
+ * loops move the fault over the calls of each class.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/inspect.h"
 #include "tests/support/testutil.h"
 #include "uring/ur_fault.h"
 
@@ -291,6 +299,431 @@ test_fault_snapshot_write_and_restore(void **state)
     free(dir);
 }
 
+/* ---- failed reads, opens and unlinks over a store's life cycle ------------------------------ */
+
+/* Every key holds exactly what @p m says (acknowledged value, or one of the maybes): bool. */
+static bool
+model_holds(htkv_db *db, const struct model *m)
+{
+    unsigned char val[600], buf[600];
+    char key[32];
+    for (unsigned i = 0; i < NKEYS; i++) {
+        size_t n = 0, kl = key_of(i, key);
+        int rc = htkv_get(db, key, kl, buf, sizeof(buf), &n);
+        if (rc == HTKV_ENOTFOUND && m->tag[i] == 0) {
+            continue;
+        }
+        if (rc != 0) {
+            return false;
+        }
+        bool ok = false;
+        if (m->tag[i] != 0) {
+            tu_fill(val, m->len[i], m->tag[i]);
+            ok = n == m->len[i] && memcmp(buf, val, n) == 0;
+        }
+        for (unsigned k = 0; !ok && k < m->nmaybe[i]; k++) {
+            uint64_t t = m->maybe[i][k];
+            tu_fill(val, 1 + t % 500, t);
+            ok = n == 1 + t % 500 && memcmp(buf, val, n) == 0;
+        }
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static uint64_t
+fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ c[i]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* Names, sizes and contents of every file of the store (top level and shard directories). */
+static uint64_t
+dir_fingerprint(const char *dir)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    char names[256][64];
+    size_t n = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] != '.' && n < 256 && strlen(de->d_name) < 64) {
+            strcpy(names[n++], de->d_name);
+        }
+    }
+    closedir(d);
+    qsort(names, n, sizeof(names[0]), (int (*)(const void *, const void *))strcmp);
+    for (size_t i = 0; i < n; i++) {
+        char path[4200];
+        assert_true(snprintf(path, sizeof(path), "%s/%s", dir, names[i]) < (int)sizeof(path));
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        h = fnv(h, names[i], strlen(names[i]) + 1);
+        if (S_ISDIR(st.st_mode)) {
+            h = fnv(h, "/", 1) ^ dir_fingerprint(path);
+            continue;
+        }
+        h = fnv(h, &st.st_size, sizeof(st.st_size));
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        unsigned char buf[65536];
+        size_t r;
+        while ((r = fread(buf, 1, sizeof(buf), f)) > 0) {
+            h = fnv(h, buf, r);
+        }
+        fclose(f);
+    }
+    return h;
+}
+
+static int
+open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    while (readdir(d) != NULL) {
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* No temporary file anywhere, and no hint without its segment. */
+static void
+expect_no_leftovers(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        tu_context("%s/%s", dir, de->d_name);
+        assert_false(l > 4 && strcmp(de->d_name + l - 4, ".tmp") == 0);
+        if (strncmp(de->d_name, "shard-", 6) == 0) {
+            char sd[4200];
+            assert_true(snprintf(sd, sizeof(sd), "%s/%s", dir, de->d_name) < (int)sizeof(sd));
+            expect_no_leftovers(sd);
+        }
+        if (l > 5 && strcmp(de->d_name + l - 5, ".hint") == 0) {
+            char seg[4200];
+            assert_true(snprintf(seg, sizeof(seg), "%s/%.*s.seg", dir, (int)(l - 5), de->d_name) <
+                        (int)sizeof(seg));
+            assert_int_equal(access(seg, F_OK), 0);
+        }
+    }
+    closedir(d);
+}
+
+/* What a life cycle under a fault saw. */
+struct cycle {
+    int err;       /* the injected errno */
+    int op;        /* the class */
+    int fallbacks; /* opens that met the fault and succeeded all the same */
+};
+
+static void
+expect_err(const struct cycle *c, int rc, const char *what)
+{
+    tu_context("class %d err %d: %s returned %s", c->op, c->err, what, htkv_strerror(rc));
+    /* A failed unlink never reaches a caller: the file is left for a later open. */
+    if (c->op == HTKV_FAULT_UNLINK) {
+        assert_int_equal(rc, 0);
+    }
+    assert_true(rc == 0 || rc == -c->err);
+}
+
+/*
+ * Open under the armed fault. A failed open returns the injected error and leaves every file as
+ * it was; one that succeeds although the fault hit it did so by a documented fallback (a hint
+ * that cannot be read is replaced by a scan and logged, OPTIONS is informational) or by ignoring
+ * a step that protects nothing here (syncing the parent of an existing store's directory).
+ */
+static htkv_db *
+cycle_open(struct cycle *c, const htkv_config *cfg)
+{
+    uint64_t before = dir_fingerprint(cfg->data_dir);
+    uint64_t inj = htkv_fault_injected();
+    int warnings = tu_log_warnings;
+    htkv_db *db = NULL;
+    int rc = htkv_open(cfg, &db);
+    expect_err(c, rc, "htkv_open");
+    if (rc != 0) {
+        assert_null(db);
+        assert_int_equal(dir_fingerprint(cfg->data_dir), before);
+        return NULL;
+    }
+    if (htkv_fault_injected() > inj) {
+        c->fallbacks++;
+        if (c->op == HTKV_FAULT_READ) {
+            assert_true(tu_log_warnings > warnings); /* the hint fallback says so */
+        }
+    }
+    return db;
+}
+
+/* Seeded puts under the fault: each failure is the injected error (or -ENOSPC once the store
+ * refuses writes for lack of space, which is the same when ENOSPC is injected). */
+static void
+cycle_puts(struct cycle *c, htkv_db *db, struct model *m, uint64_t *seed, int n)
+{
+    const int allowed[] = { -c->err };
+    int failed = workload(db, m, seed, n, allowed, 1);
+    if (c->op == HTKV_FAULT_UNLINK) {
+        assert_int_equal(failed, 0);
+    }
+}
+
+/* A closed store to start each life cycle from (copied: its creation costs many syncs). */
+struct cycle_base {
+    char *dir;
+    struct model m;
+};
+
+static void
+cycle_base_make(struct cycle_base *b, uint64_t seed)
+{
+    htkv_config cfg;
+    b->dir = tu_tmpdir("fault-base");
+    tu_config(&cfg, b->dir, HTKV_SYNC_NEVER);
+    cfg.shard_count = 2; /* fewer files, fewer calls per class: a shorter countdown */
+    cfg.max_segment_bytes = 64u << 10;
+    cfg.compaction_interval_ms = 0;
+    htkv_db *db = tu_open(&cfg);
+    memset(&b->m, 0, sizeof(b->m));
+    (void)workload(db, &b->m, &seed, 600, NULL, 0);
+    assert_int_equal(htkv_close(db), 0); /* hints written: the next open reads them */
+}
+
+/*
+ * One life cycle of a copy of @p base with class @p op failing at its @p nth call (and every
+ * later one with @p sticky): open, writes, compaction, snapshot, restore of it, writes, close,
+ * reopen, writes, close; then, disarmed, a reopen that must hold every acknowledged write and
+ * nothing else, take writes, and leave files that htkvctl verify finds clean with no leftovers.
+ * The fault also runs over a verify walk. Returns whether the fault was reached.
+ */
+static bool
+fault_cycle(const struct cycle_base *base, int op, uint64_t nth, int err, bool sticky,
+            uint64_t seed0, int *fallbacks)
+{
+    uint64_t seed = seed0;
+    tu_context("class %d nth %llu err %d sticky %d seed %llu", op, (unsigned long long)nth, err,
+               sticky, (unsigned long long)seed0);
+    int fds = open_fds();
+    char *dir = tu_tmpdir("fault-cycle");
+    tu_copy_store(base->dir, dir);
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.max_segment_bytes = 64u << 10;
+    cfg.compaction_interval_ms = 0;
+    htkv_db *db;
+    static struct model m;
+    m = base->m;
+    char snap[4200];
+    snprintf(snap, sizeof(snap), "%s/cycle.snap", dir);
+
+    struct cycle c = { .err = err, .op = op };
+    uint64_t injected = htkv_fault_injected();
+    htkv_fault_arm(op, nth, err, sticky);
+    for (int round = 0; round < 2; round++) {
+        db = cycle_open(&c, &cfg);
+        if (db == NULL) {
+            continue;
+        }
+        cycle_puts(&c, db, &m, &seed, 300);
+        if (round == 0) {
+            expect_err(&c, htkv_compact_now(db), "htkv_compact_now");
+            int rc = htkv_snapshot_write(db, snap);
+            expect_err(&c, rc, "htkv_snapshot_write");
+            if (rc == 0) {
+                expect_err(&c, htkv_snapshot_restore(db, snap), "htkv_snapshot_restore");
+            }
+            assert_true(model_holds(db, &m));
+            cycle_puts(&c, db, &m, &seed, 200);
+        }
+        assert_true(model_holds(db, &m));
+        expect_err(&c, htkv_close(db), "htkv_close");
+    }
+    /* The independent checker meets the fault too: an error or findings, never a wrong "clean". */
+    struct htkv_inspect_summary sum;
+    uint64_t inj = htkv_fault_injected();
+    int vrc = htkv_inspect_verify(dir, 0, NULL, &sum, NULL, NULL, NULL);
+    expect_err(&c, vrc, "htkv_inspect_verify");
+    if (htkv_fault_injected() == inj) {
+        assert_int_equal(vrc, 0);
+        assert_int_equal(sum.problems, 0);
+    }
+    bool reached = htkv_fault_injected() > injected;
+    htkv_fault_disarm();
+    *fallbacks += c.fallbacks;
+
+    tu_context("class %d nth %llu err %d sticky %d seed %llu: after the fault", op,
+               (unsigned long long)nth, err, sticky, (unsigned long long)seed0);
+    db = tu_open(&cfg);
+    model_check(db, &m);
+    assert_int_equal(htkv_put(db, "after", 5, "x", 1), 0);
+    assert_int_equal(htkv_compact_now(db), 0);
+    model_check(db, &m);
+    assert_int_equal(htkv_close(db), 0);
+    /* Clean: no problem, and nothing left over (orphans and old manifests were removed). */
+    assert_int_equal(htkv_inspect_verify(dir, 0, NULL, &sum, NULL, NULL, NULL), 0);
+    assert_int_equal(sum.problems, 0);
+    assert_int_equal(sum.notes, 0);
+    static char segs[256][4096];
+    assert_int_equal(tu_segments(dir, segs, 256), sum.segments);
+    expect_no_leftovers(dir);
+    assert_int_equal(open_fds(), fds);
+    tu_rmrf(dir);
+    free(dir);
+    return reached;
+}
+
+/*
+ * Fail the N-th call of @p op, N = 1.. until a life cycle no longer reaches it, alternating EIO
+ * and ENOSPC; then from then on (sticky), from every third N. Returns the calls covered.
+ */
+static uint64_t
+fault_countdown(int op, const char *tag)
+{
+    uint64_t seed = tu_seed(tag);
+    static struct cycle_base base;
+    cycle_base_make(&base, seed);
+    uint64_t nth = 1;
+    int fallbacks = 0;
+    while (fault_cycle(&base, op, nth, nth % 2 ? EIO : ENOSPC, false, seed + nth, &fallbacks)) {
+        nth++;
+        assert_true(nth < 2000); /* the life cycle is finite */
+    }
+    uint64_t covered = nth - 1;
+    for (nth = 1;
+         fault_cycle(&base, op, nth, nth % 2 ? EIO : ENOSPC, true, seed + nth, &fallbacks);) {
+        nth += 3;
+    }
+    fprintf(stderr, "[%s] %llu calls covered, %d opens went on past the fault\n", tag,
+            (unsigned long long)covered, fallbacks);
+    assert_true(covered >= 3);
+    /* Hints are optional (read, open, create), so is OPTIONS (create), and an orphan that
+     * stays is only logged (unlink). */
+    assert_true(fallbacks >= 1);
+    tu_rmrf(base.dir);
+    free(base.dir);
+    return covered;
+}
+
+/* Goal: a failed read (CURRENT, the manifest, a segment header, a hint, a snapshot's mapping)
+ * fails the open or the restore with the injected error, leaving the files as they were, or, for
+ * a hint, costs a logged scan; the store reopens with every acknowledged write. */
+static void
+test_fault_read_countdown(void **state)
+{
+    (void)state;
+    (void)fault_countdown(HTKV_FAULT_READ, "fault-read");
+}
+
+/* Goal: a failed open of an existing file or directory (store and shard directories, LOCK,
+ * CURRENT, the manifest, segments, hints, a snapshot, a directory to sync) fails the call that
+ * needed it with the injected error and changes nothing; the store reopens intact. */
+static void
+test_fault_open_countdown(void **state)
+{
+    (void)state;
+    (void)fault_countdown(HTKV_FAULT_OPEN, "fault-open");
+}
+
+/* Goal: a failed unlink (dropped segments and hints, the old manifest, orphans at open) never
+ * fails a call nor loses data: the file is left over and a later open removes it. */
+static void
+test_fault_unlink_countdown(void **state)
+{
+    (void)state;
+    (void)fault_countdown(HTKV_FAULT_UNLINK, "fault-unlink");
+}
+
+/* Goal: a file that cannot be created (segment, manifest, CURRENT.tmp, hint, snapshot, OPTIONS)
+ * fails the call that needed it with the injected error, or, for a hint or OPTIONS, nothing at
+ * all (both are optional); nothing acknowledged is lost. */
+static void
+test_fault_create_countdown(void **state)
+{
+    (void)state;
+    (void)fault_countdown(HTKV_FAULT_CREATE, "fault-create");
+}
+
+/* Goal: a restore whose N-th sync fails changes nothing (the old contents, writes go on), except
+ * when only the directory sync after the rename of CURRENT failed: then the store refuses
+ * writes with HTKV_EFAILED, serves the old contents, and reopens holding the old contents or the
+ * snapshot's, whole, with every file either side needs. */
+static void
+test_fault_restore_sync_countdown(void **state)
+{
+    (void)state;
+    uint64_t seed0 = tu_seed("fault-restore-sync");
+    int unsure = 0;
+    uint64_t nth = 1;
+    for (bool reached = true; reached; nth++) {
+        uint64_t seed = seed0 + nth;
+        tu_context("nth %llu seed %llu", (unsigned long long)nth, (unsigned long long)seed0);
+        char *dir;
+        htkv_config cfg;
+        htkv_db *db = open_store("fault-rsync", &dir, &cfg, HTKV_SYNC_NEVER);
+        static struct model snapped, now;
+        memset(&snapped, 0, sizeof(snapped));
+        (void)workload(db, &snapped, &seed, 600, NULL, 0);
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/r.snap", dir);
+        assert_int_equal(htkv_snapshot_write(db, path), 0);
+        now = snapped;
+        (void)workload(db, &now, &seed, 600, NULL, 0);
+        uint64_t injected = htkv_fault_injected();
+        htkv_fault_arm(HTKV_FAULT_SYNC, nth, EIO, false);
+        int rc = htkv_snapshot_restore(db, path);
+        htkv_fault_disarm();
+        reached = htkv_fault_injected() > injected;
+        tu_context("nth %llu seed %llu: restore %s", (unsigned long long)nth,
+                   (unsigned long long)seed0, htkv_strerror(rc));
+        bool restored = rc == 0;
+        if (rc == HTKV_EFAILED) {
+            unsure++;
+            model_check(db, &now); /* the old contents are served */
+            assert_int_equal(htkv_put(db, "k", 1, "v", 1), HTKV_EFAILED);
+        } else if (rc != 0) {
+            assert_int_equal(rc, -EIO);
+            model_check(db, &now);
+            assert_int_equal(htkv_put(db, "k", 1, "v", 1), 0);
+            assert_int_equal(htkv_delete(db, "k", 1), 0);
+        } else {
+            assert_false(reached);
+            model_check(db, &snapped);
+        }
+        (void)htkv_close(db);
+        db = tu_open(&cfg);
+        bool as_snapped = model_holds(db, &snapped), as_now = model_holds(db, &now);
+        if (rc == HTKV_EFAILED) {
+            assert_true(as_snapped || as_now);
+        } else {
+            assert_true(restored ? as_snapped : as_now);
+        }
+        assert_int_equal(htkv_put(db, "after", 5, "x", 1), 0);
+        assert_int_equal(htkv_close(db), 0);
+        struct htkv_inspect_summary sum;
+        assert_int_equal(htkv_inspect_verify(dir, 0, NULL, &sum, NULL, NULL, NULL), 0);
+        assert_int_equal(sum.problems, 0);
+        assert_int_equal(sum.notes, 0);
+        tu_rmrf(dir);
+        free(dir);
+    }
+    fprintf(stderr, "[fault-restore-sync] %llu syncs covered, %d in doubt\n",
+            (unsigned long long)(nth - 2), unsure);
+    assert_int_equal(unsure, 1); /* the directory sync after the rename of CURRENT */
+}
+
 int
 main(void)
 {
@@ -300,6 +733,11 @@ main(void)
         cmocka_unit_test(test_fault_torn_manifest_edit),
         cmocka_unit_test(test_fault_inside_compaction),
         cmocka_unit_test(test_fault_snapshot_write_and_restore),
+        cmocka_unit_test(test_fault_read_countdown),
+        cmocka_unit_test(test_fault_open_countdown),
+        cmocka_unit_test(test_fault_unlink_countdown),
+        cmocka_unit_test(test_fault_create_countdown),
+        cmocka_unit_test(test_fault_restore_sync_countdown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
