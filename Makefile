@@ -38,14 +38,17 @@ test-release: build
 	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=uring ctest $(CTEST_FLAGS) -j $(JOBS)
 	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=sync ctest $(CTEST_FLAGS) -j $(JOBS)
 
+# The kill loops run half their cycles under the sanitizers (the release runs do them all).
+ASAN_CRASH_CYCLES ?= 20
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHTKV_DEBUG=ON -DHTKV_SANITIZE=address
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_FLAGS) -j $(JOBS)
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) \
+	    ctest $(CTEST_FLAGS) -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 HTKV_TEST_WORKERS=2 \
-	    ctest $(CTEST_FLAGS) -j $(JOBS)
+	    HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest $(CTEST_FLAGS) -j $(JOBS)
 
 tsan: deps
 	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread
