@@ -195,6 +195,22 @@ man_abort_lower(const struct manifest *m, uint64_t version)
     return lo;
 }
 
+/* Room for @p more aborts without reallocating. 0 or -ENOMEM. */
+static int
+man_aborts_reserve(struct manifest *m, size_t more)
+{
+    while (m->aborts_cap < m->naborts + more) {
+        size_t cap = m->aborts_cap ? m->aborts_cap * 2 : 8;
+        struct man_abort *n = htkv_mem_realloc(m->aborts, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        m->aborts = n;
+        m->aborts_cap = cap;
+    }
+    return 0;
+}
+
 /* Remember MAN_BATCH_ABORT {@p limit, @p version}; a repeat keeps the larger limit. */
 static int
 man_apply_abort(struct manifest *m, uint64_t version, uint64_t limit)
@@ -204,14 +220,9 @@ man_apply_abort(struct manifest *m, uint64_t version, uint64_t limit)
         m->aborts[i].seg_limit = limit > m->aborts[i].seg_limit ? limit : m->aborts[i].seg_limit;
         return 0;
     }
-    if (m->naborts == m->aborts_cap) {
-        size_t cap = m->aborts_cap ? m->aborts_cap * 2 : 8;
-        struct man_abort *n = htkv_mem_realloc(m->aborts, cap * sizeof(*n));
-        if (n == NULL) {
-            return -ENOMEM;
-        }
-        m->aborts = n;
-        m->aborts_cap = cap;
+    int rc = man_aborts_reserve(m, 1);
+    if (rc != 0) {
+        return rc;
     }
     memmove(&m->aborts[i + 1], &m->aborts[i], (m->naborts - i) * sizeof(*m->aborts));
     m->aborts[i] = (struct man_abort){ .version = version, .seg_limit = limit };
@@ -624,6 +635,32 @@ fail:
     return rc;
 }
 
+/*
+ * Append the encoded edits @p e (@p n bytes) at file_bytes and fdatasync them (lock held). On
+ * success file_bytes moves past them. On failure they may be partly on disk: they are
+ * overwritten with zeros (@p e too) so a later edit cannot follow a torn one; if even that
+ * fails, the next open sees a torn tail and cuts it. 0 or -errno.
+ */
+static int
+man_write_edits(struct manifest *m, unsigned char *e, size_t n)
+{
+    int rc = full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
+    if (rc == 0) {
+        rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+    }
+    if (rc == 0 && fdatasync(m->fd) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        htkv_fault_synced(m->fd);
+        m->file_bytes += n;
+        return 0;
+    }
+    memset(e, 0, n);
+    (void)full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
+    return rc;
+}
+
 static int
 man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
 {
@@ -639,18 +676,8 @@ man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
         pthread_mutex_unlock(&m->lock);
         return 0;
     }
-    int rc = full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
+    int rc = man_write_edits(m, e, n);
     if (rc == 0) {
-        rc = htkv_fault_hit(HTKV_FAULT_SYNC);
-    }
-    if (rc == 0 && fdatasync(m->fd) != 0) {
-        rc = -errno;
-    }
-    if (rc == 0) {
-        htkv_fault_synced(m->fd);
-    }
-    if (rc == 0) {
-        m->file_bytes += n;
         if (type == MAN_BATCH_FLOOR) {
             m->batch_floor = seg_id;
         } else {
@@ -658,11 +685,6 @@ man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
                                      : man_apply_drop(m, shard, seg_id);
         }
         HTKV_ASSERT(rc != HTKV_ECORRUPT); /* callers add fresh ids and drop live ones */
-    } else {
-        /* The edit may be partly on disk: overwrite it with zeros so a later edit cannot follow
-         * a torn one. If even that fails, the next open sees a torn tail and cuts it. */
-        static const unsigned char zeros[MAN_EDIT_HDR + 16];
-        (void)full_pwrite(m->fd, zeros, n, (off_t)m->file_bytes);
     }
     pthread_mutex_unlock(&m->lock);
     return rc;
@@ -726,35 +748,13 @@ htkv_manifest_abort_batches(struct manifest *m, const uint64_t *versions, size_t
     int rc = 0;
     if (k > 0) {
         /* Reserve the memory first: once the edits are durable, nothing may fail. */
-        while (rc == 0 && m->aborts_cap < m->naborts + k) {
-            size_t cap = m->aborts_cap ? m->aborts_cap * 2 : 8;
-            struct man_abort *a = htkv_mem_realloc(m->aborts, cap * sizeof(*a));
-            if (a == NULL) {
-                rc = -ENOMEM;
-            } else {
-                m->aborts = a;
-                m->aborts_cap = cap;
-            }
-        }
+        rc = man_aborts_reserve(m, k);
         if (rc == 0) {
-            rc = full_pwrite(m->fd, buf, len, (off_t)m->file_bytes);
+            rc = man_write_edits(m, buf, len);
         }
-        if (rc == 0) {
-            rc = htkv_fault_hit(HTKV_FAULT_SYNC);
-        }
-        if (rc == 0 && fdatasync(m->fd) != 0) {
-            rc = -errno;
-        }
-        if (rc == 0) {
-            htkv_fault_synced(m->fd);
-            m->file_bytes += len;
-            for (size_t i = 0; i < k; i++) {
-                int arc = man_apply_abort(m, v[i], limit);
-                HTKV_ASSERT(arc == 0); /* room reserved above */
-            }
-        } else if (rc != -ENOMEM) {
-            memset(buf, 0, len); /* as man_append(): no later edit may follow a torn one */
-            (void)full_pwrite(m->fd, buf, len, (off_t)m->file_bytes);
+        for (size_t i = 0; rc == 0 && i < k; i++) {
+            int arc = man_apply_abort(m, v[i], limit);
+            HTKV_ASSERT(arc == 0); /* room reserved above */
         }
     }
     pthread_mutex_unlock(&m->lock);
