@@ -32,6 +32,7 @@
  *
  * 32 cycles per test (HTKV_CRASH_CYCLES=N for longer runs), each test in two sync modes.
  */
+#include "tests/support/crashloop.h"
 #include "tests/support/testutil.h"
 #include "uring/ur_fault.h"
 
@@ -51,7 +52,6 @@
 #include <htkv/replication.h>
 
 #define CYCLES 32 /* per test and sync mode; HTKV_CRASH_CYCLES=N for longer runs */
-#define REPORT_MAX 512
 #define COMPACT_EVERY 200
 
 /* ---- the kill loop --------------------------------------------------------------------------- */
@@ -80,129 +80,6 @@ op_rng(uint64_t seed, uint64_t seq)
         tu_rand(&st);
     }
     return st;
-}
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int
-cycles_wanted(void)
-{
-    const char *env = getenv("HTKV_CRASH_CYCLES");
-    return env != NULL && atoi(env) > 0 ? atoi(env) : CYCLES;
-}
-
-/* Kill at an I/O point: the child SIGKILLs itself right after its sync_kill_at-th successful
- * fdatasync/fsync (segment, manifest, directory, snapshot file), on whichever thread made it. */
-static _Atomic uint64_t syncs_seen, sync_kill_at;
-
-static void
-kill_after_sync(int fd)
-{
-    (void)fd;
-    if (atomic_fetch_add(&syncs_seen, 1) + 1 == atomic_load(&sync_kill_at)) {
-        raise(SIGKILL);
-    }
-}
-
-/* One kind of kill loop: the child's body and the parent's handling of a report. */
-struct loop {
-    const char *name;
-    uint64_t seed;
-    size_t report_bytes;
-    /* The child: run calls from @p first_seq on, report each to @p fd. Never returns. */
-    void (*child)(void *ctx, uint64_t first_seq, int fd);
-    /* The parent: apply one report; false if it is not the expected next call. */
-    bool (*take)(void *ctx, const void *report);
-    void *ctx;
-};
-
-/*
- * Fork the child, take its reports until it dies (killed after 20-200 ms, or by itself at its
- * @p kill_at_sync-th sync when non-zero), reap it. Fails the test on a bad report or when the
- * child ended in any other way than SIGKILL.
- */
-static void
-kill_cycle(const struct loop *l, int cycle, uint64_t first_seq, uint64_t kill_after_ms,
-           uint64_t kill_at_sync)
-{
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        tu_assert_hook_reset(); /* an engine assertion aborts the child: the parent sees it */
-        if (kill_at_sync > 0) {
-            atomic_store(&sync_kill_at, kill_at_sync);
-            htkv_fault_sync_hook = kill_after_sync;
-        }
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-        alarm(30);                              /* nor run away if the parent stops reading */
-        l->child(l->ctx, first_seq, fds[1]);
-        _exit(7);
-    }
-    close(fds[1]);
-    assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
-    uint64_t kill_at = now_ms() + kill_after_ms;
-    unsigned char rb[REPORT_MAX];
-    assert_true(l->report_bytes <= sizeof(rb));
-    size_t have = 0;
-    bool killed = false;
-    for (;;) {
-        uint64_t t = now_ms();
-        if (!killed && t >= kill_at) {
-            assert_int_equal(kill(pid, SIGKILL), 0);
-            killed = true;
-            assert_int_equal(fcntl(fds[0], F_SETFL, 0), 0); /* drain until EOF */
-        }
-        if (!killed) {
-            struct pollfd p = { .fd = fds[0], .events = POLLIN };
-            (void)poll(&p, 1, (int)(kill_at - t));
-        }
-        ssize_t got = read(fds[0], rb + have, l->report_bytes - have);
-        if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
-            continue;
-        }
-        assert_true(got >= 0);
-        if (got == 0) {
-            break;
-        }
-        have += (size_t)got;
-        if (have == l->report_bytes) {
-            if (!l->take(l->ctx, rb)) {
-                kill(pid, SIGKILL);
-                waitpid(pid, NULL, 0);
-                fail_msg("seed %llu, %s, cycle %d: bad report", (unsigned long long)l->seed,
-                         l->name, cycle);
-            }
-            have = 0;
-        }
-    }
-    close(fds[0]);
-    assert_int_equal(have, 0); /* reports are written whole */
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
-        fail_msg("seed %llu, %s, cycle %d: child ended by itself (status %#x)",
-                 (unsigned long long)l->seed, l->name, cycle, status);
-    }
-}
-
-/* Kill times and sync counts of cycle @p cycle, from the parent's own generator. */
-static void
-cycle_kills(uint64_t *rng, int cycle, uint64_t *after_ms, uint64_t *at_sync)
-{
-    const char *io_kills = getenv("HTKV_CRASH_IO_KILLS");
-    bool at_io = io_kills == NULL || strcmp(io_kills, "0") != 0;
-    *at_sync = at_io && cycle % 2 == 1 ? 1 + tu_rand(rng) % 64 : 0;
-    *after_ms = 20 + tu_rand(rng) % 181;
 }
 
 /* Store configuration shared by both tests: small segments, background compaction. */
@@ -356,7 +233,7 @@ struct areport {
     char id[HTKV_AUTH_ID_SIZE];       /* the new user's or API key's id */
     char token[HTKV_AUTH_TOKEN_SIZE]; /* the new API key's token */
 };
-_Static_assert(sizeof(struct areport) <= PIPE_BUF && sizeof(struct areport) <= REPORT_MAX,
+_Static_assert(sizeof(struct areport) <= PIPE_BUF && sizeof(struct areport) <= TU_REPORT_MAX,
                "a report is one atomic pipe write");
 
 struct actx {
@@ -835,20 +712,20 @@ crash_auth(int sync_mode, const char *mode)
     char *dir = tu_tmpdir(tag);
     loop_config(&c->cfg, dir, sync_mode);
     c->next_seq = 1;
-    struct loop l = { .name = tag,
-                      .seed = c->seed,
-                      .report_bytes = sizeof(struct areport),
-                      .child = a_child,
-                      .take = a_take,
-                      .ctx = c };
+    struct tu_loop l = { .name = tag,
+                         .seed = c->seed,
+                         .report_bytes = sizeof(struct areport),
+                         .child = a_child,
+                         .take = a_take,
+                         .ctx = c };
     htkv_auth_config acfg;
     a_auth_config(&acfg, false);
-    int cycles = cycles_wanted();
+    int cycles = tu_crash_cycles(CYCLES);
     uint64_t inflight_applied = 0;
     for (int cycle = 0; cycle < cycles; cycle++) {
         uint64_t after_ms, at_sync;
-        cycle_kills(&rng, cycle, &after_ms, &at_sync);
-        kill_cycle(&l, cycle, c->next_seq, after_ms, at_sync);
+        tu_cycle_kills(&rng, cycle, &after_ms, &at_sync);
+        tu_kill_cycle(&l, cycle, c->next_seq, after_ms, at_sync);
 
         struct aop op;
         a_gen(c->seed, c->next_seq, &c->m, &op);
@@ -1291,19 +1168,19 @@ crash_snapshot(int sync_mode, const char *mode)
     tu_config(&xcfg, x->dir, HTKV_SYNC_NEVER);
     xcfg.compaction_interval_ms = 0;
     x->db = tu_open(&xcfg);
-    struct loop l = { .name = tag,
-                      .seed = c->seed,
-                      .report_bytes = sizeof(struct sreport),
-                      .child = s_child,
-                      .take = s_take,
-                      .ctx = c };
-    int cycles = cycles_wanted();
+    struct tu_loop l = { .name = tag,
+                         .seed = c->seed,
+                         .report_bytes = sizeof(struct sreport),
+                         .child = s_child,
+                         .take = s_take,
+                         .ctx = c };
+    int cycles = tu_crash_cycles(CYCLES);
     uint64_t inflight_applied = 0, inflight_restores = 0, restores_applied = 0, tmp_seen = 0;
     uint64_t cut_refused = 0;
     for (int cycle = 0; cycle < cycles; cycle++) {
         uint64_t after_ms, at_sync;
-        cycle_kills(&rng, cycle, &after_ms, &at_sync);
-        kill_cycle(&l, cycle, c->next_seq, after_ms, at_sync);
+        tu_cycle_kills(&rng, cycle, &after_ms, &at_sync);
+        tu_kill_cycle(&l, cycle, c->next_seq, after_ms, at_sync);
 
         struct sop op;
         s_gen(c->seed, c->next_seq, &c->m, &op);

@@ -16,17 +16,9 @@
  * Operations are a pure function of (seed, sequence number), so the parent regenerates the
  * in-flight operation and every value instead of receiving them.
  */
+#include "tests/support/crashloop.h"
 #include "tests/support/testutil.h"
-#include "uring/ur_fault.h"
 
-#include <errno.h>
-#include <stdatomic.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define NKEYS 500
@@ -109,31 +101,21 @@ apply_op(struct key_state *m, uint64_t seq, const struct op *op)
     }
 }
 
-/* Kill at an I/O point: the child SIGKILLs itself right after its sync_kill_at-th successful
- * fdatasync/fsync (segment, manifest, directory), on whichever of its threads made it. */
-static _Atomic uint64_t syncs_seen, sync_kill_at;
+/* What the loop's callbacks share: the store, the seed, the model of acknowledged calls. */
+struct ck_ctx {
+    const htkv_config *cfg;
+    uint64_t seed;
+    uint64_t next_seq;
+    struct key_state *model;
+};
 
+/* The child (tu_loop.child): open, write forever, report each call. Never returns. */
 static void
-kill_after_sync(int fd)
+child_main(void *ctx, uint64_t first_seq, int fd)
 {
-    (void)fd;
-    if (atomic_fetch_add(&syncs_seen, 1) + 1 == atomic_load(&sync_kill_at)) {
-        raise(SIGKILL);
-    }
-}
-
-/* The child: open, write forever, report each call. Never returns. With @p kill_at_sync, the
- * child also kills itself after that many syncs (the parent's timer may come first). */
-static void
-child_main(const htkv_config *cfg, uint64_t seed, uint64_t first_seq, int fd, uint64_t kill_at_sync)
-{
-    tu_assert_hook_reset(); /* an engine assertion aborts the child: the parent sees it */
-    if (kill_at_sync > 0) {
-        atomic_store(&sync_kill_at, kill_at_sync);
-        htkv_fault_sync_hook = kill_after_sync;
-    }
-    (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-    alarm(30);                              /* nor run away if the parent stops reading */
+    const struct ck_ctx *c = ctx;
+    const htkv_config *cfg = c->cfg;
+    uint64_t seed = c->seed;
     htkv_db *db = NULL;
     int rc = htkv_open(cfg, &db);
     if (rc != 0) {
@@ -198,14 +180,6 @@ child_main(const htkv_config *cfg, uint64_t seed, uint64_t first_seq, int fd, ui
     }
 }
 
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Apply one report to the model if it is the next operation; false (model untouched) if not. */
 static bool
 take_report(const struct report *r, uint64_t seed, uint64_t *next_seq, struct key_state *m)
@@ -222,6 +196,16 @@ take_report(const struct report *r, uint64_t seed, uint64_t *next_seq, struct ke
     apply_op(m, r->seq, &op);
     (*next_seq)++;
     return true;
+}
+
+/* tu_loop.take: apply one report to the model of the cycle's context. */
+static bool
+take_one(void *ctx, const void *report)
+{
+    struct ck_ctx *c = ctx;
+    struct report r;
+    memcpy(&r, report, sizeof(r));
+    return take_report(&r, c->seed, &c->next_seq, c->model);
 }
 
 /* Does key @p k of @p db hold what @p s says? */
@@ -267,74 +251,20 @@ crash_cycles(int sync_mode, const char *name)
     uint64_t next_seq = 1;
     uint64_t acked_total = 0, inflight_applied = 0;
 
-    int cycles = CYCLES;
-    const char *env_cycles = getenv("HTKV_CRASH_CYCLES");
-    if (env_cycles != NULL && atoi(env_cycles) > 0) {
-        cycles = atoi(env_cycles);
-    }
+    int cycles = tu_crash_cycles(CYCLES);
     for (int cycle = 0; cycle < cycles; cycle++) {
-        int fds[2];
-        assert_int_equal(pipe(fds), 0);
         uint64_t first = next_seq;
-        /* Every other cycle also dies at an I/O point, right after its N-th sync (unless
-         * HTKV_CRASH_IO_KILLS=0: timer kills only). */
-        const char *io_kills = getenv("HTKV_CRASH_IO_KILLS");
-        bool at_io = io_kills == NULL || strcmp(io_kills, "0") != 0;
-        uint64_t kill_at_sync = at_io && cycle % 2 == 1 ? 1 + tu_rand(&rng) % 64 : 0;
-        fflush(stderr);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            close(fds[0]);
-            child_main(&cfg, seed, first, fds[1], kill_at_sync);
-        }
-        close(fds[1]);
-        assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
-        uint64_t kill_at = now_ms() + 20 + tu_rand(&rng) % 181;
-        struct report r;
-        size_t have = 0;
-        unsigned char *rb = (unsigned char *)&r;
-        bool killed = false, eof = false;
-        while (!eof) {
-            uint64_t t = now_ms();
-            if (!killed && t >= kill_at) {
-                assert_int_equal(kill(pid, SIGKILL), 0);
-                killed = true;
-                assert_int_equal(fcntl(fds[0], F_SETFL, 0), 0); /* drain until EOF */
-            }
-            if (!killed) {
-                struct pollfd p = { .fd = fds[0], .events = POLLIN };
-                (void)poll(&p, 1, (int)(kill_at - t));
-            }
-            ssize_t got = read(fds[0], rb + have, sizeof(r) - have);
-            if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
-                continue;
-            }
-            assert_true(got >= 0);
-            if (got == 0) {
-                eof = true;
-                break;
-            }
-            have += (size_t)got;
-            if (have == sizeof(r)) {
-                if (!take_report(&r, seed, &next_seq, model)) {
-                    kill(pid, SIGKILL);
-                    waitpid(pid, NULL, 0);
-                    fail_msg("seed %llu, %s, cycle %d: bad report", (unsigned long long)seed, name,
-                             cycle);
-                }
-                have = 0;
-            }
-        }
-        close(fds[0]);
-        assert_int_equal(have, 0); /* reports are written whole */
-        int status = 0;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
-            fprintf(stderr, "seed %llu, cycle %d: child ended by itself (status %#x)\n",
-                    (unsigned long long)seed, cycle, status);
-        }
-        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        uint64_t kill_after_ms, kill_at_sync;
+        tu_cycle_kills(&rng, cycle, &kill_after_ms, &kill_at_sync);
+        struct ck_ctx ctx = { .cfg = &cfg, .seed = seed, .next_seq = next_seq, .model = model };
+        const struct tu_loop loop = { .name = name,
+                                      .seed = seed,
+                                      .report_bytes = sizeof(struct report),
+                                      .child = child_main,
+                                      .take = take_one,
+                                      .ctx = &ctx };
+        tu_kill_cycle(&loop, cycle, first, kill_after_ms, kill_at_sync);
+        next_seq = ctx.next_seq;
         acked_total += next_seq - first;
 
         /* The in-flight operation: next_seq, maybe applied. */

@@ -188,6 +188,29 @@ test_batch_cut_anywhere_is_all_or_nothing(void **state)
     free(dir);
 }
 
+/* Write one batch of keys k-00..k-15 (16-byte values from @p seed) over several shards into a
+ * fresh store, close, and find its parts (at least 2) in @p parts. Returns its version. */
+static uint64_t
+write_cut_candidate(const htkv_config *cfg, uint64_t seed, struct part *parts)
+{
+    htkv_db *db = tu_open(cfg);
+    char key[32];
+    unsigned char val[16];
+    htkv_batch *b;
+    assert_int_equal(htkv_batch_create(&b), 0);
+    for (int i = 0; i < 16; i++) {
+        key_name(key, "k", i);
+        tu_fill(val, 16, seed + (uint64_t)i);
+        assert_int_equal(htkv_batch_put(b, key, strlen(key), val, 16), 0);
+    }
+    assert_int_equal(htkv_write(db, b), 0);
+    uint64_t bv = htkv_batch_version(b);
+    htkv_batch_destroy(b);
+    assert_int_equal(htkv_close(db), 0);
+    assert_true(batch_parts(cfg->data_dir, cfg->shard_count, bv, parts) >= 2);
+    return bv;
+}
+
 /* Goal: a cut batch whose other parts survived is not revived by later history: the shards
  * holding its committed parts take new writes to the same keys, and those win; reopening again
  * brings back neither the batch nor anything older. Method: cut one part at its BEGIN; reopen;
@@ -200,23 +223,10 @@ test_batch_cut_part_stays_dead_after_more_writes(void **state)
     char *dir = tu_tmpdir("batch-dead");
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
-    htkv_db *db = tu_open(&cfg);
-    char key[32];
-    unsigned char val[64];
-    htkv_batch *b;
-    assert_int_equal(htkv_batch_create(&b), 0);
-    for (int i = 0; i < 16; i++) {
-        key_name(key, "k", i);
-        tu_fill(val, 16, seed + (uint64_t)i);
-        assert_int_equal(htkv_batch_put(b, key, strlen(key), val, 16), 0);
-    }
-    assert_int_equal(htkv_write(db, b), 0);
-    uint64_t bv = htkv_batch_version(b);
-    htkv_batch_destroy(b);
-    assert_int_equal(htkv_close(db), 0);
     struct part parts[8];
-    size_t np = batch_parts(dir, cfg.shard_count, bv, parts);
-    assert_true(np >= 2);
+    write_cut_candidate(&cfg, seed, parts);
+    htkv_db *db;
+    char key[32];
     assert_int_equal(tu_truncate(parts[0].seg, parts[0].begin), 0);
     db = tu_open(&cfg);
     for (int i = 0; i < 16; i++) {
@@ -262,23 +272,11 @@ test_batch_cut_part_stays_dead_after_floor_rises(void **state)
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
     cfg.max_segment_bytes = 64u << 10;
     cfg.compaction_interval_ms = 0;
-    htkv_db *db = tu_open(&cfg);
+    struct part parts[8];
+    uint64_t bv = write_cut_candidate(&cfg, seed, parts);
+    htkv_db *db;
     char key[32];
     unsigned char val[128];
-    htkv_batch *b;
-    assert_int_equal(htkv_batch_create(&b), 0);
-    for (int i = 0; i < 16; i++) {
-        key_name(key, "k", i);
-        tu_fill(val, 16, seed + (uint64_t)i);
-        assert_int_equal(htkv_batch_put(b, key, strlen(key), val, 16), 0);
-    }
-    assert_int_equal(htkv_write(db, b), 0);
-    uint64_t bv = htkv_batch_version(b);
-    htkv_batch_destroy(b);
-    assert_int_equal(htkv_close(db), 0);
-    struct part parts[8];
-    size_t np = batch_parts(dir, cfg.shard_count, bv, parts);
-    assert_true(np >= 2);
     /* A key of the part that is cut: it lives in that shard. */
     struct tu_rec *recs = malloc(4096 * sizeof(*recs));
     assert_non_null(recs);
