@@ -1525,8 +1525,8 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->no_space = atomic_load(&db->no_space);
     out->gets = htkv_ebr_reads(&db->ebr);
     out->compactions = atomic_load(&db->compactions);
+    out->arena_bytes = htkv_arenas_allocated(db->arenas, db->narenas);
     for (unsigned i = 0; i < db->narenas; i++) {
-        out->arena_bytes += htkv_arena_allocated(db->arenas[i]);
         out->arenas += db->arenas[i] != 0;
     }
     for (uint32_t i = 0; i < db->shard_count; i++) {

@@ -69,7 +69,8 @@ extern bool (*htkv_mem_fail_hook)(size_t n);
 int htkv_arena_lease(unsigned *out);     /* 0 (*out = handle, 0 without jemalloc) or -ENOMEM */
 void htkv_arena_release(unsigned arena); /* back to the pool; 0 is ignored */
 void htkv_arena_bind(unsigned arena);    /* the calling thread allocates from it by default */
-uint64_t htkv_arena_allocated(unsigned arena); /* bytes allocated from it now (0 unknown) */
+/* Bytes allocated now from the @p n arenas @p arenas (0 for handle 0 and without jemalloc). */
+uint64_t htkv_arenas_allocated(const unsigned *arenas, unsigned n);
 void *htkv_mem_alloc_in(unsigned arena, size_t n);
 void *htkv_mem_calloc_in(unsigned arena, size_t n, size_t size);
 void *htkv_mem_realloc_in(unsigned arena, void *p, size_t n);

@@ -127,23 +127,22 @@ htkv_arena_bind(unsigned arena)
 }
 
 uint64_t
-htkv_arena_allocated(unsigned arena)
+htkv_arenas_allocated(const unsigned *arenas, unsigned n)
 {
-    if (arena == 0) {
-        return 0;
-    }
     uint64_t epoch = 1;
     size_t len = sizeof(epoch);
-    (void)mallctl("epoch", &epoch, &len, &epoch, len); /* refresh the statistics */
+    (void)mallctl("epoch", &epoch, &len, &epoch, len); /* refresh the statistics once */
     uint64_t total = 0;
     static const char *const what[] = { "small", "large" };
-    for (size_t i = 0; i < 2; i++) {
-        char name[64];
-        snprintf(name, sizeof(name), "stats.arenas.%u.%s.allocated", arena - 1, what[i]);
-        size_t v = 0;
-        len = sizeof(v);
-        if (mallctl(name, &v, &len, NULL, 0) == 0) {
-            total += v;
+    for (unsigned a = 0; a < n; a++) {
+        for (size_t i = 0; arenas[a] != 0 && i < 2; i++) {
+            char name[64];
+            snprintf(name, sizeof(name), "stats.arenas.%u.%s.allocated", arenas[a] - 1, what[i]);
+            size_t v = 0;
+            len = sizeof(v);
+            if (mallctl(name, &v, &len, NULL, 0) == 0) {
+                total += v;
+            }
         }
     }
     return total;
@@ -207,9 +206,10 @@ htkv_arena_bind(unsigned arena)
 }
 
 uint64_t
-htkv_arena_allocated(unsigned arena)
+htkv_arenas_allocated(const unsigned *arenas, unsigned n)
 {
-    (void)arena;
+    (void)arenas;
+    (void)n;
     return 0;
 }
 
