@@ -45,6 +45,10 @@ struct shard {
     _Atomic bool trie_ready;    /* built on the first ordered query, maintained after */
     bool syncing;               /* a group sync is in flight (HTKV_SYNC_ALWAYS) */
     pthread_cond_t synced_cond; /* signalled when a group sync ends */
+    /* Callers' group syncs (HTKV_SYNC_ALWAYS): syncs_done counts those ended (lock); the writers
+     * covered by sync number k sleep on sync_word[k & 1], bumped (then woken) when it ends. */
+    uint64_t syncs_done;
+    _Atomic uint32_t sync_word[2];
     uint64_t live_keys;
     uint64_t tombstones;
     uint64_t entry_bytes;
@@ -229,6 +233,14 @@ void htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc);
  */
 uint64_t htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version,
                            const void *key, uint32_t klen, const void *val, uint32_t vlen);
+
+/*
+ * htkv_shard_append() for a caller's write: in a write_through segment the record goes to the
+ * segment's buffer (room reserved by htkv_shard_make_room()), and the caller must
+ * htkv_seg_write_out() before anything points at it. Lock held.
+ */
+uint64_t htkv_shard_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version,
+                              const void *key, uint32_t klen, const void *val, uint32_t vlen);
 
 /* Make room for @p need bytes of records in the active segment, rotating if it is full. Lock
  * held. 0, -ENOSPC, -ENOMEM, HTKV_EFAILED, HTKV_ETOOBIG or -errno. */

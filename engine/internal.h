@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include <htkv/htkv.h>
 
@@ -53,6 +54,12 @@ void htkv_mem_free(void *p);
 
 /* Test hook: when set and returning true, the next allocation fails. */
 extern bool (*htkv_mem_fail_hook)(size_t n);
+
+/*
+ * Write all @p n bytes of @p p at @p off of @p fd (short writes and EINTR retried), with fault
+ * injection (HTKV_FAULT_WRITE, torn writes included). 0 or -errno.
+ */
+int htkv_pwrite_all(int fd, const void *p, size_t n, off_t off);
 
 /*
  * Memory arenas. Built with jemalloc (HTKV_JEMALLOC), every allocation of the library goes

@@ -20,33 +20,6 @@
 
 #define MAN_MAGIC "HTKVMAN1"
 
-static int
-full_pwrite(int fd, const void *p, size_t n, off_t off)
-{
-    int frc = htkv_fault_hit(HTKV_FAULT_WRITE);
-    if (frc == -HTKV_FAULT_TORN) {
-        (void)!pwrite(fd, p, n / 2, off); /* a torn write: half of it, then an error */
-        return -EIO;
-    }
-    if (frc != 0) {
-        return frc;
-    }
-    const unsigned char *s = p;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, s, n, off);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        s += w;
-        n -= (size_t)w;
-        off += w;
-    }
-    return 0;
-}
-
 /* fsync with fault injection (a failed sync of a file being written fails the write). */
 static int
 man_fsync(int fd)
@@ -73,7 +46,7 @@ htkv_write_file_atomic(int dir_fd, const char *name, const void *data, size_t le
     if (fd < 0) {
         return -errno;
     }
-    int rc = full_pwrite(fd, data, len, 0);
+    int rc = htkv_pwrite_all(fd, data, len, 0);
     if (rc == 0) {
         rc = man_fsync(fd);
     }
@@ -336,7 +309,7 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
         rc = -errno;
         goto out;
     }
-    rc = full_pwrite(fd, buf, n, 0);
+    rc = htkv_pwrite_all(fd, buf, n, 0);
     if (rc == 0) {
         rc = man_fsync(fd);
     }
@@ -644,7 +617,7 @@ fail:
 static int
 man_write_edits(struct manifest *m, unsigned char *e, size_t n)
 {
-    int rc = full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
+    int rc = htkv_pwrite_all(m->fd, e, n, (off_t)m->file_bytes);
     if (rc == 0) {
         rc = htkv_fault_hit(HTKV_FAULT_SYNC);
     }
@@ -657,7 +630,7 @@ man_write_edits(struct manifest *m, unsigned char *e, size_t n)
         return 0;
     }
     memset(e, 0, n);
-    (void)full_pwrite(m->fd, e, n, (off_t)m->file_bytes);
+    (void)htkv_pwrite_all(m->fd, e, n, (off_t)m->file_bytes);
     return rc;
 }
 

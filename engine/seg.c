@@ -286,6 +286,52 @@ htkv_seg_grow_to(struct seg *s, uint64_t size)
     return rc;
 }
 
+/* A write-through buffer larger than this is given back after each write-out. */
+#define WBUF_KEEP (256u << 10)
+
+int
+htkv_seg_wbuf_reserve(struct seg *s, uint64_t need)
+{
+    if (!s->write_through || s->wbuf_cap - s->wbuf_len >= need) {
+        return 0;
+    }
+    size_t cap = s->wbuf_cap ? s->wbuf_cap : 4096;
+    while (cap - s->wbuf_len < need) {
+        cap *= 2;
+    }
+    unsigned char *n = htkv_mem_realloc(s->wbuf, cap);
+    if (n == NULL) {
+        return -ENOMEM;
+    }
+    s->wbuf = n;
+    s->wbuf_cap = cap;
+    return 0;
+}
+
+int
+htkv_seg_write_out(struct seg *s)
+{
+    if (s->wbuf_len == 0) {
+        return 0;
+    }
+    HTKV_ASSERT(s->wbuf_off + s->wbuf_len == s->tail);
+    int rc = htkv_pwrite_all(s->fd, s->wbuf, s->wbuf_len, (off_t)s->wbuf_off);
+    if (rc != 0) {
+        /* What reached the file beyond the tail is overwritten by the next appends, or, after a
+         * crash, read by recovery as a torn tail. */
+        s->tail = s->wbuf_off;
+        s->records -= s->wbuf_recs;
+    }
+    s->wbuf_len = 0;
+    s->wbuf_recs = 0;
+    if (s->wbuf_cap > WBUF_KEEP) {
+        htkv_mem_free(s->wbuf);
+        s->wbuf = NULL;
+        s->wbuf_cap = 0;
+    }
+    return rc;
+}
+
 int
 htkv_seg_sync(struct seg *s)
 {
@@ -375,5 +421,6 @@ htkv_seg_close(struct seg *s)
     if (s->fd >= 0) {
         close(s->fd);
     }
+    htkv_mem_free(s->wbuf);
     htkv_mem_free(s);
 }

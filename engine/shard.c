@@ -23,11 +23,13 @@
 #include "engine/db.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/futex.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
 #include "uring/ur_fault.h"
@@ -130,15 +132,25 @@ htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
     }
 }
 
-uint64_t
-htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-                  uint32_t klen, const void *val, uint32_t vlen)
+static uint64_t
+shard_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, uint64_t version,
+                const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
     uint64_t off = s->tail;
     uint64_t size = htkv_rec_size(klen, vlen);
     HTKV_ASSERT(off + size <= s->file_bytes);
-    uint64_t w =
-        htkv_rec_encode(s->map + off, s->id, off, type, flags, version, key, klen, val, vlen);
+    unsigned char *dst = s->map + off;
+    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
+        if (s->wbuf_len == 0) {
+            s->wbuf_off = off;
+        }
+        dst = s->wbuf + s->wbuf_len;
+        s->wbuf_len += size;
+        s->wbuf_recs++;
+    } else {
+        HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
+    }
+    uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
     HTKV_ASSERT(w == size);
     s->tail = off + size;
     s->records++;
@@ -146,6 +158,35 @@ htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, 
         s->max_version = version;
     }
     return off;
+}
+
+uint64_t
+htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                  uint32_t klen, const void *val, uint32_t vlen)
+{
+    return shard_append_at(s, false, type, flags, version, key, klen, val, vlen);
+}
+
+uint64_t
+htkv_shard_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                     uint32_t klen, const void *val, uint32_t vlen)
+{
+    return shard_append_at(s, true, type, flags, version, key, klen, val, vlen);
+}
+
+/* htkv_seg_write_out() of the active segment; a failure stops the shard's writes. Lock held. */
+static int
+shard_write_out(struct shard *sh, struct seg *s)
+{
+    int rc = htkv_seg_write_out(s);
+    if (rc != 0) {
+        sh->failed = true;
+        atomic_store(&sh->db->failed, 1);
+        htkv_db_log(sh->db, HTKV_LOG_ERROR,
+                    "%s: write failed: %s; shard %u refuses writes until reopen", s->path,
+                    htkv_strerror(rc), sh->id);
+    }
+    return rc;
 }
 
 int
@@ -216,6 +257,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     if (rc != 0) {
         return rc;
     }
+    s->write_through = zero_fill;
     int dfd =
         htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) != 0) {
@@ -261,7 +303,8 @@ htkv_shard_make_room(struct shard *sh, uint64_t need)
         }
         s = shard_active(sh);
     }
-    return htkv_seg_reserve(s, need + SEAL_BYTES);
+    int rc = htkv_seg_reserve(s, need + SEAL_BYTES);
+    return rc == 0 ? htkv_seg_wbuf_reserve(s, need) : rc;
 }
 
 static int
@@ -496,58 +539,112 @@ htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns)
     htkv_hist_record(&sh->metrics.group, group);
 }
 
+/* Group syncs one leader runs back to back at most, for writers that staged meanwhile. */
+#define LEADER_SYNCS_MAX 4
+
+/* One group sync of everything staged so far, as the leader (lock held, released during the
+ * fdatasync). Returns the fdatasync's result; the shard has failed when it is not 0. */
+static int
+shard_group_sync(struct shard *sh)
+{
+    struct htkv_db *db = sh->db;
+    sh->syncing = true;
+    uint64_t target = sh->appended;
+    struct seg *s = shard_active(sh); /* segments sealed earlier were synced by the seal */
+    uint64_t group = htkv_shard_sync_begin(sh);
+    uint64_t t0 = htkv_now_ns();
+    htkv_seg_pin(s);
+    pthread_mutex_unlock(&sh->lock);
+    int rc = htkv_seg_sync(s);
+    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    pthread_mutex_lock(&sh->lock);
+    htkv_seg_unpin(s);
+    htkv_shard_sync_end(sh, group, t0);
+    sh->syncing = false;
+    if (rc != 0) {
+        htkv_shard_fail_sync(sh, s, rc);
+    } else {
+        htkv_shard_publish(sh, target);
+    }
+    return rc;
+}
+
 /*
- * Wait (lock held) until @p version is durable and visible, syncing as the group's leader when no
- * sync is in flight: writers that staged while a sync ran share the next one (group commit).
+ * Wait until @p version is durable and visible (group commit). Called with the lock held;
+ * returns with it released. With no sync in flight the caller leads one that covers every write
+ * staged so far; a writer that stages while one is in flight needs the next. The leader then
+ * runs the next sync itself at once when writers staged meanwhile (at most LEADER_SYNCS_MAX in
+ * a row, so its own caller is not held for long), saving a wake-up between syncs. Followers
+ * sleep without the lock on the futex of the sync that covers them (two words, by the parity of
+ * its number, so that the end of one sync wakes only the writers it covered) and return without
+ * taking the lock again.
  */
 static int
 shard_wait_durable(struct shard *sh, uint64_t version)
 {
     struct htkv_db *db = sh->db;
     struct shard_ro *ro = &db->ro[sh->id];
-    while (atomic_load_explicit(&ro->visible, memory_order_relaxed) < version) {
+    for (;;) {
+        if (atomic_load_explicit(&ro->visible, memory_order_acquire) >= version) {
+            break;
+        }
         if (sh->failed) {
+            pthread_mutex_unlock(&sh->lock);
             return HTKV_EFAILED;
         }
         if (sh->syncing) {
-            pthread_cond_wait(&sh->synced_cond, &sh->lock);
+            /* Covered by sync number syncs_done + 2; its leader bumps the word under the lock
+             * before waking it, so the wake-up is not lost. */
+            _Atomic uint32_t *w = &sh->sync_word[(sh->syncs_done + 2) & 1];
+            uint32_t seen = atomic_load_explicit(w, memory_order_relaxed);
+            pthread_mutex_unlock(&sh->lock);
+            htkv_futex_wait(w, seen);
+            if (atomic_load_explicit(&ro->visible, memory_order_acquire) >= version) {
+                return 0;
+            }
+            pthread_mutex_lock(&sh->lock);
             continue;
         }
-        sh->syncing = true;
-        uint64_t target = sh->appended;
-        struct seg *s = shard_active(sh); /* segments sealed earlier were synced by the seal */
-        uint64_t group = htkv_shard_sync_begin(sh);
-        uint64_t t0 = htkv_now_ns();
-        htkv_seg_pin(s);
-        pthread_mutex_unlock(&sh->lock);
-        int rc = htkv_seg_sync(s);
-        atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
-        pthread_mutex_lock(&sh->lock);
-        htkv_seg_unpin(s);
-        htkv_shard_sync_end(sh, group, t0);
-        sh->syncing = false;
-        if (rc != 0) {
-            htkv_shard_fail_sync(sh, s, rc);
-        } else {
-            htkv_shard_publish(sh, target);
+        int rc = 0;
+        for (int n = 0; n < LEADER_SYNCS_MAX; n++) {
+            rc = shard_group_sync(sh);
+            _Atomic uint32_t *w = &sh->sync_word[++sh->syncs_done & 1];
+            atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
+            bool more =
+                rc == 0 && sh->appended > atomic_load_explicit(&ro->visible, memory_order_relaxed);
+            if (!more || n + 1 == LEADER_SYNCS_MAX) {
+                /* No leader for what staged meanwhile: wake its writers too; one of them
+                 * leads the next sync. */
+                atomic_fetch_add_explicit(&sh->sync_word[(sh->syncs_done + 1) & 1], 1,
+                                          memory_order_relaxed);
+                pthread_cond_broadcast(&sh->synced_cond);
+                pthread_mutex_unlock(&sh->lock);
+                htkv_futex_wake(&sh->sync_word[0], INT_MAX);
+                htkv_futex_wake(&sh->sync_word[1], INT_MAX);
+                return rc != 0 ? HTKV_EFAILED : 0; /* this caller's write was covered first */
+            }
+            pthread_mutex_unlock(&sh->lock);
+            htkv_futex_wake(w, INT_MAX);
+            pthread_mutex_lock(&sh->lock);
+            if (sh->syncing || sh->failed) {
+                break; /* a writer took the lock meanwhile and leads the next sync itself */
+            }
         }
-        pthread_cond_broadcast(&sh->synced_cond);
+        pthread_mutex_unlock(&sh->lock);
+        return rc != 0 ? HTKV_EFAILED : 0;
     }
+    pthread_mutex_unlock(&sh->lock);
     return 0;
 }
 
-/* After staging: publish at once, or (ALWAYS) wait for the group sync. Lock held. */
-static int
+/* After staging without HTKV_SYNC_ALWAYS: publish at once (in the page cache). Lock held. */
+static void
 shard_commit(struct shard *sh, uint64_t version)
 {
-    if (sh->db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
-        return shard_wait_durable(sh, version);
-    }
     if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
         atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
     }
     htkv_shard_publish(sh, version);
-    return 0;
 }
 
 int
@@ -582,7 +679,12 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     }
     struct seg *s = shard_active(sh);
     uint64_t v = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
-    uint64_t off = htkv_shard_append(s, type, 0, v, key, klen, val, vlen);
+    uint64_t off = htkv_shard_append_wt(s, type, 0, v, key, klen, val, vlen);
+    rc = shard_write_out(sh, s);
+    if (rc != 0) {
+        ent_drop(sh, e);
+        return rc;
+    }
     *e = (struct hidx_ent){ .version = v,
                             .hash = hash,
                             .seg = s,
@@ -605,18 +707,30 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
 {
     struct shard *sh = db_shard(db, db_shard_of(db, hash));
     uint64_t version = 0;
+    struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
     pthread_mutex_lock(&sh->lock);
     int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
-    if (rc == 0) {
-        rc = shard_commit(sh, version);
+    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+        if (rc == 0) {
+            rc = shard_wait_durable(sh, version); /* releases the lock */
+        } else {
+            pthread_mutex_unlock(&sh->lock);
+        }
+        if (t0_ns != 0) {
+            uint64_t now = htkv_now_ns();
+            htkv_hist_record_shared(hist, now > t0_ns ? now - t0_ns : 0);
+        }
+    } else {
+        if (rc == 0) {
+            shard_commit(sh, version);
+        }
+        if (t0_ns != 0) {
+            /* Under the lock: this thread is the histogram's only writer now. */
+            uint64_t now = htkv_now_ns();
+            htkv_hist_record(hist, now > t0_ns ? now - t0_ns : 0);
+        }
+        pthread_mutex_unlock(&sh->lock);
     }
-    if (t0_ns != 0) {
-        /* Under the lock: this thread is the histogram's only writer now. */
-        uint64_t now = htkv_now_ns();
-        htkv_hist_record(type == REC_SET ? &sh->metrics.put : &sh->metrics.del,
-                         now > t0_ns ? now - t0_ns : 0);
-    }
-    pthread_mutex_unlock(&sh->lock);
     *version_out = rc == 0 ? version : 0;
     return rc;
 }
@@ -749,7 +863,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
     htkv_store32(frame, p->nops);
     htkv_store32(frame + 4, parts);
-    htkv_shard_append(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
+    htkv_shard_append_wt(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
     uint32_t k = 0;
     for (size_t i = 0; i < b->nops; i++) {
         const struct batch_op *op = &b->ops[i];
@@ -758,8 +872,8 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
             continue;
         }
         const unsigned char *key = op_key(b, op);
-        uint64_t off = htkv_shard_append(s, op->type, REC_F_BATCH, version, key, op->klen,
-                                         key + op->klen, op->vlen);
+        uint64_t off = htkv_shard_append_wt(s, op->type, REC_F_BATCH, version, key, op->klen,
+                                            key + op->klen, op->vlen);
         *p->ents[k++] =
             (struct hidx_ent){ .version = version,
                                .hash = hashes[i],
@@ -771,7 +885,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
                                .checked = 1 };
     }
     HTKV_ASSERT(k == p->nops);
-    htkv_shard_append(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
+    htkv_shard_append_wt(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
     atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
 }
 
@@ -893,13 +1007,38 @@ htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t 
     } else {
         version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
     }
-    /* From here on nothing can fail: append and install every part under all the locks. */
+    /* Append every part under all the locks; in write-through segments the parts reach the
+     * files before anything is installed. */
+    for (uint32_t i = 0; i < nparts && rc == 0; i++) {
+        if (parts[i].nops == 0) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, parts[i].shard);
+        struct seg *s = shard_active(sh);
+        batch_append_part(db, b, hashes, &parts[i], writing, version);
+        rc = shard_write_out(sh, s);
+        if (rc != 0) {
+            /* Its frame went with the tail. The parts written before stay in their segments
+             * uninstalled: dead bytes, and for recovery an incomplete batch. */
+            atomic_fetch_sub_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
+            for (uint32_t j = 0; j < i; j++) {
+                if (parts[j].nops > 0) {
+                    struct seg *o = shard_active(db_shard(db, parts[j].shard));
+                    atomic_fetch_add_explicit(&o->dead_bytes, parts[j].bytes - BATCH_FRAME_BYTES,
+                                              memory_order_relaxed);
+                }
+            }
+        }
+    }
+    if (rc != 0) {
+        goto out_unlock;
+    }
+    /* From here on nothing can fail: install every part under all the locks. */
     for (uint32_t i = 0; i < nparts; i++) {
         if (parts[i].nops == 0) {
             continue;
         }
         struct shard *sh = db_shard(db, parts[i].shard);
-        batch_append_part(db, b, hashes, &parts[i], writing, version);
         for (uint32_t k = 0; k < parts[i].nops; k++) {
             shard_install(sh, parts[i].ents[k]);
             parts[i].ents[k] = NULL;
@@ -910,8 +1049,7 @@ htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t 
         hist_add(&sh->metrics.bytes_written, parts[i].bytes);
         shards_out[(*nshards_out)++] = parts[i].shard;
         if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
-            rc = shard_commit(sh, version);
-            HTKV_ASSERT(rc == 0);
+            shard_commit(sh, version);
         }
     }
     if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && writing > 1) {
@@ -951,8 +1089,7 @@ htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
         for (uint32_t i = 0; i < n; i++) {
             struct shard *sh = db_shard(db, shards[i]);
             pthread_mutex_lock(&sh->lock);
-            int wrc = shard_wait_durable(sh, version);
-            pthread_mutex_unlock(&sh->lock);
+            int wrc = shard_wait_durable(sh, version); /* releases the lock */
             if (wrc != 0 && rc == 0) {
                 rc = wrc;
             }

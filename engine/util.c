@@ -1,6 +1,6 @@
 /*
- * util.c - assertions, allocation (jemalloc arenas, hooks), the thread-local error detail and
- * htkv_strerror().
+ * util.c - assertions, allocation (jemalloc arenas, hooks), the thread-local error detail,
+ * htkv_strerror() and whole-buffer pwrite.
  */
 #include "engine/internal.h"
 
@@ -9,6 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+#include "uring/ur_fault.h"
 
 #ifdef HTKV_JEMALLOC
 #include <jemalloc/jemalloc.h>
@@ -308,4 +311,31 @@ htkv_strerror(int err)
         return s;
     }
     return "unknown error";
+}
+
+int
+htkv_pwrite_all(int fd, const void *p, size_t n, off_t off)
+{
+    int frc = htkv_fault_hit(HTKV_FAULT_WRITE);
+    if (frc == -HTKV_FAULT_TORN) {
+        (void)!pwrite(fd, p, n / 2, off); /* a torn write: half of it, then an error */
+        return -EIO;
+    }
+    if (frc != 0) {
+        return frc;
+    }
+    const unsigned char *s = p;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, s, n, off);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        s += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
 }

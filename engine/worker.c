@@ -29,14 +29,13 @@
  */
 #include "engine/worker.h"
 
-#include <linux/futex.h>
 #include <sched.h>
 #include <stdio.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "engine/db.h"
+#include "engine/futex.h"
 #include "engine/rec.h"
 #include "uring/ur_fault.h"
 
@@ -55,18 +54,6 @@ now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void
-futex_wait(_Atomic uint32_t *p, uint32_t val)
-{
-    syscall(SYS_futex, (uint32_t *)p, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
-}
-
-static void
-futex_wake(_Atomic uint32_t *p)
-{
-    syscall(SYS_futex, (uint32_t *)p, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 static inline void
@@ -108,7 +95,7 @@ wreq_complete(struct wreq *r, int rc, uint64_t version)
     /* After this exchange the caller may return: r must not be touched again. */
     uint32_t old = atomic_exchange_explicit(&r->state, WREQ_DONE, memory_order_acq_rel);
     if (old == WREQ_SLEEPING) {
-        futex_wake(&r->state);
+        htkv_futex_wake(&r->state, 1);
     }
 }
 
@@ -126,7 +113,7 @@ wreq_wait(struct wreq *r)
         return; /* DONE meanwhile */
     }
     while (atomic_load_explicit(&r->state, memory_order_acquire) != WREQ_DONE) {
-        futex_wait(&r->state, WREQ_SLEEPING);
+        htkv_futex_wait(&r->state, WREQ_SLEEPING);
     }
 }
 

@@ -2,7 +2,7 @@
  * htkv_perf.c - load generator for the TARGETS.md workloads on this machine.
  *
  * The store lives in --dir (default /tmp/htkv-perf-<pid>) and is removed at the end.
- * Usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] [--threads N]
+ * Usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] [--shards N] [--threads N]
  *                  [--backend auto|uring|sync] [--dir PATH] [--csv]
  * Workloads (one caller thread unless --threads):
  *   put_small   16 B keys / 64 B values, 1M puts, INTERVAL mode
@@ -55,6 +55,7 @@ struct opts {
     const char *dir;
     int trials;
     int workers;
+    int shards; /* shard_count at creation; 0 = the default */
     int threads;
     int backend;
     int csv;
@@ -93,6 +94,7 @@ open_store(const struct opts *o, int sync_mode)
     htkv_config_init(&cfg);
     cfg.data_dir = o->dir;
     cfg.worker_threads = (unsigned)o->workers;
+    cfg.shard_count = (unsigned)o->shards;
     cfg.sync_mode = sync_mode;
     cfg.io_backend = o->backend;
     htkv_db *db;
@@ -1155,6 +1157,8 @@ main(int argc, char **argv)
             o.workers = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             o.threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--shards") == 0 && i + 1 < argc) {
+            o.shards = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
             o.dir = argv[++i];
         } else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
@@ -1170,7 +1174,7 @@ main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
-                    "[--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n"
+                    "[--shards N] [--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n"
                     "       htkv-perf --sweep [--mix put|ycsb-a|ycsb-b|ycsb-c|ycsb-d|"
                     "ycsb-e|ycsb-f|durable] [--dist uniform|zipf] [--keys N] [--threads N] "
                     "[--max-workers N] "
