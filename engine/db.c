@@ -369,7 +369,12 @@ static int
 create_store(struct htkv_db *db)
 {
     unsigned shards = db->cfg.shard_count;
-    if (shards == 0) {
+    if (shards == 0 && db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+        /* Every shard with waiting writers costs its own fdatasync per group: one shard per
+         * thread that syncs (a worker, or the callers' leader inline) groups the most. */
+        shards = db->cfg.worker_threads > 0 ? db->cfg.worker_threads : 1;
+        shards = shards > MAN_SHARDS_MAX ? MAN_SHARDS_MAX : shards;
+    } else if (shards == 0) {
         shards = 2 * online_cpus();
         shards = shards < 4 ? 4 : shards > 64 ? 64 : shards;
     }

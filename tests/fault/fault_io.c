@@ -161,6 +161,82 @@ test_fault_fdatasync_eio_countdown(void **state)
     }
 }
 
+/* Goal: in HTKV_SYNC_ALWAYS the callers' records reach the file through pwrite(); the N-th
+ * write failing (N = 1..6, EIO or torn in half; manifest writes count too) fails that put with
+ * -EIO, the shard then refuses writes (HTKV_EFAILED) until reopen, the failed put is never read,
+ * and every acknowledged write reads back at once and after reopen. */
+static void
+test_fault_write_through_countdown(void **state)
+{
+    (void)state;
+    static const int allowed[] = { -EIO, HTKV_EFAILED };
+    for (uint64_t nth = 1; nth <= 6; nth++) {
+        uint64_t seed = tu_seed("fault-wt") + nth;
+        char *dir;
+        htkv_config cfg;
+        htkv_db *db = open_store("fault-wt", &dir, &cfg, HTKV_SYNC_ALWAYS);
+        static struct model m;
+        memset(&m, 0, sizeof(m));
+        htkv_fault_arm(HTKV_FAULT_WRITE, nth, nth % 2 ? EIO : HTKV_FAULT_TORN, false);
+        int failed = workload(db, &m, &seed, 300, allowed, 2);
+        tu_context("nth %llu", (unsigned long long)nth);
+        assert_true(failed >= 1);
+        assert_int_equal(htkv_fault_injected() >= 1, 1);
+        htkv_fault_disarm();
+        model_check(db, &m);
+        reopen_check(db, &cfg, &m);
+        tu_rmrf(dir);
+        free(dir);
+    }
+}
+
+/* Goal: a batch across shards whose second part cannot be written (HTKV_SYNC_ALWAYS) fails with
+ * -EIO and is never applied: not at once, not after reopen, and not after a compaction pass has
+ * raised the batch floor past its version and the store is reopened again (its first part is
+ * in a segment, complete, and must stay dead). */
+static void
+test_fault_write_through_batch_part(void **state)
+{
+    (void)state;
+    char *dir;
+    htkv_config cfg;
+    htkv_db *db = open_store("fault-wt-batch", &dir, &cfg, HTKV_SYNC_ALWAYS);
+    char key[32];
+    enum { KEYS = 32 };
+    for (unsigned i = 0; i < KEYS; i++) {
+        assert_int_equal(htkv_put(db, key, key_of(i, key), "old", 3), 0);
+    }
+    htkv_batch *b;
+    assert_int_equal(htkv_batch_create(&b), 0);
+    for (unsigned i = 0; i < KEYS; i++) {
+        assert_int_equal(htkv_batch_put(b, key, key_of(i, key), "new", 3), 0);
+    }
+    htkv_fault_arm(HTKV_FAULT_WRITE, 2, EIO, false); /* the second part's write */
+    assert_int_equal(htkv_write(db, b), -EIO);
+    htkv_fault_disarm();
+    assert_true(tu_stats(db).failed);
+    for (int round = 0; round < 3; round++) {
+        tu_context("round %d", round);
+        for (unsigned i = 0; i < KEYS; i++) {
+            char v[8];
+            size_t n = 0;
+            assert_int_equal(htkv_get(db, key, key_of(i, key), v, sizeof(v), &n), 0);
+            assert_int_equal(n, 3);
+            assert_memory_equal(v, "old", 3);
+        }
+        if (round == 1) {
+            assert_int_equal(htkv_put(db, "more", 4, "x", 1), 0);
+            assert_int_equal(htkv_compact_now(db), 0);
+        }
+        (void)htkv_close(db); /* the first round reports the failure */
+        db = tu_open(&cfg);
+    }
+    assert_int_equal(htkv_close(db), 0);
+    htkv_batch_destroy(b);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* Goal: the file system filling up (the N-th allocation and every later one fail with ENOSPC)
  * turns writes into -ENOSPC while reads go on; writes stay refused once space is back, until
  * the store is reopened; nothing acknowledged is lost. */
@@ -729,6 +805,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fault_fdatasync_eio_countdown),
+        cmocka_unit_test(test_fault_write_through_countdown),
+        cmocka_unit_test(test_fault_write_through_batch_part),
         cmocka_unit_test(test_fault_enospc_read_only_then_reopen),
         cmocka_unit_test(test_fault_torn_manifest_edit),
         cmocka_unit_test(test_fault_inside_compaction),
