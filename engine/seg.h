@@ -15,12 +15,11 @@
  * process without a system call per write; fdatasync() makes them durable. Where every write
  * waits for its fdatasync (HTKV_SYNC_ALWAYS) the writes of callers go through pwrite() instead
  * (write_through): on ext4 an fdatasync after stores through a mapping costs ~1.6x one after
- * pwrite() of the same bytes (the written-back pages are write-protected again, and the next
- * store's page fault updates the inode), which is more than the system call costs. Either way
- * the bytes are in the page cache, and the mapping reads them, before anything points at them. The
- * file is extended with fallocate() (or explicit zeros where the file system lacks it) before any
- * store reaches new space, so a store never lands in a hole: no SIGBUS, no ENOSPC in the middle of
- * a record.
+ * pwrite() of the same bytes (the extra time is inside fdatasync), which is more than the system
+ * call costs. Either way the bytes are in the page cache, and the mapping reads them, before
+ * anything points at them. The file is extended with fallocate() (or explicit zeros where the
+ * file system lacks it) before any store reaches new space, so a store never lands in a hole: no
+ * SIGBUS, no ENOSPC in the middle of a record.
  *
  * File header (64 bytes): magic "HTKVSEG1", format u32, shard u32, seg_id u64, zero[36],
  * crc32c u32 of bytes 0..59. Records start at SEG_DATA_OFF.

@@ -15,10 +15,11 @@
  *     every CPU; threads it starts later from the caller (RocksDB's and LevelDB's background
  *     threads are started lazily) inherit the pin.
  *   - Non-durable rows use each store's natural fast mode: htkv's default configuration
- *     (HTKV_SYNC_INTERVAL, worker_threads = CPU count), RocksDB and LevelDB with the log and
- *     sync = false, LMDB with MDB_NOSYNC ("LMDB wm": also MDB_WRITEMAP). "htkv w0" is htkv
- *     with worker_threads = 0 (writes applied on the caller's thread), shown for information;
- *     goals are judged on the default configuration.
+ *     (HTKV_SYNC_INTERVAL, htkv_config_init()'s worker_threads, which is 0: writes applied on
+ *     the caller's thread), RocksDB and LevelDB with the log and sync = false, LMDB with
+ *     MDB_NOSYNC ("LMDB wm": also MDB_WRITEMAP). "htkv w0" sets worker_threads = 0 explicitly
+ *     (the same as the default since inline became it), shown for information; goals are
+ *     judged on the default configuration.
  *   - Durable rows: htkv HTKV_SYNC_ALWAYS, RocksDB/LevelDB WriteOptions.sync = true, LMDB
  *     without MDB_NOSYNC (with MDB_WRITEMAP for "LMDB wm").
  *   - Keys are 16 or 32 pseudo-random bytes (the first 8 a bijection of the operation number,
