@@ -49,6 +49,13 @@ struct shard {
      * covered by sync number k sleep on sync_word[k & 1], bumped (then woken) when it ends. */
     uint64_t syncs_done;
     _Atomic uint32_t sync_word[2];
+    /* Gathering: before a group sync the leader waits (at most half the last sync's time, on
+     * staged_cond) until as many writes are staged as callers are inside htkv_put/delete on this
+     * shard (active_writers), so that writers just woken by the previous sync make this one. */
+    _Atomic uint32_t active_writers;
+    bool gathering;
+    pthread_cond_t staged_cond; /* CLOCK_MONOTONIC */
+    uint64_t last_sync_ns;
     uint64_t live_keys;
     uint64_t tombstones;
     uint64_t entry_bytes;

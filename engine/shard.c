@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/futex.h"
@@ -91,6 +92,11 @@ htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
     atomic_init(&sh->trie_ready, false);
     pthread_mutex_init(&sh->lock, NULL);
     pthread_cond_init(&sh->synced_cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sh->staged_cond, &ca);
+    pthread_condattr_destroy(&ca);
     *out = sh;
     return 0;
 }
@@ -110,6 +116,7 @@ htkv_shard_destroy(struct shard *sh)
     htkv_mem_free(sh->segs);
     htkv_mem_free(sh->pending);
     pthread_cond_destroy(&sh->synced_cond);
+    pthread_cond_destroy(&sh->staged_cond);
     pthread_mutex_destroy(&sh->lock);
     htkv_mem_free(sh);
 }
@@ -560,6 +567,7 @@ shard_group_sync(struct shard *sh)
     pthread_mutex_lock(&sh->lock);
     htkv_seg_unpin(s);
     htkv_shard_sync_end(sh, group, t0);
+    sh->last_sync_ns = htkv_now_ns() - t0;
     sh->syncing = false;
     if (rc != 0) {
         htkv_shard_fail_sync(sh, s, rc);
@@ -567,6 +575,40 @@ shard_group_sync(struct shard *sh)
         htkv_shard_publish(sh, target);
     }
     return rc;
+}
+
+/* Longest gathering wait before a group sync, whatever the syncs cost. */
+#define GATHER_MAX_NS 500000u
+
+/*
+ * Before a group sync (lock held, syncing set): wait until every caller inside a put or delete
+ * of this shard has staged, at most half the last sync's duration. In a closed loop the writers
+ * the previous sync just woke come back within a wake-up; without the wait the next sync starts
+ * at once without them and they wait for the one after, so each writer gets every other sync.
+ * A lone writer never waits (it is the only active one, and staged).
+ */
+static void
+shard_gather(struct shard *sh)
+{
+    uint64_t limit = sh->last_sync_ns / 2;
+    limit = limit > GATHER_MAX_NS ? GATHER_MAX_NS : limit;
+    if (limit == 0 || sh->metrics.unsynced_writes >=
+                          atomic_load_explicit(&sh->active_writers, memory_order_relaxed)) {
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + limit;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    sh->gathering = true;
+    while (sh->metrics.unsynced_writes <
+           atomic_load_explicit(&sh->active_writers, memory_order_relaxed)) {
+        if (pthread_cond_timedwait(&sh->staged_cond, &sh->lock, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    sh->gathering = false;
 }
 
 /*
@@ -593,9 +635,12 @@ shard_wait_durable(struct shard *sh, uint64_t version)
             return HTKV_EFAILED;
         }
         if (sh->syncing) {
-            /* Covered by sync number syncs_done + 2; its leader bumps the word under the lock
-             * before waking it, so the wake-up is not lost. */
-            _Atomic uint32_t *w = &sh->sync_word[(sh->syncs_done + 2) & 1];
+            /* Covered by sync number syncs_done + 2 (+ 1 while its leader is still gathering);
+             * its leader bumps the word under the lock before waking it: no lost wake-up. */
+            if (sh->gathering) {
+                pthread_cond_signal(&sh->staged_cond);
+            }
+            _Atomic uint32_t *w = &sh->sync_word[(sh->syncs_done + (sh->gathering ? 1 : 2)) & 1];
             uint32_t seen = atomic_load_explicit(w, memory_order_relaxed);
             pthread_mutex_unlock(&sh->lock);
             htkv_futex_wait(w, seen);
@@ -607,6 +652,8 @@ shard_wait_durable(struct shard *sh, uint64_t version)
         }
         int rc = 0;
         for (int n = 0; n < LEADER_SYNCS_MAX; n++) {
+            sh->syncing = true; /* while gathering too: arrivals follow */
+            shard_gather(sh);
             rc = shard_group_sync(sh);
             _Atomic uint32_t *w = &sh->sync_word[++sh->syncs_done & 1];
             atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
@@ -708,14 +755,19 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
     struct shard *sh = db_shard(db, db_shard_of(db, hash));
     uint64_t version = 0;
     struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
+    bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
+    if (always) {
+        atomic_fetch_add_explicit(&sh->active_writers, 1, memory_order_relaxed);
+    }
     pthread_mutex_lock(&sh->lock);
     int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
-    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+    if (always) {
         if (rc == 0) {
             rc = shard_wait_durable(sh, version); /* releases the lock */
         } else {
             pthread_mutex_unlock(&sh->lock);
         }
+        atomic_fetch_sub_explicit(&sh->active_writers, 1, memory_order_relaxed);
         if (t0_ns != 0) {
             uint64_t now = htkv_now_ns();
             htkv_hist_record_shared(hist, now > t0_ns ? now - t0_ns : 0);
