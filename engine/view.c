@@ -30,6 +30,11 @@
 /* Items gathered per shard per refill: one EBR section per 128 keys. */
 #define ITER_CHUNK 128u
 
+/* Up to this many shards, the merge scans the sources' current abbreviated keys, kept side by
+ * side in htkv_iter.cur, for the smallest (a few comparisons that compile to conditional moves)
+ * instead of keeping a heap, whose unpredictable branches cost more than they save at this size. */
+#define ITER_LINEAR_MAX 8u
+
 struct htkv_view {
     struct htkv_db *db;
     struct htkv_view *next;
@@ -79,6 +84,7 @@ struct htkv_iter {
     uint32_t *heap; /* indexes into src with items: a min-heap by current key, or, with at most
                      * ITER_LINEAR_MAX shards, in any order (linear_min()) */
     struct iter_src *src;
+    uint64_t cur[ITER_LINEAR_MAX]; /* linear mode: abbrev of heap[k]'s current item */
 };
 
 /* ---- views ---------------------------------------------------------------------------------- */
@@ -453,18 +459,15 @@ heap_down(struct htkv_iter *it, uint32_t i)
     }
 }
 
-/* Up to this many shards, the merge scans the sources' current keys for the smallest (a few
- * comparisons that compile to conditional moves) instead of keeping a heap, whose unpredictable
- * branches cost more than they save at this size. */
-#define ITER_LINEAR_MAX 8u
-
 /* The source with the smallest current key among heap[0, nheap) (linear mode), and its slot. */
 static inline uint32_t
 linear_min(const struct htkv_iter *it, uint32_t *at)
 {
     uint32_t b = 0;
     for (uint32_t k = 1; k < it->nheap; k++) {
-        b = heap_less(it, it->heap[k], it->heap[b]) ? k : b;
+        bool less = it->cur[k] != it->cur[b] ? it->cur[k] < it->cur[b]
+                                             : heap_less(it, it->heap[k], it->heap[b]);
+        b = less ? k : b;
     }
     *at = b;
     return it->heap[b];
@@ -504,6 +507,9 @@ iter_build_heap(struct htkv_iter *it)
             return rc;
         }
         if (rc == 1) {
+            if (it->nsrc <= ITER_LINEAR_MAX) {
+                it->cur[it->nheap] = src_head(it, i)->abbrev;
+            }
             it->heap[it->nheap++] = i;
         }
     }
@@ -704,10 +710,20 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
         it->err = rc;
         return 1; /* the current item is good; the error comes with the next call */
     }
+    if (it->nsrc <= ITER_LINEAR_MAX) {
+        if (rc == 0) {
+            it->nheap--;
+            it->heap[at] = it->heap[it->nheap];
+            it->cur[at] = it->cur[it->nheap];
+        } else {
+            it->cur[at] = src_head(it, top)->abbrev;
+        }
+        return 1;
+    }
     if (rc == 0) {
         it->heap[at] = it->heap[--it->nheap];
     }
-    if (it->nsrc > ITER_LINEAR_MAX && it->nheap > 0) {
+    if (it->nheap > 0) {
         heap_down(it, 0);
     }
     return 1;
