@@ -380,12 +380,19 @@ iter_refill(struct htkv_iter *it, struct iter_src *src)
     }
     bool more = rc == 0;
     bool resumed = src->last_key != NULL; /* keys up to last_key come first: skip them */
+    /* One leaf ahead: its entry is fetched while this one is read (a chunk that fills up leaves
+     * it to the next refill, which seeks past the last key returned). */
+    struct hidx_ent *next = more ? htkv_trie_cursor_next(&c) : NULL;
     while (more && src->n < ITER_CHUNK) {
-        struct hidx_ent *e = htkv_trie_cursor_next(&c);
+        struct hidx_ent *e = next;
         if (e == NULL) {
             rc = htkv_trie_cursor_error(&c);
             more = false;
             break;
+        }
+        next = htkv_trie_cursor_next(&c);
+        if (next != NULL) {
+            __builtin_prefetch(next);
         }
         const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
         if (resumed) {
