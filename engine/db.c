@@ -36,6 +36,7 @@
 
 #include "engine/hash.h"
 #include "engine/rec.h"
+#include "engine/run.h"
 #include "engine/worker.h"
 
 /* ---- configuration -------------------------------------------------------------------------- */
@@ -72,6 +73,7 @@ htkv_config_init(htkv_config *cfg)
     cfg->recovery = HTKV_RECOVERY_STRICT;
     cfg->verify_checksums = 1;
     cfg->hint_files = 1;
+    cfg->sorted_runs = 1;
 }
 
 static int
@@ -1503,7 +1505,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
         out->deletes += sh->deletes;
         out->batches += sh->batches;
         out->index_bytes += sh->entry_bytes + htkv_hidx_table_bytes(&sh->idx);
-        out->trie_bytes += htkv_trie_bytes(&sh->trie);
+        out->trie_bytes += htkv_trie_bytes(&sh->trie) + htkv_run_bytes(sh);
         out->segments += sh->nsegs;
         for (size_t k = 0; k < sh->nsegs; k++) {
             struct seg *s = sh->segs[k];

@@ -60,6 +60,12 @@ struct shard {
     uint64_t tombstones;
     uint64_t entry_bytes;
     uint64_t puts, deletes, batches;
+    /* Sorted run of the trie for ordered reads (run.h): NULL = none. run_credit counts the keys
+     * readers walked in the trie since the last build; run_building admits one builder. */
+    struct shard_run *_Atomic run;
+    _Atomic uint64_t run_credit;
+    _Atomic bool run_building;
+    uint64_t run_builds; /* runs published (lock) */
     struct shard_metrics metrics;
     char dir[]; /* path of shard-SSS */
 };

@@ -33,6 +33,7 @@
 #include "engine/futex.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
+#include "engine/run.h"
 #include "uring/ur_fault.h"
 
 #define SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
@@ -90,6 +91,9 @@ htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
     htkv_trie_init(&sh->trie, shard_trie_key, shard_trie_retire, sh);
     sh->trie.arena = arena;
     atomic_init(&sh->trie_ready, false);
+    atomic_init(&sh->run, NULL);
+    atomic_init(&sh->run_credit, 0);
+    atomic_init(&sh->run_building, false);
     pthread_mutex_init(&sh->lock, NULL);
     pthread_cond_init(&sh->synced_cond, NULL);
     pthread_condattr_t ca;
@@ -108,6 +112,7 @@ htkv_shard_destroy(struct shard *sh)
         return;
     }
     htkv_trie_fini(&sh->trie);
+    htkv_run_fini(sh);
     htkv_ebr_limbo_fini(&sh->db->ebr, &sh->limbo);
     htkv_hidx_fini(&sh->idx);
     for (size_t i = 0; i < sh->nsegs; i++) {

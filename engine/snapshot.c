@@ -47,6 +47,7 @@
 #include "engine/hint.h"
 #include "engine/inspect.h"
 #include "engine/rec.h"
+#include "engine/run.h"
 #include "uring/ur_fault.h"
 
 #define SNAP_MAGIC "HTKVSNP1"
@@ -626,6 +627,7 @@ restore_switch(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64
         /* No view is open (restore refuses to run with one), so no reader is in the trie. */
         atomic_store_explicit(&sh->trie_ready, false, memory_order_release);
         htkv_trie_fini(&sh->trie);
+        htkv_run_drop(sh);
     }
     *old = sh->segs;
     *nold = sh->nsegs;

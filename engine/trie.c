@@ -187,6 +187,15 @@ htkv_trie_init(struct trie *t, htkv_trie_key_fn key_of, htkv_trie_retire_fn reti
     t->arena = 0;
     atomic_init(&t->key_count, 0);
     atomic_init(&t->node_count, 0);
+    atomic_init(&t->gen, 0);
+}
+
+/* After a change is published: a reader that sees the new generation sees the change. */
+static inline void
+gen_bump(struct trie *t)
+{
+    atomic_store_explicit(&t->gen, atomic_load_explicit(&t->gen, memory_order_relaxed) + 1,
+                          memory_order_release);
 }
 
 void
@@ -225,6 +234,7 @@ htkv_trie_fini(struct trie *t)
     atomic_store_explicit(&t->root, 0, memory_order_relaxed);
     atomic_store_explicit(&t->key_count, 0, memory_order_relaxed);
     atomic_store_explicit(&t->node_count, 0, memory_order_relaxed);
+    gen_bump(t);
 }
 
 /* Writer-only counter updates: relaxed, as only the writer stores and stats read them. */
@@ -279,6 +289,7 @@ htkv_trie_insert(struct trie *t, void *val, void **prev)
     if (root == 0) {
         atomic_store_explicit(&t->root, leaf, memory_order_release);
         count_add(&t->key_count, 1);
+        gen_bump(t);
         return 0;
     }
     /* Descend by the key's bits to the leaf that shares the most tested bits with it. */
@@ -295,6 +306,7 @@ htkv_trie_insert(struct trie *t, void *val, void **prev)
     if (pos == TRIE_POS_NONE) {
         *prev = word_val(w);
         atomic_store_explicit(slot, leaf, memory_order_release);
+        gen_bump(t);
         HTKV_DASSERT(htkv_trie_get(t, key, klen) == val);
         return 0;
     }
@@ -308,6 +320,7 @@ htkv_trie_insert(struct trie *t, void *val, void **prev)
     insert_link(t, nn, pos, leaf, key, klen);
     count_add(&t->key_count, 1);
     count_add(&t->node_count, 1);
+    gen_bump(t);
     HTKV_ASSERT(atomic_load_explicit(&t->node_count, memory_order_relaxed) + 1 ==
                 atomic_load_explicit(&t->key_count, memory_order_relaxed));
     HTKV_DASSERT(htkv_trie_get(t, key, klen) == val);
@@ -360,12 +373,14 @@ htkv_trie_delete(struct trie *t, const void *key, uint32_t klen)
         HTKV_ASSERT(atomic_load_explicit(&t->key_count, memory_order_relaxed) == 1);
         atomic_store_explicit(&t->root, 0, memory_order_release);
         count_add(&t->key_count, -1);
+        gen_bump(t);
         return val;
     }
     /* One store unlinks both the leaf and its parent; the sibling moves up a level. */
     uintptr_t sibling = load_relaxed(&parent->child[d ^ 1u]);
     HTKV_ASSERT(sibling != 0);
     atomic_store_explicit(pslot, sibling, memory_order_release);
+    gen_bump(t);
     t->retire(t->ctx, parent);
     count_add(&t->key_count, -1);
     count_add(&t->node_count, -1);

@@ -70,6 +70,7 @@ struct trie {
     /* Counters change on every write: a line of their own keeps readers' root line quiet. */
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t key_count;
     _Atomic uint64_t node_count;
+    _Atomic uint64_t gen; /* bumped after every change of the key -> value map (htkv_trie_gen) */
 };
 
 /* A reader's position in a trie; storage owned by the caller. Fields are private to trie.c. */
@@ -134,6 +135,19 @@ void *htkv_trie_delete(struct trie *t, const void *key, uint32_t klen);
  * @context Any thread, inside an EBR critical section, or the writer. Lock-free.
  */
 void *htkv_trie_get(const struct trie *t, const void *key, uint32_t klen);
+
+/**
+ * Generation of @p t: the writer bumps it (release) after every insert, replace and delete has
+ * been published, and at fini; it never goes back. A reader that loads the same generation twice
+ * knows that no change completed in between: sorted runs (run.h) use it to tell whether their
+ * flat copy of the trie is still exact.
+ * @context Any thread. Lock-free.
+ */
+static inline uint64_t
+htkv_trie_gen(const struct trie *t)
+{
+    return atomic_load_explicit((_Atomic uint64_t *)&t->gen, memory_order_acquire);
+}
 
 /** Keys in @p t. @context Any thread; exact for the writer, a recent value for others. */
 uint64_t htkv_trie_count(const struct trie *t);

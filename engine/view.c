@@ -10,10 +10,18 @@
  * the last view needing them closes, the floor rises and the shard retires them.
  *
  * An iterator reads a view (its own, for htkv_get_prefix()/htkv_scan()). Each shard streams its
- * keys in order from its trie, in chunks of up to ITER_CHUNK items gathered inside one EBR
- * critical section; the next chunk re-seeks after the last key seen, so no trie node is held
- * between chunks. A binary heap merges the shards' streams into one sorted stream. Items point
- * into the segment mappings: no value is copied.
+ * keys in order, as elements of run.h's form (record, version, lengths, flags), from one of two
+ * places. When the shard's sorted run is exact at the refill, the source takes a reference to it
+ * and reads the elements between the query's bounds in place, for the iterator's life: an
+ * element whose version the snapshot covers is what the view sees of its key (it was the head
+ * when the run was taken, after the view opened: nothing between the snapshot and then is
+ * older), a tombstone so covered is skipped, and any other element is looked up again in the
+ * trie inside a critical section (invariant 1 keeps the view's entry linked). Otherwise the
+ * source reads its trie in chunks of up to ITER_CHUNK elements gathered inside one EBR critical
+ * section; the next chunk re-seeks after the last key seen, so no trie node is held between
+ * chunks, and switches to the run if one became exact. The shards' streams are merged by a
+ * linear scan of their current abbreviated keys (up to ITER_LINEAR_MAX shards) or a binary heap.
+ * Elements point into the segment mappings: no value is copied.
  *
  * Invariants
  *   1. While a view is open, for every shard s and key k, the newest entry of k with version
@@ -26,6 +34,7 @@
 #include "engine/compact.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
+#include "engine/run.h"
 
 /* Items gathered per shard per refill: one EBR section per 128 keys. */
 #define ITER_CHUNK 128u
@@ -44,25 +53,29 @@ struct htkv_view {
     uint64_t snap[]; /* per shard */
 };
 
-struct iter_item {
-    uint64_t abbrev; /* key bytes [skip, skip + 8) big-endian, zero-padded: most comparisons */
-    const unsigned char *rec;
-    const struct seg *seg;
-    uint32_t off;
-    uint32_t klen;
-    uint32_t vlen;
-    uint32_t bad; /* the record failed its check: the error comes when the item does */
-    uint64_t version;
-};
-
+/*
+ * A source: one shard's stream of keys in order, as run.h's elements (record, version, lengths,
+ * flags). In run mode the elements are the shard's sorted run, held by a reference for the
+ * iterator's life, between the query's bounds: no refill, no copy. In trie mode they are chunks
+ * gathered from the trie (already resolved for the snapshot). p is the current element, always
+ * one the snapshot sees (or one whose record failed its check: RUN_SLOW, reported when it comes
+ * up); [q, end) are the elements not read yet.
+ */
 struct iter_src {
+    const struct run_ent *p;
+    const struct run_ent *q;
+    const struct run_ent *end;
+    uint64_t abbrev;       /* key bytes [skip, skip + 8) of *p, big-endian, zero-padded */
+    uint64_t snap;         /* the view's snapshot of this shard */
+    struct shard_run *run; /* run mode: the reference taken; NULL in trie mode */
     uint32_t shard;
-    bool started;
-    bool done;
-    uint32_t n, pos;
-    const unsigned char *last_key; /* in a segment mapping: stays valid */
+    bool done;                     /* trie mode: nothing after [q, end) */
+    const unsigned char *last_key; /* trie mode: the last key read, in a mapping: stays valid */
     uint32_t last_len;
-    struct iter_item items[ITER_CHUNK];
+    uint32_t bad_off; /* where the first record that failed its check lies */
+    const struct seg *bad_seg;
+    struct run_ent one;               /* run mode: an element resolved again through the trie */
+    struct run_ent chunk[ITER_CHUNK]; /* trie mode */
 };
 
 struct htkv_iter {
@@ -84,7 +97,7 @@ struct htkv_iter {
     uint32_t *heap; /* indexes into src with items: a min-heap by current key, or, with at most
                      * ITER_LINEAR_MAX shards, in any order (linear_min()) */
     struct iter_src *src;
-    uint64_t cur[ITER_LINEAR_MAX]; /* linear mode: abbrev of heap[k]'s current item */
+    uint64_t cur[ITER_LINEAR_MAX]; /* linear mode: abbrev of heap[k]'s current element */
 };
 
 /* ---- views ---------------------------------------------------------------------------------- */
@@ -242,18 +255,23 @@ key_abbrev(const unsigned char *key, uint32_t klen, uint32_t skip)
     return a;
 }
 
-/* Fill @p it from entry @p e (inside the EBR section that found it), checking its record. */
+/* Describe entry @p e (inside the EBR section that found it) as an element, checking its
+ * record: one that fails is flagged RUN_SLOW and the first such is remembered in @p src. */
 static inline void
-item_from(struct htkv_db *db, struct iter_item *it, struct hidx_ent *e, uint32_t skip)
+ent_from(struct htkv_db *db, struct iter_src *src, struct run_ent *out, struct hidx_ent *e)
 {
-    it->rec = hidx_ent_rec(e);
-    it->seg = e->seg;
-    it->off = e->off;
-    it->klen = e->key_len;
-    it->vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
-    it->version = e->version;
-    it->abbrev = key_abbrev(it->rec + REC_HDR_BYTES, it->klen, skip);
-    it->bad = db_ent_check(db, e) != 0;
+    uint32_t flags = 0;
+    if (HTKV_UNLIKELY(db_ent_check(db, e) != 0)) {
+        flags = RUN_SLOW;
+        if (src->bad_seg == NULL) {
+            src->bad_seg = e->seg;
+            src->bad_off = e->off;
+        }
+    }
+    *out = (struct run_ent){ .rec = hidx_ent_rec(e),
+                             .version = e->version,
+                             .klen = e->key_len,
+                             .vflags = (e->rec_bytes - REC_HDR_BYTES - e->key_len) | flags };
 }
 
 int
@@ -355,26 +373,44 @@ iter_in_bounds(const struct htkv_iter *it, const unsigned char *key, uint32_t kl
     return it->hi == NULL || key_cmp(key, klen, it->hi, it->hi_len) < 0;
 }
 
-/* Gather the next chunk of shard @p src's stream. */
+/* The entry of @p key that snapshot @p snap sees, from the trie: NULL, or a live entry. */
+static inline struct hidx_ent *
+trie_entry_at(struct shard *sh, const unsigned char *key, uint32_t klen, uint64_t snap)
+{
+    struct hidx_ent *v = chain_at(htkv_trie_get(&sh->trie, key, klen), snap);
+    return v != NULL && !v->del ? v : NULL;
+}
+
+/* Switch @p src to the shard's run @p r (a reference, now the source's): its elements from the
+ * first key not read yet up to the query's upper bound. */
+static void
+src_use_run(struct htkv_iter *it, struct iter_src *src, struct shard_run *r)
+{
+    uint64_t lo = src->last_key != NULL
+                      ? htkv_run_lower_bound(r, src->last_key, src->last_len, true)
+                      : htkv_run_lower_bound(r, it->lo, it->lo_len, false);
+    uint64_t hi = it->prefix_mode  ? htkv_run_prefix_end(r, it->lo, it->lo_len)
+                  : it->hi != NULL ? htkv_run_lower_bound(r, it->hi, it->hi_len, false)
+                                   : r->n;
+    src->run = r;
+    src->q = &r->ents[lo];
+    src->end = &r->ents[hi > lo ? hi : lo];
+    src->done = true;
+}
+
+/* Trie mode: gather the next chunk from the shard's trie; the keys walked count towards building
+ * a run (through @p walked). */
 static int
-iter_refill(struct htkv_iter *it, struct iter_src *src)
+refill_from_trie(struct htkv_iter *it, struct iter_src *src, struct shard *sh, uint64_t *walked)
 {
     struct htkv_db *db = it->db;
-    struct shard *sh = db_shard(db, src->shard);
-    uint64_t snap = it->view->snap[src->shard];
-    src->n = src->pos = 0;
-    if (src->done) {
-        return 0;
-    }
     struct trie_cursor c;
-    unsigned slot = htkv_ebr_enter(&db->ebr);
     htkv_trie_cursor_init(&c, &sh->trie);
     int rc;
-    if (!src->started) {
+    if (src->last_key == NULL) {
         rc = it->prefix_mode ? htkv_trie_cursor_seek_prefix(&c, it->lo, it->lo_len)
                              : htkv_trie_cursor_seek(&c, it->lo, it->lo_len);
         rc = rc < 0 ? rc : 0;
-        src->started = true;
     } else {
         rc = htkv_trie_cursor_seek(&c, src->last_key, src->last_len);
     }
@@ -383,7 +419,9 @@ iter_refill(struct htkv_iter *it, struct iter_src *src)
     /* One leaf ahead: its entry is fetched while this one is read (a chunk that fills up leaves
      * it to the next refill, which seeks past the last key returned). */
     struct hidx_ent *next = more ? htkv_trie_cursor_next(&c) : NULL;
-    while (more && src->n < ITER_CHUNK) {
+    uint32_t n = 0;
+    uint64_t seen = 0;
+    while (more && n < ITER_CHUNK) {
         struct hidx_ent *e = next;
         if (e == NULL) {
             rc = htkv_trie_cursor_error(&c);
@@ -394,6 +432,7 @@ iter_refill(struct htkv_iter *it, struct iter_src *src)
         if (next != NULL) {
             __builtin_prefetch(next);
         }
+        seen++;
         const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
         if (resumed) {
             if (key_cmp(key, e->key_len, src->last_key, src->last_len) <= 0) {
@@ -407,24 +446,109 @@ iter_refill(struct htkv_iter *it, struct iter_src *src)
         }
         src->last_key = key;
         src->last_len = e->key_len;
-        struct hidx_ent *v = chain_at(e, snap);
+        struct hidx_ent *v = chain_at(e, src->snap);
         if (v != NULL && !v->del) {
-            item_from(db, &src->items[src->n++], v, it->skip);
+            ent_from(db, src, &src->chunk[n++], v);
         }
     }
     htkv_trie_cursor_fini(&c);
+    src->q = src->chunk;
+    src->end = src->chunk + n;
+    src->done = !more;
+    *walked = seen;
+    return rc;
+}
+
+/* Trie mode, all read: continue from the shard's run if it is exact now, else from the trie. */
+static int
+src_refill(struct htkv_iter *it, struct iter_src *src)
+{
+    struct htkv_db *db = it->db;
+    struct shard *sh = db_shard(db, src->shard);
+    uint64_t walked = 0;
+    int rc = 0;
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    struct shard_run *r = htkv_run_acquire(sh);
+    if (r != NULL) {
+        src_use_run(it, src, r);
+    } else {
+        rc = refill_from_trie(it, src, sh, &walked);
+    }
     htkv_ebr_exit(&db->ebr, slot);
-    if (!more) {
-        src->done = true;
+    if (walked > 0) {
+        htkv_run_note(sh, walked);
     }
     return rc;
 }
 
-static inline const struct iter_item *
-src_head(const struct htkv_iter *it, uint32_t i)
+/* Can the merge take element @p x as it is? */
+static inline bool
+ent_plain(const struct run_ent *x, uint64_t snap)
 {
-    const struct iter_src *s = &it->src[i];
-    return &s->items[s->pos];
+    return x->version <= snap && (x->vflags & (RUN_DEL | RUN_SLOW)) == 0;
+}
+
+static inline void
+src_set(struct iter_src *src, const struct run_ent *x, uint32_t skip)
+{
+    src->p = x;
+    src->abbrev = key_abbrev(x->rec + REC_HDR_BYTES, x->klen, skip);
+}
+
+/* src_next() for the rest: refills, tombstones, elements the snapshot does not see as they are,
+ * records that failed their check. */
+static int
+src_next_slow(struct htkv_iter *it, struct iter_src *src)
+{
+    for (;;) {
+        if (src->q == src->end) {
+            if (src->done) {
+                return 0;
+            }
+            int rc = src_refill(it, src);
+            if (rc < 0) {
+                return rc;
+            }
+            continue;
+        }
+        const struct run_ent *x = src->q++;
+        if (ent_plain(x, src->snap) || src->run == NULL) {
+            src_set(src, x, it->skip); /* trie mode: resolved already (RUN_SLOW: corrupt) */
+            return 1;
+        }
+        if ((x->vflags & RUN_DEL) != 0 && x->version <= src->snap) {
+            continue; /* deleted in the snapshot */
+        }
+        /* Newer than the snapshot, or its record failed its check when the run was built: the
+         * trie says what the snapshot sees (the view keeps that entry linked). */
+        struct htkv_db *db = it->db;
+        unsigned slot = htkv_ebr_enter(&db->ebr);
+        struct hidx_ent *v =
+            trie_entry_at(db_shard(db, src->shard), x->rec + REC_HDR_BYTES, x->klen, src->snap);
+        if (v != NULL) {
+            ent_from(db, src, &src->one, v);
+        }
+        htkv_ebr_exit(&db->ebr, slot);
+        if (v != NULL) {
+            src_set(src, &src->one, it->skip);
+            return 1;
+        }
+    }
+}
+
+/* Advance source @p src to its next element: 1 = it has one, 0 = it ended, or an error. */
+static inline int
+src_next(struct htkv_iter *it, struct iter_src *src)
+{
+    const struct run_ent *x = src->q;
+    if (HTKV_LIKELY(x < src->end && ent_plain(x, src->snap))) {
+        src->q = x + 1;
+        /* The key bytes are the one load per key outside the elements: fetch them ahead. */
+        __builtin_prefetch(x[src->end - x > 8 ? 8 : 0].rec + REC_HDR_BYTES);
+        src_set(src, x, it->skip);
+        return 1;
+    }
+    return src_next_slow(it, src);
 }
 
 /* Is the current key of source @p a before that of @p b? Two sources never hold the same key
@@ -432,10 +556,11 @@ src_head(const struct htkv_iter *it, uint32_t i)
 static inline bool
 heap_less(const struct htkv_iter *it, uint32_t a, uint32_t b)
 {
-    const struct iter_item *x = src_head(it, a), *y = src_head(it, b);
-    if (HTKV_LIKELY(x->abbrev != y->abbrev)) {
-        return x->abbrev < y->abbrev;
+    const struct iter_src *sa = &it->src[a], *sb = &it->src[b];
+    if (HTKV_LIKELY(sa->abbrev != sb->abbrev)) {
+        return sa->abbrev < sb->abbrev;
     }
+    const struct run_ent *x = sa->p, *y = sb->p;
     uint32_t k = it->skip + 8;
     uint32_t xl = x->klen > k ? x->klen - k : 0, yl = y->klen > k ? y->klen - k : 0;
     if (xl == 0 || yl == 0) {
@@ -480,42 +605,18 @@ linear_min(const struct htkv_iter *it, uint32_t *at)
     return it->heap[b];
 }
 
-/* Make sure source @p i has a current item; refills as needed. 1 = has one, 0 = ended. */
-static int
-src_refill(struct htkv_iter *it, uint32_t i)
-{
-    struct iter_src *s = &it->src[i];
-    while (s->pos >= s->n) {
-        if (s->done) {
-            return 0;
-        }
-        int rc = iter_refill(it, s);
-        if (rc < 0) {
-            return rc;
-        }
-    }
-    return 1;
-}
-
-static inline int
-src_ready(struct htkv_iter *it, uint32_t i)
-{
-    const struct iter_src *s = &it->src[i];
-    return HTKV_LIKELY(s->pos < s->n) ? 1 : src_refill(it, i);
-}
-
 static int
 iter_build_heap(struct htkv_iter *it)
 {
     it->nheap = 0;
     for (uint32_t i = 0; i < it->nsrc; i++) {
-        int rc = src_ready(it, i);
+        int rc = src_next(it, &it->src[i]);
         if (rc < 0) {
             return rc;
         }
         if (rc == 1) {
             if (it->nsrc <= ITER_LINEAR_MAX) {
-                it->cur[it->nheap] = src_head(it, i)->abbrev;
+                it->cur[it->nheap] = it->src[i].abbrev;
             }
             it->heap[it->nheap++] = i;
         }
@@ -540,7 +641,7 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
     it->view = view;
     it->own_view = own_view;
     it->prefix_mode = prefix_mode;
-    it->nsrc = n;
+    it->nsrc = 0; /* n once every source is initialised (htkv_iter_destroy() releases them) */
     it->src = htkv_mem_alloc(n * sizeof(*it->src));
     it->heap = htkv_mem_alloc(n * sizeof(*it->heap));
     it->lo = htkv_mem_alloc(lo_len + 1);
@@ -569,15 +670,24 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
     }
     for (uint32_t i = 0; i < n; i++) {
         struct iter_src *s = &it->src[i];
+        s->p = s->q = s->end = NULL;
+        s->abbrev = 0;
+        s->snap = view->snap[i];
+        s->run = NULL;
         s->shard = i;
-        s->started = s->done = false;
-        s->n = s->pos = 0;
+        s->done = false;
         s->last_key = NULL;
         s->last_len = 0;
+        s->bad_seg = NULL;
+        s->bad_off = 0;
+    }
+    it->nsrc = n;
+    for (uint32_t i = 0; i < n; i++) {
         rc = htkv_shard_trie_ensure(db_shard(db, i));
         if (rc != 0) {
             goto fail;
         }
+        htkv_run_refresh(db_shard(db, i));
     }
     rc = iter_build_heap(it);
     if (rc != 0) {
@@ -689,30 +799,31 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     }
     uint32_t at = 0;
     uint32_t top = it->nsrc <= ITER_LINEAR_MAX ? linear_min(it, &at) : it->heap[0];
-    const struct iter_item *item = src_head(it, top);
-    if (HTKV_UNLIKELY(item->bad)) {
-        htkv_set_error("%s: checksum mismatch in record at offset %u", item->seg->path, item->off);
+    struct iter_src *src = &it->src[top];
+    const struct run_ent *x = src->p;
+    if (HTKV_UNLIKELY((x->vflags & RUN_SLOW) != 0)) {
+        htkv_set_error("%s: checksum mismatch in record at offset %u", src->bad_seg->path,
+                       src->bad_off);
         it->err = HTKV_ECORRUPT;
         return it->err;
     }
-    int rc;
+    const unsigned char *k = x->rec + REC_HDR_BYTES;
     if (key != NULL) {
-        *key = item->rec + REC_HDR_BYTES;
+        *key = k;
     }
     if (klen != NULL) {
-        *klen = item->klen;
+        *klen = x->klen;
     }
     if (val != NULL) {
-        *val = item->rec + REC_HDR_BYTES + item->klen;
+        *val = k + x->klen;
     }
     if (vlen != NULL) {
-        *vlen = item->vlen;
+        *vlen = x->vflags & RUN_VLEN_MASK;
     }
-    it->last_version = item->version;
+    it->last_version = x->version;
     it->returned++;
-    /* Advance the source; the item just returned stays readable (it is in a mapping). */
-    it->src[top].pos++;
-    rc = src_ready(it, top);
+    /* Advance the source; the record just returned stays readable (it is in a mapping). */
+    int rc = src_next(it, src);
     if (rc < 0) {
         it->err = rc;
         return 1; /* the current item is good; the error comes with the next call */
@@ -723,7 +834,7 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
             it->heap[at] = it->heap[it->nheap];
             it->cur[at] = it->cur[it->nheap];
         } else {
-            it->cur[at] = src_head(it, top)->abbrev;
+            it->cur[at] = src->abbrev;
         }
         return 1;
     }
@@ -747,6 +858,9 @@ htkv_iter_destroy(htkv_iter *it)
 {
     if (it == NULL) {
         return;
+    }
+    for (uint32_t i = 0; it->src != NULL && i < it->nsrc; i++) {
+        htkv_run_release(it->src[i].run);
     }
     if (it->own_view && it->view != NULL) {
         view_close(it->view);

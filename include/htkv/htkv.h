@@ -183,6 +183,15 @@ typedef struct htkv_config {
      * every record. Default 1.
      */
     int hint_files;
+    /**
+     * Boolean: give each shard queried in order a sorted run, a flat copy of its ordered index
+     * (24 bytes a key) that prefix and range queries read instead of walking the trie for as
+     * long as the shard's keys are unchanged. A run is built by a query, once the trie walks
+     * since the last build reach the shard's key count (so builds cost at most what the walks
+     * did); any write to the shard makes it stale until the next build. Not built with
+     * verify_checksums = 2. 0: queries always walk the tries. Default 1.
+     */
+    int sorted_runs;
     htkv_log_fn log_fn; /**< Log sink; NULL = warnings and errors to stderr. */
     void *log_ctx;      /**< Passed to log_fn; kept until htkv_close(). */
 } htkv_config;
@@ -197,7 +206,7 @@ struct htkv_stats {
     uint64_t live_bytes;         /**< Bytes of records that are the newest version of their key. */
     uint64_t dead_bytes;         /**< Bytes of superseded records: what compaction can reclaim. */
     uint64_t index_bytes;        /**< Memory of the hash indexes (tables and entries). */
-    uint64_t trie_bytes;         /**< Memory of the ordered indexes (built on first query). */
+    uint64_t trie_bytes;         /**< Memory of the ordered indexes: tries, sorted runs. */
     uint64_t views_open;         /**< Views (and iterators, which hold one) open now. */
     uint64_t last_version;       /**< Highest version assigned or recovered. */
     uint64_t puts;               /**< Put operations applied since open (batches included). */

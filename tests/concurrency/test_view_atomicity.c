@@ -26,6 +26,8 @@
  */
 #include "tests/concurrency/cc_util.h"
 
+#include "engine/run.h"
+
 #define AT_K 64 /* keys per group: with 4 shards every shard is hit */
 #define AT_WRITERS 2
 #define AT_READERS 2
@@ -388,8 +390,9 @@ at_reader(void *arg)
 }
 
 static void
-view_atomicity(unsigned workers, int sync, unsigned batches)
+view_atomicity(unsigned workers, int sync, unsigned batches, bool runs)
 {
+    htkv_run_eager = runs;
     struct cc_mode mode = { workers, HTKV_IO_AUTO, sync };
     cc_set_mode(&mode);
     uint64_t seed = cc_seed("view-atomicity");
@@ -428,6 +431,7 @@ view_atomicity(unsigned workers, int sync, unsigned batches)
     assert_int_equal(st.batches >= (uint64_t)a->batches * AT_WRITERS, 1);
     assert_true(atomic_load(&a->views) >= AT_READERS);
     assert_int_equal(htkv_close(db), 0);
+    htkv_run_eager = false;
     free(a);
     tu_rmrf(dir);
     free(dir);
@@ -440,7 +444,7 @@ static void
 test_view_atomicity_batches_inline_never(void **state)
 {
     (void)state;
-    view_atomicity(0, HTKV_SYNC_NEVER, 2000);
+    view_atomicity(0, HTKV_SYNC_NEVER, 2000, false);
 }
 
 /* Goal: as above, inline, HTKV_SYNC_ALWAYS (parts synced and published under all locks). */
@@ -448,7 +452,7 @@ static void
 test_view_atomicity_batches_inline_always(void **state)
 {
     (void)state;
-    view_atomicity(0, HTKV_SYNC_ALWAYS, 300);
+    view_atomicity(0, HTKV_SYNC_ALWAYS, 300, false);
 }
 
 /* Goal: as above with 2 workers, HTKV_SYNC_NEVER. */
@@ -456,7 +460,7 @@ static void
 test_view_atomicity_batches_workers_never(void **state)
 {
     (void)state;
-    view_atomicity(2, HTKV_SYNC_NEVER, 2000);
+    view_atomicity(2, HTKV_SYNC_NEVER, 2000, false);
 }
 
 /* Goal: as above with 2 workers, HTKV_SYNC_ALWAYS. */
@@ -464,7 +468,17 @@ static void
 test_view_atomicity_batches_workers_always(void **state)
 {
     (void)state;
-    view_atomicity(2, HTKV_SYNC_ALWAYS, 300);
+    view_atomicity(2, HTKV_SYNC_ALWAYS, 300, false);
+}
+
+/* Goal: as above, inline, HTKV_SYNC_NEVER, with every query building a sorted run for each
+ * shard whose run went stale (run.h): iterators read runs that the concurrent batches and
+ * noise make stale under them, and views read runs built after they opened. */
+static void
+test_view_atomicity_batches_sorted_runs(void **state)
+{
+    (void)state;
+    view_atomicity(0, HTKV_SYNC_NEVER, 1000, true);
 }
 
 /* ---- read-your-writes through views --------------------------------------------------------- */
@@ -717,6 +731,7 @@ main(void)
         cmocka_unit_test(test_view_atomicity_batches_inline_always),
         cmocka_unit_test(test_view_atomicity_batches_workers_never),
         cmocka_unit_test(test_view_atomicity_batches_workers_always),
+        cmocka_unit_test(test_view_atomicity_batches_sorted_runs),
         cmocka_unit_test(test_view_atomicity_put_then_view_inline_never),
         cmocka_unit_test(test_view_atomicity_put_then_view_inline_always),
         cmocka_unit_test(test_view_atomicity_put_then_view_workers_never),

@@ -16,6 +16,7 @@
 #include <errno.h>
 
 #include "engine/internal.h"
+#include "engine/run.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define ORD_SANITIZED 1
@@ -582,10 +583,11 @@ fuzz_check_all(struct fuzz *f, const struct target *t, const struct model *m)
 }
 
 static void
-ordered_fuzz(unsigned shards, long nops)
+ordered_fuzz(unsigned shards, long nops, bool runs)
 {
     char tag[32];
-    snprintf(tag, sizeof(tag), "ordered-fuzz-%u", shards);
+    snprintf(tag, sizeof(tag), runs ? "ordered-fuzz-runs-%u" : "ordered-fuzz-%u", shards);
+    htkv_run_eager = runs;
     uint64_t seed = tu_seed(tag);
     char *dir = tu_tmpdir(tag);
     htkv_config cfg;
@@ -713,6 +715,7 @@ ordered_fuzz(unsigned shards, long nops)
     assert_true(reopens > 5 && views > 5 && f.m.n > 100);
     htkv_batch_destroy(b);
     model_free(&f.m);
+    htkv_run_eager = false;
     tu_rmrf(dir);
     free(dir);
 }
@@ -730,7 +733,7 @@ static void
 test_ordered_fuzz_matches_sorted_model_1_shard(void **state)
 {
     (void)state;
-    ordered_fuzz(1, fuzz_ops());
+    ordered_fuzz(1, fuzz_ops(), false);
 }
 
 /* Goal: as above with 4 shards: the merge of several shards' streams (a linear scan for the
@@ -739,7 +742,7 @@ static void
 test_ordered_fuzz_matches_sorted_model_4_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(4, fuzz_ops());
+    ordered_fuzz(4, fuzz_ops(), false);
 }
 
 /* Goal: as above with 7 shards (not a power of two). */
@@ -747,7 +750,7 @@ static void
 test_ordered_fuzz_matches_sorted_model_7_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(7, fuzz_ops());
+    ordered_fuzz(7, fuzz_ops(), false);
 }
 
 /* Goal: as above with 13 shards: the heap merge (more than 8 shards). */
@@ -755,7 +758,26 @@ static void
 test_ordered_fuzz_matches_sorted_model_13_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(13, fuzz_ops());
+    ordered_fuzz(13, fuzz_ops(), false);
+}
+
+/* Goal: as above, with every query reading the shards' sorted runs (run.h): each query builds
+ * a run for every shard whose run went stale, so queries read runs built after the views they
+ * serve were opened (elements newer than the view are looked up again in the trie), and
+ * iterators keep runs that later writes made stale. 4 shards: the linear merge. */
+static void
+test_ordered_fuzz_sorted_runs_4_shards(void **state)
+{
+    (void)state;
+    ordered_fuzz(4, fuzz_ops(), true);
+}
+
+/* Goal: as above with 13 shards (the heap merge). */
+static void
+test_ordered_fuzz_sorted_runs_13_shards(void **state)
+{
+    (void)state;
+    ordered_fuzz(13, fuzz_ops(), true);
 }
 
 /* ---- edges ---------------------------------------------------------------------------------- */
@@ -1350,12 +1372,13 @@ fail_nth(size_t n)
  * for k = 0, 1, 2, ... until a query runs without reaching allocation k; then again with the
  * tries built (the failures reach the refills). */
 static void
-test_ordered_allocation_failures_fail_cleanly(void **state)
+ordered_alloc_faults(bool runs)
 {
-    (void)state;
-    char *dir = tu_tmpdir("ordered-fault");
+    char *dir = tu_tmpdir(runs ? "ordered-fault-runs" : "ordered-fault");
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
+    cfg.sorted_runs = runs;
+    htkv_run_eager = runs;
     htkv_db *db = tu_open(&cfg);
     char k[32];
     for (unsigned i = 0; i < FAULT_KEYS; i++) {
@@ -1412,8 +1435,8 @@ test_ordered_allocation_failures_fail_cleanly(void **state)
                 at = -1;
             }
         }
-        fprintf(stderr, "[ordered-fault] kind %d: %ld failed opens, %ld failed iterations\n", kind,
-                open_failures, next_failures);
+        fprintf(stderr, "[ordered-fault%s] kind %d: %ld failed opens, %ld failed iterations\n",
+                runs ? "-runs" : "", kind, open_failures, next_failures);
         assert_true(open_failures > 0);
         assert_true(kind >= 2 || open_failures > 100); /* building the tries */
         total_next_failures += next_failures;
@@ -1421,10 +1444,33 @@ test_ordered_allocation_failures_fail_cleanly(void **state)
         assert_int_equal(tu_stats(db).views_open, 0);
         assert_int_equal(count_prefix(db, "f/", 2), FAULT_KEYS);
     }
-    assert_true(total_next_failures > 0); /* a refill failed at least once */
+    /* Without runs a trie refill failed at least once; with them the refills read runs and a
+     * failed build only leaves the query on the trie. */
+    assert_true(runs || total_next_failures > 0);
+    if (runs) {
+        assert_true(tu_stats(db).trie_bytes > 0);
+    }
+    htkv_run_eager = false;
     assert_int_equal(htkv_close(db), 0);
     tu_rmrf(dir);
     free(dir);
+}
+
+static void
+test_ordered_allocation_failures_fail_cleanly(void **state)
+{
+    (void)state;
+    ordered_alloc_faults(false);
+}
+
+/* Goal: as above with sorted runs built by every query (run.h): a build that cannot allocate
+ * leaves the query to the trie and changes no result; queries that read runs allocate nothing
+ * per key. Method: as above. */
+static void
+test_ordered_allocation_failures_with_sorted_runs(void **state)
+{
+    (void)state;
+    ordered_alloc_faults(true);
 }
 
 int
@@ -1435,6 +1481,8 @@ main(void)
         cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_4_shards),
         cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_7_shards),
         cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_13_shards),
+        cmocka_unit_test(test_ordered_fuzz_sorted_runs_4_shards),
+        cmocka_unit_test(test_ordered_fuzz_sorted_runs_13_shards),
         cmocka_unit_test(test_ordered_empty_store_returns_nothing),
         cmocka_unit_test(test_ordered_single_key),
         cmocka_unit_test(test_ordered_keys_of_key_max_bytes),
@@ -1443,6 +1491,7 @@ main(void)
         cmocka_unit_test(test_ordered_trie_stats_after_first_query),
         cmocka_unit_test(test_ordered_iterator_ignores_writes_made_while_reading),
         cmocka_unit_test(test_ordered_allocation_failures_fail_cleanly),
+        cmocka_unit_test(test_ordered_allocation_failures_with_sorted_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,232 @@
+/*
+ * run.c - sorted runs: flat copies of a shard's trie for ordered reads (the contract is in run.h).
+ *
+ * Invariants
+ *   1. A published run's elements are, in strictly increasing key order, the head entries the
+ *      trie held at generation run->gen: the builder read the generation before its walk and
+ *      found it unchanged under the shard lock after it, and every change of the trie bumps the
+ *      generation after it is published, under that lock.
+ *   2. sh->run changes only under the shard lock. The run it replaces is retired through EBR,
+ *      whose callback drops the published reference: a reader that loaded the pointer inside
+ *      its critical section can still take a reference (refs >= 1 until the callback runs), and
+ *      the last reference frees it.
+ *   3. No element refers to an index entry: a reader that needs the entry (RUN_SLOW, or a head
+ *      newer than its snapshot) looks the key up in the trie.
+ */
+#include "engine/run.h"
+
+#include "engine/db.h"
+#include "engine/rec.h"
+
+/* Shards smaller than this are never given a run: their trie walk is as short as a search. */
+#define RUN_MIN_KEYS 32u
+
+static size_t
+run_size(uint64_t n)
+{
+    return sizeof(struct shard_run) + n * sizeof(struct run_ent);
+}
+
+struct shard_run *
+htkv_run_acquire(struct shard *sh)
+{
+    struct shard_run *r = atomic_load_explicit(&sh->run, memory_order_acquire);
+    if (r == NULL || r->gen != htkv_trie_gen(&sh->trie)) {
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+    return r;
+}
+
+void
+htkv_run_release(struct shard_run *r)
+{
+    if (r != NULL && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+        htkv_mem_free(r);
+    }
+}
+
+/* EBR's free function for a retired run: drops the published reference. */
+static void
+run_unpublished(void *p)
+{
+    htkv_run_release(p);
+}
+
+uint64_t
+htkv_run_bytes(const struct shard *sh)
+{
+    const struct shard_run *r =
+        atomic_load_explicit((struct shard_run * _Atomic *)&sh->run, memory_order_relaxed);
+    return r == NULL ? 0 : run_size(r->n);
+}
+
+/* The walk: copy the trie's head entries into @p r (room for @p cap). 0, -EAGAIN (more keys
+ * than room: the trie grew), or -ENOMEM from the cursor. */
+static int
+run_fill(struct shard *sh, struct shard_run *r, uint64_t cap)
+{
+    struct htkv_db *db = sh->db;
+    struct trie_cursor c;
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    htkv_trie_cursor_init(&c, &sh->trie);
+    int rc = htkv_trie_cursor_seek(&c, NULL, 0);
+    uint64_t n = 0;
+    struct hidx_ent *e;
+    while (rc == 0 && (e = htkv_trie_cursor_next(&c)) != NULL) {
+        if (n == cap) {
+            rc = -EAGAIN;
+            break;
+        }
+        uint32_t vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
+        uint32_t flags = e->del ? RUN_DEL : 0;
+        if (!e->del && db_ent_check(db, e) != 0) {
+            flags |= RUN_SLOW; /* the error is reported by the read that meets it */
+        }
+        HTKV_ASSERT(vlen <= RUN_VLEN_MASK);
+        r->ents[n++] = (struct run_ent){ .rec = hidx_ent_rec(e),
+                                         .version = e->version,
+                                         .klen = e->key_len,
+                                         .vflags = vlen | flags };
+    }
+    if (rc == 0) {
+        rc = htkv_trie_cursor_error(&c);
+    }
+    htkv_trie_cursor_fini(&c);
+    htkv_ebr_exit(&db->ebr, slot);
+    r->n = n;
+    return rc;
+}
+
+int
+htkv_run_build(struct shard *sh)
+{
+    struct htkv_db *db = sh->db;
+    if (db->cfg.verify_checksums == 2 ||
+        !atomic_load_explicit(&sh->trie_ready, memory_order_acquire)) {
+        return -ENOTSUP;
+    }
+    bool idle = false;
+    if (!atomic_compare_exchange_strong(&sh->run_building, &idle, true)) {
+        return 0;
+    }
+    atomic_store_explicit(&sh->run_credit, 0, memory_order_relaxed);
+    uint64_t gen = htkv_trie_gen(&sh->trie);
+    /* A few more than counted: keys inserted before the walk reaches them still fit (the run is
+     * then dropped for its generation, but the walk need not stop short). */
+    uint64_t cap = htkv_trie_count(&sh->trie) + 16;
+    struct shard_run *r = htkv_mem_alloc_in(sh->arena, run_size(cap));
+    int rc = r == NULL ? -ENOMEM : run_fill(sh, r, cap);
+    if (rc == 0) {
+        atomic_init(&r->refs, 1);
+        r->gen = gen;
+        pthread_mutex_lock(&sh->lock);
+        if (htkv_trie_gen(&sh->trie) == gen &&
+            atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+            r->id = ++sh->run_builds;
+            struct shard_run *old = atomic_exchange_explicit(&sh->run, r, memory_order_acq_rel);
+            if (old != NULL) {
+                htkv_ebr_retire(&db->ebr, &sh->limbo, old, run_unpublished);
+            }
+            r = NULL;
+        } else {
+            rc = -EAGAIN;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    htkv_mem_free(r);
+    atomic_store_explicit(&sh->run_building, false, memory_order_release);
+    return rc;
+}
+
+/* Test hook (run.h): build at every query whatever the credit. */
+bool htkv_run_eager = false;
+
+void
+htkv_run_note(struct shard *sh, uint64_t keys)
+{
+    atomic_fetch_add_explicit(&sh->run_credit, keys, memory_order_relaxed);
+}
+
+void
+htkv_run_refresh(struct shard *sh)
+{
+    struct htkv_db *db = sh->db;
+    if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2) {
+        return;
+    }
+    uint64_t count = htkv_trie_count(&sh->trie);
+    bool eager = htkv_run_eager && count > 0;
+    if (!eager && (count < RUN_MIN_KEYS ||
+                   atomic_load_explicit(&sh->run_credit, memory_order_relaxed) < count)) {
+        return;
+    }
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    const struct shard_run *r = atomic_load_explicit(&sh->run, memory_order_acquire);
+    bool exact = r != NULL && r->gen == htkv_trie_gen(&sh->trie);
+    htkv_ebr_exit(&db->ebr, slot);
+    if (!exact) {
+        (void)htkv_run_build(sh);
+    }
+}
+
+void
+htkv_run_drop(struct shard *sh)
+{
+    struct shard_run *old = atomic_exchange_explicit(&sh->run, NULL, memory_order_acq_rel);
+    if (old != NULL) {
+        htkv_ebr_retire(&sh->db->ebr, &sh->limbo, old, run_unpublished);
+    }
+    atomic_store_explicit(&sh->run_credit, 0, memory_order_relaxed);
+}
+
+void
+htkv_run_fini(struct shard *sh)
+{
+    htkv_run_release(atomic_exchange_explicit(&sh->run, NULL, memory_order_relaxed));
+}
+
+/* Key of element @p x compared with @p key. */
+static inline int
+ent_cmp(const struct run_ent *x, const unsigned char *key, uint32_t klen)
+{
+    uint32_t n = x->klen < klen ? x->klen : klen;
+    int c = memcmp(x->rec + REC_HDR_BYTES, key, n);
+    return c != 0 ? c : (x->klen > klen) - (x->klen < klen);
+}
+
+uint64_t
+htkv_run_lower_bound(const struct shard_run *r, const unsigned char *key, uint32_t klen,
+                     bool strict)
+{
+    uint64_t lo = 0, hi = r->n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        int c = ent_cmp(&r->ents[mid], key, klen);
+        if (c < 0 || (strict && c == 0)) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+uint64_t
+htkv_run_prefix_end(const struct shard_run *r, const unsigned char *prefix, uint32_t plen)
+{
+    /* Past the prefix's keys exactly when the key's first min(klen, plen) bytes compare above
+     * the prefix's: a monotone predicate over the sorted elements. */
+    uint64_t lo = 0, hi = r->n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        const struct run_ent *x = &r->ents[mid];
+        uint32_t n = x->klen < plen ? x->klen : plen;
+        if (memcmp(x->rec + REC_HDR_BYTES, prefix, n) > 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return lo;
+}
