@@ -65,7 +65,6 @@ struct shard {
     struct shard_run *_Atomic run;
     _Atomic uint64_t run_credit;
     _Atomic bool run_building;
-    uint64_t run_builds; /* runs published (lock) */
     struct shard_metrics metrics;
     char dir[]; /* path of shard-SSS */
 };

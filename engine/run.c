@@ -123,7 +123,6 @@ htkv_run_build(struct shard *sh)
         pthread_mutex_lock(&sh->lock);
         if (htkv_trie_gen(&sh->trie) == gen &&
             atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-            r->id = ++sh->run_builds;
             struct shard_run *old = atomic_exchange_explicit(&sh->run, r, memory_order_acq_rel);
             if (old != NULL) {
                 htkv_ebr_retire(&db->ebr, &sh->limbo, old, run_unpublished);

@@ -59,8 +59,7 @@ HTKV_STATIC_ASSERT(sizeof(struct run_ent) == 24, "run element is 24 bytes");
 struct shard_run {
     _Atomic uint64_t refs; /* 1 while published, plus one per iterator that took it */
     uint64_t gen;          /* the trie generation it copies */
-    uint64_t id; /* build number within the shard: iterators resume in the same run by it */
-    uint64_t n;  /* elements */
+    uint64_t n;            /* elements */
     struct run_ent ents[];
 };
 
