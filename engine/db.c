@@ -590,6 +590,7 @@ db_free(struct htkv_db *db)
         htkv_workers_stop(db);
     }
     htkv_compact_free_zombies(db);
+    htkv_path_fini(db);
     if (db->ro != NULL) {
         for (uint32_t i = 0; i < db->shard_count; i++) {
             htkv_shard_destroy(db->ro[i].shard);
@@ -1516,6 +1517,11 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
         }
         out->failed |= sh->failed;
         pthread_mutex_unlock(&sh->lock);
+    }
+    /* Inside db_enter()'s critical section: a path retired meanwhile is not freed yet. */
+    const struct merge_path *path = atomic_load_explicit(&db->path, memory_order_acquire);
+    if (path != NULL) {
+        out->trie_bytes += sizeof(*path) + path->nshards * sizeof(path->runs[0]) + path->n;
     }
     out->last_version = atomic_load(&db->next_version) - 1;
     pthread_mutex_lock(&db->views_lock);

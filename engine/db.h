@@ -91,6 +91,11 @@ struct htkv_db {
     struct ebr ebr;
     struct worker *workers; /* nworkers; NULL in inline mode */
     unsigned nworkers;
+    /* Merge path of the shards' runs (run.h): NULL = none; path_credit counts keys merged
+     * without one since the last build; path_building admits one builder. */
+    struct merge_path *_Atomic path;
+    _Atomic uint64_t path_credit;
+    _Atomic bool path_building;
     pthread_mutex_t views_lock; /* the list of open views; taken before any shard lock */
     struct htkv_view *views;
     uint64_t views_open;

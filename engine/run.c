@@ -61,39 +61,65 @@ htkv_run_bytes(const struct shard *sh)
     return r == NULL ? 0 : run_size(r->n);
 }
 
-/* The walk: copy the trie's head entries into @p r (room for @p cap). 0, -EAGAIN (more keys
- * than room: the trie grew), or -ENOMEM from the cursor. */
+/* Keys copied per EBR critical section: a long walk must not hold back reclamation. */
+#define RUN_WALK_CHUNK 4096u
+
+/* The walk: copy the trie's head entries into @p r (room for @p cap), RUN_WALK_CHUNK keys per
+ * critical section, each later one re-seeking past the last key copied. 0, -EAGAIN (the trie
+ * changed since generation @p gen, or it grew past @p cap: the run would be stale), or -ENOMEM
+ * from the cursor. */
 static int
-run_fill(struct shard *sh, struct shard_run *r, uint64_t cap)
+run_fill(struct shard *sh, struct shard_run *r, uint64_t cap, uint64_t gen)
 {
     struct htkv_db *db = sh->db;
     struct trie_cursor c;
-    unsigned slot = htkv_ebr_enter(&db->ebr);
     htkv_trie_cursor_init(&c, &sh->trie);
-    int rc = htkv_trie_cursor_seek(&c, NULL, 0);
     uint64_t n = 0;
-    struct hidx_ent *e;
-    while (rc == 0 && (e = htkv_trie_cursor_next(&c)) != NULL) {
-        if (n == cap) {
+    int rc = 0;
+    for (bool more = true; more && rc == 0;) {
+        unsigned slot = htkv_ebr_enter(&db->ebr);
+        /* Unchanged since the walk began: no record copied so far was moved, so the last key
+         * (in a segment mapping) is still mapped, and stays so until this section ends. */
+        if (htkv_trie_gen(&sh->trie) != gen) {
+            htkv_ebr_exit(&db->ebr, slot);
             rc = -EAGAIN;
             break;
         }
-        uint32_t vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
-        uint32_t flags = e->del ? RUN_DEL : 0;
-        if (!e->del && db_ent_check(db, e) != 0) {
-            flags |= RUN_SLOW; /* the error is reported by the read that meets it */
+        const struct run_ent *last = n > 0 ? &r->ents[n - 1] : NULL;
+        rc = last != NULL ? htkv_trie_cursor_seek(&c, last->rec + REC_HDR_BYTES, last->klen)
+                          : htkv_trie_cursor_seek(&c, NULL, 0);
+        uint32_t k = 0;
+        struct hidx_ent *e = NULL;
+        while (rc == 0 && k < RUN_WALK_CHUNK && (e = htkv_trie_cursor_next(&c)) != NULL) {
+            if (last != NULL && k == 0 && e->key_len == last->klen &&
+                memcmp(hidx_ent_rec(e) + REC_HDR_BYTES, last->rec + REC_HDR_BYTES, last->klen) ==
+                    0) {
+                last = NULL; /* the seek lands on the last key copied */
+                continue;
+            }
+            if (n == cap) {
+                rc = -EAGAIN;
+                break;
+            }
+            uint32_t vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
+            uint32_t flags = e->del ? RUN_DEL : 0;
+            if (!e->del && db_ent_check(db, e) != 0) {
+                flags |= RUN_SLOW; /* the error is reported by the read that meets it */
+            }
+            HTKV_ASSERT(vlen <= RUN_VLEN_MASK);
+            r->ents[n++] = (struct run_ent){ .rec = hidx_ent_rec(e),
+                                             .version = e->version,
+                                             .klen = e->key_len,
+                                             .vflags = vlen | flags };
+            k++;
         }
-        HTKV_ASSERT(vlen <= RUN_VLEN_MASK);
-        r->ents[n++] = (struct run_ent){ .rec = hidx_ent_rec(e),
-                                         .version = e->version,
-                                         .klen = e->key_len,
-                                         .vflags = vlen | flags };
-    }
-    if (rc == 0) {
-        rc = htkv_trie_cursor_error(&c);
+        if (rc == 0) {
+            rc = htkv_trie_cursor_error(&c);
+        }
+        more = e != NULL;
+        htkv_ebr_exit(&db->ebr, slot);
     }
     htkv_trie_cursor_fini(&c);
-    htkv_ebr_exit(&db->ebr, slot);
     r->n = n;
     return rc;
 }
@@ -102,7 +128,7 @@ int
 htkv_run_build(struct shard *sh)
 {
     struct htkv_db *db = sh->db;
-    if (db->cfg.verify_checksums == 2 ||
+    if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2 ||
         !atomic_load_explicit(&sh->trie_ready, memory_order_acquire)) {
         return -ENOTSUP;
     }
@@ -116,7 +142,7 @@ htkv_run_build(struct shard *sh)
      * then dropped for its generation, but the walk need not stop short). */
     uint64_t cap = htkv_trie_count(&sh->trie) + 16;
     struct shard_run *r = htkv_mem_alloc_in(sh->arena, run_size(cap));
-    int rc = r == NULL ? -ENOMEM : run_fill(sh, r, cap);
+    int rc = r == NULL ? -ENOMEM : run_fill(sh, r, cap, gen);
     if (rc == 0) {
         atomic_init(&r->refs, 1);
         r->gen = gen;
@@ -139,7 +165,7 @@ htkv_run_build(struct shard *sh)
 }
 
 /* Test hook (run.h): build at every query whatever the credit. */
-bool htkv_run_eager = false;
+int htkv_run_eager = 0;
 
 void
 htkv_run_note(struct shard *sh, uint64_t keys)
@@ -155,7 +181,7 @@ htkv_run_refresh(struct shard *sh)
         return;
     }
     uint64_t count = htkv_trie_count(&sh->trie);
-    bool eager = htkv_run_eager && count > 0;
+    bool eager = htkv_run_eager >= 1 && count > 0;
     if (!eager && (count < RUN_MIN_KEYS ||
                    atomic_load_explicit(&sh->run_credit, memory_order_relaxed) < count)) {
         return;
@@ -228,4 +254,146 @@ htkv_run_prefix_end(const struct shard_run *r, const unsigned char *prefix, uint
         }
     }
     return lo;
+}
+
+/* ---- merge paths ---------------------------------------------------------------------------- */
+
+struct merge_path *
+htkv_path_acquire(struct htkv_db *db)
+{
+    struct merge_path *p = atomic_load_explicit(&db->path, memory_order_acquire);
+    if (p == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < p->nshards; i++) {
+        struct shard *sh = db_shard(db, i);
+        const struct shard_run *r = atomic_load_explicit(&sh->run, memory_order_acquire);
+        if (r != p->runs[i] || r->gen != htkv_trie_gen(&sh->trie)) {
+            return NULL;
+        }
+    }
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    return p;
+}
+
+void
+htkv_path_release(struct merge_path *p)
+{
+    if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (uint32_t i = 0; i < p->nshards; i++) {
+        htkv_run_release(p->runs[i]);
+    }
+    htkv_mem_free(p->path);
+    htkv_mem_free(p);
+}
+
+static void
+path_unpublished(void *p)
+{
+    htkv_path_release(p);
+}
+
+void
+htkv_path_note(struct htkv_db *db, uint64_t keys)
+{
+    atomic_fetch_add_explicit(&db->path_credit, keys, memory_order_relaxed);
+}
+
+/* Key of element @p x against that of @p y. */
+static inline int
+ent_key_cmp(const struct run_ent *x, const struct run_ent *y)
+{
+    uint32_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->rec + REC_HDR_BYTES, y->rec + REC_HDR_BYTES, n);
+    return c != 0 ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* Merge the runs of @p p into its path (a one-time k-way merge by full key comparison). */
+static void
+path_fill(struct merge_path *p)
+{
+    uint32_t k = p->nshards;
+    uint64_t pos[256] = { 0 };
+    for (uint64_t i = 0; i < p->n; i++) {
+        uint32_t best = UINT32_MAX;
+        for (uint32_t s = 0; s < k; s++) {
+            if (pos[s] < p->runs[s]->n &&
+                (best == UINT32_MAX ||
+                 ent_key_cmp(&p->runs[s]->ents[pos[s]], &p->runs[best]->ents[pos[best]]) < 0)) {
+                best = s;
+            }
+        }
+        HTKV_ASSERT(best != UINT32_MAX);
+        p->path[i] = (uint8_t)best;
+        pos[best]++;
+    }
+}
+
+void
+htkv_path_refresh(struct htkv_db *db)
+{
+    uint32_t k = db->shard_count;
+    if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2 || k < 2 || k > 256) {
+        return;
+    }
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    struct merge_path *cur = htkv_path_acquire(db);
+    htkv_ebr_exit(&db->ebr, slot);
+    if (cur != NULL) {
+        htkv_path_release(cur);
+        return; /* valid */
+    }
+    bool idle = false;
+    if (!atomic_compare_exchange_strong(&db->path_building, &idle, true)) {
+        return;
+    }
+    struct merge_path *p = htkv_mem_alloc(sizeof(*p) + k * sizeof(struct shard_run *));
+    if (p == NULL) {
+        atomic_store_explicit(&db->path_building, false, memory_order_release);
+        return;
+    }
+    atomic_init(&p->refs, 1);
+    p->nshards = 0;
+    p->n = 0;
+    p->runs = (struct shard_run **)(p + 1);
+    p->path = NULL;
+    slot = htkv_ebr_enter(&db->ebr);
+    for (uint32_t i = 0; i < k; i++) {
+        struct shard_run *r = htkv_run_acquire(db_shard(db, i));
+        if (r == NULL) {
+            break; /* a shard without an exact run: no path */
+        }
+        p->runs[p->nshards++] = r;
+        p->n += r->n;
+    }
+    htkv_ebr_exit(&db->ebr, slot);
+    uint64_t credit = atomic_load_explicit(&db->path_credit, memory_order_relaxed);
+    if (p->nshards == k && (htkv_run_eager >= 2 || (htkv_run_eager == 0 && credit >= p->n)) &&
+        (p->path = htkv_mem_alloc(p->n > 0 ? p->n : 1)) != NULL) {
+        atomic_store_explicit(&db->path_credit, 0, memory_order_relaxed);
+        path_fill(p);
+        /* Published under shard 0's lock: its limbo takes the path replaced. */
+        struct shard *sh0 = db_shard(db, 0);
+        pthread_mutex_lock(&sh0->lock);
+        struct merge_path *old = atomic_exchange_explicit(&db->path, p, memory_order_acq_rel);
+        if (old != NULL) {
+            htkv_ebr_retire(&db->ebr, &sh0->limbo, old, path_unpublished);
+        }
+        pthread_mutex_unlock(&sh0->lock);
+        p = NULL;
+    }
+    if (p != NULL) {
+        htkv_mem_free(p->path);
+        p->path = NULL;
+        htkv_path_release(p);
+    }
+    atomic_store_explicit(&db->path_building, false, memory_order_release);
+}
+
+void
+htkv_path_fini(struct htkv_db *db)
+{
+    htkv_path_release(atomic_exchange_explicit(&db->path, NULL, memory_order_relaxed));
 }

@@ -98,6 +98,10 @@ struct htkv_iter {
                      * ITER_LINEAR_MAX shards, in any order (linear_min()) */
     struct iter_src *src;
     uint64_t cur[ITER_LINEAR_MAX]; /* linear mode: abbrev of heap[k]'s current element */
+    /* Path mode (run.h): the store's merge path, a reference, and the stretch of it in bounds;
+     * src[s].q walks shard s's run in step. NULL: the sources are merged. */
+    struct merge_path *path;
+    uint64_t ppos, pend;
 };
 
 /* ---- views ---------------------------------------------------------------------------------- */
@@ -381,21 +385,50 @@ trie_entry_at(struct shard *sh, const unsigned char *key, uint32_t klen, uint64_
     return v != NULL && !v->del ? v : NULL;
 }
 
+/* Where in run @p r the query's keys lie, from the first key not read yet by @p src. */
+static void
+run_bounds(const struct htkv_iter *it, const struct iter_src *src, const struct shard_run *r,
+           uint64_t *lo, uint64_t *hi)
+{
+    *lo = src->last_key != NULL ? htkv_run_lower_bound(r, src->last_key, src->last_len, true)
+                                : htkv_run_lower_bound(r, it->lo, it->lo_len, false);
+    *hi = it->prefix_mode  ? htkv_run_prefix_end(r, it->lo, it->lo_len)
+          : it->hi != NULL ? htkv_run_lower_bound(r, it->hi, it->hi_len, false)
+                           : r->n;
+    *hi = *hi > *lo ? *hi : *lo;
+}
+
 /* Switch @p src to the shard's run @p r (a reference, now the source's): its elements from the
  * first key not read yet up to the query's upper bound. */
 static void
 src_use_run(struct htkv_iter *it, struct iter_src *src, struct shard_run *r)
 {
-    uint64_t lo = src->last_key != NULL
-                      ? htkv_run_lower_bound(r, src->last_key, src->last_len, true)
-                      : htkv_run_lower_bound(r, it->lo, it->lo_len, false);
-    uint64_t hi = it->prefix_mode  ? htkv_run_prefix_end(r, it->lo, it->lo_len)
-                  : it->hi != NULL ? htkv_run_lower_bound(r, it->hi, it->hi_len, false)
-                                   : r->n;
+    uint64_t lo, hi;
+    run_bounds(it, src, r, &lo, &hi);
     src->run = r;
     src->q = &r->ents[lo];
-    src->end = &r->ents[hi > lo ? hi : lo];
+    src->end = &r->ents[hi];
     src->done = true;
+}
+
+/* Path mode: read the shards' runs of @p p (a reference, now the iterator's) along its path. The
+ * keys in bounds are the stretch between the sums of the shards' bounds. */
+static void
+iter_use_path(struct htkv_iter *it, struct merge_path *p)
+{
+    it->path = p;
+    it->ppos = it->pend = 0;
+    for (uint32_t s = 0; s < it->nsrc; s++) {
+        struct iter_src *src = &it->src[s];
+        const struct shard_run *r = p->runs[s];
+        uint64_t lo, hi;
+        run_bounds(it, src, r, &lo, &hi);
+        src->q = &r->ents[lo];
+        src->end = &r->ents[hi];
+        src->done = true;
+        it->ppos += lo;
+        it->pend += hi;
+    }
 }
 
 /* Trie mode: gather the next chunk from the shard's trie; the keys walked count towards building
@@ -689,8 +722,13 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
         }
         htkv_run_refresh(db_shard(db, i));
     }
-    rc = iter_build_heap(it);
-    if (rc != 0) {
+    htkv_path_refresh(db);
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    struct merge_path *path = htkv_path_acquire(db);
+    htkv_ebr_exit(&db->ebr, slot);
+    if (path != NULL) {
+        iter_use_path(it, path);
+    } else if ((rc = iter_build_heap(it)) != 0) {
         goto fail;
     }
     *out = it;
@@ -785,6 +823,65 @@ htkv_iter_set_limit(htkv_iter *it, uint64_t limit)
     return 0;
 }
 
+/* Path mode: an element the snapshot does not see as it is, resolved through the trie as
+ * src_next_slow() does. NULL = nothing to return for this key. */
+static const struct run_ent *
+path_resolve(struct htkv_iter *it, struct iter_src *src, const struct run_ent *x)
+{
+    if ((x->vflags & RUN_DEL) != 0 && x->version <= src->snap) {
+        return NULL;
+    }
+    struct htkv_db *db = it->db;
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    struct hidx_ent *v =
+        trie_entry_at(db_shard(db, src->shard), x->rec + REC_HDR_BYTES, x->klen, src->snap);
+    if (v != NULL) {
+        ent_from(db, src, &src->one, v);
+    }
+    htkv_ebr_exit(&db->ebr, slot);
+    return v != NULL ? &src->one : NULL;
+}
+
+/* htkv_iter_next() in path mode: no comparison, the path names the shard of each key. */
+static int
+path_next(struct htkv_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
+{
+    const uint8_t *path = it->path->path;
+    while (it->ppos < it->pend) {
+        struct iter_src *src = &it->src[path[it->ppos++]];
+        const struct run_ent *x = src->q++;
+        if (HTKV_UNLIKELY(!ent_plain(x, src->snap))) {
+            x = path_resolve(it, src, x);
+            if (x == NULL) {
+                continue;
+            }
+            if ((x->vflags & RUN_SLOW) != 0) {
+                htkv_set_error("%s: checksum mismatch in record at offset %u", src->bad_seg->path,
+                               src->bad_off);
+                it->err = HTKV_ECORRUPT;
+                return it->err;
+            }
+        }
+        const unsigned char *k = x->rec + REC_HDR_BYTES;
+        if (key != NULL) {
+            *key = k;
+        }
+        if (klen != NULL) {
+            *klen = x->klen;
+        }
+        if (val != NULL) {
+            *val = k + x->klen;
+        }
+        if (vlen != NULL) {
+            *vlen = x->vflags & RUN_VLEN_MASK;
+        }
+        it->last_version = x->version;
+        it->returned++;
+        return 1;
+    }
+    return 0;
+}
+
 int
 htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
 {
@@ -794,7 +891,13 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     if (it->err != 0) {
         return it->err;
     }
-    if (it->nheap == 0 || (it->limit != 0 && it->returned >= it->limit)) {
+    if (it->limit != 0 && it->returned >= it->limit) {
+        return 0;
+    }
+    if (it->path != NULL) {
+        return path_next(it, key, klen, val, vlen);
+    }
+    if (it->nheap == 0) {
         return 0;
     }
     uint32_t at = 0;
@@ -861,6 +964,11 @@ htkv_iter_destroy(htkv_iter *it)
     }
     for (uint32_t i = 0; it->src != NULL && i < it->nsrc; i++) {
         htkv_run_release(it->src[i].run);
+    }
+    if (it->path != NULL) {
+        htkv_path_release(it->path);
+    } else if (it->returned > 0) {
+        htkv_path_note(it->db, it->returned); /* merged: credit towards a path */
     }
     if (it->own_view && it->view != NULL) {
         view_close(it->view);

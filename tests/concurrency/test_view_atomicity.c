@@ -390,7 +390,7 @@ at_reader(void *arg)
 }
 
 static void
-view_atomicity(unsigned workers, int sync, unsigned batches, bool runs)
+view_atomicity(unsigned workers, int sync, unsigned batches, int runs)
 {
     htkv_run_eager = runs;
     struct cc_mode mode = { workers, HTKV_IO_AUTO, sync };
@@ -431,7 +431,7 @@ view_atomicity(unsigned workers, int sync, unsigned batches, bool runs)
     assert_int_equal(st.batches >= (uint64_t)a->batches * AT_WRITERS, 1);
     assert_true(atomic_load(&a->views) >= AT_READERS);
     assert_int_equal(htkv_close(db), 0);
-    htkv_run_eager = false;
+    htkv_run_eager = 0;
     free(a);
     tu_rmrf(dir);
     free(dir);
@@ -444,7 +444,7 @@ static void
 test_view_atomicity_batches_inline_never(void **state)
 {
     (void)state;
-    view_atomicity(0, HTKV_SYNC_NEVER, 2000, false);
+    view_atomicity(0, HTKV_SYNC_NEVER, 2000, 0);
 }
 
 /* Goal: as above, inline, HTKV_SYNC_ALWAYS (parts synced and published under all locks). */
@@ -452,7 +452,7 @@ static void
 test_view_atomicity_batches_inline_always(void **state)
 {
     (void)state;
-    view_atomicity(0, HTKV_SYNC_ALWAYS, 300, false);
+    view_atomicity(0, HTKV_SYNC_ALWAYS, 300, 0);
 }
 
 /* Goal: as above with 2 workers, HTKV_SYNC_NEVER. */
@@ -460,7 +460,7 @@ static void
 test_view_atomicity_batches_workers_never(void **state)
 {
     (void)state;
-    view_atomicity(2, HTKV_SYNC_NEVER, 2000, false);
+    view_atomicity(2, HTKV_SYNC_NEVER, 2000, 0);
 }
 
 /* Goal: as above with 2 workers, HTKV_SYNC_ALWAYS. */
@@ -468,7 +468,7 @@ static void
 test_view_atomicity_batches_workers_always(void **state)
 {
     (void)state;
-    view_atomicity(2, HTKV_SYNC_ALWAYS, 300, false);
+    view_atomicity(2, HTKV_SYNC_ALWAYS, 300, 0);
 }
 
 /* Goal: as above, inline, HTKV_SYNC_NEVER, with every query building a sorted run for each
@@ -478,7 +478,16 @@ static void
 test_view_atomicity_batches_sorted_runs(void **state)
 {
     (void)state;
-    view_atomicity(0, HTKV_SYNC_NEVER, 1000, true);
+    view_atomicity(0, HTKV_SYNC_NEVER, 1000, 1);
+}
+
+/* Goal: as above, with every query that finds exact runs in all shards building the store's
+ * merge path and reading along it, while the writers make paths and runs stale. */
+static void
+test_view_atomicity_batches_merge_paths(void **state)
+{
+    (void)state;
+    view_atomicity(0, HTKV_SYNC_NEVER, 1000, 2);
 }
 
 /* ---- read-your-writes through views --------------------------------------------------------- */
@@ -732,6 +741,7 @@ main(void)
         cmocka_unit_test(test_view_atomicity_batches_workers_never),
         cmocka_unit_test(test_view_atomicity_batches_workers_always),
         cmocka_unit_test(test_view_atomicity_batches_sorted_runs),
+        cmocka_unit_test(test_view_atomicity_batches_merge_paths),
         cmocka_unit_test(test_view_atomicity_put_then_view_inline_never),
         cmocka_unit_test(test_view_atomicity_put_then_view_inline_always),
         cmocka_unit_test(test_view_atomicity_put_then_view_workers_never),

@@ -582,11 +582,16 @@ fuzz_check_all(struct fuzz *f, const struct target *t, const struct model *m)
     check_paging(t, m, "", 0, "", 0, 16 + tu_rand(&f->rng) % 100);
 }
 
+/* runs: htkv_run_eager's level (0: the credit rules; 1: runs at every query; 2: and paths). */
 static void
-ordered_fuzz(unsigned shards, long nops, bool runs)
+ordered_fuzz(unsigned shards, long nops, int runs)
 {
-    char tag[32];
-    snprintf(tag, sizeof(tag), runs ? "ordered-fuzz-runs-%u" : "ordered-fuzz-%u", shards);
+    char tag[40];
+    snprintf(tag, sizeof(tag),
+             runs == 2   ? "ordered-fuzz-paths-%u"
+             : runs == 1 ? "ordered-fuzz-runs-%u"
+                         : "ordered-fuzz-%u",
+             shards);
     htkv_run_eager = runs;
     uint64_t seed = tu_seed(tag);
     char *dir = tu_tmpdir(tag);
@@ -715,7 +720,7 @@ ordered_fuzz(unsigned shards, long nops, bool runs)
     assert_true(reopens > 5 && views > 5 && f.m.n > 100);
     htkv_batch_destroy(b);
     model_free(&f.m);
-    htkv_run_eager = false;
+    htkv_run_eager = 0;
     tu_rmrf(dir);
     free(dir);
 }
@@ -733,7 +738,7 @@ static void
 test_ordered_fuzz_matches_sorted_model_1_shard(void **state)
 {
     (void)state;
-    ordered_fuzz(1, fuzz_ops(), false);
+    ordered_fuzz(1, fuzz_ops(), 0);
 }
 
 /* Goal: as above with 4 shards: the merge of several shards' streams (a linear scan for the
@@ -742,7 +747,7 @@ static void
 test_ordered_fuzz_matches_sorted_model_4_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(4, fuzz_ops(), false);
+    ordered_fuzz(4, fuzz_ops(), 0);
 }
 
 /* Goal: as above with 7 shards (not a power of two). */
@@ -750,7 +755,7 @@ static void
 test_ordered_fuzz_matches_sorted_model_7_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(7, fuzz_ops(), false);
+    ordered_fuzz(7, fuzz_ops(), 0);
 }
 
 /* Goal: as above with 13 shards: the heap merge (more than 8 shards). */
@@ -758,7 +763,7 @@ static void
 test_ordered_fuzz_matches_sorted_model_13_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(13, fuzz_ops(), false);
+    ordered_fuzz(13, fuzz_ops(), 0);
 }
 
 /* Goal: as above, with every query reading the shards' sorted runs (run.h): each query builds
@@ -769,7 +774,7 @@ static void
 test_ordered_fuzz_sorted_runs_4_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(4, fuzz_ops(), true);
+    ordered_fuzz(4, fuzz_ops(), 1);
 }
 
 /* Goal: as above with 13 shards (the heap merge). */
@@ -777,7 +782,24 @@ static void
 test_ordered_fuzz_sorted_runs_13_shards(void **state)
 {
     (void)state;
-    ordered_fuzz(13, fuzz_ops(), true);
+    ordered_fuzz(13, fuzz_ops(), 1);
+}
+
+/* Goal: as above, with every query that finds an exact run in every shard building the store's
+ * merge path (run.h) and reading along it: bounds from the sums of the shards' bounds, elements
+ * the views do not see as they are looked up again. 4 and 13 shards. */
+static void
+test_ordered_fuzz_merge_paths_4_shards(void **state)
+{
+    (void)state;
+    ordered_fuzz(4, fuzz_ops(), 2);
+}
+
+static void
+test_ordered_fuzz_merge_paths_13_shards(void **state)
+{
+    (void)state;
+    ordered_fuzz(13, fuzz_ops(), 2);
 }
 
 /* ---- edges ---------------------------------------------------------------------------------- */
@@ -1378,7 +1400,7 @@ ordered_alloc_faults(bool runs)
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
     cfg.sorted_runs = runs;
-    htkv_run_eager = runs;
+    htkv_run_eager = runs ? 2 : 0;
     htkv_db *db = tu_open(&cfg);
     char k[32];
     for (unsigned i = 0; i < FAULT_KEYS; i++) {
@@ -1450,7 +1472,7 @@ ordered_alloc_faults(bool runs)
     if (runs) {
         assert_true(tu_stats(db).trie_bytes > 0);
     }
-    htkv_run_eager = false;
+    htkv_run_eager = 0;
     assert_int_equal(htkv_close(db), 0);
     tu_rmrf(dir);
     free(dir);
@@ -1483,6 +1505,8 @@ main(void)
         cmocka_unit_test(test_ordered_fuzz_matches_sorted_model_13_shards),
         cmocka_unit_test(test_ordered_fuzz_sorted_runs_4_shards),
         cmocka_unit_test(test_ordered_fuzz_sorted_runs_13_shards),
+        cmocka_unit_test(test_ordered_fuzz_merge_paths_4_shards),
+        cmocka_unit_test(test_ordered_fuzz_merge_paths_13_shards),
         cmocka_unit_test(test_ordered_empty_store_returns_nothing),
         cmocka_unit_test(test_ordered_single_key),
         cmocka_unit_test(test_ordered_keys_of_key_max_bytes),
