@@ -61,9 +61,11 @@ struct shard {
     uint64_t entry_bytes;
     uint64_t puts, deletes, batches;
     /* Sorted run of the trie for ordered reads (run.h): NULL = none. run_credit counts the keys
-     * readers walked in the trie since the last build; run_building admits one builder. */
+     * readers walked in the trie since it last changed (run_credit_gen: its generation then);
+     * run_building admits one builder. */
     struct shard_run *_Atomic run;
     _Atomic uint64_t run_credit;
+    _Atomic uint64_t run_credit_gen;
     _Atomic bool run_building;
     struct shard_metrics metrics;
     char dir[]; /* path of shard-SSS */
@@ -92,9 +94,11 @@ struct htkv_db {
     struct worker *workers; /* nworkers; NULL in inline mode */
     unsigned nworkers;
     /* Merge path of the shards' runs (run.h): NULL = none; path_credit counts keys merged
-     * without one since the last build; path_building admits one builder. */
+     * without one since a shard's trie last changed (path_credit_gen: the sum of the shards'
+     * trie generations then); path_building admits one builder. */
     struct merge_path *_Atomic path;
     _Atomic uint64_t path_credit;
+    _Atomic uint64_t path_credit_gen;
     _Atomic bool path_building;
     pthread_mutex_t views_lock; /* the list of open views; taken before any shard lock */
     struct htkv_view *views;

@@ -20,6 +20,10 @@
 
 /* Shards smaller than this are never given a run: their trie walk is as short as a search. */
 #define RUN_MIN_KEYS 32u
+/* A build waits until the walks since the last change reach this many times what it copies: a
+ * keyspace changed about as often as it is read would waste most builds, and each build is one
+ * query's latency. */
+#define RUN_CREDIT_FACTOR 2u
 
 static size_t
 run_size(uint64_t n)
@@ -167,10 +171,24 @@ htkv_run_build(struct shard *sh)
 /* Test hook (run.h): build at every query whatever the credit. */
 int htkv_run_eager = 0;
 
+/* Add @p keys to a credit counted since generation @p gen; a credit counted under an older
+ * generation starts over (the structure it would pay for would have been stale already). Races
+ * between readers only blur a heuristic. */
+static void
+credit_add(_Atomic uint64_t *credit, _Atomic uint64_t *credit_gen, uint64_t gen, uint64_t keys)
+{
+    if (atomic_load_explicit(credit_gen, memory_order_relaxed) != gen) {
+        atomic_store_explicit(credit_gen, gen, memory_order_relaxed);
+        atomic_store_explicit(credit, keys, memory_order_relaxed);
+        return;
+    }
+    atomic_fetch_add_explicit(credit, keys, memory_order_relaxed);
+}
+
 void
 htkv_run_note(struct shard *sh, uint64_t keys)
 {
-    atomic_fetch_add_explicit(&sh->run_credit, keys, memory_order_relaxed);
+    credit_add(&sh->run_credit, &sh->run_credit_gen, htkv_trie_gen(&sh->trie), keys);
 }
 
 void
@@ -182,8 +200,9 @@ htkv_run_refresh(struct shard *sh)
     }
     uint64_t count = htkv_trie_count(&sh->trie);
     bool eager = htkv_run_eager >= 1 && count > 0;
-    if (!eager && (count < RUN_MIN_KEYS ||
-                   atomic_load_explicit(&sh->run_credit, memory_order_relaxed) < count)) {
+    if (!eager &&
+        (count < RUN_MIN_KEYS ||
+         atomic_load_explicit(&sh->run_credit, memory_order_relaxed) < RUN_CREDIT_FACTOR * count)) {
         return;
     }
     unsigned slot = htkv_ebr_enter(&db->ebr);
@@ -295,10 +314,21 @@ path_unpublished(void *p)
     htkv_path_release(p);
 }
 
+/* The sum of the shards' trie generations: it moves whenever any trie changes. */
+static uint64_t
+db_trie_gens(struct htkv_db *db)
+{
+    uint64_t g = 0;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        g += htkv_trie_gen(&db_shard(db, i)->trie);
+    }
+    return g;
+}
+
 void
 htkv_path_note(struct htkv_db *db, uint64_t keys)
 {
-    atomic_fetch_add_explicit(&db->path_credit, keys, memory_order_relaxed);
+    credit_add(&db->path_credit, &db->path_credit_gen, db_trie_gens(db), keys);
 }
 
 /* Key of element @p x against that of @p y. */
@@ -310,24 +340,56 @@ ent_key_cmp(const struct run_ent *x, const struct run_ent *y)
     return c != 0 ? c : (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-/* Merge the runs of @p p into its path (a one-time k-way merge by full key comparison). */
+/* The first 8 bytes of element @p x's key, big-endian, zero-padded: most comparisons. */
+static inline uint64_t
+ent_abbrev(const struct run_ent *x)
+{
+    const unsigned char *k = x->rec + REC_HDR_BYTES;
+    if (x->klen >= 8) {
+        uint64_t w;
+        memcpy(&w, k, 8);
+        return __builtin_bswap64(w);
+    }
+    uint64_t a = 0;
+    for (uint32_t i = 0; i < 8; i++) {
+        a = (a << 8) | (i < x->klen ? k[i] : 0);
+    }
+    return a;
+}
+
+/* Merge the runs of @p p into its path: a one-time k-way merge on abbreviated keys (full
+ * comparison on ties), an exhausted run's abbreviation pinned above every key. */
 static void
 path_fill(struct merge_path *p)
 {
     uint32_t k = p->nshards;
     uint64_t pos[256] = { 0 };
+    uint64_t ab[256];
+    bool live[256];
+    for (uint32_t s = 0; s < k; s++) {
+        live[s] = p->runs[s]->n > 0;
+        ab[s] = live[s] ? ent_abbrev(&p->runs[s]->ents[0]) : UINT64_MAX;
+    }
     for (uint64_t i = 0; i < p->n; i++) {
         uint32_t best = UINT32_MAX;
         for (uint32_t s = 0; s < k; s++) {
-            if (pos[s] < p->runs[s]->n &&
-                (best == UINT32_MAX ||
+            if (!live[s]) {
+                continue;
+            }
+            if (best == UINT32_MAX || ab[s] < ab[best] ||
+                (ab[s] == ab[best] &&
                  ent_key_cmp(&p->runs[s]->ents[pos[s]], &p->runs[best]->ents[pos[best]]) < 0)) {
                 best = s;
             }
         }
         HTKV_ASSERT(best != UINT32_MAX);
         p->path[i] = (uint8_t)best;
-        pos[best]++;
+        const struct shard_run *r = p->runs[best];
+        if (++pos[best] < r->n) {
+            ab[best] = ent_abbrev(&r->ents[pos[best]]);
+        } else {
+            live[best] = false;
+        }
     }
 }
 
@@ -370,7 +432,8 @@ htkv_path_refresh(struct htkv_db *db)
     }
     htkv_ebr_exit(&db->ebr, slot);
     uint64_t credit = atomic_load_explicit(&db->path_credit, memory_order_relaxed);
-    if (p->nshards == k && (htkv_run_eager >= 2 || (htkv_run_eager == 0 && credit >= p->n)) &&
+    if (p->nshards == k &&
+        (htkv_run_eager >= 2 || (htkv_run_eager == 0 && credit >= RUN_CREDIT_FACTOR * p->n)) &&
         (p->path = htkv_mem_alloc(p->n > 0 ? p->n : 1)) != NULL) {
         atomic_store_explicit(&db->path_credit, 0, memory_order_relaxed);
         path_fill(p);

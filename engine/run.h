@@ -21,14 +21,15 @@
  * that reads them (compact.c).
  *
  * Building. The run is built by a reader, never by a writer: a shard's readers count the keys
- * they walked in its trie (htkv_run_note()), and once that count reaches the trie's key count
- * since the last build, the next ordered query builds one before it starts (one builder per
- * shard at a time; shards of fewer than 32 keys get none).
- * So the cost of all builds is at most the cost of the trie walks that preceded them: with
- * writes between every two queries, ordered reads cost at most twice a pure trie walk; with a
- * stable keyspace they read the run. The builder walks the trie without the shard lock and
- * publishes under it, and only if the generation did not move during the walk (else the run is
- * dropped: it would be stale already). The old run is retired through EBR.
+ * they walked in its trie since it last changed (htkv_run_note()), and once that count reaches
+ * the trie's key count, the next ordered query builds one before it starts (one builder per
+ * shard at a time; shards of fewer than 32 keys get none). Counting only since the last change
+ * keeps a shard that changes between every few queries from paying for runs it would not read.
+ * So the cost of all builds is at most the cost of the trie walks that preceded them, and a
+ * keyspace that changes faster than it is walked never builds; a stable one reads the run. The
+ * builder walks the trie without the shard lock and publishes under it, and only if the generation
+ * did not move during the walk (else the run is dropped: it would be stale already). The old run is
+ * retired through EBR.
  *
  * Cost. 24 bytes per key in each shard whose run exists (counted in htkv_stats.trie_bytes);
  * none for a shard never queried in order. An open iterator keeps at most one run per shard

@@ -93,6 +93,7 @@ htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
     atomic_init(&sh->trie_ready, false);
     atomic_init(&sh->run, NULL);
     atomic_init(&sh->run_credit, 0);
+    atomic_init(&sh->run_credit_gen, 0);
     atomic_init(&sh->run_building, false);
     pthread_mutex_init(&sh->lock, NULL);
     pthread_cond_init(&sh->synced_cond, NULL);

@@ -38,6 +38,9 @@
 
 /* Items gathered per shard per refill: one EBR section per 128 keys. */
 #define ITER_CHUNK 128u
+/* A source's first chunk: 16 keys, doubling with each refill up to ITER_CHUNK, so that a short
+ * query (a scan with a small limit, set after the iterator is made) walks few keys per shard. */
+#define ITER_CHUNK_FIRST 16u
 
 /* Up to this many shards, the merge scans the sources' current abbreviated keys, kept side by
  * side in htkv_iter.cur, for the smallest (a few comparisons that compile to conditional moves)
@@ -75,6 +78,7 @@ struct iter_src {
     uint32_t bad_off; /* where the first record that failed its check lies */
     const struct seg *bad_seg;
     struct run_ent one;               /* run mode: an element resolved again through the trie */
+    uint32_t chunk_want;              /* trie mode: keys the next refill gathers at most */
     struct run_ent chunk[ITER_CHUNK]; /* trie mode */
 };
 
@@ -454,7 +458,9 @@ refill_from_trie(struct htkv_iter *it, struct iter_src *src, struct shard *sh, u
     struct hidx_ent *next = more ? htkv_trie_cursor_next(&c) : NULL;
     uint32_t n = 0;
     uint64_t seen = 0;
-    while (more && n < ITER_CHUNK) {
+    uint32_t want = src->chunk_want;
+    src->chunk_want = want * 2 < ITER_CHUNK ? want * 2 : ITER_CHUNK;
+    while (more && n < want) {
         struct hidx_ent *e = next;
         if (e == NULL) {
             rc = htkv_trie_cursor_error(&c);
@@ -713,6 +719,7 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
         s->last_len = 0;
         s->bad_seg = NULL;
         s->bad_off = 0;
+        s->chunk_want = ITER_CHUNK_FIRST;
     }
     it->nsrc = n;
     for (uint32_t i = 0; i < n; i++) {

@@ -185,11 +185,15 @@ typedef struct htkv_config {
     int hint_files;
     /**
      * Boolean: give each shard queried in order a sorted run, a flat copy of its ordered index
-     * (24 bytes a key) that prefix and range queries read instead of walking the trie for as
-     * long as the shard's keys are unchanged. A run is built by a query, once the trie walks
-     * since the last build reach the shard's key count (so builds cost at most what the walks
-     * did); any write to the shard makes it stale until the next build. Not built with
-     * verify_checksums = 2. 0: queries always walk the tries. Default 1.
+     * (24 bytes a key) that prefix and range queries read instead of walking the trie while the
+     * shard's keys are unchanged, and the store a merge path over those runs (1 byte a key:
+     * which shard holds each key in order), so that queries over an unchanged store compare no
+     * keys. Both are built by a query, once the queries since the last change walked as many
+     * keys as the build copies (so builds cost at most what the walks did, and a keyspace that
+     * changes faster than it is read builds none); that query pays for the build (about as much
+     * as a query over every key of the shard, or of the store for the path). Any write makes
+     * them stale until the next build. Not built with verify_checksums = 2. 0: queries always
+     * walk the tries. Default 1.
      */
     int sorted_runs;
     htkv_log_fn log_fn; /**< Log sink; NULL = warnings and errors to stderr. */
