@@ -830,6 +830,38 @@ htkv_iter_set_limit(htkv_iter *it, uint64_t limit)
     return 0;
 }
 
+/* Hand element @p x to the caller of htkv_iter_next(). */
+static inline void
+iter_emit(struct htkv_iter *it, const struct run_ent *x, const void **key, size_t *klen,
+          const void **val, size_t *vlen)
+{
+    const unsigned char *k = x->rec + REC_HDR_BYTES;
+    if (key != NULL) {
+        *key = k;
+    }
+    if (klen != NULL) {
+        *klen = x->klen;
+    }
+    if (val != NULL) {
+        *val = k + x->klen;
+    }
+    if (vlen != NULL) {
+        *vlen = x->vflags & RUN_VLEN_MASK;
+    }
+    it->last_version = x->version;
+    it->returned++;
+}
+
+/* The record @p src met that failed its check ends the iteration: HTKV_ECORRUPT from now on. */
+static int
+iter_corrupt(struct htkv_iter *it, const struct iter_src *src)
+{
+    htkv_set_error("%s: checksum mismatch in record at offset %u", src->bad_seg->path,
+                   src->bad_off);
+    it->err = HTKV_ECORRUPT;
+    return it->err;
+}
+
 /* Path mode: an element the snapshot does not see as it is, resolved through the trie as
  * src_next_slow() does. NULL = nothing to return for this key. */
 static const struct run_ent *
@@ -863,27 +895,10 @@ path_next(struct htkv_iter *it, const void **key, size_t *klen, const void **val
                 continue;
             }
             if ((x->vflags & RUN_SLOW) != 0) {
-                htkv_set_error("%s: checksum mismatch in record at offset %u", src->bad_seg->path,
-                               src->bad_off);
-                it->err = HTKV_ECORRUPT;
-                return it->err;
+                return iter_corrupt(it, src);
             }
         }
-        const unsigned char *k = x->rec + REC_HDR_BYTES;
-        if (key != NULL) {
-            *key = k;
-        }
-        if (klen != NULL) {
-            *klen = x->klen;
-        }
-        if (val != NULL) {
-            *val = k + x->klen;
-        }
-        if (vlen != NULL) {
-            *vlen = x->vflags & RUN_VLEN_MASK;
-        }
-        it->last_version = x->version;
-        it->returned++;
+        iter_emit(it, x, key, klen, val, vlen);
         return 1;
     }
     return 0;
@@ -912,26 +927,9 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     struct iter_src *src = &it->src[top];
     const struct run_ent *x = src->p;
     if (HTKV_UNLIKELY((x->vflags & RUN_SLOW) != 0)) {
-        htkv_set_error("%s: checksum mismatch in record at offset %u", src->bad_seg->path,
-                       src->bad_off);
-        it->err = HTKV_ECORRUPT;
-        return it->err;
+        return iter_corrupt(it, src);
     }
-    const unsigned char *k = x->rec + REC_HDR_BYTES;
-    if (key != NULL) {
-        *key = k;
-    }
-    if (klen != NULL) {
-        *klen = x->klen;
-    }
-    if (val != NULL) {
-        *val = k + x->klen;
-    }
-    if (vlen != NULL) {
-        *vlen = x->vflags & RUN_VLEN_MASK;
-    }
-    it->last_version = x->version;
-    it->returned++;
+    iter_emit(it, x, key, klen, val, vlen);
     /* Advance the source; the record just returned stays readable (it is in a mapping). */
     int rc = src_next(it, src);
     if (rc < 0) {
