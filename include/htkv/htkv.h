@@ -482,7 +482,9 @@ HTKV_API HTKV_MUST_USE int htkv_write_async(htkv_db *db, htkv_batch *b, htkv_don
  * Iterate over every key that starts with @p prefix, in unsigned byte order of the key, as of
  * the moment of the call (the iterator reads a private view: later writes do not change it).
  * An empty prefix iterates over the whole store. Results stream: memory stays bounded whatever
- * the number of keys.
+ * the number of keys. The call may build a shard's sorted run or the store's merge path first
+ * (see htkv_config.sorted_runs); an iterator that reads them keeps them allocated until it is
+ * destroyed, even after writes made them stale (at most one run per shard and one path each).
  * @param[in]  db      Handle; borrowed.
  * @param[in]  prefix  0..HTKV_KEY_MAX bytes; borrowed. May be NULL when plen is 0.
  * @param[out] out     Receives the iterator (free with htkv_iter_destroy()); borrowed.
