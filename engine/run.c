@@ -277,19 +277,26 @@ htkv_run_prefix_end(const struct shard_run *r, const unsigned char *prefix, uint
 
 /* ---- merge paths ---------------------------------------------------------------------------- */
 
-struct merge_path *
-htkv_path_acquire(struct htkv_db *db)
+/* Does every shard still publish the run @p p was built from, and is it exact? (EBR held.) */
+static bool
+path_valid(struct htkv_db *db, const struct merge_path *p)
 {
-    struct merge_path *p = atomic_load_explicit(&db->path, memory_order_acquire);
-    if (p == NULL) {
-        return NULL;
-    }
     for (uint32_t i = 0; i < p->nshards; i++) {
         struct shard *sh = db_shard(db, i);
         const struct shard_run *r = atomic_load_explicit(&sh->run, memory_order_acquire);
         if (r != p->runs[i] || r->gen != htkv_trie_gen(&sh->trie)) {
-            return NULL;
+            return false;
         }
+    }
+    return true;
+}
+
+struct merge_path *
+htkv_path_acquire(struct htkv_db *db)
+{
+    struct merge_path *p = atomic_load_explicit(&db->path, memory_order_acquire);
+    if (p == NULL || !path_valid(db, p)) {
+        return NULL;
     }
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
     return p;
@@ -401,11 +408,21 @@ htkv_path_refresh(struct htkv_db *db)
         return;
     }
     unsigned slot = htkv_ebr_enter(&db->ebr);
-    struct merge_path *cur = htkv_path_acquire(db);
+    const struct merge_path *cur = atomic_load_explicit(&db->path, memory_order_acquire);
+    bool valid = cur != NULL && path_valid(db, cur);
     htkv_ebr_exit(&db->ebr, slot);
-    if (cur != NULL) {
-        htkv_path_release(cur);
-        return; /* valid */
+    if (valid) {
+        return;
+    }
+    if (htkv_run_eager < 2) {
+        uint64_t keys = 0;
+        for (uint32_t i = 0; i < k; i++) {
+            keys += htkv_trie_count(&db_shard(db, i)->trie);
+        }
+        if (htkv_run_eager == 1 || atomic_load_explicit(&db->path_credit, memory_order_relaxed) <
+                                       RUN_CREDIT_FACTOR * keys) {
+            return; /* not earned yet: nothing to allocate */
+        }
     }
     bool idle = false;
     if (!atomic_compare_exchange_strong(&db->path_building, &idle, true)) {
