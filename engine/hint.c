@@ -285,6 +285,16 @@ hint_check(const unsigned char *buf, uint64_t size, uint32_t shard, uint64_t seg
     if (tail < SEG_DATA_OFF || tail > seg_file_bytes || tail % REC_ALIGN != 0) {
         return hint_fail("tail out of the segment's bounds", 32, why, off);
     }
+    if (htkv_load64(buf + 48) > REC_VERSION_MAX) {
+        return hint_fail("version out of range", 48, why, off);
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t v = htkv_load64(buf + HINT_HDR_BYTES + i * HINT_ENT_BYTES + 8);
+        if (v == 0 || v > REC_VERSION_MAX) {
+            return hint_fail("entry version out of range", HINT_HDR_BYTES + i * HINT_ENT_BYTES + 8,
+                             why, off);
+        }
+    }
     *why = NULL;
     *off = 0;
     return true;

@@ -37,7 +37,7 @@ htkv_rec_encode(void *dst, uint64_t seg_id, uint64_t off, uint8_t type, uint8_t 
                 uint32_t val_len)
 {
     HTKV_ASSERT(type >= REC_SET && type <= REC_SEAL);
-    HTKV_ASSERT(version >= 1);
+    HTKV_ASSERT(version >= 1 && version <= REC_VERSION_MAX);
     HTKV_ASSERT(off % REC_ALIGN == 0);
     unsigned char *d = dst;
     htkv_store32(d + 4, key_len);
@@ -76,7 +76,8 @@ htkv_rec_hdr_decode(const void *p, struct rec_hdr *out)
 static bool
 rec_shape_ok(const struct rec_hdr *h, uint32_t val_max)
 {
-    if (h->reserved != 0 || h->version == 0 || (h->flags & ~REC_F_BATCH) != 0) {
+    if (h->reserved != 0 || h->version == 0 || h->version > REC_VERSION_MAX ||
+        (h->flags & ~REC_F_BATCH) != 0) {
         return false;
     }
     switch (h->type) {

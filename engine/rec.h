@@ -10,7 +10,7 @@
  *    12     1  type     enum rec_type
  *    13     1  flags    REC_F_BATCH for operations inside a batch
  *    14     2  reserved 0
- *    16     8  version  >= 1
+ *    16     8  version  1..REC_VERSION_MAX (2^62)
  *    24        key, then value
  *
  * Because the CRC covers the segment id and the offset, a record copied to another place (a
@@ -28,6 +28,11 @@
 
 #define REC_HDR_BYTES 24u
 #define REC_ALIGN 8u
+/* Largest version any input may carry (records, hint files, snapshots): 2^62. The store's
+ * counter continues from the largest version it reads, so a damaged or crafted file claiming
+ * a version near 2^64 must be refused, not let it wrap around to 0. Writing 2^62 versions at
+ * ten million a second takes over 14,000 years. */
+#define REC_VERSION_MAX (UINT64_C(1) << 62)
 #define REC_BEGIN_PAYLOAD 16u
 #define REC_COMMIT_PAYLOAD 8u
 #define REC_SEAL_PAYLOAD 16u

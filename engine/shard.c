@@ -700,6 +700,16 @@ shard_commit(struct shard *sh, uint64_t version)
     htkv_shard_publish(sh, version);
 }
 
+/* Every version up to REC_VERSION_MAX is used (only a store restored or recovered from input
+ * that claims versions that high gets here): the write is refused, nothing written. */
+static int
+version_exhausted(void)
+{
+    htkv_set_error("the store's versions are used up (the largest, %llu, is taken)",
+                   (unsigned long long)REC_VERSION_MAX);
+    return -EOVERFLOW;
+}
+
 int
 htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
                   uint32_t vlen, uint64_t hash, uint64_t *version)
@@ -732,6 +742,10 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     }
     struct seg *s = shard_active(sh);
     uint64_t v = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+    if (HTKV_UNLIKELY(v > REC_VERSION_MAX)) {
+        ent_drop(sh, e);
+        return version_exhausted();
+    }
     uint64_t off = htkv_shard_append_wt(s, type, 0, v, key, klen, val, vlen);
     rc = shard_write_out(sh, s);
     if (rc != 0) {
@@ -1007,6 +1021,11 @@ parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
 static int
 batch_take_version(struct htkv_db *db, uint64_t v)
 {
+    if (v > REC_VERSION_MAX) {
+        htkv_set_error("version %llu is above the largest version %llu", (unsigned long long)v,
+                       (unsigned long long)REC_VERSION_MAX);
+        return -ERANGE;
+    }
     uint64_t cur = atomic_load_explicit(&db->next_version, memory_order_relaxed);
     do {
         if (v < cur) {
@@ -1064,6 +1083,10 @@ htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t 
         version = b->fixed_version;
     } else {
         version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
+        if (HTKV_UNLIKELY(version > REC_VERSION_MAX)) {
+            rc = version_exhausted();
+            goto out_unlock;
+        }
     }
     /* Append every part under all the locks; in write-through segments the parts reach the
      * files before anything is installed. */

@@ -367,6 +367,9 @@ snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
         return HTKV_EVERSION;
     }
     in->version = htkv_load64(m + 16);
+    if (in->version > REC_VERSION_MAX) {
+        return snap_bad(path, "version out of range", 16);
+    }
     in->count = htkv_load64(m + 24);
     in->data_bytes = htkv_load64(m + 32);
     if (in->data_bytes != in->size - SNAP_HDR_BYTES - SNAP_TRAILER_BYTES) {
@@ -654,6 +657,11 @@ restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t no
         htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
         pthread_mutex_unlock(&sh->lock);
     }
+    /* Free what earlier retirements left (segments of an earlier restore among them) without
+     * waiting for writes to do it: a store that takes no writes would keep their descriptors. */
+    pthread_mutex_lock(&sh->lock);
+    htkv_ebr_reclaim(&db->ebr, &sh->limbo);
+    pthread_mutex_unlock(&sh->lock);
     htkv_mem_free(old);
 }
 

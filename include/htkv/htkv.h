@@ -325,7 +325,9 @@ HTKV_API int htkv_close(htkv_db *db);
  * @param[in] val  0..max_value_bytes bytes; borrowed. May be NULL when vlen is 0.
  * @return 0; -EINVAL (NULL db, NULL pointer with a non-zero length, empty key); HTKV_ETOOBIG;
  *         HTKV_EREADONLY; HTKV_ECLOSED; HTKV_EFAILED (an fdatasync failed earlier); -ENOSPC
- *         (no space: the store refuses writes until reopened, reads go on); -ENOMEM; -EIO.
+ *         (no space: the store refuses writes until reopened, reads go on); -ENOMEM; -EIO;
+ *         -EOVERFLOW (every version up to 2^62 is taken: only a store restored or recovered
+ *         from files that claim versions that high gets there; nothing is written).
  * @context Any thread. Returns after the write is applied (visible to every later get, from any
  *          thread) and, in HTKV_SYNC_ALWAYS, durable.
  */
@@ -447,7 +449,7 @@ HTKV_API void htkv_batch_destroy(htkv_batch *b);
  * @param[in] db  Handle; borrowed.
  * @param[in] b   Batch; borrowed (unchanged, may be written again).
  * @return 0; HTKV_ECONFLICT (a condition failed; nothing written); -EINVAL; HTKV_EREADONLY;
- *         HTKV_ECLOSED; HTKV_EFAILED; -ENOSPC; -ENOMEM; -EIO.
+ *         HTKV_ECLOSED; HTKV_EFAILED; -ENOSPC; -ENOMEM; -EIO; -EOVERFLOW (as htkv_put()).
  * @context Any thread. Returns when applied and, in HTKV_SYNC_ALWAYS, durable.
  */
 HTKV_API HTKV_MUST_USE int htkv_write(htkv_db *db, htkv_batch *b);

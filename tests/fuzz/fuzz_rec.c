@@ -63,7 +63,7 @@ model_accepts(const unsigned char *p, uint64_t avail, uint64_t seg_id, uint64_t 
     uint8_t type = p[12], flags = p[13];
     uint16_t reserved = (uint16_t)fuzz_load_le(p + 14, 2);
     uint64_t version = fuzz_load_le(p + 16, 8);
-    if (reserved != 0 || version == 0 || (flags & ~REC_F_BATCH) != 0) {
+    if (reserved != 0 || version == 0 || version > REC_VERSION_MAX || (flags & ~REC_F_BATCH) != 0) {
         return false;
     }
     bool op = type == REC_SET || type == REC_DEL;

@@ -6,6 +6,8 @@
 
 #include "tests/support/testutil.h"
 
+#include "engine/crc32c.h"
+
 #define NKEYS 500
 
 static size_t
@@ -230,10 +232,53 @@ test_snapshot_damaged_file_changes_nothing(void **state)
         assert_int_equal(htkv_snapshot_restore(b, bad), HTKV_ECORRUPT);
     }
     assert_int_equal(htkv_snapshot_restore(b, "/nonexistent/x.snap"), -ENOENT);
+    /* A header whose checksum agrees but whose version is past 2^62: restoring it would carry
+     * the store's version counter to the edge of wrapping; refused like any damage. */
+    unsigned char *big = malloc((size_t)len);
+    assert_non_null(big);
+    memcpy(big, good, (size_t)len);
+    for (int i = 0; i < 8; i++) {
+        big[16 + i] = 0xFF;
+    }
+    uint32_t hcrc = htkv_crc32c(0, big, 60);
+    for (int i = 0; i < 4; i++) {
+        big[60 + i] = (unsigned char)(hcrc >> (8 * i));
+    }
+    f = fopen(bad, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(big, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    free(big);
+    assert_int_equal(htkv_snapshot_restore(b, bad), HTKV_ECORRUPT);
+    assert_non_null(strstr(htkv_last_error(), "version out of range"));
     check_filled(b, 100);
     assert_true(tried > 100);
     /* The good one still restores. */
     assert_int_equal(htkv_snapshot_restore(b, path), 0);
+    check_filled(b, 3);
+    /* A snapshot that claims the largest version, 2^62, restores; the store then has no version
+     * left: writes fail with -EOVERFLOW and change nothing; versions never go back. */
+    for (int i = 0; i < 8; i++) {
+        good[16 + i] = (unsigned char)(i == 7 ? 0x40 : 0);
+    }
+    uint32_t gcrc = htkv_crc32c(0, good, 60);
+    for (int i = 0; i < 4; i++) {
+        good[60 + i] = (unsigned char)(gcrc >> (8 * i));
+    }
+    f = fopen(bad, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(good, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    assert_int_equal(htkv_snapshot_restore(b, bad), 0);
+    check_filled(b, 3);
+    assert_int_equal(htkv_put(b, "over", 4, "x", 1), -EOVERFLOW);
+    htkv_batch *batch;
+    assert_int_equal(htkv_batch_create(&batch), 0);
+    assert_int_equal(htkv_batch_put(batch, "over", 4, "x", 1), 0);
+    assert_int_equal(htkv_write(b, batch), -EOVERFLOW);
+    htkv_batch_destroy(batch);
+    assert_int_equal(htkv_snapshot_restore(b, path), 0);
+    assert_int_equal(htkv_put(b, "over", 4, "x", 1), -EOVERFLOW);
     check_filled(b, 3);
     free(good);
     assert_int_equal(htkv_close(a), 0);

@@ -59,13 +59,13 @@ rec_reseal(unsigned char *p, uint64_t seg_id, uint64_t off)
 }
 
 static const struct spec specs[] = {
-    { REC_SET, 0, 1, 1, 0 },               /* smallest SET, empty value */
-    { REC_SET, 0, 2, 5, 3 },               /* raw 32: no padding */
-    { REC_SET, 0, 3, 10, 51 },             /* raw 85: 3 padding bytes */
-    { REC_SET, REC_F_BATCH, 77, 16, 100 }, /* inside a batch */
-    { REC_SET, 0, UINT64_MAX, 300, 4000 }, /* large version, larger lengths */
-    { REC_DEL, 0, 9, 7, 0 },               /* tombstone */
-    { REC_DEL, REC_F_BATCH, 10, 64, 0 },   /* tombstone inside a batch */
+    { REC_SET, 0, 1, 1, 0 },                    /* smallest SET, empty value */
+    { REC_SET, 0, 2, 5, 3 },                    /* raw 32: no padding */
+    { REC_SET, 0, 3, 10, 51 },                  /* raw 85: 3 padding bytes */
+    { REC_SET, REC_F_BATCH, 77, 16, 100 },      /* inside a batch */
+    { REC_SET, 0, REC_VERSION_MAX, 300, 4000 }, /* largest version, larger lengths */
+    { REC_DEL, 0, 9, 7, 0 },                    /* tombstone */
+    { REC_DEL, REC_F_BATCH, 10, 64, 0 },        /* tombstone inside a batch */
     { REC_BATCH_BEGIN, 0, 11, 0, REC_BEGIN_PAYLOAD },
     { REC_BATCH_COMMIT, 0, 11, 0, REC_COMMIT_PAYLOAD },
     { REC_SEAL, 0, 1, 0, REC_SEAL_PAYLOAD },
@@ -222,16 +222,18 @@ test_rec_bad_shape_with_good_crc_is_rejected(void **state)
         size_t len;
         uint64_t v;
     } edits[] = {
-        { 16, 8, 0 },               /* version 0 */
-        { 14, 2, 1 },               /* reserved != 0 */
-        { 13, 1, 0x02 },            /* unknown flag */
-        { 13, 1, 0x80 },            /* unknown flag */
-        { 12, 1, 0 },               /* type 0 */
-        { 12, 1, 6 },               /* type past SEAL */
-        { 12, 1, 0xFF },            /* type garbage */
-        { 12, 1, REC_DEL },         /* DEL with a value */
-        { 12, 1, REC_BATCH_BEGIN }, /* control record with a key */
-        { 12, 1, REC_SEAL },        /* control record with a key */
+        { 16, 8, 0 },                   /* version 0 */
+        { 16, 8, REC_VERSION_MAX + 1 }, /* version past the limit */
+        { 16, 8, UINT64_MAX },          /* version that would wrap the counter */
+        { 14, 2, 1 },                   /* reserved != 0 */
+        { 13, 1, 0x02 },                /* unknown flag */
+        { 13, 1, 0x80 },                /* unknown flag */
+        { 12, 1, 0 },                   /* type 0 */
+        { 12, 1, 6 },                   /* type past SEAL */
+        { 12, 1, 0xFF },                /* type garbage */
+        { 12, 1, REC_DEL },             /* DEL with a value */
+        { 12, 1, REC_BATCH_BEGIN },     /* control record with a key */
+        { 12, 1, REC_SEAL },            /* control record with a key */
     };
     for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
         memcpy(buf, orig, size);
