@@ -534,6 +534,27 @@ src_set(struct iter_src *src, const struct run_ent *x, uint32_t skip)
     src->abbrev = key_abbrev(x->rec + REC_HDR_BYTES, x->klen, skip);
 }
 
+/* A run element the snapshot does not see as it is: NULL when the snapshot has the key deleted
+ * or absent; else the entry it sees, looked up again in the trie (newer than the snapshot, or a
+ * record that failed its check when the run was built: the view keeps that entry linked),
+ * described in @p src->one. */
+static const struct run_ent *
+ent_resolve(struct htkv_iter *it, struct iter_src *src, const struct run_ent *x)
+{
+    if ((x->vflags & RUN_DEL) != 0 && x->version <= src->snap) {
+        return NULL;
+    }
+    struct htkv_db *db = it->db;
+    unsigned slot = htkv_ebr_enter(&db->ebr);
+    struct hidx_ent *v =
+        trie_entry_at(db_shard(db, src->shard), x->rec + REC_HDR_BYTES, x->klen, src->snap);
+    if (v != NULL) {
+        ent_from(db, src, &src->one, v);
+    }
+    htkv_ebr_exit(&db->ebr, slot);
+    return v != NULL ? &src->one : NULL;
+}
+
 /* src_next() for the rest: refills, tombstones, elements the snapshot does not see as they are,
  * records that failed their check. */
 static int
@@ -555,21 +576,9 @@ src_next_slow(struct htkv_iter *it, struct iter_src *src)
             src_set(src, x, it->skip); /* trie mode: resolved already (RUN_SLOW: corrupt) */
             return 1;
         }
-        if ((x->vflags & RUN_DEL) != 0 && x->version <= src->snap) {
-            continue; /* deleted in the snapshot */
-        }
-        /* Newer than the snapshot, or its record failed its check when the run was built: the
-         * trie says what the snapshot sees (the view keeps that entry linked). */
-        struct htkv_db *db = it->db;
-        unsigned slot = htkv_ebr_enter(&db->ebr);
-        struct hidx_ent *v =
-            trie_entry_at(db_shard(db, src->shard), x->rec + REC_HDR_BYTES, x->klen, src->snap);
-        if (v != NULL) {
-            ent_from(db, src, &src->one, v);
-        }
-        htkv_ebr_exit(&db->ebr, slot);
-        if (v != NULL) {
-            src_set(src, &src->one, it->skip);
+        const struct run_ent *y = ent_resolve(it, src, x);
+        if (y != NULL) {
+            src_set(src, y, it->skip);
             return 1;
         }
     }
@@ -862,25 +871,6 @@ iter_corrupt(struct htkv_iter *it, const struct iter_src *src)
     return it->err;
 }
 
-/* Path mode: an element the snapshot does not see as it is, resolved through the trie as
- * src_next_slow() does. NULL = nothing to return for this key. */
-static const struct run_ent *
-path_resolve(struct htkv_iter *it, struct iter_src *src, const struct run_ent *x)
-{
-    if ((x->vflags & RUN_DEL) != 0 && x->version <= src->snap) {
-        return NULL;
-    }
-    struct htkv_db *db = it->db;
-    unsigned slot = htkv_ebr_enter(&db->ebr);
-    struct hidx_ent *v =
-        trie_entry_at(db_shard(db, src->shard), x->rec + REC_HDR_BYTES, x->klen, src->snap);
-    if (v != NULL) {
-        ent_from(db, src, &src->one, v);
-    }
-    htkv_ebr_exit(&db->ebr, slot);
-    return v != NULL ? &src->one : NULL;
-}
-
 /* htkv_iter_next() in path mode: no comparison, the path names the shard of each key. */
 static int
 path_next(struct htkv_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
@@ -890,7 +880,7 @@ path_next(struct htkv_iter *it, const void **key, size_t *klen, const void **val
         struct iter_src *src = &it->src[path[it->ppos++]];
         const struct run_ent *x = src->q++;
         if (HTKV_UNLIKELY(!ent_plain(x, src->snap))) {
-            x = path_resolve(it, src, x);
+            x = ent_resolve(it, src, x);
             if (x == NULL) {
                 continue;
             }
