@@ -137,4 +137,33 @@ htkv_align_up(uint64_t v, uint64_t a)
     return (v + a - 1) & ~(a - 1);
 }
 
+/* <0, 0, >0 as key @p a sorts before, equal to, after @p b: unsigned bytes, a proper prefix
+ * first. */
+static inline int
+htkv_key_cmp(const unsigned char *a, uint32_t alen, const unsigned char *b, uint32_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c != 0) {
+        return c;
+    }
+    return (alen > blen) - (alen < blen);
+}
+
+/* Key bytes [skip, skip + 8) as a big-endian number, zero-padded past the key's end: unsigned
+ * comparison of two of them orders the keys as memcmp would those 8 bytes. */
+static inline uint64_t
+htkv_key_abbrev(const unsigned char *key, uint32_t klen, uint32_t skip)
+{
+    if (HTKV_LIKELY(klen >= skip + 8)) {
+        uint64_t w;
+        memcpy(&w, key + skip, 8);
+        return __builtin_bswap64(w);
+    }
+    uint64_t a = 0;
+    for (uint32_t i = skip; i < skip + 8; i++) {
+        a = (a << 8) | (i < klen ? key[i] : 0);
+    }
+    return a;
+}
+
 #endif /* HTKV_ENGINE_INTERNAL_H */

@@ -128,8 +128,11 @@ run_fill(struct shard *sh, struct shard_run *r, uint64_t cap, uint64_t gen)
     return rc;
 }
 
-int
-htkv_run_build(struct shard *sh)
+/* Build and publish a run for @p sh now, unless another thread is building one. 0 (published,
+ * or left to the other builder), -EAGAIN (the trie changed during the walk: nothing published),
+ * -ENOMEM, or -ENOTSUP (sorted_runs off, verify_checksums = 2, or the trie is not built yet). */
+static int
+run_build(struct shard *sh)
 {
     struct htkv_db *db = sh->db;
     if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2 ||
@@ -210,7 +213,7 @@ htkv_run_refresh(struct shard *sh)
     bool exact = r != NULL && r->gen == htkv_trie_gen(&sh->trie);
     htkv_ebr_exit(&db->ebr, slot);
     if (!exact) {
-        (void)htkv_run_build(sh);
+        (void)run_build(sh);
     }
 }
 
@@ -221,22 +224,12 @@ htkv_run_drop(struct shard *sh)
     if (old != NULL) {
         htkv_ebr_retire(&sh->db->ebr, &sh->limbo, old, run_unpublished);
     }
-    atomic_store_explicit(&sh->run_credit, 0, memory_order_relaxed);
 }
 
 void
 htkv_run_fini(struct shard *sh)
 {
     htkv_run_release(atomic_exchange_explicit(&sh->run, NULL, memory_order_relaxed));
-}
-
-/* Key of element @p x compared with @p key. */
-static inline int
-ent_cmp(const struct run_ent *x, const unsigned char *key, uint32_t klen)
-{
-    uint32_t n = x->klen < klen ? x->klen : klen;
-    int c = memcmp(x->rec + REC_HDR_BYTES, key, n);
-    return c != 0 ? c : (x->klen > klen) - (x->klen < klen);
 }
 
 uint64_t
@@ -246,7 +239,8 @@ htkv_run_lower_bound(const struct shard_run *r, const unsigned char *key, uint32
     uint64_t lo = 0, hi = r->n;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        int c = ent_cmp(&r->ents[mid], key, klen);
+        const struct run_ent *x = &r->ents[mid];
+        int c = htkv_key_cmp(x->rec + REC_HDR_BYTES, x->klen, key, klen);
         if (c < 0 || (strict && c == 0)) {
             lo = mid + 1;
         } else {
@@ -338,30 +332,11 @@ htkv_path_note(struct htkv_db *db, uint64_t keys)
     credit_add(&db->path_credit, &db->path_credit_gen, db_trie_gens(db), keys);
 }
 
-/* Key of element @p x against that of @p y. */
-static inline int
-ent_key_cmp(const struct run_ent *x, const struct run_ent *y)
-{
-    uint32_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->rec + REC_HDR_BYTES, y->rec + REC_HDR_BYTES, n);
-    return c != 0 ? c : (x->klen > y->klen) - (x->klen < y->klen);
-}
-
-/* The first 8 bytes of element @p x's key, big-endian, zero-padded: most comparisons. */
+/* The first 8 bytes of element @p x's key, abbreviated (htkv_key_abbrev()). */
 static inline uint64_t
 ent_abbrev(const struct run_ent *x)
 {
-    const unsigned char *k = x->rec + REC_HDR_BYTES;
-    if (x->klen >= 8) {
-        uint64_t w;
-        memcpy(&w, k, 8);
-        return __builtin_bswap64(w);
-    }
-    uint64_t a = 0;
-    for (uint32_t i = 0; i < 8; i++) {
-        a = (a << 8) | (i < x->klen ? k[i] : 0);
-    }
-    return a;
+    return htkv_key_abbrev(x->rec + REC_HDR_BYTES, x->klen, 0);
 }
 
 /* Merge the runs of @p p into its path: a one-time k-way merge on abbreviated keys (full
@@ -383,9 +358,14 @@ path_fill(struct merge_path *p)
             if (!live[s]) {
                 continue;
             }
-            if (best == UINT32_MAX || ab[s] < ab[best] ||
-                (ab[s] == ab[best] &&
-                 ent_key_cmp(&p->runs[s]->ents[pos[s]], &p->runs[best]->ents[pos[best]]) < 0)) {
+            if (best == UINT32_MAX || ab[s] < ab[best]) {
+                best = s;
+                continue;
+            }
+            const struct run_ent *x = &p->runs[s]->ents[pos[s]];
+            const struct run_ent *y = &p->runs[best]->ents[pos[best]];
+            if (ab[s] == ab[best] && htkv_key_cmp(x->rec + REC_HDR_BYTES, x->klen,
+                                                  y->rec + REC_HDR_BYTES, y->klen) < 0) {
                 best = s;
             }
         }
@@ -449,8 +429,7 @@ htkv_path_refresh(struct htkv_db *db)
     }
     htkv_ebr_exit(&db->ebr, slot);
     uint64_t credit = atomic_load_explicit(&db->path_credit, memory_order_relaxed);
-    if (p->nshards == k &&
-        (htkv_run_eager >= 2 || (htkv_run_eager == 0 && credit >= RUN_CREDIT_FACTOR * p->n)) &&
+    if (p->nshards == k && (htkv_run_eager >= 2 || credit >= RUN_CREDIT_FACTOR * p->n) &&
         (p->path = htkv_mem_alloc(p->n > 0 ? p->n : 1)) != NULL) {
         atomic_store_explicit(&db->path_credit, 0, memory_order_relaxed);
         path_fill(p);
@@ -464,11 +443,7 @@ htkv_path_refresh(struct htkv_db *db)
         pthread_mutex_unlock(&sh0->lock);
         p = NULL;
     }
-    if (p != NULL) {
-        htkv_mem_free(p->path);
-        p->path = NULL;
-        htkv_path_release(p);
-    }
+    htkv_path_release(p); /* not published: frees it and its run references */
     atomic_store_explicit(&db->path_building, false, memory_order_release);
 }
 

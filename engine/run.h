@@ -22,10 +22,10 @@
  *
  * Building. The run is built by a reader, never by a writer: a shard's readers count the keys
  * they walked in its trie since it last changed (htkv_run_note()), and once that count reaches
- * the trie's key count, the next ordered query builds one before it starts (one builder per
+ * twice the trie's key count, the next ordered query builds one before it starts (one builder per
  * shard at a time; shards of fewer than 32 keys get none). Counting only since the last change
  * keeps a shard that changes between every few queries from paying for runs it would not read.
- * So the cost of all builds is at most the cost of the trie walks that preceded them, and a
+ * So the cost of all builds is at most half the cost of the trie walks that preceded them, and a
  * keyspace that changes faster than it is walked never builds; a stable one reads the run. The
  * builder walks the trie without the shard lock and publishes under it, and only if the generation
  * did not move during the walk (else the run is dropped: it would be stale already). The old run is
@@ -84,8 +84,8 @@ void htkv_run_note(struct shard *sh, uint64_t keys);
 
 /**
  * At the start of an ordered query: build a run now if the shard has none that is exact and the
- * credit since the last build reaches the trie's key count (see the top of this file). Failures
- * (no memory, a concurrent change) are silent: the query then walks the trie.
+ * credit since the trie last changed reaches twice its key count (see the top of this file).
+ * Failures (no memory, a concurrent change) are silent: the query then walks the trie.
  * @context Any thread, outside an EBR critical section (building enters its own). Takes the
  *          shard lock briefly when it publishes a run.
  */
@@ -96,15 +96,6 @@ void htkv_run_refresh(struct shard *sh);
  * tries) on small stores; 2 = the same, and htkv_path_refresh() builds a path whenever every
  * shard has an exact run, so that tests read along paths. 0 = the credit rules. */
 extern int htkv_run_eager;
-
-/**
- * Build and publish a run for @p sh now, unless another thread is building one.
- * @return 0 (published, or left to the other builder), -EAGAIN (the trie changed during the
- *         walk: nothing published), -ENOMEM, or -ENOTSUP (sorted_runs off, verify_checksums = 2,
- *         or the trie is not built yet).
- * @context As htkv_run_refresh().
- */
-int htkv_run_build(struct shard *sh);
 
 /**
  * Retire the shard's run (through EBR): the caller is about to rebuild the trie from scratch.
@@ -133,8 +124,8 @@ uint64_t htkv_run_prefix_end(const struct shard_run *r, const unsigned char *pre
  * which shard's run yields the next element. A path holds a reference to each run it was built
  * from and is valid while every shard still publishes that very run and it is exact; one write to
  * any shard makes it stale, and queries fall back to merging the runs (or tries). It is built by
- * a query under the same rule as runs: once the keys merged without a path since the last build
- * reach the store's key count. 1 byte a key; only for stores of at most 256 shards.
+ * a query under the same rule as runs: once the keys merged without a path since any trie last
+ * changed reach twice the store's key count. 1 byte a key; only for stores of 2 to 256 shards.
  */
 struct merge_path {
     _Atomic uint64_t refs; /* 1 while published, plus one per iterator that took it */
@@ -161,8 +152,8 @@ void htkv_path_note(struct htkv_db *db, uint64_t keys);
 
 /**
  * At the start of an ordered query, after htkv_run_refresh() on every shard: build a path if the
- * store has none that is valid, every shard has an exact run, and the credit reaches the store's
- * key count (or as htkv_run_eager says). Failures are silent.
+ * store has none that is valid, every shard has an exact run, and the credit reaches twice the
+ * store's key count (or as htkv_run_eager says). Failures are silent.
  * @context As htkv_run_refresh(); takes shard 0's lock briefly to publish.
  */
 void htkv_path_refresh(struct htkv_db *db);

@@ -246,23 +246,6 @@ chain_at(struct hidx_ent *e, uint64_t snap)
     return e;
 }
 
-/* Key bytes [skip, skip + 8) as a big-endian number, zero-padded past the key's end: unsigned
- * comparison of two of them orders the keys as memcmp would those 8 bytes. */
-static inline uint64_t
-key_abbrev(const unsigned char *key, uint32_t klen, uint32_t skip)
-{
-    if (HTKV_LIKELY(klen >= skip + 8)) {
-        uint64_t w;
-        memcpy(&w, key + skip, 8);
-        return __builtin_bswap64(w);
-    }
-    uint64_t a = 0;
-    for (uint32_t i = skip; i < skip + 8; i++) {
-        a = (a << 8) | (i < klen ? key[i] : 0);
-    }
-    return a;
-}
-
 /* Describe entry @p e (inside the EBR section that found it) as an element, checking its
  * record: one that fails is flagged RUN_SLOW and the first such is remembered in @p src. */
 static inline void
@@ -336,16 +319,6 @@ htkv_read_with(htkv_db *db, int (*fn)(htkv_view *v, void *ctx), void *ctx)
 
 /* ---- iterators ------------------------------------------------------------------------------ */
 
-static int
-key_cmp(const unsigned char *a, uint32_t alen, const unsigned char *b, uint32_t blen)
-{
-    int c = memcmp(a, b, alen < blen ? alen : blen);
-    if (c != 0) {
-        return c;
-    }
-    return (alen > blen) - (alen < blen);
-}
-
 /* memcmp(a, b, n) == 0 for the short prefixes of queries, without a call. */
 static inline bool
 bytes_eq(const unsigned char *a, const unsigned char *b, uint32_t n)
@@ -378,7 +351,7 @@ iter_in_bounds(const struct htkv_iter *it, const unsigned char *key, uint32_t kl
     if (it->prefix_mode) {
         return klen >= it->lo_len && bytes_eq(key, it->lo, it->lo_len);
     }
-    return it->hi == NULL || key_cmp(key, klen, it->hi, it->hi_len) < 0;
+    return it->hi == NULL || htkv_key_cmp(key, klen, it->hi, it->hi_len) < 0;
 }
 
 /* The entry of @p key that snapshot @p snap sees, from the trie: NULL, or a live entry. */
@@ -474,7 +447,7 @@ refill_from_trie(struct htkv_iter *it, struct iter_src *src, struct shard *sh, u
         seen++;
         const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
         if (resumed) {
-            if (key_cmp(key, e->key_len, src->last_key, src->last_len) <= 0) {
+            if (htkv_key_cmp(key, e->key_len, src->last_key, src->last_len) <= 0) {
                 continue; /* the re-seek lands on the last key of the previous chunk */
             }
             resumed = false; /* the cursor returns keys in increasing order */
@@ -531,7 +504,7 @@ static inline void
 src_set(struct iter_src *src, const struct run_ent *x, uint32_t skip)
 {
     src->p = x;
-    src->abbrev = key_abbrev(x->rec + REC_HDR_BYTES, x->klen, skip);
+    src->abbrev = htkv_key_abbrev(x->rec + REC_HDR_BYTES, x->klen, skip);
 }
 
 /* A run element the snapshot does not see as it is: NULL when the snapshot has the key deleted
@@ -615,7 +588,7 @@ heap_less(const struct htkv_iter *it, uint32_t a, uint32_t b)
         /* Equal up to the end of one of them: the shorter key comes first. */
         return x->klen < y->klen;
     }
-    return key_cmp(x->rec + REC_HDR_BYTES + k, xl, y->rec + REC_HDR_BYTES + k, yl) < 0;
+    return htkv_key_cmp(x->rec + REC_HDR_BYTES + k, xl, y->rec + REC_HDR_BYTES + k, yl) < 0;
 }
 
 static inline void

@@ -188,6 +188,28 @@ test_snapshot_bytes_are_deterministic(void **state)
     free(dbd);
 }
 
+/* Write @p snap (@p len bytes) to @p path with header version @p version and its header checksum
+ * recomputed, so that only the version is out of the ordinary. */
+static void
+write_with_version(const unsigned char *snap, long long len, uint64_t version, const char *path)
+{
+    unsigned char *p = malloc((size_t)len);
+    assert_non_null(p);
+    memcpy(p, snap, (size_t)len);
+    for (int i = 0; i < 8; i++) {
+        p[16 + i] = (unsigned char)(version >> (8 * i));
+    }
+    uint32_t crc = htkv_crc32c(0, p, 60);
+    for (int i = 0; i < 4; i++) {
+        p[60 + i] = (unsigned char)(crc >> (8 * i));
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    free(p);
+}
+
 /* Goal: a damaged snapshot (any flipped bit, a cut at any length, a wrong magic) is refused
  * with HTKV_ECORRUPT and the store is unchanged. Method: every bit of the header, a bit every
  * 97 bytes of the body, cuts at 64 points. */
@@ -234,21 +256,7 @@ test_snapshot_damaged_file_changes_nothing(void **state)
     assert_int_equal(htkv_snapshot_restore(b, "/nonexistent/x.snap"), -ENOENT);
     /* A header whose checksum agrees but whose version is past 2^62: restoring it would carry
      * the store's version counter to the edge of wrapping; refused like any damage. */
-    unsigned char *big = malloc((size_t)len);
-    assert_non_null(big);
-    memcpy(big, good, (size_t)len);
-    for (int i = 0; i < 8; i++) {
-        big[16 + i] = 0xFF;
-    }
-    uint32_t hcrc = htkv_crc32c(0, big, 60);
-    for (int i = 0; i < 4; i++) {
-        big[60 + i] = (unsigned char)(hcrc >> (8 * i));
-    }
-    f = fopen(bad, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(big, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    free(big);
+    write_with_version(good, len, UINT64_MAX, bad);
     assert_int_equal(htkv_snapshot_restore(b, bad), HTKV_ECORRUPT);
     assert_non_null(strstr(htkv_last_error(), "version out of range"));
     check_filled(b, 100);
@@ -258,17 +266,7 @@ test_snapshot_damaged_file_changes_nothing(void **state)
     check_filled(b, 3);
     /* A snapshot that claims the largest version, 2^62, restores; the store then has no version
      * left: writes fail with -EOVERFLOW and change nothing; versions never go back. */
-    for (int i = 0; i < 8; i++) {
-        good[16 + i] = (unsigned char)(i == 7 ? 0x40 : 0);
-    }
-    uint32_t gcrc = htkv_crc32c(0, good, 60);
-    for (int i = 0; i < 4; i++) {
-        good[60 + i] = (unsigned char)(gcrc >> (8 * i));
-    }
-    f = fopen(bad, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(good, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
+    write_with_version(good, len, UINT64_C(1) << 62, bad);
     assert_int_equal(htkv_snapshot_restore(b, bad), 0);
     check_filled(b, 3);
     assert_int_equal(htkv_put(b, "over", 4, "x", 1), -EOVERFLOW);
