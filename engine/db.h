@@ -23,6 +23,8 @@
 /* Largest batch: 1 GiB of records. */
 #define BATCH_BYTES_MAX (1ull << 30)
 
+struct put_req; /* shard.c */
+
 struct shard {
     pthread_mutex_t lock; /* writers of this shard */
     struct htkv_db *db;
@@ -55,7 +57,15 @@ struct shard {
     _Atomic uint32_t active_writers;
     bool gathering;
     pthread_cond_t staged_cond; /* CLOCK_MONOTONIC */
-    uint64_t last_sync_ns;
+    /* Inline puts and deletes in HTKV_SYNC_ALWAYS (shard.c, "put groups"): callers push their
+     * request on a lock-free stack (intake, intake_n of them) and sleep on done_word; the one
+     * that sets `leading` drains the stack, stages the whole group under the lock with one
+     * pwrite() and covers it with one fdatasync, then bumps done_word and wakes them. */
+    struct put_req *_Atomic intake;
+    _Atomic uint32_t intake_n;
+    _Atomic uint32_t leading;
+    _Atomic uint32_t done_word;
+    _Atomic uint64_t last_sync_ns; /* duration of the last group sync (relaxed) */
     uint64_t live_keys;
     uint64_t tombstones;
     uint64_t entry_bytes;

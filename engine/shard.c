@@ -573,7 +573,7 @@ shard_group_sync(struct shard *sh)
     pthread_mutex_lock(&sh->lock);
     htkv_seg_unpin(s);
     htkv_shard_sync_end(sh, group, t0);
-    sh->last_sync_ns = htkv_now_ns() - t0;
+    atomic_store_explicit(&sh->last_sync_ns, htkv_now_ns() - t0, memory_order_relaxed);
     sh->syncing = false;
     if (rc != 0) {
         htkv_shard_fail_sync(sh, s, rc);
@@ -596,7 +596,7 @@ shard_group_sync(struct shard *sh)
 static void
 shard_gather(struct shard *sh)
 {
-    uint64_t limit = sh->last_sync_ns / 2;
+    uint64_t limit = atomic_load_explicit(&sh->last_sync_ns, memory_order_relaxed) / 2;
     limit = limit > GATHER_MAX_NS ? GATHER_MAX_NS : limit;
     if (limit == 0 || sh->metrics.unsynced_writes >=
                           atomic_load_explicit(&sh->active_writers, memory_order_relaxed)) {
@@ -710,9 +710,15 @@ version_exhausted(void)
     return -EOVERFLOW;
 }
 
-int
-htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
-                  uint32_t vlen, uint64_t hash, uint64_t *version)
+/*
+ * Prepare one record (lock held): check, reserve room for @p more uninstalled entries
+ * (this one included), take a version and encode the record into the active segment's
+ * write-through buffer. *@p ent is filled but not installed: the caller writes the buffer out
+ * (shard_write_out) and then installs it, or drops it if that fails.
+ */
+static int
+shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+               uint32_t vlen, uint64_t hash, uint32_t more, struct hidx_ent **ent)
 {
     struct htkv_db *db = sh->db;
     uint64_t size = htkv_rec_size(klen, vlen);
@@ -725,13 +731,13 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     }
     rc = htkv_shard_make_room(sh, size);
     if (rc == 0) {
-        rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
+        rc = htkv_hidx_reserve(&sh->idx, more, htkv_shard_retire_table, sh);
     }
     if (rc == 0) {
-        rc = pending_reserve(sh, 1);
+        rc = pending_reserve(sh, more);
     }
     if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-        rc = htkv_trie_reserve(&sh->trie, 1);
+        rc = htkv_trie_reserve(&sh->trie, more);
     }
     if (rc != 0) {
         return htkv_shard_prepare_failed(db, sh, rc);
@@ -747,11 +753,6 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
         return version_exhausted();
     }
     uint64_t off = htkv_shard_append_wt(s, type, 0, v, key, klen, val, vlen);
-    rc = shard_write_out(sh, s);
-    if (rc != 0) {
-        ent_drop(sh, e);
-        return rc;
-    }
     *e = (struct hidx_ent){ .version = v,
                             .hash = hash,
                             .seg = s,
@@ -760,12 +761,379 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
                             .key_len = klen,
                             .del = type == REC_DEL,
                             .checked = 1 };
+    *ent = e;
+    return 0;
+}
+
+/* Install a prepared entry whose record was written out (lock held). */
+static void
+shard_commit1(struct shard *sh, struct hidx_ent *e)
+{
     shard_install(sh, e);
-    sh->appended = v;
+    sh->appended = e->version;
     sh->metrics.unsynced_writes++;
-    hist_add(&sh->metrics.bytes_written, size);
+    hist_add(&sh->metrics.bytes_written,
+             htkv_rec_size(e->key_len, e->rec_bytes - REC_HDR_BYTES - e->key_len));
+}
+
+int
+htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+                  uint32_t vlen, uint64_t hash, uint64_t *version)
+{
+    struct hidx_ent *e = NULL;
+    int rc = shard_prepare1(sh, type, key, klen, val, vlen, hash, 1, &e);
+    if (rc == 0) {
+        rc = shard_write_out(sh, shard_active(sh));
+    }
+    if (rc != 0) {
+        if (e != NULL) {
+            ent_drop(sh, e);
+        }
+        return rc;
+    }
+    uint64_t v = e->version;
+    shard_commit1(sh, e);
     *version = v;
     return 0;
+}
+
+/*
+ * Put groups (HTKV_SYNC_ALWAYS, inline mode).
+ *
+ * A caller's put or delete is a put_req on its stack, pushed on the shard's intake (a lock-free
+ * stack: pushes only, drained whole, so no ABA). The caller that then finds no leader becomes
+ * it; the others sleep on their request's state. The leader gathers (waits, at most half the
+ * last sync, until as many requests are in the intake as callers are inside a put or delete of
+ * the shard), drains the intake, and under the shard lock prepares every record of the group
+ * into the write-through buffer, writes it with one pwrite(), installs the entries and runs one
+ * fdatasync for all of them; then it completes each request and wakes its caller. Followers
+ * never take the shard lock, and the group's records cost one system call: with a mutex per
+ * writer, 16 writers woken by a sync queued on the lock and re-staged one after the other, each
+ * paying its own pwrite() and a wake-up through the mutex, which cost twice the fdatasync.
+ *
+ * A leader runs at most LEADER_ROUNDS_MAX groups in a row (so its own caller is not held for
+ * long); then it marks a waiting request PR_LEAD and wakes its caller, which tries to lead.
+ * Leadership passes without a lost request: a pusher tries to take `leading` after its push; a
+ * leader that lets go re-reads the intake after clearing `leading` (both sequentially
+ * consistent), so one of the two sees the other.
+ *
+ * Batches (htkv_write) and htkv_submit keep the per-caller path (shard_wait_durable): the
+ * leader takes part in its protocol (syncing, syncs_done, sync_word, synced_cond), so either
+ * kind of caller waits for a sync the other runs.
+ */
+enum { PR_WAIT = 0, PR_DONE = 1, PR_LEAD = 2 };
+
+struct put_req {
+    struct put_req *next;
+    const void *key;
+    const void *val;
+    uint32_t klen, vlen;
+    uint64_t hash;
+    uint64_t version; /* set with rc == 0 */
+    struct hidx_ent *ent;
+    int rc;
+    uint8_t type;
+    bool counted;           /* still counted in active_writers */
+    _Atomic uint32_t state; /* PR_* */
+};
+
+/* Groups one leader runs in a row at most. */
+#define LEADER_ROUNDS_MAX 4
+
+/*
+ * Write out the records prepared for the requests [from, to) and install them, or fail them
+ * all if the write fails (lock held).
+ */
+static void
+group_flush(struct shard *sh, struct put_req *from, struct put_req *to, uint32_t prepared)
+{
+    if (prepared == 0) {
+        return; /* nothing buffered (and maybe no active segment: a failed rotation) */
+    }
+    int rc = shard_write_out(sh, shard_active(sh));
+    for (struct put_req *r = from; r != to; r = r->next) {
+        if (r->ent == NULL) {
+            continue;
+        }
+        if (rc == 0) {
+            r->version = r->ent->version;
+            shard_commit1(sh, r->ent);
+        } else {
+            ent_drop(sh, r->ent);
+            r->rc = rc;
+        }
+        r->ent = NULL;
+    }
+}
+
+/* Would a record of @p size bytes start a new segment (htkv_shard_make_room)? */
+static bool
+shard_needs_segment(struct shard *sh, uint64_t size)
+{
+    struct seg *s = shard_active(sh);
+    return s == NULL || s->sealed || s->tail + size + SEAL_BYTES > s->map_bytes;
+}
+
+/*
+ * Stage the requests of @p list in order (lock held): each gets rc (and version when 0).
+ * Records go out with one pwrite(), except that what is prepared is written and installed
+ * first before a delete (it reads the index) and before a record that starts a new segment
+ * (sealing writes behind the buffer). Returns the highest version installed, 0 for none.
+ */
+static uint64_t
+group_stage(struct shard *sh, struct put_req *list)
+{
+    struct put_req *from = list;
+    uint32_t prepared = 0;
+    for (struct put_req *r = list; r != NULL; r = r->next) {
+        if (prepared > 0 &&
+            (r->type == REC_DEL || shard_needs_segment(sh, htkv_rec_size(r->klen, r->vlen)))) {
+            group_flush(sh, from, r, prepared);
+            from = r;
+            prepared = 0;
+        }
+        r->rc = shard_prepare1(sh, r->type, r->key, r->klen, r->val, r->vlen, r->hash, prepared + 1,
+                               &r->ent);
+        prepared += r->rc == 0;
+    }
+    group_flush(sh, from, NULL, prepared);
+    uint64_t upto = 0;
+    for (struct put_req *r = list; r != NULL; r = r->next) {
+        if (r->rc == 0 && r->version > upto) {
+            upto = r->version;
+        }
+    }
+    return upto;
+}
+
+/*
+ * Make every version up to @p upto durable and visible (lock held; released while waiting and
+ * syncing). Joins a sync in flight (a batch's), or runs one. 0 or HTKV_EFAILED.
+ */
+static int
+group_sync(struct shard *sh, uint64_t upto)
+{
+    struct shard_ro *ro = &sh->db->ro[sh->id];
+    bool woke = false;
+    int rc = 0;
+    while (atomic_load_explicit(&ro->visible, memory_order_acquire) < upto) {
+        if (sh->failed) {
+            rc = HTKV_EFAILED;
+            break;
+        }
+        if (sh->syncing) {
+            /* Another caller's sync: it may have started before these records; wait for its
+             * end (bumped under the lock: no lost wake-up) and look again. */
+            if (sh->gathering) {
+                pthread_cond_signal(&sh->staged_cond);
+            }
+            _Atomic uint32_t *w = &sh->sync_word[(sh->syncs_done + 1) & 1];
+            uint32_t seen = atomic_load_explicit(w, memory_order_relaxed);
+            pthread_mutex_unlock(&sh->lock);
+            htkv_futex_wait(w, seen);
+            pthread_mutex_lock(&sh->lock);
+            continue;
+        }
+        rc = shard_group_sync(sh);
+        /* This sync's waiters, and those of the next one: it has no leader yet, so they lead. */
+        atomic_fetch_add_explicit(&sh->sync_word[++sh->syncs_done & 1], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sh->sync_word[(sh->syncs_done + 1) & 1], 1,
+                                  memory_order_relaxed);
+        pthread_cond_broadcast(&sh->synced_cond);
+        woke = true;
+        if (rc != 0) {
+            rc = HTKV_EFAILED;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (woke) {
+        htkv_futex_wake(&sh->sync_word[0], INT_MAX);
+        htkv_futex_wake(&sh->sync_word[1], INT_MAX);
+    }
+    return rc;
+}
+
+/*
+ * Before a group: wait until every caller inside a put or delete of the shard has pushed its
+ * request, at most half the last sync (shard_gather does the same for batches). The leader
+ * yields rather than sleeps: the callers it waits for are runnable (just woken by the last
+ * group's end), and a sleep would add its own wake-up to the group's.
+ */
+static void
+group_gather(struct shard *sh)
+{
+    uint64_t limit = atomic_load_explicit(&sh->last_sync_ns, memory_order_relaxed) / 2;
+    limit = limit > GATHER_MAX_NS ? GATHER_MAX_NS : limit;
+    uint64_t deadline = 0;
+    while (limit != 0 && atomic_load(&sh->intake_n) < atomic_load(&sh->active_writers)) {
+        uint64_t now = htkv_now_ns();
+        if (deadline == 0) {
+            deadline = now + limit;
+        } else if (now >= deadline) {
+            break;
+        }
+        sched_yield();
+    }
+}
+
+/*
+ * Drain the intake and run one group: stage, sync, and mark every request done; the caller
+ * wakes them (group_wake). Returns how many requests of other callers were completed.
+ */
+static uint32_t
+group_run(struct shard *sh, struct put_req *self)
+{
+    group_gather(sh);
+    struct put_req *list = atomic_exchange_explicit(&sh->intake, NULL, memory_order_acquire);
+    struct put_req *fifo = NULL;
+    uint32_t n = 0;
+    while (list != NULL) { /* the stack is newest first: stage in arrival order */
+        struct put_req *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+        n++;
+    }
+    atomic_fetch_sub(&sh->intake_n, n);
+    pthread_mutex_lock(&sh->lock);
+    uint64_t upto = group_stage(sh, fifo);
+    int src = 0;
+    if (upto != 0) {
+        src = group_sync(sh, upto); /* releases the lock */
+    } else {
+        pthread_mutex_unlock(&sh->lock);
+    }
+    uint32_t others = 0;
+    for (struct put_req *r = fifo, *next; r != NULL; r = next) {
+        next = r->next; /* read before PR_DONE: then the request may be gone */
+        if (r->rc == 0 && src != 0) {
+            r->rc = src;
+        }
+        if (r == self) {
+            /* The leader no longer waits to push: groups it gathers next need not count it. */
+            atomic_fetch_sub(&sh->active_writers, 1);
+            self->counted = false;
+        } else {
+            others++;
+        }
+        atomic_store_explicit(&r->state, PR_DONE, memory_order_release);
+    }
+    return others;
+}
+
+/* Wake every caller sleeping on the shard's put groups: they look at their requests again. */
+static void
+group_wake(struct shard *sh)
+{
+    atomic_fetch_add(&sh->done_word, 1);
+    htkv_futex_wake(&sh->done_word, INT_MAX);
+}
+
+/*
+ * Let go of `leading`, then look at the intake again (after the store, sequentially
+ * consistent: a request pushed before it is seen here, one pushed after finds no leader).
+ * Returns true when this caller took `leading` back to run what is there.
+ */
+static bool
+group_release(struct shard *sh)
+{
+    atomic_store(&sh->leading, 0);
+    if (atomic_load(&sh->intake) == NULL) {
+        return false;
+    }
+    uint32_t free_ = 0;
+    return atomic_compare_exchange_strong(&sh->leading, &free_, 1);
+}
+
+/*
+ * Lead (`leading` is set) until the intake is empty or LEADER_ROUNDS_MAX groups ran. After each
+ * group the leader lets go *before* it wakes the group: in a closed loop the woken callers come
+ * back as pushers and the first of them leads the next group, with no hand-over wake-up.
+ */
+static void
+group_lead(struct shard *sh, struct put_req *self)
+{
+    unsigned rounds = 0;
+    for (;;) {
+        if (self->counted && atomic_load_explicit(&self->state, memory_order_acquire) == PR_DONE) {
+            /* Completed by the leader before this one: no push to wait for from this caller. */
+            atomic_fetch_sub(&sh->active_writers, 1);
+            self->counted = false;
+        }
+        struct put_req *top = atomic_load(&sh->intake); /* stays: only a leader drains */
+        if (top == NULL) {
+            if (!group_release(sh)) {
+                return;
+            }
+            continue;
+        }
+        if (rounds++ == LEADER_ROUNDS_MAX) {
+            /* Hand over to the caller of a waiting request. It may find a pusher leading
+             * already: that one drains its request. */
+            uint32_t waiting = PR_WAIT;
+            (void)atomic_compare_exchange_strong(&top->state, &waiting, PR_LEAD);
+            atomic_store(&sh->leading, 0);
+            group_wake(sh);
+            return;
+        }
+        uint32_t others = group_run(sh, self);
+        bool again = group_release(sh);
+        if (others > 0) {
+            group_wake(sh);
+        }
+        if (!again) {
+            return;
+        }
+    }
+}
+
+/* A put or delete in HTKV_SYNC_ALWAYS, inline: through the shard's put groups. */
+static int
+shard_put_grouped(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+                  uint32_t vlen, uint64_t hash, uint64_t *version)
+{
+    struct put_req r = { .key = key,
+                         .val = val,
+                         .klen = klen,
+                         .vlen = vlen,
+                         .hash = hash,
+                         .type = type,
+                         .counted = true };
+    atomic_init(&r.state, PR_WAIT);
+    atomic_fetch_add(&sh->active_writers, 1);
+    struct put_req *top = atomic_load_explicit(&sh->intake, memory_order_relaxed);
+    do {
+        r.next = top;
+    } while (!atomic_compare_exchange_weak(&sh->intake, &top, &r)); /* seq_cst: see above */
+    atomic_fetch_add(&sh->intake_n, 1);
+    for (;;) {
+        uint32_t free_ = 0;
+        if (atomic_compare_exchange_strong(&sh->leading, &free_, 1)) {
+            group_lead(sh, &r);
+        }
+        uint32_t st;
+        for (;;) {
+            uint32_t seen = atomic_load(&sh->done_word);
+            if ((st = atomic_load_explicit(&r.state, memory_order_acquire)) != PR_WAIT) {
+                break;
+            }
+            htkv_futex_wait(&sh->done_word, seen);
+        }
+        if (st == PR_DONE) {
+            break;
+        }
+        /* PR_LEAD: a leader handed over; try to lead (a leader may complete us meanwhile). */
+        uint32_t lead = PR_LEAD;
+        if (!atomic_compare_exchange_strong(&r.state, &lead, PR_WAIT)) {
+            break; /* PR_DONE */
+        }
+    }
+    if (r.counted) {
+        atomic_fetch_sub(&sh->active_writers, 1);
+    }
+    *version = r.rc == 0 ? r.version : 0;
+    return r.rc;
 }
 
 int
@@ -773,36 +1141,27 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
                 uint32_t vlen, uint64_t hash, uint64_t *version_out, uint64_t t0_ns)
 {
     struct shard *sh = db_shard(db, db_shard_of(db, hash));
-    uint64_t version = 0;
     struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
-    bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
-    if (always) {
-        atomic_fetch_add_explicit(&sh->active_writers, 1, memory_order_relaxed);
-    }
-    pthread_mutex_lock(&sh->lock);
-    int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
-    if (always) {
-        if (rc == 0) {
-            rc = shard_wait_durable(sh, version); /* releases the lock */
-        } else {
-            pthread_mutex_unlock(&sh->lock);
-        }
-        atomic_fetch_sub_explicit(&sh->active_writers, 1, memory_order_relaxed);
+    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && db->nworkers == 0) {
+        int rc = shard_put_grouped(sh, type, key, klen, val, vlen, hash, version_out);
         if (t0_ns != 0) {
             uint64_t now = htkv_now_ns();
             htkv_hist_record_shared(hist, now > t0_ns ? now - t0_ns : 0);
         }
-    } else {
-        if (rc == 0) {
-            shard_commit(sh, version);
-        }
-        if (t0_ns != 0) {
-            /* Under the lock: this thread is the histogram's only writer now. */
-            uint64_t now = htkv_now_ns();
-            htkv_hist_record(hist, now > t0_ns ? now - t0_ns : 0);
-        }
-        pthread_mutex_unlock(&sh->lock);
+        return rc;
     }
+    uint64_t version = 0;
+    pthread_mutex_lock(&sh->lock);
+    int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
+    if (rc == 0) {
+        shard_commit(sh, version);
+    }
+    if (t0_ns != 0) {
+        /* Under the lock: this thread is the histogram's only writer now. */
+        uint64_t now = htkv_now_ns();
+        htkv_hist_record(hist, now > t0_ns ? now - t0_ns : 0);
+    }
+    pthread_mutex_unlock(&sh->lock);
     *version_out = rc == 0 ? version : 0;
     return rc;
 }
