@@ -51,6 +51,7 @@ struct shard {
      * covered by sync number k sleep on sync_word[k & 1], bumped (then woken) when it ends. */
     uint64_t syncs_done;
     _Atomic uint32_t sync_word[2];
+    _Atomic uint32_t sync_sleepers; /* callers asleep on a sync_word (counted under the lock) */
     /* Gathering: before a group sync the leader waits (at most half the last sync's time, on
      * staged_cond) until as many writes are staged as callers are inside htkv_put/delete on this
      * shard (active_writers), so that writers just woken by the previous sync make this one. */
@@ -230,10 +231,17 @@ int htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *v
 int htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
                            uint32_t *shards_out, uint32_t *nshards_out);
 
+/* Test hook: groups a put-group leader runs in a row before it hands over (default 4; at
+ * least 1). Tests set 1 so that leadership changes hands after almost every group. Set it
+ * before any writer runs. */
+extern unsigned htkv_put_group_rounds;
+
 /*
- * Single-op fast path used by htkv_put/htkv_delete. A non-zero @p t0_ns (htkv_now_ns() when the
- * caller's call began) records the call's latency in the shard's put or delete histogram under
- * the lock; 0 records nothing (a worker: the caller's latency is recorded at completion).
+ * Single-op fast path used by htkv_put/htkv_delete: under the shard lock, or in inline
+ * HTKV_SYNC_ALWAYS through the shard's put groups (shard.c), returning once the write is
+ * durable and visible. A non-zero @p t0_ns (htkv_now_ns() when the caller's call began) records
+ * the call's latency in the shard's put or delete histogram; 0 records nothing (a worker: the
+ * caller's latency is recorded at completion).
  */
 int htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen,
                     const void *val, uint32_t vlen, uint64_t hash, uint64_t *version,

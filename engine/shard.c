@@ -648,8 +648,10 @@ shard_wait_durable(struct shard *sh, uint64_t version)
             }
             _Atomic uint32_t *w = &sh->sync_word[(sh->syncs_done + (sh->gathering ? 1 : 2)) & 1];
             uint32_t seen = atomic_load_explicit(w, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->sync_sleepers, 1, memory_order_relaxed);
             pthread_mutex_unlock(&sh->lock);
             htkv_futex_wait(w, seen);
+            atomic_fetch_sub_explicit(&sh->sync_sleepers, 1, memory_order_relaxed);
             if (atomic_load_explicit(&ro->visible, memory_order_acquire) >= version) {
                 return 0;
             }
@@ -811,7 +813,7 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
  * writer, 16 writers woken by a sync queued on the lock and re-staged one after the other, each
  * paying its own pwrite() and a wake-up through the mutex, which cost twice the fdatasync.
  *
- * A leader runs at most LEADER_ROUNDS_MAX groups in a row (so its own caller is not held for
+ * A leader runs at most htkv_put_group_rounds groups in a row (so its own caller is not held for
  * long); then it marks a waiting request PR_LEAD and wakes its caller, which tries to lead.
  * Leadership passes without a lost request: a pusher tries to take `leading` after its push; a
  * leader that lets go re-reads the intake after clearing `leading` (both sequentially
@@ -837,8 +839,8 @@ struct put_req {
     _Atomic uint32_t state; /* PR_* */
 };
 
-/* Groups one leader runs in a row at most. */
-#define LEADER_ROUNDS_MAX 4
+/* Groups one leader runs in a row at most (test hook: db.h). */
+unsigned htkv_put_group_rounds = 4;
 
 /*
  * Write out the records prepared for the requests [from, to) and install them, or fail them
@@ -940,7 +942,9 @@ group_sync(struct shard *sh, uint64_t upto)
         atomic_fetch_add_explicit(&sh->sync_word[(sh->syncs_done + 1) & 1], 1,
                                   memory_order_relaxed);
         pthread_cond_broadcast(&sh->synced_cond);
-        woke = true;
+        /* A caller of shard_wait_durable() counts itself under the lock before it reads a word
+         * to sleep on: none counted now, none sleeps on a value older than these bumps. */
+        woke = atomic_load_explicit(&sh->sync_sleepers, memory_order_relaxed) > 0;
         if (rc != 0) {
             rc = HTKV_EFAILED;
             break;
@@ -1047,7 +1051,7 @@ group_release(struct shard *sh)
 }
 
 /*
- * Lead (`leading` is set) until the intake is empty or LEADER_ROUNDS_MAX groups ran. After each
+ * Lead (`leading` is set) until the intake is empty or htkv_put_group_rounds groups ran. After each
  * group the leader lets go *before* it wakes the group: in a closed loop the woken callers come
  * back as pushers and the first of them leads the next group, with no hand-over wake-up.
  */
@@ -1068,7 +1072,7 @@ group_lead(struct shard *sh, struct put_req *self)
             }
             continue;
         }
-        if (rounds++ == LEADER_ROUNDS_MAX) {
+        if (rounds++ == htkv_put_group_rounds) {
             /* Hand over to the caller of a waiting request. It may find a pusher leading
              * already: that one drains its request. */
             uint32_t waiting = PR_WAIT;

@@ -12,6 +12,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,38 +69,54 @@ model_check(htkv_db *db, const struct model *m)
 }
 
 /*
+ * The put of write @p tag to key @p i returned @p rc: an acknowledged one enters the model, a
+ * failed one is remembered as "maybe" (its code must be in @p allowed). Returns 1 if it failed.
+ */
+static int
+model_put(struct model *m, unsigned i, uint64_t tag, int rc, const int *allowed, int nallowed)
+{
+    if (rc == 0) {
+        m->tag[i] = tag;
+        m->len[i] = (uint32_t)(1 + tag % 500);
+        m->nmaybe[i] = 0;
+        return 0;
+    }
+    bool known = false;
+    for (int a = 0; a < nallowed; a++) {
+        known = known || rc == allowed[a];
+    }
+    tu_context("put of key %u failed with %s", i, htkv_strerror(rc));
+    assert_true(known);
+    if (m->nmaybe[i] < 4) { /* more come only from a shard that refuses writes outright */
+        m->maybe[i][m->nmaybe[i]++] = tag;
+    }
+    return 1;
+}
+
+/* Put write @p tag (1 + tag % 500 bytes) to key @p i. */
+static int
+put_tag(htkv_db *db, unsigned i, uint64_t tag)
+{
+    unsigned char val[600];
+    char key[32];
+    uint32_t len = (uint32_t)(1 + tag % 500);
+    tu_fill(val, len, tag);
+    return htkv_put(db, key, key_of(i, key), val, len);
+}
+
+/*
  * @p n seeded puts; each acknowledged one enters the model, each failed one is remembered as
  * "maybe". Returns the number of failed calls; every failure code must be in @p allowed.
  */
 static int
 workload(htkv_db *db, struct model *m, uint64_t *seed, int n, const int *allowed, int nallowed)
 {
-    unsigned char val[600];
-    char key[32];
     int failed = 0;
     for (int k = 0; k < n; k++) {
         uint64_t r = tu_rand(seed);
         unsigned i = (unsigned)(r % NKEYS);
         uint64_t tag = (r >> 8) | 1;
-        uint32_t len = (uint32_t)(1 + tag % 500);
-        tu_fill(val, len, tag);
-        int rc = htkv_put(db, key, key_of(i, key), val, len);
-        if (rc == 0) {
-            m->tag[i] = tag;
-            m->len[i] = len;
-            m->nmaybe[i] = 0;
-            continue;
-        }
-        bool known = false;
-        for (int a = 0; a < nallowed; a++) {
-            known = known || rc == allowed[a];
-        }
-        tu_context("put %d failed with %s", k, htkv_strerror(rc));
-        assert_true(known);
-        if (m->nmaybe[i] < 4) { /* more come only from a shard that refuses writes outright */
-            m->maybe[i][m->nmaybe[i]++] = tag;
-        }
-        failed++;
+        failed += model_put(m, i, tag, put_tag(db, i, tag), allowed, nallowed);
     }
     return failed;
 }
@@ -187,6 +204,94 @@ test_fault_write_through_countdown(void **state)
         reopen_check(db, &cfg, &m);
         tu_rmrf(dir);
         free(dir);
+    }
+}
+
+/* Concurrent callers: thread t writes the keys i with i % GROUP_THREADS == t, so that each key's
+ * writes keep their order and the threads' logs replay into one model after the join. */
+#define GROUP_THREADS 8
+#define GROUP_PUTS 120
+
+struct group_writer {
+    htkv_db *db;
+    unsigned id;
+    uint64_t seed;
+    unsigned key[GROUP_PUTS];
+    uint64_t tag[GROUP_PUTS];
+    int rc[GROUP_PUTS];
+};
+
+static void *
+group_writer_main(void *arg)
+{
+    struct group_writer *w = arg;
+    for (int k = 0; k < GROUP_PUTS; k++) {
+        uint64_t r = tu_rand(&w->seed);
+        w->key[k] = w->id + GROUP_THREADS * (unsigned)(r % (NKEYS / GROUP_THREADS));
+        w->tag[k] = (r >> 8) | 1;
+        w->rc[k] = put_tag(w->db, w->key[k], w->tag[k]);
+    }
+    return NULL;
+}
+
+/* Goal: with 8 callers sharing one shard in HTKV_SYNC_ALWAYS (inline, their puts staged and
+ * synced in groups), a write failing (EIO or torn; the N-th, N = 1, 3, 6) or an fdatasync
+ * failing (the N-th) fails every put of the groups it met, with -EIO or HTKV_EFAILED, wakes
+ * every caller, stops the shard for good when it hit its records, and acknowledges nothing it
+ * lost: every acknowledged put reads back at once and after reopen, no failed one reads back
+ * except as a "maybe". */
+static void
+test_fault_concurrent_groups(void **state)
+{
+    (void)state;
+    static const struct {
+        int op, err;
+    } faults[] = { { HTKV_FAULT_WRITE, EIO },
+                   { HTKV_FAULT_WRITE, HTKV_FAULT_TORN },
+                   { HTKV_FAULT_SYNC, EIO } };
+    static const uint64_t nths[] = { 1, 3, 6 };
+    static const int allowed[] = { -EIO, HTKV_EFAILED };
+    for (size_t f = 0; f < sizeof(faults) / sizeof(faults[0]); f++) {
+        for (size_t k = 0; k < sizeof(nths) / sizeof(nths[0]); k++) {
+            uint64_t seed = tu_seed("fault-groups") + f * 16 + k;
+            char *dir = tu_tmpdir("fault-groups");
+            htkv_config cfg;
+            tu_config(&cfg, dir, HTKV_SYNC_ALWAYS);
+            cfg.shard_count = 1;
+            cfg.max_segment_bytes = 64u << 10;
+            cfg.compaction_interval_ms = 0;
+            htkv_db *db = tu_open(&cfg);
+            static struct group_writer w[GROUP_THREADS];
+            pthread_t th[GROUP_THREADS];
+            htkv_fault_arm(faults[f].op, nths[k], faults[f].err, false);
+            for (unsigned t = 0; t < GROUP_THREADS; t++) {
+                w[t] = (struct group_writer){ .db = db, .id = t, .seed = seed * 31 + t + 1 };
+                assert_int_equal(pthread_create(&th[t], NULL, group_writer_main, &w[t]), 0);
+            }
+            for (unsigned t = 0; t < GROUP_THREADS; t++) {
+                assert_int_equal(pthread_join(th[t], NULL), 0);
+            }
+            tu_context("fault %zu nth %llu", f, (unsigned long long)nths[k]);
+            assert_true(htkv_fault_injected() >= 1);
+            htkv_fault_disarm();
+            static struct model m;
+            memset(&m, 0, sizeof(m));
+            int failed = 0;
+            for (unsigned t = 0; t < GROUP_THREADS; t++) {
+                for (int p = 0; p < GROUP_PUTS; p++) {
+                    failed += model_put(&m, w[t].key[p], w[t].tag[p], w[t].rc[p], allowed, 2);
+                }
+            }
+            assert_true(failed >= 1);
+            if (tu_stats(db).failed) { /* a write or sync of the records failed (not a manifest
+                                          write): no later put is trusted to that shard */
+                assert_int_equal(put_tag(db, 0, 7), HTKV_EFAILED);
+            }
+            model_check(db, &m);
+            reopen_check(db, &cfg, &m);
+            tu_rmrf(dir);
+            free(dir);
+        }
     }
 }
 
@@ -807,6 +912,7 @@ main(void)
         cmocka_unit_test(test_fault_fdatasync_eio_countdown),
         cmocka_unit_test(test_fault_write_through_countdown),
         cmocka_unit_test(test_fault_write_through_batch_part),
+        cmocka_unit_test(test_fault_concurrent_groups),
         cmocka_unit_test(test_fault_enospc_read_only_then_reopen),
         cmocka_unit_test(test_fault_torn_manifest_edit),
         cmocka_unit_test(test_fault_inside_compaction),
