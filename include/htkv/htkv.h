@@ -127,8 +127,9 @@ typedef struct htkv_config {
     const char *data_dir; /**< Store directory; created if missing. Default ".hightower". */
     /**
      * Worker threads that own the shards and sync their writes in groups through io_uring;
-     * 0 = inline: every write runs on the caller's thread under its shard's lock (with
-     * leader/follower group commit in HTKV_SYNC_ALWAYS). Default 0: a hand-off to a worker costs
+     * 0 = inline: every write runs on the caller's thread under its shard's lock; in
+     * HTKV_SYNC_ALWAYS concurrent puts and deletes of a shard are written and synced as a group
+     * by one of their callers while the others sleep. Default 0: a hand-off to a worker costs
      * a wake-up whenever the worker sleeps, so inline is faster for synchronous callers; use
      * workers for the asynchronous API, or with more cores than calling threads.
      */
@@ -137,8 +138,8 @@ typedef struct htkv_config {
      * Shards, fixed at creation (1..1024). 0 = 2 x CPUs in [4, 64], except for a store created in
      * HTKV_SYNC_ALWAYS: one per worker thread (1 inline), because each shard with waiting writers
      * costs an fdatasync of its own per group commit, so fewer shards make larger groups (16
-     * durable writers inline: ~1.6x the puts/s of 4 shards). The count stays when the store is
-     * reopened in another mode.
+     * durable writers inline on a 2-vCPU VM: 2-3.5x the puts/s of 4 shards). The count stays
+     * when the store is reopened in another mode.
      */
     unsigned shard_count;
     uint64_t max_segment_bytes; /**< Segment rotation size. Default 64 MiB. */
@@ -327,7 +328,10 @@ HTKV_API int htkv_close(htkv_db *db);
  *         HTKV_EREADONLY; HTKV_ECLOSED; HTKV_EFAILED (an fdatasync failed earlier); -ENOSPC
  *         (no space: the store refuses writes until reopened, reads go on); -ENOMEM; -EIO;
  *         -EOVERFLOW (every version up to 2^62 is taken: only a store restored or recovered
- *         from files that claim versions that high gets there; nothing is written).
+ *         from files that claim versions that high gets there; nothing is written). In
+ *         HTKV_SYNC_ALWAYS the puts and deletes that concurrent callers make in one shard are
+ *         written and synced together: a failed write or fdatasync fails all of them (-EIO or
+ *         HTKV_EFAILED), and the shard then refuses writes until the store is reopened.
  * @context Any thread. Returns after the write is applied (visible to every later get, from any
  *          thread) and, in HTKV_SYNC_ALWAYS, durable.
  */

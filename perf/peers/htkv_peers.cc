@@ -126,7 +126,7 @@ class Pool
 struct Sizes {
     uint64_t put_small = 300000, put_medium = 100000, put_large = 30000;
     uint64_t gets = 1000000, prefix_queries = 10000, batches = 64, bulk = 1000000;
-    uint64_t durable = 2000, group_batches = 500, conc_per_thread = 200, lat_gets = 200000;
+    uint64_t durable = 2000, group_batches = 500, conc_per_thread = 1000, lat_gets = 200000;
 };
 
 struct Ctx {
