@@ -774,8 +774,7 @@ shard_commit1(struct shard *sh, struct hidx_ent *e)
     shard_install(sh, e);
     sh->appended = e->version;
     sh->metrics.unsynced_writes++;
-    hist_add(&sh->metrics.bytes_written,
-             htkv_rec_size(e->key_len, e->rec_bytes - REC_HDR_BYTES - e->key_len));
+    hist_add(&sh->metrics.bytes_written, htkv_align_up(e->rec_bytes, REC_ALIGN));
 }
 
 int
@@ -804,18 +803,21 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
  *
  * A caller's put or delete is a put_req on its stack, pushed on the shard's intake (a lock-free
  * stack: pushes only, drained whole, so no ABA). The caller that then finds no leader becomes
- * it; the others sleep on their request's state. The leader gathers (waits, at most half the
- * last sync, until as many requests are in the intake as callers are inside a put or delete of
- * the shard), drains the intake, and under the shard lock prepares every record of the group
- * into the write-through buffer, writes it with one pwrite(), installs the entries and runs one
- * fdatasync for all of them; then it completes each request and wakes its caller. Followers
- * never take the shard lock, and the group's records cost one system call: with a mutex per
- * writer, 16 writers woken by a sync queued on the lock and re-staged one after the other, each
- * paying its own pwrite() and a wake-up through the mutex, which cost twice the fdatasync.
+ * it; the others sleep on done_word until their request's state changes. The leader gathers
+ * (yields, at most half the last sync, until as many requests are in the intake as callers are
+ * inside a put or delete of the shard), drains the intake, and under the shard lock prepares
+ * every record of the group into the write-through buffer, writes them with one pwrite(),
+ * installs the entries and runs one fdatasync for all of them; then it marks every request
+ * done, lets go of `leading`, and wakes the group with one futex call. Followers never take the
+ * shard lock, and a group costs three system calls: with a mutex per writer, 16 writers woken
+ * by a sync queued on the lock and re-staged one after the other, each paying its own pwrite()
+ * and a wake-up through the mutex, which took twice the fdatasync.
  *
- * A leader runs at most htkv_put_group_rounds groups in a row (so its own caller is not held for
- * long); then it marks a waiting request PR_LEAD and wakes its caller, which tries to lead.
- * Leadership passes without a lost request: a pusher tries to take `leading` after its push; a
+ * Letting go before the wake-up means that in a closed loop the first woken caller to push
+ * again leads the next group, with no hand-over. A leader that finds the intake refilled runs
+ * at most htkv_put_group_rounds groups in a row (so its own caller is not held for long); then
+ * it marks a waiting request PR_LEAD and wakes the callers, and that request's caller tries to
+ * lead. No request is lost between leaders: a pusher tries to take `leading` after its push, a
  * leader that lets go re-reads the intake after clearing `leading` (both sequentially
  * consistent), so one of the two sees the other.
  *
