@@ -23,7 +23,24 @@
 /* Largest batch: 1 GiB of records. */
 #define BATCH_BYTES_MAX (1ull << 30)
 
-struct put_req; /* shard.c */
+/*
+ * A put or delete staged as part of a group (shard.c, "put groups"; worker.c): the caller's
+ * command, and what staging made of it (rc, version). Lives on its caller's stack (or in a
+ * worker's scratch array) until it is done.
+ */
+struct put_req {
+    struct put_req *next;
+    const void *key;
+    const void *val;
+    uint32_t klen, vlen;
+    uint64_t hash;
+    uint64_t version; /* set with rc == 0 */
+    struct hidx_ent *ent;
+    int rc;
+    uint8_t type;           /* REC_SET or REC_DEL */
+    bool counted;           /* put groups: still counted in active_writers */
+    _Atomic uint32_t state; /* put groups: PR_* (shard.c) */
+};
 
 struct shard {
     pthread_mutex_t lock; /* writers of this shard */
@@ -253,6 +270,15 @@ int htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t 
  */
 int htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen,
                       const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
+
+/*
+ * Stage the puts and deletes of @p list (linked by next, all of shard @p sh) in order, lock
+ * held: each gets rc, and version when rc is 0 (a delete of an absent key: HTKV_ENOTFOUND).
+ * Their records go out with one write (more only around deletes and segment rotations); a
+ * failed write fails every request it carried and stops the shard. Returns the highest
+ * version staged, 0 for none. Nothing is visible until htkv_shard_publish() covers it.
+ */
+uint64_t htkv_shard_stage_group(struct shard *sh, struct put_req *list);
 
 /* Make every staged version <= @p version visible and retire what it superseded (lock held). */
 void htkv_shard_publish(struct shard *sh, uint64_t version);

@@ -827,20 +827,6 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
  */
 enum { PR_WAIT = 0, PR_DONE = 1, PR_LEAD = 2 };
 
-struct put_req {
-    struct put_req *next;
-    const void *key;
-    const void *val;
-    uint32_t klen, vlen;
-    uint64_t hash;
-    uint64_t version; /* set with rc == 0 */
-    struct hidx_ent *ent;
-    int rc;
-    uint8_t type;
-    bool counted;           /* still counted in active_writers */
-    _Atomic uint32_t state; /* PR_* */
-};
-
 /* Groups one leader runs in a row at most (test hook: db.h). */
 unsigned htkv_put_group_rounds = 4;
 
@@ -879,13 +865,12 @@ shard_needs_segment(struct shard *sh, uint64_t size)
 }
 
 /*
- * Stage the requests of @p list in order (lock held): each gets rc (and version when 0).
  * Records go out with one pwrite(), except that what is prepared is written and installed
  * first before a delete (it reads the index) and before a record that starts a new segment
- * (sealing writes behind the buffer). Returns the highest version installed, 0 for none.
+ * (sealing writes behind the buffer).
  */
-static uint64_t
-group_stage(struct shard *sh, struct put_req *list)
+uint64_t
+htkv_shard_stage_group(struct shard *sh, struct put_req *list)
 {
     struct put_req *from = list;
     uint32_t prepared = 0;
@@ -896,6 +881,8 @@ group_stage(struct shard *sh, struct put_req *list)
             from = r;
             prepared = 0;
         }
+        r->ent = NULL;
+        r->version = 0;
         r->rc = shard_prepare1(sh, r->type, r->key, r->klen, r->val, r->vlen, r->hash, prepared + 1,
                                &r->ent);
         prepared += r->rc == 0;
@@ -1003,7 +990,7 @@ group_run(struct shard *sh, struct put_req *self)
     }
     atomic_fetch_sub(&sh->intake_n, n);
     pthread_mutex_lock(&sh->lock);
-    uint64_t upto = group_stage(sh, fifo);
+    uint64_t upto = htkv_shard_stage_group(sh, fifo);
     int src = 0;
     if (upto != 0) {
         src = group_sync(sh, upto); /* releases the lock */

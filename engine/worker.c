@@ -133,42 +133,13 @@ waiting_push(struct worker *w, struct wreq *r)
     return 0;
 }
 
-/* Stage one request. Acknowledges it unless it must wait for a group sync. */
+/*
+ * A request was staged with @p rc and @p version (its shards in r->parts): acknowledge it now
+ * when nothing was written, else let it wait for the group syncs of its shards.
+ */
 static void
-worker_stage(struct worker *w, struct wreq *r)
+worker_staged(struct worker *w, struct wreq *r, int rc, uint64_t version)
 {
-    struct htkv_db *db = w->db;
-    bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
-    uint64_t version = 0;
-    int rc;
-    if (r->kind == WREQ_BATCH) {
-        if (!always) {
-            rc = htkv_shard_apply(db, r->batch, &version);
-            wreq_complete(r, rc, version);
-            return;
-        }
-        size_t n = r->batch->nops;
-        r->parts = n <= 1 ? &r->part_one : htkv_mem_alloc(n * sizeof(uint32_t));
-        if (r->parts == NULL) {
-            wreq_complete(r, -ENOMEM, 0);
-            return;
-        }
-        rc = htkv_shard_stage_batch(db, r->batch, &version, r->parts, &r->nparts);
-    } else {
-        uint8_t type = r->kind == WREQ_PUT ? REC_SET : REC_DEL;
-        if (!always) {
-            rc = htkv_shard_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version, 0);
-            wreq_complete(r, rc, version);
-            return;
-        }
-        struct shard *sh = db_shard(db, r->shard);
-        pthread_mutex_lock(&sh->lock);
-        rc = htkv_shard_stage1(sh, type, r->key, r->klen, r->val, r->vlen, r->hash, &version);
-        pthread_mutex_unlock(&sh->lock);
-        r->parts = &r->part_one;
-        r->part_one = r->shard;
-        r->nparts = 1;
-    }
     if (rc != 0 || version == 0) {
         wreq_complete(r, rc, version);
         return;
@@ -177,10 +148,97 @@ worker_stage(struct worker *w, struct wreq *r)
     if (waiting_push(w, r) != 0) {
         /* Staged but no room to wait: finish the wait synchronously, as inline mode does. */
         for (uint32_t i = 0; i < r->nparts; i++) {
-            (void)htkv_shard_sync(db_shard(db, r->parts[i]));
+            (void)htkv_shard_sync(db_shard(w->db, r->parts[i]));
         }
         wreq_complete(r, -ENOMEM, 0);
     }
+}
+
+/*
+ * HTKV_SYNC_ALWAYS: stage the puts and deletes drained since the last batch (w->pend), one
+ * group per shard in queue order, so that each shard gets one write for all of them
+ * (htkv_shard_stage_group), then let them wait for their group syncs.
+ */
+static void
+worker_stage_puts(struct worker *w)
+{
+    uint32_t n = w->npend;
+    w->npend = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct wreq *r = w->pend[i];
+        w->pr[i] = (struct put_req){ .key = r->key,
+                                     .val = r->val,
+                                     .klen = r->klen,
+                                     .vlen = r->vlen,
+                                     .hash = r->hash,
+                                     .type = r->kind == WREQ_PUT ? REC_SET : REC_DEL };
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (w->pend[i] == NULL) {
+            continue; /* staged with an earlier request's shard */
+        }
+        uint32_t shard = w->pend[i]->shard;
+        struct put_req *head = NULL, **tail = &head;
+        for (uint32_t k = i; k < n; k++) {
+            if (w->pend[k] != NULL && w->pend[k]->shard == shard) {
+                *tail = &w->pr[k];
+                tail = &w->pr[k].next;
+            }
+        }
+        *tail = NULL;
+        struct shard *sh = db_shard(w->db, shard);
+        pthread_mutex_lock(&sh->lock);
+        (void)htkv_shard_stage_group(sh, head);
+        pthread_mutex_unlock(&sh->lock);
+        for (uint32_t k = i; k < n; k++) {
+            struct wreq *r = w->pend[k];
+            if (r == NULL || r->shard != shard) {
+                continue;
+            }
+            w->pend[k] = NULL;
+            r->parts = &r->part_one;
+            r->part_one = shard;
+            r->nparts = 1;
+            worker_staged(w, r, w->pr[k].rc, w->pr[k].rc == 0 ? w->pr[k].version : 0);
+        }
+    }
+}
+
+/*
+ * Stage one request, or in HTKV_SYNC_ALWAYS set a put or delete aside for worker_stage_puts().
+ * Acknowledges it unless it must wait for a group sync.
+ */
+static void
+worker_stage(struct worker *w, struct wreq *r)
+{
+    struct htkv_db *db = w->db;
+    bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
+    uint64_t version = 0;
+    int rc;
+    if (r->kind != WREQ_BATCH) {
+        uint8_t type = r->kind == WREQ_PUT ? REC_SET : REC_DEL;
+        if (!always) {
+            rc = htkv_shard_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version, 0);
+            wreq_complete(r, rc, version);
+            return;
+        }
+        w->pend[w->npend++] = r; /* room for a whole drain */
+        return;
+    }
+    if (!always) {
+        rc = htkv_shard_apply(db, r->batch, &version);
+        wreq_complete(r, rc, version);
+        return;
+    }
+    worker_stage_puts(w); /* what came before the batch is staged before it */
+    size_t n = r->batch->nops;
+    r->parts = n <= 1 ? &r->part_one : htkv_mem_alloc(n * sizeof(uint32_t));
+    if (r->parts == NULL) {
+        wreq_complete(r, -ENOMEM, 0);
+        return;
+    }
+    rc = htkv_shard_stage_batch(db, r->batch, &version, r->parts, &r->nparts);
+    worker_staged(w, r, rc, version);
 }
 
 /* An fsync could not be submitted: its writes join the next group. */
@@ -369,6 +427,7 @@ worker_loop(struct worker *w)
             worker_stage(w, r);
             drained++;
         }
+        worker_stage_puts(w);
         worker_submit_group_syncs(w);
         if (db->cfg.sync_mode == HTKV_SYNC_INTERVAL && now_ns() >= w->next_interval_ns) {
             worker_interval_syncs(w);
@@ -443,6 +502,8 @@ worker_free(struct worker *w)
     htkv_mem_free(w->inflight_iseg);
     htkv_mem_free(w->inflight_t0);
     htkv_mem_free(w->inflight_group);
+    htkv_mem_free(w->pend);
+    htkv_mem_free(w->pr);
 }
 
 int
@@ -473,9 +534,15 @@ htkv_workers_start(struct htkv_db *db)
         w->inflight_iseg = htkv_mem_calloc(db->shard_count, sizeof(struct seg *));
         w->inflight_t0 = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
         w->inflight_group = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
+        bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
+        if (always) {
+            w->pend = htkv_mem_calloc(DRAIN_MAX, sizeof(*w->pend));
+            w->pr = htkv_mem_calloc(DRAIN_MAX, sizeof(*w->pr));
+        }
         if (rc == 0 &&
             (w->inflight_target == NULL || w->inflight_seg == NULL || w->inflight_iseg == NULL ||
-             w->inflight_t0 == NULL || w->inflight_group == NULL)) {
+             w->inflight_t0 == NULL || w->inflight_group == NULL ||
+             (always && (w->pend == NULL || w->pr == NULL)))) {
             rc = -ENOMEM;
         }
         if (rc == 0) {

@@ -12,7 +12,9 @@
  * make groups meet segment rotations. Variants: leadership handed over after every group (test
  * hook htkv_put_group_rounds = 1), and batches and htkv_flush() from other threads on the same
  * shard (they wait for syncs their own way, shard_wait_durable, and share them with the groups).
- * Runs are seeded (HTKV_SEED) and watched: a lost wake-up aborts with the seed.
+ * With two workers the same traffic checks the workers' group staging (one write per shard for
+ * the puts and deletes of a drain). Runs are seeded (HTKV_SEED) and watched: a lost wake-up
+ * aborts with the seed.
  */
 #include "engine/db.h"
 #include "tests/concurrency/cc_util.h"
@@ -245,10 +247,13 @@ check_all(htkv_db *db, struct pg_arg *args, unsigned n)
 /* 16 writers (and @p batchers batch threads) on one shard in ALWAYS, then the checks, reopen,
  * the checks again. */
 static void
-run_groups(const char *test, unsigned rounds, unsigned batchers)
+run_groups(const char *test, unsigned rounds, unsigned batchers, unsigned workers)
 {
     uint64_t seed = cc_seed(test);
-    struct cc_mode m = { 0, HTKV_IO_AUTO, HTKV_SYNC_ALWAYS };
+    struct cc_mode m = { workers, HTKV_IO_AUTO, HTKV_SYNC_ALWAYS };
+    if (workers > 0 && !cc_uring_available()) {
+        m.backend = HTKV_IO_SYNC;
+    }
     cc_set_mode(&m);
     char *dir = tu_tmpdir("put-groups");
     htkv_config cfg;
@@ -314,7 +319,7 @@ static void
 test_put_groups_models_and_races(void **state)
 {
     (void)state;
-    run_groups("test_put_groups_models_and_races", 4, 0);
+    run_groups("test_put_groups_models_and_races", 4, 0, 0);
 }
 
 /* Goal: the same when the leader hands over after every group (htkv_put_group_rounds = 1): the
@@ -324,7 +329,7 @@ static void
 test_put_groups_hand_over_every_group(void **state)
 {
     (void)state;
-    run_groups("test_put_groups_hand_over_every_group", 1, 0);
+    run_groups("test_put_groups_hand_over_every_group", 1, 0, 0);
 }
 
 /* Goal: batches and htkv_flush() on the same shard, which stage under the lock and wait for
@@ -335,7 +340,17 @@ static void
 test_put_groups_with_batches_and_flush(void **state)
 {
     (void)state;
-    run_groups("test_put_groups_with_batches_and_flush", 4, NBATCHERS);
+    run_groups("test_put_groups_with_batches_and_flush", 4, NBATCHERS, 0);
+}
+
+/* Goal: with two workers, the puts and deletes a worker drains are staged as one group per
+ * shard (one write), in queue order and around the batches between them, and every caller sees
+ * the same as inline. Method: as the batches test, through the workers' queues. */
+static void
+test_put_groups_workers(void **state)
+{
+    (void)state;
+    run_groups("test_put_groups_workers", 4, NBATCHERS, 2);
 }
 
 int
@@ -345,6 +360,7 @@ main(void)
         cmocka_unit_test(test_put_groups_models_and_races),
         cmocka_unit_test(test_put_groups_hand_over_every_group),
         cmocka_unit_test(test_put_groups_with_batches_and_flush),
+        cmocka_unit_test(test_put_groups_workers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
