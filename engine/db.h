@@ -34,7 +34,7 @@ struct put_req {
     const void *val;
     uint32_t klen, vlen;
     uint64_t hash;
-    uint64_t version; /* set with rc == 0 */
+    uint64_t version; /* staged version; 0 when staging failed */
     struct hidx_ent *ent;
     int rc;
     uint8_t type;           /* REC_SET or REC_DEL */

@@ -9,7 +9,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Sleep while *@p p == @p val (returns at once otherwise, and on a wake-up or a signal). */
@@ -17,15 +16,6 @@ static inline void
 htkv_futex_wait(_Atomic uint32_t *p, uint32_t val)
 {
     syscall(SYS_futex, (uint32_t *)p, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
-}
-
-/* As htkv_futex_wait(), for at most @p ns nanoseconds. */
-static inline void
-htkv_futex_wait_ns(_Atomic uint32_t *p, uint32_t val, uint64_t ns)
-{
-    struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u),
-                           .tv_nsec = (long)(ns % 1000000000u) };
-    syscall(SYS_futex, (uint32_t *)p, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
 }
 
 /* Wake up to @p n threads sleeping on @p p. */

@@ -24,6 +24,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -830,6 +831,17 @@ enum { PR_WAIT = 0, PR_DONE = 1, PR_LEAD = 2 };
 /* Groups one leader runs in a row at most (test hook: db.h). */
 unsigned htkv_put_group_rounds = 4;
 
+/* The caller of @p self no longer waits to push (its request is done): groups gathered from now
+ * on do not count it in active_writers. */
+static void
+group_uncount(struct shard *sh, struct put_req *self)
+{
+    if (self->counted) {
+        atomic_fetch_sub(&sh->active_writers, 1);
+        self->counted = false;
+    }
+}
+
 /*
  * Write out the records prepared for the requests [from, to) and install them, or fail them
  * all if the write fails (lock held).
@@ -888,11 +900,9 @@ htkv_shard_stage_group(struct shard *sh, struct put_req *list)
         prepared += r->rc == 0;
     }
     group_flush(sh, from, NULL, prepared);
-    uint64_t upto = 0;
+    uint64_t upto = 0; /* versions rise along the list; a failed request has none */
     for (struct put_req *r = list; r != NULL; r = r->next) {
-        if (r->rc == 0 && r->version > upto) {
-            upto = r->version;
-        }
+        upto = r->version > upto ? r->version : upto;
     }
     return upto;
 }
@@ -1004,9 +1014,7 @@ group_run(struct shard *sh, struct put_req *self)
             r->rc = src;
         }
         if (r == self) {
-            /* The leader no longer waits to push: groups it gathers next need not count it. */
-            atomic_fetch_sub(&sh->active_writers, 1);
-            self->counted = false;
+            group_uncount(sh, self); /* the leader's next groups need not wait for it */
         } else {
             others++;
         }
@@ -1049,10 +1057,8 @@ group_lead(struct shard *sh, struct put_req *self)
 {
     unsigned rounds = 0;
     for (;;) {
-        if (self->counted && atomic_load_explicit(&self->state, memory_order_acquire) == PR_DONE) {
-            /* Completed by the leader before this one: no push to wait for from this caller. */
-            atomic_fetch_sub(&sh->active_writers, 1);
-            self->counted = false;
+        if (atomic_load_explicit(&self->state, memory_order_acquire) == PR_DONE) {
+            group_uncount(sh, self); /* completed by the leader before this one */
         }
         struct put_req *top = atomic_load(&sh->intake); /* stays: only a leader drains */
         if (top == NULL) {
@@ -1122,10 +1128,8 @@ shard_put_grouped(struct shard *sh, uint8_t type, const void *key, uint32_t klen
             break; /* PR_DONE */
         }
     }
-    if (r.counted) {
-        atomic_fetch_sub(&sh->active_writers, 1);
-    }
-    *version = r.rc == 0 ? r.version : 0;
+    group_uncount(sh, &r);
+    *version = r.rc == 0 ? r.version : 0; /* a failed sync keeps the staged version */
     return r.rc;
 }
 

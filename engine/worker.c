@@ -199,7 +199,7 @@ worker_stage_puts(struct worker *w)
             r->parts = &r->part_one;
             r->part_one = shard;
             r->nparts = 1;
-            worker_staged(w, r, w->pr[k].rc, w->pr[k].rc == 0 ? w->pr[k].version : 0);
+            worker_staged(w, r, w->pr[k].rc, w->pr[k].version);
         }
     }
 }
