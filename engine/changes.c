@@ -156,7 +156,7 @@ htkv_changes_since(htkv_db *db, uint64_t version, htkv_changes **out)
         *out = NULL;
     }
     if (db == NULL || out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     struct htkv_changes *c = htkv_mem_calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -203,7 +203,7 @@ int
 htkv_changes_next(htkv_changes *c, htkv_command *cmd)
 {
     if (c == NULL || cmd == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->pos == c->count) {
         return 0;

@@ -122,7 +122,7 @@ seal_active(struct htkv_db *db, struct shard *sh)
 static int
 fence(struct htkv_db *db, uint64_t *floor)
 {
-    uint64_t w = atomic_load(&db->next_version) - 1;
+    uint64_t w = htkv_db_latest(db);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         int rc = htkv_shard_sync_force(db_shard(db, i));
         if (rc != 0) {
@@ -435,15 +435,20 @@ compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
     return 1;
 }
 
-/* Oldest victim of @p sh with an id above @p after, or NULL (lock taken). */
+/*
+ * Oldest victim of @p sh with an id in (@p after, @p below), or NULL (lock taken). A pass bounds
+ * @p below by the shard's active segment when it starts on the shard: its copies go to that
+ * segment and to newer ones, which must never become its own victims, or a full pass over a
+ * shard with tombstones (every sealed segment is a victim) would chase its own output forever.
+ */
 static struct seg *
-next_victim(struct htkv_db *db, struct shard *sh, uint64_t after, bool full)
+next_victim(struct htkv_db *db, struct shard *sh, uint64_t after, uint64_t below, bool full)
 {
     pthread_mutex_lock(&sh->lock);
     struct seg *v = NULL;
     for (size_t i = 0; i < sh->nsegs && v == NULL; i++) {
         struct seg *s = sh->segs[i];
-        if (s->id > after && is_victim(db, sh, s, full)) {
+        if (s->id > after && s->id < below && is_victim(db, sh, s, full)) {
             v = s;
         }
     }
@@ -451,11 +456,22 @@ next_victim(struct htkv_db *db, struct shard *sh, uint64_t after, bool full)
     return v;
 }
 
+/* Id of the active segment of @p sh (every older one is a candidate), or UINT64_MAX. */
+static uint64_t
+active_id(struct shard *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    struct seg *s = shard_active(sh);
+    uint64_t id = s != NULL ? s->id : UINT64_MAX;
+    pthread_mutex_unlock(&sh->lock);
+    return id;
+}
+
 static bool
 any_victim(struct htkv_db *db, bool full)
 {
     for (uint32_t i = 0; i < db->shard_count; i++) {
-        if (next_victim(db, db_shard(db, i), 0, full) != NULL) {
+        if (next_victim(db, db_shard(db, i), 0, UINT64_MAX, full) != NULL) {
             return true;
         }
     }
@@ -522,9 +538,9 @@ htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
     rc = fence(db, &floor);
     for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
         struct shard *sh = db_shard(db, i);
-        uint64_t after = 0;
+        uint64_t after = 0, below = active_id(sh);
         struct seg *v;
-        while (rc == 0 && (v = next_victim(db, sh, after, full)) != NULL) {
+        while (rc == 0 && (v = next_victim(db, sh, after, below, full)) != NULL) {
             after = v->id;
             uint64_t bytes = v->tail - SEG_DATA_OFF;
             rc = compact_seg(db, sh, v, floor);

@@ -81,52 +81,52 @@ config_check(const htkv_config *c)
 {
     if (c->data_dir == NULL || c->data_dir[0] == '\0' || strlen(c->data_dir) > 3800) {
         htkv_set_error("data_dir must be a non-empty path of at most 3800 bytes");
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->shard_count > MAN_SHARDS_MAX) {
         htkv_set_error("shard_count must be at most %u", MAN_SHARDS_MAX);
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->max_segment_bytes < (1u << 16) || c->max_segment_bytes > SEG_BYTES_LIMIT) {
         htkv_set_error("max_segment_bytes must be in [64 KiB, 4 GiB)");
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->verify_checksums < 0 || c->verify_checksums > 2) {
         htkv_set_error("verify_checksums must be 0, 1 or 2");
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->sync_mode < HTKV_SYNC_NEVER || c->sync_mode > HTKV_SYNC_ALWAYS) {
         htkv_set_error("unknown sync_mode %d", c->sync_mode);
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->sync_mode == HTKV_SYNC_INTERVAL &&
         (c->fsync_interval_ms == 0 || c->fsync_interval_ms > 60000)) {
         htkv_set_error("fsync_interval_ms must be in [1, 60000]");
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->io_backend < HTKV_IO_AUTO || c->io_backend > HTKV_IO_SYNC) {
         htkv_set_error("unknown io_backend %d", c->io_backend);
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->worker_threads > 256) {
         htkv_set_error("worker_threads must be at most 256");
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->queue_depth == 0 || c->queue_depth > (1u << 20)) {
         htkv_set_error("queue_depth must be in [1, 1048576]");
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->recovery != HTKV_RECOVERY_STRICT && c->recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
         htkv_set_error("unknown recovery policy %d", c->recovery);
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (c->max_value_bytes == 0 || c->max_value_bytes > HTKV_VALUE_MAX_LIMIT) {
         htkv_set_error("max_value_bytes must be in [1, %u]", HTKV_VALUE_MAX_LIMIT);
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (!(c->compaction_min_garbage_ratio >= 0.0 && c->compaction_min_garbage_ratio <= 1.0)) {
         htkv_set_error("compaction_min_garbage_ratio must be in [0, 1]");
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     return 0;
 }
@@ -317,8 +317,43 @@ stop_compactor(struct htkv_db *db)
     }
 }
 
+/* ---- versions ------------------------------------------------------------------------------- */
+
+int
+htkv_db_reserve_versions(struct htkv_db *db, uint64_t v)
+{
+    if (db->read_only) {
+        return -EROFS;
+    }
+    uint64_t hwm = v > REC_VERSION_MAX - MAN_VERSION_BLOCK ? REC_VERSION_MAX : v + MAN_VERSION_BLOCK;
+    int rc = htkv_manifest_set_versions(db->man, hwm, 0, false);
+    if (rc != 0) {
+        htkv_set_error("%s: cannot reserve versions in the manifest: %s", db->dir,
+                       htkv_strerror(rc));
+        return rc;
+    }
+    /* The manifest's value is the larger of the concurrent reservations. */
+    uint64_t cur = atomic_load_explicit(&db->version_hwm, memory_order_relaxed);
+    while (cur < hwm && !atomic_compare_exchange_weak_explicit(&db->version_hwm, &cur, hwm,
+                                                               memory_order_release,
+                                                               memory_order_relaxed)) {
+    }
+    return 0;
+}
+
+uint64_t
+htkv_db_latest(struct htkv_db *db)
+{
+    uint64_t next = atomic_load_explicit(&db->next_version, memory_order_acquire);
+    uint64_t latest = next != db->open_next ? next - 1 : db->latest_at_open;
+    uint64_t sub = atomic_load_explicit(&db->submit_hi, memory_order_acquire);
+    latest = sub > latest ? sub : latest;
+    return latest > db->latest_at_open ? latest : db->latest_at_open;
+}
+
 /* ---- open ----------------------------------------------------------------------------------- */
 
+/* Names an htkv store may hold at its top level (CURRENT aside). */
 static bool
 is_store_name(const char *name)
 {
@@ -328,22 +363,76 @@ is_store_name(const char *name)
     return strcmp(name, "LOCK") == 0 || strcmp(name, "CURRENT.tmp") == 0 ||
            strcmp(name, "OPTIONS") == 0 || strcmp(name, "OPTIONS.tmp") == 0 ||
            (sscanf(name, "MANIFEST-%6llu%c", &n, &c) == 1 && strlen(name) == 15) ||
-           (sscanf(name, "shard-%3u%c", &s, &c) == 1 && strlen(name) == 9);
+           (sscanf(name, "shard-%3u%c", &s, &c) == 1 && strlen(name) == 9) ||
+           (sscanf(name, "snapshot-%6llu.sna%c", &n, &c) == 2 && c == 'p' && strlen(name) == 22);
 }
 
-/* A directory without CURRENT is empty, or holds only what an interrupted creation leaves. */
+/*
+ * Does top-level entry @p name (a store name) show that a store lived here? A shard directory
+ * holding anything, a manifest longer than the header and INIT edit that creation writes first,
+ * OPTIONS (written by a successful open) or a snapshot do. 1 = yes, 0 = no (what an interrupted
+ * creation leaves), HTKV_ENOTSTORE when a shard name is not a directory, or -errno.
+ */
+static int
+holds_store_data(struct htkv_db *db, const char *name)
+{
+    struct stat st;
+    if (fstatat(db->dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        return errno == ENOENT ? 0 : -errno;
+    }
+    if (strncmp(name, "shard-", 6) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            htkv_set_error("%s: '%s' is not a directory, so this is not an htkv store", db->dir,
+                           name);
+            return HTKV_ENOTSTORE;
+        }
+        int fd = openat(db->dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (d == NULL) {
+            int rc = -errno;
+            if (fd >= 0) {
+                close(fd);
+            }
+            return rc;
+        }
+        int found = 0;
+        struct dirent *de;
+        while (found == 0 && (de = readdir(d)) != NULL) {
+            found = strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+        }
+        closedir(d);
+        return found;
+    }
+    if (strncmp(name, "MANIFEST-", 9) == 0) {
+        return st.st_size > (off_t)(MAN_HDR_BYTES + MAN_EDIT_HDR + 16);
+    }
+    return strcmp(name, "OPTIONS") == 0 || strncmp(name, "snapshot-", 9) == 0;
+}
+
+/*
+ * A directory without CURRENT is new only when it holds nothing of a store at any depth: it is
+ * empty, or holds what an interrupted creation leaves (LOCK, empty shard directories, the first
+ * manifest before CURRENT named it). 0, HTKV_ENOTSTORE (a name that is not part of a store),
+ * HTKV_ECORRUPT (a store that lost its CURRENT: nothing of it is touched, see htkvctl repair)
+ * or -errno.
+ */
 static int
 check_fresh_dir(struct htkv_db *db)
 {
-    DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(db->dir);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : dup(db->dir_fd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (d == NULL) {
         int rc = -errno;
         htkv_set_error("%s: cannot be listed: %s", db->dir, htkv_strerror(rc));
+        if (fd >= 0) {
+            close(fd);
+        }
         return rc;
     }
+    rewinddir(d); /* the duplicate shares its position with db->dir_fd */
     int rc = 0;
     struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
+    while (rc == 0 && (de = readdir(d)) != NULL) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
             continue;
         }
@@ -352,6 +441,13 @@ check_fresh_dir(struct htkv_db *db)
                            de->d_name);
             rc = HTKV_ENOTSTORE;
             break;
+        }
+        rc = holds_store_data(db, de->d_name);
+        if (rc == 1) {
+            htkv_set_error("%s: CURRENT is missing, but the directory holds a store ('%s'); "
+                           "nothing was changed: see htkvctl repair",
+                           db->dir, de->d_name);
+            rc = HTKV_ECORRUPT;
         }
     }
     closedir(d);
@@ -653,7 +749,7 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
         *out = NULL;
     }
     if (out == NULL || cfg == NULL || (!take_lock && !cfg->read_only)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = config_check(cfg);
     if (rc != 0) {
@@ -667,6 +763,7 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     db->cfg = *cfg;
     db->dir_fd = db->lock_fd = -1;
     db->read_only = cfg->read_only != 0;
+    db->unlocked = !take_lock;
     pthread_mutex_init(&db->syncer_lock, NULL);
     pthread_cond_init(&db->syncer_cond, NULL);
     pthread_mutex_init(&db->views_lock, NULL);
@@ -694,15 +791,16 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     }
     rc = htkv_manifest_load(db->dir_fd, !db->read_only, &db->man);
     if (rc == HTKV_ENOTFOUND) {
-        if (db->read_only || !cfg->create_if_missing) {
-            htkv_set_error("%s: no store here", db->dir);
-            goto fail;
-        }
         rc = check_fresh_dir(db);
-        if (rc == 0) {
+        if (rc == 0 && (db->read_only || !cfg->create_if_missing)) {
+            htkv_set_error("%s: no store here", db->dir);
+            rc = HTKV_ENOTFOUND;
+        } else if (rc == 0) {
             rc = create_store(db);
-        } else if (rc == HTKV_ENOTSTORE && db->lock_created) {
-            /* Leave a foreign directory as it was; a LOCK the unlink leaves is only a file. */
+        }
+        if (rc != 0 && db->lock_created) {
+            /* Leave the directory as it was: the LOCK this open created goes (one the unlink
+             * leaves is only a file); nothing else was written. */
             (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(db->dir_fd, "LOCK", 0));
         }
     } else if (rc == 0 && !db->read_only) {
@@ -746,6 +844,51 @@ fail:
 
 /* ---- close ---------------------------------------------------------------------------------- */
 
+/* Test hook (db.h): close as a process killed at that moment leaves the store. */
+bool htkv_close_as_crash = false;
+
+/*
+ * After every shard's final sync succeeded: record in the manifest where each segment's records
+ * end (damage before that end is then never taken for a torn tail) and the latest version, which
+ * becomes the reservation too (nothing above it was acknowledged), so that a clean reopen skips
+ * no versions. Both are optional (a failure costs these checks or a skipped block of versions at
+ * the next open), so a failure is logged only.
+ */
+static void
+record_clean_close(struct htkv_db *db)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        n += db_shard(db, i)->nsegs;
+    }
+    uint32_t *shards = htkv_mem_alloc((n ? n : 1) * sizeof(*shards));
+    struct man_end *ends = htkv_mem_alloc((n ? n : 1) * sizeof(*ends));
+    int rc = shards == NULL || ends == NULL ? -ENOMEM : 0;
+    size_t k = 0;
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        struct shard *sh = db_shard(db, i);
+        for (size_t j = 0; j < sh->nsegs; j++) {
+            if (sh->segs[j]->tail > SEG_DATA_OFF) {
+                shards[k] = sh->id;
+                ends[k++] = (struct man_end){ .id = sh->segs[j]->id, .end = sh->segs[j]->tail };
+            }
+        }
+    }
+    if (rc == 0) {
+        rc = htkv_manifest_record_ends(db->man, shards, ends, k);
+    }
+    if (rc == 0) {
+        uint64_t latest = htkv_db_latest(db);
+        rc = htkv_manifest_set_versions(db->man, latest, latest, true);
+    }
+    if (rc != 0) {
+        htkv_db_log(db, HTKV_LOG_WARN, "%s: clean close not recorded in the manifest: %s", db->dir,
+                    htkv_strerror(rc));
+    }
+    htkv_mem_free(shards);
+    htkv_mem_free(ends);
+}
+
 int
 htkv_close(htkv_db *db)
 {
@@ -771,7 +914,8 @@ htkv_close(htkv_db *db)
         pthread_join(db->syncer, NULL);
     }
     int rc = 0;
-    if (!db->read_only) {
+    bool clean = true;
+    if (!db->read_only && !htkv_close_as_crash) {
         for (uint32_t i = 0; i < db->shard_count; i++) {
             struct shard *sh = db_shard(db, i);
             int src = htkv_shard_sync(sh);
@@ -786,6 +930,10 @@ htkv_close(htkv_db *db)
             if (src == 0 && !sh->failed) {
                 (void)htkv_hints_write(db, sh, true);
             }
+            clean = clean && src == 0 && !sh->failed;
+        }
+        if (clean && !atomic_load(&db->failed)) {
+            record_clean_close(db);
         }
     }
     db_free(db);
@@ -798,7 +946,7 @@ static inline int
 check_key(const void *key, size_t klen)
 {
     if (HTKV_UNLIKELY(key == NULL || klen == 0)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (HTKV_UNLIKELY(klen > HTKV_KEY_MAX)) {
         return HTKV_ETOOBIG;
@@ -843,14 +991,14 @@ int
 htkv_put(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen)
 {
     if (HTKV_UNLIKELY(db == NULL)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = check_key(key, klen);
     if (rc != 0) {
         return rc;
     }
     if (HTKV_UNLIKELY(val == NULL && vlen > 0)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (HTKV_UNLIKELY(vlen > db->cfg.max_value_bytes)) {
         return HTKV_ETOOBIG;
@@ -874,7 +1022,7 @@ int
 htkv_delete(htkv_db *db, const void *key, size_t klen)
 {
     if (HTKV_UNLIKELY(db == NULL)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = check_key(key, klen);
     if (rc == 0) {
@@ -980,7 +1128,7 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
         *version = 0;
     }
     if (HTKV_UNLIKELY(db == NULL || (buf == NULL && cap > 0))) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = check_key(key, klen);
     if (rc != 0) {
@@ -1041,11 +1189,11 @@ int
 htkv_get_alloc(htkv_db *db, const void *key, size_t klen, void **val, size_t *vlen)
 {
     if (val == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     *val = NULL;
     if (HTKV_UNLIKELY(db == NULL)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = check_key(key, klen);
     if (rc != 0) {
@@ -1085,7 +1233,7 @@ int
 htkv_contains(htkv_db *db, const void *key, size_t klen)
 {
     if (HTKV_UNLIKELY(db == NULL)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = check_key(key, klen);
     if (rc != 0) {
@@ -1109,7 +1257,7 @@ int
 htkv_batch_create(htkv_batch **out)
 {
     if (out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     *out = htkv_mem_calloc(1, sizeof(**out));
     return *out == NULL ? -ENOMEM : 0;
@@ -1120,7 +1268,7 @@ batch_add(htkv_batch *b, uint8_t type, const void *key, size_t klen, const void 
           uint64_t version)
 {
     if (b == NULL || (val == NULL && vlen > 0)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = check_key(key, klen);
     if (rc != 0) {
@@ -1248,7 +1396,7 @@ int
 htkv_write(htkv_db *db, htkv_batch *b)
 {
     if (db == NULL || b == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = check_write(db);
     if (rc != 0) {
@@ -1290,7 +1438,7 @@ static int
 db_async_check(struct htkv_db *db, htkv_done_fn done)
 {
     if (db == NULL || done == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     return check_write(db);
 }
@@ -1465,7 +1613,7 @@ int
 htkv_flush(htkv_db *db)
 {
     if (db == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (db->read_only) {
         return 0;
@@ -1489,7 +1637,7 @@ int
 htkv_stats(htkv_db *db, struct htkv_stats *out)
 {
     if (db == NULL || out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     unsigned slot;
     int rc = db_enter(db, &slot);
@@ -1523,7 +1671,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     if (path != NULL) {
         out->trie_bytes += sizeof(*path) + path->nshards * sizeof(path->runs[0]) + path->n;
     }
-    out->last_version = atomic_load(&db->next_version) - 1;
+    out->last_version = htkv_db_latest(db);
     pthread_mutex_lock(&db->views_lock);
     out->views_open = db->views_open;
     pthread_mutex_unlock(&db->views_lock);
@@ -1560,7 +1708,7 @@ htkv_metrics_write(htkv_db *db, FILE *f, int format)
 {
     if (db == NULL || f == NULL ||
         (format != HTKV_METRICS_TEXT && format != HTKV_METRICS_PROMETHEUS)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     unsigned slot;
     int rc = db_enter(db, &slot);
@@ -1578,7 +1726,7 @@ int
 htkv_compact_now(htkv_db *db)
 {
     if (db == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (db->read_only) {
         return HTKV_EREADONLY;

@@ -141,7 +141,21 @@ struct htkv_db {
     pthread_cond_t compactor_cond;
     _Atomic uint64_t compactions;
     uint64_t snapshot_seq; /* number of the last snapshot-NNNNNN.snap written (compact_lock) */
+    /*
+     * Versions never repeat (ARCHITECTURE.md, "Versions"). next_version is the next version a
+     * local write takes; version_hwm mirrors the manifest's reservation: a version above it is
+     * handed out only after htkv_db_reserve_versions() made a higher one durable. At open,
+     * next_version starts above the reservation (versions a crash may have taken back are
+     * skipped), latest_at_open is the latest version applied before, and open_next the first
+     * version of this open; submit_hi is the highest version htkv_submit() applied below
+     * open_next. htkv_db_latest() combines them.
+     */
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t next_version;
+    _Atomic uint64_t version_hwm;
+    _Atomic uint64_t submit_hi;
+    uint64_t latest_at_open;
+    uint64_t open_next;
+    bool unlocked; /* read-only without LOCK (htkv_db_open()): a writer may be appending */
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
     _Atomic int no_space;
     _Atomic int failed;
@@ -221,6 +235,33 @@ db_ent_check(struct htkv_db *db, struct hidx_ent *e)
     }
     return htkv_ent_check_slow(e);
 }
+
+/*
+ * Make versions up to @p v safe to hand out: record a reservation above @p v in the manifest
+ * (one fdatasync) unless one is already there. 0, -EROFS on a read-only handle, or the error of
+ * the manifest write (the version must then not be used).
+ */
+int htkv_db_reserve_versions(struct htkv_db *db, uint64_t v);
+
+/* Version @p v may be handed out: 0 (the usual case, one load), or as htkv_db_reserve_versions. */
+static inline int
+db_version_check(struct htkv_db *db, uint64_t v)
+{
+    if (HTKV_LIKELY(v <= atomic_load_explicit(&db->version_hwm, memory_order_acquire))) {
+        return 0;
+    }
+    return htkv_db_reserve_versions(db, v);
+}
+
+/* The latest version applied (htkv_latest_version()): never below one acknowledged before. */
+uint64_t htkv_db_latest(struct htkv_db *db);
+
+/*
+ * Test hook: while true, htkv_close() leaves the store as a process killed at that moment would
+ * (every acknowledged write in the page cache; no final sync, trim, hints or clean-close record
+ * in the manifest), for tests that damage the tail a crash leaves. Set it around one close.
+ */
+extern bool htkv_close_as_crash;
 
 /* Log through cfg.log_fn (or stderr for warnings and errors). */
 void htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)

@@ -355,7 +355,7 @@ htkv_hint_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t
         *bad_off = 0;
     }
     if (path == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     unsigned char *buf;
     uint64_t size;

@@ -1312,7 +1312,7 @@ htkv_inspect_verify(const char *dir, unsigned flags, htkv_db *db, struct htkv_in
                     htkv_inspect_issue_fn issue_fn, htkv_inspect_progress_fn progress_fn, void *ctx)
 {
     if (dir == NULL || out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     memset(out, 0, sizeof(*out));
     struct walk w = { .dir = dir,
@@ -1372,7 +1372,7 @@ int
 htkv_inspect_segments(htkv_db *db, htkv_inspect_seg_fn fn, void *ctx)
 {
     if (db == NULL || fn == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc = 0;
     for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
@@ -1411,7 +1411,7 @@ int
 htkv_inspect_store(htkv_db *db, struct htkv_inspect_store *out)
 {
     if (db == NULL || out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     HTKV_ASSERT(db->man != NULL);
     *out = (struct htkv_inspect_store){ .format = db->man->format,
@@ -1428,7 +1428,7 @@ int
 htkv_inspect_lock_shared(const char *dir, int *fd_out)
 {
     if (dir == NULL || fd_out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     *fd_out = -1;
     char path[INSPECT_PATH_MAX];
@@ -1468,7 +1468,7 @@ htkv_inspect_open_unlocked(const htkv_config *cfg, htkv_db **out)
         *out = NULL;
     }
     if (cfg == NULL || out == NULL || !cfg->read_only || cfg->data_dir == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     int rc;
     for (int t = 1;; t++) {

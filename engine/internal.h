@@ -85,6 +85,9 @@ void *htkv_mem_realloc_in(unsigned arena, void *p, size_t n);
 /* Thread-local error detail behind htkv_last_error(). printf-style. */
 void htkv_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void htkv_clear_error(void);
+/* Set the thread's error detail to "@p fn: invalid argument" and return -EINVAL, so that a call
+ * refused for bad input never leaves an older, unrelated detail in htkv_last_error(). */
+int htkv_einval(const char *fn);
 
 static inline uint16_t
 htkv_load16(const void *p)

@@ -6,6 +6,8 @@
  *      edits, sorted by id.
  *   2. next_seg_id is greater than every segment id ever added, so ids are never reused.
  *   3. An edit is appended at file_bytes and fdatasynced before the call returns.
+ *   4. An id is never both listed and gone; a gone id is never added again.
+ *   5. version_hwm is durable before any version above it is handed out (the callers' part).
  */
 #include "engine/manifest.h"
 #include "uring/ur_fault.h"
@@ -17,6 +19,8 @@
 #include <unistd.h>
 
 #include "engine/crc32c.h"
+#include "engine/rec.h"
+#include "engine/seg.h"
 
 #define MAN_MAGIC "HTKVMAN1"
 
@@ -126,9 +130,9 @@ man_apply_add(struct manifest *m, uint32_t shard, uint64_t id)
         s->seg_ids[i] = s->seg_ids[i - 1];
         i--;
     }
-    if (i > 0 && s->seg_ids[i - 1] == id) {
+    if ((i > 0 && s->seg_ids[i - 1] == id) || htkv_manifest_seg_gone(m, id)) {
         memmove(&s->seg_ids[i], &s->seg_ids[i + 1], (s->count - i) * sizeof(uint64_t));
-        return HTKV_ECORRUPT; /* added twice */
+        return HTKV_ECORRUPT; /* added twice, or an id reused */
     }
     s->seg_ids[i] = id;
     s->count++;
@@ -136,6 +140,129 @@ man_apply_add(struct manifest *m, uint32_t shard, uint64_t id)
         m->next_seg_id = id + 1;
     }
     return 0;
+}
+
+/* Index of the first gone id >= @p id. */
+static size_t
+man_gone_lower(const struct manifest *m, uint64_t id)
+{
+    size_t lo = 0, hi = m->ngone;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->gone[mid].id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+bool
+htkv_manifest_seg_gone(const struct manifest *m, uint64_t id)
+{
+    size_t i = man_gone_lower(m, id);
+    return i < m->ngone && m->gone[i].id == id;
+}
+
+static int
+man_gone_add(struct manifest *m, uint32_t shard, uint64_t id)
+{
+    size_t i = man_gone_lower(m, id);
+    if (i < m->ngone && m->gone[i].id == id) {
+        return 0;
+    }
+    if (m->ngone == m->gone_cap) {
+        size_t cap = m->gone_cap ? m->gone_cap * 2 : 16;
+        struct man_gone *n = htkv_mem_realloc(m->gone, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        m->gone = n;
+        m->gone_cap = cap;
+    }
+    memmove(&m->gone[i + 1], &m->gone[i], (m->ngone - i) * sizeof(*m->gone));
+    m->gone[i] = (struct man_gone){ .id = id, .shard = shard };
+    m->ngone++;
+    return 0;
+}
+
+static void
+man_gone_remove(struct manifest *m, uint64_t id)
+{
+    size_t i = man_gone_lower(m, id);
+    if (i < m->ngone && m->gone[i].id == id) {
+        memmove(&m->gone[i], &m->gone[i + 1], (m->ngone - i - 1) * sizeof(*m->gone));
+        m->ngone--;
+    }
+}
+
+/* Index of the first recorded end with an id >= @p id. */
+static size_t
+man_end_lower(const struct manifest *m, uint64_t id)
+{
+    size_t lo = 0, hi = m->nends;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->ends[mid].id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+uint64_t
+htkv_manifest_seg_end(const struct manifest *m, uint64_t id)
+{
+    size_t i = man_end_lower(m, id);
+    return i < m->nends && m->ends[i].id == id ? m->ends[i].end : 0;
+}
+
+/* Room for @p more recorded ends without reallocating. 0 or -ENOMEM. */
+static int
+man_ends_reserve(struct manifest *m, size_t more)
+{
+    while (m->ends_cap < m->nends + more) {
+        size_t cap = m->ends_cap ? m->ends_cap * 2 : 16;
+        struct man_end *n = htkv_mem_realloc(m->ends, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        m->ends = n;
+        m->ends_cap = cap;
+    }
+    return 0;
+}
+
+/* Remember MAN_SEG_END {@p id, @p end}; a lower end than the one recorded changes nothing. */
+static int
+man_apply_end(struct manifest *m, uint64_t id, uint64_t end)
+{
+    size_t i = man_end_lower(m, id);
+    if (i < m->nends && m->ends[i].id == id) {
+        m->ends[i].end = end > m->ends[i].end ? end : m->ends[i].end;
+        return 0;
+    }
+    int rc = man_ends_reserve(m, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    memmove(&m->ends[i + 1], &m->ends[i], (m->nends - i) * sizeof(*m->ends));
+    m->ends[i] = (struct man_end){ .id = id, .end = end };
+    m->nends++;
+    return 0;
+}
+
+static void
+man_end_remove(struct manifest *m, uint64_t id)
+{
+    size_t i = man_end_lower(m, id);
+    if (i < m->nends && m->ends[i].id == id) {
+        memmove(&m->ends[i], &m->ends[i + 1], (m->nends - i - 1) * sizeof(*m->ends));
+        m->nends--;
+    }
 }
 
 static int
@@ -146,10 +273,25 @@ man_apply_drop(struct manifest *m, uint32_t shard, uint64_t id)
         if (s->seg_ids[i] == id) {
             memmove(&s->seg_ids[i], &s->seg_ids[i + 1], (s->count - i - 1) * sizeof(uint64_t));
             s->count--;
-            return 0;
+            man_end_remove(m, id);
+            /* Its file is obsolete now, whether or not its unlink happens. */
+            return man_gone_add(m, shard, id);
         }
     }
     return HTKV_ECORRUPT; /* dropping a segment that is not there */
+}
+
+/* Is @p id listed in shard @p shard? */
+static bool
+man_listed(const struct manifest *m, uint32_t shard, uint64_t id)
+{
+    const struct man_shard *s = &m->shards[shard];
+    for (size_t i = 0; i < s->count; i++) {
+        if (s->seg_ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Index of the first abort with a version >= @p version. */
@@ -238,6 +380,23 @@ man_new(int dir_fd, bool writable)
     return m;
 }
 
+/* Is a segment or hint file of gone id @p g still in its shard's directory? An error other than
+ * ENOENT counts as yes: the drop is then kept, which costs 28 bytes. */
+static bool
+man_gone_file_exists(const struct manifest *m, const struct man_gone *g)
+{
+    static const char *const ext[] = { "seg", "hint" };
+    for (size_t i = 0; i < 2; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "shard-%03u/%012llu.%s", g->shard, (unsigned long long)g->id,
+                 ext[i]);
+        if (faccessat(m->dir_fd, name, F_OK, 0) == 0 || errno != ENOENT) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * Write manifest number @p number holding INIT and every live segment and switch CURRENT to it;
  * leaves it open in m->fd. On failure the old manifest stays in use, and *unsure tells whether
@@ -251,7 +410,7 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     for (uint32_t s = 0; s < m->shard_count; s++) {
         segs += m->shards[s].count;
     }
-    size_t cap = MAN_HDR_BYTES + (MAN_EDIT_HDR + 16) * (segs + m->naborts + 3);
+    size_t cap = MAN_HDR_BYTES + MAN_EDIT_MAX * (segs + m->naborts + m->ngone + m->nends + 4);
     unsigned char *buf = htkv_mem_alloc(cap);
     if (buf == NULL) {
         return -ENOMEM;
@@ -283,6 +442,23 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
             kept++;
         }
     }
+    if (m->version_hwm > 0 || m->version_applied > 0) {
+        htkv_store64(p, m->version_hwm);
+        htkv_store64(p + 8, m->version_applied);
+        n += man_edit_encode(buf + n, MAN_VERSIONS, p, 16);
+    }
+    size_t gone_kept = 0;
+    for (size_t i = 0; i < m->ngone; i++) {
+        /* A drop is remembered while a file of it may be on disk: only such files need it. */
+        if (!man_listed(m, m->gone[i].shard, m->gone[i].id) &&
+            man_gone_file_exists(m, &m->gone[i])) {
+            htkv_store32(p, m->gone[i].shard);
+            htkv_store32(p + 4, 0);
+            htkv_store64(p + 8, m->gone[i].id);
+            n += man_edit_encode(buf + n, MAN_SEG_GONE, p, 16);
+            gone_kept++;
+        }
+    }
     if (m->next_seg_id > max_id + 1) {
         /* Ids above the live ones were handed out (dropped segments): keep them used. */
         memset(p, 0, 8);
@@ -295,6 +471,13 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
             htkv_store32(p + 4, 0);
             htkv_store64(p + 8, m->shards[s].seg_ids[i]);
             n += man_edit_encode(buf + n, MAN_SEG_ADD, p, 16);
+            uint64_t end = htkv_manifest_seg_end(m, m->shards[s].seg_ids[i]);
+            if (end > 0) {
+                unsigned char q[24];
+                memcpy(q, p, 16);
+                htkv_store64(q + 16, end);
+                n += man_edit_encode(buf + n, MAN_SEG_END, q, 24);
+            }
         }
     }
     HTKV_ASSERT(n <= cap);
@@ -353,6 +536,16 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     m->fd = fd;
     m->number = number;
     m->file_bytes = n;
+    if (gone_kept < m->ngone) {
+        size_t k = 0;
+        for (size_t i = 0; i < m->ngone; i++) {
+            if (!man_listed(m, m->gone[i].shard, m->gone[i].id) &&
+                man_gone_file_exists(m, &m->gone[i])) {
+                m->gone[k++] = m->gone[i];
+            }
+        }
+        m->ngone = k;
+    }
     if (kept < m->naborts) {
         /* Forget the aborts left out: no listed segment can hold their parts any more. */
         size_t k = 0;
@@ -473,6 +666,32 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
             } else {
                 rc = man_apply_abort(m, version, limit);
             }
+        } else if (type == MAN_VERSIONS && elen == 16 && have_init) {
+            uint64_t hwm = htkv_load64(p), applied = htkv_load64(p + 8);
+            if (hwm < applied || hwm > REC_VERSION_MAX) {
+                rc = HTKV_ECORRUPT;
+            } else {
+                m->version_hwm = hwm; /* the last edit wins: a clean close lowers it */
+                m->version_applied = applied > m->version_applied ? applied : m->version_applied;
+            }
+        } else if ((type == MAN_SEG_GONE || type == MAN_SEG_END) &&
+                   elen == (type == MAN_SEG_END ? 24u : 16u) && have_init) {
+            uint32_t shard = htkv_load32(p);
+            uint64_t id = htkv_load64(p + 8);
+            if (shard >= m->shard_count || id == 0 || id > MAN_SEG_ID_MAX ||
+                htkv_load32(p + 4) != 0) {
+                rc = HTKV_ECORRUPT;
+            } else if (type == MAN_SEG_GONE) {
+                rc = man_listed(m, shard, id) ? HTKV_ECORRUPT : man_gone_add(m, shard, id);
+                if (rc == 0 && id >= m->next_seg_id) {
+                    m->next_seg_id = id + 1;
+                }
+            } else {
+                uint64_t end = htkv_load64(p + 16);
+                rc = !man_listed(m, shard, id) || end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT
+                         ? HTKV_ECORRUPT
+                         : man_apply_end(m, id, end);
+            }
         } else if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && elen == 16 && have_init) {
             uint32_t shard = htkv_load32(p);
             uint64_t id = htkv_load64(p + 8);
@@ -504,11 +723,22 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
     return 0;
 }
 
-/* After the last good edit, only a torn edit may follow: everything after it must be zero or
- * fail to frame. A well-framed edit later on means damage in the middle. */
+/*
+ * After the last good edit, only one torn append may follow: its non-zero bytes must be fewer
+ * than one edit (an append that failed is zeroed by man_write_edits(); a torn one leaves part of
+ * one edit), and nothing later may frame as an edit. More means edits were lost (a cut or
+ * damaged file): corruption, since what they recorded was acted upon.
+ */
 static bool
 man_tail_is_torn(const unsigned char *buf, uint64_t from, uint64_t len)
 {
+    uint64_t last = len;
+    while (last > from && buf[last - 1] == 0) {
+        last--;
+    }
+    if (last - from >= MAN_EDIT_MAX) {
+        return false;
+    }
     for (uint64_t off = from + 4; off + MAN_EDIT_HDR <= len; off += 4) {
         uint32_t elen = htkv_load32(buf + off + 4);
         if (elen <= 64 && off + MAN_EDIT_HDR + elen <= len && elen > 0 &&
@@ -586,8 +816,9 @@ htkv_manifest_load(int dir_fd, bool writable, struct manifest **out)
     }
     if (end < len) {
         if (!man_tail_is_torn(buf, end, len)) {
-            htkv_set_error("%s: damaged edit at offset %llu followed by valid edits", name,
-                           (unsigned long long)end);
+            htkv_set_error("%s: damaged edits from offset %llu on (more than one torn append: "
+                           "edits were lost)",
+                           name, (unsigned long long)end);
             rc = HTKV_ECORRUPT;
             goto fail;
         }
@@ -763,6 +994,25 @@ htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_
     pthread_mutex_lock(&m->lock);
     struct man_shard *old = m->shards;
     uint64_t old_floor = m->batch_floor;
+    /* The new manifest calls the old segments gone (their files are removed after the commit)
+     * and lists the new ones, staged as gone until now. */
+    struct man_gone *gone_was = NULL;
+    size_t ngone_was = m->ngone;
+    if (rc == 0 && ngone_was > 0) {
+        gone_was = htkv_mem_alloc(ngone_was * sizeof(*gone_was));
+        rc = gone_was == NULL ? -ENOMEM : 0;
+        if (rc == 0) {
+            memcpy(gone_was, m->gone, ngone_was * sizeof(*gone_was));
+        }
+    }
+    for (uint32_t s = 0; s < m->shard_count && rc == 0; s++) {
+        for (size_t i = 0; i < old[s].count && rc == 0; i++) {
+            rc = man_gone_add(m, s, old[s].seg_ids[i]);
+        }
+        for (size_t i = 0; i < n[s].count; i++) {
+            man_gone_remove(m, n[s].seg_ids[i]);
+        }
+    }
     if (rc == 0) {
         m->shards = n;
         m->batch_floor = batch_floor > old_floor ? batch_floor : old_floor;
@@ -772,12 +1022,161 @@ htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_
             m->batch_floor = old_floor;
         }
     }
+    if (rc != 0 && (gone_was != NULL || ngone_was == 0)) {
+        if (ngone_was > 0) {
+            memcpy(m->gone, gone_was, ngone_was * sizeof(*gone_was));
+        }
+        m->ngone = ngone_was;
+    }
+    htkv_mem_free(gone_was);
     pthread_mutex_unlock(&m->lock);
     struct man_shard *dead = rc == 0 ? old : n;
     for (uint32_t s = 0; s < m->shard_count; s++) {
         htkv_mem_free(dead[s].seg_ids);
     }
     htkv_mem_free(dead);
+    return rc;
+}
+
+int
+htkv_manifest_stage_segs(struct manifest *m, const uint32_t *shards, const uint64_t *ids,
+                         size_t n)
+{
+    HTKV_ASSERT(m->writable);
+    if (n == 0) {
+        return 0;
+    }
+    unsigned char *buf = htkv_mem_alloc(n * (MAN_EDIT_HDR + 16));
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        HTKV_ASSERT(shards[i] < m->shard_count && ids[i] > 0);
+        unsigned char p[16];
+        htkv_store32(p, shards[i]);
+        htkv_store32(p + 4, 0);
+        htkv_store64(p + 8, ids[i]);
+        len += man_edit_encode(buf + len, MAN_SEG_GONE, p, 16);
+    }
+    pthread_mutex_lock(&m->lock);
+    int rc = 0;
+    if (m->gone_cap < m->ngone + n) {
+        /* Reserve first: once the edits are durable, nothing may fail. */
+        struct man_gone *g = htkv_mem_realloc(m->gone, (m->ngone + n) * sizeof(*g));
+        rc = g == NULL ? -ENOMEM : 0;
+        if (g != NULL) {
+            m->gone = g;
+            m->gone_cap = m->ngone + n;
+        }
+    }
+    if (rc == 0) {
+        rc = man_write_edits(m, buf, len);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int grc = man_gone_add(m, shards[i], ids[i]);
+        HTKV_ASSERT(grc == 0); /* room reserved above */
+    }
+    pthread_mutex_unlock(&m->lock);
+    htkv_mem_free(buf);
+    return rc;
+}
+
+int
+htkv_manifest_record_ends(struct manifest *m, const uint32_t *shards,
+                          const struct man_end *ends, size_t n)
+{
+    HTKV_ASSERT(m->writable);
+    unsigned char *buf = n ? htkv_mem_alloc(n * (MAN_EDIT_HDR + 24)) : NULL;
+    if (n > 0 && buf == NULL) {
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&m->lock);
+    size_t len = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ends[i].end <= htkv_manifest_seg_end(m, ends[i].id) ||
+            !man_listed(m, shards[i], ends[i].id)) {
+            continue;
+        }
+        unsigned char p[24];
+        htkv_store32(p, shards[i]);
+        htkv_store32(p + 4, 0);
+        htkv_store64(p + 8, ends[i].id);
+        htkv_store64(p + 16, ends[i].end);
+        len += man_edit_encode(buf + len, MAN_SEG_END, p, 24);
+        k++;
+    }
+    int rc = k > 0 ? man_ends_reserve(m, k) : 0;
+    if (rc == 0 && k > 0) {
+        rc = man_write_edits(m, buf, len);
+    }
+    for (size_t i = 0; rc == 0 && k > 0 && i < n; i++) {
+        if (man_listed(m, shards[i], ends[i].id)) {
+            int erc = man_apply_end(m, ends[i].id, ends[i].end);
+            HTKV_ASSERT(erc == 0); /* room reserved above */
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    htkv_mem_free(buf);
+    return rc;
+}
+
+int
+htkv_manifest_set_versions(struct manifest *m, uint64_t hwm, uint64_t applied, bool exact)
+{
+    HTKV_ASSERT(m->writable);
+    pthread_mutex_lock(&m->lock);
+    applied = applied > m->version_applied ? applied : m->version_applied;
+    hwm = hwm > applied ? hwm : applied;
+    hwm = exact || hwm > m->version_hwm ? hwm : m->version_hwm;
+    hwm = hwm > REC_VERSION_MAX ? REC_VERSION_MAX : hwm;
+    int rc = 0;
+    if (hwm != m->version_hwm || applied != m->version_applied) {
+        unsigned char p[16], e[MAN_EDIT_HDR + 16];
+        htkv_store64(p, hwm);
+        htkv_store64(p + 8, applied);
+        rc = man_write_edits(m, e, man_edit_encode(e, MAN_VERSIONS, p, 16));
+        if (rc == 0) {
+            m->version_hwm = hwm;
+            m->version_applied = applied;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int
+htkv_manifest_rebuild(int dir_fd, uint64_t number, uint32_t shard_count, uint64_t hash_seed,
+                      const struct man_shard *lists, uint64_t next_seg_id, uint64_t version_hwm,
+                      uint64_t version_applied)
+{
+    if (shard_count == 0 || shard_count > MAN_SHARDS_MAX || number == 0 || number > 999999 ||
+        version_hwm < version_applied || version_hwm > REC_VERSION_MAX) {
+        return htkv_einval(__func__);
+    }
+    struct manifest *m = man_new(dir_fd, true);
+    if (m == NULL) {
+        return -ENOMEM;
+    }
+    int rc = man_shards_alloc(m, shard_count);
+    m->hash_seed = hash_seed;
+    m->version_hwm = version_hwm;
+    m->version_applied = version_applied;
+    for (uint32_t s = 0; s < shard_count && rc == 0; s++) {
+        for (size_t i = 0; i < lists[s].count && rc == 0; i++) {
+            uint64_t id = lists[s].seg_ids[i];
+            rc = id == 0 || id > MAN_SEG_ID_MAX ? -EINVAL : man_apply_add(m, s, id);
+            rc = rc == HTKV_ECORRUPT ? -EINVAL : rc;
+        }
+    }
+    if (rc == 0 && next_seg_id > m->next_seg_id && next_seg_id <= MAN_SEG_ID_MAX + 1) {
+        m->next_seg_id = next_seg_id;
+    }
+    if (rc == 0) {
+        bool unsure;
+        rc = man_write_full(m, number, &unsure);
+    }
+    htkv_manifest_close(m);
     return rc;
 }
 
@@ -829,6 +1228,8 @@ htkv_manifest_close(struct manifest *m)
         htkv_mem_free(m->shards);
     }
     htkv_mem_free(m->aborts);
+    htkv_mem_free(m->gone);
+    htkv_mem_free(m->ends);
     pthread_mutex_destroy(&m->lock);
     htkv_mem_free(m);
 }

@@ -17,7 +17,24 @@
  * vouches for batches that were complete). Kept while a listed segment has an id below
  * seg_limit; a full rewrite leaves out the others.
  *
+ * MAN_SEG_GONE {shard u32, zero u32, seg_id u64}: no file of this id is part of the store: it was
+ * dropped (a full rewrite keeps the drops whose files are still on disk), or it is written by a
+ * snapshot restore that has not committed yet. Recovery removes such files; a segment file the
+ * manifest neither lists nor calls gone, holding anything after its header, is corruption: it
+ * may hold acknowledged data, and nothing is deleted on a guess.
+ * MAN_VERSIONS {hwm u64, applied u64}: no version above hwm was handed out; every version up to
+ * applied may have been acknowledged (a delete compacted away leaves no record of its version).
+ * The last edit wins: the writer raises hwm in blocks before it hands out versions above it, and
+ * a clean close lowers it to applied (everything acknowledged is durable by then).
+ * MAN_SEG_END {shard u32, zero u32, seg_id u64, end u64}: the records of the segment reach
+ * offset end and are durable (recorded at a clean close). A record that fails its check before
+ * this end is damage, never a torn tail; a segment shorter than it has lost data.
+ *
  * CURRENT holds "MANIFEST-NNNNNN\n" and is replaced by CURRENT.tmp + fsync + rename + fsync(dir).
+ *
+ * Rules: a missing CURRENT in a directory that holds anything of a store, a CURRENT naming a
+ * missing manifest, and a manifest damaged before its last edit are HTKV_ECORRUPT. A damaged
+ * tail is cut only when it is shorter than one edit (a torn append of the last edit) or zeros.
  */
 #ifndef HTKV_ENGINE_MANIFEST_H
 #define HTKV_ENGINE_MANIFEST_H
@@ -41,12 +58,33 @@ enum man_type {
     MAN_NEXT_ID = 4,
     MAN_BATCH_FLOOR = 5,
     MAN_BATCH_ABORT = 6,
+    MAN_SEG_GONE = 7,
+    MAN_VERSIONS = 8,
+    MAN_SEG_END = 9,
 };
+
+/* Longest edit (MAN_SEG_END): a damaged tail at least this long is not one torn append. */
+#define MAN_EDIT_MAX (MAN_EDIT_HDR + 24u)
+/* Versions reserved by one MAN_VERSIONS edit ahead of the counter: one fdatasync of the
+ * manifest per 2^20 writes, and at most that many versions skipped after a crash. */
+#define MAN_VERSION_BLOCK (1ull << 20)
 
 struct man_shard {
     uint64_t *seg_ids; /* sorted ascending */
     size_t count;
     size_t cap;
+};
+
+/* A segment id that is not part of the store (MAN_SEG_GONE, or dropped). */
+struct man_gone {
+    uint64_t id;
+    uint32_t shard;
+};
+
+/* The durable end of a segment's records (MAN_SEG_END). */
+struct man_end {
+    uint64_t id;
+    uint64_t end;
 };
 
 /* A batch a recovery did not apply (MAN_BATCH_ABORT). */
@@ -70,6 +108,12 @@ struct manifest {
     struct man_shard *shards;
     struct man_abort *aborts; /* sorted by version, no duplicates */
     size_t naborts, aborts_cap;
+    struct man_gone *gone; /* sorted by id, no duplicates */
+    size_t ngone, gone_cap;
+    struct man_end *ends; /* sorted by id, no duplicates */
+    size_t nends, ends_cap;
+    uint64_t version_hwm;     /* MAN_VERSIONS hwm (0: none recorded, a store of older format) */
+    uint64_t version_applied; /* MAN_VERSIONS applied */
 };
 
 /* Create a new store's manifest and CURRENT in @p dir_fd (borrowed). */
@@ -110,6 +154,43 @@ bool htkv_manifest_batch_aborted(const struct manifest *m, uint64_t version);
  */
 int htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_t batch_floor,
                           bool *unsure);
+
+/*
+ * Record that the segments @p ids (of shards @p shards, @p n of them) are not part of the store
+ * (MAN_SEG_GONE), before their files are created: a snapshot restore writes its segments only
+ * after this, so that files of a restore that never committed are known to be removable. Their
+ * listing by a later htkv_manifest_replace() takes precedence. 0, -ENOMEM or -errno.
+ */
+int htkv_manifest_stage_segs(struct manifest *m, const uint32_t *shards, const uint64_t *ids,
+                             size_t n);
+
+/* Is segment @p id known not to be part of the store (dropped, or staged)? */
+bool htkv_manifest_seg_gone(const struct manifest *m, uint64_t id);
+
+/* The durable end of segment @p id's records recorded by MAN_SEG_END, or 0. */
+uint64_t htkv_manifest_seg_end(const struct manifest *m, uint64_t id);
+
+/* Record MAN_SEG_END for @p n segments (one fdatasynced append; ends not above the recorded
+ * ones are skipped). 0, -ENOMEM or -errno. */
+int htkv_manifest_record_ends(struct manifest *m, const uint32_t *shards,
+                              const struct man_end *ends, size_t n);
+
+/*
+ * Record MAN_VERSIONS {hwm, applied} (one fdatasynced append when either changes); @p applied
+ * never moves back. Without @p exact, hwm only rises (call before any version above the old hwm
+ * is handed out); with it, hwm becomes max(@p hwm, applied), which is allowed only when nothing
+ * above it was handed out (a clean close). 0 or -errno (nothing changed).
+ */
+int htkv_manifest_set_versions(struct manifest *m, uint64_t hwm, uint64_t applied, bool exact);
+
+/*
+ * Write a new store's manifest number @p number in @p dir_fd (borrowed) holding @p lists
+ * (@p shard_count of them, ids ascending), @p next_seg_id and the versions, then switch CURRENT
+ * to it (htkvctl repair). The manifest is not kept open. 0, -ENOMEM or -errno.
+ */
+int htkv_manifest_rebuild(int dir_fd, uint64_t number, uint32_t shard_count, uint64_t hash_seed,
+                          const struct man_shard *lists, uint64_t next_seg_id, uint64_t version_hwm,
+                          uint64_t version_applied);
 
 /* Reserve a new segment id (not yet added). Thread-safe. */
 uint64_t htkv_manifest_next_seg_id(struct manifest *m);

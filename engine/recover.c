@@ -17,7 +17,13 @@
  *
  * Invariants
  *   1. After recovery, each key's head entry is its record with the highest version.
- *   2. next_version exceeds every version seen on disk, applied or not, so none is reused.
+ *   2. next_version exceeds every version seen on disk, applied or not, the manifest's applied
+ *      mark and its reservation (MAN_VERSIONS), so none is reused, not even one whose record
+ *      compaction or a power loss removed.
+ *   5. Nothing is deleted on a guess: a file the manifest does not list is removed only when
+ *      the manifest calls it gone or it holds no record; otherwise the open fails.
+ *   6. A record that fails its check before the end the segment's records are known to reach
+ *      (a clean close's MAN_SEG_END, a whole hint's tail, a SEAL) is damage, never a torn tail.
  *   3. When the store is writable, a cut tail is zeroed and fdatasynced before open returns.
  *   4. A batch found incomplete is never applied later: when the store is writable its version
  *      is recorded in the manifest (MAN_BATCH_ABORT) before open returns, so that a batch floor
@@ -218,10 +224,14 @@ batch_discard(struct recov *rv, struct shard *sh)
     rv->nbents = 0;
 }
 
+/* hint_check(): the hint is whole, but the segment is shorter than it or its last record fails. */
+#define HINT_SEG_DAMAGED 1
+
 /*
  * Check hint @p hh of segment @p s whole against the segment's bounds and the batch framing
  * rules of recover_seg(), without reading the segment except the last record (whose CRC ties
- * the hint to these bytes). Returns 0 or HTKV_ECORRUPT.
+ * the hint to these bytes). Returns 0, HTKV_ECORRUPT (the hint is damaged or stale) or
+ * HINT_SEG_DAMAGED.
  */
 static int
 hint_check(struct recov *rv, struct shard *sh, struct seg *s, const struct hint *hh)
@@ -273,13 +283,16 @@ hint_check(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
         last = e.off;
         expect = e.off + size;
     }
-    if (expect != hh->tail || in_batch || hh->tail > s->file_bytes) {
+    if (expect != hh->tail || in_batch) {
         return HTKV_ECORRUPT;
     }
+    /* The hint is whole: it was written after the records it names were durable, so a segment
+     * that disagrees with it has lost or damaged them. */
     struct rec_hdr h;
-    if (hh->count > 0 && htkv_rec_check(s->map + last, hh->tail - last, s->id, last,
-                                        db->cfg.max_value_bytes, &h) != 0) {
-        return HTKV_ECORRUPT;
+    if (hh->tail > s->file_bytes ||
+        (hh->count > 0 && htkv_rec_check(s->map + last, hh->tail - last, s->id, last,
+                                         db->cfg.max_value_bytes, &h) != 0)) {
+        return HINT_SEG_DAMAGED;
     }
     return 0;
 }
@@ -335,9 +348,13 @@ hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
     return rc;
 }
 
-/* Use the hint of @p s if it checks: returns the offset to scan from (SEG_DATA_OFF without). */
+/*
+ * Use the hint of @p s if it checks: returns the offset to scan from (SEG_DATA_OFF without), and
+ * raises *known to the end its records are known to reach (a whole hint's tail, also when the
+ * segment disagrees with it: the scan then finds the damage before that end).
+ */
 static int
-recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from)
+recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from, uint64_t *known)
 {
     *from = SEG_DATA_OFF;
     if (!rv->db->cfg.hint_files) {
@@ -358,6 +375,15 @@ recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from)
     if (rc == 0) {
         rc = hint_check(rv, sh, s, &hh);
     }
+    if (rc == HINT_SEG_DAMAGED) {
+        htkv_db_log(rv->db, HTKV_LOG_ERROR,
+                    "%s: its hint names records up to offset %llu that the segment does not hold "
+                    "intact; scanning",
+                    s->path, (unsigned long long)hh.tail);
+        *known = hh.tail > *known ? hh.tail : *known;
+        htkv_hint_free(&hh);
+        return 0;
+    }
     if (rc == HTKV_ECORRUPT) {
         htkv_db_log(rv->db, HTKV_LOG_WARN, "%s: hint file is damaged or stale; scanning instead",
                     s->path);
@@ -372,9 +398,36 @@ recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from)
     if (rc == 0) {
         rc = hint_apply(rv, sh, s, &hh);
         *from = hh.tail;
+        *known = hh.tail > *known ? hh.tail : *known;
     }
     htkv_hint_free(&hh);
     return rc;
+}
+
+/*
+ * The records of @p s end (or are cut) at @p at: fine at or after the end they are known to
+ * reach (@p known), damage before it. Damage is HTKV_ECORRUPT, or with
+ * HTKV_RECOVERY_SKIP_CORRUPT logged and counted as skipped (the rest is then cut). 0 or
+ * HTKV_ECORRUPT.
+ */
+static int
+before_known_end(struct htkv_db *db, struct seg *s, uint64_t at, uint64_t known)
+{
+    if (at >= known) {
+        return 0;
+    }
+    if (db->cfg.recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
+        htkv_set_error("%s: damaged or missing records at offset %llu, before offset %llu that "
+                       "its records are known to reach",
+                       s->path, (unsigned long long)at, (unsigned long long)known);
+        return HTKV_ECORRUPT;
+    }
+    htkv_db_log(db, HTKV_LOG_ERROR,
+                "%s: skipping damaged or missing records from offset %llu to %llu, which its "
+                "records are known to reach",
+                s->path, (unsigned long long)at, (unsigned long long)known);
+    db->skipped_bytes += known - at;
+    return 0;
 }
 
 /*
@@ -386,7 +439,10 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
 {
     struct htkv_db *db = rv->db;
     uint64_t off, end = s->file_bytes;
-    int rc = recover_hint(rv, sh, s, &off);
+    /* The end the records are known to reach: recorded at a clean close, or by a hint. Only
+     * what lies after it may be a torn tail. */
+    uint64_t known = htkv_manifest_seg_end(db->man, s->id);
+    int rc = recover_hint(rv, sh, s, &off, &known);
     if (rc != 0) {
         return rc;
     }
@@ -407,6 +463,10 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
             if (next == 0) {
                 how = SCAN_TORN;
                 cut = in_batch ? b_begin : off;
+                rc = before_known_end(db, s, cut, known);
+                if (rc != 0) {
+                    return rc;
+                }
                 break;
             }
             if (db->cfg.recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
@@ -537,6 +597,10 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
         how = SCAN_TORN; /* the file ends inside a batch */
         cut = b_begin;
     }
+    rc = before_known_end(db, s, how == SCAN_TORN ? cut : off, known);
+    if (rc != 0) {
+        return rc;
+    }
     if (how != SCAN_TORN) {
         s->tail = off;
         if (off > end && s->writable) {
@@ -648,46 +712,125 @@ listed(const struct man_shard *ms, uint64_t id)
     return false;
 }
 
-/*
- * Remove the files of segments the manifest does not list (left by a crash while creating one,
- * or by a failed unlink after a drop) and every hint .tmp (never read). A shard directory that
- * cannot be listed fails the open with that error, as any directory the store needs. A file that
- * cannot be removed does not: it is never read, and it is logged and tried again at the next
- * open. Its id is kept from being handed out again, so that no new segment of that id meets it.
- * Returns 0, or -errno of opendir.
- */
-static int
-remove_orphans(struct htkv_db *db, struct shard *sh, const struct man_shard *ms)
+/* Remove @p name of @p sh's directory (orphan_kind() said so); a failure is logged. */
+static void
+remove_orphan(struct htkv_db *db, struct shard *sh, const char *name)
 {
-    DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(sh->dir);
-    if (d == NULL) {
-        int rc = -errno;
-        htkv_set_error("%s: cannot be listed: %s", sh->dir, htkv_strerror(rc));
-        return rc;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", sh->dir, name);
+    const char *why = strstr(name, ".tmp") != NULL ? "left over" : "not part of the store";
+    if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(path)) == 0) {
+        htkv_db_log(db, HTKV_LOG_WARN, "%s: %s; removed", path, why);
+    } else if (errno != ENOENT) {
+        htkv_db_log(db, HTKV_LOG_WARN, "%s: %s; not removed: %s", path, why, strerror(errno));
         unsigned long long id;
-        char tail[16];
-        if (sscanf(de->d_name, "%12llu.%15s", &id, tail) != 2) {
-            continue;
-        }
-        bool orphan = (strcmp(tail, "seg") == 0 || strcmp(tail, "hint") == 0) && !listed(ms, id);
-        if (!orphan && strcmp(tail, "hint.tmp") != 0) {
-            continue;
-        }
-        char path[4200];
-        snprintf(path, sizeof(path), "%s/%s", sh->dir, de->d_name);
-        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(path)) == 0) {
-            htkv_db_log(db, HTKV_LOG_WARN, "%s: %s; removed", path,
-                        orphan ? "not in the manifest" : "left over");
-        } else if (errno != ENOENT) {
-            htkv_db_log(db, HTKV_LOG_WARN, "%s: %s; not removed: %s", path,
-                        orphan ? "not in the manifest" : "left over", strerror(errno));
+        if (sscanf(name, "%12llu", &id) == 1) {
             htkv_manifest_reserve_ids(db->man, (uint64_t)id + 1);
         }
     }
-    closedir(d);
+}
+
+/*
+ * Does the segment file @p path hold anything after its header? A segment receives records only
+ * once its MAN_SEG_ADD is durable, so one that a crash left between its creation and that edit
+ * holds nothing but zeros there. true = data (or unreadable, or not a file: assume data).
+ */
+static bool
+seg_file_has_data(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return errno != ENOENT;
+    }
+    struct stat st;
+    bool has = fstat(fd, &st) != 0 || !S_ISREG(st.st_mode);
+    unsigned char buf[16384];
+    for (off_t off = SEG_DATA_OFF; !has && off < st.st_size;) {
+        ssize_t n = pread(fd, buf, sizeof(buf), off);
+        if (n <= 0) {
+            has = n < 0;
+            break;
+        }
+        has = !htkv_seg_all_zero(buf, (uint64_t)n);
+        off += n;
+    }
+    close(fd);
+    return has;
+}
+
+/*
+ * Classify a file of a shard directory that the manifest does not list: *remove is set for what
+ * the manifest proves obsolete (a drop, or a restore's staged segment, recorded as gone), for a
+ * segment that never received a record, for a hint whose segment is removable or absent, and for
+ * a hint .tmp. Nothing is deleted on a guess: a segment the manifest does not know that holds
+ * data may hold acknowledged writes (a manifest older than its segments, or a CURRENT naming the
+ * wrong one), and fails the open. 0 or HTKV_ECORRUPT.
+ */
+static int
+orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove)
+{
+    unsigned long long id;
+    char tail[16];
+    *remove = false;
+    if (sscanf(name, "%12llu.%15s", &id, tail) != 2 || strlen(name) < 16) {
+        return 0;
+    }
+    if (strcmp(tail, "hint.tmp") == 0) {
+        *remove = true;
+        return 0;
+    }
+    if ((strcmp(tail, "seg") != 0 && strcmp(tail, "hint") != 0) ||
+        listed(&db->man->shards[sh->id], id)) {
+        return 0;
+    }
+    if (htkv_manifest_seg_gone(db->man, id)) {
+        *remove = true;
+        return 0;
+    }
+    char path[4200];
+    htkv_seg_path(path, sizeof(path), sh->dir, id); /* the segment, also for its hint */
+    if (seg_file_has_data(path)) {
+        htkv_set_error("%s: not in the manifest and holds data (the manifest may be older than "
+                       "its segments); nothing removed, see htkvctl repair",
+                       path);
+        return HTKV_ECORRUPT;
+    }
+    *remove = true;
+    return 0;
+}
+
+/*
+ * Remove the files the manifest proves obsolete (orphan_kind()), after classifying every file of
+ * the directory, so that a refused open removes nothing. A shard directory that cannot be listed
+ * fails the open with that error (HTKV_ECORRUPT when it is missing), as any directory the store
+ * needs. A file that cannot be removed does not: it is never read, and it is logged and tried
+ * again at the next open. Its id is kept from being handed out again, so that no new segment of
+ * that id meets it. Returns 0, HTKV_ECORRUPT or -errno of opendir.
+ */
+static int
+remove_orphans(struct htkv_db *db, struct shard *sh)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(sh->dir);
+        if (d == NULL) {
+            int rc = errno == ENOENT ? HTKV_ECORRUPT : -errno;
+            htkv_set_error("%s: cannot be listed: %s", sh->dir, strerror(errno));
+            return rc;
+        }
+        int rc = 0;
+        struct dirent *de;
+        while (rc == 0 && (de = readdir(d)) != NULL) {
+            bool remove;
+            rc = orphan_kind(db, sh, de->d_name, &remove);
+            if (rc == 0 && remove && pass == 1 && !db->read_only) {
+                remove_orphan(db, sh, de->d_name);
+            }
+        }
+        closedir(d);
+        if (rc != 0) {
+            return rc;
+        }
+    }
     return 0;
 }
 
@@ -696,8 +839,10 @@ recover_shard(struct recov *rv, struct shard *sh)
 {
     struct htkv_db *db = rv->db;
     const struct man_shard *ms = &db->man->shards[sh->id];
-    if (!db->read_only) {
-        int rc = remove_orphans(db, sh, ms);
+    if (!db->unlocked) {
+        /* A read-only open checks the same (verify and open agree) and removes nothing; one
+         * without the lock may race a writer creating segments, and checks nothing. */
+        int rc = remove_orphans(db, sh);
         if (rc != 0) {
             return rc;
         }
@@ -733,6 +878,37 @@ recover_shard(struct recov *rv, struct shard *sh)
         if (rc != 0) {
             return rc;
         }
+    }
+    return 0;
+}
+
+/*
+ * Resume the version counter (invariant 2): the latest version applied is the largest of those
+ * on disk (@p seen), the manifest's applied mark and its batch floor (deletes compacted away take
+ * their versions with them); new versions start above the manifest's reservation too, since a
+ * crash may have taken back versions acknowledged up to it. A record above the reservation means
+ * the manifest is older than the segments (a damaged or replaced manifest): HTKV_ECORRUPT.
+ */
+static int
+recover_versions(struct htkv_db *db, uint64_t seen)
+{
+    const struct manifest *m = db->man;
+    if (m->version_hwm > 0 && seen > m->version_hwm && !db->unlocked) {
+        htkv_set_error("%s: records carry version %llu, above the %llu the manifest reserved: "
+                       "the manifest is older than the segments; see htkvctl repair",
+                       db->dir, (unsigned long long)seen, (unsigned long long)m->version_hwm);
+        return HTKV_ECORRUPT;
+    }
+    uint64_t latest = seen > m->version_applied ? seen : m->version_applied;
+    latest = latest > m->batch_floor ? latest : m->batch_floor;
+    uint64_t next = (latest > m->version_hwm ? latest : m->version_hwm) + 1;
+    db->latest_at_open = latest;
+    db->open_next = next;
+    atomic_store(&db->next_version, next);
+    atomic_store(&db->version_hwm, m->version_hwm);
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        atomic_store(&db->ro[i].visible, latest);
+        db_shard(db, i)->appended = latest;
     }
     return 0;
 }
@@ -773,10 +949,5 @@ htkv_recover(struct htkv_db *db)
             return arc;
         }
     }
-    atomic_store(&db->next_version, rv.max_version + 1);
-    for (uint32_t i = 0; i < db->shard_count; i++) {
-        atomic_store(&db->ro[i].visible, rv.max_version);
-        db_shard(db, i)->appended = rv.max_version;
-    }
-    return 0;
+    return recover_versions(db, rv.max_version);
 }

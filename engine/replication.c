@@ -27,7 +27,7 @@ check_commands(const htkv_command *cmds, size_t n)
             (i > 0 && c->version < cmds[i - 1].version) || c->key == NULL || c->key_len == 0 ||
             (c->val == NULL && c->val_len > 0) || (c->type == HTKV_CMD_DELETE && c->val_len > 0)) {
             htkv_set_error("command %zu is invalid", i);
-            return -EINVAL;
+            return htkv_einval(__func__);
         }
         if (c->key_len > HTKV_KEY_MAX) {
             return HTKV_ETOOBIG;
@@ -75,7 +75,7 @@ int
 htkv_submit(htkv_db *db, const htkv_command *cmds, size_t n, int *outcomes)
 {
     if (db == NULL || (cmds == NULL && n > 0)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (n == 0) {
         return 0;
@@ -114,12 +114,12 @@ int
 htkv_latest_version(htkv_db *db, uint64_t *out)
 {
     if (db == NULL || out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
         return HTKV_ECLOSED;
     }
-    *out = atomic_load_explicit(&db->next_version, memory_order_acquire) - 1;
+    *out = htkv_db_latest(db);
     return 0;
 }
 
@@ -127,7 +127,7 @@ int
 htkv_snapshot_file_version(const char *path, uint64_t *version, uint64_t *count)
 {
     if (path == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     uint64_t v = 0, n = 0;
     int rc = htkv_snapshot_check_file(path, HTKV_VALUE_MAX_LIMIT, &v, &n, NULL);

@@ -27,13 +27,15 @@ htkv_seg_path(char *buf, size_t cap, const char *dir, uint64_t id)
 }
 
 static void
-seg_hdr_encode(unsigned char *h, uint32_t shard, uint64_t id)
+seg_hdr_encode(unsigned char *h, const struct seg_owner *o, uint64_t id)
 {
     memset(h, 0, SEG_HDR_BYTES);
     memcpy(h, SEG_MAGIC, 8);
     htkv_store32(h + 8, HTKV_FORMAT_VERSION);
-    htkv_store32(h + 12, shard);
+    htkv_store32(h + 12, o->shard);
     htkv_store64(h + 16, id);
+    htkv_store32(h + 24, o->shard_count);
+    htkv_store64(h + 28, o->hash_seed);
     htkv_store32(h + 60, htkv_crc32c(0, h, 60));
 }
 
@@ -119,9 +121,39 @@ seg_map(struct seg *s, bool writable)
 }
 
 int
-htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint64_t first,
-                bool zero_fill, struct seg **out)
+htkv_seg_read_header(const char *path, struct seg_owner *o, uint64_t *id)
 {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return -errno;
+    }
+    unsigned char h[SEG_HDR_BYTES];
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? pread(fd, h, sizeof(h), 0) : -1;
+    int err = errno;
+    close(fd);
+    if (n < 0) {
+        return err ? -err : -EINVAL;
+    }
+    if (n != (ssize_t)sizeof(h) || memcmp(h, SEG_MAGIC, 8) != 0 ||
+        htkv_load32(h + 60) != htkv_crc32c(0, h, 60)) {
+        return HTKV_ECORRUPT;
+    }
+    if (htkv_load32(h + 8) > HTKV_FORMAT_VERSION) {
+        return HTKV_EVERSION;
+    }
+    o->shard = htkv_load32(h + 12);
+    *id = htkv_load64(h + 16);
+    o->shard_count = htkv_load32(h + 24);
+    o->hash_seed = htkv_load64(h + 28);
+    return 0;
+}
+
+int
+htkv_seg_create(const char *dir, const struct seg_owner *o, uint64_t id, uint64_t cap,
+                uint64_t first, bool zero_fill, struct seg **out)
+{
+    uint32_t shard = o->shard;
     HTKV_ASSERT(cap >= SEG_DATA_OFF && cap <= SEG_BYTES_LIMIT);
     *out = NULL;
     char path[4096];
@@ -148,7 +180,7 @@ htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint
         goto fail_unlink;
     }
     unsigned char h[SEG_HDR_BYTES];
-    seg_hdr_encode(h, shard, id);
+    seg_hdr_encode(h, o, id);
     if (pwrite(s->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
         rc = errno ? -errno : -EIO;
         goto fail_unlink;

@@ -21,8 +21,10 @@
  * file system lacks it) before any store reaches new space, so a store never lands in a hole: no
  * SIGBUS, no ENOSPC in the middle of a record.
  *
- * File header (64 bytes): magic "HTKVSEG1", format u32, shard u32, seg_id u64, zero[36],
- * crc32c u32 of bytes 0..59. Records start at SEG_DATA_OFF.
+ * File header (64 bytes): magic "HTKVSEG1", format u32, shard u32, seg_id u64, shard_count u32,
+ * hash_seed u64, zero[24], crc32c u32 of bytes 0..59. Records start at SEG_DATA_OFF. The shard
+ * count and hash seed (zero in segments of older builds) name the store the segment belongs to,
+ * so that htkvctl repair can rebuild a store whose manifests are all lost.
  */
 #ifndef HTKV_ENGINE_SEG_H
 #define HTKV_ENGINE_SEG_H
@@ -69,14 +71,28 @@ struct seg {
     char path[];
 };
 
+/* The store a new segment belongs to, written into its header. */
+struct seg_owner {
+    uint32_t shard;
+    uint32_t shard_count;
+    uint64_t hash_seed;
+};
+
 /*
- * Create segment @p id of @p shard in directory @p dir (path of the shard directory), with room
+ * Create segment @p id of shard @p o->shard in directory @p dir (path of the shard directory), with room
  * for @p cap bytes and SEG_GROW_MIN (or @p first when larger) allocated, as written zeros when
  * @p zero_fill. The file is fsynced; the caller fsyncs the directory. Returns 0, -ENOSPC, -ENOMEM
  * or another -errno.
  */
-int htkv_seg_create(const char *dir, uint32_t shard, uint64_t id, uint64_t cap, uint64_t first,
-                    bool zero_fill, struct seg **out);
+int htkv_seg_create(const char *dir, const struct seg_owner *o, uint64_t id, uint64_t cap,
+                    uint64_t first, bool zero_fill, struct seg **out);
+
+/*
+ * Read the header of segment file @p path: 0 with its shard, id, shard count and hash seed (both
+ * 0 in segments of older builds), HTKV_ECORRUPT (bad magic or checksum, short file),
+ * HTKV_EVERSION or -errno. Does not map the file (htkvctl repair).
+ */
+int htkv_seg_read_header(const char *path, struct seg_owner *o, uint64_t *id);
 
 /*
  * Open existing segment file @p path, check its header against (@p shard, @p id), map it for

@@ -267,7 +267,10 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     uint64_t id = htkv_manifest_next_seg_id(db->man);
     struct seg *s;
     bool zero_fill = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
-    int rc = htkv_seg_create(sh->dir, sh->id, id, cap, min, zero_fill, &s);
+    struct seg_owner o = { .shard = sh->id,
+                           .shard_count = db->shard_count,
+                           .hash_seed = db->hash_seed };
+    int rc = htkv_seg_create(sh->dir, &o, id, cap, min, zero_fill, &s);
     if (rc != 0) {
         return rc;
     }
@@ -754,6 +757,11 @@ shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, c
     if (HTKV_UNLIKELY(v > REC_VERSION_MAX)) {
         ent_drop(sh, e);
         return version_exhausted();
+    }
+    rc = db_version_check(db, v);
+    if (HTKV_UNLIKELY(rc != 0)) {
+        ent_drop(sh, e);
+        return rc;
     }
     uint64_t off = htkv_shard_append_wt(s, type, 0, v, key, klen, val, vlen);
     *e = (struct hidx_ent){ .version = v,
@@ -1370,9 +1378,21 @@ parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
     }
 }
 
+static int
+version_not_above(uint64_t v, uint64_t latest)
+{
+    htkv_set_error("version %llu is not above the latest version %llu", (unsigned long long)v,
+                   (unsigned long long)latest);
+    return -ERANGE;
+}
+
 /*
  * Claim the caller's version @p v for a batch (htkv_submit()): it must be above every version
- * used so far, so that each shard still installs versions in increasing order. 0 or -ERANGE.
+ * applied so far (htkv_db_latest()), so that each shard still installs versions in increasing
+ * order. A version at or above this open's first local version moves the local counter past it;
+ * one below (a replica re-applying the log after a reopen skipped the versions a crash may have
+ * taken back) is tracked in submit_hi, and allowed only while no local write took a version in
+ * this open. 0, -ERANGE, or the error of reserving it (db_version_check()).
  */
 static int
 batch_take_version(struct htkv_db *db, uint64_t v)
@@ -1382,15 +1402,32 @@ batch_take_version(struct htkv_db *db, uint64_t v)
                        (unsigned long long)REC_VERSION_MAX);
         return -ERANGE;
     }
+    if (v <= db->latest_at_open) {
+        return version_not_above(v, htkv_db_latest(db));
+    }
+    int rc = db_version_check(db, v);
+    if (rc != 0) {
+        return rc;
+    }
     uint64_t cur = atomic_load_explicit(&db->next_version, memory_order_relaxed);
+    if (v >= db->open_next) {
+        do {
+            if (v < cur) {
+                return version_not_above(v, htkv_db_latest(db));
+            }
+        } while (!atomic_compare_exchange_weak_explicit(&db->next_version, &cur, v + 1,
+                                                        memory_order_relaxed,
+                                                        memory_order_relaxed));
+        return 0;
+    }
+    uint64_t hi = atomic_load_explicit(&db->submit_hi, memory_order_relaxed);
     do {
-        if (v < cur) {
-            htkv_set_error("version %llu is not above the latest version %llu",
-                           (unsigned long long)v, (unsigned long long)(cur - 1));
-            return -ERANGE;
+        if (v <= hi || atomic_load_explicit(&db->next_version, memory_order_relaxed) != cur ||
+            cur != db->open_next) {
+            return version_not_above(v, htkv_db_latest(db));
         }
-    } while (!atomic_compare_exchange_weak_explicit(&db->next_version, &cur, v + 1,
-                                                    memory_order_relaxed, memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(&db->submit_hi, &hi, v, memory_order_release,
+                                                    memory_order_relaxed));
     return 0;
 }
 
@@ -1441,6 +1478,10 @@ htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t 
         version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
         if (HTKV_UNLIKELY(version > REC_VERSION_MAX)) {
             rc = version_exhausted();
+            goto out_unlock;
+        }
+        rc = db_version_check(db, version);
+        if (HTKV_UNLIKELY(rc != 0)) {
             goto out_unlock;
         }
     }

@@ -258,7 +258,7 @@ int
 htkv_snapshot_write(htkv_db *db, const char *path)
 {
     if (db == NULL || path == NULL || path[0] == '\0') {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (atomic_load(&db->closing)) {
         return HTKV_ECLOSED;
@@ -493,8 +493,17 @@ new_seg(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t need
     uint64_t first = n->bytes + SEG_DATA_OFF + seal;
     first = first > cap ? cap : first;
     struct seg *s;
-    int rc = htkv_seg_create(sh->dir, sh->id, htkv_manifest_next_seg_id(db->man), cap, first,
-                             db->cfg.sync_mode == HTKV_SYNC_ALWAYS, &s);
+    uint64_t id = htkv_manifest_next_seg_id(db->man);
+    /* Known as gone before it exists: if the restore never commits, the next open removes the
+     * file instead of finding data it cannot place. */
+    int rc = htkv_manifest_stage_segs(db->man, &sh->id, &id, 1);
+    if (rc == 0) {
+        struct seg_owner o = { .shard = sh->id,
+                               .shard_count = db->shard_count,
+                               .hash_seed = db->hash_seed };
+        rc = htkv_seg_create(sh->dir, &o, id, cap, first, db->cfg.sync_mode == HTKV_SYNC_ALWAYS,
+                             &s);
+    }
     if (rc == 0) {
         n->segs[n->nsegs++] = s;
     }
@@ -696,7 +705,17 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     if (atomic_load(&db->no_space)) {
         return -ENOSPC;
     }
-    int rc = restore_build(db, in, ns);
+    /* The snapshot's versions and every version applied so far stay reserved and applied: the
+     * counter never falls back to them, not even after a reopen. */
+    uint64_t latest = htkv_db_latest(db);
+    latest = in->version > latest ? in->version : latest;
+    int rc = db_version_check(db, latest);
+    if (rc == 0) {
+        rc = htkv_manifest_set_versions(db->man, 0, latest, false);
+    }
+    if (rc == 0) {
+        rc = restore_build(db, in, ns);
+    }
     htkv_compact_hook_call("restore-built");
     struct man_shard *lists = NULL;
     if (rc == 0) {
@@ -716,8 +735,9 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     }
     bool unsure = false;
     if (rc == 0) {
-        /* The history before the snapshot is not in the store: the change feed starts there. */
-        uint64_t floor = db->man->batch_floor > in->version ? db->man->batch_floor : in->version;
+        /* The history before the restore is not in the store any more: the change feed
+         * starts after the latest version applied before it (or the snapshot's, if above). */
+        uint64_t floor = db->man->batch_floor > latest ? db->man->batch_floor : latest;
         rc = htkv_manifest_replace(db->man, lists, floor, &unsure);
     }
     for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
@@ -740,8 +760,11 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     htkv_compact_hook_call("restore-committed");
     /* Committed: from here on nothing can fail. */
     uint64_t visible = atomic_load(&db->next_version) - 1;
-    visible = in->version > visible ? in->version : visible;
+    visible = latest > visible ? latest : visible;
     atomic_store(&db->next_version, visible + 1);
+    uint64_t hi = atomic_load(&db->submit_hi);
+    while (hi < latest && !atomic_compare_exchange_weak(&db->submit_hi, &hi, latest)) {
+    }
     for (uint32_t i = 0; i < db->shard_count; i++) {
         restore_switch(db, db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
     }
@@ -752,7 +775,7 @@ int
 htkv_snapshot_restore(htkv_db *db, const char *path)
 {
     if (db == NULL || path == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (db->read_only) {
         return HTKV_EREADONLY;
@@ -818,7 +841,7 @@ htkv_snapshot_check_file(const char *path, uint32_t max_value_bytes, uint64_t *v
                          uint64_t *count, uint64_t *bad_off)
 {
     if (path == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     snap_bad_off = 0;
     struct snap_in in = { 0 };

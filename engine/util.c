@@ -251,6 +251,13 @@ htkv_set_error(const char *fmt, ...)
     va_end(ap);
 }
 
+int
+htkv_einval(const char *fn)
+{
+    htkv_set_error("%s: invalid argument", fn);
+    return -EINVAL;
+}
+
 void
 htkv_clear_error(void)
 {

@@ -203,11 +203,11 @@ int
 htkv_view_open(htkv_db *db, htkv_view **out)
 {
     if (out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     *out = NULL;
     if (db == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
         return HTKV_ECLOSED;
@@ -269,7 +269,7 @@ int
 htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
     if (v == NULL || key == NULL || klen == 0 || (buf == NULL && cap > 0)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (klen > HTKV_KEY_MAX) {
         return HTKV_ETOOBIG;
@@ -305,7 +305,7 @@ int
 htkv_read_with(htkv_db *db, int (*fn)(htkv_view *v, void *ctx), void *ctx)
 {
     if (db == NULL || fn == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     htkv_view *v;
     int rc = htkv_view_open(db, &v);
@@ -737,11 +737,11 @@ static int
 iter_args(const void *a, size_t alen, const void *b, size_t blen, htkv_iter **out)
 {
     if (out == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     *out = NULL;
     if ((a == NULL && alen > 0) || (b == NULL && blen > 0)) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (alen > HTKV_KEY_MAX || blen > HTKV_KEY_MAX) {
         return HTKV_ETOOBIG;
@@ -806,7 +806,7 @@ int
 htkv_iter_set_limit(htkv_iter *it, uint64_t limit)
 {
     if (it == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     it->limit = limit == 0 ? 0 : it->returned + limit;
     return 0;
@@ -871,7 +871,7 @@ int
 htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
 {
     if (it == NULL) {
-        return -EINVAL;
+        return htkv_einval(__func__);
     }
     if (it->err != 0) {
         return it->err;

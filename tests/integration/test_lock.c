@@ -150,7 +150,9 @@ test_lock_read_only_open(void **state)
         snprintf(key, sizeof(key), "k%d", i);
         assert_int_equal(htkv_put(db, key, strlen(key), key, strlen(key)), 0);
     }
-    assert_int_equal(htkv_close(db), 0);
+    /* Left as a crash leaves it, so that the cut below is a torn tail (a cut before the end a
+     * clean close records is damage, which a read-only open refuses too). */
+    tu_close_as_crash(db);
     htkv_config ro = cfg;
     ro.read_only = 1;
     char *before = store_fingerprint(dir);

@@ -3,6 +3,8 @@
  */
 #include "tests/support/testutil.h"
 
+#include "engine/db.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/db.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
 
@@ -137,6 +140,15 @@ tu_config(htkv_config *cfg, const char *dir, int sync_mode)
     cfg->sync_mode = sync_mode;
     cfg->log_fn = tu_quiet_log;
     tu_assert_hook_install();
+}
+
+void
+tu_close_as_crash(htkv_db *db)
+{
+    htkv_close_as_crash = true;
+    int rc = htkv_close(db);
+    htkv_close_as_crash = false;
+    assert_int_equal(rc, 0);
 }
 
 htkv_db *

@@ -42,6 +42,10 @@ void tu_assert_hook_reset(void);
 void tu_config(htkv_config *cfg, const char *dir, int sync_mode);
 /* Open or fail the test. */
 htkv_db *tu_open(const htkv_config *cfg);
+/* Close @p db as a process killed at that moment leaves the store (no final sync, hints or
+ * clean-close record): what a test that tears the last record must start from, since a record
+ * damaged before the end a clean close recorded is corruption, not a torn tail. */
+void tu_close_as_crash(htkv_db *db);
 
 /* Paths of every segment file of the store, sorted; returns the count (max @p cap). */
 size_t tu_segments(const char *dir, char (*paths)[4096], size_t cap);

@@ -207,9 +207,19 @@ test_manifest_torn_last_edit_is_cut(void **state)
             b[good + bit / 8] ^= (unsigned char)(1u << (bit % 8));
             blen = len;
         } else {
+            /* Junk as long as one edit or more is not one torn append: edits were lost. */
             blen = good + 1 + (size_t)(tu_rand(&rng) % 255);
             for (size_t i = good; i < blen; i++) {
                 b[i] = (unsigned char)tu_rand(&rng);
+            }
+            b[blen - 1] |= 1;
+            if (blen - good >= MAN_EDIT_MAX) {
+                spit(f->path, b, blen);
+                struct manifest *m = NULL;
+                assert_int_equal(htkv_manifest_load(f->dir_fd, false, &m), HTKV_ECORRUPT);
+                assert_int_equal(htkv_manifest_load(f->dir_fd, true, &m), HTKV_ECORRUPT);
+                assert_int_equal(tu_file_size(f->path), (long long)blen);
+                continue;
             }
         }
         spit(f->path, b, blen);
