@@ -15,7 +15,9 @@
  * What compaction removes. A pass records its fence W as the batch floor in the manifest; every
  * record it can have dropped or copied has a version <= W. So the history after v is complete
  * exactly when v >= the floor; below it the feed answers HTKV_ECOMPACTED. A restore raises the
- * floor to the snapshot's version (the history before it is not in the store).
+ * floor to the latest version applied before it, or the snapshot's if higher (the history before
+ * it is not in the store), so a consumer of the feed learns of the restore through
+ * HTKV_ECOMPACTED and installs a snapshot.
  *
  * Invariants
  *   1. Every command reported was applied, exactly once, and none applied after v up to the
@@ -125,7 +127,9 @@ collect_shard(struct htkv_changes *c, uint32_t i, uint64_t since)
     pthread_mutex_lock(&sh->lock);
     size_t n = sh->nsegs;
     struct seg **segs = n ? htkv_mem_alloc(n * sizeof(*segs)) : NULL;
-    uint64_t *tails = n ? htkv_mem_alloc(n * sizeof(*tails)) : NULL;
+    /* Per segment: its tail and its highest version, read under the lock (writers of the active
+     * segment change both under it). */
+    uint64_t *tails = n ? htkv_mem_alloc(2 * n * sizeof(*tails)) : NULL;
     if (n > 0 && (segs == NULL || tails == NULL)) {
         pthread_mutex_unlock(&sh->lock);
         htkv_mem_free(segs);
@@ -134,14 +138,15 @@ collect_shard(struct htkv_changes *c, uint32_t i, uint64_t since)
     }
     for (size_t k = 0; k < n; k++) {
         segs[k] = sh->segs[k];
-        tails[k] = sh->segs[k]->tail;
+        tails[2 * k] = sh->segs[k]->tail;
+        tails[2 * k + 1] = sh->segs[k]->max_version;
     }
     pthread_mutex_unlock(&sh->lock);
     /* The view keeps these segments mapped even if compaction drops them meanwhile. */
     int rc = 0;
     for (size_t k = 0; k < n && rc == 0; k++) {
-        if (segs[k]->max_version > since) {
-            rc = collect_seg(c, i, segs[k], tails[k], since, snap);
+        if (tails[2 * k + 1] > since) {
+            rc = collect_seg(c, i, segs[k], tails[2 * k], since, snap);
         }
     }
     htkv_mem_free(segs);

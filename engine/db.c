@@ -631,7 +631,8 @@ remove_leftovers(struct htkv_db *db)
                         strlen(de->d_name) == 15 && n != db->man->number;
         bool tmp = strcmp(de->d_name, "CURRENT.tmp") == 0 ||
                    (sscanf(de->d_name, "snapshot-%6llu.%15s", &n, tail) == 2 &&
-                    strcmp(tail, "snap.tmp") == 0 && strlen(de->d_name) == 24);
+                    strncmp(tail, "snap.tmp", 8) == 0 && (tail[8] == '\0' || tail[8] == '.') &&
+                    strncmp(de->d_name + 15, ".snap.tmp", 9) == 0);
         if (!manifest && !tmp) {
             continue;
         }

@@ -195,10 +195,9 @@ struct htkv_batch {
     uint64_t data_cap;
     uint64_t rec_bytes; /* sum of record sizes of puts and deletes */
     uint64_t version;   /* assigned by the last successful write */
-    /* htkv_submit(): the version the caller gives (0 = assign one), and where the write marks
-     * each operation that is stale (1: the key already has this version or a newer one). */
+    /* htkv_submit(): the version the caller gives (0 = assign one); it must be above every
+     * version applied, or the write fails with -ERANGE and writes nothing. */
     uint64_t fixed_version;
-    uint8_t *stale_out; /* nops entries, or NULL */
 };
 
 static inline struct shard *

@@ -3,15 +3,20 @@
  *
  * Design. htkv_submit() turns each run of commands that share a version into one batch carrying
  * that version (htkv_batch.fixed_version) and goes through htkv_write(), so it has the batch's
- * atomicity, durability and worker hand-off. The shard layer decides staleness under the locks
- * of the batch's shards (batch_op_stale() in shard.c), skips stale operations, and claims the
- * version only when something is written, refusing one that is not above every version used
- * (batch_take_version()), so each shard still installs versions in increasing order.
+ * atomicity, durability and worker hand-off, and its commands apply in order.
+ *
+ * The stale rule is a function of the log alone: a run whose version is not above the store's
+ * latest version (htkv_db_latest(): the log position this store has reached, by applying entries
+ * or installing a snapshot) is stale as a whole; any other run is applied as a whole, a delete of
+ * an absent key included (it writes a tombstone). Nothing depends on what a replica happens to
+ * hold: tombstones compaction dropped, snapshots taken, shard or worker counts. The shard layer
+ * claims the version under the batch's locks (batch_take_version() in shard.c); when another
+ * submitter got there first it refuses with -ERANGE, which is the same verdict: stale.
  *
  * Invariants
- *   1. The outcome of a command depends only on the store's records and the command: two stores
- *      that applied the same commands give the same outcomes and hold the same versions.
- *   2. A batch whose commands are all stale writes nothing and uses no version.
+ *   1. The outcome of a command depends only on the log: replicas that reached the same log
+ *      position give the same outcomes and reach the same latest version.
+ *   2. A stale run writes nothing and uses no version.
  */
 #include <htkv/replication.h>
 
@@ -32,6 +37,11 @@ check_commands(const htkv_command *cmds, size_t n)
         if (c->key_len > HTKV_KEY_MAX) {
             return HTKV_ETOOBIG;
         }
+        if (c->version > REC_VERSION_MAX) {
+            htkv_set_error("command %zu: version %llu is above the largest version %llu", i,
+                           (unsigned long long)c->version, (unsigned long long)REC_VERSION_MAX);
+            return -ERANGE;
+        }
     }
     return 0;
 }
@@ -51,15 +61,17 @@ submit_batch(htkv_db *db, htkv_batch *b, const htkv_command *cmds, size_t from, 
     if (rc != 0) {
         return rc;
     }
-    memset(stale, 0, to - from);
-    b->fixed_version = cmds[from].version;
-    b->stale_out = stale;
-    rc = htkv_write(db, b);
-    b->fixed_version = 0;
-    b->stale_out = NULL;
-    if (rc != 0) {
-        return rc;
+    bool is_stale = cmds[from].version <= htkv_db_latest(db);
+    if (!is_stale) {
+        b->fixed_version = cmds[from].version;
+        rc = htkv_write(db, b);
+        b->fixed_version = 0;
+        is_stale = rc == -ERANGE; /* a concurrent submitter applied this version or a later one */
+        if (rc != 0 && !is_stale) {
+            return rc;
+        }
     }
+    memset(stale, is_stale, to - from);
     int applied = 0;
     for (size_t i = from; i < to; i++) {
         bool s = stale[i - from] != 0;

@@ -1218,23 +1218,6 @@ batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint
     return u;
 }
 
-/*
- * htkv_submit()'s rule: an operation is stale when its key's newest record (a tombstone
- * included) has the batch's version or a newer one; or, when the key has no record, for a delete
- * (nothing to delete) and for a version at or below the batch floor (compaction may have
- * dropped a newer tombstone).
- */
-static bool
-batch_op_stale(struct htkv_db *db, struct shard *sh, const struct htkv_batch *b,
-               const struct batch_op *op, uint64_t hash)
-{
-    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, op_key(b, op), op->klen);
-    if (e != NULL) {
-        return e->version >= b->fixed_version;
-    }
-    return op->type == REC_DEL || b->fixed_version <= db->man->batch_floor;
-}
-
 static int
 batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
                    struct part *p)
@@ -1253,8 +1236,6 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
             if (shard_current_version(sh, hashes[i], op_key(b, op), op->klen) != op->version) {
                 return HTKV_ECONFLICT;
             }
-        } else if (b->fixed_version != 0 && batch_op_stale(db, sh, b, op, hashes[i])) {
-            b->stale_out[i] = 1; /* htkv_submit(): older than what the key holds: skipped */
         } else {
             p->nops++;
             p->bytes += htkv_rec_size(op->klen, op->vlen);
@@ -1303,8 +1284,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     uint32_t k = 0;
     for (size_t i = 0; i < b->nops; i++) {
         const struct batch_op *op = &b->ops[i];
-        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard ||
-            (b->stale_out != NULL && b->stale_out[i])) {
+        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard) {
             continue;
         }
         const unsigned char *key = op_key(b, op);

@@ -173,11 +173,16 @@ fsync_dir(const char *dir)
     return rc;
 }
 
+/* Temporary names of snapshot writes: one per call, so that concurrent writes to one path never
+ * share a file (each renames a complete file of its own; the last rename wins). */
+static _Atomic uint64_t snap_tmp_seq;
+
 static int
 snapshot_write(struct htkv_db *db, const char *path)
 {
     char tmp[4200];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.%llu", path, (long)getpid(),
+                 (unsigned long long)atomic_fetch_add(&snap_tmp_seq, 1)) >= (int)sizeof(tmp)) {
         return -ENAMETOOLONG;
     }
     htkv_view *v;
@@ -194,7 +199,7 @@ snapshot_write(struct htkv_db *db, const char *path)
     }
     o.fd = htkv_fault_fails(HTKV_FAULT_CREATE)
                ? -1
-               : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+               : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (o.fd < 0) {
         rc = -errno;
         goto out;
@@ -244,8 +249,8 @@ out:
     if (o.fd >= 0) {
         close(o.fd);
         if (rc != 0 && !renamed) {
-            /* A .tmp that cannot be removed either is truncated by the next write to @p path
-             * (and, for the store's own snapshots, removed by the next writable open). */
+            /* A .tmp that cannot be removed either is only a file (for the store's own
+             * snapshots, removed by the next writable open). */
             (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(tmp));
         }
     }
@@ -428,7 +433,10 @@ snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
 static int
 snap_map_check(const char *path, uint32_t max_value_bytes, struct snap_in *in)
 {
-    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO or device named by mistake must not block the caller (who may hold
+     * the store's locks); only a regular file is read. */
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1
+                                                : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int rc = -errno;
         htkv_set_error("%s: cannot open: %s", path, htkv_strerror(rc));
@@ -436,6 +444,10 @@ snap_map_check(const char *path, uint32_t max_value_bytes, struct snap_in *in)
     }
     struct stat st;
     int rc = fstat(fd, &st) == 0 ? 0 : -errno;
+    if (rc == 0 && !S_ISREG(st.st_mode)) {
+        htkv_set_error("%s: not a regular file", path);
+        rc = -EINVAL;
+    }
     if (rc == 0 && st.st_size < (off_t)(SNAP_HDR_BYTES + SNAP_TRAILER_BYTES)) {
         rc = snap_bad(path, "too short for a snapshot", 0);
     }
@@ -705,11 +717,19 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     if (atomic_load(&db->no_space)) {
         return -ENOSPC;
     }
-    /* The snapshot's versions and every version applied so far stay reserved and applied: the
-     * counter never falls back to them, not even after a reopen. */
+    /* The restore's version: the snapshot's, or, when the store has gone past it (a rollback),
+     * a new one above everything applied, which marks the restore for the change feed. Either
+     * way it is reserved and recorded as applied before anything changes, so that the counter
+     * never falls back, not even after a reopen. */
     uint64_t latest = htkv_db_latest(db);
-    latest = in->version > latest ? in->version : latest;
-    int rc = db_version_check(db, latest);
+    latest = in->version >= latest ? in->version : latest + 1;
+    int rc = 0;
+    if (latest > REC_VERSION_MAX) {
+        htkv_set_error("%s: a rollback to version %llu needs a version, and none is left",
+                       db->dir, (unsigned long long)in->version);
+        rc = -EOVERFLOW;
+    }
+    rc = rc != 0 ? rc : db_version_check(db, latest);
     if (rc == 0) {
         rc = htkv_manifest_set_versions(db->man, 0, latest, false);
     }
@@ -736,7 +756,8 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     bool unsure = false;
     if (rc == 0) {
         /* The history before the restore is not in the store any more: the change feed
-         * starts after the latest version applied before it (or the snapshot's, if above). */
+         * starts at the restore's version, so a consumer that read up to any version before
+         * it is told HTKV_ECOMPACTED (and installs a snapshot) instead of missing it. */
         uint64_t floor = db->man->batch_floor > latest ? db->man->batch_floor : latest;
         rc = htkv_manifest_replace(db->man, lists, floor, &unsure);
     }

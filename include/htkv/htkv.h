@@ -17,8 +17,13 @@
  * Versions
  *   Every write is assigned a version from one store-wide counter, strictly increasing in the
  *   order writes are applied to a shard; a batch gets a single version for all its operations.
- *   Versions give a total order of all writes of a store and survive reopen (the counter resumes
- *   after the highest version found on disk). Version 0 means "absent".
+ *   Version 0 means "absent". Versions never repeat: every write a store ever acknowledged has
+ *   a distinct version, increasing with time, across reopen, compaction (a delete compacted
+ *   away keeps its version used), snapshot restore (a rollback to an older snapshot takes a new
+ *   version above everything applied) and crashes, power loss included: the manifest keeps a
+ *   synced high-water mark, raised in blocks of 2^20 before versions above it are handed out,
+ *   and a reopen after a crash resumes above it (a clean close records the exact latest version,
+ *   so a clean reopen skips none).
  */
 #ifndef HTKV_HTKV_H
 #define HTKV_HTKV_H
@@ -68,7 +73,7 @@ enum htkv_err {
     HTKV_ECOMPACTED = -1015, /* The history asked for was removed by compaction or a restore. */
 };
 
-/** Durability of an acknowledged write (DESIGN section 5). */
+/** Durability of an acknowledged write (README.md, "Durability"). */
 enum htkv_sync_mode {
     /** The kernel decides when to write back; survives a process crash, not power loss. */
     HTKV_SYNC_NEVER = 0,
@@ -213,7 +218,7 @@ struct htkv_stats {
     uint64_t index_bytes;        /**< Memory of the hash indexes (tables and entries). */
     uint64_t trie_bytes;         /**< Memory of the ordered indexes: tries, sorted runs. */
     uint64_t views_open;         /**< Views (and iterators, which hold one) open now. */
-    uint64_t last_version;       /**< Highest version assigned or recovered. */
+    uint64_t last_version;       /**< The latest version applied (htkv_latest_version()). */
     uint64_t puts;               /**< Put operations applied since open (batches included). */
     uint64_t deletes;            /**< Delete operations applied since open. */
     uint64_t batches;            /**< Batches committed since open. */
@@ -274,7 +279,7 @@ HTKV_API const char *htkv_strerror(int err);
 HTKV_API const char *htkv_last_error(void);
 
 /**
- * Fill @p cfg with the defaults of DESIGN section 7.
+ * Fill @p cfg with the defaults (each field of htkv_config documents its own).
  * @param[out] cfg  Caller storage; borrowed.
  * @context Any thread. Does not block.
  */

@@ -15,12 +15,18 @@
  * it come back as HTKV_STALE and change nothing. A follower that is only a little behind can be
  * fed from a leader's htkv_changes_since() instead, while the leader still holds those records.
  *
+ * Restores. htkv_snapshot_restore() of a snapshot older than the store's latest version (a
+ * rollback) takes a version of its own, above everything applied, and raises the compaction
+ * floor to it: every htkv_changes_since() from a version before the restore then fails with
+ * HTKV_ECOMPACTED, so a consumer of the feed learns of the restore and installs a snapshot of the
+ * store as it is now, instead of replaying writes on top of state the store no longer holds.
+ *
  * htkv_local_replication() is the single-node implementation of this interface: a "log" of
  * one node, where submitting is applying (see examples/replication_local.c for how a consensus
  * library plugs into the same calls).
  *
  * Do not mix htkv_submit() with htkv_put()/htkv_delete()/htkv_write() on one store: those
- * assign versions themselves, and a command whose version is not above them is refused.
+ * assign versions themselves, and a command whose version is not above them is stale.
  */
 #ifndef HTKV_REPLICATION_H
 #define HTKV_REPLICATION_H
@@ -43,7 +49,7 @@ enum htkv_command_type {
 /** Outcome of one command of htkv_submit(). */
 enum htkv_apply_outcome {
     HTKV_APPLIED = 0, /**< The command changed the store. */
-    HTKV_STALE = 1,   /**< The key already holds this version or a newer one: ignored. */
+    HTKV_STALE = 1,   /**< The store is already past this version: ignored. */
 };
 
 /** One deterministic command. Consecutive commands with the same version form one atomic
@@ -59,17 +65,19 @@ typedef struct htkv_command {
 
 /**
  * Apply @p n commands in order, with their own versions. Each run of commands sharing a version
- * is one atomic batch: all of its applicable commands are written, or none (also across a
- * crash). A command is HTKV_STALE, and changes nothing, when its key already holds a record
- * (value or tombstone) with the command's version or a newer one; and when the key holds
- * nothing, a delete is stale (nothing to delete), as is any command whose version is at or below
- * the store's compaction floor (compaction may have removed a newer tombstone). Durability follows
- * the store's sync_mode, as htkv_write().
+ * is one atomic batch (one log entry), applied in order (`SET k` then `DELETE k` leaves k absent)
+ * and all or nothing, also across a crash.
  *
- * Versions must be non-decreasing along @p cmds, and each batch that changes something must
- * have a version above every version the store used before (htkv_latest_version()): replaying
- * an entry older than that is fine when all its commands are stale (a replay after a snapshot),
- * otherwise it is refused with -ERANGE (a gap or a reordering in the log).
+ * The stale rule depends on the log alone, never on what a replica happens to hold: a run whose
+ * version is at or below the store's latest version (htkv_latest_version(): the last entry it
+ * applied, or the version of the snapshot it installed) is HTKV_STALE as a whole and changes
+ * nothing; any other run is HTKV_APPLIED as a whole, and the store's latest version becomes its
+ * version. A delete of a key that holds nothing is applied too (it writes a tombstone), so
+ * replicas that compacted differently, installed snapshots, or run other shard and worker counts
+ * give the same outcomes and reach the same latest version. Durability follows the store's
+ * sync_mode, as htkv_write().
+ *
+ * Versions must be non-decreasing along @p cmds and at most 2^62.
  *
  * @param[in]  db        Open, writable store; borrowed.
  * @param[in]  cmds      @p n commands; borrowed.
@@ -78,7 +86,7 @@ typedef struct htkv_command {
  *                       for the batches applied before an error.
  * @return The number of commands applied (not stale) on success; -EINVAL (a NULL pointer with a
  *         non-zero length, a bad type, a version of 0, versions that decrease, a value on a
- *         delete); -ERANGE (see above: nothing of that batch was written, earlier batches were);
+ *         delete); -ERANGE (a version above 2^62: nothing was written);
  *         HTKV_ETOOBIG; HTKV_EREADONLY; HTKV_EFAILED; -ENOSPC; HTKV_ECLOSED; -ENOMEM; -EIO.
  * @context Any thread; one submitter at a time keeps the log's order. Blocks like htkv_write().
  */
@@ -95,7 +103,7 @@ typedef struct htkv_changes htkv_changes; /* an iterator over applied commands *
  * writes. Holds a view open until destroyed (see htkv_view_open() for its cost); writers go on.
  *
  * History is complete only after the store's compaction floor (the last version a compaction
- * pass fenced, raised by htkv_snapshot_restore() to the snapshot's version): asking for changes
+ * pass fenced, raised by htkv_snapshot_restore() to the restore's version): asking for changes
  * since an older version fails with HTKV_ECOMPACTED; a follower that far behind installs a
  * snapshot instead. Commands of batches that recovery did not apply are never reported.
  * Memory: 24 bytes per command until destroyed; values are not copied.
@@ -125,8 +133,11 @@ HTKV_API uint64_t htkv_changes_count(const htkv_changes *c);
 HTKV_API void htkv_changes_destroy(htkv_changes *c);
 
 /**
- * The highest version the store has used (written, or recovered from disk); 0 for a new store.
- * After htkv_snapshot_restore() it is at least the snapshot's version.
+ * The latest version the store applied: the highest version of a write it acknowledged, of a
+ * snapshot it installed, or of a restore (see the top of this file); 0 for a new store. It never
+ * goes back: not across reopen, compaction (a delete compacted away keeps its version counted),
+ * restore or a crash that loses nothing acknowledged. Versions never repeat: every write a store
+ * ever acknowledged has a version of its own, above every earlier one (htkv.h, "Versions").
  * @param[in]  db   Open store; borrowed.
  * @param[out] out  The version.
  * @return 0; -EINVAL; HTKV_ECLOSED.

@@ -1,6 +1,6 @@
 /*
  * test_view_atomicity.c - views under concurrent writers: a view is one instant of the whole
- * store (DESIGN section 3, engine/view.c).
+ * store (ARCHITECTURE.md, "Reads, versions and visibility"; engine/view.c).
  *
  * Batch atomicity across shards: writer threads commit batches that each set the AT_K keys of
  * the writer's group (spread over every shard) to one tag, the batch number; one key of each

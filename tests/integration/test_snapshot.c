@@ -275,7 +275,9 @@ test_snapshot_damaged_file_changes_nothing(void **state)
     assert_int_equal(htkv_batch_put(batch, "over", 4, "x", 1), 0);
     assert_int_equal(htkv_write(b, batch), -EOVERFLOW);
     htkv_batch_destroy(batch);
-    assert_int_equal(htkv_snapshot_restore(b, path), 0);
+    /* Rolling back to an older snapshot takes a version of its own (it marks the restore for
+     * the change feed): there is none left, so it is refused and changes nothing. */
+    assert_int_equal(htkv_snapshot_restore(b, path), -EOVERFLOW);
     assert_int_equal(htkv_put(b, "over", 4, "x", 1), -EOVERFLOW);
     check_filled(b, 3);
     free(good);

@@ -45,12 +45,13 @@ static int
 snap_read_header(const char *path, struct snap_figures *f)
 {
     unsigned char h[SNAPSHOT_HDR_BYTES];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return -1;
     }
     struct stat st;
-    bool ok = fstat(fd, &st) == 0 && pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+              pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
               memcmp(h, SNAPSHOT_MAGIC, 8) == 0;
     close(fd);
     if (!ok) {
@@ -167,7 +168,8 @@ snap_import(struct ctl *c, const char *file, bool force)
         snprintf(detail, sizeof(detail), "%s", htkv_last_error());
         ctl_close(db);
         /* The engine checks the whole file before it changes anything (snapshot.c inv. 1). */
-        bool unchanged = rc == HTKV_ECORRUPT || rc == HTKV_EVERSION || rc == -ENOENT;
+        bool unchanged =
+            rc == HTKV_ECORRUPT || rc == HTKV_EVERSION || rc == -ENOENT || rc == -EINVAL;
         return snap_failed(c, "cannot import", file, rc, detail, unchanged);
     }
     rc = htkv_close(db);
