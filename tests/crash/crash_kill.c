@@ -15,11 +15,17 @@
  *
  * Operations are a pure function of (seed, sequence number), so the parent regenerates the
  * in-flight operation and every value instead of receiving them.
+ *
+ * Versions: the child reports htkv_latest_version() after each call; after every reopen the
+ * latest version must be at least all of them and the next write's version above it
+ * (check_versions()), whatever compaction removed (deletes included) and wherever the kill hit.
  */
 #include "tests/support/crashloop.h"
 #include "tests/support/testutil.h"
 
 #include <unistd.h>
+
+#include <htkv/replication.h>
 
 #define NKEYS 500
 #define MAXOPS 8
@@ -38,6 +44,7 @@ struct op {
 /* What the child sends after each call returned: fixed size, well under PIPE_BUF. */
 struct report {
     uint64_t seq;
+    uint64_t version; /* htkv_latest_version() after the call: at least the call's version */
     int32_t rc;
     int32_t n;
     uint16_t key[MAXOPS];
@@ -107,6 +114,7 @@ struct ck_ctx {
     uint64_t seed;
     uint64_t next_seq;
     struct key_state *model;
+    uint64_t acked_version; /* the highest version of an acknowledged call */
 };
 
 /* The child (tu_loop.child): open, write forever, report each call. Never returns. */
@@ -159,6 +167,9 @@ child_main(void *ctx, uint64_t first_seq, int fd)
             }
         }
         struct report r = { .seq = seq, .rc = rc, .n = op.n };
+        if (rc == 0 && htkv_latest_version(db, &r.version) != 0) {
+            _exit(7);
+        }
         memcpy(r.key, op.key, sizeof(r.key));
         if (write(fd, &r, sizeof(r)) != (ssize_t)sizeof(r)) {
             _exit(5);
@@ -205,6 +216,7 @@ take_one(void *ctx, const void *report)
     struct ck_ctx *c = ctx;
     struct report r;
     memcpy(&r, report, sizeof(r));
+    c->acked_version = r.version > c->acked_version ? r.version : c->acked_version;
     return take_report(&r, c->seed, &c->next_seq, c->model);
 }
 
@@ -228,6 +240,31 @@ key_matches(htkv_db *db, unsigned k, const struct key_state *s, unsigned char *w
     return ok;
 }
 
+/*
+ * Versions never repeat: after a reopen the latest version is at least every version the child
+ * acknowledged (@p acked), and the next write gets a version above both. A probe key outside
+ * the model is written and deleted for it. Returns the new highest acknowledged version.
+ */
+static uint64_t
+check_versions(htkv_db *db, uint64_t acked)
+{
+    uint64_t latest = 0, probe = 0;
+    size_t n = 0;
+    assert_int_equal(htkv_latest_version(db, &latest), 0);
+    if (latest < acked) {
+        fprintf(stderr, "latest version %llu after reopen, below the acknowledged %llu\n",
+                (unsigned long long)latest, (unsigned long long)acked);
+    }
+    assert_true(latest >= acked);
+    assert_int_equal(htkv_put(db, "probe", 5, "p", 1), 0);
+    assert_int_equal(htkv_get_version(db, "probe", 5, NULL, 0, &n, &probe), HTKV_ETOOSMALL);
+    assert_true(probe > latest && probe > acked);
+    assert_int_equal(htkv_delete(db, "probe", 5), 0);
+    assert_int_equal(htkv_latest_version(db, &latest), 0);
+    assert_true(latest > probe);
+    return latest;
+}
+
 /* Run CYCLES kill cycles in @p sync_mode on a fresh store. */
 static void
 crash_cycles(int sync_mode, const char *name)
@@ -249,14 +286,16 @@ crash_cycles(int sync_mode, const char *name)
     unsigned char *want = malloc(4096);
     assert_true(model && with && want);
     uint64_t next_seq = 1;
-    uint64_t acked_total = 0, inflight_applied = 0;
+    uint64_t acked_total = 0, inflight_applied = 0, acked = 0;
 
     int cycles = tu_crash_cycles(CYCLES);
     for (int cycle = 0; cycle < cycles; cycle++) {
         uint64_t first = next_seq;
         uint64_t kill_after_ms, kill_at_sync;
         tu_cycle_kills(&rng, cycle, &kill_after_ms, &kill_at_sync);
-        struct ck_ctx ctx = { .cfg = &cfg, .seed = seed, .next_seq = next_seq, .model = model };
+        struct ck_ctx ctx = {
+            .cfg = &cfg, .seed = seed, .next_seq = next_seq, .model = model, .acked_version = acked
+        };
         const struct tu_loop loop = { .name = name,
                                       .seed = seed,
                                       .report_bytes = sizeof(struct report),
@@ -265,6 +304,7 @@ crash_cycles(int sync_mode, const char *name)
                                       .ctx = &ctx };
         tu_kill_cycle(&loop, cycle, first, kill_after_ms, kill_at_sync);
         next_seq = ctx.next_seq;
+        acked = ctx.acked_version;
         acked_total += next_seq - first;
 
         /* The in-flight operation: next_seq, maybe applied. */
@@ -322,6 +362,7 @@ crash_cycles(int sync_mode, const char *name)
             live += model[k].present;
         }
         assert_int_equal(tu_stats(db).live_keys, live);
+        acked = check_versions(db, acked);
         assert_int_equal(htkv_close(db), 0);
         next_seq++; /* never reuse the in-flight sequence number */
     }
