@@ -138,11 +138,20 @@ htkv_auth_open_with(htkv_db *db, const htkv_auth_config *cfg, htkv_auth **out)
     a->clock_fn = cfg->clock_fn;
     a->clock_ctx = cfg->clock_ctx;
     atomic_init(&a->test_rotation_budget, -1);
+    atomic_init(&a->rehash_off, false);
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->rotate_lock, NULL);
+    rc = htkv_census_cache_init(&a->census);
+    if (rc != 0) {
+        pthread_mutex_destroy(&a->rotate_lock);
+        pthread_mutex_destroy(&a->lock);
+        free(a);
+        return rc;
+    }
     a->token_root = sodium_malloc(32);
     a->token_key = sodium_malloc(32);
-    if (a->token_root == NULL || a->token_key == NULL) {
+    a->census_key = sodium_malloc(32);
+    if (a->token_root == NULL || a->token_key == NULL || a->census_key == NULL) {
         rc = -ENOMEM;
         goto fail_keys;
     }
@@ -172,6 +181,8 @@ fail_keys:
     }
     sodium_free(a->token_root);
     sodium_free(a->token_key);
+    sodium_free(a->census_key);
+    htkv_census_cache_fini(&a->census);
     pthread_mutex_destroy(&a->rotate_lock);
     pthread_mutex_destroy(&a->lock);
     free(a);
@@ -190,6 +201,8 @@ htkv_auth_close(htkv_auth *auth)
     }
     sodium_free(auth->token_root);
     sodium_free(auth->token_key);
+    sodium_free(auth->census_key);
+    htkv_census_cache_fini(&auth->census);
     pthread_mutex_destroy(&auth->rotate_lock);
     pthread_mutex_destroy(&auth->lock);
     free(auth);
@@ -326,7 +339,7 @@ rotate_user(struct htkv_auth *a, const unsigned char *id)
     return rc;
 }
 
-/* Re-seal every record reachable from the user lists with the current key. */
+/* Re-seal every record reachable from the user lists, and the censuses, with the current key. */
 static int
 rotate_scan(struct htkv_auth *a)
 {
@@ -334,8 +347,12 @@ rotate_scan(struct htkv_auth *a)
     for (unsigned bucket = 0; bucket < CORE_USER_LISTS && rc == 0; bucket++) {
         unsigned char probe[CODEC_ID_BYTES] = { (unsigned char)(bucket << 4) };
         char lkey[CORE_RKEY_MAX];
-        size_t lkey_len = htkv_core_rkey_user_list(lkey, probe);
-        rc = reseal(a, lkey, lkey_len, CORE_KIND_USER_LIST);
+        size_t lkey_len = htkv_core_rkey_census(lkey, probe);
+        rc = reseal(a, lkey, lkey_len, CORE_KIND_CENSUS);
+        lkey_len = htkv_core_rkey_user_list(lkey, probe);
+        if (rc == 0) {
+            rc = reseal(a, lkey, lkey_len, CORE_KIND_USER_LIST);
+        }
         uint64_t ver;
         unsigned char *body = NULL;
         size_t body_len = 0;

@@ -14,6 +14,8 @@
  *   list  : ver | count u32 | ids[count][16]
  *   meta  : ver | current key id u32 | rotating-from key id u32 | rotating-from check[16]
  *           | token root key[32]
+ *   census: ver | count u32 | count x (memory_kib u32 | iterations u32 | lanes u32 | users u64),
+ *           sets strictly ascending by (memory, iterations, lanes), users >= 1
  *
  * Decoders treat bodies as input even though the envelope authenticated them: every length is
  * checked, every name re-validated, every byte accounted for (no trailing garbage).
@@ -120,15 +122,21 @@ get_u32(struct rcur *r)
     return (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
 }
 
-static int64_t
-get_i64(struct rcur *r)
+static uint64_t
+get_u64(struct rcur *r)
 {
     const unsigned char *s = get_bytes(r, 8);
     uint64_t u = 0;
     for (int i = 0; s != NULL && i < 8; i++) {
         u |= (uint64_t)s[i] << (8 * i);
     }
-    return (int64_t)u;
+    return u;
+}
+
+static int64_t
+get_i64(struct rcur *r)
+{
+    return (int64_t)get_u64(r);
 }
 
 /* Start a reader on @p body: the version byte must be CODEC_BODY_V1. */
@@ -410,6 +418,88 @@ htkv_codec_meta_decode(const unsigned char *body, size_t len, struct codec_meta 
         r.bad = true;
     }
     return rcur_end(&r);
+}
+
+/* ---- census -------------------------------------------------------------------------------- */
+
+int
+htkv_codec_census_cmp(const struct codec_census_set *x, const struct codec_census_set *y)
+{
+    if (x->memory_kib != y->memory_kib) {
+        return x->memory_kib < y->memory_kib ? -1 : 1;
+    }
+    if (x->iterations != y->iterations) {
+        return x->iterations < y->iterations ? -1 : 1;
+    }
+    if (x->lanes != y->lanes) {
+        return x->lanes < y->lanes ? -1 : 1;
+    }
+    return 0;
+}
+
+int
+htkv_codec_census_encode(const struct codec_census_set *sets, uint32_t count, unsigned char **out,
+                         size_t *len)
+{
+    HTKV_ASSERT(sets != NULL || count == 0);
+    struct wcur w;
+    if (wcur_alloc(&w, 1 + 4 + (size_t)count * CODEC_CENSUS_SET_BYTES) != 0) {
+        return -ENOMEM;
+    }
+    put_u8(&w, CODEC_BODY_V1);
+    put_u32(&w, count);
+    for (uint32_t i = 0; i < count; i++) {
+        HTKV_ASSERT(sets[i].users >= 1);
+        HTKV_ASSERT(i == 0 || htkv_codec_census_cmp(&sets[i - 1], &sets[i]) < 0);
+        put_u32(&w, sets[i].memory_kib);
+        put_u32(&w, sets[i].iterations);
+        put_u32(&w, sets[i].lanes);
+        put_i64(&w, (int64_t)sets[i].users);
+    }
+    wcur_done(&w, out, len);
+    return 0;
+}
+
+int
+htkv_codec_census_decode(const unsigned char *body, size_t len, struct codec_census *c)
+{
+    HTKV_ASSERT(body != NULL || len == 0);
+    struct rcur r = rcur_start(body, len);
+    c->count = get_u32(&r);
+    if ((size_t)c->count > len / CODEC_CENSUS_SET_BYTES) {
+        r.bad = true;
+    }
+    c->raw = get_bytes(&r, (size_t)c->count * CODEC_CENSUS_SET_BYTES);
+    struct codec_census_set prev = { 0 };
+    for (uint32_t i = 0; !r.bad && i < c->count; i++) {
+        struct codec_census_set cur;
+        htkv_codec_census_get(c, i, &cur);
+        if (cur.users == 0 || !htkv_pwhash_costs_ok(cur.memory_kib, cur.iterations, cur.lanes) ||
+            (i > 0 && htkv_codec_census_cmp(&prev, &cur) >= 0)) {
+            r.bad = true;
+        }
+        prev = cur;
+    }
+    if (r.bad) {
+        c->count = 0;
+        c->raw = NULL;
+    }
+    return rcur_end(&r);
+}
+
+void
+htkv_codec_census_get(const struct codec_census *c, uint32_t i, struct codec_census_set *set)
+{
+    HTKV_ASSERT(i < c->count);
+    struct rcur r = { .p = c->raw + (size_t)i * CODEC_CENSUS_SET_BYTES,
+                      .len = CODEC_CENSUS_SET_BYTES,
+                      .off = 0,
+                      .bad = false };
+    set->memory_kib = get_u32(&r);
+    set->iterations = get_u32(&r);
+    set->lanes = get_u32(&r);
+    set->users = get_u64(&r);
+    HTKV_ASSERT(!r.bad);
 }
 
 /* ---- names, ids, hex ------------------------------------------------------------------------ */

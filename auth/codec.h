@@ -52,6 +52,21 @@ struct codec_list {
     const unsigned char *ids;
 };
 
+/** One Argon2 parameter set of a census and the number of users whose hash uses it. */
+struct codec_census_set {
+    uint32_t memory_kib;
+    uint32_t iterations;
+    uint32_t lanes;
+    uint64_t users; /* >= 1 */
+};
+
+/** Decoded census body. raw is a view: count entries of CODEC_CENSUS_SET_BYTES each. */
+struct codec_census {
+    uint32_t count;
+    const unsigned char *raw;
+};
+#define CODEC_CENSUS_SET_BYTES 20
+
 /** Decoded auth/meta body. */
 struct codec_meta {
     uint32_t current_key_id;
@@ -72,6 +87,15 @@ int htkv_codec_name_encode(const unsigned char *user_id, unsigned char **out, si
 int htkv_codec_name_decode(const unsigned char *body, size_t len, unsigned char *user_id);
 int htkv_codec_meta_encode(const struct codec_meta *m, unsigned char **out, size_t *len);
 int htkv_codec_meta_decode(const unsigned char *body, size_t len, struct codec_meta *m);
+/* Census: @p count sets, strictly ascending (htkv_codec_census_cmp), each with users >= 1 and
+ * costs within bounds; the decoder checks all of it. */
+int htkv_codec_census_encode(const struct codec_census_set *sets, uint32_t count,
+                             unsigned char **out, size_t *len);
+int htkv_codec_census_decode(const unsigned char *body, size_t len, struct codec_census *c);
+/* Set @p i (< c->count) of a decoded census. */
+void htkv_codec_census_get(const struct codec_census *c, uint32_t i, struct codec_census_set *set);
+/* Order of census sets: by memory, then iterations, then lanes (users ignored). */
+int htkv_codec_census_cmp(const struct codec_census_set *x, const struct codec_census_set *y);
 /* Encode @p l with @p add appended (unless NULL) and every copy of @p remove left out. */
 int htkv_codec_list_encode(const struct codec_list *l, const unsigned char *add,
                            const unsigned char *remove, unsigned char **out, size_t *len);

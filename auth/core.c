@@ -31,8 +31,9 @@
 #include <stdio.h>
 #include <time.h>
 
-/* crypto_kdf context of the token key derived from the token root. */
+/* crypto_kdf contexts of the keys derived from the token root: token hashes, dummy cost picks. */
 static const char CORE_TOKEN_KDF_CTX[crypto_kdf_CONTEXTBYTES + 1] = "htkvtokn";
+static const char CORE_CENSUS_KDF_CTX[crypto_kdf_CONTEXTBYTES + 1] = "htkvcens";
 /* First read of a value: most records are below 512 bytes; larger ones take a second read. */
 #define CORE_LOAD_FIRST_CAP 512
 
@@ -88,6 +89,17 @@ htkv_core_rkey_user_list(char *out, const unsigned char *user_id)
     htkv_codec_id_format(user_id, hex);
     memcpy(out, p, sizeof(p) - 1);
     out[sizeof(p) - 1] = hex[0]; /* one list per first hex digit: CORE_USER_LISTS lists */
+    return sizeof(p);
+}
+
+size_t
+htkv_core_rkey_census(char *out, const unsigned char *user_id)
+{
+    static const char p[] = "auth/census/";
+    char hex[HTKV_AUTH_ID_SIZE];
+    htkv_codec_id_format(user_id, hex);
+    memcpy(out, p, sizeof(p) - 1);
+    out[sizeof(p) - 1] = hex[0]; /* the bucket of htkv_core_rkey_user_list() */
     return sizeof(p);
 }
 
@@ -362,10 +374,13 @@ meta_token_root(struct htkv_auth *a, const struct codec_meta *m, bool first)
     }
     sodium_mprotect_readwrite(a->token_root);
     sodium_mprotect_readwrite(a->token_key);
+    sodium_mprotect_readwrite(a->census_key);
     memcpy(a->token_root, m->token_root, 32);
     crypto_kdf_derive_from_key(a->token_key, 32, 1, CORE_TOKEN_KDF_CTX, a->token_root);
+    crypto_kdf_derive_from_key(a->census_key, 32, 1, CORE_CENSUS_KDF_CTX, a->token_root);
     sodium_mprotect_readonly(a->token_root);
     sodium_mprotect_readonly(a->token_key);
+    sodium_mprotect_readonly(a->census_key);
     return 0;
 }
 

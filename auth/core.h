@@ -19,6 +19,7 @@
 #include <htkv/auth.h>
 #include <htkv/htkv.h>
 
+#include "auth/census.h"
 #include "auth/codec.h"
 #include "auth/envelope.h"
 #include "auth/pwhash.h"
@@ -48,6 +49,7 @@ _Noreturn void htkv_auth_assert_fail(const char *expr, const char *file, int lin
 #define CORE_KIND_USER_LIST 'L'
 #define CORE_KIND_USER_KEYS 'K'
 #define CORE_KIND_APIKEY 'A'
+#define CORE_KIND_CENSUS 'C'
 /* Header bytes before the envelope: format + kind, and for auth/meta the current key's check. */
 #define CORE_HEADER_BYTES 2
 #define CORE_META_HEADER_BYTES (CORE_HEADER_BYTES + ENVELOPE_CHECK_BYTES)
@@ -68,8 +70,11 @@ struct htkv_auth {
     htkv_auth_clock_fn clock_fn; /* NULL = CLOCK_REALTIME */
     void *clock_ctx;
     struct pwhash pw;
-    unsigned char *token_key;  /* sodium_malloc: BLAKE2b key of token hashes (kdf of the root) */
-    unsigned char *token_root; /* sodium_malloc: the root stored sealed in auth/meta */
+    unsigned char *token_key;   /* sodium_malloc: BLAKE2b key of token hashes (kdf of the root) */
+    unsigned char *token_root;  /* sodium_malloc: the root stored sealed in auth/meta */
+    unsigned char *census_key;  /* sodium_malloc: BLAKE2b key of dummy cost picks (kdf of root) */
+    struct census_cache census; /* the census records as last read (census.c) */
+    atomic_bool rehash_off;     /* set when an upgrade of a hash met a read-only store */
 
     pthread_mutex_t lock;                        /* guards the fields below */
     struct envelope_key *keys[CORE_KEYRING_MAX]; /* appended only; freed at close */
@@ -103,6 +108,8 @@ size_t htkv_core_rkey_name(char *out, const char *folded, size_t len);
 size_t htkv_core_rkey_user_list(char *out, const unsigned char *user_id);
 size_t htkv_core_rkey_user_keys(char *out, const unsigned char *user_id);
 size_t htkv_core_rkey_apikey(char *out, const unsigned char *key_id);
+/* "auth/census/<h>": the census of the user list bucket of @p user_id (census.c). */
+size_t htkv_core_rkey_census(char *out, const unsigned char *user_id);
 
 /* Read a raw value with its version. 0; HTKV_ENOTFOUND (rec zeroed); -ENOMEM; engine errors. */
 int htkv_core_load(struct htkv_auth *a, const char *rkey, size_t rkey_len, struct core_rec *rec);

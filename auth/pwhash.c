@@ -8,7 +8,9 @@
  * make the process allocate without bound; the semaphore caps the runs in flight per handle (by
  * default at the number of online CPUs, and at 1 GiB of Argon2 memory), further callers wait their
  * turn. An unknown user runs the same computation against a random dummy hash, so that it takes as
- * long and fails the same way as a wrong password.
+ * long and fails the same way as a wrong password; its costs are those of the stored users, not
+ * the configured ones (census.c), since stored hashes keep the costs they were made with until
+ * a successful login rehashes them with the configured costs (users.c).
  *
  * Invariants
  *   1. At most slot_count Argon2 runs of one handle execute at once (running <= slot_count).
@@ -181,14 +183,22 @@ htkv_pwhash_verify(struct pwhash *ph, const void *pw, size_t pw_len,
     return rc;
 }
 
+bool
+htkv_pwhash_costs_current(const struct pwhash *ph, const struct pwhash_hash *h)
+{
+    return h->memory_kib == ph->memory_kib && h->iterations == ph->iterations &&
+           h->lanes == ph->lanes;
+}
+
 int
-htkv_pwhash_dummy(struct pwhash *ph, const void *pw, size_t pw_len)
+htkv_pwhash_dummy(struct pwhash *ph, const struct pwhash_hash *costs, const void *pw, size_t pw_len)
 {
     HTKV_ASSERT(ph != NULL);
+    HTKV_ASSERT(costs != NULL);
     struct pwhash_hash dummy = {
-        .memory_kib = ph->memory_kib,
-        .iterations = ph->iterations,
-        .lanes = ph->lanes,
+        .memory_kib = costs->memory_kib,
+        .iterations = costs->iterations,
+        .lanes = costs->lanes,
     };
     memcpy(dummy.salt, ph->dummy_salt, sizeof(dummy.salt));
     memcpy(dummy.hash, ph->dummy_hash, sizeof(dummy.hash));

@@ -30,7 +30,7 @@ struct pwhash_hash {
 struct pwhash {
     sem_t slots;         /* counts free Argon2 slots */
     unsigned slot_count; /* initial value of slots */
-    uint32_t memory_kib; /* costs for new hashes and for the dummy run */
+    uint32_t memory_kib; /* costs for new hashes (the dummy run's come from the census) */
     uint32_t iterations;
     uint32_t lanes;
     unsigned char dummy_salt[PWHASH_SALT_BYTES];
@@ -59,7 +59,14 @@ int htkv_pwhash_hash(struct pwhash *ph, const void *pw, size_t pw_len, struct pw
 /* Check @p pw against @p stored with its costs. 0 (match), HTKV_EAUTH, -ENOMEM or -EINVAL. */
 int htkv_pwhash_verify(struct pwhash *ph, const void *pw, size_t pw_len,
                        const struct pwhash_hash *stored);
-/* Run one verification against the dummy hash: the cost of a real one. HTKV_EAUTH or -ENOMEM. */
-int htkv_pwhash_dummy(struct pwhash *ph, const void *pw, size_t pw_len);
+/*
+ * Run one verification against the dummy hash with the costs of @p costs (its salt and hash are
+ * not used): what checking a stored hash of those costs takes. HTKV_EAUTH, -ENOMEM or -EINVAL.
+ * The costs come from htkv_census_dummy_costs() (census.c), which matches the stored users'.
+ */
+int htkv_pwhash_dummy(struct pwhash *ph, const struct pwhash_hash *costs, const void *pw,
+                      size_t pw_len);
+/* True when @p h was made with the configured costs (else a successful login rehashes it). */
+bool htkv_pwhash_costs_current(const struct pwhash *ph, const struct pwhash_hash *h);
 
 #endif

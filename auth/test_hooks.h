@@ -27,6 +27,22 @@ void htkv_auth_test_token_fix_checksum(char *token);
  * with -EIO as if the process had died there; -1 = no limit (the default).
  */
 void htkv_auth_test_rotation_budget(htkv_auth *a, long writes);
+/* Argon2 costs, with a number of users (census) or 1 (one user's hash) or 0 (dummy costs). */
+struct htkv_auth_test_costs {
+    uint32_t memory_kib;
+    uint32_t iterations;
+    uint32_t lanes;
+    uint64_t users;
+};
+/* The costs the dummy verification of @p name would take now (after the census refresh that
+ * verify_password does first). 0 or the refresh's error. */
+int htkv_auth_test_dummy_costs(htkv_auth *a, const char *name, struct htkv_auth_test_costs *out);
+/* The census as the handle sees it (all buckets merged, ascending): up to @p cap sets into
+ * @p out, *count = number of sets. 0 or the refresh's error. */
+int htkv_auth_test_census(htkv_auth *a, struct htkv_auth_test_costs *out, size_t cap,
+                          size_t *count);
+/* The costs of the hash stored for user @p user_id. 0; -EINVAL; HTKV_ENOTFOUND; HTKV_ECORRUPT. */
+int htkv_auth_test_user_costs(htkv_auth *a, const char *user_id, struct htkv_auth_test_costs *out);
 /* Make every transaction of the calling thread pause @p us microseconds between preparing its
  * batch and writing it (widens race windows in tests); 0 = no pause. */
 void htkv_auth_test_txn_delay(long us);

@@ -8,18 +8,36 @@
  * The lists exist because the engine's public API has no prefix scan; sixteen of them keep
  * concurrent creators apart and bound the bytes rewritten per create to 1/16 of all ids.
  *
+ * Each bucket also has a census (auth/census/<h>, census.c): how many of its users' hashes use
+ * each Argon2 parameter set. Every batch below that adds, removes or replaces a hash updates the
+ * census of the user's bucket in the same batch, conditional on the census as read.
+ *
  * Creating checks that the name key and the user key are absent (version 0) in the batch that
  * writes them, so of two creators of one name exactly one commits and the other then sees the
- * name taken (HTKV_EEXIST). verify_password writes nothing. change_password writes the new hash
- * only over the very record whose hash it verified; if another change got in first it verifies
- * the old password again against the hash now stored. delete_user removes the user, its name,
- * its list entry and all its API keys at once, conditional on all of them as read.
+ * name taken (HTKV_EEXIST). change_password writes the new hash only over the very record whose
+ * hash it verified; if another change got in first it verifies the old password again against
+ * the hash now stored. delete_user removes the user, its name, its list entry and all its API
+ * keys at once, conditional on all of them as read.
+ *
+ * Cost changes. A hash keeps the costs it was made with, so raising the configured costs leaves
+ * the existing users on the old ones. verify_password upgrades them: when the password is right
+ * and the stored hash's costs differ from the configured ones, it hashes the password again with
+ * the configured costs and writes the new hash (and the census) in one batch, only if the record
+ * still holds the very hash that was verified; if anything changed the hash meanwhile (a
+ * change_password, another upgrade) the upgrade is dropped, so it never undoes a change. The
+ * upgrade is best effort: its failure (a read-only store, contention) does not fail the login.
+ * An unknown name's dummy run takes the costs the census assigns to that name, so that it costs
+ * what the known users cost whatever mixture of costs is stored (census.c).
  *
  * Invariants
  *   1. A user record's id equals the id in its key, and its folded name maps back to it; a
  *      mismatch is HTKV_ECORRUPT.
- *   2. An unknown name costs one dummy Argon2 run and returns HTKV_EAUTH, like a wrong password.
+ *   2. An unknown name costs one dummy Argon2 run, with costs drawn from the stored users', and
+ *      returns HTKV_EAUTH, like a wrong password; known and unknown names do the same census
+ *      work before it.
  *   3. Passwords and hashes on the stack are wiped before return.
+ *   4. A hash is replaced only in a batch conditional on the record version whose hash was
+ *      verified (change_password) or on the very hash verified (the upgrade at login).
  */
 #include "auth/core.h"
 
@@ -139,12 +157,20 @@ create_txn(struct htkv_auth *a, htkv_batch *b, const struct core_snap *s, void *
 
     uint64_t lver;
     struct codec_list list;
+    struct census_edit census;
+    memset(&census, 0, sizeof(census));
     unsigned char *lbody = NULL, *ubody = NULL, *nbody = NULL, *newlist = NULL;
     size_t lbody_len = 0, ubody_len = 0, nbody_len = 0, newlist_len = 0;
     rc = htkv_core_list_read(a, lkey, lkey_len, CORE_KIND_USER_LIST, &lver, &lbody, &lbody_len,
                              &list);
     if (rc == 0) {
         rc = htkv_codec_list_encode(&list, u->id, NULL, &newlist, &newlist_len);
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_begin(a, b, u->id, &census); /* and its condition */
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_count(&census, c->pw, 1);
     }
     if (rc == 0) {
         rc = htkv_codec_user_encode(u, &ubody, &ubody_len);
@@ -171,6 +197,10 @@ create_txn(struct htkv_auth *a, htkv_batch *b, const struct core_snap *s, void *
     if (rc == 0) {
         rc = htkv_core_put(a, s, b, CORE_KIND_USER_LIST, lkey, lkey_len, newlist, newlist_len);
     }
+    if (rc == 0) {
+        rc = htkv_census_edit_put(a, s, b, &census);
+    }
+    htkv_census_edit_free(&census);
     htkv_codec_free(lbody, lbody_len);
     htkv_codec_free(newlist, newlist_len);
     htkv_codec_free(ubody, ubody_len);
@@ -445,6 +475,19 @@ delete_txn(struct htkv_auth *a, htkv_batch *b, const struct core_snap *s, void *
             rc = htkv_core_put(a, s, b, CORE_KIND_USER_LIST, lkey, lkey_len, newlist, newlist_len);
         }
     }
+    /* The census counts the listed users: this one's hash leaves it. */
+    struct census_edit census;
+    memset(&census, 0, sizeof(census));
+    if (rc == 0 && lver != 0 && htkv_codec_list_has(&list, c->id)) {
+        rc = htkv_census_edit_begin(a, b, c->id, &census);
+        if (rc == 0) {
+            rc = htkv_census_edit_count(&census, &u.pw, -1);
+        }
+        if (rc == 0) {
+            rc = htkv_census_edit_put(a, s, b, &census);
+        }
+    }
+    htkv_census_edit_free(&census);
     if (rc == 0) {
         rc = delete_user_keys(a, b, c->id);
     }
@@ -467,6 +510,93 @@ htkv_auth_delete_user(htkv_auth *auth, const char *user_id)
 
 /* ---- passwords ------------------------------------------------------------------------------ */
 
+struct rehash_ctx {
+    unsigned char id[CODEC_ID_BYTES];
+    struct pwhash_hash verified;     /* the stored hash the password matched */
+    const struct pwhash_hash *fresh; /* the same password hashed with the configured costs */
+};
+
+/* Replace the verified hash by the fresh one, unless the record no longer holds it. */
+static int
+rehash_txn(struct htkv_auth *a, htkv_batch *b, const struct core_snap *s, void *arg)
+{
+    struct rehash_ctx *c = arg;
+    HTKV_ASSERT(c->fresh != NULL);
+    unsigned char *body = NULL, *nbody = NULL;
+    size_t body_len = 0, nbody_len = 0;
+    struct codec_user u;
+    uint64_t ver;
+    int rc = user_read(a, c->id, &ver, &body, &body_len, &u, NULL);
+    if (rc == HTKV_ENOTFOUND) {
+        return CORE_TXN_NOOP; /* deleted meanwhile */
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    struct census_edit census;
+    memset(&census, 0, sizeof(census));
+    if (sodium_memcmp(&u.pw, &c->verified, sizeof(u.pw)) != 0) {
+        rc = CORE_TXN_NOOP; /* the hash changed meanwhile: never undo that change */
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_begin(a, b, c->id, &census);
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_count(&census, &u.pw, -1);
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_count(&census, c->fresh, 1);
+    }
+    if (rc == 0) {
+        u.pw = *c->fresh; /* password_changed_at stays: the password is the same */
+        rc = htkv_codec_user_encode(&u, &nbody, &nbody_len);
+    }
+    char ukey[CORE_RKEY_MAX];
+    size_t ukey_len = htkv_core_rkey_user(ukey, c->id);
+    if (rc == 0) {
+        rc = htkv_core_check(b, ukey, ukey_len, ver);
+    }
+    if (rc == 0) {
+        rc = htkv_core_put(a, s, b, CORE_KIND_USER, ukey, ukey_len, nbody, nbody_len);
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_put(a, s, b, &census);
+    }
+    htkv_census_edit_free(&census);
+    htkv_codec_free(body, body_len);
+    htkv_codec_free(nbody, nbody_len);
+    sodium_memzero(&u, sizeof(u));
+    return rc;
+}
+
+/*
+ * After a successful login with a hash of other costs than the configured ones: hash @p pw with
+ * the configured costs and store it over @p u's hash if that is still the one stored. Best effort:
+ * the login succeeded whatever happens here. A read-only store turns upgrades off for the handle.
+ */
+static void
+user_rehash(struct htkv_auth *a, const struct codec_user *u, const void *pw, size_t pw_len)
+{
+    if (atomic_load(&a->rehash_off)) {
+        return;
+    }
+    struct rehash_ctx c;
+    memset(&c, 0, sizeof(c));
+    memcpy(c.id, u->id, CODEC_ID_BYTES);
+    c.verified = u->pw;
+    struct pwhash_hash fresh;
+    int rc = htkv_pwhash_hash(&a->pw, pw, pw_len, &fresh);
+    if (rc == 0) {
+        c.fresh = &fresh;
+        rc = htkv_core_txn(a, rehash_txn, &c);
+    }
+    if (rc == HTKV_EREADONLY) {
+        atomic_store(&a->rehash_off, true);
+    }
+    sodium_memzero(&fresh, sizeof(fresh));
+    sodium_memzero(&c, sizeof(c));
+}
+
 int
 htkv_auth_verify_password(htkv_auth *auth, const char *name, const void *password,
                           size_t password_len, struct htkv_auth_user *out)
@@ -474,9 +604,12 @@ htkv_auth_verify_password(htkv_auth *auth, const char *name, const void *passwor
     if (auth == NULL || name == NULL || password_check(password, password_len, true) != 0) {
         return -EINVAL;
     }
+    /* Known and unknown names alike: the costs an unknown one would take (census.c). */
+    struct pwhash_hash dummy;
+    htkv_census_dummy_costs(auth, name, &dummy);
     size_t len;
     if (htkv_codec_name_check(name, HTKV_AUTH_NAME_MAX, false, &len) != 0) {
-        return htkv_pwhash_dummy(&auth->pw, password, password_len);
+        return htkv_pwhash_dummy(&auth->pw, &dummy, password, password_len);
     }
     unsigned char *body = NULL;
     size_t body_len = 0;
@@ -484,10 +617,13 @@ htkv_auth_verify_password(htkv_auth *auth, const char *name, const void *passwor
     uint32_t key_id = 0;
     int rc = user_read_by_name(auth, name, len, NULL, &body, &body_len, &u, &key_id);
     if (rc == HTKV_ENOTFOUND) {
-        return htkv_pwhash_dummy(&auth->pw, password, password_len);
+        return htkv_pwhash_dummy(&auth->pw, &dummy, password, password_len);
     }
     if (rc == 0) {
         rc = htkv_pwhash_verify(&auth->pw, password, password_len, &u.pw);
+    }
+    if (rc == 0 && !htkv_pwhash_costs_current(&auth->pw, &u.pw)) {
+        user_rehash(auth, &u, password, password_len);
     }
     if (rc == 0 && out != NULL) {
         htkv_core_user_out(&u, key_id, out);
@@ -529,6 +665,21 @@ change_txn(struct htkv_auth *a, htkv_batch *b, const struct core_snap *s, void *
             c->verified = u.pw;
         }
     }
+    struct census_edit census;
+    memset(&census, 0, sizeof(census));
+    if (rc == 0) {
+        rc = htkv_census_edit_begin(a, b, c->id, &census);
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_count(&census, &u.pw, -1);
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_count(&census, c->new_pw, 1);
+    }
+    if (rc == 0) {
+        rc = htkv_census_edit_put(a, s, b, &census);
+    }
+    htkv_census_edit_free(&census);
     if (rc == 0) {
         u.pw = *c->new_pw;
         u.password_changed_at = s->now;
@@ -557,9 +708,11 @@ htkv_auth_change_password(htkv_auth *auth, const char *name, const void *old_pas
         password_check(new_password, new_password_len, false) != 0) {
         return -EINVAL;
     }
+    struct pwhash_hash dummy;
+    htkv_census_dummy_costs(auth, name, &dummy);
     size_t len;
     if (htkv_codec_name_check(name, HTKV_AUTH_NAME_MAX, false, &len) != 0) {
-        return htkv_pwhash_dummy(&auth->pw, old_password, old_password_len);
+        return htkv_pwhash_dummy(&auth->pw, &dummy, old_password, old_password_len);
     }
     struct change_ctx c;
     memset(&c, 0, sizeof(c));
@@ -568,7 +721,7 @@ htkv_auth_change_password(htkv_auth *auth, const char *name, const void *old_pas
     struct codec_user u;
     int rc = user_read_by_name(auth, name, len, NULL, &body, &body_len, &u, NULL);
     if (rc == HTKV_ENOTFOUND) {
-        return htkv_pwhash_dummy(&auth->pw, old_password, old_password_len);
+        return htkv_pwhash_dummy(&auth->pw, &dummy, old_password, old_password_len);
     }
     if (rc == 0) {
         rc = htkv_pwhash_verify(&auth->pw, old_password, old_password_len, &u.pw);
@@ -611,6 +764,30 @@ htkv_auth_decrypt_user_metadata(htkv_auth *auth, const char *user_id, void *buf,
     int rc = user_read(auth, id, NULL, &body, &body_len, &u, NULL);
     if (rc == 0) {
         rc = htkv_core_meta_copy(u.meta, u.meta_len, buf, cap, len);
+        htkv_codec_free(body, body_len);
+    }
+    sodium_memzero(&u, sizeof(u));
+    return rc;
+}
+
+/* ---- test hooks ----------------------------------------------------------------------------- */
+
+int
+htkv_auth_test_user_costs(htkv_auth *a, const char *user_id, struct htkv_auth_test_costs *out)
+{
+    unsigned char id[CODEC_ID_BYTES];
+    if (a == NULL || out == NULL || htkv_codec_id_parse(user_id, id) != 0) {
+        return -EINVAL;
+    }
+    unsigned char *body = NULL;
+    size_t body_len = 0;
+    struct codec_user u;
+    int rc = user_read(a, id, NULL, &body, &body_len, &u, NULL);
+    if (rc == 0) {
+        out->memory_kib = u.pw.memory_kib;
+        out->iterations = u.pw.iterations;
+        out->lanes = u.pw.lanes;
+        out->users = 1;
         htkv_codec_free(body, body_len);
     }
     sodium_memzero(&u, sizeof(u));

@@ -9,7 +9,9 @@
  * What it does
  *   - Users: a name (1..HTKV_AUTH_NAME_MAX bytes of UTF-8, unique ignoring ASCII case), a
  *     password hashed with Argon2id (libargon2; default m = 19 MiB, t = 2, p = 1, 16-byte random
- *     salt), optional metadata. Passwords are 1..HTKV_AUTH_PASSWORD_MAX arbitrary bytes.
+ *     salt), optional metadata. Passwords are 1..HTKV_AUTH_PASSWORD_MAX arbitrary bytes. A hash
+ *     keeps the costs it was made with; a successful login rehashes it with the configured costs
+ *     when they differ (see "Changing the Argon2 costs").
  *   - API keys: a token "htkv_<key id>_<secret><checksum>" (HTKV_AUTH_TOKEN_LEN characters; the
  *     secret has 256 random bits, the checksum rejects typos before any lookup). Only a keyed
  *     BLAKE2b hash of the secret is stored; authenticating a key never runs Argon2 and compares in
@@ -29,16 +31,49 @@
  *   auth/user_list/<h>            ids of the users whose id starts with hex digit <h> (16 lists)
  *   auth/user_keys/<user id>      ids of the user's API keys
  *   auth/apikey/<key id>          API key record
+ *   auth/census/<h>               how many hashes of the users of list <h> use each set of
+ *                                 Argon2 costs (absent in stores written before it existed:
+ *                                 then counted from the users, and written by the next change)
  *   Ids are 128 random bits written as 32 lowercase hex digits: never reused, also after a
  *   restart. Every change is one atomic htkv batch whose conditions (htkv_batch_check()) name the
  *   version of every record it read, so concurrent writers never undo each other: a writer that
  *   lost a race re-reads and retries, or fails with the answer that is now true (HTKV_EEXIST,
  *   HTKV_ENOTFOUND, HTKV_EAUTH).
  *
+ * Changing the Argon2 costs, and why unknown names cost what known ones cost
+ *   The costs in htkv_auth_config apply to hashes made from then on. Existing hashes keep theirs
+ *   (verification uses the costs stored with each hash) until the user's next successful
+ *   htkv_auth_verify_password(), which hashes the password again with the configured costs and
+ *   stores it, in one batch that commits only if the record still holds the very hash that was
+ *   verified: a concurrent htkv_auth_change_password() (or another upgrade) always wins, an
+ *   upgrade never undoes it. The configured costs are the target whichever way they changed, so
+ *   handles open on one store should share them (two handles with different costs would rehash
+ *   a user back and forth at each login).
+ *
+ *   An unknown user's login runs one Argon2 verification against a dummy hash, so that it fails
+ *   in the time a wrong password takes. Its costs are not the configured ones (after a change of
+ *   costs, every unknown name would answer in the new time and every known one in the old:
+ *   names could be enumerated). They are drawn from the census of the stored hashes
+ *   (auth/census/<h>, kept exact by every write that adds, removes or replaces a hash): a keyed
+ *   hash of the ASCII-folded name (the key derives from the random root sealed in auth/meta)
+ *   selects a set of costs with probability proportional to the number of users who have it.
+ *   So unknown names take the costs of known ones in the same proportions, whatever mixture is
+ *   stored; a name takes the same costs at every attempt, from every handle, after a restart or
+ *   a master key rotation, and "Bob" the same as "bob"; as users log in and move to new costs,
+ *   unknown names move with them, a few at a time. With no user stored, the configured costs.
+ *   Known and unknown names also do the same census work before the Argon2 run (a version probe
+ *   of the 16 census records, a re-read of those that changed). What remains differs by a few
+ *   microseconds of record reads and decryption, against milliseconds of Argon2.
+ *
+ *   API keys have no such issue: authenticating never runs Argon2 (the secret has 256 random
+ *   bits), an unknown key id hashes and compares like a known one, and key ids are 128 random
+ *   bits that cannot be enumerated.
+ *
  * Errors
  *   Codes are those of htkv.h. Credentials that are wrong in any way (unknown user, wrong
  *   password, malformed, unknown, revoked or expired token) give HTKV_EAUTH and nothing more; an
- *   unknown user costs one Argon2 run like a wrong password. A stored record that fails its
+ *   unknown user costs one Argon2 run like a wrong password, with the costs of a stored user's
+ *   hash (see above). A stored record that fails its
  *   authentication tag or does not parse (bit rot, tampering, a blob copied from another record)
  *   gives HTKV_ECORRUPT. Engine errors (HTKV_ECLOSED, HTKV_EREADONLY, HTKV_EFAILED, -ENOSPC,
  *   -EIO, -ENOMEM ...) are passed through; "engine errors" below stands for them. A handle that
@@ -124,7 +159,11 @@ typedef struct htkv_auth_config {
      */
     const unsigned char *previous_key;
     uint32_t previous_key_id; /**< Id of previous_key; non-zero and != master_key_id. */
-    /** Argon2id memory in KiB for new hashes (8 x lanes .. 4 GiB). Default 19456 (19 MiB). */
+    /**
+     * Argon2id memory in KiB for new hashes (8 x lanes .. 4 GiB). Default 19456 (19 MiB). The
+     * three costs also are the target of the rehash at a successful login: a stored hash with
+     * other costs is replaced (see "Changing the Argon2 costs" above).
+     */
     uint32_t argon2_memory_kib;
     uint32_t argon2_iterations; /**< Argon2id passes (1..1024). Default 2. */
     uint32_t argon2_lanes;      /**< Argon2id lanes (1..64). Default 1. */
@@ -199,6 +238,8 @@ HTKV_API HTKV_MUST_USE int htkv_auth_open(htkv_db *db, const unsigned char *mast
  * sealed with the store's current key (config's master_key, except after a crash that hit
  * htkv_auth_rotate_master_key() before its first write: then call it again to rotate).
  * Several handles may be open on one store; see htkv_auth_rotate_master_key() for the one rule.
+ * On a store with auth data, opening writes nothing: costs that differ from those the users'
+ * hashes were made with take effect as described in "Changing the Argon2 costs" above.
  *
  * @param[in]  db   Open store; kept until htkv_auth_close().
  * @param[in]  cfg  Configuration; borrowed (clock_ctx is kept until htkv_auth_close()).
@@ -243,8 +284,9 @@ HTKV_API HTKV_MUST_USE int htkv_auth_create_user(htkv_auth *auth, const char *na
  * The name must be 1..HTKV_AUTH_NAME_MAX bytes of valid UTF-8 without control characters
  * (U+0000..U+001F, U+007F..U+009F) and without a leading or trailing space. Names are unique
  * ignoring ASCII case ("Alice" and "alice" are one name; "Ä" and "ä" are two). The user record,
- * the name index entry and the user list change in one atomic batch that commits only if the
- * name is still free: of two concurrent creators of one name exactly one succeeds.
+ * the name index entry, the user list and its census change in one atomic batch that commits
+ * only if the name is still free: of two concurrent creators of one name exactly one succeeds.
+ * The password is hashed with the configured costs.
  *
  * @param[in]  auth          Handle; borrowed.
  * @param[in]  name          NUL-terminated name; borrowed.
@@ -254,9 +296,12 @@ HTKV_API HTKV_MUST_USE int htkv_auth_create_user(htkv_auth *auth, const char *na
  * @param[out] out           Receives the new user; borrowed; may be NULL.
  * @return 0; -EINVAL (NULL argument, bad name, empty or too long password, metadata too long);
  *         HTKV_EEXIST (the name is taken); HTKV_ECONFLICT (contention outlasted the retries);
- *         HTKV_EAUTH (another handle rotated to a master key this one lacks); -ENOMEM; engine
- *         errors.
- * @context Any thread. Blocks for one Argon2 run (waiting for a hash slot) and one write.
+ *         HTKV_EAUTH (another handle rotated to a master key this one lacks); HTKV_ECORRUPT (the
+ *         user list or the census of the new id's bucket is damaged: writes that change a
+ *         bucket's hashes report a damaged census, logins do not); -ENOMEM; engine errors.
+ * @context Any thread. Blocks for one Argon2 run (waiting for a hash slot) and one write (the
+ *          first write to a bucket of a store written before the census also reads the users
+ *          of that bucket, to count them).
  */
 HTKV_API HTKV_MUST_USE int
 htkv_auth_create_user_with_metadata(htkv_auth *auth, const char *name, const void *password,
@@ -300,8 +345,8 @@ HTKV_API HTKV_MUST_USE int htkv_auth_list_users(htkv_auth *auth, struct htkv_aut
                                                 size_t *count);
 
 /**
- * Delete a user: its record, its name (free for reuse), and every API key it holds (revoked in
- * the same atomic batch). Its id is never reused.
+ * Delete a user: its record, its name (free for reuse), its hash's place in the census, and every
+ * API key it holds (revoked in the same atomic batch). Its id is never reused.
  * @param[in] auth     Handle; borrowed.
  * @param[in] user_id  NUL-terminated id; borrowed.
  * @return 0; -EINVAL; HTKV_ENOTFOUND; HTKV_ECORRUPT; HTKV_ECONFLICT; HTKV_EAUTH (as for
@@ -313,9 +358,17 @@ HTKV_API HTKV_MUST_USE int htkv_auth_delete_user(htkv_auth *auth, const char *us
 /**
  * Check @p password for the user named @p name.
  *
- * Writes nothing (so it can never undo a concurrent change). An unknown or invalid name runs one
- * Argon2 verification with the configured costs on a dummy hash and returns the same HTKV_EAUTH
- * as a wrong password, in about the same time. Verification uses the costs stored with the hash.
+ * Verification uses the costs stored with the hash. An unknown or invalid name runs one Argon2
+ * verification on a dummy hash, with the costs the census assigns to that name (those of stored
+ * users, in their proportions: see "Changing the Argon2 costs" above), and returns the same
+ * HTKV_EAUTH as a wrong password, in about the same time.
+ *
+ * Writes nothing, except when the password is right and the stored hash's costs differ from the
+ * configured ones: then the password is hashed again with the configured costs and stored (with
+ * the census) in one batch that commits only if the record still holds the hash just verified,
+ * so it never undoes a concurrent change_password. That upgrade is best effort: if it fails
+ * (contention, a full disk; a read-only store turns it off for the handle) the call still
+ * returns 0 and the next login tries again. password_changed_at is not changed by it.
  *
  * @param[in]  auth      Handle; borrowed.
  * @param[in]  name      NUL-terminated name; borrowed.
@@ -323,8 +376,13 @@ HTKV_API HTKV_MUST_USE int htkv_auth_delete_user(htkv_auth *auth, const char *us
  *                       password_len is 0 (which never matches).
  * @param[out] out       Receives the user on success; borrowed; may be NULL.
  * @return 0 (the password is right); HTKV_EAUTH (unknown user or wrong password); -EINVAL (NULL
- *         name or auth, password too long); HTKV_ECORRUPT; -ENOMEM; engine errors.
- * @context Any thread. Blocks for one Argon2 run (waiting for a hash slot).
+ *         name or auth, password too long); HTKV_ECORRUPT (the user's records; a damaged census
+ *         is not reported here, as an unknown name must answer like a known one); -ENOMEM;
+ *         engine errors from reading the user.
+ * @context Any thread. Blocks for one Argon2 run (waiting for a hash slot); a login that
+ *          upgrades the hash, for a second run and one write. The first call of a handle on a
+ *          store written before the census reads the user records of the buckets that have no
+ *          census yet, once, to count them.
  */
 HTKV_API HTKV_MUST_USE int htkv_auth_verify_password(htkv_auth *auth, const char *name,
                                                      const void *password, size_t password_len,
@@ -333,9 +391,11 @@ HTKV_API HTKV_MUST_USE int htkv_auth_verify_password(htkv_auth *auth, const char
 /**
  * Replace the password of the user named @p name, given the current one.
  *
- * The new hash is written only if the record is still the one whose password was verified; if
- * a concurrent change got there first, the old password is checked again against the new hash
- * (usually failing with HTKV_EAUTH). API keys are not touched.
+ * The new hash, made with the configured costs, is written (with the census) only if the record
+ * is still the one whose password was verified; if a concurrent change or upgrade got there
+ * first, the old password is checked again against the hash now stored (a change usually fails
+ * it with HTKV_EAUTH; an upgrade keeps the password, so it passes). An unknown or invalid name
+ * runs one dummy verification as htkv_auth_verify_password() does. API keys are not touched.
  *
  * @param[in] old_password  0..HTKV_AUTH_PASSWORD_MAX bytes; borrowed, never kept.
  * @param[in] new_password  1..HTKV_AUTH_PASSWORD_MAX bytes; borrowed, never kept.
@@ -403,7 +463,8 @@ HTKV_API HTKV_MUST_USE int htkv_auth_create_api_key_with_metadata(
  *
  * Rejects a token of the wrong shape or with a bad checksum before any lookup; then hashes the
  * secret with the store's token key (BLAKE2b, no Argon2) and compares in constant time. An
- * unknown key id also hashes and compares. Records last_used_at at most once per
+ * unknown key id also hashes and compares. The Argon2 costs play no part here, so changing them
+ * changes nothing for API keys. Records last_used_at at most once per
  * HTKV_AUTH_LAST_USED_GRANULARITY_S, with a conditional write that is dropped if the key changed
  * or was revoked meanwhile (a revoked key is never brought back); a failure of that write does not
  * fail the authentication.
@@ -462,7 +523,7 @@ HTKV_API HTKV_MUST_USE int htkv_auth_decrypt_api_key_metadata(htkv_auth *auth, c
  * unfinished rotation; with nothing to do it only checks). The old key is needed until a call
  * returned 0. Other handles open on the same store keep working only if they were opened with
  * new_key as well (they pick up the new state on their next write); others get HTKV_EAUTH.
- * Only records reachable from the user lists are re-sealed.
+ * Only records reachable from the user lists, and the 16 census records, are re-sealed.
  *
  * @param[in] auth        Handle; borrowed.
  * @param[in] new_key     HTKV_AUTH_KEY_BYTES bytes; borrowed (copied into guarded memory).

@@ -171,7 +171,8 @@ change_or_verify_worker(void *arg)
     return w->index == 0 ? change_worker(arg) : verify_worker(arg);
 }
 
-/* Goal: verifiers never revert a concurrent password change (they write nothing). */
+/* Goal: verifiers never revert a concurrent password change (with the handle's costs they write
+ * nothing; test_auth_cost_change.c races the upgrade a login writes after a change of costs). */
 static void
 test_auth_race_change_vs_verify(void **state)
 {
