@@ -325,7 +325,8 @@ htkv_db_reserve_versions(struct htkv_db *db, uint64_t v)
     if (db->read_only) {
         return -EROFS;
     }
-    uint64_t hwm = v > REC_VERSION_MAX - MAN_VERSION_BLOCK ? REC_VERSION_MAX : v + MAN_VERSION_BLOCK;
+    uint64_t hwm =
+        v > REC_VERSION_MAX - MAN_VERSION_BLOCK ? REC_VERSION_MAX : v + MAN_VERSION_BLOCK;
     int rc = htkv_manifest_set_versions(db->man, hwm, 0, false);
     if (rc != 0) {
         htkv_set_error("%s: cannot reserve versions in the manifest: %s", db->dir,
@@ -334,9 +335,9 @@ htkv_db_reserve_versions(struct htkv_db *db, uint64_t v)
     }
     /* The manifest's value is the larger of the concurrent reservations. */
     uint64_t cur = atomic_load_explicit(&db->version_hwm, memory_order_relaxed);
-    while (cur < hwm && !atomic_compare_exchange_weak_explicit(&db->version_hwm, &cur, hwm,
-                                                               memory_order_release,
-                                                               memory_order_relaxed)) {
+    while (cur < hwm &&
+           !atomic_compare_exchange_weak_explicit(&db->version_hwm, &cur, hwm, memory_order_release,
+                                                  memory_order_relaxed)) {
     }
     return 0;
 }

@@ -1039,8 +1039,7 @@ htkv_manifest_replace(struct manifest *m, const struct man_shard *lists, uint64_
 }
 
 int
-htkv_manifest_stage_segs(struct manifest *m, const uint32_t *shards, const uint64_t *ids,
-                         size_t n)
+htkv_manifest_stage_segs(struct manifest *m, const uint32_t *shards, const uint64_t *ids, size_t n)
 {
     HTKV_ASSERT(m->writable);
     if (n == 0) {
@@ -1083,8 +1082,8 @@ htkv_manifest_stage_segs(struct manifest *m, const uint32_t *shards, const uint6
 }
 
 int
-htkv_manifest_record_ends(struct manifest *m, const uint32_t *shards,
-                          const struct man_end *ends, size_t n)
+htkv_manifest_record_ends(struct manifest *m, const uint32_t *shards, const struct man_end *ends,
+                          size_t n)
 {
     HTKV_ASSERT(m->writable);
     unsigned char *buf = n ? htkv_mem_alloc(n * (MAN_EDIT_HDR + 24)) : NULL;

@@ -79,8 +79,8 @@ struct seg_owner {
 };
 
 /*
- * Create segment @p id of shard @p o->shard in directory @p dir (path of the shard directory), with room
- * for @p cap bytes and SEG_GROW_MIN (or @p first when larger) allocated, as written zeros when
+ * Create segment @p id of shard @p o->shard in directory @p dir (path of the shard directory), with
+ * room for @p cap bytes and SEG_GROW_MIN (or @p first when larger) allocated, as written zeros when
  * @p zero_fill. The file is fsynced; the caller fsyncs the directory. Returns 0, -ENOSPC, -ENOMEM
  * or another -errno.
  */

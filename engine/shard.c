@@ -1395,9 +1395,8 @@ batch_take_version(struct htkv_db *db, uint64_t v)
             if (v < cur) {
                 return version_not_above(v, htkv_db_latest(db));
             }
-        } while (!atomic_compare_exchange_weak_explicit(&db->next_version, &cur, v + 1,
-                                                        memory_order_relaxed,
-                                                        memory_order_relaxed));
+        } while (!atomic_compare_exchange_weak_explicit(
+            &db->next_version, &cur, v + 1, memory_order_relaxed, memory_order_relaxed));
         return 0;
     }
     uint64_t hi = atomic_load_explicit(&db->submit_hi, memory_order_relaxed);

@@ -435,8 +435,7 @@ snap_map_check(const char *path, uint32_t max_value_bytes, struct snap_in *in)
 {
     /* O_NONBLOCK: a FIFO or device named by mistake must not block the caller (who may hold
      * the store's locks); only a regular file is read. */
-    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1
-                                                : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int rc = -errno;
         htkv_set_error("%s: cannot open: %s", path, htkv_strerror(rc));
@@ -513,8 +512,8 @@ new_seg(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t need
         struct seg_owner o = { .shard = sh->id,
                                .shard_count = db->shard_count,
                                .hash_seed = db->hash_seed };
-        rc = htkv_seg_create(sh->dir, &o, id, cap, first, db->cfg.sync_mode == HTKV_SYNC_ALWAYS,
-                             &s);
+        rc =
+            htkv_seg_create(sh->dir, &o, id, cap, first, db->cfg.sync_mode == HTKV_SYNC_ALWAYS, &s);
     }
     if (rc == 0) {
         n->segs[n->nsegs++] = s;
@@ -725,8 +724,8 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     latest = in->version >= latest ? in->version : latest + 1;
     int rc = 0;
     if (latest > REC_VERSION_MAX) {
-        htkv_set_error("%s: a rollback to version %llu needs a version, and none is left",
-                       db->dir, (unsigned long long)in->version);
+        htkv_set_error("%s: a rollback to version %llu needs a version, and none is left", db->dir,
+                       (unsigned long long)in->version);
         rc = -EOVERFLOW;
     }
     rc = rc != 0 ? rc : db_version_check(db, latest);

@@ -1,5 +1,6 @@
 /*
- * test_backpressure.c - bounded worker queues (queues are bounded: "full -> back-pressure, not OOM").
+ * test_backpressure.c - bounded worker queues (queues are bounded: "full -> back-pressure, not
+ * OOM").
  *
  * With queue_depth = 2 (the engine rounds it up to its minimum) a worker's queue fills after a few
  * dozen requests. An asynchronous write must then be refused with HTKV_EBUSY at once, never wait;

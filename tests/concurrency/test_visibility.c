@@ -1,5 +1,6 @@
 /*
- * test_visibility.c - what concurrent readers may and may not see (ARCHITECTURE.md, "Reads, versions and visibility").
+ * test_visibility.c - what concurrent readers may and may not see (ARCHITECTURE.md, "Reads,
+ * versions and visibility").
  *
  * Read-your-writes across threads: a write is visible to every get that starts after the write
  * returned (or, asynchronous, after its callback ran), from any thread. Writers publish what has

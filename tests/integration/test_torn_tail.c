@@ -4,8 +4,8 @@
  *
  * Each test writes a store, leaves it as a crash would (a record damaged before the end a clean
  * close records is corruption, test_integrity_regress), and then for every byte offset inside
- * the last record of the active segment works on a fresh copy: cuts the file there (or overwrites the rest with
- * seeded junk), reopens, checks, writes, reopens again and checks again.
+ * the last record of the active segment works on a fresh copy: cuts the file there (or overwrites
+ * the rest with seeded junk), reopens, checks, writes, reopens again and checks again.
  */
 #include <unistd.h>
 

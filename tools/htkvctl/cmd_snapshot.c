@@ -51,8 +51,7 @@ snap_read_header(const char *path, struct snap_figures *f)
     }
     struct stat st;
     bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-              pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
-              memcmp(h, SNAPSHOT_MAGIC, 8) == 0;
+              pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && memcmp(h, SNAPSHOT_MAGIC, 8) == 0;
     close(fd);
     if (!ok) {
         return -1;
