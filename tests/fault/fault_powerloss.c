@@ -54,6 +54,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <htkv/replication.h>
+
 #include "tests/support/testutil.h"
 #include "uring/ur_fault.h"
 
@@ -330,6 +332,7 @@ struct pl_run {
     char *dir;
     char store[4200], image[4200];
     htkv_config cfg;
+    uint64_t handed_out; /* htkv_latest_version() of the store just before the cut */
 };
 
 static void
@@ -351,6 +354,7 @@ pl_run_start(struct pl_run *r)
 static htkv_db *
 pl_run_cut(struct pl_run *r, htkv_db *db, bool tear, const char *what)
 {
+    assert_int_equal(htkv_latest_version(db, &r->handed_out), 0);
     pl_cut();
     pl_build_image(r->store, r->image, tear);
     (void)htkv_close(db);
@@ -369,9 +373,30 @@ pl_run_cut(struct pl_run *r, htkv_db *db, bool tear, const char *what)
     return img;
 }
 
+/*
+ * Versions never repeat, also across power loss: the image's next write gets a version above
+ * every version the store had handed out before the cut, acknowledged or not (the manifest's
+ * reservation was durable before any of them was used). A probe key outside the test's keys.
+ */
+static void
+pl_check_versions(const struct pl_run *r, htkv_db *img)
+{
+    uint64_t v = 0;
+    size_t n = 0;
+    assert_int_equal(htkv_put(img, "pl-probe", 8, "p", 1), 0);
+    assert_int_equal(htkv_get_version(img, "pl-probe", 8, NULL, 0, &n, &v), HTKV_ETOOSMALL);
+    if (v <= r->handed_out) {
+        fprintf(stderr, "version %llu after the power cut, not above %llu handed out before it\n",
+                (unsigned long long)v, (unsigned long long)r->handed_out);
+    }
+    assert_true(v > r->handed_out);
+    assert_int_equal(htkv_delete(img, "pl-probe", 8), 0);
+}
+
 static void
 pl_run_end(struct pl_run *r, htkv_db *img)
 {
+    pl_check_versions(r, img);
     assert_int_equal(htkv_close(img), 0);
     tu_rmrf(r->dir);
     free(r->dir);
