@@ -11,8 +11,23 @@
  * compares it with an open handle, key by key.
  *
  * The segment walk mirrors recover_seg() (engine/recover.c); the manifest walk mirrors
- * man_replay() and man_tail_is_torn() (engine/manifest.c). A change of those rules must be made
- * here too; test_htkvctl checks that a clean store verifies clean and that damage is found.
+ * man_replay() and man_tail_is_torn() (engine/manifest.c); the check of a directory without
+ * CURRENT mirrors check_fresh_dir() (engine/db.c) and that of unlisted files orphan_kind()
+ * (engine/recover.c). A change of those rules must be made here too; test_htkvctl checks that a
+ * clean store verifies clean and that damage is found. The rules, as problems:
+ *   - manifest: every edit valid (MAN_SEG_GONE for a listed id, an ADD of a gone id, a
+ *     MAN_SEG_END of an unlisted segment, a MAN_VERSIONS with hwm below applied are not); after
+ *     the last valid edit, damage that spans MAN_EDIT_MAX bytes or more (edits were lost);
+ *   - CURRENT missing in a directory that holds anything of a store; a shard name that is not
+ *     a directory;
+ *   - a segment file the manifest neither lists nor calls gone that holds data after its
+ *     header (it may hold acknowledged writes: recovery removes nothing on a guess);
+ *   - damage or the end of the records before the end they are known to reach: the manifest's
+ *     MAN_SEG_END (a clean close) or the tail of a whole hint file (written once the records it
+ *     names were durable), whichever is larger;
+ *   - a record version above the manifest's reservation (MAN_VERSIONS hwm): the manifest is
+ *     older than its segments;
+ *   - a segment header naming another store (shard count, hash seed; zero in older segments).
  *
  * A segment's walk is buffered (its findings, its operations, its batch parts) and committed to
  * the walk only once accepted: with HTKV_INSPECT_LIVE, a shard's last segment with a bad record
@@ -95,6 +110,69 @@ vec_free(struct vec *v)
 {
     htkv_mem_free(v->p);
     *v = (struct vec){ 0 };
+}
+
+/* A segment id and a value (sorted vectors of the walk: gone ids, recorded ends). */
+struct idval {
+    uint64_t id;
+    uint64_t val;
+};
+
+/* Index of the first entry of @p v (struct idval, sorted by id) with an id >= @p id. */
+static size_t
+idval_lower(const struct vec *v, uint64_t id)
+{
+    const struct idval *a = v->p;
+    size_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid].id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static const struct idval *
+idval_find(const struct vec *v, uint64_t id)
+{
+    const struct idval *a = v->p;
+    size_t i = idval_lower(v, id);
+    return i < v->n && a[i].id == id ? &a[i] : NULL;
+}
+
+/* Insert {@p id, @p val}, or raise the value of @p id to @p val. 0 or -ENOMEM. */
+static int
+idval_put(struct vec *v, uint64_t id, uint64_t val)
+{
+    size_t i = idval_lower(v, id);
+    struct idval *a = v->p;
+    if (i < v->n && a[i].id == id) {
+        a[i].val = val > a[i].val ? val : a[i].val;
+        return 0;
+    }
+    struct idval x = { id, val };
+    int rc = vec_push(v, sizeof(x), &x);
+    if (rc != 0) {
+        return rc;
+    }
+    a = v->p;
+    memmove(&a[i + 1], &a[i], (v->n - 1 - i) * sizeof(*a));
+    a[i] = x;
+    return 0;
+}
+
+static void
+idval_remove(struct vec *v, uint64_t id)
+{
+    size_t i = idval_lower(v, id);
+    struct idval *a = v->p;
+    if (i < v->n && a[i].id == id) {
+        memmove(&a[i], &a[i + 1], (v->n - i - 1) * sizeof(*a));
+        v->n--;
+    }
 }
 
 /* One put or delete found in a segment. */
@@ -216,8 +294,13 @@ struct walk {
     uint64_t done, total, progress_at;
     uint32_t shard_count;
     uint64_t hash_seed;
-    uint64_t batch_floor; /* MAN_BATCH_FLOOR: batches at or below it are complete */
-    struct vec aborted;   /* uint64_t versions of MAN_BATCH_ABORT edits: never applied */
+    uint64_t batch_floor;     /* MAN_BATCH_FLOOR: batches at or below it are complete */
+    struct vec aborted;       /* uint64_t versions of MAN_BATCH_ABORT edits: never applied */
+    uint64_t next_seg_id;     /* one past every id added, called gone or named by MAN_NEXT_ID */
+    uint64_t version_hwm;     /* MAN_VERSIONS: the last edit's hwm (0: none, an older store) */
+    uint64_t version_applied; /* MAN_VERSIONS: the largest applied mark */
+    struct vec gone;          /* struct idval {id, shard}: ids not part of the store */
+    struct vec ends;          /* struct idval {id, end}: MAN_SEG_END, the largest per id */
     struct ishard *shards;
     struct iindex idx;
     struct vec parts;    /* struct ipart */
@@ -304,11 +387,15 @@ struct segwalk {
     uint64_t end;
     uint32_t shard_count;
     uint64_t hash_seed;
-    struct vec findings; /* struct ifinding */
-    struct vec ops;      /* struct iop, in file order: plain ops and one-part batches */
-    struct vec parts;    /* struct ipart; start/count index pops */
-    struct vec pops;     /* struct iop of multi-part batch parts */
-    struct vec bops;     /* struct iop of the batch being scanned */
+    uint64_t known;        /* the end its records are known to reach (0: none) */
+    const char *known_why; /* where @c known comes from, for the finding */
+    uint64_t hwm;          /* MAN_VERSIONS hwm to check versions against (0: no check) */
+    bool above_hwm;        /* a record above @c hwm was reported */
+    struct vec findings;   /* struct ifinding */
+    struct vec ops;        /* struct iop, in file order: plain ops and one-part batches */
+    struct vec parts;      /* struct ipart; start/count index pops */
+    struct vec pops;       /* struct iop of multi-part batch parts */
+    struct vec bops;       /* struct iop of the batch being scanned */
     uint64_t records;
     uint64_t max_version;
     uint64_t problems;
@@ -555,6 +642,14 @@ walk_end(struct segwalk *sw, struct bstate *b, uint64_t off, bool torn, bool liv
         cut = b->begin; /* the file ends inside a batch */
         batch_drop(sw);
     }
+    if (cut < sw->known) {
+        /* before_known_end(): only what lies after that end may be a torn tail. */
+        return seg_find(sw, HTKV_INSPECT_PROBLEM, cut,
+                        "damaged or missing records at offset %llu, before offset %llu that its "
+                        "records are known to reach (%s): records were lost; htkv_open refuses "
+                        "the store",
+                        (unsigned long long)cut, (unsigned long long)sw->known, sw->known_why);
+    }
     if (!torn || (live && sw->last) || cut >= sw->end) {
         return 0;
     }
@@ -595,6 +690,19 @@ walk_records(struct walk *w, struct segwalk *sw, bool live)
         uint64_t size = htkv_rec_size(h.key_len, h.val_len);
         if (h.version > sw->max_version && h.type != REC_SEAL) {
             sw->max_version = h.version;
+        }
+        if (sw->hwm > 0 && h.version > sw->hwm && h.type != REC_SEAL && !sw->above_hwm) {
+            /* recover_versions(): versions above the reservation were never handed out by the
+             * manifest that is there. */
+            sw->above_hwm = true;
+            rc = seg_find(sw, HTKV_INSPECT_PROBLEM, off,
+                          "record version %llu is above %llu, the highest the manifest reserved "
+                          "(MAN_VERSIONS): the manifest is older than its segments; htkv_open "
+                          "refuses the store",
+                          (unsigned long long)h.version, (unsigned long long)sw->hwm);
+            if (rc != 0) {
+                break;
+            }
         }
         if (b.orphans && ((h.flags & REC_F_BATCH) != 0 || h.type == REC_BATCH_COMMIT)) {
             sw->records++;
@@ -645,6 +753,74 @@ check_seg_header(struct walk *w, const char *rel, const unsigned char *hd, uint3
         report(w, HTKV_INSPECT_PROBLEM, rel, 16, "header names segment %llu, the manifest %llu",
                (unsigned long long)htkv_load64(hd + 16), (unsigned long long)id);
     }
+    /* The store the segment belongs to (bytes 24..35), zero in segments of older builds; the
+     * rest up to the checksum is not checked (zero as written). */
+    uint32_t count = htkv_load32(hd + 24);
+    uint64_t seed = htkv_load64(hd + 28);
+    if (count != 0 && count != w->shard_count) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, 24,
+               "header names a store of %u shards, the manifest %u: a segment of another store",
+               count, w->shard_count);
+    }
+    if (seed != 0 && seed != w->hash_seed) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, 28,
+               "header names hash seed 0x%016llx, the manifest 0x%016llx: a segment of another "
+               "store",
+               (unsigned long long)seed, (unsigned long long)w->hash_seed);
+    }
+}
+
+/*
+ * The tail of the hint file of segment @p id of shard @p shard when the hint is whole (header,
+ * size and trailer checksum valid), else 0 (none, unreadable, damaged: cmd_verify checks hint
+ * files on their own). A hint is written only once the records it names are durable, so a whole
+ * one tells where the segment's records are known to reach, also when the segment disagrees
+ * with it (recover_hint()).
+ */
+static uint64_t
+hint_known_end(struct walk *w, uint32_t shard, uint64_t id)
+{
+    char rel[64];
+    snprintf(rel, sizeof(rel), "shard-%03u/%012llu.hint", shard, (unsigned long long)id);
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : openat(w->dir_fd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    unsigned char buf[16384];
+    struct stat st;
+    uint64_t tail = 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size >= HINT_HDR_BYTES + HINT_TRAILER_BYTES &&
+        pread(fd, buf, HINT_HDR_BYTES, 0) == (ssize_t)HINT_HDR_BYTES) {
+        uint64_t size = (uint64_t)st.st_size, n = htkv_load64(buf + 24);
+        uint64_t t = htkv_load64(buf + 32);
+        bool ok = memcmp(buf, HINT_MAGIC, 8) == 0 &&
+                  htkv_load32(buf + 60) == htkv_crc32c(0, buf, 60) &&
+                  htkv_load32(buf + 8) == HTKV_FORMAT_VERSION && htkv_load32(buf + 12) == shard &&
+                  htkv_load64(buf + 16) == id && htkv_load32(buf + 56) == 0 &&
+                  n <= (size - HINT_HDR_BYTES - HINT_TRAILER_BYTES) / HINT_ENT_BYTES &&
+                  size == HINT_HDR_BYTES + n * HINT_ENT_BYTES + HINT_TRAILER_BYTES &&
+                  t >= SEG_DATA_OFF && t % REC_ALIGN == 0 && t <= SEG_BYTES_LIMIT;
+        uint32_t crc = 0;
+        uint64_t ents = n * HINT_ENT_BYTES;
+        for (uint64_t off = 0; ok && off < ents;) {
+            size_t want = ents - off < sizeof(buf) ? (size_t)(ents - off) : sizeof(buf);
+            ssize_t got = pread(fd, buf, want, (off_t)(HINT_HDR_BYTES + off));
+            if (got <= 0) {
+                ok = false;
+                break;
+            }
+            crc = htkv_crc32c(crc, buf, (size_t)got);
+            off += (uint64_t)got;
+        }
+        ok = ok &&
+             pread(fd, buf, HINT_TRAILER_BYTES, (off_t)(HINT_HDR_BYTES + ents)) ==
+                 (ssize_t)HINT_TRAILER_BYTES &&
+             htkv_load32(buf) == crc && htkv_load32(buf + 4) == 0;
+        tail = ok ? t : 0;
+    }
+    close(fd);
+    return tail;
 }
 
 /* Map @p rel read-only. Returns 0 (*map set, NULL for a file too short), or a finding's -errno. */
@@ -733,6 +909,12 @@ walk_segment(struct walk *w, uint32_t shard, uint64_t id, bool last)
     snprintf(rel, sizeof(rel), "shard-%03u/%012llu.seg", shard, (unsigned long long)id);
     bool live = (w->flags & HTKV_INSPECT_LIVE) != 0;
     int tries = live && last ? INSPECT_LIVE_TRIES : 1;
+    /* recover_seg(): the end its records are known to reach, a clean close's or a hint's. */
+    const struct idval *e = idval_find(&w->ends, id);
+    uint64_t recorded = e != NULL ? e->val : 0, hinted = hint_known_end(w, shard, id);
+    uint64_t known = recorded > hinted ? recorded : hinted;
+    const char *known_why = recorded >= hinted ? "recorded in the manifest at a clean close"
+                                               : "the tail its hint file names";
     for (int t = 1;; t++) {
         void *map;
         uint64_t len = 0;
@@ -747,7 +929,12 @@ walk_segment(struct walk *w, uint32_t shard, uint64_t id, bool last)
                               .map = map,
                               .end = len,
                               .shard_count = w->shard_count,
-                              .hash_seed = w->hash_seed };
+                              .hash_seed = w->hash_seed,
+                              .known = known,
+                              .known_why = known_why,
+                              /* A writer may reserve and use versions after the manifest was
+                               * read: no check in live mode. */
+                              .hwm = live ? 0 : w->version_hwm };
         rc = walk_records(w, &sw, live);
         if (rc == 0 && sw.problems > 0 && t < tries) {
             segwalk_free(&sw);
@@ -795,6 +982,19 @@ ishard_add(struct walk *w, uint32_t shard, uint64_t id)
     return rc;
 }
 
+static bool
+ishard_listed(const struct walk *w, uint32_t shard, uint64_t id)
+{
+    const struct vec *v = &w->shards[shard].ids;
+    const uint64_t *ids = v->p;
+    for (size_t i = 0; i < v->n; i++) {
+        if (ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int
 ishard_drop(struct walk *w, uint32_t shard, uint64_t id)
 {
@@ -838,10 +1038,64 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         return 0;
     }
     if (type == MAN_NEXT_ID && len == 16 && init) {
-        if (htkv_load64(p) != 0 || htkv_load64(p + 8) == 0) {
+        uint64_t next = htkv_load64(p + 8);
+        if (htkv_load64(p) != 0 || next == 0 || next > MAN_SEG_ID_MAX + 1) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid NEXT_ID edit");
+        } else if (next > w->next_seg_id) {
+            w->next_seg_id = next;
         }
         return 0;
+    }
+    if (type == MAN_VERSIONS && len == 16 && init) {
+        uint64_t hwm = htkv_load64(p), applied = htkv_load64(p + 8);
+        if (hwm < applied || hwm > REC_VERSION_MAX) {
+            report(w, HTKV_INSPECT_PROBLEM, rel, off,
+                   "VERSIONS: reservation %llu below the applied mark %llu, or above 2^62",
+                   (unsigned long long)hwm, (unsigned long long)applied);
+            return 0;
+        }
+        w->version_hwm = hwm; /* the last edit wins: a clean close lowers it */
+        w->version_applied = applied > w->version_applied ? applied : w->version_applied;
+        return 0;
+    }
+    if (((type == MAN_SEG_GONE && len == 16) || (type == MAN_SEG_END && len == 24)) && init) {
+        uint32_t shard = htkv_load32(p);
+        uint64_t id = htkv_load64(p + 8);
+        const char *what = type == MAN_SEG_GONE ? "SEG_GONE" : "SEG_END";
+        if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
+            report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
+                   shard, (unsigned long long)id);
+            return 0;
+        }
+        bool listed = ishard_listed(w, shard, id);
+        if (type == MAN_SEG_GONE) {
+            if (listed) {
+                report(w, HTKV_INSPECT_PROBLEM, rel, off,
+                       "SEG_GONE: segment %llu of shard %u is listed (an id is never both listed "
+                       "and gone)",
+                       (unsigned long long)id, shard);
+                return 0;
+            }
+            if (id >= w->next_seg_id) {
+                w->next_seg_id = id + 1;
+            }
+            return idval_put(&w->gone, id, shard);
+        }
+        uint64_t end = htkv_load64(p + 16);
+        if (!listed) {
+            report(w, HTKV_INSPECT_PROBLEM, rel, off,
+                   "SEG_END: segment %llu of shard %u is not listed", (unsigned long long)id,
+                   shard);
+            return 0;
+        }
+        if (end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT) {
+            report(w, HTKV_INSPECT_PROBLEM, rel, off,
+                   "SEG_END: end %llu of segment %llu is out of [%u, %llu]",
+                   (unsigned long long)end, (unsigned long long)id, SEG_DATA_OFF,
+                   (unsigned long long)SEG_BYTES_LIMIT);
+            return 0;
+        }
+        return idval_put(&w->ends, id, end);
     }
     if (type == MAN_BATCH_FLOOR && len == 16 && init) {
         if (htkv_load64(p) != 0) {
@@ -868,12 +1122,27 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
                    shard, (unsigned long long)id);
             return 0;
         }
+        if (type == MAN_SEG_ADD && idval_find(&w->gone, id) != NULL) {
+            report(w, HTKV_INSPECT_PROBLEM, rel, off,
+                   "SEG_ADD: segment %llu of shard %u was called gone before (ids are never "
+                   "reused)",
+                   (unsigned long long)id, shard);
+            return 0;
+        }
         int rc = type == MAN_SEG_ADD ? ishard_add(w, shard, id) : ishard_drop(w, shard, id);
         if (rc == 1) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: segment %llu of shard %u %s", what,
                    (unsigned long long)id, shard,
                    type == MAN_SEG_ADD ? "added twice" : "was not there");
             return 0;
+        }
+        if (rc == 0 && type == MAN_SEG_ADD && id >= w->next_seg_id) {
+            w->next_seg_id = id + 1;
+        }
+        if (rc == 0 && type == MAN_SEG_DROP) {
+            /* man_apply_drop(): its file is obsolete now, whether or not its unlink happens. */
+            idval_remove(&w->ends, id);
+            rc = idval_put(&w->gone, id, shard);
         }
         return rc;
     }
@@ -929,10 +1198,21 @@ walk_edits(struct walk *w, const char *rel, const unsigned char *buf, uint64_t l
         w->sum->manifest_edits++;
         off += MAN_EDIT_HDR + elen;
     }
-    if (off < len && !htkv_seg_all_zero(buf + off, len - off)) {
+    /* man_tail_is_torn(): nothing after @p off frames as an edit (edit_resync() found none);
+     * what is not zero there must be shorter than one edit to be one torn append. */
+    uint64_t last = len;
+    while (last > off && buf[last - 1] == 0) {
+        last--;
+    }
+    if (last > off && last - off < MAN_EDIT_MAX) {
         report(w, tail_kind(w), rel, off,
                "torn last edit (%llu bytes): never acted upon; a writable open cuts it",
-               (unsigned long long)(len - off));
+               (unsigned long long)(last - off));
+    } else if (last > off) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off,
+               "damaged edits from offset %llu on (%llu bytes, more than one torn append): "
+               "edits were lost; htkv_open refuses the store",
+               (unsigned long long)off, (unsigned long long)(last - off));
     }
     if (w->shards == NULL) {
         report(w, HTKV_INSPECT_PROBLEM, rel, MAN_HDR_BYTES, "no INIT edit");
@@ -1025,6 +1305,101 @@ manifest_name(const char *name, uint64_t *number)
     return true;
 }
 
+/* Is @p name @p prefix followed by exactly @p digits decimal digits and then @p suffix? */
+static bool
+numbered_name(const char *name, const char *prefix, size_t digits, const char *suffix)
+{
+    size_t p = strlen(prefix);
+    return strncmp(name, prefix, p) == 0 && strspn(name + p, "0123456789") == digits &&
+           strcmp(name + p + digits, suffix) == 0;
+}
+
+/*
+ * Does top-level entry @p name show that a store lived here (holds_store_data())? A shard
+ * directory holding anything, a manifest longer than the header and INIT edit that creation
+ * writes first, OPTIONS or a snapshot do. 1 = yes, 0 = no, -1 = a shard name that is not a
+ * directory (reported: htkv_open refuses such a directory).
+ */
+static int
+holds_store_data(struct walk *w, const char *name)
+{
+    bool shard = numbered_name(name, "shard-", 3, "");
+    bool man = numbered_name(name, "MANIFEST-", 6, "");
+    if (!shard && !man && strcmp(name, "OPTIONS") != 0 &&
+        !numbered_name(name, "snapshot-", 6, ".snap")) {
+        return 0;
+    }
+    struct stat st;
+    if (fstatat(w->dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        return 0; /* gone since the directory was read */
+    }
+    if (man) {
+        return (uint64_t)st.st_size > MAN_HDR_BYTES + MAN_EDIT_HDR + 16;
+    }
+    if (!shard) {
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        report(w, HTKV_INSPECT_PROBLEM, name, 0,
+               "not a directory, so this is not an htkv store: htkv_open refuses it");
+        return -1;
+    }
+    int fd = openat(w->dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return 1; /* cannot be listed: it may hold anything */
+    }
+    int found = 0;
+    struct dirent *de;
+    while (found == 0 && (de = readdir(d)) != NULL) {
+        found = strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    }
+    closedir(d);
+    return found;
+}
+
+/*
+ * No CURRENT (check_fresh_dir()): no store when the directory holds nothing of one (empty, or
+ * what an interrupted creation leaves); otherwise a store that lost its CURRENT, which
+ * htkv_open refuses, and the newest MANIFEST-* there is, if any, is walked. Returns 0 (*number
+ * set), 1 (nothing to walk), HTKV_ENOTFOUND or -errno.
+ */
+static int
+current_missing(struct walk *w, uint64_t newest, uint64_t *number)
+{
+    DIR *d = fdopendir(dup(w->dir_fd));
+    if (d == NULL) {
+        return -errno;
+    }
+    rewinddir(d);
+    char held[256] = "";
+    bool refused = false;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int r = holds_store_data(w, de->d_name);
+        refused = refused || r < 0;
+        if (r > 0 && held[0] == '\0') {
+            snprintf(held, sizeof(held), "%s", de->d_name);
+        }
+    }
+    closedir(d);
+    if (held[0] == '\0' && !refused) {
+        htkv_set_error("%s: no store here (no CURRENT, and nothing of a store)", w->dir);
+        return HTKV_ENOTFOUND;
+    }
+    if (held[0] != '\0') {
+        report(w, HTKV_INSPECT_PROBLEM, "CURRENT", 0,
+               "CURRENT is missing, but the directory holds a store ('%s'): htkv_open refuses "
+               "it%s",
+               held, newest ? "; walking the newest MANIFEST file instead" : "");
+    }
+    *number = newest;
+    return newest ? 0 : 1;
+}
+
 /* Read CURRENT (man_read_current()); on damage, fall back to the newest MANIFEST-* there is. */
 static int
 walk_current(struct walk *w, uint64_t *number)
@@ -1047,6 +1422,10 @@ walk_current(struct walk *w, uint64_t *number)
     ssize_t n = -1;
     int fd =
         htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : openat(w->dir_fd, "CURRENT", O_RDONLY | O_CLOEXEC);
+    int open_err = fd < 0 ? errno : 0;
+    if (fd < 0 && open_err == ENOENT) {
+        return current_missing(w, newest, number);
+    }
     if (fd >= 0) {
         n = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : read(fd, buf, sizeof(buf) - 1);
         int err = errno;
@@ -1056,9 +1435,6 @@ walk_current(struct walk *w, uint64_t *number)
             htkv_set_error("%s/CURRENT: cannot be read: %s", w->dir, strerror(err));
             return -err;
         }
-    } else if (errno == ENOENT && newest == 0) {
-        htkv_set_error("%s: no store here (no CURRENT)", w->dir);
-        return HTKV_ENOTFOUND;
     }
     unsigned long long num = 0;
     char nl = 0;
@@ -1067,16 +1443,108 @@ walk_current(struct walk *w, uint64_t *number)
         w->sum->bytes_checked += 16;
         return 0;
     }
-    report(w, HTKV_INSPECT_PROBLEM, "CURRENT", 0, "%s%s",
-           fd < 0 ? "missing or unreadable" : "does not name a manifest",
+    report(w, HTKV_INSPECT_PROBLEM, "CURRENT", 0, "%s%s%s",
+           fd < 0 ? "cannot be opened: " : "does not name a manifest",
+           fd < 0 ? strerror(open_err) : "",
            newest ? "; walking the newest MANIFEST file instead" : "");
     *number = newest;
     return newest ? 0 : 1;
 }
 
-/* Notes on files recovery would ignore or remove: other manifests, unlisted segments. */
+/*
+ * Does segment file @p rel hold anything after its header (seg_file_has_data())? A segment
+ * receives records only once its MAN_SEG_ADD is durable, so one that a crash left between its
+ * creation and that edit holds nothing but zeros there. Unreadable or not a regular file counts
+ * as data; a missing file does not.
+ */
+static bool
+file_has_data(struct walk *w, const char *rel)
+{
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN)
+                 ? -1
+                 : openat(w->dir_fd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return errno != ENOENT;
+    }
+    struct stat st;
+    bool has = fstat(fd, &st) != 0 || !S_ISREG(st.st_mode);
+    unsigned char buf[16384];
+    for (off_t off = SEG_DATA_OFF; !has && off < st.st_size;) {
+        ssize_t n = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(fd, buf, sizeof(buf), off);
+        if (n <= 0) {
+            has = n < 0;
+            break;
+        }
+        has = !htkv_seg_all_zero(buf, (uint64_t)n);
+        off += n;
+    }
+    close(fd);
+    return has;
+}
+
+static void walk_free(struct walk *w);
+
+/*
+ * Does the manifest that CURRENT names now list segment @p id of shard @p shard, or call it
+ * gone? Live mode: a writer adds a segment (and only then writes records to it) after the
+ * manifest was read. The manifest is read again, its findings discarded.
+ */
+static bool
+listed_now(struct walk *w, uint32_t shard, uint64_t id)
+{
+    struct htkv_inspect_summary sum;
+    memset(&sum, 0, sizeof(sum));
+    struct walk w2 = { .dir = w->dir, .flags = w->flags, .sum = &sum, .next_seg_id = 1 };
+    w2.dir_fd = fcntl(w->dir_fd, F_DUPFD_CLOEXEC, 0);
+    if (w2.dir_fd < 0) {
+        return false;
+    }
+    uint64_t number = 0;
+    bool found = false;
+    if (walk_current(&w2, &number) == 0 && walk_manifest_file(&w2, number) == 0 &&
+        w2.shards != NULL && shard < w2.shard_count) {
+        found = ishard_listed(&w2, shard, id) || idval_find(&w2.gone, id) != NULL;
+    }
+    walk_free(&w2);
+    return found;
+}
+
+/*
+ * What recovery makes of segment @p id of shard @p shard, which the manifest does not list
+ * (orphan_kind()): a note (a file it removes) or a problem (one with data it may not remove,
+ * which fails the open). *why says why.
+ */
+static int
+orphan_verdict(struct walk *w, uint32_t shard, uint64_t id, const char **why)
+{
+    if (idval_find(&w->gone, id) != NULL) {
+        *why = "but the manifest calls it gone (dropped, or staged by a restore that did not "
+               "commit): left over; a writable open removes it";
+        return HTKV_INSPECT_NOTE;
+    }
+    char rel[64];
+    snprintf(rel, sizeof(rel), "shard-%03u/%012llu.seg", shard, (unsigned long long)id);
+    if (!file_has_data(w, rel)) {
+        *why = "and holds no record (a crash while creating it); a writable open removes it";
+        return HTKV_INSPECT_NOTE;
+    }
+    if ((w->flags & HTKV_INSPECT_LIVE) && (id >= w->next_seg_id || listed_now(w, shard, id))) {
+        *why = "as read, and holds records: a segment the writer added since";
+        return HTKV_INSPECT_NOTE;
+    }
+    *why = "and holds data (the manifest may be older than its segments): htkv_open refuses "
+           "the store and removes nothing";
+    return HTKV_INSPECT_PROBLEM;
+}
+
+/*
+ * Files beside the walked ones: manifests CURRENT does not name (notes), shard directories
+ * (missing or not a directory: problems, as the open fails to list them), and segment and hint
+ * files the manifest does not list (orphan_verdict()). A hint whose segment file does not exist
+ * is left to the hint checks of cmd_verify.
+ */
 static void
-note_leftovers(struct walk *w)
+walk_leftovers(struct walk *w)
 {
     DIR *d = fdopendir(dup(w->dir_fd));
     if (d == NULL) {
@@ -1100,30 +1568,34 @@ note_leftovers(struct walk *w)
                      : openat(w->dir_fd, sd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR *sdir = fd >= 0 ? fdopendir(fd) : NULL;
         if (sdir == NULL) {
+            int err = errno;
             if (fd >= 0) {
                 close(fd);
             }
+            report(w, HTKV_INSPECT_PROBLEM, sd, 0,
+                   "shard directory cannot be listed: %s; htkv_open refuses the store",
+                   strerror(err));
             continue;
         }
         while ((de = readdir(sdir)) != NULL) {
             unsigned long long id;
-            int used = 0;
-            if (sscanf(de->d_name, "%12llu.seg%n", &id, &used) != 1 || used != 16 ||
-                de->d_name[used] != '\0') {
+            bool seg = numbered_name(de->d_name, "", 12, ".seg");
+            if ((!seg && !numbered_name(de->d_name, "", 12, ".hint")) ||
+                sscanf(de->d_name, "%12llu", &id) != 1 || ishard_listed(w, s, id)) {
                 continue;
             }
-            const uint64_t *ids = w->shards[s].ids.p;
-            bool listed = false;
-            for (size_t i = 0; i < w->shards[s].ids.n && !listed; i++) {
-                listed = ids[i] == id;
+            char rel[300]; /* shard-SSS/ + a 255-byte name */
+            snprintf(rel, sizeof(rel), "%s/%s", sd, de->d_name);
+            char seg_rel[64];
+            snprintf(seg_rel, sizeof(seg_rel), "%s/%012llu.seg", sd, id);
+            struct stat st;
+            if (!seg && fstatat(w->dir_fd, seg_rel, &st, 0) != 0 && errno == ENOENT) {
+                continue; /* a hint without its segment: cmd_verify's hint checks say so */
             }
-            if (!listed) {
-                char rel[300]; /* shard-SSS/ + a 255-byte name */
-                snprintf(rel, sizeof(rel), "%s/%s", sd, de->d_name);
-                report(w, HTKV_INSPECT_NOTE, rel, 0,
-                       "not in the manifest (a crash while creating it); a writable open "
-                       "removes it");
-            }
+            const char *why;
+            int kind = orphan_verdict(w, s, (uint64_t)id, &why);
+            report(w, kind, rel, 0, "%snot in the manifest %s",
+                   seg ? "" : "hint of a segment that is ", why);
         }
         closedir(sdir);
     }
@@ -1296,6 +1768,8 @@ walk_free(struct walk *w)
     vec_free(&w->parts);
     vec_free(&w->parked);
     vec_free(&w->aborted);
+    vec_free(&w->gone);
+    vec_free(&w->ends);
     const struct imap *m = w->maps.p;
     for (size_t i = 0; i < w->maps.n; i++) {
         munmap(m[i].p, m[i].len);
@@ -1320,7 +1794,8 @@ htkv_inspect_verify(const char *dir, unsigned flags, htkv_db *db, struct htkv_in
                       .sum = out,
                       .issue_fn = issue_fn,
                       .progress_fn = progress_fn,
-                      .ctx = ctx };
+                      .ctx = ctx,
+                      .next_seg_id = 1 };
     w.dir_fd =
         htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w.dir_fd < 0) {
@@ -1342,13 +1817,21 @@ htkv_inspect_verify(const char *dir, unsigned flags, htkv_db *db, struct htkv_in
         rc = walk_segments(&w);
     }
     if (rc == 0) {
-        note_leftovers(&w);
+        walk_leftovers(&w);
         rc = resolve_parts(&w);
     }
     for (size_t i = 0; rc == 0 && w.idx.slots != NULL && i <= w.idx.mask; i++) {
         if (w.idx.slots[i].op.key != NULL) {
             w.idx.slots[i].op.del ? out->tombstones++ : out->live_keys++;
         }
+    }
+    /* recover_versions(): recovery resumes after the manifest's applied mark and batch floor
+     * too (a delete compacted away leaves no record of its version). */
+    if (w.version_applied > out->max_version) {
+        out->max_version = w.version_applied;
+    }
+    if (w.batch_floor > out->max_version) {
+        out->max_version = w.batch_floor;
     }
     if (rc == 0 && db != NULL) {
         compare_db(&w, db);

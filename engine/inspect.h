@@ -36,7 +36,10 @@ struct htkv_inspect_issue {
 enum htkv_inspect_flag {
     /** Another process may be appending: a bad record at the end of a shard's last segment is
      *  re-read a few times before it is reported (an append in progress), torn tails of last
-     *  segments are not mentioned, and differences with @p db are notes, not problems. */
+     *  segments are not mentioned, differences with @p db are notes, not problems, a segment
+     *  the manifest does not list that holds data is a note when the writer may have added it
+     *  since the manifest was read (its id not handed out yet, or listed by the manifest read
+     *  again), and versions are not checked against the manifest's reservation. */
     HTKV_INSPECT_LIVE = 1u << 0,
     /** Report torn tails and incomplete batches as problems instead of notes. */
     HTKV_INSPECT_STRICT = 1u << 1,
@@ -53,7 +56,9 @@ struct htkv_inspect_summary {
     uint64_t bytes_checked;   /**< Bytes of every file walked. */
     uint64_t live_keys;       /**< Keys with a value in the index rebuilt from the files. */
     uint64_t tombstones;      /**< Deleted keys in that index. */
-    uint64_t max_version;     /**< Highest version found (what recovery resumes after). */
+    uint64_t max_version;     /**< Highest version found in the records, or the manifest's
+                                   applied mark or batch floor when higher: what recovery
+                                   resumes after (the engine's last version). */
     uint64_t keys_compared;   /**< Keys looked up in @p db (0 without one). */
     uint64_t problems;        /**< Findings of kind HTKV_INSPECT_PROBLEM. */
     uint64_t notes;           /**< Findings of kind HTKV_INSPECT_NOTE. */
@@ -75,9 +80,13 @@ typedef void (*htkv_inspect_progress_fn)(uint64_t done_bytes, uint64_t total_byt
 /**
  * Walk every file of the store in @p dir independently of htkv_open(), with the rules of
  * recovery (engine/recover.c), and report each problem as file + offset + reason: CURRENT
- * (syntax), the manifest (header checksum, each edit's checksum and meaning, damage followed by
- * valid edits), every listed segment (header checksum and identity, every record's framing and
- * checksum, batch framing, shard of each key, SEAL), missing and unlisted files. Where recovery
+ * (syntax; missing while the directory holds a store), the manifest (header checksum, each
+ * edit's checksum and meaning, damage followed by valid edits, a damaged tail longer than one
+ * torn edit), every listed segment (header checksum and identity, the store it names, every
+ * record's framing and checksum, batch framing, shard of each key, SEAL, damage or missing
+ * records before the end they are known to reach by the manifest or a whole hint file, versions
+ * above the manifest's reservation), missing files, and unlisted files (a segment neither listed
+ * nor called gone that holds data is a problem, other leftovers are notes). Where recovery
  * would stop at the first damage, the walk skips to the next valid record and goes on, so that
  * one run lists every problem. From the records it rebuilds the index (newest version of each
  * key wins; a batch counts only when every part is committed) and, when @p db is given, compares
@@ -94,8 +103,9 @@ typedef void (*htkv_inspect_progress_fn)(uint64_t done_bytes, uint64_t total_byt
  * @param[in]  progress_fn  Receives progress; may be NULL.
  * @param[in]  ctx          Passed to both callbacks; kept until the call returns.
  * @return 0 when the walk completed (whatever it found: see out->problems); HTKV_ENOTFOUND (no
- *         store in @p dir: no directory, or no CURRENT and no MANIFEST-*); -EINVAL; -ENOMEM;
- *         -EIO or another -errno when a file cannot be read.
+ *         store in @p dir: no directory, or no CURRENT and nothing of a store, as an
+ *         interrupted creation leaves); -EINVAL; -ENOMEM; -EIO or another -errno when a file
+ *         cannot be read.
  * @context Any thread. Blocks on file I/O; never writes.
  */
 int htkv_inspect_verify(const char *dir, unsigned flags, htkv_db *db,

@@ -12,7 +12,9 @@
  * (DIR/snapshot-N.snap, htkv_snapshot_check_file(): a damaged one is a problem, since a restore
  * from it would be refused) and every hint file (DIR/shard-SSS/NNNNNNNNNNNN.hint,
  * htkv_hint_check_file(): a damaged one is a note, or a problem with --strict, since recovery
- * ignores it and scans the segment; a missing hint is nothing, hints are optional).
+ * ignores it and scans the segment; a missing hint is nothing, hints are optional). A whole hint
+ * whose segment does not hold the records it names intact is a problem of the walk (records are
+ * known to reach its tail: recovery refuses the store).
  *
  * Text output: one line per finding, "DIR/FILE:OFFSET: problem: REASON" (or "note:"), then a
  * summary line. A progress bar goes to stderr when it is a terminal.
@@ -42,6 +44,7 @@ struct verify {
     uint64_t snapshot_files; /* snapshot files checked (DIR/snapshot-N.snap) */
     uint64_t hint_files;     /* hint files checked (DIR/shard-SSS/NNNNNNNNNNNN.hint) */
     char open_error[512];    /* why htkv_open() refused the store, "" when it opened */
+    int open_rc;             /* what htkv_open() returned */
 };
 
 static void
@@ -345,10 +348,12 @@ verify_open(struct verify *v, int *lock_fd, htkv_db **db)
     int rc = c->read_only ? 0 : htkv_inspect_lock_shared(c->dir, lock_fd);
     if (rc == 0) {
         rc = ctl_open_db(c, db);
+        v->open_rc = rc;
         if (rc == HTKV_ECORRUPT || rc == HTKV_EVERSION || rc == HTKV_EREADONLY ||
-            rc == HTKV_ENOTFOUND) {
+            rc == HTKV_ENOTFOUND || rc == HTKV_ENOTSTORE) {
             /* A refusal is a finding: the walk says where the damage is (or that there is no
-             * store at all: no CURRENT and no manifest). */
+             * store at all: no CURRENT and nothing of a store; foreign files alone keep the
+             * open's answer). */
             snprintf(v->open_error, sizeof(v->open_error), "%s (%s)",
                      rc == HTKV_ENOTFOUND ? "no store" : htkv_strerror(rc), htkv_last_error());
             rc = 0;
@@ -397,7 +402,13 @@ verify_run(struct ctl *c, int argc, char **argv)
     }
     struct htkv_stats st;
     bool have_st = db != NULL && htkv_stats(db, &st) == 0;
-    if (rc == HTKV_ENOTFOUND) {
+    if (rc == HTKV_ENOTFOUND && v.open_rc == HTKV_ENOTSTORE) {
+        char msg[700];
+        snprintf(msg, sizeof(msg), "cannot open the store: %s", v.open_error);
+        ctl_error(c, "%s: %s", c->dir, msg);
+        ctl_json_error(c, msg, CTL_EXIT_NOSTORE);
+        rc = CTL_EXIT_NOSTORE;
+    } else if (rc == HTKV_ENOTFOUND) {
         rc = ctl_open_failed(c, rc);
     } else if (rc != 0) {
         ctl_engine_error(c, "verify could not read the store", rc);
@@ -433,7 +444,9 @@ const struct ctl_cmd ctl_cmd_verify = {
             "damage is a note, as recovery ignores a bad hint). Each finding is printed as\n"
             "DIR/FILE:OFFSET: problem|note: REASON. Notes (torn tails, leftover files,\n"
             "incomplete batches, damaged hints) are handled by recovery and do not fail the\n"
-            "check.\n"
+            "check. Problems are what htkv_open refuses: damage, records missing before the\n"
+            "end a clean close or a hint recorded, a missing CURRENT, a segment the manifest\n"
+            "does not list that holds data, a manifest older than its segments.\n"
             "  --strict  count torn tails, incomplete batches and damaged hints as problems\n",
     .run = verify_run,
 };
