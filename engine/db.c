@@ -354,7 +354,8 @@ htkv_db_latest(struct htkv_db *db)
 
 /* ---- open ----------------------------------------------------------------------------------- */
 
-/* Names an htkv store may hold at its top level (CURRENT aside). */
+/* Names an htkv store may hold at its top level (CURRENT aside; lost/ is where htkvctl repair
+ * moves what it could not use). */
 static bool
 is_store_name(const char *name)
 {
@@ -363,6 +364,7 @@ is_store_name(const char *name)
     char c;
     return strcmp(name, "LOCK") == 0 || strcmp(name, "CURRENT.tmp") == 0 ||
            strcmp(name, "OPTIONS") == 0 || strcmp(name, "OPTIONS.tmp") == 0 ||
+           strcmp(name, "lost") == 0 ||
            (sscanf(name, "MANIFEST-%6llu%c", &n, &c) == 1 && strlen(name) == 15) ||
            (sscanf(name, "shard-%3u%c", &s, &c) == 1 && strlen(name) == 9) ||
            (sscanf(name, "snapshot-%6llu.sna%c", &n, &c) == 2 && c == 'p' && strlen(name) == 22);
@@ -381,7 +383,7 @@ holds_store_data(struct htkv_db *db, const char *name)
     if (fstatat(db->dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         return errno == ENOENT ? 0 : -errno;
     }
-    if (strncmp(name, "shard-", 6) == 0) {
+    if (strncmp(name, "shard-", 6) == 0 || strcmp(name, "lost") == 0) {
         if (!S_ISDIR(st.st_mode)) {
             htkv_set_error("%s: '%s' is not a directory, so this is not an htkv store", db->dir,
                            name);
@@ -807,9 +809,6 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
         }
     } else if (rc == 0 && !db->read_only) {
         rc = sync_store_dir(db);
-        if (rc == 0) {
-            remove_leftovers(db);
-        }
     }
     if (rc != 0) {
         goto fail;
@@ -817,6 +816,9 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     rc = open_shards(db);
     if (rc == 0) {
         rc = htkv_recover(db);
+    }
+    if (rc == 0 && !db->read_only) {
+        remove_leftovers(db); /* only once recovery accepted the store: they are evidence */
     }
     if (rc == 0 && !db->read_only && db->man->file_bytes > MAN_REWRITE_BYTES) {
         rc = htkv_manifest_rewrite(db->man);

@@ -156,6 +156,25 @@ htkv_hidx_install(struct hidx *h, struct hidx_ent *e, int *rc,
     }
 }
 
+struct hidx_ent *
+htkv_hidx_twin(struct hidx *h, const struct hidx_ent *e)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    const unsigned char *rec = hidx_ent_rec(e);
+    uint64_t tag = e->hash & ~HIDX_PTR_MASK;
+    for (uint64_t i = e->hash & t->mask;; i = (i + 1) & t->mask) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (s == 0) {
+            return NULL;
+        }
+        struct hidx_ent *o = hidx_slot_ent(s);
+        if ((s & ~HIDX_PTR_MASK) == tag && o != e && o->hash == e->hash &&
+            !hidx_ent_key_eq(o, rec + REC_HDR_BYTES, e->key_len)) {
+            return o;
+        }
+    }
+}
+
 void
 htkv_hidx_remove(struct hidx *h, struct hidx_ent *e)
 {

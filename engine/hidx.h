@@ -131,6 +131,14 @@ htkv_hidx_find(struct hidx *h, uint64_t hash, const void *key, uint32_t klen)
 struct hidx_ent *htkv_hidx_install(struct hidx *h, struct hidx_ent *e, int *rc,
                                    void (*retire)(void *ctx, void *table), void *ctx);
 
+/*
+ * Writer side: an entry of another key with @p e's full 64-bit hash, or NULL. Two keys with one
+ * hash are all but impossible, so recovery from hint files (which installs entries without
+ * reading their records) takes a twin for damage in a record's key bytes and checks both
+ * records (engine/recover.c).
+ */
+struct hidx_ent *htkv_hidx_twin(struct hidx *h, const struct hidx_ent *e);
+
 /* Make sure one more key fits without growing (called before a write commits). 0 or -ENOMEM. */
 int htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table),
                       void *ctx);

@@ -314,7 +314,10 @@ htkv_hint_load(const struct seg *s, struct hint *out)
     }
     const char *why;
     uint64_t off;
-    if (!hint_check(buf, size, s->shard, s->id, s->file_bytes, &why, &off)) {
+    /* Bounded by the largest segment, not by this one's size: a whole hint whose tail lies past
+     * the end of its segment proves that the segment lost records, which recovery must see
+     * (recover.c, HINT_SEG_DAMAGED) instead of a hint refused as stale. */
+    if (!hint_check(buf, size, s->shard, s->id, SEG_BYTES_LIMIT, &why, &off)) {
         htkv_mem_free(buf);
         return HTKV_ECORRUPT;
     }

@@ -1323,7 +1323,7 @@ numbered_name(const char *name, const char *prefix, size_t digits, const char *s
 static int
 holds_store_data(struct walk *w, const char *name)
 {
-    bool shard = numbered_name(name, "shard-", 3, "");
+    bool shard = numbered_name(name, "shard-", 3, "") || strcmp(name, "lost") == 0;
     bool man = numbered_name(name, "MANIFEST-", 6, "");
     if (!shard && !man && strcmp(name, "OPTIONS") != 0 &&
         !numbered_name(name, "snapshot-", 6, ".snap")) {

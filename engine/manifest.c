@@ -822,13 +822,11 @@ htkv_manifest_load(int dir_fd, bool writable, struct manifest **out)
             rc = HTKV_ECORRUPT;
             goto fail;
         }
-        /* A torn last edit was never acted upon: cut it off before appending more. */
-        if (writable && (ftruncate(m->fd, (off_t)end) != 0 || fsync(m->fd) != 0)) {
-            rc = -errno;
-            goto fail;
-        }
+        /* A torn last edit was never acted upon: htkv_manifest_cut_torn() cuts it off before
+         * anything is appended, once the open has checked everything else. */
     }
     m->file_bytes = end;
+    m->torn_end = len;
     htkv_mem_free(buf);
     *out = m;
     return 0;
@@ -1145,38 +1143,58 @@ htkv_manifest_set_versions(struct manifest *m, uint64_t hwm, uint64_t applied, b
 }
 
 int
-htkv_manifest_rebuild(int dir_fd, uint64_t number, uint32_t shard_count, uint64_t hash_seed,
-                      const struct man_shard *lists, uint64_t next_seg_id, uint64_t version_hwm,
-                      uint64_t version_applied)
+htkv_manifest_rebuild(int dir_fd, const struct man_rebuild *r)
 {
-    if (shard_count == 0 || shard_count > MAN_SHARDS_MAX || number == 0 || number > 999999 ||
-        version_hwm < version_applied || version_hwm > REC_VERSION_MAX) {
+    if (r->shard_count == 0 || r->shard_count > MAN_SHARDS_MAX || r->number == 0 ||
+        r->number > 999999 || r->version_hwm < r->version_applied ||
+        r->version_hwm > REC_VERSION_MAX || r->batch_floor > REC_VERSION_MAX) {
         return htkv_einval(__func__);
     }
     struct manifest *m = man_new(dir_fd, true);
     if (m == NULL) {
         return -ENOMEM;
     }
-    int rc = man_shards_alloc(m, shard_count);
-    m->hash_seed = hash_seed;
-    m->version_hwm = version_hwm;
-    m->version_applied = version_applied;
-    for (uint32_t s = 0; s < shard_count && rc == 0; s++) {
-        for (size_t i = 0; i < lists[s].count && rc == 0; i++) {
-            uint64_t id = lists[s].seg_ids[i];
+    int rc = man_shards_alloc(m, r->shard_count);
+    m->hash_seed = r->hash_seed;
+    m->version_hwm = r->version_hwm;
+    m->version_applied = r->version_applied;
+    m->batch_floor = r->batch_floor;
+    for (uint32_t s = 0; s < r->shard_count && rc == 0; s++) {
+        for (size_t i = 0; i < r->lists[s].count && rc == 0; i++) {
+            uint64_t id = r->lists[s].seg_ids[i];
             rc = id == 0 || id > MAN_SEG_ID_MAX ? -EINVAL : man_apply_add(m, s, id);
-            rc = rc == HTKV_ECORRUPT ? -EINVAL : rc;
+            rc = rc == HTKV_ECORRUPT ? htkv_einval(__func__) : rc;
         }
     }
-    if (rc == 0 && next_seg_id > m->next_seg_id && next_seg_id <= MAN_SEG_ID_MAX + 1) {
-        m->next_seg_id = next_seg_id;
+    for (size_t i = 0; i < r->naborts && rc == 0; i++) {
+        const struct man_abort *a = &r->aborts[i];
+        rc = a->version == 0 || a->seg_limit == 0 || a->seg_limit > MAN_SEG_ID_MAX + 1
+                 ? htkv_einval(__func__)
+                 : man_apply_abort(m, a->version, a->seg_limit);
+    }
+    if (rc == 0 && r->next_seg_id > m->next_seg_id && r->next_seg_id <= MAN_SEG_ID_MAX + 1) {
+        m->next_seg_id = r->next_seg_id;
     }
     if (rc == 0) {
         bool unsure;
-        rc = man_write_full(m, number, &unsure);
+        rc = man_write_full(m, r->number, &unsure);
     }
     htkv_manifest_close(m);
     return rc;
+}
+
+int
+htkv_manifest_cut_torn(struct manifest *m)
+{
+    HTKV_ASSERT(m->writable);
+    if (m->torn_end <= m->file_bytes) {
+        return 0;
+    }
+    if (ftruncate(m->fd, (off_t)m->file_bytes) != 0 || fsync(m->fd) != 0) {
+        return -errno;
+    }
+    m->torn_end = 0;
+    return 0;
 }
 
 uint64_t

@@ -112,6 +112,7 @@ struct manifest {
     size_t ngone, gone_cap;
     struct man_end *ends; /* sorted by id, no duplicates */
     size_t nends, ends_cap;
+    uint64_t torn_end;        /* file size at load when a torn tail follows file_bytes */
     uint64_t version_hwm;     /* MAN_VERSIONS hwm (0: none recorded, a store of older format) */
     uint64_t version_applied; /* MAN_VERSIONS applied */
 };
@@ -121,10 +122,15 @@ int htkv_manifest_create(int dir_fd, uint32_t shard_count, uint64_t hash_seed,
                          struct manifest **out);
 
 /*
- * Load CURRENT and its manifest. A torn last edit is cut off (when @p writable). Returns 0,
- * HTKV_ENOTFOUND (no CURRENT), HTKV_ECORRUPT, HTKV_EVERSION, -ENOMEM, -errno.
+ * Load CURRENT and its manifest, changing nothing on disk: a torn last edit is left for
+ * htkv_manifest_cut_torn(). Returns 0, HTKV_ENOTFOUND (no CURRENT), HTKV_ECORRUPT,
+ * HTKV_EVERSION, -ENOMEM, -errno.
  */
 int htkv_manifest_load(int dir_fd, bool writable, struct manifest **out);
+
+/* Cut a torn last edit found by the load (ftruncate + fsync); call before appending. 0 or
+ * -errno. */
+int htkv_manifest_cut_torn(struct manifest *m);
 
 /* Append and fdatasync one edit, then apply it in memory. 0, -ENOMEM or -errno. */
 int htkv_manifest_add_seg(struct manifest *m, uint32_t shard, uint64_t seg_id);
@@ -183,14 +189,24 @@ int htkv_manifest_record_ends(struct manifest *m, const uint32_t *shards,
  */
 int htkv_manifest_set_versions(struct manifest *m, uint64_t hwm, uint64_t applied, bool exact);
 
+/* What htkv_manifest_rebuild() writes; every pointer borrowed. */
+struct man_rebuild {
+    uint64_t number; /* NNNNNN of the new manifest, above every one on disk */
+    uint32_t shard_count;
+    uint64_t hash_seed;
+    const struct man_shard *lists; /* shard_count lists, ids ascending */
+    uint64_t next_seg_id;          /* above every id seen */
+    uint64_t version_hwm, version_applied;
+    uint64_t batch_floor;           /* MAN_BATCH_FLOOR to keep (0: none) */
+    const struct man_abort *aborts; /* MAN_BATCH_ABORT entries to keep */
+    size_t naborts;
+};
+
 /*
- * Write a new store's manifest number @p number in @p dir_fd (borrowed) holding @p lists
- * (@p shard_count of them, ids ascending), @p next_seg_id and the versions, then switch CURRENT
- * to it (htkvctl repair). The manifest is not kept open. 0, -ENOMEM or -errno.
+ * Write a store's manifest from @p r into @p dir_fd (borrowed), then switch CURRENT to it
+ * (htkvctl repair). The manifest is not kept open. 0, -EINVAL (a bad field), -ENOMEM or -errno.
  */
-int htkv_manifest_rebuild(int dir_fd, uint64_t number, uint32_t shard_count, uint64_t hash_seed,
-                          const struct man_shard *lists, uint64_t next_seg_id, uint64_t version_hwm,
-                          uint64_t version_applied);
+int htkv_manifest_rebuild(int dir_fd, const struct man_rebuild *r);
 
 /* Reserve a new segment id (not yet added). Thread-safe. */
 uint64_t htkv_manifest_next_seg_id(struct manifest *m);

@@ -24,7 +24,9 @@
  *      the manifest calls it gone or it holds no record; otherwise the open fails.
  *   6. A record that fails its check before the end the segment's records are known to reach
  *      (a clean close's MAN_SEG_END, a whole hint's tail, a SEAL) is damage, never a torn tail.
- *   3. When the store is writable, a cut tail is zeroed and fdatasynced before open returns.
+ *   3. When the store is writable, a cut tail is zeroed and fdatasynced before open returns;
+ *      nothing on disk changes before every check passed (recover_apply()), so a refused open
+ *      leaves every file byte for byte as it was.
  *   4. A batch found incomplete is never applied later: when the store is writable its version
  *      is recorded in the manifest (MAN_BATCH_ABORT) before open returns, so that a batch floor
  *      raised past it later does not make its surviving parts count as complete.
@@ -51,9 +53,18 @@ struct pend_part {
     size_t ent_count;
 };
 
+/* A change recovery makes to a segment once every check has passed (see htkv_recover()). */
+struct fixup {
+    struct seg *s;
+    uint64_t from, to;
+    bool grow; /* allocate the file up to @c to; else zero [from, to) */
+};
+
 struct recov {
     struct htkv_db *db;
     uint64_t max_version;
+    struct fixup *fix;
+    size_t nfix, fix_cap;
     struct pend_part *pend;
     size_t npend, pend_cap;
     struct hidx_ent **pents; /* entries of pending parts */
@@ -102,10 +113,69 @@ seg_dead(struct hidx_ent *e)
                               memory_order_relaxed);
 }
 
+/*
+ * Does the record behind @p e, installed from a hint without being read, check and agree with
+ * the entry? (An entry the scan made was checked.)
+ */
+static bool
+ent_record_ok(const struct htkv_db *db, const struct hidx_ent *e)
+{
+    if (e->checked) {
+        return true;
+    }
+    struct rec_hdr h;
+    const struct seg *s = e->seg;
+    return e->off + (uint64_t)e->rec_bytes <= s->file_bytes &&
+           htkv_rec_check(s->map + e->off, s->file_bytes - e->off, s->id, e->off,
+                          db->cfg.max_value_bytes, &h) == 0 &&
+           h.key_len == e->key_len && h.version == e->version && (h.type == REC_DEL) == e->del;
+}
+
+/*
+ * @p e has a twin (another key with its 64-bit hash: htkv_hidx_twin()). Recovery from hints
+ * reads no record, so a record whose key bytes were damaged looks like a new key that shares
+ * its hash with the real one, and would leave the real key's older version visible (a deleted
+ * key back, an older value). Check both records: a damaged one is HTKV_ECORRUPT, or with
+ * HTKV_RECOVERY_SKIP_CORRUPT it is logged and, when it is @p e, not installed (*skip). Two
+ * records that check are a true collision: both are installed.
+ */
+static int
+twin_check(struct shard *sh, struct hidx_ent *e, const struct hidx_ent *twin, bool *skip)
+{
+    struct htkv_db *db = sh->db;
+    const struct hidx_ent *bad = !ent_record_ok(db, e) ? e : !ent_record_ok(db, twin) ? twin : NULL;
+    *skip = false;
+    if (bad == NULL) {
+        return 0;
+    }
+    if (db->cfg.recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
+        htkv_set_error("%s: damaged record at offset %llu (its hint describes it; its key does "
+                       "not match the key of its hash)",
+                       bad->seg->path, (unsigned long long)bad->off);
+        return HTKV_ECORRUPT;
+    }
+    htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping the damaged record at offset %llu",
+                bad->seg->path, (unsigned long long)bad->off);
+    db->skipped_bytes += bad->rec_bytes;
+    *skip = bad == e;
+    return 0;
+}
+
 /* Install a recovered entry if it is the newest version of its key (no readers yet). */
 static int
 recover_install(struct shard *sh, struct hidx_ent *e)
 {
+    struct hidx_ent *twin = htkv_hidx_twin(&sh->idx, e);
+    if (HTKV_UNLIKELY(twin != NULL)) {
+        bool skip;
+        int trc = twin_check(sh, e, twin, &skip);
+        if (trc != 0 || skip) {
+            seg_dead(e);
+            sh->entry_bytes -= sizeof(*e);
+            htkv_mem_free(e);
+            return trc;
+        }
+    }
     /* One probe in the common case (a key met for the first time, or a newer version): install,
      * and put the old head back in the rare case that it was the newer one. */
     int rc;
@@ -610,7 +680,8 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
              * its capacity) takes no more appends: it counts as sealed (it has no SEAL record,
              * which recovery does not need), so the next write rotates without touching it. */
             if (htkv_align_up(off, 4096) <= s->map_bytes) {
-                rc = htkv_seg_grow_to(s, htkv_align_up(off, 4096));
+                struct fixup f = { .s = s, .to = htkv_align_up(off, 4096), .grow = true };
+                rc = vec_push((void **)&rv->fix, &rv->nfix, &rv->fix_cap, sizeof(f), &f);
             } else {
                 s->sealed = true;
             }
@@ -626,7 +697,8 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
                     s->writable ? "cutting" : "ignoring (read-only)",
                     (unsigned long long)(junk - cut), (unsigned long long)cut);
         if (s->writable) {
-            rc = htkv_seg_zero(s, cut, junk);
+            struct fixup f = { .s = s, .from = cut, .to = junk };
+            rc = vec_push((void **)&rv->fix, &rv->nfix, &rv->fix_cap, sizeof(f), &f);
         }
     }
     return rc;
@@ -800,38 +872,43 @@ orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove
 }
 
 /*
- * Remove the files the manifest proves obsolete (orphan_kind()), after classifying every file of
- * the directory, so that a refused open removes nothing. A shard directory that cannot be listed
- * fails the open with that error (HTKV_ECORRUPT when it is missing), as any directory the store
- * needs. A file that cannot be removed does not: it is never read, and it is logged and tried
- * again at the next open. Its id is kept from being handed out again, so that no new segment of
- * that id meets it. Returns 0, HTKV_ECORRUPT or -errno of opendir.
+ * Classify every file of @p sh's directory (orphan_kind()) and, when @p remove, remove those the
+ * manifest proves obsolete. Recovery classifies every shard before it removes anything, so that
+ * a refused open removes nothing. A shard directory that cannot be listed fails the open with
+ * that error (HTKV_ECORRUPT when it is missing), as any directory the store needs. A file that
+ * cannot be removed does not: it is never read, and it is logged and tried again at the next
+ * open. Its id is kept from being handed out again, so that no new segment of that id meets it.
+ * Returns 0, HTKV_ECORRUPT or -errno of opendir.
  */
 static int
-remove_orphans(struct htkv_db *db, struct shard *sh)
+sweep_orphans(struct htkv_db *db, struct shard *sh, bool remove)
 {
-    for (int pass = 0; pass < 2; pass++) {
-        DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(sh->dir);
-        if (d == NULL) {
-            int rc = errno == ENOENT ? HTKV_ECORRUPT : -errno;
-            htkv_set_error("%s: cannot be listed: %s", sh->dir, strerror(errno));
-            return rc;
-        }
-        int rc = 0;
-        struct dirent *de;
-        while (rc == 0 && (de = readdir(d)) != NULL) {
-            bool remove;
-            rc = orphan_kind(db, sh, de->d_name, &remove);
-            if (rc == 0 && remove && pass == 1 && !db->read_only) {
-                remove_orphan(db, sh, de->d_name);
-            }
-        }
-        closedir(d);
-        if (rc != 0) {
-            return rc;
+    DIR *d = htkv_fault_fails(HTKV_FAULT_OPEN) ? NULL : opendir(sh->dir);
+    if (d == NULL) {
+        int rc = errno == ENOENT ? HTKV_ECORRUPT : -errno;
+        htkv_set_error("%s: cannot be listed: %s", sh->dir, strerror(errno));
+        return rc;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        bool obsolete;
+        rc = orphan_kind(db, sh, de->d_name, &obsolete);
+        if (rc == 0 && obsolete && remove) {
+            remove_orphan(db, sh, de->d_name);
         }
     }
-    return 0;
+    closedir(d);
+    return rc;
+}
+
+/* Does the header of @p s name this store (or no store: segments of older builds)? */
+static bool
+seg_of_this_store(const struct htkv_db *db, const struct seg *s)
+{
+    uint32_t count = htkv_load32(s->map + 24);
+    uint64_t seed = htkv_load64(s->map + 28);
+    return (count == 0 && seed == 0) || (count == db->shard_count && seed == db->hash_seed);
 }
 
 static int
@@ -842,7 +919,7 @@ recover_shard(struct recov *rv, struct shard *sh)
     if (!db->unlocked) {
         /* A read-only open checks the same (verify and open agree) and removes nothing; one
          * without the lock may race a writer creating segments, and checks nothing. */
-        int rc = remove_orphans(db, sh);
+        int rc = sweep_orphans(db, sh, false);
         if (rc != 0) {
             return rc;
         }
@@ -856,6 +933,11 @@ recover_shard(struct recov *rv, struct shard *sh)
                                !db->read_only, &s);
         if (rc == -ENOENT) {
             htkv_set_error("%s: listed in the manifest but missing", path);
+            rc = HTKV_ECORRUPT;
+        }
+        if (rc == 0 && !seg_of_this_store(db, s)) {
+            htkv_seg_close(s);
+            htkv_set_error("%s: its header names another store (shard count or hash seed)", path);
             rc = HTKV_ECORRUPT;
         }
         if (rc != 0) {
@@ -913,6 +995,26 @@ recover_versions(struct htkv_db *db, uint64_t seen)
     return 0;
 }
 
+/*
+ * The second phase of a writable open, once every check passed: cut the manifest's torn tail,
+ * remove what the manifest proves obsolete, zero the segments' torn tails (durable before
+ * anything new is appended) and give cut padding back its bytes. Until here recovery changed no
+ * byte on disk, so a refused open leaves every file as it was. 0 or an error.
+ */
+static int
+recover_apply(struct htkv_db *db, struct recov *rv)
+{
+    int rc = htkv_manifest_cut_torn(db->man);
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        rc = sweep_orphans(db, db_shard(db, i), true);
+    }
+    for (size_t i = 0; i < rv->nfix && rc == 0; i++) {
+        const struct fixup *f = &rv->fix[i];
+        rc = f->grow ? htkv_seg_grow_to(f->s, f->to) : htkv_seg_zero(f->s, f->from, f->to);
+    }
+    return rc;
+}
+
 int
 htkv_recover(struct htkv_db *db)
 {
@@ -934,6 +1036,13 @@ htkv_recover(struct htkv_db *db)
     htkv_mem_free(rv.pend);
     htkv_mem_free(rv.pents);
     htkv_mem_free(rv.bents);
+    if (rc == 0) {
+        rc = recover_versions(db, rv.max_version);
+    }
+    if (rc == 0 && !db->read_only) {
+        rc = recover_apply(db, &rv);
+    }
+    htkv_mem_free(rv.fix);
     if (rc != 0) {
         return rc;
     }
@@ -949,5 +1058,5 @@ htkv_recover(struct htkv_db *db)
             return arc;
         }
     }
-    return recover_versions(db, rv.max_version);
+    return 0;
 }

@@ -4,7 +4,8 @@
  *
  * Design. Each run gets a fresh scratch directory (fuzz_util.h), removed before it returns. The
  * file is loaded read-only, then writable; both see the same bytes, so they must agree on the
- * result and on the state. A writable load cuts a torn last edit off, so the file must then end
+ * result and on the state. A writable load, then htkv_manifest_cut_torn() as an open does, cuts a
+ * torn last edit off, so the file must then end
  * at file_bytes and a reload must find nothing torn and the same state. Then the writable handle
  * is exercised the way an open store uses it, and the result reloaded each time: one
  * htkv_manifest_add_seg() of a fresh id (an edit appended after the cut must be found; a torn
@@ -92,6 +93,9 @@ load(int dir_fd, bool writable, uint64_t number, const char *name, struct manife
     FUZZ_CHECK((rc == 0) == (*out != NULL));
     if (rc == 0) {
         FUZZ_CHECK((*out)->writable == writable);
+        if (writable) {
+            FUZZ_CHECK(htkv_manifest_cut_torn(*out) == 0); /* what an open does next */
+        }
         check_sane(*out, number, file_size(dir_fd, name));
     }
     return rc;

@@ -23,7 +23,8 @@
 enum ctl_exit {
     CTL_EXIT_OK = 0,      /* done; verify: no problem found */
     CTL_EXIT_FAIL = 1,    /* verify found problems; get, keys-of: not found; a read failed;
-                             compact, snapshot: the operation failed (a damaged snapshot file) */
+                             compact, snapshot, repair: the operation failed (a damaged snapshot
+                             file; repair: the seed cannot be told, an I/O error) */
     CTL_EXIT_USAGE = 2,   /* bad command line or master key file; keys-of: ambiguous USER;
                              snapshot import: the store is not empty and --force is missing */
     CTL_EXIT_NOSTORE = 3, /* the store cannot be opened: missing, locked, damaged, too new */
@@ -68,6 +69,7 @@ extern const struct ctl_cmd ctl_cmd_users;
 extern const struct ctl_cmd ctl_cmd_keys_of;
 extern const struct ctl_cmd ctl_cmd_compact;
 extern const struct ctl_cmd ctl_cmd_snapshot;
+extern const struct ctl_cmd ctl_cmd_repair;
 
 /** Print `usage: htkvctl [GLOBAL] VERB ARGS` and the command's help to @p f. */
 void ctl_cmd_usage(const struct ctl *c, const struct ctl_cmd *cmd, FILE *f);

@@ -14,7 +14,7 @@
  *      without --force), 3 the store cannot be opened (missing, locked, damaged, newer),
  *      4 the master key does not open the store's auth records.
  *   2. --read-only is refused for a command that writes (exit 2), whatever its other arguments
- *      (here for compact; snapshot refuses it for import only, in cmd_snapshot.c).
+ *      (here for compact and repair; snapshot refuses it for import only, in cmd_snapshot.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +28,19 @@
 
 /* One line per command, in the order of `htkvctl --help`. */
 const struct ctl_cmd *const ctl_commands[] = {
-    &ctl_cmd_info,    &ctl_cmd_segments, &ctl_cmd_verify,   &ctl_cmd_get,
-    &ctl_cmd_keys,    &ctl_cmd_dump,     &ctl_cmd_stats,    &ctl_cmd_users,
-    &ctl_cmd_keys_of, &ctl_cmd_compact,  &ctl_cmd_snapshot, NULL,
+    &ctl_cmd_info,
+    &ctl_cmd_segments,
+    &ctl_cmd_verify,
+    &ctl_cmd_get,
+    &ctl_cmd_keys,
+    &ctl_cmd_dump,
+    &ctl_cmd_stats,
+    &ctl_cmd_users,
+    &ctl_cmd_keys_of,
+    &ctl_cmd_compact,
+    &ctl_cmd_snapshot,
+    &ctl_cmd_repair,
+    NULL,
 };
 
 static void
@@ -38,8 +48,8 @@ usage(const struct ctl *c, FILE *f)
 {
     fprintf(f,
             "usage: %s [--json] [--read-only] [--hex] COMMAND [options] DIR\n"
-            "Inspect, check and maintain the htkv store in DIR. Only compact and snapshot\n"
-            "import change it.\n\n"
+            "Inspect, check and maintain the htkv store in DIR. Only compact, snapshot\n"
+            "import and repair change it.\n\n"
             "Commands:\n",
             c->prog);
     for (size_t i = 0; ctl_commands[i] != NULL; i++) {
@@ -55,8 +65,9 @@ usage(const struct ctl *c, FILE *f)
             "  --help       this text; 'COMMAND --help' for a command's options\n"
             "  --version    print the version\n\n"
             "Exit status: 0 ok; 1 problems found, key or user not found, a read failed, or\n"
-            "compaction or a snapshot export/import failed (a damaged snapshot file); 2 usage\n"
-            "error, bad master key file, or import into a store with keys without --force;\n"
+            "compaction, a snapshot export/import (a damaged snapshot file) or a repair\n"
+            "failed; 2 usage error, bad master key file, or import into a store with keys\n"
+            "without --force;\n"
             "3 the store cannot be opened (missing, open in another process, damaged, too new);\n"
             "4 the master key does not open the store's auth records.\n"
             "See htkvctl(1).\n");
