@@ -50,6 +50,8 @@
  *      view can need what is behind it (version <= view_floor).
  *   4. A dropped segment is closed only after EBR, its io_pins and the views that predate the
  *      drop have all let go of it.
+ *   5. A pass ends: per shard it takes only victims with ids below the active segment it found
+ *      there, so it rewrites each segment that existed then at most once and never its copies.
  */
 #include "engine/compact.h"
 

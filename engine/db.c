@@ -8,15 +8,24 @@
  * HTKV_ECLOSED.
  *
  * Open sequence (create_store when there is no CURRENT):
- *   mkdir -> LOCK (flock) -> CURRENT? -- no --> create shard dirs, MANIFEST-000001, CURRENT
+ *   mkdir -> LOCK (flock) -> CURRENT? -- no --> nothing of a store at any depth? (check_fresh_dir)
+ *                                               -- yes -> create shard dirs, MANIFEST-000001,
+ *                                                         CURRENT;  -- no -> HTKV_ECORRUPT
  *                                     -- yes -> load manifest
- *   -> open shards -> recover -> rewrite a large manifest -> start syncer
+ *   -> open shards -> recover (checks, then changes) -> remove leftovers -> rewrite a large
+ *   manifest -> start syncer
  *
  * Invariants
  *   1. Only the process holding LOCK (flock, per open file description) writes the directory.
- *   2. CURRENT exists only once the store is complete: a directory without CURRENT holds no
- *      acknowledged data.
+ *   2. CURRENT exists only once the store is complete. A directory without CURRENT is created
+ *      into only when it holds nothing of a store at any depth; otherwise it is a store that
+ *      lost its CURRENT: refused with HTKV_ECORRUPT, nothing touched (htkvctl repair).
  *   3. After htkv_close() has waited for the EBR slots, no call touches the store any more.
+ *   4. A failed open changes nothing it did not create: it removes the LOCK it created, and
+ *      recovery writes nothing before every check passed.
+ *   5. A clean close records each segment's end and the exact latest version in the manifest
+ *      after the final sync (record_clean_close()): damage before those ends is corruption, and
+ *      a clean reopen skips no version.
  */
 #include "engine/db.h"
 

@@ -13,8 +13,9 @@
  * live keys are written, with the version of the write that stored each, so two stores that
  * applied the same writes with the same versions produce the same bytes.
  *
- * Writing reads a view (htkv_view_scan() over everything) and streams it to PATH.tmp, then
- * fsync + rename + fsync of the directory: a crash leaves the old file or the new one.
+ * Writing reads a view (htkv_view_scan() over everything) and streams it to a temporary file of
+ * its own (PATH.tmp.PID.N), then fsync + rename + fsync of the directory: a crash leaves the old
+ * file or the new one, and concurrent writes to one path each rename a whole file.
  *
  * Restoring checks the whole file first (every length, the order, both checksums) and changes
  * nothing if anything is wrong. Then, with every shard's lock held (writers wait; readers go on
@@ -24,13 +25,19 @@
  *   shard directories --> write a fresh manifest listing only them and rename CURRENT (the commit
  *   point) --> switch every shard's index and segment list --> retire the old ones
  *
- * A crash before the rename leaves the old manifest, whose open removes the new files as
- * orphans; after it, the new manifest, whose open removes the old files. Never a mix.
+ * Each new segment is recorded as gone (MAN_SEG_GONE) in the old manifest before its file is
+ * created, and the new manifest calls the old segments gone: a crash before the rename leaves
+ * the old manifest, whose open removes the new files; after it, the new manifest, whose open
+ * removes the old files. Never a mix, and nothing removed on a guess.
  *
  * Invariants
- *   1. Nothing on disk or in memory changes before the file has been checked whole.
- *   2. After a restore, the store holds exactly the snapshot's keys with their versions, and
- *      next_version exceeds both the snapshot's version and every version used before.
+ *   1. Nothing on disk or in memory changes before the file has been checked whole (except the
+ *      version mark below, which only rises).
+ *   2. After a restore, the store holds exactly the snapshot's keys with their versions. The
+ *      restore has a version R: the snapshot's, or, when the store had gone past it (a
+ *      rollback), one above everything applied. R is reserved and recorded as applied before
+ *      anything changes and becomes the change feed's floor; next_version exceeds R and every
+ *      version used before, also after a reopen.
  */
 #include <dirent.h>
 #include <fcntl.h>
