@@ -1101,6 +1101,37 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     return e; /* stays valid: we are still inside the EBR section */
 }
 
+/*
+ * What a read that found no entry for its key answers: HTKV_ENOTFOUND, or HTKV_ECORRUPT when an
+ * entry of another key with the same 64-bit hash holds a record that fails its check. Two keys
+ * share a hash all but never, but a record whose key bytes were damaged does: recovery from hint
+ * files installs it under the hash the hint recorded without reading the key, so the key it was
+ * written for would otherwise read as absent (or, with an older version left, read that one: see
+ * twin_check() in engine/recover.c). Inside the caller's EBR section; costs one more probe of the
+ * slots a miss has just read.
+ */
+static int
+db_miss(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
+{
+    struct shard *sh = db_shard(db, db_shard_of(db, hash));
+    struct hidx_ent *t = htkv_hidx_find_hash(&sh->idx, hash);
+    if (HTKV_LIKELY(t == NULL) || hidx_ent_key_eq(t, key, klen)) {
+        return HTKV_ENOTFOUND; /* none, or the key itself, newer than this read */
+    }
+    const unsigned char *rec = hidx_ent_rec(t);
+    struct rec_hdr h;
+    htkv_rec_hdr_decode(rec, &h);
+    if (h.type == (t->del ? REC_DEL : REC_SET) && h.key_len == t->key_len &&
+        h.val_len == t->rec_bytes - REC_HDR_BYTES - t->key_len && h.version == t->version &&
+        htkv_rec_verify_crc(rec, t->seg->id, t->off, &h) == 0) {
+        return HTKV_ENOTFOUND; /* a true collision */
+    }
+    htkv_set_error("%s: the record at offset %llu, of a key with the hash of the key read, is "
+                   "damaged",
+                   t->seg->path, (unsigned long long)t->off);
+    return HTKV_ECORRUPT;
+}
+
 int
 htkv_ent_check_slow(struct hidx_ent *e)
 {
@@ -1161,7 +1192,7 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
     const unsigned char *val;
     uint32_t n;
     if (e == NULL || e->del) {
-        rc = HTKV_ENOTFOUND;
+        rc = e == NULL ? db_miss(db, hash, key, (uint32_t)klen) : HTKV_ENOTFOUND;
         goto out;
     }
     rc = db_value(db, e, &val, &n);
@@ -1222,7 +1253,7 @@ htkv_get_alloc(htkv_db *db, const void *key, size_t klen, void **val, size_t *vl
     const unsigned char *v;
     uint32_t n = 0;
     if (e == NULL || e->del) {
-        rc = HTKV_ENOTFOUND;
+        rc = e == NULL ? db_miss(db, hash, key, (uint32_t)klen) : HTKV_ENOTFOUND;
     } else {
         rc = db_value(db, e, &v, &n);
     }
@@ -1259,7 +1290,9 @@ htkv_contains(htkv_db *db, const void *key, size_t klen)
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
     struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
-    rc = (e != NULL && !e->del) ? 1 : 0;
+    rc = e != NULL                                                  ? !e->del
+         : db_miss(db, hash, key, (uint32_t)klen) == HTKV_ENOTFOUND ? 0
+                                                                    : HTKV_ECORRUPT;
     db_exit(db, slot);
     return rc;
 }

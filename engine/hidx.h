@@ -124,6 +124,27 @@ htkv_hidx_find(struct hidx *h, uint64_t hash, const void *key, uint32_t klen)
 }
 
 /*
+ * Reader side: an entry whose full 64-bit hash is @p hash, or NULL (inside an EBR critical
+ * section). After htkv_hidx_find() missed, such an entry belongs to another key, or to a
+ * record whose key bytes were damaged (see db_miss() in engine/db.c).
+ */
+static inline struct hidx_ent *
+htkv_hidx_find_hash(struct hidx *h, uint64_t hash)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_acquire);
+    uint64_t tag = hash & ~HIDX_PTR_MASK;
+    for (uint64_t i = hash & t->mask;; i = (i + 1) & t->mask) {
+        uint64_t s = atomic_load_explicit(&t->slots[i], memory_order_acquire);
+        if (s == 0) {
+            return NULL;
+        }
+        if ((s & ~HIDX_PTR_MASK) == tag && hidx_slot_ent(s)->hash == hash) {
+            return hidx_slot_ent(s);
+        }
+    }
+}
+
+/*
  * Writer side: make @p e the head for its key. Returns the previous head (now e->prev) or NULL.
  * May grow the table (the old table is passed to @p retire). Returns -ENOMEM through @p rc when
  * the table must grow and cannot; nothing changes then.

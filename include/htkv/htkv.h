@@ -83,11 +83,18 @@ enum htkv_sync_mode {
     HTKV_SYNC_ALWAYS = 2,
 };
 
-/** What recovery does with a damaged record that is followed by valid ones. */
+/**
+ * What recovery does with damage: a damaged record followed by valid ones, or one before the end
+ * a segment's records are known to reach (a clean close, a hint file, a seal). A damaged record
+ * after that end with nothing valid behind it is a torn tail and is always cut (ARCHITECTURE.md,
+ * "Which bytes may be cut").
+ */
 enum htkv_recovery {
     /** Refuse to open with HTKV_ECORRUPT, naming file and offset (htkv_last_error()). */
     HTKV_RECOVERY_STRICT = 0,
-    /** Skip the damaged bytes up to the next valid record, logging each skip loudly. */
+    /** Skip the damaged bytes (up to the next valid record, or to the known end), logging each
+     *  skip loudly and counting it in htkv_stats.skipped_bytes. A skipped write is lost: its key
+     *  reads what it held before that write, so a skipped delete brings the value back. */
     HTKV_RECOVERY_SKIP_CORRUPT = 1,
 };
 
