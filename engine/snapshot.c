@@ -786,9 +786,12 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     }
     htkv_compact_hook_call("restore-committed");
     /* Committed: from here on nothing can fail. */
-    uint64_t visible = atomic_load(&db->next_version) - 1;
-    visible = latest > visible ? latest : visible;
-    atomic_store(&db->next_version, visible + 1);
+    /* Every shard publishes the restore's version (the highest its entries can carry, and the
+     * version a snapshot written next reports); the counter stays above it and above the
+     * reservation a reopen may have skipped to. */
+    uint64_t visible = latest;
+    uint64_t next = atomic_load(&db->next_version);
+    atomic_store(&db->next_version, next > latest ? next : latest + 1);
     uint64_t hi = atomic_load(&db->submit_hi);
     while (hi < latest && !atomic_compare_exchange_weak(&db->submit_hi, &hi, latest)) {
     }

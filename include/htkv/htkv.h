@@ -427,7 +427,9 @@ HTKV_API HTKV_MUST_USE int htkv_batch_put(htkv_batch *b, const void *key, size_t
                                           const void *val, size_t vlen);
 
 /**
- * Append a delete to @p b. Deleting an absent key within a batch writes nothing for it.
+ * Append a delete to @p b. Unlike htkv_delete(), a delete of an absent key within a batch is
+ * written (a tombstone, with the batch's version): the batch's outcome never depends on what
+ * the key holds, and a follower fed by the change feed sees the same delete.
  * @return As htkv_batch_put().
  * @context The thread using @p b.
  */
