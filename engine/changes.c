@@ -123,7 +123,12 @@ static int
 collect_shard(struct htkv_changes *c, uint32_t i, uint64_t since)
 {
     struct shard *sh = db_shard(c->db, i);
+    /* Nothing above the view's complete version: in HTKV_SYNC_ALWAYS a shard publishes after
+     * its group sync, so a lower version may still be pending in another shard, and a consumer
+     * that went on from a higher one would never be told of it. */
     uint64_t snap = htkv_view_shard_snap(c->view, i);
+    uint64_t complete = htkv_view_complete(c->view);
+    snap = snap < complete ? snap : complete;
     pthread_mutex_lock(&sh->lock);
     size_t n = sh->nsegs;
     struct seg **segs = n ? htkv_mem_alloc(n * sizeof(*segs)) : NULL;

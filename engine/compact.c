@@ -12,9 +12,11 @@
  *   - a live head is appended, with its own version and type, to the shard's active segment and
  *     the index (and trie) entry is replaced by one pointing at the copy; the reader that still
  *     holds the old entry reads the same bytes from the victim, which stays mapped (below);
- *   - a tombstone head in the shard's oldest segment is dropped from disk and from the index:
- *     every older record of its key was written before it (a copy is only ever made of a head),
- *     so it lies in this segment or an older one, and none of those remain after the drop.
+ *   - a tombstone head in the shard's oldest segment, at or below the pass's fence (below),
+ *     is dropped from disk and from the index: every older record of its key was written
+ *     before it (a copy is only ever made of a head), so it lies in this segment or an older
+ *     one, and none of those remain after the drop. A newer tombstone is copied like a live
+ *     head: the change feed reports every version above the fence, deletes included.
  *
  * Because the copies are made under the lock from the head entry, an update that races with
  * compaction simply becomes the new head: compaction never writes an older version over a newer
@@ -288,7 +290,9 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
                 if (e->version > upto && !pending_find(sh, e, &pend)) {
                     return STEP_POSTPONE;
                 }
-                if (e->del && oldest && e->version <= upto) {
+                /* Only a tombstone at or below the fence goes: the change feed reports every
+                 * version above the floor, and a follower must still learn of this delete. */
+                if (e->del && oldest && e->version <= upto && e->version <= floor) {
                     drop_tombstone(sh, e);
                 } else {
                     int rc = relocate(sh, e, &h, pend);

@@ -361,6 +361,10 @@ int htkv_shard_seal(struct seg *s);
 /* view.c: the snapshot version of shard @p shard in view @p v. */
 uint64_t htkv_view_shard_snap(const htkv_view *v, uint32_t shard);
 
+/* view.c: every version up to it that a write took is visible in @p v (none is still pending
+ * in a shard whose group sync is in flight): the change feed reports nothing above it. */
+uint64_t htkv_view_complete(const htkv_view *v);
+
 /* snapshot.c: write DIR/snapshot-NNNNNN.snap and remove older ones (compact_lock held). */
 int htkv_snapshot_emit(struct htkv_db *db);
 

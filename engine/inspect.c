@@ -1451,37 +1451,6 @@ walk_current(struct walk *w, uint64_t *number)
     return newest ? 0 : 1;
 }
 
-/*
- * Does segment file @p rel hold anything after its header (seg_file_has_data())? A segment
- * receives records only once its MAN_SEG_ADD is durable, so one that a crash left between its
- * creation and that edit holds nothing but zeros there. Unreadable or not a regular file counts
- * as data; a missing file does not.
- */
-static bool
-file_has_data(struct walk *w, const char *rel)
-{
-    int fd = htkv_fault_fails(HTKV_FAULT_OPEN)
-                 ? -1
-                 : openat(w->dir_fd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        return errno != ENOENT;
-    }
-    struct stat st;
-    bool has = fstat(fd, &st) != 0 || !S_ISREG(st.st_mode);
-    unsigned char buf[16384];
-    for (off_t off = SEG_DATA_OFF; !has && off < st.st_size;) {
-        ssize_t n = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(fd, buf, sizeof(buf), off);
-        if (n <= 0) {
-            has = n < 0;
-            break;
-        }
-        has = !htkv_seg_all_zero(buf, (uint64_t)n);
-        off += n;
-    }
-    close(fd);
-    return has;
-}
-
 static void walk_free(struct walk *w);
 
 /*
@@ -1524,16 +1493,17 @@ orphan_verdict(struct walk *w, uint32_t shard, uint64_t id, const char **why)
     }
     char rel[64];
     snprintf(rel, sizeof(rel), "shard-%03u/%012llu.seg", shard, (unsigned long long)id);
-    if (!file_has_data(w, rel)) {
-        *why = "and holds no record (a crash while creating it); a writable open removes it";
+    if (!htkv_seg_file_has_record(w->dir_fd, rel, id, HTKV_VALUE_MAX_LIMIT)) {
+        *why = "and holds no record that checks (a crash while creating it); a writable open "
+               "removes it";
         return HTKV_INSPECT_NOTE;
     }
     if ((w->flags & HTKV_INSPECT_LIVE) && (id >= w->next_seg_id || listed_now(w, shard, id))) {
         *why = "as read, and holds records: a segment the writer added since";
         return HTKV_INSPECT_NOTE;
     }
-    *why = "and holds data (the manifest may be older than its segments): htkv_open refuses "
-           "the store and removes nothing";
+    *why = "and holds records (the manifest may be older than its segments): htkv_open "
+           "refuses the store and removes nothing";
     return HTKV_INSPECT_PROBLEM;
 }
 

@@ -803,40 +803,14 @@ remove_orphan(struct htkv_db *db, struct shard *sh, const char *name)
 }
 
 /*
- * Does the segment file @p path hold anything after its header? A segment receives records only
- * once its MAN_SEG_ADD is durable, so one that a crash left between its creation and that edit
- * holds nothing but zeros there. true = data (or unreadable, or not a file: assume data).
- */
-static bool
-seg_file_has_data(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        return errno != ENOENT;
-    }
-    struct stat st;
-    bool has = fstat(fd, &st) != 0 || !S_ISREG(st.st_mode);
-    unsigned char buf[16384];
-    for (off_t off = SEG_DATA_OFF; !has && off < st.st_size;) {
-        ssize_t n = pread(fd, buf, sizeof(buf), off);
-        if (n <= 0) {
-            has = n < 0;
-            break;
-        }
-        has = !htkv_seg_all_zero(buf, (uint64_t)n);
-        off += n;
-    }
-    close(fd);
-    return has;
-}
-
-/*
  * Classify a file of a shard directory that the manifest does not list: *remove is set for what
  * the manifest proves obsolete (a drop, or a restore's staged segment, recorded as gone), for a
- * segment that never received a record, for a hint whose segment is removable or absent, and for
- * a hint .tmp. Nothing is deleted on a guess: a segment the manifest does not know that holds
- * data may hold acknowledged writes (a manifest older than its segments, or a CURRENT naming the
- * wrong one), and fails the open. 0 or HTKV_ECORRUPT.
+ * segment that holds no record that checks (one a crash left between its creation and its
+ * MAN_SEG_ADD: records are written only once that edit is durable; a torn sector there holds
+ * none), for a hint whose segment is removable or absent, and for a hint .tmp. Nothing is
+ * deleted on a guess: a segment the manifest does not know that holds records may hold
+ * acknowledged writes (a manifest older than its segments, or a CURRENT naming the wrong one),
+ * and fails the open. 0 or HTKV_ECORRUPT.
  */
 static int
 orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove)
@@ -861,9 +835,9 @@ orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove
     }
     char path[4200];
     htkv_seg_path(path, sizeof(path), sh->dir, id); /* the segment, also for its hint */
-    if (seg_file_has_data(path)) {
-        htkv_set_error("%s: not in the manifest and holds data (the manifest may be older than "
-                       "its segments); nothing removed, see htkvctl repair",
+    if (htkv_seg_file_has_record(AT_FDCWD, path, id, db->cfg.max_value_bytes)) {
+        htkv_set_error("%s: not in the manifest and holds records (the manifest may be older "
+                       "than its segments); nothing removed, see htkvctl repair",
                        path);
         return HTKV_ECORRUPT;
     }

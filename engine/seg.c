@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "engine/crc32c.h"
+#include "engine/rec.h"
 
 HTKV_STATIC_ASSERT(SEG_HDR_BYTES % 8 == 0, "records after the header stay 8-byte aligned");
 
@@ -118,6 +119,44 @@ seg_map(struct seg *s, bool writable)
     s->map = m;
     s->writable = writable;
     return 0;
+}
+
+bool
+htkv_seg_file_has_record(int dir_fd, const char *path, uint64_t id, uint32_t val_max)
+{
+    int fd = openat(dir_fd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return errno != ENOENT;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return true;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size <= SEG_DATA_OFF) {
+        close(fd);
+        return false;
+    }
+    unsigned char *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) {
+        return true;
+    }
+    /* Records of another segment copied or renamed to this name check with the id in its
+     * header: look for those too. */
+    uint64_t hid = memcmp(m, SEG_MAGIC, 8) == 0 ? htkv_load64(m + 16) : id;
+    bool found = false;
+    struct rec_hdr h;
+    for (uint64_t off = SEG_DATA_OFF; !found && off + REC_HDR_BYTES <= size; off += REC_ALIGN) {
+        if (htkv_load64(m + off + 8) == 0 && htkv_load64(m + off + 16) == 0) {
+            continue; /* lengths, type and version zero: not a record */
+        }
+        found = htkv_rec_check(m + off, size - off, id, off, val_max, &h) == 0 ||
+                (hid != id && htkv_rec_check(m + off, size - off, hid, off, val_max, &h) == 0);
+    }
+    munmap(m, size);
+    return found;
 }
 
 int

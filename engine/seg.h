@@ -88,6 +88,16 @@ int htkv_seg_create(const char *dir, const struct seg_owner *o, uint64_t id, uin
                     uint64_t first, bool zero_fill, struct seg **out);
 
 /*
+ * Does segment file @p path (@p dir_fd-relative, or absolute with AT_FDCWD) of segment @p id
+ * hold a record that checks (htkv_rec_check(), values up to @p val_max, as a record of @p id or
+ * of the id its header names) anywhere after its header? A file the manifest does not list may be
+ * removed only when it holds none: its records would be unrecoverable anyway, and a record's CRC
+ * covers its segment id and offset, so none is found by chance. A file that cannot be read, or is
+ * not a regular file, counts as holding records. A missing file holds none.
+ */
+bool htkv_seg_file_has_record(int dir_fd, const char *path, uint64_t id, uint32_t val_max);
+
+/*
  * Read the header of segment file @p path: 0 with its shard, id, shard count and hash seed (both
  * 0 in segments of older builds), HTKV_ECORRUPT (bad magic or checksum, short file),
  * HTKV_EVERSION or -errno. Does not map the file (htkvctl repair).

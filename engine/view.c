@@ -53,6 +53,9 @@ struct htkv_view {
     struct htkv_view *prev;
     uint64_t gen; /* db->view_gen after this view was counted: compaction's zombies use it */
     uint64_t max_version;
+    /* Every version up to it that any write took is visible in the view (the change feed's
+     * bound: a version above may still be pending, unpublished, in another shard). */
+    uint64_t complete;
     uint64_t snap[]; /* per shard */
 };
 
@@ -126,6 +129,26 @@ unlock_all(struct htkv_db *db)
     }
 }
 
+/*
+ * Lowest version of @p sh installed but above @p visible (a group sync in flight), or
+ * UINT64_MAX (lock held). Every write installs its entries under the lock, in version order,
+ * into the pending list, so a binary search over it finds the first one.
+ */
+static uint64_t
+first_unpublished(const struct shard *sh, uint64_t visible)
+{
+    size_t lo = sh->pend_head, hi = sh->pend_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->pending[mid]->version <= visible) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < sh->pend_count ? sh->pending[lo]->version : UINT64_MAX;
+}
+
 static int
 view_open(struct htkv_db *db, struct htkv_view **out)
 {
@@ -137,6 +160,7 @@ view_open(struct htkv_db *db, struct htkv_view **out)
     v->max_version = 0;
     pthread_mutex_lock(&db->views_lock);
     lock_all(db);
+    uint64_t unpublished = UINT64_MAX; /* lowest version installed but not yet visible */
     for (uint32_t i = 0; i < db->shard_count; i++) {
         struct shard *sh = db_shard(db, i);
         v->snap[i] = atomic_load_explicit(&db->ro[i].visible, memory_order_relaxed);
@@ -146,8 +170,11 @@ view_open(struct htkv_db *db, struct htkv_view **out)
         if (v->snap[i] > v->max_version) {
             v->max_version = v->snap[i];
         }
+        uint64_t p = first_unpublished(sh, v->snap[i]);
+        unpublished = p < unpublished ? p : unpublished;
     }
     unlock_all(db);
+    v->complete = unpublished <= v->max_version ? unpublished - 1 : v->max_version;
     v->prev = NULL;
     v->next = db->views;
     if (db->views != NULL) {
@@ -221,6 +248,12 @@ htkv_view_close(htkv_view *v)
     if (v != NULL) {
         view_close(v);
     }
+}
+
+uint64_t
+htkv_view_complete(const htkv_view *v)
+{
+    return v->complete;
 }
 
 uint64_t

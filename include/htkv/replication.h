@@ -98,9 +98,13 @@ typedef struct htkv_changes htkv_changes; /* an iterator over applied commands *
 /**
  * The commands applied after @p version, in version order (a batch's commands together), as of
  * the moment of the call: read back from the segments, which hold every write until compaction
- * rewrites them. Puts and deletes come back as HTKV_CMD_SET / HTKV_CMD_DELETE with the versions
- * they were applied with; feeding them to another store's htkv_submit() in order reproduces the
- * writes. Holds a view open until destroyed (see htkv_view_open() for its cost); writers go on.
+ * rewrites them. What comes back is a prefix without gaps: a command is reported only once every
+ * lower version a write took is visible (in HTKV_SYNC_ALWAYS a shard publishes after its group
+ * sync, so a higher version of another shard waits for the next call), so a consumer can always
+ * go on from the highest version it got. Puts and deletes come back as HTKV_CMD_SET /
+ * HTKV_CMD_DELETE with the versions they were applied with; feeding them to another store's
+ * htkv_submit() in order reproduces the writes. Holds a view open until destroyed (see
+ * htkv_view_open() for its cost); writers go on.
  *
  * History is complete only after the store's compaction floor (the last version a compaction
  * pass fenced, raised by htkv_snapshot_restore() to the restore's version): asking for changes

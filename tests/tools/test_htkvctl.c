@@ -1048,7 +1048,7 @@ expect_clean(const char *dir)
 /* Goal: verify calls a problem (exit 1) what htkv_open now refuses, and the store is clean
  * again once the damage is undone: a flipped bit in the last record of a cleanly closed store
  * (damage before the end the clean close recorded, not a torn tail), a segment the manifest
- * does not list that holds data, a missing CURRENT (not "no store"), a damaged manifest tail
+ * does not list that holds records, a missing CURRENT (not "no store"), a damaged manifest tail
  * longer than one edit (a shorter one is a torn last edit: a note). Method: one store of one
  * shard, each damage made and undone in turn. */
 static void
@@ -1094,7 +1094,7 @@ test_htkvctl_verify_problems_where_open_refuses(void **state)
     RUN(&r, "verify", dir);
     expect_status(&r, 1);
     expect_contains(r.out, "shard-000/000000000999.seg:0: problem: not in the manifest and holds "
-                           "data");
+                           "records");
     run_free(&r);
     assert_int_equal(unlink(copy), 0);
     expect_clean(dir);
