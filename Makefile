@@ -34,11 +34,13 @@ demo: build
 
 # The suite runs in three execution modes: inline, 2 workers on io_uring, 2 workers on syscalls.
 # The concurrency tests run their own matrix of modes (inline and workers, both backends, every
-# sync mode) whatever HTKV_TEST_WORKERS says, so they run in the first pass only.
+# sync mode) whatever HTKV_TEST_WORKERS says, so they run in the first pass only; so do the tests
+# labelled "once" (stores in modes of their own, or the files a closed store leaves: the damage
+# matrix, the replica model, htkvctl).
 test-release: build
 	cd $(BUILD) && ctest $(CTEST_FLAGS) -j $(JOBS)
-	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=uring ctest $(CTEST_FLAGS) -j $(JOBS) -LE concurrency
-	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=sync ctest $(CTEST_FLAGS) -j $(JOBS) -LE concurrency
+	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=uring ctest $(CTEST_FLAGS) -j $(JOBS) -LE 'concurrency|once'
+	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=sync ctest $(CTEST_FLAGS) -j $(JOBS) -LE 'concurrency|once'
 
 # The kill loops run half their cycles under the sanitizers (the release runs do them all).
 ASAN_CRASH_CYCLES ?= 20
@@ -50,7 +52,7 @@ asan: deps
 	    ctest $(CTEST_FLAGS) -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 HTKV_TEST_WORKERS=2 \
-	    HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest $(CTEST_FLAGS) -j $(JOBS) -LE concurrency
+	    HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest $(CTEST_FLAGS) -j $(JOBS) -LE 'concurrency|once'
 
 tsan: deps
 	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread

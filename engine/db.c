@@ -829,8 +829,12 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     if (rc == 0 && !db->read_only) {
         remove_leftovers(db); /* only once recovery accepted the store: they are evidence */
     }
-    if (rc == 0 && !db->read_only && db->man->file_bytes > MAN_REWRITE_BYTES) {
-        rc = htkv_manifest_rewrite(db->man);
+    if (rc == 0 && !db->read_only &&
+        (db->man->file_bytes > MAN_REWRITE_BYTES || db->man->format < HTKV_FORMAT_VERSION)) {
+        /* Also a store of an older format: its manifest is rewritten in this one's format
+         * before any edit of this format is appended, so an older build refuses it cleanly
+         * (HTKV_EVERSION) instead of meeting edits it does not know. */
+        rc = htkv_manifest_upgrade_rewrite(db->man);
     }
     if (rc == 0 && !db->read_only && db->cfg.worker_threads > 0) {
         rc = htkv_workers_start(db);

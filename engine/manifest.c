@@ -1229,6 +1229,22 @@ htkv_manifest_rewrite(struct manifest *m)
     return rc;
 }
 
+int
+htkv_manifest_upgrade_rewrite(struct manifest *m)
+{
+    HTKV_ASSERT(m->writable);
+    pthread_mutex_lock(&m->lock);
+    uint32_t was = m->format;
+    m->format = HTKV_FORMAT_VERSION;
+    bool unsure;
+    int rc = man_write_full(m, m->number + 1, &unsure);
+    if (rc != 0) {
+        m->format = was;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
 void
 htkv_manifest_close(struct manifest *m)
 {

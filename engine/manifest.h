@@ -220,6 +220,9 @@ void htkv_manifest_reserve_ids(struct manifest *m, uint64_t next);
  * failed after the rename, see htkv_manifest_replace()). */
 int htkv_manifest_rewrite(struct manifest *m);
 
+/* htkv_manifest_rewrite() in this library's format (HTKV_FORMAT_VERSION in INIT and header). */
+int htkv_manifest_upgrade_rewrite(struct manifest *m);
+
 void htkv_manifest_close(struct manifest *m);
 
 /*

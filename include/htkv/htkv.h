@@ -43,8 +43,13 @@ extern "C" {
 #endif
 #define HTKV_MUST_USE __attribute__((warn_unused_result))
 
-/** On-disk format version written by this library; a store with a newer one is refused. */
-#define HTKV_FORMAT_VERSION 1
+/**
+ * On-disk format version written by this library; a store with a newer one is refused
+ * (HTKV_EVERSION). 2 added the manifest edits SEG_GONE, VERSIONS and SEG_END and the store's
+ * shard count and hash seed in segment headers; stores of format 1 open unchanged (their hint
+ * files are rewritten at the next close).
+ */
+#define HTKV_FORMAT_VERSION 2
 /** Largest key, in bytes (64 KiB). */
 #define HTKV_KEY_MAX (64u * 1024u)
 /** Default and largest allowed value for htkv_config.max_value_bytes (64 MiB, 1 GiB). */

@@ -4,6 +4,9 @@
  */
 #include "tests/support/testutil.h"
 
+#include "engine/crc32c.h"
+#include "engine/manifest.h"
+
 /* A table of keys (by index) and the value each should hold. */
 struct kv_table {
     size_t n;
@@ -383,6 +386,68 @@ test_reopen_last_segment_larger_than_max_segment_bytes_takes_writes(void **state
     }
 }
 
+/* Set the format fields of MANIFEST-NNNNNN in @p dir (header and INIT edit) to @p format, with
+ * their checksums: the store as a build of that format would have written it. */
+static void
+set_manifest_format(const char *dir, uint32_t format)
+{
+    char cur[17] = { 0 }, path[4200];
+    snprintf(path, sizeof(path), "%s/CURRENT", dir);
+    assert_int_equal(tu_read_at(path, 0, cur, 16), 0);
+    cur[15] = '\0';
+    snprintf(path, sizeof(path), "%s/%s", dir, cur);
+    unsigned char h[32 + 12 + 16];
+    assert_int_equal(tu_read_at(path, 0, h, sizeof(h)), 0);
+    htkv_store32(h + 8, format);
+    htkv_store32(h + 28, htkv_crc32c(0, h, 28));
+    assert_int_equal(htkv_load32(h + 32 + 8), MAN_INIT);
+    htkv_store32(h + 32 + 12, format);
+    htkv_store32(h + 32, htkv_crc32c(0, h + 32 + 4, 8 + 16));
+    assert_int_equal(tu_write_at(path, 0, h, sizeof(h)), 0);
+}
+
+/* Goal: a store of format 1 opens with everything in it, and its writable open rewrites the
+ * manifest in this build's format before appending edits of this format, so that a build of
+ * format 1 then refuses it with HTKV_EVERSION instead of meeting edits it does not know.
+ * Method: a store whose manifest says format 1; open; the new manifest's header says
+ * HTKV_FORMAT_VERSION; every key reads back, also after another reopen. */
+static void
+test_reopen_format_1_store_is_upgraded(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("reopen-fmt1");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_INTERVAL);
+    htkv_db *db = tu_open(&cfg);
+    for (int i = 0; i < 200; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "f%d", i);
+        assert_int_equal(htkv_put(db, k, strlen(k), k, strlen(k)), 0);
+    }
+    assert_int_equal(htkv_close(db), 0);
+    set_manifest_format(dir, 1);
+    for (int round = 0; round < 2; round++) {
+        db = tu_open(&cfg);
+        for (int i = 0; i < 200; i++) {
+            char k[16];
+            snprintf(k, sizeof(k), "f%d", i);
+            tu_expect(db, k, strlen(k), k, strlen(k));
+        }
+        assert_int_equal(htkv_close(db), 0);
+        char cur[17] = { 0 }, path[4200];
+        snprintf(path, sizeof(path), "%s/CURRENT", dir);
+        assert_int_equal(tu_read_at(path, 0, cur, 16), 0);
+        cur[15] = '\0';
+        snprintf(path, sizeof(path), "%s/%s", dir, cur);
+        unsigned char h[32 + 12 + 16];
+        assert_int_equal(tu_read_at(path, 0, h, sizeof(h)), 0);
+        assert_int_equal(htkv_load32(h + 8), HTKV_FORMAT_VERSION);
+        assert_int_equal(htkv_load32(h + 32 + 12), HTKV_FORMAT_VERSION);
+    }
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
@@ -391,6 +456,7 @@ main(void)
         cmocka_unit_test(test_reopen_small_segments_rotate_many_times),
         cmocka_unit_test(test_reopen_last_version_continues),
         cmocka_unit_test(test_reopen_last_segment_larger_than_max_segment_bytes_takes_writes),
+        cmocka_unit_test(test_reopen_format_1_store_is_upgraded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

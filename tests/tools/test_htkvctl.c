@@ -663,7 +663,7 @@ test_htkvctl_info_text_and_json(void **state)
     char line[128];
     snprintf(line, sizeof(line), "live keys:      %d\n", STORE_LIVE);
     expect_contains(r.out, line);
-    expect_contains(r.out, "format version: 1\n");
+    expect_contains(r.out, "format version: 2\n");
     expect_contains(r.out, "shards:         4\n");
     expect_contains(r.out, "sync mode:      never (of the last writable open)");
     expect_contains(r.out, "index memory:");
@@ -675,7 +675,7 @@ test_htkvctl_info_text_and_json(void **state)
     expect_json_object(r.out);
     snprintf(line, sizeof(line), "%d", STORE_LIVE);
     expect_json_member(r.out, "live_keys", line);
-    expect_json_member(r.out, "format_version", "1");
+    expect_json_member(r.out, "format_version", "2");
     expect_json_member(r.out, "shards", "4");
     expect_json_member(r.out, "sync_mode", "\"never\"");
     const char *keys[] = { "segments", "live_bytes", "dead_bytes", "last_version", "index_bytes" };
