@@ -7,13 +7,15 @@
  * open for writing, the command is refused with exit status 3 and a message that names
  * --read-only. With --read-only it takes no lock at all (htkv_inspect_open_unlocked()) and reads
  * a snapshot of the store as of its open; an append in progress looks like a torn tail and is
- * taken as the end of the log. Commands that write (compact, snapshot import) refuse
+ * taken as the end of the log. Commands that write (compact, snapshot import, repair) refuse
  * --read-only (exit 2) and open the store with ctl_open_write(): the exclusive lock, as any
  * writer takes it, so they are refused (exit 3) while any other process has the store open.
  *
  * Invariants
  *   1. No code path of the tool opens a store file for writing except through
- *      ctl_open_write(), which only compact and snapshot import call.
+ *      ctl_open_write(), which only compact and snapshot import call, and repair
+ *      (cmd_repair.c), which takes the lock exclusively itself, because the engine refuses
+ *      the stores it is for; it renames what it cannot use into DIR/lost/ and deletes nothing.
  *   2. Keys and values reach the terminal only through ctl_format_bytes(): no control byte of
  *      the store's data is ever written raw, except by `get --raw`, which asks for it.
  */
