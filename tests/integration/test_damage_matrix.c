@@ -21,14 +21,12 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tests/support/testutil.h"
+#include "tests/support/tool.h"
 
 #define DM_KEYS 2400u
 #define DM_HALF 1600u    /* keys written before the halfway close */
@@ -106,30 +104,6 @@ put_gen(htkv_db *db, unsigned i, int gen)
     model_deleted[i] = false;
 }
 
-/* Wait for @p pid at most @p seconds, then kill it. Returns its exit status, 128 + signal, or -1
- * when it ran past the deadline. */
-static int
-wait_deadline(pid_t pid, unsigned seconds)
-{
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int st = 0;
-    for (;;) {
-        pid_t w = waitpid(pid, &st, WNOHANG);
-        if (w == pid) {
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (w < 0 || now.tv_sec - t0.tv_sec >= (time_t)seconds) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        struct timespec nap = { 0, 2 * 1000 * 1000 };
-        nanosleep(&nap, NULL);
-    }
-}
-
 /* Exit status of the child that ran the midway compaction pass; -1: killed after 60 s. */
 static int midway_compaction = -2;
 
@@ -159,7 +133,7 @@ compact_in_child(void)
         }
         _exit(rc == 0 ? 0 : 1);
     }
-    int st = wait_deadline(pid, 60);
+    int st = tu_wait_deadline(pid, 60);
     if (st != 0) {
         fprintf(stderr,
                 "[damage_matrix] the midway htkv_compact_now() %s; the matrix goes on over the "
@@ -215,152 +189,7 @@ build_store(void)
     assert_int_equal(htkv_close(db), 0);
 }
 
-/* ---- file trees ----------------------------------------------------------------------------- */
-
-struct tree_ent {
-    char rel[512];
-    bool is_dir;
-    unsigned char *data;
-    size_t len;
-};
-
-struct tree {
-    struct tree_ent *ents;
-    size_t n, cap;
-};
-
-static unsigned char *
-read_whole(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        *len = 0;
-        return NULL;
-    }
-    struct stat st;
-    assert_int_equal(fstat(fd, &st), 0);
-    unsigned char *buf = malloc((size_t)st.st_size + 1);
-    assert_non_null(buf);
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r <= 0) {
-            break;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    *len = got;
-    return buf;
-}
-
-static int
-cmp_ent(const void *a, const void *b)
-{
-    return strcmp(((const struct tree_ent *)a)->rel, ((const struct tree_ent *)b)->rel);
-}
-
-static void
-tree_walk(struct tree *t, const char *root, const char *rel)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
-            continue;
-        }
-        if (rel[0] == '\0' && strcmp(de->d_name, "LOCK") == 0) {
-            continue;
-        }
-        if (t->n == t->cap) {
-            t->cap = t->cap ? 2 * t->cap : 64;
-            t->ents = realloc(t->ents, t->cap * sizeof(*t->ents));
-            assert_non_null(t->ents);
-        }
-        struct tree_ent *e = &t->ents[t->n++];
-        memset(e, 0, sizeof(*e));
-        snprintf(e->rel, sizeof(e->rel), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
-        char full[4700];
-        snprintf(full, sizeof(full), "%s/%s", root, e->rel);
-        struct stat st;
-        if (lstat(full, &st) != 0) {
-            continue;
-        }
-        if (S_ISDIR(st.st_mode)) {
-            e->is_dir = true;
-            char sub[512];
-            snprintf(sub, sizeof(sub), "%s", e->rel);
-            tree_walk(t, root, sub);
-        } else {
-            e->data = read_whole(full, &e->len);
-        }
-    }
-    closedir(d);
-}
-
-static struct tree
-tree_take(const char *root)
-{
-    struct tree t = { 0 };
-    tree_walk(&t, root, "");
-    if (t.n > 0) {
-        qsort(t.ents, t.n, sizeof(*t.ents), cmp_ent);
-    }
-    return t;
-}
-
-static void
-tree_free(struct tree *t)
-{
-    for (size_t i = 0; i < t->n; i++) {
-        free(t->ents[i].data);
-    }
-    free(t->ents);
-    memset(t, 0, sizeof(*t));
-}
-
-/* Describe the first difference between two trees into @p why; false when they are equal. */
-static bool
-tree_differs(const struct tree *a, const struct tree *b, char *why, size_t cap)
-{
-    size_t i = 0, j = 0;
-    while (i < a->n || j < b->n) {
-        int c = i == a->n ? 1 : j == b->n ? -1 : strcmp(a->ents[i].rel, b->ents[j].rel);
-        if (c < 0) {
-            snprintf(why, cap, "%s was removed", a->ents[i].rel);
-            return true;
-        }
-        if (c > 0) {
-            snprintf(why, cap, "%s was added", b->ents[j].rel);
-            return true;
-        }
-        const struct tree_ent *x = &a->ents[i], *y = &b->ents[j];
-        if (x->is_dir != y->is_dir) {
-            snprintf(why, cap, "%s changed type", x->rel);
-            return true;
-        }
-        if (x->len != y->len) {
-            snprintf(why, cap, "%s changed size %zu -> %zu", x->rel, x->len, y->len);
-            return true;
-        }
-        if (x->len > 0 && memcmp(x->data, y->data, x->len) != 0) {
-            size_t k = 0;
-            while (x->data[k] == y->data[k]) {
-                k++;
-            }
-            snprintf(why, cap, "%s changed at byte %zu", x->rel, k);
-            return true;
-        }
-        i++;
-        j++;
-    }
-    return false;
-}
+/* ---- segment bytes -------------------------------------------------------------------------- */
 
 #ifdef HTKVCTL_PATH
 /* Bytes of every *.seg file under @p root (recursively), skipping the folder lost/ at the top;
@@ -412,32 +241,24 @@ struct tool_run {
 };
 
 #ifdef HTKVCTL_PATH
+/* Run `htkvctl @p cmd @p dir` with a deadline (tests/support/tool.h); keep the start of its
+ * stderr on one line ('|' between lines) for the reports. */
 static void
 tool_run(struct tool_run *r, const char *cmd, const char *dir)
 {
-    memset(r, 0, sizeof(*r));
-    FILE *ef = tmpfile();
-    assert_non_null(ef);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDOUT_FILENO);
-        dup2(fileno(ef), STDERR_FILENO);
-        execl(HTKVCTL_PATH, HTKVCTL_PATH, cmd, dir, (char *)NULL);
-        _exit(127);
-    }
-    r->status = wait_deadline(pid, DM_TOOL_SECONDS);
-    rewind(ef);
-    size_t n = fread(r->err, 1, sizeof(r->err) - 1, ef);
+    struct tu_run run;
+    tu_tool_run(&run, HTKVCTL_PATH, TU_ARGS(cmd, dir), DM_TOOL_SECONDS);
+    r->status = run.status;
+    size_t n = strlen(run.err);
+    n = n < sizeof(r->err) - 1 ? n : sizeof(r->err) - 1;
+    memcpy(r->err, run.err, n);
     r->err[n] = '\0';
     for (size_t k = 0; k < n; k++) {
         if (r->err[k] == '\n') {
             r->err[k] = k + 1 < n ? '|' : '\0';
         }
     }
-    fclose(ef);
+    tu_run_free(&run);
 }
 #endif
 
@@ -547,7 +368,7 @@ apply_damage(const struct dcase *c, const char *dir, uint64_t seed)
         break;
     case K_ZERO: {
         size_t n;
-        unsigned char *buf = read_whole(path, &n);
+        unsigned char *buf = tu_read_whole(path, &n);
         assert_non_null(buf);
         memset(buf, 0, n);
         assert_int_equal(tu_write_at(path, 0, buf, n), 0);
@@ -556,7 +377,7 @@ apply_damage(const struct dcase *c, const char *dir, uint64_t seed)
     }
     case K_GARBLE: {
         size_t n;
-        unsigned char *buf = read_whole(path, &n);
+        unsigned char *buf = tu_read_whole(path, &n);
         assert_non_null(buf);
         size_t end = data_end(buf, n);
         if (end == 0) {
@@ -572,7 +393,7 @@ apply_damage(const struct dcase *c, const char *dir, uint64_t seed)
     }
     case K_FLIP_END: {
         size_t n;
-        unsigned char *buf = read_whole(path, &n);
+        unsigned char *buf = tu_read_whole(path, &n);
         assert_non_null(buf);
         size_t end = data_end(buf, n);
         assert_true(end > 0);
@@ -589,7 +410,7 @@ apply_damage(const struct dcase *c, const char *dir, uint64_t seed)
         char from[4500];
         snprintf(from, sizeof(from), "%s/%s", old_dir, c->rel);
         size_t n;
-        unsigned char *buf = read_whole(from, &n);
+        unsigned char *buf = tu_read_whole(from, &n);
         assert_non_null(buf);
         assert_int_equal(tu_truncate(path, 0), 0);
         assert_int_equal(tu_write_at(path, 0, buf, n), 0);
@@ -784,7 +605,7 @@ check_store(htkv_db *db, const struct dcase *c, enum check_mode mode, struct tal
 static bool
 try_open_once(const struct dcase *c, const char *dir, int cim, struct tally *t)
 {
-    struct tree before = tree_take(dir);
+    struct tu_tree before = tu_tree_take(dir);
     htkv_config cfg = base_cfg;
     cfg.data_dir = dir;
     cfg.create_if_missing = cim;
@@ -800,18 +621,18 @@ try_open_once(const struct dcase *c, const char *dir, int cim, struct tally *t)
         if (rc != HTKV_ECORRUPT && !(rc == HTKV_ENOTFOUND && cim == 0)) {
             t->not_ecorrupt++; /* allowed: any refusal; HTKV_ECORRUPT is the expected code */
         }
-        struct tree after = tree_take(dir);
+        struct tu_tree after = tu_tree_take(dir);
         char why[700];
-        if (tree_differs(&before, &after, why, sizeof(why))) {
+        if (tu_tree_diff(&before, &after, why, sizeof(why))) {
             t->changed++;
             report(t, c, "create_if_missing %d: open refused (%s) but %s", cim, htkv_strerror(rc),
                    why);
         }
-        tree_free(&after);
-        tree_free(&before);
+        tu_tree_free(&after);
+        tu_tree_free(&before);
         return true;
     }
-    tree_free(&before);
+    tu_tree_free(&before);
     t->opened_opens++;
     check_store(db, c, M_DAMAGED, t,
                 cim ? "opened (create_if_missing 1)" : "opened (create_if_missing 0)");
@@ -1007,19 +828,10 @@ scan_segment(const char *path, bool *plaus)
 }
 
 static bool
-exists_in(const char *dir, const char *rel)
-{
-    char p[4500];
-    snprintf(p, sizeof(p), "%s/%s", dir, rel);
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static bool
 same_bytes(const char *a, const char *b)
 {
     size_t na, nb;
-    unsigned char *x = read_whole(a, &na), *y = read_whole(b, &nb);
+    unsigned char *x = tu_read_whole(a, &na), *y = tu_read_whole(b, &nb);
     bool same = x != NULL && y != NULL && na == nb && memcmp(x, y, na) == 0;
     free(x);
     free(y);
@@ -1123,7 +935,7 @@ file_cases(enum cls cls, const char *rel, bool *plaus, struct tally *t)
 
     char old[4500];
     snprintf(old, sizeof(old), "%s/%s", old_dir, rel);
-    if (exists_in(old_dir, rel) && !same_bytes(old, path)) {
+    if (tu_exists(old_dir, rel) && !same_bytes(old, path)) {
         c.kind = K_OLDER;
         c.what = "replaced by its copy from the halfway close:";
         run_case(&c, t);

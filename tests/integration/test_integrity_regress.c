@@ -13,131 +13,19 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <htkv/replication.h>
 
 #include "tests/support/testutil.h"
+#include "tests/support/tool.h"
 
-/* ---- file trees: every file and directory with its bytes, LOCK aside ----------------------- */
-
-struct tree_ent {
-    char rel[512];
-    bool is_dir;
-    unsigned char *data;
-    size_t len;
-};
-
-struct tree {
-    struct tree_ent *ents;
-    size_t n, cap;
-};
-
-static unsigned char *
-read_whole(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
-    *len = 0;
-    if (fd < 0) {
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return NULL;
-    }
-    unsigned char *buf = malloc((size_t)st.st_size + 1);
-    assert_non_null(buf);
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r <= 0) {
-            break;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    *len = got;
-    return buf;
-}
-
-static int
-cmp_ent(const void *a, const void *b)
-{
-    return strcmp(((const struct tree_ent *)a)->rel, ((const struct tree_ent *)b)->rel);
-}
-
-static void
-tree_walk(struct tree *t, const char *root, const char *rel)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
-            continue;
-        }
-        if (rel[0] == '\0' && strcmp(de->d_name, "LOCK") == 0) {
-            continue;
-        }
-        if (t->n == t->cap) {
-            t->cap = t->cap ? 2 * t->cap : 64;
-            t->ents = realloc(t->ents, t->cap * sizeof(*t->ents));
-            assert_non_null(t->ents);
-        }
-        struct tree_ent *e = &t->ents[t->n++];
-        memset(e, 0, sizeof(*e));
-        snprintf(e->rel, sizeof(e->rel), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
-        char full[4700];
-        snprintf(full, sizeof(full), "%s/%s", root, e->rel);
-        struct stat st;
-        if (lstat(full, &st) != 0) {
-            continue;
-        }
-        if (S_ISDIR(st.st_mode)) {
-            e->is_dir = true;
-            char sub[512];
-            snprintf(sub, sizeof(sub), "%s", e->rel);
-            tree_walk(t, root, sub);
-        } else {
-            e->data = read_whole(full, &e->len);
-        }
-    }
-    closedir(d);
-}
-
-static struct tree
-tree_take(const char *root)
-{
-    struct tree t = { 0 };
-    tree_walk(&t, root, "");
-    if (t.n > 0) {
-        qsort(t.ents, t.n, sizeof(*t.ents), cmp_ent);
-    }
-    return t;
-}
-
-static void
-tree_free(struct tree *t)
-{
-    for (size_t i = 0; i < t->n; i++) {
-        free(t->ents[i].data);
-    }
-    free(t->ents);
-    memset(t, 0, sizeof(*t));
-}
+/* ---- file trees (tu_tree_take(): every file and directory with its bytes, LOCK aside) ------ */
 
 /* Entries of @p t whose name ends with @p ext. */
 static size_t
-tree_count(const struct tree *t, const char *ext)
+tree_count(const struct tu_tree *t, const char *ext)
 {
     size_t n = 0, e = strlen(ext);
     for (size_t i = 0; i < t->n; i++) {
@@ -149,55 +37,7 @@ tree_count(const struct tree *t, const char *ext)
     return n;
 }
 
-/* Fail the test, naming the first difference, unless the trees are equal. */
-static void
-assert_tree_equal(const struct tree *a, const struct tree *b, const char *what)
-{
-    size_t i = 0, j = 0;
-    while (i < a->n || j < b->n) {
-        int c = i == a->n ? 1 : j == b->n ? -1 : strcmp(a->ents[i].rel, b->ents[j].rel);
-        if (c != 0) {
-            fprintf(stderr, "%s: %s was %s\n", what, c < 0 ? a->ents[i].rel : b->ents[j].rel,
-                    c < 0 ? "removed" : "added");
-            fail();
-        }
-        const struct tree_ent *x = &a->ents[i], *y = &b->ents[j];
-        if (x->is_dir != y->is_dir || x->len != y->len ||
-            (x->len > 0 && memcmp(x->data, y->data, x->len) != 0)) {
-            fprintf(stderr, "%s: %s changed (%zu -> %zu bytes)\n", what, x->rel, x->len, y->len);
-            fail();
-        }
-        i++;
-        j++;
-    }
-}
-
 /* ---- children with a deadline --------------------------------------------------------------- */
-
-/* Wait for @p pid at most @p seconds; kill it after that. Returns its exit status, 128 + signal,
- * or -1 when it ran past the deadline. */
-static int
-wait_deadline(pid_t pid, unsigned seconds)
-{
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int st = 0;
-    for (;;) {
-        pid_t w = waitpid(pid, &st, WNOHANG);
-        if (w == pid) {
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        assert_int_equal(w, 0);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - t0.tv_sec >= (time_t)seconds) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        struct timespec nap = { 0, 5 * 1000 * 1000 };
-        nanosleep(&nap, NULL);
-    }
-}
 
 /* Run @p fn in a child process (its own store handles; no cmocka asserts there: it returns its
  * exit status, printing why it fails). A child that runs past @p seconds fails the test. */
@@ -211,7 +51,7 @@ run_child(int (*fn)(void *), void *arg, unsigned seconds, const char *what)
         tu_assert_hook_reset(); /* an engine assertion aborts the child */
         _exit(fn(arg));
     }
-    int st = wait_deadline(pid, seconds);
+    int st = tu_wait_deadline(pid, seconds);
     if (st < 0) {
         fprintf(stderr, "%s did not return within %u s (killed)\n", what, seconds);
         fail();
@@ -220,31 +60,9 @@ run_child(int (*fn)(void *), void *arg, unsigned seconds, const char *what)
 }
 
 #ifdef HTKVCTL_PATH
-/* Run htkvctl with @p args (NULL-terminated, without argv[0]), outputs discarded; returns its
- * exit status, 128 + signal, or -1 when it ran past @p seconds. */
-static int
-tool(const char *const *args, unsigned seconds)
-{
-    const char *argv[16] = { HTKVCTL_PATH };
-    size_t n = 1;
-    for (; args[n - 1] != NULL; n++) {
-        assert_true(n < 15);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDOUT_FILENO);
-        dup2(null, STDERR_FILENO);
-        execv(HTKVCTL_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    return wait_deadline(pid, seconds);
-}
-#define TOOL(secs, ...) tool((const char *const[]){ __VA_ARGS__, NULL }, (secs))
+/* Run htkvctl with the arguments after @p secs, outputs discarded; its exit status, 128 + signal,
+ * or -1 when it ran past @p secs seconds (tests/support/tool.h). */
+#define TOOL(secs, ...) tu_tool_status(HTKVCTL_PATH, TU_ARGS(__VA_ARGS__), (secs))
 #endif
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -276,15 +94,6 @@ expect_n(htkv_db *db, unsigned n, uint64_t tag)
         tu_context("key %u", i);
         tu_expect(db, key, key10(i, key), val, sizeof(val));
     }
-}
-
-static bool
-exists(const char *dir, const char *name)
-{
-    char p[4300];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    struct stat st;
-    return lstat(p, &st) == 0;
 }
 
 /* Names in @p dir other than "." and "..", comma-separated into @p out; returns the count. */
@@ -427,7 +236,7 @@ fill_2000(const char *dir)
 static void
 expect_refused_unchanged(const char *dir, const char *what)
 {
-    struct tree before = tree_take(dir);
+    struct tu_tree before = tu_tree_take(dir);
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_INTERVAL);
     htkv_db *db = NULL;
@@ -436,7 +245,6 @@ expect_refused_unchanged(const char *dir, const char *what)
         fprintf(stderr, "%s: htkv_open gave %d (%s), want HTKV_ECORRUPT\n", what, rc,
                 htkv_strerror(rc));
     }
-    struct tree after = tree_take(dir);
     if (rc == 0) {
         fprintf(stderr, "%s: opened with %llu live keys\n", what,
                 (unsigned long long)tu_stats(db).live_keys);
@@ -444,11 +252,10 @@ expect_refused_unchanged(const char *dir, const char *what)
     }
     char w[256];
     snprintf(w, sizeof(w), "%s, open gave %s", what, htkv_strerror(rc));
-    assert_tree_equal(&before, &after, w);
+    tu_tree_expect_unchanged(&before, dir, w);
     assert_int_equal(rc, HTKV_ECORRUPT);
     assert_null(db);
-    tree_free(&before);
-    tree_free(&after);
+    tu_tree_free(&before);
 }
 
 /* Goal: a store whose CURRENT is gone is refused (HTKV_ECORRUPT), not re-created over its
@@ -463,10 +270,10 @@ test_missing_current_refuses_and_deletes_nothing(void **state)
     char p[4300];
     snprintf(p, sizeof(p), "%s/CURRENT", dir);
     assert_int_equal(unlink(p), 0);
-    struct tree t = tree_take(dir);
+    struct tu_tree t = tu_tree_take(dir);
     assert_true(tree_count(&t, ".seg") >= 4);
     assert_true(tree_count(&t, ".hint") >= 1);
-    tree_free(&t);
+    tu_tree_free(&t);
     expect_refused_unchanged(dir, "store without CURRENT");
 
     /* Only shard-000 and its segments: the rest moved away. */
@@ -478,7 +285,7 @@ test_missing_current_refuses_and_deletes_nothing(void **state)
     assert_true(n >= 1);
     for (size_t i = 0; i < n; i++) {
         size_t len;
-        unsigned char *buf = read_whole(segs[i], &len);
+        unsigned char *buf = tu_read_whole(segs[i], &len);
         assert_non_null(buf);
         char to[8400];
         snprintf(to, sizeof(to), "%s/%s", p, strrchr(segs[i], '/') + 1);
@@ -520,17 +327,15 @@ test_truncated_manifest_refuses(void **state)
     assert_true(len > 2);
     assert_int_equal(tu_truncate(man, len / 2), 0);
 
-    struct tree before = tree_take(dir);
+    struct tu_tree before = tu_tree_take(dir);
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_INTERVAL);
     htkv_db *db = NULL;
     int rc = htkv_open(&cfg, &db);
     if (rc != 0) {
-        struct tree after = tree_take(dir);
         char w[256];
         snprintf(w, sizeof(w), "manifest cut to half, open refused with %s", htkv_strerror(rc));
-        assert_tree_equal(&before, &after, w);
-        tree_free(&after);
+        tu_tree_expect_unchanged(&before, dir, w);
         if (rc != HTKV_ECORRUPT) {
             fprintf(stderr, "open refused with %s, want HTKV_ECORRUPT\n", htkv_strerror(rc));
         }
@@ -545,7 +350,7 @@ test_truncated_manifest_refuses(void **state)
         assert_int_equal(live, 2000);
         assert_int_equal(htkv_close(db), 0);
     }
-    tree_free(&before);
+    tu_tree_free(&before);
     tu_rmrf(dir);
     free(dir);
 }
@@ -760,7 +565,7 @@ test_damaged_last_tombstone_is_corruption(void **state)
     tu_copy_store(dir, damaged);
 
     /* Strict, defaults: refused, nothing changed. */
-    struct tree before = tree_take(dir);
+    struct tu_tree before = tu_tree_take(dir);
     htkv_config strict;
     tu_config(&strict, dir, HTKV_SYNC_INTERVAL);
     db = NULL;
@@ -776,10 +581,8 @@ test_damaged_last_tombstone_is_corruption(void **state)
         assert_int_equal(htkv_close(db), 0);
     }
     assert_int_equal(rc, HTKV_ECORRUPT);
-    struct tree after = tree_take(dir);
-    assert_tree_equal(&before, &after, "strict open refused the damaged tombstone");
-    tree_free(&before);
-    tree_free(&after);
+    tu_tree_expect_unchanged(&before, dir, "strict open refused the damaged tombstone");
+    tu_tree_free(&before);
 
 #ifdef HTKVCTL_PATH
     int st = TOOL(60, "verify", damaged);
@@ -842,7 +645,7 @@ test_failed_open_leaves_no_lock_in_foreign_dir(void **state)
         if (cim) {
             assert_int_equal(rc, HTKV_ENOTSTORE);
         }
-        assert_false(exists(dir, "LOCK"));
+        assert_false(tu_exists(dir, "LOCK"));
         assert_int_equal(n, 1);
     }
     tu_rmrf(dir);
@@ -893,7 +696,7 @@ test_regular_file_named_like_shard_dir(void **state)
     }
     assert_false(created);
     size_t len = 0;
-    unsigned char *buf = read_whole(p, &len);
+    unsigned char *buf = tu_read_whole(p, &len);
     assert_non_null(buf); /* still a regular file */
     assert_int_equal(len, 1);
     assert_int_equal(buf[0], 'x');

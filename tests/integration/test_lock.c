@@ -107,37 +107,10 @@ test_lock_forked_child_is_locked(void **state)
     free(dir);
 }
 
-/* Snapshot of every file under a store: names and contents, for "nothing was written". */
-static char *
-store_fingerprint(const char *dir)
-{
-    char cmd[8400];
-    snprintf(cmd, sizeof(cmd),
-             "cd '%s' && find . -type f ! -name LOCK | sort | xargs -r sha256sum; find . | sort",
-             dir);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0;
-    char *out = malloc(cap);
-    assert_non_null(out);
-    size_t r;
-    while ((r = fread(out + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (n + 1 == cap) {
-            cap *= 2;
-            out = realloc(out, cap);
-            assert_non_null(out);
-        }
-    }
-    out[n] = '\0';
-    pclose(p);
-    return out;
-}
-
 /* Goal: a read-only open serves reads, refuses every write with HTKV_EREADONLY and writes
  * nothing to the directory, also when recovery finds a torn tail (which it must then either
  * leave alone or refuse with HTKV_EREADONLY); a read-only open of a missing store is
- * HTKV_ENOTFOUND and creates nothing. Method: fingerprint the files before and after. */
+ * HTKV_ENOTFOUND and creates nothing. Method: every file and its bytes before and after. */
 static void
 test_lock_read_only_open(void **state)
 {
@@ -155,7 +128,7 @@ test_lock_read_only_open(void **state)
     tu_close_as_crash(db);
     htkv_config ro = cfg;
     ro.read_only = 1;
-    char *before = store_fingerprint(dir);
+    struct tu_tree before = tu_tree_take_all(dir);
     db = tu_open(&ro);
     tu_expect(db, "key", 3, "value", 5);
     tu_expect(db, "k49", 3, "k49", 3);
@@ -171,10 +144,8 @@ test_lock_read_only_open(void **state)
     tu_expect(db, "key", 3, "value", 5);
     assert_int_equal(tu_stats(db).live_keys, 51);
     assert_int_equal(htkv_close(db), 0);
-    char *after = store_fingerprint(dir);
-    assert_string_equal(before, after);
-    free(before);
-    free(after);
+    tu_tree_expect_unchanged(&before, dir, "a read-only open and its refused writes");
+    tu_tree_free(&before);
 
     /* A torn tail: cut the last record of a segment in half. */
     char(*segs)[4096] = malloc(64 * 4096);
@@ -185,7 +156,7 @@ test_lock_read_only_open(void **state)
     size_t nr = tu_seg_scan(segs[0], recs, 128);
     assert_true(nr >= 1);
     assert_int_equal(tu_truncate(segs[0], recs[nr - 1].off + recs[nr - 1].raw / 2), 0);
-    before = store_fingerprint(dir);
+    before = tu_tree_take_all(dir);
     htkv_db *rdb = NULL;
     int rc = htkv_open(&ro, &rdb);
     assert_true(rc == 0 || rc == HTKV_EREADONLY);
@@ -196,10 +167,8 @@ test_lock_read_only_open(void **state)
         tu_expect(rdb, "key", 3, "value", 5);
         assert_int_equal(htkv_close(rdb), 0);
     }
-    after = store_fingerprint(dir);
-    assert_string_equal(before, after);
-    free(before);
-    free(after);
+    tu_tree_expect_unchanged(&before, dir, "a read-only open of a torn tail");
+    tu_tree_free(&before);
     free(segs);
     db = tu_open(&cfg); /* a writer repairs it */
     assert_int_equal(htkv_close(db), 0);
@@ -308,7 +277,7 @@ test_lock_newer_format_version_is_refused(void **state)
             snprintf(path, sizeof(path), "%s%s", work, segs[0] + strlen(dir));
             bump_format(path, 8, 0, 60, 60);
         }
-        char *before = store_fingerprint(work);
+        struct tu_tree before = tu_tree_take_all(work);
         htkv_config wc = cfg;
         wc.data_dir = work;
         htkv_db *w = NULL;
@@ -321,10 +290,10 @@ test_lock_newer_format_version_is_refused(void **state)
         assert_null(w);
         wc.read_only = 1;
         assert_int_equal(htkv_open(&wc, &w), HTKV_EVERSION);
-        char *after = store_fingerprint(work);
-        assert_string_equal(before, after);
-        free(before);
-        free(after);
+        char what[64];
+        snprintf(what, sizeof(what), "a refused open of newer format %d", where);
+        tu_tree_expect_unchanged(&before, work, what);
+        tu_tree_free(&before);
         tu_rmrf(work);
         free(work);
     }

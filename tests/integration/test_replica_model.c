@@ -29,88 +29,9 @@
 
 #include <htkv/replication.h>
 
-#include "tests/support/testutil.h"
+#include "tests/support/model.h"
 
-/* ---- common: seed-carrying checks, scale, files, store dumps -------------------------------- */
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RM_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define RM_SANITIZER 1
-#endif
-#endif
-#ifndef RM_SANITIZER
-#define RM_SANITIZER 0
-#endif
-
-static uint64_t g_seed;
-static char g_where[512];
-
-static void __attribute__((format(printf, 1, 2))) where(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_where, sizeof(g_where), fmt, ap);
-    va_end(ap);
-    tu_context("HTKV_SEED=%llu %s", (unsigned long long)g_seed, g_where);
-    static int trace = -1;
-    if (trace < 0) {
-        const char *t = getenv("HTKV_MODEL_TRACE");
-        trace = t != NULL && t[0] == '1';
-    }
-    if (trace) {
-        fprintf(stderr, "trace: %s\n", g_where);
-    }
-}
-
-static void __attribute__((format(printf, 4, 5)))
-report(const char *file, int line, const char *cond, const char *fmt, ...)
-{
-    fprintf(stderr, "%s:%d: FAILED (HTKV_SEED=%llu; %s): %s: ", file, line,
-            (unsigned long long)g_seed, g_where, cond);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-/* Test thread only: print the seed, the step and the detail, then fail the cmocka test. */
-#define MCHECK(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            report(__FILE__, __LINE__, #cond, __VA_ARGS__);                                        \
-            fail();                                                                                \
-        }                                                                                          \
-    } while (0)
-
-#define RC_OK(expr)                                                                                \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        MCHECK(rc_ == 0, "%s returned %d (%s) %s", #expr, rc_, htkv_strerror(rc_),                 \
-               htkv_last_error());                                                                 \
-    } while (0)
-
-static unsigned
-scaled(unsigned n)
-{
-    double f = RM_SANITIZER ? 0.25 : 1.0;
-    const char *s = getenv("HTKV_MODEL_SCALE");
-    if (s != NULL && s[0] != '\0') {
-        f *= strtod(s, NULL);
-    }
-    double v = (double)n * f;
-    return v < 1.0 ? 1u : (unsigned)v;
-}
-
-static uint64_t
-latest(htkv_db *db)
-{
-    uint64_t v = 0;
-    RC_OK(htkv_latest_version(db, &v));
-    return v;
-}
+/* ---- common: files, store dumps (seed-carrying checks and scale: tests/support/model.h) ----- */
 
 static unsigned char *
 slurp(const char *path, size_t *len)
@@ -477,7 +398,7 @@ rm_expect_outcomes(const struct replica *r, const int *got, const int *want, siz
 static void
 rm_reopen(struct replica *r, bool crash)
 {
-    uint64_t before = latest(r->db);
+    uint64_t before = tu_latest(r->db);
     if (crash) {
         tu_close_as_crash(r->db);
         r->crashes++;
@@ -486,7 +407,7 @@ rm_reopen(struct replica *r, bool crash)
         r->reopens++;
     }
     r->db = tu_open(&r->cfg);
-    uint64_t after = latest(r->db);
+    uint64_t after = tu_latest(r->db);
     MCHECK(after == before,
            "replica %s: htkv_latest_version %llu before a %s, %llu after the reopen (a replica "
            "that restarts must stand where it was, or it skips or repeats log entries)",
@@ -502,9 +423,9 @@ rm_install(struct replica *r, const char *path, uint64_t expect_version)
     RC_OK(htkv_snapshot_file_version(path, &fv, &count));
     MCHECK(fv == expect_version, "snapshot %s says version %llu, its writer stood at %llu", path,
            (unsigned long long)fv, (unsigned long long)expect_version);
-    uint64_t before = latest(r->db);
+    uint64_t before = tu_latest(r->db);
     RC_OK(htkv_snapshot_restore(r->db, path));
-    uint64_t after = latest(r->db);
+    uint64_t after = tu_latest(r->db);
     if (fv >= before) {
         MCHECK(after == fv,
                "replica %s installed a snapshot at version %llu (it stood at %llu): latest "
@@ -564,7 +485,7 @@ rm_check_all(struct replica *rs, const struct rmodel *m)
         if (r->lagging) {
             continue;
         }
-        uint64_t v = latest(r->db);
+        uint64_t v = tu_latest(r->db);
         MCHECK(v == m->latest, "replica %s: htkv_latest_version %llu, the log stands at %llu",
                r->name, (unsigned long long)v, (unsigned long long)m->latest);
         rm_check_reads(r, m);
@@ -599,12 +520,12 @@ static void
 test_replicas_fed_one_log_never_diverge(void **state)
 {
     (void)state;
-    g_seed = tu_seed("replicas_fed_one_log_never_diverge");
-    uint64_t rng = g_seed;
-    where("making the log");
+    tu_model_seed = tu_seed("replicas_fed_one_log_never_diverge");
+    uint64_t rng = tu_model_seed;
+    tu_where("making the log");
     rm_keys_make();
     static struct rlog l;
-    rlog_make(&l, &rng, scaled(1200));
+    rlog_make(&l, &rng, tu_model_scaled(1200));
     char *snapdir = tu_tmpdir("rm-snaps");
     static const struct {
         unsigned shards, workers;
@@ -649,8 +570,8 @@ test_replicas_fed_one_log_never_diverge(void **state)
             if (!r->lagging) {
                 continue;
             }
-            where("step %zu: replica %s catches up [%zu, %zu)", step, r->name, r->lag_from,
-                  r->lag_to);
+            tu_where("step %zu: replica %s catches up [%zu, %zu)", step, r->name, r->lag_from,
+                     r->lag_to);
             int j = (i + 1 + (int)(tu_rand(&rng) % (RM_REPLICAS - 1))) % RM_REPLICAS;
             if (tu_rand(&rng) % 2 == 0 || rs[j].lagging) {
                 size_t n = rm_submit(r, &l, r->lag_from, r->lag_to, got, &rng);
@@ -688,9 +609,9 @@ test_replicas_fed_one_log_never_diverge(void **state)
             size_t span = pos < 60 ? pos : 60;
             a = pos - 1 - (size_t)((rr >> 32) % span);
         }
-        where("step %zu: submit commands [%zu, %zu) of %zu (versions %llu..%llu), log at %zu", step,
-              a, b, l.n, (unsigned long long)l.cmd[a].version,
-              (unsigned long long)l.cmd[b - 1].version, pos);
+        tu_where("step %zu: submit commands [%zu, %zu) of %zu (versions %llu..%llu), log at %zu",
+                 step, a, b, l.n, (unsigned long long)l.cmd[a].version,
+                 (unsigned long long)l.cmd[b - 1].version, pos);
         size_t applied = rmodel_apply(&m, &l, a, b, want);
         applied_total += applied;
         stale_total += (b - a) - applied;
@@ -715,9 +636,9 @@ test_replicas_fed_one_log_never_diverge(void **state)
         for (int i = 0; i < RM_REPLICAS; i++) {
             struct replica *r = &rs[i];
             unsigned what = (unsigned)(tu_rand(&rng) % 100);
-            where("step %zu: replica %s local action %u (log at %zu, version %llu)", step, r->name,
-                  what, pos, (unsigned long long)m.latest);
-            uint64_t before = latest(r->db);
+            tu_where("step %zu: replica %s local action %u (log at %zu, version %llu)", step,
+                     r->name, what, pos, (unsigned long long)m.latest);
+            uint64_t before = tu_latest(r->db);
             if (what < 10) {
                 RC_OK(htkv_compact_now(r->db));
                 r->compactions++;
@@ -750,33 +671,33 @@ test_replicas_fed_one_log_never_diverge(void **state)
                     RC_OK(htkv_close(r->db));
                     tu_rmrf(r->dir);
                     r->db = tu_open(&r->cfg);
-                    MCHECK(latest(r->db) == 0, "a new store at version %llu",
-                           (unsigned long long)latest(r->db));
+                    MCHECK(tu_latest(r->db) == 0, "a new store at version %llu",
+                           (unsigned long long)tu_latest(r->db));
                     RC_OK(htkv_snapshot_write(rs[j].db, rs[j].xfer));
                     rm_install(r, rs[j].xfer, before);
                     r->rebuilds++;
                 }
             }
-            uint64_t after = latest(r->db);
+            uint64_t after = tu_latest(r->db);
             MCHECK(after == before,
                    "replica %s: local action %u moved htkv_latest_version from %llu to %llu",
                    r->name, what, (unsigned long long)before, (unsigned long long)after);
         }
-        where("step %zu: comparing replicas (log at %zu, version %llu)", step, pos,
-              (unsigned long long)m.latest);
+        tu_where("step %zu: comparing replicas (log at %zu, version %llu)", step, pos,
+                 (unsigned long long)m.latest);
         rm_check_all(rs, &m);
     }
     /* The last lagging replica catches up by replay. */
     for (int i = 0; i < RM_REPLICAS; i++) {
         struct replica *r = &rs[i];
         if (r->lagging) {
-            where("end: replica %s replays [%zu, %zu)", r->name, r->lag_from, r->lag_to);
+            tu_where("end: replica %s replays [%zu, %zu)", r->name, r->lag_from, r->lag_to);
             size_t n = rm_submit(r, &l, r->lag_from, r->lag_to, got, &rng);
             rm_expect_outcomes(r, got, r->lag_out, r->lag_from, r->lag_to, n, r->lag_applied);
             r->lagging = false;
         }
     }
-    where("end: final comparison");
+    tu_where("end: final comparison");
     rm_check_all(rs, &m);
     fprintf(stderr,
             "[replicas_fed_one_log_never_diverge] %zu steps, %zu commands (%zu applied, %zu "
@@ -876,7 +797,7 @@ ft_check_leader_model(struct feedtest *t)
 static bool
 ft_catch_up(struct feedtest *t)
 {
-    uint64_t since = latest(t->follower);
+    uint64_t since = tu_latest(t->follower);
     htkv_changes *ch = (htkv_changes *)&ch; /* must be set to NULL on failure */
     int rc = htkv_changes_since(t->leader, since, &ch);
     t->feeds++;
@@ -885,11 +806,11 @@ ft_catch_up(struct feedtest *t)
         RC_OK(htkv_snapshot_write(t->leader, t->xfer));
         uint64_t fv = 0;
         RC_OK(htkv_snapshot_file_version(t->xfer, &fv, NULL));
-        uint64_t lv = latest(t->leader);
+        uint64_t lv = tu_latest(t->leader);
         MCHECK(fv == lv, "leader snapshot at version %llu, leader latest %llu",
                (unsigned long long)fv, (unsigned long long)lv);
         RC_OK(htkv_snapshot_restore(t->follower, t->xfer));
-        uint64_t now = latest(t->follower);
+        uint64_t now = tu_latest(t->follower);
         MCHECK(now == fv, "follower installed a snapshot at %llu (stood at %llu): latest %llu",
                (unsigned long long)fv, (unsigned long long)since, (unsigned long long)now);
         t->installs++;
@@ -944,7 +865,7 @@ ft_catch_up(struct feedtest *t)
 static void
 ft_compare(struct feedtest *t)
 {
-    uint64_t lv = latest(t->leader), fv = latest(t->follower);
+    uint64_t lv = tu_latest(t->leader), fv = tu_latest(t->follower);
     MCHECK(lv == fv, "leader latest %llu, follower latest %llu after catching up",
            (unsigned long long)lv, (unsigned long long)fv);
     struct dump a, b;
@@ -995,7 +916,7 @@ static void
 ft_put(struct feedtest *t, unsigned k, const void *val, size_t vlen)
 {
     RC_OK(htkv_put(t->leader, fk_key[k], fk_klen[k], val, vlen));
-    uint64_t v = latest(t->leader);
+    uint64_t v = tu_latest(t->leader);
     MCHECK(v > t->max_ack, "put %s got version %llu, not above %llu", fk_key[k],
            (unsigned long long)v, (unsigned long long)t->max_ack);
     t->max_ack = v;
@@ -1019,43 +940,43 @@ ft_rollback_scenario(uint64_t *rng)
     snprintf(s2, sizeof(s2), "%s/s2.snap", t.snapdir);
     unsigned char val[64];
     unsigned k = 0;
-    where("rollback scenario: writing up to version 10");
-    while (latest(t.leader) < 10) {
+    tu_where("rollback scenario: writing up to version 10");
+    while (tu_latest(t.leader) < 10) {
         tu_fill(val, sizeof(val), k);
         ft_put(&t, k % 10, val, 1 + k % 60);
         k++;
     }
     RC_OK(htkv_snapshot_write(t.leader, s1));
-    uint64_t v1 = latest(t.leader), v2 = 0, fv = 0;
+    uint64_t v1 = tu_latest(t.leader), v2 = 0, fv = 0;
     RC_OK(htkv_snapshot_file_version(s1, &fv, NULL));
     MCHECK(fv == v1, "S1 says version %llu, the leader stood at %llu", (unsigned long long)fv,
            (unsigned long long)v1);
     struct lmodel *m1 = malloc(sizeof(*m1));
     MCHECK(m1 != NULL, "out of memory");
     memcpy(m1, t.m, sizeof(*m1));
-    where("rollback scenario: writing up to version 20 (S1 at %llu)", (unsigned long long)v1);
-    while (latest(t.leader) < 20) {
+    tu_where("rollback scenario: writing up to version 20 (S1 at %llu)", (unsigned long long)v1);
+    while (tu_latest(t.leader) < 20) {
         tu_fill(val, sizeof(val), k);
         ft_put(&t, 10 + k % 10, val, 1 + k % 60); /* keys S1 does not hold */
         k++;
     }
     RC_OK(htkv_delete(t.leader, fk_key[0], fk_klen[0])); /* and a key S1 holds, deleted */
     t.m->present[0] = false;
-    t.max_ack = latest(t.leader);
+    t.max_ack = tu_latest(t.leader);
     RC_OK(htkv_snapshot_write(t.leader, s2));
-    v2 = latest(t.leader);
+    v2 = tu_latest(t.leader);
     RC_OK(htkv_snapshot_file_version(s2, &fv, NULL));
     MCHECK(fv == v2, "S2 says version %llu, the leader stood at %llu", (unsigned long long)fv,
            (unsigned long long)v2);
-    where("rollback scenario: follower installs S2 (%llu), leader restores S1 (%llu)",
-          (unsigned long long)v2, (unsigned long long)v1);
+    tu_where("rollback scenario: follower installs S2 (%llu), leader restores S1 (%llu)",
+             (unsigned long long)v2, (unsigned long long)v1);
     RC_OK(htkv_snapshot_restore(t.follower, s2));
-    MCHECK(latest(t.follower) == v2, "follower at %llu after installing S2 at %llu",
-           (unsigned long long)latest(t.follower), (unsigned long long)v2);
+    MCHECK(tu_latest(t.follower) == v2, "follower at %llu after installing S2 at %llu",
+           (unsigned long long)tu_latest(t.follower), (unsigned long long)v2);
     ft_compare(&t);
     RC_OK(htkv_snapshot_restore(t.leader, s1));
     memcpy(t.m, m1, sizeof(*m1));
-    uint64_t r = latest(t.leader);
+    uint64_t r = tu_latest(t.leader);
     MCHECK(r > v2,
            "a rollback restore must take a version above everything applied: latest "
            "%llu after restoring S1 (%llu) over %llu",
@@ -1091,7 +1012,7 @@ ft_rollback_scenario(uint64_t *rng)
            (unsigned long long)r, rc, htkv_strerror(rc),
            (unsigned long long)(ch ? htkv_changes_count(ch) : 0));
     htkv_changes_destroy(ch);
-    where("rollback scenario: follower catches up");
+    tu_where("rollback scenario: follower catches up");
     MCHECK(ft_catch_up(&t), "the follower was not told to install a snapshot");
     ft_compare(&t);
     for (unsigned i = 10; i < 20; i++) {
@@ -1104,7 +1025,7 @@ ft_rollback_scenario(uint64_t *rng)
     ft_put(&t, 31, val, 12);
     RC_OK(htkv_delete(t.leader, fk_key[1], fk_klen[1]));
     t.m->present[1] = false;
-    t.max_ack = latest(t.leader);
+    t.max_ack = tu_latest(t.leader);
     MCHECK(!ft_catch_up(&t), "HTKV_ECOMPACTED for a follower at the leader's latest version");
     ft_compare(&t);
     ft_check_leader_model(&t);
@@ -1118,16 +1039,16 @@ static void
 test_follower_fed_by_change_feed_equals_leader(void **state)
 {
     (void)state;
-    g_seed = tu_seed("follower_fed_by_change_feed_equals_leader");
-    uint64_t rng = g_seed;
+    tu_model_seed = tu_seed("follower_fed_by_change_feed_equals_leader");
+    uint64_t rng = tu_model_seed;
     fk_keys_make();
     ft_rollback_scenario(&rng);
 
     struct feedtest t;
     memset(&t, 0, sizeof(t));
     ft_open(&t, &rng, "rm-feed");
-    where("random leader: %u shards; follower %u shards, %u workers", t.lcfg.shard_count,
-          t.fcfg.shard_count, t.fcfg.worker_threads);
+    tu_where("random leader: %u shards; follower %u shards, %u workers", t.lcfg.shard_count,
+             t.fcfg.shard_count, t.fcfg.worker_threads);
     struct lsnap snaps[FT_SNAPS];
     memset(snaps, 0, sizeof(snaps));
     size_t nsnaps = 0, next_snap = 0;
@@ -1138,13 +1059,13 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
     RC_OK(htkv_batch_create(&b));
     struct lmodel *tmp = malloc(sizeof(*tmp));
     MCHECK(tmp != NULL, "out of memory");
-    unsigned steps = scaled(700);
+    unsigned steps = tu_model_scaled(700);
     for (unsigned step = 0; step < steps; step++) {
         unsigned what = (unsigned)(tu_rand(&rng) % 100);
-        where("step %u: leader action %u (latest %llu)", step, what,
-              (unsigned long long)latest(t.leader));
+        tu_where("step %u: leader action %u (latest %llu)", step, what,
+                 (unsigned long long)tu_latest(t.leader));
         bool may_compact = false, must_compact = false;
-        uint64_t before = latest(t.leader);
+        uint64_t before = tu_latest(t.leader);
         if (what < 33) {
             unsigned k = (unsigned)(tu_rand(&rng) % FK);
             size_t vl = tu_rand(&rng) % 16 == 0 ? 1500 + tu_rand(&rng) % 1500 : tu_rand(&rng) % 300;
@@ -1155,7 +1076,7 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
             int rc = htkv_delete(t.leader, fk_key[k], fk_klen[k]);
             if (t.m->present[k]) {
                 MCHECK(rc == 0, "delete of present %s: %d (%s)", fk_key[k], rc, htkv_strerror(rc));
-                uint64_t v = latest(t.leader);
+                uint64_t v = tu_latest(t.leader);
                 MCHECK(v > t.max_ack, "delete got version %llu, not above %llu",
                        (unsigned long long)v, (unsigned long long)t.max_ack);
                 t.max_ack = v;
@@ -1163,7 +1084,7 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
             } else {
                 MCHECK(rc == HTKV_ENOTFOUND, "delete of absent %s: %d (%s)", fk_key[k], rc,
                        htkv_strerror(rc));
-                MCHECK(latest(t.leader) == before, "a delete that wrote nothing moved latest");
+                MCHECK(tu_latest(t.leader) == before, "a delete that wrote nothing moved latest");
             }
         } else if (what < 65) {
             /* A batch of 1-5 puts and deletes, same keys repeated, deletes of absent keys. */
@@ -1192,7 +1113,7 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
             }
             RC_OK(htkv_write(t.leader, b));
             uint64_t v = htkv_batch_version(b);
-            uint64_t now = latest(t.leader);
+            uint64_t now = tu_latest(t.leader);
             if (writes) {
                 MCHECK(v > t.max_ack && now == v,
                        "batch version %llu (latest %llu), not above %llu", (unsigned long long)v,
@@ -1241,11 +1162,11 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
             memcpy(s->m, t.m, sizeof(*s->m));
         } else if (what < 85 && nsnaps > 0) {
             struct lsnap *s = &snaps[tu_rand(&rng) % nsnaps];
-            where("step %u: leader restores its snapshot at %llu (latest %llu)", step,
-                  (unsigned long long)s->version, (unsigned long long)before);
+            tu_where("step %u: leader restores its snapshot at %llu (latest %llu)", step,
+                     (unsigned long long)s->version, (unsigned long long)before);
             RC_OK(htkv_snapshot_restore(t.leader, s->path));
             memcpy(t.m, s->m, sizeof(*t.m));
-            uint64_t now = latest(t.leader);
+            uint64_t now = tu_latest(t.leader);
             restores++;
             if (s->version < before) {
                 rollbacks++;
@@ -1265,18 +1186,18 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
             RC_OK(htkv_close(t.leader));
             t.leader = tu_open(&t.lcfg);
             reopens++;
-            MCHECK(latest(t.leader) == before,
+            MCHECK(tu_latest(t.leader) == before,
                    "leader latest %llu after a clean reopen, %llu "
                    "before",
-                   (unsigned long long)latest(t.leader), (unsigned long long)before);
+                   (unsigned long long)tu_latest(t.leader), (unsigned long long)before);
         } else if (what < 94) {
             tu_close_as_crash(t.leader);
             t.leader = tu_open(&t.lcfg);
             crashes++;
-            MCHECK(latest(t.leader) == before,
+            MCHECK(tu_latest(t.leader) == before,
                    "leader latest %llu after a crash-close and "
                    "reopen, %llu before",
-                   (unsigned long long)latest(t.leader), (unsigned long long)before);
+                   (unsigned long long)tu_latest(t.leader), (unsigned long long)before);
         } else {
             /* A burst of puts: many commands for the feed, segment rotations. */
             for (int i = 0; i < 30; i++) {
@@ -1286,11 +1207,11 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
                 ft_put(&t, k, val, vl);
             }
         }
-        MCHECK(latest(t.leader) >= before, "leader latest went back from %llu to %llu",
-               (unsigned long long)before, (unsigned long long)latest(t.leader));
+        MCHECK(tu_latest(t.leader) >= before, "leader latest went back from %llu to %llu",
+               (unsigned long long)before, (unsigned long long)tu_latest(t.leader));
         ft_check_leader_model(&t);
-        where("step %u: follower catches up after leader action %u (leader latest %llu)", step,
-              what, (unsigned long long)latest(t.leader));
+        tu_where("step %u: follower catches up after leader action %u (leader latest %llu)", step,
+                 what, (unsigned long long)tu_latest(t.leader));
         bool compacted = ft_catch_up(&t);
         if (must_compact) {
             MCHECK(compacted, "the leader rolled back, but the feed did not say HTKV_ECOMPACTED");
@@ -1309,7 +1230,7 @@ test_follower_fed_by_change_feed_equals_leader(void **state)
             "fed, %lu snapshot installs (%lu after a compaction), %lu restores (%lu rollbacks), "
             "%lu compactions, %lu reopens, %lu crash-closes; latest %llu\n",
             steps, t.feeds, t.fed_cmds, t.installs, t.compacted_after_compaction, restores,
-            rollbacks, compactions, reopens, crashes, (unsigned long long)latest(t.leader));
+            rollbacks, compactions, reopens, crashes, (unsigned long long)tu_latest(t.leader));
     if (absent_delete_versions > 0) {
         fprintf(stderr,
                 "[follower_fed_by_change_feed_equals_leader] note: %lu batches made only of "
@@ -1336,7 +1257,7 @@ static _Atomic int cs_stop;
 #define TCHECK(cond, ...)                                                                          \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            report(__FILE__, __LINE__, #cond, __VA_ARGS__);                                        \
+            tu_model_report(__FILE__, __LINE__, #cond, __VA_ARGS__);                               \
             atomic_fetch_add(&cs_failures, 1);                                                     \
             return NULL;                                                                           \
         }                                                                                          \
@@ -1462,8 +1383,8 @@ cs_check_snapshot_file(const char *path, const char *tag)
     cfg.compaction_interval_ms = 0;
     htkv_db *db = tu_open(&cfg);
     RC_OK(htkv_snapshot_restore(db, path));
-    MCHECK(latest(db) == fv, "restored %s: latest %llu, the file says %llu", path,
-           (unsigned long long)latest(db), (unsigned long long)fv);
+    MCHECK(tu_latest(db) == fv, "restored %s: latest %llu, the file says %llu", path,
+           (unsigned long long)tu_latest(db), (unsigned long long)fv);
     MCHECK(tu_stats(db).live_keys == count, "restored %s: %llu keys, the file says %llu", path,
            (unsigned long long)tu_stats(db).live_keys, (unsigned long long)count);
     unsigned char buf[256], want[256];
@@ -1502,10 +1423,10 @@ static void
 test_concurrent_snapshot_writes(void **state)
 {
     (void)state;
-    g_seed = tu_seed("concurrent_snapshot_writes");
+    tu_model_seed = tu_seed("concurrent_snapshot_writes");
     atomic_store(&cs_failures, 0);
     atomic_store(&cs_stop, 0);
-    where("concurrent snapshot writes");
+    tu_where("concurrent snapshot writes");
     char *dir = tu_tmpdir("rm-csnap");
     char *snapdir = tu_tmpdir("rm-csnap-files");
     htkv_config cfg;
@@ -1530,10 +1451,14 @@ test_concurrent_snapshot_writes(void **state)
     htkv_batch_destroy(b);
     char shared[4200];
     snprintf(shared, sizeof(shared), "%s/shared.snap", snapdir);
-    struct cs_writer w = { .db = db, .rng = g_seed ^ 0x5bd1e995u, .batches = 0, .compactions = 0 };
+    struct cs_writer w = {
+        .db = db, .rng = tu_model_seed ^ 0x5bd1e995u, .batches = 0, .compactions = 0
+    };
     struct cs_snapper s[CS_THREADS];
     for (int i = 0; i < CS_THREADS; i++) {
-        s[i] = (struct cs_snapper){ .db = db, .shared = shared, .calls = scaled(100), .ok = 0 };
+        s[i] = (struct cs_snapper){
+            .db = db, .shared = shared, .calls = tu_model_scaled(100), .ok = 0
+        };
         snprintf(s[i].own, sizeof(s[i].own), "%s/own-%d.snap", snapdir, i);
     }
     pthread_t wt, st[CS_THREADS];
@@ -1559,7 +1484,7 @@ test_concurrent_snapshot_writes(void **state)
     RC_OK(htkv_close(db));
     /* The files left: the shared one and one per thread, each whole and consistent; no
      * temporary file of a call that succeeded is left behind. */
-    where("checking the files left");
+    tu_where("checking the files left");
     cs_check_snapshot_file(shared, "rm-csnap-restore");
     for (int i = 0; i < CS_THREADS; i++) {
         cs_check_snapshot_file(s[i].own, "rm-csnap-restore");

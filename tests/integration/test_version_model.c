@@ -27,87 +27,7 @@
 
 #include <htkv/replication.h>
 
-#include "tests/support/testutil.h"
-
-/* ---- common: seed-carrying checks, scale ---------------------------------------------------- */
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define VM_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define VM_SANITIZER 1
-#endif
-#endif
-#ifndef VM_SANITIZER
-#define VM_SANITIZER 0
-#endif
-
-static uint64_t g_seed;
-static char g_where[512];
-
-static void __attribute__((format(printf, 1, 2))) where(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_where, sizeof(g_where), fmt, ap);
-    va_end(ap);
-    tu_context("HTKV_SEED=%llu %s", (unsigned long long)g_seed, g_where);
-    static int trace = -1;
-    if (trace < 0) {
-        const char *t = getenv("HTKV_MODEL_TRACE");
-        trace = t != NULL && t[0] == '1';
-    }
-    if (trace) {
-        fprintf(stderr, "trace: %s\n", g_where);
-    }
-}
-
-static void __attribute__((format(printf, 4, 5)))
-report(const char *file, int line, const char *cond, const char *fmt, ...)
-{
-    fprintf(stderr, "%s:%d: FAILED (HTKV_SEED=%llu; %s): %s: ", file, line,
-            (unsigned long long)g_seed, g_where, cond);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-#define MCHECK(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            report(__FILE__, __LINE__, #cond, __VA_ARGS__);                                        \
-            fail();                                                                                \
-        }                                                                                          \
-    } while (0)
-
-#define RC_OK(expr)                                                                                \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        MCHECK(rc_ == 0, "%s returned %d (%s) %s", #expr, rc_, htkv_strerror(rc_),                 \
-               htkv_last_error());                                                                 \
-    } while (0)
-
-static unsigned
-scaled(unsigned n)
-{
-    double f = VM_SANITIZER ? 0.25 : 1.0;
-    const char *s = getenv("HTKV_MODEL_SCALE");
-    if (s != NULL && s[0] != '\0') {
-        f *= strtod(s, NULL);
-    }
-    double v = (double)n * f;
-    return v < 1.0 ? 1u : (unsigned)v;
-}
-
-static uint64_t
-latest(htkv_db *db)
-{
-    uint64_t v = 0;
-    RC_OK(htkv_latest_version(db, &v));
-    return v;
-}
+#include "tests/support/model.h"
 
 /* ---- 1. versions never repeat ---------------------------------------------------------------- */
 
@@ -174,7 +94,7 @@ vt_acknowledged(struct vtest *t, uint64_t v, const char *what)
            "%s acknowledged at version %llu, not above %llu, a version the store acknowledged "
            "before",
            what, (unsigned long long)v, (unsigned long long)t->max_ack);
-    uint64_t now = latest(t->db);
+    uint64_t now = tu_latest(t->db);
     MCHECK(now == v, "%s at version %llu, but htkv_latest_version says %llu", what,
            (unsigned long long)v, (unsigned long long)now);
     t->max_ack = v;
@@ -231,7 +151,7 @@ vt_check_feed(struct vtest *t, bool compacted, bool rolled_back)
         if (!rolled_back) {
             t->ecompacted_after_compaction++;
         }
-        uint64_t now = latest(t->db);
+        uint64_t now = tu_latest(t->db);
         rc = htkv_changes_since(t->db, now, &ch);
         MCHECK(rc == 0, "htkv_changes_since(latest %llu) after HTKV_ECOMPACTED: %d (%s)",
                (unsigned long long)now, rc, htkv_strerror(rc));
@@ -300,20 +220,20 @@ vt_check_feed(struct vtest *t, bool compacted, bool rolled_back)
             (unsigned long long)t->fed, vk_key[k], replay.present[k] ? "set" : "absent",
             t->m->present[k] ? "set" : "absent");
     }
-    t->fed = latest(t->db);
+    t->fed = tu_latest(t->db);
 }
 
 static void
 vt_reopen(struct vtest *t, bool crash)
 {
-    uint64_t before = latest(t->db);
+    uint64_t before = tu_latest(t->db);
     if (crash) {
         tu_close_as_crash(t->db);
     } else {
         RC_OK(htkv_close(t->db));
     }
     t->db = tu_open(&t->cfg);
-    uint64_t after = latest(t->db);
+    uint64_t after = tu_latest(t->db);
     MCHECK(after == before,
            "htkv_latest_version %llu before a %s, %llu after the reopen (the latest version "
            "applied; never back, and no write was acknowledged above it)",
@@ -325,8 +245,8 @@ static void
 test_versions_never_repeat_model(void **state)
 {
     (void)state;
-    g_seed = tu_seed("versions_never_repeat_model");
-    uint64_t rng = g_seed;
+    tu_model_seed = tu_seed("versions_never_repeat_model");
+    uint64_t rng = tu_model_seed;
     for (unsigned i = 0; i < VK; i++) {
         int n = snprintf(vk_key[i], sizeof(vk_key[i]), "v/%02u", i);
         size_t extra = (i % 4) * 9;
@@ -356,12 +276,13 @@ test_versions_never_repeat_model(void **state)
     static unsigned char val[VVMAX];
     unsigned long puts = 0, deletes = 0, batches = 0, conflicts = 0, compactions = 0;
     unsigned long snapshots = 0, restores = 0, reopens = 0, crashes = 0;
-    unsigned steps = scaled(400);
+    unsigned steps = tu_model_scaled(400);
     for (unsigned step = 0; step < steps; step++) {
         unsigned what = (unsigned)(tu_rand(&rng) % 100);
-        uint64_t before = latest(t.db);
-        where("step %u: action %u (latest %llu; %u shards, %u workers, sync %d)", step, what,
-              (unsigned long long)before, t.cfg.shard_count, t.cfg.worker_threads, t.cfg.sync_mode);
+        uint64_t before = tu_latest(t.db);
+        tu_where("step %u: action %u (latest %llu; %u shards, %u workers, sync %d)", step, what,
+                 (unsigned long long)before, t.cfg.shard_count, t.cfg.worker_threads,
+                 t.cfg.sync_mode);
         memcpy(t.pre, t.m, sizeof(*t.pre));
         memset(t.touched, 0, sizeof(t.touched));
         t.wrote = 0;
@@ -389,14 +310,14 @@ test_versions_never_repeat_model(void **state)
             if (t.m->present[k]) {
                 MCHECK(rc == 0, "delete of %s (present): %d (%s)", vk_key[k], rc,
                        htkv_strerror(rc));
-                vt_acknowledged(&t, latest(t.db), "a delete");
+                vt_acknowledged(&t, tu_latest(t.db), "a delete");
                 t.m->present[k] = false;
                 t.m->version[k] = 0;
                 deletes++;
             } else {
                 MCHECK(rc == HTKV_ENOTFOUND, "delete of %s (absent): %d (%s)", vk_key[k], rc,
                        htkv_strerror(rc));
-                MCHECK(latest(t.db) == before, "a delete of an absent key moved latest");
+                MCHECK(tu_latest(t.db) == before, "a delete of an absent key moved latest");
             }
         } else if (what < 62) {
             /* A batch: puts and deletes, keys repeated, deletes of absent keys; sometimes a
@@ -438,7 +359,7 @@ test_versions_never_repeat_model(void **state)
             if (conflict) {
                 MCHECK(rc == HTKV_ECONFLICT, "a batch with a wrong condition: %d (%s)", rc,
                        htkv_strerror(rc));
-                MCHECK(latest(t.db) == before, "a batch that failed its condition moved latest");
+                MCHECK(tu_latest(t.db) == before, "a batch that failed its condition moved latest");
                 memset(t.touched, 0, sizeof(t.touched));
                 conflicts++;
             } else {
@@ -446,7 +367,7 @@ test_versions_never_repeat_model(void **state)
                 if (writes) {
                     MCHECK(htkv_batch_version(b) == v && v != 0, "no batch version");
                     vt_acknowledged(&t, v, "a batch");
-                } else if (latest(t.db) != before) {
+                } else if (tu_latest(t.db) != before) {
                     /* Only deletes of absent keys (htkv.h: "writes nothing for it"), but the
                      * store gave it a version: a fresh one at least. */
                     vt_acknowledged(&t, v, "a batch of deletes of absent keys");
@@ -482,11 +403,11 @@ test_versions_never_repeat_model(void **state)
             snapshots++;
         } else if (what < 83 && nsnaps > 0) {
             struct vsnap *s = &snaps[tu_rand(&rng) % nsnaps];
-            where("step %u: restore of the snapshot at %llu (latest %llu)", step,
-                  (unsigned long long)s->version, (unsigned long long)before);
+            tu_where("step %u: restore of the snapshot at %llu (latest %llu)", step,
+                     (unsigned long long)s->version, (unsigned long long)before);
             RC_OK(htkv_snapshot_restore(t.db, s->path));
             memcpy(t.m, s->m, sizeof(*t.m));
-            uint64_t now = latest(t.db);
+            uint64_t now = tu_latest(t.db);
             if (s->version < before) {
                 /* A rollback: a version of its own, above everything applied. */
                 MCHECK(now > t.max_ack,
@@ -511,7 +432,7 @@ test_versions_never_repeat_model(void **state)
             vt_reopen(&t, true);
             crashes++;
         }
-        uint64_t now = latest(t.db);
+        uint64_t now = tu_latest(t.db);
         MCHECK(now >= t.last_latest, "htkv_latest_version went back from %llu to %llu",
                (unsigned long long)t.last_latest, (unsigned long long)now);
         MCHECK(now == t.max_ack,
@@ -528,7 +449,7 @@ test_versions_never_repeat_model(void **state)
             "HTKV_ECOMPACTED after %lu compactions\n",
             steps, t.cfg.shard_count, t.cfg.worker_threads, t.cfg.sync_mode, puts, deletes, batches,
             conflicts, compactions, snapshots, restores, t.rollbacks, reopens, crashes,
-            (unsigned long long)latest(t.db), t.ecompacted_after_compaction);
+            (unsigned long long)tu_latest(t.db), t.ecompacted_after_compaction);
     if (t.absent_delete_versions > 0) {
         fprintf(stderr,
                 "[versions_never_repeat_model] note: %lu batches made only of deletes of absent "
@@ -572,7 +493,7 @@ wd_main(void *arg)
         uint64_t d = atomic_load_explicit(&wd_deadline, memory_order_acquire);
         if (d != 0 && now_ns() > d) {
             fprintf(stderr, "WATCHDOG: %s did not return in time (HTKV_SEED=%llu): hung\n", wd_what,
-                    (unsigned long long)g_seed);
+                    (unsigned long long)tu_model_seed);
             abort();
         }
     }
@@ -584,7 +505,7 @@ static void
 wd_arm(unsigned seconds, const char *what)
 {
     atomic_store(&wd_deadline, 0);
-    snprintf(wd_what, sizeof(wd_what), "%.200s [%.512s]", what, g_where);
+    snprintf(wd_what, sizeof(wd_what), "%.200s [%.512s]", what, tu_model_where);
     atomic_store_explicit(&wd_deadline, now_ns() + (uint64_t)seconds * 1000000000ull,
                           memory_order_release);
     if (atomic_exchange(&wd_started, 1) == 0) {
@@ -717,17 +638,17 @@ static unsigned
 cs_bound(const struct cshape *c)
 {
     unsigned mib = (unsigned)(c->bytes_written >> 20);
-    return (VM_SANITIZER ? 120u : 30u) + mib * (VM_SANITIZER ? 4u : 1u);
+    return (TU_SANITIZER ? 120u : 30u) + mib * (TU_SANITIZER ? 4u : 1u);
 }
 
 static void
 test_compaction_terminates_on_random_shapes(void **state)
 {
     (void)state;
-    g_seed = tu_seed("compaction_terminates_on_random_shapes");
-    uint64_t rng = g_seed;
+    tu_model_seed = tu_seed("compaction_terminates_on_random_shapes");
+    uint64_t rng = tu_model_seed;
     static struct cshape c;
-    unsigned shapes = scaled(4) < 2 ? 2 : scaled(4);
+    unsigned shapes = tu_model_scaled(4) < 2 ? 2 : tu_model_scaled(4);
     for (unsigned sh = 0; sh < shapes; sh++) {
         memset(&c, 0, sizeof(c));
         cs_keys(&c, &rng);
@@ -741,15 +662,15 @@ test_compaction_terminates_on_random_shapes(void **state)
             cfg.max_segment_bytes = 64u << 10; /* the smallest: many segments */
         }
         cfg.compaction_interval_ms = 0;
-        unsigned ops = scaled(2500);
-        where("shape %u: %u shards, %llu-byte segments, sync %d, %u ops", sh, cfg.shard_count,
-              (unsigned long long)cfg.max_segment_bytes, cfg.sync_mode, ops);
+        unsigned ops = tu_model_scaled(2500);
+        tu_where("shape %u: %u shards, %llu-byte segments, sync %d, %u ops", sh, cfg.shard_count,
+                 (unsigned long long)cfg.max_segment_bytes, cfg.sync_mode, ops);
         htkv_db *db = tu_open(&cfg);
         cs_writes(db, &c, &rng, ops, false);
         cs_check(db, &c, "after the writes");
-        where("shape %u: htkv_compact_now after %llu bytes (%u shards, %llu-byte segments)", sh,
-              (unsigned long long)c.bytes_written, cfg.shard_count,
-              (unsigned long long)cfg.max_segment_bytes);
+        tu_where("shape %u: htkv_compact_now after %llu bytes (%u shards, %llu-byte segments)", sh,
+                 (unsigned long long)c.bytes_written, cfg.shard_count,
+                 (unsigned long long)cfg.max_segment_bytes);
         wd_arm(cs_bound(&c), "htkv_compact_now");
         RC_OK(htkv_compact_now(db));
         wd_disarm();
@@ -766,8 +687,8 @@ test_compaction_terminates_on_random_shapes(void **state)
         cfg.compaction_interval_ms = 5;
         static const double ratios[] = { 0.0, 0.1, 0.3, 0.5 };
         cfg.compaction_min_garbage_ratio = ratios[tu_rand(&rng) % 4];
-        where("shape %u: background compaction (ratio %.1f) under writes", sh,
-              cfg.compaction_min_garbage_ratio);
+        tu_where("shape %u: background compaction (ratio %.1f) under writes", sh,
+                 cfg.compaction_min_garbage_ratio);
         wd_arm(cs_bound(&c), "reopen");
         db = tu_open(&cfg);
         wd_disarm();
@@ -785,8 +706,8 @@ test_compaction_terminates_on_random_shapes(void **state)
         RC_OK(htkv_close(db));
         wd_disarm();
 
-        where("shape %u: reopen after background compaction (%llu passes)", sh,
-              (unsigned long long)st.compactions);
+        tu_where("shape %u: reopen after background compaction (%llu passes)", sh,
+                 (unsigned long long)st.compactions);
         cfg.compaction_interval_ms = 0;
         wd_arm(cs_bound(&c), "reopen after compaction");
         db = tu_open(&cfg);

@@ -200,6 +200,15 @@ tu_segments(const char *dir, char (*paths)[4096], size_t cap)
     return n;
 }
 
+bool
+tu_exists(const char *dir, const char *rel)
+{
+    char p[8192];
+    snprintf(p, sizeof(p), "%s/%s", dir, rel);
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
 long long
 tu_file_size(const char *path)
 {
@@ -397,4 +406,164 @@ tu_expect(htkv_db *db, const void *key, size_t klen, const void *val, size_t vle
     }
     htkv_free(got);
     assert_true(ok);
+}
+
+unsigned char *
+tu_read_whole(const char *path, size_t *len)
+{
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return NULL;
+    }
+    unsigned char *buf = malloc((size_t)st.st_size + 1);
+    assert_non_null(buf);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *len = got;
+    return buf;
+}
+
+static int
+cmp_tree_ent(const void *a, const void *b)
+{
+    return strcmp(((const struct tu_tree_ent *)a)->rel, ((const struct tu_tree_ent *)b)->rel);
+}
+
+static void
+tree_walk(struct tu_tree *t, const char *root, const char *rel, bool with_lock)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        if (!with_lock && rel[0] == '\0' && strcmp(de->d_name, "LOCK") == 0) {
+            continue;
+        }
+        if (t->n == t->cap) {
+            t->cap = t->cap ? 2 * t->cap : 64;
+            t->ents = realloc(t->ents, t->cap * sizeof(*t->ents));
+            assert_non_null(t->ents);
+        }
+        struct tu_tree_ent *e = &t->ents[t->n++];
+        memset(e, 0, sizeof(*e));
+        snprintf(e->rel, sizeof(e->rel), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
+        char full[4700];
+        snprintf(full, sizeof(full), "%s/%s", root, e->rel);
+        struct stat st;
+        if (lstat(full, &st) != 0) {
+            continue;
+        }
+        e->type = (unsigned)(st.st_mode & S_IFMT);
+        if (S_ISDIR(st.st_mode)) {
+            char sub[512];
+            snprintf(sub, sizeof(sub), "%s", e->rel);
+            tree_walk(t, root, sub, with_lock); /* may move t->ents: e is not used after it */
+        } else if (S_ISREG(st.st_mode)) {
+            e->data = tu_read_whole(full, &e->len);
+        }
+    }
+    closedir(d);
+}
+
+static struct tu_tree
+tree_take(const char *root, bool with_lock)
+{
+    struct tu_tree t = { .with_lock = with_lock };
+    tree_walk(&t, root, "", with_lock);
+    if (t.n > 1) {
+        qsort(t.ents, t.n, sizeof(*t.ents), cmp_tree_ent);
+    }
+    return t;
+}
+
+struct tu_tree
+tu_tree_take(const char *root)
+{
+    return tree_take(root, false);
+}
+
+struct tu_tree
+tu_tree_take_all(const char *root)
+{
+    return tree_take(root, true);
+}
+
+void
+tu_tree_free(struct tu_tree *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->ents[i].data);
+    }
+    free(t->ents);
+    memset(t, 0, sizeof(*t));
+}
+
+bool
+tu_tree_diff(const struct tu_tree *a, const struct tu_tree *b, char *why, size_t cap)
+{
+    size_t i = 0, j = 0;
+    while (i < a->n || j < b->n) {
+        int c = i == a->n ? 1 : j == b->n ? -1 : strcmp(a->ents[i].rel, b->ents[j].rel);
+        if (c < 0) {
+            snprintf(why, cap, "%s was removed", a->ents[i].rel);
+            return true;
+        }
+        if (c > 0) {
+            snprintf(why, cap, "%s was added", b->ents[j].rel);
+            return true;
+        }
+        const struct tu_tree_ent *x = &a->ents[i], *y = &b->ents[j];
+        if (x->type != y->type) {
+            snprintf(why, cap, "%s changed type", x->rel);
+            return true;
+        }
+        if (x->len != y->len) {
+            snprintf(why, cap, "%s changed size %zu -> %zu", x->rel, x->len, y->len);
+            return true;
+        }
+        if (x->len > 0 && memcmp(x->data, y->data, x->len) != 0) {
+            size_t k = 0;
+            while (x->data[k] == y->data[k]) {
+                k++;
+            }
+            snprintf(why, cap, "%s changed at byte %zu", x->rel, k);
+            return true;
+        }
+        i++;
+        j++;
+    }
+    return false;
+}
+
+void
+tu_tree_expect_unchanged(const struct tu_tree *before, const char *root, const char *what)
+{
+    struct tu_tree after = tree_take(root, before->with_lock);
+    char why[700];
+    bool differs = tu_tree_diff(before, &after, why, sizeof(why));
+    tu_tree_free(&after);
+    if (differs) {
+        fprintf(stderr, "%s: %s\n", what, why);
+        fail();
+    }
 }

@@ -1,5 +1,6 @@
 /*
- * testutil.h - helpers shared by the tests: temporary stores, seeded randomness, file surgery.
+ * testutil.h - helpers shared by the tests: temporary stores, seeded randomness, file surgery,
+ * snapshots of directory trees.
  */
 #ifndef HTKV_TESTS_TESTUTIL_H
 #define HTKV_TESTS_TESTUTIL_H
@@ -49,6 +50,8 @@ void tu_close_as_crash(htkv_db *db);
 
 /* Paths of every segment file of the store, sorted; returns the count (max @p cap). */
 size_t tu_segments(const char *dir, char (*paths)[4096], size_t cap);
+/* Whether @p dir/@p rel exists (lstat: a link counts, even a dangling one). */
+bool tu_exists(const char *dir, const char *rel);
 /* Size of a file, or -1. */
 long long tu_file_size(const char *path);
 /* Read/write the whole file or a range. */
@@ -89,6 +92,44 @@ void tu_fill(void *buf, size_t n, uint64_t tag);
 struct htkv_stats tu_stats(htkv_db *db);
 /* Assert that @p key holds exactly @p val (vlen bytes); @p val NULL = the key is absent. */
 void tu_expect(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen);
+
+/* The whole of regular file @p path in a malloc'd buffer (one spare byte at the end; the caller
+ * frees it), its length in *len; NULL (*len 0) when it cannot be opened or is not a regular file
+ * (a FIFO is neither opened for long nor read). */
+unsigned char *tu_read_whole(const char *path, size_t *len);
+
+/* One entry of a directory tree taken by tu_tree_take(). */
+struct tu_tree_ent {
+    char rel[512];       /* path below the root, '/'-separated */
+    unsigned type;       /* st_mode & S_IFMT (lstat: a link is a link); 0 when lstat failed */
+    unsigned char *data; /* the bytes of a regular file, NULL for anything else */
+    size_t len;          /* bytes in data */
+};
+
+/* Every entry below a root with the bytes of its regular files, sorted by rel. */
+struct tu_tree {
+    struct tu_tree_ent *ents;
+    size_t n, cap;
+    bool with_lock; /* taken by tu_tree_take_all() */
+};
+
+/*
+ * Take every file and directory below @p root (recursively, links not followed) with the bytes
+ * of each regular file, for "nothing was changed" checks. tu_tree_take() leaves out the LOCK at
+ * the top (an opener creates it and a refused open may leave it); tu_tree_take_all() keeps it.
+ * A root that cannot be read gives an empty tree. The caller owns the result and frees it with
+ * tu_tree_free(). Test thread only: they fail the running test when memory runs out.
+ */
+struct tu_tree tu_tree_take(const char *root);
+struct tu_tree tu_tree_take_all(const char *root);
+void tu_tree_free(struct tu_tree *t);
+/* Compare @p a (before) with @p b (after): false when they are equal; otherwise true, with the
+ * first difference in @p why (@p cap bytes): "REL was removed", "REL was added", "REL changed
+ * type", "REL changed size A -> B" or "REL changed at byte K". */
+bool tu_tree_diff(const struct tu_tree *a, const struct tu_tree *b, char *why, size_t cap);
+/* Take @p root again as @p before was taken and fail the running test unless the two are equal,
+ * printing "@p what: <first difference>". @p before stays the caller's. Test thread only. */
+void tu_tree_expect_unchanged(const struct tu_tree *before, const char *root, const char *what);
 
 /* Counting log sink: counts warnings and errors instead of printing them. */
 extern int tu_log_warnings;

@@ -6,6 +6,7 @@
  * records this test writes through <htkv/auth.h>: their outputs, and that no secret reaches them.
  */
 #include "tests/support/testutil.h"
+#include "tests/support/tool.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -31,109 +32,9 @@
 /* Live keys: 90 + the binary key + the batch. */
 #define STORE_LIVE (STORE_KEYS - STORE_DELETED + 1 + STORE_BATCH)
 
-/* ---- running the binary --------------------------------------------------------------------- */
+/* ---- running the binary (tests/support/tool.h) ---------------------------------------------- */
 
-struct run {
-    int status; /* exit status, or 128 + signal */
-    char *out;  /* stdout, NUL-terminated */
-    char *err;  /* stderr */
-};
-
-static char *
-slurp_fd(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    assert_true(n >= 0);
-    char *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(pread(fd, b, (size_t)n, 0), n);
-    b[n] = '\0';
-    return b;
-}
-
-static int
-tmpfile_fd(void)
-{
-    FILE *f = tmpfile();
-    assert_non_null(f);
-    int fd = dup(fileno(f));
-    fclose(f);
-    return fd;
-}
-
-/* Start htkvctl with @p args (NULL-terminated, without argv[0]); outputs go to files. */
-static pid_t
-run_start(const char *const *args, int *out_fd, int *err_fd)
-{
-    const char *argv[32] = { HTKVCTL_PATH };
-    size_t n = 1;
-    for (; args[n - 1] != NULL; n++) {
-        assert_true(n < 31);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    *out_fd = tmpfile_fd();
-    *err_fd = tmpfile_fd();
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(*out_fd, STDOUT_FILENO);
-        dup2(*err_fd, STDERR_FILENO);
-        execv(HTKVCTL_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void
-run_finish(struct run *r, pid_t pid, int out_fd, int err_fd)
-{
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r->out = slurp_fd(out_fd);
-    r->err = slurp_fd(err_fd);
-    close(out_fd);
-    close(err_fd);
-}
-
-static void
-run_argv(struct run *r, const char *const *args)
-{
-    int o, e;
-    pid_t pid = run_start(args, &o, &e);
-    run_finish(r, pid, o, e);
-}
-
-#define RUN(r, ...) run_argv((r), (const char *const[]){ __VA_ARGS__, NULL })
-
-static void
-run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-/* Assert the exit status, printing both outputs when it is not the one expected. */
-static void
-expect_status(const struct run *r, int status)
-{
-    if (r->status != status) {
-        fprintf(stderr, "htkvctl exited %d, expected %d\n--- stdout\n%s--- stderr\n%s---\n",
-                r->status, status, r->out, r->err);
-    }
-    assert_int_equal(r->status, status);
-}
-
-static void
-expect_contains(const char *hay, const char *needle)
-{
-    if (strstr(hay, needle) == NULL) {
-        fprintf(stderr, "missing \"%s\" in:\n%s\n", needle, hay);
-    }
-    assert_non_null(strstr(hay, needle));
-}
+#define RUN(r, ...) tu_tool_run((r), HTKVCTL_PATH, TU_ARGS(__VA_ARGS__), 0)
 
 /* ---- a strict JSON syntax check (RFC 8259) --------------------------------------------------- */
 
@@ -292,7 +193,7 @@ expect_json_member(const char *text, const char *key, const char *value)
 {
     char needle[256];
     snprintf(needle, sizeof(needle), "\"%s\": %s", key, value ? value : "");
-    expect_contains(text, needle);
+    tu_expect_contains(text, needle);
 }
 
 /* ---- stores --------------------------------------------------------------------------------- */
@@ -508,7 +409,7 @@ expect_absent(const char *hay, const char *needle)
 
 /* No secret of @p s appears on stdout or stderr of @p r. */
 static void
-expect_no_secrets(const struct auth_store *s, const struct run *r)
+expect_no_secrets(const struct auth_store *s, const struct tu_run *r)
 {
     const char *const secrets[] = { auth_alice_password, auth_bob_password, auth_alice_metadata,
                                     auth_key_metadata, s->master_hex };
@@ -536,48 +437,48 @@ static void
 test_htkvctl_usage_and_bad_arguments(void **state)
 {
     (void)state;
-    struct run r;
+    struct tu_run r;
     RUN(&r, "--help");
-    expect_status(&r, 0);
-    expect_contains(r.out, "usage: htkvctl");
-    expect_contains(r.out, "verify");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "usage: htkvctl");
+    tu_expect_contains(r.out, "verify");
+    tu_run_free(&r);
     RUN(&r, "verify", "--help");
-    expect_status(&r, 0);
-    expect_contains(r.out, "usage: htkvctl [--json] [--read-only] [--hex] verify");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "usage: htkvctl [--json] [--read-only] [--hex] verify");
+    tu_run_free(&r);
     RUN(&r, "help", "keys");
-    expect_status(&r, 0);
-    expect_contains(r.out, "--prefix");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "--prefix");
+    tu_run_free(&r);
     RUN(&r, "--version");
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     RUN(&r, "--help");
-    expect_contains(r.out, "users ");
-    expect_contains(r.out, "keys-of ");
-    run_free(&r);
+    tu_expect_contains(r.out, "users ");
+    tu_expect_contains(r.out, "keys-of ");
+    tu_run_free(&r);
     RUN(&r, "users", "--help");
-    expect_status(&r, 0);
-    expect_contains(r.out, "--master-key-file FILE");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "--master-key-file FILE");
+    tu_run_free(&r);
     RUN(&r, "keys-of", "--help");
-    expect_status(&r, 0);
-    expect_contains(r.out, "keys-of USER --master-key-file FILE");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "keys-of USER --master-key-file FILE");
+    tu_run_free(&r);
     RUN(&r, "--help");
-    expect_contains(r.out, "compact ");
-    expect_contains(r.out, "snapshot ");
-    run_free(&r);
+    tu_expect_contains(r.out, "compact ");
+    tu_expect_contains(r.out, "snapshot ");
+    tu_run_free(&r);
     RUN(&r, "compact", "--help");
-    expect_status(&r, 0);
-    expect_contains(r.out, "usage: htkvctl [--json] [--read-only] [--hex] compact DIR");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "usage: htkvctl [--json] [--read-only] [--hex] compact DIR");
+    tu_run_free(&r);
     RUN(&r, "snapshot", "--help");
-    expect_status(&r, 0);
-    expect_contains(r.out, "snapshot {export|import} [--force] FILE DIR");
-    expect_contains(r.out, "--force");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "snapshot {export|import} [--force] FILE DIR");
+    tu_expect_contains(r.out, "--force");
+    tu_run_free(&r);
 
     static const char *const bad[][7] = {
         { NULL },                                   /* no command */
@@ -607,11 +508,11 @@ test_htkvctl_usage_and_bad_arguments(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         tu_context("bad argument list %zu", i);
-        run_argv(&r, bad[i]);
-        expect_status(&r, 2);
-        expect_contains(r.err, "usage: htkvctl");
+        tu_tool_run(&r, HTKVCTL_PATH, bad[i], 0);
+        tu_expect_status(&r, 2);
+        tu_expect_contains(r.err, "usage: htkvctl");
         assert_string_equal(r.out, "");
-        run_free(&r);
+        tu_run_free(&r);
     }
 }
 
@@ -625,24 +526,24 @@ test_htkvctl_no_store_is_exit_3(void **state)
     char missing[4200];
     snprintf(missing, sizeof(missing), "%s/none", dir);
     const char *cmds[] = { "info", "segments", "verify", "stats", "keys", "dump" };
-    struct run r;
+    struct tu_run r;
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         tu_context("%s on a missing store", cmds[i]);
         RUN(&r, cmds[i], missing);
-        expect_status(&r, 3);
-        expect_contains(r.err, "no htkv store");
-        run_free(&r);
+        tu_expect_status(&r, 3);
+        tu_expect_contains(r.err, "no htkv store");
+        tu_run_free(&r);
         RUN(&r, "--read-only", cmds[i], dir);
-        expect_status(&r, 3);
-        run_free(&r);
+        tu_expect_status(&r, 3);
+        tu_run_free(&r);
     }
     const char *writers[][5] = { { "compact", missing }, { "snapshot", "import", "f", missing } };
     for (size_t i = 0; i < sizeof(writers) / sizeof(writers[0]); i++) {
         tu_context("%s on a missing store", writers[i][0]);
-        run_argv(&r, writers[i]);
-        expect_status(&r, 3);
-        expect_contains(r.err, "no htkv store");
-        run_free(&r);
+        tu_tool_run(&r, HTKVCTL_PATH, writers[i], 0);
+        tu_expect_status(&r, 3);
+        tu_expect_contains(r.err, "no htkv store");
+        tu_run_free(&r);
     }
     struct stat st;
     assert_int_equal(stat(missing, &st), -1); /* nothing was created */
@@ -657,21 +558,21 @@ test_htkvctl_info_text_and_json(void **state)
 {
     (void)state;
     char *dir = make_store("ctl-info");
-    struct run r;
+    struct tu_run r;
     RUN(&r, "info", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     char line[128];
     snprintf(line, sizeof(line), "live keys:      %d\n", STORE_LIVE);
-    expect_contains(r.out, line);
-    expect_contains(r.out, "format version: 2\n");
-    expect_contains(r.out, "shards:         4\n");
-    expect_contains(r.out, "sync mode:      never (of the last writable open)");
-    expect_contains(r.out, "index memory:");
-    expect_contains(r.out, "dead bytes:");
-    run_free(&r);
+    tu_expect_contains(r.out, line);
+    tu_expect_contains(r.out, "format version: 2\n");
+    tu_expect_contains(r.out, "shards:         4\n");
+    tu_expect_contains(r.out, "sync mode:      never (of the last writable open)");
+    tu_expect_contains(r.out, "index memory:");
+    tu_expect_contains(r.out, "dead bytes:");
+    tu_run_free(&r);
 
     RUN(&r, "--json", "info", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     snprintf(line, sizeof(line), "%d", STORE_LIVE);
     expect_json_member(r.out, "live_keys", line);
@@ -682,12 +583,12 @@ test_htkvctl_info_text_and_json(void **state)
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         expect_json_member(r.out, keys[i], NULL);
     }
-    run_free(&r);
+    tu_run_free(&r);
     /* The global option may follow the command. */
     RUN(&r, "info", "--json", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
-    run_free(&r);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -701,19 +602,19 @@ test_htkvctl_segments_and_stats(void **state)
     char *dir = make_store("ctl-segs");
     char paths[64][4096];
     size_t nsegs = tu_segments(dir, paths, 64);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "segments", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     size_t lines = 0;
     for (const char *p = r.out; (p = strchr(p, '\n')) != NULL; p++) {
         lines++;
     }
     assert_int_equal(lines, nsegs + 1); /* header + one row per segment */
-    expect_contains(r.out, "SEALED");
-    run_free(&r);
+    tu_expect_contains(r.out, "SEALED");
+    tu_run_free(&r);
 
     RUN(&r, "--json", "segments", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     size_t rows = 0;
     for (const char *p = r.out; (p = strstr(p, "\"shard\": ")) != NULL; p++) {
@@ -722,21 +623,21 @@ test_htkvctl_segments_and_stats(void **state)
     assert_int_equal(rows, nsegs);
     expect_json_member(r.out, "live_ratio", NULL);
     expect_json_member(r.out, "hint", "true"); /* close wrote a hint beside every segment */
-    run_free(&r);
+    tu_run_free(&r);
 
     RUN(&r, "--json", "stats", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     char n[32];
     snprintf(n, sizeof(n), "%d", STORE_LIVE);
     expect_json_member(r.out, "live_keys", n);
     expect_json_member(r.out, "tombstones", "10");
     expect_json_member(r.out, "recovered_records", NULL);
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "stats", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, "live_keys");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "live_keys");
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -748,41 +649,41 @@ test_htkvctl_get_escapes_hex_raw_and_missing(void **state)
 {
     (void)state;
     char *dir = make_store("ctl-get");
-    struct run r;
+    struct tu_run r;
     RUN(&r, "get", "key050", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "value-50\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "get", "bin\\x00\\x01", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "\\xff\\x00\\n\\\\x\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--hex", "get", "bin\\0\\x01", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "ff000a5c78\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "get", "--raw", "bin\\x00\\x01", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_memory_equal(r.out, "\xff\x00\n\\x", 5);
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--json", "get", "bin\\x00\\x01", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     expect_json_member(r.out, "found", "true");
     expect_json_member(r.out, "value", "\"\\\\xff\\\\x00\\\\n\\\\\\\\x\"");
     expect_json_member(r.out, "value_bytes", "5");
-    run_free(&r);
+    tu_run_free(&r);
 
     RUN(&r, "get", "key005", dir); /* deleted */
-    expect_status(&r, 1);
-    expect_contains(r.err, "not found");
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.err, "not found");
     assert_string_equal(r.out, "");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--json", "get", "nokey", dir);
-    expect_status(&r, 1);
+    tu_expect_status(&r, 1);
     expect_json_object(r.out);
     expect_json_member(r.out, "found", "false");
-    run_free(&r);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -794,47 +695,47 @@ test_htkvctl_keys_and_dump(void **state)
 {
     (void)state;
     char *dir = make_store("ctl-keys");
-    struct run r;
+    struct tu_run r;
     RUN(&r, "keys", "--prefix", "batch", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "batch0\nbatch1\nbatch2\nbatch3\nbatch4\nbatch5\nbatch6\nbatch7\n"
                                "batch8\nbatch9\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "keys", "--limit", "3", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "batch0\nbatch1\nbatch2\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "keys", "--prefix=key09", "--limit=2", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "key090\nkey091\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "keys", "--prefix", "key00", dir); /* all deleted */
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "dump", "--prefix", "bin", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "bin\\x00\\x01\t\\xff\\x00\\n\\\\x\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--hex", "dump", "--prefix", "bin\\x00", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "62696e0001\tff000a5c78\n");
-    run_free(&r);
+    tu_run_free(&r);
 
     RUN(&r, "--json", "keys", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     char n[32];
     snprintf(n, sizeof(n), "%d", STORE_LIVE);
     expect_json_member(r.out, "count", n);
-    expect_contains(r.out, "\"bin\\\\x00\\\\x01\"");
-    run_free(&r);
+    tu_expect_contains(r.out, "\"bin\\\\x00\\\\x01\"");
+    tu_run_free(&r);
     RUN(&r, "--json", "dump", "--limit", "2", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     expect_json_member(r.out, "count", "2");
     expect_json_member(r.out, "items", NULL);
-    run_free(&r);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -848,14 +749,14 @@ test_htkvctl_verify_clean_store_changes_nothing(void **state)
     char *dir = make_store("ctl-verify");
     size_t len0, len1;
     char *before = store_bytes(dir, &len0);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, ": clean (0 problems");
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, ": clean (0 problems");
     assert_string_equal(r.err, ""); /* no progress bar: stderr is not a terminal */
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--json", "verify", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     expect_json_member(r.out, "clean", "true");
     expect_json_member(r.out, "problems", "[]");
@@ -863,12 +764,12 @@ test_htkvctl_verify_clean_store_changes_nothing(void **state)
     snprintf(n, sizeof(n), "%d", STORE_LIVE);
     expect_json_member(r.out, "live_keys", n);
     expect_json_member(r.out, "engine_live_keys", n);
-    run_free(&r);
+    tu_run_free(&r);
     const char *cmds[] = { "info", "segments", "stats", "keys", "dump" };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         RUN(&r, "--read-only", cmds[i], dir);
-        expect_status(&r, 0);
-        run_free(&r);
+        tu_expect_status(&r, 0);
+        tu_run_free(&r);
     }
     char *after = store_bytes(dir, &len1);
     assert_int_equal(len0, len1);
@@ -914,27 +815,27 @@ test_htkvctl_verify_finds_flipped_bits(void **state)
     const char *rel = path + strlen(dir) + 1; /* shard-SSS/NNN.seg */
     char where[4300];
     snprintf(where, sizeof(where), "%s:%lld: problem: record checksum mismatch", rel, off);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, where);
-    expect_contains(r.out, "PROBLEMS FOUND");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out, where);
+    tu_expect_contains(r.out, "PROBLEMS FOUND");
+    tu_run_free(&r);
     RUN(&r, "--json", "verify", dir);
-    expect_status(&r, 1);
+    tu_expect_status(&r, 1);
     expect_json_object(r.out);
     expect_json_member(r.out, "clean", "false");
     char file[4300];
     snprintf(file, sizeof(file), "\"file\": \"%s\",\n", rel);
-    expect_contains(r.out, file);
+    tu_expect_contains(r.out, file);
     snprintf(where, sizeof(where), "\"offset\": %lld,", off);
-    expect_contains(r.out, where);
-    run_free(&r);
+    tu_expect_contains(r.out, where);
+    tu_run_free(&r);
     /* The engine refuses the store, so the other commands cannot open it. */
     RUN(&r, "info", dir);
-    expect_status(&r, 3);
-    expect_contains(r.err, "verify");
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.err, "verify");
+    tu_run_free(&r);
 
     /* Undo, then damage the manifest's first edit (INIT, at offset 32). */
     assert_int_equal(tu_flip_bit(path, voff, 3), 0);
@@ -942,9 +843,9 @@ test_htkvctl_verify_finds_flipped_bits(void **state)
     snprintf(man, sizeof(man), "%s/MANIFEST-000001", dir);
     assert_int_equal(tu_flip_bit(man, 32 + 12 + 1, 0), 0);
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, "MANIFEST-000001:32: problem:");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out, "MANIFEST-000001:32: problem:");
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -974,21 +875,21 @@ test_htkvctl_verify_torn_tail_is_a_note(void **state)
     size_t len0, len1;
     char *before = store_bytes(dir, &len0);
 
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     char where[4300];
     snprintf(where, sizeof(where), "%s:%lld: note: torn tail", seg + strlen(dir) + 1, tail);
-    expect_contains(r.out, where);
-    expect_contains(r.out, ": clean (0 problems, 1 notes)");
-    run_free(&r);
+    tu_expect_contains(r.out, where);
+    tu_expect_contains(r.out, ": clean (0 problems, 1 notes)");
+    tu_run_free(&r);
     RUN(&r, "verify", "--strict", dir);
-    expect_status(&r, 1);
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_run_free(&r);
     RUN(&r, "info", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, "torn tail:");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "torn tail:");
+    tu_run_free(&r);
     char *after = store_bytes(dir, &len1);
     assert_int_equal(len0, len1);
     assert_memory_equal(before, after, len0);
@@ -1038,11 +939,11 @@ last_record(const char *dir, char *seg)
 static void
 expect_clean(const char *dir)
 {
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, ": clean (0 problems, 0 notes)");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    tu_run_free(&r);
 }
 
 /* Goal: verify calls a problem (exit 1) what htkv_open now refuses, and the store is clean
@@ -1068,16 +969,16 @@ test_htkvctl_verify_problems_where_open_refuses(void **state)
              "%s:%lld: problem: damaged or missing records at offset %lld, before offset %lld "
              "that its records are known to reach",
              rel, last.off, last.off, last.off + last.size);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, where);
-    expect_contains(r.out, "problem: htkv_open refuses the store");
-    expect_contains(r.out, "PROBLEMS FOUND");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out, where);
+    tu_expect_contains(r.out, "problem: htkv_open refuses the store");
+    tu_expect_contains(r.out, "PROBLEMS FOUND");
+    tu_run_free(&r);
     RUN(&r, "info", dir);
-    expect_status(&r, 3);
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_run_free(&r);
     assert_int_equal(tu_flip_bit(seg, voff, 2), 0);
     expect_clean(dir);
 
@@ -1092,10 +993,11 @@ test_htkvctl_verify_problems_where_open_refuses(void **state)
     write_file_mode(copy, bytes, (size_t)size, 0644);
     free(bytes);
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, "shard-000/000000000999.seg:0: problem: not in the manifest and holds "
-                           "records");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out,
+                       "shard-000/000000000999.seg:0: problem: not in the manifest and holds "
+                       "records");
+    tu_run_free(&r);
     assert_int_equal(unlink(copy), 0);
     expect_clean(dir);
 
@@ -1105,13 +1007,13 @@ test_htkvctl_verify_problems_where_open_refuses(void **state)
     assert_int_equal(tu_read_at(cur, 0, name, 16), 0);
     assert_int_equal(unlink(cur), 0);
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, "/CURRENT:0: problem: CURRENT is missing, but the directory holds a "
-                           "store");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out, "/CURRENT:0: problem: CURRENT is missing, but the directory holds a "
+                              "store");
+    tu_run_free(&r);
     RUN(&r, "info", dir); /* the engine refuses it too, and creates nothing */
-    expect_status(&r, 3);
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_run_free(&r);
     assert_int_equal(tu_file_size(cur), -1);
     write_file_mode(cur, name, 16, 0644);
     expect_clean(dir);
@@ -1125,16 +1027,16 @@ test_htkvctl_verify_problems_where_open_refuses(void **state)
     assert_int_equal(tu_write_at(man, mlen, junk, 20), 0);
     snprintf(where, sizeof(where), "%.15s:%lld: note: torn last edit (20 bytes)", name, mlen);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, where);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, where);
+    tu_run_free(&r);
     assert_int_equal(tu_write_at(man, mlen, junk, sizeof(junk)), 0);
     snprintf(where, sizeof(where), "%.15s:%lld: problem: damaged edits from offset %lld on", name,
              mlen, mlen);
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, where);
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out, where);
+    tu_run_free(&r);
     assert_int_equal(tu_truncate(man, mlen), 0);
     expect_clean(dir);
     tu_rmrf(dir);
@@ -1154,12 +1056,12 @@ test_htkvctl_verify_torn_last_record_after_crash_is_a_note(void **state)
     assert_int_equal(tu_truncate(seg, last.off + last.raw / 2), 0);
     char where[4400];
     snprintf(where, sizeof(where), "%s:%lld: note: torn tail", seg + strlen(dir) + 1, last.off);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, where);
-    expect_contains(r.out, ": clean (0 problems, 1 notes)");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, where);
+    tu_expect_contains(r.out, ": clean (0 problems, 1 notes)");
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -1178,46 +1080,46 @@ test_htkvctl_locked_store_refused_unless_read_only(void **state)
     assert_int_equal(htkv_put(db, "while-open", 10, "yes", 3), 0);
 
     const char *cmds[] = { "info", "segments", "stats", "verify", "keys", "dump" };
-    struct run r;
+    struct tu_run r;
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         tu_context("%s on a locked store", cmds[i]);
         RUN(&r, cmds[i], dir);
-        expect_status(&r, 3);
-        expect_contains(r.err, "open in another process");
-        expect_contains(r.err, "--read-only");
-        run_free(&r);
+        tu_expect_status(&r, 3);
+        tu_expect_contains(r.err, "open in another process");
+        tu_expect_contains(r.err, "--read-only");
+        tu_run_free(&r);
         RUN(&r, "--read-only", cmds[i], dir);
-        expect_status(&r, 0);
-        run_free(&r);
+        tu_expect_status(&r, 0);
+        tu_run_free(&r);
     }
     RUN(&r, "get", "while-open", dir);
-    expect_status(&r, 3);
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_run_free(&r);
     RUN(&r, "--json", "info", dir); /* a JSON document says why */
-    expect_status(&r, 3);
+    tu_expect_status(&r, 3);
     expect_json_object(r.out);
     expect_json_member(r.out, "exit_status", "3");
-    expect_contains(r.out, "open in another process");
-    run_free(&r);
+    tu_expect_contains(r.out, "open in another process");
+    tu_run_free(&r);
     RUN(&r, "--read-only", "get", "while-open", dir); /* written after the store was opened */
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "yes\n");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--read-only", "--json", "info", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     char n[32];
     snprintf(n, sizeof(n), "%d", STORE_LIVE + 1);
     expect_json_member(r.out, "live_keys", n);
     expect_json_member(r.out, "unlocked", "true");
-    run_free(&r);
+    tu_run_free(&r);
     /* The writer is undisturbed. */
     assert_int_equal(htkv_put(db, "after", 5, "ok", 2), 0);
     tu_expect(db, "while-open", 10, "yes", 3);
     assert_int_equal(htkv_close(db), 0);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -1245,8 +1147,8 @@ test_htkvctl_read_only_during_appends(void **state)
         const char *const *cmd = cmds[round % 4];
         const char *args[6] = { "--read-only", cmd[0], cmd[1] ? cmd[1] : dir, cmd[1] ? dir : NULL,
                                 NULL };
-        int o, e;
-        pid_t pid = run_start(args, &o, &e);
+        int o = tu_tmpfile_fd(), e = tu_tmpfile_fd();
+        pid_t pid = tu_tool_spawn(HTKVCTL_PATH, args, o, e);
         int st;
         while (waitpid(pid, &st, WNOHANG) == 0) {
             char k[32];
@@ -1257,22 +1159,22 @@ test_htkvctl_read_only_during_appends(void **state)
             assert_int_equal(htkv_put(db, k, strlen(k), val, vlen), 0);
             writes++;
         }
-        struct run r = { .status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
-                         .out = slurp_fd(o),
-                         .err = slurp_fd(e) };
+        struct tu_run r = { .status = tu_exit_status(st),
+                            .out = tu_slurp_fd(o),
+                            .err = tu_slurp_fd(e) };
         close(o);
         close(e);
         tu_context("round %d: %s", round, cmd[0]);
-        expect_status(&r, 0);
+        tu_expect_status(&r, 0);
         assert_null(strstr(r.out, "problem:"));
-        run_free(&r);
+        tu_run_free(&r);
     }
     fprintf(stderr, "[ctl-live] %llu writes during 12 inspections\n", (unsigned long long)writes);
     assert_int_equal(htkv_close(db), 0);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -1286,34 +1188,34 @@ test_htkvctl_users_text_and_json(void **state)
     struct auth_store s;
     auth_store_make(&s, "ctl-users");
     const char *files[] = { s.key_hex, s.key_raw };
-    struct run r;
+    struct tu_run r;
     char line[128];
     for (size_t i = 0; i < 2; i++) {
         tu_context("users with %s", files[i]);
         RUN(&r, "users", "--master-key-file", files[i], s.dir);
-        expect_status(&r, 0);
+        tu_expect_status(&r, 0);
         assert_string_equal(r.err, "");
-        expect_contains(r.out, "NAME   ID ");
+        tu_expect_contains(r.out, "NAME   ID ");
         /* Sorted by name in byte order: "Bob" < "alice" < "carol". */
         snprintf(line, sizeof(line), "Bob    %s  %s  1\n", s.bob.id, AUTH_EPOCH_TEXT);
         const char *bob = strstr(r.out, line);
-        expect_contains(r.out, line);
+        tu_expect_contains(r.out, line);
         snprintf(line, sizeof(line), "alice  %s  %s  2\n", s.alice.id, AUTH_EPOCH_TEXT);
         const char *alice = strstr(r.out, line);
-        expect_contains(r.out, line);
+        tu_expect_contains(r.out, line);
         snprintf(line, sizeof(line), "carol  %s  %s  0\n", s.carol.id, AUTH_EPOCH_TEXT);
         const char *carol = strstr(r.out, line);
-        expect_contains(r.out, line);
+        tu_expect_contains(r.out, line);
         assert_true(bob < alice && alice < carol);
         expect_no_secrets(&s, &r);
-        run_free(&r);
+        tu_run_free(&r);
     }
 
     RUN(&r, "--json", "users", "--master-key-file=", s.dir); /* an empty name: usage error */
-    expect_status(&r, 2);
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_run_free(&r);
     RUN(&r, "users", "--json", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     expect_json_member(r.out, "auth_data", "true");
     expect_json_member(r.out, "count", "3");
@@ -1327,7 +1229,7 @@ test_htkvctl_users_text_and_json(void **state)
     expect_json_member(r.out, "api_keys", "1");
     expect_json_member(r.out, "api_keys", "0");
     expect_no_secrets(&s, &r);
-    run_free(&r);
+    tu_run_free(&r);
     auth_store_free(&s);
 }
 
@@ -1344,23 +1246,23 @@ test_htkvctl_keys_of_text_and_json(void **state)
         upper[i] = (char)toupper((unsigned char)s.alice.id[i]);
     }
     const char *names[] = { "alice", "ALICE", s.alice.id, upper };
-    struct run r;
+    struct tu_run r;
     char line[128];
     char *first = NULL;
     for (size_t i = 0; i < 4; i++) {
         tu_context("keys-of %s", names[i]);
         RUN(&r, "keys-of", names[i], "--master-key-file", s.key_hex, s.dir);
-        expect_status(&r, 0);
+        tu_expect_status(&r, 0);
         assert_string_equal(r.err, "");
-        expect_contains(r.out, "ID ");
+        tu_expect_contains(r.out, "ID ");
         snprintf(line, sizeof(line), "%s  %s  %-20s  %-20s  active   laptop\n", s.laptop.id,
                  AUTH_EPOCH_TEXT, "never", "never");
         const char *laptop = strstr(r.out, line);
-        expect_contains(r.out, line);
+        tu_expect_contains(r.out, line);
         snprintf(line, sizeof(line), "%s  %s  %s  %-20s  expired  ci\n", s.ci.id, AUTH_EPOCH_TEXT,
                  AUTH_CI_EXPIRES_TEXT, "never");
         const char *ci = strstr(r.out, line);
-        expect_contains(r.out, line);
+        tu_expect_contains(r.out, line);
         /* Oldest first: both were created in the same second, so by id. */
         assert_true(strcmp(s.laptop.id, s.ci.id) < 0 ? laptop < ci : ci < laptop);
         assert_null(strstr(r.out, s.bobkey.id));
@@ -1370,12 +1272,12 @@ test_htkvctl_keys_of_text_and_json(void **state)
         } else {
             assert_string_equal(r.out, first); /* the same listing whatever names the user */
         }
-        run_free(&r);
+        tu_run_free(&r);
     }
     free(first);
 
     RUN(&r, "--json", "keys-of", "bob", "--master-key-file", s.key_raw, s.dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     expect_json_member(r.out, "name", "\"Bob\"");
     snprintf(line, sizeof(line), "\"%s\"", s.bobkey.id);
@@ -1387,14 +1289,14 @@ test_htkvctl_keys_of_text_and_json(void **state)
     expect_json_member(r.out, "last_used_at", "null");
     expect_json_member(r.out, "count", "1");
     expect_no_secrets(&s, &r);
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "keys-of", "Bob", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, AUTH_FAR_TEXT "  never                 active   \n");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, AUTH_FAR_TEXT "  never                 active   \n");
+    tu_run_free(&r);
 
     RUN(&r, "--json", "keys-of", "alice", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     expect_json_member(r.out, "expires_at", "null");
     snprintf(line, sizeof(line), "%d", AUTH_CI_EXPIRES);
@@ -1402,17 +1304,17 @@ test_htkvctl_keys_of_text_and_json(void **state)
     expect_json_member(r.out, "expired", "true");
     expect_json_member(r.out, "count", "2");
     expect_no_secrets(&s, &r);
-    run_free(&r);
+    tu_run_free(&r);
 
     RUN(&r, "keys-of", "carol", "--master-key-file", s.key_hex, s.dir); /* no key: no row */
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--json", "keys-of", "carol", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_member(r.out, "api_keys", "[]");
     expect_json_member(r.out, "count", "0");
-    run_free(&r);
+    tu_run_free(&r);
     auth_store_free(&s);
 }
 
@@ -1426,22 +1328,22 @@ test_htkvctl_auth_bad_keys_and_users(void **state)
     (void)state;
     struct auth_store s;
     auth_store_make(&s, "ctl-authbad");
-    struct run r;
+    struct tu_run r;
     RUN(&r, "users", "--master-key-file", s.key_wrong, s.dir);
-    expect_status(&r, 4);
-    expect_contains(r.err, "master key does not open this store's auth records");
+    tu_expect_status(&r, 4);
+    tu_expect_contains(r.err, "master key does not open this store's auth records");
     assert_string_equal(r.out, "");
     expect_no_secrets(&s, &r);
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--json", "keys-of", "alice", "--master-key-file", s.key_wrong, s.dir);
-    expect_status(&r, 4);
+    tu_expect_status(&r, 4);
     expect_json_object(r.out);
     expect_json_member(r.out, "exit_status", "4");
-    expect_contains(r.out, "does not open");
-    run_free(&r);
+    tu_expect_contains(r.out, "does not open");
+    tu_run_free(&r);
     RUN(&r, "users", "--master-key-file", s.key_hex, "--master-key-id", "2", s.dir);
-    expect_status(&r, 4);
-    run_free(&r);
+    tu_expect_status(&r, 4);
+    tu_run_free(&r);
 
     /* Malformed key files: exit 2, nothing on stdout, no byte of the file printed. */
     static const char *const bad[] = {
@@ -1458,54 +1360,54 @@ test_htkvctl_auth_bad_keys_and_users(void **state)
         tu_context("malformed key file %zu", i);
         write_file_mode(path, bad[i], strlen(bad[i]), 0600);
         RUN(&r, "--json", "users", "--master-key-file", path, s.dir);
-        expect_status(&r, 2);
-        expect_contains(r.err, "not a master key file");
+        tu_expect_status(&r, 2);
+        tu_expect_contains(r.err, "not a master key file");
         assert_string_equal(r.out, "");
         if (strlen(bad[i]) > 8) {
             expect_absent(r.err, "a0a1a2a3");
         }
-        run_free(&r);
+        tu_run_free(&r);
     }
     snprintf(path, sizeof(path), "%s/missing", s.keys);
     RUN(&r, "users", "--master-key-file", path, s.dir);
-    expect_status(&r, 2);
-    expect_contains(r.err, "cannot open the master key file");
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_expect_contains(r.err, "cannot open the master key file");
+    tu_run_free(&r);
     RUN(&r, "users", "--master-key-file", s.keys, s.dir); /* a directory */
-    expect_status(&r, 2);
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_run_free(&r);
     RUN(&r, "users", s.dir);
-    expect_status(&r, 2);
-    expect_contains(r.err, "--master-key-file FILE is required");
-    expect_contains(r.err, "usage: htkvctl");
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_expect_contains(r.err, "--master-key-file FILE is required");
+    tu_expect_contains(r.err, "usage: htkvctl");
+    tu_run_free(&r);
     RUN(&r, "keys-of", "alice", s.dir);
-    expect_status(&r, 2);
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_run_free(&r);
 
     /* Readable by others: used, with a warning. */
     RUN(&r, "users", "--master-key-file", s.key_open, s.dir);
-    expect_status(&r, 0);
-    expect_contains(r.err, "warning: the master key file");
-    expect_contains(r.err, "readable by group or others");
-    expect_contains(r.out, s.alice.id);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.err, "warning: the master key file");
+    tu_expect_contains(r.err, "readable by group or others");
+    tu_expect_contains(r.out, s.alice.id);
+    tu_run_free(&r);
 
     /* Unknown users. */
     RUN(&r, "keys-of", "dave", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 1);
-    expect_contains(r.err, "no user named 'dave'");
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.err, "no user named 'dave'");
     assert_string_equal(r.out, "");
-    run_free(&r);
+    tu_run_free(&r);
     char id[HTKV_AUTH_ID_SIZE];
     memcpy(id, s.alice.id, sizeof(id));
     id[0] = id[0] == '0' ? '1' : '0';
     RUN(&r, "--json", "keys-of", id, "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 1);
+    tu_expect_status(&r, 1);
     expect_json_object(r.out);
     expect_json_member(r.out, "exit_status", "1");
-    expect_contains(r.out, "or with that id");
-    run_free(&r);
+    tu_expect_contains(r.out, "or with that id");
+    tu_run_free(&r);
 
     /* A user named like another user's id. */
     htkv_config cfg;
@@ -1517,15 +1419,15 @@ test_htkvctl_auth_bad_keys_and_users(void **state)
     htkv_auth_close(auth);
     assert_int_equal(htkv_close(db), 0);
     RUN(&r, "keys-of", s.bob.id, "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 2);
-    expect_contains(r.err, "ambiguous");
-    expect_contains(r.err, twin.id); /* how to name each one */
-    expect_contains(r.err, "'Bob'");
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_expect_contains(r.err, "ambiguous");
+    tu_expect_contains(r.err, twin.id); /* how to name each one */
+    tu_expect_contains(r.err, "'Bob'");
+    tu_run_free(&r);
     RUN(&r, "keys-of", twin.id, "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "");
-    run_free(&r);
+    tu_run_free(&r);
     auth_store_free(&s);
 }
 
@@ -1541,26 +1443,26 @@ test_htkvctl_auth_commands_write_nothing(void **state)
     char *plain = make_store("ctl-noauth");
     size_t len0, len1;
     char *before = store_bytes(plain, &len0);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "users", "--master-key-file", s.key_hex, plain);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "");
-    expect_contains(r.err, "no auth data");
-    run_free(&r);
+    tu_expect_contains(r.err, "no auth data");
+    tu_run_free(&r);
     RUN(&r, "--json", "users", "--master-key-file", s.key_hex, plain);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     expect_json_member(r.out, "users", "[]");
     expect_json_member(r.out, "auth_data", "false");
     expect_json_member(r.out, "count", "0");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--read-only", "users", "--master-key-file", s.key_wrong, plain);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     RUN(&r, "keys-of", "alice", "--master-key-file", s.key_hex, plain);
-    expect_status(&r, 1);
-    expect_contains(r.err, "no auth data");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.err, "no auth data");
+    tu_run_free(&r);
     char *after = store_bytes(plain, &len1);
     assert_int_equal(len0, len1);
     assert_memory_equal(before, after, len0);
@@ -1575,14 +1477,14 @@ test_htkvctl_auth_commands_write_nothing(void **state)
 
     before = store_bytes(s.dir, &len0);
     RUN(&r, "users", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     RUN(&r, "keys-of", "alice", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     RUN(&r, "users", "--master-key-file", s.key_wrong, s.dir);
-    expect_status(&r, 4);
-    run_free(&r);
+    tu_expect_status(&r, 4);
+    tu_run_free(&r);
     after = store_bytes(s.dir, &len1);
     assert_int_equal(len0, len1);
     assert_memory_equal(before, after, len0);
@@ -1604,27 +1506,27 @@ test_htkvctl_auth_locked_store_refused_unless_read_only(void **state)
     htkv_config cfg;
     tu_config(&cfg, s.dir, HTKV_SYNC_NEVER);
     htkv_db *db = tu_open(&cfg);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "users", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 3);
-    expect_contains(r.err, "open in another process");
-    expect_contains(r.err, "--read-only");
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.err, "open in another process");
+    tu_expect_contains(r.err, "--read-only");
+    tu_run_free(&r);
     RUN(&r, "keys-of", "alice", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 3);
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_run_free(&r);
     RUN(&r, "--read-only", "users", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, s.alice.id);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, s.alice.id);
+    tu_run_free(&r);
     RUN(&r, "keys-of", "--read-only", "alice", "--master-key-file", s.key_hex, s.dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, s.laptop.id);
-    expect_contains(r.out, s.ci.id);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, s.laptop.id);
+    tu_expect_contains(r.out, s.ci.id);
+    tu_run_free(&r);
     RUN(&r, "--read-only", "users", "--master-key-file", s.key_wrong, s.dir);
-    expect_status(&r, 4);
-    run_free(&r);
+    tu_expect_status(&r, 4);
+    tu_run_free(&r);
     assert_int_equal(htkv_put(db, "after", 5, "ok", 2), 0); /* the writer is undisturbed */
     assert_int_equal(htkv_close(db), 0);
     auth_store_free(&s);
@@ -1698,9 +1600,9 @@ test_htkvctl_compact_shrinks_a_store_with_overwrites(void **state)
     char paths[256][4096];
     size_t segs0 = tu_segments(dir, paths, 256);
     assert_true(segs0 > 8);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "--json", "compact", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     assert_string_equal(r.err, ""); /* no progress bar: stderr is not a terminal */
     const char *members[] = { "segments_compacted", "tombstones_dropped", "read_bytes",
@@ -1725,11 +1627,11 @@ test_htkvctl_compact_shrinks_a_store_with_overwrites(void **state)
     assert_true(json_u64_at(r.out, NULL, "segments_compacted") > 0);
     assert_true(json_u64_at(r.out, NULL, "read_bytes") > 0);
     assert_int_equal(json_u64_at(r.out, "after", "live_keys"), OVER_KEYS - OVER_DELETED);
-    run_free(&r);
+    tu_run_free(&r);
     assert_true(tu_segments(dir, paths, 256) < segs0);
 
     RUN(&r, "compact", dir); /* nothing left to compact */
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     const char *labels[] = { "before",
                              "segments ",
                              "data bytes",
@@ -1743,26 +1645,26 @@ test_htkvctl_compact_shrinks_a_store_with_overwrites(void **state)
                              "elapsed:",
                              "read rate:" };
     for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
-        expect_contains(r.out, labels[i]);
+        tu_expect_contains(r.out, labels[i]);
     }
-    run_free(&r);
+    tu_run_free(&r);
 
     char key[32], want[64];
     for (int i = OVER_DELETED; i < OVER_KEYS; i += 97) {
         snprintf(key, sizeof(key), "over%04d", i);
         RUN(&r, "get", key, dir);
-        expect_status(&r, 0);
+        tu_expect_status(&r, 0);
         snprintf(want, sizeof(want), "round%d-%d.", OVER_ROUNDS - 1, i);
         assert_int_equal(strncmp(r.out, want, strlen(want)), 0);
         assert_int_equal(strlen(r.out), 201); /* 200 bytes + newline */
-        run_free(&r);
+        tu_run_free(&r);
     }
     RUN(&r, "get", "over0000", dir); /* deleted before the pass: still deleted */
-    expect_status(&r, 1);
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_run_free(&r);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -1778,52 +1680,52 @@ test_htkvctl_compact_and_import_refuse_locked_store(void **state)
     char *dir = make_store("ctl-wlock");
     char snap[4200];
     snprintf(snap, sizeof(snap), "%s.snap", dir);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "snapshot", "export", snap, dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     htkv_config cfg;
     tu_config(&cfg, dir, HTKV_SYNC_NEVER);
     htkv_db *db = tu_open(&cfg);
     RUN(&r, "compact", dir);
-    expect_status(&r, 3);
-    expect_contains(r.err, "open in another process");
-    expect_contains(r.err, "stop that process first");
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.err, "open in another process");
+    tu_expect_contains(r.err, "stop that process first");
+    tu_run_free(&r);
     RUN(&r, "--json", "compact", dir);
-    expect_status(&r, 3);
+    tu_expect_status(&r, 3);
     expect_json_object(r.out);
     expect_json_member(r.out, "exit_status", "3");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "snapshot", "import", "--force", snap, dir);
-    expect_status(&r, 3);
-    expect_contains(r.err, "open in another process");
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.err, "open in another process");
+    tu_run_free(&r);
     RUN(&r, "--read-only", "compact", dir);
-    expect_status(&r, 2);
-    expect_contains(r.err, "--read-only is not allowed: 'compact' changes the store");
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_expect_contains(r.err, "--read-only is not allowed: 'compact' changes the store");
+    tu_run_free(&r);
     RUN(&r, "snapshot", "--read-only", "import", "--force", snap, dir);
-    expect_status(&r, 2);
-    expect_contains(r.err, "--read-only is not allowed: 'snapshot import' changes the store");
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_expect_contains(r.err, "--read-only is not allowed: 'snapshot import' changes the store");
+    tu_run_free(&r);
     RUN(&r, "--read-only", "snapshot", "export", snap, dir); /* export only reads */
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     assert_int_equal(htkv_put(db, "after", 5, "ok", 2), 0); /* the writer is undisturbed */
     assert_int_equal(htkv_close(db), 0);
 
     cfg.read_only = 1; /* a reader holds the lock shared: still no exclusive lock for us */
     db = tu_open(&cfg);
     RUN(&r, "compact", dir);
-    expect_status(&r, 3);
-    expect_contains(r.err, "open in another process");
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.err, "open in another process");
+    tu_run_free(&r);
     assert_int_equal(htkv_close(db), 0);
     RUN(&r, "get", "after", dir);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     assert_string_equal(r.out, "ok\n");
-    run_free(&r);
+    tu_run_free(&r);
     unlink(snap);
     tu_rmrf(dir);
     free(dir);
@@ -1844,31 +1746,31 @@ test_htkvctl_snapshot_export_import_round_trip(void **state)
     assert_int_equal(htkv_close(tu_open(&cfg)), 0); /* an empty store */
     char snap[4200], line[256];
     snprintf(snap, sizeof(snap), "%s.snap", src);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "snapshot", "export", snap, src);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     snprintf(line, sizeof(line), "exported %d keys (version ", STORE_LIVE);
-    expect_contains(r.out, line);
-    run_free(&r);
+    tu_expect_contains(r.out, line);
+    tu_run_free(&r);
     RUN(&r, "--read-only", "--json", "snapshot", "export", snap, src);
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     assert_int_equal(json_u64_at(r.out, NULL, "keys"), STORE_LIVE);
     assert_int_equal(json_u64_at(r.out, NULL, "bytes"), (uint64_t)tu_file_size(snap));
     uint64_t version = json_u64_at(r.out, NULL, "version");
     assert_true(version > 0);
-    run_free(&r);
+    tu_run_free(&r);
 
     RUN(&r, "--json", "snapshot", "import", snap, dst); /* empty: no --force needed */
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     expect_json_object(r.out);
     assert_int_equal(json_u64_at(r.out, NULL, "keys"), STORE_LIVE);
     assert_int_equal(json_u64_at(r.out, NULL, "version"), version);
     expect_json_member(r.out, "replaced_keys", "0");
-    run_free(&r);
+    tu_run_free(&r);
     const char *lists[][2] = { { "keys", NULL }, { "dump", NULL }, { "--hex", "dump" } };
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-        struct run a, b;
+        struct tu_run a, b;
         if (lists[i][1] == NULL) {
             RUN(&a, lists[i][0], src);
             RUN(&b, lists[i][0], dst);
@@ -1876,30 +1778,30 @@ test_htkvctl_snapshot_export_import_round_trip(void **state)
             RUN(&a, lists[i][0], lists[i][1], src);
             RUN(&b, lists[i][0], lists[i][1], dst);
         }
-        expect_status(&a, 0);
-        expect_status(&b, 0);
+        tu_expect_status(&a, 0);
+        tu_expect_status(&b, 0);
         assert_string_equal(a.out, b.out);
-        run_free(&a);
-        run_free(&b);
+        tu_run_free(&a);
+        tu_run_free(&b);
     }
-    struct run a, b; /* versions survive */
+    struct tu_run a, b; /* versions survive */
     RUN(&a, "--json", "get", "key050", src);
     RUN(&b, "--json", "get", "key050", dst);
     assert_int_equal(json_u64_at(a.out, NULL, "version"), json_u64_at(b.out, NULL, "version"));
-    run_free(&a);
-    run_free(&b);
+    tu_run_free(&a);
+    tu_run_free(&b);
 
     RUN(&r, "snapshot", "import", "--force", snap, dst); /* again, over the same keys */
-    expect_status(&r, 0);
+    tu_expect_status(&r, 0);
     snprintf(line, sizeof(line), "imported %d keys (snapshot version %llu", STORE_LIVE,
              (unsigned long long)version);
-    expect_contains(r.out, line);
+    tu_expect_contains(r.out, line);
     snprintf(line, sizeof(line), "replacing its %d keys", STORE_LIVE);
-    expect_contains(r.out, line);
-    run_free(&r);
+    tu_expect_contains(r.out, line);
+    tu_run_free(&r);
     RUN(&r, "verify", dst);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     unlink(snap);
     tu_rmrf(src);
     tu_rmrf(dst);
@@ -1920,10 +1822,10 @@ test_htkvctl_snapshot_import_refusals_and_damage(void **state)
     snprintf(snap, sizeof(snap), "%s.snap", src);
     snprintf(bad, sizeof(bad), "%s.bad.snap", src);
     snprintf(cut, sizeof(cut), "%s.cut.snap", src);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "snapshot", "export", snap, src);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     long long size = tu_file_size(snap);
     assert_true(size > 4096);
     char *bytes = malloc((size_t)size);
@@ -1941,47 +1843,47 @@ test_htkvctl_snapshot_import_refusals_and_damage(void **state)
     assert_int_equal(fclose(f), 0);
     free(bytes);
 
-    struct run dump0;
+    struct tu_run dump0;
     RUN(&dump0, "dump", dst);
-    expect_status(&dump0, 0);
+    tu_expect_status(&dump0, 0);
     size_t len0, len1;
     char *before = store_bytes(dst, &len0);
 
     RUN(&r, "snapshot", "import", snap, dst);
-    expect_status(&r, 2);
-    expect_contains(r.err, "store is not empty; --force replaces its whole contents");
+    tu_expect_status(&r, 2);
+    tu_expect_contains(r.err, "store is not empty; --force replaces its whole contents");
     assert_string_equal(r.out, "");
-    run_free(&r);
+    tu_run_free(&r);
     RUN(&r, "--json", "snapshot", "import", snap, dst);
-    expect_status(&r, 2);
+    tu_expect_status(&r, 2);
     expect_json_object(r.out);
     expect_json_member(r.out, "exit_status", "2");
-    run_free(&r);
+    tu_run_free(&r);
 
     RUN(&r, "snapshot", "import", "--force", bad, dst);
-    expect_status(&r, 1);
-    expect_contains(r.err, "cannot import");
-    expect_contains(r.err, "entry checksum mismatch at offset 64");
-    expect_contains(r.err, "the store is unchanged");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.err, "cannot import");
+    tu_expect_contains(r.err, "entry checksum mismatch at offset 64");
+    tu_expect_contains(r.err, "the store is unchanged");
+    tu_run_free(&r);
     RUN(&r, "--json", "snapshot", "import", "--force", cut, dst);
-    expect_status(&r, 1);
+    tu_expect_status(&r, 1);
     expect_json_object(r.out);
     expect_json_member(r.out, "exit_status", "1");
-    expect_contains(r.out, "the store is unchanged");
-    run_free(&r);
+    tu_expect_contains(r.out, "the store is unchanged");
+    tu_run_free(&r);
     char missing[4300];
     snprintf(missing, sizeof(missing), "%s.none", snap);
     RUN(&r, "snapshot", "import", "--force", missing, dst);
-    expect_status(&r, 1);
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_run_free(&r);
 
-    struct run dump1;
+    struct tu_run dump1;
     RUN(&dump1, "dump", dst);
-    expect_status(&dump1, 0);
+    tu_expect_status(&dump1, 0);
     assert_string_equal(dump0.out, dump1.out);
-    run_free(&dump0);
-    run_free(&dump1);
+    tu_run_free(&dump0);
+    tu_run_free(&dump1);
     char *after = store_bytes(dst, &len1);
     assert_int_equal(len0, len1);
     assert_memory_equal(before, after, len0);
@@ -2006,37 +1908,39 @@ test_htkvctl_verify_finds_damaged_snapshot_file(void **state)
     char *dir = make_store("ctl-vsnap");
     char snap[4200];
     snprintf(snap, sizeof(snap), "%s/snapshot-000001.snap", dir);
-    struct run r;
+    struct tu_run r;
     RUN(&r, "snapshot", "export", snap, dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, ", 1 snapshot files, ");
-    expect_contains(r.out, ": clean (0 problems, 0 notes)");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, ", 1 snapshot files, ");
+    tu_expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    tu_run_free(&r);
 
     assert_int_equal(tu_flip_bit(snap, 64 + 16 + 2, 5), 0); /* the first entry's key */
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, "snapshot-000001.snap:64: problem: snapshot: entry checksum mismatch");
-    expect_contains(r.out, "PROBLEMS FOUND (1 problems");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out,
+                       "snapshot-000001.snap:64: problem: snapshot: entry checksum mismatch");
+    tu_expect_contains(r.out, "PROBLEMS FOUND (1 problems");
+    tu_run_free(&r);
     RUN(&r, "--json", "verify", dir);
-    expect_status(&r, 1);
+    tu_expect_status(&r, 1);
     expect_json_object(r.out);
     expect_json_member(r.out, "clean", "false");
     expect_json_member(r.out, "snapshot_files", "1");
-    expect_contains(r.out, "\"file\": \"snapshot-000001.snap\",\n");
+    tu_expect_contains(r.out, "\"file\": \"snapshot-000001.snap\",\n");
     expect_json_member(r.out, "offset", "64");
-    run_free(&r);
+    tu_run_free(&r);
 
     assert_int_equal(tu_flip_bit(snap, 64 + 16 + 2, 5), 0);
     assert_int_equal(tu_flip_bit(snap, 24, 0), 0); /* the header's entry count */
     RUN(&r, "verify", dir);
-    expect_status(&r, 1);
-    expect_contains(r.out, "snapshot-000001.snap:0: problem: snapshot: header checksum mismatch");
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.out,
+                       "snapshot-000001.snap:0: problem: snapshot: header checksum mismatch");
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -2087,22 +1991,22 @@ test_htkvctl_verify_finds_damaged_engine_hint(void **state)
         free(dir);
         skip();
     }
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, ": clean (0 problems, 0 notes)");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    tu_run_free(&r);
     assert_int_equal(tu_flip_bit(hints[0], 40, 1), 0); /* the header's record count */
     char where[4300];
     snprintf(where, sizeof(where), "%s:0: note: hint: header checksum mismatch",
              hints[0] + strlen(dir) + 1);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, where);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, where);
+    tu_run_free(&r);
     RUN(&r, "verify", "--strict", dir);
-    expect_status(&r, 1);
-    run_free(&r);
+    tu_expect_status(&r, 1);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -2162,12 +2066,12 @@ test_htkvctl_verify_checks_hint_files(void **state)
     snprintf(hint, sizeof(hint), "%.*s.hint", (int)(strlen(segs[0]) - 4), segs[0]);
     write_hint(segs[0], 1, 3, hint);
     const char *rel = hint + strlen(dir) + 1;
-    struct run r;
+    struct tu_run r;
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, ", 1 hint files; ");
-    expect_contains(r.out, ": clean (0 problems, 0 notes)");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, ", 1 hint files; ");
+    tu_expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    tu_run_free(&r);
 
     char where[4400];
     assert_int_equal(tu_flip_bit(hint, 64 + 32 + 8, 0), 0); /* the second entry's version */
@@ -2176,51 +2080,51 @@ test_htkvctl_verify_checks_hint_files(void **state)
              "the segment",
              rel);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, where);
-    expect_contains(r.out, ": clean (0 problems, 1 notes)");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, where);
+    tu_expect_contains(r.out, ": clean (0 problems, 1 notes)");
+    tu_run_free(&r);
     RUN(&r, "--json", "verify", "--strict", dir);
-    expect_status(&r, 1);
+    tu_expect_status(&r, 1);
     expect_json_object(r.out);
     expect_json_member(r.out, "hint_files", "1");
     expect_json_member(r.out, "offset", "160");
-    run_free(&r);
+    tu_run_free(&r);
 
     write_hint(segs[0], 2, 3, hint); /* names shard 2 */
     snprintf(where, sizeof(where), "%s:12: note: hint: names another shard or segment", rel);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, where);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, where);
+    tu_run_free(&r);
     write_hint(segs[0], 1, 3, hint);
     assert_int_equal(tu_flip_bit(hint, 50, 3), 0); /* max_version, under the header CRC */
     snprintf(where, sizeof(where), "%s:0: note: hint: header checksum mismatch", rel);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, where);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, where);
+    tu_run_free(&r);
     assert_int_equal(tu_truncate(hint, 40), 0);
     snprintf(where, sizeof(where), "%s:0: note: hint: size out of range", rel);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, where);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, where);
+    tu_run_free(&r);
     unlink(hint);
 
     snprintf(hint, sizeof(hint), "%s/shard-001/999999999999.hint", dir);
     write_hint(segs[0], 1, 3, hint);
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, "shard-001/999999999999.hint:0: note: hint: its segment does not "
-                           "exist");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "shard-001/999999999999.hint:0: note: hint: its segment does not "
+                              "exist");
+    tu_run_free(&r);
     unlink(hint);
     RUN(&r, "verify", dir); /* no hint at all: hints are optional */
-    expect_status(&r, 0);
-    expect_contains(r.out, ", 0 hint files; ");
-    expect_contains(r.out, ": clean (0 problems, 0 notes)");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, ", 0 hint files; ");
+    tu_expect_contains(r.out, ": clean (0 problems, 0 notes)");
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -2244,16 +2148,8 @@ test_htkvctl_compact_progress_bar_on_a_terminal(void **state)
     }
     int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
     assert_true(slave >= 0);
-    int out = tmpfile_fd();
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(out, STDOUT_FILENO);
-        dup2(slave, STDERR_FILENO);
-        execl(HTKVCTL_PATH, HTKVCTL_PATH, "compact", dir, (char *)NULL);
-        _exit(127);
-    }
+    int out = tu_tmpfile_fd();
+    pid_t pid = tu_tool_spawn(HTKVCTL_PATH, TU_ARGS("compact", dir), out, slave);
     close(slave);
     /* Drain the terminal while the child runs, so that it never blocks on a full buffer. */
     char term[65536];
@@ -2266,19 +2162,16 @@ test_htkvctl_compact_progress_bar_on_a_terminal(void **state)
         got += (size_t)k;
     }
     term[got] = '\0';
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
+    int st = tu_wait_deadline(pid, 0);
     close(master);
-    struct run r = { .status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
-                     .out = slurp_fd(out),
-                     .err = strdup(term) };
+    struct tu_run r = { .status = st, .out = tu_slurp_fd(out), .err = strdup(term) };
     close(out);
-    expect_status(&r, 0);
-    expect_contains(r.err, "\rcompact [");
-    expect_contains(r.err, "\r\033[K");
-    expect_contains(r.out, "segments compacted:");
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.err, "\rcompact [");
+    tu_expect_contains(r.err, "\r\033[K");
+    tu_expect_contains(r.out, "segments compacted:");
     assert_null(strstr(r.out, "compact ["));
-    run_free(&r);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }

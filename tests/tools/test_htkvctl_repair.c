@@ -12,11 +12,10 @@
  * identity) is refused unchanged.
  */
 #include "tests/support/testutil.h"
+#include "tests/support/tool.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "engine/crc32c.h"
@@ -150,204 +149,11 @@ check_model(const char *dir, int skip)
     assert_int_equal(wrong, 0);
 }
 
-/* ---- running the binary --------------------------------------------------------------------- */
+/* ---- running the binary (tests/support/tool.h) ---------------------------------------------- */
 
-struct run {
-    int status; /* exit status, or 128 + signal */
-    char *out;
-    char *err;
-};
+#define RUN(r, ...) tu_tool_run((r), HTKVCTL_PATH, TU_ARGS(__VA_ARGS__), 0)
 
-static char *
-slurp_fd(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    assert_true(n >= 0);
-    char *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(pread(fd, b, (size_t)n, 0), n);
-    b[n] = '\0';
-    return b;
-}
-
-static int
-tmpfile_fd(void)
-{
-    FILE *f = tmpfile();
-    assert_non_null(f);
-    int fd = dup(fileno(f));
-    fclose(f);
-    return fd;
-}
-
-static void
-run_argv(struct run *r, const char *const *args)
-{
-    const char *argv[16] = { HTKVCTL_PATH };
-    size_t n = 1;
-    for (; args[n - 1] != NULL; n++) {
-        assert_true(n < 15);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    int out_fd = tmpfile_fd(), err_fd = tmpfile_fd();
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(out_fd, STDOUT_FILENO);
-        dup2(err_fd, STDERR_FILENO);
-        execv(HTKVCTL_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r->out = slurp_fd(out_fd);
-    r->err = slurp_fd(err_fd);
-    close(out_fd);
-    close(err_fd);
-}
-
-#define RUN(r, ...) run_argv((r), (const char *const[]){ __VA_ARGS__, NULL })
-
-static void
-run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-static void
-expect_status(const struct run *r, int status)
-{
-    if (r->status != status) {
-        fprintf(stderr, "htkvctl exited %d, expected %d\n--- stdout\n%s--- stderr\n%s---\n",
-                r->status, status, r->out, r->err);
-    }
-    assert_int_equal(r->status, status);
-}
-
-static void
-expect_contains(const char *hay, const char *needle)
-{
-    if (strstr(hay, needle) == NULL) {
-        fprintf(stderr, "missing \"%s\" in:\n%s\n", needle, hay);
-    }
-    assert_non_null(strstr(hay, needle));
-}
-
-/* ---- file trees ----------------------------------------------------------------------------- */
-
-struct tent {
-    char rel[512];
-    bool is_dir;
-    long long size;
-    uint32_t crc;
-};
-
-struct tree {
-    struct tent *e;
-    size_t n, cap;
-};
-
-static void
-tree_walk(struct tree *t, const char *root, const char *rel)
-{
-    char path[4700];
-    snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
-            continue;
-        }
-        if (t->n == t->cap) {
-            t->cap = t->cap ? 2 * t->cap : 64;
-            t->e = realloc(t->e, t->cap * sizeof(*t->e));
-            assert_non_null(t->e);
-        }
-        struct tent *e = &t->e[t->n++];
-        memset(e, 0, sizeof(*e));
-        snprintf(e->rel, sizeof(e->rel), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
-        char full[5300];
-        snprintf(full, sizeof(full), "%s/%s", root, e->rel);
-        struct stat st;
-        assert_int_equal(lstat(full, &st), 0);
-        if (S_ISDIR(st.st_mode)) {
-            e->is_dir = true;
-            char sub[512];
-            snprintf(sub, sizeof(sub), "%s", e->rel);
-            tree_walk(t, root, sub);
-            continue;
-        }
-        e->size = st.st_size;
-        unsigned char *buf = malloc((size_t)st.st_size + 1);
-        assert_non_null(buf);
-        assert_int_equal(tu_read_at(full, 0, buf, (size_t)st.st_size), 0);
-        e->crc = htkv_crc32c(0, buf, (size_t)st.st_size);
-        free(buf);
-    }
-    closedir(d);
-}
-
-static int
-cmp_tent(const void *a, const void *b)
-{
-    return strcmp(((const struct tent *)a)->rel, ((const struct tent *)b)->rel);
-}
-
-static struct tree
-tree_take(const char *root)
-{
-    struct tree t = { 0 };
-    tree_walk(&t, root, "");
-    if (t.n > 1) {
-        qsort(t.e, t.n, sizeof(*t.e), cmp_tent);
-    }
-    return t;
-}
-
-static void
-tree_expect_same(const struct tree *a, const struct tree *b)
-{
-    size_t n = a->n < b->n ? a->n : b->n;
-    for (size_t i = 0; i < n; i++) {
-        const struct tent *x = &a->e[i], *y = &b->e[i];
-        if (strcmp(x->rel, y->rel) != 0 || x->is_dir != y->is_dir || x->size != y->size ||
-            x->crc != y->crc) {
-            fprintf(stderr, "tree changed: %s (%lld bytes) / %s (%lld bytes)\n", x->rel, x->size,
-                    y->rel, y->size);
-        }
-        assert_string_equal(x->rel, y->rel);
-        assert_int_equal(x->size, y->size);
-        assert_int_equal(x->crc, y->crc);
-    }
-    if (a->n != b->n) {
-        fprintf(stderr, "tree changed: %zu entries before, %zu after (first extra: %s)\n", a->n,
-                b->n, a->n > b->n ? a->e[n].rel : b->e[n].rel);
-    }
-    assert_int_equal(a->n, b->n);
-}
-
-static void
-tree_free(struct tree *t)
-{
-    free(t->e);
-    memset(t, 0, sizeof(*t));
-}
-
-static bool
-exists(const char *dir, const char *rel)
-{
-    char p[4700];
-    snprintf(p, sizeof(p), "%s/%s", dir, rel);
-    struct stat st;
-    return stat(p, &st) == 0;
-}
+/* ---- files ---------------------------------------------------------------------------------- */
 
 /* Names of the top-level entries of @p dir that start with @p prefix; returns the count. */
 static size_t
@@ -535,52 +341,52 @@ repair_case(const char *what, void (*damage)(const char *, struct dmg *))
     assert_null(db);
 
     /* A dry run reports the plan and changes nothing. */
-    struct tree before = tree_take(dir);
-    struct run r;
+    struct tu_tree before = tu_tree_take_all(dir);
+    struct tu_run r;
     RUN(&r, "repair", "--dry-run", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, "dry run: nothing was changed");
-    expect_contains(r.out, "new manifest: MANIFEST-");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "dry run: nothing was changed");
+    tu_expect_contains(r.out, "new manifest: MANIFEST-");
+    tu_run_free(&r);
     RUN(&r, "--json", "repair", "--dry-run", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, "\"dry_run\": true");
-    expect_contains(r.out, "\"new_manifest\": {");
-    run_free(&r);
-    struct tree after = tree_take(dir);
-    tree_expect_same(&before, &after);
-    tree_free(&after);
-    tree_free(&before);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "\"dry_run\": true");
+    tu_expect_contains(r.out, "\"new_manifest\": {");
+    tu_run_free(&r);
+    char ctx[300];
+    snprintf(ctx, sizeof(ctx), "%s: tree changed by `repair --dry-run`", what);
+    tu_tree_expect_unchanged(&before, dir, ctx);
+    tu_tree_free(&before);
 
     /* The repair. */
     RUN(&r, "repair", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, "repaired");
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "repaired");
     if (d.rewritten != NULL) {
-        expect_contains(r.out, d.rewritten);
+        tu_expect_contains(r.out, d.rewritten);
     }
-    run_free(&r);
+    tu_run_free(&r);
     for (size_t i = 0; i < d.nlost; i++) {
-        if (!exists(dir, d.lost[i])) {
+        if (!tu_exists(dir, d.lost[i])) {
             fprintf(stderr, "%s: %s missing after the repair\n", what, d.lost[i]);
         }
-        assert_true(exists(dir, d.lost[i]));
+        assert_true(tu_exists(dir, d.lost[i]));
     }
     char names[8][64];
     assert_int_equal(top_names(dir, "MANIFEST-", names, 8), 1);
-    assert_true(exists(dir, "CURRENT"));
+    assert_true(tu_exists(dir, "CURRENT"));
 
     check_model(dir, d.skip_key);
 
     RUN(&r, "verify", dir);
-    expect_status(&r, 0);
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_run_free(&r);
 
     /* A second repair of the repaired store changes what it serves in no way. */
     RUN(&r, "--json", "repair", dir);
-    expect_status(&r, 0);
-    expect_contains(r.out, "\"segments_rewritten\": 0");
-    run_free(&r);
+    tu_expect_status(&r, 0);
+    tu_expect_contains(r.out, "\"segments_rewritten\": 0");
+    tu_run_free(&r);
     check_model(dir, d.skip_key);
     tu_rmrf(dir);
     free(dir);
@@ -655,19 +461,17 @@ test_repair_refuses_locked_store(void **state)
     htkv_config cfg = base_cfg;
     cfg.data_dir = dir;
     htkv_db *db = tu_open(&cfg);
-    struct tree before = tree_take(dir);
-    struct run r;
+    struct tu_tree before = tu_tree_take_all(dir);
+    struct tu_run r;
     RUN(&r, "repair", dir);
-    expect_status(&r, 3);
-    expect_contains(r.err, "open in another process");
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.err, "open in another process");
+    tu_run_free(&r);
     RUN(&r, "repair", "--dry-run", dir);
-    expect_status(&r, 3);
-    run_free(&r);
-    struct tree after = tree_take(dir);
-    tree_expect_same(&before, &after);
-    tree_free(&after);
-    tree_free(&before);
+    tu_expect_status(&r, 3);
+    tu_run_free(&r);
+    tu_tree_expect_unchanged(&before, dir, "tree changed by a refused repair of a locked store");
+    tu_tree_free(&before);
     assert_int_equal(htkv_close(db), 0);
     tu_rmrf(dir);
     free(dir);
@@ -679,25 +483,25 @@ test_repair_no_store(void **state)
 {
     (void)state;
     char *dir = tu_tmpdir("repair-empty");
-    struct run r;
+    struct tu_run r;
     RUN(&r, "repair", dir);
-    expect_status(&r, 3);
-    expect_contains(r.err, "no htkv store here");
-    run_free(&r);
-    struct tree t = tree_take(dir);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.err, "no htkv store here");
+    tu_run_free(&r);
+    struct tu_tree t = tu_tree_take_all(dir);
     assert_int_equal(t.n, 0);
-    tree_free(&t);
+    tu_tree_free(&t);
     char missing[4200];
     snprintf(missing, sizeof(missing), "%s/nothing", dir);
     RUN(&r, "--json", "repair", missing);
-    expect_status(&r, 3);
-    expect_contains(r.out, "\"exit_status\": 3");
-    run_free(&r);
+    tu_expect_status(&r, 3);
+    tu_expect_contains(r.out, "\"exit_status\": 3");
+    tu_run_free(&r);
     struct stat st;
     assert_int_equal(stat(missing, &st), -1);
     RUN(&r, "--read-only", "repair", dir);
-    expect_status(&r, 2);
-    run_free(&r);
+    tu_expect_status(&r, 2);
+    tu_run_free(&r);
     tu_rmrf(dir);
     free(dir);
 }
@@ -723,16 +527,14 @@ test_repair_cannot_tell_seed(void **state)
             assert_int_equal(tu_write_at(segs[i], 0, h, sizeof(h)), 0);
         }
     }
-    struct tree before = tree_take(dir);
-    struct run r;
+    struct tu_tree before = tu_tree_take_all(dir);
+    struct tu_run r;
     RUN(&r, "repair", dir);
-    expect_status(&r, 1);
-    expect_contains(r.err, "cannot tell the store's hash seed");
-    run_free(&r);
-    struct tree after = tree_take(dir);
-    tree_expect_same(&before, &after);
-    tree_free(&after);
-    tree_free(&before);
+    tu_expect_status(&r, 1);
+    tu_expect_contains(r.err, "cannot tell the store's hash seed");
+    tu_run_free(&r);
+    tu_tree_expect_unchanged(&before, dir, "tree changed by a repair that cannot tell the seed");
+    tu_tree_free(&before);
     tu_rmrf(dir);
     free(dir);
 }
