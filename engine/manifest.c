@@ -112,10 +112,10 @@ man_shards_alloc(struct manifest *m, uint32_t shard_count)
     return 0;
 }
 
+/* Room for one more id in @p s. 0 or -ENOMEM. */
 static int
-man_apply_add(struct manifest *m, uint32_t shard, uint64_t id)
+man_list_reserve(struct man_shard *s)
 {
-    struct man_shard *s = &m->shards[shard];
     if (s->count == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
         uint64_t *n = htkv_mem_realloc(s->seg_ids, cap * sizeof(*n));
@@ -124,6 +124,17 @@ man_apply_add(struct manifest *m, uint32_t shard, uint64_t id)
         }
         s->seg_ids = n;
         s->cap = cap;
+    }
+    return 0;
+}
+
+static int
+man_apply_add(struct manifest *m, uint32_t shard, uint64_t id)
+{
+    struct man_shard *s = &m->shards[shard];
+    int rc = man_list_reserve(s);
+    if (rc != 0) {
+        return rc;
     }
     size_t i = s->count;
     while (i > 0 && s->seg_ids[i - 1] > id) {
@@ -165,13 +176,10 @@ htkv_manifest_seg_gone(const struct manifest *m, uint64_t id)
     return i < m->ngone && m->gone[i].id == id;
 }
 
+/* Room for one more gone id. 0 or -ENOMEM. */
 static int
-man_gone_add(struct manifest *m, uint32_t shard, uint64_t id)
+man_gone_reserve(struct manifest *m)
 {
-    size_t i = man_gone_lower(m, id);
-    if (i < m->ngone && m->gone[i].id == id) {
-        return 0;
-    }
     if (m->ngone == m->gone_cap) {
         size_t cap = m->gone_cap ? m->gone_cap * 2 : 16;
         struct man_gone *n = htkv_mem_realloc(m->gone, cap * sizeof(*n));
@@ -180,6 +188,20 @@ man_gone_add(struct manifest *m, uint32_t shard, uint64_t id)
         }
         m->gone = n;
         m->gone_cap = cap;
+    }
+    return 0;
+}
+
+static int
+man_gone_add(struct manifest *m, uint32_t shard, uint64_t id)
+{
+    size_t i = man_gone_lower(m, id);
+    if (i < m->ngone && m->gone[i].id == id) {
+        return 0;
+    }
+    int rc = man_gone_reserve(m);
+    if (rc != 0) {
+        return rc;
     }
     memmove(&m->gone[i + 1], &m->gone[i], (m->ngone - i) * sizeof(*m->gone));
     m->gone[i] = (struct man_gone){ .id = id, .shard = shard };
@@ -878,7 +900,14 @@ man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
         pthread_mutex_unlock(&m->lock);
         return 0;
     }
-    int rc = man_write_edits(m, e, n);
+    /* Room first: once the edit is durable, applying it in memory must not fail, or the caller
+     * would undo (remove a new segment, keep a dropped one) what the manifest records. */
+    int rc = type == MAN_SEG_ADD    ? man_list_reserve(&m->shards[shard])
+             : type == MAN_SEG_DROP ? man_gone_reserve(m)
+                                    : 0;
+    if (rc == 0) {
+        rc = man_write_edits(m, e, n);
+    }
     if (rc == 0) {
         if (type == MAN_BATCH_FLOOR) {
             m->batch_floor = seg_id;
@@ -886,7 +915,8 @@ man_append(struct manifest *m, uint32_t type, uint32_t shard, uint64_t seg_id)
             rc = type == MAN_SEG_ADD ? man_apply_add(m, shard, seg_id)
                                      : man_apply_drop(m, shard, seg_id);
         }
-        HTKV_ASSERT(rc != HTKV_ECORRUPT); /* callers add fresh ids and drop live ones */
+        /* Callers add fresh ids and drop live ones, with room reserved above. */
+        HTKV_ASSERT(rc == 0);
     }
     pthread_mutex_unlock(&m->lock);
     return rc;
