@@ -10,10 +10,15 @@
  * store and requires it to equal the model exactly: for a restore, either the old contents or
  * the snapshot's, as a whole. It then compacts the recovered store once more, and reopens it
  * again, and checks again: recovery from a half-done pass must leave a store that compacts.
+ * Versions never repeat: each reopen's next write gets a version above every version the child
+ * had reached before the crash (check_versions()).
  */
 #include <errno.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <htkv/replication.h>
 
 #include "tests/support/testutil.h"
 
@@ -120,6 +125,9 @@ kill_hook(const char *point)
 
 enum action { ACT_COMPACT, ACT_SNAPSHOT, ACT_RESTORE, ACT_CLOSE };
 
+/* The child's latest version before the action, in memory shared with the parent. */
+static uint64_t *handed_out;
+
 /* The child: workload, then the action with the hook armed. Never returns. */
 static void
 child(const char *dir, enum action act, const char *point, int k)
@@ -143,6 +151,9 @@ child(const char *dir, enum action act, const char *point, int k)
         }
         workload(db, &m, 2);
     }
+    if (htkv_latest_version(db, handed_out) != 0) {
+        _exit(5);
+    }
     kill_point = point;
     kill_at = k;
     htkv_compact_hook = kill_hook;
@@ -156,10 +167,30 @@ child(const char *dir, enum action act, const char *point, int k)
     _exit(rc == 0 && htkv_close(db) == 0 ? 0 : 4);
 }
 
+/*
+ * Versions never repeat: after the crash and a reopen, the latest version is at least the one
+ * the child had reached before the action (@p before), and a new write gets one above it,
+ * whatever the action dropped (tombstones) or replaced (a restore). A probe key outside the
+ * model is written and deleted.
+ */
+static void
+check_versions(htkv_db *db, uint64_t before)
+{
+    uint64_t latest = 0, v = 0;
+    size_t n = 0;
+    assert_int_equal(htkv_latest_version(db, &latest), 0);
+    assert_true(latest >= before);
+    assert_int_equal(htkv_put(db, "probe", 5, "p", 1), 0);
+    assert_int_equal(htkv_get_version(db, "probe", 5, NULL, 0, &n, &v), HTKV_ETOOSMALL);
+    assert_true(v > before && v > latest);
+    assert_int_equal(htkv_delete(db, "probe", 5), 0);
+}
+
 static int
 run_case(enum action act, const char *point, int k)
 {
     char *dir = tu_tmpdir("crash-compact");
+    *handed_out = 0;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -195,6 +226,8 @@ run_case(enum action act, const char *point, int k)
         }
         assert_int_equal(htkv_compact_now(db), 0);
         assert_true(is_old ? equals(db, &old) : equals(db, &restored));
+        assert_true(*handed_out > 0);
+        check_versions(db, *handed_out);
         assert_int_equal(htkv_close(db), 0);
     }
     tu_rmrf(dir);
@@ -259,6 +292,11 @@ int
 main(void)
 {
     tu_assert_hook_install();
+    handed_out =
+        mmap(NULL, sizeof(*handed_out), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (handed_out == MAP_FAILED) {
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crash_during_compaction),
         cmocka_unit_test(test_crash_during_snapshot_write),
