@@ -119,6 +119,13 @@ collect_seg(struct htkv_changes *c, uint32_t shard, const struct seg *s, uint64_
     return 0;
 }
 
+/* A segment of a shard as collect_shard() found it under the shard's lock. */
+struct seg_at {
+    struct seg *seg;
+    uint64_t tail;
+    uint64_t max_version;
+};
+
 static int
 collect_shard(struct htkv_changes *c, uint32_t i, uint64_t since)
 {
@@ -131,31 +138,27 @@ collect_shard(struct htkv_changes *c, uint32_t i, uint64_t since)
     snap = snap < complete ? snap : complete;
     pthread_mutex_lock(&sh->lock);
     size_t n = sh->nsegs;
-    struct seg **segs = n ? htkv_mem_alloc(n * sizeof(*segs)) : NULL;
-    /* Per segment: its tail and its highest version, read under the lock (writers of the active
-     * segment change both under it). */
-    uint64_t *tails = n ? htkv_mem_alloc(2 * n * sizeof(*tails)) : NULL;
-    if (n > 0 && (segs == NULL || tails == NULL)) {
+    /* Per segment, read under the lock (writers of the active segment change them under it):
+     * its tail and its highest version. */
+    struct seg_at *at = n ? htkv_mem_alloc(n * sizeof(*at)) : NULL;
+    if (n > 0 && at == NULL) {
         pthread_mutex_unlock(&sh->lock);
-        htkv_mem_free(segs);
-        htkv_mem_free(tails);
         return -ENOMEM;
     }
     for (size_t k = 0; k < n; k++) {
-        segs[k] = sh->segs[k];
-        tails[2 * k] = sh->segs[k]->tail;
-        tails[2 * k + 1] = sh->segs[k]->max_version;
+        at[k] = (struct seg_at){ .seg = sh->segs[k],
+                                 .tail = sh->segs[k]->tail,
+                                 .max_version = sh->segs[k]->max_version };
     }
     pthread_mutex_unlock(&sh->lock);
     /* The view keeps these segments mapped even if compaction drops them meanwhile. */
     int rc = 0;
     for (size_t k = 0; k < n && rc == 0; k++) {
-        if (tails[2 * k + 1] > since) {
-            rc = collect_seg(c, i, segs[k], tails[2 * k], since, snap);
+        if (at[k].max_version > since) {
+            rc = collect_seg(c, i, at[k].seg, at[k].tail, since, snap);
         }
     }
-    htkv_mem_free(segs);
-    htkv_mem_free(tails);
+    htkv_mem_free(at);
     return rc;
 }
 

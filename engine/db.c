@@ -1122,12 +1122,7 @@ db_miss(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     if (HTKV_LIKELY(t == NULL) || hidx_ent_key_eq(t, key, klen)) {
         return HTKV_ENOTFOUND; /* none, or the key itself, newer than this read */
     }
-    const unsigned char *rec = hidx_ent_rec(t);
-    struct rec_hdr h;
-    htkv_rec_hdr_decode(rec, &h);
-    if (h.type == (t->del ? REC_DEL : REC_SET) && h.key_len == t->key_len &&
-        h.val_len == t->rec_bytes - REC_HDR_BYTES - t->key_len && h.version == t->version &&
-        htkv_rec_verify_crc(rec, t->seg->id, t->off, &h) == 0) {
+    if (htkv_ent_record_ok(t)) {
         return HTKV_ENOTFOUND; /* a true collision */
     }
     htkv_set_error("%s: the record at offset %llu, of a key with the hash of the key read, is "
@@ -1136,17 +1131,24 @@ db_miss(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     return HTKV_ECORRUPT;
 }
 
-int
-htkv_ent_check_slow(struct hidx_ent *e)
+bool
+htkv_ent_record_ok(const struct hidx_ent *e)
 {
     const unsigned char *rec = hidx_ent_rec(e);
     struct rec_hdr h;
     htkv_rec_hdr_decode(rec, &h);
     /* The type too: an entry that a hint file calls a SET may point at a DEL record (an empty
-     * value the key never held); a value is only ever read from a SET record. */
-    if (h.type != REC_SET || h.key_len != e->key_len ||
-        h.val_len != e->rec_bytes - REC_HDR_BYTES - e->key_len || h.version != e->version ||
-        htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) != 0) {
+     * value the key never held). */
+    return h.type == (e->del ? REC_DEL : REC_SET) && h.key_len == e->key_len &&
+           h.val_len == e->rec_bytes - REC_HDR_BYTES - e->key_len && h.version == e->version &&
+           htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) == 0;
+}
+
+int
+htkv_ent_check_slow(struct hidx_ent *e)
+{
+    /* A value is only ever read from a SET record. */
+    if (e->del || !htkv_ent_record_ok(e)) {
         htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
         return HTKV_ECORRUPT;
     }

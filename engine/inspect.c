@@ -433,17 +433,7 @@ seg_find(struct segwalk *sw, int kind, uint64_t off, const char *fmt, ...)
 static uint64_t
 seg_resync(const struct segwalk *sw, uint64_t from)
 {
-    struct rec_hdr h;
-    for (uint64_t off = from + REC_ALIGN; off + REC_HDR_BYTES <= sw->end; off += REC_ALIGN) {
-        if (htkv_load64(sw->map + off + 8) == 0 && htkv_load64(sw->map + off + 16) == 0) {
-            continue;
-        }
-        if (htkv_rec_check(sw->map + off, sw->end - off, sw->id, off, HTKV_VALUE_MAX_LIMIT, &h) ==
-            0) {
-            return off;
-        }
-    }
-    return 0;
+    return htkv_rec_find(sw->map, from + REC_ALIGN, sw->end, sw->id, HTKV_VALUE_MAX_LIMIT);
 }
 
 /* Why htkv_rec_check() refused the record at @p off, in words. */

@@ -434,7 +434,10 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     }
     size_t cap = MAN_HDR_BYTES + MAN_EDIT_MAX * (segs + m->naborts + m->ngone + m->nends + 4);
     unsigned char *buf = htkv_mem_alloc(cap);
-    if (buf == NULL) {
+    struct man_gone *kept_gone = m->ngone ? htkv_mem_alloc(m->ngone * sizeof(*kept_gone)) : NULL;
+    if (buf == NULL || (m->ngone > 0 && kept_gone == NULL)) {
+        htkv_mem_free(buf);
+        htkv_mem_free(kept_gone);
         return -ENOMEM;
     }
     man_hdr_encode(buf, number);
@@ -471,14 +474,15 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     }
     size_t gone_kept = 0;
     for (size_t i = 0; i < m->ngone; i++) {
-        /* A drop is remembered while a file of it may be on disk: only such files need it. */
+        /* A drop is remembered while a file of it may be on disk: only such files need it.
+         * The ones written are gathered at the front of kept_gone (kept on success). */
         if (!man_listed(m, m->gone[i].shard, m->gone[i].id) &&
             man_gone_file_exists(m, &m->gone[i])) {
             htkv_store32(p, m->gone[i].shard);
             htkv_store32(p + 4, 0);
             htkv_store64(p + 8, m->gone[i].id);
             n += man_edit_encode(buf + n, MAN_SEG_GONE, p, 16);
-            gone_kept++;
+            kept_gone[gone_kept++] = m->gone[i];
         }
     }
     if (m->next_seg_id > max_id + 1) {
@@ -558,16 +562,10 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     m->fd = fd;
     m->number = number;
     m->file_bytes = n;
-    if (gone_kept < m->ngone) {
-        size_t k = 0;
-        for (size_t i = 0; i < m->ngone; i++) {
-            if (!man_listed(m, m->gone[i].shard, m->gone[i].id) &&
-                man_gone_file_exists(m, &m->gone[i])) {
-                m->gone[k++] = m->gone[i];
-            }
-        }
-        m->ngone = k;
+    if (gone_kept > 0) {
+        memcpy(m->gone, kept_gone, gone_kept * sizeof(*kept_gone));
     }
+    m->ngone = gone_kept;
     if (kept < m->naborts) {
         /* Forget the aborts left out: no listed segment can hold their parts any more. */
         size_t k = 0;
@@ -580,6 +578,7 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     }
 out:
     htkv_mem_free(buf);
+    htkv_mem_free(kept_gone);
     return rc;
 }
 

@@ -121,3 +121,20 @@ htkv_rec_check(const void *p, uint64_t avail, uint64_t seg_id, uint64_t off, uin
     }
     return htkv_rec_verify_crc(p, seg_id, off, out);
 }
+
+uint64_t
+htkv_rec_find(const unsigned char *map, uint64_t from, uint64_t end, uint64_t seg_id,
+              uint32_t val_max)
+{
+    struct rec_hdr h;
+    for (uint64_t off = htkv_align_up(from, REC_ALIGN); off + REC_HDR_BYTES <= end;
+         off += REC_ALIGN) {
+        if (htkv_load64(map + off + 8) == 0 && htkv_load64(map + off + 16) == 0) {
+            continue; /* lengths, type and version zero: not a record */
+        }
+        if (htkv_rec_check(map + off, end - off, seg_id, off, val_max, &h) == 0) {
+            return off;
+        }
+    }
+    return 0;
+}

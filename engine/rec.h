@@ -81,6 +81,15 @@ uint64_t htkv_rec_encode(void *dst, uint64_t seg_id, uint64_t off, uint8_t type,
 int htkv_rec_check(const void *p, uint64_t avail, uint64_t seg_id, uint64_t off, uint32_t val_max,
                    struct rec_hdr *out);
 
+/*
+ * First 8-aligned offset in [@p from, @p end) of @p map where a record of segment @p seg_id
+ * checks (htkv_rec_check(), values up to @p val_max), or 0 when there is none. Offsets whose
+ * lengths, type and version are all zero are skipped without a check. Used to resync after
+ * damage and to tell whether a file holds anything a store could read.
+ */
+uint64_t htkv_rec_find(const unsigned char *map, uint64_t from, uint64_t end, uint64_t seg_id,
+                       uint32_t val_max);
+
 /* Decode the header fields only (no validation). */
 void htkv_rec_hdr_decode(const void *p, struct rec_hdr *out);
 

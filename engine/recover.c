@@ -118,17 +118,9 @@ seg_dead(struct hidx_ent *e)
  * the entry? (An entry the scan made was checked.)
  */
 static bool
-ent_record_ok(const struct htkv_db *db, const struct hidx_ent *e)
+ent_record_ok(const struct hidx_ent *e)
 {
-    if (e->checked) {
-        return true;
-    }
-    struct rec_hdr h;
-    const struct seg *s = e->seg;
-    return e->off + (uint64_t)e->rec_bytes <= s->file_bytes &&
-           htkv_rec_check(s->map + e->off, s->file_bytes - e->off, s->id, e->off,
-                          db->cfg.max_value_bytes, &h) == 0 &&
-           h.key_len == e->key_len && h.version == e->version && (h.type == REC_DEL) == e->del;
+    return e->checked || htkv_ent_record_ok(e);
 }
 
 /*
@@ -143,7 +135,7 @@ static int
 twin_check(struct shard *sh, struct hidx_ent *e, const struct hidx_ent *twin, bool *skip)
 {
     struct htkv_db *db = sh->db;
-    const struct hidx_ent *bad = !ent_record_ok(db, e) ? e : !ent_record_ok(db, twin) ? twin : NULL;
+    const struct hidx_ent *bad = !ent_record_ok(e) ? e : !ent_record_ok(twin) ? twin : NULL;
     *skip = false;
     if (bad == NULL) {
         return 0;
@@ -240,16 +232,7 @@ recover_ent(struct recov *rv, struct shard *sh, struct seg *s, uint64_t off,
 static uint64_t
 resync(struct htkv_db *db, struct seg *s, uint64_t from, uint64_t end)
 {
-    struct rec_hdr h;
-    for (uint64_t off = from + REC_ALIGN; off + REC_HDR_BYTES <= end; off += REC_ALIGN) {
-        if (htkv_load64(s->map + off + 8) == 0 && htkv_load64(s->map + off + 16) == 0) {
-            continue; /* lengths, type and version zero: not a record */
-        }
-        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) == 0) {
-            return off;
-        }
-    }
-    return 0;
+    return htkv_rec_find(s->map, from + REC_ALIGN, end, s->id, db->cfg.max_value_bytes);
 }
 
 enum scan_end { SCAN_EOF, SCAN_TORN, SCAN_SEALED };
@@ -880,9 +863,10 @@ sweep_orphans(struct htkv_db *db, struct shard *sh, bool remove)
 static bool
 seg_of_this_store(const struct htkv_db *db, const struct seg *s)
 {
-    uint32_t count = htkv_load32(s->map + 24);
-    uint64_t seed = htkv_load64(s->map + 28);
-    return (count == 0 && seed == 0) || (count == db->shard_count && seed == db->hash_seed);
+    struct seg_owner o;
+    htkv_seg_owner_of(s, &o);
+    return (o.shard_count == 0 && o.hash_seed == 0) ||
+           (o.shard_count == db->shard_count && o.hash_seed == db->hash_seed);
 }
 
 static int

@@ -27,8 +27,8 @@ htkv_seg_path(char *buf, size_t cap, const char *dir, uint64_t id)
     snprintf(buf, cap, "%s/%012llu.seg", dir, (unsigned long long)id);
 }
 
-static void
-seg_hdr_encode(unsigned char *h, const struct seg_owner *o, uint64_t id)
+void
+htkv_seg_hdr_encode(unsigned char *h, const struct seg_owner *o, uint64_t id)
 {
     memset(h, 0, SEG_HDR_BYTES);
     memcpy(h, SEG_MAGIC, 8);
@@ -146,17 +146,18 @@ htkv_seg_file_has_record(int dir_fd, const char *path, uint64_t id, uint32_t val
     /* Records of another segment copied or renamed to this name check with the id in its
      * header: look for those too. */
     uint64_t hid = memcmp(m, SEG_MAGIC, 8) == 0 ? htkv_load64(m + 16) : id;
-    bool found = false;
-    struct rec_hdr h;
-    for (uint64_t off = SEG_DATA_OFF; !found && off + REC_HDR_BYTES <= size; off += REC_ALIGN) {
-        if (htkv_load64(m + off + 8) == 0 && htkv_load64(m + off + 16) == 0) {
-            continue; /* lengths, type and version zero: not a record */
-        }
-        found = htkv_rec_check(m + off, size - off, id, off, val_max, &h) == 0 ||
-                (hid != id && htkv_rec_check(m + off, size - off, hid, off, val_max, &h) == 0);
-    }
+    bool found = htkv_rec_find(m, SEG_DATA_OFF, size, id, val_max) != 0 ||
+                 (hid != id && htkv_rec_find(m, SEG_DATA_OFF, size, hid, val_max) != 0);
     munmap(m, size);
     return found;
+}
+
+void
+htkv_seg_owner_of(const struct seg *s, struct seg_owner *o)
+{
+    o->shard = s->shard;
+    o->shard_count = htkv_load32(s->map + 24);
+    o->hash_seed = htkv_load64(s->map + 28);
 }
 
 int
@@ -219,7 +220,7 @@ htkv_seg_create(const char *dir, const struct seg_owner *o, uint64_t id, uint64_
         goto fail_unlink;
     }
     unsigned char h[SEG_HDR_BYTES];
-    seg_hdr_encode(h, o, id);
+    htkv_seg_hdr_encode(h, o, id);
     if (pwrite(s->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
         rc = errno ? -errno : -EIO;
         goto fail_unlink;

@@ -97,6 +97,13 @@ int htkv_seg_create(const char *dir, const struct seg_owner *o, uint64_t id, uin
  */
 bool htkv_seg_file_has_record(int dir_fd, const char *path, uint64_t id, uint32_t val_max);
 
+/* Encode the 64-byte header of segment @p id of @p o into @p h (htkvctl repair writes
+ * segments too). */
+void htkv_seg_hdr_encode(unsigned char *h, const struct seg_owner *o, uint64_t id);
+
+/* The store an open segment's header names (shard count and hash seed 0: an older build). */
+void htkv_seg_owner_of(const struct seg *s, struct seg_owner *o);
+
 /*
  * Read the header of segment file @p path: 0 with its shard, id, shard count and hash seed (both
  * 0 in segments of older builds), HTKV_ECORRUPT (bad magic or checksum, short file),

@@ -872,6 +872,100 @@ test_last_error_is_fresh_after_einval(void **state)
     free(dir);
 }
 
+/* ---- known ends without a clean close ------------------------------------------------------- */
+
+/* Goal: a hint file is a known end too: when a crash left no clean-close record, a segment cut
+ * below the end its (whole) hint names is refused, not taken for a torn tail (a hint past the
+ * end of its segment was once dropped as stale, and the cut records lost in silence).
+ * Method: 64 KiB segments, overwrites, a full compaction (it writes hints for the segments it
+ * seals), more writes, a crash-like close; cut a segment that has a hint in its middle record;
+ * open must refuse with every file as it was. */
+static void
+test_segment_cut_below_its_hint_after_a_crash_is_corruption(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("regress-hint-end");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_INTERVAL);
+    cfg.shard_count = 1;
+    cfg.max_segment_bytes = 64u << 10;
+    cfg.compaction_interval_ms = 0;
+    htkv_db *db = tu_open(&cfg);
+    put_n(db, 1500, 0);
+    put_n(db, 1500, 1);
+    assert_int_equal(htkv_compact_now(db), 0);
+    put_n(db, 300, 2);
+    tu_close_as_crash(db);
+
+    static char segs[256][4096];
+    size_t n = tu_shard_segments(dir, 0, segs, 256);
+    assert_true(n >= 2);
+    const char *victim = NULL;
+    for (size_t i = 0; i + 1 < n && victim == NULL; i++) {
+        char hint[4200];
+        snprintf(hint, sizeof(hint), "%.*s.hint", (int)(strlen(segs[i]) - 4), segs[i]);
+        if (tu_file_size(hint) > 0) {
+            victim = segs[i];
+        }
+    }
+    assert_non_null(victim); /* compaction wrote a hint for a sealed segment */
+    struct tu_rec *recs = calloc(4096, sizeof(*recs));
+    assert_non_null(recs);
+    size_t nr = tu_seg_scan(victim, recs, 4096);
+    assert_true(nr >= 4);
+    assert_int_equal(tu_truncate(victim, recs[nr / 2].off), 0);
+    free(recs);
+    expect_refused_unchanged(dir, "a segment cut below its hint's end after a crash");
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Goal: a segment of another store put in place of one of this store's (same name, same id,
+ * same length, same versions, so its records check where they lie) is refused, never served.
+ * Method: two one-shard stores written alike with different keys; copy B's first segment over
+ * A's; open A: HTKV_ECORRUPT, every file as it was. */
+static void
+test_segment_of_another_store_is_refused(void **state)
+{
+    (void)state;
+    char *da = tu_tmpdir("regress-own-a"), *dbb = tu_tmpdir("regress-own-b");
+    htkv_config ca, cb;
+    tu_config(&ca, da, HTKV_SYNC_INTERVAL);
+    ca.shard_count = 1;
+    ca.compaction_interval_ms = 0;
+    cb = ca;
+    cb.data_dir = dbb;
+    htkv_db *a = tu_open(&ca), *b = tu_open(&cb);
+    unsigned char val[100];
+    for (unsigned i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "a%08u", i);
+        tu_fill(val, sizeof(val), i);
+        assert_int_equal(htkv_put(a, k, strlen(k), val, sizeof(val)), 0);
+        k[0] = 'b';
+        assert_int_equal(htkv_put(b, k, strlen(k), val, sizeof(val)), 0);
+    }
+    assert_int_equal(htkv_close(a), 0);
+    assert_int_equal(htkv_close(b), 0);
+    static char sa[8][4096], sb[8][4096];
+    assert_int_equal(tu_shard_segments(da, 0, sa, 8), 1);
+    assert_int_equal(tu_shard_segments(dbb, 0, sb, 8), 1);
+    assert_string_equal(strrchr(sa[0], '/'), strrchr(sb[0], '/')); /* the same id */
+    long long len = tu_file_size(sb[0]);
+    assert_true(len > 0);
+    unsigned char *bytes = malloc((size_t)len);
+    assert_non_null(bytes);
+    assert_int_equal(tu_read_at(sb[0], 0, bytes, (size_t)len), 0);
+    assert_int_equal(tu_truncate(sa[0], 0), 0);
+    assert_int_equal(tu_write_at(sa[0], 0, bytes, (size_t)len), 0);
+    free(bytes);
+    expect_refused_unchanged(da, "a segment of another store");
+    tu_rmrf(da);
+    tu_rmrf(dbb);
+    free(da);
+    free(dbb);
+}
+
 int
 main(void)
 {
@@ -885,6 +979,8 @@ main(void)
         cmocka_unit_test(test_regular_file_named_like_shard_dir),
         cmocka_unit_test(test_snapshot_restore_of_fifo_fails_fast),
         cmocka_unit_test(test_last_error_is_fresh_after_einval),
+        cmocka_unit_test(test_segment_cut_below_its_hint_after_a_crash_is_corruption),
+        cmocka_unit_test(test_segment_of_another_store_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -270,6 +270,27 @@ rep_note(struct rep *r, const char *fmt, ...)
     }
 }
 
+/*
+ * Open directory @p rel of @p dir_fd for reading (not following a symbolic link), or @p dir_fd
+ * itself from its first entry when @p rel is "". NULL with errno set; nothing leaks.
+ */
+static DIR *
+dir_open(int dir_fd, const char *rel)
+{
+    int fd =
+        rel[0] ? openat(dir_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW) : dup(dir_fd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL && fd >= 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+    }
+    if (d != NULL && rel[0] == '\0') {
+        rewinddir(d); /* a duplicate shares its position with dir_fd */
+    }
+    return d;
+}
+
 static bool
 all_digits(const char *s, size_t n)
 {
@@ -539,12 +560,8 @@ man_read(struct rep *r, struct rman *m)
 static void
 scan_lost(struct rep *r)
 {
-    int fd = openat(r->dir_fd, "lost", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    DIR *d = dir_open(r->dir_fd, "lost");
     if (d == NULL) {
-        if (fd >= 0) {
-            close(fd);
-        }
         return;
     }
     struct dirent *de;
@@ -559,12 +576,8 @@ scan_lost(struct rep *r)
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
             continue;
         }
-        int sfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-        DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
+        DIR *sd = dir_open(dirfd(d), de->d_name);
         if (sd == NULL) {
-            if (sfd >= 0) {
-                close(sfd);
-            }
             continue;
         }
         struct dirent *se;
@@ -601,16 +614,11 @@ read_manifests(struct rep *r)
         r->current_exists = true; /* there, but unreadable: moved to lost/ all the same */
     }
     /* MANIFEST-* */
-    int dfd = dup(r->dir_fd);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    DIR *d = dir_open(r->dir_fd, "");
     if (d == NULL) {
         int rc = -errno;
-        if (dfd >= 0) {
-            close(dfd);
-        }
         return rc;
     }
-    rewinddir(d);
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         uint64_t n;
@@ -664,13 +672,9 @@ add_file(struct rep *r, const char *rel, enum fkind kind)
 static int
 list_shard_dir(struct rep *r, const char *dname)
 {
-    int fd = openat(r->dir_fd, dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    DIR *d = dir_open(r->dir_fd, dname);
     if (d == NULL) {
         int rc = -errno;
-        if (fd >= 0) {
-            close(fd);
-        }
         if (rc == -ENOTDIR || rc == -ELOOP) {
             rep_note(r, "%s: not a directory; left alone", dname);
             return 0;
@@ -717,16 +721,11 @@ cmp_file(const void *a, const void *b)
 static int
 list_files(struct rep *r)
 {
-    int dfd = dup(r->dir_fd);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    DIR *d = dir_open(r->dir_fd, "");
     if (d == NULL) {
         int rc = -errno;
-        if (dfd >= 0) {
-            close(dfd);
-        }
         return rc;
     }
-    rewinddir(d);
     char **dirs = NULL;
     size_t ndirs = 0, cap = 0;
     struct dirent *de;
@@ -931,17 +930,7 @@ drop_batch(struct walk *w, const char *why)
 static uint64_t
 resync(const struct walk *w, uint64_t from)
 {
-    struct rec_hdr h;
-    for (uint64_t off = from + REC_ALIGN; off + REC_HDR_BYTES <= w->end; off += REC_ALIGN) {
-        if (htkv_load64(w->map + off + 8) == 0 && htkv_load64(w->map + off + 16) == 0) {
-            continue;
-        }
-        if (htkv_rec_check(w->map + off, w->end - off, w->f->id, off, HTKV_VALUE_MAX_LIMIT, &h) ==
-            0) {
-            return off;
-        }
-    }
-    return 0;
+    return htkv_rec_find(w->map, from + REC_ALIGN, w->end, w->f->id, HTKV_VALUE_MAX_LIMIT);
 }
 
 static bool
@@ -1504,19 +1493,6 @@ move_file(struct rep *r, const char *from, const char *to)
     return 0;
 }
 
-static void
-seg_header(unsigned char *h, uint32_t shard, uint64_t id, uint32_t count, uint64_t seed)
-{
-    memset(h, 0, SEG_HDR_BYTES);
-    memcpy(h, SEG_MAGIC, 8);
-    htkv_store32(h + 8, HTKV_FORMAT_VERSION);
-    htkv_store32(h + 12, shard);
-    htkv_store64(h + 16, id);
-    htkv_store32(h + 24, count);
-    htkv_store64(h + 28, seed);
-    htkv_store32(h + 60, htkv_crc32c(0, h, 60));
-}
-
 struct wbuf {
     int fd;
     unsigned char *p;
@@ -1563,7 +1539,10 @@ write_rewrite(struct rep *r, struct rfile *f, const unsigned char *map)
         free(b.p);
         return -errno;
     }
-    seg_header(b.p, f->shard, f->new_id, r->shard_count, r->seed);
+    const struct seg_owner owner = { .shard = f->shard,
+                                     .shard_count = r->shard_count,
+                                     .hash_seed = r->seed };
+    htkv_seg_hdr_encode(b.p, &owner, f->new_id);
     b.len = SEG_HDR_BYTES;
     uint64_t off = SEG_DATA_OFF;
     int rc = 0;
@@ -2171,15 +2150,10 @@ fail(const struct rep *r, int status, const char *fmt, ...)
 static bool
 looks_like_store(int dir_fd)
 {
-    int dfd = dup(dir_fd);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    DIR *d = dir_open(dir_fd, "");
     if (d == NULL) {
-        if (dfd >= 0) {
-            close(dfd);
-        }
         return false;
     }
-    rewinddir(d);
     bool found = false;
     struct dirent *de;
     while (!found && (de = readdir(d)) != NULL) {
@@ -2187,12 +2161,8 @@ looks_like_store(int dir_fd)
         if (strcmp(de->d_name, "CURRENT") == 0 || manifest_name(de->d_name, &n)) {
             found = true;
         } else if (strncmp(de->d_name, "shard-", 6) == 0) {
-            int sfd = openat(dir_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-            DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
+            DIR *sd = dir_open(dir_fd, de->d_name);
             if (sd == NULL) {
-                if (sfd >= 0) {
-                    close(sfd);
-                }
                 continue;
             }
             struct dirent *se;
