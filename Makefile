@@ -23,7 +23,7 @@ deps:
 	@./scripts/deps.sh
 
 $(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_WERROR=ON
 
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
@@ -45,7 +45,7 @@ test-release: build
 # The kill loops run half their cycles under the sanitizers (the release runs do them all).
 ASAN_CRASH_CYCLES ?= 20
 asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHTKV_DEBUG=ON -DHTKV_SANITIZE=address
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHTKV_DEBUG=ON -DHTKV_SANITIZE=address -DHTKV_WERROR=ON
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) \
@@ -55,7 +55,7 @@ asan: deps
 	    HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest $(CTEST_FLAGS) -j $(JOBS) -LE 'concurrency|once'
 
 tsan: deps
-	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread
+	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread -DHTKV_WERROR=ON
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	    ctest $(CTEST_FLAGS) -j $(JOBS) -L concurrency
@@ -72,7 +72,7 @@ test: test-release asan tsan fuzz-smoke
 # then every htkv-perf workload, 3 trials. BENCH_FLAGS: extra htkv-bench flags.
 BENCH_FLAGS ?= --benchmark_min_time=0.2
 bench: deps
-	cmake -S . -B build-bench -DHTKV_BENCH=ON -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B build-bench -DHTKV_BENCH=ON -DCMAKE_BUILD_TYPE=Release -DHTKV_WERROR=ON
 	cmake --build build-bench -j $(JOBS) --target htkv-bench htkv-perf
 	build-bench/htkv-bench $(BENCH_FLAGS)
 	build-bench/htkv-perf --workload all --trials 3 --dir "$${TMPDIR:-/tmp}/htkv-perf-$$$$"
@@ -83,7 +83,7 @@ bench: deps
 PEERS_FLAGS ?=
 peers: deps
 	@./scripts/peers-deps.sh
-	cmake -S . -B build-peers -DHTKV_PEERS=ON -DHTKV_TESTS=OFF -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B build-peers -DHTKV_PEERS=ON -DHTKV_TESTS=OFF -DCMAKE_BUILD_TYPE=Release -DHTKV_WERROR=ON
 	cmake --build build-peers -j $(JOBS) --target htkv-peers
 	build-peers/htkv-peers $(PEERS_FLAGS)
 

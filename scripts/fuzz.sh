@@ -36,7 +36,7 @@ if ! clang -fsanitize=fuzzer,address,undefined "$probe/probe.c" -o "$probe/probe
 fi
 
 CC=clang cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_FUZZ=ON \
-    -DHTKV_DEBUG=ON -DHTKV_TESTS=OFF -DHTKV_EXAMPLES=OFF >/dev/null
+    -DHTKV_DEBUG=ON -DHTKV_WERROR=ON -DHTKV_TESTS=OFF -DHTKV_EXAMPLES=OFF >/dev/null
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
