@@ -1,4 +1,6 @@
-# Thin wrapper over CMake. Every target installs missing Debian packages first (scripts/deps.sh).
+# Thin wrapper over CMake and its presets (CMakePresets.json: release, asan, tsan, fuzz, bench,
+# peers; `cmake --list-presets=all`). Every target installs missing Debian packages first
+# (scripts/deps.sh). The presets turn HTKV_WERROR on: warnings are errors in these builds.
 #   make demo     set up, build, run examples/basic_kv on a fresh directory
 #   make test     set up, build, run every test: release (inline, workers on io_uring, workers
 #                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests), then a
@@ -11,8 +13,10 @@
 #   make fuzz     build the libFuzzer targets with clang into build-fuzz/ and run each for
 #                 FUZZ_SECONDS (default 30) on a copy of its seed corpus (scripts/fuzz.sh)
 #   make format   clang-format every C source in place
+#   make clean    remove every build directory (build/, build-*/)
 JOBS ?= $(shell nproc)
-BUILD ?= build
+# The release tree: the binaryDir of the release preset.
+BUILD := build
 CTEST_FLAGS ?= --output-on-failure
 
 .PHONY: all deps build demo test test-release asan tsan fuzz fuzz-smoke format format-check clean bench peers
@@ -22,43 +26,37 @@ all: build
 deps:
 	@./scripts/deps.sh
 
-$(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_WERROR=ON
-
-build: deps $(BUILD)/CMakeCache.txt
-	cmake --build $(BUILD) -j $(JOBS)
+build: deps
+	cmake --preset release
+	cmake --build --preset release -j $(JOBS)
 
 demo: build
 	@rm -rf $(BUILD)/demo-data
 	$(BUILD)/basic_kv $(BUILD)/demo-data
 
-# The suite runs in three execution modes: inline, 2 workers on io_uring, 2 workers on syscalls.
-# The concurrency tests run their own matrix of modes (inline and workers, both backends, every
-# sync mode) whatever HTKV_TEST_WORKERS says, so they run in the first pass only; so do the tests
-# labelled "once" (stores in modes of their own, or the files a closed store leaves: the damage
-# matrix, the replica model, htkvctl).
+# The suite runs in three execution modes: inline, 2 workers on io_uring, 2 workers on syscalls
+# (test presets release, release-uring, release-sync). The concurrency tests run their own matrix
+# of modes (inline and workers, both backends, every sync mode) whatever HTKV_TEST_WORKERS says,
+# so they run in the first pass only; so do the tests labelled "once" (stores in modes of their
+# own, or the files a closed store leaves: the damage matrix, the replica model, htkvctl; the
+# install).
 test-release: build
-	cd $(BUILD) && ctest $(CTEST_FLAGS) -j $(JOBS)
-	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=uring ctest $(CTEST_FLAGS) -j $(JOBS) -LE 'concurrency|once'
-	cd $(BUILD) && HTKV_TEST_WORKERS=2 HTKV_TEST_IO_BACKEND=sync ctest $(CTEST_FLAGS) -j $(JOBS) -LE 'concurrency|once'
+	ctest --preset release $(CTEST_FLAGS) -j $(JOBS)
+	ctest --preset release-uring $(CTEST_FLAGS) -j $(JOBS)
+	ctest --preset release-sync $(CTEST_FLAGS) -j $(JOBS)
 
 # The kill loops run half their cycles under the sanitizers (the release runs do them all).
 ASAN_CRASH_CYCLES ?= 20
 asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHTKV_DEBUG=ON -DHTKV_SANITIZE=address -DHTKV_WERROR=ON
-	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) \
-	    ctest $(CTEST_FLAGS) -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 HTKV_TEST_WORKERS=2 \
-	    HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest $(CTEST_FLAGS) -j $(JOBS) -LE 'concurrency|once'
+	cmake --preset asan
+	cmake --build --preset asan -j $(JOBS)
+	HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest --preset asan $(CTEST_FLAGS) -j $(JOBS)
+	HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest --preset asan-workers $(CTEST_FLAGS) -j $(JOBS)
 
 tsan: deps
-	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_SANITIZE=thread -DHTKV_WERROR=ON
-	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	    ctest $(CTEST_FLAGS) -j $(JOBS) -L concurrency
+	cmake --preset tsan
+	cmake --build --preset tsan -j $(JOBS)
+	ctest --preset tsan $(CTEST_FLAGS) -j $(JOBS)
 
 # A short fuzz run (FUZZ_SMOKE_SECONDS per target) on the seed corpora, regressions included.
 FUZZ_SMOKE_SECONDS ?= 5
@@ -72,8 +70,8 @@ test: test-release asan tsan fuzz-smoke
 # then every htkv-perf workload, 3 trials. BENCH_FLAGS: extra htkv-bench flags.
 BENCH_FLAGS ?= --benchmark_min_time=0.2
 bench: deps
-	cmake -S . -B build-bench -DHTKV_BENCH=ON -DCMAKE_BUILD_TYPE=Release -DHTKV_WERROR=ON
-	cmake --build build-bench -j $(JOBS) --target htkv-bench htkv-perf
+	cmake --preset bench
+	cmake --build --preset bench -j $(JOBS)
 	build-bench/htkv-bench $(BENCH_FLAGS)
 	build-bench/htkv-perf --workload all --trials 3 --dir "$${TMPDIR:-/tmp}/htkv-perf-$$$$"
 
@@ -83,8 +81,8 @@ bench: deps
 PEERS_FLAGS ?=
 peers: deps
 	@./scripts/peers-deps.sh
-	cmake -S . -B build-peers -DHTKV_PEERS=ON -DHTKV_TESTS=OFF -DCMAKE_BUILD_TYPE=Release -DHTKV_WERROR=ON
-	cmake --build build-peers -j $(JOBS) --target htkv-peers
+	cmake --preset peers
+	cmake --build --preset peers -j $(JOBS)
 	build-peers/htkv-peers $(PEERS_FLAGS)
 
 # make fuzz: longer runs than make test's fuzz-smoke. Exits non-zero on any crash, leak or hang; the input is kept
@@ -99,5 +97,7 @@ format:
 format-check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h' '*.cc')
 
+# Every build tree: the presets' (build/, build-asan/, build-tsan/, build-fuzz/, build-bench/,
+# build-peers/) and any other build-*/ (the top-level .gitignore ignores /build*/).
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-*/

@@ -2,8 +2,9 @@
 # fuzz.sh [SECONDS] - build the libFuzzer targets of tests/fuzz/ and run each for SECONDS
 # (default 30) on a copy of its seed corpus (tests/fuzz/corpus/<target>/).
 #
-# Configures build-fuzz/ with CC=clang -DHTKV_FUZZ=ON (engine and auth instrumented with
-# -fsanitize=fuzzer-no-link,address,undefined, HTKV_DASSERT on) and builds only the fuzz targets.
+# Configures build-fuzz/ with the fuzz preset (clang, -DHTKV_FUZZ=ON: engine and auth
+# instrumented with -fsanitize=fuzzer-no-link,address,undefined, HTKV_DASSERT on) and builds only
+# the fuzz targets.
 # Each target runs in build-fuzz/fuzz-run/<target>/ (its grown corpus, log and any crashing
 # input, recreated every run). Exits non-zero when any target crashed, leaked or hung (a single
 # input running past FUZZ_TIMEOUT seconds, default 25); every target runs either way.
@@ -35,9 +36,8 @@ if ! clang -fsanitize=fuzzer,address,undefined "$probe/probe.c" -o "$probe/probe
     exit 2
 fi
 
-CC=clang cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHTKV_FUZZ=ON \
-    -DHTKV_DEBUG=ON -DHTKV_WERROR=ON -DHTKV_TESTS=OFF -DHTKV_EXAMPLES=OFF >/dev/null
-cmake --build "$build" -j "$jobs" --target "${targets[@]}"
+# The fuzz preset (CMakePresets.json): build-fuzz/, clang, HTKV_FUZZ, HTKV_DEBUG, HTKV_WERROR.
+(cd "$root" && cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j "$jobs" --target "${targets[@]}")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
