@@ -15,8 +15,8 @@
 #   make format   clang-format every C source in place
 #   make clean    remove every build directory (build/, build-*/)
 JOBS ?= $(shell nproc)
-# The release tree: the binaryDir of the release preset.
-BUILD := build
+# The release tree: the binaryDir of the release preset (fixed there, so not settable here).
+override BUILD := build
 CTEST_FLAGS ?= --output-on-failure
 
 .PHONY: all deps build demo test test-release asan tsan fuzz fuzz-smoke format format-check clean bench peers
