@@ -262,25 +262,23 @@ def source_of_object(obj, files):
     return best
 
 
-def nm_symbols(nm, obj):
-    """(defined functions, undefined symbols) of one object."""
-    res = subprocess.run([nm, "--defined-only", "-g", obj], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise TableError(f"{nm} {obj}: {res.stderr.strip()}")
-    defined = set()
-    for line in res.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] in ("T", "W", "i"):
-            defined.add(parts[2])
-    res = subprocess.run([nm, "--undefined-only", obj], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise TableError(f"{nm} {obj}: {res.stderr.strip()}")
-    undefined = set()
-    for line in res.stdout.splitlines():
-        parts = line.split()
-        if parts and parts[-1] != "U":
-            undefined.add(parts[-1])
-    return defined, undefined
+def nm_symbols(nm, objs):
+    """{object: (defined functions, undefined symbols)}, from two runs of nm over all objects."""
+    out = {o: (set(), set()) for o in objs}
+    for flags, which in ((["--defined-only", "-g"], 0), (["--undefined-only"], 1)):
+        res = subprocess.run([nm, "-A"] + flags + objs, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise TableError(f"{nm}: {res.stderr.strip()}")
+        for line in res.stdout.splitlines():
+            # "path/to/x.o:0000000000000000 T name" or "path/to/x.o:                 U name"
+            obj, _, rest = line.rpartition(":")
+            parts = rest.split()
+            if obj not in out or len(parts) < 2:
+                continue
+            if which == 0 and parts[-2] not in ("T", "W", "i"):
+                continue
+            out[obj][which].add(parts[-1])
+    return out
 
 
 def check_calls(nm, objects, files, where):
@@ -288,12 +286,16 @@ def check_calls(nm, objects, files, where):
     definer = {}
     uses = {}
     skipped = []
+    srcs = {}
     for obj in objects:
         src = source_of_object(obj, files)
         if src is None:
             skipped.append(obj)
-            continue
-        defined, undefined = nm_symbols(nm, obj)
+        else:
+            srcs[obj] = src
+    syms = nm_symbols(nm, sorted(srcs)) if srcs else {}
+    for obj, src in sorted(srcs.items()):
+        defined, undefined = syms[obj]
         for s in defined:
             definer.setdefault(s, src)
         uses.setdefault(src, set()).update(undefined)
