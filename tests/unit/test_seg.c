@@ -89,6 +89,7 @@ test_seg_header_round_trip(void **state)
     unlink(path);
     assert_int_equal(htkv_seg_read_header(path, &o, &id), -ENOENT);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void
@@ -157,6 +158,7 @@ test_seg_create_then_open(void **state)
     assert_null(s);
     htkv_seg_close(NULL);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void
@@ -181,6 +183,7 @@ test_seg_open_refuses_a_short_or_damaged_header(void **state)
     assert_int_equal(htkv_seg_open(path, OWNER.shard, 1, 0, false, &s), HTKV_ECORRUPT);
     assert_null(s);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void
@@ -228,6 +231,7 @@ test_seg_reserve_grows_up_to_capacity(void **state)
     assert_int_equal(s->file_bytes, cap);
     htkv_seg_close(s);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void
@@ -259,6 +263,7 @@ test_seg_zero_and_trim(void **state)
     assert_int_equal(s->file_bytes, htkv_align_up(off2, 4096));
     htkv_seg_close(s);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void
@@ -324,6 +329,7 @@ test_seg_file_has_record(void **state)
     assert_false(htkv_seg_file_has_record(dfd, "000000000014.seg", 14, VAL_MAX));
     close(dfd);
     tu_rmrf(dir);
+    free(dir);
 }
 
 int

@@ -106,6 +106,7 @@ round_trip(int backend)
     close(fd);
     htkv_ur_fini(&u);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void
@@ -229,6 +230,7 @@ injected_sync_faults(int backend)
     close(fd);
     htkv_ur_fini(&u);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void
