@@ -5,8 +5,9 @@
  *   auth/user/<id>              the user (name, times, Argon2id hash, metadata), sealed
  *   auth/user_by_name/<folded>  the user's id, under the ASCII-lowercased name, sealed
  *   auth/user_list/<h>          ids of the users whose id starts with hex digit h, sealed
- * The lists exist because the engine's public API has no prefix scan; sixteen of them keep
- * concurrent creators apart and bound the bytes rewritten per create to 1/16 of all ids.
+ * Listing reads these lists, not a prefix query (htkv_get_prefix()) over auth/user/: each list
+ * changes in the same conditional batch as the users it names. Sixteen of them keep concurrent
+ * creators apart and bound the bytes rewritten per create to 1/16 of all ids.
  *
  * Each bucket also has a census (auth/census/<h>, census.c): how many of its users' hashes use
  * each Argon2 parameter set. Every batch below that adds, removes or replaces a hash updates the

@@ -1,3 +1,4 @@
+// clang-format off
 /*
  * crc32c.c - CRC-32C with a hardware path (SSE4.2 crc32 instruction) and a table path.
  *
@@ -18,10 +19,11 @@
  * linear in v, so shift(~v) = shift(v) ^ shift(~0):
  *   crc(c, A || B) = ~(shift(~crc(c, A), |B|) ^ R(0, B))
  *                  = ~(shift(crc(c, A), |B|) ^ shift(~0, |B|) ^ R(0, B))
- *                  = shift(crc(c, A), |B|) ^ ~R(~0, B)          [R(~0, B) = shift(~0, |B|) ^ R(0,
- * B)] = shift(crc(c, A), |B|) ^ crc(0, B) The code works on raw registers, where the inversions
- * never appear: the first chain starts at ~c, the other two at 0, and R(~c, A || B || C) =
- * shift(R(~c, A), 2L) ^ shift(R(0, B), L) ^ R(0, C).
+ *                  = shift(crc(c, A), |B|) ^ ~R(~0, B)    [R(~0, B) = shift(~0, |B|) ^ R(0, B)]
+ *                  = shift(crc(c, A), |B|) ^ crc(0, B)
+ * The code works on raw registers, where the inversions never appear: the first chain starts at
+ * ~c, the other two at 0, and
+ *   R(~c, A || B || C) = shift(R(~c, A), 2L) ^ shift(R(0, B), L) ^ R(0, C).
  *
  * The shift. For 32-bit reflected values a and b, clmul(a, b) has bit k equal to the coefficient
  * of x^(62-k) of a*b; read as a 64-bit reflected value (bit k = x^(63-k)) it is a*b*x. The
@@ -39,6 +41,7 @@
  *      changes the order of the work.
  *   4. crc_shift_k[m] == x^(64m - 33) mod P (reflected) for 1 <= m <= CRC_SHIFT_K_COUNT - 1.
  */
+// clang-format on
 #include "engine/internal.h"
 
 #include "engine/crc32c.h"

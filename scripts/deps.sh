@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(
-    build-essential cmake pkg-config clang libclang-rt-14-dev
+    build-essential cmake pkg-config clang libclang-rt-14-dev clang-format clang-tidy python3
     liburing-dev libsodium-dev libargon2-dev libjemalloc-dev
     libcmocka-dev libbenchmark-dev
 )

@@ -154,9 +154,9 @@ typedef struct htkv_config {
     /**
      * Shards, fixed at creation (1..1024). 0 = 2 x CPUs in [4, 64], except for a store created in
      * HTKV_SYNC_ALWAYS: one per worker thread (1 inline), because each shard with waiting writers
-     * costs an fdatasync of its own per group commit, so fewer shards make larger groups (16
-     * durable writers inline on a 2-vCPU VM: 2-3.5x the puts/s of 4 shards). The count stays
-     * when the store is reopened in another mode.
+     * costs an fdatasync of its own per group commit: fewer shards make larger groups and fewer
+     * fdatasyncs per durable write, while more shards let more writers run in parallel (a write
+     * holds its shard's lock). The count stays when the store is reopened in another mode.
      */
     unsigned shard_count;
     uint64_t max_segment_bytes; /**< Segment rotation size. Default 64 MiB. */
@@ -177,8 +177,8 @@ typedef struct htkv_config {
     int emit_snapshot_after_compaction;
     int io_backend;               /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
     unsigned queue_depth;         /**< Per-worker queue and ring depth. Default 256. */
-    uint64_t memory_budget_bytes; /**< Value cache budget; 0 = none. Default 0. Not used yet:
-                                       values are read from the page cache. */
+    uint64_t memory_budget_bytes; /**< Reserved, currently ignored: nothing reads it (values
+                                       are read from the page cache). 0 = unlimited. Default 0. */
     uint32_t max_value_bytes;     /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
     int read_only;                /**< Boolean: open without writing anything. Default 0. */
     int create_if_missing;        /**< Boolean: create an empty store if none exists. Default 1. */

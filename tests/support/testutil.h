@@ -18,7 +18,8 @@
 
 #include <htkv/htkv.h>
 
-/* Make a fresh empty directory under $HTKV_TEST_TMP (or /tmp); returns a static-lifetime path. */
+/* Make a fresh empty directory under $HTKV_TEST_TMP (or /tmp); returns its path, malloc'd (the
+ * caller frees it). */
 char *tu_tmpdir(const char *tag);
 /* Remove a directory tree. */
 void tu_rmrf(const char *path);

@@ -1,6 +1,7 @@
 /*
- * test_torn_tail.c - a store whose last record was torn (cut short, or followed by junk with
- * nothing valid after it) opens with everything before it, without it, and keeps working.
+ * test_recover_torn_tail.c - recovery (engine/recover.c) of a torn tail: a store whose last
+ * record was torn (cut short, or followed by junk with nothing valid after it) opens with
+ * everything before it, without it, and keeps working.
  *
  * Each test writes a store, leaves it as a crash would (a record damaged before the end a clean
  * close records is corruption, test_integrity_regress), and then for every byte offset inside
