@@ -264,15 +264,20 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
     uint64_t upto = sh->view_floor < visible ? sh->view_floor : visible;
     bool oldest = sh->segs[0] == v;
     uint64_t budget = COMPACT_STEP_BYTES;
-    while (*off < v->tail && budget > 0) {
+    struct rec_walk w;
+    htkv_rec_walk_init(&w, v->map, v->id, *off, v->tail, db->cfg.max_value_bytes);
+    while (budget > 0) {
         struct rec_hdr h;
-        if (htkv_rec_check(v->map + *off, v->tail - *off, v->id, *off, db->cfg.max_value_bytes,
-                           &h) != 0) {
+        enum rec_walk_res r = htkv_rec_walk_next(&w, &h);
+        if (r == REC_WALK_END) {
+            break;
+        }
+        if (r != REC_WALK_RECORD) {
             htkv_set_error("%s: damaged record at offset %llu; segment not compacted", v->path,
                            (unsigned long long)*off);
             return HTKV_ECORRUPT;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        uint64_t size = w.off - w.at;
         if (h.type == REC_SET || h.type == REC_DEL) {
             if ((h.flags & REC_F_BATCH) != 0 && h.version > floor) {
                 return STEP_POSTPONE;
@@ -303,7 +308,7 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
             }
         }
         sh->metrics.compact_bytes_read += size;
-        *off += size;
+        *off = w.off;
         budget = size >= budget ? 0 : budget - size;
     }
     return *off >= v->tail ? STEP_DONE : STEP_MORE;

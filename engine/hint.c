@@ -82,45 +82,45 @@ build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, ui
         return -ENOMEM;
     }
     *maxv = 0;
-    uint64_t off = SEG_DATA_OFF;
-    while (off < end) {
-        struct rec_hdr h;
-        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) != 0) {
+    struct rec_walk w;
+    struct rec_hdr h;
+    enum rec_walk_res r;
+    uint64_t off = SEG_DATA_OFF; /* end of the records described so far (a SEAL's offset) */
+    htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, end, db->cfg.max_value_bytes);
+    while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
+        if (r != REC_WALK_RECORD) {
             htkv_mem_free(buf);
             htkv_set_error("%s: damaged record at offset %llu; no hint written", s->path,
-                           (unsigned long long)off);
+                           (unsigned long long)w.at);
             return HTKV_ECORRUPT;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
         if (h.type == REC_SEAL) {
             break; /* the hint ends before SEAL: recovery checks that record itself */
         }
-        {
-            if (n == cap) {
-                cap *= 2;
-                unsigned char *b = htkv_mem_realloc(buf, HINT_HDR_BYTES + cap * HINT_ENT_BYTES +
-                                                             HINT_TRAILER_BYTES);
-                if (b == NULL) {
-                    htkv_mem_free(buf);
-                    return -ENOMEM;
-                }
-                buf = b;
+        if (n == cap) {
+            cap *= 2;
+            unsigned char *b =
+                htkv_mem_realloc(buf, HINT_HDR_BYTES + cap * HINT_ENT_BYTES + HINT_TRAILER_BYTES);
+            if (b == NULL) {
+                htkv_mem_free(buf);
+                return -ENOMEM;
             }
-            uint64_t hash = 0;
-            struct rec_hdr e = h;
-            if (h.type == REC_SET || h.type == REC_DEL) {
-                hash = htkv_hash(s->map + off + REC_HDR_BYTES, h.key_len, db->hash_seed);
-            } else {
-                /* BEGIN / COMMIT: op_count and part_count from the payload. */
-                const unsigned char *pl = s->map + off + REC_HDR_BYTES;
-                e.val_len = htkv_load32(pl);
-                e.key_len = htkv_load32(pl + 4);
-            }
-            ent_encode(buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES, hash, &e, off);
-            n++;
-            *maxv = h.version > *maxv ? h.version : *maxv;
+            buf = b;
         }
-        off += size;
+        uint64_t hash = 0;
+        struct rec_hdr e = h;
+        if (h.type == REC_SET || h.type == REC_DEL) {
+            hash = htkv_hash(s->map + w.at + REC_HDR_BYTES, h.key_len, db->hash_seed);
+        } else {
+            /* BEGIN / COMMIT: op_count and part_count from the payload. */
+            const unsigned char *pl = s->map + w.at + REC_HDR_BYTES;
+            e.val_len = htkv_load32(pl);
+            e.key_len = htkv_load32(pl + 4);
+        }
+        ent_encode(buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES, hash, &e, w.at);
+        n++;
+        *maxv = h.version > *maxv ? h.version : *maxv;
+        off = w.off;
     }
     *out = buf;
     *count = n;

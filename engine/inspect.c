@@ -429,35 +429,32 @@ seg_find(struct segwalk *sw, int kind, uint64_t off, const char *fmt, ...)
     return vec_push(&sw->findings, sizeof(f), &f);
 }
 
-/* First 8-aligned offset after @p from holding a valid record, or 0 when none (recover.c). */
-static uint64_t
-seg_resync(const struct segwalk *sw, uint64_t from)
-{
-    return htkv_rec_find(sw->map, from + REC_ALIGN, sw->end, sw->id, HTKV_VALUE_MAX_LIMIT);
-}
-
-/* Why htkv_rec_check() refused the record at @p off, in words. */
+/* Why the walk's last step refused the record at w->at, in words. */
 static void
-bad_record_reason(const struct segwalk *sw, uint64_t off, char *buf, size_t cap)
+bad_record_reason(const struct rec_walk *rw, char *buf, size_t cap)
 {
-    uint64_t avail = sw->end - off;
-    if (avail < REC_HDR_BYTES) {
-        snprintf(buf, cap, "truncated record header (%llu bytes)", (unsigned long long)avail);
-        return;
-    }
     struct rec_hdr h;
-    htkv_rec_hdr_decode(sw->map + off, &h);
-    if (REC_HDR_BYTES + (uint64_t)h.key_len + h.val_len > avail) {
+    switch (htkv_rec_walk_why(rw, &h)) {
+    case REC_BAD_SHORT:
+        snprintf(buf, cap, "truncated record header (%llu bytes)",
+                 (unsigned long long)(rw->end - rw->at));
+        break;
+    case REC_BAD_LENGTHS:
         snprintf(buf, cap, "record lengths run past the end of the file (key %u, value %u bytes)",
                  h.key_len, h.val_len);
-    } else if (htkv_rec_verify_crc(sw->map + off, sw->id, off, &h) != 0) {
+        break;
+    case REC_BAD_CRC:
         snprintf(buf, cap, "record checksum mismatch (type %u, key %u, value %u bytes)", h.type,
                  h.key_len, h.val_len);
-    } else {
+        break;
+    case REC_BAD_HEADER:
         snprintf(buf, cap,
                  "bad record header (type %u, flags 0x%x, reserved %u, key %u, value %u bytes, "
                  "version %llu)",
                  h.type, h.flags, h.reserved, h.key_len, h.val_len, (unsigned long long)h.version);
+        break;
+    default:
+        HTKV_UNREACHABLE();
     }
 }
 
@@ -598,18 +595,22 @@ walk_control(struct segwalk *sw, struct bstate *b, uint64_t off, const struct re
     }
 }
 
-/* A bad record at @p off: the end of the log (torn) or damage to skip. Sets *next (0 = end). */
+/*
+ * A bad record at rw->at (the walk's step returned @p r): the end of the log (torn) or damage to
+ * skip. Sets *next (0 = end); the walk is then at *next.
+ */
 static int
-walk_bad(struct segwalk *sw, struct bstate *b, uint64_t off, uint64_t *next)
+walk_bad(struct segwalk *sw, struct bstate *b, struct rec_walk *rw, enum rec_walk_res r,
+         uint64_t *next)
 {
-    uint64_t head = sw->end - off < REC_HDR_BYTES ? sw->end - off : REC_HDR_BYTES;
-    bool hole = sw->last && htkv_seg_all_zero(sw->map + off, head);
-    *next = hole ? 0 : seg_resync(sw, off);
+    uint64_t off = rw->at;
+    bool hole = sw->last && r == REC_WALK_ZERO;
+    *next = hole ? 0 : htkv_rec_walk_resync(rw);
     if (*next == 0) {
         return 0;
     }
     char why[160];
-    bad_record_reason(sw, off, why, sizeof(why));
+    bad_record_reason(rw, why, sizeof(why));
     int rc = seg_find(sw, HTKV_INSPECT_PROBLEM, off,
                       "%s, followed by valid records (%llu bytes unreadable, next record at "
                       "offset %llu)",
@@ -664,12 +665,15 @@ walk_records(struct walk *w, struct segwalk *sw, bool live)
     bool torn = false;
     int rc = 0;
     struct rec_hdr h;
+    struct rec_walk rw;
+    htkv_rec_walk_init(&rw, sw->map, sw->id, off, sw->end, HTKV_VALUE_MAX_LIMIT);
     while (off < sw->end && rc == 0) {
         progress(w, w->done + off);
-        if (htkv_rec_check(sw->map + off, sw->end - off, sw->id, off, HTKV_VALUE_MAX_LIMIT, &h) !=
-            0) {
+        enum rec_walk_res r = htkv_rec_walk_next(&rw, &h);
+        HTKV_ASSERT(r != REC_WALK_END && rw.at == off);
+        if (r != REC_WALK_RECORD) {
             uint64_t next;
-            rc = walk_bad(sw, &b, off, &next);
+            rc = walk_bad(sw, &b, &rw, r, &next);
             if (next == 0) {
                 torn = true;
                 break;
@@ -677,7 +681,7 @@ walk_records(struct walk *w, struct segwalk *sw, bool live)
             off = next;
             continue;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        uint64_t size = rw.off - rw.at;
         if (h.version > sw->max_version && h.type != REC_SEAL) {
             sw->max_version = h.version;
         }

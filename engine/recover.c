@@ -228,13 +228,6 @@ recover_ent(struct recov *rv, struct shard *sh, struct seg *s, uint64_t off,
     return e;
 }
 
-/* First offset after @p from (8-aligned) holding a valid record, or 0 when none. */
-static uint64_t
-resync(struct htkv_db *db, struct seg *s, uint64_t from, uint64_t end)
-{
-    return htkv_rec_find(s->map, from + REC_ALIGN, end, s->id, db->cfg.max_value_bytes);
-}
-
 enum scan_end { SCAN_EOF, SCAN_TORN, SCAN_SEALED };
 
 /* Flush the batch being scanned: install it (one part) or park it (several parts). */
@@ -506,13 +499,15 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
     bool orphans = false; /* after a skip: drop the rest of a batch whose start was skipped */
     enum scan_end how = SCAN_EOF;
     struct rec_hdr h;
+    struct rec_walk w;
+    enum rec_walk_res r;
+    htkv_rec_walk_init(&w, s->map, s->id, off, end, db->cfg.max_value_bytes);
 
-    while (off < end) {
-        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) != 0) {
-            bool hole =
-                last && htkv_seg_all_zero(s->map + off,
-                                          end - off < REC_HDR_BYTES ? end - off : REC_HDR_BYTES);
-            uint64_t next = hole ? 0 : resync(db, s, off, end);
+    while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
+        HTKV_ASSERT(off == w.at);
+        if (r != REC_WALK_RECORD) {
+            bool hole = last && r == REC_WALK_ZERO;
+            uint64_t next = hole ? 0 : htkv_rec_walk_resync(&w);
             if (next == 0) {
                 how = SCAN_TORN;
                 cut = in_batch ? b_begin : off;
@@ -562,7 +557,7 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
             }
             orphans = false;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        uint64_t size = w.off - w.at;
         const unsigned char *pl = s->map + off + REC_HDR_BYTES + h.key_len;
         bool ok = true;
         if (h.version > rv->max_version && h.type != REC_SEAL) {
