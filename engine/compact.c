@@ -66,14 +66,12 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "engine/testhook.h"
 #include "uring/ur_fault.h"
 
 /* Bytes of a victim examined per lock hold: 256 KiB is ~30-60 us of copying on this class of
  * machine, the longest a writer of the shard waits for compaction. */
 #define COMPACT_STEP_BYTES (256u << 10)
-
-/* Test hook: called at each step of a pass; see compact.h. */
-void (*htkv_compact_hook)(const char *point) = NULL;
 
 #define hook htkv_compact_hook_call
 
@@ -516,7 +514,7 @@ htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active)
     /* Sealed segments are immutable and only compaction (which holds compact_lock, as the
      * caller does) or htkv_close() removes them; the active one is written only at close. */
     for (size_t i = 0; i < k && !failed; i++) {
-        int wrc = htkv_hint_write(db, todo[i]);
+        int wrc = htkv_hint_write(todo[i], db->hash_seed, db->cfg.max_value_bytes);
         if (wrc != 0) {
             htkv_db_log(db, HTKV_LOG_WARN, "%s: no hint written: %s", todo[i]->path,
                         htkv_strerror(wrc));

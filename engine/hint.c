@@ -7,6 +7,11 @@
  * header against the segment, the size against the entry count and the trailer's CRC, and hands
  * the entries to recovery, which checks each one against the segment's bounds as it goes.
  *
+ * Layer: formats. Calls the base layer (allocation, errors, crc32c, hash, the crash-test hook,
+ * fault injection), the record walk (rec.h) and the segment type (seg.h); knows no store: the
+ * caller passes the store's hash seed and value limit, and logs what fails (errors are
+ * returned, with htkv_set_error() where there is more to say).
+ *
  * Invariants
  *   1. A hint on disk describes only records that were durable before it was written.
  *   2. A hint that fails any check is ignored (the segment is scanned) and never half-used:
@@ -19,12 +24,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/compact.h"
 #include "engine/crc32c.h"
-#include "engine/db.h"
 #include "engine/hash.h"
 #include "engine/inspect.h"
 #include "engine/rec.h"
+#include "engine/seg.h"
+#include "engine/testhook.h"
 #include "uring/ur_fault.h"
 
 HTKV_STATIC_ASSERT(HINT_HDR_BYTES == 64, "hint header is 64 bytes");
@@ -72,8 +77,8 @@ ent_encode(unsigned char *p, uint64_t hash, const struct rec_hdr *h, uint64_t of
 
 /* Entries of [SEG_DATA_OFF, upto) into a new buffer (header and trailer left for the caller). */
 static int
-build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, uint64_t *count,
-      uint64_t *maxv)
+build(const struct seg *s, uint64_t seed, uint32_t val_max, uint64_t *upto, unsigned char **out,
+      uint64_t *count, uint64_t *maxv)
 {
     uint64_t end = *upto;
     uint64_t cap = 1024, n = 0;
@@ -86,7 +91,7 @@ build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, ui
     struct rec_hdr h;
     enum rec_walk_res r;
     uint64_t off = SEG_DATA_OFF; /* end of the records described so far (a SEAL's offset) */
-    htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, end, db->cfg.max_value_bytes);
+    htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, end, val_max);
     while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
         if (r != REC_WALK_RECORD) {
             htkv_mem_free(buf);
@@ -110,7 +115,7 @@ build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, ui
         uint64_t hash = 0;
         struct rec_hdr e = h;
         if (h.type == REC_SET || h.type == REC_DEL) {
-            hash = htkv_hash(s->map + w.at + REC_HDR_BYTES, h.key_len, db->hash_seed);
+            hash = htkv_hash(s->map + w.at + REC_HDR_BYTES, h.key_len, seed);
         } else {
             /* BEGIN / COMMIT: op_count and part_count from the payload. */
             const unsigned char *pl = s->map + w.at + REC_HDR_BYTES;
@@ -129,11 +134,11 @@ build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, ui
 }
 
 int
-htkv_hint_write(struct htkv_db *db, struct seg *s)
+htkv_hint_write(struct seg *s, uint64_t hash_seed, uint32_t val_max)
 {
     unsigned char *buf;
     uint64_t n, maxv, upto = s->tail;
-    int rc = build(db, s, &upto, &buf, &n, &maxv);
+    int rc = build(s, hash_seed, val_max, &upto, &buf, &n, &maxv);
     if (rc != 0) {
         return rc;
     }

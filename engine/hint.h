@@ -27,8 +27,6 @@
 #define HINT_MAGIC "HTKVHNT1"
 
 struct seg;
-struct shard;
-struct htkv_db;
 
 /* One decoded hint entry. */
 struct hint_ent {
@@ -57,10 +55,11 @@ void htkv_hint_path(char *buf, size_t cap, const char *seg_path);
  * Write the hint of @p s for its records from SEG_DATA_OFF up to its tail or its SEAL record,
  * whichever comes first, replacing any older hint; sets s->hint_tail. The records must be
  * durable (fdatasynced) and stable (nothing appended concurrently below the tail: the caller
- * holds the shard's lock or is its only writer). 0, HTKV_ECORRUPT (a record fails its check: no
- * hint), -ENOMEM or -errno.
+ * holds the shard's lock or is its only writer). Keys are hashed with the store's @p hash_seed;
+ * records are checked with values up to @p val_max. Logs nothing: 0, HTKV_ECORRUPT (a record
+ * fails its check: no hint, htkv_set_error() says where), -ENOMEM or -errno.
  */
-int htkv_hint_write(struct htkv_db *db, struct seg *s);
+int htkv_hint_write(struct seg *s, uint64_t hash_seed, uint32_t val_max);
 
 /*
  * Load and check the hint of @p s. Returns 0 and fills @p out (free with htkv_hint_free()),

@@ -55,6 +55,7 @@
 #include "engine/inspect.h"
 #include "engine/rec.h"
 #include "engine/run.h"
+#include "engine/testhook.h"
 #include "uring/ur_fault.h"
 
 #define SNAP_MAGIC "HTKVSNP1"
