@@ -2,8 +2,12 @@
  * inspect.c - read-only inspection of a store (API in inspect.h): verify walks every file on its
  * own, with the rules of recovery, and reports every problem instead of stopping at the first.
  *
- * Design. The verify walk shares no code path with htkv_open() beyond the record codec
- * (htkv_rec_check(), so "valid record" means the same thing) and the key hash (shard check). It
+ * Layer: features. Calls the formats layer (the record walk of rec.h, hint checks, manifest
+ * and segment constants), the base layer and the public API (to compare with an open handle).
+ *
+ * Design. The verify walk shares no code path with htkv_open() beyond the record codec and its
+ * walk (struct rec_walk, so "valid record" and "next record" mean the same thing) and the key
+ * hash (shard check). It
  * reads CURRENT and the manifest with plain reads and maps each segment PROT_READ. Where
  * recovery would fail at damage followed by valid data, the walk reports it and resumes at the
  * next valid record or edit, as HTKV_RECOVERY_SKIP_CORRUPT would, so one run lists every
@@ -1004,34 +1008,36 @@ ishard_drop(struct walk *w, uint32_t shard, uint64_t id)
     return 1;
 }
 
-/* Apply one well-framed edit (man_replay()'s rules). Returns 0, 1 (stop: newer format), -ENOMEM. */
+/* INIT (16 bytes): format, shard count, hash seed. 0, 1 (stop: newer format) or -ENOMEM. */
 static int
-apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p,
-           uint32_t len)
+edit_init(struct walk *w, const char *rel, uint64_t off, const unsigned char *p)
 {
-    HTKV_ASSERT(len <= INSPECT_EDIT_MAX); /* edit_framed() bounded it */
-    bool init = w->shards != NULL;
-    if (type == MAN_INIT && len == 16 && !init) {
-        uint32_t format = htkv_load32(p), shards = htkv_load32(p + 4);
-        w->sum->format = format;
-        if (format > HTKV_FORMAT_VERSION) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: format version %u is newer than %u",
-                   format, HTKV_FORMAT_VERSION);
-            return 1;
-        }
-        if (shards == 0 || shards > MAN_SHARDS_MAX) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: %u shards", shards);
-            return 0;
-        }
-        w->shards = htkv_mem_calloc(shards, sizeof(*w->shards));
-        if (w->shards == NULL) {
-            return -ENOMEM;
-        }
-        w->shard_count = w->sum->shard_count = shards;
-        w->hash_seed = htkv_load64(p + 8);
+    uint32_t format = htkv_load32(p), shards = htkv_load32(p + 4);
+    w->sum->format = format;
+    if (format > HTKV_FORMAT_VERSION) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: format version %u is newer than %u",
+               format, HTKV_FORMAT_VERSION);
+        return 1;
+    }
+    if (shards == 0 || shards > MAN_SHARDS_MAX) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: %u shards", shards);
         return 0;
     }
-    if (type == MAN_NEXT_ID && len == 16 && init) {
+    w->shards = htkv_mem_calloc(shards, sizeof(*w->shards));
+    if (w->shards == NULL) {
+        return -ENOMEM;
+    }
+    w->shard_count = w->sum->shard_count = shards;
+    w->hash_seed = htkv_load64(p + 8);
+    return 0;
+}
+
+/* NEXT_ID, VERSIONS, BATCH_FLOOR or BATCH_ABORT (16 bytes). 0 or -ENOMEM. */
+static int
+edit_number(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
+{
+    switch (type) {
+    case MAN_NEXT_ID: {
         uint64_t next = htkv_load64(p + 8);
         if (htkv_load64(p) != 0 || next == 0 || next > MAN_SEG_ID_MAX + 1) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid NEXT_ID edit");
@@ -1040,7 +1046,7 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         }
         return 0;
     }
-    if (type == MAN_VERSIONS && len == 16 && init) {
+    case MAN_VERSIONS: {
         uint64_t hwm = htkv_load64(p), applied = htkv_load64(p + 8);
         if (hwm < applied || hwm > REC_VERSION_MAX) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off,
@@ -1052,54 +1058,14 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         w->version_applied = applied > w->version_applied ? applied : w->version_applied;
         return 0;
     }
-    if (((type == MAN_SEG_GONE && len == 16) || (type == MAN_SEG_END && len == 24)) && init) {
-        uint32_t shard = htkv_load32(p);
-        uint64_t id = htkv_load64(p + 8);
-        const char *what = type == MAN_SEG_GONE ? "SEG_GONE" : "SEG_END";
-        if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
-                   shard, (unsigned long long)id);
-            return 0;
-        }
-        bool listed = ishard_listed(w, shard, id);
-        if (type == MAN_SEG_GONE) {
-            if (listed) {
-                report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                       "SEG_GONE: segment %llu of shard %u is listed (an id is never both listed "
-                       "and gone)",
-                       (unsigned long long)id, shard);
-                return 0;
-            }
-            if (id >= w->next_seg_id) {
-                w->next_seg_id = id + 1;
-            }
-            return idval_put(&w->gone, id, shard);
-        }
-        uint64_t end = htkv_load64(p + 16);
-        if (!listed) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                   "SEG_END: segment %llu of shard %u is not listed", (unsigned long long)id,
-                   shard);
-            return 0;
-        }
-        if (end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                   "SEG_END: end %llu of segment %llu is out of [%u, %llu]",
-                   (unsigned long long)end, (unsigned long long)id, SEG_DATA_OFF,
-                   (unsigned long long)SEG_BYTES_LIMIT);
-            return 0;
-        }
-        return idval_put(&w->ends, id, end);
-    }
-    if (type == MAN_BATCH_FLOOR && len == 16 && init) {
+    case MAN_BATCH_FLOOR:
         if (htkv_load64(p) != 0) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid BATCH_FLOOR edit");
         } else if (htkv_load64(p + 8) > w->batch_floor) {
             w->batch_floor = htkv_load64(p + 8);
         }
         return 0;
-    }
-    if (type == MAN_BATCH_ABORT && len == 16 && init) {
+    case MAN_BATCH_ABORT: {
         uint64_t limit = htkv_load64(p), version = htkv_load64(p + 8);
         if (version == 0 || limit == 0 || limit > MAN_SEG_ID_MAX + 1) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid BATCH_ABORT edit");
@@ -1107,38 +1073,109 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         }
         return vec_push(&w->aborted, sizeof(version), &version);
     }
-    if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && len == 16 && init) {
-        uint32_t shard = htkv_load32(p);
-        uint64_t id = htkv_load64(p + 8);
-        const char *what = type == MAN_SEG_ADD ? "SEG_ADD" : "SEG_DROP";
-        if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
-                   shard, (unsigned long long)id);
-            return 0;
-        }
-        if (type == MAN_SEG_ADD && idval_find(&w->gone, id) != NULL) {
+    default:
+        HTKV_UNREACHABLE();
+    }
+}
+
+/* SEG_GONE (16 bytes) or SEG_END (24 bytes). 0 or -ENOMEM. */
+static int
+edit_gone_end(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
+{
+    uint32_t shard = htkv_load32(p);
+    uint64_t id = htkv_load64(p + 8);
+    const char *what = type == MAN_SEG_GONE ? "SEG_GONE" : "SEG_END";
+    if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
+               shard, (unsigned long long)id);
+        return 0;
+    }
+    bool listed = ishard_listed(w, shard, id);
+    if (type == MAN_SEG_GONE) {
+        if (listed) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                   "SEG_ADD: segment %llu of shard %u was called gone before (ids are never "
-                   "reused)",
+                   "SEG_GONE: segment %llu of shard %u is listed (an id is never both listed "
+                   "and gone)",
                    (unsigned long long)id, shard);
             return 0;
         }
-        int rc = type == MAN_SEG_ADD ? ishard_add(w, shard, id) : ishard_drop(w, shard, id);
-        if (rc == 1) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: segment %llu of shard %u %s", what,
-                   (unsigned long long)id, shard,
-                   type == MAN_SEG_ADD ? "added twice" : "was not there");
-            return 0;
-        }
-        if (rc == 0 && type == MAN_SEG_ADD && id >= w->next_seg_id) {
+        if (id >= w->next_seg_id) {
             w->next_seg_id = id + 1;
         }
-        if (rc == 0 && type == MAN_SEG_DROP) {
-            /* man_apply_drop(): its file is obsolete now, whether or not its unlink happens. */
-            idval_remove(&w->ends, id);
-            rc = idval_put(&w->gone, id, shard);
-        }
-        return rc;
+        return idval_put(&w->gone, id, shard);
+    }
+    uint64_t end = htkv_load64(p + 16);
+    if (!listed) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "SEG_END: segment %llu of shard %u is not listed",
+               (unsigned long long)id, shard);
+        return 0;
+    }
+    if (end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off,
+               "SEG_END: end %llu of segment %llu is out of [%u, %llu]", (unsigned long long)end,
+               (unsigned long long)id, SEG_DATA_OFF, (unsigned long long)SEG_BYTES_LIMIT);
+        return 0;
+    }
+    return idval_put(&w->ends, id, end);
+}
+
+/* SEG_ADD or SEG_DROP (16 bytes). 0 or -ENOMEM. */
+static int
+edit_add_drop(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
+{
+    uint32_t shard = htkv_load32(p);
+    uint64_t id = htkv_load64(p + 8);
+    const char *what = type == MAN_SEG_ADD ? "SEG_ADD" : "SEG_DROP";
+    if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
+               shard, (unsigned long long)id);
+        return 0;
+    }
+    if (type == MAN_SEG_ADD && idval_find(&w->gone, id) != NULL) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off,
+               "SEG_ADD: segment %llu of shard %u was called gone before (ids are never "
+               "reused)",
+               (unsigned long long)id, shard);
+        return 0;
+    }
+    int rc = type == MAN_SEG_ADD ? ishard_add(w, shard, id) : ishard_drop(w, shard, id);
+    if (rc == 1) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: segment %llu of shard %u %s", what,
+               (unsigned long long)id, shard,
+               type == MAN_SEG_ADD ? "added twice" : "was not there");
+        return 0;
+    }
+    if (rc == 0 && type == MAN_SEG_ADD && id >= w->next_seg_id) {
+        w->next_seg_id = id + 1;
+    }
+    if (rc == 0 && type == MAN_SEG_DROP) {
+        /* man_apply_drop(): its file is obsolete now, whether or not its unlink happens. */
+        idval_remove(&w->ends, id);
+        rc = idval_put(&w->gone, id, shard);
+    }
+    return rc;
+}
+
+/* Apply one well-framed edit (man_replay()'s rules). Returns 0, 1 (stop: newer format), -ENOMEM. */
+static int
+apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p,
+           uint32_t len)
+{
+    HTKV_ASSERT(len <= INSPECT_EDIT_MAX); /* edit_framed() bounded it */
+    bool init = w->shards != NULL;
+    if (type == MAN_INIT && len == 16 && !init) {
+        return edit_init(w, rel, off, p);
+    }
+    if (init && len == 16 &&
+        (type == MAN_NEXT_ID || type == MAN_VERSIONS || type == MAN_BATCH_FLOOR ||
+         type == MAN_BATCH_ABORT)) {
+        return edit_number(w, rel, off, type, p);
+    }
+    if (init && ((type == MAN_SEG_GONE && len == 16) || (type == MAN_SEG_END && len == 24))) {
+        return edit_gone_end(w, rel, off, type, p);
+    }
+    if (init && len == 16 && (type == MAN_SEG_ADD || type == MAN_SEG_DROP)) {
+        return edit_add_drop(w, rel, off, type, p);
     }
     report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid edit (type %u, %u bytes%s)", type, len,
            init ? "" : ", before INIT");
