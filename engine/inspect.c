@@ -71,8 +71,6 @@
 #include "engine/seg.h"
 #include "uring/ur_fault.h"
 
-#define INSPECT_MAN_MAGIC "HTKVMAN1"     /* manifest.c's MAN_MAGIC */
-#define INSPECT_MAN_MAX (64ull << 20)    /* htkv_manifest_load() refuses larger manifests */
 #define INSPECT_EDIT_MAX 64u             /* man_replay(): longer payloads are damage */
 #define INSPECT_PROGRESS_STEP (4u << 20) /* progress callback about every 4 MiB */
 /* Live mode: re-walk a shard's last segment up to 4 times, 20 ms apart (an append takes us). */
@@ -1256,7 +1254,7 @@ walk_edits(struct walk *w, const char *rel, const unsigned char *buf, uint64_t l
 static int
 check_man_header(struct walk *w, const char *rel, const unsigned char *buf, uint64_t number)
 {
-    if (memcmp(buf, INSPECT_MAN_MAGIC, 8) != 0) {
+    if (memcmp(buf, MAN_MAGIC, 8) != 0) {
         report(w, HTKV_INSPECT_PROBLEM, rel, 0, "bad manifest magic");
     }
     if (htkv_load32(buf + 28) != htkv_crc32c(0, buf, 28)) {
@@ -1294,7 +1292,7 @@ walk_manifest_file(struct walk *w, uint64_t number)
         goto out;
     }
     uint64_t len = (uint64_t)st.st_size;
-    if (len < MAN_HDR_BYTES || len > INSPECT_MAN_MAX) {
+    if (len < MAN_HDR_BYTES || len > MAN_BYTES_MAX) {
         report(w, HTKV_INSPECT_PROBLEM, rel, 0, "bad manifest size %llu", (unsigned long long)len);
         rc = 1;
         goto out;

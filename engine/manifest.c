@@ -29,8 +29,6 @@
 #include "engine/rec.h"
 #include "engine/seg.h"
 
-#define MAN_MAGIC "HTKVMAN1"
-
 /* fsync with fault injection (a failed sync of a file being written fails the write). */
 static int
 man_fsync(int fd)
@@ -910,7 +908,7 @@ man_read_file(struct manifest *m, const char *name, unsigned char **buf_out, uin
         return -errno;
     }
     uint64_t len = (uint64_t)st.st_size;
-    if (len < MAN_HDR_BYTES || len > (64ull << 20)) {
+    if (len < MAN_HDR_BYTES || len > MAN_BYTES_MAX) {
         htkv_set_error("%s: bad size %llu", name, (unsigned long long)len);
         return HTKV_ECORRUPT;
     }
