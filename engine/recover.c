@@ -243,6 +243,7 @@ enum scan_end { SCAN_EOF, SCAN_TORN, SCAN_SEALED };
 static int
 batch_commit(struct recov *rv, struct shard *sh, uint64_t version, uint32_t parts)
 {
+    HTKV_ASSERT(parts >= 1); /* BEGIN was checked: at least one part */
     int rc = 0;
     if (parts == 1) {
         for (size_t i = 0; i < rv->nbents && rc == 0; i++) {
@@ -261,6 +262,7 @@ batch_commit(struct recov *rv, struct shard *sh, uint64_t version, uint32_t part
             }
         }
         if (rc == 0) {
+            HTKV_ASSERT(rv->npents == p.ent_start + p.ent_count);
             rc = vec_push((void **)&rv->pend, &rv->npend, &rv->pend_cap, sizeof(p), &p);
         }
     }
@@ -365,6 +367,7 @@ hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
     for (uint64_t i = 0; i < hh->count && rc == 0; i++) {
         struct hint_ent e;
         htkv_hint_get(hh, i, &e);
+        HTKV_ASSERT(e.off >= SEG_DATA_OFF && e.off < hh->tail); /* hint_check() passed */
         rv->max_version = e.version > rv->max_version ? e.version : rv->max_version;
         s->max_version = e.version > s->max_version ? e.version : s->max_version;
         s->records++;
@@ -817,8 +820,10 @@ recover_cross_shard(struct recov *rv)
         while (j < rv->npend && rv->pend[j].version == rv->pend[i].version) {
             j++;
         }
+        HTKV_ASSERT(j > i); /* parts of one batch version, sorted together */
         bool complete = (j - i) == rv->pend[i].parts;
         for (size_t k = i; k < j; k++) {
+            HTKV_ASSERT(rv->pend[k].ent_start + rv->pend[k].ent_count <= rv->npents);
             complete = complete && rv->pend[k].parts == rv->pend[i].parts;
         }
         /* At or below the batch floor every part was durable before compaction could drop
