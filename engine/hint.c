@@ -26,7 +26,6 @@
 
 #include "engine/crc32c.h"
 #include "engine/hash.h"
-#include "engine/inspect.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
 #include "engine/testhook.h"

@@ -73,4 +73,19 @@ void htkv_hint_get(const struct hint *h, uint64_t i, struct hint_ent *out);
 
 void htkv_hint_free(struct hint *h);
 
+/**
+ * Check the hint file at @p path with every check recovery applies before it uses a hint
+ * (htkv_hint_load(): header magic, checksum, format, shard and segment, size against the entry
+ * count, trailer checksum of the entries, tail within the segment), for segment @p seg_id of
+ * shard @p shard whose file is @p seg_file_bytes long.
+ * @param[in]  path     Hint file (DIR/shard-SSS/NNNNNNNNNNNN.hint); borrowed; never written.
+ * @param[out] bad_off  On HTKV_ECORRUPT, the offset of the field that failed; else 0; may be NULL.
+ * @return 0; HTKV_ENOTFOUND (no such file: hints are optional); HTKV_ECORRUPT (recovery would
+ *         ignore the hint and scan the segment; htkv_last_error(): "PATH: REASON at offset N");
+ *         -ENOMEM; -EINVAL; -errno.
+ * @context Any thread. Blocks on file I/O.
+ */
+int htkv_hint_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t seg_file_bytes,
+                         uint64_t *bad_off);
+
 #endif
