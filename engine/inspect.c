@@ -3,7 +3,8 @@
  * own, with the rules of recovery, and reports every problem instead of stopping at the first.
  *
  * Layer: features. Calls the formats layer (the record walk of rec.h, hint checks, manifest
- * and segment constants), the base layer and the public API (to compare with an open handle).
+ * and segment constants), the base layer, the public API (to compare with an open handle) and
+ * the store (db.h: per-segment and manifest figures of an open store).
  *
  * Design. The verify walk shares no code path with htkv_open() beyond the record codec and its
  * walk (struct rec_walk, so "valid record" and "next record" mean the same thing) and the key
