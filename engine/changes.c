@@ -97,24 +97,25 @@ collect_seg(struct htkv_changes *c, uint32_t shard, const struct seg *s, uint64_
             uint64_t since, uint64_t snap)
 {
     struct htkv_db *db = c->db;
-    for (uint64_t off = SEG_DATA_OFF; off < tail;) {
-        struct rec_hdr h;
-        if (htkv_rec_check(s->map + off, tail - off, s->id, off, db->cfg.max_value_bytes, &h) !=
-            0) {
-            htkv_set_error("%s: damaged record at offset %llu", s->path, (unsigned long long)off);
+    struct rec_walk w;
+    struct rec_hdr h;
+    enum rec_walk_res r;
+    htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, tail, db->cfg.max_value_bytes);
+    while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
+        if (r != REC_WALK_RECORD) {
+            htkv_set_error("%s: damaged record at offset %llu", s->path, (unsigned long long)w.at);
             return HTKV_ECORRUPT;
         }
         if ((h.type == REC_SET || h.type == REC_DEL) && h.version > since && h.version <= snap &&
             !discarded(db, h.version)) {
             struct change ch = {
-                .version = h.version, .seg = s, .off = (uint32_t)off, .shard = shard
+                .version = h.version, .seg = s, .off = (uint32_t)w.at, .shard = shard
             };
             int rc = push(c, &ch);
             if (rc != 0) {
                 return rc;
             }
         }
-        off += htkv_rec_size(h.key_len, h.val_len);
     }
     return 0;
 }

@@ -66,14 +66,12 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "engine/testhook.h"
 #include "uring/ur_fault.h"
 
 /* Bytes of a victim examined per lock hold: 256 KiB is ~30-60 us of copying on this class of
  * machine, the longest a writer of the shard waits for compaction. */
 #define COMPACT_STEP_BYTES (256u << 10)
-
-/* Test hook: called at each step of a pass; see compact.h. */
-void (*htkv_compact_hook)(const char *point) = NULL;
 
 #define hook htkv_compact_hook_call
 
@@ -264,15 +262,20 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
     uint64_t upto = sh->view_floor < visible ? sh->view_floor : visible;
     bool oldest = sh->segs[0] == v;
     uint64_t budget = COMPACT_STEP_BYTES;
-    while (*off < v->tail && budget > 0) {
+    struct rec_walk w;
+    htkv_rec_walk_init(&w, v->map, v->id, *off, v->tail, db->cfg.max_value_bytes);
+    while (budget > 0) {
         struct rec_hdr h;
-        if (htkv_rec_check(v->map + *off, v->tail - *off, v->id, *off, db->cfg.max_value_bytes,
-                           &h) != 0) {
+        enum rec_walk_res r = htkv_rec_walk_next(&w, &h);
+        if (r == REC_WALK_END) {
+            break;
+        }
+        if (r != REC_WALK_RECORD) {
             htkv_set_error("%s: damaged record at offset %llu; segment not compacted", v->path,
                            (unsigned long long)*off);
             return HTKV_ECORRUPT;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        uint64_t size = w.off - w.at;
         if (h.type == REC_SET || h.type == REC_DEL) {
             if ((h.flags & REC_F_BATCH) != 0 && h.version > floor) {
                 return STEP_POSTPONE;
@@ -303,7 +306,7 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
             }
         }
         sh->metrics.compact_bytes_read += size;
-        *off += size;
+        *off = w.off;
         budget = size >= budget ? 0 : budget - size;
     }
     return *off >= v->tail ? STEP_DONE : STEP_MORE;
@@ -511,7 +514,7 @@ htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active)
     /* Sealed segments are immutable and only compaction (which holds compact_lock, as the
      * caller does) or htkv_close() removes them; the active one is written only at close. */
     for (size_t i = 0; i < k && !failed; i++) {
-        int wrc = htkv_hint_write(db, todo[i]);
+        int wrc = htkv_hint_write(todo[i], db->hash_seed, db->cfg.max_value_bytes);
         if (wrc != 0) {
             htkv_db_log(db, HTKV_LOG_WARN, "%s: no hint written: %s", todo[i]->path,
                         htkv_strerror(wrc));

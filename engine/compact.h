@@ -52,19 +52,4 @@ void htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen);
 /* Close every zombie at once (htkv_close(): no reader is left). */
 void htkv_compact_free_zombies(struct htkv_db *db);
 
-/*
- * Test hook, NULL in production: called with the name of each point of a pass that a crash
- * test kills at ("fence-synced", "step", "copies-synced", "dropped", and the hint and snapshot
- * points of hint.c and snapshot.c). Set before opening the store; not thread-safe to change.
- */
-extern void (*htkv_compact_hook)(const char *point);
-
-static inline void
-htkv_compact_hook_call(const char *point)
-{
-    if (HTKV_UNLIKELY(htkv_compact_hook != NULL)) {
-        htkv_compact_hook(point);
-    }
-}
-
 #endif

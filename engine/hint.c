@@ -7,6 +7,11 @@
  * header against the segment, the size against the entry count and the trailer's CRC, and hands
  * the entries to recovery, which checks each one against the segment's bounds as it goes.
  *
+ * Layer: formats. Calls the base layer (allocation, errors, crc32c, hash, the crash-test hook,
+ * fault injection), the record walk (rec.h) and the segment type (seg.h); knows no store: the
+ * caller passes the store's hash seed and value limit, and logs what fails (errors are
+ * returned, with htkv_set_error() where there is more to say).
+ *
  * Invariants
  *   1. A hint on disk describes only records that were durable before it was written.
  *   2. A hint that fails any check is ignored (the segment is scanned) and never half-used:
@@ -19,12 +24,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/compact.h"
 #include "engine/crc32c.h"
-#include "engine/db.h"
 #include "engine/hash.h"
-#include "engine/inspect.h"
 #include "engine/rec.h"
+#include "engine/seg.h"
+#include "engine/testhook.h"
 #include "uring/ur_fault.h"
 
 HTKV_STATIC_ASSERT(HINT_HDR_BYTES == 64, "hint header is 64 bytes");
@@ -72,8 +76,8 @@ ent_encode(unsigned char *p, uint64_t hash, const struct rec_hdr *h, uint64_t of
 
 /* Entries of [SEG_DATA_OFF, upto) into a new buffer (header and trailer left for the caller). */
 static int
-build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, uint64_t *count,
-      uint64_t *maxv)
+build(const struct seg *s, uint64_t seed, uint32_t val_max, uint64_t *upto, unsigned char **out,
+      uint64_t *count, uint64_t *maxv)
 {
     uint64_t end = *upto;
     uint64_t cap = 1024, n = 0;
@@ -82,45 +86,45 @@ build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, ui
         return -ENOMEM;
     }
     *maxv = 0;
-    uint64_t off = SEG_DATA_OFF;
-    while (off < end) {
-        struct rec_hdr h;
-        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) != 0) {
+    struct rec_walk w;
+    struct rec_hdr h;
+    enum rec_walk_res r;
+    uint64_t off = SEG_DATA_OFF; /* end of the records described so far (a SEAL's offset) */
+    htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, end, val_max);
+    while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
+        if (r != REC_WALK_RECORD) {
             htkv_mem_free(buf);
             htkv_set_error("%s: damaged record at offset %llu; no hint written", s->path,
-                           (unsigned long long)off);
+                           (unsigned long long)w.at);
             return HTKV_ECORRUPT;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
         if (h.type == REC_SEAL) {
             break; /* the hint ends before SEAL: recovery checks that record itself */
         }
-        {
-            if (n == cap) {
-                cap *= 2;
-                unsigned char *b = htkv_mem_realloc(buf, HINT_HDR_BYTES + cap * HINT_ENT_BYTES +
-                                                             HINT_TRAILER_BYTES);
-                if (b == NULL) {
-                    htkv_mem_free(buf);
-                    return -ENOMEM;
-                }
-                buf = b;
+        if (n == cap) {
+            cap *= 2;
+            unsigned char *b =
+                htkv_mem_realloc(buf, HINT_HDR_BYTES + cap * HINT_ENT_BYTES + HINT_TRAILER_BYTES);
+            if (b == NULL) {
+                htkv_mem_free(buf);
+                return -ENOMEM;
             }
-            uint64_t hash = 0;
-            struct rec_hdr e = h;
-            if (h.type == REC_SET || h.type == REC_DEL) {
-                hash = htkv_hash(s->map + off + REC_HDR_BYTES, h.key_len, db->hash_seed);
-            } else {
-                /* BEGIN / COMMIT: op_count and part_count from the payload. */
-                const unsigned char *pl = s->map + off + REC_HDR_BYTES;
-                e.val_len = htkv_load32(pl);
-                e.key_len = htkv_load32(pl + 4);
-            }
-            ent_encode(buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES, hash, &e, off);
-            n++;
-            *maxv = h.version > *maxv ? h.version : *maxv;
+            buf = b;
         }
-        off += size;
+        uint64_t hash = 0;
+        struct rec_hdr e = h;
+        if (h.type == REC_SET || h.type == REC_DEL) {
+            hash = htkv_hash(s->map + w.at + REC_HDR_BYTES, h.key_len, seed);
+        } else {
+            /* BEGIN / COMMIT: op_count and part_count from the payload. */
+            const unsigned char *pl = s->map + w.at + REC_HDR_BYTES;
+            e.val_len = htkv_load32(pl);
+            e.key_len = htkv_load32(pl + 4);
+        }
+        ent_encode(buf + HINT_HDR_BYTES + n * HINT_ENT_BYTES, hash, &e, w.at);
+        n++;
+        *maxv = h.version > *maxv ? h.version : *maxv;
+        off = w.off;
     }
     *out = buf;
     *count = n;
@@ -129,11 +133,11 @@ build(struct htkv_db *db, struct seg *s, uint64_t *upto, unsigned char **out, ui
 }
 
 int
-htkv_hint_write(struct htkv_db *db, struct seg *s)
+htkv_hint_write(struct seg *s, uint64_t hash_seed, uint32_t val_max)
 {
     unsigned char *buf;
     uint64_t n, maxv, upto = s->tail;
-    int rc = build(db, s, &upto, &buf, &n, &maxv);
+    int rc = build(s, hash_seed, val_max, &upto, &buf, &n, &maxv);
     if (rc != 0) {
         return rc;
     }

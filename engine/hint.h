@@ -27,8 +27,6 @@
 #define HINT_MAGIC "HTKVHNT1"
 
 struct seg;
-struct shard;
-struct htkv_db;
 
 /* One decoded hint entry. */
 struct hint_ent {
@@ -57,10 +55,11 @@ void htkv_hint_path(char *buf, size_t cap, const char *seg_path);
  * Write the hint of @p s for its records from SEG_DATA_OFF up to its tail or its SEAL record,
  * whichever comes first, replacing any older hint; sets s->hint_tail. The records must be
  * durable (fdatasynced) and stable (nothing appended concurrently below the tail: the caller
- * holds the shard's lock or is its only writer). 0, HTKV_ECORRUPT (a record fails its check: no
- * hint), -ENOMEM or -errno.
+ * holds the shard's lock or is its only writer). Keys are hashed with the store's @p hash_seed;
+ * records are checked with values up to @p val_max. Logs nothing: 0, HTKV_ECORRUPT (a record
+ * fails its check: no hint, htkv_set_error() says where), -ENOMEM or -errno.
  */
-int htkv_hint_write(struct htkv_db *db, struct seg *s);
+int htkv_hint_write(struct seg *s, uint64_t hash_seed, uint32_t val_max);
 
 /*
  * Load and check the hint of @p s. Returns 0 and fills @p out (free with htkv_hint_free()),
@@ -73,5 +72,20 @@ int htkv_hint_load(const struct seg *s, struct hint *out);
 void htkv_hint_get(const struct hint *h, uint64_t i, struct hint_ent *out);
 
 void htkv_hint_free(struct hint *h);
+
+/**
+ * Check the hint file at @p path with every check recovery applies before it uses a hint
+ * (htkv_hint_load(): header magic, checksum, format, shard and segment, size against the entry
+ * count, trailer checksum of the entries, tail within the segment), for segment @p seg_id of
+ * shard @p shard whose file is @p seg_file_bytes long.
+ * @param[in]  path     Hint file (DIR/shard-SSS/NNNNNNNNNNNN.hint); borrowed; never written.
+ * @param[out] bad_off  On HTKV_ECORRUPT, the offset of the field that failed; else 0; may be NULL.
+ * @return 0; HTKV_ENOTFOUND (no such file: hints are optional); HTKV_ECORRUPT (recovery would
+ *         ignore the hint and scan the segment; htkv_last_error(): "PATH: REASON at offset N");
+ *         -ENOMEM; -EINVAL; -errno.
+ * @context Any thread. Blocks on file I/O.
+ */
+int htkv_hint_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t seg_file_bytes,
+                         uint64_t *bad_off);
 
 #endif

@@ -2,8 +2,13 @@
  * inspect.c - read-only inspection of a store (API in inspect.h): verify walks every file on its
  * own, with the rules of recovery, and reports every problem instead of stopping at the first.
  *
- * Design. The verify walk shares no code path with htkv_open() beyond the record codec
- * (htkv_rec_check(), so "valid record" means the same thing) and the key hash (shard check). It
+ * Layer: features. Calls the formats layer (the record walk of rec.h, hint checks, manifest
+ * and segment constants), the base layer, the public API (to compare with an open handle) and
+ * the store (db.h: per-segment and manifest figures of an open store).
+ *
+ * Design. The verify walk shares no code path with htkv_open() beyond the record codec and its
+ * walk (struct rec_walk, so "valid record" and "next record" mean the same thing) and the key
+ * hash (shard check). It
  * reads CURRENT and the manifest with plain reads and maps each segment PROT_READ. Where
  * recovery would fail at damage followed by valid data, the walk reports it and resumes at the
  * next valid record or edit, as HTKV_RECOVERY_SKIP_CORRUPT would, so one run lists every
@@ -67,8 +72,6 @@
 #include "engine/seg.h"
 #include "uring/ur_fault.h"
 
-#define INSPECT_MAN_MAGIC "HTKVMAN1"     /* manifest.c's MAN_MAGIC */
-#define INSPECT_MAN_MAX (64ull << 20)    /* htkv_manifest_load() refuses larger manifests */
 #define INSPECT_EDIT_MAX 64u             /* man_replay(): longer payloads are damage */
 #define INSPECT_PROGRESS_STEP (4u << 20) /* progress callback about every 4 MiB */
 /* Live mode: re-walk a shard's last segment up to 4 times, 20 ms apart (an append takes us). */
@@ -429,35 +432,32 @@ seg_find(struct segwalk *sw, int kind, uint64_t off, const char *fmt, ...)
     return vec_push(&sw->findings, sizeof(f), &f);
 }
 
-/* First 8-aligned offset after @p from holding a valid record, or 0 when none (recover.c). */
-static uint64_t
-seg_resync(const struct segwalk *sw, uint64_t from)
-{
-    return htkv_rec_find(sw->map, from + REC_ALIGN, sw->end, sw->id, HTKV_VALUE_MAX_LIMIT);
-}
-
-/* Why htkv_rec_check() refused the record at @p off, in words. */
+/* Why the walk's last step refused the record at w->at, in words. */
 static void
-bad_record_reason(const struct segwalk *sw, uint64_t off, char *buf, size_t cap)
+bad_record_reason(const struct rec_walk *rw, char *buf, size_t cap)
 {
-    uint64_t avail = sw->end - off;
-    if (avail < REC_HDR_BYTES) {
-        snprintf(buf, cap, "truncated record header (%llu bytes)", (unsigned long long)avail);
-        return;
-    }
     struct rec_hdr h;
-    htkv_rec_hdr_decode(sw->map + off, &h);
-    if (REC_HDR_BYTES + (uint64_t)h.key_len + h.val_len > avail) {
+    switch (htkv_rec_walk_why(rw, &h)) {
+    case REC_BAD_SHORT:
+        snprintf(buf, cap, "truncated record header (%llu bytes)",
+                 (unsigned long long)(rw->end - rw->at));
+        break;
+    case REC_BAD_LENGTHS:
         snprintf(buf, cap, "record lengths run past the end of the file (key %u, value %u bytes)",
                  h.key_len, h.val_len);
-    } else if (htkv_rec_verify_crc(sw->map + off, sw->id, off, &h) != 0) {
+        break;
+    case REC_BAD_CRC:
         snprintf(buf, cap, "record checksum mismatch (type %u, key %u, value %u bytes)", h.type,
                  h.key_len, h.val_len);
-    } else {
+        break;
+    case REC_BAD_HEADER:
         snprintf(buf, cap,
                  "bad record header (type %u, flags 0x%x, reserved %u, key %u, value %u bytes, "
                  "version %llu)",
                  h.type, h.flags, h.reserved, h.key_len, h.val_len, (unsigned long long)h.version);
+        break;
+    default:
+        HTKV_UNREACHABLE();
     }
 }
 
@@ -598,18 +598,22 @@ walk_control(struct segwalk *sw, struct bstate *b, uint64_t off, const struct re
     }
 }
 
-/* A bad record at @p off: the end of the log (torn) or damage to skip. Sets *next (0 = end). */
+/*
+ * A bad record at rw->at (the walk's step returned @p r): the end of the log (torn) or damage to
+ * skip. Sets *next (0 = end); the walk is then at *next.
+ */
 static int
-walk_bad(struct segwalk *sw, struct bstate *b, uint64_t off, uint64_t *next)
+walk_bad(struct segwalk *sw, struct bstate *b, struct rec_walk *rw, enum rec_walk_res r,
+         uint64_t *next)
 {
-    uint64_t head = sw->end - off < REC_HDR_BYTES ? sw->end - off : REC_HDR_BYTES;
-    bool hole = sw->last && htkv_seg_all_zero(sw->map + off, head);
-    *next = hole ? 0 : seg_resync(sw, off);
+    uint64_t off = rw->at;
+    bool hole = sw->last && r == REC_WALK_ZERO;
+    *next = hole ? 0 : htkv_rec_walk_resync(rw);
     if (*next == 0) {
         return 0;
     }
     char why[160];
-    bad_record_reason(sw, off, why, sizeof(why));
+    bad_record_reason(rw, why, sizeof(why));
     int rc = seg_find(sw, HTKV_INSPECT_PROBLEM, off,
                       "%s, followed by valid records (%llu bytes unreadable, next record at "
                       "offset %llu)",
@@ -664,12 +668,15 @@ walk_records(struct walk *w, struct segwalk *sw, bool live)
     bool torn = false;
     int rc = 0;
     struct rec_hdr h;
+    struct rec_walk rw;
+    htkv_rec_walk_init(&rw, sw->map, sw->id, off, sw->end, HTKV_VALUE_MAX_LIMIT);
     while (off < sw->end && rc == 0) {
         progress(w, w->done + off);
-        if (htkv_rec_check(sw->map + off, sw->end - off, sw->id, off, HTKV_VALUE_MAX_LIMIT, &h) !=
-            0) {
+        enum rec_walk_res r = htkv_rec_walk_next(&rw, &h);
+        HTKV_ASSERT(r != REC_WALK_END && rw.at == off);
+        if (r != REC_WALK_RECORD) {
             uint64_t next;
-            rc = walk_bad(sw, &b, off, &next);
+            rc = walk_bad(sw, &b, &rw, r, &next);
             if (next == 0) {
                 torn = true;
                 break;
@@ -677,7 +684,7 @@ walk_records(struct walk *w, struct segwalk *sw, bool live)
             off = next;
             continue;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        uint64_t size = rw.off - rw.at;
         if (h.version > sw->max_version && h.type != REC_SEAL) {
             sw->max_version = h.version;
         }
@@ -1000,34 +1007,36 @@ ishard_drop(struct walk *w, uint32_t shard, uint64_t id)
     return 1;
 }
 
-/* Apply one well-framed edit (man_replay()'s rules). Returns 0, 1 (stop: newer format), -ENOMEM. */
+/* INIT (16 bytes): format, shard count, hash seed. 0, 1 (stop: newer format) or -ENOMEM. */
 static int
-apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p,
-           uint32_t len)
+edit_init(struct walk *w, const char *rel, uint64_t off, const unsigned char *p)
 {
-    HTKV_ASSERT(len <= INSPECT_EDIT_MAX); /* edit_framed() bounded it */
-    bool init = w->shards != NULL;
-    if (type == MAN_INIT && len == 16 && !init) {
-        uint32_t format = htkv_load32(p), shards = htkv_load32(p + 4);
-        w->sum->format = format;
-        if (format > HTKV_FORMAT_VERSION) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: format version %u is newer than %u",
-                   format, HTKV_FORMAT_VERSION);
-            return 1;
-        }
-        if (shards == 0 || shards > MAN_SHARDS_MAX) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: %u shards", shards);
-            return 0;
-        }
-        w->shards = htkv_mem_calloc(shards, sizeof(*w->shards));
-        if (w->shards == NULL) {
-            return -ENOMEM;
-        }
-        w->shard_count = w->sum->shard_count = shards;
-        w->hash_seed = htkv_load64(p + 8);
+    uint32_t format = htkv_load32(p), shards = htkv_load32(p + 4);
+    w->sum->format = format;
+    if (format > HTKV_FORMAT_VERSION) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: format version %u is newer than %u",
+               format, HTKV_FORMAT_VERSION);
+        return 1;
+    }
+    if (shards == 0 || shards > MAN_SHARDS_MAX) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "INIT: %u shards", shards);
         return 0;
     }
-    if (type == MAN_NEXT_ID && len == 16 && init) {
+    w->shards = htkv_mem_calloc(shards, sizeof(*w->shards));
+    if (w->shards == NULL) {
+        return -ENOMEM;
+    }
+    w->shard_count = w->sum->shard_count = shards;
+    w->hash_seed = htkv_load64(p + 8);
+    return 0;
+}
+
+/* NEXT_ID, VERSIONS, BATCH_FLOOR or BATCH_ABORT (16 bytes). 0 or -ENOMEM. */
+static int
+edit_number(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
+{
+    switch (type) {
+    case MAN_NEXT_ID: {
         uint64_t next = htkv_load64(p + 8);
         if (htkv_load64(p) != 0 || next == 0 || next > MAN_SEG_ID_MAX + 1) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid NEXT_ID edit");
@@ -1036,7 +1045,7 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         }
         return 0;
     }
-    if (type == MAN_VERSIONS && len == 16 && init) {
+    case MAN_VERSIONS: {
         uint64_t hwm = htkv_load64(p), applied = htkv_load64(p + 8);
         if (hwm < applied || hwm > REC_VERSION_MAX) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off,
@@ -1048,54 +1057,14 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         w->version_applied = applied > w->version_applied ? applied : w->version_applied;
         return 0;
     }
-    if (((type == MAN_SEG_GONE && len == 16) || (type == MAN_SEG_END && len == 24)) && init) {
-        uint32_t shard = htkv_load32(p);
-        uint64_t id = htkv_load64(p + 8);
-        const char *what = type == MAN_SEG_GONE ? "SEG_GONE" : "SEG_END";
-        if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
-                   shard, (unsigned long long)id);
-            return 0;
-        }
-        bool listed = ishard_listed(w, shard, id);
-        if (type == MAN_SEG_GONE) {
-            if (listed) {
-                report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                       "SEG_GONE: segment %llu of shard %u is listed (an id is never both listed "
-                       "and gone)",
-                       (unsigned long long)id, shard);
-                return 0;
-            }
-            if (id >= w->next_seg_id) {
-                w->next_seg_id = id + 1;
-            }
-            return idval_put(&w->gone, id, shard);
-        }
-        uint64_t end = htkv_load64(p + 16);
-        if (!listed) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                   "SEG_END: segment %llu of shard %u is not listed", (unsigned long long)id,
-                   shard);
-            return 0;
-        }
-        if (end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                   "SEG_END: end %llu of segment %llu is out of [%u, %llu]",
-                   (unsigned long long)end, (unsigned long long)id, SEG_DATA_OFF,
-                   (unsigned long long)SEG_BYTES_LIMIT);
-            return 0;
-        }
-        return idval_put(&w->ends, id, end);
-    }
-    if (type == MAN_BATCH_FLOOR && len == 16 && init) {
+    case MAN_BATCH_FLOOR:
         if (htkv_load64(p) != 0) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid BATCH_FLOOR edit");
         } else if (htkv_load64(p + 8) > w->batch_floor) {
             w->batch_floor = htkv_load64(p + 8);
         }
         return 0;
-    }
-    if (type == MAN_BATCH_ABORT && len == 16 && init) {
+    case MAN_BATCH_ABORT: {
         uint64_t limit = htkv_load64(p), version = htkv_load64(p + 8);
         if (version == 0 || limit == 0 || limit > MAN_SEG_ID_MAX + 1) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid BATCH_ABORT edit");
@@ -1103,38 +1072,109 @@ apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const u
         }
         return vec_push(&w->aborted, sizeof(version), &version);
     }
-    if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && len == 16 && init) {
-        uint32_t shard = htkv_load32(p);
-        uint64_t id = htkv_load64(p + 8);
-        const char *what = type == MAN_SEG_ADD ? "SEG_ADD" : "SEG_DROP";
-        if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
-                   shard, (unsigned long long)id);
-            return 0;
-        }
-        if (type == MAN_SEG_ADD && idval_find(&w->gone, id) != NULL) {
+    default:
+        HTKV_UNREACHABLE();
+    }
+}
+
+/* SEG_GONE (16 bytes) or SEG_END (24 bytes). 0 or -ENOMEM. */
+static int
+edit_gone_end(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
+{
+    uint32_t shard = htkv_load32(p);
+    uint64_t id = htkv_load64(p + 8);
+    const char *what = type == MAN_SEG_GONE ? "SEG_GONE" : "SEG_END";
+    if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
+               shard, (unsigned long long)id);
+        return 0;
+    }
+    bool listed = ishard_listed(w, shard, id);
+    if (type == MAN_SEG_GONE) {
+        if (listed) {
             report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                   "SEG_ADD: segment %llu of shard %u was called gone before (ids are never "
-                   "reused)",
+                   "SEG_GONE: segment %llu of shard %u is listed (an id is never both listed "
+                   "and gone)",
                    (unsigned long long)id, shard);
             return 0;
         }
-        int rc = type == MAN_SEG_ADD ? ishard_add(w, shard, id) : ishard_drop(w, shard, id);
-        if (rc == 1) {
-            report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: segment %llu of shard %u %s", what,
-                   (unsigned long long)id, shard,
-                   type == MAN_SEG_ADD ? "added twice" : "was not there");
-            return 0;
-        }
-        if (rc == 0 && type == MAN_SEG_ADD && id >= w->next_seg_id) {
+        if (id >= w->next_seg_id) {
             w->next_seg_id = id + 1;
         }
-        if (rc == 0 && type == MAN_SEG_DROP) {
-            /* man_apply_drop(): its file is obsolete now, whether or not its unlink happens. */
-            idval_remove(&w->ends, id);
-            rc = idval_put(&w->gone, id, shard);
-        }
-        return rc;
+        return idval_put(&w->gone, id, shard);
+    }
+    uint64_t end = htkv_load64(p + 16);
+    if (!listed) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "SEG_END: segment %llu of shard %u is not listed",
+               (unsigned long long)id, shard);
+        return 0;
+    }
+    if (end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off,
+               "SEG_END: end %llu of segment %llu is out of [%u, %llu]", (unsigned long long)end,
+               (unsigned long long)id, SEG_DATA_OFF, (unsigned long long)SEG_BYTES_LIMIT);
+        return 0;
+    }
+    return idval_put(&w->ends, id, end);
+}
+
+/* SEG_ADD or SEG_DROP (16 bytes). 0 or -ENOMEM. */
+static int
+edit_add_drop(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
+{
+    uint32_t shard = htkv_load32(p);
+    uint64_t id = htkv_load64(p + 8);
+    const char *what = type == MAN_SEG_ADD ? "SEG_ADD" : "SEG_DROP";
+    if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: invalid shard %u or segment %llu", what,
+               shard, (unsigned long long)id);
+        return 0;
+    }
+    if (type == MAN_SEG_ADD && idval_find(&w->gone, id) != NULL) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off,
+               "SEG_ADD: segment %llu of shard %u was called gone before (ids are never "
+               "reused)",
+               (unsigned long long)id, shard);
+        return 0;
+    }
+    int rc = type == MAN_SEG_ADD ? ishard_add(w, shard, id) : ishard_drop(w, shard, id);
+    if (rc == 1) {
+        report(w, HTKV_INSPECT_PROBLEM, rel, off, "%s: segment %llu of shard %u %s", what,
+               (unsigned long long)id, shard,
+               type == MAN_SEG_ADD ? "added twice" : "was not there");
+        return 0;
+    }
+    if (rc == 0 && type == MAN_SEG_ADD && id >= w->next_seg_id) {
+        w->next_seg_id = id + 1;
+    }
+    if (rc == 0 && type == MAN_SEG_DROP) {
+        /* man_apply_drop(): its file is obsolete now, whether or not its unlink happens. */
+        idval_remove(&w->ends, id);
+        rc = idval_put(&w->gone, id, shard);
+    }
+    return rc;
+}
+
+/* Apply one well-framed edit (man_replay()'s rules). Returns 0, 1 (stop: newer format), -ENOMEM. */
+static int
+apply_edit(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p,
+           uint32_t len)
+{
+    HTKV_ASSERT(len <= INSPECT_EDIT_MAX); /* edit_framed() bounded it */
+    bool init = w->shards != NULL;
+    if (type == MAN_INIT && len == 16 && !init) {
+        return edit_init(w, rel, off, p);
+    }
+    if (init && len == 16 &&
+        (type == MAN_NEXT_ID || type == MAN_VERSIONS || type == MAN_BATCH_FLOOR ||
+         type == MAN_BATCH_ABORT)) {
+        return edit_number(w, rel, off, type, p);
+    }
+    if (init && ((type == MAN_SEG_GONE && len == 16) || (type == MAN_SEG_END && len == 24))) {
+        return edit_gone_end(w, rel, off, type, p);
+    }
+    if (init && len == 16 && (type == MAN_SEG_ADD || type == MAN_SEG_DROP)) {
+        return edit_add_drop(w, rel, off, type, p);
     }
     report(w, HTKV_INSPECT_PROBLEM, rel, off, "invalid edit (type %u, %u bytes%s)", type, len,
            init ? "" : ", before INIT");
@@ -1215,7 +1255,7 @@ walk_edits(struct walk *w, const char *rel, const unsigned char *buf, uint64_t l
 static int
 check_man_header(struct walk *w, const char *rel, const unsigned char *buf, uint64_t number)
 {
-    if (memcmp(buf, INSPECT_MAN_MAGIC, 8) != 0) {
+    if (memcmp(buf, MAN_MAGIC, 8) != 0) {
         report(w, HTKV_INSPECT_PROBLEM, rel, 0, "bad manifest magic");
     }
     if (htkv_load32(buf + 28) != htkv_crc32c(0, buf, 28)) {
@@ -1253,7 +1293,7 @@ walk_manifest_file(struct walk *w, uint64_t number)
         goto out;
     }
     uint64_t len = (uint64_t)st.st_size;
-    if (len < MAN_HDR_BYTES || len > INSPECT_MAN_MAX) {
+    if (len < MAN_HDR_BYTES || len > MAN_BYTES_MAX) {
         report(w, HTKV_INSPECT_PROBLEM, rel, 0, "bad manifest size %llu", (unsigned long long)len);
         rc = 1;
         goto out;

@@ -5,7 +5,9 @@
  *
  * Nothing in this module writes to the store directory, ever: files are opened O_RDONLY, mapped
  * PROT_READ, and the lock is taken shared (or not at all). The API uses only public types, so
- * that the tool needs no other engine header.
+ * that the tool needs no other engine header. The check of one hint file,
+ * htkv_hint_check_file(), is declared with the hint format in hint.h (the formats layer, which
+ * includes nothing of this one).
  */
 #ifndef HTKV_ENGINE_INSPECT_H
 #define HTKV_ENGINE_INSPECT_H
@@ -215,20 +217,5 @@ int htkv_inspect_close(htkv_db *db);
  */
 int htkv_snapshot_check_file(const char *path, uint32_t max_value_bytes, uint64_t *version,
                              uint64_t *count, uint64_t *bad_off);
-
-/**
- * Check the hint file at @p path with every check recovery applies before it uses a hint
- * (htkv_hint_load(): header magic, checksum, format, shard and segment, size against the entry
- * count, trailer checksum of the entries, tail within the segment), for segment @p seg_id of
- * shard @p shard whose file is @p seg_file_bytes long.
- * @param[in]  path     Hint file (DIR/shard-SSS/NNNNNNNNNNNN.hint); borrowed; never written.
- * @param[out] bad_off  On HTKV_ECORRUPT, the offset of the field that failed; else 0; may be NULL.
- * @return 0; HTKV_ENOTFOUND (no such file: hints are optional); HTKV_ECORRUPT (recovery would
- *         ignore the hint and scan the segment; htkv_last_error(): "PATH: REASON at offset N");
- *         -ENOMEM; -EINVAL; -errno.
- * @context Any thread. Blocks on file I/O.
- */
-int htkv_hint_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t seg_file_bytes,
-                         uint64_t *bad_off);
 
 #endif /* HTKV_ENGINE_INSPECT_H */

@@ -1,6 +1,10 @@
 /*
  * internal.h - definitions shared by every engine module: assertions, allocation hooks,
- * little-endian helpers, logging and the thread-local error detail.
+ * little-endian helpers and the thread-local error detail.
+ *
+ * Layer: base (the bottom: includes only the C library and the public htkv.h). Defined in
+ * error.c (assertion failure, error detail, htkv_strerror()), alloc.c (allocation and arenas)
+ * and fileio.c (htkv_pwrite_all()); the rest is inline here.
  *
  * Nothing here is part of the public API. Every engine .c includes this file first.
  */

@@ -1,6 +1,13 @@
 /*
  * manifest.c - the store's edit log of shards and segments (format in manifest.h).
  *
+ * Layer: formats. Calls the base layer (allocation, errors, crc32c, fault injection) and the
+ * format constants of rec.h and seg.h; knows no store type.
+ *
+ * Structure. Load: man_read_current() -> man_read_file() -> man_parse() -> man_replay() ->
+ * man_replay_edit() per edit (man_replay_init/_number/_seg). Full rewrite: man_write_full() ->
+ * man_encode_state() + man_encode_segs() -> man_full_persist() -> man_full_adopt().
+ *
  * Invariants
  *   1. In memory, m->shards[s] lists exactly the segments added and not dropped by the durable
  *      edits, sorted by id.
@@ -21,8 +28,6 @@
 #include "engine/crc32c.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
-
-#define MAN_MAGIC "HTKVMAN1"
 
 /* fsync with fault injection (a failed sync of a file being written fails the write). */
 static int
@@ -419,52 +424,37 @@ man_gone_file_exists(const struct manifest *m, const struct man_gone *g)
     return false;
 }
 
+/* What a full rewrite kept of the manifest's memory: the aborts and gone ids it wrote. */
+struct man_kept {
+    size_t aborts;         /* BATCH_ABORT edits written (man_abort_relevant()) */
+    struct man_gone *gone; /* the gone ids written, in order */
+    size_t ngone;
+};
+
 /*
- * Write manifest number @p number holding INIT and every live segment and switch CURRENT to it;
- * leaves it open in m->fd. On failure the old manifest stays in use, and *unsure tells whether
- * CURRENT was renamed without its directory being synced (both manifests are then kept on disk:
- * either may be current after a power loss).
+ * Encode at buf + @p n the edits of a full manifest that precede its segments: INIT, then
+ * BATCH_FLOOR, the relevant BATCH_ABORTs, VERSIONS and the SEG_GONEs still needed (a drop is
+ * remembered while a file of it may be on disk). Returns the new end. The caller sized @p buf.
  */
-static int
-man_write_full(struct manifest *m, uint64_t number, bool *unsure)
+static size_t
+man_encode_state(const struct manifest *m, unsigned char *buf, size_t n, struct man_kept *k)
 {
-    size_t segs = 0;
-    for (uint32_t s = 0; s < m->shard_count; s++) {
-        segs += m->shards[s].count;
-    }
-    size_t cap = MAN_HDR_BYTES + MAN_EDIT_MAX * (segs + m->naborts + m->ngone + m->nends + 4);
-    unsigned char *buf = htkv_mem_alloc(cap);
-    struct man_gone *kept_gone = m->ngone ? htkv_mem_alloc(m->ngone * sizeof(*kept_gone)) : NULL;
-    if (buf == NULL || (m->ngone > 0 && kept_gone == NULL)) {
-        htkv_mem_free(buf);
-        htkv_mem_free(kept_gone);
-        return -ENOMEM;
-    }
-    man_hdr_encode(buf, number);
-    size_t n = MAN_HDR_BYTES;
     unsigned char p[16];
     htkv_store32(p, m->format);
     htkv_store32(p + 4, m->shard_count);
     htkv_store64(p + 8, m->hash_seed);
     n += man_edit_encode(buf + n, MAN_INIT, p, 16);
-    uint64_t max_id = 0;
-    for (uint32_t s = 0; s < m->shard_count; s++) {
-        for (size_t i = 0; i < m->shards[s].count; i++) {
-            max_id = m->shards[s].seg_ids[i] > max_id ? m->shards[s].seg_ids[i] : max_id;
-        }
-    }
     if (m->batch_floor > 0) {
         memset(p, 0, 8);
         htkv_store64(p + 8, m->batch_floor);
         n += man_edit_encode(buf + n, MAN_BATCH_FLOOR, p, 16);
     }
-    size_t kept = 0;
     for (size_t i = 0; i < m->naborts; i++) {
         if (man_abort_relevant(m, &m->aborts[i])) {
             htkv_store64(p, m->aborts[i].seg_limit);
             htkv_store64(p + 8, m->aborts[i].version);
             n += man_edit_encode(buf + n, MAN_BATCH_ABORT, p, 16);
-            kept++;
+            k->aborts++;
         }
     }
     if (m->version_hwm > 0 || m->version_applied > 0) {
@@ -472,17 +462,33 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
         htkv_store64(p + 8, m->version_applied);
         n += man_edit_encode(buf + n, MAN_VERSIONS, p, 16);
     }
-    size_t gone_kept = 0;
     for (size_t i = 0; i < m->ngone; i++) {
-        /* A drop is remembered while a file of it may be on disk: only such files need it.
-         * The ones written are gathered at the front of kept_gone (kept on success). */
         if (!man_listed(m, m->gone[i].shard, m->gone[i].id) &&
             man_gone_file_exists(m, &m->gone[i])) {
             htkv_store32(p, m->gone[i].shard);
             htkv_store32(p + 4, 0);
             htkv_store64(p + 8, m->gone[i].id);
             n += man_edit_encode(buf + n, MAN_SEG_GONE, p, 16);
-            kept_gone[gone_kept++] = m->gone[i];
+            k->gone[k->ngone++] = m->gone[i];
+        }
+    }
+    HTKV_ASSERT(k->aborts <= m->naborts && k->ngone <= m->ngone);
+    return n;
+}
+
+/*
+ * Encode at buf + @p n the rest of a full manifest: NEXT_ID when ids above the live ones were
+ * handed out, then SEG_ADD (and SEG_END where known) of every live segment, shard by shard in
+ * id order. Returns the new end.
+ */
+static size_t
+man_encode_segs(const struct manifest *m, unsigned char *buf, size_t n)
+{
+    unsigned char p[16];
+    uint64_t max_id = 0;
+    for (uint32_t s = 0; s < m->shard_count; s++) {
+        for (size_t i = 0; i < m->shards[s].count; i++) {
+            max_id = m->shards[s].seg_ids[i] > max_id ? m->shards[s].seg_ids[i] : max_id;
         }
     }
     if (m->next_seg_id > max_id + 1) {
@@ -506,19 +512,27 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
             }
         }
     }
-    HTKV_ASSERT(n <= cap);
-    char name[64];
-    snprintf(name, sizeof(name), "MANIFEST-%06llu", (unsigned long long)number);
-    int rc;
+    return n;
+}
+
+/*
+ * Create manifest file @p name holding the @p n bytes of @p buf, make it and its directory
+ * durable, and point CURRENT at it. 0 with the file open in *fd_out. On failure the file is
+ * removed, unless CURRENT was renamed without its directory being synced (*unsure: either
+ * manifest may be current after a power loss, so both stay).
+ */
+static int
+man_full_persist(struct manifest *m, const char *name, const unsigned char *buf, size_t n,
+                 int *fd_out, bool *unsure)
+{
     *unsure = false;
     int fd = htkv_fault_fails(HTKV_FAULT_CREATE)
                  ? -1
                  : openat(m->dir_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        rc = -errno;
-        goto out;
+        return -errno;
     }
-    rc = htkv_pwrite_all(fd, buf, n, 0);
+    int rc = htkv_pwrite_all(fd, buf, n, 0);
     if (rc == 0) {
         rc = man_fsync(fd);
     }
@@ -527,30 +541,35 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     }
     if (rc == 0) {
         htkv_fault_synced(m->dir_fd);
+        char cur[64];
+        int clen = snprintf(cur, sizeof(cur), "%s\n", name);
+        rc = htkv_write_file_atomic(m->dir_fd, "CURRENT", cur, (size_t)clen, unsure);
+        /* Renamed but not synced: CURRENT names the new manifest, but may name the old one
+         * again after a power loss: both stay on disk and in memory the old one stays in use
+         * (the caller stops the store). The next open reads whichever CURRENT names and
+         * removes the other. */
+        *unsure = rc != 0 && *unsure;
     }
     if (rc != 0) {
         close(fd);
-        /* Never named by CURRENT. Left behind (the unlink failing too), it is truncated by the
-         * next rewrite of this number and removed by the next writable open. */
-        (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(m->dir_fd, name, 0));
-        goto out;
-    }
-    char cur[64];
-    int clen = snprintf(cur, sizeof(cur), "%s\n", name);
-    bool renamed;
-    rc = htkv_write_file_atomic(m->dir_fd, "CURRENT", cur, (size_t)clen, &renamed);
-    if (rc != 0) {
-        close(fd);
-        if (renamed) {
-            /* CURRENT names the new manifest, but may name the old one again after a power
-             * loss: both stay on disk and in memory the old one stays in use (the caller stops
-             * the store). The next open reads whichever CURRENT names and removes the other. */
-            *unsure = true;
-        } else {
+        if (!*unsure) {
+            /* Never named by CURRENT. Left behind (the unlink failing too), it is truncated by
+             * the next rewrite of this number and removed by the next writable open. */
             (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(m->dir_fd, name, 0));
         }
-        goto out;
+        return rc;
     }
+    *fd_out = fd;
+    return 0;
+}
+
+/*
+ * CURRENT names manifest @p number (open in @p fd, @p n bytes): close and remove the old one
+ * and forget what the rewrite left out (@p k).
+ */
+static void
+man_full_adopt(struct manifest *m, uint64_t number, int fd, size_t n, const struct man_kept *k)
+{
     if (m->fd >= 0) {
         char old[64];
         snprintf(old, sizeof(old), "MANIFEST-%06llu", (unsigned long long)m->number);
@@ -562,23 +581,57 @@ man_write_full(struct manifest *m, uint64_t number, bool *unsure)
     m->fd = fd;
     m->number = number;
     m->file_bytes = n;
-    if (gone_kept > 0) {
-        memcpy(m->gone, kept_gone, gone_kept * sizeof(*kept_gone));
+    if (k->ngone > 0) {
+        memcpy(m->gone, k->gone, k->ngone * sizeof(*k->gone));
     }
-    m->ngone = gone_kept;
-    if (kept < m->naborts) {
+    m->ngone = k->ngone;
+    if (k->aborts < m->naborts) {
         /* Forget the aborts left out: no listed segment can hold their parts any more. */
-        size_t k = 0;
+        size_t j = 0;
         for (size_t i = 0; i < m->naborts; i++) {
             if (man_abort_relevant(m, &m->aborts[i])) {
-                m->aborts[k++] = m->aborts[i];
+                m->aborts[j++] = m->aborts[i];
             }
         }
-        m->naborts = k;
+        HTKV_ASSERT(j == k->aborts);
+        m->naborts = j;
     }
-out:
+}
+
+/*
+ * Write manifest number @p number holding INIT and every live segment and switch CURRENT to it;
+ * leaves it open in m->fd. On failure the old manifest stays in use, and *unsure tells whether
+ * CURRENT was renamed without its directory being synced (both manifests are then kept on disk:
+ * either may be current after a power loss).
+ */
+static int
+man_write_full(struct manifest *m, uint64_t number, bool *unsure)
+{
+    size_t segs = 0;
+    for (uint32_t s = 0; s < m->shard_count; s++) {
+        segs += m->shards[s].count;
+    }
+    size_t cap = MAN_HDR_BYTES + MAN_EDIT_MAX * (segs + m->naborts + m->ngone + m->nends + 4);
+    unsigned char *buf = htkv_mem_alloc(cap);
+    struct man_kept k = { .gone = m->ngone ? htkv_mem_alloc(m->ngone * sizeof(*k.gone)) : NULL };
+    if (buf == NULL || (m->ngone > 0 && k.gone == NULL)) {
+        htkv_mem_free(buf);
+        htkv_mem_free(k.gone);
+        return -ENOMEM;
+    }
+    man_hdr_encode(buf, number);
+    size_t n = man_encode_state(m, buf, MAN_HDR_BYTES, &k);
+    n = man_encode_segs(m, buf, n);
+    HTKV_ASSERT(n <= cap);
+    char name[64];
+    snprintf(name, sizeof(name), "MANIFEST-%06llu", (unsigned long long)number);
+    int fd = -1;
+    int rc = man_full_persist(m, name, buf, n, &fd, unsure);
+    if (rc == 0) {
+        man_full_adopt(m, number, fd, n, &k);
+    }
     htkv_mem_free(buf);
-    htkv_mem_free(kept_gone);
+    htkv_mem_free(k.gone);
     return rc;
 }
 
@@ -636,7 +689,147 @@ man_read_current(int dir_fd, uint64_t *number)
     return 0;
 }
 
-/* Replay the edits of buf[0, len). Sets *valid_end to the end of the last good edit. */
+/* MAN_INIT (payload @p p, 16 bytes): format, shard count and hash seed. 0, HTKV_EVERSION,
+ * HTKV_ECORRUPT or -ENOMEM. */
+static int
+man_replay_init(struct manifest *m, const unsigned char *p)
+{
+    m->format = htkv_load32(p);
+    uint32_t shards = htkv_load32(p + 4);
+    m->hash_seed = htkv_load64(p + 8);
+    if (m->format > HTKV_FORMAT_VERSION) {
+        htkv_set_error("MANIFEST-%06llu: format version %u is newer than %u",
+                       (unsigned long long)m->number, m->format, HTKV_FORMAT_VERSION);
+        return HTKV_EVERSION;
+    }
+    if (shards == 0 || shards > MAN_SHARDS_MAX) {
+        return HTKV_ECORRUPT;
+    }
+    return man_shards_alloc(m, shards);
+}
+
+/* An edit that sets one of the manifest's numbers (payload @p p: two u64): NEXT_ID,
+ * BATCH_FLOOR, BATCH_ABORT or VERSIONS. 0, HTKV_ECORRUPT or -ENOMEM. */
+static int
+man_replay_number(struct manifest *m, uint32_t type, const unsigned char *p)
+{
+    uint64_t a = htkv_load64(p), b = htkv_load64(p + 8);
+    switch (type) {
+    case MAN_NEXT_ID: /* 0, next id */
+        if (a != 0 || b == 0 || b > MAN_SEG_ID_MAX + 1) {
+            return HTKV_ECORRUPT;
+        }
+        m->next_seg_id = b > m->next_seg_id ? b : m->next_seg_id;
+        return 0;
+    case MAN_BATCH_FLOOR: /* 0, floor */
+        if (a != 0) {
+            return HTKV_ECORRUPT;
+        }
+        m->batch_floor = b > m->batch_floor ? b : m->batch_floor;
+        return 0;
+    case MAN_BATCH_ABORT: /* segment id limit, version */
+        if (b == 0 || a == 0 || a > MAN_SEG_ID_MAX + 1) {
+            return HTKV_ECORRUPT;
+        }
+        return man_apply_abort(m, b, a);
+    case MAN_VERSIONS: /* reserved up to, applied */
+        if (a < b || a > REC_VERSION_MAX) {
+            return HTKV_ECORRUPT;
+        }
+        m->version_hwm = a; /* the last edit wins: a clean close lowers it */
+        m->version_applied = b > m->version_applied ? b : m->version_applied;
+        return 0;
+    default:
+        HTKV_UNREACHABLE();
+    }
+}
+
+/* An edit of one segment (payload @p p: shard u32, zero u32, id u64, and for SEG_END its end
+ * u64): SEG_ADD, SEG_DROP, SEG_GONE or SEG_END. 0, HTKV_ECORRUPT or -ENOMEM. */
+static int
+man_replay_seg(struct manifest *m, uint32_t type, const unsigned char *p)
+{
+    uint32_t shard = htkv_load32(p);
+    uint64_t id = htkv_load64(p + 8);
+    if (shard >= m->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
+        return HTKV_ECORRUPT;
+    }
+    int rc;
+    switch (type) {
+    case MAN_SEG_ADD:
+        return man_apply_add(m, shard, id);
+    case MAN_SEG_DROP:
+        return man_apply_drop(m, shard, id);
+    case MAN_SEG_GONE:
+        rc = man_listed(m, shard, id) ? HTKV_ECORRUPT : man_gone_add(m, shard, id);
+        if (rc == 0 && id >= m->next_seg_id) {
+            m->next_seg_id = id + 1;
+        }
+        return rc;
+    case MAN_SEG_END: {
+        uint64_t end = htkv_load64(p + 16);
+        return !man_listed(m, shard, id) || end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT
+                   ? HTKV_ECORRUPT
+                   : man_apply_end(m, id, end);
+    }
+    default:
+        HTKV_UNREACHABLE();
+    }
+}
+
+/* Payload bytes of an edit of @p type, or 0 for a type no edit has. */
+static uint32_t
+man_edit_len(uint32_t type)
+{
+    switch (type) {
+    case MAN_INIT:
+    case MAN_SEG_ADD:
+    case MAN_SEG_DROP:
+    case MAN_NEXT_ID:
+    case MAN_BATCH_FLOOR:
+    case MAN_BATCH_ABORT:
+    case MAN_SEG_GONE:
+    case MAN_VERSIONS:
+        return 16;
+    case MAN_SEG_END:
+        return 24;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Apply one framed edit (@p type, payload @p p of @p elen bytes). INIT comes first and once
+ * (*have_init); any other edit before it, an unknown type or a wrong length is HTKV_ECORRUPT.
+ */
+static int
+man_replay_edit(struct manifest *m, uint32_t type, uint32_t elen, const unsigned char *p,
+                bool *have_init)
+{
+    uint32_t want = man_edit_len(type);
+    if (want == 0 || elen != want || (type == MAN_INIT) == *have_init) {
+        return HTKV_ECORRUPT;
+    }
+    switch (type) {
+    case MAN_INIT: {
+        int rc = man_replay_init(m, p);
+        *have_init = rc == 0;
+        return rc;
+    }
+    case MAN_SEG_ADD:
+    case MAN_SEG_DROP:
+    case MAN_SEG_GONE:
+    case MAN_SEG_END:
+        return man_replay_seg(m, type, p);
+    default:
+        return man_replay_number(m, type, p);
+    }
+}
+
+/*
+ * Replay the edits of buf[0, len). Sets *valid_end to the end of the last good edit: what
+ * follows does not frame as an edit (bad length or CRC), which the caller judges.
+ */
 static int
 man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t *valid_end)
 {
@@ -649,84 +842,7 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
             htkv_load32(buf + off) != htkv_crc32c(0, buf + off + 4, 8 + elen)) {
             break; /* torn or damaged: decided by the caller */
         }
-        const unsigned char *p = buf + off + MAN_EDIT_HDR;
-        int rc = 0;
-        if (type == MAN_INIT && elen == 16 && !have_init) {
-            m->format = htkv_load32(p);
-            uint32_t shards = htkv_load32(p + 4);
-            m->hash_seed = htkv_load64(p + 8);
-            if (m->format > HTKV_FORMAT_VERSION) {
-                htkv_set_error("MANIFEST-%06llu: format version %u is newer than %u",
-                               (unsigned long long)m->number, m->format, HTKV_FORMAT_VERSION);
-                return HTKV_EVERSION;
-            }
-            if (shards == 0 || shards > MAN_SHARDS_MAX) {
-                rc = HTKV_ECORRUPT;
-            } else {
-                rc = man_shards_alloc(m, shards);
-                have_init = true;
-            }
-        } else if (type == MAN_NEXT_ID && elen == 16 && have_init) {
-            uint64_t next = htkv_load64(p + 8);
-            if (htkv_load64(p) != 0 || next == 0 || next > MAN_SEG_ID_MAX + 1) {
-                rc = HTKV_ECORRUPT;
-            } else if (next > m->next_seg_id) {
-                m->next_seg_id = next;
-            }
-        } else if (type == MAN_BATCH_FLOOR && elen == 16 && have_init) {
-            uint64_t floor = htkv_load64(p + 8);
-            if (htkv_load64(p) != 0) {
-                rc = HTKV_ECORRUPT;
-            } else if (floor > m->batch_floor) {
-                m->batch_floor = floor;
-            }
-        } else if (type == MAN_BATCH_ABORT && elen == 16 && have_init) {
-            uint64_t limit = htkv_load64(p), version = htkv_load64(p + 8);
-            if (version == 0 || limit == 0 || limit > MAN_SEG_ID_MAX + 1) {
-                rc = HTKV_ECORRUPT;
-            } else {
-                rc = man_apply_abort(m, version, limit);
-            }
-        } else if (type == MAN_VERSIONS && elen == 16 && have_init) {
-            uint64_t hwm = htkv_load64(p), applied = htkv_load64(p + 8);
-            if (hwm < applied || hwm > REC_VERSION_MAX) {
-                rc = HTKV_ECORRUPT;
-            } else {
-                m->version_hwm = hwm; /* the last edit wins: a clean close lowers it */
-                m->version_applied = applied > m->version_applied ? applied : m->version_applied;
-            }
-        } else if ((type == MAN_SEG_GONE || type == MAN_SEG_END) &&
-                   elen == (type == MAN_SEG_END ? 24u : 16u) && have_init) {
-            uint32_t shard = htkv_load32(p);
-            uint64_t id = htkv_load64(p + 8);
-            if (shard >= m->shard_count || id == 0 || id > MAN_SEG_ID_MAX ||
-                htkv_load32(p + 4) != 0) {
-                rc = HTKV_ECORRUPT;
-            } else if (type == MAN_SEG_GONE) {
-                rc = man_listed(m, shard, id) ? HTKV_ECORRUPT : man_gone_add(m, shard, id);
-                if (rc == 0 && id >= m->next_seg_id) {
-                    m->next_seg_id = id + 1;
-                }
-            } else {
-                uint64_t end = htkv_load64(p + 16);
-                rc = !man_listed(m, shard, id) || end < SEG_DATA_OFF || end > SEG_BYTES_LIMIT
-                         ? HTKV_ECORRUPT
-                         : man_apply_end(m, id, end);
-            }
-        } else if ((type == MAN_SEG_ADD || type == MAN_SEG_DROP) && elen == 16 && have_init) {
-            uint32_t shard = htkv_load32(p);
-            uint64_t id = htkv_load64(p + 8);
-            if (shard >= m->shard_count || id == 0 || id > MAN_SEG_ID_MAX ||
-                htkv_load32(p + 4) != 0) {
-                rc = HTKV_ECORRUPT;
-            } else if (type == MAN_SEG_ADD) {
-                rc = man_apply_add(m, shard, id);
-            } else {
-                rc = man_apply_drop(m, shard, id);
-            }
-        } else {
-            rc = HTKV_ECORRUPT;
-        }
+        int rc = man_replay_edit(m, type, elen, buf + off + MAN_EDIT_HDR, &have_init);
         if (rc != 0) {
             if (rc == HTKV_ECORRUPT) {
                 htkv_set_error("MANIFEST-%06llu: invalid edit at offset %llu",
@@ -736,6 +852,7 @@ man_replay(struct manifest *m, const unsigned char *buf, uint64_t len, uint64_t 
         }
         off += MAN_EDIT_HDR + elen;
     }
+    HTKV_ASSERT(off <= len);
     if (!have_init) {
         htkv_set_error("MANIFEST-%06llu: no INIT edit", (unsigned long long)m->number);
         return HTKV_ECORRUPT;
@@ -770,6 +887,85 @@ man_tail_is_torn(const unsigned char *buf, uint64_t from, uint64_t len)
     return true;
 }
 
+/*
+ * Open manifest file @p name (m->fd, kept open on failure for the caller to close) and read it
+ * whole into *buf_out (htkv_mem_alloc) of *len_out bytes, between a header's size and 64 MiB.
+ * 0, HTKV_ECORRUPT, -ENOMEM or -errno, with the error set.
+ */
+static int
+man_read_file(struct manifest *m, const char *name, unsigned char **buf_out, uint64_t *len_out)
+{
+    m->fd = htkv_fault_fails(HTKV_FAULT_OPEN)
+                ? -1
+                : openat(m->dir_fd, name, (m->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (m->fd < 0) {
+        int rc = errno == ENOENT ? HTKV_ECORRUPT : -errno;
+        htkv_set_error("%s: named by CURRENT but cannot be opened: %s", name, htkv_strerror(rc));
+        return rc;
+    }
+    struct stat st;
+    if (fstat(m->fd, &st) != 0) {
+        return -errno;
+    }
+    uint64_t len = (uint64_t)st.st_size;
+    if (len < MAN_HDR_BYTES || len > MAN_BYTES_MAX) {
+        htkv_set_error("%s: bad size %llu", name, (unsigned long long)len);
+        return HTKV_ECORRUPT;
+    }
+    unsigned char *buf = htkv_mem_alloc(len);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    ssize_t got = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(m->fd, buf, len, 0);
+    if (got != (ssize_t)len) {
+        /* A short read: the file shrank while being read, which only another process can do. */
+        int rc = got < 0 ? -errno : -EIO;
+        htkv_set_error("%s: cannot be read: %s", name, htkv_strerror(rc));
+        htkv_mem_free(buf);
+        return rc;
+    }
+    *buf_out = buf;
+    *len_out = len;
+    return 0;
+}
+
+/*
+ * Check the manifest read whole (@p buf, @p len bytes, at least a header) and replay it into
+ * @p m: header, edits, and at most one torn append after the last good edit. 0, HTKV_ECORRUPT,
+ * HTKV_EVERSION or -ENOMEM, with the error set.
+ */
+static int
+man_parse(struct manifest *m, const char *name, const unsigned char *buf, uint64_t len)
+{
+    HTKV_ASSERT(len >= MAN_HDR_BYTES);
+    if (memcmp(buf, MAN_MAGIC, 8) != 0 || htkv_load32(buf + 28) != htkv_crc32c(0, buf, 28) ||
+        htkv_load64(buf + 16) != m->number) {
+        htkv_set_error("%s: bad header at offset 0", name);
+        return HTKV_ECORRUPT;
+    }
+    if (htkv_load32(buf + 8) > HTKV_FORMAT_VERSION) {
+        htkv_set_error("%s: format version %u is newer than %u", name, htkv_load32(buf + 8),
+                       HTKV_FORMAT_VERSION);
+        return HTKV_EVERSION;
+    }
+    uint64_t end;
+    int rc = man_replay(m, buf, len, &end);
+    if (rc != 0) {
+        return rc;
+    }
+    if (end < len && !man_tail_is_torn(buf, end, len)) {
+        htkv_set_error("%s: damaged edits from offset %llu on (more than one torn append: "
+                       "edits were lost)",
+                       name, (unsigned long long)end);
+        return HTKV_ECORRUPT;
+    }
+    /* A torn last edit was never acted upon: htkv_manifest_cut_torn() cuts it off before
+     * anything is appended, once the open has checked everything else. */
+    m->file_bytes = end;
+    m->torn_end = len;
+    return 0;
+}
+
 int
 htkv_manifest_load(int dir_fd, bool writable, struct manifest **out)
 {
@@ -785,77 +981,20 @@ htkv_manifest_load(int dir_fd, bool writable, struct manifest **out)
     }
     m->number = number;
     unsigned char *buf = NULL;
+    uint64_t len = 0;
     char name[64];
     snprintf(name, sizeof(name), "MANIFEST-%06llu", (unsigned long long)number);
-    m->fd = htkv_fault_fails(HTKV_FAULT_OPEN)
-                ? -1
-                : openat(dir_fd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-    if (m->fd < 0) {
-        rc = errno == ENOENT ? HTKV_ECORRUPT : -errno;
-        htkv_set_error("%s: named by CURRENT but cannot be opened: %s", name, htkv_strerror(rc));
-        goto fail;
+    rc = man_read_file(m, name, &buf, &len);
+    if (rc == 0) {
+        rc = man_parse(m, name, buf, len);
     }
-    struct stat st;
-    if (fstat(m->fd, &st) != 0) {
-        rc = -errno;
-        goto fail;
-    }
-    uint64_t len = (uint64_t)st.st_size;
-    if (len < MAN_HDR_BYTES || len > (64ull << 20)) {
-        htkv_set_error("%s: bad size %llu", name, (unsigned long long)len);
-        rc = HTKV_ECORRUPT;
-        goto fail;
-    }
-    buf = htkv_mem_alloc(len);
-    if (buf == NULL) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    ssize_t got = htkv_fault_fails(HTKV_FAULT_READ) ? -1 : pread(m->fd, buf, len, 0);
-    if (got != (ssize_t)len) {
-        /* A short read: the file shrank while being read, which only another process can do. */
-        rc = got < 0 ? -errno : -EIO;
-        htkv_set_error("%s: cannot be read: %s", name, htkv_strerror(rc));
-        goto fail;
-    }
-    if (memcmp(buf, MAN_MAGIC, 8) != 0 || htkv_load32(buf + 28) != htkv_crc32c(0, buf, 28) ||
-        htkv_load64(buf + 16) != number) {
-        htkv_set_error("%s: bad header at offset 0", name);
-        rc = HTKV_ECORRUPT;
-        goto fail;
-    }
-    if (htkv_load32(buf + 8) > HTKV_FORMAT_VERSION) {
-        htkv_set_error("%s: format version %u is newer than %u", name, htkv_load32(buf + 8),
-                       HTKV_FORMAT_VERSION);
-        rc = HTKV_EVERSION;
-        goto fail;
-    }
-    uint64_t end;
-    rc = man_replay(m, buf, len, &end);
-    if (rc != 0) {
-        goto fail;
-    }
-    if (end < len) {
-        if (!man_tail_is_torn(buf, end, len)) {
-            htkv_set_error("%s: damaged edits from offset %llu on (more than one torn append: "
-                           "edits were lost)",
-                           name, (unsigned long long)end);
-            rc = HTKV_ECORRUPT;
-            goto fail;
-        }
-        /* A torn last edit was never acted upon: htkv_manifest_cut_torn() cuts it off before
-         * anything is appended, once the open has checked everything else. */
-    }
-    m->file_bytes = end;
-    m->torn_end = len;
     htkv_mem_free(buf);
+    if (rc != 0) {
+        htkv_manifest_close(m);
+        return rc;
+    }
     *out = m;
     return 0;
-
-fail:
-    htkv_mem_free(buf);
-    htkv_manifest_close(m);
-    return rc;
 }
 
 /*

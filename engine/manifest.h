@@ -43,7 +43,10 @@
 
 #include "engine/internal.h"
 
+#define MAN_MAGIC "HTKVMAN1"
 #define MAN_HDR_BYTES 32u
+/* Largest manifest file a load accepts (64 MiB); verify and repair use the same bound. */
+#define MAN_BYTES_MAX (64ull << 20)
 #define MAN_EDIT_HDR 12u
 #define MAN_SHARDS_MAX 1024u
 /* Largest segment id: file names have 12 decimal digits (NNNNNNNNNNNN.seg). */

@@ -1,10 +1,16 @@
 /*
- * rec.c - encode and check records (layout in rec.h).
+ * rec.c - encode and check records, and the one walk over a segment's records (layout and the
+ * walk's contract in rec.h).
+ *
+ * Layer: formats. Calls only the base layer (internal.h, crc32c); knows no store, shard or
+ * segment type: a walk is given bytes, a segment id and a value limit.
  *
  * Invariants
  *   1. htkv_rec_check() accepts exactly what htkv_rec_encode() produces for the same position.
  *   2. htkv_rec_check() reads only inside [p, p + avail) whatever the bytes say: every length is
  *      bounded before it is used.
+ *   3. The walk reads only inside [map + from, map + end): each step checks before it advances,
+ *      and a failed step never advances (rec.h, struct rec_walk).
  */
 #include "engine/rec.h"
 
@@ -122,19 +128,80 @@ htkv_rec_check(const void *p, uint64_t avail, uint64_t seg_id, uint64_t off, uin
     return htkv_rec_verify_crc(p, seg_id, off, out);
 }
 
+static bool
+all_zero(const unsigned char *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+enum rec_walk_res
+htkv_rec_walk_failed(const struct rec_walk *w)
+{
+    HTKV_ASSERT(w->at == w->off && w->at < w->end);
+    uint64_t avail = w->end - w->at;
+    return all_zero(w->map + w->at, avail < REC_HDR_BYTES ? avail : REC_HDR_BYTES) ? REC_WALK_ZERO
+                                                                                   : REC_WALK_BAD;
+}
+
+bool
+htkv_rec_walk_seek(struct rec_walk *w)
+{
+    struct rec_hdr h;
+    for (uint64_t off = htkv_align_up(w->off, REC_ALIGN); off + REC_HDR_BYTES <= w->end;
+         off += REC_ALIGN) {
+        if (htkv_load64(w->map + off + 8) == 0 && htkv_load64(w->map + off + 16) == 0) {
+            continue; /* lengths, type and version zero: not a record */
+        }
+        if (htkv_rec_check(w->map + off, w->end - off, w->seg_id, off, w->val_max, &h) == 0) {
+            w->off = off;
+            return true;
+        }
+    }
+    return false;
+}
+
+uint64_t
+htkv_rec_walk_resync(struct rec_walk *w)
+{
+    HTKV_ASSERT(w->off == w->at); /* only after a failed step */
+    w->off = w->at + REC_ALIGN;
+    if (htkv_rec_walk_seek(w)) {
+        HTKV_ASSERT(w->off > w->at);
+        return w->off;
+    }
+    w->off = w->at;
+    return 0;
+}
+
+enum rec_bad
+htkv_rec_walk_why(const struct rec_walk *w, struct rec_hdr *hdr)
+{
+    HTKV_ASSERT(w->at < w->end);
+    uint64_t avail = w->end - w->at;
+    memset(hdr, 0, sizeof(*hdr));
+    if (avail < REC_HDR_BYTES) {
+        return REC_BAD_SHORT;
+    }
+    htkv_rec_hdr_decode(w->map + w->at, hdr);
+    if (REC_HDR_BYTES + (uint64_t)hdr->key_len + hdr->val_len > avail) {
+        return REC_BAD_LENGTHS;
+    }
+    if (htkv_rec_verify_crc(w->map + w->at, w->seg_id, w->at, hdr) != 0) {
+        return REC_BAD_CRC;
+    }
+    return REC_BAD_HEADER;
+}
+
 uint64_t
 htkv_rec_find(const unsigned char *map, uint64_t from, uint64_t end, uint64_t seg_id,
               uint32_t val_max)
 {
-    struct rec_hdr h;
-    for (uint64_t off = htkv_align_up(from, REC_ALIGN); off + REC_HDR_BYTES <= end;
-         off += REC_ALIGN) {
-        if (htkv_load64(map + off + 8) == 0 && htkv_load64(map + off + 16) == 0) {
-            continue; /* lengths, type and version zero: not a record */
-        }
-        if (htkv_rec_check(map + off, end - off, seg_id, off, val_max, &h) == 0) {
-            return off;
-        }
-    }
-    return 0;
+    struct rec_walk w;
+    htkv_rec_walk_init(&w, map, seg_id, from, end, val_max);
+    return htkv_rec_walk_seek(&w) ? w.off : 0;
 }

@@ -84,11 +84,102 @@ int htkv_rec_check(const void *p, uint64_t avail, uint64_t seg_id, uint64_t off,
 /*
  * First 8-aligned offset in [@p from, @p end) of @p map where a record of segment @p seg_id
  * checks (htkv_rec_check(), values up to @p val_max), or 0 when there is none. Offsets whose
- * lengths, type and version are all zero are skipped without a check. Used to resync after
- * damage and to tell whether a file holds anything a store could read.
+ * lengths, type and version are all zero are skipped without a check: htkv_rec_walk_seek() on a
+ * walk of its own, for callers that keep no walk (htkvctl repair).
  */
 uint64_t htkv_rec_find(const unsigned char *map, uint64_t from, uint64_t end, uint64_t seg_id,
                        uint32_t val_max);
+
+/*
+ * The one walk over a segment's records: every reader of records in order (recovery, verify,
+ * compaction, hint building, the change feed, the unlisted-file check) steps with it, so that
+ * "the record at off checks, the next one is at off + its size" is written once.
+ *
+ *   struct rec_walk w;
+ *   htkv_rec_walk_init(&w, map, seg_id, from, end, val_max);
+ *   while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) { ... }
+ *
+ * Invariants
+ *   1. Only bytes in [map + from, map + end) are read, whatever they say.
+ *   2. After REC_WALK_RECORD, at is the record's offset and off = at + htkv_rec_size() of it
+ *      (padding included: off may pass end when the file ends inside the padding).
+ *   3. After REC_WALK_ZERO or REC_WALK_BAD, off == at: the walk stays on the bad bytes until the
+ *      caller resyncs (htkv_rec_walk_resync()) or stops.
+ *   4. at and off stay 8-aligned when from is.
+ */
+struct rec_walk {
+    const unsigned char *map; /* the segment's bytes (a mapping or a buffer) */
+    uint64_t seg_id;          /* the id each record's CRC covers */
+    uint64_t end;             /* first byte not to read */
+    uint64_t off;             /* where the next step reads */
+    uint64_t at;              /* offset of the record (or bad bytes) the last step returned */
+    uint32_t val_max;         /* largest value a SET may carry */
+};
+
+/* What one step of the walk found at w->at. */
+enum rec_walk_res {
+    REC_WALK_END = 0, /* off >= end: nothing left to read (at unchanged) */
+    REC_WALK_RECORD,  /* a record that checks (htkv_rec_check()); *hdr filled, SEAL included */
+    REC_WALK_ZERO,    /* fails its check, and its header bytes (as many as remain, up to 24)
+                       * are all zero: where written data ends (a block lost with power) */
+    REC_WALK_BAD,     /* fails its check and is not zero: a torn or damaged record
+                       * (htkv_rec_walk_why() says how) */
+};
+
+/* Why the bytes at w->at failed their check (REC_WALK_ZERO or REC_WALK_BAD), in the order a
+ * reader is told: too short for a header, lengths past the end, CRC, then the header's shape. */
+enum rec_bad {
+    REC_BAD_SHORT = 1, /* fewer than REC_HDR_BYTES bytes before end */
+    REC_BAD_LENGTHS,   /* key and value lengths run past end */
+    REC_BAD_CRC,       /* the CRC does not match */
+    REC_BAD_HEADER,    /* type, flags, reserved, version or lengths no record can have */
+};
+
+static inline void
+htkv_rec_walk_init(struct rec_walk *w, const unsigned char *map, uint64_t seg_id, uint64_t from,
+                   uint64_t end, uint32_t val_max)
+{
+    *w = (struct rec_walk){
+        .map = map, .seg_id = seg_id, .end = end, .off = from, .at = from, .val_max = val_max
+    };
+}
+
+/* Cold half of htkv_rec_walk_next(): classify bytes that failed their check. */
+enum rec_walk_res htkv_rec_walk_failed(const struct rec_walk *w);
+
+/* One step: see enum rec_walk_res. Costs one htkv_rec_check() per record. */
+static inline enum rec_walk_res
+htkv_rec_walk_next(struct rec_walk *w, struct rec_hdr *hdr)
+{
+    if (w->off >= w->end) {
+        return REC_WALK_END;
+    }
+    w->at = w->off;
+    if (HTKV_UNLIKELY(htkv_rec_check(w->map + w->at, w->end - w->at, w->seg_id, w->at, w->val_max,
+                                     hdr) != 0)) {
+        return htkv_rec_walk_failed(w);
+    }
+    w->off = w->at + htkv_rec_size(hdr->key_len, hdr->val_len);
+    return REC_WALK_RECORD;
+}
+
+/*
+ * After a failed step: move to the first 8-aligned offset after w->at where a record checks
+ * (htkv_rec_walk_seek() from w->at + REC_ALIGN). Returns that offset (now w->off), or 0 when none
+ * follows (w->off stays at w->at).
+ */
+uint64_t htkv_rec_walk_resync(struct rec_walk *w);
+
+/*
+ * Scan 8-aligned offsets from w->off for the first where a record checks; offsets whose
+ * lengths, type and version are all zero are skipped without a check. True with w->off there,
+ * or false (w->off unchanged) when none does before end.
+ */
+bool htkv_rec_walk_seek(struct rec_walk *w);
+
+/* Why the bytes at w->at failed their check (only after REC_WALK_ZERO or REC_WALK_BAD); fills
+ * @p hdr with the decoded header when one fits before end. */
+enum rec_bad htkv_rec_walk_why(const struct rec_walk *w, struct rec_hdr *hdr);
 
 /* Decode the header fields only (no validation). */
 void htkv_rec_hdr_decode(const void *p, struct rec_hdr *out);

@@ -15,6 +15,15 @@
  *   - corruption: valid records follow. Open fails with HTKV_ECORRUPT naming file and offset, or,
  *     with HTKV_RECOVERY_SKIP_CORRUPT, the bytes up to the next valid record are skipped, loudly.
  *
+ * Layer: store. Calls the formats layer (the record walk of rec.h, hints, the manifest,
+ * segments), the shard's index and the store (db.h) whose shards it fills.
+ *
+ * Structure. htkv_recover() -> recover_shard() per shard -> recover_seg() per segment, which
+ * takes the segment's hint (recover_hint()) and walks the records after it (struct seg_scan):
+ * scan_bad() for bytes that fail their check, scan_orphan() after a skip, scan_record() ->
+ * scan_op() / scan_control() for records that check, scan_end_whole() / scan_end_torn() at the
+ * end. Nothing on disk changes until recover_apply().
+ *
  * Invariants
  *   1. After recovery, each key's head entry is its record with the highest version.
  *   2. next_version exceeds every version seen on disk, applied or not, the manifest's applied
@@ -228,19 +237,13 @@ recover_ent(struct recov *rv, struct shard *sh, struct seg *s, uint64_t off,
     return e;
 }
 
-/* First offset after @p from (8-aligned) holding a valid record, or 0 when none. */
-static uint64_t
-resync(struct htkv_db *db, struct seg *s, uint64_t from, uint64_t end)
-{
-    return htkv_rec_find(s->map, from + REC_ALIGN, end, s->id, db->cfg.max_value_bytes);
-}
-
 enum scan_end { SCAN_EOF, SCAN_TORN, SCAN_SEALED };
 
 /* Flush the batch being scanned: install it (one part) or park it (several parts). */
 static int
 batch_commit(struct recov *rv, struct shard *sh, uint64_t version, uint32_t parts)
 {
+    HTKV_ASSERT(parts >= 1); /* BEGIN was checked: at least one part */
     int rc = 0;
     if (parts == 1) {
         for (size_t i = 0; i < rv->nbents && rc == 0; i++) {
@@ -259,6 +262,7 @@ batch_commit(struct recov *rv, struct shard *sh, uint64_t version, uint32_t part
             }
         }
         if (rc == 0) {
+            HTKV_ASSERT(rv->npents == p.ent_start + p.ent_count);
             rc = vec_push((void **)&rv->pend, &rv->npend, &rv->pend_cap, sizeof(p), &p);
         }
     }
@@ -363,6 +367,7 @@ hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
     for (uint64_t i = 0; i < hh->count && rc == 0; i++) {
         struct hint_ent e;
         htkv_hint_get(hh, i, &e);
+        HTKV_ASSERT(e.off >= SEG_DATA_OFF && e.off < hh->tail); /* hint_check() passed */
         rv->max_version = e.version > rv->max_version ? e.version : rv->max_version;
         s->max_version = e.version > s->max_version ? e.version : s->max_version;
         s->records++;
@@ -484,6 +489,263 @@ before_known_end(struct htkv_db *db, struct seg *s, uint64_t at, uint64_t known)
 }
 
 /*
+ * One segment's scan (recover_seg()'s state).
+ *
+ * Invariants
+ *   1. w.off is where the next record is read: every record before it was checked and applied,
+ *      dropped or held in the batch being scanned (rv->bents).
+ *   2. in_batch: a BEGIN at b_begin (version b_version, b_ops operations, b_parts parts) was met
+ *      and b_seen <= b_ops of its operations since; rv->nbents == b_seen. Otherwise
+ *      rv->nbents == 0.
+ *   3. how == SCAN_TORN: the log ends at cut (an unfinished batch's BEGIN or the first bad
+ *      byte), cut <= w.off.
+ */
+struct seg_scan {
+    struct recov *rv;
+    struct shard *sh;
+    struct seg *s;
+    struct rec_walk w;
+    uint64_t known; /* the end the records are known to reach: only what lies after may be torn */
+    bool last;      /* the shard's last segment: a zero header there is a lost block */
+    bool in_batch;
+    bool orphans; /* after a skip: drop the rest of a batch whose start was skipped */
+    uint64_t b_version, b_begin;
+    uint32_t b_ops, b_parts, b_seen;
+    uint64_t cut;
+    enum scan_end how;
+};
+
+/* Drop the batch being scanned (a hole in it, or the log ends inside it). */
+static int
+scan_drop_batch(struct seg_scan *sc)
+{
+    batch_discard(sc->rv, sc->sh); /* a batch with a hole in it is not applied */
+    sc->in_batch = false;
+    return discard_version(sc->rv->db, sc->b_version) != 0 ? -ENOMEM : 0;
+}
+
+/*
+ * The step at sc->w.at failed (@p r): the log ends there (torn: *stop) or, when valid records
+ * follow, damage that fails the open or, with HTKV_RECOVERY_SKIP_CORRUPT, is skipped. 0 or an
+ * error.
+ */
+static int
+scan_bad(struct seg_scan *sc, enum rec_walk_res r, bool *stop)
+{
+    struct htkv_db *db = sc->rv->db;
+    struct seg *s = sc->s;
+    uint64_t off = sc->w.at;
+    HTKV_ASSERT(r == REC_WALK_ZERO || r == REC_WALK_BAD);
+    bool hole = sc->last && r == REC_WALK_ZERO;
+    uint64_t next = hole ? 0 : htkv_rec_walk_resync(&sc->w);
+    if (next == 0) {
+        sc->how = SCAN_TORN;
+        sc->cut = sc->in_batch ? sc->b_begin : off;
+        *stop = true;
+        return before_known_end(db, s, sc->cut, sc->known);
+    }
+    HTKV_ASSERT(next > off && sc->w.off == next);
+    if (db->cfg.recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
+        htkv_set_error("%s: damaged record at offset %llu followed by valid records", s->path,
+                       (unsigned long long)off);
+        return HTKV_ECORRUPT;
+    }
+    htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping %llu damaged bytes at offset %llu", s->path,
+                (unsigned long long)(next - off), (unsigned long long)off);
+    db->skipped_bytes += next - off;
+    atomic_fetch_add_explicit(&s->dead_bytes, next - off, memory_order_relaxed);
+    sc->orphans = true;
+    return sc->in_batch ? scan_drop_batch(sc) : 0;
+}
+
+/*
+ * After a skip: the record @p h at sc->w.at belongs to a batch whose start was skipped (*dropped:
+ * it is counted and dropped) or ends that state. 0 or -ENOMEM.
+ */
+static int
+scan_orphan(struct seg_scan *sc, const struct rec_hdr *h, bool *dropped)
+{
+    HTKV_ASSERT(sc->orphans && !sc->in_batch);
+    *dropped = (h->flags & REC_F_BATCH) != 0 || h->type == REC_BATCH_COMMIT;
+    if (!*dropped) {
+        sc->orphans = false;
+        return 0;
+    }
+    struct htkv_db *db = sc->rv->db;
+    uint64_t size = sc->w.off - sc->w.at;
+    htkv_db_log(db, HTKV_LOG_ERROR,
+                "%s: dropping record at offset %llu of a batch whose start was skipped",
+                sc->s->path, (unsigned long long)sc->w.at);
+    if (h->version > sc->rv->max_version) {
+        sc->rv->max_version = h->version;
+    }
+    if (discard_version(db, h->version) != 0) {
+        return -ENOMEM;
+    }
+    atomic_fetch_add_explicit(&sc->s->dead_bytes, size, memory_order_relaxed);
+    db->skipped_bytes += size;
+    sc->s->records++;
+    return 0;
+}
+
+/* A SET or DEL that checks: install it, or hold it in the batch being scanned (*ok: it is in
+ * place). 0 or an error. */
+static int
+scan_op(struct seg_scan *sc, const struct rec_hdr *h, bool *ok)
+{
+    HTKV_ASSERT(h->type == REC_SET || h->type == REC_DEL);
+    struct recov *rv = sc->rv;
+    bool flagged = (h->flags & REC_F_BATCH) != 0;
+    *ok = flagged == sc->in_batch &&
+          (!sc->in_batch || (h->version == sc->b_version && sc->b_seen < sc->b_ops));
+    if (!*ok) {
+        return 0;
+    }
+    struct hidx_ent *e = recover_ent(rv, sc->sh, sc->s, sc->w.at, h);
+    if (e == NULL) {
+        return -ENOMEM;
+    }
+    if (db_shard_of(rv->db, e->hash) != sc->sh->id) {
+        sc->sh->entry_bytes -= sizeof(*e);
+        htkv_mem_free(e);
+        htkv_set_error("%s: record at offset %llu belongs to another shard", sc->s->path,
+                       (unsigned long long)sc->w.at);
+        return HTKV_ECORRUPT;
+    }
+    if (!sc->in_batch) {
+        return recover_install(sc->sh, e);
+    }
+    sc->b_seen++;
+    HTKV_ASSERT(rv->nbents + 1 == sc->b_seen);
+    return vec_push((void **)&rv->bents, &rv->nbents, &rv->bents_cap, sizeof(e), &e);
+}
+
+/* A BEGIN, COMMIT or SEAL that checks (*ok: it is in place). 0 or an error. */
+static int
+scan_control(struct seg_scan *sc, const struct rec_hdr *h, bool *ok)
+{
+    HTKV_ASSERT(h->key_len == 0 && sc->w.at + REC_HDR_BYTES + h->val_len <= sc->w.end);
+    const unsigned char *pl = sc->s->map + sc->w.at + REC_HDR_BYTES;
+    switch (h->type) {
+    case REC_BATCH_BEGIN:
+        *ok = !sc->in_batch && htkv_load32(pl) > 0 && htkv_load32(pl + 4) >= 1;
+        sc->in_batch = *ok;
+        sc->b_version = h->version;
+        sc->b_begin = sc->w.at;
+        sc->b_ops = htkv_load32(pl);
+        sc->b_parts = htkv_load32(pl + 4);
+        sc->b_seen = 0;
+        return 0;
+    case REC_BATCH_COMMIT:
+        *ok = sc->in_batch && h->version == sc->b_version && htkv_load32(pl) == sc->b_ops &&
+              htkv_load32(pl + 4) == sc->b_parts && sc->b_seen == sc->b_ops;
+        if (!*ok) {
+            return 0;
+        }
+        HTKV_ASSERT(sc->rv->nbents == sc->b_ops);
+        sc->in_batch = false;
+        int rc = batch_commit(sc->rv, sc->sh, sc->b_version, sc->b_parts);
+        sc->rv->nbents = 0;
+        return rc;
+    case REC_SEAL:
+        *ok = !sc->in_batch && htkv_load64(pl + 8) == sc->w.at;
+        if (*ok) {
+            sc->how = SCAN_SEALED;
+        }
+        return 0;
+    default:
+        HTKV_UNREACHABLE();
+    }
+}
+
+/* A record @p h that checks, at sc->w.at: apply it (*stop after a SEAL). 0 or an error. */
+static int
+scan_record(struct seg_scan *sc, const struct rec_hdr *h, bool *stop)
+{
+    struct recov *rv = sc->rv;
+    struct seg *s = sc->s;
+    if (h->version > rv->max_version && h->type != REC_SEAL) {
+        rv->max_version = h->version;
+    }
+    if (h->version > s->max_version && h->type != REC_SEAL) {
+        s->max_version = h->version;
+    }
+    bool ok = true;
+    int rc =
+        h->type == REC_SET || h->type == REC_DEL ? scan_op(sc, h, &ok) : scan_control(sc, h, &ok);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!ok) {
+        htkv_set_error("%s: record at offset %llu is out of place (batch framing)", s->path,
+                       (unsigned long long)sc->w.at);
+        return HTKV_ECORRUPT;
+    }
+    s->records++;
+    rv->db->recovered_records++;
+    if (sc->how != SCAN_SEALED) {
+        return 0;
+    }
+    *stop = true;
+    if (htkv_seg_last_nonzero_end(s->map, sc->w.off, sc->w.end) != sc->w.off) {
+        htkv_set_error("%s: data after the SEAL record at offset %llu", s->path,
+                       (unsigned long long)sc->w.off);
+        return HTKV_ECORRUPT;
+    }
+    s->sealed = true;
+    return 0;
+}
+
+/*
+ * The records of the segment end at @p off, whole (sealed or end of file): set the tail. A file
+ * that ends inside the last record's padding (a cut after its last byte) holds a whole record;
+ * the padding gets its bytes back before anything is appended after it. A segment whose mapping
+ * has no room for them (not the last one, or one as large as its capacity) takes no more
+ * appends: it counts as sealed (it has no SEAL record, which recovery does not need), so the
+ * next write rotates without touching it. 0 or -ENOMEM.
+ */
+static int
+scan_end_whole(struct seg_scan *sc, uint64_t off)
+{
+    struct seg *s = sc->s;
+    s->tail = off;
+    if (off <= sc->w.end || !s->writable) {
+        return 0;
+    }
+    HTKV_ASSERT(off - sc->w.end < REC_ALIGN); /* only padding lies past the end */
+    if (htkv_align_up(off, 4096) > s->map_bytes) {
+        s->sealed = true;
+        return 0;
+    }
+    struct fixup f = { .s = s, .to = htkv_align_up(off, 4096), .grow = true };
+    return vec_push((void **)&sc->rv->fix, &sc->rv->nfix, &sc->rv->fix_cap, sizeof(f), &f);
+}
+
+/* The log is torn at sc->cut: drop the unfinished batch and plan to zero what follows (when
+ * writable; recover_apply() does it). 0 or -ENOMEM. */
+static int
+scan_end_torn(struct seg_scan *sc)
+{
+    struct htkv_db *db = sc->rv->db;
+    struct seg *s = sc->s;
+    batch_discard(sc->rv, sc->sh);
+    uint64_t junk = htkv_seg_last_nonzero_end(s->map, sc->cut, sc->w.end);
+    s->tail = sc->cut;
+    if (junk <= sc->cut) {
+        return 0;
+    }
+    db->truncated_bytes += junk - sc->cut;
+    htkv_db_log(db, HTKV_LOG_WARN, "%s: %s a torn tail of %llu bytes at offset %llu", s->path,
+                s->writable ? "cutting" : "ignoring (read-only)",
+                (unsigned long long)(junk - sc->cut), (unsigned long long)sc->cut);
+    if (!s->writable) {
+        return 0;
+    }
+    struct fixup f = { .s = s, .from = sc->cut, .to = junk };
+    return vec_push((void **)&sc->rv->fix, &sc->rv->nfix, &sc->rv->fix_cap, sizeof(f), &f);
+}
+
+/*
  * Scan one segment. On a torn tail, cuts it (when writable). Returns 0 or an error; the segment's
  * tail, records and sealed fields are set.
  */
@@ -491,200 +753,42 @@ static int
 recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
 {
     struct htkv_db *db = rv->db;
-    uint64_t off, end = s->file_bytes;
-    /* The end the records are known to reach: recorded at a clean close, or by a hint. Only
-     * what lies after it may be a torn tail. */
-    uint64_t known = htkv_manifest_seg_end(db->man, s->id);
-    int rc = recover_hint(rv, sh, s, &off, &known);
+    struct seg_scan sc = { .rv = rv, .sh = sh, .s = s, .last = last, .how = SCAN_EOF };
+    uint64_t from;
+    /* The end the records are known to reach: recorded at a clean close, or by a hint. */
+    sc.known = htkv_manifest_seg_end(db->man, s->id);
+    int rc = recover_hint(rv, sh, s, &from, &sc.known);
     if (rc != 0) {
         return rc;
     }
-    bool in_batch = false;
-    uint64_t b_version = 0, b_begin = 0;
-    uint32_t b_ops = 0, b_parts = 0, b_seen = 0;
-    uint64_t cut = 0;
-    bool orphans = false; /* after a skip: drop the rest of a batch whose start was skipped */
-    enum scan_end how = SCAN_EOF;
+    HTKV_ASSERT(rv->nbents == 0 && from >= SEG_DATA_OFF);
+    htkv_rec_walk_init(&sc.w, s->map, s->id, from, s->file_bytes, db->cfg.max_value_bytes);
     struct rec_hdr h;
-
-    while (off < end) {
-        if (htkv_rec_check(s->map + off, end - off, s->id, off, db->cfg.max_value_bytes, &h) != 0) {
-            bool hole =
-                last && htkv_seg_all_zero(s->map + off,
-                                          end - off < REC_HDR_BYTES ? end - off : REC_HDR_BYTES);
-            uint64_t next = hole ? 0 : resync(db, s, off, end);
-            if (next == 0) {
-                how = SCAN_TORN;
-                cut = in_batch ? b_begin : off;
-                rc = before_known_end(db, s, cut, known);
-                if (rc != 0) {
-                    return rc;
-                }
-                break;
-            }
-            if (db->cfg.recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
-                htkv_set_error("%s: damaged record at offset %llu followed by valid records",
-                               s->path, (unsigned long long)off);
-                return HTKV_ECORRUPT;
-            }
-            htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping %llu damaged bytes at offset %llu",
-                        s->path, (unsigned long long)(next - off), (unsigned long long)off);
-            db->skipped_bytes += next - off;
-            atomic_fetch_add_explicit(&s->dead_bytes, next - off, memory_order_relaxed);
-            if (in_batch) {
-                batch_discard(rv, sh); /* a batch with a hole in it is not applied */
-                in_batch = false;
-                if (discard_version(db, b_version) != 0) {
-                    return -ENOMEM;
-                }
-            }
-            orphans = true;
-            off = next;
+    enum rec_walk_res r;
+    bool stop = false;
+    while (rc == 0 && !stop && (r = htkv_rec_walk_next(&sc.w, &h)) != REC_WALK_END) {
+        bool dropped = false;
+        if (r != REC_WALK_RECORD) {
+            rc = scan_bad(&sc, r, &stop);
+        } else if (sc.orphans && ((rc = scan_orphan(&sc, &h, &dropped)) != 0 || dropped)) {
             continue;
-        }
-        if (orphans) {
-            if ((h.flags & REC_F_BATCH) != 0 || h.type == REC_BATCH_COMMIT) {
-                uint64_t size = htkv_rec_size(h.key_len, h.val_len);
-                htkv_db_log(db, HTKV_LOG_ERROR,
-                            "%s: dropping record at offset %llu of a batch whose start was skipped",
-                            s->path, (unsigned long long)off);
-                if (h.version > rv->max_version) {
-                    rv->max_version = h.version;
-                }
-                if (discard_version(db, h.version) != 0) {
-                    return -ENOMEM;
-                }
-                atomic_fetch_add_explicit(&s->dead_bytes, size, memory_order_relaxed);
-                db->skipped_bytes += size;
-                s->records++;
-                off += size;
-                continue;
-            }
-            orphans = false;
-        }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
-        const unsigned char *pl = s->map + off + REC_HDR_BYTES + h.key_len;
-        bool ok = true;
-        if (h.version > rv->max_version && h.type != REC_SEAL) {
-            rv->max_version = h.version;
-        }
-        if (h.version > s->max_version && h.type != REC_SEAL) {
-            s->max_version = h.version;
-        }
-        switch (h.type) {
-        case REC_SET:
-        case REC_DEL: {
-            bool flagged = (h.flags & REC_F_BATCH) != 0;
-            ok = flagged == in_batch && (!in_batch || (h.version == b_version && b_seen < b_ops));
-            if (!ok) {
-                break;
-            }
-            struct hidx_ent *e = recover_ent(rv, sh, s, off, &h);
-            if (e == NULL) {
-                return -ENOMEM;
-            }
-            if (db_shard_of(db, e->hash) != sh->id) {
-                sh->entry_bytes -= sizeof(*e);
-                htkv_mem_free(e);
-                htkv_set_error("%s: record at offset %llu belongs to another shard", s->path,
-                               (unsigned long long)off);
-                return HTKV_ECORRUPT;
-            }
-            if (in_batch) {
-                b_seen++;
-                rc = vec_push((void **)&rv->bents, &rv->nbents, &rv->bents_cap, sizeof(e), &e);
-            } else {
-                rc = recover_install(sh, e);
-            }
-            break;
-        }
-        case REC_BATCH_BEGIN:
-            ok = !in_batch && htkv_load32(pl) > 0 && htkv_load32(pl + 4) >= 1;
-            in_batch = ok;
-            b_version = h.version;
-            b_begin = off;
-            b_ops = htkv_load32(pl);
-            b_parts = htkv_load32(pl + 4);
-            b_seen = 0;
-            break;
-        case REC_BATCH_COMMIT:
-            ok = in_batch && h.version == b_version && htkv_load32(pl) == b_ops &&
-                 htkv_load32(pl + 4) == b_parts && b_seen == b_ops;
-            if (ok) {
-                rc = batch_commit(rv, sh, b_version, b_parts);
-                rv->nbents = 0;
-                in_batch = false;
-            }
-            break;
-        case REC_SEAL:
-            ok = !in_batch && htkv_load64(pl + 8) == off;
-            if (ok) {
-                how = SCAN_SEALED;
-            }
-            break;
-        default:
-            HTKV_UNREACHABLE();
-        }
-        if (rc != 0) {
-            return rc;
-        }
-        if (!ok) {
-            htkv_set_error("%s: record at offset %llu is out of place (batch framing)", s->path,
-                           (unsigned long long)off);
-            return HTKV_ECORRUPT;
-        }
-        s->records++;
-        db->recovered_records++;
-        off += size;
-        if (how == SCAN_SEALED) {
-            if (htkv_seg_last_nonzero_end(s->map, off, end) != off) {
-                htkv_set_error("%s: data after the SEAL record at offset %llu", s->path,
-                               (unsigned long long)off);
-                return HTKV_ECORRUPT;
-            }
-            s->sealed = true;
-            break;
+        } else {
+            rc = scan_record(&sc, &h, &stop);
         }
     }
-    if (how == SCAN_EOF && in_batch) {
-        how = SCAN_TORN; /* the file ends inside a batch */
-        cut = b_begin;
-    }
-    rc = before_known_end(db, s, how == SCAN_TORN ? cut : off, known);
     if (rc != 0) {
         return rc;
     }
-    if (how != SCAN_TORN) {
-        s->tail = off;
-        if (off > end && s->writable) {
-            /* The file ends inside the last record's padding (a cut after its last byte): the
-             * record is whole; give the padding back its bytes before appending after it. A
-             * segment whose mapping has no room for them (not the last one, or one as large as
-             * its capacity) takes no more appends: it counts as sealed (it has no SEAL record,
-             * which recovery does not need), so the next write rotates without touching it. */
-            if (htkv_align_up(off, 4096) <= s->map_bytes) {
-                struct fixup f = { .s = s, .to = htkv_align_up(off, 4096), .grow = true };
-                rc = vec_push((void **)&rv->fix, &rv->nfix, &rv->fix_cap, sizeof(f), &f);
-            } else {
-                s->sealed = true;
-            }
-        }
+    if (sc.how == SCAN_EOF && sc.in_batch) {
+        sc.how = SCAN_TORN; /* the file ends inside a batch */
+        sc.cut = sc.b_begin;
+    }
+    HTKV_ASSERT(sc.how != SCAN_TORN || sc.cut <= sc.w.off);
+    rc = before_known_end(db, s, sc.how == SCAN_TORN ? sc.cut : sc.w.off, sc.known);
+    if (rc != 0) {
         return rc;
     }
-    batch_discard(rv, sh);
-    uint64_t junk = htkv_seg_last_nonzero_end(s->map, cut, end);
-    s->tail = cut;
-    if (junk > cut) {
-        db->truncated_bytes += junk - cut;
-        htkv_db_log(db, HTKV_LOG_WARN, "%s: %s a torn tail of %llu bytes at offset %llu", s->path,
-                    s->writable ? "cutting" : "ignoring (read-only)",
-                    (unsigned long long)(junk - cut), (unsigned long long)cut);
-        if (s->writable) {
-            struct fixup f = { .s = s, .from = cut, .to = junk };
-            rc = vec_push((void **)&rv->fix, &rv->nfix, &rv->fix_cap, sizeof(f), &f);
-        }
-    }
-    return rc;
+    return sc.how == SCAN_TORN ? scan_end_torn(&sc) : scan_end_whole(&sc, sc.w.off);
 }
 
 static int
@@ -716,8 +820,10 @@ recover_cross_shard(struct recov *rv)
         while (j < rv->npend && rv->pend[j].version == rv->pend[i].version) {
             j++;
         }
+        HTKV_ASSERT(j > i); /* parts of one batch version, sorted together */
         bool complete = (j - i) == rv->pend[i].parts;
         for (size_t k = i; k < j; k++) {
+            HTKV_ASSERT(rv->pend[k].ent_start + rv->pend[k].ent_count <= rv->npents);
             complete = complete && rv->pend[k].parts == rv->pend[i].parts;
         }
         /* At or below the batch floor every part was durable before compaction could drop

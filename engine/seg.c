@@ -146,8 +146,10 @@ htkv_seg_file_has_record(int dir_fd, const char *path, uint64_t id, uint32_t val
     /* Records of another segment copied or renamed to this name check with the id in its
      * header: look for those too. */
     uint64_t hid = memcmp(m, SEG_MAGIC, 8) == 0 ? htkv_load64(m + 16) : id;
-    bool found = htkv_rec_find(m, SEG_DATA_OFF, size, id, val_max) != 0 ||
-                 (hid != id && htkv_rec_find(m, SEG_DATA_OFF, size, hid, val_max) != 0);
+    struct rec_walk w, wh;
+    htkv_rec_walk_init(&w, m, id, SEG_DATA_OFF, size, val_max);
+    htkv_rec_walk_init(&wh, m, hid, SEG_DATA_OFF, size, val_max);
+    bool found = htkv_rec_walk_seek(&w) || (hid != id && htkv_rec_walk_seek(&wh));
     munmap(m, size);
     return found;
 }

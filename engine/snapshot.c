@@ -55,13 +55,10 @@
 #include "engine/inspect.h"
 #include "engine/rec.h"
 #include "engine/run.h"
+#include "engine/snapfile.h"
+#include "engine/testhook.h"
 #include "uring/ur_fault.h"
 
-#define SNAP_MAGIC "HTKVSNP1"
-#define SNAP_END_MAGIC "HTKVSEND"
-#define SNAP_HDR_BYTES 64u
-#define SNAP_ENT_HDR 16u
-#define SNAP_TRAILER_BYTES 16u
 /* Output buffer of the writer: 1 MiB per write() call. */
 #define SNAP_BUF_BYTES (1u << 20)
 
@@ -113,18 +110,6 @@ out_put(struct snap_out *o, const void *p, size_t n, bool entry)
             out_flush(o);
         }
     }
-}
-
-static void
-hdr_encode(unsigned char *h, uint64_t version, uint64_t count, uint64_t data_bytes)
-{
-    memset(h, 0, SNAP_HDR_BYTES);
-    memcpy(h, SNAP_MAGIC, 8);
-    htkv_store32(h + 8, HTKV_FORMAT_VERSION);
-    htkv_store64(h + 16, version);
-    htkv_store64(h + 24, count);
-    htkv_store64(h + 32, data_bytes);
-    htkv_store32(h + 60, htkv_crc32c(0, h, 60));
 }
 
 /* Stream view @p v into @p o after the header; returns the entry count or an error. */
@@ -216,15 +201,14 @@ snapshot_write(struct htkv_db *db, const char *path)
     uint64_t count = 0, data_bytes = 0;
     rc = write_entries(v, &o, &count, &data_bytes);
     if (rc == 0) {
-        unsigned char t[SNAP_TRAILER_BYTES] = { 0 };
-        memcpy(t, SNAP_END_MAGIC, 8);
-        htkv_store32(t + 8, o.crc);
+        unsigned char t[SNAP_TRAILER_BYTES];
+        htkv_snapfile_trailer_encode(t, o.crc);
         out_put(&o, t, sizeof(t), false);
         out_flush(&o);
         rc = o.rc;
     }
     if (rc == 0) {
-        hdr_encode(h, htkv_view_version(v), count, data_bytes);
+        htkv_snapfile_hdr_encode(h, htkv_view_version(v), count, data_bytes);
         o.off = 0;
         out_put(&o, h, sizeof(h), false);
         out_flush(&o);
@@ -370,28 +354,30 @@ snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
     if (in->size < SNAP_HDR_BYTES + SNAP_TRAILER_BYTES || memcmp(m, SNAP_MAGIC, 8) != 0) {
         return snap_bad(path, "not an htkv snapshot", 0);
     }
-    if (htkv_load32(m + 60) != htkv_crc32c(0, m, 60)) {
+    if (!htkv_snapfile_hdr_crc_ok(m)) {
         return snap_bad(path, "header checksum mismatch", 0);
     }
-    if (htkv_load32(m + 8) > HTKV_FORMAT_VERSION) {
-        htkv_set_error("%s: format version %u is newer than %u", path, htkv_load32(m + 8),
+    struct snap_hdr sh;
+    htkv_snapfile_hdr_decode(m, &sh);
+    if (sh.format > HTKV_FORMAT_VERSION) {
+        htkv_set_error("%s: format version %u is newer than %u", path, sh.format,
                        HTKV_FORMAT_VERSION);
         return HTKV_EVERSION;
     }
-    in->version = htkv_load64(m + 16);
+    in->version = sh.version;
     if (in->version > REC_VERSION_MAX) {
-        return snap_bad(path, "version out of range", 16);
+        return snap_bad(path, "version out of range", SNAP_HDR_VERSION);
     }
-    in->count = htkv_load64(m + 24);
-    in->data_bytes = htkv_load64(m + 32);
+    in->count = sh.count;
+    in->data_bytes = sh.data_bytes;
     if (in->data_bytes != in->size - SNAP_HDR_BYTES - SNAP_TRAILER_BYTES) {
         return snap_bad(path, "size does not match the header", 0);
     }
     const unsigned char *t = m + in->size - SNAP_TRAILER_BYTES;
-    if (memcmp(t, SNAP_END_MAGIC, 8) != 0 || htkv_load32(t + 12) != 0) {
+    if (memcmp(t, SNAP_END_MAGIC, 8) != 0 || htkv_load32(t + SNAP_TRAILER_ZERO) != 0) {
         return snap_bad(path, "bad trailer", in->size - SNAP_TRAILER_BYTES);
     }
-    if (htkv_load32(t + 8) != htkv_crc32c(0, m + SNAP_HDR_BYTES, in->data_bytes)) {
+    if (htkv_load32(t + SNAP_TRAILER_CRC) != htkv_crc32c(0, m + SNAP_HDR_BYTES, in->data_bytes)) {
         return snap_bad(path, "entry checksum mismatch", SNAP_HDR_BYTES);
     }
     uint64_t off = SNAP_HDR_BYTES, end = SNAP_HDR_BYTES + in->data_bytes, n = 0;

@@ -77,8 +77,6 @@
 #include "engine/seg.h"
 #include "tools/htkvctl/ctl.h"
 
-#define REP_MAN_MAGIC "HTKVMAN1"     /* manifest.c's MAN_MAGIC */
-#define REP_MAN_MAX (64ull << 20)    /* htkv_manifest_load() refuses larger manifests */
 #define REP_TMP_SUFFIX ".repair-tmp" /* a rewritten segment before its rename */
 #define REP_SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
 #define REP_RANGES_SHOWN 16 /* dropped ranges printed per file in text */
@@ -532,7 +530,7 @@ man_read(struct rep *r, struct rman *m)
         close(fd);
         return rc;
     }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > REP_MAN_MAX) {
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAN_BYTES_MAX) {
         close(fd);
         return 0; /* not one the engine could read: moved to lost/ like the others */
     }
@@ -546,7 +544,7 @@ man_read(struct rep *r, struct rman *m)
         return got < 0 ? -err : -EIO;
     }
     m->readable = true;
-    m->hdr_ok = m->size >= MAN_HDR_BYTES && memcmp(buf, REP_MAN_MAGIC, 8) == 0 &&
+    m->hdr_ok = m->size >= MAN_HDR_BYTES && memcmp(buf, MAN_MAGIC, 8) == 0 &&
                 htkv_load32(buf + 28) == htkv_crc32c(0, buf, 28) &&
                 htkv_load64(buf + 16) == m->number;
     if (m->size >= MAN_HDR_BYTES) {

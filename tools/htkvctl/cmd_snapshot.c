@@ -9,8 +9,7 @@
  * unless --force, refuses a store that holds live keys (exit 2), because the restore replaces
  * everything. The engine checks the whole file before it changes anything, so a damaged file is
  * exit 1 and the store is as it was. The figures printed (keys, version) come from the
- * snapshot's 64-byte header (format at the top of engine/snapshot.c): magic "HTKVSNP1" at 0,
- * version u64 at 16, count u64 at 24, little-endian.
+ * snapshot's header (format and codec in engine/snapfile.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,10 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/snapfile.h"
 #include "tools/htkvctl/ctl.h"
-
-#define SNAPSHOT_HDR_BYTES 64
-#define SNAPSHOT_MAGIC "HTKVSNP1"
 
 /* What the header of a snapshot file says. */
 struct snap_figures {
@@ -30,34 +27,26 @@ struct snap_figures {
     uint64_t bytes; /* file size */
 };
 
-static uint64_t
-load_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = v << 8 | p[i];
-    }
-    return v;
-}
-
 /* Read the header of @p path (checked by the engine already). Returns 0 or -1. */
 static int
 snap_read_header(const char *path, struct snap_figures *f)
 {
-    unsigned char h[SNAPSHOT_HDR_BYTES];
+    unsigned char h[SNAP_HDR_BYTES];
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return -1;
     }
     struct stat st;
     bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-              pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && memcmp(h, SNAPSHOT_MAGIC, 8) == 0;
+              pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && memcmp(h, SNAP_MAGIC, 8) == 0;
     close(fd);
     if (!ok) {
         return -1;
     }
-    f->version = load_le64(h + 16);
-    f->keys = load_le64(h + 24);
+    struct snap_hdr sh;
+    htkv_snapfile_hdr_decode(h, &sh);
+    f->version = sh.version;
+    f->keys = sh.count;
     f->bytes = (uint64_t)st.st_size;
     return 0;
 }

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "engine/hint.h"
 #include "engine/inspect.h"
 #include "tools/htkvctl/ctl.h"
 

@@ -1,37 +1,29 @@
 /*
- * util.c - assertions, allocation (jemalloc arenas, hooks), the thread-local error detail,
- * htkv_strerror() and whole-buffer pwrite.
+ * alloc.c - every allocation of the library: jemalloc arenas (HTKV_JEMALLOC) or plain malloc,
+ * and the allocation-failure test hook (declarations and the arena design in internal.h).
+ *
+ * Layer: base. Calls only the C library and jemalloc; nothing of the engine.
+ *
+ * Invariants
+ *   1. Every allocation asks htkv_mem_fail_hook first (when set): a test can make any one fail,
+ *      and callers turn NULL into -ENOMEM.
+ *   2. Memory from any arena is freed by htkv_mem_free() from any thread (dallocx() finds the
+ *      arena itself); arena handle 0 is the calling thread's default.
+ *   3. A leased arena goes back to a process-wide pool at release and is reused, never
+ *      destroyed: memory may still be in it.
  */
 #include "engine/internal.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
-
-#include "uring/ur_fault.h"
 
 #ifdef HTKV_JEMALLOC
 #include <jemalloc/jemalloc.h>
 #endif
 
-void (*htkv_assert_hook)(const char *expr, const char *file, int line);
 bool (*htkv_mem_fail_hook)(size_t n);
-
-static _Thread_local char last_error[512];
-
-void
-htkv_assert_fail(const char *expr, const char *file, int line, const char *func)
-{
-    fprintf(stderr, "htkv: assertion failed: %s (%s:%d, %s)\n", expr, file, line, func);
-    fflush(stderr);
-    if (htkv_assert_hook != NULL) {
-        htkv_assert_hook(expr, file, line);
-    }
-    abort();
-}
 
 #ifdef HTKV_JEMALLOC
 
@@ -240,109 +232,4 @@ void
 htkv_free(void *p)
 {
     htkv_mem_free(p);
-}
-
-void
-htkv_set_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof(last_error), fmt, ap);
-    va_end(ap);
-}
-
-int
-htkv_einval(const char *fn)
-{
-    htkv_set_error("%s: invalid argument", fn);
-    return -EINVAL;
-}
-
-void
-htkv_clear_error(void)
-{
-    last_error[0] = '\0';
-}
-
-const char *
-htkv_last_error(void)
-{
-    return last_error;
-}
-
-const char *
-htkv_strerror(int err)
-{
-    switch (err) {
-    case 0:
-        return "success";
-    case HTKV_ENOTFOUND:
-        return "key not found";
-    case HTKV_ECORRUPT:
-        return "corrupt data on disk (checksum or framing mismatch)";
-    case HTKV_ETOOSMALL:
-        return "buffer too small";
-    case HTKV_EAUTH:
-        return "authentication failed";
-    case HTKV_EBUSY:
-        return "queue full, retry later";
-    case HTKV_EFULL:
-        return "fixed capacity reached";
-    case HTKV_EEXIST:
-        return "already exists";
-    case HTKV_ELOCKED:
-        return "store is locked by another opener";
-    case HTKV_EREADONLY:
-        return "store is read-only";
-    case HTKV_ETOOBIG:
-        return "key, value or batch too large";
-    case HTKV_ECONFLICT:
-        return "version conflict";
-    case HTKV_ECLOSED:
-        return "store is closed";
-    case HTKV_EFAILED:
-        return "store failed (fdatasync error); reopen to recover";
-    case HTKV_ENOTSTORE:
-        return "directory is not an htkv store";
-    case HTKV_EVERSION:
-        return "store has a newer on-disk format version";
-    case HTKV_ECOMPACTED:
-        return "history removed by compaction";
-    default:
-        break;
-    }
-    if (err < 0 && err > -4096) {
-        /* strerror() is not thread-safe in general; glibc's returns static text for known codes. */
-        static _Thread_local char buf[128];
-        const char *s = strerror_r(-err, buf, sizeof(buf));
-        return s;
-    }
-    return "unknown error";
-}
-
-int
-htkv_pwrite_all(int fd, const void *p, size_t n, off_t off)
-{
-    int frc = htkv_fault_hit(HTKV_FAULT_WRITE);
-    if (frc == -HTKV_FAULT_TORN) {
-        (void)!pwrite(fd, p, n / 2, off); /* a torn write: half of it, then an error */
-        return -EIO;
-    }
-    if (frc != 0) {
-        return frc;
-    }
-    const unsigned char *s = p;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, s, n, off);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        s += w;
-        n -= (size_t)w;
-        off += w;
-    }
-    return 0;
 }
