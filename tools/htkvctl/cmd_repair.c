@@ -938,97 +938,126 @@ key_in_shard(const struct walk *w, uint64_t off, const struct rec_hdr *h)
     return (uint32_t)((hash >> 32) % w->r->shard_count) == w->f->shard;
 }
 
+/* A SET or DEL at @p off: kept unless out of its batch's framing or of another shard. */
+static void
+walk_op(struct walk *w, uint64_t off, const struct rec_hdr *h, uint64_t size)
+{
+    struct rfile *f = w->f;
+    bool flagged = (h->flags & REC_F_BATCH) != 0;
+    if (flagged != w->in_batch ||
+        (w->in_batch && (h->version != w->b_version || w->b_seen >= w->b_ops))) {
+        w->rewrite = true;
+        if (w->in_batch) {
+            drop_batch(w, "batch cut short (not followed by its COMMIT)");
+        }
+        if (flagged) {
+            add_drop(f, off, off + size, 1, "batch operation out of place");
+            return;
+        }
+    }
+    if (!key_in_shard(w, off, h)) {
+        w->rewrite = true;
+        add_drop(f, off, off + size, 1, "key of another shard");
+        if (w->in_batch) {
+            w->b_broken = true;
+            w->b_seen++;
+        }
+        return;
+    }
+    w->b_seen += w->in_batch;
+    keep(f, off);
+}
+
+/* A BEGIN at @p off (payload @p pl): opens a batch, ending one left open. */
+static void
+walk_begin(struct walk *w, uint64_t off, const struct rec_hdr *h, uint64_t size,
+           const unsigned char *pl)
+{
+    struct rfile *f = w->f;
+    if (w->in_batch) {
+        w->rewrite = true;
+        drop_batch(w, "batch cut short (not followed by its COMMIT)");
+    }
+    uint32_t ops = htkv_load32(pl), parts = htkv_load32(pl + 4);
+    if (ops == 0 || parts == 0) {
+        w->rewrite = true;
+        add_drop(f, off, off + size, 1, "invalid batch start");
+        return;
+    }
+    w->in_batch = true;
+    w->b_broken = false;
+    w->b_version = h->version;
+    w->b_begin = off;
+    w->b_ops = ops;
+    w->b_parts = parts;
+    w->b_seen = 0;
+    w->b_keep = f->nkeep;
+    keep(f, off);
+}
+
+/* A COMMIT at @p off (payload @p pl): closes the open batch when it matches it. */
+static void
+walk_commit(struct walk *w, uint64_t off, const struct rec_hdr *h, uint64_t size,
+            const unsigned char *pl)
+{
+    struct rfile *f = w->f;
+    bool ok = w->in_batch && h->version == w->b_version && htkv_load32(pl) == w->b_ops &&
+              htkv_load32(pl + 4) == w->b_parts && w->b_seen == w->b_ops;
+    if (!ok) {
+        w->rewrite = true;
+        if (w->in_batch) {
+            drop_batch(w, "batch whose COMMIT does not match it");
+        }
+        add_drop(f, off, off + size, 1, "batch COMMIT out of place");
+        return;
+    }
+    keep(f, off);
+    if (w->b_broken) {
+        drop_batch(w, "batch with an operation of another shard");
+    }
+    w->in_batch = false;
+}
+
+/* A SEAL at @p off (payload @p pl); returns false when nothing follows it (the walk ends). */
+static bool
+walk_seal(struct walk *w, uint64_t off, uint64_t size, const unsigned char *pl)
+{
+    struct rfile *f = w->f;
+    if (w->in_batch || htkv_load64(pl + 8) != off) {
+        w->rewrite = true;
+        if (w->in_batch) {
+            drop_batch(w, "batch cut short (not followed by its COMMIT)");
+        }
+        add_drop(f, off, off + size, 1, "SEAL out of place");
+        return true;
+    }
+    if (htkv_seg_last_nonzero_end(w->map, off + size, w->end) == off + size) {
+        f->sealed = true;
+        return false;
+    }
+    /* Data after a SEAL: the rewrite ends with a SEAL of its own. */
+    w->rewrite = true;
+    return true;
+}
+
 /* One valid record at @p off; returns false when the walk ends (a SEAL with nothing after). */
 static bool
 walk_record(struct walk *w, uint64_t off, const struct rec_hdr *h, uint64_t size)
 {
-    struct rfile *f = w->f;
     const unsigned char *pl = w->map + off + REC_HDR_BYTES + h->key_len;
     switch (h->type) {
     case REC_SET:
-    case REC_DEL: {
-        bool flagged = (h->flags & REC_F_BATCH) != 0;
-        if (flagged != w->in_batch ||
-            (w->in_batch && (h->version != w->b_version || w->b_seen >= w->b_ops))) {
-            w->rewrite = true;
-            if (w->in_batch) {
-                drop_batch(w, "batch cut short (not followed by its COMMIT)");
-            }
-            if (flagged) {
-                add_drop(f, off, off + size, 1, "batch operation out of place");
-                return true;
-            }
-        }
-        if (!key_in_shard(w, off, h)) {
-            w->rewrite = true;
-            add_drop(f, off, off + size, 1, "key of another shard");
-            if (w->in_batch) {
-                w->b_broken = true;
-                w->b_seen++;
-            }
-            return true;
-        }
-        w->b_seen += w->in_batch;
-        keep(f, off);
+    case REC_DEL:
+        walk_op(w, off, h, size);
         return true;
-    }
-    case REC_BATCH_BEGIN: {
-        if (w->in_batch) {
-            w->rewrite = true;
-            drop_batch(w, "batch cut short (not followed by its COMMIT)");
-        }
-        uint32_t ops = htkv_load32(pl), parts = htkv_load32(pl + 4);
-        if (ops == 0 || parts == 0) {
-            w->rewrite = true;
-            add_drop(f, off, off + size, 1, "invalid batch start");
-            return true;
-        }
-        w->in_batch = true;
-        w->b_broken = false;
-        w->b_version = h->version;
-        w->b_begin = off;
-        w->b_ops = ops;
-        w->b_parts = parts;
-        w->b_seen = 0;
-        w->b_keep = f->nkeep;
-        keep(f, off);
+    case REC_BATCH_BEGIN:
+        walk_begin(w, off, h, size, pl);
         return true;
-    }
-    case REC_BATCH_COMMIT: {
-        bool ok = w->in_batch && h->version == w->b_version && htkv_load32(pl) == w->b_ops &&
-                  htkv_load32(pl + 4) == w->b_parts && w->b_seen == w->b_ops;
-        if (!ok) {
-            w->rewrite = true;
-            if (w->in_batch) {
-                drop_batch(w, "batch whose COMMIT does not match it");
-            }
-            add_drop(f, off, off + size, 1, "batch COMMIT out of place");
-            return true;
-        }
-        keep(f, off);
-        if (w->b_broken) {
-            drop_batch(w, "batch with an operation of another shard");
-        }
-        w->in_batch = false;
+    case REC_BATCH_COMMIT:
+        walk_commit(w, off, h, size, pl);
         return true;
-    }
-    case REC_SEAL: {
-        if (w->in_batch || htkv_load64(pl + 8) != off) {
-            w->rewrite = true;
-            if (w->in_batch) {
-                drop_batch(w, "batch cut short (not followed by its COMMIT)");
-            }
-            add_drop(f, off, off + size, 1, "SEAL out of place");
-            return true;
-        }
-        if (htkv_seg_last_nonzero_end(w->map, off + size, w->end) == off + size) {
-            f->sealed = true;
-            return false;
-        }
-        /* Data after a SEAL: the rewrite ends with a SEAL of its own. */
-        w->rewrite = true;
-        return true;
-    }
+    case REC_SEAL:
+        return walk_seal(w, off, size, pl);
     default:
         HTKV_UNREACHABLE();
     }
@@ -1199,6 +1228,100 @@ home_taken(const struct rep *r, const struct rfile *self, const char *rel)
     return false;
 }
 
+/* Does segment @p f's header name another store (segments of older builds name none)? */
+static bool
+other_store(const struct rep *r, const struct rfile *f)
+{
+    return (f->hdr_count != 0 || f->hdr_seed != 0) &&
+           (f->hdr_count != r->shard_count || f->hdr_seed != r->seed);
+}
+
+/* Decide where segment @p f belongs (f->home), or send it to lost/ with the reason. */
+static void
+place_segment(struct rep *r, struct rfile *f, bool in_place)
+{
+    if (!f->hdr_ok && (f->dir_shard >= r->shard_count || f->name_id == 0 ||
+                       f->size <= SEG_DATA_OFF + REC_HDR_BYTES)) {
+        f->act = FA_LOST; /* the reason was set with the header */
+        return;
+    }
+    if (!f->hdr_ok) {
+        /* Its records name their segment (the CRC covers the id): those that check
+         * against the id of its name are kept, in a rewrite. */
+        f->salvage = true;
+        f->shard = f->dir_shard;
+        f->id = f->name_id;
+    }
+    if (other_store(r, f)) {
+        to_lost(r, f, "belongs to another store (%" PRIu32 " shards, hash seed 0x%016" PRIx64 ")",
+                f->hdr_count, f->hdr_seed);
+        return;
+    }
+    if (f->shard >= r->shard_count) {
+        to_lost(r, f, "its header names shard %" PRIu32 ", outside the store's %" PRIu32, f->shard,
+                r->shard_count);
+        return;
+    }
+    if (f->id != f->name_id || f->id == 0 || f->id > MAN_SEG_ID_MAX) {
+        to_lost(r, f, "its header names segment %" PRIu64 ", not the one of its name", f->id);
+        return;
+    }
+    struct idstate *st = id_find(r, f->id, false);
+    if (st != NULL && st->gone) {
+        to_lost(r, f,
+                "the manifest records segment %" PRIu64
+                " as dropped (compacted) or never committed",
+                f->id);
+        return;
+    }
+    char home[64];
+    snprintf(home, sizeof(home), "shard-%03" PRIu32 "/%012" PRIu64 ".seg", f->shard, f->id);
+    bool dup = false;
+    for (size_t j = 0; j < r->nfiles && !dup; j++) {
+        const struct rfile *g = &r->files[j];
+        dup = g != f && g->kind == FK_SEG && g->home != NULL && g->id == f->id;
+    }
+    if (dup || (!in_place && home_taken(r, f, home))) {
+        to_lost(r, f, "another file holds segment %" PRIu64 " already", f->id);
+        return;
+    }
+    f->home = xstrdup(home);
+}
+
+/* Walk segment @p f (also one going to lost/, for its versions) and settle a rewrite that keeps
+ * nothing. 0 or -errno. */
+static int
+walk_and_settle(struct rep *r, struct rfile *f)
+{
+    if (f->size > SEG_BYTES_LIMIT) {
+        if (f->act != FA_LOST) {
+            to_lost(r, f, "larger than a segment can be (4 GiB)");
+        }
+        return 0;
+    }
+    enum fact before = f->act;
+    int rc = walk_file(r, f);
+    if (rc != 0) {
+        ctl_error(r->c, "%s/%s: cannot be read: %s", r->c->dir, f->rel, strerror(-rc));
+        return rc;
+    }
+    if (before == FA_LOST) {
+        f->act = FA_LOST; /* walked for its versions only */
+        return 0;
+    }
+    if (f->act == FA_REWRITE) {
+        merge_drops(f);
+        if (f->nkeep == 0 && f->salvage) {
+            to_lost(r, f,
+                    "bad header (magic or checksum), and no record checks against the "
+                    "id of its name");
+        } else if (f->nkeep == 0) {
+            to_lost(r, f, "no record of it can be kept");
+        }
+    }
+    return 0;
+}
+
 /* Decide what happens to each segment. 0 or -errno. */
 static int
 classify(struct rep *r)
@@ -1215,91 +1338,19 @@ classify(struct rep *r)
             if (pass == 0 && !in_place && f->hdr_ok) {
                 continue;
             }
-            if (!f->hdr_ok && (f->dir_shard >= r->shard_count || f->name_id == 0 ||
-                               f->size <= SEG_DATA_OFF + REC_HDR_BYTES)) {
-                f->act = FA_LOST; /* the reason was set with the header */
-                continue;
-            }
-            if (!f->hdr_ok) {
-                /* Its records name their segment (the CRC covers the id): those that check
-                 * against the id of its name are kept, in a rewrite. */
-                f->salvage = true;
-                f->shard = f->dir_shard;
-                f->id = f->name_id;
-            }
-            if ((f->hdr_count != 0 || f->hdr_seed != 0) &&
-                (f->hdr_count != r->shard_count || f->hdr_seed != r->seed)) {
-                to_lost(r, f,
-                        "belongs to another store (%" PRIu32 " shards, hash seed 0x%016" PRIx64 ")",
-                        f->hdr_count, f->hdr_seed);
-                continue;
-            }
-            if (f->shard >= r->shard_count) {
-                to_lost(r, f, "its header names shard %" PRIu32 ", outside the store's %" PRIu32,
-                        f->shard, r->shard_count);
-                continue;
-            }
-            if (f->id != f->name_id || f->id == 0 || f->id > MAN_SEG_ID_MAX) {
-                to_lost(r, f, "its header names segment %" PRIu64 ", not the one of its name",
-                        f->id);
-                continue;
-            }
-            struct idstate *st = id_find(r, f->id, false);
-            if (st != NULL && st->gone) {
-                to_lost(r, f,
-                        "the manifest records segment %" PRIu64
-                        " as dropped (compacted) or never committed",
-                        f->id);
-                continue;
-            }
-            char home[64];
-            snprintf(home, sizeof(home), "shard-%03" PRIu32 "/%012" PRIu64 ".seg", f->shard, f->id);
-            bool dup = false;
-            for (size_t j = 0; j < r->nfiles && !dup; j++) {
-                const struct rfile *g = &r->files[j];
-                dup = g != f && g->kind == FK_SEG && g->home != NULL && g->id == f->id;
-            }
-            if (dup || (!in_place && home_taken(r, f, home))) {
-                to_lost(r, f, "another file holds segment %" PRIu64 " already", f->id);
-                continue;
-            }
-            f->home = xstrdup(home);
+            place_segment(r, f, in_place);
         }
     }
     /* Walk every segment of this store (also those going to lost/, for their versions). */
     for (size_t i = 0; i < r->nfiles; i++) {
         struct rfile *f = &r->files[i];
         if (f->kind != FK_SEG || !(f->hdr_ok || f->salvage) || f->shard >= r->shard_count ||
-            ((f->hdr_count != 0 || f->hdr_seed != 0) &&
-             (f->hdr_count != r->shard_count || f->hdr_seed != r->seed)) ||
-            f->id != f->name_id) {
+            other_store(r, f) || f->id != f->name_id) {
             continue;
         }
-        if (f->size > SEG_BYTES_LIMIT) {
-            if (f->act != FA_LOST) {
-                to_lost(r, f, "larger than a segment can be (4 GiB)");
-            }
-            continue;
-        }
-        enum fact before = f->act;
-        int rc = walk_file(r, f);
+        int rc = walk_and_settle(r, f);
         if (rc != 0) {
-            ctl_error(r->c, "%s/%s: cannot be read: %s", r->c->dir, f->rel, strerror(-rc));
             return rc;
-        }
-        if (before == FA_LOST) {
-            f->act = FA_LOST; /* walked for its versions only */
-            continue;
-        }
-        if (f->act == FA_REWRITE) {
-            merge_drops(f);
-            if (f->nkeep == 0 && f->salvage) {
-                to_lost(r, f,
-                        "bad header (magic or checksum), and no record checks against the "
-                        "id of its name");
-            } else if (f->nkeep == 0) {
-                to_lost(r, f, "no record of it can be kept");
-            }
         }
     }
     return 0;
@@ -1681,18 +1732,12 @@ keep_current(struct rep *r)
     return 0;
 }
 
-/*
- * Carry the plan out. 0 or -errno with *step and *what naming what failed. Barriers
- * (sync_dirty()) order the steps on disk: the new segments are durable before their originals
- * leave the shard directories, and everything is before the switch of CURRENT.
- */
+/* Before the switch, first: caches and leftovers to lost/, missing shard directories,
+ * misplaced segments to their shard's directory, the rewritten segments, then a barrier. */
 static int
-apply(struct rep *r, const char **step, const char **what)
+apply_new_files(struct rep *r, const char **step, const char **what)
 {
     int rc = 0;
-    *what = "";
-    /* Before the switch: caches and leftovers, missing shard directories, misplaced segments,
-     * new segments, then the segments no state uses any more. */
     *step = "moving a file to lost/";
     for (size_t i = 0; i < r->nfiles && rc == 0; i++) {
         struct rfile *f = &r->files[i];
@@ -1701,23 +1746,23 @@ apply(struct rep *r, const char **step, const char **what)
             rc = move_file(r, f->rel, f->dest);
         }
     }
-    *step = "creating a shard directory";
     for (size_t i = 0; i < r->nmkdirs && rc == 0; i++) {
+        *step = "creating a shard directory";
         *what = r->mkdirs[i];
         rc = mkdir_p(r, r->mkdirs[i]);
     }
-    *step = "moving a segment to its shard's directory";
     for (size_t i = 0; i < r->nfiles && rc == 0; i++) {
         struct rfile *f = &r->files[i];
         if (f->kind == FK_SEG && f->act == FA_KEEP && strcmp(f->home, f->rel) != 0) {
+            *step = "moving a segment to its shard's directory";
             *what = f->rel;
             rc = move_file(r, f->rel, f->home);
         }
     }
-    *step = "writing a rewritten segment";
     for (size_t i = 0; i < r->nfiles && rc == 0; i++) {
         struct rfile *f = &r->files[i];
         if (f->kind == FK_SEG && f->act == FA_REWRITE) {
+            *step = "writing a rewritten segment";
             *what = f->new_rel;
             rc = rewrite_file(r, f);
         }
@@ -1727,10 +1772,19 @@ apply(struct rep *r, const char **step, const char **what)
         *what = "";
         rc = sync_dirty(r);
     }
-    *step = "moving a segment to lost/";
+    return rc;
+}
+
+/* Before the switch, then: the segments no state uses any more to lost/, CURRENT linked into
+ * lost/, and a barrier. */
+static int
+apply_retire_segments(struct rep *r, const char **step, const char **what)
+{
+    int rc = 0;
     for (size_t i = 0; i < r->nfiles && rc == 0; i++) {
         struct rfile *f = &r->files[i];
         if (f->kind == FK_SEG && f->act != FA_KEEP) {
+            *step = "moving a segment to lost/";
             *what = f->rel;
             rc = move_file(r, f->rel, f->dest);
         }
@@ -1745,11 +1799,15 @@ apply(struct rep *r, const char **step, const char **what)
         *what = "";
         rc = sync_dirty(r);
     }
-    if (rc != 0) {
-        return rc;
-    }
-    /* The switch: the new manifest, then CURRENT renamed over the old one. */
+    return rc;
+}
+
+/* The switch: the new manifest, then CURRENT renamed over the old one. */
+static int
+apply_switch(struct rep *r, const char **step, const char **what)
+{
     *step = "writing the new manifest";
+    *what = "";
     /* Aborted batches stay aborted: their parts may lie in any kept segment (all below next). */
     for (size_t i = 0; i < r->naborts; i++) {
         r->aborts[i].seg_limit = r->next_id;
@@ -1764,7 +1822,25 @@ apply(struct rep *r, const char **step, const char **what)
                                     .batch_floor = r->man_floor,
                                     .aborts = r->aborts,
                                     .naborts = r->naborts };
-    rc = htkv_manifest_rebuild(r->dir_fd, &mr);
+    return htkv_manifest_rebuild(r->dir_fd, &mr);
+}
+
+/*
+ * Carry the plan out. 0 or -errno with *step and *what naming what failed. Barriers
+ * (sync_dirty()) order the steps on disk: the new segments are durable before their originals
+ * leave the shard directories, and everything is before the switch of CURRENT.
+ */
+static int
+apply(struct rep *r, const char **step, const char **what)
+{
+    *what = "";
+    int rc = apply_new_files(r, step, what);
+    if (rc == 0) {
+        rc = apply_retire_segments(r, step, what);
+    }
+    if (rc == 0) {
+        rc = apply_switch(r, step, what);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -1868,11 +1944,11 @@ print_ids(FILE *out, const struct man_shard *l)
     }
 }
 
+/* The store, its identity and what each manifest holds. */
 static void
-report_text(const struct rep *r)
+text_store(const struct rep *r)
 {
-    const struct ctl *c = r->c;
-    printf("store: %s\n", c->dir);
+    printf("store: %s\n", r->c->dir);
     if (r->dry) {
         printf("dry run: nothing was changed; this is what repair would do\n");
     }
@@ -1891,57 +1967,61 @@ report_text(const struct rep *r)
         }
         printf("\n");
     }
-    for (size_t i = 0; i < r->nmkdirs; i++) {
-        printf("%s/: missing; created (empty)\n", r->mkdirs[i]);
+}
+
+static void
+text_kept_segment(const struct rfile *f)
+{
+    if (strcmp(f->home, f->rel) != 0) {
+        printf("%s: moved to %s (its header names shard %" PRIu32 "); ", f->rel, f->home, f->shard);
+    } else {
+        printf("%s: ", f->rel);
     }
+    printf("kept (%" PRIu64 " records%s)", f->records, f->sealed ? ", sealed" : "");
+    if (f->torn_bytes > 0) {
+        printf("; torn tail of %" PRIu64 " bytes at offset %" PRIu64 " (the next open cuts it)",
+               f->torn_bytes, f->torn_from);
+    }
+    printf("\n");
+}
+
+/* A rewritten segment with its first REP_RANGES_SHOWN dropped ranges. */
+static void
+text_rewritten_segment(const struct rfile *f)
+{
+    printf("%s: rewritten as %s (%" PRIu64 " records, %" PRIu64 " bytes); dropped %" PRIu64
+           " valid records and %" PRIu64 " bytes:",
+           f->rel, f->new_rel, f->records, f->new_bytes, f->dropped_recs, dropped_bytes(f));
+    for (size_t k = 0; k < f->ndrops && k < REP_RANGES_SHOWN; k++) {
+        const struct drop *d = &f->drops[k];
+        printf("%s %" PRIu64 "..%" PRIu64 " %s", k ? ";" : "", d->from, d->to, d->why);
+        if (d->records) {
+            printf(" (%" PRIu64 " record%s)", d->records, d->records == 1 ? "" : "s");
+        }
+    }
+    if (f->ndrops > REP_RANGES_SHOWN) {
+        printf("; and %zu more ranges", f->ndrops - REP_RANGES_SHOWN);
+    }
+    printf("; the original moved to %s\n", f->dest);
+}
+
+/* One line per file but hint files, which are counted in one line after the others. */
+static void
+text_files(const struct rep *r)
+{
     size_t hints = 0;
     for (size_t i = 0; i < r->nfiles; i++) {
         const struct rfile *f = &r->files[i];
         if (f->kind == FK_HINT) {
             hints++;
-            continue;
-        }
-        if (f->kind != FK_SEG) {
+        } else if (f->kind != FK_SEG) {
             printf("%s: moved to %s (left by an interrupted write)\n", f->rel, f->dest);
-            continue;
-        }
-        switch (f->act) {
-        case FA_KEEP:
-            if (strcmp(f->home, f->rel) != 0) {
-                printf("%s: moved to %s (its header names shard %" PRIu32 "); ", f->rel, f->home,
-                       f->shard);
-            } else {
-                printf("%s: ", f->rel);
-            }
-            printf("kept (%" PRIu64 " records%s)", f->records, f->sealed ? ", sealed" : "");
-            if (f->torn_bytes > 0) {
-                printf("; torn tail of %" PRIu64 " bytes at offset %" PRIu64
-                       " (the next open cuts it)",
-                       f->torn_bytes, f->torn_from);
-            }
-            printf("\n");
-            break;
-        case FA_REWRITE: {
-            printf("%s: rewritten as %s (%" PRIu64 " records, %" PRIu64 " bytes); dropped %" PRIu64
-                   " valid records and %" PRIu64 " bytes:",
-                   f->rel, f->new_rel, f->records, f->new_bytes, f->dropped_recs, dropped_bytes(f));
-            for (size_t k = 0; k < f->ndrops && k < REP_RANGES_SHOWN; k++) {
-                const struct drop *d = &f->drops[k];
-                printf("%s %" PRIu64 "..%" PRIu64 " %s", k ? ";" : "", d->from, d->to, d->why);
-                if (d->records) {
-                    printf(" (%" PRIu64 " record%s)", d->records, d->records == 1 ? "" : "s");
-                }
-            }
-            if (f->ndrops > REP_RANGES_SHOWN) {
-                printf("; and %zu more ranges", f->ndrops - REP_RANGES_SHOWN);
-            }
-            printf("; the original moved to %s\n", f->dest);
-            break;
-        }
-        case FA_LOST:
-        default:
+        } else if (f->act == FA_KEEP) {
+            text_kept_segment(f);
+        } else if (f->act == FA_REWRITE) {
+            text_rewritten_segment(f);
+        } else {
             printf("%s: moved to %s: %s\n", f->rel, f->dest, f->why);
-            break;
         }
     }
     if (hints > 0) {
@@ -1949,6 +2029,17 @@ report_text(const struct rep *r)
                "each segment and writes a new one)\n",
                hints);
     }
+}
+
+static void
+report_text(const struct rep *r)
+{
+    const struct ctl *c = r->c;
+    text_store(r);
+    for (size_t i = 0; i < r->nmkdirs; i++) {
+        printf("%s/: missing; created (empty)\n", r->mkdirs[i]);
+    }
+    text_files(r);
     for (size_t i = 0; i < r->nmans; i++) {
         printf("%s: moved to %s\n", r->mans[i].name, r->mans[i].dest);
     }
@@ -1982,6 +2073,136 @@ report_text(const struct rep *r)
     }
 }
 
+/* "manifests": each manifest read, and where it goes. */
+static void
+json_manifests(struct json *j, const struct rep *r)
+{
+    json_key(j, "manifests");
+    json_array_begin(j);
+    for (size_t i = 0; i < r->nmans; i++) {
+        const struct rman *m = &r->mans[i];
+        json_object_begin(j);
+        json_kv_string(j, "file", m->name);
+        json_kv_u64(j, "bytes", m->size);
+        json_kv_u64(j, "valid_edits", m->edits);
+        json_kv_bool(j, "header_ok", m->hdr_ok);
+        json_kv_bool(j, "init", m->init);
+        json_key(j, "damaged_at");
+        if (m->damaged_at) {
+            json_u64(j, m->damaged_at);
+        } else {
+            json_null(j);
+        }
+        json_kv_string(j, "to", r->mans[i].dest);
+        json_object_end(j);
+    }
+    json_array_end(j);
+}
+
+/* The fields of a rewritten segment, its dropped ranges included. */
+static void
+json_rewritten_segment(struct json *j, const struct rfile *f)
+{
+    json_kv_string(j, "to", f->dest);
+    json_kv_u64(j, "segment_id", f->id);
+    json_kv_u64(j, "shard", f->shard);
+    json_kv_string(j, "new_file", f->new_rel);
+    json_kv_u64(j, "new_segment_id", f->new_id);
+    json_kv_u64(j, "new_bytes", f->new_bytes);
+    json_kv_u64(j, "records", f->records);
+    json_kv_u64(j, "records_dropped", f->dropped_recs);
+    json_kv_u64(j, "bytes_dropped", dropped_bytes(f));
+    json_key(j, "dropped");
+    json_array_begin(j);
+    for (size_t k = 0; k < f->ndrops; k++) {
+        json_object_begin(j);
+        json_kv_u64(j, "from", f->drops[k].from);
+        json_kv_u64(j, "to", f->drops[k].to);
+        json_kv_u64(j, "records", f->drops[k].records);
+        json_kv_string(j, "why", f->drops[k].why);
+        json_object_end(j);
+    }
+    json_array_end(j);
+}
+
+/* One element of "files": a file of the store and what happens to it. */
+static void
+json_file(struct json *j, const struct rfile *f)
+{
+    json_object_begin(j);
+    json_kv_string(j, "file", f->rel);
+    json_kv_string(j, "kind", kind_name(f->kind));
+    json_kv_string(j, "action", f->kind == FK_SEG ? action_name(f) : "lost");
+    if (f->kind != FK_SEG) {
+        json_kv_string(j, "to", f->dest);
+        json_object_end(j);
+        return;
+    }
+    json_kv_u64(j, "bytes", f->size);
+    if (f->act == FA_KEEP) {
+        json_kv_string(j, "to", f->home);
+        json_kv_u64(j, "segment_id", f->id);
+        json_kv_u64(j, "shard", f->shard);
+        json_kv_u64(j, "records", f->records);
+        json_kv_bool(j, "sealed", f->sealed);
+        json_kv_u64(j, "torn_tail_bytes", f->torn_bytes);
+        if (f->torn_bytes) {
+            json_kv_u64(j, "torn_tail_offset", f->torn_from);
+        }
+    } else if (f->act == FA_REWRITE) {
+        json_rewritten_segment(j, f);
+    } else {
+        json_kv_string(j, "to", f->dest);
+        json_kv_string(j, "why", f->why);
+    }
+    json_object_end(j);
+}
+
+/* "new_manifest": its name, next segment id, version and the segments of each shard. */
+static void
+json_new_manifest(struct json *j, const struct rep *r)
+{
+    json_key(j, "new_manifest");
+    json_object_begin(j);
+    char name[32];
+    snprintf(name, sizeof(name), "MANIFEST-%06" PRIu64, r->new_number);
+    json_kv_string(j, "file", name);
+    json_kv_u64(j, "next_segment_id", r->next_id);
+    json_kv_u64(j, "version", r->version);
+    json_key(j, "shards");
+    json_array_begin(j);
+    for (uint32_t s = 0; s < r->shard_count; s++) {
+        json_array_begin(j);
+        for (size_t k = 0; k < r->lists[s].count; k++) {
+            json_u64(j, r->lists[s].seg_ids[k]);
+        }
+        json_array_end(j);
+    }
+    json_array_end(j);
+    json_object_end(j);
+}
+
+static void
+json_totals(struct json *j, const struct rep *r)
+{
+    struct totals t;
+    count_totals(r, &t);
+    json_key(j, "totals");
+    json_object_begin(j);
+    json_kv_u64(j, "segments_kept", t.kept);
+    json_kv_u64(j, "segments_moved", t.moved);
+    json_kv_u64(j, "segments_rewritten", t.rewritten);
+    json_kv_u64(j, "segments_lost", t.lost_segs);
+    json_kv_u64(j, "records_kept", t.records_kept);
+    json_kv_u64(j, "records_dropped", t.records_dropped);
+    json_kv_u64(j, "bytes_dropped", t.bytes_dropped);
+    json_kv_u64(j, "torn_tail_bytes", t.torn_bytes);
+    json_kv_u64(j, "hint_files", t.hints);
+    json_kv_u64(j, "temporary_files", t.tmps);
+    json_kv_u64(j, "manifests", r->nmans);
+    json_object_end(j);
+}
+
 static void
 report_json(const struct rep *r)
 {
@@ -2000,26 +2221,7 @@ report_json(const struct rep *r)
         json_kv_string(&j, "identity_note", r->ident_note);
     }
     json_kv_string(&j, "current", r->current);
-    json_key(&j, "manifests");
-    json_array_begin(&j);
-    for (size_t i = 0; i < r->nmans; i++) {
-        const struct rman *m = &r->mans[i];
-        json_object_begin(&j);
-        json_kv_string(&j, "file", m->name);
-        json_kv_u64(&j, "bytes", m->size);
-        json_kv_u64(&j, "valid_edits", m->edits);
-        json_kv_bool(&j, "header_ok", m->hdr_ok);
-        json_kv_bool(&j, "init", m->init);
-        json_key(&j, "damaged_at");
-        if (m->damaged_at) {
-            json_u64(&j, m->damaged_at);
-        } else {
-            json_null(&j);
-        }
-        json_kv_string(&j, "to", r->mans[i].dest);
-        json_object_end(&j);
-    }
-    json_array_end(&j);
+    json_manifests(&j, r);
     json_key(&j, "created");
     json_array_begin(&j);
     for (size_t i = 0; i < r->nmkdirs; i++) {
@@ -2029,53 +2231,7 @@ report_json(const struct rep *r)
     json_key(&j, "files");
     json_array_begin(&j);
     for (size_t i = 0; i < r->nfiles; i++) {
-        const struct rfile *f = &r->files[i];
-        json_object_begin(&j);
-        json_kv_string(&j, "file", f->rel);
-        json_kv_string(&j, "kind", kind_name(f->kind));
-        json_kv_string(&j, "action", f->kind == FK_SEG ? action_name(f) : "lost");
-        if (f->kind != FK_SEG) {
-            json_kv_string(&j, "to", f->dest);
-            json_object_end(&j);
-            continue;
-        }
-        json_kv_u64(&j, "bytes", f->size);
-        if (f->act == FA_KEEP) {
-            json_kv_string(&j, "to", f->home);
-            json_kv_u64(&j, "segment_id", f->id);
-            json_kv_u64(&j, "shard", f->shard);
-            json_kv_u64(&j, "records", f->records);
-            json_kv_bool(&j, "sealed", f->sealed);
-            json_kv_u64(&j, "torn_tail_bytes", f->torn_bytes);
-            if (f->torn_bytes) {
-                json_kv_u64(&j, "torn_tail_offset", f->torn_from);
-            }
-        } else if (f->act == FA_REWRITE) {
-            json_kv_string(&j, "to", f->dest);
-            json_kv_u64(&j, "segment_id", f->id);
-            json_kv_u64(&j, "shard", f->shard);
-            json_kv_string(&j, "new_file", f->new_rel);
-            json_kv_u64(&j, "new_segment_id", f->new_id);
-            json_kv_u64(&j, "new_bytes", f->new_bytes);
-            json_kv_u64(&j, "records", f->records);
-            json_kv_u64(&j, "records_dropped", f->dropped_recs);
-            json_kv_u64(&j, "bytes_dropped", dropped_bytes(f));
-            json_key(&j, "dropped");
-            json_array_begin(&j);
-            for (size_t k = 0; k < f->ndrops; k++) {
-                json_object_begin(&j);
-                json_kv_u64(&j, "from", f->drops[k].from);
-                json_kv_u64(&j, "to", f->drops[k].to);
-                json_kv_u64(&j, "records", f->drops[k].records);
-                json_kv_string(&j, "why", f->drops[k].why);
-                json_object_end(&j);
-            }
-            json_array_end(&j);
-        } else {
-            json_kv_string(&j, "to", f->dest);
-            json_kv_string(&j, "why", f->why);
-        }
-        json_object_end(&j);
+        json_file(&j, &r->files[i]);
     }
     json_array_end(&j);
     if (r->current_exists) {
@@ -2087,40 +2243,8 @@ report_json(const struct rep *r)
         json_string(&j, r->notes[i]);
     }
     json_array_end(&j);
-    json_key(&j, "new_manifest");
-    json_object_begin(&j);
-    char name[32];
-    snprintf(name, sizeof(name), "MANIFEST-%06" PRIu64, r->new_number);
-    json_kv_string(&j, "file", name);
-    json_kv_u64(&j, "next_segment_id", r->next_id);
-    json_kv_u64(&j, "version", r->version);
-    json_key(&j, "shards");
-    json_array_begin(&j);
-    for (uint32_t s = 0; s < r->shard_count; s++) {
-        json_array_begin(&j);
-        for (size_t k = 0; k < r->lists[s].count; k++) {
-            json_u64(&j, r->lists[s].seg_ids[k]);
-        }
-        json_array_end(&j);
-    }
-    json_array_end(&j);
-    json_object_end(&j);
-    struct totals t;
-    count_totals(r, &t);
-    json_key(&j, "totals");
-    json_object_begin(&j);
-    json_kv_u64(&j, "segments_kept", t.kept);
-    json_kv_u64(&j, "segments_moved", t.moved);
-    json_kv_u64(&j, "segments_rewritten", t.rewritten);
-    json_kv_u64(&j, "segments_lost", t.lost_segs);
-    json_kv_u64(&j, "records_kept", t.records_kept);
-    json_kv_u64(&j, "records_dropped", t.records_dropped);
-    json_kv_u64(&j, "bytes_dropped", t.bytes_dropped);
-    json_kv_u64(&j, "torn_tail_bytes", t.torn_bytes);
-    json_kv_u64(&j, "hint_files", t.hints);
-    json_kv_u64(&j, "temporary_files", t.tmps);
-    json_kv_u64(&j, "manifests", r->nmans);
-    json_object_end(&j);
+    json_new_manifest(&j, r);
+    json_totals(&j, r);
     json_kv_u64(&j, "exit_status", CTL_EXIT_OK);
     json_object_end(&j);
     json_finish(&j);
