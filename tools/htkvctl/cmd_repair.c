@@ -15,7 +15,7 @@
  *      each segment's header (htkv_seg_read_header()); without a readable INIT, the segment
  *      headers tell the shard count and the hash seed (segments of older builds hold 0/0);
  *   3. walks the records of every segment with a good header with the rules of recovery
- *      (engine/recover.c: htkv_rec_check(), batch framing, the shard of each key, SEAL), and
+ *      (engine/recover.c: the record walk, batch framing, the shard of each key, SEAL), and
  *      decides: keep the file as it is (every record checks up to a torn tail, which the next
  *      open cuts), rewrite its good records into a new segment (damage followed by valid
  *      records, records out of place or of another shard: a batch is kept only when its BEGIN,
@@ -924,13 +924,6 @@ drop_batch(struct walk *w, const char *why)
     w->in_batch = false;
 }
 
-/* First offset after @p from (8-aligned) holding a valid record, or 0 (recover.c's resync). */
-static uint64_t
-resync(const struct walk *w, uint64_t from)
-{
-    return htkv_rec_find(w->map, from + REC_ALIGN, w->end, w->f->id, HTKV_VALUE_MAX_LIMIT);
-}
-
 static bool
 key_in_shard(const struct walk *w, uint64_t off, const struct rec_hdr *h)
 {
@@ -1063,6 +1056,27 @@ walk_record(struct walk *w, uint64_t off, const struct rec_hdr *h, uint64_t size
     }
 }
 
+/* The log ends with bytes at @p off that fail their check and no valid record after them: a
+ * torn tail, which recovery cuts (back to an unfinished batch). */
+static void
+walk_torn_tail(struct walk *w, uint64_t off)
+{
+    struct rfile *f = w->f;
+    uint64_t cut = w->in_batch ? w->b_begin : off;
+    if (w->in_batch) {
+        drop_batch(w, "unfinished batch before a torn tail");
+    }
+    uint64_t junk = htkv_seg_last_nonzero_end(w->map, off, w->end);
+    f->torn_from = cut;
+    f->torn_bytes = junk > off ? junk - off : 0;
+    if (junk > off) {
+        add_drop(f, off, junk, 0, "torn tail");
+    }
+}
+
+/* Walk segment @p f's records with the record walk (htkv_rec_walk_next()) under recovery's
+ * rules, deciding which it keeps; damaged bytes followed by a valid record (a resync) call for
+ * a rewrite, those followed by none are the torn tail. */
 static void
 walk_segment(struct rep *r, struct rfile *f, const unsigned char *map)
 {
@@ -1071,24 +1085,16 @@ walk_segment(struct rep *r, struct rfile *f, const unsigned char *map)
         add_drop(f, 0, SEG_DATA_OFF, 0, "bad header");
     }
     bool orphans = false; /* after damage: the rest of a batch whose start was lost */
-    uint64_t off = SEG_DATA_OFF;
-    while (off < w.end) {
-        struct rec_hdr h;
-        if (htkv_rec_check(map + off, w.end - off, f->id, off, HTKV_VALUE_MAX_LIMIT, &h) != 0) {
-            uint64_t next = resync(&w, off);
+    struct rec_walk rw;
+    htkv_rec_walk_init(&rw, map, f->id, SEG_DATA_OFF, w.end, HTKV_VALUE_MAX_LIMIT);
+    struct rec_hdr h;
+    enum rec_walk_res res;
+    while ((res = htkv_rec_walk_next(&rw, &h)) != REC_WALK_END) {
+        uint64_t off = rw.at;
+        if (res != REC_WALK_RECORD) { /* REC_WALK_ZERO or REC_WALK_BAD: the same here */
+            uint64_t next = htkv_rec_walk_resync(&rw);
             if (next == 0) {
-                /* A torn tail: recovery cuts the log here (back to an unfinished batch). */
-                uint64_t cut = w.in_batch ? w.b_begin : off;
-                if (w.in_batch) {
-                    drop_batch(&w, "unfinished batch before a torn tail");
-                }
-                uint64_t junk = htkv_seg_last_nonzero_end(map, off, w.end);
-                f->torn_from = cut;
-                f->torn_bytes = junk > off ? junk - off : 0;
-                if (junk > off) {
-                    add_drop(f, off, junk, 0, "torn tail");
-                }
-                off = w.end;
+                walk_torn_tail(&w, off);
                 break;
             }
             w.rewrite = true;
@@ -1097,22 +1103,18 @@ walk_segment(struct rep *r, struct rfile *f, const unsigned char *map)
                 drop_batch(&w, "batch with damaged records");
             }
             orphans = true;
-            off = next;
             continue;
         }
-        uint64_t size = htkv_rec_size(h.key_len, h.val_len);
+        uint64_t size = rw.off - rw.at;
         if (h.type != REC_SEAL) {
             f->max_version = max_u64(f->max_version, h.version);
         }
         if (orphans && ((h.flags & REC_F_BATCH) != 0 || h.type == REC_BATCH_COMMIT)) {
             add_drop(f, off, off + size, 1, "rest of a batch whose start is damaged");
-            off += size;
             continue;
         }
         orphans = false;
-        bool more = walk_record(&w, off, &h, size);
-        off += size;
-        if (!more) {
+        if (!walk_record(&w, off, &h, size)) {
             break;
         }
     }
