@@ -21,7 +21,7 @@
 #include <htkv/replication.h>
 
 #include "engine/db.h"
-#include "engine/inspect.h"
+#include "engine/verify.h"
 
 static int
 check_commands(const htkv_command *cmds, size_t n)

@@ -52,7 +52,7 @@
 #include "engine/db.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
-#include "engine/inspect.h"
+#include "engine/verify.h"
 #include "engine/rec.h"
 #include "engine/run.h"
 #include "engine/snapfile.h"

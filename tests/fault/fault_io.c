@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/inspect.h"
+#include "engine/verify.h"
 #include "tests/support/testutil.h"
 #include "uring/ur_fault.h"
 

@@ -32,7 +32,7 @@
 #include <htkv/htkv.h>
 
 #include "engine/crc32c.h"
-#include "engine/inspect.h"
+#include "engine/verify.h"
 #include "engine/rec.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -10,7 +10,7 @@
 
 #include "tools/htkvctl/ctl.h"
 
-#include "engine/inspect.h"
+#include "engine/verify.h"
 
 /* The value of "sync_mode=" in DIR/OPTIONS: "always", "interval", "never", or "unknown". */
 static const char *

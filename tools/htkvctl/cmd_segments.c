@@ -8,7 +8,7 @@
  */
 #include "tools/htkvctl/ctl.h"
 
-#include "engine/inspect.h"
+#include "engine/verify.h"
 
 struct seg_out {
     struct ctl *c;

@@ -3,7 +3,7 @@
  * index the engine rebuilds; exit status 0 when clean, 1 when problems were found.
  *
  * Design. The store's lock is taken shared first (so no writer starts while the files are
- * walked), then the store is opened read-only through htkv_open(), then engine/inspect.c walks
+ * walked), then the store is opened read-only through htkv_open(), then engine/verify.c walks
  * every file on its own, with the rules of recovery, and compares the index it rebuilds with the
  * open handle key by key. A store htkv_open() refuses (damage) is still walked: the refusal is
  * one more problem. With --read-only nothing is locked and the walk runs in live mode (see
@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 
 #include "engine/hint.h"
-#include "engine/inspect.h"
+#include "engine/verify.h"
 #include "tools/htkvctl/ctl.h"
 
 /* A finding kept for the JSON document. */

@@ -28,7 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/inspect.h"
+#include "engine/verify.h"
 
 /* ---- messages ------------------------------------------------------------------------------- */
 

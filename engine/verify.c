@@ -1,6 +1,7 @@
 /*
- * inspect.c - read-only inspection of a store (API in inspect.h): verify walks every file on its
- * own, with the rules of recovery, and reports every problem instead of stopping at the first.
+ * verify.c - the verify (fsck) walk of a store and its read-only inspection (API in verify.h):
+ * verify walks every file on its own, with the rules of recovery, and reports every problem
+ * instead of stopping at the first.
  *
  * Layer: features. Calls the formats layer (the record walk of rec.h, hint checks, manifest
  * and segment constants), the base layer, the public API (to compare with an open handle) and
@@ -48,7 +49,7 @@
  *   4. For a store htkv_open() accepts, the rebuilt index equals the engine's: same keys, same
  *      versions (install rule: a version at least as new replaces, as recover_install()).
  */
-#include "engine/inspect.h"
+#include "engine/verify.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /*
- * inspect.h - read-only inspection of a store, for htkvctl and tests: an independent walk of every
- * file (verify), per-segment and manifest figures of an open store, and a lock-free read-only
- * open for inspecting a store that another process is writing.
+ * verify.h - the verify (fsck) walk of a store and its read-only inspection, for htkvctl and
+ * tests: an independent walk of every file (verify), per-segment and manifest figures of an open
+ * store, and a lock-free read-only open for inspecting a store that another process is writing.
  *
  * Nothing in this module writes to the store directory, ever: files are opened O_RDONLY, mapped
  * PROT_READ, and the lock is taken shared (or not at all). The API uses only public types, so
@@ -9,8 +9,8 @@
  * htkv_hint_check_file(), is declared with the hint format in hint.h (the formats layer, which
  * includes nothing of this one).
  */
-#ifndef HTKV_ENGINE_INSPECT_H
-#define HTKV_ENGINE_INSPECT_H
+#ifndef HTKV_ENGINE_VERIFY_H
+#define HTKV_ENGINE_VERIFY_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -218,4 +218,4 @@ int htkv_inspect_close(htkv_db *db);
 int htkv_snapshot_check_file(const char *path, uint32_t max_value_bytes, uint64_t *version,
                              uint64_t *count, uint64_t *bad_off);
 
-#endif /* HTKV_ENGINE_INSPECT_H */
+#endif /* HTKV_ENGINE_VERIFY_H */
