@@ -9,7 +9,7 @@
  * Not built by default (no library code lives in perf/). From the repository root:
  *
  *   cc -O2 -std=c11 -D_GNU_SOURCE -I. -Iinclude perf/trie_bench.c engine/trie.c engine/ebr.c \
- *      engine/util.c -o /tmp/trie_bench -lpthread && /tmp/trie_bench
+ *      engine/alloc.c engine/error.c -o /tmp/trie_bench -lpthread && /tmp/trie_bench
  *
  * The key generator is seeded with a constant, so runs are comparable.
  */
