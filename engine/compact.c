@@ -66,6 +66,7 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "engine/store.h"
 #include "uring/ur_fault.h"
 
 /* Bytes of a victim examined per lock hold: 256 KiB is ~30-60 us of copying on this class of
@@ -336,24 +337,26 @@ htkv_seg_remove_files(struct htkv_db *db, struct seg *s)
     }
 }
 
-/* Release a dropped segment (views_lock and the shard's lock held): through EBR at once when no
+/* Release a dropped segment (views.lock and the shard's lock held): through EBR at once when no
  * view predates the drop, else as zombie @p z (taken) until those views close. */
 static void
 retire_seg(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z)
 {
-    if (db->views_open == 0) {
+    if (db->views.open == 0) {
         htkv_mem_free(z);
         htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
         return;
     }
-    *z = (struct zombie){ .seg = s, .shard = sh->id, .gen = db->view_gen, .next = db->zombies };
-    db->zombies = z;
+    *z = (struct zombie){
+        .seg = s, .shard = sh->id, .gen = db->views.gen, .next = db->views.zombies
+    };
+    db->views.zombies = z;
 }
 
 void
 htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
 {
-    struct zombie **pp = &db->zombies;
+    struct zombie **pp = &db->views.zombies;
     while (*pp != NULL) {
         struct zombie *z = *pp;
         if (z->gen >= min_gen) {
@@ -372,9 +375,9 @@ htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
 void
 htkv_compact_free_zombies(struct htkv_db *db)
 {
-    while (db->zombies != NULL) {
-        struct zombie *z = db->zombies;
-        db->zombies = z->next;
+    while (db->views.zombies != NULL) {
+        struct zombie *z = db->views.zombies;
+        db->views.zombies = z->next;
         htkv_seg_close(z->seg);
         htkv_mem_free(z);
     }
@@ -385,7 +388,7 @@ static void
 drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *z)
 {
     htkv_seg_remove_files(db, v);
-    pthread_mutex_lock(&db->views_lock);
+    pthread_mutex_lock(&db->views.lock);
     pthread_mutex_lock(&sh->lock);
     size_t i = 0;
     while (i < sh->nsegs && sh->segs[i] != v) {
@@ -398,7 +401,7 @@ drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *
     sh->metrics.compact_segments++;
     retire_seg(db, sh, v, z);
     pthread_mutex_unlock(&sh->lock);
-    pthread_mutex_unlock(&db->views_lock);
+    pthread_mutex_unlock(&db->views.lock);
 }
 
 /* Compact victim @p v of @p sh. Returns 1 when it was dropped, 0 when postponed, or an error. */
@@ -508,7 +511,7 @@ htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active)
         return -ENOMEM;
     }
     int rc = 0;
-    /* Sealed segments are immutable and only compaction (which holds compact_lock, as the
+    /* Sealed segments are immutable and only compaction (which holds compactor.lock, as the
      * caller does) or htkv_close() removes them; the active one is written only at close. */
     for (size_t i = 0; i < k && !failed; i++) {
         int wrc = htkv_hint_write(db, todo[i]);
@@ -563,6 +566,6 @@ htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
         (void)htkv_hints_write(db, db_shard(db, i), false); /* hints are optional: logged */
     }
     res->ns = htkv_now_ns() - t0;
-    atomic_fetch_add_explicit(&db->compactions, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&db->compactor.compactions, 1, memory_order_relaxed);
     return rc;
 }

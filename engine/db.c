@@ -27,7 +27,7 @@
  *      after the final sync (record_clean_close()): damage before those ends is corruption, and
  *      a clean reopen skips no version.
  */
-#include "engine/db.h"
+#include "engine/store.h"
 
 #include "engine/compact.h"
 #include "uring/ur_fault.h"
@@ -43,9 +43,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/batch.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
+#include "engine/recover.h"
+#include "engine/report.h"
 #include "engine/run.h"
+#include "engine/snapshot.h"
 #include "engine/worker.h"
 
 /* ---- configuration -------------------------------------------------------------------------- */
@@ -182,24 +186,24 @@ static void *
 syncer_main(void *arg)
 {
     struct htkv_db *db = arg;
-    pthread_mutex_lock(&db->syncer_lock);
-    while (!db->syncer_stop) {
+    pthread_mutex_lock(&db->syncer.lock);
+    while (!db->syncer.stop) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->cfg.fsync_interval_ms * 1000000ull;
         ts.tv_sec += (time_t)(ns / 1000000000ull);
         ts.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&db->syncer_cond, &db->syncer_lock, &ts);
-        if (db->syncer_stop) {
+        pthread_cond_timedwait(&db->syncer.cond, &db->syncer.lock, &ts);
+        if (db->syncer.stop) {
             break;
         }
-        pthread_mutex_unlock(&db->syncer_lock);
+        pthread_mutex_unlock(&db->syncer.lock);
         for (uint32_t i = 0; i < db->shard_count; i++) {
             (void)htkv_shard_sync(db_shard(db, i)); /* a failure marks the shard failed */
         }
-        pthread_mutex_lock(&db->syncer_lock);
+        pthread_mutex_lock(&db->syncer.lock);
     }
-    pthread_mutex_unlock(&db->syncer_lock);
+    pthread_mutex_unlock(&db->syncer.lock);
     return NULL;
 }
 
@@ -255,7 +259,7 @@ write_options(struct htkv_db *db)
 
 /* ---- compactor (compaction_interval_ms > 0) -------------------------------------------------- */
 
-/* One background pass, then the snapshot it may call for. compact_lock held. */
+/* One background pass, then the snapshot it may call for. compactor.lock held. */
 static void
 compactor_pass(struct htkv_db *db)
 {
@@ -278,24 +282,24 @@ static void *
 compactor_main(void *arg)
 {
     struct htkv_db *db = arg;
-    pthread_mutex_lock(&db->syncer_lock);
-    while (!db->compactor_stop) {
+    pthread_mutex_lock(&db->syncer.lock);
+    while (!db->compactor.stop) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->cfg.compaction_interval_ms * 1000000ull;
         ts.tv_sec += (time_t)(ns / 1000000000ull);
         ts.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&db->compactor_cond, &db->syncer_lock, &ts);
-        if (db->compactor_stop) {
+        pthread_cond_timedwait(&db->compactor.cond, &db->syncer.lock, &ts);
+        if (db->compactor.stop) {
             break;
         }
-        pthread_mutex_unlock(&db->syncer_lock);
-        pthread_mutex_lock(&db->compact_lock);
+        pthread_mutex_unlock(&db->syncer.lock);
+        pthread_mutex_lock(&db->compactor.lock);
         compactor_pass(db);
-        pthread_mutex_unlock(&db->compact_lock);
-        pthread_mutex_lock(&db->syncer_lock);
+        pthread_mutex_unlock(&db->compactor.lock);
+        pthread_mutex_lock(&db->syncer.lock);
     }
-    pthread_mutex_unlock(&db->syncer_lock);
+    pthread_mutex_unlock(&db->syncer.lock);
     return NULL;
 }
 
@@ -305,24 +309,24 @@ start_compactor(struct htkv_db *db)
     if (db->read_only || db->cfg.compaction_interval_ms == 0) {
         return 0;
     }
-    int rc = pthread_create(&db->compactor, NULL, compactor_main, db);
+    int rc = pthread_create(&db->compactor.thread, NULL, compactor_main, db);
     if (rc != 0) {
         return -rc;
     }
-    db->compactor_running = true;
+    db->compactor.running = true;
     return 0;
 }
 
 static void
 stop_compactor(struct htkv_db *db)
 {
-    if (db->compactor_running) {
-        pthread_mutex_lock(&db->syncer_lock);
-        db->compactor_stop = true;
-        pthread_cond_signal(&db->compactor_cond);
-        pthread_mutex_unlock(&db->syncer_lock);
-        pthread_join(db->compactor, NULL);
-        db->compactor_running = false;
+    if (db->compactor.running) {
+        pthread_mutex_lock(&db->syncer.lock);
+        db->compactor.stop = true;
+        pthread_cond_signal(&db->compactor.cond);
+        pthread_mutex_unlock(&db->syncer.lock);
+        pthread_join(db->compactor.thread, NULL);
+        db->compactor.running = false;
     }
 }
 
@@ -718,12 +722,12 @@ db_free(struct htkv_db *db)
     if (db->dir_fd >= 0) {
         close(db->dir_fd);
     }
-    pthread_mutex_destroy(&db->syncer_lock);
-    pthread_cond_destroy(&db->syncer_cond);
-    pthread_mutex_destroy(&db->views_lock);
-    pthread_mutex_destroy(&db->compact_lock);
+    pthread_mutex_destroy(&db->syncer.lock);
+    pthread_cond_destroy(&db->syncer.cond);
+    pthread_mutex_destroy(&db->views.lock);
+    pthread_mutex_destroy(&db->compactor.lock);
     htkv_mem_free(db->discarded);
-    pthread_cond_destroy(&db->compactor_cond);
+    pthread_cond_destroy(&db->compactor.cond);
     htkv_mem_free(db->dir);
     free(db);
 }
@@ -737,14 +741,14 @@ start_syncer(struct htkv_db *db)
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_destroy(&db->syncer_cond);
-    pthread_cond_init(&db->syncer_cond, &ca);
+    pthread_cond_destroy(&db->syncer.cond);
+    pthread_cond_init(&db->syncer.cond, &ca);
     pthread_condattr_destroy(&ca);
-    int rc = pthread_create(&db->syncer, NULL, syncer_main, db);
+    int rc = pthread_create(&db->syncer.thread, NULL, syncer_main, db);
     if (rc != 0) {
         return -rc;
     }
-    db->syncer_running = true;
+    db->syncer.running = true;
     return 0;
 }
 
@@ -777,14 +781,14 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     db->dir_fd = db->lock_fd = -1;
     db->read_only = cfg->read_only != 0;
     db->unlocked = !take_lock;
-    pthread_mutex_init(&db->syncer_lock, NULL);
-    pthread_cond_init(&db->syncer_cond, NULL);
-    pthread_mutex_init(&db->views_lock, NULL);
-    pthread_mutex_init(&db->compact_lock, NULL);
+    pthread_mutex_init(&db->syncer.lock, NULL);
+    pthread_cond_init(&db->syncer.cond, NULL);
+    pthread_mutex_init(&db->views.lock, NULL);
+    pthread_mutex_init(&db->compactor.lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&db->compactor_cond, &ca);
+    pthread_cond_init(&db->compactor.cond, &ca);
     pthread_condattr_destroy(&ca);
     htkv_ebr_init(&db->ebr);
     atomic_init(&db->next_version, 1);
@@ -918,17 +922,17 @@ htkv_close(htkv_db *db)
     }
     /* A pass in progress stops at its next step once it sees closing; none starts after. */
     stop_compactor(db);
-    pthread_mutex_lock(&db->compact_lock);
-    pthread_mutex_unlock(&db->compact_lock);
+    pthread_mutex_lock(&db->compactor.lock);
+    pthread_mutex_unlock(&db->compactor.lock);
     if (db->workers != NULL) {
         htkv_workers_stop(db); /* drains queued asynchronous writes and their syncs */
     }
-    if (db->syncer_running) {
-        pthread_mutex_lock(&db->syncer_lock);
-        db->syncer_stop = true;
-        pthread_cond_signal(&db->syncer_cond);
-        pthread_mutex_unlock(&db->syncer_lock);
-        pthread_join(db->syncer, NULL);
+    if (db->syncer.running) {
+        pthread_mutex_lock(&db->syncer.lock);
+        db->syncer.stop = true;
+        pthread_cond_signal(&db->syncer.cond);
+        pthread_mutex_unlock(&db->syncer.lock);
+        pthread_join(db->syncer.thread, NULL);
     }
     int rc = 0;
     bool clean = true;
@@ -1724,9 +1728,9 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
         out->trie_bytes += sizeof(*path) + path->nshards * sizeof(path->runs[0]) + path->n;
     }
     out->last_version = htkv_db_latest(db);
-    pthread_mutex_lock(&db->views_lock);
-    out->views_open = db->views_open;
-    pthread_mutex_unlock(&db->views_lock);
+    pthread_mutex_lock(&db->views.lock);
+    out->views_open = db->views.open;
+    pthread_mutex_unlock(&db->views.lock);
     out->syncs = atomic_load(&db->syncs);
     out->recovered_records = db->recovered_records;
     out->truncated_bytes = db->truncated_bytes;
@@ -1737,7 +1741,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->sync_mode = db->cfg.sync_mode;
     out->no_space = atomic_load(&db->no_space);
     out->gets = htkv_ebr_reads(&db->ebr);
-    out->compactions = atomic_load(&db->compactions);
+    out->compactions = atomic_load(&db->compactor.compactions);
     out->arena_bytes = htkv_arenas_allocated(db->arenas, db->narenas);
     for (unsigned i = 0; i < db->narenas; i++) {
         out->arenas += db->arenas[i] != 0;
@@ -1790,10 +1794,10 @@ htkv_compact_now(htkv_db *db)
     }
     /* Take the pass lock before leaving the call guard: htkv_close() waits for the guard, then
      * for this lock, so the handle outlives the pass. */
-    pthread_mutex_lock(&db->compact_lock);
+    pthread_mutex_lock(&db->compactor.lock);
     db_exit(db, slot);
     struct compact_result r;
     rc = htkv_compact_pass(db, true, &r);
-    pthread_mutex_unlock(&db->compact_lock);
+    pthread_mutex_unlock(&db->compactor.lock);
     return rc;
 }

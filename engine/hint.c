@@ -21,7 +21,7 @@
 
 #include "engine/compact.h"
 #include "engine/crc32c.h"
-#include "engine/db.h"
+#include "engine/store.h"
 #include "engine/hash.h"
 #include "engine/inspect.h"
 #include "engine/rec.h"

@@ -20,7 +20,8 @@
 
 #include <stdio.h>
 
-#include "engine/db.h"
+#include "engine/report.h"
+#include "engine/store.h"
 
 #include <stddef.h>
 #include "engine/worker.h"

@@ -31,7 +31,7 @@
  *      is recorded in the manifest (MAN_BATCH_ABORT) before open returns, so that a batch floor
  *      raised past it later does not make its surviving parts count as complete.
  */
-#include "engine/db.h"
+#include "engine/recover.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -43,6 +43,7 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "engine/store.h"
 #include "uring/ur_fault.h"
 
 /* A committed part of a batch that spans shards, waiting for the other parts. */

@@ -20,7 +20,8 @@
  */
 #include <htkv/replication.h>
 
-#include "engine/db.h"
+#include "engine/batch.h"
+#include "engine/store.h"
 #include "engine/inspect.h"
 
 static int

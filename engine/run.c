@@ -15,7 +15,7 @@
  */
 #include "engine/run.h"
 
-#include "engine/db.h"
+#include "engine/store.h"
 #include "engine/rec.h"
 
 /* Shards smaller than this are never given a run: their trie walk is as short as a search. */

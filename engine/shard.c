@@ -20,7 +20,7 @@
  *      with no room after its data is sealed by a sync alone).
  *   4. A segment receives records only after its MAN_SEG_ADD edit is durable.
  */
-#include "engine/db.h"
+#include "engine/shard.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -31,10 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/batch.h"
 #include "engine/futex.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
 #include "engine/run.h"
+#include "engine/store.h"
 #include "uring/ur_fault.h"
 
 #define SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)

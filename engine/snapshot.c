@@ -49,7 +49,8 @@
 
 #include "engine/compact.h"
 #include "engine/crc32c.h"
-#include "engine/db.h"
+#include "engine/snapshot.h"
+#include "engine/store.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/inspect.h"
@@ -308,20 +309,20 @@ last_snapshot_seq(struct htkv_db *db, uint64_t *seq)
 int
 htkv_snapshot_emit(struct htkv_db *db)
 {
-    if (db->snapshot_seq == 0) {
-        int rc = last_snapshot_seq(db, &db->snapshot_seq);
+    if (db->compactor.snapshot_seq == 0) {
+        int rc = last_snapshot_seq(db, &db->compactor.snapshot_seq);
         if (rc != 0) {
             return rc;
         }
     }
-    uint64_t seq = db->snapshot_seq + 1;
+    uint64_t seq = db->compactor.snapshot_seq + 1;
     char path[4200];
     snprintf(path, sizeof(path), "%s/snapshot-%06llu.snap", db->dir, (unsigned long long)seq);
     int rc = snapshot_write(db, path);
     if (rc != 0) {
         return rc;
     }
-    db->snapshot_seq = seq;
+    db->compactor.snapshot_seq = seq;
     /* The new one is durable: the older ones are redundant. One that cannot be removed stays
      * (logged) and is tried again after the next snapshot: a lower number never passes for the
      * newest one. */
@@ -830,12 +831,12 @@ htkv_snapshot_restore(htkv_db *db, const char *path)
     }
     if (rc == 0) {
         /* One structural change at a time: no compaction pass runs during a restore. */
-        pthread_mutex_lock(&db->compact_lock);
+        pthread_mutex_lock(&db->compactor.lock);
         htkv_ebr_exit(&db->ebr, slot);
         entered = false;
-        pthread_mutex_lock(&db->views_lock);
-        if (db->views_open > 0) {
-            htkv_set_error("%llu views or iterators are open", (unsigned long long)db->views_open);
+        pthread_mutex_lock(&db->views.lock);
+        if (db->views.open > 0) {
+            htkv_set_error("%llu views or iterators are open", (unsigned long long)db->views.open);
             rc = HTKV_EBUSY;
         } else {
             for (uint32_t i = 0; i < db->shard_count; i++) {
@@ -846,11 +847,11 @@ htkv_snapshot_restore(htkv_db *db, const char *path)
                 pthread_mutex_unlock(&db_shard(db, i - 1)->lock);
             }
         }
-        pthread_mutex_unlock(&db->views_lock);
+        pthread_mutex_unlock(&db->views.lock);
         for (uint32_t i = 0; rc == 0 && i < db->shard_count; i++) {
             restore_retire(db, db_shard(db, i), olds[i], nolds[i]);
         }
-        pthread_mutex_unlock(&db->compact_lock);
+        pthread_mutex_unlock(&db->compactor.lock);
     }
     if (entered) {
         htkv_ebr_exit(&db->ebr, slot);

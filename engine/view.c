@@ -29,7 +29,8 @@
  *   2. An iterator returns keys in strictly increasing unsigned byte order, each at most once.
  *   3. view_floor of a shard == min(snap[s]) over open views, or UINT64_MAX.
  */
-#include "engine/db.h"
+#include "engine/store.h"
+#include "engine/view.h"
 
 #include "engine/compact.h"
 #include "engine/hash.h"
@@ -51,7 +52,7 @@ struct htkv_view {
     struct htkv_db *db;
     struct htkv_view *next;
     struct htkv_view *prev;
-    uint64_t gen; /* db->view_gen after this view was counted: compaction's zombies use it */
+    uint64_t gen; /* db->views.gen after this view was counted: compaction's zombies use it */
     uint64_t max_version;
     /* Every version up to it that any write took is visible in the view (the change feed's
      * bound: a version above may still be pending, unpublished, in another shard). */
@@ -158,7 +159,7 @@ view_open(struct htkv_db *db, struct htkv_view **out)
     }
     v->db = db;
     v->max_version = 0;
-    pthread_mutex_lock(&db->views_lock);
+    pthread_mutex_lock(&db->views.lock);
     lock_all(db);
     uint64_t unpublished = UINT64_MAX; /* lowest version installed but not yet visible */
     for (uint32_t i = 0; i < db->shard_count; i++) {
@@ -176,14 +177,14 @@ view_open(struct htkv_db *db, struct htkv_view **out)
     unlock_all(db);
     v->complete = unpublished <= v->max_version ? unpublished - 1 : v->max_version;
     v->prev = NULL;
-    v->next = db->views;
-    if (db->views != NULL) {
-        db->views->prev = v;
+    v->next = db->views.list;
+    if (db->views.list != NULL) {
+        db->views.list->prev = v;
     }
-    db->views = v;
-    db->views_open++;
-    v->gen = ++db->view_gen;
-    pthread_mutex_unlock(&db->views_lock);
+    db->views.list = v;
+    db->views.open++;
+    v->gen = ++db->views.gen;
+    pthread_mutex_unlock(&db->views.lock);
     *out = v;
     return 0;
 }
@@ -192,19 +193,19 @@ static void
 view_close(struct htkv_view *v)
 {
     struct htkv_db *db = v->db;
-    pthread_mutex_lock(&db->views_lock);
+    pthread_mutex_lock(&db->views.lock);
     if (v->prev != NULL) {
         v->prev->next = v->next;
     } else {
-        db->views = v->next;
+        db->views.list = v->next;
     }
     if (v->next != NULL) {
         v->next->prev = v->prev;
     }
-    db->views_open--;
+    db->views.open--;
     for (uint32_t i = 0; i < db->shard_count; i++) {
         uint64_t floor = UINT64_MAX;
-        for (struct htkv_view *o = db->views; o != NULL; o = o->next) {
+        for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {
             floor = o->snap[i] < floor ? o->snap[i] : floor;
         }
         struct shard *sh = db_shard(db, i);
@@ -215,14 +216,14 @@ view_close(struct htkv_view *v)
         }
         pthread_mutex_unlock(&sh->lock);
     }
-    if (db->zombies != NULL) {
+    if (db->views.zombies != NULL) {
         uint64_t min_gen = UINT64_MAX;
-        for (struct htkv_view *o = db->views; o != NULL; o = o->next) {
+        for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {
             min_gen = o->gen < min_gen ? o->gen : min_gen;
         }
         htkv_compact_release_zombies(db, min_gen);
     }
-    pthread_mutex_unlock(&db->views_lock);
+    pthread_mutex_unlock(&db->views.lock);
     htkv_mem_free(v);
 }
 

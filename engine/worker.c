@@ -34,7 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/db.h"
+#include "engine/batch.h"
+#include "engine/store.h"
 #include "engine/futex.h"
 #include "engine/rec.h"
 #include "uring/ur_fault.h"

@@ -1,0 +1,180 @@
+/*
+ * store.h - the store handle (struct htkv_db): its shards, the threads it runs and the state it
+ * shares between them (store layer).
+ *
+ * Invariants: shard_count, hash_seed, cfg and dir do not change after open; ro[i].shard is
+ * shard i for the life of the handle; views.lock is taken before any shard lock. The store may
+ * call the shard layer and everything below it; features (views, compaction, snapshots,
+ * reports) call into it, never the other way round except through the declarations of their own
+ * headers.
+ */
+#ifndef HTKV_ENGINE_STORE_H
+#define HTKV_ENGINE_STORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/ebr.h"
+#include "engine/hidx.h"
+#include "engine/internal.h"
+#include "engine/manifest.h"
+#include "engine/shard.h"
+
+struct htkv_view;
+struct zombie;
+struct worker;
+struct merge_path;
+
+struct htkv_db {
+    htkv_config cfg; /* copy; cfg.data_dir points at dir */
+    char *dir;
+    int dir_fd;
+    int lock_fd;
+    bool read_only;
+    bool lock_created; /* this open created LOCK */
+    uint32_t shard_count;
+    uint64_t hash_seed;
+    struct manifest *man;
+    struct shard_ro *ro; /* shard_count entries */
+    unsigned *arenas;    /* narenas leased arenas: one per worker, or one in inline mode */
+    unsigned narenas;
+    struct ebr ebr;
+    struct worker *workers; /* nworkers; NULL in inline mode */
+    unsigned nworkers;
+    /* Merge path of the shards' runs (run.h): NULL = none; path_credit counts keys merged
+     * without one since a shard's trie last changed (path_credit_gen: the sum of the shards'
+     * trie generations then); path_building admits one builder. */
+    struct merge_path *_Atomic path;
+    _Atomic uint64_t path_credit;
+    _Atomic uint64_t path_credit_gen;
+    _Atomic bool path_building;
+    /* Open views: the list is taken before any shard lock. */
+    struct {
+        pthread_mutex_t lock;
+        struct htkv_view *list;
+        uint64_t open;
+        uint64_t gen;           /* views opened so far (lock) */
+        struct zombie *zombies; /* dropped segments that open views may still read (lock) */
+    } views;
+    /* Compaction: one pass at a time (lock), from htkv_compact_now() or the compactor thread
+     * (compaction_interval_ms > 0). */
+    struct {
+        pthread_mutex_t lock;
+        pthread_t thread;
+        bool running;
+        bool stop; /* under syncer.lock, signalled through cond */
+        pthread_cond_t cond;
+        _Atomic uint64_t compactions;
+        uint64_t snapshot_seq; /* number of the last snapshot-NNNNNN.snap written (lock) */
+    } compactor;
+    /*
+     * Versions never repeat (ARCHITECTURE.md, "Versions"). next_version is the next version a
+     * local write takes; version_hwm mirrors the manifest's reservation: a version above it is
+     * handed out only after htkv_db_reserve_versions() made a higher one durable. At open,
+     * next_version starts above the reservation (versions a crash may have taken back are
+     * skipped), latest_at_open is the latest version applied before, and open_next the first
+     * version of this open; submit_hi is the highest version htkv_submit() applied below
+     * open_next. htkv_db_latest() combines them.
+     */
+    _Alignas(HTKV_CACHELINE) _Atomic uint64_t next_version;
+    _Atomic uint64_t version_hwm;
+    _Atomic uint64_t submit_hi;
+    uint64_t latest_at_open;
+    uint64_t open_next;
+    bool unlocked; /* read-only without LOCK (htkv_db_open()): a writer may be appending */
+    _Alignas(HTKV_CACHELINE) _Atomic int closing;
+    _Atomic int no_space;
+    _Atomic int failed;
+    _Atomic uint64_t syncs;
+    /* INTERVAL-mode syncer thread. */
+    struct {
+        pthread_t thread;
+        bool running;
+        bool stop;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+    } syncer;
+    /* What recovery found (recover.c fills it at open; read-only after). Its members keep
+     * their names at the top level of the handle (an anonymous struct), as recover.c uses. */
+    struct {
+        /* Versions of batches that recovery found incomplete and did not apply (sorted): their
+         * records stay on disk until compacted, and the change feed must not report them. */
+        uint64_t *discarded;
+        size_t ndiscarded;
+        uint64_t recovered_records;
+        uint64_t truncated_bytes;
+        uint64_t skipped_bytes;
+    };
+};
+
+static inline struct shard *
+db_shard(struct htkv_db *db, uint32_t i)
+{
+    return db->ro[i].shard;
+}
+
+static inline uint32_t
+db_shard_of(const struct htkv_db *db, uint64_t hash)
+{
+    return (uint32_t)((hash >> 32) % db->shard_count);
+}
+
+/*
+ * htkv_open() with a choice: @p take_lock false is allowed only with cfg->read_only and opens
+ * without LOCK, for offline inspection of a store another process is writing (htkvctl
+ * --read-only). Such a handle must cope with concurrent appends: a torn tail is the end.
+ */
+int htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out);
+
+/* Verify the CRC and header of the SET record behind live entry @p e and mark it checked.
+ * 0 or HTKV_ECORRUPT. */
+int htkv_ent_check_slow(struct hidx_ent *e);
+
+/* Does the record behind @p e check (CRC) and agree with the entry (type, lengths, version)?
+ * The record must lie in its segment's mapping (any entry of an index does). */
+bool htkv_ent_record_ok(const struct hidx_ent *e);
+
+/* cfg.verify_checksums for a read of @p e (inside an EBR section): 0 or HTKV_ECORRUPT. */
+static inline int
+db_ent_check(struct htkv_db *db, struct hidx_ent *e)
+{
+    int mode = db->cfg.verify_checksums;
+    if (HTKV_LIKELY(mode == 0 ||
+                    (mode == 1 && atomic_load_explicit(&e->checked, memory_order_relaxed)))) {
+        return 0;
+    }
+    return htkv_ent_check_slow(e);
+}
+
+/*
+ * Make versions up to @p v safe to hand out: record a reservation above @p v in the manifest
+ * (one fdatasync) unless one is already there. 0, -EROFS on a read-only handle, or the error of
+ * the manifest write (the version must then not be used).
+ */
+int htkv_db_reserve_versions(struct htkv_db *db, uint64_t v);
+
+/* Version @p v may be handed out: 0 (the usual case, one load), or as htkv_db_reserve_versions. */
+static inline int
+db_version_check(struct htkv_db *db, uint64_t v)
+{
+    if (HTKV_LIKELY(v <= atomic_load_explicit(&db->version_hwm, memory_order_acquire))) {
+        return 0;
+    }
+    return htkv_db_reserve_versions(db, v);
+}
+
+/* The latest version applied (htkv_latest_version()): never below one acknowledged before. */
+uint64_t htkv_db_latest(struct htkv_db *db);
+
+/*
+ * Test hook: while true, htkv_close() leaves the store as a process killed at that moment would
+ * (every acknowledged write in the page cache; no final sync, trim, hints or clean-close record
+ * in the manifest), for tests that damage the tail a crash leaves. Set it around one close.
+ */
+extern bool htkv_close_as_crash;
+
+/* Log through cfg.log_fn (or stderr for warnings and errors). */
+void htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* HTKV_ENGINE_STORE_H */
