@@ -46,14 +46,14 @@ struct htkv_batch {
  * order, check its conditions, write, sync (ALWAYS), install. Returns 0 and the version through
  * @p version_out (0 when nothing was written), or an error with nothing applied.
  */
-int htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out);
+int htkv_batch_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out);
 
 /*
- * The first half of htkv_shard_apply(): under the shard locks, check, append and install the
+ * The first half of htkv_batch_apply(): under the shard locks, check, append and install the
  * batch; publish it unless the sync mode is ALWAYS. Fills @p shards_out (room for b->nops ids)
  * with the shards that received records. *version_out = 0 when nothing was written.
  */
-int htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
-                           uint32_t *shards_out, uint32_t *nshards_out);
+int htkv_batch_stage(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
+                     uint32_t *shards_out, uint32_t *nshards_out);
 
 #endif /* HTKV_ENGINE_BATCH_H */

@@ -107,7 +107,7 @@ is_victim(const struct htkv_db *db, const struct shard *sh, const struct seg *s,
 
 /* htkv_compact_now(): seal an active segment with garbage so that the pass can rewrite it. */
 static int
-seal_active(struct htkv_db *db, struct shard *sh)
+seal_active(struct shard *sh)
 {
     pthread_mutex_lock(&sh->lock);
     int rc = 0;
@@ -116,7 +116,7 @@ seal_active(struct htkv_db *db, struct shard *sh)
         (atomic_load_explicit(&s->dead_bytes, memory_order_relaxed) > 0 || sh->tombstones > 0)) {
         rc = htkv_shard_new_segment(sh, 0);
         if (rc != 0) {
-            rc = htkv_shard_prepare_failed(db, sh, rc);
+            rc = htkv_shard_prepare_failed(sh, rc);
         }
     }
     pthread_mutex_unlock(&sh->lock);
@@ -127,7 +127,7 @@ seal_active(struct htkv_db *db, struct shard *sh)
 static int
 fence(struct htkv_db *db, uint64_t *floor)
 {
-    uint64_t w = htkv_db_latest(db);
+    uint64_t w = htkv_versions_latest(&db->ver);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         int rc = htkv_shard_sync_force(db_shard(db, i));
         if (rc != 0) {
@@ -175,14 +175,13 @@ pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at)
 static int
 relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t pend)
 {
-    struct htkv_db *db = sh->db;
     uint64_t size = htkv_rec_size(h->key_len, h->val_len);
     int rc = htkv_shard_make_room(sh, size);
     if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
         rc = htkv_trie_reserve(&sh->trie, 1);
     }
     if (rc != 0) {
-        return htkv_shard_prepare_failed(db, sh, rc);
+        return htkv_shard_prepare_failed(sh, rc);
     }
     struct hidx_ent *n = htkv_mem_alloc_in(sh->arena, sizeof(*n));
     if (n == NULL) {
@@ -529,16 +528,16 @@ int
 htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
 {
     memset(res, 0, sizeof(*res));
-    if (atomic_load(&db->failed)) {
+    if (atomic_load(&db->env.failed)) {
         return HTKV_EFAILED;
     }
-    if (atomic_load(&db->no_space)) {
+    if (atomic_load(&db->env.no_space)) {
         return -ENOSPC;
     }
     uint64_t t0 = htkv_now_ns();
     int rc = 0;
     for (uint32_t i = 0; full && i < db->shard_count && rc == 0; i++) {
-        rc = seal_active(db, db_shard(db, i));
+        rc = seal_active(db_shard(db, i));
     }
     if (rc != 0 || !any_victim(db, full)) {
         return rc;

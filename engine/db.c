@@ -45,6 +45,7 @@
 
 #include "engine/batch.h"
 #include "engine/hash.h"
+#include "engine/log.h"
 #include "engine/rec.h"
 #include "engine/recover.h"
 #include "engine/report.h"
@@ -147,16 +148,10 @@ config_check(const htkv_config *c)
 void
 htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    htkv_vlog(&db->env.log, level, fmt, ap);
     va_end(ap);
-    if (db->cfg.log_fn != NULL) {
-        db->cfg.log_fn(level, msg, db->cfg.log_ctx);
-    } else if (level <= HTKV_LOG_WARN) {
-        fprintf(stderr, "htkv: %s: %s\n", level == HTKV_LOG_ERROR ? "error" : "warning", msg);
-    }
 }
 
 /* ---- call guard ----------------------------------------------------------------------------- */
@@ -328,41 +323,6 @@ stop_compactor(struct htkv_db *db)
         pthread_join(db->compactor.thread, NULL);
         db->compactor.running = false;
     }
-}
-
-/* ---- versions ------------------------------------------------------------------------------- */
-
-int
-htkv_db_reserve_versions(struct htkv_db *db, uint64_t v)
-{
-    if (db->read_only) {
-        return -EROFS;
-    }
-    uint64_t hwm =
-        v > REC_VERSION_MAX - MAN_VERSION_BLOCK ? REC_VERSION_MAX : v + MAN_VERSION_BLOCK;
-    int rc = htkv_manifest_set_versions(db->man, hwm, 0, false);
-    if (rc != 0) {
-        htkv_set_error("%s: cannot reserve versions in the manifest: %s", db->dir,
-                       htkv_strerror(rc));
-        return rc;
-    }
-    /* The manifest's value is the larger of the concurrent reservations. */
-    uint64_t cur = atomic_load_explicit(&db->version_hwm, memory_order_relaxed);
-    while (cur < hwm &&
-           !atomic_compare_exchange_weak_explicit(&db->version_hwm, &cur, hwm, memory_order_release,
-                                                  memory_order_relaxed)) {
-    }
-    return 0;
-}
-
-uint64_t
-htkv_db_latest(struct htkv_db *db)
-{
-    uint64_t next = atomic_load_explicit(&db->next_version, memory_order_acquire);
-    uint64_t latest = next != db->open_next ? next - 1 : db->latest_at_open;
-    uint64_t sub = atomic_load_explicit(&db->submit_hi, memory_order_acquire);
-    latest = sub > latest ? sub : latest;
-    return latest > db->latest_at_open ? latest : db->latest_at_open;
 }
 
 /* ---- open ----------------------------------------------------------------------------------- */
@@ -685,9 +645,24 @@ open_shards(struct htkv_db *db)
             return rc;
         }
     }
+    db->ver.man = db->man;
+    db->ver.dir = db->dir;
+    db->ver.read_only = db->read_only;
+    /* env.log and the atomics were set at the start of the open. */
+    db->env.dir = db->dir;
+    db->env.max_segment_bytes = db->cfg.max_segment_bytes;
+    db->env.sync_mode = db->cfg.sync_mode;
+    db->env.shard_count = db->shard_count;
+    db->env.hash_seed = db->hash_seed;
+    db->env.man = db->man;
+    db->env.ebr = &db->ebr;
+    db->env.ver = &db->ver;
+    db->env.ro = db->ro;
     for (uint32_t i = 0; i < db->shard_count; i++) {
         atomic_init(&db->ro[i].visible, 0);
-        int rc = htkv_shard_create(db, i, &db->ro[i].shard);
+        /* Shard s belongs to worker s % workers (worker.c), whose arena it uses. */
+        unsigned arena = db->narenas > 0 ? db->arenas[i % db->narenas] : 0;
+        int rc = htkv_shard_create(&db->env, db, i, arena, &db->ro[i].shard);
         if (rc != 0) {
             return rc;
         }
@@ -791,7 +766,8 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     pthread_cond_init(&db->compactor.cond, &ca);
     pthread_condattr_destroy(&ca);
     htkv_ebr_init(&db->ebr);
-    atomic_init(&db->next_version, 1);
+    atomic_init(&db->ver.next, 1);
+    db->env.log = (struct htkv_log_sink){ .fn = cfg->log_fn, .ctx = cfg->log_ctx };
     size_t dir_len = strlen(cfg->data_dir);
     db->dir = htkv_mem_alloc(dir_len + 1); /* freed by htkv_mem_free() */
     if (db->dir != NULL) {
@@ -899,7 +875,7 @@ record_clean_close(struct htkv_db *db)
         rc = htkv_manifest_record_ends(db->man, shards, ends, k);
     }
     if (rc == 0) {
-        uint64_t latest = htkv_db_latest(db);
+        uint64_t latest = htkv_versions_latest(&db->ver);
         rc = htkv_manifest_set_versions(db->man, latest, latest, true);
     }
     if (rc != 0) {
@@ -953,7 +929,7 @@ htkv_close(htkv_db *db)
             }
             clean = clean && src == 0 && !sh->failed;
         }
-        if (clean && !atomic_load(&db->failed)) {
+        if (clean && !atomic_load(&db->env.failed)) {
             record_clean_close(db);
         }
     }
@@ -962,18 +938,6 @@ htkv_close(htkv_db *db)
 }
 
 /* ---- point operations ----------------------------------------------------------------------- */
-
-static inline int
-check_key(const void *key, size_t klen)
-{
-    if (HTKV_UNLIKELY(key == NULL || klen == 0)) {
-        return htkv_einval(__func__);
-    }
-    if (HTKV_UNLIKELY(klen > HTKV_KEY_MAX)) {
-        return HTKV_ETOOBIG;
-    }
-    return 0;
-}
 
 static inline int
 check_write(struct htkv_db *db)
@@ -992,7 +956,7 @@ db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, cons
     uint64_t t0 = htkv_now_ns();
     if (db->nworkers == 0) {
         uint64_t version;
-        return htkv_shard_put1(db, type, key, klen, val, vlen, hash, &version, t0);
+        return db_put1(db, type, key, klen, val, vlen, hash, &version, t0);
     }
     uint32_t shard = db_shard_of(db, hash);
     struct shard_metrics *m = &db_shard(db, shard)->metrics;
@@ -1307,125 +1271,6 @@ htkv_contains(htkv_db *db, const void *key, size_t klen)
     return rc;
 }
 
-/* ---- batches -------------------------------------------------------------------------------- */
-
-int
-htkv_batch_create(htkv_batch **out)
-{
-    if (out == NULL) {
-        return htkv_einval(__func__);
-    }
-    *out = htkv_mem_calloc(1, sizeof(**out));
-    return *out == NULL ? -ENOMEM : 0;
-}
-
-static int
-batch_add(htkv_batch *b, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
-          uint64_t version)
-{
-    if (b == NULL || (val == NULL && vlen > 0)) {
-        return htkv_einval(__func__);
-    }
-    int rc = check_key(key, klen);
-    if (rc != 0) {
-        return rc;
-    }
-    if (vlen > HTKV_VALUE_MAX_LIMIT) {
-        return HTKV_ETOOBIG;
-    }
-    uint64_t rec = type == 0 ? 0 : htkv_rec_size(klen, vlen);
-    if (b->rec_bytes + rec > BATCH_BYTES_MAX) {
-        return HTKV_ETOOBIG;
-    }
-    if (b->nops == b->ops_cap) {
-        size_t cap = b->ops_cap ? b->ops_cap * 2 : 16;
-        struct batch_op *n = htkv_mem_realloc(b->ops, cap * sizeof(*n));
-        if (n == NULL) {
-            return -ENOMEM;
-        }
-        b->ops = n;
-        b->ops_cap = cap;
-    }
-    uint64_t need = b->data_len + klen + vlen;
-    if (need > b->data_cap) {
-        uint64_t cap = b->data_cap ? b->data_cap : 4096;
-        while (cap < need) {
-            cap *= 2;
-        }
-        unsigned char *n = htkv_mem_realloc(b->data, cap);
-        if (n == NULL) {
-            return -ENOMEM;
-        }
-        b->data = n;
-        b->data_cap = cap;
-    }
-    memcpy(b->data + b->data_len, key, klen);
-    if (vlen > 0) {
-        memcpy(b->data + b->data_len + klen, val, vlen);
-    }
-    b->ops[b->nops++] = (struct batch_op){ .type = type,
-                                           .klen = (uint32_t)klen,
-                                           .vlen = (uint32_t)vlen,
-                                           .data_off = b->data_len,
-                                           .version = version };
-    b->data_len = need;
-    b->rec_bytes += rec;
-    b->ncount += type != 0;
-    return 0;
-}
-
-int
-htkv_batch_put(htkv_batch *b, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    return batch_add(b, REC_SET, key, klen, val, vlen, 0);
-}
-
-int
-htkv_batch_delete(htkv_batch *b, const void *key, size_t klen)
-{
-    return batch_add(b, REC_DEL, key, klen, NULL, 0, 0);
-}
-
-int
-htkv_batch_check(htkv_batch *b, const void *key, size_t klen, uint64_t version)
-{
-    return batch_add(b, 0, key, klen, NULL, 0, version);
-}
-
-void
-htkv_batch_clear(htkv_batch *b)
-{
-    if (b == NULL) {
-        return;
-    }
-    b->nops = b->ncount = 0;
-    b->data_len = b->rec_bytes = 0;
-    b->version = 0;
-}
-
-size_t
-htkv_batch_count(const htkv_batch *b)
-{
-    return b == NULL ? 0 : b->ncount;
-}
-
-uint64_t
-htkv_batch_version(const htkv_batch *b)
-{
-    return b == NULL ? 0 : b->version;
-}
-
-void
-htkv_batch_destroy(htkv_batch *b)
-{
-    if (b == NULL) {
-        return;
-    }
-    htkv_mem_free(b->ops);
-    htkv_mem_free(b->data);
-    htkv_mem_free(b);
-}
-
 /* The shard whose worker runs a batch: that of its first operation (any fixed choice works;
  * the worker takes the locks of every shard the batch touches). */
 static uint32_t
@@ -1471,7 +1316,7 @@ htkv_write(htkv_db *db, htkv_batch *b)
     }
     uint64_t version = 0;
     if (db->nworkers == 0 || b->nops == 0) {
-        rc = htkv_shard_apply(db, b, &version);
+        rc = htkv_batch_apply(db, b, &version);
         db_batch_record(db, b, t0);
     } else {
         uint32_t shard = db_batch_shard(db, b);
@@ -1520,8 +1365,7 @@ db_async1(htkv_db *db, uint8_t type, const void *key, size_t klen, const void *v
     uint64_t t0 = htkv_now_ns();
     if (db->nworkers == 0) {
         uint64_t version = 0;
-        rc =
-            htkv_shard_put1(db, type, key, (uint32_t)klen, val, (uint32_t)vlen, hash, &version, t0);
+        rc = db_put1(db, type, key, (uint32_t)klen, val, (uint32_t)vlen, hash, &version, t0);
         db_exit(db, slot);
         return db_async_inline(rc, version, done, ctx);
     }
@@ -1633,7 +1477,7 @@ htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done, void *ctx)
     uint64_t t0 = htkv_now_ns();
     if (db->nworkers == 0 || b->nops == 0) {
         uint64_t version = 0;
-        rc = htkv_shard_apply(db, b, &version);
+        rc = htkv_batch_apply(db, b, &version);
         db_batch_record(db, b, t0);
         db_exit(db, slot);
         return db_async_inline(rc, version, done, ctx);
@@ -1727,11 +1571,11 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     if (path != NULL) {
         out->trie_bytes += sizeof(*path) + path->nshards * sizeof(path->runs[0]) + path->n;
     }
-    out->last_version = htkv_db_latest(db);
+    out->last_version = htkv_versions_latest(&db->ver);
     pthread_mutex_lock(&db->views.lock);
     out->views_open = db->views.open;
     pthread_mutex_unlock(&db->views.lock);
-    out->syncs = atomic_load(&db->syncs);
+    out->syncs = atomic_load(&db->env.syncs);
     out->recovered_records = db->recovered_records;
     out->truncated_bytes = db->truncated_bytes;
     out->skipped_bytes = db->skipped_bytes;
@@ -1739,7 +1583,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->worker_threads = db->nworkers;
     out->io_backend = htkv_workers_backend(db);
     out->sync_mode = db->cfg.sync_mode;
-    out->no_space = atomic_load(&db->no_space);
+    out->no_space = atomic_load(&db->env.no_space);
     out->gets = htkv_ebr_reads(&db->ebr);
     out->compactions = atomic_load(&db->compactor.compactions);
     out->arena_bytes = htkv_arenas_allocated(db->arenas, db->narenas);

@@ -31,19 +31,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/batch.h"
 #include "engine/futex.h"
 #include "engine/hash.h"
+#include "engine/manifest.h"
 #include "engine/rec.h"
 #include "engine/run.h"
-#include "engine/store.h"
 #include "uring/ur_fault.h"
 
 #define SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
-#define BATCH_FRAME_BYTES (REC_HDR_BYTES + REC_BEGIN_PAYLOAD + REC_HDR_BYTES + REC_COMMIT_PAYLOAD)
 
 HTKV_STATIC_ASSERT(SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
-HTKV_STATIC_ASSERT(BATCH_FRAME_BYTES % REC_ALIGN == 0, "batch frame keeps alignment");
 
 static const unsigned char *
 shard_trie_key(const void *val, uint32_t *len, void *ctx)
@@ -58,23 +55,24 @@ static void
 shard_trie_retire(void *ctx, void *node)
 {
     struct shard *sh = ctx;
-    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, node, htkv_trie_node_free);
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, node, htkv_trie_node_free);
 }
 
 int
-htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
+htkv_shard_create(struct shard_env *env, struct htkv_db *owner, uint32_t id, unsigned arena,
+                  struct shard **out)
 {
     char dir[4096];
-    int n = snprintf(dir, sizeof(dir), "%s/shard-%03u", db->dir, id);
+    int n = snprintf(dir, sizeof(dir), "%s/shard-%03u", env->dir, id);
     HTKV_ASSERT(n > 0 && (size_t)n < sizeof(dir));
-    /* Shard s belongs to worker s % workers (worker.c), whose arena it uses. */
-    unsigned arena = db->narenas > 0 ? db->arenas[id % db->narenas] : 0;
+    HTKV_ASSERT(id < env->shard_count);
     struct shard *sh = htkv_mem_calloc_in(arena, 1, sizeof(*sh) + (size_t)n + 1);
     if (sh == NULL) {
         return -ENOMEM;
     }
     memcpy(sh->dir, dir, (size_t)n + 1);
-    sh->db = db;
+    sh->env = env;
+    sh->db = owner;
     sh->id = id;
     sh->arena = arena;
     atomic_init(&sh->dirty, false);
@@ -117,7 +115,7 @@ htkv_shard_destroy(struct shard *sh)
     }
     htkv_trie_fini(&sh->trie);
     htkv_run_fini(sh);
-    htkv_ebr_limbo_fini(&sh->db->ebr, &sh->limbo);
+    htkv_ebr_limbo_fini(sh->env->ebr, &sh->limbo);
     htkv_hidx_fini(&sh->idx);
     for (size_t i = 0; i < sh->nsegs; i++) {
         htkv_seg_close(sh->segs[i]);
@@ -134,17 +132,17 @@ void
 htkv_shard_retire_table(void *ctx, void *table)
 {
     struct shard *sh = ctx;
-    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, table, htkv_mem_free);
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, table, htkv_mem_free);
 }
 
 void
 htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
 {
-    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, e, htkv_mem_free);
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, e, htkv_mem_free);
     sh->entry_bytes -= sizeof(*e);
     if (++sh->since_reclaim >= SHARD_RECLAIM_EVERY) {
         sh->since_reclaim = 0;
-        htkv_ebr_reclaim(&sh->db->ebr, &sh->limbo);
+        htkv_ebr_reclaim(sh->env->ebr, &sh->limbo);
     }
 }
 
@@ -191,16 +189,16 @@ htkv_shard_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t versio
 }
 
 /* htkv_seg_write_out() of the active segment; a failure stops the shard's writes. Lock held. */
-static int
-shard_write_out(struct shard *sh, struct seg *s)
+int
+htkv_shard_write_out(struct shard *sh, struct seg *s)
 {
     int rc = htkv_seg_write_out(s);
     if (rc != 0) {
         sh->failed = true;
-        atomic_store(&sh->db->failed, 1);
-        htkv_db_log(sh->db, HTKV_LOG_ERROR,
-                    "%s: write failed: %s; shard %u refuses writes until reopen", s->path,
-                    htkv_strerror(rc), sh->id);
+        atomic_store(&sh->env->failed, 1);
+        htkv_log(&sh->env->log, HTKV_LOG_ERROR,
+                 "%s: write failed: %s; shard %u refuses writes until reopen", s->path,
+                 htkv_strerror(rc), sh->id);
     }
     return rc;
 }
@@ -251,8 +249,8 @@ shard_segs_push(struct shard *sh, struct seg *s)
 int
 htkv_shard_new_segment(struct shard *sh, uint64_t need)
 {
-    struct htkv_db *db = sh->db;
-    uint64_t cap = db->cfg.max_segment_bytes;
+    struct shard_env *env = sh->env;
+    uint64_t cap = env->max_segment_bytes;
     uint64_t min = SEG_DATA_OFF + need + SEAL_BYTES;
     if (cap < min) {
         cap = htkv_align_up(min, 4096); /* an oversized record gets a segment of its own */
@@ -266,12 +264,12 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     if (sh->nsegs == sh->segs_cap) {
         return -ENOMEM;
     }
-    uint64_t id = htkv_manifest_next_seg_id(db->man);
+    uint64_t id = htkv_manifest_next_seg_id(env->man);
     struct seg *s;
-    bool zero_fill = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
+    bool zero_fill = env->sync_mode == HTKV_SYNC_ALWAYS;
     struct seg_owner o = { .shard = sh->id,
-                           .shard_count = db->shard_count,
-                           .hash_seed = db->hash_seed };
+                           .shard_count = env->shard_count,
+                           .hash_seed = env->hash_seed };
     int rc = htkv_seg_create(sh->dir, &o, id, cap, min, zero_fill, &s);
     if (rc != 0) {
         return rc;
@@ -288,7 +286,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
         close(dfd);
     }
     if (rc == 0) {
-        rc = htkv_manifest_add_seg(db->man, sh->id, id);
+        rc = htkv_manifest_add_seg(env->man, sh->id, id);
     }
     if (rc != 0) {
         /* Not in the manifest: an orphan file, removed now or, when the unlink fails too, by
@@ -326,26 +324,26 @@ htkv_shard_make_room(struct shard *sh, uint64_t need)
     return rc == 0 ? htkv_seg_wbuf_reserve(s, need) : rc;
 }
 
-static int
-shard_check_writable(struct htkv_db *db, struct shard *sh)
+int
+htkv_shard_check_writable(struct shard *sh)
 {
     if (sh->failed) {
         return HTKV_EFAILED;
     }
-    if (atomic_load_explicit(&db->no_space, memory_order_relaxed)) {
+    if (atomic_load_explicit(&sh->env->no_space, memory_order_relaxed)) {
         return -ENOSPC;
     }
     return 0;
 }
 
 int
-htkv_shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc)
+htkv_shard_prepare_failed(struct shard *sh, int rc)
 {
     if (rc == -ENOSPC || rc == -EDQUOT) {
-        if (!atomic_exchange(&db->no_space, 1)) {
-            htkv_db_log(db, HTKV_LOG_ERROR,
-                        "shard %u: no space left; writes are refused until reopen, reads go on",
-                        sh->id);
+        if (!atomic_exchange(&sh->env->no_space, 1)) {
+            htkv_log(&sh->env->log, HTKV_LOG_ERROR,
+                     "shard %u: no space left; writes are refused until reopen, reads go on",
+                     sh->id);
         }
         return -ENOSPC;
     }
@@ -353,8 +351,8 @@ htkv_shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc)
 }
 
 /* Version of the key's newest entry as a condition sees it (0 = absent or deleted). */
-static uint64_t
-shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
+uint64_t
+htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
 {
     struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
     return (e == NULL || e->del) ? 0 : e->version;
@@ -392,8 +390,24 @@ pending_reserve(struct shard *sh, size_t n)
     return 0;
 }
 
-static struct hidx_ent *
-ent_new(struct shard *sh)
+int
+htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
+{
+    int rc = htkv_shard_make_room(sh, bytes);
+    if (rc == 0) {
+        rc = htkv_hidx_reserve(&sh->idx, nents, htkv_shard_retire_table, sh);
+    }
+    if (rc == 0) {
+        rc = pending_reserve(sh, nents);
+    }
+    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        rc = htkv_trie_reserve(&sh->trie, nents);
+    }
+    return rc != 0 ? htkv_shard_prepare_failed(sh, rc) : 0;
+}
+
+struct hidx_ent *
+htkv_shard_ent_new(struct shard *sh)
 {
     struct hidx_ent *e = htkv_mem_alloc_in(sh->arena, sizeof(*e));
     if (e != NULL) {
@@ -402,8 +416,8 @@ ent_new(struct shard *sh)
     return e;
 }
 
-static void
-ent_drop(struct shard *sh, struct hidx_ent *e)
+void
+htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e)
 {
     sh->entry_bytes -= sizeof(*e);
     htkv_mem_free(e);
@@ -413,8 +427,8 @@ ent_drop(struct shard *sh, struct hidx_ent *e)
  * Install @p e (already filled) as the newest version of its key. A delete of an absent key
  * installs nothing. Updates the live/dead byte counts and key counts.
  */
-static void
-shard_install(struct shard *sh, struct hidx_ent *e)
+void
+htkv_shard_install(struct shard *sh, struct hidx_ent *e)
 {
     uint64_t size = htkv_align_up(e->rec_bytes, REC_ALIGN);
     if (e->del) {
@@ -422,7 +436,7 @@ shard_install(struct shard *sh, struct hidx_ent *e)
             htkv_hidx_find(&sh->idx, e->hash, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len);
         if (cur == NULL) {
             atomic_fetch_add_explicit(&e->seg->dead_bytes, size, memory_order_relaxed);
-            ent_drop(sh, e);
+            htkv_shard_ent_drop(sh, e);
             return;
         }
     }
@@ -477,18 +491,17 @@ shard_prune(struct shard *sh, struct hidx_ent *e)
 void
 htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc)
 {
-    struct htkv_db *db = sh->db;
     sh->failed = true;
-    atomic_store(&db->failed, 1);
-    htkv_db_log(db, HTKV_LOG_ERROR,
-                "%s: fdatasync failed: %s; shard %u refuses writes until reopen", s->path,
-                htkv_strerror(rc), sh->id);
+    atomic_store(&sh->env->failed, 1);
+    htkv_log(&sh->env->log, HTKV_LOG_ERROR,
+             "%s: fdatasync failed: %s; shard %u refuses writes until reopen", s->path,
+             htkv_strerror(rc), sh->id);
 }
 
 void
 htkv_shard_publish(struct shard *sh, uint64_t version)
 {
-    struct shard_ro *ro = &sh->db->ro[sh->id];
+    struct shard_ro *ro = &sh->env->ro[sh->id];
     HTKV_ASSERT(version <= sh->appended);
     if (version <= atomic_load_explicit(&ro->visible, memory_order_relaxed)) {
         return;
@@ -503,7 +516,7 @@ htkv_shard_prune_to_floor(struct shard *sh)
     /* Readers that start now see `visible`: the versions behind an entry it covers are needed
      * only by readers already walking (EBR protects them) and by open views whose snapshot is
      * older than the entry (view_floor keeps them). */
-    uint64_t upto = atomic_load_explicit(&sh->db->ro[sh->id].visible, memory_order_relaxed);
+    uint64_t upto = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
     if (sh->view_floor < upto) {
         upto = sh->view_floor;
     }
@@ -566,7 +579,6 @@ htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns)
 static int
 shard_group_sync(struct shard *sh)
 {
-    struct htkv_db *db = sh->db;
     sh->syncing = true;
     uint64_t target = sh->appended;
     struct seg *s = shard_active(sh); /* segments sealed earlier were synced by the seal */
@@ -575,7 +587,7 @@ shard_group_sync(struct shard *sh)
     htkv_seg_pin(s);
     pthread_mutex_unlock(&sh->lock);
     int rc = htkv_seg_sync(s);
-    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->env->syncs, 1, memory_order_relaxed);
     pthread_mutex_lock(&sh->lock);
     htkv_seg_unpin(s);
     htkv_shard_sync_end(sh, group, t0);
@@ -633,11 +645,10 @@ shard_gather(struct shard *sh)
  * its number, so that the end of one sync wakes only the writers it covered) and return without
  * taking the lock again.
  */
-static int
-shard_wait_durable(struct shard *sh, uint64_t version)
+int
+htkv_shard_wait_durable(struct shard *sh, uint64_t version)
 {
-    struct htkv_db *db = sh->db;
-    struct shard_ro *ro = &db->ro[sh->id];
+    struct shard_ro *ro = &sh->env->ro[sh->id];
     for (;;) {
         if (atomic_load_explicit(&ro->visible, memory_order_acquire) >= version) {
             break;
@@ -699,8 +710,8 @@ shard_wait_durable(struct shard *sh, uint64_t version)
 }
 
 /* After staging without HTKV_SYNC_ALWAYS: publish at once (in the page cache). Lock held. */
-static void
-shard_commit(struct shard *sh, uint64_t version)
+void
+htkv_shard_commit(struct shard *sh, uint64_t version)
 {
     if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
         atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
@@ -708,61 +719,37 @@ shard_commit(struct shard *sh, uint64_t version)
     htkv_shard_publish(sh, version);
 }
 
-/* Every version up to REC_VERSION_MAX is used (only a store restored or recovered from input
- * that claims versions that high gets here): the write is refused, nothing written. */
-static int
-version_exhausted(void)
-{
-    htkv_set_error("the store's versions are used up (the largest, %llu, is taken)",
-                   (unsigned long long)REC_VERSION_MAX);
-    return -EOVERFLOW;
-}
-
 /*
  * Prepare one record (lock held): check, reserve room for @p more uninstalled entries
  * (this one included), take a version and encode the record into the active segment's
  * write-through buffer. *@p ent is filled but not installed: the caller writes the buffer out
- * (shard_write_out) and then installs it, or drops it if that fails.
+ * (htkv_shard_write_out) and then installs it, or drops it if that fails.
  */
 static int
 shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
                uint32_t vlen, uint64_t hash, uint32_t more, struct hidx_ent **ent)
 {
-    struct htkv_db *db = sh->db;
     uint64_t size = htkv_rec_size(klen, vlen);
-    int rc = shard_check_writable(db, sh);
+    int rc = htkv_shard_check_writable(sh);
     if (rc != 0) {
         return rc;
     }
-    if (type == REC_DEL && shard_current_version(sh, hash, key, klen) == 0) {
+    if (type == REC_DEL && htkv_shard_current_version(sh, hash, key, klen) == 0) {
         return HTKV_ENOTFOUND; /* nothing to delete: write nothing */
     }
-    rc = htkv_shard_make_room(sh, size);
-    if (rc == 0) {
-        rc = htkv_hidx_reserve(&sh->idx, more, htkv_shard_retire_table, sh);
-    }
-    if (rc == 0) {
-        rc = pending_reserve(sh, more);
-    }
-    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-        rc = htkv_trie_reserve(&sh->trie, more);
-    }
+    rc = htkv_shard_reserve(sh, size, more);
     if (rc != 0) {
-        return htkv_shard_prepare_failed(db, sh, rc);
+        return rc;
     }
-    struct hidx_ent *e = ent_new(sh);
+    struct hidx_ent *e = htkv_shard_ent_new(sh);
     if (e == NULL) {
         return -ENOMEM;
     }
     struct seg *s = shard_active(sh);
-    uint64_t v = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
-    if (HTKV_UNLIKELY(v > REC_VERSION_MAX)) {
-        ent_drop(sh, e);
-        return version_exhausted();
-    }
-    rc = db_version_check(db, v);
+    uint64_t v = 0;
+    rc = versions_next(sh->env->ver, &v);
     if (HTKV_UNLIKELY(rc != 0)) {
-        ent_drop(sh, e);
+        htkv_shard_ent_drop(sh, e);
         return rc;
     }
     uint64_t off = htkv_shard_append_wt(s, type, 0, v, key, klen, val, vlen);
@@ -782,7 +769,8 @@ shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, c
 static void
 shard_commit1(struct shard *sh, struct hidx_ent *e)
 {
-    shard_install(sh, e);
+    HTKV_ASSERT(e->version > sh->appended); /* invariant 1: increasing order within a shard */
+    htkv_shard_install(sh, e);
     sh->appended = e->version;
     sh->metrics.unsynced_writes++;
     hist_add(&sh->metrics.bytes_written, htkv_align_up(e->rec_bytes, REC_ALIGN));
@@ -795,11 +783,11 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     struct hidx_ent *e = NULL;
     int rc = shard_prepare1(sh, type, key, klen, val, vlen, hash, 1, &e);
     if (rc == 0) {
-        rc = shard_write_out(sh, shard_active(sh));
+        rc = htkv_shard_write_out(sh, shard_active(sh));
     }
     if (rc != 0) {
         if (e != NULL) {
-            ent_drop(sh, e);
+            htkv_shard_ent_drop(sh, e);
         }
         return rc;
     }
@@ -832,7 +820,7 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
  * leader that lets go re-reads the intake after clearing `leading` (both sequentially
  * consistent), so one of the two sees the other.
  *
- * Batches (htkv_write) and htkv_submit keep the per-caller path (shard_wait_durable): the
+ * Batches (htkv_write) and htkv_submit keep the per-caller path (htkv_shard_wait_durable): the
  * leader takes part in its protocol (syncing, syncs_done, sync_word, synced_cond), so either
  * kind of caller waits for a sync the other runs.
  */
@@ -862,7 +850,7 @@ group_flush(struct shard *sh, struct put_req *from, struct put_req *to, uint32_t
     if (prepared == 0) {
         return; /* nothing buffered (and maybe no active segment: a failed rotation) */
     }
-    int rc = shard_write_out(sh, shard_active(sh));
+    int rc = htkv_shard_write_out(sh, shard_active(sh));
     for (struct put_req *r = from; r != to; r = r->next) {
         if (r->ent == NULL) {
             continue;
@@ -871,7 +859,7 @@ group_flush(struct shard *sh, struct put_req *from, struct put_req *to, uint32_t
             r->version = r->ent->version;
             shard_commit1(sh, r->ent);
         } else {
-            ent_drop(sh, r->ent);
+            htkv_shard_ent_drop(sh, r->ent);
             r->rc = rc;
         }
         r->ent = NULL;
@@ -924,7 +912,7 @@ htkv_shard_stage_group(struct shard *sh, struct put_req *list)
 static int
 group_sync(struct shard *sh, uint64_t upto)
 {
-    struct shard_ro *ro = &sh->db->ro[sh->id];
+    struct shard_ro *ro = &sh->env->ro[sh->id];
     bool woke = false;
     int rc = 0;
     while (atomic_load_explicit(&ro->visible, memory_order_acquire) < upto) {
@@ -951,7 +939,7 @@ group_sync(struct shard *sh, uint64_t upto)
         atomic_fetch_add_explicit(&sh->sync_word[(sh->syncs_done + 1) & 1], 1,
                                   memory_order_relaxed);
         pthread_cond_broadcast(&sh->synced_cond);
-        /* A caller of shard_wait_durable() counts itself under the lock before it reads a word
+        /* A caller of htkv_shard_wait_durable() counts itself under the lock before it reads a word
          * to sleep on: none counted now, none sleeps on a value older than these bumps. */
         woke = atomic_load_explicit(&sh->sync_sleepers, memory_order_relaxed) > 0;
         if (rc != 0) {
@@ -1144,12 +1132,12 @@ shard_put_grouped(struct shard *sh, uint8_t type, const void *key, uint32_t klen
 }
 
 int
-htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
-                uint32_t vlen, uint64_t hash, uint64_t *version_out, uint64_t t0_ns)
+htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, uint32_t klen,
+                const void *val, uint32_t vlen, uint64_t hash, uint64_t *version_out,
+                uint64_t t0_ns)
 {
-    struct shard *sh = db_shard(db, db_shard_of(db, hash));
     struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
-    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && db->nworkers == 0) {
+    if (grouped) {
         int rc = shard_put_grouped(sh, type, key, klen, val, vlen, hash, version_out);
         if (t0_ns != 0) {
             uint64_t now = htkv_now_ns();
@@ -1161,7 +1149,7 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
     pthread_mutex_lock(&sh->lock);
     int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
     if (rc == 0) {
-        shard_commit(sh, version);
+        htkv_shard_commit(sh, version);
     }
     if (t0_ns != 0) {
         /* Under the lock: this thread is the histogram's only writer now. */
@@ -1173,399 +1161,10 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
     return rc;
 }
 
-/* ---- batches ------------------------------------------------------------------------------ */
-
-struct part {
-    uint32_t shard;
-    uint32_t nops;  /* puts and deletes in this shard */
-    uint64_t bytes; /* records incl. batch frame */
-    struct hidx_ent **ents;
-};
-
-static inline const unsigned char *
-op_key(const struct htkv_batch *b, const struct batch_op *op)
-{
-    return b->data + op->data_off;
-}
-
-static inline uint64_t
-op_hash(const struct htkv_db *db, const struct htkv_batch *b, const struct batch_op *op)
-{
-    return htkv_hash(op_key(b, op), op->klen, db->hash_seed);
-}
-
-static int
-cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Distinct shards touched by the batch's operations and checks, ascending. */
-static uint32_t
-batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint64_t *hashes)
-{
-    uint32_t n = 0;
-    for (size_t i = 0; i < b->nops; i++) {
-        hashes[i] = op_hash(db, b, &b->ops[i]);
-        out[n++] = db_shard_of(db, hashes[i]);
-    }
-    qsort(out, n, sizeof(*out), cmp_u32);
-    uint32_t u = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (u == 0 || out[u - 1] != out[i]) {
-            out[u++] = out[i];
-        }
-    }
-    return u;
-}
-
-static int
-batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
-                   struct part *p)
-{
-    struct shard *sh = db_shard(db, p->shard);
-    int rc = shard_check_writable(db, sh);
-    if (rc != 0) {
-        return rc;
-    }
-    for (size_t i = 0; i < b->nops; i++) {
-        const struct batch_op *op = &b->ops[i];
-        if (db_shard_of(db, hashes[i]) != p->shard) {
-            continue;
-        }
-        if (op->type == 0) {
-            if (shard_current_version(sh, hashes[i], op_key(b, op), op->klen) != op->version) {
-                return HTKV_ECONFLICT;
-            }
-        } else {
-            p->nops++;
-            p->bytes += htkv_rec_size(op->klen, op->vlen);
-        }
-    }
-    if (p->nops == 0) {
-        return 0;
-    }
-    p->bytes += BATCH_FRAME_BYTES;
-    rc = htkv_shard_make_room(sh, p->bytes);
-    if (rc == 0) {
-        rc = htkv_hidx_reserve(&sh->idx, p->nops, htkv_shard_retire_table, sh);
-    }
-    if (rc == 0) {
-        rc = pending_reserve(sh, p->nops);
-    }
-    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-        rc = htkv_trie_reserve(&sh->trie, p->nops);
-    }
-    if (rc != 0) {
-        return htkv_shard_prepare_failed(db, sh, rc);
-    }
-    p->ents = htkv_mem_calloc(p->nops, sizeof(*p->ents));
-    if (p->ents == NULL) {
-        return -ENOMEM;
-    }
-    for (uint32_t i = 0; i < p->nops; i++) {
-        p->ents[i] = ent_new(sh);
-        if (p->ents[i] == NULL) {
-            return -ENOMEM;
-        }
-    }
-    return 0;
-}
-
-static void
-batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
-                  struct part *p, uint32_t parts, uint64_t version)
-{
-    struct shard *sh = db_shard(db, p->shard);
-    struct seg *s = shard_active(sh);
-    unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
-    htkv_store32(frame, p->nops);
-    htkv_store32(frame + 4, parts);
-    htkv_shard_append_wt(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
-    uint32_t k = 0;
-    for (size_t i = 0; i < b->nops; i++) {
-        const struct batch_op *op = &b->ops[i];
-        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard) {
-            continue;
-        }
-        const unsigned char *key = op_key(b, op);
-        uint64_t off = htkv_shard_append_wt(s, op->type, REC_F_BATCH, version, key, op->klen,
-                                            key + op->klen, op->vlen);
-        *p->ents[k++] =
-            (struct hidx_ent){ .version = version,
-                               .hash = hashes[i],
-                               .seg = s,
-                               .off = (uint32_t)off,
-                               .rec_bytes = (uint32_t)(REC_HDR_BYTES + op->klen + op->vlen),
-                               .key_len = op->klen,
-                               .del = op->type == REC_DEL,
-                               .checked = 1 };
-    }
-    HTKV_ASSERT(k == p->nops);
-    htkv_shard_append_wt(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
-    atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
-}
-
-/*
- * A batch with parts in several shards, in HTKV_SYNC_ALWAYS: sync every part and publish them
- * together while all the locks are held, so that no reader or view ever sees one part without
- * the others. The syncs also cover everything appended to those shards before (their versions
- * are smaller and were appended under the same locks), so publishing up to the batch's version
- * is sound. Holding the locks across the syncs delays those shards' writers: the price of
- * cross-shard atomicity under power loss.
- */
-static int
-batch_sync_parts(struct htkv_db *db, struct part *parts, uint32_t nparts, uint64_t version)
-{
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops == 0) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        struct seg *s = shard_active(sh);
-        uint64_t group = htkv_shard_sync_begin(sh);
-        uint64_t t0 = htkv_now_ns();
-        int rc = htkv_seg_sync(s);
-        atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
-        htkv_shard_sync_end(sh, group, t0);
-        if (rc != 0) {
-            htkv_shard_fail_sync(sh, s, rc);
-            return HTKV_EFAILED;
-        }
-    }
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops > 0) {
-            htkv_shard_publish(db_shard(db, parts[i].shard), version);
-        }
-    }
-    return 0;
-}
-
-static void
-parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
-{
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].ents == NULL) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        for (uint32_t k = 0; k < parts[i].nops; k++) {
-            if (parts[i].ents[k] != NULL) {
-                ent_drop(sh, parts[i].ents[k]);
-            }
-        }
-        htkv_mem_free(parts[i].ents);
-        parts[i].ents = NULL;
-    }
-}
-
-static int
-version_not_above(uint64_t v, uint64_t latest)
-{
-    htkv_set_error("version %llu is not above the latest version %llu", (unsigned long long)v,
-                   (unsigned long long)latest);
-    return -ERANGE;
-}
-
-/*
- * Claim the caller's version @p v for a batch (htkv_submit()): it must be above every version
- * applied so far (htkv_db_latest()), so that each shard still installs versions in increasing
- * order. A version at or above this open's first local version moves the local counter past it;
- * one below (a replica re-applying the log after a reopen skipped the versions a crash may have
- * taken back) is tracked in submit_hi, and allowed only while no local write took a version in
- * this open. 0, -ERANGE, or the error of reserving it (db_version_check()).
- */
-static int
-batch_take_version(struct htkv_db *db, uint64_t v)
-{
-    if (v > REC_VERSION_MAX) {
-        htkv_set_error("version %llu is above the largest version %llu", (unsigned long long)v,
-                       (unsigned long long)REC_VERSION_MAX);
-        return -ERANGE;
-    }
-    if (v <= db->latest_at_open) {
-        return version_not_above(v, htkv_db_latest(db));
-    }
-    int rc = db_version_check(db, v);
-    if (rc != 0) {
-        return rc;
-    }
-    uint64_t cur = atomic_load_explicit(&db->next_version, memory_order_relaxed);
-    if (v >= db->open_next) {
-        do {
-            if (v < cur) {
-                return version_not_above(v, htkv_db_latest(db));
-            }
-        } while (!atomic_compare_exchange_weak_explicit(
-            &db->next_version, &cur, v + 1, memory_order_relaxed, memory_order_relaxed));
-        return 0;
-    }
-    uint64_t hi = atomic_load_explicit(&db->submit_hi, memory_order_relaxed);
-    do {
-        if (v <= hi || atomic_load_explicit(&db->next_version, memory_order_relaxed) != cur ||
-            cur != db->open_next) {
-            return version_not_above(v, htkv_db_latest(db));
-        }
-    } while (!atomic_compare_exchange_weak_explicit(&db->submit_hi, &hi, v, memory_order_release,
-                                                    memory_order_relaxed));
-    return 0;
-}
-
-int
-htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
-                       uint32_t *shards_out, uint32_t *nshards_out)
-{
-    *version_out = 0;
-    *nshards_out = 0;
-    if (b->nops == 0) {
-        return 0;
-    }
-    int rc = -ENOMEM;
-    uint64_t *hashes = htkv_mem_alloc(b->nops * sizeof(*hashes));
-    uint32_t *ids = htkv_mem_alloc(b->nops * sizeof(*ids));
-    struct part *parts = NULL;
-    uint32_t nparts = 0, locked = 0, writing = 0;
-    if (hashes == NULL || ids == NULL) {
-        goto out_free;
-    }
-    nparts = batch_shards(db, b, ids, hashes);
-    parts = htkv_mem_calloc(nparts, sizeof(*parts));
-    if (parts == NULL) {
-        goto out_free;
-    }
-    for (locked = 0; locked < nparts; locked++) {
-        parts[locked].shard = ids[locked];
-        pthread_mutex_lock(&db_shard(db, ids[locked])->lock);
-    }
-    for (uint32_t i = 0; i < nparts; i++) {
-        rc = batch_prepare_part(db, b, hashes, &parts[i]);
-        if (rc != 0) {
-            goto out_unlock;
-        }
-        writing += parts[i].nops > 0;
-    }
-    if (writing == 0) {
-        goto out_unlock; /* conditions only: they hold, nothing to write */
-    }
-    uint64_t version;
-    if (b->fixed_version != 0) {
-        rc = batch_take_version(db, b->fixed_version);
-        if (rc != 0) {
-            goto out_unlock;
-        }
-        version = b->fixed_version;
-    } else {
-        version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
-        if (HTKV_UNLIKELY(version > REC_VERSION_MAX)) {
-            rc = version_exhausted();
-            goto out_unlock;
-        }
-        rc = db_version_check(db, version);
-        if (HTKV_UNLIKELY(rc != 0)) {
-            goto out_unlock;
-        }
-    }
-    /* Append every part under all the locks; in write-through segments the parts reach the
-     * files before anything is installed. */
-    for (uint32_t i = 0; i < nparts && rc == 0; i++) {
-        if (parts[i].nops == 0) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        struct seg *s = shard_active(sh);
-        batch_append_part(db, b, hashes, &parts[i], writing, version);
-        rc = shard_write_out(sh, s);
-        if (rc != 0) {
-            /* Its frame went with the tail. The parts written before stay in their segments
-             * uninstalled: dead bytes, and for recovery an incomplete batch. */
-            atomic_fetch_sub_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
-            for (uint32_t j = 0; j < i; j++) {
-                if (parts[j].nops > 0) {
-                    struct seg *o = shard_active(db_shard(db, parts[j].shard));
-                    atomic_fetch_add_explicit(&o->dead_bytes, parts[j].bytes - BATCH_FRAME_BYTES,
-                                              memory_order_relaxed);
-                }
-            }
-        }
-    }
-    if (rc != 0) {
-        goto out_unlock;
-    }
-    /* From here on nothing can fail: install every part under all the locks. */
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops == 0) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        for (uint32_t k = 0; k < parts[i].nops; k++) {
-            shard_install(sh, parts[i].ents[k]);
-            parts[i].ents[k] = NULL;
-        }
-        sh->appended = version;
-        sh->batches++;
-        sh->metrics.unsynced_writes++;
-        hist_add(&sh->metrics.bytes_written, parts[i].bytes);
-        shards_out[(*nshards_out)++] = parts[i].shard;
-        if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
-            shard_commit(sh, version);
-        }
-    }
-    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && writing > 1) {
-        rc = batch_sync_parts(db, parts, nparts, version);
-    }
-    *version_out = version;
-
-out_unlock:
-    parts_free(db, parts, nparts);
-    while (locked > 0) {
-        pthread_mutex_unlock(&db_shard(db, ids[--locked])->lock);
-    }
-out_free:
-    htkv_mem_free(parts);
-    htkv_mem_free(ids);
-    htkv_mem_free(hashes);
-    return rc;
-}
-
-int
-htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out)
-{
-    uint32_t small[16];
-    uint32_t *shards = small;
-    if (b->nops > 16) {
-        shards = htkv_mem_alloc(b->nops * sizeof(*shards));
-        if (shards == NULL) {
-            return -ENOMEM;
-        }
-    }
-    uint32_t n = 0;
-    uint64_t version = 0;
-    int rc = htkv_shard_stage_batch(db, b, &version, shards, &n);
-    /* ALWAYS: wait for each shard's group sync with the locks released, so that writers of other
-     * shards are not held up and this batch can share syncs with them. */
-    if (rc == 0 && db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
-        for (uint32_t i = 0; i < n; i++) {
-            struct shard *sh = db_shard(db, shards[i]);
-            pthread_mutex_lock(&sh->lock);
-            int wrc = shard_wait_durable(sh, version); /* releases the lock */
-            if (wrc != 0 && rc == 0) {
-                rc = wrc;
-            }
-        }
-    }
-    *version_out = rc == 0 ? version : 0;
-    if (shards != small) {
-        htkv_mem_free(shards);
-    }
-    return rc;
-}
-
 /* fdatasync the active segment (only when dirty unless @p force), outside the lock. */
 static int
 shard_sync_active(struct shard *sh, bool force)
 {
-    struct htkv_db *db = sh->db;
     pthread_mutex_lock(&sh->lock);
     if (sh->failed) {
         pthread_mutex_unlock(&sh->lock);
@@ -1585,7 +1184,7 @@ shard_sync_active(struct shard *sh, bool force)
     htkv_seg_pin(s);
     pthread_mutex_unlock(&sh->lock);
     int rc = htkv_seg_sync(s);
-    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->env->syncs, 1, memory_order_relaxed);
     pthread_mutex_lock(&sh->lock);
     htkv_shard_sync_end(sh, group, t0);
     if (rc != 0) {

@@ -19,11 +19,37 @@
 #include "engine/ebr.h"
 #include "engine/hidx.h"
 #include "engine/internal.h"
+#include "engine/log.h"
 #include "engine/metrics.h"
 #include "engine/seg.h"
 #include "engine/trie.h"
+#include "engine/versions.h"
 
 struct htkv_db;
+struct manifest;
+struct shard_ro;
+
+/*
+ * What the shards of one store share. The store embeds it and fills it at open, before it
+ * creates the first shard; each shard keeps a pointer. Everything but the atomics is fixed once
+ * the shards exist.
+ */
+struct shard_env {
+    const char *dir;            /* the store's directory: shard-SSS lives under it */
+    uint64_t max_segment_bytes; /* htkv_config */
+    int sync_mode;              /* htkv_config: HTKV_SYNC_* */
+    uint32_t shard_count;
+    uint64_t hash_seed;
+    struct manifest *man;
+    struct ebr *ebr;
+    struct versions *ver;
+    struct shard_ro *ro; /* shard_count entries: ro[i] holds shard i's visible version */
+    struct htkv_log_sink log;
+    /* Store-wide states the shards set and the store reports. */
+    _Alignas(HTKV_CACHELINE) _Atomic int no_space; /* ENOSPC seen: writes refused until reopen */
+    _Atomic int failed;                            /* a shard failed (write or fdatasync) */
+    _Atomic uint64_t syncs;                        /* fdatasyncs of segments */
+};
 
 /* Reclaim retired memory every 64 retirements: one slot scan (256 lines) per 64 writes. */
 #define SHARD_RECLAIM_EVERY 64u
@@ -49,6 +75,9 @@ struct put_req {
 
 struct shard {
     pthread_mutex_t lock; /* writers of this shard */
+    struct shard_env *env;
+    /* The store that owns the shard, for its callers that hold only the shard: opaque here (the
+     * shard layer never looks into it). */
     struct htkv_db *db;
     uint32_t id;
     unsigned arena; /* its worker's (internal.h): entries, tables and trie nodes come from it */
@@ -110,7 +139,10 @@ struct shard_ro {
     struct shard *shard;
 };
 
-int htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out);
+/* Create shard @p id of the store @p owner (shard-SSS under env->dir), allocating from @p arena.
+ * 0 or -ENOMEM. */
+int htkv_shard_create(struct shard_env *env, struct htkv_db *owner, uint32_t id, unsigned arena,
+                      struct shard **out);
 void htkv_shard_destroy(struct shard *sh);
 int htkv_shard_new_segment(struct shard *sh, uint64_t need);
 void htkv_shard_retire_table(void *ctx, void *table);
@@ -122,13 +154,13 @@ void htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e);
 extern unsigned htkv_put_group_rounds;
 
 /*
- * Single-op fast path used by htkv_put/htkv_delete: under the shard lock, or in inline
- * HTKV_SYNC_ALWAYS through the shard's put groups (shard.c), returning once the write is
- * durable and visible. A non-zero @p t0_ns (htkv_now_ns() when the caller's call began) records
- * the call's latency in the shard's put or delete histogram; 0 records nothing (a worker: the
- * caller's latency is recorded at completion).
+ * Single-op fast path used by htkv_put/htkv_delete on shard @p sh (the key's): under the shard
+ * lock, or with @p grouped (inline HTKV_SYNC_ALWAYS) through the shard's put groups (shard.c),
+ * returning once the write is durable and visible. A non-zero @p t0_ns (htkv_now_ns() when the
+ * caller's call began) records the call's latency in the shard's put or delete histogram; 0 records
+ * nothing (a worker: the caller's latency is recorded at completion).
  */
-int htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen,
+int htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, uint32_t klen,
                     const void *val, uint32_t vlen, uint64_t hash, uint64_t *version,
                     uint64_t t0_ns);
 
@@ -181,7 +213,41 @@ int htkv_shard_make_room(struct shard *sh, uint64_t need);
 
 /* Turn a space or I/O failure of a prepare phase into the store's policy (ENOSPC: the store
  * refuses writes until reopen). Returns the code to report. */
-int htkv_shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc);
+int htkv_shard_prepare_failed(struct shard *sh, int rc);
+
+/* 0, or why @p sh refuses writes now: HTKV_EFAILED (it failed) or -ENOSPC (the store ran out of
+ * space). Lock held. */
+int htkv_shard_check_writable(struct shard *sh);
+
+/* The prepare phase's reservations for @p nents entries and @p bytes of records (lock held):
+ * room in the active segment, index, pending list and trie capacity, so that appending and
+ * installing cannot fail. 0 or the code of htkv_shard_prepare_failed(). */
+int htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents);
+
+/* Version of the key's newest entry as a condition sees it (0 = absent or deleted). Lock held. */
+uint64_t htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key,
+                                    uint32_t klen);
+
+/* An index entry from the shard's arena (counted in entry_bytes), or NULL; and its release when
+ * it was never installed. */
+struct hidx_ent *htkv_shard_ent_new(struct shard *sh);
+void htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e);
+
+/* Install @p e (filled, its record written out) as the newest version of its key: pending until
+ * htkv_shard_publish() covers its version. Cannot fail after htkv_shard_reserve(). Lock held. */
+void htkv_shard_install(struct shard *sh, struct hidx_ent *e);
+
+/* htkv_seg_write_out() of @p s, the active segment; a failure stops the shard's writes. Lock
+ * held. 0 or -errno. */
+int htkv_shard_write_out(struct shard *sh, struct seg *s);
+
+/* After staging without HTKV_SYNC_ALWAYS: mark the shard dirty and publish @p version at once
+ * (it is in the page cache). Lock held. */
+void htkv_shard_commit(struct shard *sh, uint64_t version);
+
+/* Return once @p version is durable and visible in @p sh, leading or joining its group syncs
+ * (HTKV_SYNC_ALWAYS). Called with the lock held; returns with it released. 0 or HTKV_EFAILED. */
+int htkv_shard_wait_durable(struct shard *sh, uint64_t version);
 
 /* Write SEAL at the tail of @p s and fdatasync it; s->sealed on success. 0 or -errno. */
 int htkv_shard_seal(struct seg *s);

@@ -700,7 +700,7 @@ restore_fail_unsure(struct htkv_db *db, int rc)
     for (uint32_t i = 0; i < db->shard_count; i++) {
         db_shard(db, i)->failed = true;
     }
-    atomic_store(&db->failed, 1);
+    atomic_store(&db->env.failed, 1);
     htkv_db_log(db, HTKV_LOG_ERROR,
                 "restore: syncing the directory after switching CURRENT failed: %s; the store "
                 "refuses writes until reopen, which finds the old contents or the snapshot's",
@@ -721,14 +721,14 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
             pthread_cond_wait(&sh->synced_cond, &sh->lock); /* a group sync of the old data */
         }
     }
-    if (atomic_load(&db->no_space)) {
+    if (atomic_load(&db->env.no_space)) {
         return -ENOSPC;
     }
     /* The restore's version: the snapshot's, or, when the store has gone past it (a rollback),
      * a new one above everything applied, which marks the restore for the change feed. Either
      * way it is reserved and recorded as applied before anything changes, so that the counter
      * never falls back, not even after a reopen. */
-    uint64_t latest = htkv_db_latest(db);
+    uint64_t latest = htkv_versions_latest(&db->ver);
     latest = in->version >= latest ? in->version : latest + 1;
     int rc = 0;
     if (latest > REC_VERSION_MAX) {
@@ -736,7 +736,7 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
                        (unsigned long long)in->version);
         rc = -EOVERFLOW;
     }
-    rc = rc != 0 ? rc : db_version_check(db, latest);
+    rc = rc != 0 ? rc : versions_check(&db->ver, latest);
     if (rc == 0) {
         rc = htkv_manifest_set_versions(db->man, 0, latest, false);
     }
@@ -791,10 +791,10 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
      * version a snapshot written next reports); the counter stays above it and above the
      * reservation a reopen may have skipped to. */
     uint64_t visible = latest;
-    uint64_t next = atomic_load(&db->next_version);
-    atomic_store(&db->next_version, next > latest ? next : latest + 1);
-    uint64_t hi = atomic_load(&db->submit_hi);
-    while (hi < latest && !atomic_compare_exchange_weak(&db->submit_hi, &hi, latest)) {
+    uint64_t next = atomic_load(&db->ver.next);
+    atomic_store(&db->ver.next, next > latest ? next : latest + 1);
+    uint64_t hi = atomic_load(&db->ver.submit_hi);
+    while (hi < latest && !atomic_compare_exchange_weak(&db->ver.submit_hi, &hi, latest)) {
     }
     for (uint32_t i = 0; i < db->shard_count; i++) {
         restore_switch(db, db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);

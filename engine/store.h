@@ -19,6 +19,7 @@
 #include "engine/internal.h"
 #include "engine/manifest.h"
 #include "engine/shard.h"
+#include "engine/versions.h"
 
 struct htkv_view;
 struct zombie;
@@ -67,25 +68,10 @@ struct htkv_db {
         _Atomic uint64_t compactions;
         uint64_t snapshot_seq; /* number of the last snapshot-NNNNNN.snap written (lock) */
     } compactor;
-    /*
-     * Versions never repeat (ARCHITECTURE.md, "Versions"). next_version is the next version a
-     * local write takes; version_hwm mirrors the manifest's reservation: a version above it is
-     * handed out only after htkv_db_reserve_versions() made a higher one durable. At open,
-     * next_version starts above the reservation (versions a crash may have taken back are
-     * skipped), latest_at_open is the latest version applied before, and open_next the first
-     * version of this open; submit_hi is the highest version htkv_submit() applied below
-     * open_next. htkv_db_latest() combines them.
-     */
-    _Alignas(HTKV_CACHELINE) _Atomic uint64_t next_version;
-    _Atomic uint64_t version_hwm;
-    _Atomic uint64_t submit_hi;
-    uint64_t latest_at_open;
-    uint64_t open_next;
-    bool unlocked; /* read-only without LOCK (htkv_db_open()): a writer may be appending */
+    struct shard_env env; /* what the shards share (shard.h) */
+    struct versions ver;  /* version allocation (versions.h); env.ver points at it */
+    bool unlocked;        /* read-only without LOCK (htkv_db_open()): a writer may be appending */
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
-    _Atomic int no_space;
-    _Atomic int failed;
-    _Atomic uint64_t syncs;
     /* INTERVAL-mode syncer thread. */
     struct {
         pthread_t thread;
@@ -146,25 +132,28 @@ db_ent_check(struct htkv_db *db, struct hidx_ent *e)
     return htkv_ent_check_slow(e);
 }
 
-/*
- * Make versions up to @p v safe to hand out: record a reservation above @p v in the manifest
- * (one fdatasync) unless one is already there. 0, -EROFS on a read-only handle, or the error of
- * the manifest write (the version must then not be used).
- */
-int htkv_db_reserve_versions(struct htkv_db *db, uint64_t v);
-
-/* Version @p v may be handed out: 0 (the usual case, one load), or as htkv_db_reserve_versions. */
+/* htkv_shard_put1() on the key's shard: through its put groups in inline HTKV_SYNC_ALWAYS. */
 static inline int
-db_version_check(struct htkv_db *db, uint64_t v)
+db_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
+        uint32_t vlen, uint64_t hash, uint64_t *version, uint64_t t0_ns)
 {
-    if (HTKV_LIKELY(v <= atomic_load_explicit(&db->version_hwm, memory_order_acquire))) {
-        return 0;
-    }
-    return htkv_db_reserve_versions(db, v);
+    bool grouped = db->cfg.sync_mode == HTKV_SYNC_ALWAYS && db->nworkers == 0;
+    return htkv_shard_put1(db_shard(db, db_shard_of(db, hash)), grouped, type, key, klen, val, vlen,
+                           hash, version, t0_ns);
 }
 
-/* The latest version applied (htkv_latest_version()): never below one acknowledged before. */
-uint64_t htkv_db_latest(struct htkv_db *db);
+/* A key argument of the API: 0, -EINVAL (NULL or empty) or HTKV_ETOOBIG. */
+static inline int
+check_key(const void *key, size_t klen)
+{
+    if (HTKV_UNLIKELY(key == NULL || klen == 0)) {
+        return htkv_einval(__func__);
+    }
+    if (HTKV_UNLIKELY(klen > HTKV_KEY_MAX)) {
+        return HTKV_ETOOBIG;
+    }
+    return 0;
+}
 
 /*
  * Test hook: while true, htkv_close() leaves the store as a process killed at that moment would
