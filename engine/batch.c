@@ -248,7 +248,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
     htkv_store32(frame, p->nops);
     htkv_store32(frame + 4, parts);
-    htkv_shard_append_wt(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
+    htkv_seg_append_wt(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
     uint32_t k = 0;
     for (size_t i = 0; i < b->nops; i++) {
         const struct batch_op *op = &b->ops[i];
@@ -256,8 +256,8 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
             continue;
         }
         const unsigned char *key = op_key(b, op);
-        uint64_t off = htkv_shard_append_wt(s, op->type, REC_F_BATCH, version, key, op->klen,
-                                            key + op->klen, op->vlen);
+        uint64_t off = htkv_seg_append_wt(s, op->type, REC_F_BATCH, version, key, op->klen,
+                                          key + op->klen, op->vlen);
         *p->ents[k++] =
             (struct hidx_ent){ .version = version,
                                .hash = hashes[i],
@@ -269,7 +269,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
                                .checked = 1 };
     }
     HTKV_ASSERT(k == p->nops);
-    htkv_shard_append_wt(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
+    htkv_seg_append_wt(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
     atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
 }
 

@@ -192,7 +192,7 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
     HTKV_ASSERT(d != e->seg);
     const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
     uint64_t off =
-        htkv_shard_append(d, h->type, 0, h->version, key, h->key_len, key + h->key_len, h->val_len);
+        htkv_seg_append(d, h->type, 0, h->version, key, h->key_len, key + h->key_len, h->val_len);
     *n = (struct hidx_ent){ .version = e->version,
                             .hash = e->hash,
                             .seg = d,
@@ -309,33 +309,6 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
     return *off >= v->tail ? STEP_DONE : STEP_MORE;
 }
 
-void
-htkv_seg_close_cb(void *p)
-{
-    htkv_seg_close(p);
-}
-
-void
-htkv_seg_remove_files(struct htkv_db *db, struct seg *s)
-{
-    while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
-        sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
-    }
-    char hint[4200];
-    htkv_hint_path(hint, sizeof(hint), s->path);
-    /* The segment is out of the manifest already (its drop is durable), so a file an unlink
-     * leaves behind is an orphan: never read, removed by the next writable open. The failure is
-     * logged and costs disk space until then, never data: the caller goes on. The mapping stays
-     * valid until the segment is closed. */
-    const char *paths[2] = { s->path, hint };
-    for (int i = 0; i < 2; i++) {
-        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(paths[i])) != 0 && errno != ENOENT) {
-            htkv_db_log(db, HTKV_LOG_WARN, "%s: not removed (%s); the next open removes it",
-                        paths[i], strerror(errno));
-        }
-    }
-}
-
 /* Release a dropped segment (views.lock and the shard's lock held): through EBR at once when no
  * view predates the drop, else as zombie @p z (taken) until those views close. */
 static void
@@ -386,7 +359,7 @@ htkv_compact_free_zombies(struct htkv_db *db)
 static void
 drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *z)
 {
-    htkv_seg_remove_files(db, v);
+    htkv_seg_remove_files(&db->env.log, v);
     pthread_mutex_lock(&db->views.lock);
     pthread_mutex_lock(&sh->lock);
     size_t i = 0;

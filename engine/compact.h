@@ -42,14 +42,6 @@ int htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
  */
 int htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active);
 
-/* EBR free function of a segment: htkv_seg_close(). */
-void htkv_seg_close_cb(void *p);
-
-/* Once no fdatasync of @p s is in flight (io_pins), unlink its file and its hint; its mapping
- * stays valid until it is closed. For a segment already out of its shard's list and out of the
- * manifest: a file that cannot be removed is logged and left as an orphan for the next open. */
-void htkv_seg_remove_files(struct htkv_db *db, struct seg *s);
-
 /* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views.lock held). */
 void htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen);
 

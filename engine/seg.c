@@ -11,12 +11,15 @@
 #include "uring/ur_fault.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/crc32c.h"
+#include "engine/hint.h"
+#include "engine/log.h"
 #include "engine/rec.h"
 
 HTKV_STATIC_ASSERT(SEG_HDR_BYTES % 8 == 0, "records after the header stay 8-byte aligned");
@@ -495,4 +498,100 @@ htkv_seg_close(struct seg *s)
     }
     htkv_mem_free(s->wbuf);
     htkv_mem_free(s);
+}
+
+/* ---- appending and sealing (the shard's lock held on the active segment) ------------------ */
+
+static uint64_t
+seg_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, uint64_t version,
+              const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+    uint64_t off = s->tail;
+    uint64_t size = htkv_rec_size(klen, vlen);
+    HTKV_ASSERT(off + size <= s->file_bytes);
+    unsigned char *dst = s->map + off;
+    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
+        if (s->wbuf_len == 0) {
+            s->wbuf_off = off;
+        }
+        dst = s->wbuf + s->wbuf_len;
+        s->wbuf_len += size;
+        s->wbuf_recs++;
+    } else {
+        HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
+    }
+    uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
+    HTKV_ASSERT(w == size);
+    s->tail = off + size;
+    s->records++;
+    if (type != REC_SEAL && version > s->max_version) {
+        s->max_version = version;
+    }
+    return off;
+}
+
+uint64_t
+htkv_seg_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                uint32_t klen, const void *val, uint32_t vlen)
+{
+    return seg_append_at(s, false, type, flags, version, key, klen, val, vlen);
+}
+
+uint64_t
+htkv_seg_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                   uint32_t klen, const void *val, uint32_t vlen)
+{
+    return seg_append_at(s, true, type, flags, version, key, klen, val, vlen);
+}
+
+int
+htkv_seg_seal(struct seg *s)
+{
+    unsigned char p[REC_SEAL_PAYLOAD];
+    htkv_store64(p, s->records);
+    htkv_store64(p + 8, s->tail);
+    int rc = htkv_seg_reserve(s, SEG_SEAL_BYTES);
+    if (rc == 0) {
+        htkv_seg_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
+        atomic_fetch_add_explicit(&s->dead_bytes, SEG_SEAL_BYTES, memory_order_relaxed);
+    } else if (rc != HTKV_EFULL) {
+        return rc;
+    }
+    /* HTKV_EFULL: a segment reopened with its mapping ending right after its data (an oversized
+     * record's segment, or a larger max_segment_bytes then) has no room for SEAL. The record is
+     * an optimisation only: recovery scans a segment without it the same way. */
+    rc = htkv_seg_sync(s);
+    if (rc == 0) {
+        s->sealed = true;
+    }
+    return rc;
+}
+
+/* ---- removal ------------------------------------------------------------------------------ */
+
+void
+htkv_seg_close_cb(void *p)
+{
+    htkv_seg_close(p);
+}
+
+void
+htkv_seg_remove_files(const struct htkv_log_sink *log, struct seg *s)
+{
+    while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
+        sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
+    }
+    char hint[4200];
+    htkv_hint_path(hint, sizeof(hint), s->path);
+    /* The segment is out of the manifest already (its drop is durable), so a file an unlink
+     * leaves behind is an orphan: never read, removed by the next writable open. The failure is
+     * logged and costs disk space until then, never data: the caller goes on. The mapping stays
+     * valid until the segment is closed. */
+    const char *paths[2] = { s->path, hint };
+    for (int i = 0; i < 2; i++) {
+        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(paths[i])) != 0 && errno != ENOENT) {
+            htkv_log(log, HTKV_LOG_WARN, "%s: not removed (%s); the next open removes it", paths[i],
+                     strerror(errno));
+        }
+    }
 }

@@ -16,8 +16,8 @@
  *      shard's lock), so `visible` only grows.
  *   2. A record is in the page cache (a completed store into the MAP_SHARED mapping) before the
  *      entry that points at it is published.
- *   3. A segment created by this process keeps SEAL_BYTES free for its SEAL record (one reopened
- *      with no room after its data is sealed by a sync alone).
+ *   3. A segment created by this process keeps SEG_SEAL_BYTES free for its SEAL record (one
+ * reopened with no room after its data is sealed by a sync alone).
  *   4. A segment receives records only after its MAN_SEG_ADD edit is durable.
  */
 #include "engine/shard.h"
@@ -37,10 +37,6 @@
 #include "engine/rec.h"
 #include "engine/run.h"
 #include "uring/ur_fault.h"
-
-#define SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
-
-HTKV_STATIC_ASSERT(SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
 
 static const unsigned char *
 shard_trie_key(const void *val, uint32_t *len, void *ctx)
@@ -146,48 +142,6 @@ htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
     }
 }
 
-static uint64_t
-shard_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, uint64_t version,
-                const void *key, uint32_t klen, const void *val, uint32_t vlen)
-{
-    uint64_t off = s->tail;
-    uint64_t size = htkv_rec_size(klen, vlen);
-    HTKV_ASSERT(off + size <= s->file_bytes);
-    unsigned char *dst = s->map + off;
-    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
-        if (s->wbuf_len == 0) {
-            s->wbuf_off = off;
-        }
-        dst = s->wbuf + s->wbuf_len;
-        s->wbuf_len += size;
-        s->wbuf_recs++;
-    } else {
-        HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
-    }
-    uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
-    HTKV_ASSERT(w == size);
-    s->tail = off + size;
-    s->records++;
-    if (type != REC_SEAL && version > s->max_version) {
-        s->max_version = version;
-    }
-    return off;
-}
-
-uint64_t
-htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-                  uint32_t klen, const void *val, uint32_t vlen)
-{
-    return shard_append_at(s, false, type, flags, version, key, klen, val, vlen);
-}
-
-uint64_t
-htkv_shard_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-                     uint32_t klen, const void *val, uint32_t vlen)
-{
-    return shard_append_at(s, true, type, flags, version, key, klen, val, vlen);
-}
-
 /* htkv_seg_write_out() of the active segment; a failure stops the shard's writes. Lock held. */
 int
 htkv_shard_write_out(struct shard *sh, struct seg *s)
@@ -199,29 +153,6 @@ htkv_shard_write_out(struct shard *sh, struct seg *s)
         htkv_log(&sh->env->log, HTKV_LOG_ERROR,
                  "%s: write failed: %s; shard %u refuses writes until reopen", s->path,
                  htkv_strerror(rc), sh->id);
-    }
-    return rc;
-}
-
-int
-htkv_shard_seal(struct seg *s)
-{
-    unsigned char p[REC_SEAL_PAYLOAD];
-    htkv_store64(p, s->records);
-    htkv_store64(p + 8, s->tail);
-    int rc = htkv_seg_reserve(s, SEAL_BYTES);
-    if (rc == 0) {
-        htkv_shard_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
-        atomic_fetch_add_explicit(&s->dead_bytes, SEAL_BYTES, memory_order_relaxed);
-    } else if (rc != HTKV_EFULL) {
-        return rc;
-    }
-    /* HTKV_EFULL: a segment reopened with its mapping ending right after its data (an oversized
-     * record's segment, or a larger max_segment_bytes then) has no room for SEAL. The record is
-     * an optimisation only: recovery scans a segment without it the same way. */
-    rc = htkv_seg_sync(s);
-    if (rc == 0) {
-        s->sealed = true;
     }
     return rc;
 }
@@ -251,7 +182,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
 {
     struct shard_env *env = sh->env;
     uint64_t cap = env->max_segment_bytes;
-    uint64_t min = SEG_DATA_OFF + need + SEAL_BYTES;
+    uint64_t min = SEG_DATA_OFF + need + SEG_SEAL_BYTES;
     if (cap < min) {
         cap = htkv_align_up(min, 4096); /* an oversized record gets a segment of its own */
     }
@@ -297,7 +228,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     }
     struct seg *old = shard_active(sh);
     if (old != NULL && !old->sealed) {
-        rc = htkv_shard_seal(old);
+        rc = htkv_seg_seal(old);
         if (rc != 0) {
             /* The old segment's data may not be durable: same rule as any failed sync. */
             htkv_shard_fail_sync(sh, old, rc);
@@ -313,14 +244,14 @@ int
 htkv_shard_make_room(struct shard *sh, uint64_t need)
 {
     struct seg *s = shard_active(sh);
-    if (s == NULL || s->sealed || s->tail + need + SEAL_BYTES > s->map_bytes) {
+    if (s == NULL || s->sealed || s->tail + need + SEG_SEAL_BYTES > s->map_bytes) {
         int rc = htkv_shard_new_segment(sh, need);
         if (rc != 0) {
             return rc;
         }
         s = shard_active(sh);
     }
-    int rc = htkv_seg_reserve(s, need + SEAL_BYTES);
+    int rc = htkv_seg_reserve(s, need + SEG_SEAL_BYTES);
     return rc == 0 ? htkv_seg_wbuf_reserve(s, need) : rc;
 }
 
@@ -752,7 +683,7 @@ shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, c
         htkv_shard_ent_drop(sh, e);
         return rc;
     }
-    uint64_t off = htkv_shard_append_wt(s, type, 0, v, key, klen, val, vlen);
+    uint64_t off = htkv_seg_append_wt(s, type, 0, v, key, klen, val, vlen);
     *e = (struct hidx_ent){ .version = v,
                             .hash = hash,
                             .seg = s,
@@ -871,7 +802,7 @@ static bool
 shard_needs_segment(struct shard *sh, uint64_t size)
 {
     struct seg *s = shard_active(sh);
-    return s == NULL || s->sealed || s->tail + size + SEAL_BYTES > s->map_bytes;
+    return s == NULL || s->sealed || s->tail + size + SEG_SEAL_BYTES > s->map_bytes;
 }
 
 /*

@@ -192,21 +192,6 @@ int htkv_shard_trie_ensure(struct shard *sh);
 /* Record a failed fdatasync of @p s: the shard refuses writes from now on (lock held). */
 void htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc);
 
-/*
- * Append one record at the tail of @p s (room reserved by htkv_shard_make_room()); returns its
- * offset. Lock held.
- */
-uint64_t htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version,
-                           const void *key, uint32_t klen, const void *val, uint32_t vlen);
-
-/*
- * htkv_shard_append() for a caller's write: in a write_through segment the record goes to the
- * segment's buffer (room reserved by htkv_shard_make_room()), and the caller must
- * htkv_seg_write_out() before anything points at it. Lock held.
- */
-uint64_t htkv_shard_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version,
-                              const void *key, uint32_t klen, const void *val, uint32_t vlen);
-
 /* Make room for @p need bytes of records in the active segment, rotating if it is full. Lock
  * held. 0, -ENOSPC, -ENOMEM, HTKV_EFAILED, HTKV_ETOOBIG or -errno. */
 int htkv_shard_make_room(struct shard *sh, uint64_t need);
@@ -248,9 +233,6 @@ void htkv_shard_commit(struct shard *sh, uint64_t version);
 /* Return once @p version is durable and visible in @p sh, leading or joining its group syncs
  * (HTKV_SYNC_ALWAYS). Called with the lock held; returns with it released. 0 or HTKV_EFAILED. */
 int htkv_shard_wait_durable(struct shard *sh, uint64_t version);
-
-/* Write SEAL at the tail of @p s and fdatasync it; s->sealed on success. 0 or -errno. */
-int htkv_shard_seal(struct seg *s);
 
 /* Active segment of @p sh (lock held). */
 static inline struct seg *

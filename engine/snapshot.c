@@ -538,7 +538,7 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
     struct seg *s = n->nsegs ? n->segs[n->nsegs - 1] : NULL;
     int rc = 0;
     if (s == NULL || s->tail + size + seal > s->map_bytes) {
-        if (s != NULL && (rc = htkv_shard_seal(s)) != 0) {
+        if (s != NULL && (rc = htkv_seg_seal(s)) != 0) {
             return rc;
         }
         if ((rc = new_seg(db, sh, n, size)) != 0) {
@@ -554,7 +554,7 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
     if (e == NULL) {
         return -ENOMEM;
     }
-    uint64_t off = htkv_shard_append(s, REC_SET, 0, version, key, klen, val, vlen);
+    uint64_t off = htkv_seg_append(s, REC_SET, 0, version, key, klen, val, vlen);
     *e = (struct hidx_ent){ .version = version,
                             .hash = hash,
                             .seg = s,
@@ -680,7 +680,7 @@ restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t no
 {
     for (size_t i = 0; i < nold; i++) {
         struct seg *s = old[i];
-        htkv_seg_remove_files(db, s);
+        htkv_seg_remove_files(&db->env.log, s);
         pthread_mutex_lock(&sh->lock);
         htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
         pthread_mutex_unlock(&sh->lock);
