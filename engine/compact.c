@@ -143,31 +143,6 @@ fence(struct htkv_db *db, uint64_t *floor)
 }
 
 /*
- * Find @p e in the shard's pending list (entries newer than the last prune, in version order):
- * true and its index through @p at, or false. O(log n) plus the entries of one batch.
- */
-static bool
-pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at)
-{
-    size_t lo = sh->pend_head, hi = sh->pend_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sh->pending[mid]->version < e->version) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    for (; lo < sh->pend_count && sh->pending[lo]->version == e->version; lo++) {
-        if (sh->pending[lo] == e) {
-            *at = lo;
-            return true;
-        }
-    }
-    return false;
-}
-
-/*
  * Replace head entry @p e (in the victim) by a copy of its record in the active segment. The
  * copy takes over e's chain of older versions (open views may walk it) and, when @p pend is
  * not SIZE_MAX, e's place in the pending list.
@@ -209,8 +184,7 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
     atomic_store_explicit(&n->prev, atomic_load_explicit(&e->prev, memory_order_relaxed),
                           memory_order_release);
     if (pend != SIZE_MAX) {
-        HTKV_ASSERT(sh->pending[pend] == e);
-        sh->pending[pend] = n;
+        htkv_shard_pending_swap(sh, pend, e, n);
     }
     if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
         void *prev;
@@ -287,7 +261,7 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
             }
             if (e != NULL && e->seg == v && e->off == *off) {
                 size_t pend = SIZE_MAX;
-                if (e->version > upto && !pending_find(sh, e, &pend)) {
+                if (e->version > upto && !htkv_shard_pending_find(sh, e, &pend)) {
                     return STEP_POSTPONE;
                 }
                 /* Only a tombstone at or below the fence goes: the change feed reports every
@@ -316,7 +290,7 @@ retire_seg(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z
 {
     if (db->views.open == 0) {
         htkv_mem_free(z);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
+        htkv_shard_retire_seg(sh, s);
         return;
     }
     *z = (struct zombie){
@@ -338,7 +312,7 @@ htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
         *pp = z->next;
         struct shard *sh = db_shard(db, z->shard);
         pthread_mutex_lock(&sh->lock);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, z->seg, htkv_seg_close_cb);
+        htkv_shard_retire_seg(sh, z->seg);
         pthread_mutex_unlock(&sh->lock);
         htkv_mem_free(z);
     }

@@ -177,29 +177,14 @@ db_exit(struct htkv_db *db, unsigned slot)
 
 /* ---- syncer (HTKV_SYNC_INTERVAL) ------------------------------------------------------------ */
 
-static void *
-syncer_main(void *arg)
+/* One round of the syncer: fdatasync every dirty shard. */
+static void
+syncer_round(void *arg)
 {
     struct htkv_db *db = arg;
-    pthread_mutex_lock(&db->syncer.lock);
-    while (!db->syncer.stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->cfg.fsync_interval_ms * 1000000ull;
-        ts.tv_sec += (time_t)(ns / 1000000000ull);
-        ts.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&db->syncer.cond, &db->syncer.lock, &ts);
-        if (db->syncer.stop) {
-            break;
-        }
-        pthread_mutex_unlock(&db->syncer.lock);
-        for (uint32_t i = 0; i < db->shard_count; i++) {
-            (void)htkv_shard_sync(db_shard(db, i)); /* a failure marks the shard failed */
-        }
-        pthread_mutex_lock(&db->syncer.lock);
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        (void)htkv_shard_sync(db_shard(db, i)); /* a failure marks the shard failed */
     }
-    pthread_mutex_unlock(&db->syncer.lock);
-    return NULL;
 }
 
 /* ---- OPTIONS ------------------------------------------------------------------------------ */
@@ -273,29 +258,13 @@ compactor_pass(struct htkv_db *db)
     }
 }
 
-static void *
-compactor_main(void *arg)
+static void
+compactor_round(void *arg)
 {
     struct htkv_db *db = arg;
-    pthread_mutex_lock(&db->syncer.lock);
-    while (!db->compactor.stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->cfg.compaction_interval_ms * 1000000ull;
-        ts.tv_sec += (time_t)(ns / 1000000000ull);
-        ts.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&db->compactor.cond, &db->syncer.lock, &ts);
-        if (db->compactor.stop) {
-            break;
-        }
-        pthread_mutex_unlock(&db->syncer.lock);
-        pthread_mutex_lock(&db->compactor.lock);
-        compactor_pass(db);
-        pthread_mutex_unlock(&db->compactor.lock);
-        pthread_mutex_lock(&db->syncer.lock);
-    }
-    pthread_mutex_unlock(&db->syncer.lock);
-    return NULL;
+    pthread_mutex_lock(&db->compactor.lock);
+    compactor_pass(db);
+    pthread_mutex_unlock(&db->compactor.lock);
 }
 
 static int
@@ -304,25 +273,8 @@ start_compactor(struct htkv_db *db)
     if (db->read_only || db->cfg.compaction_interval_ms == 0) {
         return 0;
     }
-    int rc = pthread_create(&db->compactor.thread, NULL, compactor_main, db);
-    if (rc != 0) {
-        return -rc;
-    }
-    db->compactor.running = true;
-    return 0;
-}
-
-static void
-stop_compactor(struct htkv_db *db)
-{
-    if (db->compactor.running) {
-        pthread_mutex_lock(&db->syncer.lock);
-        db->compactor.stop = true;
-        pthread_cond_signal(&db->compactor.cond);
-        pthread_mutex_unlock(&db->syncer.lock);
-        pthread_join(db->compactor.thread, NULL);
-        db->compactor.running = false;
-    }
+    return htkv_periodic_start(&db->compactor.thread, db->cfg.compaction_interval_ms,
+                               compactor_round, db);
 }
 
 /* ---- open ----------------------------------------------------------------------------------- */
@@ -673,7 +625,9 @@ open_shards(struct htkv_db *db)
 static void
 db_free(struct htkv_db *db)
 {
-    stop_compactor(db);
+    /* Both periodic threads are stopped already unless an open failed after starting one. */
+    htkv_periodic_stop(&db->compactor.thread);
+    htkv_periodic_stop(&db->syncer);
     if (db->workers != NULL) {
         htkv_workers_stop(db);
     }
@@ -697,12 +651,11 @@ db_free(struct htkv_db *db)
     if (db->dir_fd >= 0) {
         close(db->dir_fd);
     }
-    pthread_mutex_destroy(&db->syncer.lock);
-    pthread_cond_destroy(&db->syncer.cond);
+    htkv_periodic_fini(&db->syncer);
     pthread_mutex_destroy(&db->views.lock);
     pthread_mutex_destroy(&db->compactor.lock);
     htkv_mem_free(db->discarded);
-    pthread_cond_destroy(&db->compactor.cond);
+    htkv_periodic_fini(&db->compactor.thread);
     htkv_mem_free(db->dir);
     free(db);
 }
@@ -713,18 +666,7 @@ start_syncer(struct htkv_db *db)
     if (db->read_only || db->nworkers > 0 || db->cfg.sync_mode != HTKV_SYNC_INTERVAL) {
         return 0; /* workers sync from their own loops */
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_destroy(&db->syncer.cond);
-    pthread_cond_init(&db->syncer.cond, &ca);
-    pthread_condattr_destroy(&ca);
-    int rc = pthread_create(&db->syncer.thread, NULL, syncer_main, db);
-    if (rc != 0) {
-        return -rc;
-    }
-    db->syncer.running = true;
-    return 0;
+    return htkv_periodic_start(&db->syncer, db->cfg.fsync_interval_ms, syncer_round, db);
 }
 
 int
@@ -756,15 +698,10 @@ htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out)
     db->dir_fd = db->lock_fd = -1;
     db->read_only = cfg->read_only != 0;
     db->unlocked = !take_lock;
-    pthread_mutex_init(&db->syncer.lock, NULL);
-    pthread_cond_init(&db->syncer.cond, NULL);
+    htkv_periodic_init(&db->syncer);
     pthread_mutex_init(&db->views.lock, NULL);
     pthread_mutex_init(&db->compactor.lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&db->compactor.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    htkv_periodic_init(&db->compactor.thread);
     htkv_ebr_init(&db->ebr);
     atomic_init(&db->ver.next, 1);
     db->env.log = (struct htkv_log_sink){ .fn = cfg->log_fn, .ctx = cfg->log_ctx };
@@ -897,19 +834,13 @@ htkv_close(htkv_db *db)
         sched_yield();
     }
     /* A pass in progress stops at its next step once it sees closing; none starts after. */
-    stop_compactor(db);
+    htkv_periodic_stop(&db->compactor.thread);
     pthread_mutex_lock(&db->compactor.lock);
     pthread_mutex_unlock(&db->compactor.lock);
     if (db->workers != NULL) {
         htkv_workers_stop(db); /* drains queued asynchronous writes and their syncs */
     }
-    if (db->syncer.running) {
-        pthread_mutex_lock(&db->syncer.lock);
-        db->syncer.stop = true;
-        pthread_cond_signal(&db->syncer.cond);
-        pthread_mutex_unlock(&db->syncer.lock);
-        pthread_join(db->syncer.thread, NULL);
-    }
+    htkv_periodic_stop(&db->syncer);
     int rc = 0;
     bool clean = true;
     if (!db->read_only && !htkv_close_as_crash) {

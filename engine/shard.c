@@ -1092,6 +1092,114 @@ htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, u
     return rc;
 }
 
+/* ---- whole-shard changes (compaction, restore) ---------------------------------------------- */
+
+bool
+htkv_shard_pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at)
+{
+    size_t lo = sh->pend_head, hi = sh->pend_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->pending[mid]->version < e->version) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    for (; lo < sh->pend_count && sh->pending[lo]->version == e->version; lo++) {
+        if (sh->pending[lo] == e) {
+            *at = lo;
+            return true;
+        }
+    }
+    return false;
+}
+
+void
+htkv_shard_pending_swap(struct shard *sh, size_t at, const struct hidx_ent *e, struct hidx_ent *n)
+{
+    HTKV_ASSERT(at >= sh->pend_head && at < sh->pend_count && sh->pending[at] == e);
+    HTKV_ASSERT(n->version == e->version); /* the list stays in version order */
+    sh->pending[at] = n;
+}
+
+uint64_t
+htkv_shard_first_unpublished(const struct shard *sh, uint64_t visible)
+{
+    size_t lo = sh->pend_head, hi = sh->pend_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->pending[mid]->version <= visible) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < sh->pend_count ? sh->pending[lo]->version : UINT64_MAX;
+}
+
+void
+htkv_shard_retire_seg(struct shard *sh, struct seg *s)
+{
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, s, htkv_seg_close_cb);
+}
+
+void
+htkv_shard_reclaim(struct shard *sh)
+{
+    htkv_ebr_reclaim(sh->env->ebr, &sh->limbo);
+}
+
+void
+htkv_shard_wait_sync_end(struct shard *sh)
+{
+    while (sh->syncing) {
+        pthread_cond_wait(&sh->synced_cond, &sh->lock);
+    }
+}
+
+void
+htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **segs, size_t nsegs,
+                             size_t cap, uint64_t keys, uint64_t visible, struct seg ***old,
+                             size_t *nold)
+{
+    HTKV_ASSERT(!sh->syncing); /* no group sync of the old contents is in flight */
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    atomic_store_explicit(&sh->idx.table, atomic_load(&idx->table), memory_order_release);
+    sh->idx.entries = idx->entries;
+    /* Readers may still be inside the old table or its entries: retire all of it. */
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (!hidx_slot_live(slot)) {
+            continue;
+        }
+        for (struct hidx_ent *e = hidx_slot_ent(slot); e != NULL;) {
+            struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_relaxed);
+            htkv_ebr_retire(sh->env->ebr, &sh->limbo, e, htkv_mem_free);
+            e = p;
+        }
+    }
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, t, htkv_mem_free);
+    sh->pend_head = sh->pend_count = 0;
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        /* No view is open (restore refuses to run with one), so no reader is in the trie. */
+        atomic_store_explicit(&sh->trie_ready, false, memory_order_release);
+        htkv_trie_fini(&sh->trie);
+        htkv_run_drop(sh);
+    }
+    *old = sh->segs;
+    *nold = sh->nsegs;
+    sh->segs = segs;
+    sh->nsegs = nsegs;
+    sh->segs_cap = cap;
+    sh->live_keys = keys;
+    sh->tombstones = 0;
+    sh->entry_bytes = keys * sizeof(struct hidx_ent);
+    atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
+    sh->appended = visible;
+    atomic_store_explicit(&sh->env->ro[sh->id].visible, visible, memory_order_release);
+}
+
 /* fdatasync the active segment (only when dirty unless @p force), outside the lock. */
 static int
 shard_sync_active(struct shard *sh, bool force)

@@ -234,6 +234,41 @@ void htkv_shard_commit(struct shard *sh, uint64_t version);
  * (HTKV_SYNC_ALWAYS). Called with the lock held; returns with it released. 0 or HTKV_EFAILED. */
 int htkv_shard_wait_durable(struct shard *sh, uint64_t version);
 
+/*
+ * Find @p e in the pending list of @p sh (entries newer than the last prune, in version order):
+ * true and its index through @p at, or false. O(log n) plus the entries of one batch. Lock held.
+ */
+bool htkv_shard_pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at);
+
+/* Put @p n in the place of @p e (found at @p at) in the pending list: a copy of the same
+ * version (compaction's relocation). Lock held. */
+void htkv_shard_pending_swap(struct shard *sh, size_t at, const struct hidx_ent *e,
+                             struct hidx_ent *n);
+
+/* Lowest version of @p sh installed but above @p visible (a group sync in flight), or
+ * UINT64_MAX. Lock held. Every write installs its entries under the lock, in version order, into
+ * the pending list, so a binary search over it finds the first one. */
+uint64_t htkv_shard_first_unpublished(const struct shard *sh, uint64_t visible);
+
+/* Hand segment @p s, out of the shard's list, to EBR to be closed once no reader can reach it;
+ * and reclaim what the shard retired so far. Lock held. */
+void htkv_shard_retire_seg(struct shard *sh, struct seg *s);
+void htkv_shard_reclaim(struct shard *sh);
+
+/* Wait (lock held, released while waiting) until no group sync of @p sh is in flight. */
+void htkv_shard_wait_sync_end(struct shard *sh);
+
+/*
+ * Replace the whole contents of @p sh (restore, after its commit point; lock held, no view
+ * open, no group sync in flight): its index becomes @p idx's table (taken), its segments @p segs
+ * (@p nsegs of them in an array of @p cap, taken), holding @p keys live keys, all visible at
+ * @p visible. The old table and entries go to EBR, the trie and run are dropped, and the old
+ * segment array is returned through @p old and @p nold for the caller to retire.
+ */
+void htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **segs,
+                                  size_t nsegs, size_t cap, uint64_t keys, uint64_t visible,
+                                  struct seg ***old, size_t *nold);
+
 /* Active segment of @p sh (lock held). */
 static inline struct seg *
 shard_active(struct shard *sh)

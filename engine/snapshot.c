@@ -634,43 +634,11 @@ restore_build(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns
 /* After the commit point: give shard @p sh its new index and segments (lock held). The old
  * segments are returned through @p old (taken by the caller). */
 static void
-restore_switch(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t visible,
-               struct seg ***old, size_t *nold)
+restore_switch(struct shard *sh, struct shard_new *n, uint64_t visible, struct seg ***old,
+               size_t *nold)
 {
-    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
-    atomic_store_explicit(&sh->idx.table, atomic_load(&n->idx.table), memory_order_release);
-    sh->idx.entries = n->idx.entries;
-    /* Readers may still be inside the old table or its entries: retire all of it. */
-    for (uint64_t i = 0; i <= t->mask; i++) {
-        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
-        if (!hidx_slot_live(slot)) {
-            continue;
-        }
-        for (struct hidx_ent *e = hidx_slot_ent(slot); e != NULL;) {
-            struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_relaxed);
-            htkv_ebr_retire(&db->ebr, &sh->limbo, e, htkv_mem_free);
-            e = p;
-        }
-    }
-    htkv_ebr_retire(&db->ebr, &sh->limbo, t, htkv_mem_free);
-    sh->pend_head = sh->pend_count = 0;
-    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-        /* No view is open (restore refuses to run with one), so no reader is in the trie. */
-        atomic_store_explicit(&sh->trie_ready, false, memory_order_release);
-        htkv_trie_fini(&sh->trie);
-        htkv_run_drop(sh);
-    }
-    *old = sh->segs;
-    *nold = sh->nsegs;
-    sh->segs = n->segs;
-    sh->nsegs = n->nsegs;
-    sh->segs_cap = n->cap;
-    sh->live_keys = n->keys;
-    sh->tombstones = 0;
-    sh->entry_bytes = n->keys * sizeof(struct hidx_ent);
-    atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
-    sh->appended = visible;
-    atomic_store_explicit(&db->ro[sh->id].visible, visible, memory_order_release);
+    htkv_shard_reset_for_restore(sh, &n->idx, n->segs, n->nsegs, n->cap, n->keys, visible, old,
+                                 nold);
     memset(n, 0, sizeof(*n));
 }
 
@@ -682,13 +650,13 @@ restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t no
         struct seg *s = old[i];
         htkv_seg_remove_files(&db->env.log, s);
         pthread_mutex_lock(&sh->lock);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
+        htkv_shard_retire_seg(sh, s);
         pthread_mutex_unlock(&sh->lock);
     }
     /* Free what earlier retirements left (segments of an earlier restore among them) without
      * waiting for writes to do it: a store that takes no writes would keep their descriptors. */
     pthread_mutex_lock(&sh->lock);
-    htkv_ebr_reclaim(&db->ebr, &sh->limbo);
+    htkv_shard_reclaim(sh);
     pthread_mutex_unlock(&sh->lock);
     htkv_mem_free(old);
 }
@@ -717,9 +685,7 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
         if (sh->failed) {
             return HTKV_EFAILED;
         }
-        while (sh->syncing) {
-            pthread_cond_wait(&sh->synced_cond, &sh->lock); /* a group sync of the old data */
-        }
+        htkv_shard_wait_sync_end(sh); /* a group sync of the old data */
     }
     if (atomic_load(&db->env.no_space)) {
         return -ENOSPC;
@@ -797,7 +763,7 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     while (hi < latest && !atomic_compare_exchange_weak(&db->ver.submit_hi, &hi, latest)) {
     }
     for (uint32_t i = 0; i < db->shard_count; i++) {
-        restore_switch(db, db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
+        restore_switch(db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
     }
     return 0;
 }

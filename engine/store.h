@@ -18,6 +18,7 @@
 #include "engine/hidx.h"
 #include "engine/internal.h"
 #include "engine/manifest.h"
+#include "engine/periodic.h"
 #include "engine/shard.h"
 #include "engine/versions.h"
 
@@ -61,10 +62,7 @@ struct htkv_db {
      * (compaction_interval_ms > 0). */
     struct {
         pthread_mutex_t lock;
-        pthread_t thread;
-        bool running;
-        bool stop; /* under syncer.lock, signalled through cond */
-        pthread_cond_t cond;
+        struct periodic thread;
         _Atomic uint64_t compactions;
         uint64_t snapshot_seq; /* number of the last snapshot-NNNNNN.snap written (lock) */
     } compactor;
@@ -72,14 +70,7 @@ struct htkv_db {
     struct versions ver;  /* version allocation (versions.h); env.ver points at it */
     bool unlocked;        /* read-only without LOCK (htkv_db_open()): a writer may be appending */
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
-    /* INTERVAL-mode syncer thread. */
-    struct {
-        pthread_t thread;
-        bool running;
-        bool stop;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-    } syncer;
+    struct periodic syncer; /* INTERVAL-mode syncer thread */
     /* What recovery found (recover.c fills it at open; read-only after). Its members keep
      * their names at the top level of the handle (an anonymous struct), as recover.c uses. */
     struct {

@@ -130,26 +130,6 @@ unlock_all(struct htkv_db *db)
     }
 }
 
-/*
- * Lowest version of @p sh installed but above @p visible (a group sync in flight), or
- * UINT64_MAX (lock held). Every write installs its entries under the lock, in version order,
- * into the pending list, so a binary search over it finds the first one.
- */
-static uint64_t
-first_unpublished(const struct shard *sh, uint64_t visible)
-{
-    size_t lo = sh->pend_head, hi = sh->pend_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sh->pending[mid]->version <= visible) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo < sh->pend_count ? sh->pending[lo]->version : UINT64_MAX;
-}
-
 static int
 view_open(struct htkv_db *db, struct htkv_view **out)
 {
@@ -171,7 +151,7 @@ view_open(struct htkv_db *db, struct htkv_view **out)
         if (v->snap[i] > v->max_version) {
             v->max_version = v->snap[i];
         }
-        uint64_t p = first_unpublished(sh, v->snap[i]);
+        uint64_t p = htkv_shard_first_unpublished(sh, v->snap[i]);
         unpublished = p < unpublished ? p : unpublished;
     }
     unlock_all(db);
