@@ -153,6 +153,20 @@ void htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e);
  * before any writer runs. */
 extern unsigned htkv_put_group_rounds;
 
+/* A put or delete in HTKV_SYNC_ALWAYS, inline, through the shard's put groups (putgroup.c):
+ * returns once it is durable and visible, or failed. Sets *@p version (0 on failure but a failed
+ * sync, which keeps the staged version). */
+int htkv_putgroup_put(struct shard *sh, uint8_t type, const void *key, uint32_t klen,
+                      const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
+
+/* One group sync of everything staged so far, as the leader (lock held, released during the
+ * fdatasync; syncing set by the caller). Returns the fdatasync's result; the shard has failed
+ * when it is not 0. */
+int htkv_shard_group_sync(struct shard *sh);
+
+/* Longest gathering wait before a group sync, whatever the syncs cost. */
+#define SHARD_GATHER_MAX_NS 500000u
+
 /*
  * Single-op fast path used by htkv_put/htkv_delete on shard @p sh (the key's): under the shard
  * lock, or with @p grouped (inline HTKV_SYNC_ALWAYS) through the shard's put groups (shard.c),
