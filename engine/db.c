@@ -261,31 +261,6 @@ db_miss(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     return HTKV_ECORRUPT;
 }
 
-bool
-htkv_ent_record_ok(const struct hidx_ent *e)
-{
-    const unsigned char *rec = hidx_ent_rec(e);
-    struct rec_hdr h;
-    htkv_rec_hdr_decode(rec, &h);
-    /* The type too: an entry that a hint file calls a SET may point at a DEL record (an empty
-     * value the key never held). */
-    return h.type == (e->del ? REC_DEL : REC_SET) && h.key_len == e->key_len &&
-           h.val_len == e->rec_bytes - REC_HDR_BYTES - e->key_len && h.version == e->version &&
-           htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) == 0;
-}
-
-int
-htkv_ent_check_slow(struct hidx_ent *e)
-{
-    /* A value is only ever read from a SET record. */
-    if (e->del || !htkv_ent_record_ok(e)) {
-        htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
-        return HTKV_ECORRUPT;
-    }
-    atomic_store_explicit(&e->checked, 1, memory_order_relaxed);
-    return 0;
-}
-
 /* Check the record behind @p e (db_ent_check()) and return its value bytes. 0 or
  * HTKV_ECORRUPT. */
 static int

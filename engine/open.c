@@ -43,7 +43,7 @@
 #include "engine/log.h"
 #include "engine/rec.h"
 #include "engine/recover.h"
-#include "engine/run.h"
+#include "engine/merge.h"
 #include "engine/snapshot.h"
 #include "engine/worker.h"
 #include "uring/ur_fault.h"
@@ -541,6 +541,8 @@ open_shards(struct htkv_db *db)
     db->env.dir = db->dir;
     db->env.max_segment_bytes = db->cfg.max_segment_bytes;
     db->env.sync_mode = db->cfg.sync_mode;
+    db->env.verify_checksums = db->cfg.verify_checksums;
+    db->env.sorted_runs = db->cfg.sorted_runs != 0;
     db->env.shard_count = db->shard_count;
     db->env.hash_seed = db->hash_seed;
     db->env.man = db->man;

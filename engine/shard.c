@@ -31,11 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/flat.h"
 #include "engine/futex.h"
 #include "engine/hash.h"
 #include "engine/manifest.h"
 #include "engine/rec.h"
-#include "engine/run.h"
 #include "uring/ur_fault.h"
 
 static const unsigned char *
@@ -722,6 +722,33 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     uint64_t v = e->version;
     shard_commit1(sh, e);
     *version = v;
+    return 0;
+}
+
+/* ---- record checks ------------------------------------------------------------------------ */
+
+bool
+htkv_ent_record_ok(const struct hidx_ent *e)
+{
+    const unsigned char *rec = hidx_ent_rec(e);
+    struct rec_hdr h;
+    htkv_rec_hdr_decode(rec, &h);
+    /* The type too: an entry that a hint file calls a SET may point at a DEL record (an empty
+     * value the key never held). */
+    return h.type == (e->del ? REC_DEL : REC_SET) && h.key_len == e->key_len &&
+           h.val_len == e->rec_bytes - REC_HDR_BYTES - e->key_len && h.version == e->version &&
+           htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) == 0;
+}
+
+int
+htkv_ent_check_slow(struct hidx_ent *e)
+{
+    /* A value is only ever read from a SET record. */
+    if (e->del || !htkv_ent_record_ok(e)) {
+        htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
+        return HTKV_ECORRUPT;
+    }
+    atomic_store_explicit(&e->checked, 1, memory_order_relaxed);
     return 0;
 }
 

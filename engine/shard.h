@@ -38,6 +38,8 @@ struct shard_env {
     const char *dir;            /* the store's directory: shard-SSS lives under it */
     uint64_t max_segment_bytes; /* htkv_config */
     int sync_mode;              /* htkv_config: HTKV_SYNC_* */
+    int verify_checksums;       /* htkv_config: 0, 1 or 2 */
+    bool sorted_runs;           /* htkv_config: ordered reads may build sorted runs (flat.h) */
     uint32_t shard_count;
     uint64_t hash_seed;
     struct manifest *man;
@@ -282,6 +284,26 @@ void htkv_shard_wait_sync_end(struct shard *sh);
 void htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **segs,
                                   size_t nsegs, size_t cap, uint64_t keys, uint64_t visible,
                                   struct seg ***old, size_t *nold);
+
+/* Verify the CRC and header of the SET record behind live entry @p e and mark it checked.
+ * 0 or HTKV_ECORRUPT. */
+int htkv_ent_check_slow(struct hidx_ent *e);
+
+/* Does the record behind @p e check (CRC) and agree with the entry (type, lengths, version)?
+ * The record must lie in its segment's mapping (any entry of an index does). */
+bool htkv_ent_record_ok(const struct hidx_ent *e);
+
+/* env->verify_checksums for a read of @p e (inside an EBR section): 0 or HTKV_ECORRUPT. */
+static inline int
+shard_ent_check(const struct shard_env *env, struct hidx_ent *e)
+{
+    int mode = env->verify_checksums;
+    if (HTKV_LIKELY(mode == 0 ||
+                    (mode == 1 && atomic_load_explicit(&e->checked, memory_order_relaxed)))) {
+        return 0;
+    }
+    return htkv_ent_check_slow(e);
+}
 
 /* Active segment of @p sh (lock held). */
 static inline struct seg *

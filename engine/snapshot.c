@@ -55,7 +55,6 @@
 #include "engine/hint.h"
 #include "engine/inspect.h"
 #include "engine/rec.h"
-#include "engine/run.h"
 #include "uring/ur_fault.h"
 
 #define SNAP_MAGIC "HTKVSNP1"

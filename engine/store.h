@@ -103,14 +103,6 @@ db_shard_of(const struct htkv_db *db, uint64_t hash)
  */
 int htkv_db_open(const htkv_config *cfg, bool take_lock, htkv_db **out);
 
-/* Verify the CRC and header of the SET record behind live entry @p e and mark it checked.
- * 0 or HTKV_ECORRUPT. */
-int htkv_ent_check_slow(struct hidx_ent *e);
-
-/* Does the record behind @p e check (CRC) and agree with the entry (type, lengths, version)?
- * The record must lie in its segment's mapping (any entry of an index does). */
-bool htkv_ent_record_ok(const struct hidx_ent *e);
-
 /* cfg.verify_checksums for a read of @p e (inside an EBR section): 0 or HTKV_ECORRUPT. */
 static inline int
 db_ent_check(struct htkv_db *db, struct hidx_ent *e)
