@@ -674,6 +674,39 @@ restore_fail_unsure(struct htkv_db *db, int rc)
                 htkv_strerror(rc));
 }
 
+/* The commit point of a restore: the manifest lists the new segments of every shard (@p ns)
+ * instead of the old ones. 0, or an error with *@p unsure when the manifest may have switched
+ * anyway (htkv_manifest_replace()). */
+static int
+restore_commit(struct htkv_db *db, const struct shard_new *ns, uint64_t latest, bool *unsure)
+{
+    struct man_shard *lists = htkv_mem_calloc(db->shard_count, sizeof(*lists));
+    int rc = lists == NULL ? -ENOMEM : 0;
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        lists[i].count = ns[i].nsegs;
+        lists[i].seg_ids = htkv_mem_alloc((ns[i].nsegs + 1) * sizeof(uint64_t));
+        if (lists[i].seg_ids == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (size_t k = 0; k < ns[i].nsegs; k++) {
+            lists[i].seg_ids[k] = ns[i].segs[k]->id;
+        }
+    }
+    if (rc == 0) {
+        /* The history before the restore is not in the store any more: the change feed
+         * starts at the restore's version, so a consumer that read up to any version before
+         * it is told HTKV_ECOMPACTED (and installs a snapshot) instead of missing it. */
+        uint64_t floor = db->man->batch_floor > latest ? db->man->batch_floor : latest;
+        rc = htkv_manifest_replace(db->man, lists, floor, unsure);
+    }
+    for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
+        htkv_mem_free(lists[i].seg_ids);
+    }
+    htkv_mem_free(lists);
+    return rc;
+}
+
 /* The locked part of a restore: build, commit, switch. */
 static int
 restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns,
@@ -709,34 +742,10 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
         rc = restore_build(db, in, ns);
     }
     htkv_compact_hook_call("restore-built");
-    struct man_shard *lists = NULL;
-    if (rc == 0) {
-        lists = htkv_mem_calloc(db->shard_count, sizeof(*lists));
-        rc = lists == NULL ? -ENOMEM : 0;
-    }
-    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
-        lists[i].count = ns[i].nsegs;
-        lists[i].seg_ids = htkv_mem_alloc((ns[i].nsegs + 1) * sizeof(uint64_t));
-        if (lists[i].seg_ids == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        for (size_t k = 0; k < ns[i].nsegs; k++) {
-            lists[i].seg_ids[k] = ns[i].segs[k]->id;
-        }
-    }
     bool unsure = false;
     if (rc == 0) {
-        /* The history before the restore is not in the store any more: the change feed
-         * starts at the restore's version, so a consumer that read up to any version before
-         * it is told HTKV_ECOMPACTED (and installs a snapshot) instead of missing it. */
-        uint64_t floor = db->man->batch_floor > latest ? db->man->batch_floor : latest;
-        rc = htkv_manifest_replace(db->man, lists, floor, &unsure);
+        rc = restore_commit(db, ns, latest, &unsure);
     }
-    for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
-        htkv_mem_free(lists[i].seg_ids);
-    }
-    htkv_mem_free(lists);
     if (rc != 0) {
         /* Unsure: CURRENT was renamed but its directory not synced, so the next open may find
          * the old manifest or the new one. Each needs its own segments: keep every file, serve
@@ -756,11 +765,7 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
      * version a snapshot written next reports); the counter stays above it and above the
      * reservation a reopen may have skipped to. */
     uint64_t visible = latest;
-    uint64_t next = atomic_load(&db->ver.next);
-    atomic_store(&db->ver.next, next > latest ? next : latest + 1);
-    uint64_t hi = atomic_load(&db->ver.submit_hi);
-    while (hi < latest && !atomic_compare_exchange_weak(&db->ver.submit_hi, &hi, latest)) {
-    }
+    htkv_versions_raise(&db->ver, latest);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         restore_switch(db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
     }

@@ -89,3 +89,13 @@ htkv_versions_take(struct versions *ver, uint64_t v)
                                                     memory_order_relaxed));
     return 0;
 }
+
+void
+htkv_versions_raise(struct versions *ver, uint64_t v)
+{
+    uint64_t next = atomic_load(&ver->next);
+    atomic_store(&ver->next, next > v ? next : v + 1);
+    uint64_t hi = atomic_load(&ver->submit_hi);
+    while (hi < v && !atomic_compare_exchange_weak(&ver->submit_hi, &hi, v)) {
+    }
+}

@@ -84,6 +84,10 @@ versions_next(struct versions *ver, uint64_t *out)
  */
 int htkv_versions_take(struct versions *ver, uint64_t v);
 
+/* Version @p v (reserved) is now applied, all at once (a restore, every shard's locks held): the
+ * next local version and submit_hi move above and up to it, never back. */
+void htkv_versions_raise(struct versions *ver, uint64_t v);
+
 /* The latest version applied (htkv_latest_version()): never below one acknowledged before. */
 uint64_t htkv_versions_latest(struct versions *ver);
 

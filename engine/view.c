@@ -662,6 +662,28 @@ iter_build_heap(struct htkv_iter *it)
     return 0;
 }
 
+/* Start the @p n sources of @p it (one per shard, at view @p view's snapshots): nothing read
+ * yet. */
+static void
+iter_init_sources(struct htkv_iter *it, const struct htkv_view *view, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        struct iter_src *s = &it->src[i];
+        s->p = s->q = s->end = NULL;
+        s->abbrev = 0;
+        s->snap = view->snap[i];
+        s->run = NULL;
+        s->shard = i;
+        s->done = false;
+        s->last_key = NULL;
+        s->last_len = 0;
+        s->bad_seg = NULL;
+        s->bad_off = 0;
+        s->chunk_want = ITER_CHUNK_FIRST;
+    }
+    it->nsrc = n;
+}
+
 static int
 iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool prefix_mode,
             const void *lo, size_t lo_len, const void *hi, size_t hi_len, htkv_iter **out)
@@ -703,21 +725,7 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
         }
         it->skip = k;
     }
-    for (uint32_t i = 0; i < n; i++) {
-        struct iter_src *s = &it->src[i];
-        s->p = s->q = s->end = NULL;
-        s->abbrev = 0;
-        s->snap = view->snap[i];
-        s->run = NULL;
-        s->shard = i;
-        s->done = false;
-        s->last_key = NULL;
-        s->last_len = 0;
-        s->bad_seg = NULL;
-        s->bad_off = 0;
-        s->chunk_want = ITER_CHUNK_FIRST;
-    }
-    it->nsrc = n;
+    iter_init_sources(it, view, n);
     for (uint32_t i = 0; i < n; i++) {
         rc = htkv_shard_trie_ensure(db_shard(db, i));
         if (rc != 0) {
