@@ -515,3 +515,27 @@ htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
     atomic_fetch_add_explicit(&db->compactor.compactions, 1, memory_order_relaxed);
     return rc;
 }
+
+int
+htkv_compact_now(htkv_db *db)
+{
+    if (db == NULL) {
+        return htkv_einval(__func__);
+    }
+    if (db->read_only) {
+        return HTKV_EREADONLY;
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    /* Take the pass lock before leaving the call guard: htkv_close() waits for the guard, then
+     * for this lock, so the handle outlives the pass. */
+    pthread_mutex_lock(&db->compactor.lock);
+    db_exit(db, slot);
+    struct compact_result r;
+    rc = htkv_compact_pass(db, true, &r);
+    pthread_mutex_unlock(&db->compactor.lock);
+    return rc;
+}

@@ -34,7 +34,6 @@
 #include "engine/log.h"
 #include "engine/rec.h"
 #include "engine/recover.h"
-#include "engine/report.h"
 #include "engine/run.h"
 #include "engine/snapshot.h"
 #include "engine/worker.h"
@@ -76,27 +75,6 @@ htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
     va_start(ap, fmt);
     htkv_vlog(&db->env.log, level, fmt, ap);
     va_end(ap);
-}
-
-/* ---- call guard ----------------------------------------------------------------------------- */
-
-/* Enter a call: EBR slot plus the closing check. Returns the slot or HTKV_ECLOSED. */
-static inline int
-db_enter(struct htkv_db *db, unsigned *slot)
-{
-    *slot = htkv_ebr_enter(&db->ebr);
-    /* seq_cst pairs with htkv_close(): it stores closing, then scans the slots. */
-    if (HTKV_UNLIKELY(atomic_load(&db->closing))) {
-        htkv_ebr_exit(&db->ebr, *slot);
-        return HTKV_ECLOSED;
-    }
-    return 0;
-}
-
-static inline void
-db_exit(struct htkv_db *db, unsigned slot)
-{
-    htkv_ebr_exit(&db->ebr, slot);
 }
 
 /* ---- point operations ----------------------------------------------------------------------- */
@@ -740,45 +718,4 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     return 0;
 }
 
-int
-htkv_metrics_write(htkv_db *db, FILE *f, int format)
-{
-    if (db == NULL || f == NULL ||
-        (format != HTKV_METRICS_TEXT && format != HTKV_METRICS_PROMETHEUS)) {
-        return htkv_einval(__func__);
-    }
-    unsigned slot;
-    int rc = db_enter(db, &slot);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = htkv_metrics_emit(db, f, format);
-    db_exit(db, slot);
-    return rc;
-}
-
 /* ---- compaction ----------------------------------------------------------------------------- */
-
-int
-htkv_compact_now(htkv_db *db)
-{
-    if (db == NULL) {
-        return htkv_einval(__func__);
-    }
-    if (db->read_only) {
-        return HTKV_EREADONLY;
-    }
-    unsigned slot;
-    int rc = db_enter(db, &slot);
-    if (rc != 0) {
-        return rc;
-    }
-    /* Take the pass lock before leaving the call guard: htkv_close() waits for the guard, then
-     * for this lock, so the handle outlives the pass. */
-    pthread_mutex_lock(&db->compactor.lock);
-    db_exit(db, slot);
-    struct compact_result r;
-    rc = htkv_compact_pass(db, true, &r);
-    pthread_mutex_unlock(&db->compactor.lock);
-    return rc;
-}

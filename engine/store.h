@@ -115,6 +115,27 @@ db_ent_check(struct htkv_db *db, struct hidx_ent *e)
     return htkv_ent_check_slow(e);
 }
 
+/* The call guard of the API. Enter a call: EBR slot plus the closing check. Returns the slot or
+ * HTKV_ECLOSED. */
+static inline int
+db_enter(struct htkv_db *db, unsigned *slot)
+{
+    *slot = htkv_ebr_enter(&db->ebr);
+    /* seq_cst pairs with htkv_close(): it stores closing, then scans the slots. */
+    if (HTKV_UNLIKELY(atomic_load(&db->closing))) {
+        htkv_ebr_exit(&db->ebr, *slot);
+        return HTKV_ECLOSED;
+    }
+    return 0;
+}
+
+/* Leave a call entered with db_enter(). */
+static inline void
+db_exit(struct htkv_db *db, unsigned slot)
+{
+    htkv_ebr_exit(&db->ebr, slot);
+}
+
 /* htkv_shard_put1() on the key's shard: through its put groups in inline HTKV_SYNC_ALWAYS. */
 static inline int
 db_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
