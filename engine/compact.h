@@ -42,6 +42,11 @@ int htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
  */
 int htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active);
 
+/* Start the background compactor (compaction_interval_ms > 0, writable store): a pass every
+ * interval on the store's periodic thread compactor.thread, then the snapshot it may call for.
+ * 0 or -errno; nothing to start is 0. The store stops it (htkv_periodic_stop()). */
+int htkv_compactor_start(struct htkv_db *db);
+
 /* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views.lock held). */
 void htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen);
 

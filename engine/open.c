@@ -44,7 +44,6 @@
 #include "engine/rec.h"
 #include "engine/recover.h"
 #include "engine/merge.h"
-#include "engine/snapshot.h"
 #include "engine/worker.h"
 #include "uring/ur_fault.h"
 
@@ -172,46 +171,6 @@ write_options(struct htkv_db *db)
         /* A leftover OPTIONS.tmp is truncated by the next writable open. */
         (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlinkat(db->dir_fd, "OPTIONS.tmp", 0));
     }
-}
-
-/* ---- compactor (compaction_interval_ms > 0) -------------------------------------------------- */
-
-/* One background pass, then the snapshot it may call for. compactor.lock held. */
-static void
-compactor_pass(struct htkv_db *db)
-{
-    struct compact_result r;
-    int rc = htkv_compact_pass(db, false, &r);
-    if (rc != 0 && rc != HTKV_ECLOSED) {
-        htkv_db_log(db, HTKV_LOG_WARN, "background compaction: %s%s%s", htkv_strerror(rc),
-                    htkv_last_error()[0] ? ": " : "", htkv_last_error());
-        return;
-    }
-    if (rc == 0 && r.segments > 0 && db->cfg.emit_snapshot_after_compaction) {
-        rc = htkv_snapshot_emit(db);
-        if (rc != 0 && rc != HTKV_ECLOSED) {
-            htkv_db_log(db, HTKV_LOG_WARN, "snapshot after compaction: %s", htkv_strerror(rc));
-        }
-    }
-}
-
-static void
-compactor_round(void *arg)
-{
-    struct htkv_db *db = arg;
-    pthread_mutex_lock(&db->compactor.lock);
-    compactor_pass(db);
-    pthread_mutex_unlock(&db->compactor.lock);
-}
-
-static int
-start_compactor(struct htkv_db *db)
-{
-    if (db->read_only || db->cfg.compaction_interval_ms == 0) {
-        return 0;
-    }
-    return htkv_periodic_start(&db->compactor.thread, db->cfg.compaction_interval_ms,
-                               compactor_round, db);
 }
 
 /* ---- open ----------------------------------------------------------------------------------- */
@@ -693,7 +652,7 @@ open_contents(struct htkv_db *db)
         rc = start_syncer(db);
     }
     if (rc == 0) {
-        rc = start_compactor(db);
+        rc = htkv_compactor_start(db);
     }
     return rc;
 }
