@@ -156,7 +156,7 @@ run_build(struct shard *sh)
             atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
             struct shard_run *old = atomic_exchange_explicit(&sh->run, r, memory_order_acq_rel);
             if (old != NULL) {
-                htkv_ebr_retire(env->ebr, &sh->limbo, old, run_unpublished);
+                htkv_shard_retire(sh, old, run_unpublished);
             }
             r = NULL;
         } else {
@@ -206,7 +206,7 @@ htkv_run_drop(struct shard *sh)
 {
     struct shard_run *old = atomic_exchange_explicit(&sh->run, NULL, memory_order_acq_rel);
     if (old != NULL) {
-        htkv_ebr_retire(sh->env->ebr, &sh->limbo, old, run_unpublished);
+        htkv_shard_retire(sh, old, run_unpublished);
     }
 }
 

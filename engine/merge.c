@@ -182,7 +182,7 @@ htkv_path_refresh(struct htkv_db *db)
         pthread_mutex_lock(&sh0->lock);
         struct merge_path *old = atomic_exchange_explicit(&db->path, p, memory_order_acq_rel);
         if (old != NULL) {
-            htkv_ebr_retire(&db->ebr, &sh0->limbo, old, path_unpublished);
+            htkv_shard_retire(sh0, old, path_unpublished);
         }
         pthread_mutex_unlock(&sh0->lock);
         p = NULL;

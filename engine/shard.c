@@ -896,9 +896,15 @@ htkv_shard_first_unpublished(const struct shard *sh, uint64_t visible)
 }
 
 void
+htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *))
+{
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, p, free_fn);
+}
+
+void
 htkv_shard_retire_seg(struct shard *sh, struct seg *s)
 {
-    htkv_ebr_retire(sh->env->ebr, &sh->limbo, s, htkv_seg_close_cb);
+    htkv_shard_retire(sh, s, htkv_seg_close_cb);
 }
 
 void

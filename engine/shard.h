@@ -266,6 +266,10 @@ void htkv_shard_pending_swap(struct shard *sh, size_t at, const struct hidx_ent 
  * the pending list, so a binary search over it finds the first one. */
 uint64_t htkv_shard_first_unpublished(const struct shard *sh, uint64_t visible);
 
+/* Hand @p p to EBR through the shard's limbo: @p free_fn(p) once no reader can reach it. Lock
+ * held. */
+void htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *));
+
 /* Hand segment @p s, out of the shard's list, to EBR to be closed once no reader can reach it;
  * and reclaim what the shard retired so far. Lock held. */
 void htkv_shard_retire_seg(struct shard *sh, struct seg *s);
