@@ -11,20 +11,16 @@
  * Invariants
  *   1. After htkv_close() has waited for the EBR slots, no call touches the store any more.
  *   2. A read returns only versions its shard has published (visible), never a pending one.
- * May call: the shard layer, batches, workers, views' and snapshots' declared entry points.
+ * May call: the shard layer, batches, workers; for htkv_stats the size of the merge path (run.h).
  */
 #include "engine/store.h"
 
-#include "engine/compact.h"
 #include "uring/ur_fault.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,9 +29,7 @@
 #include "engine/hash.h"
 #include "engine/log.h"
 #include "engine/rec.h"
-#include "engine/recover.h"
 #include "engine/run.h"
-#include "engine/snapshot.h"
 #include "engine/worker.h"
 
 /* ---- configuration -------------------------------------------------------------------------- */
