@@ -399,6 +399,9 @@ htkv_shard_install(struct shard *sh, struct hidx_ent *e)
         sh->puts++;
     }
     HTKV_ASSERT(sh->pend_count < sh->pend_cap); /* pending_reserve() ran in the prepare phase */
+    /* The pending list stays in version order (invariant 1): readers and compaction search it. */
+    HTKV_ASSERT(sh->pend_count == sh->pend_head ||
+                sh->pending[sh->pend_count - 1]->version <= e->version);
     sh->pending[sh->pend_count++] = e;
 }
 
@@ -447,6 +450,7 @@ htkv_shard_prune_to_floor(struct shard *sh)
     /* Readers that start now see `visible`: the versions behind an entry it covers are needed
      * only by readers already walking (EBR protects them) and by open views whose snapshot is
      * older than the entry (view_floor keeps them). */
+    HTKV_ASSERT(sh->pend_head <= sh->pend_count && sh->pend_count <= sh->pend_cap);
     uint64_t upto = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
     if (sh->view_floor < upto) {
         upto = sh->view_floor;
