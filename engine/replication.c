@@ -10,7 +10,7 @@
  * entries or installing a snapshot) is stale as a whole; any other run is applied as a whole, a
  * delete of an absent key included (it writes a tombstone). Nothing depends on what a replica
  * happens to hold: tombstones compaction dropped, snapshots taken, shard or worker counts. The
- * shard layer claims the version under the batch's locks (batch_take_version() in shard.c); when
+ * shard layer claims the version under the batch's locks (htkv_versions_take() in versions.c); when
  * another submitter got there first it refuses with -ERANGE, which is the same verdict: stale.
  *
  * Invariants

@@ -57,7 +57,7 @@ struct shard_env {
 #define SHARD_RECLAIM_EVERY 64u
 
 /*
- * A put or delete staged as part of a group (shard.c, "put groups"; worker.c): the caller's
+ * A put or delete staged as part of a group (putgroup.c; worker.c): the caller's
  * command, and what staging made of it (rc, version). Lives on its caller's stack (or in a
  * worker's scratch array) until it is done.
  */
@@ -72,7 +72,7 @@ struct put_req {
     int rc;
     uint8_t type;           /* REC_SET or REC_DEL */
     bool counted;           /* put groups: still counted in active_writers */
-    _Atomic uint32_t state; /* put groups: PR_* (shard.c) */
+    _Atomic uint32_t state; /* put groups: PR_* (putgroup.c) */
 };
 
 struct shard {
@@ -111,7 +111,7 @@ struct shard {
     _Atomic uint32_t active_writers;
     bool gathering;
     pthread_cond_t staged_cond; /* CLOCK_MONOTONIC */
-    /* Inline puts and deletes in HTKV_SYNC_ALWAYS (shard.c, "put groups"): callers push their
+    /* Inline puts and deletes in HTKV_SYNC_ALWAYS (putgroup.c): callers push their
      * request on a lock-free stack (intake, intake_n of them) and sleep on done_word; the one
      * that sets `leading` drains the stack, stages the whole group under the lock with one
      * pwrite() and covers it with one fdatasync, then bumps done_word and wakes them. */
@@ -171,7 +171,7 @@ int htkv_shard_group_sync(struct shard *sh);
 
 /*
  * Single-op fast path used by htkv_put/htkv_delete on shard @p sh (the key's): under the shard
- * lock, or with @p grouped (inline HTKV_SYNC_ALWAYS) through the shard's put groups (shard.c),
+ * lock, or with @p grouped (inline HTKV_SYNC_ALWAYS) through the shard's put groups (putgroup.c),
  * returning once the write is durable and visible. A non-zero @p t0_ns (htkv_now_ns() when the
  * caller's call began) records the call's latency in the shard's put or delete histogram; 0 records
  * nothing (a worker: the caller's latency is recorded at completion).
