@@ -502,48 +502,6 @@ htkv_seg_close(struct seg *s)
 
 /* ---- appending and sealing (the shard's lock held on the active segment) ------------------ */
 
-static uint64_t
-seg_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, uint64_t version,
-              const void *key, uint32_t klen, const void *val, uint32_t vlen)
-{
-    uint64_t off = s->tail;
-    uint64_t size = htkv_rec_size(klen, vlen);
-    HTKV_ASSERT(off + size <= s->file_bytes);
-    unsigned char *dst = s->map + off;
-    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
-        if (s->wbuf_len == 0) {
-            s->wbuf_off = off;
-        }
-        dst = s->wbuf + s->wbuf_len;
-        s->wbuf_len += size;
-        s->wbuf_recs++;
-    } else {
-        HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
-    }
-    uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
-    HTKV_ASSERT(w == size);
-    s->tail = off + size;
-    s->records++;
-    if (type != REC_SEAL && version > s->max_version) {
-        s->max_version = version;
-    }
-    return off;
-}
-
-uint64_t
-htkv_seg_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-                uint32_t klen, const void *val, uint32_t vlen)
-{
-    return seg_append_at(s, false, type, flags, version, key, klen, val, vlen);
-}
-
-uint64_t
-htkv_seg_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-                   uint32_t klen, const void *val, uint32_t vlen)
-{
-    return seg_append_at(s, true, type, flags, version, key, klen, val, vlen);
-}
-
 int
 htkv_seg_seal(struct seg *s)
 {

@@ -126,20 +126,59 @@ int htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, b
 #define SEG_SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
 HTKV_STATIC_ASSERT(SEG_SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
 
+/* Encode one record at the tail of @p s: into the write-through buffer when @p buffered and it
+ * has room, else into the mapping. Returns its offset. Inline: the write path runs it per
+ * record. */
+static inline uint64_t
+htkv_seg_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, uint64_t version,
+                   const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+    uint64_t off = s->tail;
+    uint64_t size = htkv_rec_size(klen, vlen);
+    HTKV_ASSERT(off + size <= s->file_bytes);
+    unsigned char *dst = s->map + off;
+    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
+        if (s->wbuf_len == 0) {
+            s->wbuf_off = off;
+        }
+        dst = s->wbuf + s->wbuf_len;
+        s->wbuf_len += size;
+        s->wbuf_recs++;
+    } else {
+        HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
+    }
+    uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
+    HTKV_ASSERT(w == size);
+    s->tail = off + size;
+    s->records++;
+    if (type != REC_SEAL && version > s->max_version) {
+        s->max_version = version;
+    }
+    return off;
+}
+
 /*
  * Append one record at the tail of @p s, directly into the mapping (room reserved with
  * htkv_seg_reserve(); nothing buffered). Returns its offset. The owning shard's lock is held.
  */
-uint64_t htkv_seg_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version,
-                         const void *key, uint32_t klen, const void *val, uint32_t vlen);
+static inline uint64_t
+htkv_seg_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                uint32_t klen, const void *val, uint32_t vlen)
+{
+    return htkv_seg_append_at(s, false, type, flags, version, key, klen, val, vlen);
+}
 
 /*
  * htkv_seg_append() for a caller's write: in a write_through segment the record goes to the
  * segment's buffer (room reserved with htkv_seg_wbuf_reserve()), and the caller must
  * htkv_seg_write_out() before anything points at it. Lock held.
  */
-uint64_t htkv_seg_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version,
-                            const void *key, uint32_t klen, const void *val, uint32_t vlen);
+static inline uint64_t
+htkv_seg_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                   uint32_t klen, const void *val, uint32_t vlen)
+{
+    return htkv_seg_append_at(s, true, type, flags, version, key, klen, val, vlen);
+}
 
 /* Write SEAL at the tail of @p s and fdatasync it; s->sealed on success. 0 or -errno. */
 int htkv_seg_seal(struct seg *s);

@@ -143,8 +143,8 @@ htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
 }
 
 /* htkv_seg_write_out() of the active segment; a failure stops the shard's writes. Lock held. */
-int
-htkv_shard_write_out(struct shard *sh, struct seg *s)
+static inline int
+shard_write_out(struct shard *sh, struct seg *s)
 {
     int rc = htkv_seg_write_out(s);
     if (rc != 0) {
@@ -281,14 +281,6 @@ htkv_shard_prepare_failed(struct shard *sh, int rc)
     return rc;
 }
 
-/* Version of the key's newest entry as a condition sees it (0 = absent or deleted). */
-uint64_t
-htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
-{
-    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
-    return (e == NULL || e->del) ? 0 : e->version;
-}
-
 /* Make room for @p n more pending entries, so that installing cannot fail. */
 static int
 pending_reserve(struct shard *sh, size_t n)
@@ -321,8 +313,8 @@ pending_reserve(struct shard *sh, size_t n)
     return 0;
 }
 
-int
-htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
+static inline int
+shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
 {
     int rc = htkv_shard_make_room(sh, bytes);
     if (rc == 0) {
@@ -337,8 +329,8 @@ htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
     return rc != 0 ? htkv_shard_prepare_failed(sh, rc) : 0;
 }
 
-struct hidx_ent *
-htkv_shard_ent_new(struct shard *sh)
+static inline struct hidx_ent *
+ent_new(struct shard *sh)
 {
     struct hidx_ent *e = htkv_mem_alloc_in(sh->arena, sizeof(*e));
     if (e != NULL) {
@@ -347,8 +339,8 @@ htkv_shard_ent_new(struct shard *sh)
     return e;
 }
 
-void
-htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e)
+static inline void
+ent_drop(struct shard *sh, struct hidx_ent *e)
 {
     sh->entry_bytes -= sizeof(*e);
     htkv_mem_free(e);
@@ -358,8 +350,8 @@ htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e)
  * Install @p e (already filled) as the newest version of its key. A delete of an absent key
  * installs nothing. Updates the live/dead byte counts and key counts.
  */
-void
-htkv_shard_install(struct shard *sh, struct hidx_ent *e)
+static inline void
+shard_install(struct shard *sh, struct hidx_ent *e)
 {
     uint64_t size = htkv_align_up(e->rec_bytes, REC_ALIGN);
     if (e->del) {
@@ -367,7 +359,7 @@ htkv_shard_install(struct shard *sh, struct hidx_ent *e)
             htkv_hidx_find(&sh->idx, e->hash, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len);
         if (cur == NULL) {
             atomic_fetch_add_explicit(&e->seg->dead_bytes, size, memory_order_relaxed);
-            htkv_shard_ent_drop(sh, e);
+            ent_drop(sh, e);
             return;
         }
     }
@@ -642,8 +634,8 @@ htkv_shard_wait_durable(struct shard *sh, uint64_t version)
 }
 
 /* After staging without HTKV_SYNC_ALWAYS: publish at once (in the page cache). Lock held. */
-void
-htkv_shard_commit(struct shard *sh, uint64_t version)
+static inline void
+shard_commit(struct shard *sh, uint64_t version)
 {
     if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
         atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
@@ -669,11 +661,11 @@ shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, c
     if (type == REC_DEL && htkv_shard_current_version(sh, hash, key, klen) == 0) {
         return HTKV_ENOTFOUND; /* nothing to delete: write nothing */
     }
-    rc = htkv_shard_reserve(sh, size, more);
+    rc = shard_reserve(sh, size, more);
     if (rc != 0) {
         return rc;
     }
-    struct hidx_ent *e = htkv_shard_ent_new(sh);
+    struct hidx_ent *e = ent_new(sh);
     if (e == NULL) {
         return -ENOMEM;
     }
@@ -681,7 +673,7 @@ shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, c
     uint64_t v = 0;
     rc = versions_next(sh->env->ver, &v);
     if (HTKV_UNLIKELY(rc != 0)) {
-        htkv_shard_ent_drop(sh, e);
+        ent_drop(sh, e);
         return rc;
     }
     uint64_t off = htkv_seg_append_wt(s, type, 0, v, key, klen, val, vlen);
@@ -702,7 +694,7 @@ static void
 shard_commit1(struct shard *sh, struct hidx_ent *e)
 {
     HTKV_ASSERT(e->version > sh->appended); /* invariant 1: increasing order within a shard */
-    htkv_shard_install(sh, e);
+    shard_install(sh, e);
     sh->appended = e->version;
     sh->metrics.unsynced_writes++;
     hist_add(&sh->metrics.bytes_written, htkv_align_up(e->rec_bytes, REC_ALIGN));
@@ -715,11 +707,11 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     struct hidx_ent *e = NULL;
     int rc = shard_prepare1(sh, type, key, klen, val, vlen, hash, 1, &e);
     if (rc == 0) {
-        rc = htkv_shard_write_out(sh, shard_active(sh));
+        rc = shard_write_out(sh, shard_active(sh));
     }
     if (rc != 0) {
         if (e != NULL) {
-            htkv_shard_ent_drop(sh, e);
+            ent_drop(sh, e);
         }
         return rc;
     }
@@ -768,7 +760,7 @@ group_flush(struct shard *sh, struct put_req *from, struct put_req *to, uint32_t
     if (prepared == 0) {
         return; /* nothing buffered (and maybe no active segment: a failed rotation) */
     }
-    int rc = htkv_shard_write_out(sh, shard_active(sh));
+    int rc = shard_write_out(sh, shard_active(sh));
     for (struct put_req *r = from; r != to; r = r->next) {
         if (r->ent == NULL) {
             continue;
@@ -777,7 +769,7 @@ group_flush(struct shard *sh, struct put_req *from, struct put_req *to, uint32_t
             r->version = r->ent->version;
             shard_commit1(sh, r->ent);
         } else {
-            htkv_shard_ent_drop(sh, r->ent);
+            ent_drop(sh, r->ent);
             r->rc = rc;
         }
         r->ent = NULL;
@@ -841,7 +833,7 @@ htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, u
     pthread_mutex_lock(&sh->lock);
     int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
     if (rc == 0) {
-        htkv_shard_commit(sh, version);
+        shard_commit(sh, version);
     }
     if (t0_ns != 0) {
         /* Under the lock: this thread is the histogram's only writer now. */
@@ -851,6 +843,44 @@ htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, u
     pthread_mutex_unlock(&sh->lock);
     *version_out = rc == 0 ? version : 0;
     return rc;
+}
+
+/* ---- the staging steps for batch.c and putgroup.c (inline here) ----------------------------- */
+
+int
+htkv_shard_write_out(struct shard *sh, struct seg *s)
+{
+    return shard_write_out(sh, s);
+}
+
+void
+htkv_shard_install(struct shard *sh, struct hidx_ent *e)
+{
+    shard_install(sh, e);
+}
+
+int
+htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
+{
+    return shard_reserve(sh, bytes, nents);
+}
+
+void
+htkv_shard_commit(struct shard *sh, uint64_t version)
+{
+    shard_commit(sh, version);
+}
+
+struct hidx_ent *
+htkv_shard_ent_new(struct shard *sh)
+{
+    return ent_new(sh);
+}
+
+void
+htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e)
+{
+    ent_drop(sh, e);
 }
 
 /* ---- whole-shard changes (compaction, restore) ---------------------------------------------- */

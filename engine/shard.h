@@ -226,8 +226,12 @@ int htkv_shard_check_writable(struct shard *sh);
 int htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents);
 
 /* Version of the key's newest entry as a condition sees it (0 = absent or deleted). Lock held. */
-uint64_t htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key,
-                                    uint32_t klen);
+static inline uint64_t
+htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
+{
+    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
+    return (e == NULL || e->del) ? 0 : e->version;
+}
 
 /* An index entry from the shard's arena (counted in entry_bytes), or NULL; and its release when
  * it was never installed. */
