@@ -7,7 +7,7 @@
  * will read is closed, and each shard has a snapshot version), takes each shard's segment list
  * and tails under its lock, then walks the records below those tails (immutable) and keeps the
  * puts and deletes with v < version <= the shard's snapshot, skipping batches that recovery did
- * not apply. No compaction pass runs meanwhile (compact_lock), and every copy an earlier pass
+ * not apply. No compaction pass runs meanwhile (compactor.lock), and every copy an earlier pass
  * made is at or below the floor, so nothing is reported twice. They are sorted
  * by (version, shard, position): a batch's commands come out together, in its own order within a
  * shard. Values are not copied: the feed hands out views into the mappings.
@@ -28,7 +28,8 @@
 
 #include <stdlib.h>
 
-#include "engine/db.h"
+#include "engine/store.h"
+#include "engine/view.h"
 #include "engine/rec.h"
 
 struct change {
@@ -191,7 +192,7 @@ htkv_changes_since(htkv_db *db, uint64_t version, htkv_changes **out)
         htkv_changes_destroy(c);
         return HTKV_ECLOSED;
     }
-    pthread_mutex_lock(&db->compact_lock);
+    pthread_mutex_lock(&db->compactor.lock);
     htkv_ebr_exit(&db->ebr, slot);
     if (version < db->man->batch_floor) {
         htkv_set_error("changes after version %llu: compaction kept only those after %llu",
@@ -201,7 +202,7 @@ htkv_changes_since(htkv_db *db, uint64_t version, htkv_changes **out)
     for (uint32_t i = 0; rc == 0 && i < db->shard_count; i++) {
         rc = collect_shard(c, i, version);
     }
-    pthread_mutex_unlock(&db->compact_lock);
+    pthread_mutex_unlock(&db->compactor.lock);
     if (rc != 0) {
         htkv_changes_destroy(c);
         return rc;

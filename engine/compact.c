@@ -66,6 +66,8 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "engine/snapshot.h"
+#include "engine/store.h"
 #include "engine/testhook.h"
 #include "uring/ur_fault.h"
 
@@ -104,7 +106,7 @@ is_victim(const struct htkv_db *db, const struct shard *sh, const struct seg *s,
 
 /* htkv_compact_now(): seal an active segment with garbage so that the pass can rewrite it. */
 static int
-seal_active(struct htkv_db *db, struct shard *sh)
+seal_active(struct shard *sh)
 {
     pthread_mutex_lock(&sh->lock);
     int rc = 0;
@@ -113,7 +115,7 @@ seal_active(struct htkv_db *db, struct shard *sh)
         (atomic_load_explicit(&s->dead_bytes, memory_order_relaxed) > 0 || sh->tombstones > 0)) {
         rc = htkv_shard_new_segment(sh, 0);
         if (rc != 0) {
-            rc = htkv_shard_prepare_failed(db, sh, rc);
+            rc = htkv_shard_prepare_failed(sh, rc);
         }
     }
     pthread_mutex_unlock(&sh->lock);
@@ -124,7 +126,7 @@ seal_active(struct htkv_db *db, struct shard *sh)
 static int
 fence(struct htkv_db *db, uint64_t *floor)
 {
-    uint64_t w = htkv_db_latest(db);
+    uint64_t w = htkv_versions_latest(&db->ver);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         int rc = htkv_shard_sync_force(db_shard(db, i));
         if (rc != 0) {
@@ -140,31 +142,6 @@ fence(struct htkv_db *db, uint64_t *floor)
 }
 
 /*
- * Find @p e in the shard's pending list (entries newer than the last prune, in version order):
- * true and its index through @p at, or false. O(log n) plus the entries of one batch.
- */
-static bool
-pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at)
-{
-    size_t lo = sh->pend_head, hi = sh->pend_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sh->pending[mid]->version < e->version) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    for (; lo < sh->pend_count && sh->pending[lo]->version == e->version; lo++) {
-        if (sh->pending[lo] == e) {
-            *at = lo;
-            return true;
-        }
-    }
-    return false;
-}
-
-/*
  * Replace head entry @p e (in the victim) by a copy of its record in the active segment. The
  * copy takes over e's chain of older versions (open views may walk it) and, when @p pend is
  * not SIZE_MAX, e's place in the pending list.
@@ -172,14 +149,13 @@ pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at)
 static int
 relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t pend)
 {
-    struct htkv_db *db = sh->db;
     uint64_t size = htkv_rec_size(h->key_len, h->val_len);
     int rc = htkv_shard_make_room(sh, size);
     if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
         rc = htkv_trie_reserve(&sh->trie, 1);
     }
     if (rc != 0) {
-        return htkv_shard_prepare_failed(db, sh, rc);
+        return htkv_shard_prepare_failed(sh, rc);
     }
     struct hidx_ent *n = htkv_mem_alloc_in(sh->arena, sizeof(*n));
     if (n == NULL) {
@@ -190,7 +166,7 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
     HTKV_ASSERT(d != e->seg);
     const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
     uint64_t off =
-        htkv_shard_append(d, h->type, 0, h->version, key, h->key_len, key + h->key_len, h->val_len);
+        htkv_seg_append(d, h->type, 0, h->version, key, h->key_len, key + h->key_len, h->val_len);
     *n = (struct hidx_ent){ .version = e->version,
                             .hash = e->hash,
                             .seg = d,
@@ -207,8 +183,7 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
     atomic_store_explicit(&n->prev, atomic_load_explicit(&e->prev, memory_order_relaxed),
                           memory_order_release);
     if (pend != SIZE_MAX) {
-        HTKV_ASSERT(sh->pending[pend] == e);
-        sh->pending[pend] = n;
+        htkv_shard_pending_swap(sh, pend, e, n);
     }
     if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
         void *prev;
@@ -290,7 +265,7 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
             }
             if (e != NULL && e->seg == v && e->off == *off) {
                 size_t pend = SIZE_MAX;
-                if (e->version > upto && !pending_find(sh, e, &pend)) {
+                if (e->version > upto && !htkv_shard_pending_find(sh, e, &pend)) {
                     return STEP_POSTPONE;
                 }
                 /* Only a tombstone at or below the fence goes: the change feed reports every
@@ -312,51 +287,26 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
     return *off >= v->tail ? STEP_DONE : STEP_MORE;
 }
 
-void
-htkv_seg_close_cb(void *p)
-{
-    htkv_seg_close(p);
-}
-
-void
-htkv_seg_remove_files(struct htkv_db *db, struct seg *s)
-{
-    while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
-        sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
-    }
-    char hint[4200];
-    htkv_hint_path(hint, sizeof(hint), s->path);
-    /* The segment is out of the manifest already (its drop is durable), so a file an unlink
-     * leaves behind is an orphan: never read, removed by the next writable open. The failure is
-     * logged and costs disk space until then, never data: the caller goes on. The mapping stays
-     * valid until the segment is closed. */
-    const char *paths[2] = { s->path, hint };
-    for (int i = 0; i < 2; i++) {
-        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(paths[i])) != 0 && errno != ENOENT) {
-            htkv_db_log(db, HTKV_LOG_WARN, "%s: not removed (%s); the next open removes it",
-                        paths[i], strerror(errno));
-        }
-    }
-}
-
-/* Release a dropped segment (views_lock and the shard's lock held): through EBR at once when no
+/* Release a dropped segment (views.lock and the shard's lock held): through EBR at once when no
  * view predates the drop, else as zombie @p z (taken) until those views close. */
 static void
 retire_seg(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z)
 {
-    if (db->views_open == 0) {
+    if (db->views.open == 0) {
         htkv_mem_free(z);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
+        htkv_shard_retire_seg(sh, s);
         return;
     }
-    *z = (struct zombie){ .seg = s, .shard = sh->id, .gen = db->view_gen, .next = db->zombies };
-    db->zombies = z;
+    *z = (struct zombie){
+        .seg = s, .shard = sh->id, .gen = db->views.gen, .next = db->views.zombies
+    };
+    db->views.zombies = z;
 }
 
 void
 htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
 {
-    struct zombie **pp = &db->zombies;
+    struct zombie **pp = &db->views.zombies;
     while (*pp != NULL) {
         struct zombie *z = *pp;
         if (z->gen >= min_gen) {
@@ -366,7 +316,7 @@ htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
         *pp = z->next;
         struct shard *sh = db_shard(db, z->shard);
         pthread_mutex_lock(&sh->lock);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, z->seg, htkv_seg_close_cb);
+        htkv_shard_retire_seg(sh, z->seg);
         pthread_mutex_unlock(&sh->lock);
         htkv_mem_free(z);
     }
@@ -375,9 +325,9 @@ htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
 void
 htkv_compact_free_zombies(struct htkv_db *db)
 {
-    while (db->zombies != NULL) {
-        struct zombie *z = db->zombies;
-        db->zombies = z->next;
+    while (db->views.zombies != NULL) {
+        struct zombie *z = db->views.zombies;
+        db->views.zombies = z->next;
         htkv_seg_close(z->seg);
         htkv_mem_free(z);
     }
@@ -387,8 +337,8 @@ htkv_compact_free_zombies(struct htkv_db *db)
 static void
 drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *z)
 {
-    htkv_seg_remove_files(db, v);
-    pthread_mutex_lock(&db->views_lock);
+    htkv_seg_remove_files(&db->env.log, v);
+    pthread_mutex_lock(&db->views.lock);
     pthread_mutex_lock(&sh->lock);
     size_t i = 0;
     while (i < sh->nsegs && sh->segs[i] != v) {
@@ -401,7 +351,7 @@ drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *
     sh->metrics.compact_segments++;
     retire_seg(db, sh, v, z);
     pthread_mutex_unlock(&sh->lock);
-    pthread_mutex_unlock(&db->views_lock);
+    pthread_mutex_unlock(&db->views.lock);
 }
 
 /* Compact victim @p v of @p sh. Returns 1 when it was dropped, 0 when postponed, or an error. */
@@ -511,7 +461,7 @@ htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active)
         return -ENOMEM;
     }
     int rc = 0;
-    /* Sealed segments are immutable and only compaction (which holds compact_lock, as the
+    /* Sealed segments are immutable and only compaction (which holds compactor.lock, as the
      * caller does) or htkv_close() removes them; the active one is written only at close. */
     for (size_t i = 0; i < k && !failed; i++) {
         int wrc = htkv_hint_write(todo[i], db->hash_seed, db->cfg.max_value_bytes);
@@ -529,16 +479,16 @@ int
 htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
 {
     memset(res, 0, sizeof(*res));
-    if (atomic_load(&db->failed)) {
+    if (atomic_load(&db->env.failed)) {
         return HTKV_EFAILED;
     }
-    if (atomic_load(&db->no_space)) {
+    if (atomic_load(&db->env.no_space)) {
         return -ENOSPC;
     }
     uint64_t t0 = htkv_now_ns();
     int rc = 0;
     for (uint32_t i = 0; full && i < db->shard_count && rc == 0; i++) {
-        rc = seal_active(db, db_shard(db, i));
+        rc = seal_active(db_shard(db, i));
     }
     if (rc != 0 || !any_victim(db, full)) {
         return rc;
@@ -566,6 +516,70 @@ htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
         (void)htkv_hints_write(db, db_shard(db, i), false); /* hints are optional: logged */
     }
     res->ns = htkv_now_ns() - t0;
-    atomic_fetch_add_explicit(&db->compactions, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&db->compactor.compactions, 1, memory_order_relaxed);
     return rc;
+}
+
+int
+htkv_compact_now(htkv_db *db)
+{
+    if (db == NULL) {
+        return htkv_einval(__func__);
+    }
+    if (db->read_only) {
+        return HTKV_EREADONLY;
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    /* Take the pass lock before leaving the call guard: htkv_close() waits for the guard, then
+     * for this lock, so the handle outlives the pass. */
+    pthread_mutex_lock(&db->compactor.lock);
+    db_exit(db, slot);
+    struct compact_result r;
+    rc = htkv_compact_pass(db, true, &r);
+    pthread_mutex_unlock(&db->compactor.lock);
+    return rc;
+}
+
+/* ---- compactor (compaction_interval_ms > 0) -------------------------------------------------- */
+
+/* One background pass, then the snapshot it may call for. compactor.lock held. */
+static void
+compactor_pass(struct htkv_db *db)
+{
+    struct compact_result r;
+    int rc = htkv_compact_pass(db, false, &r);
+    if (rc != 0 && rc != HTKV_ECLOSED) {
+        htkv_db_log(db, HTKV_LOG_WARN, "background compaction: %s%s%s", htkv_strerror(rc),
+                    htkv_last_error()[0] ? ": " : "", htkv_last_error());
+        return;
+    }
+    if (rc == 0 && r.segments > 0 && db->cfg.emit_snapshot_after_compaction) {
+        rc = htkv_snapshot_emit(db);
+        if (rc != 0 && rc != HTKV_ECLOSED) {
+            htkv_db_log(db, HTKV_LOG_WARN, "snapshot after compaction: %s", htkv_strerror(rc));
+        }
+    }
+}
+
+static void
+compactor_round(void *arg)
+{
+    struct htkv_db *db = arg;
+    pthread_mutex_lock(&db->compactor.lock);
+    compactor_pass(db);
+    pthread_mutex_unlock(&db->compactor.lock);
+}
+
+int
+htkv_compactor_start(struct htkv_db *db)
+{
+    if (db->read_only || db->cfg.compaction_interval_ms == 0) {
+        return 0;
+    }
+    return htkv_periodic_start(&db->compactor.thread, db->cfg.compaction_interval_ms,
+                               compactor_round, db);
 }

@@ -4,7 +4,11 @@
 #ifndef HTKV_ENGINE_COMPACT_H
 #define HTKV_ENGINE_COMPACT_H
 
-#include "engine/db.h"
+#include "engine/internal.h"
+
+struct htkv_db;
+struct seg;
+struct shard;
 
 /* What one pass did. */
 struct compact_result {
@@ -18,14 +22,14 @@ struct compact_result {
 struct zombie {
     struct seg *seg;
     uint32_t shard;
-    uint64_t gen; /* db->view_gen at the drop: views with a gen <= it may read the segment */
+    uint64_t gen; /* db->views.gen at the drop: views with a gen <= it may read the segment */
     struct zombie *next;
 };
 
 /*
  * Run one pass over every shard: with @p full, seal active segments with garbage and take every
  * sealed segment with garbage; otherwise the sealed segments at or above
- * compaction_min_garbage_ratio. The caller holds db->compact_lock. Returns 0 (see @p res),
+ * compaction_min_garbage_ratio. The caller holds db->compactor.lock. Returns 0 (see @p res),
  * HTKV_EFAILED, -ENOSPC, HTKV_ECORRUPT (a victim's record failed its check: it is kept),
  * HTKV_ECLOSED (the store began closing), -ENOMEM or -errno.
  */
@@ -34,19 +38,16 @@ int htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
 /*
  * Write the missing hint files of @p sh's sealed segments and, with @p active, of its active
  * segment up to its tail (at close, after the final sync: no writer is left). The caller holds
- * compact_lock or is htkv_close(). Failures are logged; returns the first, or 0.
+ * compactor.lock or is htkv_close(). Failures are logged; returns the first, or 0.
  */
 int htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active);
 
-/* EBR free function of a segment: htkv_seg_close(). */
-void htkv_seg_close_cb(void *p);
+/* Start the background compactor (compaction_interval_ms > 0, writable store): a pass every
+ * interval on the store's periodic thread compactor.thread, then the snapshot it may call for.
+ * 0 or -errno; nothing to start is 0. The store stops it (htkv_periodic_stop()). */
+int htkv_compactor_start(struct htkv_db *db);
 
-/* Once no fdatasync of @p s is in flight (io_pins), unlink its file and its hint; its mapping
- * stays valid until it is closed. For a segment already out of its shard's list and out of the
- * manifest: a file that cannot be removed is logged and left as an orphan for the next open. */
-void htkv_seg_remove_files(struct htkv_db *db, struct seg *s);
-
-/* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views_lock held). */
+/* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views.lock held). */
 void htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen);
 
 /* Close every zombie at once (htkv_close(): no reader is left). */

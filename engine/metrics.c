@@ -20,7 +20,7 @@
 
 #include <stdio.h>
 
-#include "engine/db.h"
+#include "engine/store.h"
 
 #include <stddef.h>
 #include "engine/worker.h"
@@ -337,8 +337,9 @@ report_prometheus(FILE *f, const struct report *r)
     }
 }
 
-int
-htkv_metrics_emit(struct htkv_db *db, FILE *f, int format)
+/* Write the report of htkv_metrics_write() (call guard held, format checked). */
+static int
+metrics_emit(struct htkv_db *db, FILE *f, int format)
 {
     HTKV_ASSERT(format == HTKV_METRICS_TEXT || format == HTKV_METRICS_PROMETHEUS);
     struct report *r = htkv_mem_calloc(1, sizeof(*r));
@@ -365,4 +366,21 @@ htkv_metrics_emit(struct htkv_db *db, FILE *f, int format)
     htkv_mem_free(r->queue_depth);
     htkv_mem_free(r);
     return (fflush(f) != 0 || ferror(f)) ? -EIO : 0;
+}
+
+int
+htkv_metrics_write(htkv_db *db, FILE *f, int format)
+{
+    if (db == NULL || f == NULL ||
+        (format != HTKV_METRICS_TEXT && format != HTKV_METRICS_PROMETHEUS)) {
+        return htkv_einval(__func__);
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = metrics_emit(db, f, format);
+    db_exit(db, slot);
+    return rc;
 }

@@ -40,7 +40,7 @@
  *      is recorded in the manifest (MAN_BATCH_ABORT) before open returns, so that a batch floor
  *      raised past it later does not make its surviving parts count as complete.
  */
-#include "engine/db.h"
+#include "engine/recover.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -52,6 +52,7 @@
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
+#include "engine/store.h"
 #include "uring/ur_fault.h"
 
 /* A committed part of a batch that spans shards, waiting for the other parts. */
@@ -1048,10 +1049,10 @@ recover_versions(struct htkv_db *db, uint64_t seen)
     uint64_t latest = seen > m->version_applied ? seen : m->version_applied;
     latest = latest > m->batch_floor ? latest : m->batch_floor;
     uint64_t next = (latest > m->version_hwm ? latest : m->version_hwm) + 1;
-    db->latest_at_open = latest;
-    db->open_next = next;
-    atomic_store(&db->next_version, next);
-    atomic_store(&db->version_hwm, m->version_hwm);
+    db->ver.latest_at_open = latest;
+    db->ver.open_next = next;
+    atomic_store(&db->ver.next, next);
+    atomic_store(&db->ver.hwm, m->version_hwm);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         atomic_store(&db->ro[i].visible, latest);
         db_shard(db, i)->appended = latest;

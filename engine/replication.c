@@ -6,12 +6,12 @@
  * atomicity, durability and worker hand-off, and its commands apply in order.
  *
  * The stale rule is a function of the log alone: a run whose version is not above the store's
- * latest version (htkv_db_latest(): the log position this store has reached, by applying entries
- * or installing a snapshot) is stale as a whole; any other run is applied as a whole, a delete of
- * an absent key included (it writes a tombstone). Nothing depends on what a replica happens to
- * hold: tombstones compaction dropped, snapshots taken, shard or worker counts. The shard layer
- * claims the version under the batch's locks (batch_take_version() in shard.c); when another
- * submitter got there first it refuses with -ERANGE, which is the same verdict: stale.
+ * latest version (htkv_versions_latest(): the log position this store has reached, by applying
+ * entries or installing a snapshot) is stale as a whole; any other run is applied as a whole, a
+ * delete of an absent key included (it writes a tombstone). Nothing depends on what a replica
+ * happens to hold: tombstones compaction dropped, snapshots taken, shard or worker counts. The
+ * shard layer claims the version under the batch's locks (htkv_versions_take() in versions.c); when
+ * another submitter got there first it refuses with -ERANGE, which is the same verdict: stale.
  *
  * Invariants
  *   1. The outcome of a command depends only on the log: replicas that reached the same log
@@ -20,7 +20,8 @@
  */
 #include <htkv/replication.h>
 
-#include "engine/db.h"
+#include "engine/batch.h"
+#include "engine/store.h"
 #include "engine/verify.h"
 
 static int
@@ -61,7 +62,7 @@ submit_batch(htkv_db *db, htkv_batch *b, const htkv_command *cmds, size_t from, 
     if (rc != 0) {
         return rc;
     }
-    bool is_stale = cmds[from].version <= htkv_db_latest(db);
+    bool is_stale = cmds[from].version <= htkv_versions_latest(&db->ver);
     if (!is_stale) {
         b->fixed_version = cmds[from].version;
         rc = htkv_write(db, b);
@@ -131,7 +132,7 @@ htkv_latest_version(htkv_db *db, uint64_t *out)
     if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
         return HTKV_ECLOSED;
     }
-    *out = htkv_db_latest(db);
+    *out = htkv_versions_latest(&db->ver);
     return 0;
 }
 

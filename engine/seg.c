@@ -11,12 +11,15 @@
 #include "uring/ur_fault.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/crc32c.h"
+#include "engine/hint.h"
+#include "engine/log.h"
 #include "engine/rec.h"
 
 HTKV_STATIC_ASSERT(SEG_HDR_BYTES % 8 == 0, "records after the header stay 8-byte aligned");
@@ -497,4 +500,58 @@ htkv_seg_close(struct seg *s)
     }
     htkv_mem_free(s->wbuf);
     htkv_mem_free(s);
+}
+
+/* ---- appending and sealing (the shard's lock held on the active segment) ------------------ */
+
+int
+htkv_seg_seal(struct seg *s)
+{
+    unsigned char p[REC_SEAL_PAYLOAD];
+    htkv_store64(p, s->records);
+    htkv_store64(p + 8, s->tail);
+    int rc = htkv_seg_reserve(s, SEG_SEAL_BYTES);
+    if (rc == 0) {
+        htkv_seg_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
+        atomic_fetch_add_explicit(&s->dead_bytes, SEG_SEAL_BYTES, memory_order_relaxed);
+    } else if (rc != HTKV_EFULL) {
+        return rc;
+    }
+    /* HTKV_EFULL: a segment reopened with its mapping ending right after its data (an oversized
+     * record's segment, or a larger max_segment_bytes then) has no room for SEAL. The record is
+     * an optimisation only: recovery scans a segment without it the same way. */
+    rc = htkv_seg_sync(s);
+    if (rc == 0) {
+        s->sealed = true;
+    }
+    return rc;
+}
+
+/* ---- removal ------------------------------------------------------------------------------ */
+
+void
+htkv_seg_close_cb(void *p)
+{
+    htkv_seg_close(p);
+}
+
+void
+htkv_seg_remove_files(const struct htkv_log_sink *log, struct seg *s)
+{
+    while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
+        sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
+    }
+    char hint[4200];
+    htkv_hint_path(hint, sizeof(hint), s->path);
+    /* The segment is out of the manifest already (its drop is durable), so a file an unlink
+     * leaves behind is an orphan: never read, removed by the next writable open. The failure is
+     * logged and costs disk space until then, never data: the caller goes on. The mapping stays
+     * valid until the segment is closed. */
+    const char *paths[2] = { s->path, hint };
+    for (int i = 0; i < 2; i++) {
+        if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(paths[i])) != 0 && errno != ENOENT) {
+            htkv_log(log, HTKV_LOG_WARN, "%s: not removed (%s); the next open removes it", paths[i],
+                     strerror(errno));
+        }
+    }
 }

@@ -32,6 +32,9 @@
 #include <stdatomic.h>
 
 #include "engine/internal.h"
+#include "engine/rec.h"
+
+struct htkv_log_sink;
 
 #define SEG_HDR_BYTES 64u
 #define SEG_DATA_OFF SEG_HDR_BYTES
@@ -118,6 +121,76 @@ int htkv_seg_read_header(const char *path, struct seg_owner *o, uint64_t *id);
  */
 int htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool writable,
                   struct seg **out);
+
+/* Bytes a SEAL record takes: a segment created by this process keeps them free at its end. */
+#define SEG_SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
+HTKV_STATIC_ASSERT(SEG_SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
+
+/* Encode one record at the tail of @p s: into the write-through buffer when @p buffered and it
+ * has room, else into the mapping. Returns its offset. Inline: the write path runs it per
+ * record. */
+static inline uint64_t
+htkv_seg_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, uint64_t version,
+                   const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+    uint64_t off = s->tail;
+    uint64_t size = htkv_rec_size(klen, vlen);
+    HTKV_ASSERT(off + size <= s->file_bytes);
+    unsigned char *dst = s->map + off;
+    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
+        if (s->wbuf_len == 0) {
+            s->wbuf_off = off;
+        }
+        dst = s->wbuf + s->wbuf_len;
+        s->wbuf_len += size;
+        s->wbuf_recs++;
+    } else {
+        HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
+    }
+    uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
+    HTKV_ASSERT(w == size);
+    s->tail = off + size;
+    s->records++;
+    if (type != REC_SEAL && version > s->max_version) {
+        s->max_version = version;
+    }
+    return off;
+}
+
+/*
+ * Append one record at the tail of @p s, directly into the mapping (room reserved with
+ * htkv_seg_reserve(); nothing buffered). Returns its offset. The owning shard's lock is held.
+ */
+static inline uint64_t
+htkv_seg_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                uint32_t klen, const void *val, uint32_t vlen)
+{
+    return htkv_seg_append_at(s, false, type, flags, version, key, klen, val, vlen);
+}
+
+/*
+ * htkv_seg_append() for a caller's write: in a write_through segment the record goes to the
+ * segment's buffer (room reserved with htkv_seg_wbuf_reserve()), and the caller must
+ * htkv_seg_write_out() before anything points at it. Lock held.
+ */
+static inline uint64_t
+htkv_seg_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
+                   uint32_t klen, const void *val, uint32_t vlen)
+{
+    return htkv_seg_append_at(s, true, type, flags, version, key, klen, val, vlen);
+}
+
+/* Write SEAL at the tail of @p s and fdatasync it; s->sealed on success. 0 or -errno. */
+int htkv_seg_seal(struct seg *s);
+
+/* EBR free function of a segment: htkv_seg_close(). */
+void htkv_seg_close_cb(void *p);
+
+/* Once no fdatasync of @p s is in flight (io_pins), unlink its file and its hint; its mapping
+ * stays valid until it is closed. For a segment already out of its shard's list and out of the
+ * manifest: a file that cannot be removed is logged through @p log and left as an orphan for the
+ * next open. */
+void htkv_seg_remove_files(const struct htkv_log_sink *log, struct seg *s);
 
 /* Make sure [tail, tail + need) is allocated. Returns 0, HTKV_EFULL (beyond capacity), -ENOSPC,
  * -errno. */

@@ -16,11 +16,11 @@
  *      shard's lock), so `visible` only grows.
  *   2. A record is in the page cache (a completed store into the MAP_SHARED mapping) before the
  *      entry that points at it is published.
- *   3. A segment created by this process keeps SEAL_BYTES free for its SEAL record (one reopened
- *      with no room after its data is sealed by a sync alone).
+ *   3. A segment created by this process keeps SEG_SEAL_BYTES free for its SEAL record (one
+ * reopened with no room after its data is sealed by a sync alone).
  *   4. A segment receives records only after its MAN_SEG_ADD edit is durable.
  */
-#include "engine/db.h"
+#include "engine/shard.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -31,17 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/flat.h"
 #include "engine/futex.h"
 #include "engine/hash.h"
+#include "engine/manifest.h"
 #include "engine/rec.h"
-#include "engine/run.h"
 #include "uring/ur_fault.h"
-
-#define SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
-#define BATCH_FRAME_BYTES (REC_HDR_BYTES + REC_BEGIN_PAYLOAD + REC_HDR_BYTES + REC_COMMIT_PAYLOAD)
-
-HTKV_STATIC_ASSERT(SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
-HTKV_STATIC_ASSERT(BATCH_FRAME_BYTES % REC_ALIGN == 0, "batch frame keeps alignment");
 
 static const unsigned char *
 shard_trie_key(const void *val, uint32_t *len, void *ctx)
@@ -56,23 +51,24 @@ static void
 shard_trie_retire(void *ctx, void *node)
 {
     struct shard *sh = ctx;
-    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, node, htkv_trie_node_free);
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, node, htkv_trie_node_free);
 }
 
 int
-htkv_shard_create(struct htkv_db *db, uint32_t id, struct shard **out)
+htkv_shard_create(struct shard_env *env, struct htkv_db *owner, uint32_t id, unsigned arena,
+                  struct shard **out)
 {
     char dir[4096];
-    int n = snprintf(dir, sizeof(dir), "%s/shard-%03u", db->dir, id);
+    int n = snprintf(dir, sizeof(dir), "%s/shard-%03u", env->dir, id);
     HTKV_ASSERT(n > 0 && (size_t)n < sizeof(dir));
-    /* Shard s belongs to worker s % workers (worker.c), whose arena it uses. */
-    unsigned arena = db->narenas > 0 ? db->arenas[id % db->narenas] : 0;
+    HTKV_ASSERT(id < env->shard_count);
     struct shard *sh = htkv_mem_calloc_in(arena, 1, sizeof(*sh) + (size_t)n + 1);
     if (sh == NULL) {
         return -ENOMEM;
     }
     memcpy(sh->dir, dir, (size_t)n + 1);
-    sh->db = db;
+    sh->env = env;
+    sh->db = owner;
     sh->id = id;
     sh->arena = arena;
     atomic_init(&sh->dirty, false);
@@ -115,7 +111,7 @@ htkv_shard_destroy(struct shard *sh)
     }
     htkv_trie_fini(&sh->trie);
     htkv_run_fini(sh);
-    htkv_ebr_limbo_fini(&sh->db->ebr, &sh->limbo);
+    htkv_ebr_limbo_fini(sh->env->ebr, &sh->limbo);
     htkv_hidx_fini(&sh->idx);
     for (size_t i = 0; i < sh->nsegs; i++) {
         htkv_seg_close(sh->segs[i]);
@@ -132,96 +128,31 @@ void
 htkv_shard_retire_table(void *ctx, void *table)
 {
     struct shard *sh = ctx;
-    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, table, htkv_mem_free);
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, table, htkv_mem_free);
 }
 
 void
 htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
 {
-    htkv_ebr_retire(&sh->db->ebr, &sh->limbo, e, htkv_mem_free);
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, e, htkv_mem_free);
     sh->entry_bytes -= sizeof(*e);
     if (++sh->since_reclaim >= SHARD_RECLAIM_EVERY) {
         sh->since_reclaim = 0;
-        htkv_ebr_reclaim(&sh->db->ebr, &sh->limbo);
+        htkv_ebr_reclaim(sh->env->ebr, &sh->limbo);
     }
-}
-
-static uint64_t
-shard_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, uint64_t version,
-                const void *key, uint32_t klen, const void *val, uint32_t vlen)
-{
-    uint64_t off = s->tail;
-    uint64_t size = htkv_rec_size(klen, vlen);
-    HTKV_ASSERT(off + size <= s->file_bytes);
-    unsigned char *dst = s->map + off;
-    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
-        if (s->wbuf_len == 0) {
-            s->wbuf_off = off;
-        }
-        dst = s->wbuf + s->wbuf_len;
-        s->wbuf_len += size;
-        s->wbuf_recs++;
-    } else {
-        HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
-    }
-    uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
-    HTKV_ASSERT(w == size);
-    s->tail = off + size;
-    s->records++;
-    if (type != REC_SEAL && version > s->max_version) {
-        s->max_version = version;
-    }
-    return off;
-}
-
-uint64_t
-htkv_shard_append(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-                  uint32_t klen, const void *val, uint32_t vlen)
-{
-    return shard_append_at(s, false, type, flags, version, key, klen, val, vlen);
-}
-
-uint64_t
-htkv_shard_append_wt(struct seg *s, uint8_t type, uint8_t flags, uint64_t version, const void *key,
-                     uint32_t klen, const void *val, uint32_t vlen)
-{
-    return shard_append_at(s, true, type, flags, version, key, klen, val, vlen);
 }
 
 /* htkv_seg_write_out() of the active segment; a failure stops the shard's writes. Lock held. */
-static int
+static inline int
 shard_write_out(struct shard *sh, struct seg *s)
 {
     int rc = htkv_seg_write_out(s);
     if (rc != 0) {
         sh->failed = true;
-        atomic_store(&sh->db->failed, 1);
-        htkv_db_log(sh->db, HTKV_LOG_ERROR,
-                    "%s: write failed: %s; shard %u refuses writes until reopen", s->path,
-                    htkv_strerror(rc), sh->id);
-    }
-    return rc;
-}
-
-int
-htkv_shard_seal(struct seg *s)
-{
-    unsigned char p[REC_SEAL_PAYLOAD];
-    htkv_store64(p, s->records);
-    htkv_store64(p + 8, s->tail);
-    int rc = htkv_seg_reserve(s, SEAL_BYTES);
-    if (rc == 0) {
-        htkv_shard_append(s, REC_SEAL, 0, 1, NULL, 0, p, REC_SEAL_PAYLOAD);
-        atomic_fetch_add_explicit(&s->dead_bytes, SEAL_BYTES, memory_order_relaxed);
-    } else if (rc != HTKV_EFULL) {
-        return rc;
-    }
-    /* HTKV_EFULL: a segment reopened with its mapping ending right after its data (an oversized
-     * record's segment, or a larger max_segment_bytes then) has no room for SEAL. The record is
-     * an optimisation only: recovery scans a segment without it the same way. */
-    rc = htkv_seg_sync(s);
-    if (rc == 0) {
-        s->sealed = true;
+        atomic_store(&sh->env->failed, 1);
+        htkv_log(&sh->env->log, HTKV_LOG_ERROR,
+                 "%s: write failed: %s; shard %u refuses writes until reopen", s->path,
+                 htkv_strerror(rc), sh->id);
     }
     return rc;
 }
@@ -249,9 +180,9 @@ shard_segs_push(struct shard *sh, struct seg *s)
 int
 htkv_shard_new_segment(struct shard *sh, uint64_t need)
 {
-    struct htkv_db *db = sh->db;
-    uint64_t cap = db->cfg.max_segment_bytes;
-    uint64_t min = SEG_DATA_OFF + need + SEAL_BYTES;
+    struct shard_env *env = sh->env;
+    uint64_t cap = env->max_segment_bytes;
+    uint64_t min = SEG_DATA_OFF + need + SEG_SEAL_BYTES;
     if (cap < min) {
         cap = htkv_align_up(min, 4096); /* an oversized record gets a segment of its own */
     }
@@ -264,12 +195,12 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     if (sh->nsegs == sh->segs_cap) {
         return -ENOMEM;
     }
-    uint64_t id = htkv_manifest_next_seg_id(db->man);
+    uint64_t id = htkv_manifest_next_seg_id(env->man);
     struct seg *s;
-    bool zero_fill = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
+    bool zero_fill = env->sync_mode == HTKV_SYNC_ALWAYS;
     struct seg_owner o = { .shard = sh->id,
-                           .shard_count = db->shard_count,
-                           .hash_seed = db->hash_seed };
+                           .shard_count = env->shard_count,
+                           .hash_seed = env->hash_seed };
     int rc = htkv_seg_create(sh->dir, &o, id, cap, min, zero_fill, &s);
     if (rc != 0) {
         return rc;
@@ -286,7 +217,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
         close(dfd);
     }
     if (rc == 0) {
-        rc = htkv_manifest_add_seg(db->man, sh->id, id);
+        rc = htkv_manifest_add_seg(env->man, sh->id, id);
     }
     if (rc != 0) {
         /* Not in the manifest: an orphan file, removed now or, when the unlink fails too, by
@@ -297,7 +228,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     }
     struct seg *old = shard_active(sh);
     if (old != NULL && !old->sealed) {
-        rc = htkv_shard_seal(old);
+        rc = htkv_seg_seal(old);
         if (rc != 0) {
             /* The old segment's data may not be durable: same rule as any failed sync. */
             htkv_shard_fail_sync(sh, old, rc);
@@ -313,49 +244,41 @@ int
 htkv_shard_make_room(struct shard *sh, uint64_t need)
 {
     struct seg *s = shard_active(sh);
-    if (s == NULL || s->sealed || s->tail + need + SEAL_BYTES > s->map_bytes) {
+    if (s == NULL || s->sealed || s->tail + need + SEG_SEAL_BYTES > s->map_bytes) {
         int rc = htkv_shard_new_segment(sh, need);
         if (rc != 0) {
             return rc;
         }
         s = shard_active(sh);
     }
-    int rc = htkv_seg_reserve(s, need + SEAL_BYTES);
+    int rc = htkv_seg_reserve(s, need + SEG_SEAL_BYTES);
     return rc == 0 ? htkv_seg_wbuf_reserve(s, need) : rc;
 }
 
-static int
-shard_check_writable(struct htkv_db *db, struct shard *sh)
+int
+htkv_shard_check_writable(struct shard *sh)
 {
     if (sh->failed) {
         return HTKV_EFAILED;
     }
-    if (atomic_load_explicit(&db->no_space, memory_order_relaxed)) {
+    if (atomic_load_explicit(&sh->env->no_space, memory_order_relaxed)) {
         return -ENOSPC;
     }
     return 0;
 }
 
 int
-htkv_shard_prepare_failed(struct htkv_db *db, struct shard *sh, int rc)
+htkv_shard_prepare_failed(struct shard *sh, int rc)
 {
     if (rc == -ENOSPC || rc == -EDQUOT) {
-        if (!atomic_exchange(&db->no_space, 1)) {
-            htkv_db_log(db, HTKV_LOG_ERROR,
-                        "shard %u: no space left; writes are refused until reopen, reads go on",
-                        sh->id);
+        if (!atomic_exchange(&sh->env->no_space, 1)) {
+            htkv_log(&sh->env->log, HTKV_LOG_ERROR,
+                     "shard %u: no space left; writes are refused until reopen, reads go on",
+                     sh->id);
         }
         return -ENOSPC;
     }
     return rc;
-}
-
-/* Version of the key's newest entry as a condition sees it (0 = absent or deleted). */
-static uint64_t
-shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
-{
-    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
-    return (e == NULL || e->del) ? 0 : e->version;
 }
 
 /* Make room for @p n more pending entries, so that installing cannot fail. */
@@ -390,7 +313,23 @@ pending_reserve(struct shard *sh, size_t n)
     return 0;
 }
 
-static struct hidx_ent *
+static inline int
+shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
+{
+    int rc = htkv_shard_make_room(sh, bytes);
+    if (rc == 0) {
+        rc = htkv_hidx_reserve(&sh->idx, nents, htkv_shard_retire_table, sh);
+    }
+    if (rc == 0) {
+        rc = pending_reserve(sh, nents);
+    }
+    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        rc = htkv_trie_reserve(&sh->trie, nents);
+    }
+    return rc != 0 ? htkv_shard_prepare_failed(sh, rc) : 0;
+}
+
+static inline struct hidx_ent *
 ent_new(struct shard *sh)
 {
     struct hidx_ent *e = htkv_mem_alloc_in(sh->arena, sizeof(*e));
@@ -400,7 +339,7 @@ ent_new(struct shard *sh)
     return e;
 }
 
-static void
+static inline void
 ent_drop(struct shard *sh, struct hidx_ent *e)
 {
     sh->entry_bytes -= sizeof(*e);
@@ -411,7 +350,7 @@ ent_drop(struct shard *sh, struct hidx_ent *e)
  * Install @p e (already filled) as the newest version of its key. A delete of an absent key
  * installs nothing. Updates the live/dead byte counts and key counts.
  */
-static void
+static inline void
 shard_install(struct shard *sh, struct hidx_ent *e)
 {
     uint64_t size = htkv_align_up(e->rec_bytes, REC_ALIGN);
@@ -452,6 +391,9 @@ shard_install(struct shard *sh, struct hidx_ent *e)
         sh->puts++;
     }
     HTKV_ASSERT(sh->pend_count < sh->pend_cap); /* pending_reserve() ran in the prepare phase */
+    /* The pending list stays in version order (invariant 1): readers and compaction search it. */
+    HTKV_ASSERT(sh->pend_count == sh->pend_head ||
+                sh->pending[sh->pend_count - 1]->version <= e->version);
     sh->pending[sh->pend_count++] = e;
 }
 
@@ -475,18 +417,17 @@ shard_prune(struct shard *sh, struct hidx_ent *e)
 void
 htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc)
 {
-    struct htkv_db *db = sh->db;
     sh->failed = true;
-    atomic_store(&db->failed, 1);
-    htkv_db_log(db, HTKV_LOG_ERROR,
-                "%s: fdatasync failed: %s; shard %u refuses writes until reopen", s->path,
-                htkv_strerror(rc), sh->id);
+    atomic_store(&sh->env->failed, 1);
+    htkv_log(&sh->env->log, HTKV_LOG_ERROR,
+             "%s: fdatasync failed: %s; shard %u refuses writes until reopen", s->path,
+             htkv_strerror(rc), sh->id);
 }
 
 void
 htkv_shard_publish(struct shard *sh, uint64_t version)
 {
-    struct shard_ro *ro = &sh->db->ro[sh->id];
+    struct shard_ro *ro = &sh->env->ro[sh->id];
     HTKV_ASSERT(version <= sh->appended);
     if (version <= atomic_load_explicit(&ro->visible, memory_order_relaxed)) {
         return;
@@ -501,7 +442,8 @@ htkv_shard_prune_to_floor(struct shard *sh)
     /* Readers that start now see `visible`: the versions behind an entry it covers are needed
      * only by readers already walking (EBR protects them) and by open views whose snapshot is
      * older than the entry (view_floor keeps them). */
-    uint64_t upto = atomic_load_explicit(&sh->db->ro[sh->id].visible, memory_order_relaxed);
+    HTKV_ASSERT(sh->pend_head <= sh->pend_count && sh->pend_count <= sh->pend_cap);
+    uint64_t upto = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
     if (sh->view_floor < upto) {
         upto = sh->view_floor;
     }
@@ -561,10 +503,9 @@ htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns)
 
 /* One group sync of everything staged so far, as the leader (lock held, released during the
  * fdatasync). Returns the fdatasync's result; the shard has failed when it is not 0. */
-static int
-shard_group_sync(struct shard *sh)
+int
+htkv_shard_group_sync(struct shard *sh)
 {
-    struct htkv_db *db = sh->db;
     sh->syncing = true;
     uint64_t target = sh->appended;
     struct seg *s = shard_active(sh); /* segments sealed earlier were synced by the seal */
@@ -573,7 +514,7 @@ shard_group_sync(struct shard *sh)
     htkv_seg_pin(s);
     pthread_mutex_unlock(&sh->lock);
     int rc = htkv_seg_sync(s);
-    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->env->syncs, 1, memory_order_relaxed);
     pthread_mutex_lock(&sh->lock);
     htkv_seg_unpin(s);
     htkv_shard_sync_end(sh, group, t0);
@@ -587,9 +528,6 @@ shard_group_sync(struct shard *sh)
     return rc;
 }
 
-/* Longest gathering wait before a group sync, whatever the syncs cost. */
-#define GATHER_MAX_NS 500000u
-
 /*
  * Before a group sync (lock held, syncing set): wait until every caller inside a put or delete
  * of this shard has staged, at most half the last sync's duration. In a closed loop the writers
@@ -601,7 +539,7 @@ static void
 shard_gather(struct shard *sh)
 {
     uint64_t limit = atomic_load_explicit(&sh->last_sync_ns, memory_order_relaxed) / 2;
-    limit = limit > GATHER_MAX_NS ? GATHER_MAX_NS : limit;
+    limit = limit > SHARD_GATHER_MAX_NS ? SHARD_GATHER_MAX_NS : limit;
     if (limit == 0 || sh->metrics.unsynced_writes >=
                           atomic_load_explicit(&sh->active_writers, memory_order_relaxed)) {
         return;
@@ -631,11 +569,10 @@ shard_gather(struct shard *sh)
  * its number, so that the end of one sync wakes only the writers it covered) and return without
  * taking the lock again.
  */
-static int
-shard_wait_durable(struct shard *sh, uint64_t version)
+int
+htkv_shard_wait_durable(struct shard *sh, uint64_t version)
 {
-    struct htkv_db *db = sh->db;
-    struct shard_ro *ro = &db->ro[sh->id];
+    struct shard_ro *ro = &sh->env->ro[sh->id];
     for (;;) {
         if (atomic_load_explicit(&ro->visible, memory_order_acquire) >= version) {
             break;
@@ -666,7 +603,7 @@ shard_wait_durable(struct shard *sh, uint64_t version)
         for (int n = 0; n < LEADER_SYNCS_MAX; n++) {
             sh->syncing = true; /* while gathering too: arrivals follow */
             shard_gather(sh);
-            rc = shard_group_sync(sh);
+            rc = htkv_shard_group_sync(sh);
             _Atomic uint32_t *w = &sh->sync_word[++sh->syncs_done & 1];
             atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
             bool more =
@@ -697,7 +634,7 @@ shard_wait_durable(struct shard *sh, uint64_t version)
 }
 
 /* After staging without HTKV_SYNC_ALWAYS: publish at once (in the page cache). Lock held. */
-static void
+static inline void
 shard_commit(struct shard *sh, uint64_t version)
 {
     if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
@@ -706,64 +643,40 @@ shard_commit(struct shard *sh, uint64_t version)
     htkv_shard_publish(sh, version);
 }
 
-/* Every version up to REC_VERSION_MAX is used (only a store restored or recovered from input
- * that claims versions that high gets here): the write is refused, nothing written. */
-static int
-version_exhausted(void)
-{
-    htkv_set_error("the store's versions are used up (the largest, %llu, is taken)",
-                   (unsigned long long)REC_VERSION_MAX);
-    return -EOVERFLOW;
-}
-
 /*
  * Prepare one record (lock held): check, reserve room for @p more uninstalled entries
  * (this one included), take a version and encode the record into the active segment's
  * write-through buffer. *@p ent is filled but not installed: the caller writes the buffer out
- * (shard_write_out) and then installs it, or drops it if that fails.
+ * (htkv_shard_write_out) and then installs it, or drops it if that fails.
  */
 static int
 shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
                uint32_t vlen, uint64_t hash, uint32_t more, struct hidx_ent **ent)
 {
-    struct htkv_db *db = sh->db;
     uint64_t size = htkv_rec_size(klen, vlen);
-    int rc = shard_check_writable(db, sh);
+    int rc = htkv_shard_check_writable(sh);
     if (rc != 0) {
         return rc;
     }
-    if (type == REC_DEL && shard_current_version(sh, hash, key, klen) == 0) {
+    if (type == REC_DEL && htkv_shard_current_version(sh, hash, key, klen) == 0) {
         return HTKV_ENOTFOUND; /* nothing to delete: write nothing */
     }
-    rc = htkv_shard_make_room(sh, size);
-    if (rc == 0) {
-        rc = htkv_hidx_reserve(&sh->idx, more, htkv_shard_retire_table, sh);
-    }
-    if (rc == 0) {
-        rc = pending_reserve(sh, more);
-    }
-    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-        rc = htkv_trie_reserve(&sh->trie, more);
-    }
+    rc = shard_reserve(sh, size, more);
     if (rc != 0) {
-        return htkv_shard_prepare_failed(db, sh, rc);
+        return rc;
     }
     struct hidx_ent *e = ent_new(sh);
     if (e == NULL) {
         return -ENOMEM;
     }
     struct seg *s = shard_active(sh);
-    uint64_t v = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
-    if (HTKV_UNLIKELY(v > REC_VERSION_MAX)) {
-        ent_drop(sh, e);
-        return version_exhausted();
-    }
-    rc = db_version_check(db, v);
+    uint64_t v = 0;
+    rc = versions_next(sh->env->ver, &v);
     if (HTKV_UNLIKELY(rc != 0)) {
         ent_drop(sh, e);
         return rc;
     }
-    uint64_t off = htkv_shard_append_wt(s, type, 0, v, key, klen, val, vlen);
+    uint64_t off = htkv_seg_append_wt(s, type, 0, v, key, klen, val, vlen);
     *e = (struct hidx_ent){ .version = v,
                             .hash = hash,
                             .seg = s,
@@ -780,6 +693,7 @@ shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, c
 static void
 shard_commit1(struct shard *sh, struct hidx_ent *e)
 {
+    HTKV_ASSERT(e->version > sh->appended); /* invariant 1: increasing order within a shard */
     shard_install(sh, e);
     sh->appended = e->version;
     sh->metrics.unsynced_writes++;
@@ -807,48 +721,34 @@ htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     return 0;
 }
 
-/*
- * Put groups (HTKV_SYNC_ALWAYS, inline mode).
- *
- * A caller's put or delete is a put_req on its stack, pushed on the shard's intake (a lock-free
- * stack: pushes only, drained whole, so no ABA). The caller that then finds no leader becomes
- * it; the others sleep on done_word until their request's state changes. The leader gathers
- * (yields, at most half the last sync, until as many requests are in the intake as callers are
- * inside a put or delete of the shard), drains the intake, and under the shard lock prepares
- * every record of the group into the write-through buffer, writes them with one pwrite(),
- * installs the entries and runs one fdatasync for all of them; then it marks every request
- * done, lets go of `leading`, and wakes the group with one futex call. Followers never take the
- * shard lock, and a group costs three system calls: with a mutex per writer, 16 writers woken
- * by a sync queued on the lock and re-staged one after the other, each paying its own pwrite()
- * and a wake-up through the mutex, which took twice the fdatasync.
- *
- * Letting go before the wake-up means that in a closed loop the first woken caller to push
- * again leads the next group, with no hand-over. A leader that finds the intake refilled runs
- * at most htkv_put_group_rounds groups in a row (so its own caller is not held for long); then
- * it marks a waiting request PR_LEAD and wakes the callers, and that request's caller tries to
- * lead. No request is lost between leaders: a pusher tries to take `leading` after its push, a
- * leader that lets go re-reads the intake after clearing `leading` (both sequentially
- * consistent), so one of the two sees the other.
- *
- * Batches (htkv_write) and htkv_submit keep the per-caller path (shard_wait_durable): the
- * leader takes part in its protocol (syncing, syncs_done, sync_word, synced_cond), so either
- * kind of caller waits for a sync the other runs.
- */
-enum { PR_WAIT = 0, PR_DONE = 1, PR_LEAD = 2 };
+/* ---- record checks ------------------------------------------------------------------------ */
 
-/* Groups one leader runs in a row at most (test hook: db.h). */
-unsigned htkv_put_group_rounds = 4;
-
-/* The caller of @p self no longer waits to push (its request is done): groups gathered from now
- * on do not count it in active_writers. */
-static void
-group_uncount(struct shard *sh, struct put_req *self)
+bool
+htkv_ent_record_ok(const struct hidx_ent *e)
 {
-    if (self->counted) {
-        atomic_fetch_sub(&sh->active_writers, 1);
-        self->counted = false;
-    }
+    const unsigned char *rec = hidx_ent_rec(e);
+    struct rec_hdr h;
+    htkv_rec_hdr_decode(rec, &h);
+    /* The type too: an entry that a hint file calls a SET may point at a DEL record (an empty
+     * value the key never held). */
+    return h.type == (e->del ? REC_DEL : REC_SET) && h.key_len == e->key_len &&
+           h.val_len == e->rec_bytes - REC_HDR_BYTES - e->key_len && h.version == e->version &&
+           htkv_rec_verify_crc(rec, e->seg->id, e->off, &h) == 0;
 }
+
+int
+htkv_ent_check_slow(struct hidx_ent *e)
+{
+    /* A value is only ever read from a SET record. */
+    if (e->del || !htkv_ent_record_ok(e)) {
+        htkv_set_error("%s: checksum mismatch in record at offset %u", e->seg->path, e->off);
+        return HTKV_ECORRUPT;
+    }
+    atomic_store_explicit(&e->checked, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* ---- staging a group (put groups, putgroup.c, and workers) ---------------------------------- */
 
 /*
  * Write out the records prepared for the requests [from, to) and install them, or fail them
@@ -881,7 +781,7 @@ static bool
 shard_needs_segment(struct shard *sh, uint64_t size)
 {
     struct seg *s = shard_active(sh);
-    return s == NULL || s->sealed || s->tail + size + SEAL_BYTES > s->map_bytes;
+    return s == NULL || s->sealed || s->tail + size + SEG_SEAL_BYTES > s->map_bytes;
 }
 
 /*
@@ -915,240 +815,14 @@ htkv_shard_stage_group(struct shard *sh, struct put_req *list)
     return upto;
 }
 
-/*
- * Make every version up to @p upto durable and visible (lock held; released while waiting and
- * syncing). Joins a sync in flight (a batch's), or runs one. 0 or HTKV_EFAILED.
- */
-static int
-group_sync(struct shard *sh, uint64_t upto)
-{
-    struct shard_ro *ro = &sh->db->ro[sh->id];
-    bool woke = false;
-    int rc = 0;
-    while (atomic_load_explicit(&ro->visible, memory_order_acquire) < upto) {
-        if (sh->failed) {
-            rc = HTKV_EFAILED;
-            break;
-        }
-        if (sh->syncing) {
-            /* Another caller's sync: it may have started before these records; wait for its
-             * end (bumped under the lock: no lost wake-up) and look again. */
-            if (sh->gathering) {
-                pthread_cond_signal(&sh->staged_cond);
-            }
-            _Atomic uint32_t *w = &sh->sync_word[(sh->syncs_done + 1) & 1];
-            uint32_t seen = atomic_load_explicit(w, memory_order_relaxed);
-            pthread_mutex_unlock(&sh->lock);
-            htkv_futex_wait(w, seen);
-            pthread_mutex_lock(&sh->lock);
-            continue;
-        }
-        rc = shard_group_sync(sh);
-        /* This sync's waiters, and those of the next one: it has no leader yet, so they lead. */
-        atomic_fetch_add_explicit(&sh->sync_word[++sh->syncs_done & 1], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&sh->sync_word[(sh->syncs_done + 1) & 1], 1,
-                                  memory_order_relaxed);
-        pthread_cond_broadcast(&sh->synced_cond);
-        /* A caller of shard_wait_durable() counts itself under the lock before it reads a word
-         * to sleep on: none counted now, none sleeps on a value older than these bumps. */
-        woke = atomic_load_explicit(&sh->sync_sleepers, memory_order_relaxed) > 0;
-        if (rc != 0) {
-            rc = HTKV_EFAILED;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&sh->lock);
-    if (woke) {
-        htkv_futex_wake(&sh->sync_word[0], INT_MAX);
-        htkv_futex_wake(&sh->sync_word[1], INT_MAX);
-    }
-    return rc;
-}
-
-/*
- * Before a group: wait until every caller inside a put or delete of the shard has pushed its
- * request, at most half the last sync (shard_gather does the same for batches). The leader
- * yields rather than sleeps: the callers it waits for are runnable (just woken by the last
- * group's end), and a sleep would add its own wake-up to the group's.
- */
-static void
-group_gather(struct shard *sh)
-{
-    uint64_t limit = atomic_load_explicit(&sh->last_sync_ns, memory_order_relaxed) / 2;
-    limit = limit > GATHER_MAX_NS ? GATHER_MAX_NS : limit;
-    uint64_t deadline = 0;
-    while (limit != 0 && atomic_load(&sh->intake_n) < atomic_load(&sh->active_writers)) {
-        uint64_t now = htkv_now_ns();
-        if (deadline == 0) {
-            deadline = now + limit;
-        } else if (now >= deadline) {
-            break;
-        }
-        sched_yield();
-    }
-}
-
-/*
- * Drain the intake and run one group: stage, sync, and mark every request done; the caller
- * wakes them (group_wake). Returns how many requests of other callers were completed.
- */
-static uint32_t
-group_run(struct shard *sh, struct put_req *self)
-{
-    group_gather(sh);
-    struct put_req *list = atomic_exchange_explicit(&sh->intake, NULL, memory_order_acquire);
-    struct put_req *fifo = NULL;
-    uint32_t n = 0;
-    while (list != NULL) { /* the stack is newest first: stage in arrival order */
-        struct put_req *next = list->next;
-        list->next = fifo;
-        fifo = list;
-        list = next;
-        n++;
-    }
-    atomic_fetch_sub(&sh->intake_n, n);
-    pthread_mutex_lock(&sh->lock);
-    uint64_t upto = htkv_shard_stage_group(sh, fifo);
-    int src = 0;
-    if (upto != 0) {
-        src = group_sync(sh, upto); /* releases the lock */
-    } else {
-        pthread_mutex_unlock(&sh->lock);
-    }
-    uint32_t others = 0;
-    for (struct put_req *r = fifo, *next; r != NULL; r = next) {
-        next = r->next; /* read before PR_DONE: then the request may be gone */
-        if (r->rc == 0 && src != 0) {
-            r->rc = src;
-        }
-        if (r == self) {
-            group_uncount(sh, self); /* the leader's next groups need not wait for it */
-        } else {
-            others++;
-        }
-        atomic_store_explicit(&r->state, PR_DONE, memory_order_release);
-    }
-    return others;
-}
-
-/* Wake every caller sleeping on the shard's put groups: they look at their requests again. */
-static void
-group_wake(struct shard *sh)
-{
-    atomic_fetch_add(&sh->done_word, 1);
-    htkv_futex_wake(&sh->done_word, INT_MAX);
-}
-
-/*
- * Let go of `leading`, then look at the intake again (after the store, sequentially
- * consistent: a request pushed before it is seen here, one pushed after finds no leader).
- * Returns true when this caller took `leading` back to run what is there.
- */
-static bool
-group_release(struct shard *sh)
-{
-    atomic_store(&sh->leading, 0);
-    if (atomic_load(&sh->intake) == NULL) {
-        return false;
-    }
-    uint32_t free_ = 0;
-    return atomic_compare_exchange_strong(&sh->leading, &free_, 1);
-}
-
-/*
- * Lead (`leading` is set) until the intake is empty or htkv_put_group_rounds groups ran. After each
- * group the leader lets go *before* it wakes the group: in a closed loop the woken callers come
- * back as pushers and the first of them leads the next group, with no hand-over wake-up.
- */
-static void
-group_lead(struct shard *sh, struct put_req *self)
-{
-    unsigned rounds = 0;
-    for (;;) {
-        if (atomic_load_explicit(&self->state, memory_order_acquire) == PR_DONE) {
-            group_uncount(sh, self); /* completed by the leader before this one */
-        }
-        struct put_req *top = atomic_load(&sh->intake); /* stays: only a leader drains */
-        if (top == NULL) {
-            if (!group_release(sh)) {
-                return;
-            }
-            continue;
-        }
-        if (rounds++ == htkv_put_group_rounds) {
-            /* Hand over to the caller of a waiting request. It may find a pusher leading
-             * already: that one drains its request. */
-            uint32_t waiting = PR_WAIT;
-            (void)atomic_compare_exchange_strong(&top->state, &waiting, PR_LEAD);
-            atomic_store(&sh->leading, 0);
-            group_wake(sh);
-            return;
-        }
-        uint32_t others = group_run(sh, self);
-        bool again = group_release(sh);
-        if (others > 0) {
-            group_wake(sh);
-        }
-        if (!again) {
-            return;
-        }
-    }
-}
-
-/* A put or delete in HTKV_SYNC_ALWAYS, inline: through the shard's put groups. */
-static int
-shard_put_grouped(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
-                  uint32_t vlen, uint64_t hash, uint64_t *version)
-{
-    struct put_req r = { .key = key,
-                         .val = val,
-                         .klen = klen,
-                         .vlen = vlen,
-                         .hash = hash,
-                         .type = type,
-                         .counted = true };
-    atomic_init(&r.state, PR_WAIT);
-    atomic_fetch_add(&sh->active_writers, 1);
-    struct put_req *top = atomic_load_explicit(&sh->intake, memory_order_relaxed);
-    do {
-        r.next = top;
-    } while (!atomic_compare_exchange_weak(&sh->intake, &top, &r)); /* seq_cst: see above */
-    atomic_fetch_add(&sh->intake_n, 1);
-    for (;;) {
-        uint32_t free_ = 0;
-        if (atomic_compare_exchange_strong(&sh->leading, &free_, 1)) {
-            group_lead(sh, &r);
-        }
-        uint32_t st;
-        for (;;) {
-            uint32_t seen = atomic_load(&sh->done_word);
-            if ((st = atomic_load_explicit(&r.state, memory_order_acquire)) != PR_WAIT) {
-                break;
-            }
-            htkv_futex_wait(&sh->done_word, seen);
-        }
-        if (st == PR_DONE) {
-            break;
-        }
-        /* PR_LEAD: a leader handed over; try to lead (a leader may complete us meanwhile). */
-        uint32_t lead = PR_LEAD;
-        if (!atomic_compare_exchange_strong(&r.state, &lead, PR_WAIT)) {
-            break; /* PR_DONE */
-        }
-    }
-    group_uncount(sh, &r);
-    *version = r.rc == 0 ? r.version : 0; /* a failed sync keeps the staged version */
-    return r.rc;
-}
-
 int
-htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
-                uint32_t vlen, uint64_t hash, uint64_t *version_out, uint64_t t0_ns)
+htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, uint32_t klen,
+                const void *val, uint32_t vlen, uint64_t hash, uint64_t *version_out,
+                uint64_t t0_ns)
 {
-    struct shard *sh = db_shard(db, db_shard_of(db, hash));
     struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
-    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && db->nworkers == 0) {
-        int rc = shard_put_grouped(sh, type, key, klen, val, vlen, hash, version_out);
+    if (grouped) {
+        int rc = htkv_putgroup_put(sh, type, key, klen, val, vlen, hash, version_out);
         if (t0_ns != 0) {
             uint64_t now = htkv_now_ns();
             htkv_hist_record_shared(hist, now > t0_ns ? now - t0_ns : 0);
@@ -1171,399 +845,162 @@ htkv_shard_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen
     return rc;
 }
 
-/* ---- batches ------------------------------------------------------------------------------ */
+/* ---- the staging steps for batch.c and putgroup.c (inline here) ----------------------------- */
 
-struct part {
-    uint32_t shard;
-    uint32_t nops;  /* puts and deletes in this shard */
-    uint64_t bytes; /* records incl. batch frame */
-    struct hidx_ent **ents;
-};
-
-static inline const unsigned char *
-op_key(const struct htkv_batch *b, const struct batch_op *op)
+int
+htkv_shard_write_out(struct shard *sh, struct seg *s)
 {
-    return b->data + op->data_off;
+    return shard_write_out(sh, s);
 }
 
-static inline uint64_t
-op_hash(const struct htkv_db *db, const struct htkv_batch *b, const struct batch_op *op)
+void
+htkv_shard_install(struct shard *sh, struct hidx_ent *e)
 {
-    return htkv_hash(op_key(b, op), op->klen, db->hash_seed);
+    shard_install(sh, e);
 }
 
-static int
-cmp_u32(const void *a, const void *b)
+int
+htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
+    return shard_reserve(sh, bytes, nents);
 }
 
-/* Distinct shards touched by the batch's operations and checks, ascending. */
-static uint32_t
-batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint64_t *hashes)
+void
+htkv_shard_commit(struct shard *sh, uint64_t version)
 {
-    uint32_t n = 0;
-    for (size_t i = 0; i < b->nops; i++) {
-        hashes[i] = op_hash(db, b, &b->ops[i]);
-        out[n++] = db_shard_of(db, hashes[i]);
-    }
-    qsort(out, n, sizeof(*out), cmp_u32);
-    uint32_t u = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (u == 0 || out[u - 1] != out[i]) {
-            out[u++] = out[i];
-        }
-    }
-    return u;
+    shard_commit(sh, version);
 }
 
-static int
-batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
-                   struct part *p)
+struct hidx_ent *
+htkv_shard_ent_new(struct shard *sh)
 {
-    struct shard *sh = db_shard(db, p->shard);
-    int rc = shard_check_writable(db, sh);
-    if (rc != 0) {
-        return rc;
-    }
-    for (size_t i = 0; i < b->nops; i++) {
-        const struct batch_op *op = &b->ops[i];
-        if (db_shard_of(db, hashes[i]) != p->shard) {
-            continue;
-        }
-        if (op->type == 0) {
-            if (shard_current_version(sh, hashes[i], op_key(b, op), op->klen) != op->version) {
-                return HTKV_ECONFLICT;
-            }
+    return ent_new(sh);
+}
+
+void
+htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e)
+{
+    ent_drop(sh, e);
+}
+
+/* ---- whole-shard changes (compaction, restore) ---------------------------------------------- */
+
+bool
+htkv_shard_pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at)
+{
+    size_t lo = sh->pend_head, hi = sh->pend_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->pending[mid]->version < e->version) {
+            lo = mid + 1;
         } else {
-            p->nops++;
-            p->bytes += htkv_rec_size(op->klen, op->vlen);
+            hi = mid;
         }
     }
-    if (p->nops == 0) {
-        return 0;
-    }
-    p->bytes += BATCH_FRAME_BYTES;
-    rc = htkv_shard_make_room(sh, p->bytes);
-    if (rc == 0) {
-        rc = htkv_hidx_reserve(&sh->idx, p->nops, htkv_shard_retire_table, sh);
-    }
-    if (rc == 0) {
-        rc = pending_reserve(sh, p->nops);
-    }
-    if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-        rc = htkv_trie_reserve(&sh->trie, p->nops);
-    }
-    if (rc != 0) {
-        return htkv_shard_prepare_failed(db, sh, rc);
-    }
-    p->ents = htkv_mem_calloc(p->nops, sizeof(*p->ents));
-    if (p->ents == NULL) {
-        return -ENOMEM;
-    }
-    for (uint32_t i = 0; i < p->nops; i++) {
-        p->ents[i] = ent_new(sh);
-        if (p->ents[i] == NULL) {
-            return -ENOMEM;
+    for (; lo < sh->pend_count && sh->pending[lo]->version == e->version; lo++) {
+        if (sh->pending[lo] == e) {
+            *at = lo;
+            return true;
         }
     }
-    return 0;
+    return false;
 }
 
-static void
-batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
-                  struct part *p, uint32_t parts, uint64_t version)
+void
+htkv_shard_pending_swap(struct shard *sh, size_t at, const struct hidx_ent *e, struct hidx_ent *n)
 {
-    struct shard *sh = db_shard(db, p->shard);
-    struct seg *s = shard_active(sh);
-    unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
-    htkv_store32(frame, p->nops);
-    htkv_store32(frame + 4, parts);
-    htkv_shard_append_wt(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
-    uint32_t k = 0;
-    for (size_t i = 0; i < b->nops; i++) {
-        const struct batch_op *op = &b->ops[i];
-        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard) {
+    HTKV_ASSERT(at >= sh->pend_head && at < sh->pend_count && sh->pending[at] == e);
+    HTKV_ASSERT(n->version == e->version); /* the list stays in version order */
+    sh->pending[at] = n;
+}
+
+uint64_t
+htkv_shard_first_unpublished(const struct shard *sh, uint64_t visible)
+{
+    size_t lo = sh->pend_head, hi = sh->pend_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->pending[mid]->version <= visible) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < sh->pend_count ? sh->pending[lo]->version : UINT64_MAX;
+}
+
+void
+htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *))
+{
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, p, free_fn);
+}
+
+void
+htkv_shard_retire_seg(struct shard *sh, struct seg *s)
+{
+    htkv_shard_retire(sh, s, htkv_seg_close_cb);
+}
+
+void
+htkv_shard_reclaim(struct shard *sh)
+{
+    htkv_ebr_reclaim(sh->env->ebr, &sh->limbo);
+}
+
+void
+htkv_shard_wait_sync_end(struct shard *sh)
+{
+    while (sh->syncing) {
+        pthread_cond_wait(&sh->synced_cond, &sh->lock);
+    }
+}
+
+void
+htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **segs, size_t nsegs,
+                             size_t cap, uint64_t keys, uint64_t visible, struct seg ***old,
+                             size_t *nold)
+{
+    HTKV_ASSERT(!sh->syncing); /* no group sync of the old contents is in flight */
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    atomic_store_explicit(&sh->idx.table, atomic_load(&idx->table), memory_order_release);
+    sh->idx.entries = idx->entries;
+    /* Readers may still be inside the old table or its entries: retire all of it. */
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (!hidx_slot_live(slot)) {
             continue;
         }
-        const unsigned char *key = op_key(b, op);
-        uint64_t off = htkv_shard_append_wt(s, op->type, REC_F_BATCH, version, key, op->klen,
-                                            key + op->klen, op->vlen);
-        *p->ents[k++] =
-            (struct hidx_ent){ .version = version,
-                               .hash = hashes[i],
-                               .seg = s,
-                               .off = (uint32_t)off,
-                               .rec_bytes = (uint32_t)(REC_HDR_BYTES + op->klen + op->vlen),
-                               .key_len = op->klen,
-                               .del = op->type == REC_DEL,
-                               .checked = 1 };
-    }
-    HTKV_ASSERT(k == p->nops);
-    htkv_shard_append_wt(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
-    atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
-}
-
-/*
- * A batch with parts in several shards, in HTKV_SYNC_ALWAYS: sync every part and publish them
- * together while all the locks are held, so that no reader or view ever sees one part without
- * the others. The syncs also cover everything appended to those shards before (their versions
- * are smaller and were appended under the same locks), so publishing up to the batch's version
- * is sound. Holding the locks across the syncs delays those shards' writers: the price of
- * cross-shard atomicity under power loss.
- */
-static int
-batch_sync_parts(struct htkv_db *db, struct part *parts, uint32_t nparts, uint64_t version)
-{
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops == 0) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        struct seg *s = shard_active(sh);
-        uint64_t group = htkv_shard_sync_begin(sh);
-        uint64_t t0 = htkv_now_ns();
-        int rc = htkv_seg_sync(s);
-        atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
-        htkv_shard_sync_end(sh, group, t0);
-        if (rc != 0) {
-            htkv_shard_fail_sync(sh, s, rc);
-            return HTKV_EFAILED;
+        for (struct hidx_ent *e = hidx_slot_ent(slot); e != NULL;) {
+            struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_relaxed);
+            htkv_ebr_retire(sh->env->ebr, &sh->limbo, e, htkv_mem_free);
+            e = p;
         }
     }
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops > 0) {
-            htkv_shard_publish(db_shard(db, parts[i].shard), version);
-        }
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, t, htkv_mem_free);
+    sh->pend_head = sh->pend_count = 0;
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        /* No view is open (restore refuses to run with one), so no reader is in the trie. */
+        atomic_store_explicit(&sh->trie_ready, false, memory_order_release);
+        htkv_trie_fini(&sh->trie);
+        htkv_run_drop(sh);
     }
-    return 0;
-}
-
-static void
-parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
-{
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].ents == NULL) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        for (uint32_t k = 0; k < parts[i].nops; k++) {
-            if (parts[i].ents[k] != NULL) {
-                ent_drop(sh, parts[i].ents[k]);
-            }
-        }
-        htkv_mem_free(parts[i].ents);
-        parts[i].ents = NULL;
-    }
-}
-
-static int
-version_not_above(uint64_t v, uint64_t latest)
-{
-    htkv_set_error("version %llu is not above the latest version %llu", (unsigned long long)v,
-                   (unsigned long long)latest);
-    return -ERANGE;
-}
-
-/*
- * Claim the caller's version @p v for a batch (htkv_submit()): it must be above every version
- * applied so far (htkv_db_latest()), so that each shard still installs versions in increasing
- * order. A version at or above this open's first local version moves the local counter past it;
- * one below (a replica re-applying the log after a reopen skipped the versions a crash may have
- * taken back) is tracked in submit_hi, and allowed only while no local write took a version in
- * this open. 0, -ERANGE, or the error of reserving it (db_version_check()).
- */
-static int
-batch_take_version(struct htkv_db *db, uint64_t v)
-{
-    if (v > REC_VERSION_MAX) {
-        htkv_set_error("version %llu is above the largest version %llu", (unsigned long long)v,
-                       (unsigned long long)REC_VERSION_MAX);
-        return -ERANGE;
-    }
-    if (v <= db->latest_at_open) {
-        return version_not_above(v, htkv_db_latest(db));
-    }
-    int rc = db_version_check(db, v);
-    if (rc != 0) {
-        return rc;
-    }
-    uint64_t cur = atomic_load_explicit(&db->next_version, memory_order_relaxed);
-    if (v >= db->open_next) {
-        do {
-            if (v < cur) {
-                return version_not_above(v, htkv_db_latest(db));
-            }
-        } while (!atomic_compare_exchange_weak_explicit(
-            &db->next_version, &cur, v + 1, memory_order_relaxed, memory_order_relaxed));
-        return 0;
-    }
-    uint64_t hi = atomic_load_explicit(&db->submit_hi, memory_order_relaxed);
-    do {
-        if (v <= hi || atomic_load_explicit(&db->next_version, memory_order_relaxed) != cur ||
-            cur != db->open_next) {
-            return version_not_above(v, htkv_db_latest(db));
-        }
-    } while (!atomic_compare_exchange_weak_explicit(&db->submit_hi, &hi, v, memory_order_release,
-                                                    memory_order_relaxed));
-    return 0;
-}
-
-int
-htkv_shard_stage_batch(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
-                       uint32_t *shards_out, uint32_t *nshards_out)
-{
-    *version_out = 0;
-    *nshards_out = 0;
-    if (b->nops == 0) {
-        return 0;
-    }
-    int rc = -ENOMEM;
-    uint64_t *hashes = htkv_mem_alloc(b->nops * sizeof(*hashes));
-    uint32_t *ids = htkv_mem_alloc(b->nops * sizeof(*ids));
-    struct part *parts = NULL;
-    uint32_t nparts = 0, locked = 0, writing = 0;
-    if (hashes == NULL || ids == NULL) {
-        goto out_free;
-    }
-    nparts = batch_shards(db, b, ids, hashes);
-    parts = htkv_mem_calloc(nparts, sizeof(*parts));
-    if (parts == NULL) {
-        goto out_free;
-    }
-    for (locked = 0; locked < nparts; locked++) {
-        parts[locked].shard = ids[locked];
-        pthread_mutex_lock(&db_shard(db, ids[locked])->lock);
-    }
-    for (uint32_t i = 0; i < nparts; i++) {
-        rc = batch_prepare_part(db, b, hashes, &parts[i]);
-        if (rc != 0) {
-            goto out_unlock;
-        }
-        writing += parts[i].nops > 0;
-    }
-    if (writing == 0) {
-        goto out_unlock; /* conditions only: they hold, nothing to write */
-    }
-    uint64_t version;
-    if (b->fixed_version != 0) {
-        rc = batch_take_version(db, b->fixed_version);
-        if (rc != 0) {
-            goto out_unlock;
-        }
-        version = b->fixed_version;
-    } else {
-        version = atomic_fetch_add_explicit(&db->next_version, 1, memory_order_relaxed);
-        if (HTKV_UNLIKELY(version > REC_VERSION_MAX)) {
-            rc = version_exhausted();
-            goto out_unlock;
-        }
-        rc = db_version_check(db, version);
-        if (HTKV_UNLIKELY(rc != 0)) {
-            goto out_unlock;
-        }
-    }
-    /* Append every part under all the locks; in write-through segments the parts reach the
-     * files before anything is installed. */
-    for (uint32_t i = 0; i < nparts && rc == 0; i++) {
-        if (parts[i].nops == 0) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        struct seg *s = shard_active(sh);
-        batch_append_part(db, b, hashes, &parts[i], writing, version);
-        rc = shard_write_out(sh, s);
-        if (rc != 0) {
-            /* Its frame went with the tail. The parts written before stay in their segments
-             * uninstalled: dead bytes, and for recovery an incomplete batch. */
-            atomic_fetch_sub_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
-            for (uint32_t j = 0; j < i; j++) {
-                if (parts[j].nops > 0) {
-                    struct seg *o = shard_active(db_shard(db, parts[j].shard));
-                    atomic_fetch_add_explicit(&o->dead_bytes, parts[j].bytes - BATCH_FRAME_BYTES,
-                                              memory_order_relaxed);
-                }
-            }
-        }
-    }
-    if (rc != 0) {
-        goto out_unlock;
-    }
-    /* From here on nothing can fail: install every part under all the locks. */
-    for (uint32_t i = 0; i < nparts; i++) {
-        if (parts[i].nops == 0) {
-            continue;
-        }
-        struct shard *sh = db_shard(db, parts[i].shard);
-        for (uint32_t k = 0; k < parts[i].nops; k++) {
-            shard_install(sh, parts[i].ents[k]);
-            parts[i].ents[k] = NULL;
-        }
-        sh->appended = version;
-        sh->batches++;
-        sh->metrics.unsynced_writes++;
-        hist_add(&sh->metrics.bytes_written, parts[i].bytes);
-        shards_out[(*nshards_out)++] = parts[i].shard;
-        if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
-            shard_commit(sh, version);
-        }
-    }
-    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && writing > 1) {
-        rc = batch_sync_parts(db, parts, nparts, version);
-    }
-    *version_out = version;
-
-out_unlock:
-    parts_free(db, parts, nparts);
-    while (locked > 0) {
-        pthread_mutex_unlock(&db_shard(db, ids[--locked])->lock);
-    }
-out_free:
-    htkv_mem_free(parts);
-    htkv_mem_free(ids);
-    htkv_mem_free(hashes);
-    return rc;
-}
-
-int
-htkv_shard_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out)
-{
-    uint32_t small[16];
-    uint32_t *shards = small;
-    if (b->nops > 16) {
-        shards = htkv_mem_alloc(b->nops * sizeof(*shards));
-        if (shards == NULL) {
-            return -ENOMEM;
-        }
-    }
-    uint32_t n = 0;
-    uint64_t version = 0;
-    int rc = htkv_shard_stage_batch(db, b, &version, shards, &n);
-    /* ALWAYS: wait for each shard's group sync with the locks released, so that writers of other
-     * shards are not held up and this batch can share syncs with them. */
-    if (rc == 0 && db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
-        for (uint32_t i = 0; i < n; i++) {
-            struct shard *sh = db_shard(db, shards[i]);
-            pthread_mutex_lock(&sh->lock);
-            int wrc = shard_wait_durable(sh, version); /* releases the lock */
-            if (wrc != 0 && rc == 0) {
-                rc = wrc;
-            }
-        }
-    }
-    *version_out = rc == 0 ? version : 0;
-    if (shards != small) {
-        htkv_mem_free(shards);
-    }
-    return rc;
+    *old = sh->segs;
+    *nold = sh->nsegs;
+    sh->segs = segs;
+    sh->nsegs = nsegs;
+    sh->segs_cap = cap;
+    sh->live_keys = keys;
+    sh->tombstones = 0;
+    sh->entry_bytes = keys * sizeof(struct hidx_ent);
+    atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
+    sh->appended = visible;
+    atomic_store_explicit(&sh->env->ro[sh->id].visible, visible, memory_order_release);
 }
 
 /* fdatasync the active segment (only when dirty unless @p force), outside the lock. */
 static int
 shard_sync_active(struct shard *sh, bool force)
 {
-    struct htkv_db *db = sh->db;
     pthread_mutex_lock(&sh->lock);
     if (sh->failed) {
         pthread_mutex_unlock(&sh->lock);
@@ -1583,7 +1020,7 @@ shard_sync_active(struct shard *sh, bool force)
     htkv_seg_pin(s);
     pthread_mutex_unlock(&sh->lock);
     int rc = htkv_seg_sync(s);
-    atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->env->syncs, 1, memory_order_relaxed);
     pthread_mutex_lock(&sh->lock);
     htkv_shard_sync_end(sh, group, t0);
     if (rc != 0) {

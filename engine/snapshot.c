@@ -49,12 +49,12 @@
 
 #include "engine/compact.h"
 #include "engine/crc32c.h"
-#include "engine/db.h"
+#include "engine/snapshot.h"
+#include "engine/store.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/verify.h"
 #include "engine/rec.h"
-#include "engine/run.h"
 #include "engine/snapfile.h"
 #include "engine/testhook.h"
 #include "uring/ur_fault.h"
@@ -292,20 +292,20 @@ last_snapshot_seq(struct htkv_db *db, uint64_t *seq)
 int
 htkv_snapshot_emit(struct htkv_db *db)
 {
-    if (db->snapshot_seq == 0) {
-        int rc = last_snapshot_seq(db, &db->snapshot_seq);
+    if (db->compactor.snapshot_seq == 0) {
+        int rc = last_snapshot_seq(db, &db->compactor.snapshot_seq);
         if (rc != 0) {
             return rc;
         }
     }
-    uint64_t seq = db->snapshot_seq + 1;
+    uint64_t seq = db->compactor.snapshot_seq + 1;
     char path[4200];
     snprintf(path, sizeof(path), "%s/snapshot-%06llu.snap", db->dir, (unsigned long long)seq);
     int rc = snapshot_write(db, path);
     if (rc != 0) {
         return rc;
     }
-    db->snapshot_seq = seq;
+    db->compactor.snapshot_seq = seq;
     /* The new one is durable: the older ones are redundant. One that cannot be removed stays
      * (logged) and is tried again after the next snapshot: a lower number never passes for the
      * newest one. */
@@ -523,7 +523,7 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
     struct seg *s = n->nsegs ? n->segs[n->nsegs - 1] : NULL;
     int rc = 0;
     if (s == NULL || s->tail + size + seal > s->map_bytes) {
-        if (s != NULL && (rc = htkv_shard_seal(s)) != 0) {
+        if (s != NULL && (rc = htkv_seg_seal(s)) != 0) {
             return rc;
         }
         if ((rc = new_seg(db, sh, n, size)) != 0) {
@@ -539,7 +539,7 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
     if (e == NULL) {
         return -ENOMEM;
     }
-    uint64_t off = htkv_shard_append(s, REC_SET, 0, version, key, klen, val, vlen);
+    uint64_t off = htkv_seg_append(s, REC_SET, 0, version, key, klen, val, vlen);
     *e = (struct hidx_ent){ .version = version,
                             .hash = hash,
                             .seg = s,
@@ -619,43 +619,11 @@ restore_build(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns
 /* After the commit point: give shard @p sh its new index and segments (lock held). The old
  * segments are returned through @p old (taken by the caller). */
 static void
-restore_switch(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t visible,
-               struct seg ***old, size_t *nold)
+restore_switch(struct shard *sh, struct shard_new *n, uint64_t visible, struct seg ***old,
+               size_t *nold)
 {
-    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
-    atomic_store_explicit(&sh->idx.table, atomic_load(&n->idx.table), memory_order_release);
-    sh->idx.entries = n->idx.entries;
-    /* Readers may still be inside the old table or its entries: retire all of it. */
-    for (uint64_t i = 0; i <= t->mask; i++) {
-        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
-        if (!hidx_slot_live(slot)) {
-            continue;
-        }
-        for (struct hidx_ent *e = hidx_slot_ent(slot); e != NULL;) {
-            struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_relaxed);
-            htkv_ebr_retire(&db->ebr, &sh->limbo, e, htkv_mem_free);
-            e = p;
-        }
-    }
-    htkv_ebr_retire(&db->ebr, &sh->limbo, t, htkv_mem_free);
-    sh->pend_head = sh->pend_count = 0;
-    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
-        /* No view is open (restore refuses to run with one), so no reader is in the trie. */
-        atomic_store_explicit(&sh->trie_ready, false, memory_order_release);
-        htkv_trie_fini(&sh->trie);
-        htkv_run_drop(sh);
-    }
-    *old = sh->segs;
-    *nold = sh->nsegs;
-    sh->segs = n->segs;
-    sh->nsegs = n->nsegs;
-    sh->segs_cap = n->cap;
-    sh->live_keys = n->keys;
-    sh->tombstones = 0;
-    sh->entry_bytes = n->keys * sizeof(struct hidx_ent);
-    atomic_store_explicit(&sh->dirty, false, memory_order_relaxed);
-    sh->appended = visible;
-    atomic_store_explicit(&db->ro[sh->id].visible, visible, memory_order_release);
+    htkv_shard_reset_for_restore(sh, &n->idx, n->segs, n->nsegs, n->cap, n->keys, visible, old,
+                                 nold);
     memset(n, 0, sizeof(*n));
 }
 
@@ -665,15 +633,15 @@ restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t no
 {
     for (size_t i = 0; i < nold; i++) {
         struct seg *s = old[i];
-        htkv_seg_remove_files(db, s);
+        htkv_seg_remove_files(&db->env.log, s);
         pthread_mutex_lock(&sh->lock);
-        htkv_ebr_retire(&db->ebr, &sh->limbo, s, htkv_seg_close_cb);
+        htkv_shard_retire_seg(sh, s);
         pthread_mutex_unlock(&sh->lock);
     }
     /* Free what earlier retirements left (segments of an earlier restore among them) without
      * waiting for writes to do it: a store that takes no writes would keep their descriptors. */
     pthread_mutex_lock(&sh->lock);
-    htkv_ebr_reclaim(&db->ebr, &sh->limbo);
+    htkv_shard_reclaim(sh);
     pthread_mutex_unlock(&sh->lock);
     htkv_mem_free(old);
 }
@@ -685,11 +653,44 @@ restore_fail_unsure(struct htkv_db *db, int rc)
     for (uint32_t i = 0; i < db->shard_count; i++) {
         db_shard(db, i)->failed = true;
     }
-    atomic_store(&db->failed, 1);
+    atomic_store(&db->env.failed, 1);
     htkv_db_log(db, HTKV_LOG_ERROR,
                 "restore: syncing the directory after switching CURRENT failed: %s; the store "
                 "refuses writes until reopen, which finds the old contents or the snapshot's",
                 htkv_strerror(rc));
+}
+
+/* The commit point of a restore: the manifest lists the new segments of every shard (@p ns)
+ * instead of the old ones. 0, or an error with *@p unsure when the manifest may have switched
+ * anyway (htkv_manifest_replace()). */
+static int
+restore_commit(struct htkv_db *db, const struct shard_new *ns, uint64_t latest, bool *unsure)
+{
+    struct man_shard *lists = htkv_mem_calloc(db->shard_count, sizeof(*lists));
+    int rc = lists == NULL ? -ENOMEM : 0;
+    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
+        lists[i].count = ns[i].nsegs;
+        lists[i].seg_ids = htkv_mem_alloc((ns[i].nsegs + 1) * sizeof(uint64_t));
+        if (lists[i].seg_ids == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (size_t k = 0; k < ns[i].nsegs; k++) {
+            lists[i].seg_ids[k] = ns[i].segs[k]->id;
+        }
+    }
+    if (rc == 0) {
+        /* The history before the restore is not in the store any more: the change feed
+         * starts at the restore's version, so a consumer that read up to any version before
+         * it is told HTKV_ECOMPACTED (and installs a snapshot) instead of missing it. */
+        uint64_t floor = db->man->batch_floor > latest ? db->man->batch_floor : latest;
+        rc = htkv_manifest_replace(db->man, lists, floor, unsure);
+    }
+    for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
+        htkv_mem_free(lists[i].seg_ids);
+    }
+    htkv_mem_free(lists);
+    return rc;
 }
 
 /* The locked part of a restore: build, commit, switch. */
@@ -702,18 +703,16 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
         if (sh->failed) {
             return HTKV_EFAILED;
         }
-        while (sh->syncing) {
-            pthread_cond_wait(&sh->synced_cond, &sh->lock); /* a group sync of the old data */
-        }
+        htkv_shard_wait_sync_end(sh); /* a group sync of the old data */
     }
-    if (atomic_load(&db->no_space)) {
+    if (atomic_load(&db->env.no_space)) {
         return -ENOSPC;
     }
     /* The restore's version: the snapshot's, or, when the store has gone past it (a rollback),
      * a new one above everything applied, which marks the restore for the change feed. Either
      * way it is reserved and recorded as applied before anything changes, so that the counter
      * never falls back, not even after a reopen. */
-    uint64_t latest = htkv_db_latest(db);
+    uint64_t latest = htkv_versions_latest(&db->ver);
     latest = in->version >= latest ? in->version : latest + 1;
     int rc = 0;
     if (latest > REC_VERSION_MAX) {
@@ -721,7 +720,7 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
                        (unsigned long long)in->version);
         rc = -EOVERFLOW;
     }
-    rc = rc != 0 ? rc : db_version_check(db, latest);
+    rc = rc != 0 ? rc : versions_check(&db->ver, latest);
     if (rc == 0) {
         rc = htkv_manifest_set_versions(db->man, 0, latest, false);
     }
@@ -729,34 +728,10 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
         rc = restore_build(db, in, ns);
     }
     htkv_compact_hook_call("restore-built");
-    struct man_shard *lists = NULL;
-    if (rc == 0) {
-        lists = htkv_mem_calloc(db->shard_count, sizeof(*lists));
-        rc = lists == NULL ? -ENOMEM : 0;
-    }
-    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
-        lists[i].count = ns[i].nsegs;
-        lists[i].seg_ids = htkv_mem_alloc((ns[i].nsegs + 1) * sizeof(uint64_t));
-        if (lists[i].seg_ids == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        for (size_t k = 0; k < ns[i].nsegs; k++) {
-            lists[i].seg_ids[k] = ns[i].segs[k]->id;
-        }
-    }
     bool unsure = false;
     if (rc == 0) {
-        /* The history before the restore is not in the store any more: the change feed
-         * starts at the restore's version, so a consumer that read up to any version before
-         * it is told HTKV_ECOMPACTED (and installs a snapshot) instead of missing it. */
-        uint64_t floor = db->man->batch_floor > latest ? db->man->batch_floor : latest;
-        rc = htkv_manifest_replace(db->man, lists, floor, &unsure);
+        rc = restore_commit(db, ns, latest, &unsure);
     }
-    for (uint32_t i = 0; lists != NULL && i < db->shard_count; i++) {
-        htkv_mem_free(lists[i].seg_ids);
-    }
-    htkv_mem_free(lists);
     if (rc != 0) {
         /* Unsure: CURRENT was renamed but its directory not synced, so the next open may find
          * the old manifest or the new one. Each needs its own segments: keep every file, serve
@@ -776,13 +751,9 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
      * version a snapshot written next reports); the counter stays above it and above the
      * reservation a reopen may have skipped to. */
     uint64_t visible = latest;
-    uint64_t next = atomic_load(&db->next_version);
-    atomic_store(&db->next_version, next > latest ? next : latest + 1);
-    uint64_t hi = atomic_load(&db->submit_hi);
-    while (hi < latest && !atomic_compare_exchange_weak(&db->submit_hi, &hi, latest)) {
-    }
+    htkv_versions_raise(&db->ver, latest);
     for (uint32_t i = 0; i < db->shard_count; i++) {
-        restore_switch(db, db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
+        restore_switch(db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
     }
     return 0;
 }
@@ -816,12 +787,12 @@ htkv_snapshot_restore(htkv_db *db, const char *path)
     }
     if (rc == 0) {
         /* One structural change at a time: no compaction pass runs during a restore. */
-        pthread_mutex_lock(&db->compact_lock);
+        pthread_mutex_lock(&db->compactor.lock);
         htkv_ebr_exit(&db->ebr, slot);
         entered = false;
-        pthread_mutex_lock(&db->views_lock);
-        if (db->views_open > 0) {
-            htkv_set_error("%llu views or iterators are open", (unsigned long long)db->views_open);
+        pthread_mutex_lock(&db->views.lock);
+        if (db->views.open > 0) {
+            htkv_set_error("%llu views or iterators are open", (unsigned long long)db->views.open);
             rc = HTKV_EBUSY;
         } else {
             for (uint32_t i = 0; i < db->shard_count; i++) {
@@ -832,11 +803,11 @@ htkv_snapshot_restore(htkv_db *db, const char *path)
                 pthread_mutex_unlock(&db_shard(db, i - 1)->lock);
             }
         }
-        pthread_mutex_unlock(&db->views_lock);
+        pthread_mutex_unlock(&db->views.lock);
         for (uint32_t i = 0; rc == 0 && i < db->shard_count; i++) {
             restore_retire(db, db_shard(db, i), olds[i], nolds[i]);
         }
-        pthread_mutex_unlock(&db->compact_lock);
+        pthread_mutex_unlock(&db->compactor.lock);
     }
     if (entered) {
         htkv_ebr_exit(&db->ebr, slot);

@@ -65,7 +65,7 @@
 #include <unistd.h>
 
 #include "engine/crc32c.h"
-#include "engine/db.h"
+#include "engine/store.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/manifest.h"

@@ -29,7 +29,8 @@
  *   2. An iterator returns keys in strictly increasing unsigned byte order, each at most once.
  *   3. view_floor of a shard == min(snap[s]) over open views, or UINT64_MAX.
  */
-#include "engine/db.h"
+#include "engine/store.h"
+#include "engine/view.h"
 
 #include "engine/compact.h"
 #include "engine/hash.h"
@@ -51,7 +52,7 @@ struct htkv_view {
     struct htkv_db *db;
     struct htkv_view *next;
     struct htkv_view *prev;
-    uint64_t gen; /* db->view_gen after this view was counted: compaction's zombies use it */
+    uint64_t gen; /* db->views.gen after this view was counted: compaction's zombies use it */
     uint64_t max_version;
     /* Every version up to it that any write took is visible in the view (the change feed's
      * bound: a version above may still be pending, unpublished, in another shard). */
@@ -129,26 +130,6 @@ unlock_all(struct htkv_db *db)
     }
 }
 
-/*
- * Lowest version of @p sh installed but above @p visible (a group sync in flight), or
- * UINT64_MAX (lock held). Every write installs its entries under the lock, in version order,
- * into the pending list, so a binary search over it finds the first one.
- */
-static uint64_t
-first_unpublished(const struct shard *sh, uint64_t visible)
-{
-    size_t lo = sh->pend_head, hi = sh->pend_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sh->pending[mid]->version <= visible) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo < sh->pend_count ? sh->pending[lo]->version : UINT64_MAX;
-}
-
 static int
 view_open(struct htkv_db *db, struct htkv_view **out)
 {
@@ -158,7 +139,7 @@ view_open(struct htkv_db *db, struct htkv_view **out)
     }
     v->db = db;
     v->max_version = 0;
-    pthread_mutex_lock(&db->views_lock);
+    pthread_mutex_lock(&db->views.lock);
     lock_all(db);
     uint64_t unpublished = UINT64_MAX; /* lowest version installed but not yet visible */
     for (uint32_t i = 0; i < db->shard_count; i++) {
@@ -170,20 +151,20 @@ view_open(struct htkv_db *db, struct htkv_view **out)
         if (v->snap[i] > v->max_version) {
             v->max_version = v->snap[i];
         }
-        uint64_t p = first_unpublished(sh, v->snap[i]);
+        uint64_t p = htkv_shard_first_unpublished(sh, v->snap[i]);
         unpublished = p < unpublished ? p : unpublished;
     }
     unlock_all(db);
     v->complete = unpublished <= v->max_version ? unpublished - 1 : v->max_version;
     v->prev = NULL;
-    v->next = db->views;
-    if (db->views != NULL) {
-        db->views->prev = v;
+    v->next = db->views.list;
+    if (db->views.list != NULL) {
+        db->views.list->prev = v;
     }
-    db->views = v;
-    db->views_open++;
-    v->gen = ++db->view_gen;
-    pthread_mutex_unlock(&db->views_lock);
+    db->views.list = v;
+    db->views.open++;
+    v->gen = ++db->views.gen;
+    pthread_mutex_unlock(&db->views.lock);
     *out = v;
     return 0;
 }
@@ -192,19 +173,19 @@ static void
 view_close(struct htkv_view *v)
 {
     struct htkv_db *db = v->db;
-    pthread_mutex_lock(&db->views_lock);
+    pthread_mutex_lock(&db->views.lock);
     if (v->prev != NULL) {
         v->prev->next = v->next;
     } else {
-        db->views = v->next;
+        db->views.list = v->next;
     }
     if (v->next != NULL) {
         v->next->prev = v->prev;
     }
-    db->views_open--;
+    db->views.open--;
     for (uint32_t i = 0; i < db->shard_count; i++) {
         uint64_t floor = UINT64_MAX;
-        for (struct htkv_view *o = db->views; o != NULL; o = o->next) {
+        for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {
             floor = o->snap[i] < floor ? o->snap[i] : floor;
         }
         struct shard *sh = db_shard(db, i);
@@ -215,14 +196,14 @@ view_close(struct htkv_view *v)
         }
         pthread_mutex_unlock(&sh->lock);
     }
-    if (db->zombies != NULL) {
+    if (db->views.zombies != NULL) {
         uint64_t min_gen = UINT64_MAX;
-        for (struct htkv_view *o = db->views; o != NULL; o = o->next) {
+        for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {
             min_gen = o->gen < min_gen ? o->gen : min_gen;
         }
         htkv_compact_release_zombies(db, min_gen);
     }
-    pthread_mutex_unlock(&db->views_lock);
+    pthread_mutex_unlock(&db->views.lock);
     htkv_mem_free(v);
 }
 
@@ -681,6 +662,28 @@ iter_build_heap(struct htkv_iter *it)
     return 0;
 }
 
+/* Start the @p n sources of @p it (one per shard, at view @p view's snapshots): nothing read
+ * yet. */
+static void
+iter_init_sources(struct htkv_iter *it, const struct htkv_view *view, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        struct iter_src *s = &it->src[i];
+        s->p = s->q = s->end = NULL;
+        s->abbrev = 0;
+        s->snap = view->snap[i];
+        s->run = NULL;
+        s->shard = i;
+        s->done = false;
+        s->last_key = NULL;
+        s->last_len = 0;
+        s->bad_seg = NULL;
+        s->bad_off = 0;
+        s->chunk_want = ITER_CHUNK_FIRST;
+    }
+    it->nsrc = n;
+}
+
 static int
 iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool prefix_mode,
             const void *lo, size_t lo_len, const void *hi, size_t hi_len, htkv_iter **out)
@@ -722,21 +725,7 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
         }
         it->skip = k;
     }
-    for (uint32_t i = 0; i < n; i++) {
-        struct iter_src *s = &it->src[i];
-        s->p = s->q = s->end = NULL;
-        s->abbrev = 0;
-        s->snap = view->snap[i];
-        s->run = NULL;
-        s->shard = i;
-        s->done = false;
-        s->last_key = NULL;
-        s->last_len = 0;
-        s->bad_seg = NULL;
-        s->bad_off = 0;
-        s->chunk_want = ITER_CHUNK_FIRST;
-    }
-    it->nsrc = n;
+    iter_init_sources(it, view, n);
     for (uint32_t i = 0; i < n; i++) {
         rc = htkv_shard_trie_ensure(db_shard(db, i));
         if (rc != 0) {

@@ -34,7 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/db.h"
+#include "engine/batch.h"
+#include "engine/store.h"
 #include "engine/futex.h"
 #include "engine/rec.h"
 #include "uring/ur_fault.h"
@@ -218,7 +219,7 @@ worker_stage(struct worker *w, struct wreq *r)
     if (r->kind != WREQ_BATCH) {
         uint8_t type = r->kind == WREQ_PUT ? REC_SET : REC_DEL;
         if (!always) {
-            rc = htkv_shard_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version, 0);
+            rc = db_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version, 0);
             wreq_complete(r, rc, version);
             return;
         }
@@ -226,7 +227,7 @@ worker_stage(struct worker *w, struct wreq *r)
         return;
     }
     if (!always) {
-        rc = htkv_shard_apply(db, r->batch, &version);
+        rc = htkv_batch_apply(db, r->batch, &version);
         wreq_complete(r, rc, version);
         return;
     }
@@ -237,7 +238,7 @@ worker_stage(struct worker *w, struct wreq *r)
         wreq_complete(r, -ENOMEM, 0);
         return;
     }
-    rc = htkv_shard_stage_batch(db, r->batch, &version, r->parts, &r->nparts);
+    rc = htkv_batch_stage(db, r->batch, &version, r->parts, &r->nparts);
     worker_staged(w, r, rc, version);
 }
 
@@ -281,7 +282,7 @@ worker_submit_group_syncs(struct worker *w)
             if (htkv_ur_fsync(&w->ur, seg->fd, s) == 0) {
                 w->inflight_target[s] = target;
                 w->inflight_seg[s] = seg;
-                atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&db->env.syncs, 1, memory_order_relaxed);
             } else {
                 htkv_seg_unpin(seg);
                 worker_sync_unbegin(sh, group);
@@ -316,7 +317,7 @@ worker_interval_syncs(struct worker *w)
         w->inflight_group[s] = group;
         if (htkv_ur_fsync(&w->ur, seg->fd, UD_INTERVAL | s) == 0) {
             w->inflight_iseg[s] = seg;
-            atomic_fetch_add_explicit(&db->syncs, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&db->env.syncs, 1, memory_order_relaxed);
         } else {
             htkv_seg_unpin(seg);
             atomic_store_explicit(&sh->dirty, true, memory_order_relaxed); /* retry next time */

@@ -3,7 +3,7 @@
  */
 #include "tests/support/testutil.h"
 
-#include "engine/db.h"
+#include "engine/store.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,7 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/db.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
 

@@ -1,5 +1,7 @@
 /*
- * run.c - sorted runs: flat copies of a shard's trie for ordered reads (the contract is in run.h).
+ * flat.c - sorted runs: flat copies of a shard's trie for ordered reads (the contract is in
+ * flat.h). May call the shard (its lock, trie and limbo), EBR, the record codec and the base
+ * layer; never the store.
  *
  * Invariants
  *   1. A published run's elements are, in strictly increasing key order, the head entries the
@@ -13,17 +15,13 @@
  *   3. No element refers to an index entry: a reader that needs the entry (RUN_SLOW, or a head
  *      newer than its snapshot) looks the key up in the trie.
  */
-#include "engine/run.h"
+#include "engine/flat.h"
 
-#include "engine/db.h"
 #include "engine/rec.h"
+#include "engine/shard.h"
 
 /* Shards smaller than this are never given a run: their trie walk is as short as a search. */
 #define RUN_MIN_KEYS 32u
-/* A build waits until the walks since the last change reach this many times what it copies: a
- * keyspace changed about as often as it is read would waste most builds, and each build is one
- * query's latency. */
-#define RUN_CREDIT_FACTOR 2u
 
 static size_t
 run_size(uint64_t n)
@@ -75,17 +73,17 @@ htkv_run_bytes(const struct shard *sh)
 static int
 run_fill(struct shard *sh, struct shard_run *r, uint64_t cap, uint64_t gen)
 {
-    struct htkv_db *db = sh->db;
+    struct shard_env *env = sh->env;
     struct trie_cursor c;
     htkv_trie_cursor_init(&c, &sh->trie);
     uint64_t n = 0;
     int rc = 0;
     for (bool more = true; more && rc == 0;) {
-        unsigned slot = htkv_ebr_enter(&db->ebr);
+        unsigned slot = htkv_ebr_enter(env->ebr);
         /* Unchanged since the walk began: no record copied so far was moved, so the last key
          * (in a segment mapping) is still mapped, and stays so until this section ends. */
         if (htkv_trie_gen(&sh->trie) != gen) {
-            htkv_ebr_exit(&db->ebr, slot);
+            htkv_ebr_exit(env->ebr, slot);
             rc = -EAGAIN;
             break;
         }
@@ -107,7 +105,7 @@ run_fill(struct shard *sh, struct shard_run *r, uint64_t cap, uint64_t gen)
             }
             uint32_t vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
             uint32_t flags = e->del ? RUN_DEL : 0;
-            if (!e->del && db_ent_check(db, e) != 0) {
+            if (!e->del && shard_ent_check(env, e) != 0) {
                 flags |= RUN_SLOW; /* the error is reported by the read that meets it */
             }
             HTKV_ASSERT(vlen <= RUN_VLEN_MASK);
@@ -121,7 +119,7 @@ run_fill(struct shard *sh, struct shard_run *r, uint64_t cap, uint64_t gen)
             rc = htkv_trie_cursor_error(&c);
         }
         more = e != NULL;
-        htkv_ebr_exit(&db->ebr, slot);
+        htkv_ebr_exit(env->ebr, slot);
     }
     htkv_trie_cursor_fini(&c);
     r->n = n;
@@ -134,8 +132,8 @@ run_fill(struct shard *sh, struct shard_run *r, uint64_t cap, uint64_t gen)
 static int
 run_build(struct shard *sh)
 {
-    struct htkv_db *db = sh->db;
-    if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2 ||
+    struct shard_env *env = sh->env;
+    if (!env->sorted_runs || env->verify_checksums == 2 ||
         !atomic_load_explicit(&sh->trie_ready, memory_order_acquire)) {
         return -ENOTSUP;
     }
@@ -158,7 +156,7 @@ run_build(struct shard *sh)
             atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
             struct shard_run *old = atomic_exchange_explicit(&sh->run, r, memory_order_acq_rel);
             if (old != NULL) {
-                htkv_ebr_retire(&db->ebr, &sh->limbo, old, run_unpublished);
+                htkv_shard_retire(sh, old, run_unpublished);
             }
             r = NULL;
         } else {
@@ -171,34 +169,20 @@ run_build(struct shard *sh)
     return rc;
 }
 
-/* Test hook (run.h): build at every query whatever the credit. */
+/* Test hook (flat.h): build at every query whatever the credit. */
 int htkv_run_eager = 0;
-
-/* Add @p keys to a credit counted since generation @p gen; a credit counted under an older
- * generation starts over (the structure it would pay for would have been stale already). Races
- * between readers only blur a heuristic. */
-static void
-credit_add(_Atomic uint64_t *credit, _Atomic uint64_t *credit_gen, uint64_t gen, uint64_t keys)
-{
-    if (atomic_load_explicit(credit_gen, memory_order_relaxed) != gen) {
-        atomic_store_explicit(credit_gen, gen, memory_order_relaxed);
-        atomic_store_explicit(credit, keys, memory_order_relaxed);
-        return;
-    }
-    atomic_fetch_add_explicit(credit, keys, memory_order_relaxed);
-}
 
 void
 htkv_run_note(struct shard *sh, uint64_t keys)
 {
-    credit_add(&sh->run_credit, &sh->run_credit_gen, htkv_trie_gen(&sh->trie), keys);
+    htkv_run_credit_add(&sh->run_credit, &sh->run_credit_gen, htkv_trie_gen(&sh->trie), keys);
 }
 
 void
 htkv_run_refresh(struct shard *sh)
 {
-    struct htkv_db *db = sh->db;
-    if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2) {
+    struct shard_env *env = sh->env;
+    if (!env->sorted_runs || env->verify_checksums == 2) {
         return;
     }
     uint64_t count = htkv_trie_count(&sh->trie);
@@ -208,10 +192,10 @@ htkv_run_refresh(struct shard *sh)
          atomic_load_explicit(&sh->run_credit, memory_order_relaxed) < RUN_CREDIT_FACTOR * count)) {
         return;
     }
-    unsigned slot = htkv_ebr_enter(&db->ebr);
+    unsigned slot = htkv_ebr_enter(env->ebr);
     const struct shard_run *r = atomic_load_explicit(&sh->run, memory_order_acquire);
     bool exact = r != NULL && r->gen == htkv_trie_gen(&sh->trie);
-    htkv_ebr_exit(&db->ebr, slot);
+    htkv_ebr_exit(env->ebr, slot);
     if (!exact) {
         (void)run_build(sh);
     }
@@ -222,7 +206,7 @@ htkv_run_drop(struct shard *sh)
 {
     struct shard_run *old = atomic_exchange_explicit(&sh->run, NULL, memory_order_acq_rel);
     if (old != NULL) {
-        htkv_ebr_retire(&sh->db->ebr, &sh->limbo, old, run_unpublished);
+        htkv_shard_retire(sh, old, run_unpublished);
     }
 }
 
@@ -267,188 +251,4 @@ htkv_run_prefix_end(const struct shard_run *r, const unsigned char *prefix, uint
         }
     }
     return lo;
-}
-
-/* ---- merge paths ---------------------------------------------------------------------------- */
-
-/* Does every shard still publish the run @p p was built from, and is it exact? (EBR held.) */
-static bool
-path_valid(struct htkv_db *db, const struct merge_path *p)
-{
-    for (uint32_t i = 0; i < p->nshards; i++) {
-        struct shard *sh = db_shard(db, i);
-        const struct shard_run *r = atomic_load_explicit(&sh->run, memory_order_acquire);
-        if (r != p->runs[i] || r->gen != htkv_trie_gen(&sh->trie)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-struct merge_path *
-htkv_path_acquire(struct htkv_db *db)
-{
-    struct merge_path *p = atomic_load_explicit(&db->path, memory_order_acquire);
-    if (p == NULL || !path_valid(db, p)) {
-        return NULL;
-    }
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-    return p;
-}
-
-void
-htkv_path_release(struct merge_path *p)
-{
-    if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
-        return;
-    }
-    for (uint32_t i = 0; i < p->nshards; i++) {
-        htkv_run_release(p->runs[i]);
-    }
-    htkv_mem_free(p->path);
-    htkv_mem_free(p);
-}
-
-static void
-path_unpublished(void *p)
-{
-    htkv_path_release(p);
-}
-
-/* The sum of the shards' trie generations: it moves whenever any trie changes. */
-static uint64_t
-db_trie_gens(struct htkv_db *db)
-{
-    uint64_t g = 0;
-    for (uint32_t i = 0; i < db->shard_count; i++) {
-        g += htkv_trie_gen(&db_shard(db, i)->trie);
-    }
-    return g;
-}
-
-void
-htkv_path_note(struct htkv_db *db, uint64_t keys)
-{
-    credit_add(&db->path_credit, &db->path_credit_gen, db_trie_gens(db), keys);
-}
-
-/* The first 8 bytes of element @p x's key, abbreviated (htkv_key_abbrev()). */
-static inline uint64_t
-ent_abbrev(const struct run_ent *x)
-{
-    return htkv_key_abbrev(x->rec + REC_HDR_BYTES, x->klen, 0);
-}
-
-/* Merge the runs of @p p into its path: a one-time k-way merge on abbreviated keys (full
- * comparison on ties), an exhausted run's abbreviation pinned above every key. */
-static void
-path_fill(struct merge_path *p)
-{
-    uint32_t k = p->nshards;
-    uint64_t pos[256] = { 0 };
-    uint64_t ab[256];
-    bool live[256];
-    for (uint32_t s = 0; s < k; s++) {
-        live[s] = p->runs[s]->n > 0;
-        ab[s] = live[s] ? ent_abbrev(&p->runs[s]->ents[0]) : UINT64_MAX;
-    }
-    for (uint64_t i = 0; i < p->n; i++) {
-        uint32_t best = UINT32_MAX;
-        for (uint32_t s = 0; s < k; s++) {
-            if (!live[s]) {
-                continue;
-            }
-            if (best == UINT32_MAX || ab[s] < ab[best]) {
-                best = s;
-                continue;
-            }
-            const struct run_ent *x = &p->runs[s]->ents[pos[s]];
-            const struct run_ent *y = &p->runs[best]->ents[pos[best]];
-            if (ab[s] == ab[best] && htkv_key_cmp(x->rec + REC_HDR_BYTES, x->klen,
-                                                  y->rec + REC_HDR_BYTES, y->klen) < 0) {
-                best = s;
-            }
-        }
-        HTKV_ASSERT(best != UINT32_MAX);
-        p->path[i] = (uint8_t)best;
-        const struct shard_run *r = p->runs[best];
-        if (++pos[best] < r->n) {
-            ab[best] = ent_abbrev(&r->ents[pos[best]]);
-        } else {
-            live[best] = false;
-        }
-    }
-}
-
-void
-htkv_path_refresh(struct htkv_db *db)
-{
-    uint32_t k = db->shard_count;
-    if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2 || k < 2 || k > 256) {
-        return;
-    }
-    unsigned slot = htkv_ebr_enter(&db->ebr);
-    const struct merge_path *cur = atomic_load_explicit(&db->path, memory_order_acquire);
-    bool valid = cur != NULL && path_valid(db, cur);
-    htkv_ebr_exit(&db->ebr, slot);
-    if (valid) {
-        return;
-    }
-    if (htkv_run_eager < 2) {
-        uint64_t keys = 0;
-        for (uint32_t i = 0; i < k; i++) {
-            keys += htkv_trie_count(&db_shard(db, i)->trie);
-        }
-        if (htkv_run_eager == 1 || atomic_load_explicit(&db->path_credit, memory_order_relaxed) <
-                                       RUN_CREDIT_FACTOR * keys) {
-            return; /* not earned yet: nothing to allocate */
-        }
-    }
-    bool idle = false;
-    if (!atomic_compare_exchange_strong(&db->path_building, &idle, true)) {
-        return;
-    }
-    struct merge_path *p = htkv_mem_alloc(sizeof(*p) + k * sizeof(struct shard_run *));
-    if (p == NULL) {
-        atomic_store_explicit(&db->path_building, false, memory_order_release);
-        return;
-    }
-    atomic_init(&p->refs, 1);
-    p->nshards = 0;
-    p->n = 0;
-    p->runs = (struct shard_run **)(p + 1);
-    p->path = NULL;
-    slot = htkv_ebr_enter(&db->ebr);
-    for (uint32_t i = 0; i < k; i++) {
-        struct shard_run *r = htkv_run_acquire(db_shard(db, i));
-        if (r == NULL) {
-            break; /* a shard without an exact run: no path */
-        }
-        p->runs[p->nshards++] = r;
-        p->n += r->n;
-    }
-    htkv_ebr_exit(&db->ebr, slot);
-    uint64_t credit = atomic_load_explicit(&db->path_credit, memory_order_relaxed);
-    if (p->nshards == k && (htkv_run_eager >= 2 || credit >= RUN_CREDIT_FACTOR * p->n) &&
-        (p->path = htkv_mem_alloc(p->n > 0 ? p->n : 1)) != NULL) {
-        atomic_store_explicit(&db->path_credit, 0, memory_order_relaxed);
-        path_fill(p);
-        /* Published under shard 0's lock: its limbo takes the path replaced. */
-        struct shard *sh0 = db_shard(db, 0);
-        pthread_mutex_lock(&sh0->lock);
-        struct merge_path *old = atomic_exchange_explicit(&db->path, p, memory_order_acq_rel);
-        if (old != NULL) {
-            htkv_ebr_retire(&db->ebr, &sh0->limbo, old, path_unpublished);
-        }
-        pthread_mutex_unlock(&sh0->lock);
-        p = NULL;
-    }
-    htkv_path_release(p); /* not published: frees it and its run references */
-    atomic_store_explicit(&db->path_building, false, memory_order_release);
-}
-
-void
-htkv_path_fini(struct htkv_db *db)
-{
-    htkv_path_release(atomic_exchange_explicit(&db->path, NULL, memory_order_relaxed));
 }

@@ -1,0 +1,516 @@
+/*
+ * batch.c - batches: building them (htkv_batch_* of the public API) and committing one
+ * atomically across the shards it touches (store layer).
+ *
+ * Commit. Under the locks of every shard the batch touches, taken in ascending shard order (the
+ * one lock order of the engine, so two batches never deadlock), each shard's part goes through
+ * the shard's three phases (shard.h): prepare (conditions checked, room and entries reserved;
+ * a failure leaves the store unchanged), append (a BATCH_BEGIN frame, the records, a
+ * BATCH_COMMIT frame, all at one version), install. Recovery applies a batch only when every
+ * part's frames are complete, so a crash never leaves part of one visible.
+ *
+ * Invariants
+ *   1. All of a batch's records carry one version, taken after every part prepared and before
+ *      anything is appended; nothing visible changes before every part is written out.
+ *   2. From the first install on nothing can fail: installs and publishes only.
+ *   3. In HTKV_SYNC_ALWAYS a batch with several parts is synced and published while every lock
+ *      is held, so no reader sees one part without the others.
+ * May call: the shard layer (shard.h), versions, the record codec and the base layer.
+ */
+#include "engine/batch.h"
+
+#include <stdlib.h>
+
+#include "engine/hash.h"
+#include "engine/rec.h"
+#include "engine/store.h"
+
+#define BATCH_FRAME_BYTES (REC_HDR_BYTES + REC_BEGIN_PAYLOAD + REC_HDR_BYTES + REC_COMMIT_PAYLOAD)
+
+HTKV_STATIC_ASSERT(BATCH_FRAME_BYTES % REC_ALIGN == 0, "batch frame keeps alignment");
+
+/* ---- building ------------------------------------------------------------------------------- */
+
+int
+htkv_batch_create(htkv_batch **out)
+{
+    if (out == NULL) {
+        return htkv_einval(__func__);
+    }
+    *out = htkv_mem_calloc(1, sizeof(**out));
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+static int
+batch_add(htkv_batch *b, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
+          uint64_t version)
+{
+    if (b == NULL || (val == NULL && vlen > 0)) {
+        return htkv_einval(__func__);
+    }
+    int rc = check_key(key, klen);
+    if (rc != 0) {
+        return rc;
+    }
+    if (vlen > HTKV_VALUE_MAX_LIMIT) {
+        return HTKV_ETOOBIG;
+    }
+    uint64_t rec = type == 0 ? 0 : htkv_rec_size(klen, vlen);
+    if (b->rec_bytes + rec > BATCH_BYTES_MAX) {
+        return HTKV_ETOOBIG;
+    }
+    if (b->nops == b->ops_cap) {
+        size_t cap = b->ops_cap ? b->ops_cap * 2 : 16;
+        struct batch_op *n = htkv_mem_realloc(b->ops, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        b->ops = n;
+        b->ops_cap = cap;
+    }
+    uint64_t need = b->data_len + klen + vlen;
+    if (need > b->data_cap) {
+        uint64_t cap = b->data_cap ? b->data_cap : 4096;
+        while (cap < need) {
+            cap *= 2;
+        }
+        unsigned char *n = htkv_mem_realloc(b->data, cap);
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        b->data = n;
+        b->data_cap = cap;
+    }
+    memcpy(b->data + b->data_len, key, klen);
+    if (vlen > 0) {
+        memcpy(b->data + b->data_len + klen, val, vlen);
+    }
+    b->ops[b->nops++] = (struct batch_op){ .type = type,
+                                           .klen = (uint32_t)klen,
+                                           .vlen = (uint32_t)vlen,
+                                           .data_off = b->data_len,
+                                           .version = version };
+    b->data_len = need;
+    b->rec_bytes += rec;
+    b->ncount += type != 0;
+    return 0;
+}
+
+int
+htkv_batch_put(htkv_batch *b, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    return batch_add(b, REC_SET, key, klen, val, vlen, 0);
+}
+
+int
+htkv_batch_delete(htkv_batch *b, const void *key, size_t klen)
+{
+    return batch_add(b, REC_DEL, key, klen, NULL, 0, 0);
+}
+
+int
+htkv_batch_check(htkv_batch *b, const void *key, size_t klen, uint64_t version)
+{
+    return batch_add(b, 0, key, klen, NULL, 0, version);
+}
+
+void
+htkv_batch_clear(htkv_batch *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    b->nops = b->ncount = 0;
+    b->data_len = b->rec_bytes = 0;
+    b->version = 0;
+}
+
+size_t
+htkv_batch_count(const htkv_batch *b)
+{
+    return b == NULL ? 0 : b->ncount;
+}
+
+uint64_t
+htkv_batch_version(const htkv_batch *b)
+{
+    return b == NULL ? 0 : b->version;
+}
+
+void
+htkv_batch_destroy(htkv_batch *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    htkv_mem_free(b->ops);
+    htkv_mem_free(b->data);
+    htkv_mem_free(b);
+}
+
+/* ---- commit --------------------------------------------------------------------------------- */
+
+struct part {
+    uint32_t shard;
+    uint32_t nops;  /* puts and deletes in this shard */
+    uint64_t bytes; /* records incl. batch frame */
+    struct hidx_ent **ents;
+};
+
+static inline const unsigned char *
+op_key(const struct htkv_batch *b, const struct batch_op *op)
+{
+    return b->data + op->data_off;
+}
+
+static inline uint64_t
+op_hash(const struct htkv_db *db, const struct htkv_batch *b, const struct batch_op *op)
+{
+    return htkv_hash(op_key(b, op), op->klen, db->hash_seed);
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Distinct shards touched by the batch's operations and checks, ascending. */
+static uint32_t
+batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint64_t *hashes)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < b->nops; i++) {
+        hashes[i] = op_hash(db, b, &b->ops[i]);
+        out[n++] = db_shard_of(db, hashes[i]);
+    }
+    qsort(out, n, sizeof(*out), cmp_u32);
+    uint32_t u = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (u == 0 || out[u - 1] != out[i]) {
+            out[u++] = out[i];
+        }
+    }
+    return u;
+}
+
+static int
+batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
+                   struct part *p)
+{
+    struct shard *sh = db_shard(db, p->shard);
+    int rc = htkv_shard_check_writable(sh);
+    if (rc != 0) {
+        return rc;
+    }
+    for (size_t i = 0; i < b->nops; i++) {
+        const struct batch_op *op = &b->ops[i];
+        if (db_shard_of(db, hashes[i]) != p->shard) {
+            continue;
+        }
+        if (op->type == 0) {
+            if (htkv_shard_current_version(sh, hashes[i], op_key(b, op), op->klen) != op->version) {
+                return HTKV_ECONFLICT;
+            }
+        } else {
+            p->nops++;
+            p->bytes += htkv_rec_size(op->klen, op->vlen);
+        }
+    }
+    if (p->nops == 0) {
+        return 0;
+    }
+    p->bytes += BATCH_FRAME_BYTES;
+    rc = htkv_shard_reserve(sh, p->bytes, p->nops);
+    if (rc != 0) {
+        return rc;
+    }
+    p->ents = htkv_mem_calloc(p->nops, sizeof(*p->ents));
+    if (p->ents == NULL) {
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < p->nops; i++) {
+        p->ents[i] = htkv_shard_ent_new(sh);
+        if (p->ents[i] == NULL) {
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static void
+batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
+                  struct part *p, uint32_t parts, uint64_t version)
+{
+    struct shard *sh = db_shard(db, p->shard);
+    struct seg *s = shard_active(sh);
+    unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
+    htkv_store32(frame, p->nops);
+    htkv_store32(frame + 4, parts);
+    htkv_seg_append_wt(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
+    uint32_t k = 0;
+    for (size_t i = 0; i < b->nops; i++) {
+        const struct batch_op *op = &b->ops[i];
+        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard) {
+            continue;
+        }
+        const unsigned char *key = op_key(b, op);
+        uint64_t off = htkv_seg_append_wt(s, op->type, REC_F_BATCH, version, key, op->klen,
+                                          key + op->klen, op->vlen);
+        *p->ents[k++] =
+            (struct hidx_ent){ .version = version,
+                               .hash = hashes[i],
+                               .seg = s,
+                               .off = (uint32_t)off,
+                               .rec_bytes = (uint32_t)(REC_HDR_BYTES + op->klen + op->vlen),
+                               .key_len = op->klen,
+                               .del = op->type == REC_DEL,
+                               .checked = 1 };
+    }
+    HTKV_ASSERT(k == p->nops);
+    htkv_seg_append_wt(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
+    atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
+}
+
+/*
+ * A batch with parts in several shards, in HTKV_SYNC_ALWAYS: sync every part and publish them
+ * together while all the locks are held, so that no reader or view ever sees one part without
+ * the others. The syncs also cover everything appended to those shards before (their versions
+ * are smaller and were appended under the same locks), so publishing up to the batch's version
+ * is sound. Holding the locks across the syncs delays those shards' writers: the price of
+ * cross-shard atomicity under power loss.
+ */
+static int
+batch_sync_parts(struct htkv_db *db, struct part *parts, uint32_t nparts, uint64_t version)
+{
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].nops == 0) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, parts[i].shard);
+        struct seg *s = shard_active(sh);
+        uint64_t group = htkv_shard_sync_begin(sh);
+        uint64_t t0 = htkv_now_ns();
+        int rc = htkv_seg_sync(s);
+        atomic_fetch_add_explicit(&db->env.syncs, 1, memory_order_relaxed);
+        htkv_shard_sync_end(sh, group, t0);
+        if (rc != 0) {
+            htkv_shard_fail_sync(sh, s, rc);
+            return HTKV_EFAILED;
+        }
+    }
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].nops > 0) {
+            htkv_shard_publish(db_shard(db, parts[i].shard), version);
+        }
+    }
+    return 0;
+}
+
+static void
+parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
+{
+    for (uint32_t i = 0; i < nparts; i++) {
+        if (parts[i].ents == NULL) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, parts[i].shard);
+        for (uint32_t k = 0; k < parts[i].nops; k++) {
+            if (parts[i].ents[k] != NULL) {
+                htkv_shard_ent_drop(sh, parts[i].ents[k]);
+            }
+        }
+        htkv_mem_free(parts[i].ents);
+        parts[i].ents = NULL;
+    }
+}
+
+/* What one commit holds while it runs: its parts, one per shard touched, ascending. */
+struct stage {
+    uint64_t *hashes; /* [nops]: each operation's key hash */
+    uint32_t *ids;    /* [nops]: the shards touched, ascending (nparts of them) */
+    struct part *parts;
+    uint32_t nparts;
+    uint32_t locked;  /* parts whose shard lock is held */
+    uint32_t writing; /* parts with puts or deletes */
+};
+
+/* Hash the keys, find the shards, lock them in ascending order. 0 or -ENOMEM (nothing locked). */
+static int
+stage_lock(struct htkv_db *db, const struct htkv_batch *b, struct stage *st)
+{
+    st->hashes = htkv_mem_alloc(b->nops * sizeof(*st->hashes));
+    st->ids = htkv_mem_alloc(b->nops * sizeof(*st->ids));
+    if (st->hashes == NULL || st->ids == NULL) {
+        return -ENOMEM;
+    }
+    st->nparts = batch_shards(db, b, st->ids, st->hashes);
+    st->parts = htkv_mem_calloc(st->nparts, sizeof(*st->parts));
+    if (st->parts == NULL) {
+        return -ENOMEM;
+    }
+    for (st->locked = 0; st->locked < st->nparts; st->locked++) {
+        HTKV_ASSERT(st->locked == 0 || st->ids[st->locked - 1] < st->ids[st->locked]);
+        st->parts[st->locked].shard = st->ids[st->locked];
+        pthread_mutex_lock(&db_shard(db, st->ids[st->locked])->lock);
+    }
+    return 0;
+}
+
+/* Unlock every shard locked and free what the commit held (entries not installed included). */
+static void
+stage_free(struct htkv_db *db, struct stage *st)
+{
+    if (st->parts != NULL) {
+        parts_free(db, st->parts, st->nparts);
+    }
+    while (st->locked > 0) {
+        pthread_mutex_unlock(&db_shard(db, st->ids[--st->locked])->lock);
+    }
+    htkv_mem_free(st->parts);
+    htkv_mem_free(st->ids);
+    htkv_mem_free(st->hashes);
+}
+
+/* The batch's version: the caller's (htkv_submit()) or the next local one. */
+static int
+stage_version(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version)
+{
+    if (b->fixed_version != 0) {
+        int rc = htkv_versions_take(&db->ver, b->fixed_version);
+        if (rc == 0) {
+            *version = b->fixed_version;
+        }
+        return rc;
+    }
+    return versions_next(&db->ver, version);
+}
+
+/* Append every part under all the locks; in write-through segments the parts reach the files
+ * before anything is installed. 0 or the error of a write-out (nothing installed). */
+static int
+stage_append(struct htkv_db *db, const struct htkv_batch *b, struct stage *st, uint64_t version)
+{
+    struct part *parts = st->parts;
+    for (uint32_t i = 0; i < st->nparts; i++) {
+        if (parts[i].nops == 0) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, parts[i].shard);
+        struct seg *s = shard_active(sh);
+        batch_append_part(db, b, st->hashes, &parts[i], st->writing, version);
+        int rc = htkv_shard_write_out(sh, s);
+        if (rc != 0) {
+            /* Its frame went with the tail. The parts written before stay in their segments
+             * uninstalled: dead bytes, and for recovery an incomplete batch. */
+            atomic_fetch_sub_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
+            for (uint32_t j = 0; j < i; j++) {
+                if (parts[j].nops > 0) {
+                    struct seg *o = shard_active(db_shard(db, parts[j].shard));
+                    atomic_fetch_add_explicit(&o->dead_bytes, parts[j].bytes - BATCH_FRAME_BYTES,
+                                              memory_order_relaxed);
+                }
+            }
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Install every part under all the locks (nothing can fail from here on); publish each unless
+ * the sync mode is ALWAYS. Lists the shards written in @p shards_out. */
+static void
+stage_install(struct htkv_db *db, struct stage *st, uint64_t version, uint32_t *shards_out,
+              uint32_t *nshards_out)
+{
+    for (uint32_t i = 0; i < st->nparts; i++) {
+        struct part *p = &st->parts[i];
+        if (p->nops == 0) {
+            continue;
+        }
+        struct shard *sh = db_shard(db, p->shard);
+        HTKV_ASSERT(version > sh->appended); /* versions install in increasing order */
+        for (uint32_t k = 0; k < p->nops; k++) {
+            htkv_shard_install(sh, p->ents[k]);
+            p->ents[k] = NULL;
+        }
+        sh->appended = version;
+        sh->batches++;
+        sh->metrics.unsynced_writes++;
+        hist_add(&sh->metrics.bytes_written, p->bytes);
+        shards_out[(*nshards_out)++] = p->shard;
+        if (db->cfg.sync_mode != HTKV_SYNC_ALWAYS) {
+            htkv_shard_commit(sh, version);
+        }
+    }
+}
+
+int
+htkv_batch_stage(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out,
+                 uint32_t *shards_out, uint32_t *nshards_out)
+{
+    *version_out = 0;
+    *nshards_out = 0;
+    if (b->nops == 0) {
+        return 0;
+    }
+    struct stage st = { 0 };
+    int rc = stage_lock(db, b, &st);
+    for (uint32_t i = 0; rc == 0 && i < st.nparts; i++) {
+        rc = batch_prepare_part(db, b, st.hashes, &st.parts[i]);
+        st.writing += st.parts[i].nops > 0;
+    }
+    if (rc != 0 || st.writing == 0) {
+        stage_free(db, &st); /* a failure, or conditions only: they hold, nothing to write */
+        return rc;
+    }
+    uint64_t version = 0;
+    rc = stage_version(db, b, &version);
+    if (rc == 0) {
+        rc = stage_append(db, b, &st, version);
+    }
+    if (rc == 0) {
+        stage_install(db, &st, version, shards_out, nshards_out);
+        HTKV_ASSERT(*nshards_out == st.writing);
+        if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && st.writing > 1) {
+            rc = batch_sync_parts(db, st.parts, st.nparts, version);
+        }
+        *version_out = version;
+    }
+    stage_free(db, &st);
+    return rc;
+}
+
+int
+htkv_batch_apply(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version_out)
+{
+    uint32_t small[16];
+    uint32_t *shards = small;
+    if (b->nops > 16) {
+        shards = htkv_mem_alloc(b->nops * sizeof(*shards));
+        if (shards == NULL) {
+            return -ENOMEM;
+        }
+    }
+    uint32_t n = 0;
+    uint64_t version = 0;
+    int rc = htkv_batch_stage(db, b, &version, shards, &n);
+    /* ALWAYS: wait for each shard's group sync with the locks released, so that writers of other
+     * shards are not held up and this batch can share syncs with them. */
+    if (rc == 0 && db->cfg.sync_mode == HTKV_SYNC_ALWAYS) {
+        for (uint32_t i = 0; i < n; i++) {
+            struct shard *sh = db_shard(db, shards[i]);
+            pthread_mutex_lock(&sh->lock);
+            int wrc = htkv_shard_wait_durable(sh, version); /* releases the lock */
+            if (wrc != 0 && rc == 0) {
+                rc = wrc;
+            }
+        }
+    }
+    *version_out = rc == 0 ? version : 0;
+    if (shards != small) {
+        htkv_mem_free(shards);
+    }
+    return rc;
+}

@@ -1,0 +1,336 @@
+/*
+ * shard.h - the shard: one slice of the key space with its own segments, hash index, trie and
+ * visible version (shard layer).
+ *
+ * A shard owns an ordered list of segments (the last one active), a hash index and a visible
+ * version. In inline mode, writers of a shard serialise on shard->lock; readers never take it.
+ *
+ * Invariants: versions are installed in increasing order within a shard (assigned under its
+ * lock), so its visible version only grows; an entry is published only after its record is in
+ * the page cache. The shard layer may call the base, formats and index layers; it never includes
+ * the store (store.h) or anything above it.
+ */
+#ifndef HTKV_ENGINE_SHARD_H
+#define HTKV_ENGINE_SHARD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/ebr.h"
+#include "engine/hidx.h"
+#include "engine/internal.h"
+#include "engine/log.h"
+#include "engine/metrics.h"
+#include "engine/seg.h"
+#include "engine/trie.h"
+#include "engine/versions.h"
+
+struct htkv_db;
+struct manifest;
+struct shard_ro;
+
+/*
+ * What the shards of one store share. The store embeds it and fills it at open, before it
+ * creates the first shard; each shard keeps a pointer. Everything but the atomics is fixed once
+ * the shards exist.
+ */
+struct shard_env {
+    const char *dir;            /* the store's directory: shard-SSS lives under it */
+    uint64_t max_segment_bytes; /* htkv_config */
+    int sync_mode;              /* htkv_config: HTKV_SYNC_* */
+    int verify_checksums;       /* htkv_config: 0, 1 or 2 */
+    bool sorted_runs;           /* htkv_config: ordered reads may build sorted runs (flat.h) */
+    uint32_t shard_count;
+    uint64_t hash_seed;
+    struct manifest *man;
+    struct ebr *ebr;
+    struct versions *ver;
+    struct shard_ro *ro; /* shard_count entries: ro[i] holds shard i's visible version */
+    struct htkv_log_sink log;
+    /* Store-wide states the shards set and the store reports. */
+    _Alignas(HTKV_CACHELINE) _Atomic int no_space; /* ENOSPC seen: writes refused until reopen */
+    _Atomic int failed;                            /* a shard failed (write or fdatasync) */
+    _Atomic uint64_t syncs;                        /* fdatasyncs of segments */
+};
+
+/* Reclaim retired memory every 64 retirements: one slot scan (256 lines) per 64 writes. */
+#define SHARD_RECLAIM_EVERY 64u
+
+/*
+ * A put or delete staged as part of a group (putgroup.c; worker.c): the caller's
+ * command, and what staging made of it (rc, version). Lives on its caller's stack (or in a
+ * worker's scratch array) until it is done.
+ */
+struct put_req {
+    struct put_req *next;
+    const void *key;
+    const void *val;
+    uint32_t klen, vlen;
+    uint64_t hash;
+    uint64_t version; /* staged version; 0 when staging failed */
+    struct hidx_ent *ent;
+    int rc;
+    uint8_t type;           /* REC_SET or REC_DEL */
+    bool counted;           /* put groups: still counted in active_writers */
+    _Atomic uint32_t state; /* put groups: PR_* (putgroup.c) */
+};
+
+struct shard {
+    pthread_mutex_t lock; /* writers of this shard */
+    struct shard_env *env;
+    /* The store that owns the shard, for its callers that hold only the shard: opaque here (the
+     * shard layer never looks into it). */
+    struct htkv_db *db;
+    uint32_t id;
+    unsigned arena; /* its worker's (internal.h): entries, tables and trie nodes come from it */
+    struct hidx idx;
+    struct seg **segs; /* every segment, ascending id; segs[nsegs - 1] is active */
+    size_t nsegs;
+    size_t segs_cap;
+    struct ebr_limbo limbo;
+    unsigned since_reclaim;
+    bool failed;        /* an fdatasync failed: writes refused until reopen */
+    _Atomic bool dirty; /* appends not yet fdatasynced */
+    /* Entries installed but not yet visible (their version > visible), in version order. */
+    struct hidx_ent **pending;
+    size_t pend_head, pend_count, pend_cap;
+    uint64_t appended;          /* highest version appended to this shard */
+    uint64_t view_floor;        /* smallest snapshot of an open view; UINT64_MAX = none */
+    struct trie trie;           /* ordered index of head entries, once trie_ready */
+    _Atomic bool trie_ready;    /* built on the first ordered query, maintained after */
+    bool syncing;               /* a group sync is in flight (HTKV_SYNC_ALWAYS) */
+    pthread_cond_t synced_cond; /* signalled when a group sync ends */
+    /* Callers' group syncs (HTKV_SYNC_ALWAYS): syncs_done counts those ended (lock); the writers
+     * covered by sync number k sleep on sync_word[k & 1], bumped (then woken) when it ends. */
+    uint64_t syncs_done;
+    _Atomic uint32_t sync_word[2];
+    _Atomic uint32_t sync_sleepers; /* callers asleep on a sync_word (counted under the lock) */
+    /* Gathering: before a group sync the leader waits (at most half the last sync's time, on
+     * staged_cond) until as many writes are staged as callers are inside htkv_put/delete on this
+     * shard (active_writers), so that writers just woken by the previous sync make this one. */
+    _Atomic uint32_t active_writers;
+    bool gathering;
+    pthread_cond_t staged_cond; /* CLOCK_MONOTONIC */
+    /* Inline puts and deletes in HTKV_SYNC_ALWAYS (putgroup.c): callers push their
+     * request on a lock-free stack (intake, intake_n of them) and sleep on done_word; the one
+     * that sets `leading` drains the stack, stages the whole group under the lock with one
+     * pwrite() and covers it with one fdatasync, then bumps done_word and wakes them. */
+    struct put_req *_Atomic intake;
+    _Atomic uint32_t intake_n;
+    _Atomic uint32_t leading;
+    _Atomic uint32_t done_word;
+    _Atomic uint64_t last_sync_ns; /* duration of the last group sync (relaxed) */
+    uint64_t live_keys;
+    uint64_t tombstones;
+    uint64_t entry_bytes;
+    uint64_t puts, deletes, batches;
+    /* Sorted run of the trie for ordered reads (run.h): NULL = none. run_credit counts the keys
+     * readers walked in the trie since it last changed (run_credit_gen: its generation then);
+     * run_building admits one builder. */
+    struct shard_run *_Atomic run;
+    _Atomic uint64_t run_credit;
+    _Atomic uint64_t run_credit_gen;
+    _Atomic bool run_building;
+    struct shard_metrics metrics;
+    char dir[]; /* path of shard-SSS */
+};
+
+/* Per-shard fields readers touch, on their own cache line (shard structs are variable-size). */
+struct shard_ro {
+    _Alignas(HTKV_CACHELINE) _Atomic uint64_t visible; /* every version <= it is installed */
+    struct shard *shard;
+};
+
+/* Create shard @p id of the store @p owner (shard-SSS under env->dir), allocating from @p arena.
+ * 0 or -ENOMEM. */
+int htkv_shard_create(struct shard_env *env, struct htkv_db *owner, uint32_t id, unsigned arena,
+                      struct shard **out);
+void htkv_shard_destroy(struct shard *sh);
+int htkv_shard_new_segment(struct shard *sh, uint64_t need);
+void htkv_shard_retire_table(void *ctx, void *table);
+void htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e);
+
+/* Test hook: groups a put-group leader runs in a row before it hands over (default 4; at
+ * least 1). Tests set 1 so that leadership changes hands after almost every group. Set it
+ * before any writer runs. */
+extern unsigned htkv_put_group_rounds;
+
+/* A put or delete in HTKV_SYNC_ALWAYS, inline, through the shard's put groups (putgroup.c):
+ * returns once it is durable and visible, or failed. Sets *@p version (0 on failure but a failed
+ * sync, which keeps the staged version). */
+int htkv_putgroup_put(struct shard *sh, uint8_t type, const void *key, uint32_t klen,
+                      const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
+
+/* One group sync of everything staged so far, as the leader (lock held, released during the
+ * fdatasync; syncing set by the caller). Returns the fdatasync's result; the shard has failed
+ * when it is not 0. */
+int htkv_shard_group_sync(struct shard *sh);
+
+/* Longest gathering wait before a group sync, whatever the syncs cost. */
+#define SHARD_GATHER_MAX_NS 500000u
+
+/*
+ * Single-op fast path used by htkv_put/htkv_delete on shard @p sh (the key's): under the shard
+ * lock, or with @p grouped (inline HTKV_SYNC_ALWAYS) through the shard's put groups (putgroup.c),
+ * returning once the write is durable and visible. A non-zero @p t0_ns (htkv_now_ns() when the
+ * caller's call began) records the call's latency in the shard's put or delete histogram; 0 records
+ * nothing (a worker: the caller's latency is recorded at completion).
+ */
+int htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, uint32_t klen,
+                    const void *val, uint32_t vlen, uint64_t hash, uint64_t *version,
+                    uint64_t t0_ns);
+
+/*
+ * Stage one put or delete in @p sh (lock held): prepare, append, install as a pending entry.
+ * Sets *version. The write is not visible until htkv_shard_publish() covers its version.
+ */
+int htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t klen,
+                      const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
+
+/*
+ * Stage the puts and deletes of @p list (linked by next, all of shard @p sh) in order, lock
+ * held: each gets rc, and version when rc is 0 (a delete of an absent key: HTKV_ENOTFOUND).
+ * Their records go out with one write (more only around deletes and segment rotations); a
+ * failed write fails every request it carried and stops the shard. Returns the highest
+ * version staged, 0 for none. Nothing is visible until htkv_shard_publish() covers it.
+ */
+uint64_t htkv_shard_stage_group(struct shard *sh, struct put_req *list);
+
+/* Make every staged version <= @p version visible and retire what it superseded (lock held). */
+void htkv_shard_publish(struct shard *sh, uint64_t version);
+
+/* Retire what open views no longer need after view_floor rose (lock held). */
+void htkv_shard_prune_to_floor(struct shard *sh);
+
+/* Build the shard's trie if it is not built yet (takes the lock). 0 or -ENOMEM. */
+int htkv_shard_trie_ensure(struct shard *sh);
+
+/* Record a failed fdatasync of @p s: the shard refuses writes from now on (lock held). */
+void htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc);
+
+/* Make room for @p need bytes of records in the active segment, rotating if it is full. Lock
+ * held. 0, -ENOSPC, -ENOMEM, HTKV_EFAILED, HTKV_ETOOBIG or -errno. */
+int htkv_shard_make_room(struct shard *sh, uint64_t need);
+
+/* Turn a space or I/O failure of a prepare phase into the store's policy (ENOSPC: the store
+ * refuses writes until reopen). Returns the code to report. */
+int htkv_shard_prepare_failed(struct shard *sh, int rc);
+
+/* 0, or why @p sh refuses writes now: HTKV_EFAILED (it failed) or -ENOSPC (the store ran out of
+ * space). Lock held. */
+int htkv_shard_check_writable(struct shard *sh);
+
+/* The prepare phase's reservations for @p nents entries and @p bytes of records (lock held):
+ * room in the active segment, index, pending list and trie capacity, so that appending and
+ * installing cannot fail. 0 or the code of htkv_shard_prepare_failed(). */
+int htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents);
+
+/* Version of the key's newest entry as a condition sees it (0 = absent or deleted). Lock held. */
+static inline uint64_t
+htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
+{
+    struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
+    return (e == NULL || e->del) ? 0 : e->version;
+}
+
+/* An index entry from the shard's arena (counted in entry_bytes), or NULL; and its release when
+ * it was never installed. */
+struct hidx_ent *htkv_shard_ent_new(struct shard *sh);
+void htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e);
+
+/* Install @p e (filled, its record written out) as the newest version of its key: pending until
+ * htkv_shard_publish() covers its version. Cannot fail after htkv_shard_reserve(). Lock held. */
+void htkv_shard_install(struct shard *sh, struct hidx_ent *e);
+
+/* htkv_seg_write_out() of @p s, the active segment; a failure stops the shard's writes. Lock
+ * held. 0 or -errno. */
+int htkv_shard_write_out(struct shard *sh, struct seg *s);
+
+/* After staging without HTKV_SYNC_ALWAYS: mark the shard dirty and publish @p version at once
+ * (it is in the page cache). Lock held. */
+void htkv_shard_commit(struct shard *sh, uint64_t version);
+
+/* Return once @p version is durable and visible in @p sh, leading or joining its group syncs
+ * (HTKV_SYNC_ALWAYS). Called with the lock held; returns with it released. 0 or HTKV_EFAILED. */
+int htkv_shard_wait_durable(struct shard *sh, uint64_t version);
+
+/*
+ * Find @p e in the pending list of @p sh (entries newer than the last prune, in version order):
+ * true and its index through @p at, or false. O(log n) plus the entries of one batch. Lock held.
+ */
+bool htkv_shard_pending_find(const struct shard *sh, const struct hidx_ent *e, size_t *at);
+
+/* Put @p n in the place of @p e (found at @p at) in the pending list: a copy of the same
+ * version (compaction's relocation). Lock held. */
+void htkv_shard_pending_swap(struct shard *sh, size_t at, const struct hidx_ent *e,
+                             struct hidx_ent *n);
+
+/* Lowest version of @p sh installed but above @p visible (a group sync in flight), or
+ * UINT64_MAX. Lock held. Every write installs its entries under the lock, in version order, into
+ * the pending list, so a binary search over it finds the first one. */
+uint64_t htkv_shard_first_unpublished(const struct shard *sh, uint64_t visible);
+
+/* Hand @p p to EBR through the shard's limbo: @p free_fn(p) once no reader can reach it. Lock
+ * held. */
+void htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *));
+
+/* Hand segment @p s, out of the shard's list, to EBR to be closed once no reader can reach it;
+ * and reclaim what the shard retired so far. Lock held. */
+void htkv_shard_retire_seg(struct shard *sh, struct seg *s);
+void htkv_shard_reclaim(struct shard *sh);
+
+/* Wait (lock held, released while waiting) until no group sync of @p sh is in flight. */
+void htkv_shard_wait_sync_end(struct shard *sh);
+
+/*
+ * Replace the whole contents of @p sh (restore, after its commit point; lock held, no view
+ * open, no group sync in flight): its index becomes @p idx's table (taken), its segments @p segs
+ * (@p nsegs of them in an array of @p cap, taken), holding @p keys live keys, all visible at
+ * @p visible. The old table and entries go to EBR, the trie and run are dropped, and the old
+ * segment array is returned through @p old and @p nold for the caller to retire.
+ */
+void htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **segs,
+                                  size_t nsegs, size_t cap, uint64_t keys, uint64_t visible,
+                                  struct seg ***old, size_t *nold);
+
+/* Verify the CRC and header of the SET record behind live entry @p e and mark it checked.
+ * 0 or HTKV_ECORRUPT. */
+int htkv_ent_check_slow(struct hidx_ent *e);
+
+/* Does the record behind @p e check (CRC) and agree with the entry (type, lengths, version)?
+ * The record must lie in its segment's mapping (any entry of an index does). */
+bool htkv_ent_record_ok(const struct hidx_ent *e);
+
+/* env->verify_checksums for a read of @p e (inside an EBR section): 0 or HTKV_ECORRUPT. */
+static inline int
+shard_ent_check(const struct shard_env *env, struct hidx_ent *e)
+{
+    int mode = env->verify_checksums;
+    if (HTKV_LIKELY(mode == 0 ||
+                    (mode == 1 && atomic_load_explicit(&e->checked, memory_order_relaxed)))) {
+        return 0;
+    }
+    return htkv_ent_check_slow(e);
+}
+
+/* Active segment of @p sh (lock held). */
+static inline struct seg *
+shard_active(struct shard *sh)
+{
+    return sh->nsegs > 0 ? sh->segs[sh->nsegs - 1] : NULL;
+}
+
+/*
+ * Metrics of a group sync of @p sh (lock held at both calls): begin returns the writes the sync
+ * covers and starts a new group; end records the sync's latency since @p t0_ns and the group.
+ */
+uint64_t htkv_shard_sync_begin(struct shard *sh);
+void htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns);
+
+/* fdatasync the active segment of @p sh if dirty. 0, HTKV_EFAILED. */
+int htkv_shard_sync(struct shard *sh);
+
+/* The same whether dirty or not (compaction: appends of ALWAYS mode do not mark it dirty). */
+int htkv_shard_sync_force(struct shard *sh);
+
+#endif /* HTKV_ENGINE_SHARD_H */
