@@ -69,6 +69,7 @@
 #include "engine/snapshot.h"
 #include "engine/store.h"
 #include "engine/testhook.h"
+#include "engine/zombie.h"
 #include "uring/ur_fault.h"
 
 /* Bytes of a victim examined per lock hold: 256 KiB is ~30-60 us of copying on this class of
@@ -287,52 +288,6 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
     return *off >= v->tail ? STEP_DONE : STEP_MORE;
 }
 
-/* Release a dropped segment (views.lock and the shard's lock held): through EBR at once when no
- * view predates the drop, else as zombie @p z (taken) until those views close. */
-static void
-retire_seg(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z)
-{
-    if (db->views.open == 0) {
-        htkv_mem_free(z);
-        htkv_shard_retire_seg(sh, s);
-        return;
-    }
-    *z = (struct zombie){
-        .seg = s, .shard = sh->id, .gen = db->views.gen, .next = db->views.zombies
-    };
-    db->views.zombies = z;
-}
-
-void
-htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen)
-{
-    struct zombie **pp = &db->views.zombies;
-    while (*pp != NULL) {
-        struct zombie *z = *pp;
-        if (z->gen >= min_gen) {
-            pp = &z->next;
-            continue;
-        }
-        *pp = z->next;
-        struct shard *sh = db_shard(db, z->shard);
-        pthread_mutex_lock(&sh->lock);
-        htkv_shard_retire_seg(sh, z->seg);
-        pthread_mutex_unlock(&sh->lock);
-        htkv_mem_free(z);
-    }
-}
-
-void
-htkv_compact_free_zombies(struct htkv_db *db)
-{
-    while (db->views.zombies != NULL) {
-        struct zombie *z = db->views.zombies;
-        db->views.zombies = z->next;
-        htkv_seg_close(z->seg);
-        htkv_mem_free(z);
-    }
-}
-
 /* Remove @p v from the shard's list after its MAN_SEG_DROP is durable, then unlink it. */
 static void
 drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *z)
@@ -349,7 +304,7 @@ drop_victim(struct htkv_db *db, struct shard *sh, struct seg *v, struct zombie *
     memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nsegs - i - 1) * sizeof(*sh->segs));
     sh->nsegs--;
     sh->metrics.compact_segments++;
-    retire_seg(db, sh, v, z);
+    htkv_zombie_retire(db, sh, v, z);
     pthread_mutex_unlock(&sh->lock);
     pthread_mutex_unlock(&db->views.lock);
 }

@@ -18,14 +18,6 @@ struct compact_result {
     uint64_t ns;        /* duration of the pass */
 };
 
-/* A segment dropped while views that predate the drop were open. */
-struct zombie {
-    struct seg *seg;
-    uint32_t shard;
-    uint64_t gen; /* db->views.gen at the drop: views with a gen <= it may read the segment */
-    struct zombie *next;
-};
-
 /*
  * Run one pass over every shard: with @p full, seal active segments with garbage and take every
  * sealed segment with garbage; otherwise the sealed segments at or above
@@ -46,11 +38,5 @@ int htkv_hints_write(struct htkv_db *db, struct shard *sh, bool active);
  * interval on the store's periodic thread compactor.thread, then the snapshot it may call for.
  * 0 or -errno; nothing to start is 0. The store stops it (htkv_periodic_stop()). */
 int htkv_compactor_start(struct htkv_db *db);
-
-/* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views.lock held). */
-void htkv_compact_release_zombies(struct htkv_db *db, uint64_t min_gen);
-
-/* Close every zombie at once (htkv_close(): no reader is left). */
-void htkv_compact_free_zombies(struct htkv_db *db);
 
 #endif

@@ -11,7 +11,7 @@
  * Invariants
  *   1. After htkv_close() has waited for the EBR slots, no call touches the store any more.
  *   2. A read returns only versions its shard has published (visible), never a pending one.
- * May call: the shard layer, batches, workers; for htkv_stats the size of the merge path (run.h).
+ * May call: the shard layer, batches, workers.
  */
 #include "engine/store.h"
 
@@ -29,10 +29,9 @@
 #include "engine/hash.h"
 #include "engine/log.h"
 #include "engine/rec.h"
-#include "engine/run.h"
 #include "engine/worker.h"
 
-/* ---- configuration -------------------------------------------------------------------------- */
+/* ---- configuration --------------------------------------------------------------------------- */
 
 void
 htkv_config_init(htkv_config *cfg)
@@ -71,7 +70,7 @@ htkv_db_log(struct htkv_db *db, int level, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- point operations ----------------------------------------------------------------------- */
+/* ---- point operations ------------------------------------------------------------------------ */
 
 static inline int
 check_write(struct htkv_db *db)
@@ -442,7 +441,7 @@ htkv_write(htkv_db *db, htkv_batch *b)
     return rc;
 }
 
-/* ---- asynchronous writes -------------------------------------------------------------------- */
+/* ---- asynchronous writes --------------------------------------------------------------------- */
 
 static int
 db_async_check(struct htkv_db *db, htkv_done_fn done)
@@ -616,7 +615,7 @@ htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done, void *ctx)
     return rc;
 }
 
-/* ---- flush and stats ------------------------------------------------------------------------ */
+/* ---- flush ----------------------------------------------------------------------------------- */
 
 int
 htkv_flush(htkv_db *db)
@@ -641,75 +640,3 @@ htkv_flush(htkv_db *db)
     db_exit(db, slot);
     return rc;
 }
-
-int
-htkv_stats(htkv_db *db, struct htkv_stats *out)
-{
-    if (db == NULL || out == NULL) {
-        return htkv_einval(__func__);
-    }
-    unsigned slot;
-    int rc = db_enter(db, &slot);
-    if (rc != 0) {
-        return rc;
-    }
-    memset(out, 0, sizeof(*out));
-    for (uint32_t i = 0; i < db->shard_count; i++) {
-        struct shard *sh = db_shard(db, i);
-        pthread_mutex_lock(&sh->lock);
-        out->live_keys += sh->live_keys;
-        out->tombstones += sh->tombstones;
-        out->puts += sh->puts;
-        out->deletes += sh->deletes;
-        out->batches += sh->batches;
-        out->index_bytes += sh->entry_bytes + htkv_hidx_table_bytes(&sh->idx);
-        out->trie_bytes += htkv_trie_bytes(&sh->trie) + htkv_run_bytes(sh);
-        out->segments += sh->nsegs;
-        for (size_t k = 0; k < sh->nsegs; k++) {
-            struct seg *s = sh->segs[k];
-            out->disk_bytes += s->file_bytes;
-            out->data_bytes += s->tail - SEG_DATA_OFF;
-            out->live_bytes += atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
-            out->dead_bytes += atomic_load_explicit(&s->dead_bytes, memory_order_relaxed);
-        }
-        out->failed |= sh->failed;
-        pthread_mutex_unlock(&sh->lock);
-    }
-    /* Inside db_enter()'s critical section: a path retired meanwhile is not freed yet. */
-    const struct merge_path *path = atomic_load_explicit(&db->path, memory_order_acquire);
-    if (path != NULL) {
-        out->trie_bytes += sizeof(*path) + path->nshards * sizeof(path->runs[0]) + path->n;
-    }
-    out->last_version = htkv_versions_latest(&db->ver);
-    pthread_mutex_lock(&db->views.lock);
-    out->views_open = db->views.open;
-    pthread_mutex_unlock(&db->views.lock);
-    out->syncs = atomic_load(&db->env.syncs);
-    out->recovered_records = db->recovered_records;
-    out->truncated_bytes = db->truncated_bytes;
-    out->skipped_bytes = db->skipped_bytes;
-    out->shard_count = db->shard_count;
-    out->worker_threads = db->nworkers;
-    out->io_backend = htkv_workers_backend(db);
-    out->sync_mode = db->cfg.sync_mode;
-    out->no_space = atomic_load(&db->env.no_space);
-    out->gets = htkv_ebr_reads(&db->ebr);
-    out->compactions = atomic_load(&db->compactor.compactions);
-    out->arena_bytes = htkv_arenas_allocated(db->arenas, db->narenas);
-    for (unsigned i = 0; i < db->narenas; i++) {
-        out->arenas += db->arenas[i] != 0;
-    }
-    for (uint32_t i = 0; i < db->shard_count; i++) {
-        struct shard *sh = db_shard(db, i);
-        pthread_mutex_lock(&sh->lock);
-        out->compacted_segments += sh->metrics.compact_segments;
-        out->compaction_read_bytes += sh->metrics.compact_bytes_read;
-        out->compaction_written_bytes += sh->metrics.compact_bytes_written;
-        out->tombstones_dropped += sh->metrics.compact_tombstones;
-        pthread_mutex_unlock(&sh->lock);
-    }
-    db_exit(db, slot);
-    return 0;
-}
-
-/* ---- compaction ----------------------------------------------------------------------------- */

@@ -1,5 +1,6 @@
 /*
- * metrics.c - log-linear histograms, and the text and Prometheus reports of htkv_metrics_write().
+ * metrics.c - the store's reports: htkv_stats(), and the text and Prometheus reports of
+ * htkv_metrics_write() over the histograms of hist.c (features layer).
  *
  * Design. Every figure is collected where it happens at the cost of a few plain adds: writers
  * record their latency into their shard's histograms under the shard lock (or, in worker mode,
@@ -10,106 +11,16 @@
  * A report reads everything with relaxed loads: figures recorded during the report may be
  * partly seen, which is acceptable for monitoring.
  *
- * Invariants
- *   1. A value v lies in [htkv_hist_lower(b), htkv_hist_upper(b)] for b = htkv_hist_bucket(v).
- *   2. Bucket bounds increase with b, and upper(b) + 1 == lower(b + 1).
- *   3. In a report, a histogram's _count equals the sum of its buckets (both come from one
- *      snapshot), so the +Inf bucket always equals _count.
+ * Invariant: in a report, a histogram's _count equals the sum of its buckets (both come from one
+ * snapshot), so the +Inf bucket always equals _count.
  */
-#include "engine/metrics.h"
-
+#include <stddef.h>
 #include <stdio.h>
 
+#include "engine/hist.h"
+#include "engine/run.h"
 #include "engine/store.h"
-
-#include <stddef.h>
 #include "engine/worker.h"
-
-/* ---- histograms ----------------------------------------------------------------------------- */
-
-uint64_t
-htkv_hist_lower(unsigned b)
-{
-    HTKV_ASSERT(b < METRICS_BUCKETS);
-    if (b < METRICS_SUB) {
-        return b;
-    }
-    unsigned e = b / METRICS_SUB + 1;
-    uint64_t sub = b % METRICS_SUB;
-    return (METRICS_SUB + sub) << (e - METRICS_SUB_BITS);
-}
-
-uint64_t
-htkv_hist_upper(unsigned b)
-{
-    HTKV_ASSERT(b < METRICS_BUCKETS);
-    if (b == METRICS_BUCKETS - 1) {
-        return UINT64_MAX; /* values past 2^37 ns are clamped into it */
-    }
-    uint64_t upper = htkv_hist_lower(b + 1) - 1;
-    HTKV_ASSERT(upper >= htkv_hist_lower(b));
-    return upper;
-}
-
-void
-htkv_hist_record_shared(struct htkv_hist *h, uint64_t v)
-{
-    atomic_fetch_add_explicit(&h->buckets[htkv_hist_bucket(v)], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
-    uint64_t m = atomic_load_explicit(&h->max, memory_order_relaxed);
-    while (v > m && !atomic_compare_exchange_weak_explicit(&h->max, &m, v, memory_order_relaxed,
-                                                           memory_order_relaxed)) {
-    }
-}
-
-void
-htkv_hist_read(struct htkv_hist *h, struct hist_snap *out)
-{
-    HTKV_ASSERT(h != NULL);
-    HTKV_ASSERT(out != NULL);
-    out->count = 0;
-    for (unsigned b = 0; b < METRICS_BUCKETS; b++) {
-        out->buckets[b] = atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
-        out->count += out->buckets[b];
-    }
-    out->sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
-    out->max = atomic_load_explicit(&h->max, memory_order_relaxed);
-}
-
-void
-htkv_hist_merge(struct hist_snap *into, const struct hist_snap *from)
-{
-    for (unsigned b = 0; b < METRICS_BUCKETS; b++) {
-        into->buckets[b] += from->buckets[b];
-    }
-    into->count += from->count;
-    into->sum += from->sum;
-    into->max = from->max > into->max ? from->max : into->max;
-}
-
-uint64_t
-htkv_hist_percentile(const struct hist_snap *s, double q)
-{
-    if (s->count == 0) {
-        return 0;
-    }
-    q = q < 0.0 ? 0.0 : q > 1.0 ? 1.0 : q;
-    double r = q * (double)s->count;
-    uint64_t rank = (uint64_t)r;
-    rank += (double)rank < r; /* ceil */
-    rank = rank == 0 ? 1 : rank > s->count ? s->count : rank;
-    uint64_t seen = 0;
-    for (unsigned b = 0; b < METRICS_BUCKETS; b++) {
-        seen += s->buckets[b];
-        if (seen >= rank) {
-            uint64_t u = htkv_hist_upper(b);
-            return u < s->max ? u : s->max;
-        }
-    }
-    return s->max; /* a snapshot racing with records: count and buckets agree, so unreachable */
-}
-
-/* ---- report --------------------------------------------------------------------------------- */
 
 enum report_op { OP_GET, OP_PUT, OP_DEL, OP_BATCH, OP_COUNT };
 
@@ -383,4 +294,76 @@ htkv_metrics_write(htkv_db *db, FILE *f, int format)
     rc = metrics_emit(db, f, format);
     db_exit(db, slot);
     return rc;
+}
+
+/* ---- htkv_stats() ---------------------------------------------------------------------------- */
+
+int
+htkv_stats(htkv_db *db, struct htkv_stats *out)
+{
+    if (db == NULL || out == NULL) {
+        return htkv_einval(__func__);
+    }
+    unsigned slot;
+    int rc = db_enter(db, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    memset(out, 0, sizeof(*out));
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        out->live_keys += sh->live_keys;
+        out->tombstones += sh->tombstones;
+        out->puts += sh->puts;
+        out->deletes += sh->deletes;
+        out->batches += sh->batches;
+        out->index_bytes += sh->entry_bytes + htkv_hidx_table_bytes(&sh->idx);
+        out->trie_bytes += htkv_trie_bytes(&sh->trie) + htkv_run_bytes(sh);
+        out->segments += sh->nsegs;
+        for (size_t k = 0; k < sh->nsegs; k++) {
+            struct seg *s = sh->segs[k];
+            out->disk_bytes += s->file_bytes;
+            out->data_bytes += s->tail - SEG_DATA_OFF;
+            out->live_bytes += atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
+            out->dead_bytes += atomic_load_explicit(&s->dead_bytes, memory_order_relaxed);
+        }
+        out->failed |= sh->failed;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    /* Inside db_enter()'s critical section: a path retired meanwhile is not freed yet. */
+    const struct merge_path *path = atomic_load_explicit(&db->path, memory_order_acquire);
+    if (path != NULL) {
+        out->trie_bytes += sizeof(*path) + path->nshards * sizeof(path->runs[0]) + path->n;
+    }
+    out->last_version = htkv_versions_latest(&db->ver);
+    pthread_mutex_lock(&db->views.lock);
+    out->views_open = db->views.open;
+    pthread_mutex_unlock(&db->views.lock);
+    out->syncs = atomic_load(&db->env.syncs);
+    out->recovered_records = db->recovered_records;
+    out->truncated_bytes = db->truncated_bytes;
+    out->skipped_bytes = db->skipped_bytes;
+    out->shard_count = db->shard_count;
+    out->worker_threads = db->nworkers;
+    out->io_backend = htkv_workers_backend(db);
+    out->sync_mode = db->cfg.sync_mode;
+    out->no_space = atomic_load(&db->env.no_space);
+    out->gets = htkv_ebr_reads(&db->ebr);
+    out->compactions = atomic_load(&db->compactor.compactions);
+    out->arena_bytes = htkv_arenas_allocated(db->arenas, db->narenas);
+    for (unsigned i = 0; i < db->narenas; i++) {
+        out->arenas += db->arenas[i] != 0;
+    }
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        out->compacted_segments += sh->metrics.compact_segments;
+        out->compaction_read_bytes += sh->metrics.compact_bytes_read;
+        out->compaction_written_bytes += sh->metrics.compact_bytes_written;
+        out->tombstones_dropped += sh->metrics.compact_tombstones;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    db_exit(db, slot);
+    return 0;
 }

@@ -43,8 +43,10 @@
 #include "engine/log.h"
 #include "engine/rec.h"
 #include "engine/recover.h"
+#include "engine/flat.h"
 #include "engine/merge.h"
 #include "engine/worker.h"
+#include "engine/zombie.h"
 #include "uring/ur_fault.h"
 
 /* ---- configuration -------------------------------------------------------------------------- */
@@ -529,10 +531,14 @@ db_free(struct htkv_db *db)
     if (db->workers != NULL) {
         htkv_workers_stop(db);
     }
-    htkv_compact_free_zombies(db);
+    htkv_zombie_free_all(db);
     htkv_path_fini(db);
     if (db->ro != NULL) {
         for (uint32_t i = 0; i < db->shard_count; i++) {
+            if (db->ro[i].shard != NULL) {
+                htkv_run_fini(
+                    db->ro[i].shard); /* the sorted run first: shard.c never calls flat.c */
+            }
             htkv_shard_destroy(db->ro[i].shard);
         }
         free(db->ro);

@@ -18,7 +18,7 @@
  *      of caller waits for a sync the other runs.
  * May call: the shard (shard.h), futexes and the base layer.
  */
-#include "engine/shard.h"
+#include "engine/putgroup.h"
 
 #include <limits.h>
 #include <sched.h>
@@ -29,7 +29,7 @@
 
 enum { PR_WAIT = 0, PR_DONE = 1, PR_LEAD = 2 };
 
-/* Groups one leader runs in a row at most (test hook: shard.h). */
+/* Groups one leader runs in a row at most (test hook: putgroup.h). */
 unsigned htkv_put_group_rounds = 4;
 
 /* The caller of @p self no longer waits to push (its request is done): groups gathered from now
@@ -223,10 +223,10 @@ group_lead(struct shard *sh, struct put_req *self)
     }
 }
 
-/* A put or delete in HTKV_SYNC_ALWAYS, inline: through the shard's put groups. */
-int
-htkv_putgroup_put(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
-                  uint32_t vlen, uint64_t hash, uint64_t *version)
+/* Push one request on the intake, lead when no one does, and wait until it is done. */
+static int
+putgroup_wait(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+              uint32_t vlen, uint64_t hash, uint64_t *version)
 {
     struct put_req r = { .key = key,
                          .val = val,
@@ -267,4 +267,17 @@ htkv_putgroup_put(struct shard *sh, uint8_t type, const void *key, uint32_t klen
     group_uncount(sh, &r);
     *version = r.rc == 0 ? r.version : 0; /* a failed sync keeps the staged version */
     return r.rc;
+}
+
+int
+htkv_putgroup_put(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+                  uint32_t vlen, uint64_t hash, uint64_t *version, uint64_t t0_ns)
+{
+    int rc = putgroup_wait(sh, type, key, klen, val, vlen, hash, version);
+    if (t0_ns != 0) {
+        struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
+        uint64_t now = htkv_now_ns();
+        htkv_hist_record_shared(hist, now > t0_ns ? now - t0_ns : 0);
+    }
+    return rc;
 }

@@ -21,8 +21,8 @@
 #include <htkv/replication.h>
 
 #include "engine/batch.h"
+#include "engine/snapshot.h"
 #include "engine/store.h"
-#include "engine/verify.h"
 
 static int
 check_commands(const htkv_command *cmds, size_t n)

@@ -109,8 +109,8 @@ htkv_shard_destroy(struct shard *sh)
     if (sh == NULL) {
         return;
     }
+    HTKV_ASSERT(atomic_load_explicit(&sh->run, memory_order_relaxed) == NULL); /* htkv_run_fini() */
     htkv_trie_fini(&sh->trie);
-    htkv_run_fini(sh);
     htkv_ebr_limbo_fini(sh->env->ebr, &sh->limbo);
     htkv_hidx_fini(&sh->idx);
     for (size_t i = 0; i < sh->nsegs; i++) {
@@ -816,19 +816,10 @@ htkv_shard_stage_group(struct shard *sh, struct put_req *list)
 }
 
 int
-htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, uint32_t klen,
-                const void *val, uint32_t vlen, uint64_t hash, uint64_t *version_out,
-                uint64_t t0_ns)
+htkv_shard_put1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+                uint32_t vlen, uint64_t hash, uint64_t *version_out, uint64_t t0_ns)
 {
     struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
-    if (grouped) {
-        int rc = htkv_putgroup_put(sh, type, key, klen, val, vlen, hash, version_out);
-        if (t0_ns != 0) {
-            uint64_t now = htkv_now_ns();
-            htkv_hist_record_shared(hist, now > t0_ns ? now - t0_ns : 0);
-        }
-        return rc;
-    }
     uint64_t version = 0;
     pthread_mutex_lock(&sh->lock);
     int rc = htkv_shard_stage1(sh, type, key, klen, val, vlen, hash, &version);
@@ -982,8 +973,7 @@ htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **se
         /* No view is open (restore refuses to run with one), so no reader is in the trie. */
         atomic_store_explicit(&sh->trie_ready, false, memory_order_release);
         htkv_trie_fini(&sh->trie);
-        htkv_run_drop(sh);
-    }
+    } /* the caller drops the sorted run built from the old trie (htkv_run_drop()) */
     *old = sh->segs;
     *nold = sh->nsegs;
     sh->segs = segs;

@@ -20,7 +20,7 @@
 #include "engine/hidx.h"
 #include "engine/internal.h"
 #include "engine/log.h"
-#include "engine/metrics.h"
+#include "engine/hist.h"
 #include "engine/seg.h"
 #include "engine/trie.h"
 #include "engine/versions.h"
@@ -145,21 +145,12 @@ struct shard_ro {
  * 0 or -ENOMEM. */
 int htkv_shard_create(struct shard_env *env, struct htkv_db *owner, uint32_t id, unsigned arena,
                       struct shard **out);
+/* Free @p sh (NULL: nothing) and close its segments. Its sorted run must be gone already
+ * (htkv_run_fini(), flat.h: the shard never calls the layer file above it). */
 void htkv_shard_destroy(struct shard *sh);
 int htkv_shard_new_segment(struct shard *sh, uint64_t need);
 void htkv_shard_retire_table(void *ctx, void *table);
 void htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e);
-
-/* Test hook: groups a put-group leader runs in a row before it hands over (default 4; at
- * least 1). Tests set 1 so that leadership changes hands after almost every group. Set it
- * before any writer runs. */
-extern unsigned htkv_put_group_rounds;
-
-/* A put or delete in HTKV_SYNC_ALWAYS, inline, through the shard's put groups (putgroup.c):
- * returns once it is durable and visible, or failed. Sets *@p version (0 on failure but a failed
- * sync, which keeps the staged version). */
-int htkv_putgroup_put(struct shard *sh, uint8_t type, const void *key, uint32_t klen,
-                      const void *val, uint32_t vlen, uint64_t hash, uint64_t *version);
 
 /* One group sync of everything staged so far, as the leader (lock held, released during the
  * fdatasync; syncing set by the caller). Returns the fdatasync's result; the shard has failed
@@ -170,15 +161,14 @@ int htkv_shard_group_sync(struct shard *sh);
 #define SHARD_GATHER_MAX_NS 500000u
 
 /*
- * Single-op fast path used by htkv_put/htkv_delete on shard @p sh (the key's): under the shard
- * lock, or with @p grouped (inline HTKV_SYNC_ALWAYS) through the shard's put groups (putgroup.c),
+ * Single-op fast path used by htkv_put/htkv_delete on shard @p sh (the key's), except in inline
+ * HTKV_SYNC_ALWAYS (put groups, putgroup.h): stage, commit and publish under the shard lock,
  * returning once the write is durable and visible. A non-zero @p t0_ns (htkv_now_ns() when the
  * caller's call began) records the call's latency in the shard's put or delete histogram; 0 records
  * nothing (a worker: the caller's latency is recorded at completion).
  */
-int htkv_shard_put1(struct shard *sh, bool grouped, uint8_t type, const void *key, uint32_t klen,
-                    const void *val, uint32_t vlen, uint64_t hash, uint64_t *version,
-                    uint64_t t0_ns);
+int htkv_shard_put1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, const void *val,
+                    uint32_t vlen, uint64_t hash, uint64_t *version, uint64_t t0_ns);
 
 /*
  * Stage one put or delete in @p sh (lock held): prepare, append, install as a pending entry.

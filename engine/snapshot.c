@@ -53,8 +53,8 @@
 #include "engine/store.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
-#include "engine/verify.h"
 #include "engine/rec.h"
+#include "engine/flat.h"
 #include "engine/snapfile.h"
 #include "engine/testhook.h"
 #include "uring/ur_fault.h"
@@ -624,6 +624,7 @@ restore_switch(struct shard *sh, struct shard_new *n, uint64_t visible, struct s
 {
     htkv_shard_reset_for_restore(sh, &n->idx, n->segs, n->nsegs, n->cap, n->keys, visible, old,
                                  nold);
+    htkv_run_drop(sh); /* its trie is gone: no reader may take the run built from it */
     memset(n, 0, sizeof(*n));
 }
 

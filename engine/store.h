@@ -19,6 +19,7 @@
 #include "engine/internal.h"
 #include "engine/manifest.h"
 #include "engine/periodic.h"
+#include "engine/putgroup.h"
 #include "engine/shard.h"
 #include "engine/versions.h"
 
@@ -136,14 +137,17 @@ db_exit(struct htkv_db *db, unsigned slot)
     htkv_ebr_exit(&db->ebr, slot);
 }
 
-/* htkv_shard_put1() on the key's shard: through its put groups in inline HTKV_SYNC_ALWAYS. */
+/* One put or delete on the key's shard: through its put groups in inline HTKV_SYNC_ALWAYS
+ * (putgroup.h), else htkv_shard_put1(). */
 static inline int
 db_put1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
         uint32_t vlen, uint64_t hash, uint64_t *version, uint64_t t0_ns)
 {
-    bool grouped = db->cfg.sync_mode == HTKV_SYNC_ALWAYS && db->nworkers == 0;
-    return htkv_shard_put1(db_shard(db, db_shard_of(db, hash)), grouped, type, key, klen, val, vlen,
-                           hash, version, t0_ns);
+    struct shard *sh = db_shard(db, db_shard_of(db, hash));
+    if (db->cfg.sync_mode == HTKV_SYNC_ALWAYS && db->nworkers == 0) {
+        return htkv_putgroup_put(sh, type, key, klen, val, vlen, hash, version, t0_ns);
+    }
+    return htkv_shard_put1(sh, type, key, klen, val, vlen, hash, version, t0_ns);
 }
 
 /* A key argument of the API: 0, -EINVAL (NULL or empty) or HTKV_ETOOBIG. */

@@ -199,23 +199,7 @@ int htkv_inspect_open_unlocked(const htkv_config *cfg, htkv_db **out);
  */
 int htkv_inspect_close(htkv_db *db);
 
-/* ---- checks of one file, defined beside their codecs (snapshot.c, hint.c) ------------------- */
-
-/**
- * Check the snapshot file at @p path whole, as htkv_snapshot_restore() does before it changes
- * anything: header (magic, checksum, format), size, trailer, the checksum of every entry byte,
- * every entry's lengths and version, strictly increasing key order, the entry count.
- * @param[in]  path             Snapshot file; borrowed. Mapped PROT_READ, never written.
- * @param[in]  max_value_bytes  Longest value accepted (HTKV_VALUE_MAX_LIMIT: any).
- * @param[out] version          Highest version the snapshot covers (0 on failure); may be NULL.
- * @param[out] count            Its entry count (0 on failure); may be NULL.
- * @param[out] bad_off          On HTKV_ECORRUPT / HTKV_EVERSION, the offset of the damage;
- *                              0 otherwise; may be NULL.
- * @return 0; HTKV_ECORRUPT (htkv_last_error(): "PATH: REASON at offset N"); HTKV_EVERSION (a
- *         newer format); -EINVAL; -errno of open/fstat/mmap (-ENOENT: no such file).
- * @context Any thread. Blocks on file I/O.
- */
-int htkv_snapshot_check_file(const char *path, uint32_t max_value_bytes, uint64_t *version,
-                             uint64_t *count, uint64_t *bad_off);
+/* htkv_snapshot_check_file() (one snapshot file checked whole) is in snapshot.h. */
+#include "engine/snapshot.h"
 
 #endif /* HTKV_ENGINE_VERIFY_H */

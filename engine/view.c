@@ -32,7 +32,7 @@
 #include "engine/store.h"
 #include "engine/view.h"
 
-#include "engine/compact.h"
+#include "engine/zombie.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
 #include "engine/run.h"
@@ -201,7 +201,7 @@ view_close(struct htkv_view *v)
         for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {
             min_gen = o->gen < min_gen ? o->gen : min_gen;
         }
-        htkv_compact_release_zombies(db, min_gen);
+        htkv_zombie_release(db, min_gen);
     }
     pthread_mutex_unlock(&db->views.lock);
     htkv_mem_free(v);

@@ -37,6 +37,7 @@
 #include "engine/batch.h"
 #include "engine/store.h"
 #include "engine/futex.h"
+#include "engine/log.h"
 #include "engine/rec.h"
 #include "uring/ur_fault.h"
 
@@ -457,8 +458,8 @@ worker_loop(struct worker *w)
         int rc = htkv_ur_wait(&w->ur, worker_timeout_ms(w, idle), worker_on_fsync, w);
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
         if (rc < 0) {
-            htkv_db_log(db, HTKV_LOG_ERROR, "worker %u: waiting on %s failed: %s", w->id,
-                        htkv_ur_backend_name(&w->ur), htkv_strerror(rc));
+            htkv_log(&db->env.log, HTKV_LOG_ERROR, "worker %u: waiting on %s failed: %s", w->id,
+                     htkv_ur_backend_name(&w->ur), htkv_strerror(rc));
             struct timespec ts = { 0, 1000000 };
             nanosleep(&ts, NULL); /* do not spin on a persistent error */
         }

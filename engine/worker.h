@@ -9,7 +9,7 @@
 #include <stdatomic.h>
 
 #include "engine/internal.h"
-#include "engine/metrics.h"
+#include "engine/hist.h"
 #include "engine/mpsc.h"
 #include "uring/ur.h"
 

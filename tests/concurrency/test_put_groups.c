@@ -16,7 +16,7 @@
  * the puts and deletes of a drain). Runs are seeded (HTKV_SEED) and watched: a lost wake-up
  * aborts with the seed.
  */
-#include "engine/shard.h"
+#include "engine/putgroup.h"
 #include "tests/concurrency/cc_util.h"
 
 #define NWRITERS 16

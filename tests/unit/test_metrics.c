@@ -4,7 +4,7 @@
  */
 #include "tests/support/testutil.h"
 
-#include "engine/metrics.h"
+#include "engine/hist.h"
 
 /* Rank (1-based) of quantile q among n samples: ceil(q x n), at least 1. */
 static uint64_t

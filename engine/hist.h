@@ -1,5 +1,5 @@
 /*
- * metrics.h - log-linear latency histograms and the per-shard figures behind
+ * hist.h - log-linear latency histograms and the per-shard figures behind
  * htkv_metrics_write() (private to the engine).
  *
  * A histogram is a fixed array of counters: values 0..3 have a bucket each, and every power of
@@ -7,8 +7,8 @@
  * most a quarter of its lower bound (a percentile is off by less than 25%). Recording is a
  * count-leading-zeros, a shift and one add: cheap enough to stay on.
  */
-#ifndef HTKV_ENGINE_METRICS_H
-#define HTKV_ENGINE_METRICS_H
+#ifndef HTKV_ENGINE_HIST_H
+#define HTKV_ENGINE_HIST_H
 
 #include <stdatomic.h>
 #include <time.h>
