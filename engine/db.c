@@ -332,7 +332,7 @@ htkv_get_alloc(htkv_db *db, const void *key, size_t klen, void **val, size_t *vl
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
     struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
-    const unsigned char *v;
+    const unsigned char *v = NULL; /* db_value() sets it when rc is 0 */
     uint32_t n = 0;
     if (e == NULL || e->del) {
         rc = e == NULL ? db_miss(db, hash, key, (uint32_t)klen) : HTKV_ENOTFOUND;
