@@ -1,7 +1,8 @@
 /*
- * open.c - opening, locking and closing a store (store layer): the directory and its LOCK,
- * creating a store or loading its manifest, the shards, recovery, leftovers, the worker and
- * periodic threads; at close the final syncs, hints and the clean-close record.
+ * open.c - opening, locking and closing a store (lifecycle layer, above the features it starts and
+ * stops): the directory and its LOCK, creating a store or loading its manifest, the shards,
+ * recovery, leftovers, the worker and periodic threads; at close the final syncs, hints and the
+ * clean-close record.
  *
  * Open sequence (create_store when there is no CURRENT):
  *   mkdir -> LOCK (flock) -> CURRENT? -- no --> nothing of a store at any depth? (check_fresh_dir)
