@@ -25,8 +25,9 @@
  * The segment walk mirrors recover_seg() (engine/recover.c); the manifest walk mirrors
  * man_replay() and man_tail_is_torn() (engine/manifest.c); the check of a directory without
  * CURRENT mirrors check_fresh_dir() (engine/db.c) and that of unlisted files orphan_kind()
- * (engine/recover.c). A change of those rules must be made here too; test_htkvctl checks that a
- * clean store verifies clean and that damage is found. The rules, as problems:
+ * (engine/recover.c). A change of those rules must be made in the verify files too (verify_seg.c,
+ * verify_manifest.c); test_htkvctl checks that a clean store verifies clean and that damage is
+ * found. The rules, as problems:
  *   - manifest: every edit valid (MAN_SEG_GONE for a listed id, an ADD of a gone id, a
  *     MAN_SEG_END of an unlisted segment, a MAN_VERSIONS with hwm below applied are not); after
  *     the last valid edit, damage that spans MAN_EDIT_MAX bytes or more (edits were lost);

@@ -233,7 +233,8 @@ edit_add_drop(struct walk *w, const char *rel, uint64_t off, uint32_t type, cons
         w->next_seg_id = id + 1;
     }
     if (rc == 0 && type == MAN_SEG_DROP) {
-        /* man_apply_drop(): its file is obsolete now, whether or not its unlink happens. */
+        /* htkv_man_apply_drop() (engine/manifest.c): its file is obsolete now, whether or not its
+         * unlink happens. */
         idval_remove(&w->ends, id);
         rc = idval_put(&w->gone, id, shard);
     }
