@@ -196,12 +196,3 @@ htkv_rec_walk_why(const struct rec_walk *w, struct rec_hdr *hdr)
     }
     return REC_BAD_HEADER;
 }
-
-uint64_t
-htkv_rec_find(const unsigned char *map, uint64_t from, uint64_t end, uint64_t seg_id,
-              uint32_t val_max)
-{
-    struct rec_walk w;
-    htkv_rec_walk_init(&w, map, seg_id, from, end, val_max);
-    return htkv_rec_walk_seek(&w) ? w.off : 0;
-}

@@ -82,15 +82,6 @@ int htkv_rec_check(const void *p, uint64_t avail, uint64_t seg_id, uint64_t off,
                    struct rec_hdr *out);
 
 /*
- * First 8-aligned offset in [@p from, @p end) of @p map where a record of segment @p seg_id
- * checks (htkv_rec_check(), values up to @p val_max), or 0 when there is none. Offsets whose
- * lengths, type and version are all zero are skipped without a check: htkv_rec_walk_seek() on a
- * walk of its own, for callers that keep no walk (htkvctl repair).
- */
-uint64_t htkv_rec_find(const unsigned char *map, uint64_t from, uint64_t end, uint64_t seg_id,
-                       uint32_t val_max);
-
-/*
  * The one walk over a segment's records: every reader of records in order (recovery, verify,
  * compaction, hint building, the change feed, the unlisted-file check) steps with it, so that
  * "the record at off checks, the next one is at off + its size" is written once.

@@ -1,6 +1,12 @@
 /*
  * recover.c - rebuild every shard's index from its segments at open.
  *
+ * One file of more than 1,000 lines, on purpose: every step of the scan (hints, records,
+ * batches, cross-shard parts, unlisted files, versions) fills the one struct recov whose whole
+ * content must be known before recover_apply() changes a byte on disk (invariant 3), and all of
+ * them are static; split, that state and those steps would be exported to each other for no
+ * caller outside recovery.
+ *
  * Design. Segments of a shard are scanned in id order. Every record is checked (framing and a
  * CRC that covers its segment id and offset). Operations outside a batch are installed at once;
  * operations inside a batch are held until its COMMIT; a batch with parts in several shards is

@@ -1,6 +1,12 @@
 /*
  * shard.c - a shard's write path: segment rotation, appends, group sync and index installs.
  *
+ * One file of more than 1,000 lines, on purpose: the three phases below, rotation and group sync
+ * all work on the shard's active segment and pending entries under its lock, and the put path
+ * calls its staging steps (shard_reserve(), shard_install(), shard_commit(), ...) as static
+ * inline functions, exporting only wrappers for batch.c and putgroup.c; split, those steps would
+ * become calls across files on the hot path.
+ *
  * Design. A write (one operation, or the part of a batch that falls in this shard) runs in
  * three phases under the locks of every shard it touches, taken in ascending shard order:
  *   1. prepare: check state and conditions, make room in the active segment (rotating when it
