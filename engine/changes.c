@@ -72,8 +72,9 @@ cmp_u64_key(const void *a, const void *b)
 static bool
 discarded(const struct htkv_db *db, uint64_t version)
 {
-    return db->ndiscarded > 0 &&
-           bsearch(&version, db->discarded, db->ndiscarded, sizeof(uint64_t), cmp_u64_key) != NULL;
+    return db->recovery.ndiscarded > 0 &&
+           bsearch(&version, db->recovery.discarded, db->recovery.ndiscarded, sizeof(uint64_t),
+                   cmp_u64_key) != NULL;
 }
 
 static int

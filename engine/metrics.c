@@ -341,9 +341,9 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->views_open = db->views.open;
     pthread_mutex_unlock(&db->views.lock);
     out->syncs = atomic_load(&db->env.syncs);
-    out->recovered_records = db->recovered_records;
-    out->truncated_bytes = db->truncated_bytes;
-    out->skipped_bytes = db->skipped_bytes;
+    out->recovered_records = db->recovery.records;
+    out->truncated_bytes = db->recovery.truncated_bytes;
+    out->skipped_bytes = db->recovery.skipped_bytes;
     out->shard_count = db->shard_count;
     out->worker_threads = db->nworkers;
     out->io_backend = htkv_workers_backend(db);

@@ -559,7 +559,7 @@ db_free(struct htkv_db *db)
     htkv_periodic_fini(&db->syncer);
     pthread_mutex_destroy(&db->views.lock);
     pthread_mutex_destroy(&db->compactor.lock);
-    htkv_mem_free(db->discarded);
+    htkv_mem_free(db->recovery.discarded);
     htkv_periodic_fini(&db->compactor.thread);
     htkv_mem_free(db->dir);
     free(db);

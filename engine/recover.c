@@ -110,15 +110,15 @@ vec_push(void **v, size_t *n, size_t *cap, size_t elem, const void *x)
 static int
 discard_version(struct htkv_db *db, uint64_t version)
 {
-    size_t cap = db->ndiscarded;
+    size_t cap = db->recovery.ndiscarded;
     if (cap == 0 || (cap >= 8 && (cap & (cap - 1)) == 0)) { /* full at 8, 16, 32, ... */
-        uint64_t *n = htkv_mem_realloc(db->discarded, (cap ? cap * 2 : 8) * sizeof(*n));
+        uint64_t *n = htkv_mem_realloc(db->recovery.discarded, (cap ? cap * 2 : 8) * sizeof(*n));
         if (n == NULL) {
             return -ENOMEM;
         }
-        db->discarded = n;
+        db->recovery.discarded = n;
     }
-    db->discarded[db->ndiscarded++] = version;
+    db->recovery.discarded[db->recovery.ndiscarded++] = version;
     return 0;
 }
 
@@ -164,7 +164,7 @@ twin_check(struct shard *sh, struct hidx_ent *e, const struct hidx_ent *twin, bo
     }
     htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping the damaged record at offset %llu",
                 bad->seg->path, (unsigned long long)bad->off);
-    db->skipped_bytes += bad->rec_bytes;
+    db->recovery.skipped_bytes += bad->rec_bytes;
     *skip = bad == e;
     return 0;
 }
@@ -378,7 +378,7 @@ hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
         rv->max_version = e.version > rv->max_version ? e.version : rv->max_version;
         s->max_version = e.version > s->max_version ? e.version : s->max_version;
         s->records++;
-        rv->db->recovered_records++;
+        rv->db->recovery.records++;
         if (e.type == REC_BATCH_BEGIN) {
             b_version = e.version;
             b_parts = e.key_len;
@@ -491,7 +491,7 @@ before_known_end(struct htkv_db *db, struct seg *s, uint64_t at, uint64_t known)
                 "%s: skipping damaged or missing records from offset %llu to %llu, which its "
                 "records are known to reach",
                 s->path, (unsigned long long)at, (unsigned long long)known);
-    db->skipped_bytes += known - at;
+    db->recovery.skipped_bytes += known - at;
     return 0;
 }
 
@@ -559,7 +559,7 @@ scan_bad(struct seg_scan *sc, enum rec_walk_res r, bool *stop)
     }
     htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping %llu damaged bytes at offset %llu", s->path,
                 (unsigned long long)(next - off), (unsigned long long)off);
-    db->skipped_bytes += next - off;
+    db->recovery.skipped_bytes += next - off;
     atomic_fetch_add_explicit(&s->dead_bytes, next - off, memory_order_relaxed);
     sc->orphans = true;
     return sc->in_batch ? scan_drop_batch(sc) : 0;
@@ -590,7 +590,7 @@ scan_orphan(struct seg_scan *sc, const struct rec_hdr *h, bool *dropped)
         return -ENOMEM;
     }
     atomic_fetch_add_explicit(&sc->s->dead_bytes, size, memory_order_relaxed);
-    db->skipped_bytes += size;
+    db->recovery.skipped_bytes += size;
     sc->s->records++;
     return 0;
 }
@@ -689,7 +689,7 @@ scan_record(struct seg_scan *sc, const struct rec_hdr *h, bool *stop)
         return HTKV_ECORRUPT;
     }
     s->records++;
-    rv->db->recovered_records++;
+    rv->db->recovery.records++;
     if (sc->how != SCAN_SEALED) {
         return 0;
     }
@@ -741,7 +741,7 @@ scan_end_torn(struct seg_scan *sc)
     if (junk <= sc->cut) {
         return 0;
     }
-    db->truncated_bytes += junk - sc->cut;
+    db->recovery.truncated_bytes += junk - sc->cut;
     htkv_db_log(db, HTKV_LOG_WARN, "%s: %s a torn tail of %llu bytes at offset %llu", s->path,
                 s->writable ? "cutting" : "ignoring (read-only)",
                 (unsigned long long)(junk - sc->cut), (unsigned long long)sc->cut);
@@ -1117,15 +1117,17 @@ htkv_recover(struct htkv_db *db)
     if (rc != 0) {
         return rc;
     }
-    if (db->ndiscarded > 1) {
-        qsort(db->discarded, db->ndiscarded, sizeof(*db->discarded), cmp_u64);
+    if (db->recovery.ndiscarded > 1) {
+        qsort(db->recovery.discarded, db->recovery.ndiscarded, sizeof(*db->recovery.discarded),
+              cmp_u64);
     }
-    if (!db->read_only && db->ndiscarded > 0) {
+    if (!db->read_only && db->recovery.ndiscarded > 0) {
         /* Durable before anything can raise the batch floor past these versions (invariant 4). */
-        int arc = htkv_manifest_abort_batches(db->man, db->discarded, db->ndiscarded);
+        int arc =
+            htkv_manifest_abort_batches(db->man, db->recovery.discarded, db->recovery.ndiscarded);
         if (arc != 0) {
-            htkv_set_error("recording %zu batches not applied in the manifest: %s", db->ndiscarded,
-                           htkv_strerror(arc));
+            htkv_set_error("recording %zu batches not applied in the manifest: %s",
+                           db->recovery.ndiscarded, htkv_strerror(arc));
             return arc;
         }
     }

@@ -72,17 +72,16 @@ struct htkv_db {
     bool unlocked;        /* read-only without LOCK (htkv_db_open()): a writer may be appending */
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
     struct periodic syncer; /* INTERVAL-mode syncer thread */
-    /* What recovery found (recover.c fills it at open; read-only after). Its members keep
-     * their names at the top level of the handle (an anonymous struct), as recover.c uses. */
+    /* What recovery found (recover.c fills it at open; read-only after). */
     struct {
         /* Versions of batches that recovery found incomplete and did not apply (sorted): their
          * records stay on disk until compacted, and the change feed must not report them. */
         uint64_t *discarded;
         size_t ndiscarded;
-        uint64_t recovered_records;
-        uint64_t truncated_bytes;
-        uint64_t skipped_bytes;
-    };
+        uint64_t records;         /* records recovery applied */
+        uint64_t truncated_bytes; /* torn tails cut */
+        uint64_t skipped_bytes;   /* damaged bytes skipped (HTKV_RECOVERY_SKIP_CORRUPT) */
+    } recovery;
 };
 
 static inline struct shard *
