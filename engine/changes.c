@@ -25,9 +25,9 @@
  *   2. Commands come in non-decreasing version order, each with since < version <= the view's
  *      complete version, and no record twice (the items are distinct by shard, segment and
  *      offset).
- *   3. A shard's segments are read only below the tails taken under its lock, within their
- *      files; the view keeps their mappings, so an item's (seg, off) stays readable until
- *      htkv_changes_destroy().
+ *   3. Segments are collected with compactor.lock held, and a shard's are read only below the
+ *      tails taken under its lock, within their files; the view keeps their mappings, so an
+ *      item's (seg, off) stays readable until htkv_changes_destroy().
  *   4. pos <= count <= cap.
  */
 #include <htkv/replication.h>
@@ -141,6 +141,8 @@ static int
 collect_shard(struct htkv_changes *c, uint32_t i, uint64_t since)
 {
     struct shard *sh = db_shard(c->db, i);
+    /* No pass moves records meanwhile (see htkv_changes_since()). */
+    HTKV_ASSERT(db_mutex_locked(&c->db->compactor.lock));
     /* Nothing above the view's complete version: in HTKV_SYNC_ALWAYS a shard publishes after
      * its group sync, so a lower version may still be pending in another shard, and a consumer
      * that went on from a higher one would never be told of it. */

@@ -315,6 +315,7 @@ last_snapshot_seq(struct htkv_db *db, uint64_t *seq)
 int
 htkv_snapshot_emit(struct htkv_db *db)
 {
+    HTKV_ASSERT(db_mutex_locked(&db->compactor.lock)); /* it guards snapshot_seq */
     if (db->compactor.snapshot_seq == 0) {
         int rc = last_snapshot_seq(db, &db->compactor.snapshot_seq);
         if (rc != 0) {
@@ -737,8 +738,10 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
                struct seg ***olds, size_t *nolds)
 {
     HTKV_ASSERT(db->views.open == 0); /* invariant 3: the caller checked, holding views.lock */
+    HTKV_ASSERT(db_mutex_locked(&db->views.lock) && db_mutex_locked(&db->compactor.lock));
     for (uint32_t i = 0; i < db->shard_count; i++) {
         struct shard *sh = db_shard(db, i);
+        HTKV_ASSERT(db_mutex_locked(&sh->lock));
         if (sh->failed) {
             return HTKV_EFAILED;
         }
