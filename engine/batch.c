@@ -308,6 +308,7 @@ batch_sync_parts(struct htkv_db *db, struct part *parts, uint32_t nparts, uint64
             continue;
         }
         struct shard *sh = db_shard(db, parts[i].shard);
+        HTKV_ASSERT(db_mutex_locked(&sh->lock)); /* invariant 3: synced with every lock held */
         struct seg *s = shard_active(sh);
         uint64_t group = htkv_shard_sync_begin(sh);
         uint64_t t0 = htkv_now_ns();
@@ -455,7 +456,8 @@ stage_install(struct htkv_db *db, struct stage *st, uint64_t version, uint32_t *
             continue;
         }
         struct shard *sh = db_shard(db, p->shard);
-        HTKV_ASSERT(version > sh->appended); /* versions install in increasing order */
+        HTKV_DASSERT(db_mutex_locked(&sh->lock)); /* invariant 5 */
+        HTKV_ASSERT(version > sh->appended);      /* versions install in increasing order */
         for (uint32_t k = 0; k < p->nops; k++) {
             htkv_shard_install(sh, p->ents[k]);
             p->ents[k] = NULL;

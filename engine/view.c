@@ -980,6 +980,7 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
         return 1; /* the current item is good; the error comes with the next call */
     }
     if (it->nsrc <= ITER_LINEAR_MAX) {
+        HTKV_DASSERT(at < it->nheap);
         if (rc == 0) {
             it->nheap--;
             it->heap[at] = it->heap[it->nheap];
