@@ -183,7 +183,6 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
 {
     uint32_t sid = db_shard_of(db, hash);
     struct shard_ro *ro = &db->ro[sid];
-    HTKV_DASSERT(sid < db->shard_count && ro->shard == db_shard(db, sid));
     for (int tries = 0; tries < FIND_RETRIES; tries++) {
         uint64_t vis = atomic_load_explicit(&ro->visible, memory_order_acquire);
         struct hidx_ent *e = htkv_hidx_find(&ro->shard->idx, hash, key, klen);

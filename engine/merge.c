@@ -197,7 +197,6 @@ htkv_path_refresh(struct htkv_db *db)
         p->n += r->n;
     }
     htkv_ebr_exit(&db->ebr, slot);
-    HTKV_ASSERT(p->nshards <= k);
     uint64_t credit = atomic_load_explicit(&db->path_credit, memory_order_relaxed);
     if (p->nshards == k && (htkv_run_eager >= 2 || credit >= RUN_CREDIT_FACTOR * p->n) &&
         (p->path = htkv_mem_alloc(p->n > 0 ? p->n : 1)) != NULL) {

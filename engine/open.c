@@ -752,7 +752,6 @@ record_clean_close(struct htkv_db *db)
             }
         }
     }
-    HTKV_ASSERT(k <= n);
     if (rc == 0) {
         rc = htkv_manifest_record_ends(db->man, shards, ends, k);
     }

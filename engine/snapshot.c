@@ -511,7 +511,6 @@ new_seg(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t need
         n->segs = p;
         n->cap = cap;
     }
-    HTKV_ASSERT(n->nsegs < n->cap);
     uint64_t seal = REC_HDR_BYTES + REC_SEAL_PAYLOAD;
     uint64_t cap = db->cfg.max_segment_bytes;
     if (cap < SEG_DATA_OFF + need + seal) {
@@ -795,7 +794,7 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     uint64_t visible = latest;
     htkv_versions_raise(&db->ver, latest);
     /* Invariant 2: R is applied, and the next local version lies above it. */
-    HTKV_ASSERT(latest >= in->version && htkv_versions_latest(&db->ver) >= latest);
+    HTKV_ASSERT(htkv_versions_latest(&db->ver) >= latest);
     HTKV_ASSERT(atomic_load_explicit(&db->ver.next, memory_order_relaxed) > latest);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         restore_switch(db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);

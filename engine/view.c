@@ -169,7 +169,6 @@ view_open(struct htkv_db *db, struct htkv_view **out)
     }
     unlock_all(db);
     v->complete = unpublished <= v->max_version ? unpublished - 1 : v->max_version;
-    HTKV_ASSERT(v->complete <= v->max_version);
     v->prev = NULL;
     v->next = db->views.list;
     if (db->views.list != NULL) {
@@ -316,7 +315,6 @@ htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf, size_t cap,
     struct htkv_db *db = v->db;
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
     uint32_t s = db_shard_of(db, hash);
-    HTKV_DASSERT(s < db->shard_count);
     /* Invariant 4: the view never sees past what its shard has published. */
     HTKV_DASSERT(v->snap[s] <= atomic_load_explicit(&db->ro[s].visible, memory_order_relaxed));
     unsigned slot = htkv_ebr_enter(&db->ebr);
@@ -697,7 +695,6 @@ iter_build_heap(struct htkv_iter *it)
             it->heap[it->nheap++] = i;
         }
     }
-    HTKV_ASSERT(it->nheap <= it->nsrc);
     for (uint32_t i = it->nheap / 2; it->nsrc > ITER_LINEAR_MAX && i > 0; i--) {
         heap_down(it, i - 1);
     }

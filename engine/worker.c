@@ -173,7 +173,6 @@ static void
 worker_stage_puts(struct worker *w)
 {
     uint32_t n = w->npend;
-    HTKV_ASSERT(n <= DRAIN_MAX); /* invariant 7 */
     w->npend = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct wreq *r = w->pend[i];
@@ -309,7 +308,6 @@ worker_interval_syncs(struct worker *w)
 {
     struct htkv_db *db = w->db;
     unsigned n = db->cfg.worker_threads;
-    HTKV_ASSERT(w->id < n);
     for (uint32_t s = w->id; s < db->shard_count; s += n) {
         struct shard *sh = db_shard(db, s);
         if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed) ||
@@ -582,7 +580,6 @@ htkv_workers_start(struct htkv_db *db)
                            htkv_strerror(rc));
         }
     }
-    HTKV_ASSERT(started <= n && (rc != 0 || started == n));
     db->nworkers = started;
     if (rc != 0) {
         htkv_workers_stop(db);
