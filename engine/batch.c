@@ -15,6 +15,14 @@
  *   2. From the first install on nothing can fail: installs and publishes only.
  *   3. In HTKV_SYNC_ALWAYS a batch with several parts is synced and published while every lock
  *      is held, so no reader sees one part without the others.
+ *   4. A built batch: ops[0, nops) within ops_cap, their key and value bytes within
+ *      data[0, data_len) <= data_cap, ncount of them puts or deletes, rec_bytes their records'
+ *      sum, at most BATCH_BYTES_MAX.
+ *   5. A commit locks each shard it touches once, ascending, and appends and installs only with
+ *      every one of those locks held; a part's records fill exactly the room it reserved
+ *      (p->bytes) in the active segment, and its nops entries are all installed or all dropped.
+ *   6. Each shard installs versions in increasing order: a batch's version is above every
+ *      version appended to any of its shards before.
  * May call: the shard layer (shard.h), versions, the record codec and the base layer.
  */
 #include "engine/batch.h"
@@ -93,6 +101,8 @@ batch_add(htkv_batch *b, uint8_t type, const void *key, size_t klen, const void 
     b->data_len = need;
     b->rec_bytes += rec;
     b->ncount += type != 0;
+    HTKV_DASSERT(b->nops <= b->ops_cap && b->data_len <= b->data_cap); /* invariant 4 */
+    HTKV_DASSERT(b->ncount <= b->nops && b->rec_bytes <= BATCH_BYTES_MAX);
     return 0;
 }
 
@@ -181,7 +191,9 @@ static uint32_t
 batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint64_t *hashes)
 {
     uint32_t n = 0;
+    HTKV_ASSERT(b->nops > 0); /* the caller returns early for an empty batch */
     for (size_t i = 0; i < b->nops; i++) {
+        HTKV_DASSERT(b->ops[i].data_off + b->ops[i].klen + b->ops[i].vlen <= b->data_len);
         hashes[i] = op_hash(db, b, &b->ops[i]);
         out[n++] = db_shard_of(db, hashes[i]);
     }
@@ -200,6 +212,7 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
                    struct part *p)
 {
     struct shard *sh = db_shard(db, p->shard);
+    HTKV_ASSERT(p->nops == 0 && p->bytes == 0 && p->ents == NULL); /* a fresh part */
     int rc = htkv_shard_check_writable(sh);
     if (rc != 0) {
         return rc;
@@ -245,6 +258,9 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
 {
     struct shard *sh = db_shard(db, p->shard);
     struct seg *s = shard_active(sh);
+    /* Invariant 5: a prepared part, whose room in the active segment is reserved. */
+    HTKV_ASSERT(p->nops > 0 && p->ents != NULL && parts >= 1 && version >= 1);
+    uint64_t start = s->tail;
     unsigned char frame[REC_BEGIN_PAYLOAD] = { 0 };
     htkv_store32(frame, p->nops);
     htkv_store32(frame + 4, parts);
@@ -270,6 +286,7 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     }
     HTKV_ASSERT(k == p->nops);
     htkv_seg_append_wt(s, REC_BATCH_COMMIT, 0, version, NULL, 0, frame, REC_COMMIT_PAYLOAD);
+    HTKV_ASSERT(s->tail - start == p->bytes); /* exactly the room batch_prepare_part() took */
     atomic_fetch_add_explicit(&s->dead_bytes, BATCH_FRAME_BYTES, memory_order_relaxed);
 }
 
@@ -284,11 +301,13 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
 static int
 batch_sync_parts(struct htkv_db *db, struct part *parts, uint32_t nparts, uint64_t version)
 {
+    HTKV_ASSERT(db->cfg.sync_mode == HTKV_SYNC_ALWAYS && nparts > 1);
     for (uint32_t i = 0; i < nparts; i++) {
         if (parts[i].nops == 0) {
             continue;
         }
         struct shard *sh = db_shard(db, parts[i].shard);
+        HTKV_ASSERT(db_mutex_locked(&sh->lock)); /* invariant 3: synced with every lock held */
         struct seg *s = shard_active(sh);
         uint64_t group = htkv_shard_sync_begin(sh);
         uint64_t t0 = htkv_now_ns();
@@ -377,14 +396,17 @@ stage_free(struct htkv_db *db, struct stage *st)
 static int
 stage_version(struct htkv_db *db, const struct htkv_batch *b, uint64_t *version)
 {
+    int rc;
     if (b->fixed_version != 0) {
-        int rc = htkv_versions_take(&db->ver, b->fixed_version);
+        rc = htkv_versions_take(&db->ver, b->fixed_version);
         if (rc == 0) {
             *version = b->fixed_version;
         }
-        return rc;
+    } else {
+        rc = versions_next(&db->ver, version);
     }
-    return versions_next(&db->ver, version);
+    HTKV_ASSERT(rc != 0 || (*version >= 1 && *version <= REC_VERSION_MAX));
+    return rc;
 }
 
 /* Append every part under all the locks; in write-through segments the parts reach the files
@@ -393,12 +415,14 @@ static int
 stage_append(struct htkv_db *db, const struct htkv_batch *b, struct stage *st, uint64_t version)
 {
     struct part *parts = st->parts;
+    HTKV_ASSERT(st->locked == st->nparts && st->writing >= 1); /* invariant 5 */
     for (uint32_t i = 0; i < st->nparts; i++) {
         if (parts[i].nops == 0) {
             continue;
         }
         struct shard *sh = db_shard(db, parts[i].shard);
         struct seg *s = shard_active(sh);
+        HTKV_ASSERT(version > sh->appended); /* invariant 6, before anything is written */
         batch_append_part(db, b, st->hashes, &parts[i], st->writing, version);
         int rc = htkv_shard_write_out(sh, s);
         if (rc != 0) {
@@ -424,13 +448,15 @@ static void
 stage_install(struct htkv_db *db, struct stage *st, uint64_t version, uint32_t *shards_out,
               uint32_t *nshards_out)
 {
+    HTKV_ASSERT(st->locked == st->nparts && *nshards_out == 0); /* invariant 5 */
     for (uint32_t i = 0; i < st->nparts; i++) {
         struct part *p = &st->parts[i];
         if (p->nops == 0) {
             continue;
         }
         struct shard *sh = db_shard(db, p->shard);
-        HTKV_ASSERT(version > sh->appended); /* versions install in increasing order */
+        HTKV_DASSERT(db_mutex_locked(&sh->lock)); /* invariant 5 */
+        HTKV_ASSERT(version > sh->appended);      /* versions install in increasing order */
         for (uint32_t k = 0; k < p->nops; k++) {
             htkv_shard_install(sh, p->ents[k]);
             p->ents[k] = NULL;
@@ -457,6 +483,8 @@ htkv_batch_stage(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
     }
     struct stage st = { 0 };
     int rc = stage_lock(db, b, &st);
+    /* Each shard touched holds one of the caller's @p shards_out slots (b->nops of them). */
+    HTKV_ASSERT(st.nparts <= b->nops);
     for (uint32_t i = 0; rc == 0 && i < st.nparts; i++) {
         rc = batch_prepare_part(db, b, st.hashes, &st.parts[i]);
         st.writing += st.parts[i].nops > 0;

@@ -22,7 +22,13 @@
  * Invariants
  *   1. Every command reported was applied, exactly once, and none applied after v up to the
  *      view's instant is missing.
- *   2. Commands come in non-decreasing version order.
+ *   2. Commands come in non-decreasing version order, each with since < version <= the view's
+ *      complete version, and no record twice (the items are distinct by shard, segment and
+ *      offset).
+ *   3. Segments are collected with compactor.lock held, and a shard's are read only below the
+ *      tails taken under its lock, within their files; the view keeps their mappings, so an
+ *      item's (seg, off) stays readable until htkv_changes_destroy().
+ *   4. pos <= count <= cap.
  */
 #include <htkv/replication.h>
 
@@ -89,6 +95,7 @@ push(struct htkv_changes *c, const struct change *ch)
         c->items = n;
         c->cap = cap;
     }
+    HTKV_DASSERT(c->count < c->cap && ch->version >= 1); /* invariant 4 */
     c->items[c->count++] = *ch;
     return 0;
 }
@@ -102,6 +109,7 @@ collect_seg(struct htkv_changes *c, uint32_t shard, const struct seg *s, uint64_
     struct rec_walk w;
     struct rec_hdr h;
     enum rec_walk_res r;
+    HTKV_ASSERT(tail >= SEG_DATA_OFF && tail <= s->map_bytes); /* invariant 3 */
     htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, tail, db->cfg.max_value_bytes);
     while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
         if (r != REC_WALK_RECORD) {
@@ -110,6 +118,7 @@ collect_seg(struct htkv_changes *c, uint32_t shard, const struct seg *s, uint64_
         }
         if ((h.type == REC_SET || h.type == REC_DEL) && h.version > since && h.version <= snap &&
             !discarded(db, h.version)) {
+            HTKV_DASSERT(w.at >= SEG_DATA_OFF && w.at < tail && w.at <= UINT32_MAX);
             struct change ch = {
                 .version = h.version, .seg = s, .off = (uint32_t)w.at, .shard = shard
             };
@@ -133,12 +142,15 @@ static int
 collect_shard(struct htkv_changes *c, uint32_t i, uint64_t since)
 {
     struct shard *sh = db_shard(c->db, i);
+    /* No pass moves records meanwhile (see htkv_changes_since()). */
+    HTKV_ASSERT(db_mutex_locked(&c->db->compactor.lock));
     /* Nothing above the view's complete version: in HTKV_SYNC_ALWAYS a shard publishes after
      * its group sync, so a lower version may still be pending in another shard, and a consumer
      * that went on from a higher one would never be told of it. */
     uint64_t snap = htkv_view_shard_snap(c->view, i);
     uint64_t complete = htkv_view_complete(c->view);
     snap = snap < complete ? snap : complete;
+    HTKV_ASSERT(complete <= htkv_view_version(c->view));
     pthread_mutex_lock(&sh->lock);
     size_t n = sh->nsegs;
     /* Per segment, read under the lock (writers of the active segment change them under it):
@@ -211,6 +223,11 @@ htkv_changes_since(htkv_db *db, uint64_t version, htkv_changes **out)
     if (c->count > 1) {
         qsort(c->items, c->count, sizeof(*c->items), cmp_change);
     }
+    for (size_t k = 0; k < c->count; k++) { /* invariant 2 (the loop is empty in release builds) */
+        HTKV_DASSERT(c->items[k].version > version &&
+                     c->items[k].version <= htkv_view_complete(c->view));
+        HTKV_DASSERT(k == 0 || cmp_change(&c->items[k - 1], &c->items[k]) < 0);
+    }
     *out = c;
     return 0;
 }
@@ -221,6 +238,7 @@ htkv_changes_next(htkv_changes *c, htkv_command *cmd)
     if (c == NULL || cmd == NULL) {
         return htkv_einval(__func__);
     }
+    HTKV_ASSERT(c->pos <= c->count && c->count <= c->cap); /* invariant 4 */
     if (c->pos == c->count) {
         return 0;
     }
@@ -232,6 +250,9 @@ htkv_changes_next(htkv_changes *c, htkv_command *cmd)
         htkv_set_error("%s: checksum mismatch in record at offset %u", ch->seg->path, ch->off);
         return HTKV_ECORRUPT;
     }
+    /* The record collected (checked by the walk then, again just now when checksums are on). */
+    HTKV_DASSERT(!c->db->cfg.verify_checksums ||
+                 (h.version == ch->version && (h.type == REC_SET || h.type == REC_DEL)));
     *cmd = (htkv_command){ .type = h.type == REC_SET ? HTKV_CMD_SET : HTKV_CMD_DELETE,
                            .key = rec + REC_HDR_BYTES,
                            .key_len = h.key_len,

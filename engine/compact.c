@@ -54,6 +54,13 @@
  *      drop have all let go of it.
  *   5. A pass ends: per shard it takes only victims with ids below the active segment it found
  *      there, so it rewrites each segment that existed then at most once and never its copies.
+ *   6. A pass runs with compactor.lock held, a step with its shard's lock held; a step walks a
+ *      sealed victim, never the active segment, from SEG_DATA_OFF to exactly its tail, in step
+ *      with the offset it reports.
+ *   7. The batch floor only rises: a fence's W (the latest version applied) is never below the
+ *      floor recorded before (a restore also sets it to at most its own version).
+ *   8. A relocated record is its entry's own (same version, same type), and the copy lands at
+ *      the active segment's tail.
  */
 #include "engine/compact.h"
 
@@ -91,6 +98,7 @@ seg_garbage(const struct seg *s, double *ratio)
 static bool
 is_victim(const struct htkv_db *db, const struct shard *sh, const struct seg *s, bool full)
 {
+    HTKV_ASSERT(sh->nsegs >= 1); /* a shard always has its active segment */
     if (!s->sealed || s == sh->segs[sh->nsegs - 1]) {
         return false;
     }
@@ -128,6 +136,7 @@ static int
 fence(struct htkv_db *db, uint64_t *floor)
 {
     uint64_t w = htkv_versions_latest(&db->ver);
+    HTKV_ASSERT(w >= db->man->batch_floor); /* invariant 7 */
     for (uint32_t i = 0; i < db->shard_count; i++) {
         int rc = htkv_shard_sync_force(db_shard(db, i));
         if (rc != 0) {
@@ -165,9 +174,16 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
     sh->entry_bytes += sizeof(*n);
     struct seg *d = shard_active(sh);
     HTKV_ASSERT(d != e->seg);
+    /* Invariants 3 and 8: a published head, and the record read is its own. */
+    HTKV_ASSERT(h->version == e->version && (h->type == REC_DEL) == (bool)e->del);
+    HTKV_ASSERT(h->key_len == e->key_len &&
+                e->rec_bytes == REC_HDR_BYTES + h->key_len + h->val_len);
+    HTKV_ASSERT(e->version <=
+                atomic_load_explicit(&sh->db->ro[sh->id].visible, memory_order_relaxed));
     const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
     uint64_t off =
         htkv_seg_append(d, h->type, 0, h->version, key, h->key_len, key + h->key_len, h->val_len);
+    HTKV_ASSERT(off + size == d->tail && off <= UINT32_MAX); /* invariant 8 */
     *n = (struct hidx_ent){ .version = e->version,
                             .hash = e->hash,
                             .seg = d,
@@ -210,6 +226,8 @@ drop_tombstone(struct shard *sh, struct hidx_ent *e)
 {
     HTKV_ASSERT(e->del);
     HTKV_ASSERT(atomic_load_explicit(&e->prev, memory_order_relaxed) == NULL);
+    HTKV_ASSERT(e->version <= sh->view_floor && sh->tombstones > 0); /* invariant 3 */
+    HTKV_ASSERT(e->seg == sh->segs[0]);                              /* the oldest segment */
     htkv_hidx_remove(&sh->idx, e);
     if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
         void *t = htkv_trie_delete(&sh->trie, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len);
@@ -233,6 +251,9 @@ static int
 compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
 {
     struct htkv_db *db = sh->db;
+    /* Invariant 6. */
+    HTKV_ASSERT(db_mutex_locked(&sh->lock) && db_mutex_locked(&db->compactor.lock));
+    HTKV_ASSERT(v->sealed && v != shard_active(sh) && *off >= SEG_DATA_OFF && *off <= v->tail);
     htkv_shard_prune_to_floor(sh);
     uint64_t visible = atomic_load_explicit(&db->ro[sh->id].visible, memory_order_relaxed);
     uint64_t upto = sh->view_floor < visible ? sh->view_floor : visible;
@@ -252,6 +273,7 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
             return HTKV_ECORRUPT;
         }
         uint64_t size = w.off - w.at;
+        HTKV_DASSERT(w.at == *off && w.off <= v->tail); /* the keys are read at *off */
         if (h.type == REC_SET || h.type == REC_DEL) {
             if ((h.flags & REC_F_BATCH) != 0 && h.version > floor) {
                 return STEP_POSTPONE;
@@ -285,6 +307,7 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
         *off = w.off;
         budget = size >= budget ? 0 : budget - size;
     }
+    HTKV_ASSERT(*off <= v->tail);
     return *off >= v->tail ? STEP_DONE : STEP_MORE;
 }
 
@@ -330,6 +353,7 @@ compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
     if (rc != STEP_DONE) {
         return rc;
     }
+    HTKV_ASSERT(off == v->tail); /* invariant 6: every record examined */
     /* Allocated now so that nothing can fail once the drop is in the manifest. */
     struct zombie *z = htkv_mem_alloc(sizeof(*z));
     if (z == NULL) {
@@ -442,6 +466,7 @@ htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
     }
     uint64_t t0 = htkv_now_ns();
     int rc = 0;
+    HTKV_ASSERT(db_mutex_locked(&db->compactor.lock)); /* invariant 6 */
     for (uint32_t i = 0; full && i < db->shard_count && rc == 0; i++) {
         rc = seal_active(db_shard(db, i));
     }
@@ -466,6 +491,8 @@ htkv_compact_pass(struct htkv_db *db, bool full, struct compact_result *res)
                 res->postponed++;
             }
         }
+        /* Invariant 5: segment ids only grow, so the copies stayed at or above the bound. */
+        HTKV_ASSERT(rc != 0 || below == UINT64_MAX || below <= active_id(sh));
     }
     for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
         (void)htkv_hints_write(db, db_shard(db, i), false); /* hints are optional: logged */

@@ -11,6 +11,11 @@
  * Invariants
  *   1. After htkv_close() has waited for the EBR slots, no call touches the store any more.
  *   2. A read returns only versions its shard has published (visible), never a pending one.
+ *   3. A version chain is newest first: each entry's prev holds a version no larger (equal
+ *      only for a key a batch wrote twice: all its records share the batch's version).
+ *   4. What reaches db_write1()/db_async1() was checked: a key of 1 to HTKV_KEY_MAX bytes, a
+ *      value within max_value_bytes, a writable store, REC_SET or REC_DEL; a batch handed to a
+ *      worker has at least one operation (its first names the worker).
  * May call: the shard layer, batches, workers.
  */
 #include "engine/store.h"
@@ -86,6 +91,9 @@ static int
 db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
           uint32_t vlen, uint64_t hash)
 {
+    /* Invariant 4 (the fast path: debug builds only). */
+    HTKV_DASSERT(klen >= 1 && klen <= HTKV_KEY_MAX && vlen <= db->cfg.max_value_bytes);
+    HTKV_DASSERT((type == REC_SET || (type == REC_DEL && vlen == 0)) && !db->read_only);
     uint64_t t0 = htkv_now_ns();
     if (db->nworkers == 0) {
         uint64_t version;
@@ -185,8 +193,11 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
             return e;
         }
         struct hidx_ent *p = atomic_load_explicit(&e->prev, memory_order_acquire);
+        HTKV_DASSERT(p == NULL || p->version <= e->version); /* invariant 3 */
         while (p != NULL && p->version > vis) {
-            p = atomic_load_explicit(&p->prev, memory_order_acquire);
+            struct hidx_ent *older = atomic_load_explicit(&p->prev, memory_order_acquire);
+            HTKV_DASSERT(older == NULL || older->version <= p->version);
+            p = older;
         }
         if (p != NULL) {
             return p;
@@ -200,7 +211,9 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     uint64_t vis = atomic_load_explicit(&ro->visible, memory_order_relaxed);
     struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
     while (e != NULL && e->version > vis) {
-        e = atomic_load_explicit(&e->prev, memory_order_relaxed);
+        struct hidx_ent *older = atomic_load_explicit(&e->prev, memory_order_relaxed);
+        HTKV_ASSERT(older == NULL || older->version <= e->version); /* the slow path: always */
+        e = older;
     }
     pthread_mutex_unlock(&sh->lock);
     return e; /* stays valid: we are still inside the EBR section */
@@ -238,6 +251,7 @@ static int
 db_value(struct htkv_db *db, struct hidx_ent *e, const unsigned char **val, uint32_t *vlen)
 {
     const unsigned char *rec = hidx_ent_rec(e);
+    HTKV_DASSERT(!e->del && e->rec_bytes >= REC_HDR_BYTES + e->key_len);
     *vlen = e->rec_bytes - REC_HDR_BYTES - e->key_len;
     *val = rec + REC_HDR_BYTES + e->key_len;
     return db_ent_check(db, e);
@@ -271,6 +285,11 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
     struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
+    /* Invariant 2: what was found is published (visible only grows, so it still covers it). */
+    HTKV_DASSERT(e == NULL ||
+                 (e->key_len == klen &&
+                  e->version <= atomic_load_explicit(&db->ro[db_shard_of(db, hash)].visible,
+                                                     memory_order_relaxed)));
     const unsigned char *val;
     uint32_t n;
     if (e == NULL || e->del) {
@@ -384,7 +403,9 @@ htkv_contains(htkv_db *db, const void *key, size_t klen)
 static uint32_t
 db_batch_shard(struct htkv_db *db, const htkv_batch *b)
 {
+    HTKV_ASSERT(b->nops > 0); /* invariant 4 */
     const struct batch_op *op = &b->ops[0];
+    HTKV_ASSERT(op->data_off + op->klen <= b->data_len);
     return db_shard_of(db, htkv_hash(b->data + op->data_off, op->klen, db->hash_seed));
 }
 
@@ -464,6 +485,8 @@ static int
 db_async1(htkv_db *db, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
           htkv_done_fn done, void *ctx)
 {
+    HTKV_ASSERT(klen >= 1 && klen <= HTKV_KEY_MAX && vlen <= db->cfg.max_value_bytes); /* inv. 4 */
+    HTKV_ASSERT((type == REC_SET || (type == REC_DEL && vlen == 0)) && !db->read_only);
     unsigned slot;
     int rc = db_enter(db, &slot);
     if (rc != 0) {
@@ -562,6 +585,7 @@ batch_copy(const htkv_batch *b, htkv_batch **out)
     c->ncount = b->ncount;
     c->data_len = c->data_cap = b->data_len;
     c->rec_bytes = b->rec_bytes;
+    HTKV_ASSERT(c->ncount <= c->nops && b->fixed_version == 0); /* htkv_submit() is synchronous */
     return 0;
 }
 

@@ -9,6 +9,11 @@
  *      run and it is exact (path_valid()).
  *   2. db->path changes only under shard 0's lock; the path it replaces is retired through EBR
  *      (shard 0's limbo) and freed by its last reference.
+ *   3. A path covers one run per shard of the store (2 to 256 of them): path[i] < nshards, n is
+ *      the sum of the runs' lengths, each run's elements appear in order and each exactly once,
+ *      and the keys along the path strictly increase (a key lives in one shard).
+ *   4. refs counts the published reference and the readers' ones: never taken from zero,
+ *      never released below it.
  * May call: the store (its shards), flat.h, EBR and the base layer.
  */
 #include "engine/merge.h"
@@ -19,6 +24,7 @@
 static bool
 path_valid(struct htkv_db *db, const struct merge_path *p)
 {
+    HTKV_ASSERT(p->nshards == db->shard_count); /* invariant 3 */
     for (uint32_t i = 0; i < p->nshards; i++) {
         struct shard *sh = db_shard(db, i);
         const struct shard_run *r = atomic_load_explicit(&sh->run, memory_order_acquire);
@@ -36,14 +42,21 @@ htkv_path_acquire(struct htkv_db *db)
     if (p == NULL || !path_valid(db, p)) {
         return NULL;
     }
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    /* Found published inside the critical section: its published reference still stands. */
+    uint64_t refs = atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    HTKV_ASSERT(refs >= 1); /* invariant 4 */
     return p;
 }
 
 void
 htkv_path_release(struct merge_path *p)
 {
-    if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
+    if (p == NULL) {
+        return;
+    }
+    uint64_t refs = atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel);
+    HTKV_ASSERT(refs >= 1); /* invariant 4: released once per reference */
+    if (refs != 1) {
         return;
     }
     for (uint32_t i = 0; i < p->nshards; i++) {
@@ -92,6 +105,7 @@ path_fill(struct merge_path *p)
     uint64_t pos[256] = { 0 };
     uint64_t ab[256];
     bool live[256];
+    HTKV_ASSERT(k >= 2 && k <= 256); /* the arrays above and a shard number per byte */
     for (uint32_t s = 0; s < k; s++) {
         live[s] = p->runs[s]->n > 0;
         ab[s] = live[s] ? ent_abbrev(&p->runs[s]->ents[0]) : UINT64_MAX;
@@ -116,11 +130,22 @@ path_fill(struct merge_path *p)
         HTKV_ASSERT(best != UINT32_MAX);
         p->path[i] = (uint8_t)best;
         const struct shard_run *r = p->runs[best];
+#ifdef HTKV_DEBUG
+        if (i > 0) { /* invariant 3: the key before came from another shard or earlier here */
+            uint32_t q = p->path[i - 1];
+            const struct run_ent *a = &p->runs[q]->ents[pos[q] - 1], *b = &r->ents[pos[best]];
+            HTKV_DASSERT(
+                htkv_key_cmp(a->rec + REC_HDR_BYTES, a->klen, b->rec + REC_HDR_BYTES, b->klen) < 0);
+        }
+#endif
         if (++pos[best] < r->n) {
             ab[best] = ent_abbrev(&r->ents[pos[best]]);
         } else {
             live[best] = false;
         }
+    }
+    for (uint32_t s = 0; s < k; s++) {
+        HTKV_ASSERT(!live[s] && pos[s] == p->runs[s]->n); /* invariant 3: each element once */
     }
 }
 

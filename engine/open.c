@@ -24,6 +24,10 @@
  *      after the final sync (record_clean_close()): damage before those ends is corruption, and
  *      a clean reopen skips no version.
  *   6. The shards' environment (env) is complete before the first shard is created.
+ *   7. A store has 1 to MAN_SHARDS_MAX shards; a writable handle leases one arena per worker
+ *      (one in inline mode) and runs exactly cfg.worker_threads workers once open.
+ *   8. No shard publishes a version above the latest version applied (htkv_versions_latest()):
+ *      after recovery, and at a clean close, whose recorded latest covers every shard.
  * May call: the shard layer, recovery, workers, the periodic helper, compaction and snapshots
  * (the compactor thread), the manifest and segments.
  */
@@ -303,6 +307,9 @@ create_store(struct htkv_db *db)
         shards = 2 * online_cpus();
         shards = shards < 4 ? 4 : shards > 64 ? 64 : shards;
     }
+    /* Invariants 1 and 7: created under LOCK, by a writable open; config_check() bounded it. */
+    HTKV_ASSERT(!db->read_only && db->lock_fd >= 0 && db->man == NULL);
+    HTKV_ASSERT(shards >= 1 && shards <= MAN_SHARDS_MAX);
     uint64_t seed;
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
         return -errno;
@@ -439,6 +446,7 @@ sync_store_dir(struct htkv_db *db)
 static void
 remove_leftovers(struct htkv_db *db)
 {
+    HTKV_ASSERT(!db->read_only && db->lock_fd >= 0 && !db->unlocked); /* invariant 1 */
     int fd = htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : dup(db->dir_fd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (d == NULL) {
@@ -478,6 +486,9 @@ open_shards(struct htkv_db *db)
 {
     db->shard_count = db->man->shard_count;
     db->hash_seed = db->man->hash_seed;
+    /* Invariant 7: the manifest was checked when it was loaded or created. */
+    HTKV_ASSERT(db->shard_count >= 1 && db->shard_count <= MAN_SHARDS_MAX);
+    HTKV_ASSERT(db->ro == NULL && db->narenas == 0);
     db->ro = aligned_alloc(HTKV_CACHELINE,
                            htkv_align_up(db->shard_count * sizeof(*db->ro), HTKV_CACHELINE));
     if (db->ro == NULL) {
@@ -642,6 +653,9 @@ open_contents(struct htkv_db *db)
     if (rc == 0) {
         rc = htkv_recover(db);
     }
+    for (uint32_t i = 0; rc == 0 && i < db->shard_count; i++) { /* invariant 8 */
+        HTKV_ASSERT(atomic_load(&db->ro[i].visible) <= htkv_versions_latest(&db->ver));
+    }
     if (rc == 0 && !db->read_only) {
         remove_leftovers(db); /* only once recovery accepted the store: they are evidence */
     }
@@ -655,6 +669,7 @@ open_contents(struct htkv_db *db)
     if (rc == 0 && !db->read_only && db->cfg.worker_threads > 0) {
         rc = htkv_workers_start(db);
     }
+    HTKV_ASSERT(rc != 0 || db->read_only || db->nworkers == db->cfg.worker_threads); /* 7 */
     if (rc == 0) {
         rc = start_syncer(db);
     }
@@ -719,8 +734,11 @@ static void
 record_clean_close(struct htkv_db *db)
 {
     size_t n = 0;
+    uint64_t latest = htkv_versions_latest(&db->ver);
+    HTKV_ASSERT(!db->read_only && !db->unlocked);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         n += db_shard(db, i)->nsegs;
+        HTKV_ASSERT(atomic_load(&db->ro[i].visible) <= latest); /* invariant 8 */
     }
     uint32_t *shards = htkv_mem_alloc((n ? n : 1) * sizeof(*shards));
     struct man_end *ends = htkv_mem_alloc((n ? n : 1) * sizeof(*ends));
@@ -739,7 +757,8 @@ record_clean_close(struct htkv_db *db)
         rc = htkv_manifest_record_ends(db->man, shards, ends, k);
     }
     if (rc == 0) {
-        uint64_t latest = htkv_versions_latest(&db->ver);
+        /* Nothing writes any more (the workers and the callers are gone): still the latest. */
+        HTKV_ASSERT(htkv_versions_latest(&db->ver) == latest);
         rc = htkv_manifest_set_versions(db->man, latest, latest, true);
     }
     if (rc != 0) {
@@ -767,6 +786,7 @@ htkv_close(htkv_db *db)
     if (db->workers != NULL) {
         htkv_workers_stop(db); /* drains queued asynchronous writes and their syncs */
     }
+    HTKV_ASSERT(db->workers == NULL && db->nworkers == 0);
     htkv_periodic_stop(&db->syncer);
     int rc = 0;
     bool clean = true;

@@ -17,6 +17,10 @@
  *   1. The outcome of a command depends only on the log: replicas that reached the same log
  *      position give the same outcomes and reach the same latest version.
  *   2. A stale run writes nothing and uses no version.
+ *   3. Commands reach submit_batch() checked (check_commands()) and grouped: [from, to) is a
+ *      non-empty run of one version, no longer than the outcome buffer. An applied run's batch
+ *      carries exactly that version, and after any run (applied or stale) the store's latest
+ *      version is at least the run's: it never goes back to let a later duplicate through.
  */
 #include <htkv/replication.h>
 
@@ -52,6 +56,8 @@ static int
 submit_batch(htkv_db *db, htkv_batch *b, const htkv_command *cmds, size_t from, size_t to,
              uint8_t *stale, int *outcomes)
 {
+    HTKV_ASSERT(from < to && cmds[from].version == cmds[to - 1].version); /* invariant 3 */
+    HTKV_ASSERT(cmds[from].version >= 1 && cmds[from].version <= REC_VERSION_MAX);
     htkv_batch_clear(b);
     int rc = 0;
     for (size_t i = from; i < to && rc == 0; i++) {
@@ -67,11 +73,14 @@ submit_batch(htkv_db *db, htkv_batch *b, const htkv_command *cmds, size_t from, 
         b->fixed_version = cmds[from].version;
         rc = htkv_write(db, b);
         b->fixed_version = 0;
+        HTKV_ASSERT(rc != 0 || b->version == cmds[from].version); /* invariant 3 */
         is_stale = rc == -ERANGE; /* a concurrent submitter applied this version or a later one */
         if (rc != 0 && !is_stale) {
             return rc;
         }
     }
+    /* Invariant 3: applied, stale by the check, or beaten to it by a concurrent submitter. */
+    HTKV_ASSERT(htkv_versions_latest(&db->ver) >= cmds[from].version);
     memset(stale, is_stale, to - from);
     int applied = 0;
     for (size_t i = from; i < to; i++) {
@@ -114,7 +123,9 @@ htkv_submit(htkv_db *db, const htkv_command *cmds, size_t n, int *outcomes)
         while (to < n && cmds[to].version == cmds[from].version) {
             to++;
         }
+        HTKV_ASSERT(to - from <= longest); /* stale[] holds the longest run */
         rc = submit_batch(db, b, cmds, from, to, stale, outcomes);
+        HTKV_ASSERT(rc < 0 || (size_t)rc <= to - from);
         applied += rc > 0 ? rc : 0;
         from = to;
     }

@@ -38,6 +38,13 @@
  *      rollback), one above everything applied. R is reserved and recorded as applied before
  *      anything changes and becomes the change feed's floor; next_version exceeds R and every
  *      version used before, also after a reopen.
+ *   3. A restore runs with no view open (views.lock held, views.open == 0), every shard's lock
+ *      held, and the compactor's lock held: nothing else reads the old indexes by version.
+ *   4. The writer's buffer never holds more than SNAP_BUF_BYTES; the file it writes is the
+ *      header, exactly data_bytes of entries (keys strictly increasing, versions in
+ *      [1, header version]) and the trailer, so that snap_check() accepts it.
+ *   5. A checked snapshot's entries tile [SNAP_HDR_BYTES, SNAP_HDR_BYTES + data_bytes) exactly;
+ *      restore_build() walks them without checking again and places each in its hash's shard.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -89,6 +96,7 @@ out_flush(struct snap_out *o)
             done += (size_t)w;
         }
     }
+    HTKV_ASSERT(o->rc != 0 || done == o->used);
     o->off += o->used;
     o->used = 0;
 }
@@ -110,6 +118,7 @@ out_put(struct snap_out *o, const void *p, size_t n, bool entry)
             out_flush(o);
         }
     }
+    HTKV_DASSERT(o->used < SNAP_BUF_BYTES); /* invariant 4 */
 }
 
 /* Stream view @p v into @p o after the header; returns the entry count or an error. */
@@ -124,7 +133,20 @@ write_entries(htkv_view *v, struct snap_out *o, uint64_t *count, uint64_t *data_
     const void *k, *val;
     size_t klen, vlen;
     *count = *data_bytes = 0;
+#ifdef HTKV_DEBUG
+    const void *pk = NULL; /* the key before, in a mapping the view keeps */
+    size_t plen = 0;
+#endif
+    uint64_t start = o->off + o->used;
     while ((rc = htkv_iter_next(it, &k, &klen, &val, &vlen)) == 1 && o->rc == 0) {
+        /* Invariant 4: what snap_check() will demand of the file. */
+        HTKV_DASSERT(klen > 0 && klen <= HTKV_KEY_MAX);
+        HTKV_DASSERT(htkv_iter_version(it) >= 1 && htkv_iter_version(it) <= htkv_view_version(v));
+#ifdef HTKV_DEBUG
+        HTKV_DASSERT(pk == NULL || htkv_key_cmp(pk, (uint32_t)plen, k, (uint32_t)klen) < 0);
+        pk = k;
+        plen = klen;
+#endif
         unsigned char eh[SNAP_ENT_HDR];
         htkv_store32(eh, (uint32_t)klen);
         htkv_store32(eh + 4, (uint32_t)vlen);
@@ -135,6 +157,7 @@ write_entries(htkv_view *v, struct snap_out *o, uint64_t *count, uint64_t *data_
         (*count)++;
         *data_bytes += SNAP_ENT_HDR + klen + vlen;
     }
+    HTKV_ASSERT(o->rc != 0 || rc < 0 || o->off + o->used - start == *data_bytes);
     htkv_iter_destroy(it);
     return rc < 0 ? rc : o->rc;
 }
@@ -292,6 +315,7 @@ last_snapshot_seq(struct htkv_db *db, uint64_t *seq)
 int
 htkv_snapshot_emit(struct htkv_db *db)
 {
+    HTKV_ASSERT(db_mutex_locked(&db->compactor.lock)); /* it guards snapshot_seq */
     if (db->compactor.snapshot_seq == 0) {
         int rc = last_snapshot_seq(db, &db->compactor.snapshot_seq);
         if (rc != 0) {
@@ -412,6 +436,7 @@ snap_check(uint32_t max_value_bytes, const char *path, struct snap_in *in)
         off += SNAP_ENT_HDR + klen + vlen;
         n++;
     }
+    HTKV_ASSERT(off == end); /* the lengths were checked against end - off */
     if (n != in->count) {
         return snap_bad(path, "entry count does not match the header", 0);
     }
@@ -496,6 +521,7 @@ new_seg(struct htkv_db *db, struct shard *sh, struct shard_new *n, uint64_t need
     }
     uint64_t first = n->bytes + SEG_DATA_OFF + seal;
     first = first > cap ? cap : first;
+    HTKV_ASSERT(SEG_DATA_OFF + need + seal <= cap); /* the record that asked fits */
     struct seg *s;
     uint64_t id = htkv_manifest_next_seg_id(db->man);
     /* Known as gone before it exists: if the restore never commits, the next open removes the
@@ -522,6 +548,9 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
     uint64_t size = htkv_rec_size(klen, vlen), seal = REC_HDR_BYTES + REC_SEAL_PAYLOAD;
     struct seg *s = n->nsegs ? n->segs[n->nsegs - 1] : NULL;
     int rc = 0;
+    /* snap_check() let only these through; the shard is the key's. */
+    HTKV_DASSERT(klen > 0 && klen <= HTKV_KEY_MAX && version >= 1 && version <= REC_VERSION_MAX);
+    HTKV_DASSERT(n->idx_ready);
     if (s == NULL || s->tail + size + seal > s->map_bytes) {
         if (s != NULL && (rc = htkv_seg_seal(s)) != 0) {
             return rc;
@@ -540,6 +569,7 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
         return -ENOMEM;
     }
     uint64_t off = htkv_seg_append(s, REC_SET, 0, version, key, klen, val, vlen);
+    HTKV_DASSERT(off >= SEG_DATA_OFF && off + size + seal <= s->map_bytes && off <= UINT32_MAX);
     *e = (struct hidx_ent){ .version = version,
                             .hash = hash,
                             .seg = s,
@@ -595,6 +625,7 @@ restore_build(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns
         ns[db_shard_of(db, hash)].bytes += htkv_rec_size(klen, vlen);
         off += SNAP_ENT_HDR + klen + vlen;
     }
+    HTKV_ASSERT(rc != 0 || off == end); /* invariant 5 */
     for (off = SNAP_HDR_BYTES; rc == 0 && off < end;) {
         uint32_t klen = htkv_load32(m + off), vlen = htkv_load32(m + off + 4);
         const unsigned char *k = m + off + SNAP_ENT_HDR;
@@ -604,6 +635,11 @@ restore_build(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns
                          htkv_load64(m + off + 8), hash);
         off += SNAP_ENT_HDR + klen + vlen;
     }
+    uint64_t keys = 0;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        keys += ns[i].keys;
+    }
+    HTKV_ASSERT(rc != 0 || (off == end && keys == in->count)); /* every entry placed once */
     for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
         struct shard_new *n = &ns[i];
         if (n->nsegs > 0) {
@@ -622,6 +658,7 @@ static void
 restore_switch(struct shard *sh, struct shard_new *n, uint64_t visible, struct seg ***old,
                size_t *nold)
 {
+    HTKV_ASSERT(n->idx_ready && n->nsegs <= n->cap && (n->nsegs == 0) == (n->keys == 0));
     htkv_shard_reset_for_restore(sh, &n->idx, n->segs, n->nsegs, n->cap, n->keys, visible, old,
                                  nold);
     htkv_run_drop(sh); /* its trie is gone: no reader may take the run built from it */
@@ -699,8 +736,11 @@ static int
 restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns,
                struct seg ***olds, size_t *nolds)
 {
+    HTKV_ASSERT(db->views.open == 0); /* invariant 3: the caller checked, holding views.lock */
+    HTKV_ASSERT(db_mutex_locked(&db->views.lock) && db_mutex_locked(&db->compactor.lock));
     for (uint32_t i = 0; i < db->shard_count; i++) {
         struct shard *sh = db_shard(db, i);
+        HTKV_ASSERT(db_mutex_locked(&sh->lock));
         if (sh->failed) {
             return HTKV_EFAILED;
         }
@@ -753,6 +793,9 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
      * reservation a reopen may have skipped to. */
     uint64_t visible = latest;
     htkv_versions_raise(&db->ver, latest);
+    /* Invariant 2: R is applied, and the next local version lies above it. */
+    HTKV_ASSERT(htkv_versions_latest(&db->ver) >= latest);
+    HTKV_ASSERT(atomic_load_explicit(&db->ver.next, memory_order_relaxed) > latest);
     for (uint32_t i = 0; i < db->shard_count; i++) {
         restore_switch(db_shard(db, i), &ns[i], visible, &olds[i], &nolds[i]);
     }

@@ -96,6 +96,18 @@ db_shard_of(const struct htkv_db *db, uint64_t hash)
     return (uint32_t)((hash >> 32) % db->shard_count);
 }
 
+/* For assertions that a lock is held: true when @p m is locked (by anyone; the engine's mutexes
+ * are default ones, whose trylock fails for the owner too). Leaves it as it was. */
+static inline bool
+db_mutex_locked(pthread_mutex_t *m)
+{
+    if (pthread_mutex_trylock(m) != 0) {
+        return true;
+    }
+    pthread_mutex_unlock(m);
+    return false;
+}
+
 /*
  * htkv_open() with a choice: @p take_lock false is allowed only with cfg->read_only and opens
  * without LOCK, for offline inspection of a store another process is writing (htkvctl

@@ -27,7 +27,15 @@
  *   1. While a view is open, for every shard s and key k, the newest entry of k with version
  *      <= snap[s] stays linked and allocated.
  *   2. An iterator returns keys in strictly increasing unsigned byte order, each at most once.
- *   3. view_floor of a shard == min(snap[s]) over open views, or UINT64_MAX.
+ *   3. view_floor of a shard == min(snap[s]) over open views, or UINT64_MAX: it only falls
+ *      when a view opens and only rises when one closes.
+ *   4. snap[s] of an open view <= shard s's visible version (restore, the one writer that resets
+ *      it, refuses to run while a view is open), and complete <= max_version == max(snap[s]).
+ *   5. A version chain is newest first: each entry's prev has a version no larger (equal only
+ *      for a key a batch wrote twice).
+ *   6. Every element a source yields is one its snapshot sees (version <= snap) or RUN_SLOW; a
+ *      run source holds exactly one reference to its run, taken once, released at destroy.
+ *   7. views.open counts the views on views.list; a view is on it from open to its one close.
  */
 #include "engine/store.h"
 #include "engine/view.h"
@@ -110,6 +118,10 @@ struct htkv_iter {
      * src[s].q walks shard s's run in step. NULL: the sources are merged. */
     struct merge_path *path;
     uint64_t ppos, pend;
+#ifdef HTKV_DEBUG
+    const unsigned char *prev_key; /* the key returned last, in a mapping (invariant 2) */
+    uint32_t prev_len;
+#endif
 };
 
 /* ---- views ---------------------------------------------------------------------------------- */
@@ -152,6 +164,7 @@ view_open(struct htkv_db *db, struct htkv_view **out)
             v->max_version = v->snap[i];
         }
         uint64_t p = htkv_shard_first_unpublished(sh, v->snap[i]);
+        HTKV_ASSERT(p > v->snap[i]); /* what is pending lies above what is visible */
         unpublished = p < unpublished ? p : unpublished;
     }
     unlock_all(db);
@@ -174,6 +187,10 @@ view_close(struct htkv_view *v)
 {
     struct htkv_db *db = v->db;
     pthread_mutex_lock(&db->views.lock);
+    /* Closed once: still linked (a second close finds it neither first nor linked back). */
+    HTKV_ASSERT(db->views.open > 0);
+    HTKV_ASSERT(v->prev != NULL ? v->prev->next == v : db->views.list == v);
+    HTKV_ASSERT(v->next == NULL || v->next->prev == v);
     if (v->prev != NULL) {
         v->prev->next = v->next;
     } else {
@@ -190,6 +207,7 @@ view_close(struct htkv_view *v)
         }
         struct shard *sh = db_shard(db, i);
         pthread_mutex_lock(&sh->lock);
+        HTKV_ASSERT(floor >= sh->view_floor); /* closing a view never lowers the floor */
         if (floor != sh->view_floor) {
             sh->view_floor = floor;
             htkv_shard_prune_to_floor(sh);
@@ -203,6 +221,7 @@ view_close(struct htkv_view *v)
         }
         htkv_zombie_release(db, min_gen);
     }
+    HTKV_ASSERT((db->views.open == 0) == (db->views.list == NULL));
     pthread_mutex_unlock(&db->views.lock);
     htkv_mem_free(v);
 }
@@ -255,7 +274,9 @@ static inline struct hidx_ent *
 chain_at(struct hidx_ent *e, uint64_t snap)
 {
     while (e != NULL && e->version > snap) {
-        e = atomic_load_explicit(&e->prev, memory_order_acquire);
+        struct hidx_ent *older = atomic_load_explicit(&e->prev, memory_order_acquire);
+        HTKV_DASSERT(older == NULL || older->version <= e->version); /* invariant 5 */
+        e = older;
     }
     return e;
 }
@@ -266,6 +287,9 @@ static inline void
 ent_from(struct htkv_db *db, struct iter_src *src, struct run_ent *out, struct hidx_ent *e)
 {
     uint32_t flags = 0;
+    HTKV_DASSERT(!e->del && e->version <= src->snap); /* the entry the snapshot sees */
+    HTKV_DASSERT(e->rec_bytes >= REC_HDR_BYTES + e->key_len);
+    HTKV_DASSERT(e->rec_bytes - REC_HDR_BYTES - e->key_len <= RUN_VLEN_MASK);
     if (HTKV_UNLIKELY(db_ent_check(db, e) != 0)) {
         flags = RUN_SLOW;
         if (src->bad_seg == NULL) {
@@ -291,6 +315,8 @@ htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf, size_t cap,
     struct htkv_db *db = v->db;
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
     uint32_t s = db_shard_of(db, hash);
+    /* Invariant 4: the view never sees past what its shard has published. */
+    HTKV_DASSERT(v->snap[s] <= atomic_load_explicit(&db->ro[s].visible, memory_order_relaxed));
     unsigned slot = htkv_ebr_enter(&db->ebr);
     struct hidx_ent *e = htkv_hidx_find(&db_shard(db, s)->idx, hash, key, (uint32_t)klen);
     e = chain_at(e, v->snap[s]);
@@ -387,6 +413,7 @@ run_bounds(const struct htkv_iter *it, const struct iter_src *src, const struct 
           : it->hi != NULL ? htkv_run_lower_bound(r, it->hi, it->hi_len, false)
                            : r->n;
     *hi = *hi > *lo ? *hi : *lo;
+    HTKV_ASSERT(*hi <= r->n); /* bounds index the run's elements */
 }
 
 /* Switch @p src to the shard's run @p r (a reference, now the source's): its elements from the
@@ -395,6 +422,7 @@ static void
 src_use_run(struct htkv_iter *it, struct iter_src *src, struct shard_run *r)
 {
     uint64_t lo, hi;
+    HTKV_ASSERT(src->run == NULL && !src->done); /* one reference per source (invariant 6) */
     run_bounds(it, src, r, &lo, &hi);
     src->run = r;
     src->q = &r->ents[lo];
@@ -407,6 +435,7 @@ src_use_run(struct htkv_iter *it, struct iter_src *src, struct shard_run *r)
 static void
 iter_use_path(struct htkv_iter *it, struct merge_path *p)
 {
+    HTKV_ASSERT(p->nshards == it->nsrc && it->path == NULL);
     it->path = p;
     it->ppos = it->pend = 0;
     for (uint32_t s = 0; s < it->nsrc; s++) {
@@ -420,6 +449,7 @@ iter_use_path(struct htkv_iter *it, struct merge_path *p)
         it->ppos += lo;
         it->pend += hi;
     }
+    HTKV_ASSERT(it->ppos <= it->pend && it->pend <= p->n);
 }
 
 /* Trie mode: gather the next chunk from the shard's trie; the keys walked count towards building
@@ -446,6 +476,7 @@ refill_from_trie(struct htkv_iter *it, struct iter_src *src, struct shard *sh, u
     uint32_t n = 0;
     uint64_t seen = 0;
     uint32_t want = src->chunk_want;
+    HTKV_ASSERT(want >= 1 && want <= ITER_CHUNK); /* the chunk array bounds n */
     src->chunk_want = want * 2 < ITER_CHUNK ? want * 2 : ITER_CHUNK;
     while (more && n < want) {
         struct hidx_ent *e = next;
@@ -470,6 +501,8 @@ refill_from_trie(struct htkv_iter *it, struct iter_src *src, struct shard *sh, u
             more = false;
             break;
         }
+        HTKV_DASSERT(src->last_key == NULL ||
+                     htkv_key_cmp(key, e->key_len, src->last_key, src->last_len) > 0);
         src->last_key = key;
         src->last_len = e->key_len;
         struct hidx_ent *v = chain_at(e, src->snap);
@@ -493,6 +526,7 @@ src_refill(struct htkv_iter *it, struct iter_src *src)
     struct shard *sh = db_shard(db, src->shard);
     uint64_t walked = 0;
     int rc = 0;
+    HTKV_ASSERT(src->run == NULL && !src->done && src->q == src->end); /* trie mode, all read */
     unsigned slot = htkv_ebr_enter(&db->ebr);
     struct shard_run *r = htkv_run_acquire(sh);
     if (r != NULL) {
@@ -539,6 +573,7 @@ ent_resolve(struct htkv_iter *it, struct iter_src *src, const struct run_ent *x)
         ent_from(db, src, &src->one, v);
     }
     htkv_ebr_exit(&db->ebr, slot);
+    HTKV_DASSERT(v == NULL || src->one.klen == x->klen);
     return v != NULL ? &src->one : NULL;
 }
 
@@ -559,6 +594,8 @@ src_next_slow(struct htkv_iter *it, struct iter_src *src)
             continue;
         }
         const struct run_ent *x = src->q++;
+        /* A trie chunk holds what the snapshot sees (invariant 6). */
+        HTKV_DASSERT(src->run != NULL || x->version <= src->snap);
         if (ent_plain(x, src->snap) || src->run == NULL) {
             src_set(src, x, it->skip); /* trie mode: resolved already (RUN_SLOW: corrupt) */
             return 1;
@@ -608,6 +645,7 @@ heap_less(const struct htkv_iter *it, uint32_t a, uint32_t b)
 static inline void
 heap_down(struct htkv_iter *it, uint32_t i)
 {
+    HTKV_DASSERT(i < it->nheap && it->nheap <= it->nsrc);
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, m = i;
         if (l < it->nheap && heap_less(it, it->heap[l], it->heap[m])) {
@@ -631,6 +669,7 @@ static inline uint32_t
 linear_min(const struct htkv_iter *it, uint32_t *at)
 {
     uint32_t b = 0;
+    HTKV_DASSERT(it->nheap > 0 && it->nheap <= it->nsrc && it->nsrc <= ITER_LINEAR_MAX);
     for (uint32_t k = 1; k < it->nheap; k++) {
         bool less = it->cur[k] != it->cur[b] ? it->cur[k] < it->cur[b]
                                              : heap_less(it, it->heap[k], it->heap[b]);
@@ -690,6 +729,9 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
 {
     uint32_t n = db->shard_count;
     int rc = -ENOMEM;
+    /* The callers checked the bounds (iter_args()) and opened or were given a view of db. */
+    HTKV_ASSERT(view->db == db && n > 0);
+    HTKV_ASSERT(lo_len <= HTKV_KEY_MAX && hi_len <= HTKV_KEY_MAX && (hi_len == 0 || !prefix_mode));
     struct htkv_iter *it = htkv_mem_calloc(1, sizeof(*it));
     if (it == NULL) {
         goto fail;
@@ -840,6 +882,14 @@ iter_emit(struct htkv_iter *it, const struct run_ent *x, const void **key, size_
           const void **val, size_t *vlen)
 {
     const unsigned char *k = x->rec + REC_HDR_BYTES;
+#ifdef HTKV_DEBUG
+    /* Invariant 2, and the bounds: [lo, hi) or the prefix. */
+    HTKV_DASSERT(iter_in_bounds(it, k, x->klen));
+    HTKV_DASSERT(it->prefix_mode || htkv_key_cmp(k, x->klen, it->lo, it->lo_len) >= 0);
+    HTKV_DASSERT(it->prev_key == NULL || htkv_key_cmp(k, x->klen, it->prev_key, it->prev_len) > 0);
+    it->prev_key = k;
+    it->prev_len = x->klen;
+#endif
     if (key != NULL) {
         *key = k;
     }
@@ -860,6 +910,7 @@ iter_emit(struct htkv_iter *it, const struct run_ent *x, const void **key, size_
 static int
 iter_corrupt(struct htkv_iter *it, const struct iter_src *src)
 {
+    HTKV_ASSERT(src->bad_seg != NULL); /* RUN_SLOW is set only where bad_seg is */
     htkv_set_error("%s: checksum mismatch in record at offset %u", src->bad_seg->path,
                    src->bad_off);
     it->err = HTKV_ECORRUPT;
@@ -872,7 +923,9 @@ path_next(struct htkv_iter *it, const void **key, size_t *klen, const void **val
 {
     const uint8_t *path = it->path->path;
     while (it->ppos < it->pend) {
+        HTKV_DASSERT(path[it->ppos] < it->nsrc);
         struct iter_src *src = &it->src[path[it->ppos++]];
+        HTKV_DASSERT(src->q < src->end); /* the path and the runs' bounds agree */
         const struct run_ent *x = src->q++;
         if (HTKV_UNLIKELY(!ent_plain(x, src->snap))) {
             x = ent_resolve(it, src, x);
@@ -883,6 +936,7 @@ path_next(struct htkv_iter *it, const void **key, size_t *klen, const void **val
                 return iter_corrupt(it, src);
             }
         }
+        HTKV_DASSERT(x->version <= src->snap);
         iter_emit(it, x, key, klen, val, vlen);
         return 1;
     }
@@ -914,6 +968,7 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     if (HTKV_UNLIKELY((x->vflags & RUN_SLOW) != 0)) {
         return iter_corrupt(it, src);
     }
+    HTKV_DASSERT(x->version <= src->snap); /* invariant 6 */
     iter_emit(it, x, key, klen, val, vlen);
     /* Advance the source; the record just returned stays readable (it is in a mapping). */
     int rc = src_next(it, src);
@@ -922,6 +977,7 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
         return 1; /* the current item is good; the error comes with the next call */
     }
     if (it->nsrc <= ITER_LINEAR_MAX) {
+        HTKV_DASSERT(at < it->nheap);
         if (rc == 0) {
             it->nheap--;
             it->heap[at] = it->heap[it->nheap];

@@ -26,6 +26,11 @@
  *      no fsync in flight.
  *   4. The sync hook (uring/ur_fault.h) runs for every successful fsync of the ring, on this
  *      thread, before the completion publishes anything.
+ *   5. A request is completed exactly once (a synchronous one goes PENDING or SLEEPING -> DONE).
+ *   6. A put or delete reaches the worker that owns its shard (shard % nworkers == id); a request
+ *      that waits for a group sync names its shards (nparts >= 1) and carries a version no
+ *      shard's group fsync can miss: the target taken under the shard's lock is >= it.
+ *   7. At most DRAIN_MAX puts and deletes are set aside (pend) between two worker_stage_puts().
  */
 #include "engine/worker.h"
 
@@ -96,6 +101,7 @@ wreq_complete(struct wreq *r, int rc, uint64_t version)
     r->version = version;
     /* After this exchange the caller may return: r must not be touched again. */
     uint32_t old = atomic_exchange_explicit(&r->state, WREQ_DONE, memory_order_acq_rel);
+    HTKV_ASSERT(old != WREQ_DONE); /* invariant 5 */
     if (old == WREQ_SLEEPING) {
         htkv_futex_wake(&r->state, 1);
     }
@@ -131,6 +137,7 @@ waiting_push(struct worker *w, struct wreq *r)
         w->waiting = n;
         w->waiting_cap = cap;
     }
+    HTKV_DASSERT(w->nwaiting < w->waiting_cap);
     w->waiting[w->nwaiting++] = r;
     return 0;
 }
@@ -146,6 +153,7 @@ worker_staged(struct worker *w, struct wreq *r, int rc, uint64_t version)
         wreq_complete(r, rc, version);
         return;
     }
+    HTKV_ASSERT(r->parts != NULL && r->nparts >= 1); /* invariant 6 */
     r->version = version;
     if (waiting_push(w, r) != 0) {
         /* Staged but no room to wait: finish the wait synchronously, as inline mode does. */
@@ -224,6 +232,7 @@ worker_stage(struct worker *w, struct wreq *r)
             wreq_complete(r, rc, version);
             return;
         }
+        HTKV_ASSERT(w->npend < DRAIN_MAX && r->shard % db->nworkers == w->id); /* 6, 7 */
         w->pend[w->npend++] = r; /* room for a whole drain */
         return;
     }
@@ -268,6 +277,7 @@ worker_submit_group_syncs(struct worker *w)
             struct shard *sh = db_shard(db, s);
             pthread_mutex_lock(&sh->lock);
             uint64_t target = sh->appended;
+            HTKV_ASSERT(target >= r->version); /* invariant 6: the sync covers the request */
             struct seg *seg = shard_active(sh);
             bool failed = sh->failed || seg == NULL;
             uint64_t group = failed ? 0 : htkv_shard_sync_begin(sh);
@@ -338,6 +348,7 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
     bool interval = (ud & UD_INTERVAL) != 0;
     struct seg *seg = interval ? w->inflight_iseg[s] : w->inflight_seg[s];
     HTKV_ASSERT(seg != NULL);
+    HTKV_ASSERT(interval || w->inflight_target[s] != 0); /* invariant 2: the group in flight */
     if (res < 0) {
         pthread_mutex_lock(&sh->lock);
         htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
@@ -438,6 +449,7 @@ worker_loop(struct worker *w)
         bool stop = atomic_load_explicit(&w->stop, memory_order_acquire);
         if (stop && drained == 0 && htkv_mpsc_empty(&w->q) && w->nwaiting == 0 &&
             w->ur.inflight == 0) {
+            HTKV_ASSERT(w->npend == 0); /* invariant 3: nothing set aside either */
             return;
         }
         bool idle = drained == 0;
@@ -597,6 +609,8 @@ htkv_workers_stop(struct htkv_db *db)
 int
 htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
 {
+    HTKV_DASSERT(db->nworkers > 0 && shard < db->shard_count);
+    HTKV_DASSERT(r->kind == WREQ_BATCH || r->shard == shard); /* invariant 6 */
     struct worker *w = &db->workers[shard % db->nworkers];
     /* An async request may be completed and freed by the worker as soon as it is pushed: decide
      * everything about it before the push. */
