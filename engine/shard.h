@@ -17,7 +17,7 @@
 #include <stdatomic.h>
 
 #include "engine/ebr.h"
-#include "engine/hidx.h"
+#include "engine/hashindex.h"
 #include "engine/internal.h"
 #include "engine/log.h"
 #include "engine/hist.h"

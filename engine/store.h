@@ -15,7 +15,7 @@
 #include <stdatomic.h>
 
 #include "engine/ebr.h"
-#include "engine/hidx.h"
+#include "engine/hashindex.h"
 #include "engine/internal.h"
 #include "engine/manifest.h"
 #include "engine/periodic.h"

@@ -1,7 +1,7 @@
 /*
  * trie.h - a shard's ordered index: a crit-bit tree (binary PATRICIA trie) from byte-string keys to
  * caller values, with one writer and lock-free readers. It backs prefix and range queries; point
- * reads go through the hash index (hidx.h).
+ * reads go through the hash index (hashindex.h).
  *
  * Keys are 1..HTKV_KEY_MAX arbitrary bytes (0x00 and 0xFF included), ordered by unsigned byte
  * comparison with a proper prefix before its extensions ("a" < "a\0" < "ab"). The trie does not

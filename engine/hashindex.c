@@ -1,5 +1,5 @@
 /*
- * hidx.c - the writer side of the hash index (design in hidx.h).
+ * hashindex.c - the writer side of the hash index (design in hashindex.h).
  *
  * Invariants
  *   1. Every occupied slot points to the newest entry of a distinct key or to the removed
@@ -9,7 +9,7 @@
  *      retired, never freed while a reader may hold it.
  *   3. used <= mask * 3/4 after every install (reserve grows first).
  */
-#include "engine/hidx.h"
+#include "engine/hashindex.h"
 
 const struct hidx_ent htkv_hidx_removed = { .key_len = 0 };
 

@@ -1,5 +1,6 @@
 /*
- * hidx.h - a shard's hash index: key -> newest record location, one writer, lock-free readers.
+ * hashindex.h - a shard's hash index: key -> newest record location, one writer, lock-free readers
+ * (index layer; its functions and types are prefixed htkv_hidx_ / hidx_).
  *
  * The table is open addressing with linear probing over 8-byte slots. A slot holds a pointer to
  * the key's newest entry in its low 48 bits and 16 bits of the key's hash above them, so a probe
@@ -11,8 +12,8 @@
  * being applied are skipped, so a batch appears in a shard all at once. The writer cuts the link
  * to the previous version once the new one is visible, and retires the old entry through EBR.
  */
-#ifndef HTKV_ENGINE_HIDX_H
-#define HTKV_ENGINE_HIDX_H
+#ifndef HTKV_ENGINE_HASHINDEX_H
+#define HTKV_ENGINE_HASHINDEX_H
 
 #include <stdatomic.h>
 

@@ -1,5 +1,5 @@
 /*
- * test_hidx.c - the hash index (writer side and find): keys installed are found, growth keeps
+ * test_hashindex.c - the hash index (writer side and find): keys installed are found, growth keeps
  * them, replacing a key links the previous version.
  *
  * The records the entries point at live in a fake segment whose map is a malloc'd buffer, so
@@ -8,7 +8,7 @@
 #include "tests/support/testutil.h"
 
 #include "engine/hash.h"
-#include "engine/hidx.h"
+#include "engine/hashindex.h"
 
 #define HASH_SEED 0x5EEDull
 
@@ -118,7 +118,7 @@ fx_install(struct hidx_fixture *f, struct hidx_ent *e)
  * Method: install 100,000 keys of varied lengths; find each (its entry, right version); look
  * up 100,000 keys never installed. */
 static void
-test_hidx_install_find_many_keys(void **state)
+test_hashindex_install_find_many_keys(void **state)
 {
     struct hidx_fixture *f = *state;
     const unsigned n = 100000;
@@ -154,7 +154,7 @@ test_hidx_install_find_many_keys(void **state)
  * Method: install keys one at a time; whenever a growth happened (retire called), find every
  * key installed so far in the new table and check used <= 3/4 of the slots. */
 static void
-test_hidx_growth_keeps_every_key_findable(void **state)
+test_hashindex_growth_keeps_every_key_findable(void **state)
 {
     struct hidx_fixture *f = *state;
     const unsigned n = 60000;
@@ -189,7 +189,7 @@ test_hidx_growth_keeps_every_key_findable(void **state)
  * of keys does not change. Method: install five versions of 2,000 keys, with growth happening
  * in between; check the returned old head, the head's chain and find. */
 static void
-test_hidx_replacing_a_key_links_prev(void **state)
+test_hashindex_replacing_a_key_links_prev(void **state)
 {
     struct hidx_fixture *f = *state;
     const unsigned n = 2000, versions = 5;
@@ -228,7 +228,7 @@ test_hidx_replacing_a_key_links_prev(void **state)
  * key comparison. Method: 500 keys all given one hash; 500 keys whose hashes differ only in
  * the tag bits; 500 that share the tag and differ in the slot bits; find each. */
 static void
-test_hidx_colliding_hashes_stay_distinct(void **state)
+test_hashindex_colliding_hashes_stay_distinct(void **state)
 {
     struct hidx_fixture *f = *state;
     const unsigned n = 500;
@@ -268,7 +268,7 @@ test_hidx_colliding_hashes_stay_distinct(void **state)
  * on it: install must not fail after records are written). Method: reserve, then install and
  * watch the table pointer and the retire count. */
 static void
-test_hidx_reserve_prevents_growth_during_installs(void **state)
+test_hashindex_reserve_prevents_growth_during_installs(void **state)
 {
     struct hidx_fixture *f = *state;
     char key[64];
@@ -301,7 +301,7 @@ count_ent(struct hidx_ent *e, void *ctx)
 /* Goal: foreach visits exactly the head entry of every key. Method: 3,000 keys, a third
  * replaced once; count visits and check each visited entry is what find returns. */
 static void
-test_hidx_foreach_visits_every_head_once(void **state)
+test_hashindex_foreach_visits_every_head_once(void **state)
 {
     struct hidx_fixture *f = *state;
     char key[64];
@@ -323,17 +323,17 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_hidx_install_find_many_keys, hidx_setup,
+        cmocka_unit_test_setup_teardown(test_hashindex_install_find_many_keys, hidx_setup,
                                         hidx_teardown),
-        cmocka_unit_test_setup_teardown(test_hidx_growth_keeps_every_key_findable, hidx_setup,
+        cmocka_unit_test_setup_teardown(test_hashindex_growth_keeps_every_key_findable, hidx_setup,
                                         hidx_teardown),
-        cmocka_unit_test_setup_teardown(test_hidx_replacing_a_key_links_prev, hidx_setup,
+        cmocka_unit_test_setup_teardown(test_hashindex_replacing_a_key_links_prev, hidx_setup,
                                         hidx_teardown),
-        cmocka_unit_test_setup_teardown(test_hidx_colliding_hashes_stay_distinct, hidx_setup,
+        cmocka_unit_test_setup_teardown(test_hashindex_colliding_hashes_stay_distinct, hidx_setup,
                                         hidx_teardown),
-        cmocka_unit_test_setup_teardown(test_hidx_reserve_prevents_growth_during_installs,
+        cmocka_unit_test_setup_teardown(test_hashindex_reserve_prevents_growth_during_installs,
                                         hidx_setup, hidx_teardown),
-        cmocka_unit_test_setup_teardown(test_hidx_foreach_visits_every_head_once, hidx_setup,
+        cmocka_unit_test_setup_teardown(test_hashindex_foreach_visits_every_head_once, hidx_setup,
                                         hidx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
