@@ -34,15 +34,6 @@
 HTKV_STATIC_ASSERT(HINT_HDR_BYTES == 64, "hint header is 64 bytes");
 HTKV_STATIC_ASSERT(HINT_ENT_BYTES == 32, "hint entry is 32 bytes");
 
-void
-htkv_hint_path(char *buf, size_t cap, const char *seg_path)
-{
-    size_t n = strlen(seg_path);
-    HTKV_ASSERT(n > 4 && strcmp(seg_path + n - 4, ".seg") == 0);
-    int w = snprintf(buf, cap, "%.*s.hint", (int)(n - 4), seg_path);
-    HTKV_ASSERT(w > 0 && (size_t)w < cap);
-}
-
 static int
 write_all(int fd, const void *p, size_t n)
 {

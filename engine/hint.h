@@ -20,13 +20,13 @@
 #define HTKV_ENGINE_HINT_H
 
 #include "engine/internal.h"
+#include "engine/seg.h" /* struct seg; htkv_hint_path() */
 
 #define HINT_HDR_BYTES 64u
 #define HINT_ENT_BYTES 32u
 #define HINT_TRAILER_BYTES 8u
 #define HINT_MAGIC "HTKVHNT1"
 
-struct seg;
 
 /* One decoded hint entry. */
 struct hint_ent {
@@ -47,9 +47,6 @@ struct hint {
     uint64_t records;
     uint64_t max_version;
 };
-
-/* Path of the hint of segment file @p seg_path ("...NNNN.seg" -> "...NNNN.hint"). */
-void htkv_hint_path(char *buf, size_t cap, const char *seg_path);
 
 /*
  * Write the hint of @p s for its records from SEG_DATA_OFF up to its tail or its SEAL record,

@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include "engine/crc32c.h"
-#include "engine/hint.h"
 #include "engine/log.h"
 #include "engine/rec.h"
 
@@ -533,6 +532,15 @@ void
 htkv_seg_close_cb(void *p)
 {
     htkv_seg_close(p);
+}
+
+void
+htkv_hint_path(char *buf, size_t cap, const char *seg_path)
+{
+    size_t n = strlen(seg_path);
+    HTKV_ASSERT(n > 4 && strcmp(seg_path + n - 4, ".seg") == 0);
+    int w = snprintf(buf, cap, "%.*s.hint", (int)(n - 4), seg_path);
+    HTKV_ASSERT(w > 0 && (size_t)w < cap);
 }
 
 void

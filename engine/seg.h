@@ -192,6 +192,10 @@ void htkv_seg_close_cb(void *p);
  * next open. */
 void htkv_seg_remove_files(const struct htkv_log_sink *log, struct seg *s);
 
+/* Path of the hint file of segment file @p seg_path ("...NNNN.seg" -> "...NNNN.hint"): a
+ * segment's files are named here; hint.c owns the hint format. */
+void htkv_hint_path(char *buf, size_t cap, const char *seg_path);
+
 /* Make sure [tail, tail + need) is allocated. Returns 0, HTKV_EFULL (beyond capacity), -ENOSPC,
  * -errno. */
 int htkv_seg_reserve(struct seg *s, uint64_t need);

@@ -37,7 +37,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/flat.h"
 #include "engine/futex.h"
 #include "engine/hash.h"
 #include "engine/manifest.h"

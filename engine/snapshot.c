@@ -54,7 +54,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/compact.h"
 #include "engine/crc32c.h"
 #include "engine/snapshot.h"
 #include "engine/store.h"
