@@ -27,7 +27,6 @@
 #define HINT_TRAILER_BYTES 8u
 #define HINT_MAGIC "HTKVHNT1"
 
-
 /* One decoded hint entry. */
 struct hint_ent {
     uint64_t hash;
