@@ -346,6 +346,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->skipped_bytes = db->recovery.skipped_bytes;
     out->shard_count = db->shard_count;
     out->worker_threads = db->nworkers;
+    out->cpus = db->cpus;
     out->io_backend = htkv_workers_backend(db);
     out->sync_mode = db->cfg.sync_mode;
     out->no_space = atomic_load(&db->env.no_space);

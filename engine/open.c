@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "engine/compact.h"
+#include "engine/cpus.h"
 #include "engine/log.h"
 #include "engine/rec.h"
 #include "engine/recover.h"
@@ -55,13 +56,6 @@
 #include "uring/ur_fault.h"
 
 /* ---- configuration -------------------------------------------------------------------------- */
-
-static unsigned
-online_cpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
-}
 
 static int
 config_check(const htkv_config *c)
@@ -304,7 +298,7 @@ create_store(struct htkv_db *db)
         shards = db->cfg.worker_threads > 0 ? db->cfg.worker_threads : 1;
         shards = shards > MAN_SHARDS_MAX ? MAN_SHARDS_MAX : shards;
     } else if (shards == 0) {
-        shards = 2 * online_cpus();
+        shards = 2 * db->cpus;
         shards = shards < 4 ? 4 : shards > 64 ? 64 : shards;
     }
     /* Invariants 1 and 7: created under LOCK, by a writable open; config_check() bounded it. */
@@ -612,6 +606,13 @@ db_new(const htkv_config *cfg, bool take_lock)
     htkv_ebr_init(&db->ebr);
     atomic_init(&db->ver.next, 1);
     db->env.log = (struct htkv_log_sink){ .fn = cfg->log_fn, .ctx = cfg->log_ctx };
+    db->cpus = htkv_cpus_available();
+    if (cfg->worker_threads > db->cpus && !db->read_only) {
+        htkv_log(&db->env.log, HTKV_LOG_WARN,
+                 "worker_threads = %u but this process may use %u CPUs (affinity and cgroup "
+                 "quota): workers and callers will share CPUs",
+                 cfg->worker_threads, db->cpus);
+    }
     size_t dir_len = strlen(cfg->data_dir);
     db->dir = htkv_mem_alloc(dir_len + 1); /* freed by htkv_mem_free() */
     if (db->dir != NULL) {

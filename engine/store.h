@@ -70,6 +70,7 @@ struct htkv_db {
     struct shard_env env; /* what the shards share (shard.h) */
     struct versions ver;  /* version allocation (versions.h); env.ver points at it */
     bool unlocked;        /* read-only without LOCK (htkv_db_open()): a writer may be appending */
+    unsigned cpus;        /* CPUs this process may use at open (cpus.h): shard default, stats */
     _Alignas(HTKV_CACHELINE) _Atomic int closing;
     struct periodic syncer; /* INTERVAL-mode syncer thread */
     /* What recovery found (recover.c fills it at open; read-only after). */

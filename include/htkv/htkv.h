@@ -148,15 +148,17 @@ typedef struct htkv_config {
      * HTKV_SYNC_ALWAYS concurrent puts and deletes of a shard are written and synced as a group
      * by one of their callers while the others sleep. Default 0: a hand-off to a worker costs
      * a wake-up whenever the worker sleeps, so inline is faster for synchronous callers; use
-     * workers for the asynchronous API, or with more cores than calling threads.
+     * workers for the asynchronous API, or with more cores than calling threads. A count above
+     * the CPUs this process may use (htkv_stats.cpus) is kept, with a warning through log_fn.
      */
     unsigned worker_threads;
     /**
-     * Shards, fixed at creation (1..1024). 0 = 2 x CPUs in [4, 64], except for a store created in
-     * HTKV_SYNC_ALWAYS: one per worker thread (1 inline), because each shard with waiting writers
-     * costs an fdatasync of its own per group commit: fewer shards make larger groups and fewer
-     * fdatasyncs per durable write, while more shards let more writers run in parallel (a write
-     * holds its shard's lock). The count stays when the store is reopened in another mode.
+     * Shards, fixed at creation (1..1024). 0 = 2 x CPUs (htkv_stats.cpus) in [4, 64], except for a
+     * store created in HTKV_SYNC_ALWAYS: one per worker thread (1 inline), because each shard with
+     * waiting writers costs an fdatasync of its own per group commit: fewer shards make larger
+     * groups and fewer fdatasyncs per durable write, while more shards let more writers run in
+     * parallel (a write holds its shard's lock). The count stays when the store is reopened in
+     * another mode.
      */
     unsigned shard_count;
     uint64_t max_segment_bytes; /**< Segment rotation size. Default 64 MiB. */
@@ -258,6 +260,14 @@ struct htkv_stats {
      */
     uint64_t arena_bytes;
     uint32_t arenas; /**< jemalloc arenas of the store (0 without jemalloc). */
+    /**
+     * CPUs this process could use when the store was opened: its affinity mask (taskset,
+     * cpuset), lowered to the cgroup v2 CPU quota (cpu.max, rounded up) of its cgroup and its
+     * ancestors. The default shard count is sized from it, and htkv_open() logs a warning when
+     * worker_threads is above it (the workers run, but share CPUs with each other and their
+     * callers).
+     */
+    uint32_t cpus;
 };
 
 /** Output format of htkv_metrics_write(). */
