@@ -83,9 +83,10 @@ own_cgroup(char *buf, size_t cap)
     while (!found && fgets(line, sizeof(line), f) != NULL) {
         if (strncmp(line, "0::", 3) == 0) {
             line[strcspn(line, "\n")] = '\0';
-            found = strlen(line + 3) < cap;
+            size_t n = strlen(line + 3);
+            found = n < cap;
             if (found) {
-                memcpy(buf, line + 3, strlen(line + 3) + 1);
+                memcpy(buf, line + 3, n + 1);
             }
         }
     }

@@ -22,8 +22,8 @@
  *      shard's lock), so `visible` only grows.
  *   2. A record is in the page cache (a completed store into the MAP_SHARED mapping) before the
  *      entry that points at it is published.
- *   3. A segment created by this process keeps SEG_SEAL_BYTES free for its SEAL record (one
- * reopened with no room after its data is sealed by a sync alone).
+ *   3. A segment created by this process keeps SEG_SEAL_BYTES free for its SEAL record; one
+ *      reopened with no room left is sealed by a sync alone.
  *   4. A segment receives records only after its MAN_SEG_ADD edit is durable.
  */
 #include "engine/shard.h"

@@ -156,17 +156,30 @@ edit_number(struct walk *w, const char *rel, uint64_t off, uint32_t type, const 
     }
 }
 
+/* The shard and segment id that every segment edit starts with (@p p), as *@p shard and *@p id:
+ * true when they are valid, else the problem is reported under @p what and false returned. */
+static bool
+seg_ref(struct walk *w, const char *rel, uint64_t off, const char *what, const unsigned char *p,
+        uint32_t *shard, uint64_t *id)
+{
+    *shard = htkv_load32(p);
+    *id = htkv_load64(p + 8);
+    if (*shard >= w->shard_count || *id == 0 || *id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
+        htkv_verify_report(w, HTKV_INSPECT_PROBLEM, rel, off,
+                           "%s: invalid shard %u or segment %llu", what, *shard,
+                           (unsigned long long)*id);
+        return false;
+    }
+    return true;
+}
+
 /* SEG_GONE (16 bytes) or SEG_END (24 bytes). 0 or -ENOMEM. */
 static int
 edit_gone_end(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
 {
-    uint32_t shard = htkv_load32(p);
-    uint64_t id = htkv_load64(p + 8);
-    const char *what = type == MAN_SEG_GONE ? "SEG_GONE" : "SEG_END";
-    if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
-        htkv_verify_report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                           "%s: invalid shard %u or segment %llu", what, shard,
-                           (unsigned long long)id);
+    uint32_t shard;
+    uint64_t id;
+    if (!seg_ref(w, rel, off, type == MAN_SEG_GONE ? "SEG_GONE" : "SEG_END", p, &shard, &id)) {
         return 0;
     }
     bool listed = ishard_listed(w, shard, id);
@@ -205,13 +218,10 @@ edit_gone_end(struct walk *w, const char *rel, uint64_t off, uint32_t type, cons
 static int
 edit_add_drop(struct walk *w, const char *rel, uint64_t off, uint32_t type, const unsigned char *p)
 {
-    uint32_t shard = htkv_load32(p);
-    uint64_t id = htkv_load64(p + 8);
+    uint32_t shard;
+    uint64_t id;
     const char *what = type == MAN_SEG_ADD ? "SEG_ADD" : "SEG_DROP";
-    if (shard >= w->shard_count || id == 0 || id > MAN_SEG_ID_MAX || htkv_load32(p + 4) != 0) {
-        htkv_verify_report(w, HTKV_INSPECT_PROBLEM, rel, off,
-                           "%s: invalid shard %u or segment %llu", what, shard,
-                           (unsigned long long)id);
+    if (!seg_ref(w, rel, off, what, p, &shard, &id)) {
         return 0;
     }
     if (type == MAN_SEG_ADD && idval_find(&w->gone, id) != NULL) {
