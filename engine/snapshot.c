@@ -9,7 +9,8 @@
  *                  key_len u32, val_len u32, version u64, key, value   (no padding)
  *   trailer (16 B): magic "HTKVSEND", crc32c u32 of the data_bytes entry bytes, zero u32
  *
- * `version` is the highest version the snapshot covers (that of the view it was read from). Only
+ * `version` is the store's version the snapshot is: every write at or below it and none above
+ * (the view it was read from is made a cut at its highest version, htkv_view_cut()). Only
  * live keys are written, with the version of the write that stored each, so two stores that
  * applied the same writes with the same versions produce the same bytes.
  *
@@ -63,6 +64,7 @@
 #include "engine/flat.h"
 #include "engine/snapfile.h"
 #include "engine/testhook.h"
+#include "engine/view.h"
 #include "uring/ur_fault.h"
 
 /* Output buffer of the writer: 1 MiB per write() call. */
@@ -191,6 +193,19 @@ fsync_dir(const char *dir)
  * share a file (each renames a complete file of its own; the last rename wins). */
 static _Atomic uint64_t snap_tmp_seq;
 
+/* A view of @p db as it is at the view's version: the file says so, and a replica that installs
+ * it replays the change feed from there. */
+static int
+open_cut(struct htkv_db *db, htkv_view **out)
+{
+    int rc = htkv_view_open(db, out);
+    if (rc == 0 && (rc = htkv_view_cut(*out)) != 0) {
+        htkv_view_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 static int
 snapshot_write(struct htkv_db *db, const char *path)
 {
@@ -200,7 +215,7 @@ snapshot_write(struct htkv_db *db, const char *path)
         return -ENAMETOOLONG;
     }
     htkv_view *v;
-    int rc = htkv_view_open(db, &v);
+    int rc = open_cut(db, &v);
     if (rc != 0) {
         return rc;
     }

@@ -9,6 +9,13 @@
  * snapshot of the open views) stops the writer from cutting chains behind newer entries; when
  * the last view needing them closes, the floor rises and the shard retires them.
  *
+ * A view is one instant of what readers see, not always the store at one version: in
+ * HTKV_SYNC_ALWAYS a shard publishes after its own group sync, so a view can see a version while
+ * a lower one is still pending in another shard (complete, below, is the highest version up to
+ * which it misses nothing). A snapshot claims to be the store at its version, so it makes its view
+ * a cut (htkv_view_cut()): it waits until nothing at or below the view's highest version is
+ * pending, then reads every shard at that version; the view's floors kept all that needs.
+ *
  * An iterator reads a view (its own, for htkv_get_prefix()/htkv_scan()). Each shard streams its
  * keys in order, as elements of run.h's form (record, version, lengths, flags), from one of two
  * places. When the shard's sorted run is exact at the refill, the source takes a reference to it
@@ -29,8 +36,10 @@
  *   2. An iterator returns keys in strictly increasing unsigned byte order, each at most once.
  *   3. view_floor of a shard == min(snap[s]) over open views, or UINT64_MAX: it only falls
  *      when a view opens and only rises when one closes.
- *   4. snap[s] of an open view <= shard s's visible version (restore, the one writer that resets
- *      it, refuses to run while a view is open), and complete <= max_version == max(snap[s]).
+ *   4. snap[s] of an open view <= shard s's visible version, or, after htkv_view_cut(), no
+ *      version in (visible, snap[s]] is or will be in shard s (restore, the one writer that
+ *      resets versions, refuses to run while a view is open); complete <= max_version ==
+ *      max(snap[s]).
  *   5. A version chain is newest first: each entry's prev has a version no larger (equal only
  *      for a key a batch wrote twice).
  *   6. Every element a source yields is one its snapshot sees (version <= snap) or RUN_SLOW; a
@@ -39,6 +48,8 @@
  */
 #include "engine/store.h"
 #include "engine/view.h"
+
+#include <time.h>
 
 #include "engine/zombie.h"
 #include "engine/hash.h"
@@ -182,6 +193,81 @@ view_open(struct htkv_db *db, struct htkv_view **out)
     return 0;
 }
 
+/* Set each shard's view_floor to the smallest snapshot of the open views after one closed or
+ * raised its snapshots (views.lock held): the floors only rise, and the shards retire what no
+ * open view needs any more (invariant 3). */
+static void
+floors_raise(struct htkv_db *db)
+{
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        uint64_t floor = UINT64_MAX;
+        for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {
+            floor = o->snap[i] < floor ? o->snap[i] : floor;
+        }
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        HTKV_ASSERT(floor >= sh->view_floor); /* invariant 3: a floor never falls here */
+        if (floor != sh->view_floor) {
+            sh->view_floor = floor;
+            htkv_shard_prune_to_floor(sh);
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+/* Is a version at or below @p upto still pending (installed, not yet visible) in some shard?
+ * HTKV_EFAILED when a shard stopped its writes: what it holds pending never becomes visible. */
+static int
+pending_upto(struct htkv_db *db, uint64_t upto, bool *pending)
+{
+    int rc = 0;
+    *pending = false;
+    for (uint32_t i = 0; i < db->shard_count && rc == 0 && !*pending; i++) {
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        uint64_t visible = atomic_load_explicit(&db->ro[i].visible, memory_order_relaxed);
+        if (htkv_shard_first_unpublished(sh, visible) <= upto) {
+            *pending = true;
+            rc = htkv_shard_check_writable(sh) == HTKV_EFAILED ? HTKV_EFAILED : 0;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return rc;
+}
+
+int
+htkv_view_cut(htkv_view *v)
+{
+    struct htkv_db *db = v->db;
+    uint64_t upto = v->max_version;
+    long pause_ns = 20 * 1000L; /* doubling to 1 ms: a group sync publishes within a few */
+    bool pending = v->complete < upto;
+    while (pending) {
+        if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
+            return HTKV_ECLOSED;
+        }
+        struct timespec ts = { 0, pause_ns };
+        nanosleep(&ts, NULL);
+        pause_ns = pause_ns < 1000 * 1000L ? pause_ns * 2 : pause_ns;
+        int rc = pending_upto(db, upto, &pending);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    /* Every version up to `upto` is now visible in its shard, and any a write takes from now
+     * on is above it: each shard read at `upto` is the store at that version. The view kept
+     * what that needs (its floors lie at or below its old snapshots). */
+    pthread_mutex_lock(&db->views.lock);
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        HTKV_ASSERT(v->snap[i] <= upto);
+        v->snap[i] = upto;
+    }
+    v->complete = upto;
+    floors_raise(db);
+    pthread_mutex_unlock(&db->views.lock);
+    return 0;
+}
+
 static void
 view_close(struct htkv_view *v)
 {
@@ -200,20 +286,7 @@ view_close(struct htkv_view *v)
         v->next->prev = v->prev;
     }
     db->views.open--;
-    for (uint32_t i = 0; i < db->shard_count; i++) {
-        uint64_t floor = UINT64_MAX;
-        for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {
-            floor = o->snap[i] < floor ? o->snap[i] : floor;
-        }
-        struct shard *sh = db_shard(db, i);
-        pthread_mutex_lock(&sh->lock);
-        HTKV_ASSERT(floor >= sh->view_floor); /* closing a view never lowers the floor */
-        if (floor != sh->view_floor) {
-            sh->view_floor = floor;
-            htkv_shard_prune_to_floor(sh);
-        }
-        pthread_mutex_unlock(&sh->lock);
-    }
+    floors_raise(db);
     if (db->views.zombies != NULL) {
         uint64_t min_gen = UINT64_MAX;
         for (struct htkv_view *o = db->views.list; o != NULL; o = o->next) {

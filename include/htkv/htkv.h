@@ -641,15 +641,20 @@ HTKV_API HTKV_MUST_USE int htkv_compact_now(htkv_db *db);
 
 /**
  * Write a snapshot of the whole store to @p path: every live key with its value and version, in
- * key order, as of one instant (a view), with the highest version it covers, checksummed. The
+ * key order, checksummed, as the store is at the snapshot's version V: every write at or below V
+ * is in it and none above, so a replica that installs it and replays the change feed from V on
+ * misses nothing. V is the highest version visible when the call starts; writes at or below it
+ * that still wait for their group sync (HTKV_SYNC_ALWAYS) are waited for first. The
  * file is written as PATH.tmp, fsynced and renamed, then the directory is fsynced: a crash
  * leaves the old file (or none) or the complete new one. Writers go on meanwhile.
  * Format: see engine/snapshot.c; two stores that applied the same writes with the same versions
  * write identical bytes.
  * @param[in] db    Open store (also read-only); borrowed.
  * @param[in] path  Destination file; borrowed. Its directory must exist.
- * @return 0; HTKV_ECORRUPT (a record failed its checksum while reading); HTKV_ECLOSED; -ENOMEM;
- *         -EINVAL; -errno of open/write/fsync/rename (e.g. -ENOSPC, -EACCES). After a failure
+ * @return 0; HTKV_ECORRUPT (a record failed its checksum while reading); HTKV_ECLOSED;
+ *         HTKV_EFAILED (a write at or below V will never be visible: its shard stopped after an
+ *         I/O error); -ENOMEM; -EINVAL; -errno of open/write/fsync/rename (e.g. -ENOSPC,
+ *         -EACCES). After a failure
  *         @p path is as it was, except when only the final fsync of the directory failed: the
  *         new, complete file is then in place, but a power loss may take its name back.
  * @context Any thread. Blocks for the write; holds a view open meanwhile.

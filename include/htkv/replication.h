@@ -153,7 +153,8 @@ HTKV_API HTKV_MUST_USE int htkv_latest_version(htkv_db *db, uint64_t *out);
  * Read the version and entry count of the snapshot file at @p path, after checking it whole as
  * htkv_snapshot_restore() does (a follower checks what it received before installing it).
  * @param[in]  path     Snapshot file; borrowed.
- * @param[out] version  The highest version the snapshot covers; may be NULL.
+ * @param[out] version  The snapshot's version: it holds every write at or below it, none above;
+ *                      may be NULL.
  * @param[out] count    Its number of keys; may be NULL.
  * @return 0; HTKV_ECORRUPT (htkv_last_error() says where); HTKV_EVERSION; -EINVAL; -errno.
  * @context Any thread; no store needed. Reads the whole file.
