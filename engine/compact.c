@@ -212,9 +212,7 @@ relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t p
     atomic_fetch_add_explicit(&d->live_bytes, asize, memory_order_relaxed);
     atomic_fetch_sub_explicit(&e->seg->live_bytes, asize, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->seg->dead_bytes, asize, memory_order_relaxed);
-    if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
-        atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
-    }
+    htkv_shard_mark_dirty(sh);
     htkv_shard_retire_ent(sh, e);
     sh->metrics.compact_bytes_written += size;
     return 0;
@@ -528,8 +526,9 @@ htkv_compact_now(htkv_db *db)
 
 /* ---- compactor (compaction_interval_ms > 0) -------------------------------------------------- */
 
-/* One background pass, then the snapshot it may call for. compactor.lock held. */
-static void
+/* One background pass, then the snapshot it may call for. compactor.lock held. Returns whether
+ * it dropped segments or failed (either way, run again after the interval). */
+static bool
 compactor_pass(struct htkv_db *db)
 {
     struct compact_result r;
@@ -537,23 +536,29 @@ compactor_pass(struct htkv_db *db)
     if (rc != 0 && rc != HTKV_ECLOSED) {
         htkv_db_log(db, HTKV_LOG_WARN, "background compaction: %s%s%s", htkv_strerror(rc),
                     htkv_last_error()[0] ? ": " : "", htkv_last_error());
-        return;
+        return true; /* try again after the interval */
     }
-    if (rc == 0 && r.segments > 0 && db->cfg.emit_snapshot_after_compaction) {
+    bool dropped = rc == 0 && r.segments > 0;
+    if (dropped && db->cfg.emit_snapshot_after_compaction) {
         rc = htkv_snapshot_emit(db);
         if (rc != 0 && rc != HTKV_ECLOSED) {
             htkv_db_log(db, HTKV_LOG_WARN, "snapshot after compaction: %s", htkv_strerror(rc));
         }
     }
+    return dropped;
 }
 
-static void
+/* One background pass. Returns whether it did work: when it did not, the compactor sleeps
+ * until a shard publishes a write (periodic.h; a write that races with it going to sleep may
+ * leave its garbage to the pass after the next write). */
+static bool
 compactor_round(void *arg)
 {
     struct htkv_db *db = arg;
     pthread_mutex_lock(&db->compactor.lock);
-    compactor_pass(db);
+    bool busy = compactor_pass(db);
     pthread_mutex_unlock(&db->compactor.lock);
+    return busy;
 }
 
 int

@@ -86,7 +86,8 @@ check_write(struct htkv_db *db)
     return 0;
 }
 
-/* One put or delete: inline under the shard lock, or through the owning worker. */
+/* One put or delete: inline under the shard lock (also with workers when the owner is parked
+ * outside HTKV_SYNC_ALWAYS: htkv_worker_parked()), or through the owning worker. */
 static int
 db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
           uint32_t vlen, uint64_t hash)
@@ -95,11 +96,12 @@ db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, cons
     HTKV_DASSERT(klen >= 1 && klen <= HTKV_KEY_MAX && vlen <= db->cfg.max_value_bytes);
     HTKV_DASSERT((type == REC_SET || (type == REC_DEL && vlen == 0)) && !db->read_only);
     uint64_t t0 = htkv_now_ns();
-    if (db->nworkers == 0) {
+    uint32_t shard = db_shard_of(db, hash);
+    if (db->nworkers == 0 ||
+        (db->cfg.sync_mode != HTKV_SYNC_ALWAYS && htkv_worker_parked(db, shard))) {
         uint64_t version;
         return db_put1(db, type, key, klen, val, vlen, hash, &version, t0);
     }
-    uint32_t shard = db_shard_of(db, hash);
     struct shard_metrics *m = &db_shard(db, shard)->metrics;
     struct wreq r = { .kind = type == REC_SET ? WREQ_PUT : WREQ_DEL,
                       .klen = klen,

@@ -114,14 +114,19 @@ config_check(const htkv_config *c)
 
 /* ---- syncer (HTKV_SYNC_INTERVAL) ------------------------------------------------------------ */
 
-/* One round of the syncer: fdatasync every dirty shard. */
-static void
+/* One round of the syncer: fdatasync every dirty shard. Returns whether any was: when none is,
+ * the syncer sleeps until a shard that becomes dirty kicks it (periodic.h). */
+static bool
 syncer_round(void *arg)
 {
     struct htkv_db *db = arg;
+    bool any = false;
     for (uint32_t i = 0; i < db->shard_count; i++) {
-        (void)htkv_shard_sync(db_shard(db, i)); /* a failure marks the shard failed */
+        bool synced = false;
+        (void)htkv_shard_sync_dirty(db_shard(db, i), &synced); /* a failure marks it failed */
+        any |= synced;
     }
+    return any;
 }
 
 /* ---- OPTIONS ------------------------------------------------------------------------------ */
@@ -516,6 +521,7 @@ open_shards(struct htkv_db *db)
     db->env.ebr = &db->ebr;
     db->env.ver = &db->ver;
     db->env.ro = db->ro;
+    db->env.compactor = &db->compactor.thread;
     for (uint32_t i = 0; i < db->shard_count; i++) {
         atomic_init(&db->ro[i].visible, 0);
         /* Shard s belongs to worker s % workers (worker.c), whose arena it uses. */
@@ -570,12 +576,23 @@ db_free(struct htkv_db *db)
     free(db);
 }
 
+/* A shard went from clean to dirty (its lock held): an idle syncer wakes (periodic.h,
+ * invariant 2: the syncer looks at each shard under its lock). */
+static void
+syncer_dirtied(void *ctx, uint32_t id)
+{
+    (void)id;
+    htkv_periodic_kick(ctx);
+}
+
 static int
 start_syncer(struct htkv_db *db)
 {
     if (db->read_only || db->nworkers > 0 || db->cfg.sync_mode != HTKV_SYNC_INTERVAL) {
         return 0; /* workers sync from their own loops */
     }
+    db->env.dirtied = syncer_dirtied;
+    db->env.dirtied_ctx = &db->syncer;
     return htkv_periodic_start(&db->syncer, db->cfg.fsync_interval_ms, syncer_round, db);
 }
 

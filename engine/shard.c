@@ -439,6 +439,7 @@ htkv_shard_publish(struct shard *sh, uint64_t version)
     }
     atomic_store_explicit(&ro->visible, version, memory_order_release);
     htkv_shard_prune_to_floor(sh);
+    htkv_periodic_kick(sh->env->compactor); /* new garbage, maybe: an idle compactor wakes */
 }
 
 void
@@ -642,10 +643,19 @@ htkv_shard_wait_durable(struct shard *sh, uint64_t version)
 static inline void
 shard_commit(struct shard *sh, uint64_t version)
 {
+    htkv_shard_mark_dirty(sh);
+    htkv_shard_publish(sh, version);
+}
+
+void
+htkv_shard_mark_dirty(struct shard *sh)
+{
     if (!atomic_load_explicit(&sh->dirty, memory_order_relaxed)) {
         atomic_store_explicit(&sh->dirty, true, memory_order_relaxed);
+        if (sh->env->dirtied != NULL) {
+            sh->env->dirtied(sh->env->dirtied_ctx, sh->id); /* whoever syncs it wakes */
+        }
     }
-    htkv_shard_publish(sh, version);
 }
 
 /*
@@ -992,10 +1002,14 @@ htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **se
     atomic_store_explicit(&sh->env->ro[sh->id].visible, visible, memory_order_release);
 }
 
-/* fdatasync the active segment (only when dirty unless @p force), outside the lock. */
+/* fdatasync the active segment (only when dirty unless @p force), outside the lock; *@p synced
+ * (may be NULL) tells whether it did. */
 static int
-shard_sync_active(struct shard *sh, bool force)
+shard_sync_active(struct shard *sh, bool force, bool *synced)
 {
+    if (synced != NULL) {
+        *synced = false;
+    }
     pthread_mutex_lock(&sh->lock);
     if (sh->failed) {
         pthread_mutex_unlock(&sh->lock);
@@ -1010,6 +1024,9 @@ shard_sync_active(struct shard *sh, bool force)
     /* The pin keeps the segment open outside the lock should it be sealed and then dropped by
      * compaction meanwhile (compact.c waits for io_pins to fall to 0), so the fdatasync does
      * not hold writers up. Segments sealed since were synced by their seal. */
+    if (synced != NULL) {
+        *synced = true;
+    }
     uint64_t group = htkv_shard_sync_begin(sh);
     uint64_t t0 = htkv_now_ns();
     htkv_seg_pin(s);
@@ -1029,11 +1046,17 @@ shard_sync_active(struct shard *sh, bool force)
 int
 htkv_shard_sync(struct shard *sh)
 {
-    return shard_sync_active(sh, false);
+    return shard_sync_active(sh, false, NULL);
+}
+
+int
+htkv_shard_sync_dirty(struct shard *sh, bool *synced)
+{
+    return shard_sync_active(sh, false, synced);
 }
 
 int
 htkv_shard_sync_force(struct shard *sh)
 {
-    return shard_sync_active(sh, true);
+    return shard_sync_active(sh, true, NULL);
 }

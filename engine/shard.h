@@ -20,6 +20,7 @@
 #include "engine/hashindex.h"
 #include "engine/internal.h"
 #include "engine/log.h"
+#include "engine/periodic.h"
 #include "engine/hist.h"
 #include "engine/seg.h"
 #include "engine/trie.h"
@@ -47,6 +48,13 @@ struct shard_env {
     struct versions *ver;
     struct shard_ro *ro; /* shard_count entries: ro[i] holds shard i's visible version */
     struct htkv_log_sink log;
+    /* Threads that sleep untimed while the store is idle. A shard calls dirtied(dirtied_ctx,
+     * its id), when set, as it goes from clean to dirty, under its lock: the store wakes
+     * whoever syncs it (the INTERVAL syncer, or the shard's worker). It kicks the compactor
+     * (periodic.h; never started, a kick does nothing) when it publishes a write. */
+    void (*dirtied)(void *ctx, uint32_t id);
+    void *dirtied_ctx;
+    struct periodic *compactor;
     /* Store-wide states the shards set and the store reports. */
     _Alignas(HTKV_CACHELINE) _Atomic int no_space; /* ENOSPC seen: writes refused until reopen */
     _Atomic int failed;                            /* a shard failed (write or fdatasync) */
@@ -186,8 +194,13 @@ int htkv_shard_stage1(struct shard *sh, uint8_t type, const void *key, uint32_t 
  */
 uint64_t htkv_shard_stage_group(struct shard *sh, struct put_req *list);
 
-/* Make every staged version <= @p version visible and retire what it superseded (lock held). */
+/* Make every staged version <= @p version visible and retire what it superseded (lock held).
+ * Kicks the compactor (env->compactor). */
 void htkv_shard_publish(struct shard *sh, uint64_t version);
+
+/* Appends of @p sh are not fdatasynced yet: set `dirty`, and on its change from clean call
+ * env->dirtied. Lock held. */
+void htkv_shard_mark_dirty(struct shard *sh);
 
 /* Retire what open views no longer need after view_floor rose (lock held). */
 void htkv_shard_prune_to_floor(struct shard *sh);
@@ -319,6 +332,10 @@ void htkv_shard_sync_end(struct shard *sh, uint64_t group, uint64_t t0_ns);
 
 /* fdatasync the active segment of @p sh if dirty. 0, HTKV_EFAILED. */
 int htkv_shard_sync(struct shard *sh);
+
+/* htkv_shard_sync(), and *@p synced tells whether the shard was dirty (looked at under its lock:
+ * invariant 2 of periodic.h). */
+int htkv_shard_sync_dirty(struct shard *sh, bool *synced);
 
 /* The same whether dirty or not (compaction: appends of ALWAYS mode do not mark it dirty). */
 int htkv_shard_sync_force(struct shard *sh);

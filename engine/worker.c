@@ -47,11 +47,19 @@
 #include "uring/ur_fault.h"
 
 #define UD_INTERVAL (1ull << 63)
-/* Sync callers spin this many times (~10-40 us) before sleeping on the futex. */
-#define WAIT_SPINS 2048
-/* An idle worker polls its queue this many times before sleeping: a caller that writes in a loop
- * comes back within a microsecond or two, and a wake-up through the eventfd costs ~10 us. */
-#define IDLE_SPINS 2048
+/*
+ * Waiting. A sync caller spins up to wait_spins times (~10-40 us at the most) before it sleeps on
+ * the futex, and an idle worker polls its queue up to idle_spins times before it sleeps: a caller
+ * that writes in a loop comes back within a microsecond or two, and a wake-up costs ~10 us. A
+ * spin pays only while the thread it waits for runs on another CPU; on an oversubscribed CPU the
+ * spinner steals that thread's time. So both limits adapt (spin_adapt()): a spin that ends with
+ * what it waited for doubles its limit (up to SPINS_MAX), one that ends without halves it, and at
+ * 0 one wait in SPIN_PROBE_EVERY spins SPIN_PROBE times to learn whether spinning pays again.
+ * With one CPU nobody spins.
+ */
+#define SPINS_MAX 2048u
+#define SPIN_PROBE 128u
+#define SPIN_PROBE_EVERY 64u
 /* Requests staged per loop iteration at most, so completions are not starved. */
 #define DRAIN_MAX 1024
 
@@ -107,14 +115,49 @@ wreq_complete(struct wreq *r, int rc, uint64_t version)
     }
 }
 
-static void
-wreq_wait(struct wreq *r)
+/* The spin limit to use now, from the adaptive @p limit (0: sleep at once). @p probe counts the
+ * waits at limit 0 of the thread that spins; with one CPU (@p cpus) nobody spins. */
+static inline uint32_t
+spin_budget(uint32_t limit, uint32_t *probe, unsigned cpus)
 {
-    for (int i = 0; i < WAIT_SPINS; i++) {
-        if (atomic_load_explicit(&r->state, memory_order_acquire) == WREQ_DONE) {
-            return;
-        }
+    if (limit > 0 || cpus <= 1) {
+        return limit;
+    }
+    return ++*probe % SPIN_PROBE_EVERY == 0 ? SPIN_PROBE : 0;
+}
+
+/* Store in @p limit (now @p cur) the limit after a spin that @p won (got what it waited for) or
+ * not. The shared line is written only when the limit moves. */
+static inline void
+spin_adapt(_Atomic uint32_t *limit, uint32_t cur, bool won)
+{
+    uint32_t next = cur / 2;
+    if (won) {
+        next = cur < SPIN_PROBE ? SPIN_PROBE : cur * 2;
+        next = next > SPINS_MAX ? SPINS_MAX : next;
+    }
+    if (next != cur) {
+        atomic_store_explicit(limit, next, memory_order_relaxed);
+    }
+}
+
+static _Thread_local uint32_t wait_probe; /* this thread's waits at limit 0 */
+
+static void
+wreq_wait(struct worker *w, struct wreq *r)
+{
+    uint32_t limit = atomic_load_explicit(&w->wait_spins, memory_order_relaxed);
+    uint32_t budget = spin_budget(limit, &wait_probe, w->db->cpus);
+    bool won = false;
+    for (uint32_t i = 0; i < budget && !won; i++) {
+        won = atomic_load_explicit(&r->state, memory_order_acquire) == WREQ_DONE;
         cpu_relax();
+    }
+    if (budget > 0) {
+        spin_adapt(&w->wait_spins, limit, won);
+    }
+    if (won) {
+        return;
     }
     uint32_t expected = WREQ_PENDING;
     if (!atomic_compare_exchange_strong(&r->state, &expected, WREQ_SLEEPING)) {
@@ -211,6 +254,37 @@ worker_stage_puts(struct worker *w)
             r->nparts = 1;
             worker_staged(w, r, w->pr[k].rc, w->pr[k].version);
         }
+    }
+}
+
+/* Does a shard of @p w hold appends not yet fdatasynced? (Sequentially consistent loads: the
+ * Dekker of worker_loop()'s sleep with workers_dirtied().) */
+static bool
+worker_has_dirty(const struct worker *w)
+{
+    struct htkv_db *db = w->db;
+    for (uint32_t s = w->id; s < db->shard_count; s += db->cfg.worker_threads) {
+        if (atomic_load_explicit(&db_shard(db, s)->dirty, memory_order_seq_cst)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * HTKV_SYNC_INTERVAL: shard @p id went from clean to dirty (its lock held), written by a worker
+ * (a batch reaches the shards of other workers) or by a caller that found the owner parked. The
+ * owner wakes if it sleeps: worker_loop() announces its sleep, then looks at its shards' flags.
+ */
+static void
+workers_dirtied(void *ctx, uint32_t id)
+{
+    struct htkv_db *db = ctx;
+    struct worker *o = &db->workers[id % db->cfg.worker_threads];
+    atomic_thread_fence(memory_order_seq_cst); /* the dirty flag, then `sleeping` */
+    if (atomic_load_explicit(&o->sleeping, memory_order_relaxed) &&
+        atomic_exchange_explicit(&o->sleeping, 0, memory_order_relaxed)) {
+        htkv_ur_wake(&o->ur);
     }
 }
 
@@ -411,13 +485,15 @@ worker_ack_waiting(struct worker *w)
     w->nwaiting = keep;
 }
 
+/* How long the loop may wait: 0 when busy; when idle, until the next interval sync if a shard is
+ * dirty (HTKV_SYNC_INTERVAL), else without a timer (-1): an idle store does not wake. */
 static int
 worker_timeout_ms(struct worker *w, bool idle)
 {
     if (!idle) {
         return 0;
     }
-    if (w->db->cfg.sync_mode != HTKV_SYNC_INTERVAL) {
+    if (w->db->cfg.sync_mode != HTKV_SYNC_INTERVAL || !worker_has_dirty(w)) {
         return -1;
     }
     uint64_t now = now_ns();
@@ -425,6 +501,24 @@ worker_timeout_ms(struct worker *w, bool idle)
         return 0;
     }
     return (int)((w->next_interval_ns - now + 999999) / 1000000);
+}
+
+/* Poll the empty queue before sleeping, for as long as that has been paying (see "Waiting").
+ * Returns whether a request came. */
+static bool
+worker_idle_spin(struct worker *w)
+{
+    uint32_t limit = atomic_load_explicit(&w->idle_spins, memory_order_relaxed);
+    uint32_t budget = spin_budget(limit, &w->idle_probe, w->db->cpus);
+    bool won = false;
+    for (uint32_t i = 0; i < budget && !won; i++) {
+        won = !htkv_mpsc_empty(&w->q);
+        cpu_relax();
+    }
+    if (budget > 0) {
+        spin_adapt(&w->idle_spins, limit, won);
+    }
+    return won;
 }
 
 static void
@@ -452,13 +546,7 @@ worker_loop(struct worker *w)
             HTKV_ASSERT(w->npend == 0); /* invariant 3: nothing set aside either */
             return;
         }
-        bool idle = drained == 0;
-        for (int i = 0; idle && i < IDLE_SPINS; i++) {
-            if (!htkv_mpsc_empty(&w->q)) {
-                idle = false;
-            }
-            cpu_relax();
-        }
+        bool idle = drained == 0 && !worker_idle_spin(w);
         if (idle) {
             /* Dekker with htkv_worker_submit(): announce sleep, then look at the queue again. */
             atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
@@ -467,8 +555,12 @@ worker_loop(struct worker *w)
                 idle = false;
             }
         }
-        int rc = htkv_ur_wait(&w->ur, worker_timeout_ms(w, idle), worker_on_fsync, w);
+        int timeout = worker_timeout_ms(w, idle);
+        int rc = htkv_ur_wait(&w->ur, timeout, worker_on_fsync, w);
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+        if (timeout < 0) {
+            w->next_interval_ns = now_ns() + interval_ns; /* a write dirties it from now on */
+        }
         if (rc < 0) {
             htkv_log(&db->env.log, HTKV_LOG_ERROR, "worker %u: waiting on %s failed: %s", w->id,
                      htkv_ur_backend_name(&w->ur), htkv_strerror(rc));
@@ -540,6 +632,10 @@ htkv_workers_start(struct htkv_db *db)
         w->db = db;
         w->id = i;
         atomic_init(&w->sleeping, 0);
+        uint32_t spins = db->cpus > 1 ? SPINS_MAX : 0; /* optimistic: the first waits teach */
+        atomic_init(&w->wait_spins, spins);
+        atomic_init(&w->idle_spins, spins);
+        w->idle_probe = 0;
         atomic_init(&w->stop, 0);
         atomic_init(&w->init_done, 0);
         rc = htkv_mpsc_init(&w->q, qcap);
@@ -585,6 +681,10 @@ htkv_workers_start(struct htkv_db *db)
         htkv_workers_stop(db);
         return rc;
     }
+    if (db->cfg.sync_mode == HTKV_SYNC_INTERVAL) {
+        db->env.dirtied = workers_dirtied; /* before any write: callers wait for the open */
+        db->env.dirtied_ctx = db;
+    }
     return 0;
 }
 
@@ -601,9 +701,21 @@ htkv_workers_stop(struct htkv_db *db)
         htkv_ur_fini(&db->workers[i].ur);
         worker_free(&db->workers[i]);
     }
+    db->env.dirtied = NULL; /* joined: nothing writes through the workers any more */
     htkv_mem_free(db->workers);
     db->workers = NULL;
     db->nworkers = 0;
+}
+
+bool
+htkv_worker_parked(struct htkv_db *db, uint32_t shard)
+{
+    HTKV_DASSERT(db->nworkers > 0 && shard < db->shard_count);
+    struct worker *w = &db->workers[shard % db->nworkers];
+    /* sleeping is set after the worker completed everything it popped and found its queue
+     * empty; a caller's own push resets it (htkv_worker_submit()), so a 1 read here was set after
+     * each of this caller's requests was completed, and depth 0 means none is queued. */
+    return atomic_load_explicit(&w->sleeping, memory_order_acquire) && htkv_mpsc_depth(&w->q) == 0;
 }
 
 int
@@ -633,7 +745,7 @@ htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
     if (async) {
         return 0;
     }
-    wreq_wait(r);
+    wreq_wait(w, r);
     return r->rc;
 }
 

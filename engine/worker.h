@@ -60,6 +60,12 @@ struct worker {
     pthread_t thread;
     struct mpsc q;
     struct ur ur;
+    /* Adaptive spin limits (worker.c, "Waiting"): of the sync callers waiting for this worker
+     * (read by each wait, written only when it moves), and of this worker's idle polling (its
+     * own, atomic only for the stats); idle_probe counts its idle waits at limit 0. */
+    _Alignas(HTKV_CACHELINE) _Atomic uint32_t wait_spins;
+    _Atomic uint32_t idle_spins;
+    uint32_t idle_probe;
     _Alignas(HTKV_CACHELINE) _Atomic int sleeping;
     _Atomic int stop;
     int init_rc;
@@ -91,6 +97,14 @@ void htkv_workers_stop(struct htkv_db *db);
  * and get r->rc; async callers get HTKV_EBUSY when the queue is full.
  */
 int htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r);
+
+/*
+ * Is the worker that owns @p shard parked: asleep, its queue empty, everything it took done? A
+ * synchronous put or delete outside HTKV_SYNC_ALWAYS then runs on the calling thread instead of
+ * waking it (two context switches for a write the caller waits for anyway); the caller's own
+ * earlier writes through that worker are all applied, so its order holds. Any thread.
+ */
+bool htkv_worker_parked(struct htkv_db *db, uint32_t shard);
 
 /* Name of the I/O backend the workers use ("io_uring", "sync"), or "none" in inline mode. */
 const char *htkv_workers_backend(const struct htkv_db *db);

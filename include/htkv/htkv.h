@@ -163,12 +163,18 @@ typedef struct htkv_config {
     unsigned shard_count;
     uint64_t max_segment_bytes; /**< Segment rotation size. Default 64 MiB. */
     int sync_mode;              /**< enum htkv_sync_mode. Default HTKV_SYNC_INTERVAL. */
-    unsigned fsync_interval_ms; /**< For HTKV_SYNC_INTERVAL (1..60000). Default 25. */
+    /**
+     * For HTKV_SYNC_INTERVAL (1..60000): a write is fdatasynced within about this long. Default
+     * 25. An idle store does not tick: the thread that syncs sleeps without a timer once nothing
+     * is left to sync, and the next write wakes it.
+     */
+    unsigned fsync_interval_ms;
     /**
      * Background compaction: every compaction_interval_ms a thread of the store rewrites the
      * sealed segments whose garbage ratio (dead / (live + dead) bytes) is at least
      * compaction_min_garbage_ratio, in steps that hold a shard's lock for at most 256 KiB of
-     * records. 0 = only htkv_compact_now(). Default 60000.
+     * records. 0 = only htkv_compact_now(). Default 60000. After a pass that found nothing to
+     * do the thread sleeps until the next write (an idle store does not wake for it).
      */
     unsigned compaction_interval_ms;
     double compaction_min_garbage_ratio; /**< In [0, 1]. Default 0.5. */
@@ -676,8 +682,10 @@ HTKV_API HTKV_MUST_USE int htkv_snapshot_write(htkv_db *db, const char *path);
  *         directory after switching CURRENT failed: the commit is in doubt, so every file stays,
  *         the old contents are served, writes are refused until reopen, and the reopened store
  *         holds either the old contents or the snapshot's, whole); -ENOSPC; HTKV_ETOOBIG (a value
- *         longer than this store's max_value_bytes); HTKV_ECLOSED; -ENOMEM; -EINVAL; -errno
- *         (e.g. -ENOENT, -EIO: nothing changed).
+ *         longer than this store's max_value_bytes); -EOVERFLOW (a rollback to a version
+ *         below the store's latest needs a version of its own, and the store has used the
+ *         largest: nothing changed); HTKV_ECLOSED; -ENOMEM; -EINVAL; -errno (e.g. -ENOENT,
+ *         -EIO: nothing changed).
  * @context Any thread. Blocks for the whole restore.
  */
 HTKV_API HTKV_MUST_USE int htkv_snapshot_restore(htkv_db *db, const char *path);

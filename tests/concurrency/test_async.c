@@ -5,7 +5,9 @@
  * the call returns; with workers it runs on a worker thread later. Either way it runs exactly
  * once with what the synchronous call would have returned, and a call that fails returns the
  * error without ever calling it. htkv_write_async() copies the batch, so the caller may destroy
- * or reuse it at once.
+ * or reuse it at once. A thread's writes apply in its order, whether asynchronous or not (a
+ * synchronous put may run on the calling thread when the worker is parked: never before the
+ * caller's earlier asynchronous writes).
  */
 #include "tests/concurrency/cc_util.h"
 
@@ -429,6 +431,85 @@ test_async_errors_never_call_done(void **state)
     }
 }
 
+/* test_async_then_sync_keeps_order: a callback that holds the worker until the gate opens. */
+struct order_gate {
+    _Atomic int open, entered;
+};
+
+static void
+gated_done(int rc, uint64_t version, void *ctx)
+{
+    struct order_gate *g = ctx;
+    (void)rc;
+    (void)version;
+    atomic_store(&g->entered, 1);
+    while (!atomic_load(&g->open)) {
+        sched_yield();
+    }
+}
+
+static void *
+gate_opener(void *arg)
+{
+    struct order_gate *g = arg;
+    cc_sleep_ms(5); /* the synchronous put below has started by now */
+    atomic_store(&g->open, 1);
+    return NULL;
+}
+
+/* One round: the worker is held in a callback, "a<i>" is queued behind it, then a synchronous
+ * put of "s<i>" to the same key runs while the gate opens; afterwards the key must read "s<i>". */
+static void
+order_round(htkv_db *db, unsigned i)
+{
+    struct order_gate g = { 0 };
+    struct cc_done d = { 0 };
+    char val[32], got[32];
+    assert_int_equal(htkv_put_async(db, "order-hold", 10, "h", 1, gated_done, &g), 0);
+    while (!atomic_load(&g.entered)) {
+        sched_yield();
+    }
+    size_t vl = (size_t)snprintf(val, sizeof(val), "a%u", i);
+    assert_int_equal(htkv_put_async(db, "order-key", 9, val, vl, cc_done_cb, &d), 0);
+    pthread_t opener;
+    assert_int_equal(pthread_create(&opener, NULL, gate_opener, &g), 0);
+    vl = (size_t)snprintf(val, sizeof(val), "s%u", i);
+    assert_int_equal(htkv_put(db, "order-key", 9, val, vl), 0);
+    pthread_join(opener, NULL);
+    while (atomic_load(&d.calls) == 0) {
+        sched_yield();
+    }
+    size_t gl = 0;
+    assert_int_equal(htkv_get(db, "order-key", 9, got, sizeof(got), &gl), 0);
+    assert_int_equal(gl, vl);
+    assert_memory_equal(got, val, vl);
+}
+
+/* Goal: a thread's asynchronous then synchronous writes of one key apply in that order, also
+ * when the synchronous one could run on the calling thread (the worker's queue holds the
+ * asynchronous one). Method: order_round, 20 rounds in each sync mode, with pauses so that the
+ * worker parks between rounds. */
+static void
+test_async_then_sync_keeps_order(void **state)
+{
+    (void)state;
+    static const struct cc_mode modes[] = {
+        { 1, HTKV_IO_AUTO, HTKV_SYNC_NEVER },
+        { 1, HTKV_IO_AUTO, HTKV_SYNC_INTERVAL },
+        { 1, HTKV_IO_AUTO, HTKV_SYNC_ALWAYS },
+    };
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        char *dir;
+        htkv_config cfg;
+        htkv_db *db = open_mode(&modes[m], &dir, &cfg);
+        for (unsigned i = 0; i < 20; i++) {
+            order_round(db, i);
+            cc_sleep_ms(1);
+        }
+        close_mode(db, dir);
+    }
+}
+
 int
 main(void)
 {
@@ -436,6 +517,7 @@ main(void)
         cmocka_unit_test(test_async_inline_callback_runs_before_return),
         cmocka_unit_test(test_async_workers_callback_on_worker_thread),
         cmocka_unit_test(test_async_errors_never_call_done),
+        cmocka_unit_test(test_async_then_sync_keeps_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
