@@ -62,7 +62,7 @@ idle_mode(unsigned workers, int sync_mode)
     cfg.max_segment_bytes = 64u << 10;
     htkv_db *db = tu_open(&cfg);
     put_some(db, 400, 6); /* overwrites: garbage for the compactor */
-    sleep_ms(400); /* the syncer and the compactor run, then find nothing to do */
+    sleep_ms(400);        /* the syncer and the compactor run, then find nothing to do */
     long before = switches();
     sleep_ms(1000);
     long quiet = switches() - before;
