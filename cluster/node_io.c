@@ -1,0 +1,539 @@
+/*
+ * node_io.c - the loop side of an htkv_cluster member: raft over libuv, group commit, read
+ * barriers, status (the handle, threads and invariants are described in node.h).
+ *
+ * Design. on_wake() takes the whole request queue. When the member is not the leader, writes
+ * and reads fail at once with HTKV_ENOTLEADER and the leader it knows. Otherwise the writes are
+ * packed, in arrival order, into raft entries of at most entry_bytes_max bytes (and at most
+ * HTKV_CLUSTER_ENTRY_WRITES_MAX requests), one raft_apply() each: group commit across the
+ * network, since all writers that arrived while the previous entries were replicating share one
+ * entry. All reads that arrived together share one raft_barrier(): once it is applied, this
+ * member was still the leader after the reads arrived and its store holds every write committed
+ * before, so the callers read their store.
+ *
+ * raft 0.15 commits no no-op entry when a leader is elected: on becoming leader the member
+ * proposes a barrier of its own and reports leader_ready once it is applied.
+ *
+ * Stopping: a failure of the state machine (fsm.h) or htkv_cluster_close() calls raft_close();
+ * raft fails every request it still holds (their callbacks run), then on_raft_closed() closes
+ * raft's I/O and transport. The loop's own handles close when the member is closing, so that a
+ * member stopped by a failure still answers HTKV_EFAILED until it is closed.
+ */
+#include "cluster/node.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/entry.h"
+#include "cluster/util.h"
+
+/* One raft entry of writes on its way through raft. */
+struct wbatch {
+    struct raft_apply req; /* req.data = this */
+    struct htkv_cluster *c;
+    uint32_t n;
+    struct creq *reqs[]; /* in entry order */
+};
+
+/* The reads that share one barrier. */
+struct rbatch {
+    struct raft_barrier req; /* req.data = this */
+    struct htkv_cluster *c;
+    struct creq *reads; /* linked through next */
+};
+
+static int
+raft_to_htkv(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case RAFT_NOMEM:
+        return -ENOMEM;
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+        return HTKV_ENOTLEADER;
+    case RAFT_CORRUPT:
+        return HTKV_ECORRUPT;
+    case RAFT_NOSPACE:
+        return -ENOSPC;
+    case RAFT_CANCELED:
+    case RAFT_SHUTDOWN:
+        return HTKV_ECLOSED;
+    default:
+        return -EIO;
+    }
+}
+
+void
+htkv_cnode_done(struct htkv_cluster *c, struct creq *r, int rc)
+{
+    pthread_mutex_lock(&c->mu);
+    CL_ASSERT(!r->done); /* invariant 1 */
+    r->rc = rc;
+    r->done = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void
+htkv_cnode_leader(struct htkv_cluster *c, struct htkv_cluster_leader *out)
+{
+    raft_id id = 0;
+    const char *address = NULL;
+    memset(out, 0, sizeof(*out));
+    if (!c->raft_closed && !c->stopping) {
+        raft_leader(&c->raft, &id, &address);
+    }
+    out->id = id;
+    if (address != NULL) {
+        snprintf(out->address, sizeof(out->address), "%s", address);
+    }
+}
+
+/* Complete every request of @p list with @p rc (and the leader with HTKV_ENOTLEADER). */
+static void
+complete_list(struct htkv_cluster *c, struct creq *list, int rc)
+{
+    for (struct creq *r = list, *next; r != NULL; r = next) {
+        next = r->next; /* read before done: the caller may return at once (invariant 1) */
+        if (rc == HTKV_ENOTLEADER) {
+            htkv_cnode_leader(c, &r->leader);
+        }
+        htkv_cnode_done(c, r, rc);
+    }
+    pthread_cond_broadcast(&c->cv);
+}
+
+static void
+on_applied(struct raft_apply *req, int status, void *result)
+{
+    struct wbatch *wb = req->data;
+    struct htkv_cluster *c = wb->c;
+    const struct fsm_results *res = status == 0 ? result : NULL;
+    /* A write that raft gave up on after proposing it may still be committed by the next
+     * leader: its outcome is unknown, which is not HTKV_ENOTLEADER (nothing proposed). */
+    int lost = atomic_load(&c->failed) ? HTKV_EFAILED : -ECONNABORTED;
+    for (uint32_t i = 0; i < wb->n; i++) {
+        struct creq *r = wb->reqs[i];
+        int rc = lost;
+        if (res != NULL) {
+            rc = i < res->count ? res->res[i].rc : -EINVAL;
+            r->version = i < res->count ? res->res[i].version : 0;
+        }
+        htkv_cnode_done(c, r, rc);
+    }
+    pthread_cond_broadcast(&c->cv);
+    c->inflight--;
+    free(wb);
+}
+
+/* Propose the @p n writes of @p reqs, @p bytes long in all, as one entry. */
+static void
+propose_entry(struct htkv_cluster *c, struct creq **reqs, uint32_t n, size_t bytes)
+{
+    struct wbatch *wb = malloc(sizeof(*wb) + n * sizeof(wb->reqs[0]));
+    struct raft_buffer buf = { .base = raft_malloc(ENTRY_HDR_BYTES + bytes),
+                               .len = ENTRY_HDR_BYTES + bytes };
+    int rc = wb == NULL || buf.base == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        htkv_entry_hdr_encode(buf.base, n);
+        unsigned char *p = (unsigned char *)buf.base + ENTRY_HDR_BYTES;
+        for (uint32_t i = 0; i < n; i++) {
+            memcpy(p, reqs[i]->bytes, reqs[i]->len);
+            p += reqs[i]->len;
+            wb->reqs[i] = reqs[i];
+        }
+        wb->c = c;
+        wb->n = n;
+        wb->req.data = wb;
+        rc = raft_to_htkv(raft_apply(&c->raft, &wb->req, &buf, 1, on_applied));
+    }
+    if (rc == 0) {
+        c->inflight++;
+        return;
+    }
+    raft_free(buf.base); /* raft took nothing */
+    free(wb);
+    for (uint32_t i = 0; i < n; i++) {
+        reqs[i]->next = i + 1 < n ? reqs[i + 1] : NULL;
+    }
+    complete_list(c, reqs[0], rc);
+}
+
+/* Pack the writes of @p list (in order) into entries and propose them. */
+static void
+propose_writes(struct htkv_cluster *c, struct creq *list, size_t count)
+{
+    struct creq **reqs = malloc((count > 0 ? count : 1) * sizeof(*reqs));
+    if (reqs == NULL) {
+        complete_list(c, list, -ENOMEM);
+        return;
+    }
+    size_t total = 0;
+    for (struct creq *r = list; r != NULL; r = r->next) {
+        reqs[total++] = r;
+    }
+    CL_ASSERT(total == count);
+    size_t from = 0;
+    while (from < total) {
+        size_t to = from, bytes = 0;
+        /* At least one request per entry, however large; then up to the limits. */
+        do {
+            bytes += reqs[to]->len;
+            to++;
+        } while (to < total && to - from < HTKV_CLUSTER_ENTRY_WRITES_MAX &&
+                 bytes + reqs[to]->len <= c->entry_bytes_max);
+        propose_entry(c, reqs + from, (uint32_t)(to - from), bytes);
+        from = to;
+    }
+    free(reqs);
+}
+
+static void
+on_read_barrier(struct raft_barrier *req, int status)
+{
+    struct rbatch *rb = req->data;
+    struct htkv_cluster *c = rb->c;
+    complete_list(c, rb->reads, status == 0 ? 0 : HTKV_ENOTLEADER);
+    c->inflight--;
+    free(rb);
+}
+
+static void
+start_reads(struct htkv_cluster *c, struct creq *list)
+{
+    struct rbatch *rb = malloc(sizeof(*rb));
+    if (rb == NULL) {
+        complete_list(c, list, -ENOMEM);
+        return;
+    }
+    rb->c = c;
+    rb->reads = list;
+    rb->req.data = rb;
+    int rc = raft_to_htkv(raft_barrier(&c->raft, &rb->req, on_read_barrier));
+    if (rc != 0) {
+        free(rb);
+        complete_list(c, list, rc);
+        return;
+    }
+    c->inflight++;
+}
+
+static int
+role_of(int state)
+{
+    switch (state) {
+    case RAFT_FOLLOWER:
+        return HTKV_CLUSTER_FOLLOWER;
+    case RAFT_CANDIDATE:
+        return HTKV_CLUSTER_CANDIDATE;
+    case RAFT_LEADER:
+        return HTKV_CLUSTER_LEADER;
+    default:
+        return HTKV_CLUSTER_UNAVAILABLE;
+    }
+}
+
+static void
+fill_status(struct htkv_cluster *c, struct htkv_cluster_status *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->id = c->id;
+    if (htkv_latest_version(c->db, &st->store_version) != 0) {
+        st->store_version = 0;
+    }
+    if (c->stopping || c->raft_closed) {
+        return;
+    }
+    st->role = role_of(raft_state(&c->raft));
+    st->leader_ready = st->role == HTKV_CLUSTER_LEADER && c->leader_ready;
+    st->term = c->raft.current_term;
+    st->commit_index = c->raft.commit_index;
+    st->applied_index = raft_last_applied(&c->raft);
+    st->last_index = raft_last_index(&c->raft);
+    htkv_cnode_leader(c, &st->leader);
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n && i < HTKV_CLUSTER_MEMBERS_MAX; i++) {
+        struct htkv_cluster_member *m = &st->members[st->member_count++];
+        m->id = conf->servers[i].id;
+        snprintf(m->address, sizeof(m->address), "%s", conf->servers[i].address);
+        m->voter = conf->servers[i].role == RAFT_VOTER;
+    }
+}
+
+static void
+on_leader_barrier(struct raft_barrier *req, int status)
+{
+    struct htkv_cluster *c = req->data;
+    c->leader_barrier_busy = false;
+    c->leader_ready = status == 0 && c->was_leader;
+}
+
+/* Follow role changes: a new leader proposes its barrier (raft 0.15 commits no no-op). */
+static void
+watch_role(struct htkv_cluster *c)
+{
+    if (c->stopping || c->raft_closed) {
+        return;
+    }
+    bool leader = raft_state(&c->raft) == RAFT_LEADER;
+    if (!leader) {
+        c->was_leader = false;
+        c->leader_ready = false;
+        return;
+    }
+    if (!c->was_leader && !c->leader_barrier_busy) {
+        c->leader_barrier.data = c;
+        if (raft_barrier(&c->raft, &c->leader_barrier, on_leader_barrier) == 0) {
+            c->was_leader = true;
+            c->leader_barrier_busy = true;
+        }
+    }
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Close the loop's own handles once raft is closed and the member is closing. */
+static void
+maybe_close_handles(struct htkv_cluster *c, bool closing)
+{
+    if (closing && c->raft_closed && !c->handles_closed) {
+        c->handles_closed = true;
+        uv_close((uv_handle_t *)&c->wake, on_handle_closed);
+        uv_close((uv_handle_t *)&c->tick, on_handle_closed);
+    }
+}
+
+static void
+on_raft_closed(struct raft *r)
+{
+    struct htkv_cluster *c = r->data;
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+    c->raft_closed = true;
+    pthread_mutex_lock(&c->mu);
+    bool closing = c->closing;
+    pthread_mutex_unlock(&c->mu);
+    maybe_close_handles(c, closing);
+}
+
+static void
+stop_raft(struct htkv_cluster *c)
+{
+    if (!c->stopping) {
+        c->stopping = true;
+        uv_timer_stop(&c->tick);
+        raft_close(&c->raft, on_raft_closed);
+    }
+}
+
+/* Split @p list by kind; statuses are answered here. */
+static void
+dispatch(struct htkv_cluster *c, struct creq *list)
+{
+    struct creq *writes = NULL, **wt = &writes, *reads = NULL, **rt = &reads;
+    size_t nwrites = 0;
+    for (struct creq *r = list, *next; r != NULL; r = next) {
+        next = r->next;
+        r->next = NULL;
+        if (r->kind == CREQ_STATUS) {
+            fill_status(c, r->status);
+            htkv_cnode_done(c, r, atomic_load(&c->failed) ? HTKV_EFAILED : 0);
+        } else if (r->kind == CREQ_WRITE) {
+            *wt = r;
+            wt = &r->next;
+            nwrites++;
+        } else {
+            *rt = r;
+            rt = &r->next;
+        }
+    }
+    pthread_cond_broadcast(&c->cv);
+    bool leader = !c->stopping && raft_state(&c->raft) == RAFT_LEADER;
+    int rc = atomic_load(&c->failed) ? HTKV_EFAILED : c->stopping ? HTKV_ECLOSED : 0;
+    rc = rc == 0 && !leader ? HTKV_ENOTLEADER : rc;
+    if (rc != 0) {
+        complete_list(c, writes, rc);
+        complete_list(c, reads, rc);
+        return;
+    }
+    if (writes != NULL) {
+        propose_writes(c, writes, nwrites);
+    }
+    if (reads != NULL) {
+        start_reads(c, reads);
+    }
+}
+
+static void
+on_wake(uv_async_t *h)
+{
+    struct htkv_cluster *c = h->data;
+    pthread_mutex_lock(&c->mu);
+    struct creq *list = c->head;
+    c->head = NULL;
+    c->tail = &c->head;
+    bool closing = c->closing;
+    pthread_mutex_unlock(&c->mu);
+    if (atomic_load(&c->failed) || closing) {
+        stop_raft(c); /* a failed member takes no further part (fsm.h) */
+    }
+    watch_role(c);
+    dispatch(c, list);
+    maybe_close_handles(c, closing);
+}
+
+static void
+on_tick(uv_timer_t *h)
+{
+    struct htkv_cluster *c = h->data;
+    watch_role(c);
+}
+
+static void drain_loop(struct htkv_cluster *c, bool raft_up);
+
+static void
+on_fsm_fail(struct cluster_fsm *f)
+{
+    struct htkv_cluster *c = f->ctx;
+    atomic_store(&c->failed, true);
+    uv_async_send(&c->wake); /* stop raft from on_wake(), outside raft's own callback */
+}
+
+void
+htkv_cnode_io_abort(struct htkv_cluster *c)
+{
+    drain_loop(c, true);
+}
+
+void *
+htkv_cnode_io_thread(void *arg)
+{
+    struct htkv_cluster *c = arg;
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static int
+bootstrap(struct htkv_cluster *c, const htkv_cluster_config *cfg)
+{
+    if (cfg->voter_count == 0) {
+        return 0;
+    }
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    int rv = 0;
+    for (size_t i = 0; i < cfg->voter_count && rv == 0; i++) {
+        rv = raft_configuration_add(&conf, cfg->voters[i].id, cfg->voters[i].address, RAFT_VOTER);
+    }
+    if (rv == 0) {
+        rv = raft_bootstrap(&c->raft, &conf);
+        rv = rv == RAFT_CANTBOOTSTRAP ? 0 : rv; /* a restart: raft's directory has state */
+    }
+    raft_configuration_close(&conf);
+    if (rv != 0) {
+        htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_ERROR, "bootstrap failed: %s",
+                    raft_strerror(rv));
+    }
+    return raft_to_htkv(rv);
+}
+
+static void
+configure_raft(struct htkv_cluster *c, const htkv_cluster_config *cfg)
+{
+    raft_set_election_timeout(&c->raft, cfg->election_timeout_ms);
+    raft_set_heartbeat_timeout(&c->raft, cfg->heartbeat_timeout_ms);
+    raft_set_snapshot_threshold(&c->raft, cfg->snapshot_threshold);
+    raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing);
+    /* A member cut off from the others does not raise the term when it comes back. */
+    raft_set_pre_vote(&c->raft, true);
+}
+
+/* Run the loop on this thread until everything set up so far is closed (a failed start). */
+static void
+drain_loop(struct htkv_cluster *c, bool raft_up)
+{
+    pthread_mutex_lock(&c->mu);
+    c->closing = true;
+    pthread_mutex_unlock(&c->mu);
+    if (raft_up) {
+        stop_raft(c);
+    } else {
+        c->raft_closed = true;
+    }
+    uv_run(&c->loop, UV_RUN_DEFAULT); /* raft_close's callbacks, if any */
+    maybe_close_handles(c, true);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&c->loop);
+}
+
+static int
+start_loop(struct htkv_cluster *c)
+{
+    int rv = uv_loop_init(&c->loop);
+    if (rv != 0) {
+        return rv;
+    }
+    c->wake.data = c;
+    c->tick.data = c;
+    rv = uv_async_init(&c->loop, &c->wake, on_wake);
+    if (rv == 0) {
+        uv_timer_init(&c->loop, &c->tick);
+        return 0;
+    }
+    uv_loop_close(&c->loop);
+    return rv;
+}
+
+int
+htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
+{
+    int rc = start_loop(c);
+    if (rc != 0) {
+        return rc;
+    }
+    c->fsm.on_fail = on_fsm_fail;
+    c->fsm.ctx = c;
+    int rv = raft_uv_tcp_init(&c->transport, &c->loop);
+    if (rv != 0) {
+        drain_loop(c, false);
+        return raft_to_htkv(rv);
+    }
+    rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport);
+    if (rv == 0) {
+        rv = raft_init(&c->raft, &c->io, &c->fsm.fsm, c->id, c->address);
+        if (rv != 0) {
+            htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_ERROR, "raft init: %s",
+                        raft_errmsg(&c->raft));
+            raft_uv_close(&c->io);
+        }
+    }
+    if (rv != 0) {
+        htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_ERROR, "raft setup failed: %s",
+                    raft_strerror(rv));
+        raft_uv_tcp_close(&c->transport);
+        drain_loop(c, false);
+        return raft_to_htkv(rv);
+    }
+    c->raft.data = c;
+    c->fsm.raft = &c->raft;
+    configure_raft(c, cfg);
+    rc = bootstrap(c, cfg);
+    if (rc == 0 && (rv = raft_start(&c->raft)) != 0) {
+        htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_ERROR, "raft start failed: %s",
+                    raft_errmsg(&c->raft));
+        rc = raft_to_htkv(rv);
+    }
+    if (rc != 0) {
+        drain_loop(c, true);
+        return rc;
+    }
+    unsigned period = cfg->heartbeat_timeout_ms < 50 ? cfg->heartbeat_timeout_ms : 50;
+    uv_timer_start(&c->tick, on_tick, period, period);
+    return 0;
+}
