@@ -92,7 +92,15 @@ struct htkv_cluster {
     bool leader_ready;                  /* loop: the barrier of this leadership is applied */
     bool leader_barrier_busy;           /* loop */
     struct raft_barrier leader_barrier; /* loop */
-    unsigned inflight;                  /* loop: wbatch and rbatch waiting for raft */
+    /* loop: at most one entry of writes and one barrier of reads are in raft at a time; what
+     * arrives meanwhile waits here and goes out together (group commit). See node_io.c for
+     * why (raft 0.15 commits only up to the leader's last stored entry). */
+    bool write_busy;
+    bool read_busy;
+    struct creq *writes; /* loop: waiting writes, in arrival order */
+    struct creq **writes_tail;
+    struct creq *reads; /* loop: waiting reads */
+    struct creq **reads_tail;
 };
 
 /* Complete @p r with @p rc (invariant 1). Takes mu; the caller broadcasts cv afterwards. */

@@ -3,16 +3,18 @@
  * barriers, status (the handle, threads and invariants are described in node.h).
  *
  * Design. on_wake() takes the whole request queue. When the member is not the leader, writes
- * and reads fail at once with HTKV_ENOTLEADER and the leader it knows. Otherwise the writes are
- * packed, in arrival order, into raft entries of at most entry_bytes_max bytes (and at most
- * HTKV_CLUSTER_ENTRY_WRITES_MAX requests), one raft_apply() each: group commit across the
- * network, since all writers that arrived while the previous entries were replicating share one
- * entry. All reads that arrived together share one raft_barrier(): once it is applied, this
- * member was still the leader after the reads arrived and its store holds every write committed
- * before, so the callers read their store.
+ * and reads fail at once with HTKV_ENOTLEADER and the leader it knows. Otherwise writes and
+ * reads join the loop's waiting lists and pump() sends them: at most one raft entry of writes is
+ * in raft at a time; when it is applied, every write that arrived meanwhile goes out in the next
+ * entry, in arrival order, up to entry_bytes_max bytes and HTKV_CLUSTER_ENTRY_WRITES_MAX
+ * requests (group commit across the network). Likewise all waiting reads share one
+ * raft_barrier(): once it is applied, this member was still the leader after the reads arrived
+ * and its store holds every write committed before, so the callers read their store.
  *
  * raft 0.15 commits no no-op entry when a leader is elected: on becoming leader the member
- * proposes a barrier of its own and reports leader_ready once it is applied.
+ * proposes a barrier of its own and reports leader_ready once it is applied. Until that barrier
+ * is stored, raft 0.15 may commit an entry of an earlier term by counting replicas (the check
+ * that forbids it came in 0.17.1): proposing it at once narrows that window (README.md).
  *
  * Stopping: a failure of the state machine (fsm.h) or htkv_cluster_close() calls raft_close();
  * raft fails every request it still holds (their callbacks run), then on_raft_closed() closes
@@ -105,6 +107,8 @@ complete_list(struct htkv_cluster *c, struct creq *list, int rc)
     pthread_cond_broadcast(&c->cv);
 }
 
+static void pump(struct htkv_cluster *c);
+
 static void
 on_applied(struct raft_apply *req, int status, void *result)
 {
@@ -124,70 +128,75 @@ on_applied(struct raft_apply *req, int status, void *result)
         htkv_cnode_done(c, r, rc);
     }
     pthread_cond_broadcast(&c->cv);
-    c->inflight--;
     free(wb);
+    c->write_busy = false;
+    pump(c);
 }
 
-/* Propose the @p n writes of @p reqs, @p bytes long in all, as one entry. */
-static void
-propose_entry(struct htkv_cluster *c, struct creq **reqs, uint32_t n, size_t bytes)
+/* Take the waiting writes that fit in one entry off the queue: at least one, however large;
+ * then up to entry_bytes_max bytes and HTKV_CLUSTER_ENTRY_WRITES_MAX requests. */
+static struct wbatch *
+take_entry(struct htkv_cluster *c, size_t *bytes)
 {
+    uint32_t n = 0;
+    *bytes = 0;
+    for (struct creq *r = c->writes; r != NULL; r = r->next) {
+        if (n > 0 && (n == HTKV_CLUSTER_ENTRY_WRITES_MAX || *bytes + r->len > c->entry_bytes_max)) {
+            break;
+        }
+        *bytes += r->len;
+        n++;
+    }
     struct wbatch *wb = malloc(sizeof(*wb) + n * sizeof(wb->reqs[0]));
+    if (wb == NULL) {
+        return NULL;
+    }
+    wb->c = c;
+    wb->n = n;
+    wb->req.data = wb;
+    for (uint32_t i = 0; i < n; i++) {
+        wb->reqs[i] = c->writes;
+        c->writes = c->writes->next;
+        wb->reqs[i]->next = NULL;
+    }
+    if (c->writes == NULL) {
+        c->writes_tail = &c->writes;
+    }
+    CL_ASSERT(n >= 1);
+    return wb;
+}
+
+/* Propose the next entry of waiting writes. */
+static void
+propose_writes(struct htkv_cluster *c)
+{
+    size_t bytes = 0;
+    struct wbatch *wb = take_entry(c, &bytes);
+    if (wb == NULL) {
+        return; /* -ENOMEM: they keep waiting; the next wake or tick tries again */
+    }
     struct raft_buffer buf = { .base = raft_malloc(ENTRY_HDR_BYTES + bytes),
                                .len = ENTRY_HDR_BYTES + bytes };
-    int rc = wb == NULL || buf.base == NULL ? -ENOMEM : 0;
+    int rc = buf.base == NULL ? -ENOMEM : 0;
     if (rc == 0) {
-        htkv_entry_hdr_encode(buf.base, n);
+        htkv_entry_hdr_encode(buf.base, wb->n);
         unsigned char *p = (unsigned char *)buf.base + ENTRY_HDR_BYTES;
-        for (uint32_t i = 0; i < n; i++) {
-            memcpy(p, reqs[i]->bytes, reqs[i]->len);
-            p += reqs[i]->len;
-            wb->reqs[i] = reqs[i];
+        for (uint32_t i = 0; i < wb->n; i++) {
+            memcpy(p, wb->reqs[i]->bytes, wb->reqs[i]->len);
+            p += wb->reqs[i]->len;
         }
-        wb->c = c;
-        wb->n = n;
-        wb->req.data = wb;
         rc = raft_to_htkv(raft_apply(&c->raft, &wb->req, &buf, 1, on_applied));
     }
     if (rc == 0) {
-        c->inflight++;
+        c->write_busy = true;
         return;
     }
     raft_free(buf.base); /* raft took nothing */
+    for (uint32_t i = 0; i < wb->n; i++) {
+        wb->reqs[i]->next = i + 1 < wb->n ? wb->reqs[i + 1] : NULL;
+    }
+    complete_list(c, wb->reqs[0], rc);
     free(wb);
-    for (uint32_t i = 0; i < n; i++) {
-        reqs[i]->next = i + 1 < n ? reqs[i + 1] : NULL;
-    }
-    complete_list(c, reqs[0], rc);
-}
-
-/* Pack the writes of @p list (in order) into entries and propose them. */
-static void
-propose_writes(struct htkv_cluster *c, struct creq *list, size_t count)
-{
-    struct creq **reqs = malloc((count > 0 ? count : 1) * sizeof(*reqs));
-    if (reqs == NULL) {
-        complete_list(c, list, -ENOMEM);
-        return;
-    }
-    size_t total = 0;
-    for (struct creq *r = list; r != NULL; r = r->next) {
-        reqs[total++] = r;
-    }
-    CL_ASSERT(total == count);
-    size_t from = 0;
-    while (from < total) {
-        size_t to = from, bytes = 0;
-        /* At least one request per entry, however large; then up to the limits. */
-        do {
-            bytes += reqs[to]->len;
-            to++;
-        } while (to < total && to - from < HTKV_CLUSTER_ENTRY_WRITES_MAX &&
-                 bytes + reqs[to]->len <= c->entry_bytes_max);
-        propose_entry(c, reqs + from, (uint32_t)(to - from), bytes);
-        from = to;
-    }
-    free(reqs);
 }
 
 static void
@@ -196,28 +205,62 @@ on_read_barrier(struct raft_barrier *req, int status)
     struct rbatch *rb = req->data;
     struct htkv_cluster *c = rb->c;
     complete_list(c, rb->reads, status == 0 ? 0 : HTKV_ENOTLEADER);
-    c->inflight--;
     free(rb);
+    c->read_busy = false;
+    pump(c);
 }
 
+/* Start one barrier for every waiting read. */
 static void
-start_reads(struct htkv_cluster *c, struct creq *list)
+start_reads(struct htkv_cluster *c)
 {
     struct rbatch *rb = malloc(sizeof(*rb));
     if (rb == NULL) {
-        complete_list(c, list, -ENOMEM);
-        return;
+        return; /* they keep waiting */
     }
     rb->c = c;
-    rb->reads = list;
+    rb->reads = c->reads;
     rb->req.data = rb;
+    c->reads = NULL;
+    c->reads_tail = &c->reads;
     int rc = raft_to_htkv(raft_barrier(&c->raft, &rb->req, on_read_barrier));
     if (rc != 0) {
+        complete_list(c, rb->reads, rc);
         free(rb);
-        complete_list(c, list, rc);
         return;
     }
-    c->inflight++;
+    c->read_busy = true;
+}
+
+/*
+ * Send what waits: at most one entry of writes and one read barrier in raft at a time. raft 0.15
+ * advances the commit index only to the leader's last stored entry (replicationQuorum() is
+ * given last_stored, fixed upstream in 0.17.1): a leader that kept appending would commit
+ * nothing while followers trail by an entry. Waiting for the previous entry also makes the
+ * groups: writers that arrive during one round trip share the next entry.
+ */
+static void
+pump(struct htkv_cluster *c)
+{
+    int rc = atomic_load(&c->failed) ? HTKV_EFAILED : c->stopping ? HTKV_ECLOSED : 0;
+    if (rc == 0 && raft_state(&c->raft) != RAFT_LEADER) {
+        rc = HTKV_ENOTLEADER;
+    }
+    if (rc != 0) {
+        complete_list(c, c->writes, rc);
+        complete_list(c, c->reads, rc);
+        c->writes = NULL;
+        c->writes_tail = &c->writes;
+        c->reads = NULL;
+        c->reads_tail = &c->reads;
+        return;
+    }
+    if (!c->write_busy && c->writes != NULL) {
+        propose_writes(c);
+    }
+    if (!c->read_busy && c->reads != NULL) {
+        start_reads(c);
+    }
 }
 
 static int
@@ -332,12 +375,10 @@ stop_raft(struct htkv_cluster *c)
     }
 }
 
-/* Split @p list by kind; statuses are answered here. */
+/* Answer statuses; queue writes and reads behind those waiting; send what can go. */
 static void
 dispatch(struct htkv_cluster *c, struct creq *list)
 {
-    struct creq *writes = NULL, **wt = &writes, *reads = NULL, **rt = &reads;
-    size_t nwrites = 0;
     for (struct creq *r = list, *next; r != NULL; r = next) {
         next = r->next;
         r->next = NULL;
@@ -345,29 +386,15 @@ dispatch(struct htkv_cluster *c, struct creq *list)
             fill_status(c, r->status);
             htkv_cnode_done(c, r, atomic_load(&c->failed) ? HTKV_EFAILED : 0);
         } else if (r->kind == CREQ_WRITE) {
-            *wt = r;
-            wt = &r->next;
-            nwrites++;
+            *c->writes_tail = r;
+            c->writes_tail = &r->next;
         } else {
-            *rt = r;
-            rt = &r->next;
+            *c->reads_tail = r;
+            c->reads_tail = &r->next;
         }
     }
     pthread_cond_broadcast(&c->cv);
-    bool leader = !c->stopping && raft_state(&c->raft) == RAFT_LEADER;
-    int rc = atomic_load(&c->failed) ? HTKV_EFAILED : c->stopping ? HTKV_ECLOSED : 0;
-    rc = rc == 0 && !leader ? HTKV_ENOTLEADER : rc;
-    if (rc != 0) {
-        complete_list(c, writes, rc);
-        complete_list(c, reads, rc);
-        return;
-    }
-    if (writes != NULL) {
-        propose_writes(c, writes, nwrites);
-    }
-    if (reads != NULL) {
-        start_reads(c, reads);
-    }
+    pump(c);
 }
 
 static void
@@ -393,6 +420,7 @@ on_tick(uv_timer_t *h)
 {
     struct htkv_cluster *c = h->data;
     watch_role(c);
+    pump(c); /* fails what waits if leadership was lost meanwhile */
 }
 
 static void drain_loop(struct htkv_cluster *c, bool raft_up);
@@ -481,6 +509,8 @@ start_loop(struct htkv_cluster *c)
     }
     c->wake.data = c;
     c->tick.data = c;
+    c->writes_tail = &c->writes;
+    c->reads_tail = &c->reads;
     rv = uv_async_init(&c->loop, &c->wake, on_wake);
     if (rv == 0) {
         uv_timer_init(&c->loop, &c->tick);
@@ -533,7 +563,9 @@ htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
         drain_loop(c, true);
         return rc;
     }
-    unsigned period = cfg->heartbeat_timeout_ms < 50 ? cfg->heartbeat_timeout_ms : 50;
+    /* Role changes are noticed by polling (raft 0.15 has no callback for them): every 10 ms,
+     * so that a new leader's barrier follows its election closely. */
+    unsigned period = 10;
     uv_timer_start(&c->tick, on_tick, period, period);
     return 0;
 }
