@@ -5,7 +5,7 @@
  * when it built the entry (group commit), each kept whole. Layout, little-endian:
  *
  *   entry    = u32 magic (ENTRY_MAGIC) | u32 request count R (1..HTKV_CLUSTER_ENTRY_WRITES_MAX)
- *              | R requests
+ *              | R requests | 0..7 zero bytes (ENTRY_PAD)
  *   request  = u8 kind (enum entry_kind) | u32 op count | ops
  *   op       = u8 type (enum htkv_cluster_op_type) | u32 key length | u64 value length (PUT) or
  *              expected version (CHECK) or 0 (DELETE) | key bytes | value bytes (PUT)
@@ -30,6 +30,13 @@
 #define ENTRY_HDR_BYTES 8u      /* magic + request count */
 #define ENTRY_REQ_HDR_BYTES 5u  /* kind + op count */
 #define ENTRY_OP_HDR_BYTES 13u  /* type + key length + value length or version */
+/*
+ * Bytes of the raft buffer that carries an entry of @p n bytes: raft 0.15's disk format needs a
+ * multiple of 8 (uvEncodeBatch() asserts it only in debug builds; a release build writes
+ * unpadded data that its loader then refuses as a corrupt segment). The padding is zeros after
+ * the last request; the decoder ignores bytes after the last request.
+ */
+#define ENTRY_PAD(n) (((n) + 7u) & ~(size_t)7u)
 
 /** What a request asks for. */
 enum entry_kind {

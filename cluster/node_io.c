@@ -175,10 +175,11 @@ propose_writes(struct htkv_cluster *c)
     if (wb == NULL) {
         return; /* -ENOMEM: they keep waiting; the next wake or tick tries again */
     }
-    struct raft_buffer buf = { .base = raft_malloc(ENTRY_HDR_BYTES + bytes),
-                               .len = ENTRY_HDR_BYTES + bytes };
+    struct raft_buffer buf = { .len = ENTRY_PAD(ENTRY_HDR_BYTES + bytes) };
+    buf.base = raft_malloc(buf.len);
     int rc = buf.base == NULL ? -ENOMEM : 0;
     if (rc == 0) {
+        memset((char *)buf.base + buf.len - 8, 0, 8); /* the padding */
         htkv_entry_hdr_encode(buf.base, wb->n);
         unsigned char *p = (unsigned char *)buf.base + ENTRY_HDR_BYTES;
         for (uint32_t i = 0; i < wb->n; i++) {

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,22 @@ open_store(struct htkv_cluster *c, const htkv_cluster_config *cfg)
     return rc;
 }
 
+/*
+ * Start the loop thread with every signal blocked: the host's signals go to its own threads,
+ * and a write to a peer that closed its connection returns EPIPE instead of raising SIGPIPE,
+ * whose default action would end the host process (libuv writes to sockets with write(2)).
+ */
+static int
+start_thread(struct htkv_cluster *c)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = -pthread_create(&c->thread, NULL, htkv_cnode_io_thread, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 int
 htkv_cluster_open(const htkv_cluster_config *cfg, htkv_cluster **out)
 {
@@ -256,7 +273,7 @@ htkv_cluster_open(const htkv_cluster_config *cfg, htkv_cluster **out)
     if (rc != 0) {
         goto fail_store;
     }
-    rc = -pthread_create(&c->thread, NULL, htkv_cnode_io_thread, c);
+    rc = start_thread(c);
     if (rc != 0) {
         htkv_cnode_io_abort(c);
         goto fail_store;

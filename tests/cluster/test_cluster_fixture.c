@@ -132,7 +132,7 @@ encode(const struct htkv_cluster_op *ops, const int *kinds, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         bytes += htkv_entry_req_size(&ops[i], 1);
     }
-    struct raft_buffer buf = { .base = raft_malloc(bytes), .len = bytes };
+    struct raft_buffer buf = { .base = raft_calloc(1, ENTRY_PAD(bytes)), .len = ENTRY_PAD(bytes) };
     assert_non_null(buf.base);
     htkv_entry_hdr_encode(buf.base, n);
     unsigned char *p = (unsigned char *)buf.base + ENTRY_HDR_BYTES;
@@ -523,7 +523,7 @@ test_cluster_fixture_conditions_in_log_order(void **state)
                         htkv_entry_req_size(cond1, 2), htkv_entry_req_size(&del, 1),
                         htkv_entry_req_size(&del2, 1) };
     size_t bytes = ENTRY_HDR_BYTES + sizes[0] + sizes[1] + sizes[2] + sizes[3] + sizes[4];
-    struct raft_buffer buf = { .base = raft_malloc(bytes), .len = bytes };
+    struct raft_buffer buf = { .base = raft_calloc(1, ENTRY_PAD(bytes)), .len = ENTRY_PAD(bytes) };
     unsigned char *p = buf.base;
     htkv_entry_hdr_encode(p, 5);
     p += ENTRY_HDR_BYTES;

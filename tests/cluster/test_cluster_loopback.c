@@ -64,7 +64,7 @@ member_config(struct lb *t, unsigned i, htkv_cluster_config *cfg)
     cfg->snapshot_trailing = 16;
     cfg->store.worker_threads = 0;
     cfg->store.shard_count = 4;
-    cfg->store.log_fn = tu_quiet_log;
+    cfg->store.log_fn = getenv("LB_LOG") ? NULL : tu_quiet_log;
 }
 
 static void
