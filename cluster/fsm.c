@@ -265,10 +265,16 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     }
     unlink(f->snap_path);
     if (rc != 0) {
-        /* Not fatal: the store is intact; raft tries again at the next threshold. */
-        htkv_cl_log(f->log_fn, f->log_ctx, HTKV_LOG_WARN, "snapshot failed: %s", htkv_strerror(rc));
-        return rc == -ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
+        /* Not fatal: the store is intact. RAFT_BUSY is the code raft 0.15 treats as transient
+         * (takeSnapshot()): it tries again after the next apply, so this is logged once. */
+        if (!f->snap_warned) {
+            htkv_cl_log(f->log_fn, f->log_ctx, HTKV_LOG_WARN, "snapshot failed: %s (%s)",
+                        htkv_strerror(rc), htkv_last_error());
+        }
+        f->snap_warned = true;
+        return RAFT_BUSY;
     }
+    f->snap_warned = false;
     *bufs = raft_malloc(sizeof(**bufs));
     if (*bufs == NULL) {
         raft_free(b.base);

@@ -63,8 +63,9 @@ struct cluster_fsm {
     uint32_t res_cap;
     htkv_command *cmds; /* scratch for one request's commands */
     size_t cmds_cap;
-    bool failed; /* invariant 3 */
-    int fail_rc; /* the first failure's code */
+    bool failed;      /* invariant 3 */
+    bool snap_warned; /* a failed snapshot was logged; cleared by the next that works */
+    int fail_rc;      /* the first failure's code */
     htkv_log_fn log_fn;
     void *log_ctx;
     void (*on_fail)(struct cluster_fsm *f); /* called once, when failed is set; may be NULL */

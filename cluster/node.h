@@ -88,7 +88,8 @@ struct htkv_cluster {
     bool stopping;                      /* loop: raft_close() called */
     bool raft_closed;                   /* loop: raft and its I/O are closed */
     bool handles_closed;                /* loop: wake and tick closed: the loop ends */
-    bool was_leader;                    /* loop */
+    bool was_leader;                    /* loop: leader in leader_term, its barrier proposed */
+    uint64_t leader_term;               /* loop */
     bool leader_ready;                  /* loop: the barrier of this leadership is applied */
     bool leader_barrier_busy;           /* loop */
     struct raft_barrier leader_barrier; /* loop */

@@ -322,15 +322,16 @@ watch_role(struct htkv_cluster *c)
         return;
     }
     bool leader = raft_state(&c->raft) == RAFT_LEADER;
-    if (!leader) {
+    if (!leader || c->raft.current_term != c->leader_term) {
+        /* Not leader, or leader again in a later term (lost and won between two polls). */
         c->was_leader = false;
         c->leader_ready = false;
-        return;
     }
-    if (!c->was_leader && !c->leader_barrier_busy) {
+    if (leader && !c->was_leader && !c->leader_barrier_busy) {
         c->leader_barrier.data = c;
         if (raft_barrier(&c->raft, &c->leader_barrier, on_leader_barrier) == 0) {
             c->was_leader = true;
+            c->leader_term = c->raft.current_term;
             c->leader_barrier_busy = true;
         }
     }
