@@ -49,6 +49,7 @@ struct fx {
     unsigned last_leader;
     uint32_t next_key;
     uint64_t rng;
+    bool expect_failed[NODES_MAX]; /* members whose state machine a test makes fail */
 };
 
 static void
@@ -99,7 +100,7 @@ fx_close(struct fx *x)
 {
     raft_fixture_close(&x->f);
     for (unsigned i = 0; i < x->n; i++) {
-        assert_false(x->fsm[i].failed);
+        assert_true(x->fsm[i].failed == x->expect_failed[i]);
         htkv_cfsm_fini(&x->fsm[i]);
         assert_int_equal(htkv_close(x->db[i]), 0);
         tu_rmrf(x->dirs[i]);
@@ -569,6 +570,52 @@ test_cluster_fixture_conditions_in_log_order(void **state)
     fx_close(x);
 }
 
+static unsigned fail_calls;
+
+static void
+count_fail(struct cluster_fsm *f)
+{
+    (void)f;
+    fail_calls++;
+}
+
+/*
+ * Goal: a failure of a member's store that is not a verdict of the log (here: the store turned
+ * read-only) stops that member's state machine loudly and for good, without writing anything,
+ * while the others go on. Method: 3 members; member 2's store is reopened read-only; load;
+ * the other two converge and stay identical; member 2 applied nothing more and failed once.
+ */
+static void
+test_cluster_fixture_store_failure_stops_member(void **state)
+{
+    (void)state;
+    struct fx *x = fx_open(3, 1u << 30, 8, tu_seed("cluster_fixture_store_failure"));
+    unsigned l = elect_any(x);
+    unsigned bad = (l + 1) % 3;
+    assert_int_equal(htkv_close(x->db[bad]), 0);
+    htkv_config cfg;
+    tu_config(&cfg, x->dirs[bad], HTKV_SYNC_NEVER);
+    cfg.read_only = 1;
+    x->db[bad] = tu_open(&cfg);
+    x->fsm[bad].db = x->db[bad];
+    x->fsm[bad].on_fail = count_fail;
+    x->expect_failed[bad] = true;
+    fail_calls = 0;
+    run_load(x, 2000);
+    for (int i = 0; i < 50 && !x->last->done; i++) {
+        raft_fixture_step_until_elapsed(&x->f, 100);
+    }
+    assert_true(x->last->done);
+    assert_int_equal(x->last->status, 0);
+    assert_true(x->fsm[bad].failed);
+    assert_int_equal(x->fsm[bad].fail_rc, HTKV_EREADONLY);
+    assert_int_equal(fail_calls, 1);
+    uint64_t v = 1;
+    assert_int_equal(htkv_latest_version(x->db[bad], &v), 0);
+    assert_int_equal(v, 0); /* nothing written after the failure (nothing before either) */
+    fx_close(x);
+}
+
 int
 main(void)
 {
@@ -581,6 +628,7 @@ main(void)
         cmocka_unit_test(test_cluster_fixture_faults_under_load),
         cmocka_unit_test(test_cluster_fixture_snapshot_install),
         cmocka_unit_test(test_cluster_fixture_conditions_in_log_order),
+        cmocka_unit_test(test_cluster_fixture_store_failure_stops_member),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
