@@ -83,6 +83,7 @@ htkv_cnode_leader(struct htkv_cluster *c, struct htkv_cluster_leader *out)
 {
     raft_id id = 0;
     const char *address = NULL;
+    CL_ASSERT(out != NULL);
     memset(out, 0, sizeof(*out));
     if (!c->raft_closed && !c->stopping) {
         raft_leader(&c->raft, &id, &address);
@@ -114,6 +115,8 @@ on_applied(struct raft_apply *req, int status, void *result)
 {
     struct wbatch *wb = req->data;
     struct htkv_cluster *c = wb->c;
+    CL_ASSERT(c->write_busy); /* the one entry of writes in raft */
+    CL_ASSERT(wb->n >= 1);
     const struct fsm_results *res = status == 0 ? result : NULL;
     /* A write that raft gave up on after proposing it may still be committed by the next
      * leader: its outcome is unknown, which is not HTKV_ENOTLEADER (nothing proposed). */
@@ -171,6 +174,8 @@ static void
 propose_writes(struct htkv_cluster *c)
 {
     size_t bytes = 0;
+    CL_ASSERT(!c->write_busy);
+    CL_ASSERT(c->writes != NULL);
     struct wbatch *wb = take_entry(c, &bytes);
     if (wb == NULL) {
         return; /* -ENOMEM: they keep waiting; the next wake or tick tries again */
@@ -205,6 +210,7 @@ on_read_barrier(struct raft_barrier *req, int status)
 {
     struct rbatch *rb = req->data;
     struct htkv_cluster *c = rb->c;
+    CL_ASSERT(c->read_busy); /* the one read barrier in raft */
     complete_list(c, rb->reads, status == 0 ? 0 : HTKV_ENOTLEADER);
     free(rb);
     c->read_busy = false;
@@ -215,6 +221,8 @@ on_read_barrier(struct raft_barrier *req, int status)
 static void
 start_reads(struct htkv_cluster *c)
 {
+    CL_ASSERT(!c->read_busy);
+    CL_ASSERT(c->reads != NULL);
     struct rbatch *rb = malloc(sizeof(*rb));
     if (rb == NULL) {
         return; /* they keep waiting */

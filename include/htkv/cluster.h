@@ -187,7 +187,9 @@ HTKV_API HTKV_MUST_USE int htkv_cluster_open(const htkv_cluster_config *cfg, htk
  * were not yet committed may still be committed by the other members), stop the loop thread
  * and close the local store cleanly.
  * @param[in] c  Handle; taken. NULL is accepted and returns 0.
- * @return 0; the error of htkv_close() of the local store (the handle is freed anyway).
+ * @return 0; the error of htkv_close() of the local store, or the -errno of recording the clean
+ *         close in DATA_DIR/store.state (the handle is freed anyway; the next open then treats
+ *         the store as possibly damaged only after a restart of the machine).
  * @context Any thread; the last call on @p c: no other call may be in progress or start.
  */
 HTKV_API int htkv_cluster_close(htkv_cluster *c);
@@ -204,7 +206,9 @@ HTKV_API int htkv_cluster_close(htkv_cluster *c);
  * @return 0; HTKV_ENOTLEADER (nothing proposed: forward to the leader); -ECONNABORTED (this
  *         member lost its leadership while the write was in flight: the write may or may not
  *         be applied; read it back on the new leader); -EINVAL; HTKV_ETOOBIG; -ENOMEM;
- *         HTKV_ECLOSED; HTKV_EFAILED.
+ *         HTKV_ECLOSED (the member is closing; a write already in raft gets -ECONNABORTED);
+ *         HTKV_EFAILED (the member stopped: a write already in raft may still be committed by
+ *         the others).
  * @context Any thread. Blocks until the write is applied, or fails.
  */
 HTKV_API HTKV_MUST_USE int htkv_cluster_put(htkv_cluster *c, const void *key, size_t klen,
