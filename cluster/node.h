@@ -59,9 +59,10 @@ struct creq {
 struct htkv_cluster {
     uint64_t id;
     char address[HTKV_CLUSTER_ADDRESS_MAX];
-    char *data_dir;  /* owned */
-    char *raft_dir;  /* DATA_DIR/raft, owned */
-    char *store_dir; /* DATA_DIR/store, owned */
+    char *data_dir;   /* owned */
+    char *raft_dir;   /* DATA_DIR/raft, owned */
+    char *store_dir;  /* DATA_DIR/store, owned */
+    bool created_dir; /* htkv_cluster_open() created data_dir */
     htkv_log_fn log_fn;
     void *log_ctx;
     uint32_t entry_bytes_max;

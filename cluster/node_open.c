@@ -13,7 +13,8 @@
  *
  * Invariants
  *   1. Every check of htkv_cluster_open() that can fail on bad input runs before anything is
- *      created (config.h).
+ *      created (config.h); a later failure (a store configuration htkv_open() refuses, raft
+ *      refusing to start) removes the data directory again when this open created it.
  *   2. store.state is "open ..." (durably: written, fsynced, directory fsynced) before the store
  *      is opened for writing, and "clean" only after htkv_close() succeeded.
  */
@@ -197,7 +198,9 @@ open_store(struct htkv_cluster *c, const htkv_cluster_config *cfg)
     boot_id(boot);
     char text[96];
     snprintf(text, sizeof(text), "open %s\n", boot);
-    int rc = make_dir(c->data_dir);
+    int rc = mkdir(c->data_dir, 0700) == 0 ? 0 : -errno;
+    c->created_dir = rc == 0;
+    rc = rc == -EEXIST ? 0 : rc;
     if (rc == 0) {
         rc = make_dir(c->raft_dir);
     }
@@ -284,6 +287,10 @@ fail_store:
     htkv_cfsm_fini(&c->fsm);
     (void)htkv_close(c->db);
 fail_sync:
+    if (c->created_dir) {
+        /* Made by this call and holding only what it wrote: a failed open leaves nothing. */
+        (void)nftw(c->data_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    }
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
 fail_free:

@@ -170,7 +170,8 @@ HTKV_API void htkv_cluster_config_init(htkv_cluster_config *cfg);
  * Checks first, changing nothing when they fail: id >= 1; address and every voter's address
  * "host:port" with a port in 1..65535 and no longer than HTKV_CLUSTER_ADDRESS_MAX - 1; voter ids
  * >= 1 and distinct; cfg->id among the voters (when voters are given); timeouts non-zero with
- * election above heartbeat; entry_bytes_max >= 4096.
+ * election above heartbeat; entry_bytes_max >= 4096. When a later step fails (htkv_open()
+ * refuses cfg->store, raft cannot start), a data directory that this call created is removed.
  *
  * @param[in]  cfg  Configuration; borrowed (store.log_ctx is kept until htkv_cluster_close()).
  * @param[out] out  Receives the handle; NULL on failure; borrowed.

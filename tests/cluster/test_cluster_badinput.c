@@ -148,6 +148,9 @@ test_cluster_badinput_bad_peer_list(void **state)
     b->cfg.entry_bytes_max = 100;
     expect_refused(b, -EINVAL);
     b->cfg.entry_bytes_max = 1u << 20;
+    b->cfg.store.shard_count = 5000; /* refused by htkv_open(), after the directory was made */
+    expect_refused(b, -EINVAL);
+    b->cfg.store.shard_count = 0;
     b->cfg.data_dir = "";
     expect_refused(b, -EINVAL);
     assert_int_equal(htkv_cluster_open(NULL, NULL), -EINVAL);
