@@ -119,6 +119,9 @@ state_check(struct htkv_cluster *c, const char *boot)
     int rc = path == NULL || lost == NULL ? -ENOMEM : 0;
     char text[128] = "";
     FILE *f = rc == 0 ? fopen(path, "re") : NULL;
+    if (rc == 0 && f == NULL && errno != ENOENT) {
+        rc = -errno; /* unreadable: neither trusted nor set aside */
+    }
     if (f != NULL) {
         if (fgets(text, sizeof(text), f) == NULL) {
             text[0] = '\0';
