@@ -53,6 +53,8 @@ bad_setup(void **state)
         snprintf(b->addr[i], sizeof(b->addr[i]), "127.0.0.1:%u", 40001 + i);
         b->peers[i] = (struct htkv_cluster_peer){ .id = i + 1, .address = b->addr[i] };
     }
+    /* This member's own address must be free: a case that passes the checks probes it. */
+    close(listen_any(b->addr[0]));
     htkv_cluster_config_init(&b->cfg);
     b->cfg.id = 1;
     b->cfg.address = b->addr[0];
