@@ -97,6 +97,8 @@ htkv_strerror(int err)
         return "store has a newer on-disk format version";
     case HTKV_ECOMPACTED:
         return "history removed by compaction";
+    case HTKV_ENOTLEADER:
+        return "this cluster node is not the leader";
     default:
         break;
     }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # check_headers.sh - every header compiles on its own.
 #
-# For each header under engine/, include/htkv/, uring/, auth/ and tests/support/, compiles a
-# translation unit that includes only that header, with the include directories, warnings and
-# defines of the build (CMakeLists.txt: -std=c11 -Wall -Wextra -Werror -Wshadow
+# For each header under engine/, include/htkv/, uring/, auth/, cluster/ and tests/support/,
+# compiles a translation unit that includes only that header, with the include directories,
+# warnings and defines of the build (CMakeLists.txt: -std=c11 -Wall -Wextra -Werror -Wshadow
 # -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers, -D_GNU_SOURCE;
 # -DHTKV_BUILDING=1 and -DHTKV_JEMALLOC=1 as the library's own sources see them). The public
 # headers (include/htkv/) are compiled a second time as an application sees them: no defines,
@@ -25,7 +25,7 @@ warn=(-std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prot
       -Wno-missing-field-initializers)
 pkgflags=()
 if command -v pkg-config >/dev/null 2>&1; then
-    for p in liburing jemalloc cmocka libsodium libargon2; do
+    for p in liburing jemalloc cmocka libsodium libargon2 raft libuv; do
         # shellcheck disable=SC2207
         pkgflags+=($(pkg-config --cflags "$p" 2>/dev/null))
     done
@@ -37,7 +37,7 @@ internal=("${warn[@]}" -D_GNU_SOURCE -DHTKV_BUILDING=1 -DHTKV_JEMALLOC=1 -I"$roo
 public=("${warn[@]}" -I"$root/include" "${extra[@]}")
 
 headers=()
-for d in engine include/htkv uring auth tests/support; do
+for d in engine include/htkv uring auth cluster tests/support; do
     [ -d "$d" ] || continue
     while IFS= read -r -d '' h; do
         headers+=("${h#./}")

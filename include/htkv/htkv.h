@@ -76,6 +76,7 @@ enum htkv_err {
     HTKV_ENOTSTORE = -1013,  /* The directory holds files that are not an htkv store. */
     HTKV_EVERSION = -1014,   /* The store was written by a newer on-disk format version. */
     HTKV_ECOMPACTED = -1015, /* The history asked for was removed by compaction or a restore. */
+    HTKV_ENOTLEADER = -1016, /* A cluster node that is not the leader was asked to lead. */
 };
 
 /** Durability of an acknowledged write (README.md, "Durability"). */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install_test.sh BUILD_DIR SOURCE_DIR - what `cmake --install` installs is enough to build and run
-# programs on htkv and its auth module, without the source tree:
+# programs on htkv and its auth and cluster modules, without the source tree:
 #   1. cmake --install BUILD_DIR --prefix <temporary directory> (not the configured prefix, so the
 #      pkg-config files and the CMake package must locate the install from where they lie);
 #   2. examples/basic_kv.c and examples/auth_flow.c built with pkg-config (htkv, htkv-auth),
@@ -8,7 +8,9 @@
 #   3. the same two built by a small CMake project with find_package(htkv COMPONENTS auth), on
 #      htkv::htkv + htkv::auth (shared) and htkv::htkv_static + htkv::auth_static (static);
 #   4. every program run on a fresh data directory; the shared ones must load the installed
-#      libraries, the static ones none of them.
+#      libraries, the static ones none of them;
+#   5. with the cluster module, a program on it built the same ways (pkg-config htkv-cluster,
+#      find_package(htkv COMPONENTS cluster)) and run.
 # Exits 77 (skipped) on a sanitizer or fuzz build, whose libraries only link into instrumented
 # programs. Environment: CC (default cc), HTKV_SANITIZE (the build's HTKV_SANITIZE, from CTest).
 set -euo pipefail
@@ -146,5 +148,60 @@ run basic_kv_cmake "$tmp/cm/build/basic_kv" shared
 run auth_flow_cmake "$tmp/cm/build/auth_flow" shared
 run basic_kv_cmake_static "$tmp/cm/build/basic_kv_static" static
 run auth_flow_cmake_static "$tmp/cm/build/auth_flow_static" static
+
+# The cluster module (when this build has it): its files, and a program on it built with
+# pkg-config (shared, static) and with find_package(htkv COMPONENTS cluster). The program
+# checks a configuration without starting a member: the default one lacks an id (-EINVAL).
+if [ -f "$pcdir/htkv-cluster.pc" ]; then
+    for f in libhtkv_cluster.so libhtkv_cluster.a; do
+        [ -e "$libdir/$f" ] || fail "$f is not in the installed libdir $libdir"
+    done
+    [ -f "$(pkg-config --variable=includedir htkv)/htkv/cluster.h" ] || fail "no htkv/cluster.h"
+    cat >"$tmp/cluster_cfg.c" <<'C'
+#include <stdio.h>
+#include <htkv/cluster.h>
+int main(void)
+{
+    htkv_cluster_config cfg;
+    htkv_cluster_config_init(&cfg);
+    htkv_cluster *c = NULL;
+    int rc = htkv_cluster_open(&cfg, &c);
+    printf("open without an id: %s\n", htkv_strerror(rc));
+    return rc == -22 && c == NULL ? 0 : 1;
+}
+C
+    mkdir -p "$tmp/cl"
+    cat >"$tmp/cl/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.18)
+project(htkv_cluster_install_test LANGUAGES C)
+find_package(htkv REQUIRED COMPONENTS cluster)
+add_executable(cluster_cfg "$tmp/cluster_cfg.c")
+target_link_libraries(cluster_cfg PRIVATE htkv::cluster)
+add_executable(cluster_cfg_static "$tmp/cluster_cfg.c")
+target_link_libraries(cluster_cfg_static PRIVATE htkv::cluster_static)
+CMAKE
+    # shellcheck disable=SC2046 # pkg-config prints lists of flags
+    {
+        "$cc" -o "$tmp/cl/pc" "$tmp/cluster_cfg.c" $(pkg-config --cflags --libs htkv-cluster) \
+            -Wl,-rpath,"$libdir" &&
+            PKG_CONFIG_PATH="$spcdir" "$cc" -o "$tmp/cl/pc_static" "$tmp/cluster_cfg.c" \
+                $(PKG_CONFIG_PATH="$spcdir" pkg-config --static --cflags --libs htkv-cluster) &&
+            CC=$cc cmake -S "$tmp/cl" -B "$tmp/cl/build" -DCMAKE_PREFIX_PATH="$prefix" &&
+            cmake --build "$tmp/cl/build" -j 2
+    } >"$tmp/cl.log" 2>&1 || {
+        cat "$tmp/cl.log" >&2
+        fail "building a program on the cluster module"
+    }
+    for p in "$tmp/cl/pc" "$tmp/cl/pc_static" "$tmp/cl/build/cluster_cfg" \
+        "$tmp/cl/build/cluster_cfg_static"; do
+        "$p" >"$tmp/cl.out" 2>&1 || {
+            cat "$tmp/cl.out" >&2
+            fail "$p exited non-zero"
+        }
+    done
+    readelf -d "$tmp/cl/pc" | grep -q 'libhtkv_cluster\.so' || fail "cluster program not shared"
+    readelf -d "$tmp/cl/pc_static" | grep -q 'libhtkv' && fail "static cluster program needs libhtkv*.so"
+    step "cluster module: pkg-config (shared, static) and find_package(htkv COMPONENTS cluster)"
+fi
 
 step "passed"

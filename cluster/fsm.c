@@ -1,0 +1,378 @@
+/*
+ * fsm.c - the raft state machine of htkv_cluster over one local htkv store (design, outcomes
+ * and invariants in fsm.h).
+ *
+ * Design. apply walks the entry request by request. For each request it first asks whether the
+ * store already holds its version (a replay after a restart: skipped), then decodes its ops
+ * into htkv_commands while evaluating its conditions against the store, and finally submits the
+ * commands as one run (one atomic batch with the request's version). A failure that is not a
+ * verdict of the log stops the FSM (fsm_fail()).
+ *
+ * Snapshots go through a scratch file because htkv writes and reads snapshots as files and
+ * raft 0.15 passes them as one buffer in memory; the file is removed after each use.
+ */
+#include "cluster/fsm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster/entry.h"
+#include "cluster/util.h"
+
+static int
+fsm_fail(struct cluster_fsm *f, int rc, const char *what)
+{
+    CL_ASSERT(rc < 0);
+    if (!f->failed) {
+        f->failed = true;
+        f->fail_rc = rc;
+        htkv_cl_log(f->log_fn, f->log_ctx, HTKV_LOG_ERROR,
+                    "state machine stopped: %s: %s (%s); the member stops, its store keeps what "
+                    "it applied before",
+                    what, htkv_strerror(rc), htkv_last_error());
+        if (f->on_fail != NULL) {
+            f->on_fail(f);
+        }
+    }
+    return RAFT_IOERR;
+}
+
+/* The version of @p key in the store (0 when absent), or a negative failure. */
+static int
+key_version(htkv_db *db, const void *key, size_t klen, uint64_t *version)
+{
+    size_t vlen = 0;
+    int rc = htkv_get_version(db, key, klen, NULL, 0, &vlen, version);
+    if (rc == HTKV_ENOTFOUND) {
+        *version = 0;
+        return 0;
+    }
+    return rc == HTKV_ETOOSMALL ? 0 : rc;
+}
+
+static int
+cmds_reserve(struct cluster_fsm *f, size_t n)
+{
+    if (n <= f->cmds_cap) {
+        return 0;
+    }
+    htkv_command *c = realloc(f->cmds, n * sizeof(*c));
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    f->cmds = c;
+    f->cmds_cap = n;
+    return 0;
+}
+
+/*
+ * Decode the @p nops ops of the current request, evaluating its conditions (invariant 2).
+ * Returns 0 with *@p ncmds commands in f->cmds, a verdict (HTKV_ECONFLICT, HTKV_ENOTFOUND,
+ * -EINVAL) with *@p det set, or a failure (*@p det clear).
+ */
+static int
+decode_request(struct cluster_fsm *f, struct entry_reader *r, int kind, uint32_t nops,
+               uint64_t version, size_t *ncmds, bool *det)
+{
+    *det = true;
+    *ncmds = 0;
+    int verdict = 0;
+    for (uint32_t i = 0; i < nops; i++) {
+        struct htkv_cluster_op op;
+        if (htkv_entry_next_op(r, &op) != 0) {
+            return -EINVAL;
+        }
+        bool one_delete = kind == ENTRY_DELETE_ONE;
+        if (one_delete && (nops != 1 || op.type != HTKV_CLUSTER_OP_DELETE)) {
+            return -EINVAL;
+        }
+        if (op.type == HTKV_CLUSTER_OP_CHECK || one_delete) {
+            uint64_t have = 0;
+            int rc = key_version(f->db, op.key, op.key_len, &have);
+            if (rc != 0) {
+                *det = false;
+                return rc;
+            }
+            if (op.type == HTKV_CLUSTER_OP_CHECK && have != op.version && verdict == 0) {
+                verdict = HTKV_ECONFLICT; /* go on: the rest of the request must still parse */
+            } else if (one_delete && have == 0) {
+                verdict = HTKV_ENOTFOUND;
+            }
+            if (op.type == HTKV_CLUSTER_OP_CHECK) {
+                continue;
+            }
+        }
+        htkv_command *c = &f->cmds[(*ncmds)++];
+        *c =
+            (htkv_command){ .type = op.type == HTKV_CLUSTER_OP_PUT ? HTKV_CMD_SET : HTKV_CMD_DELETE,
+                            .key = op.key,
+                            .key_len = op.key_len,
+                            .val = op.val,
+                            .val_len = op.val_len,
+                            .version = version };
+    }
+    return verdict;
+}
+
+/*
+ * Apply the next request of the entry with @p version into @p res. Returns 0 (a result,
+ * deterministic, is in @p res) or RAFT_IOERR (the FSM failed).
+ */
+static int
+apply_request(struct cluster_fsm *f, struct entry_reader *r, uint64_t version,
+              struct fsm_result *res)
+{
+    int kind = 0;
+    uint32_t nops = 0;
+    *res = (struct fsm_result){ .rc = htkv_entry_next_req(r, &kind, &nops) };
+    if (res->rc != 0) {
+        return 0;
+    }
+    uint64_t latest = 0;
+    int rc = htkv_latest_version(f->db, &latest);
+    if (rc == 0) {
+        rc = cmds_reserve(f, nops);
+    }
+    if (rc != 0) {
+        return fsm_fail(f, rc, "reading the store's version");
+    }
+    size_t ncmds = 0;
+    bool det = true;
+    if (version <= latest) { /* invariant 1: applied before this restart; walk past it */
+        for (uint32_t i = 0; i < nops && res->rc == 0; i++) {
+            struct htkv_cluster_op op;
+            res->rc = htkv_entry_next_op(r, &op);
+        }
+        return 0;
+    }
+    res->rc = decode_request(f, r, kind, nops, version, &ncmds, &det);
+    if (!det) {
+        return fsm_fail(f, res->rc, "evaluating a condition");
+    }
+    if (res->rc != 0 || ncmds == 0) {
+        return 0;
+    }
+    rc = htkv_submit(f->db, f->cmds, ncmds, NULL);
+    if (rc < 0) {
+        return fsm_fail(f, rc, "applying a committed write");
+    }
+    CL_ASSERT((size_t)rc == ncmds); /* not stale: its version is above the latest */
+    res->version = version;
+    return 0;
+}
+
+static int
+results_reserve(struct cluster_fsm *f, uint32_t n)
+{
+    if (n <= f->res_cap) {
+        return 0;
+    }
+    struct fsm_result *r = realloc(f->out.res, (size_t)n * sizeof(*r));
+    if (r == NULL) {
+        return -ENOMEM;
+    }
+    f->out.res = r;
+    f->res_cap = n;
+    return 0;
+}
+
+static int
+fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    struct cluster_fsm *f = fsm->data;
+    CL_ASSERT(f->raft != NULL);
+    if (f->failed) {
+        return RAFT_IOERR; /* invariant 3 */
+    }
+    raft_index index = raft_last_applied(f->raft) + 1;
+    if (index > FSM_INDEX_MAX) {
+        return fsm_fail(f, -EOVERFLOW, "the raft index is past the versions of the store");
+    }
+    struct entry_reader r;
+    uint32_t count = 0;
+    f->out.count = 0;
+    *result = &f->out;
+    if (htkv_entry_open(&r, buf->base, buf->len, &count) != 0) {
+        return 0; /* malformed: no results; every request of it fails with -EINVAL */
+    }
+    if (results_reserve(f, count) != 0) {
+        return fsm_fail(f, -ENOMEM, "allocating results");
+    }
+    for (uint32_t j = 0; j < count; j++) {
+        struct fsm_result *res = &f->out.res[j];
+        if (j > 0 && f->out.res[j - 1].rc == -EINVAL) {
+            *res = (struct fsm_result){ .rc = -EINVAL }; /* lost the framing */
+        } else if (apply_request(f, &r, FSM_VERSION(index, j + 1), res) != 0) {
+            return RAFT_IOERR;
+        }
+        f->out.count = j + 1;
+    }
+    f->applied_entries++;
+    return 0;
+}
+
+/* Read the whole of @p path into a raft_malloc'd buffer. */
+static int
+read_file(const char *path, struct raft_buffer *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto out_close;
+    }
+    out->len = (size_t)st.st_size;
+    out->base = raft_malloc(out->len > 0 ? out->len : 1);
+    if (out->base == NULL) {
+        rc = -ENOMEM;
+        goto out_close;
+    }
+    for (size_t done = 0; done < out->len;) {
+        ssize_t n = pread(fd, (char *)out->base + done, out->len - done, (off_t)done);
+        if (n <= 0) {
+            rc = n < 0 ? -errno : -EIO;
+            raft_free(out->base);
+            out->base = NULL;
+            goto out_close;
+        }
+        done += (size_t)n;
+    }
+out_close:
+    close(fd);
+    return rc;
+}
+
+static int
+fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cluster_fsm *f = fsm->data;
+    if (f->failed) {
+        return RAFT_IOERR;
+    }
+    int rc = htkv_snapshot_write(f->db, f->snap_path);
+    struct raft_buffer b = { 0 };
+    if (rc == 0) {
+        rc = read_file(f->snap_path, &b);
+    }
+    unlink(f->snap_path);
+    if (rc != 0) {
+        /* Not fatal: the store is intact. RAFT_BUSY is the code raft 0.15 treats as transient
+         * (takeSnapshot()): it tries again after the next apply, so this is logged once. */
+        if (!f->snap_warned) {
+            htkv_cl_log(f->log_fn, f->log_ctx, HTKV_LOG_WARN, "snapshot failed: %s (%s)",
+                        htkv_strerror(rc), htkv_last_error());
+        }
+        f->snap_warned = true;
+        return RAFT_BUSY;
+    }
+    f->snap_warned = false;
+    *bufs = raft_malloc(sizeof(**bufs));
+    if (*bufs == NULL) {
+        raft_free(b.base);
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0] = b;
+    *n_bufs = 1;
+    return 0;
+}
+
+static int
+write_file(const char *path, const struct raft_buffer *buf)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = 0;
+    for (size_t done = 0; done < buf->len && rc == 0;) {
+        ssize_t n = write(fd, (const char *)buf->base + done, buf->len - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        rc = n < 0 ? -errno : 0;
+        done += n > 0 ? (size_t)n : 0;
+    }
+    close(fd);
+    return rc;
+}
+
+/* Install the snapshot in f->snap_path if it is newer than the store. */
+static int
+restore_file(struct cluster_fsm *f)
+{
+    uint64_t snap = 0, latest = 0;
+    int rc = htkv_snapshot_file_version(f->snap_path, &snap, NULL);
+    if (rc != 0) {
+        htkv_cl_log(f->log_fn, f->log_ctx, HTKV_LOG_ERROR, "snapshot received is bad: %s (%s)",
+                    htkv_strerror(rc), htkv_last_error());
+        return RAFT_CORRUPT; /* not installed; the store is unchanged */
+    }
+    rc = htkv_latest_version(f->db, &latest);
+    if (rc == 0 && snap > latest) {
+        rc = htkv_snapshot_restore(f->db, f->snap_path);
+        f->restores += rc == 0;
+    }
+    return rc == 0 ? 0 : fsm_fail(f, rc, "installing a snapshot");
+}
+
+static int
+fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct cluster_fsm *f = fsm->data;
+    if (f->failed) {
+        return RAFT_IOERR;
+    }
+    int rc = write_file(f->snap_path, buf);
+    if (rc != 0) {
+        unlink(f->snap_path);
+        return fsm_fail(f, rc, "writing a received snapshot");
+    }
+    rc = restore_file(f);
+    unlink(f->snap_path);
+    if (rc == 0) {
+        raft_free(buf->base); /* on success the buffer is ours (raft 0.15 snapshotRestore) */
+    }
+    return rc;
+}
+
+int
+htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv_log_fn log_fn,
+               void *log_ctx)
+{
+    CL_ASSERT(db != NULL);
+    CL_ASSERT(scratch_dir != NULL);
+    memset(f, 0, sizeof(*f));
+    size_t n = strlen(scratch_dir) + sizeof("/snapshot.tmp");
+    f->snap_path = malloc(n);
+    if (f->snap_path == NULL) {
+        return -ENOMEM;
+    }
+    snprintf(f->snap_path, n, "%s/snapshot.tmp", scratch_dir);
+    f->db = db;
+    f->log_fn = log_fn;
+    f->log_ctx = log_ctx;
+    f->fsm = (struct raft_fsm){ .version = 1,
+                                .data = f,
+                                .apply = fsm_apply,
+                                .snapshot = fsm_snapshot,
+                                .restore = fsm_restore };
+    return 0;
+}
+
+void
+htkv_cfsm_fini(struct cluster_fsm *f)
+{
+    free(f->snap_path);
+    free(f->out.res);
+    free(f->cmds);
+    memset(f, 0, sizeof(*f));
+}

@@ -1,0 +1,87 @@
+/*
+ * fsm.h - the raft state machine of htkv_cluster: a raft_fsm over one local htkv store.
+ *
+ * apply   decodes an entry (entry.h) and applies its requests in order with htkv_submit(), the
+ *         J-th request of the entry at index I with version I * 2^16 + J (FSM_VERSION()).
+ *         raft 0.15 does not pass the index to apply: it is raft_last_applied() + 1, because
+ *         raft applies entries one at a time, in order, and advances last_applied only after
+ *         an entry's apply returned 0 (barriers and configuration entries included).
+ * snapshot htkv_snapshot_write() of the store into a file, read back into one raft buffer: the
+ *         store at its version (every write at or below it, none above); raft calls it on the
+ *         loop thread between applies, so it is also the store at the snapshot's index.
+ * restore checks the snapshot, and installs it with htkv_snapshot_restore() only when it is
+ *         newer than the store (a restarted member whose store already holds it skips it).
+ *
+ * Outcomes. A request's result is deterministic (the same on every member): 0, HTKV_ECONFLICT
+ * (a condition failed), HTKV_ENOTFOUND (a delete-one of an absent key), -EINVAL (a malformed
+ * entry: every member decodes the same bytes). Any other failure (the store's I/O, a checksum,
+ * memory) is not: the FSM stops for good (failed), logs it, calls on_fail once, and returns
+ * RAFT_IOERR for this and every later apply, so the entry is never counted as applied.
+ *
+ * Invariants
+ *   1. Versions given to htkv_submit() strictly increase along the log; a request whose version
+ *      is at or below htkv_latest_version() was applied before (a replay after a restart) and
+ *      is skipped whole, before its conditions are evaluated.
+ *   2. Conditions are evaluated against the store as the log left it before the request: the
+ *      requests before it in the same entry are applied first.
+ *   3. After failed is set, the store is not written again by this FSM.
+ */
+#ifndef HTKV_CLUSTER_FSM_H
+#define HTKV_CLUSTER_FSM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <raft.h>
+
+#include <htkv/cluster.h>
+#include <htkv/replication.h>
+
+/* Version of the @p j-th request (1-based) of the entry at raft index @p index. */
+#define FSM_VERSION(index, j) (((uint64_t)(index) << 16) | (uint64_t)(j))
+/* Largest raft index whose versions fit under the store's limit of 2^62. */
+#define FSM_INDEX_MAX ((UINT64_C(1) << 46) - 1)
+
+/* Result of one request of the entry just applied. */
+struct fsm_result {
+    int rc;           /* 0 or a deterministic code (see the top of this file) */
+    uint64_t version; /* the write's version; 0 when nothing was written */
+};
+
+/* What apply hands to raft_apply's callback: valid only during that callback. */
+struct fsm_results {
+    uint32_t count;
+    struct fsm_result *res;
+};
+
+struct cluster_fsm {
+    struct raft_fsm fsm;    /* handed to raft; fsm.data points back here */
+    struct raft *raft;      /* set before raft starts: apply asks it for last_applied */
+    htkv_db *db;            /* the local store; kept */
+    char *snap_path;        /* scratch file for snapshot and restore (owned) */
+    struct fsm_results out; /* results of the last entry */
+    uint32_t res_cap;
+    htkv_command *cmds; /* scratch for one request's commands */
+    size_t cmds_cap;
+    bool failed;      /* invariant 3 */
+    bool snap_warned; /* a failed snapshot was logged; cleared by the next that works */
+    int fail_rc;      /* the first failure's code */
+    htkv_log_fn log_fn;
+    void *log_ctx;
+    void (*on_fail)(struct cluster_fsm *f); /* called once, when failed is set; may be NULL */
+    void *ctx;                              /* for on_fail */
+    uint64_t applied_entries;               /* statistics for the tests */
+    uint64_t restores;
+};
+
+/*
+ * Set up @p f over @p db; @p scratch_dir holds the FSM's scratch file. Returns 0 or -ENOMEM.
+ * The caller sets f->raft before raft starts.
+ */
+int htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv_log_fn log_fn,
+                   void *log_ctx);
+
+/* Free what htkv_cfsm_init() allocated (the store is not closed). */
+void htkv_cfsm_fini(struct cluster_fsm *f);
+
+#endif /* HTKV_CLUSTER_FSM_H */
