@@ -35,11 +35,15 @@
  * (50% reads / 50% updates), ycsb-b (95/5), ycsb-c (100% reads), ycsb-d (95% reads of recent
  * keys, 5% inserts), ycsb-e (95% scans of 1..100 items from a --dist start key, 5% inserts; one
  * scan is one op), ycsb-f (50% reads, 50% read-modify-writes: get, change, put; one op),
- * durable (100% puts, HTKV_SYNC_ALWAYS). Prints one row per point, then the recommended worker
- * count: the highest throughput whose p99 is within 1.5x of the best p99.
+ * durable (100% puts, HTKV_SYNC_ALWAYS), async (100% htkv_put_async(), up to ASYNC_WINDOW
+ * writes of each caller in flight; an op is a write submitted, its latency the call's own time;
+ * inline the write runs in the call), durable-async (async in HTKV_SYNC_ALWAYS). Prints one row
+ * per point, then the recommended worker count: the highest throughput whose p99 is within 1.5x
+ * of the best p99.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -661,14 +665,19 @@ enum mix {
     MIX_YCSB_D,
     MIX_YCSB_E,
     MIX_YCSB_F,
-    MIX_DURABLE
+    MIX_DURABLE,
+    MIX_ASYNC,
+    MIX_DURABLE_ASYNC
 };
 
 /* Indexed by enum mix; --mix accepts exactly these. */
-static const char *const mix_names[] = { "put",    "ycsb-a", "ycsb-b", "ycsb-c",
-                                         "ycsb-d", "ycsb-e", "ycsb-f", "durable" };
+static const char *const mix_names[] = { "put",    "ycsb-a", "ycsb-b",  "ycsb-c", "ycsb-d",
+                                         "ycsb-e", "ycsb-f", "durable", "async",  "durable-async" };
 #define MIX_COUNT (sizeof(mix_names) / sizeof(mix_names[0]))
-_Static_assert(MIX_COUNT == MIX_DURABLE + 1, "one name per mix, in enum order");
+_Static_assert(MIX_COUNT == MIX_DURABLE_ASYNC + 1, "one name per mix, in enum order");
+
+/* async mixes: writes of one caller in flight at most (submitted, callback not run yet). */
+#define ASYNC_WINDOW 1024u
 
 /* ycsb-e: items per scan, uniform in [1, SCAN_LEN_MAX] (YCSB's default maxscanlength). */
 #define SCAN_LEN_MAX 100u
@@ -698,9 +707,41 @@ struct sweep_thread {
     struct sweep_shared *sh;
     pthread_t tid;
     uint64_t seed;
-    _Atomic uint64_t ops; /* measured ops, read by the progress line */
+    _Atomic uint64_t ops;      /* measured ops, read by the progress line */
+    _Atomic uint64_t inflight; /* async mixes: submitted, callback not run yet */
+    _Atomic int failed;        /* async mixes: a callback's error */
     struct hist *h;
 };
+
+static void
+async_done(int rc, uint64_t version, void *ctx)
+{
+    struct sweep_thread *t = ctx;
+    (void)version;
+    if (rc != 0) {
+        atomic_store_explicit(&t->failed, rc, memory_order_relaxed);
+    }
+    atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_release);
+}
+
+/* async mixes: one htkv_put_async() once the caller has room in its window. */
+static int
+sweep_async_put(struct sweep_thread *t, const char *key, size_t klen, const char *val, size_t vlen)
+{
+    while (atomic_load_explicit(&t->inflight, memory_order_acquire) >= ASYNC_WINDOW) {
+        sched_yield();
+    }
+    atomic_fetch_add_explicit(&t->inflight, 1, memory_order_relaxed);
+    int rc;
+    while ((rc = htkv_put_async(t->sh->db, key, klen, val, vlen, async_done, t)) == HTKV_EBUSY) {
+        sched_yield();
+    }
+    if (rc != 0) {
+        atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
+    }
+    int failed = atomic_load_explicit(&t->failed, memory_order_relaxed);
+    return rc != 0 ? rc : failed;
+}
 
 static uint64_t
 now_ns(void)
@@ -817,6 +858,8 @@ sweep_main(void *p)
         } else if (so->mix == MIX_YCSB_F) {
             what = "read-modify-write";
             rc = sweep_rmw(sh->db, key, sizeof(key), r);
+        } else if (so->mix == MIX_ASYNC || so->mix == MIX_DURABLE_ASYNC) {
+            rc = sweep_async_put(t, key, sizeof(key), val, sizeof(val));
         } else {
             rc = htkv_put(sh->db, key, sizeof(key), val, sizeof(val));
         }
@@ -834,6 +877,9 @@ sweep_main(void *p)
         }
     }
     atomic_store_explicit(&t->ops, ops, memory_order_relaxed);
+    while (atomic_load_explicit(&t->inflight, memory_order_acquire) > 0) {
+        sched_yield(); /* the callbacks point at t */
+    }
     return NULL;
 }
 
@@ -883,8 +929,10 @@ sweep_point(const struct opts *o, const struct sweep_opts *so, const struct zipf
         die(rc, "close");
     }
     po.workers = workers;
-    struct sweep_shared sh = { .db = open_store(&po, so->mix == MIX_DURABLE ? HTKV_SYNC_ALWAYS
-                                                                            : HTKV_SYNC_INTERVAL),
+    struct sweep_shared sh = { .db = open_store(&po, so->mix == MIX_DURABLE ||
+                                                             so->mix == MIX_DURABLE_ASYNC
+                                                         ? HTKV_SYNC_ALWAYS
+                                                         : HTKV_SYNC_INTERVAL),
                                .so = so,
                                .z = z };
     atomic_init(&sh.phase, 0);
@@ -897,6 +945,8 @@ sweep_point(const struct opts *o, const struct sweep_opts *so, const struct zipf
         t[i].sh = &sh;
         t[i].seed = 0x5eed0000ull + (uint64_t)workers * 1000u + (uint64_t)i;
         atomic_init(&t[i].ops, 0);
+        atomic_init(&t[i].inflight, 0);
+        atomic_init(&t[i].failed, 0);
         t[i].h = calloc(1, sizeof(struct hist));
         if (t[i].h == NULL) {
             die(-ENOMEM, "calloc");
@@ -1176,7 +1226,8 @@ main(int argc, char **argv)
                     "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
                     "[--shards N] [--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n"
                     "       htkv-perf --sweep [--mix put|ycsb-a|ycsb-b|ycsb-c|ycsb-d|"
-                    "ycsb-e|ycsb-f|durable] [--dist uniform|zipf] [--keys N] [--threads N] "
+                    "ycsb-e|ycsb-f|durable|async|durable-async] [--dist uniform|zipf] [--keys N] "
+                    "[--threads N] "
                     "[--max-workers N] "
                     "[--seconds S] [--csv FILE] [--plot FILE.png] [--backend ...] [--dir PATH]\n");
             return 2;
