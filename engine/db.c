@@ -86,8 +86,26 @@ check_write(struct htkv_db *db)
     return 0;
 }
 
-/* One put or delete: inline under the shard lock (also with workers when the owner is parked
- * outside HTKV_SYNC_ALWAYS: htkv_worker_parked()), or through the owning worker. */
+/*
+ * Has this thread handed asynchronous writes to workers (of any store)? Then its synchronous
+ * writes queue behind them, or run on it only when the worker is parked (htkv_worker_parked()),
+ * so that its writes apply in its order. A thread that never did runs its synchronous writes
+ * outside HTKV_SYNC_ALWAYS itself, as inline mode does: handing over a write the caller waits
+ * for buys it nothing but two context switches. In HTKV_SYNC_ALWAYS the workers' group syncs
+ * take every write.
+ */
+static _Thread_local bool db_async_thread;
+
+/* Does a synchronous write of the worker owning @p shard run on the calling thread? */
+static inline bool
+db_write_here(struct htkv_db *db, uint32_t shard)
+{
+    return db->nworkers == 0 || (db->cfg.sync_mode != HTKV_SYNC_ALWAYS &&
+                                 (!db_async_thread || htkv_worker_parked(db, shard)));
+}
+
+/* One put or delete: inline under the shard lock (db_write_here()), or through the owning
+ * worker. */
 static int
 db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, const void *val,
           uint32_t vlen, uint64_t hash)
@@ -97,8 +115,7 @@ db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, cons
     HTKV_DASSERT((type == REC_SET || (type == REC_DEL && vlen == 0)) && !db->read_only);
     uint64_t t0 = htkv_now_ns();
     uint32_t shard = db_shard_of(db, hash);
-    if (db->nworkers == 0 ||
-        (db->cfg.sync_mode != HTKV_SYNC_ALWAYS && htkv_worker_parked(db, shard))) {
+    if (db_write_here(db, shard)) {
         uint64_t version;
         return db_put1(db, type, key, klen, val, vlen, hash, &version, t0);
     }
@@ -446,7 +463,7 @@ htkv_write(htkv_db *db, htkv_batch *b)
         return rc;
     }
     uint64_t version = 0;
-    if (db->nworkers == 0 || b->nops == 0) {
+    if (b->nops == 0 || db_write_here(db, db->nworkers > 0 ? db_batch_shard(db, b) : 0)) {
         rc = htkv_batch_apply(db, b, &version);
         db_batch_record(db, b, t0);
     } else {
@@ -507,6 +524,7 @@ db_async1(htkv_db *db, uint8_t type, const void *key, size_t klen, const void *v
         db_exit(db, slot);
         return -ENOMEM;
     }
+    db_async_thread = true;
     unsigned char *copy = (unsigned char *)(r + 1);
     memcpy(copy, key, klen);
     if (vlen > 0) {
@@ -625,6 +643,7 @@ htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done, void *ctx)
         return -ENOMEM;
     }
     uint32_t shard = db_batch_shard(db, copy);
+    db_async_thread = true;
     *r = (struct wreq){ .kind = WREQ_BATCH,
                         .heap = true,
                         .batch = copy,

@@ -35,7 +35,7 @@ run() { # mix callers cpus(all|one)
                     printf " %10.0f", ops[i]
                     if (i > 0 && (min == 0 || ops[i] < min)) min = ops[i]
                 }
-                printf " %8.2f\n", ops[0] > 0 ? min / ops[0] : 0
+                printf " %8.2f\n", (ops[0] > 0 ? min / ops[0] : 0)
             }'
 }
 for cpus in all one; do

@@ -147,10 +147,15 @@ typedef struct htkv_config {
      * Worker threads that own the shards and sync their writes in groups through io_uring;
      * 0 = inline: every write runs on the caller's thread under its shard's lock; in
      * HTKV_SYNC_ALWAYS concurrent puts and deletes of a shard are written and synced as a group
-     * by one of their callers while the others sleep. Default 0: a hand-off to a worker costs
-     * a wake-up whenever the worker sleeps, so inline is faster for synchronous callers; use
-     * workers for the asynchronous API, or with more cores than calling threads. A count above
-     * the CPUs this process may use (htkv_stats.cpus) is kept, with a warning through log_fn.
+     * by one of their callers while the others sleep. With workers, asynchronous writes and
+     * every write in HTKV_SYNC_ALWAYS go through the worker that owns the shard (in ALWAYS its
+     * ring syncs them in groups); a synchronous write in NEVER or INTERVAL runs on the calling
+     * thread, as inline, because a hand-off buys a caller that waits anyway nothing but two
+     * context switches, except from a thread that has written asynchronously: its synchronous
+     * writes queue behind its asynchronous ones (or run on it once the worker is parked with
+     * an empty queue), so that a thread's writes always apply in its order. Default 0. A count
+     * above the CPUs this process may use (htkv_stats.cpus) is kept, with a warning through
+     * log_fn.
      */
     unsigned worker_threads;
     /**

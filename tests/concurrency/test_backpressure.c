@@ -4,9 +4,11 @@
  *
  * With queue_depth = 2 (the engine rounds it up to its minimum) a worker's queue fills after a few
  * dozen requests. An asynchronous write must then be refused with HTKV_EBUSY at once, never wait;
- * a synchronous write must wait for room and succeed; every accepted asynchronous write must
- * complete exactly once, with a version of its own; and htkv_close() must drain what is queued,
- * running every callback before it returns, with the writes durable after reopen.
+ * a synchronous write that goes through the queue (HTKV_SYNC_ALWAYS, or from a thread that wrote
+ * asynchronously) must wait for room and succeed, one that runs on its own thread succeeds at once;
+ * every accepted asynchronous write must complete exactly once, with a version of its own; and
+ * htkv_close() must drain what is queued, running every callback before it returns, with the writes
+ * durable after reopen.
  *
  * To fill a queue deterministically, the first callback of a run blocks on a gate: the worker
  * thread is stuck in it (the API asks callbacks to be quick; this one stands for a slow one), so
@@ -190,9 +192,19 @@ bp_check_store(htkv_db *db, struct bp *bp)
 struct sync_writer {
     htkv_db *db;
     unsigned id;
+    bool async_first; /* tries an asynchronous write first (the full queue refuses it) */
     _Atomic int returned;
     int rc;
 };
+
+static void
+never_done(int rc, uint64_t version, void *ctx)
+{
+    (void)rc;
+    (void)version;
+    (void)ctx;
+    cc_fail_at(__FILE__, __LINE__, "a write refused with HTKV_EBUSY completed");
+}
 
 static void *
 sync_writer_main(void *arg)
@@ -200,6 +212,9 @@ sync_writer_main(void *arg)
     struct sync_writer *w = arg;
     char k[16];
     size_t kl = (size_t)snprintf(k, sizeof(k), "sync%u", w->id);
+    if (w->async_first && htkv_put_async(w->db, "pre", 3, "v", 1, never_done, NULL) != HTKV_EBUSY) {
+        cc_fail_at(__FILE__, __LINE__, "an asynchronous put was accepted by a full queue");
+    }
     if (w->id % 2 == 0) {
         w->rc = htkv_put(w->db, k, kl, "v", 1);
     } else {
@@ -217,7 +232,7 @@ sync_writer_main(void *arg)
     return NULL;
 }
 
-#define SYNC_WRITERS 3
+#define SYNC_WRITERS 4
 
 static void
 full_queue_run(const struct cc_mode *m)
@@ -253,17 +268,20 @@ full_queue_run(const struct cc_mode *m)
     }
     assert_true(atomic_load(&bp.max_call_ns) < CALL_MAX_NS);
 
-    /* Synchronous writers wait for room instead of failing. */
+    /* Synchronous writers never fail on a full queue. In ALWAYS, and for a thread that wrote
+     * asynchronously (its writes keep their order), they wait for room; in NEVER a thread that
+     * never did writes on its own thread and returns at once. */
     struct sync_writer sw[SYNC_WRITERS];
     pthread_t th[SYNC_WRITERS];
     for (unsigned j = 0; j < SYNC_WRITERS; j++) {
-        sw[j] = (struct sync_writer){ .db = bp.db, .id = j };
+        sw[j] = (struct sync_writer){ .db = bp.db, .id = j, .async_first = j >= 2 };
         atomic_init(&sw[j].returned, 0);
         assert_int_equal(pthread_create(&th[j], NULL, sync_writer_main, &sw[j]), 0);
     }
     cc_sleep_ms(50);
     for (unsigned j = 0; j < SYNC_WRITERS; j++) {
-        assert_int_equal(atomic_load(&sw[j].returned), 0);
+        bool here = m->sync != HTKV_SYNC_ALWAYS && !sw[j].async_first;
+        assert_int_equal(atomic_load(&sw[j].returned), here);
     }
     assert_int_equal(atomic_load(&bp.done), 0);
 
@@ -302,9 +320,10 @@ static const struct cc_mode one_worker_modes[] = {
 #define N_ONE_WORKER_MODES (sizeof(one_worker_modes) / sizeof(one_worker_modes[0]))
 
 /* Goal: a full worker queue refuses asynchronous writes with HTKV_EBUSY at once (their callbacks
- * never run) while synchronous writers wait and then succeed; queue_depth 2 still bounds the
- * queue. Method: the first callback blocks the only worker; submit until EBUSY; start sync
- * writers; check they are still waiting; open the gate; check every callback and the store. */
+ * never run) while synchronous writers succeed (waiting for room where they go through the
+ * queue); queue_depth 2 still bounds the queue. Method: the first callback blocks the only worker;
+ * submit until EBUSY; start sync writers; check they are still waiting; open the gate; check every
+ * callback and the store. */
 static void
 test_backpressure_full_queue_refuses_async_and_holds_sync(void **state)
 {
