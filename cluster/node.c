@@ -100,28 +100,26 @@ htkv_cluster_write(htkv_cluster *c, const struct htkv_cluster_op *ops, size_t n,
     return write_request(c, ENTRY_BATCH, ops, n, version, leader);
 }
 
+/* The arguments every read checks, and the member's state: 0 or the code to return. */
 static int
-key_check(const void *key, size_t klen)
+read_check(htkv_cluster *c, const void *key, size_t klen, const void *buf, size_t cap)
 {
-    if (key == NULL || klen == 0) {
+    if (c == NULL || (buf == NULL && cap > 0) || key == NULL || klen == 0) {
         return -EINVAL;
     }
-    return klen > HTKV_KEY_MAX ? HTKV_ETOOBIG : 0;
+    if (klen > HTKV_KEY_MAX) {
+        return HTKV_ETOOBIG;
+    }
+    return atomic_load(&c->failed) ? HTKV_EFAILED : 0;
 }
 
 int
 htkv_cluster_get(htkv_cluster *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
                  uint64_t *version, struct htkv_cluster_leader *leader)
 {
-    if (c == NULL || (buf == NULL && cap > 0)) {
-        return -EINVAL;
-    }
-    int rc = key_check(key, klen);
+    int rc = read_check(c, key, klen, buf, cap);
     if (rc != 0) {
         return rc;
-    }
-    if (atomic_load(&c->failed)) {
-        return HTKV_EFAILED;
     }
     struct creq r = { .kind = CREQ_READ };
     rc = submit(c, &r);
@@ -139,15 +137,9 @@ int
 htkv_cluster_get_local(htkv_cluster *c, const void *key, size_t klen, void *buf, size_t cap,
                        size_t *vlen, uint64_t *version, uint64_t *applied)
 {
-    if (c == NULL || (buf == NULL && cap > 0)) {
-        return -EINVAL;
-    }
-    int rc = key_check(key, klen);
+    int rc = read_check(c, key, klen, buf, cap);
     if (rc != 0) {
         return rc;
-    }
-    if (atomic_load(&c->failed)) {
-        return HTKV_EFAILED;
     }
     uint64_t latest = 0;
     rc = htkv_latest_version(c->db, &latest);

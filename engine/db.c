@@ -114,7 +114,7 @@ db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, cons
     HTKV_DASSERT(klen >= 1 && klen <= HTKV_KEY_MAX && vlen <= db->cfg.max_value_bytes);
     HTKV_DASSERT((type == REC_SET || (type == REC_DEL && vlen == 0)) && !db->read_only);
     uint64_t t0 = htkv_now_ns();
-    uint32_t shard = db_shard_of(db, hash);
+    uint32_t shard = db->nworkers > 0 ? db_shard_of(db, hash) : 0; /* inline: db_put1 finds it */
     if (db_write_here(db, shard)) {
         uint64_t version;
         return db_put1(db, type, key, klen, val, vlen, hash, &version, t0);
@@ -463,11 +463,11 @@ htkv_write(htkv_db *db, htkv_batch *b)
         return rc;
     }
     uint64_t version = 0;
-    if (b->nops == 0 || db_write_here(db, db->nworkers > 0 ? db_batch_shard(db, b) : 0)) {
+    uint32_t shard = db->nworkers > 0 && b->nops > 0 ? db_batch_shard(db, b) : 0;
+    if (b->nops == 0 || db_write_here(db, shard)) {
         rc = htkv_batch_apply(db, b, &version);
         db_batch_record(db, b, t0);
     } else {
-        uint32_t shard = db_batch_shard(db, b);
         struct wreq r = {
             .kind = WREQ_BATCH, .batch = b, .hist = &db_shard(db, shard)->metrics.batch, .t0_ns = t0
         };

@@ -18,7 +18,6 @@ htkv_periodic_init(struct periodic *p)
     pthread_cond_init(&p->cond, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&p->idle, 0);
-    atomic_init(&p->runs, 0);
 }
 
 /* Wait one interval, or, while idle, until a kick (lock held). */
@@ -54,7 +53,6 @@ periodic_main(void *arg)
         /* Invariant 2: idle before fn looks for work; a kick from now on clears it. */
         atomic_store_explicit(&p->idle, 1, memory_order_seq_cst);
         pthread_mutex_unlock(&p->lock);
-        atomic_fetch_add_explicit(&p->runs, 1, memory_order_relaxed);
         bool busy = p->fn(p->ctx);
         pthread_mutex_lock(&p->lock);
         if (busy) {

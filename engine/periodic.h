@@ -33,7 +33,6 @@ struct periodic {
     bool stop;           /* lock */
     bool running;        /* a thread was started and not joined yet (owner's thread only) */
     _Atomic int idle;    /* invariant 2: the last run found no work; the thread waits untimed */
-    _Atomic uint64_t runs; /* calls of fn so far (tests count wake-ups with it) */
     pthread_t thread;
     uint32_t interval_ms;
     bool (*fn)(void *ctx); /* true: it found work (run again after an interval) */

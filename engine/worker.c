@@ -52,7 +52,7 @@
  * the futex, and an idle worker polls its queue up to idle_spins times before it sleeps: a caller
  * that writes in a loop comes back within a microsecond or two, and a wake-up costs ~10 us. A
  * spin pays only while the thread it waits for runs on another CPU; on an oversubscribed CPU the
- * spinner steals that thread's time. So both limits adapt (spin_adapt()): a spin that ends with
+ * spinner steals that thread's time. So both limits adapt (spin_next()): a spin that ends with
  * what it waited for doubles its limit (up to SPINS_MAX), one that ends without halves it, and at
  * 0 one wait in SPIN_PROBE_EVERY spins SPIN_PROBE times to learn whether spinning pays again.
  * With one CPU nobody spins.
@@ -126,19 +126,15 @@ spin_budget(uint32_t limit, uint32_t *probe, unsigned cpus)
     return ++*probe % SPIN_PROBE_EVERY == 0 ? SPIN_PROBE : 0;
 }
 
-/* Store in @p limit (now @p cur) the limit after a spin that @p won (got what it waited for) or
- * not. The shared line is written only when the limit moves. */
-static inline void
-spin_adapt(_Atomic uint32_t *limit, uint32_t cur, bool won)
+/* The limit after a spin at limit @p cur that @p won (got what it waited for) or not. */
+static inline uint32_t
+spin_next(uint32_t cur, bool won)
 {
-    uint32_t next = cur / 2;
-    if (won) {
-        next = cur < SPIN_PROBE ? SPIN_PROBE : cur * 2;
-        next = next > SPINS_MAX ? SPINS_MAX : next;
+    if (!won) {
+        return cur / 2;
     }
-    if (next != cur) {
-        atomic_store_explicit(limit, next, memory_order_relaxed);
-    }
+    uint32_t up = cur < SPIN_PROBE ? SPIN_PROBE : cur * 2;
+    return up > SPINS_MAX ? SPINS_MAX : up;
 }
 
 static _Thread_local uint32_t wait_probe; /* this thread's waits at limit 0 */
@@ -153,8 +149,9 @@ wreq_wait(struct worker *w, struct wreq *r)
         won = atomic_load_explicit(&r->state, memory_order_acquire) == WREQ_DONE;
         cpu_relax();
     }
-    if (budget > 0) {
-        spin_adapt(&w->wait_spins, limit, won);
+    uint32_t next = budget > 0 ? spin_next(limit, won) : limit;
+    if (next != limit) { /* the callers' shared line is written only when the limit moves */
+        atomic_store_explicit(&w->wait_spins, next, memory_order_relaxed);
     }
     if (won) {
         return;
@@ -508,15 +505,14 @@ worker_timeout_ms(struct worker *w, bool idle)
 static bool
 worker_idle_spin(struct worker *w)
 {
-    uint32_t limit = atomic_load_explicit(&w->idle_spins, memory_order_relaxed);
-    uint32_t budget = spin_budget(limit, &w->idle_probe, w->db->cpus);
+    uint32_t budget = spin_budget(w->idle_spins, &w->idle_probe, w->db->cpus);
     bool won = false;
     for (uint32_t i = 0; i < budget && !won; i++) {
         won = !htkv_mpsc_empty(&w->q);
         cpu_relax();
     }
     if (budget > 0) {
-        spin_adapt(&w->idle_spins, limit, won);
+        w->idle_spins = spin_next(w->idle_spins, won);
     }
     return won;
 }
@@ -634,7 +630,7 @@ htkv_workers_start(struct htkv_db *db)
         atomic_init(&w->sleeping, 0);
         uint32_t spins = db->cpus > 1 ? SPINS_MAX : 0; /* optimistic: the first waits teach */
         atomic_init(&w->wait_spins, spins);
-        atomic_init(&w->idle_spins, spins);
+        w->idle_spins = spins;
         w->idle_probe = 0;
         atomic_init(&w->stop, 0);
         atomic_init(&w->init_done, 0);

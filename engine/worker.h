@@ -61,10 +61,10 @@ struct worker {
     struct mpsc q;
     struct ur ur;
     /* Adaptive spin limits (worker.c, "Waiting"): of the sync callers waiting for this worker
-     * (read by each wait, written only when it moves), and of this worker's idle polling (its
-     * own, atomic only for the stats); idle_probe counts its idle waits at limit 0. */
+     * (read by each wait, written only when it moves), and of this worker's own idle polling,
+     * with idle_probe counting its idle waits at limit 0. */
     _Alignas(HTKV_CACHELINE) _Atomic uint32_t wait_spins;
-    _Atomic uint32_t idle_spins;
+    uint32_t idle_spins;
     uint32_t idle_probe;
     _Alignas(HTKV_CACHELINE) _Atomic int sleeping;
     _Atomic int stop;

@@ -156,16 +156,8 @@ test_one_cpu_many_threads(void **state)
 {
     (void)state;
     (void)cc_seed("test_one_cpu_many_threads");
-    cpu_set_t saved, one;
-    assert_int_equal(sched_getaffinity(0, sizeof(saved), &saved), 0);
-    CPU_ZERO(&one);
-    for (int c = 0; c < CPU_SETSIZE; c++) {
-        if (CPU_ISSET(c, &saved)) {
-            CPU_SET(c, &one);
-            break;
-        }
-    }
-    assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+    cpu_set_t saved;
+    tu_pin_one_cpu(&saved);
     static const struct cc_mode never = { 4, HTKV_IO_AUTO, HTKV_SYNC_NEVER };
     static const struct cc_mode interval = { 4, HTKV_IO_AUTO, HTKV_SYNC_INTERVAL };
     static const struct cc_mode always = { 4, HTKV_IO_AUTO, HTKV_SYNC_ALWAYS };

@@ -382,6 +382,21 @@ tu_fill(void *buf, size_t n, uint64_t tag)
     }
 }
 
+void
+tu_pin_one_cpu(cpu_set_t *saved)
+{
+    cpu_set_t one;
+    assert_int_equal(sched_getaffinity(0, sizeof(*saved), saved), 0);
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, saved)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    }
+    assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+}
+
 struct htkv_stats
 tu_stats(htkv_db *db)
 {

@@ -5,6 +5,7 @@
 #ifndef HTKV_TESTS_TESTUTIL_H
 #define HTKV_TESTS_TESTUTIL_H
 
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -91,6 +92,10 @@ size_t tu_seg_scan(const char *path, struct tu_rec *recs, size_t cap);
 void tu_fill(void *buf, size_t n, uint64_t tag);
 /* Stats or fail the test. */
 struct htkv_stats tu_stats(htkv_db *db);
+/* Confine the calling thread (and the threads it makes afterwards) to the first CPU of its
+ * affinity mask, as taskset does; the mask before goes to *@p saved (restore it with
+ * sched_setaffinity(0, sizeof(*saved), saved)). Fails the test when it cannot. */
+void tu_pin_one_cpu(cpu_set_t *saved);
 /* Assert that @p key holds exactly @p val (vlen bytes); @p val NULL = the key is absent. */
 void tu_expect(htkv_db *db, const void *key, size_t klen, const void *val, size_t vlen);
 

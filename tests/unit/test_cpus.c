@@ -95,16 +95,8 @@ static void
 test_cpus_of_a_confined_store(void **state)
 {
     (void)state;
-    cpu_set_t saved, one;
-    assert_int_equal(sched_getaffinity(0, sizeof(saved), &saved), 0);
-    CPU_ZERO(&one);
-    for (int c = 0; c < CPU_SETSIZE; c++) {
-        if (CPU_ISSET(c, &saved)) {
-            CPU_SET(c, &one);
-            break;
-        }
-    }
-    assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+    cpu_set_t saved;
+    tu_pin_one_cpu(&saved);
     assert_int_equal(htkv_cpus_available(), 1);
 
     char *dir = tu_tmpdir("cpus-store");
