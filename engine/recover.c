@@ -1031,6 +1031,9 @@ recover_shard(struct recov *rv, struct shard *sh)
         if (rc != 0) {
             return rc;
         }
+        if (!last) {
+            htkv_seg_release_fd(s); /* read through its mapping from now on (seg.h) */
+        }
     }
     return 0;
 }
@@ -1082,6 +1085,9 @@ recover_apply(struct htkv_db *db, struct recov *rv)
     for (size_t i = 0; i < rv->nfix && rc == 0; i++) {
         const struct fixup *f = &rv->fix[i];
         rc = f->grow ? htkv_seg_grow_to(f->s, f->to) : htkv_seg_zero(f->s, f->from, f->to);
+    }
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        htkv_shard_release_fds(db_shard(db, i)); /* the fixups reopened some */
     }
     return rc;
 }

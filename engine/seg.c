@@ -113,6 +113,12 @@ seg_new(const char *path, uint32_t shard, uint64_t id)
 static int
 seg_map(struct seg *s, bool writable)
 {
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) {
+        return -errno;
+    }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
     int prot = PROT_READ | (writable ? PROT_WRITE : 0);
     void *m = mmap(NULL, s->map_bytes, prot, MAP_SHARED, s->fd, 0);
     if (m == MAP_FAILED) {
@@ -191,6 +197,46 @@ htkv_seg_read_header(const char *path, struct seg_owner *o, uint64_t *id)
     o->shard_count = htkv_load32(h + 24);
     o->hash_seed = htkv_load64(h + 28);
     return 0;
+}
+
+/*
+ * The descriptor of @p s in s->fd, reopened by its path when it was released
+ * (htkv_seg_release_fd()). The file must still be the one mapped: a file replaced under the store
+ * (another device or inode) is refused with HTKV_ECORRUPT, never written. 0 or an error.
+ */
+static int
+seg_fd(struct seg *s)
+{
+    if (HTKV_LIKELY(s->fd >= 0)) {
+        return 0;
+    }
+    int fd = htkv_fault_fails(HTKV_FAULT_OPEN)
+                 ? -1
+                 : open(s->path, (s->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        htkv_set_error("%s: cannot reopen the segment: %s", s->path, strerror(errno));
+        return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
+        close(fd);
+        htkv_set_error("%s: the segment file was replaced while the store was open", s->path);
+        return HTKV_ECORRUPT;
+    }
+    s->fd = fd;
+    return 0;
+}
+
+void
+htkv_seg_release_fd(struct seg *s)
+{
+    HTKV_ASSERT(atomic_load_explicit(&s->io_pins, memory_order_acquire) == 0);
+    HTKV_ASSERT(s->wbuf_len == 0);
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
 }
 
 int
@@ -338,7 +384,10 @@ htkv_seg_reserve(struct seg *s, uint64_t need)
     if (target > s->map_bytes) {
         target = s->map_bytes;
     }
-    int rc = seg_allocate(s->fd, s->file_bytes, target, s->zero_fill);
+    int rc = seg_fd(s);
+    if (rc == 0) {
+        rc = seg_allocate(s->fd, s->file_bytes, target, s->zero_fill);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -355,7 +404,10 @@ htkv_seg_grow_to(struct seg *s, uint64_t size)
     if (size <= s->file_bytes) {
         return 0;
     }
-    int rc = seg_allocate(s->fd, s->file_bytes, size, s->zero_fill);
+    int rc = seg_fd(s);
+    if (rc == 0) {
+        rc = seg_allocate(s->fd, s->file_bytes, size, s->zero_fill);
+    }
     if (rc == 0) {
         s->file_bytes = size;
     }
@@ -391,7 +443,10 @@ htkv_seg_write_out(struct seg *s)
         return 0;
     }
     HTKV_ASSERT(s->wbuf_off + s->wbuf_len == s->tail);
-    int rc = htkv_pwrite_all(s->fd, s->wbuf, s->wbuf_len, (off_t)s->wbuf_off);
+    int rc = seg_fd(s);
+    if (rc == 0) {
+        rc = htkv_pwrite_all(s->fd, s->wbuf, s->wbuf_len, (off_t)s->wbuf_off);
+    }
     if (rc != 0) {
         /* What reached the file beyond the tail is overwritten by the next appends, or, after a
          * crash, read by recovery as a torn tail. */
@@ -412,6 +467,9 @@ int
 htkv_seg_sync(struct seg *s)
 {
     int rc = htkv_fault_hit(HTKV_FAULT_SYNC);
+    if (rc == 0) {
+        rc = seg_fd(s);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -429,6 +487,10 @@ htkv_seg_zero(struct seg *s, uint64_t from, uint64_t to)
     HTKV_ASSERT(to <= s->file_bytes);
     if (from == to) {
         return 0;
+    }
+    int rc = seg_fd(s);
+    if (rc != 0) {
+        return rc;
     }
     /* Write through the file, not the mapping: the same page cache pages either way. */
     static const unsigned char zeros[65536];
@@ -453,6 +515,10 @@ htkv_seg_trim(struct seg *s)
     uint64_t keep = htkv_align_up(s->tail, 4096);
     if (keep >= s->file_bytes) {
         return 0;
+    }
+    int rc = seg_fd(s);
+    if (rc != 0) {
+        return rc;
     }
     if (ftruncate(s->fd, (off_t)keep) != 0) {
         return -errno;

@@ -47,7 +47,12 @@ struct htkv_log_sink;
 struct seg {
     uint64_t id;
     uint32_t shard;
+    /* -1 once released (htkv_seg_release_fd()): a sealed segment is read through its mapping
+     * only, so it holds no descriptor; a call below that needs one reopens the file by path and
+     * checks that it is still the file mapped (dev, ino). */
     int fd;
+    dev_t dev;
+    ino_t ino;
     unsigned char *map;  /* mapping of map_bytes; file bytes beyond file_bytes never touched */
     uint64_t map_bytes;  /* reserved virtual size = capacity of the segment */
     uint64_t file_bytes; /* allocated file size */
@@ -240,6 +245,15 @@ htkv_seg_unpin(struct seg *s)
 {
     atomic_fetch_sub_explicit(&s->io_pins, 1, memory_order_acq_rel);
 }
+
+/*
+ * Close the descriptor of @p s, keeping its mapping: a store's open descriptors stay bounded by
+ * its shards (their active segments), not by its data. The caller owns every use of s->fd: no
+ * fdatasync in flight (io_pins 0), nothing buffered, and none started concurrently (a sealed
+ * segment under its shard's lock, or a segment nobody else can see yet). Calls that need the
+ * descriptor later reopen it.
+ */
+void htkv_seg_release_fd(struct seg *s);
 
 /* Unmap and close; frees @p s. NULL accepted. */
 void htkv_seg_close(struct seg *s);

@@ -208,6 +208,8 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
                            .hash_seed = env->hash_seed };
     int rc = htkv_seg_create(sh->dir, &o, id, cap, min, zero_fill, &s);
     if (rc != 0) {
+        htkv_set_error("%s: cannot create segment %llu: %s", sh->dir, (unsigned long long)id,
+                       htkv_strerror(rc));
         return rc;
     }
     s->write_through = zero_fill;
@@ -242,7 +244,22 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
     }
     rc = shard_segs_push(sh, s);
     HTKV_ASSERT(rc == 0);
+    htkv_shard_release_fds(sh);
     return sh->failed ? HTKV_EFAILED : 0;
+}
+
+void
+htkv_shard_release_fds(struct shard *sh)
+{
+    /* Only the active segment gains pins (under this lock), so a sealed one seen unpinned here
+     * stays unpinned; one still pinned by an fdatasync begun while it was active keeps its
+     * descriptor until the next rotation. */
+    for (size_t i = 0; i + 1 < sh->nsegs; i++) {
+        struct seg *g = sh->segs[i];
+        if (g->fd >= 0 && atomic_load_explicit(&g->io_pins, memory_order_acquire) == 0) {
+            htkv_seg_release_fd(g);
+        }
+    }
 }
 
 int

@@ -211,6 +211,11 @@ int htkv_shard_trie_ensure(struct shard *sh);
 /* Record a failed fdatasync of @p s: the shard refuses writes from now on (lock held). */
 void htkv_shard_fail_sync(struct shard *sh, struct seg *s, int rc);
 
+/* Close the descriptors of the shard's sealed segments that no fdatasync holds (seg.h,
+ * htkv_seg_release_fd()): a shard keeps one open file, its active segment (two while the sync
+ * of the one before is in flight). Lock held, or no concurrent user (recovery). */
+void htkv_shard_release_fds(struct shard *sh);
+
 /* Make room for @p need bytes of records in the active segment, rotating if it is full. Lock
  * held. 0, -ENOSPC, -ENOMEM, HTKV_EFAILED, HTKV_ETOOBIG or -errno. */
 int htkv_shard_make_room(struct shard *sh, uint64_t need);

@@ -569,6 +569,9 @@ restore_put(struct htkv_db *db, struct shard *sh, struct shard_new *n, const uns
         if (s != NULL && (rc = htkv_seg_seal(s)) != 0) {
             return rc;
         }
+        if (s != NULL) {
+            htkv_seg_release_fd(s); /* sealed and not yet seen by anyone */
+        }
         if ((rc = new_seg(db, sh, n, size)) != 0) {
             return rc;
         }
