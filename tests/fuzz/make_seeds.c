@@ -1,15 +1,15 @@
 /*
  * make_seeds.c - writes the seed corpora of the fuzz targets: make_seeds DIR fills
- * DIR/fuzz_rec, DIR/fuzz_manifest, DIR/fuzz_segment_open, DIR/fuzz_hint and
+ * DIR/fuzz_rec, DIR/fuzz_manifest, DIR/fuzz_segment_open, DIR/fuzz_hint, DIR/fuzz_kix and
  * DIR/fuzz_apikey_token.
  *
  * Design. Every seed is made by the code that makes such bytes in production, never typed in by
  * hand: records by htkv_rec_encode(), manifests by htkv_open() and the manifest API, segments by
  * a store written through the public API, hints by closing the store fuzz_hint builds
- * (fuzz_hint_store.h), tokens by htkv_apikey_token_format(). Inputs are fixed,
- * so the output only changes when a format does; the seeds in tests/fuzz/corpus/ were made with
- * it (build-fuzz/fuzz/fuzz_make_seeds tests/fuzz/corpus). Each seed is laid out as its target's
- * file comment describes (mode bytes, position fields).
+ * (fuzz_hint_store.h), key indexes by htkv_kix_write(), tokens by htkv_apikey_token_format().
+ * Inputs are fixed, so the output only changes when a format does; the seeds in tests/fuzz/corpus/
+ * were made with it (build-fuzz/fuzz/fuzz_make_seeds tests/fuzz/corpus). Each seed is laid out as
+ * its target's file comment describes (mode bytes, position fields).
  *
  * Invariants
  *   1. Each seed is accepted as valid by its target's model, except those named bad-* or torn-*,
@@ -29,7 +29,9 @@
 #include <htkv/htkv.h>
 
 #include "engine/crc32c.h"
+#include "engine/hash.h"
 #include "engine/hint.h"
+#include "engine/kix.h"
 #include "engine/manifest.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
@@ -427,6 +429,65 @@ token_seeds(void)
     seed_write("fuzz_apikey_token", "edited-bad", ed, n);
 }
 
+/* ---- fuzz_kix: mode u8 | key index file --------------------------------------------------- */
+
+/* One key index of @p n keys (key length @p klen, or long every 50th key when @p long_keys),
+ * seeded as written (mode 0) and with the harness's fix-up (a no-op on a valid file). */
+static void
+kix_seed(const char *dir, const char *name, size_t n, uint32_t klen, bool long_keys)
+{
+    struct kix_ent *e = calloc(n + 1, sizeof(*e));
+    unsigned char *keys = calloc(n + 1, 20000);
+    FUZZ_CHECK(e != NULL && keys != NULL);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char *k = keys + i * 20000;
+        uint32_t len = long_keys && i % 50 == 0 ? 5000 + (uint32_t)i : klen;
+        for (uint32_t j = 0; j < len; j++) {
+            k[j] = (unsigned char)('a' + (i * 7 + j * 3) % 26);
+        }
+        snprintf((char *)k, 12, "%011zu", i);
+        e[i] = (struct kix_ent){ .key = k,
+                                 .key_len = len,
+                                 .type = i % 9 == 0 ? REC_DEL : REC_SET,
+                                 .val_len = (uint32_t)(i % 200),
+                                 .off = SEG_DATA_OFF + 512 * (uint32_t)i,
+                                 .version = 10 + i,
+                                 .hash = htkv_hash(k, len, 42) };
+    }
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s.kix", dir, name);
+    struct kix_desc d = { .shard = 1, .seg_id = 7, .seg_tail = 1u << 20 };
+    FUZZ_CHECK(htkv_kix_write(path, &d, e, n) == 0);
+    unsigned char *f;
+    size_t len;
+    FUZZ_CHECK(fuzz_read_file(AT_FDCWD, path, &f, &len) == 0);
+    unsigned char *buf = malloc(1 + len);
+    FUZZ_CHECK(buf != NULL);
+    memcpy(buf + 1, f, len);
+    for (unsigned mode = 0; mode < 2; mode++) {
+        char seed[64];
+        snprintf(seed, sizeof(seed), "%s-%u", name, mode);
+        buf[0] = (unsigned char)mode;
+        seed_write("fuzz_kix", seed, buf, 1 + len);
+    }
+    free(buf);
+    free(f);
+    free(keys);
+    free(e);
+}
+
+static void
+kix_seeds(void)
+{
+    char dir[256];
+    FUZZ_CHECK(fuzz_tmpdir_make(dir, sizeof(dir), "seed-kix") == 0);
+    kix_seed(dir, "empty", 0, 8, false);
+    kix_seed(dir, "small", 12, 16, false);
+    kix_seed(dir, "pages", 400, 24, false);
+    kix_seed(dir, "long-keys", 120, 16, true);
+    FUZZ_CHECK(fuzz_rmrf(dir) == 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -441,6 +502,7 @@ main(int argc, char **argv)
     manifest_seed_edits();
     segment_seeds();
     hint_seeds();
+    kix_seeds();
     token_seeds();
     return 0;
 }

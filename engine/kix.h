@@ -1,0 +1,143 @@
+/*
+ * kix.h - key index files: a sealed segment's keys, sorted, in pages, with in-memory fences and a
+ * Bloom filter, so that a key whose index entry is not in RAM (a cold key) is found with one page
+ * read and a miss costs almost never a read (formats layer; prefix htkv_kix_ / kix_).
+ *
+ * DIR/shard-SSS/NNNNNNNNNNNN.kix sits beside its segment. It lists, for each key with a record in
+ * the segment, that key's newest record there (a value or a tombstone), sorted by key (unsigned
+ * bytes, a proper prefix first). Layout, little-endian:
+ *
+ *   header (128 B): magic "HTKVKIX1", format u32, shard u32, seg_id u64, keys u64, pages u32,
+ *       blocks u32, seg_tail u64, max_version u64, fences_bytes u32, fences_crc u32,
+ *       bloom_blocks u32, bloom_k u32, bloom_crc u32, zero[48], crc32c u32 of bytes 0..123
+ *   fences (fences_bytes): per page, its first block u32, a separator's length u32 and bytes
+ *   bloom (bloom_blocks x 64 B): a blocked Bloom filter of the keys' 64-bit hashes (bloom.h)
+ *   zeros up to the next multiple of 4 KiB: pages_off
+ *   pages (blocks x 4 KiB): each page one or more 4 KiB blocks (more only for a key too long for
+ *       one), starting with crc32c u32 of bytes [4, 16 + used), count u32, used u32, zero u32,
+ *       then count entries: key_len u32, type u8, flags u8, zero u16, val_len u32, off u32,
+ *       version u64, then the key's bytes
+ *
+ * A page's separator S lies between the last key of the page before and the page's first key
+ * (last(p - 1) < S <= first(p)): the shortest prefix of first(p) that is above last(p - 1), and the
+ * empty key for page 0. So a key belongs to the last page whose separator is not above it, and the
+ * fences cost a few bytes a page. With 10 bits a key in the filter, a key costs about 1.3 B of RAM.
+ *
+ * Trust. Every byte is input: htkv_kix_open() checks the header, the fences (separators strictly
+ * increasing, first blocks strictly increasing and within the file) and the filter; a page is
+ * checked whole (its CRC, entries within it, keys strictly increasing, between its separator and
+ * the next, records within the segment's described bytes) each time it is read, before any of its
+ * entries is used. A file that fails is HTKV_ECORRUPT: the caller scans the segment instead.
+ * Writing goes through NNNN.kix.tmp, fdatasync and rename, and only for durable segments.
+ */
+#ifndef HTKV_ENGINE_KIX_H
+#define HTKV_ENGINE_KIX_H
+
+#include "engine/internal.h"
+
+#define KIX_MAGIC "HTKVKIX1"
+#define KIX_FORMAT 1u
+#define KIX_HDR_BYTES 128u
+#define KIX_BLOCK 4096u
+#define KIX_PAGE_HDR 16u
+#define KIX_ENT_HDR 24u
+/* Filter bits a key: about 1% false positives with 6 probes in a 512-bit block. */
+#define KIX_BLOOM_BITS_PER_KEY 10u
+#define KIX_BLOOM_K 6u
+#define KIX_BLOOM_BLOCK 64u
+
+/* One key's entry, as the writer takes it and a reader returns it. */
+struct kix_ent {
+    const unsigned char *key; /* writer: borrowed; reader: points into the file's mapping */
+    uint32_t key_len;
+    uint8_t type; /* REC_SET or REC_DEL */
+    uint8_t flags;
+    uint32_t val_len;
+    uint32_t off; /* the record's offset in the segment */
+    uint64_t version;
+    uint64_t hash; /* writer only: the key's hash with the store's seed (for the filter) */
+};
+
+/* What the file describes, as the writer is told it and htkv_kix_open() reads it. */
+struct kix_desc {
+    uint32_t shard;
+    uint64_t seg_id;
+    uint64_t seg_tail;    /* the segment's records described end at or before it */
+    uint64_t max_version; /* highest version among them (the writer computes it) */
+};
+
+/* An open key index: header, fences and filter in memory (checked), pages mapped read-only. */
+struct kix {
+    struct kix_desc d;
+    uint64_t keys;
+    uint32_t pages, blocks;
+    unsigned char *meta; /* fences then filter, as read (htkv_mem_alloc) */
+    uint32_t *fence_at;  /* pages offsets into meta of each page's fence */
+    const unsigned char *bloom;
+    uint32_t bloom_blocks, bloom_k;
+    const unsigned char *map; /* the whole file, read-only; no descriptor is kept */
+    uint64_t map_bytes;
+    uint64_t pages_off;
+};
+
+/* A page read and checked (htkv_kix_page()): entries are walked with htkv_kix_page_next(). */
+struct kix_page {
+    const unsigned char *p;
+    uint32_t count;
+    uint32_t used;
+    uint32_t next; /* walk: index of the next entry */
+    uint32_t at;   /* walk: its byte offset in the page */
+};
+
+/*
+ * Write the key index of a segment described by @p d to @p path (through @p path.tmp: written,
+ * fdatasynced, renamed), for the @p n entries @p ents: each key's newest entry is kept (the
+ * highest version; @p ents is sorted in place). The records must be durable. 0, -EINVAL (an
+ * entry with an empty or oversized key, a bad type or version, or a record beyond
+ * d->seg_tail), -ENOMEM or -errno.
+ */
+int htkv_kix_write(const char *path, const struct kix_desc *d, struct kix_ent *ents, size_t n);
+
+/*
+ * Open the key index at @p path for segment @p seg_id of shard @p shard whose records end at or
+ * before @p seg_bytes, and check its header, fences and filter. 0 (free with htkv_kix_close()),
+ * HTKV_ENOTFOUND (no file), HTKV_ECORRUPT (htkv_last_error(): "PATH: REASON at offset N"),
+ * HTKV_EVERSION, -ENOMEM or -errno. Nothing is kept open on failure.
+ */
+int htkv_kix_open(const char *path, uint32_t shard, uint64_t seg_id, uint64_t seg_bytes,
+                  struct kix *out);
+
+void htkv_kix_close(struct kix *k);
+
+/* Bytes of RAM the open index holds (fences, filter, their offsets). */
+uint64_t htkv_kix_mem_bytes(const struct kix *k);
+
+/* False when the key with hash @p hash is surely not in the index. */
+bool htkv_kix_may_contain(const struct kix *k, uint64_t hash);
+
+/* The page a key would be in: the last whose separator is not above it. */
+uint32_t htkv_kix_page_of(const struct kix *k, const void *key, uint32_t klen);
+
+/* Read and check page @p i (i < k->pages). 0 or HTKV_ECORRUPT (htkv_last_error() says where). */
+int htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out);
+
+/* The next entry of a checked page, in key order: true and *e, or false at its end. */
+bool htkv_kix_page_next(struct kix_page *pg, struct kix_ent *e);
+
+/*
+ * Point lookup of @p key (hash @p hash with the store's seed): the filter, then the fences, then
+ * one page. 0 and *e; HTKV_ENOTFOUND; HTKV_ECORRUPT (the page failed its checks). *page_reads
+ * (may be NULL) is incremented for each page read (0 or 1).
+ */
+int htkv_kix_find(const struct kix *k, const void *key, uint32_t klen, uint64_t hash,
+                  struct kix_ent *e, uint64_t *page_reads);
+
+/*
+ * Check the whole file at @p path as htkv_kix_open() and htkv_kix_page() would, every page
+ * included (htkvctl verify): 0, HTKV_ENOTFOUND (none: key indexes are optional), HTKV_ECORRUPT
+ * (*bad_off: the offset that failed; may be NULL), -ENOMEM or -errno.
+ */
+int htkv_kix_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t seg_bytes,
+                        uint64_t *bad_off);
+
+#endif
