@@ -1340,7 +1340,7 @@ main(int argc, char **argv)
                 }
                 double t0 = now_s();
                 Result r = run_child(row, es, c, base, row.id == "bulk" ? 900 : 300);
-                std::fprintf(stderr, "trial %d  %-18s %-8s %6.1fs  ", trial + 1, row.id.c_str(),
+                std::fprintf(stderr, "trial %d  %-18s %-10s %6.1fs  ", trial + 1, row.id.c_str(),
                              es.name.c_str(), now_s() - t0);
                 if (!r.ok) {
                     std::fprintf(stderr, "ERROR: %s\n", r.err);
