@@ -75,9 +75,10 @@ bench: deps
 	build-bench/htkv-bench $(BENCH_FLAGS)
 	build-bench/htkv-perf --workload all --trials 3 --dir "$${TMPDIR:-/tmp}/htkv-perf-$$$$"
 
-# make peers: htkv side by side with Debian's RocksDB, LevelDB and LMDB (perf/peers/, built with
-# -DHTKV_PEERS=ON into build-peers/); scripts/peers-deps.sh installs them first. PEERS_FLAGS:
-# htkv-peers flags, e.g. PEERS_FLAGS=--quick.
+# make peers: htkv side by side with Debian's RocksDB, LevelDB, LMDB, Tkrzw and WiredTiger
+# (perf/peers/, built with -DHTKV_PEERS=ON into build-peers/); scripts/peers-deps.sh installs them
+# first (Tkrzw and WiredTiger are optional: left out when their packages are missing).
+# PEERS_FLAGS: htkv-peers flags, e.g. PEERS_FLAGS=--quick.
 PEERS_FLAGS ?=
 peers: deps
 	@./scripts/peers-deps.sh

@@ -1,7 +1,9 @@
 /*
  * engine.h - the common face of the stores compared by htkv-peers: htkv and Debian's RocksDB,
- * LevelDB and LMDB. One adapter per store, each in its own file, so that no two stores' headers
- * meet in one translation unit. Every method throws std::runtime_error on failure.
+ * LevelDB, LMDB, Tkrzw and WiredTiger. One adapter per store, each in its own file, so that no
+ * two stores' headers meet in one translation unit. Every method throws std::runtime_error on
+ * failure. Tkrzw and WiredTiger are optional: their adapters are built only when CMake finds
+ * their packages (HTKV_PEERS_TKRZW, HTKV_PEERS_WIREDTIGER are then defined).
  */
 #ifndef HTKV_PEERS_ENGINE_H
 #define HTKV_PEERS_ENGINE_H
@@ -42,7 +44,8 @@ class Engine
 
     /* Visit every key that starts with @p p in key order; return the count and add the value
      * lengths and first bytes to *sum. With keys != nullptr, also collect the keys (to check
-     * the order, untimed). */
+     * the order, untimed). A store without key order (Tkrzw's hash database) throws; the
+     * harness does not call it there (EngineSpec::ordered). */
     virtual size_t prefix(const void *p, size_t pl, uint64_t *sum,
                           std::vector<std::string> *keys) = 0;
 };
@@ -52,11 +55,16 @@ std::unique_ptr<Engine> make_htkv(int workers);
 std::unique_ptr<Engine> make_rocksdb();
 std::unique_ptr<Engine> make_leveldb();
 std::unique_ptr<Engine> make_lmdb(bool writemap);
+/* tree: Tkrzw's TreeDBM (B+ tree, ordered); otherwise its HashDBM (no key order). */
+std::unique_ptr<Engine> make_tkrzw(bool tree);
+std::unique_ptr<Engine> make_wiredtiger();
 
 /* Library versions, from the headers built against. */
 std::string rocksdb_version();
 std::string leveldb_version();
 std::string lmdb_version();
+std::string tkrzw_version();
+std::string wiredtiger_version();
 
 } // namespace peers
 
