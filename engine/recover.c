@@ -1016,6 +1016,7 @@ recover_shard(struct recov *rv, struct shard *sh)
         }
         s->zero_fill = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
         s->write_through = s->zero_fill;
+        s->wt_now = s->zero_fill;
         if (sh->nsegs == sh->segs_cap) {
             size_t cap = sh->segs_cap ? sh->segs_cap * 2 : 8;
             struct seg **n = htkv_mem_realloc(sh->segs, cap * sizeof(*n));

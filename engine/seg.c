@@ -420,7 +420,10 @@ htkv_seg_grow_to(struct seg *s, uint64_t size)
 int
 htkv_seg_wbuf_reserve(struct seg *s, uint64_t need)
 {
-    if (!s->write_through || s->wbuf_cap - s->wbuf_len >= need) {
+    if (!s->wt_now && need >= SEG_WT_MIN_BYTES && !s->direct_since_out) {
+        s->wt_now = true;
+    }
+    if (!s->wt_now || s->wbuf_cap - s->wbuf_len >= need) {
         return 0;
     }
     size_t cap = s->wbuf_cap ? s->wbuf_cap : 4096;
@@ -439,6 +442,8 @@ htkv_seg_wbuf_reserve(struct seg *s, uint64_t need)
 int
 htkv_seg_write_out(struct seg *s)
 {
+    s->wt_now = s->write_through;
+    s->direct_since_out = false;
     if (s->wbuf_len == 0) {
         return 0;
     }

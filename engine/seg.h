@@ -19,7 +19,10 @@
  * call costs. Either way the bytes are in the page cache, and the mapping reads them, before
  * anything points at them. The file is extended with fallocate() (or explicit zeros where the
  * file system lacks it) before any store reaches new space, so a store never lands in a hole: no
- * SIGBUS, no ENOSPC in the middle of a record.
+ * SIGBUS, no ENOSPC in the middle of a record. Writes of at least SEG_WT_MIN_BYTES go through
+ * pwrite() in every mode: each page a store through the mapping reaches faults, and faults again
+ * after each fdatasync write-protected it (with a TLB flush on every CPU of the process), which
+ * costs far more than the system call once a write spans pages (ARCHITECTURE.md).
  *
  * File header (64 bytes): magic "HTKVSEG1", format u32, shard u32, seg_id u64, shard_count u32,
  * hash_seed u64, zero[24], crc32c u32 of bytes 0..59. Records start at SEG_DATA_OFF. The shard
@@ -61,7 +64,14 @@ struct seg {
     bool sealed;
     bool writable;
     bool zero_fill;     /* grow with written zeros instead of fallocate (cheaper fdatasyncs) */
-    bool write_through; /* callers' appends are buffered and written with pwrite(): see above */
+    bool write_through; /* every caller's append is buffered and written with pwrite() */
+    /* The caller's write in progress is buffered (write-through): set by htkv_seg_wbuf_reserve()
+     * for write_through segments and for writes of at least SEG_WT_MIN_BYTES, unless a record
+     * of the same write already went to the mapping (direct_since_out); both reset by
+     * htkv_seg_write_out(), which ends every caller's write. So one write is all buffered or all
+     * stored through the mapping. */
+    bool wt_now;
+    bool direct_since_out;
     /* write_through: records appended since the last htkv_seg_write_out(), for the file range
      * [wbuf_off, wbuf_off + wbuf_len); wbuf_recs of them. */
     unsigned char *wbuf;
@@ -142,7 +152,7 @@ htkv_seg_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, ui
     uint64_t size = htkv_rec_size(klen, vlen);
     HTKV_ASSERT(off + size <= s->file_bytes);
     unsigned char *dst = s->map + off;
-    if (buffered && s->write_through && s->wbuf_cap - s->wbuf_len >= size) {
+    if (buffered && s->wt_now && s->wbuf_cap - s->wbuf_len >= size) {
         if (s->wbuf_len == 0) {
             s->wbuf_off = off;
         }
@@ -151,6 +161,7 @@ htkv_seg_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, ui
         s->wbuf_recs++;
     } else {
         HTKV_ASSERT(s->wbuf_len == 0); /* buffered records end at the tail */
+        s->direct_since_out |= buffered;
     }
     uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
     HTKV_ASSERT(w == size);
@@ -208,7 +219,11 @@ int htkv_seg_reserve(struct seg *s, uint64_t need);
 /* Allocate the file up to @p size bytes (<= map_bytes). 0, -ENOSPC or -errno. */
 int htkv_seg_grow_to(struct seg *s, uint64_t size);
 
-/* write_through: make room in the buffer for @p need more bytes of records. 0 or -ENOMEM. */
+/* Writes of at least this many bytes of records go through pwrite() in every sync mode. */
+#define SEG_WT_MIN_BYTES 512u
+
+/* Make room in the buffer for @p need more bytes of records of a caller's write, when it is to be
+ * buffered (write_through, or @p need >= SEG_WT_MIN_BYTES, see wt_now). 0 or -ENOMEM. */
 int htkv_seg_wbuf_reserve(struct seg *s, uint64_t need);
 
 /*

@@ -213,6 +213,7 @@ htkv_shard_new_segment(struct shard *sh, uint64_t need)
         return rc;
     }
     s->write_through = zero_fill;
+    s->wt_now = zero_fill;
     int dfd =
         htkv_fault_fails(HTKV_FAULT_OPEN) ? -1 : open(sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) != 0) {

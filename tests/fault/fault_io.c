@@ -178,25 +178,29 @@ test_fault_fdatasync_eio_countdown(void **state)
     }
 }
 
-/* Goal: in HTKV_SYNC_ALWAYS the callers' records reach the file through pwrite(); the N-th
- * write failing (N = 1..6, EIO or torn in half; manifest writes count too) fails that put with
- * -EIO, the shard then refuses writes (HTKV_EFAILED) until reopen, the failed put is never read,
- * and every acknowledged write reads back at once and after reopen. */
+/* Goal: the callers' records reach the file through pwrite() in HTKV_SYNC_ALWAYS, and in the
+ * other modes for writes of at least 512 bytes (values here are 1..500 bytes: both paths); the
+ * N-th write failing (N = 1..6, EIO or torn in half; manifest writes count too) fails that put
+ * with -EIO, the shard then refuses writes (HTKV_EFAILED) until reopen, the failed put is never
+ * read, and every acknowledged write reads back at once and after reopen. */
 static void
 test_fault_write_through_countdown(void **state)
 {
     (void)state;
     static const int allowed[] = { -EIO, HTKV_EFAILED };
-    for (uint64_t nth = 1; nth <= 6; nth++) {
+    static const int modes[] = { HTKV_SYNC_ALWAYS, HTKV_SYNC_INTERVAL, HTKV_SYNC_NEVER };
+    for (uint64_t nth = 1; nth <= 18; nth++) {
         uint64_t seed = tu_seed("fault-wt") + nth;
         char *dir;
         htkv_config cfg;
-        htkv_db *db = open_store("fault-wt", &dir, &cfg, HTKV_SYNC_ALWAYS);
+        int mode = modes[(nth - 1) / 6];
+        htkv_db *db = open_store("fault-wt", &dir, &cfg, mode);
         static struct model m;
         memset(&m, 0, sizeof(m));
-        htkv_fault_arm(HTKV_FAULT_WRITE, nth, nth % 2 ? EIO : HTKV_FAULT_TORN, false);
+        uint64_t n = 1 + (nth - 1) % 6;
+        htkv_fault_arm(HTKV_FAULT_WRITE, n, n % 2 ? EIO : HTKV_FAULT_TORN, false);
         int failed = workload(db, &m, &seed, 300, allowed, 2);
-        tu_context("nth %llu", (unsigned long long)nth);
+        tu_context("mode %d nth %llu", mode, (unsigned long long)n);
         assert_true(failed >= 1);
         assert_int_equal(htkv_fault_injected() >= 1, 1);
         htkv_fault_disarm();
