@@ -110,6 +110,23 @@ complete_list(struct htkv_cluster *c, struct creq *list, int rc)
 
 static void pump(struct htkv_cluster *c);
 
+/*
+ * After a request raft answered. raft 0.15 fails a leader's outstanding requests (status
+ * RAFT_LEADERSHIPLOST) from convertClearLeader(), after it freed the leader's progress array but
+ * before it changes its state: raft_state() still says leader there, and a raft_apply() or
+ * raft_barrier() made from that callback reads the freed array and crashes (found by the kill
+ * test). So after a failed request nothing is proposed from the callback: the loop's next tick
+ * (10 ms) sends what waits, or fails it once the role has changed. A stop (raft_close()) or a
+ * failure makes pump() touch no raft call, so it runs at once then.
+ */
+static void
+pump_after(struct htkv_cluster *c, int status)
+{
+    if (status == 0 || c->stopping || atomic_load(&c->failed)) {
+        pump(c);
+    }
+}
+
 static void
 on_applied(struct raft_apply *req, int status, void *result)
 {
@@ -133,7 +150,7 @@ on_applied(struct raft_apply *req, int status, void *result)
     pthread_cond_broadcast(&c->cv);
     free(wb);
     c->write_busy = false;
-    pump(c);
+    pump_after(c, status);
 }
 
 /* Take the waiting writes that fit in one entry off the queue: at least one, however large;
@@ -214,7 +231,7 @@ on_read_barrier(struct raft_barrier *req, int status)
     complete_list(c, rb->reads, status == 0 ? 0 : HTKV_ENOTLEADER);
     free(rb);
     c->read_busy = false;
-    pump(c);
+    pump_after(c, status);
 }
 
 /* Start one barrier for every waiting read. */
