@@ -7,6 +7,9 @@
  *     lget K    -> VALUE <version> <value> | NOTFOUND   (this member's store, maybe stale)
  *     status    -> STATUS id=.. role=.. term=.. commit=.. applied=.. last=.. version=..
  *                  ready=0|1 leader=<id>@<address> members=<id>@<address>/<voter|spare>,..
+ *     add ID ADDR   -> OK (member ID at ADDR added, a voter once caught up; on the leader)
+ *     remove ID     -> OK (member ID removed; on the leader)
+ *     transfer [ID] -> OK <new leader id> (leadership handed to ID, or to a voter raft picks)
  *     quit      -> BYE (the member stops)
  *   and, for any of them, NOTLEADER <id> <address> (id 0 and address "-" when no leader is
  *   known) or ERR <code> <text> (code: the negative htkv/errno code, text: htkv_strerror()).
@@ -19,6 +22,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tools/htkv-node/node.h"
@@ -129,13 +133,61 @@ cmd_status(htkv_cluster *c, char *answer, size_t cap)
                      st.last_index, st.store_version, st.leader_ready, st.leader.id,
                      st.leader.address[0] != '\0' ? st.leader.address : "-");
     for (size_t i = 0; i < st.member_count && n > 0 && (size_t)n < cap; i++) {
-        n += snprintf(answer + n, cap - (size_t)n, "%s%" PRIu64 "@%s/%s", i > 0 ? "," : "",
+        n += snprintf(answer + n, cap - (size_t)n, "%s%" PRIu64 "@%s/%s/%" PRIu64, i > 0 ? "," : "",
                       st.members[i].id, st.members[i].address,
-                      st.members[i].voter ? "voter" : "spare");
+                      st.members[i].voter ? "voter" : "spare", st.members[i].match_index);
     }
     if (n > 0 && (size_t)n < cap) {
         snprintf(answer + n, cap - (size_t)n, "\n");
     }
+    return 0;
+}
+
+/* A node id word: 1 or more; 0 when it is not one. */
+static uint64_t
+parse_id(const char *s)
+{
+    char *end = NULL;
+    if (s == NULL || s[0] < '0' || s[0] > '9') {
+        return 0;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0' ? (uint64_t)v : 0;
+}
+
+/* add ID ADDR, remove ID, transfer [ID]: membership on the leader. */
+static int
+cmd_member(htkv_cluster *c, const char *verb, const char *id_word, const char *addr, char *answer,
+           size_t cap)
+{
+    struct htkv_cluster_leader leader = { 0 };
+    uint64_t id = parse_id(id_word);
+    int rc;
+    if (verb[0] == 'a') {
+        if (id == 0 || addr == NULL || strchr(addr, ' ') != NULL) {
+            return answer_usage(answer, cap, "usage: add ID HOST:PORT");
+        }
+        rc = htkv_cluster_add(c, id, addr, &leader);
+    } else if (verb[0] == 'r') {
+        if (id == 0 || addr != NULL) {
+            return answer_usage(answer, cap, "usage: remove ID");
+        }
+        rc = htkv_cluster_remove(c, id, &leader);
+    } else {
+        if ((id_word != NULL && id == 0) || addr != NULL) {
+            return answer_usage(answer, cap, "usage: transfer [ID]");
+        }
+        rc = htkv_cluster_transfer(c, id, &leader);
+        if (rc == 0) {
+            snprintf(answer, cap, "OK %" PRIu64 "\n", leader.id);
+            return 0;
+        }
+    }
+    if (rc != 0) {
+        return answer_error(answer, cap, rc, &leader);
+    }
+    snprintf(answer, cap, "OK\n");
     return 0;
 }
 
@@ -188,6 +240,10 @@ node_command(htkv_cluster *c, char *line, char *answer, size_t cap)
         return has_key && rest == NULL ? cmd_read(c, key, verb[0] == 'l', answer, cap)
                                        : answer_usage(answer, cap, "usage: get|lget KEY");
     }
+    if (strcmp(verb, "add") == 0 || strcmp(verb, "remove") == 0 || strcmp(verb, "transfer") == 0) {
+        return cmd_member(c, verb, key, rest, answer, cap);
+    }
     return answer_usage(answer, cap,
-                        "unknown command (put K V, get K, lget K, del K, status, quit)");
+                        "unknown command (put K V, get K, lget K, del K, status, add ID ADDR, "
+                        "remove ID, transfer [ID], quit)");
 }

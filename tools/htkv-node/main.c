@@ -28,13 +28,15 @@ static const char usage_text[] =
     "\n"
     "SYNOPSIS\n"
     "    htkv-node --id N --listen HOST:PORT --data DIR --peers ID=HOST:PORT[,...] [options]\n"
+    "    htkv-node --id N --listen HOST:PORT --data DIR --join [options]\n"
     "    htkv-node --connect PATH COMMAND [ARGS...]\n"
     "\n"
     "DESCRIPTION\n"
     "    Runs member N of a Raft cluster (canonical raft, TCP) with a local htkv store in DIR.\n"
     "    --peers lists the initial voters, this member included; every member of a new cluster\n"
     "    is given the same list. It is ignored when DIR already holds the member's raft state\n"
-    "    (a restart). HOST is an IPv4 literal (e.g. 127.0.0.1).\n"
+    "    (a restart). HOST is an IPv4 literal (e.g. 127.0.0.1). A member started with --join\n"
+    "    instead waits until the leader adds it (add ID HOST:PORT, sent to the leader).\n"
     "\n"
     "    Commands are read one per line from stdin and from every connection to the unix\n"
     "    socket PATH (--socket); each gets exactly one answer line:\n"
@@ -43,7 +45,12 @@ static const char usage_text[] =
     "      get KEY        VALUE <version> <value> | NOTFOUND   linearizable (leader only)\n"
     "      lget KEY       VALUE <version> <value> | NOTFOUND   this member's store, may lag\n"
     "      status         STATUS id= role= term= commit= applied= last= version= ready=\n"
-    "                            leader=<id>@<addr> members=<id>@<addr>/<voter|spare>,...\n"
+    "                            leader=<id>@<addr> members=<id>@<addr>/<voter|spare>/<match>,..\n"
+    "                     (match: the member's last raft index as the leader knows it, else 0)\n"
+    "      add ID ADDR    OK   add member ID (started with --join) at ADDR as non-voter,\n"
+    "                          promoted to voter once caught up (on the leader)\n"
+    "      remove ID      OK   remove member ID (on the leader)\n"
+    "      transfer [ID]  OK <id>   hand leadership to voter ID, or to one raft picks\n"
     "      quit           BYE, then the member stops cleanly\n"
     "    Any command may instead answer NOTLEADER <id> <addr> (send it to that member; id 0\n"
     "    and addr - while no leader is known) or ERR <code> <text>. A write answered ERR\n"
@@ -54,6 +61,7 @@ static const char usage_text[] =
     "    --listen HOST:PORT     raft's TCP address of this member (must be in --peers)\n"
     "    --data DIR             the member's directory (created if missing)\n"
     "    --peers LIST           initial voters: ID=HOST:PORT, comma-separated (at most 16)\n"
+    "    --join                 no --peers: join an existing cluster when its leader adds us\n"
     "    --socket PATH          also take commands on this unix socket\n"
     "    --no-stdin             do not read stdin (e.g. when run in the background)\n"
     "    --election-ms MS       election timeout (default 1000); must exceed the heartbeat\n"
@@ -87,7 +95,8 @@ enum {
     OPT_QUIET,
     OPT_NO_STDIN,
     OPT_CONNECT,
-    OPT_HELP
+    OPT_HELP,
+    OPT_JOIN,
 };
 
 static const struct option long_opts[] = {
@@ -105,6 +114,7 @@ static const struct option long_opts[] = {
     { "no-stdin", no_argument, NULL, OPT_NO_STDIN },
     { "connect", required_argument, NULL, OPT_CONNECT },
     { "help", no_argument, NULL, OPT_HELP },
+    { "join", no_argument, NULL, OPT_JOIN },
     { NULL, 0, NULL, 0 },
 };
 
@@ -215,6 +225,9 @@ parse_option(struct node_opts *o, int opt, const char *arg)
     case OPT_NO_STDIN:
         o->no_stdin = 1;
         return 0;
+    case OPT_JOIN:
+        o->join = 1;
+        return 0;
     case OPT_ELECTION:
         field = &o->election_ms;
         break;
@@ -244,8 +257,14 @@ parse_option(struct node_opts *o, int opt, const char *arg)
 static int
 check_opts(const struct node_opts *o)
 {
-    if (o->id == 0 || o->listen[0] == '\0' || o->data_dir == NULL || o->peer_count == 0) {
-        return usage_error("%s", "--id, --listen, --data and --peers are required");
+    if (o->id == 0 || o->listen[0] == '\0' || o->data_dir == NULL) {
+        return usage_error("%s", "--id, --listen and --data are required");
+    }
+    if ((o->peer_count == 0) == (o->join == 0)) {
+        return usage_error("%s", "give either --peers (a new or restarted member) or --join");
+    }
+    if (o->join) {
+        return 0;
     }
     if (o->heartbeat_ms >= o->election_ms) {
         return usage_error("%s", "--election-ms must exceed --heartbeat-ms");
@@ -311,7 +330,7 @@ open_member(const struct node_opts *o, htkv_cluster **out)
     cfg.id = o->id;
     cfg.address = o->listen;
     cfg.data_dir = o->data_dir;
-    cfg.voters = o->peers;
+    cfg.voters = o->join ? NULL : o->peers;
     cfg.voter_count = o->peer_count;
     cfg.election_timeout_ms = o->election_ms;
     cfg.heartbeat_timeout_ms = o->heartbeat_ms;

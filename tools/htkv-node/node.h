@@ -43,6 +43,7 @@ struct node_opts {
     unsigned election_ms, heartbeat_ms, snapshot_threshold, snapshot_trailing, shards;
     int quiet;    /* no log lines from the library */
     int no_stdin; /* do not read commands from stdin */
+    int join;     /* start without voters: wait to be added */
 };
 
 /** The member and what guards its closing. */
