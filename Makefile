@@ -3,7 +3,8 @@
 # (scripts/deps.sh). The presets turn HTKV_WERROR on: warnings are errors in these builds.
 #   make demo     set up, build, run examples/basic_kv on a fresh directory
 #   make cluster-demo  build, then three htkv-node members on 127.0.0.1: writes, SIGKILL of the
-#                 leader, a new leader, every acknowledged write on every member
+#                 leader, a new leader, every acknowledged write on every member; a fourth
+#                 member added, leadership handed to it, a member removed
 #                 (scripts/cluster-demo.sh)
 #   make test     set up, build, run every test: release (inline, workers on io_uring, workers
 #                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests), then a

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cluster-demo.sh - three htkv-node members on 127.0.0.1: writes, SIGKILL of the leader, a new
 # leader elected, more writes, the old leader back, and every acknowledged write read on every
-# member with the same version. Prints what happens as it happens.
+# member with the same version; then membership: a fourth member added, leadership handed to
+# it, a member removed. Prints what happens as it happens.
 # Usage: scripts/cluster-demo.sh [HTKV_NODE]   (default: build/tools/htkv-node/htkv-node)
 # Cleans up its processes and its temporary directory on any exit. Exits 0 when every check
 # held, 1 otherwise.
@@ -21,15 +22,15 @@ trap cleanup EXIT
 
 # Three ports that were free a moment ago (bind port 0, read it back).
 read -r -a port < <(python3 -c 'import socket
-s=[socket.socket() for _ in range(3)]
+s=[socket.socket() for _ in range(4)]
 [x.bind(("127.0.0.1",0)) for x in s]
 print(" ".join(str(x.getsockname()[1]) for x in s))')
 peers="1=127.0.0.1:${port[0]},2=127.0.0.1:${port[1]},3=127.0.0.1:${port[2]}"
 
-start() { # start member $1
+start() { # start member $1 (with --join as $2 for a member that waits to be added)
     local i=$1
     "$node" --id "$i" --listen "127.0.0.1:${port[$((i - 1))]}" --data "$dir/data$i" \
-        --peers "$peers" --socket "$dir/sock$i" --no-stdin --election-ms 300 \
+        ${2:---peers "$peers"} --socket "$dir/sock$i" --no-stdin --election-ms 300 \
         --heartbeat-ms 30 --quiet 2>>"$dir/log$i" &
     pid[$i]=$!
     echo "  member $i started (pid ${pid[$i]}, raft 127.0.0.1:${port[$((i - 1))]})"
@@ -91,7 +92,27 @@ for k in $(printf '%s\n' "${!acked[@]}" | sort); do
     echo "$line"
 done
 echo "== linearizable read on the leader: get key1 -> $(ask "$new" get key1)"
-for i in 1 2 3; do ask "$i" quit >/dev/null; done
+
+echo "== membership: member 4 starts empty (--join) and is added by the leader"
+start 4 --join
+echo "  add 4 127.0.0.1:${port[3]} on member $new -> $(ask "$new" add 4 "127.0.0.1:${port[3]}")"
+echo "  members as the leader sees them (id@address/role/match index):"
+echo "    $(ask "$new" status | field members)"
+for _ in $(seq 100); do # it applies what it was sent once it learns the commit index
+    got=$(ask 4 lget key1)
+    [ "$got" = "VALUE ${acked[key1]}" ] && break
+    sleep 0.02
+done
+echo "  member 4 reads key1 locally -> $got"
+[ "$got" = "VALUE ${acked[key1]}" ] || bad=1
+echo "== leadership handed to member 4: transfer 4 on member $new -> $(ask "$new" transfer 4)"
+echo "  member 4: $(ask 4 status | field role)"
+put 4 key9 value9
+echo "== member $leader removed: remove $leader on member 4 -> $(ask 4 remove "$leader")"
+echo "    $(ask 4 status | field members)"
+put 4 key10 value10
+
+for i in "${!pid[@]}"; do ask "$i" quit >/dev/null; done
 for i in "${!pid[@]}"; do wait "${pid[$i]}" 2>/dev/null || true; done
 pid=()
 if [ "$bad" = 0 ]; then echo "== cluster demo: every acknowledged write is on every member"; fi
