@@ -19,7 +19,8 @@
  * snapshot). WRITERS threads talk to them over their unix sockets: unique keys (checked by 1),
  * and puts and linearizable gets of REGISTERS keys (checked by 3), following NOTLEADER toward
  * the leader. The main thread kills the leader and a follower in turn
- * (HTKV_CLUSTER_KILL_CYCLES, default 30 kills), restarting each victim after a short pause.
+ * (HTKV_CLUSTER_KILL_CYCLES, default 30 kills), restarting each victim after a short pause;
+ * every third cycle it also hands leadership to another member ("transfer ID").
  * Seeded: HTKV_SEED replays the choices (the timing of a real cluster is not replayed); the
  * seed is printed, and again on failure, with the members' logs, which are kept then.
  */
@@ -94,6 +95,7 @@ static struct kt {
     uint64_t seed;
     atomic_int stop;
     atomic_ulong acked;
+    unsigned transfers; /* leadership transfers that moved the leader */
     struct writer w[WRITERS];
 } K;
 
@@ -476,6 +478,29 @@ wait_progress(unsigned long before, unsigned cycle)
     kt_fail("no write acknowledged within 10 s after kill cycle %u", cycle);
 }
 
+/*
+ * Hand leadership from the leader to another member under load ("transfer ID"): it moves, or
+ * the transfer times out (ERR -110), or the leader lost its role meanwhile (NOTLEADER).
+ */
+static void
+transfer_leader(uint64_t *rng, unsigned cycle)
+{
+    char line[32], a[ANSWER_MAX];
+    unsigned leader = find_leader(5000);
+    if (leader == MEMBERS) {
+        kt_fail("no leader within 5 s before the transfer of cycle %u", cycle);
+    }
+    unsigned target = (leader + 1 + (unsigned)(tu_rand(rng) % (MEMBERS - 1))) % MEMBERS;
+    snprintf(line, sizeof(line), "transfer %u\n", target + 1);
+    ask(leader, line, a);
+    unsigned id = 0;
+    int moved = sscanf(a, "OK %u", &id) == 1 && id == target + 1;
+    if (!moved && strncmp(a, "ERR -110 ", 9) != 0 && strncmp(a, "NOTLEADER ", 10) != 0) {
+        kt_fail("member %u answers '%s' to '%s'", leader + 1, a, "transfer");
+    }
+    K.transfers += moved;
+}
+
 /* Kill the leader (even cycles) or a follower (odd ones), wait a little, restart it. */
 static void
 kill_cycles(unsigned cycles, uint64_t *rng)
@@ -497,6 +522,11 @@ kill_cycles(unsigned cycles, uint64_t *rng)
         member_start(victim);
         wait_up(victim);
         wait_progress(before, cycle);
+        if (cycle % 3 == 2) {
+            before = atomic_load(&K.acked);
+            transfer_leader(rng, cycle);
+            wait_progress(before, cycle);
+        }
     }
 }
 
@@ -800,8 +830,10 @@ test_cluster_kill_loop(void **state)
     check_writes();
     check_registers();
     stop_members();
-    fprintf(stderr, "test_cluster_kill: %u kill cycles, last version %" PRIu64 ", %.1f s\n", cycles,
-            v, (double)(now_ns() - t0) / 1e9);
+    fprintf(stderr,
+            "test_cluster_kill: %u kill cycles, %u leadership transfers, last version %" PRIu64
+            ", %.1f s\n",
+            cycles, K.transfers, v, (double)(now_ns() - t0) / 1e9);
     for (unsigned i = 0; i < WRITERS; i++) {
         free(K.w[i].ops);
     }
