@@ -20,7 +20,10 @@
  * and puts and linearizable gets of REGISTERS keys (checked by 3), following NOTLEADER toward
  * the leader. The main thread kills the leader and a follower in turn
  * (HTKV_CLUSTER_KILL_CYCLES, default 30 kills), restarting each victim after a short pause;
- * every third cycle it also hands leadership to another member ("transfer ID").
+ * every third cycle it also hands leadership to another member ("transfer ID"), and every
+ * tenth kill (from the sixth) replaces a follower: removed from the configuration, its
+ * directory wiped, a fresh member with a new id added at its address (membership changes under
+ * load, and a catch-up from nothing).
  * Seeded: HTKV_SEED replays the choices (the timing of a real cluster is not replayed); the
  * seed is printed, and again on failure, with the members' logs, which are kept then.
  */
@@ -65,6 +68,8 @@ struct op {
 };
 
 struct member {
+    atomic_uint id; /* node id: i + 1, then a fresh one each time the slot is replaced */
+    int join;       /* started with --join (a replacement): no --peers, ever after */
     pid_t pid;
     char addr[32];
     char dir[4200];
@@ -96,6 +101,8 @@ static struct kt {
     atomic_int stop;
     atomic_ulong acked;
     unsigned transfers; /* leadership transfers that moved the leader */
+    unsigned replaced;  /* members replaced by a fresh one (remove, then add) */
+    unsigned next_id;   /* the id of the next replacement */
     struct writer w[WRITERS];
 } K;
 
@@ -130,7 +137,8 @@ static void __attribute__((format(printf, 1, 2), noreturn)) kt_fail(const char *
         if (K.m[i].pid > 0) {
             ask(i, "status\n", a);
         }
-        fprintf(stderr, "  member %u (pid %d): %s\n", i + 1, (int)K.m[i].pid, a);
+        fprintf(stderr, "  member slot %u (id %u, pid %d): %s\n", i + 1, atomic_load(&K.m[i].id),
+                (int)K.m[i].pid, a);
     }
     fprintf(stderr, "test_cluster_kill: replay with HTKV_SEED=%" PRIu64 "; members' logs:", K.seed);
     for (unsigned i = 0; i < MEMBERS; i++) {
@@ -163,8 +171,8 @@ static void
 member_start(unsigned i)
 {
     struct member *m = &K.m[i];
-    char id[8];
-    snprintf(id, sizeof(id), "%u", i + 1);
+    char id[16];
+    snprintf(id, sizeof(id), "%u", atomic_load(&m->id));
     char *argv[] = { HTKV_NODE_PATH,
                      "--id",
                      id,
@@ -172,8 +180,6 @@ member_start(unsigned i)
                      m->addr,
                      "--data",
                      m->dir,
-                     "--peers",
-                     K.peers,
                      "--socket",
                      m->sock,
                      "--no-stdin",
@@ -187,6 +193,8 @@ member_start(unsigned i)
                      "64",
                      "--shards",
                      "2",
+                     m->join ? "--join" : "--peers",
+                     m->join ? NULL : K.peers,
                      NULL };
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     int log = open(m->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -301,6 +309,18 @@ rpc(struct conn *c, unsigned i, const char *line, char *answer)
     }
 }
 
+/* The slot of the member with node id @p id, or MEMBERS. */
+static unsigned
+slot_of(unsigned id)
+{
+    for (unsigned i = 0; i < MEMBERS; i++) {
+        if (id != 0 && atomic_load(&K.m[i].id) == id) {
+            return i;
+        }
+    }
+    return MEMBERS;
+}
+
 static void
 record(struct writer *w, const struct op *o)
 {
@@ -351,8 +371,8 @@ writer_op(struct writer *w, unsigned *target, struct op *o, const char *line)
         o->end_ns = now_ns();
         unsigned id;
         if (rc == 0 && sscanf(a, "NOTLEADER %u", &id) == 1) {
-            *target =
-                id >= 1 && id <= MEMBERS && id - 1 != *target ? id - 1 : (*target + 1) % MEMBERS;
+            unsigned slot = slot_of(id);
+            *target = slot < MEMBERS && slot != *target ? slot : (*target + 1) % MEMBERS;
             sleep_ms(id == 0 ? 10 : 1);
             continue;
         }
@@ -491,14 +511,92 @@ transfer_leader(uint64_t *rng, unsigned cycle)
         kt_fail("no leader within 5 s before the transfer of cycle %u", cycle);
     }
     unsigned target = (leader + 1 + (unsigned)(tu_rand(rng) % (MEMBERS - 1))) % MEMBERS;
-    snprintf(line, sizeof(line), "transfer %u\n", target + 1);
+    unsigned target_id = atomic_load(&K.m[target].id);
+    snprintf(line, sizeof(line), "transfer %u\n", target_id);
     ask(leader, line, a);
     unsigned id = 0;
-    int moved = sscanf(a, "OK %u", &id) == 1 && id == target + 1;
+    int moved = sscanf(a, "OK %u", &id) == 1 && id == target_id;
     if (!moved && strncmp(a, "ERR -110 ", 9) != 0 && strncmp(a, "NOTLEADER ", 10) != 0) {
         kt_fail("member %u answers '%s' to '%s'", leader + 1, a, "transfer");
     }
     K.transfers += moved;
+}
+
+/* The role of member @p id in a status line's member list: 0 absent, 1 non-voter, 2 voter. */
+static int
+member_role(const char *status, unsigned id)
+{
+    const char *p = strstr(status, " members=");
+    char head[24];
+    int n = snprintf(head, sizeof(head), "%u@", id);
+    for (p = p != NULL ? p + 9 : NULL; p != NULL && *p != '\0';) {
+        if (strncmp(p, head, (size_t)n) == 0) {
+            const char *slash = strchr(p, '/');
+            return slash != NULL && strncmp(slash, "/voter", 6) == 0 ? 2 : 1;
+        }
+        p = strchr(p, ',');
+        p = p != NULL ? p + 1 : NULL;
+    }
+    return 0;
+}
+
+/*
+ * Drive the configuration until member @p id is absent (@p addr NULL) or a voter at @p addr,
+ * as the leader reports it: "remove ID" or "add ID ADDR" on whichever member leads, again after
+ * any answer that did not get there (a change cut by an election may leave it a non-voter,
+ * which is removed and added again). 10 s at most.
+ */
+static void
+change_until(unsigned id, const char *addr, unsigned cycle)
+{
+    char line[96], a[ANSWER_MAX];
+    for (int t = 0; t < 100; t++) {
+        unsigned leader = find_leader(5000);
+        if (leader == MEMBERS) {
+            kt_fail("no leader within 5 s during the replacement of cycle %u", cycle);
+        }
+        ask(leader, "status\n", a);
+        int role = member_role(a, id);
+        if ((addr == NULL && role == 0) || (addr != NULL && role == 2)) {
+            return;
+        }
+        if (addr == NULL || role == 1) {
+            snprintf(line, sizeof(line), "remove %u\n", id);
+        } else {
+            snprintf(line, sizeof(line), "add %u %s\n", id, addr);
+        }
+        ask(leader, line, a);
+        if (strcmp(a, "OK") != 0) {
+            sleep_ms(100);
+        }
+    }
+    kt_fail("member %u is not %s after 100 tries (cycle %u)", id, addr ? "a voter" : "removed",
+            cycle);
+}
+
+/*
+ * Replace a follower by a fresh member: SIGKILL it, remove it from the configuration, wipe its
+ * directory, start a member with a new id at the same address with --join, and add it (as a
+ * non-voter, promoted once it caught up from nothing: a snapshot install).
+ */
+static void
+replace_member(uint64_t *rng, unsigned cycle)
+{
+    unsigned leader = find_leader(5000);
+    if (leader == MEMBERS) {
+        kt_fail("no leader within 5 s before the replacement of cycle %u", cycle);
+    }
+    unsigned f = (leader + 1 + (unsigned)(tu_rand(rng) % (MEMBERS - 1))) % MEMBERS;
+    struct member *m = &K.m[f];
+    member_kill(f);
+    change_until(atomic_load(&m->id), NULL, cycle);
+    tu_rmrf(m->dir);
+    atomic_store(&m->id, K.next_id++);
+    m->join = 1;
+    member_start(f);
+    wait_up(f);
+    change_until(atomic_load(&m->id), m->addr, cycle);
+    K.replaced++;
 }
 
 /* Kill the leader (even cycles) or a follower (odd ones), wait a little, restart it. */
@@ -507,6 +605,12 @@ kill_cycles(unsigned cycles, uint64_t *rng)
 {
     for (unsigned cycle = 0; cycle < cycles; cycle++) {
         check_alive();
+        if (cycle % 10 == 5) {
+            unsigned long before = atomic_load(&K.acked);
+            replace_member(rng, cycle);
+            wait_progress(before, cycle);
+            continue;
+        }
         unsigned leader = find_leader(5000);
         unsigned victim = leader;
         if (leader == MEMBERS) {
@@ -749,8 +853,10 @@ setup_members(void)
 {
     size_t off = 0;
     K.root = tu_tmpdir("cluster_kill");
+    K.next_id = MEMBERS + 1;
     for (unsigned i = 0; i < MEMBERS; i++) {
         struct member *m = &K.m[i];
+        atomic_store(&m->id, i + 1);
         snprintf(m->addr, sizeof(m->addr), "127.0.0.1:%u", free_port());
         snprintf(m->dir, sizeof(m->dir), "%s/m%u", K.root, i + 1);
         snprintf(m->log, sizeof(m->log), "%s/m%u.log", K.root, i + 1);
@@ -831,9 +937,9 @@ test_cluster_kill_loop(void **state)
     check_registers();
     stop_members();
     fprintf(stderr,
-            "test_cluster_kill: %u kill cycles, %u leadership transfers, last version %" PRIu64
-            ", %.1f s\n",
-            cycles, K.transfers, v, (double)(now_ns() - t0) / 1e9);
+            "test_cluster_kill: %u kill cycles (%u of them replaced the member), %u leadership "
+            "transfers, last version %" PRIu64 ", %.1f s\n",
+            cycles, K.replaced, K.transfers, v, (double)(now_ns() - t0) / 1e9);
     for (unsigned i = 0; i < WRITERS; i++) {
         free(K.w[i].ops);
     }
