@@ -6,7 +6,7 @@
  *     get K     -> VALUE <version> <value> | NOTFOUND   (linearizable: on the leader only)
  *     lget K    -> VALUE <version> <value> | NOTFOUND   (this member's store, maybe stale)
  *     status    -> STATUS id=.. role=.. term=.. commit=.. applied=.. last=.. version=..
- *                  ready=0|1 leader=<id>@<address> members=<id>@<address>/<voter|spare>,..
+ *                  ready=0|1 leader=<id>@<address> members=<id>@<address>/<voter|spare>/<match>,..
  *     add ID ADDR   -> OK (member ID at ADDR added, a voter once caught up; on the leader)
  *     remove ID     -> OK (member ID removed; on the leader)
  *     transfer [ID] -> OK <new leader id> (leadership handed to ID, or to a voter raft picks)
