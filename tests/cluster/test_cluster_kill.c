@@ -23,7 +23,8 @@
  * every third cycle it also hands leadership to another member ("transfer ID"), and every
  * tenth kill (from the sixth) replaces a follower: removed from the configuration, its
  * directory wiped, a fresh member with a new id added at its address (membership changes under
- * load, and a catch-up from nothing).
+ * load, and a catch-up from nothing); half of those removals and additions have their leader
+ * SIGKILLed while the change is in flight.
  * Seeded: HTKV_SEED replays the choices (the timing of a real cluster is not replayed); the
  * seed is printed, and again on failure, with the members' logs, which are kept then.
  */
@@ -100,9 +101,10 @@ static struct kt {
     uint64_t seed;
     atomic_int stop;
     atomic_ulong acked;
-    unsigned transfers; /* leadership transfers that moved the leader */
-    unsigned replaced;  /* members replaced by a fresh one (remove, then add) */
-    unsigned next_id;   /* the id of the next replacement */
+    unsigned transfers;       /* leadership transfers that moved the leader */
+    unsigned replaced;        /* members replaced by a fresh one (remove, then add) */
+    unsigned crashed_changes; /* leaders killed during a membership change */
+    unsigned next_id;         /* the id of the next replacement */
     struct writer w[WRITERS];
 } K;
 
@@ -575,6 +577,32 @@ change_until(unsigned id, const char *addr, unsigned cycle)
 }
 
 /*
+ * A crash in the middle of a membership change: send @p line ("add ..." or "remove ...") to the
+ * leader, SIGKILL the leader a moment later (before, during or after the change's commit) and
+ * restart it. change_until() then finds out where the change stands and finishes it.
+ */
+static void
+crash_during(const char *line, uint64_t *rng, unsigned cycle)
+{
+    struct conn c = { .fd = -1 };
+    unsigned leader = find_leader(5000);
+    if (leader == MEMBERS) {
+        kt_fail("no leader within 5 s during the replacement of cycle %u", cycle);
+    }
+    if (conn_open(&c, leader) == 0) {
+        ssize_t n = send(c.fd, line, strlen(line), MSG_NOSIGNAL);
+        (void)n; /* whatever it did, change_until() looks at the outcome */
+    }
+    sleep_ms((unsigned)(tu_rand(rng) % 80));
+    member_kill(leader);
+    conn_close(&c);
+    sleep_ms(20 + (unsigned)(tu_rand(rng) % 50));
+    member_start(leader);
+    wait_up(leader);
+    K.crashed_changes++;
+}
+
+/*
  * Replace a follower by a fresh member: SIGKILL it, remove it from the configuration, wipe its
  * directory, start a member with a new id at the same address with --join, and add it (as a
  * non-voter, promoted once it caught up from nothing: a snapshot install).
@@ -588,13 +616,22 @@ replace_member(uint64_t *rng, unsigned cycle)
     }
     unsigned f = (leader + 1 + (unsigned)(tu_rand(rng) % (MEMBERS - 1))) % MEMBERS;
     struct member *m = &K.m[f];
+    char line[96];
     member_kill(f);
+    if (tu_rand(rng) % 2 == 0) {
+        snprintf(line, sizeof(line), "remove %u\n", atomic_load(&m->id));
+        crash_during(line, rng, cycle);
+    }
     change_until(atomic_load(&m->id), NULL, cycle);
     tu_rmrf(m->dir);
     atomic_store(&m->id, K.next_id++);
     m->join = 1;
     member_start(f);
     wait_up(f);
+    if (tu_rand(rng) % 2 == 0) {
+        snprintf(line, sizeof(line), "add %u %s\n", atomic_load(&m->id), m->addr);
+        crash_during(line, rng, cycle);
+    }
     change_until(atomic_load(&m->id), m->addr, cycle);
     K.replaced++;
 }
@@ -937,9 +974,10 @@ test_cluster_kill_loop(void **state)
     check_registers();
     stop_members();
     fprintf(stderr,
-            "test_cluster_kill: %u kill cycles (%u of them replaced the member), %u leadership "
-            "transfers, last version %" PRIu64 ", %.1f s\n",
-            cycles, K.replaced, K.transfers, v, (double)(now_ns() - t0) / 1e9);
+            "test_cluster_kill: %u kill cycles (%u of them replaced the member, %u more kills of "
+            "a leader during a membership change), %u leadership transfers, last version %" PRIu64
+            ", %.1f s\n",
+            cycles, K.replaced, K.crashed_changes, K.transfers, v, (double)(now_ns() - t0) / 1e9);
     for (unsigned i = 0; i < WRITERS; i++) {
         free(K.w[i].ops);
     }
