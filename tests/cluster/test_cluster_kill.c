@@ -502,7 +502,8 @@ wait_progress(unsigned long before, unsigned cycle)
 
 /*
  * Hand leadership from the leader to another member under load ("transfer ID"): it moves, or
- * the transfer times out (ERR -110), or the leader lost its role meanwhile (NOTLEADER).
+ * the transfer times out (ERR -110), or another change is in flight (ERR -16), or the leader
+ * lost its role meanwhile (NOTLEADER).
  */
 static void
 transfer_leader(uint64_t *rng, unsigned cycle)
@@ -518,7 +519,8 @@ transfer_leader(uint64_t *rng, unsigned cycle)
     ask(leader, line, a);
     unsigned id = 0;
     int moved = sscanf(a, "OK %u", &id) == 1 && id == target_id;
-    if (!moved && strncmp(a, "ERR -110 ", 9) != 0 && strncmp(a, "NOTLEADER ", 10) != 0) {
+    if (!moved && strncmp(a, "ERR -110 ", 9) != 0 && strncmp(a, "ERR -16 ", 8) != 0 &&
+        strncmp(a, "NOTLEADER ", 10) != 0) {
         kt_fail("member %u answers '%s' to '%s'", leader + 1, a, "transfer");
     }
     K.transfers += moved;
