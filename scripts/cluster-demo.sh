@@ -19,6 +19,7 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # exit runs cleanup
 
 # Three ports that were free a moment ago (bind port 0, read it back).
 read -r -a port < <(python3 -c 'import socket

@@ -38,6 +38,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -203,8 +204,13 @@ member_start(unsigned i)
     if (null < 0 || log < 0) {
         kt_fail("open /dev/null or %s: %s", m->log, strerror(errno));
     }
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        /* A member dies with the test (a ctest timeout kills the test with SIGKILL). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) {
+            _exit(127);
+        }
         dup2(null, 0);
         dup2(null, 1);
         dup2(log, 2);
