@@ -2,6 +2,10 @@
 # peers; `cmake --list-presets=all`). Every target installs missing Debian packages first
 # (scripts/deps.sh). The presets turn HTKV_WERROR on: warnings are errors in these builds.
 #   make demo     set up, build, run examples/basic_kv on a fresh directory
+#   make cluster-demo  build, then three htkv-node members on 127.0.0.1: writes, SIGKILL of the
+#                 leader, a new leader, every acknowledged write on every member; a fourth
+#                 member added, leadership handed to it, a member removed
+#                 (scripts/cluster-demo.sh)
 #   make test     set up, build, run every test: release (inline, workers on io_uring, workers
 #                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests), then a
 #                 short fuzz run (fuzz-smoke)
@@ -19,7 +23,7 @@ JOBS ?= $(shell nproc)
 override BUILD := build
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all deps build demo test test-release asan tsan fuzz fuzz-smoke format format-check clean bench peers
+.PHONY: all deps build demo cluster-demo test test-release asan tsan fuzz fuzz-smoke format format-check clean bench peers
 
 all: build
 
@@ -33,6 +37,9 @@ build: deps
 demo: build
 	@rm -rf $(BUILD)/demo-data
 	$(BUILD)/basic_kv $(BUILD)/demo-data
+
+cluster-demo: build
+	./scripts/cluster-demo.sh $(BUILD)/tools/htkv-node/htkv-node
 
 # The suite runs in three execution modes: inline, 2 workers on io_uring, 2 workers on syscalls
 # (test presets release, release-uring, release-sync). The concurrency tests run their own matrix

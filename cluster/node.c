@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/config.h"
 #include "cluster/entry.h"
 #include "cluster/util.h"
 
@@ -160,4 +161,45 @@ htkv_cluster_status(htkv_cluster *c, struct htkv_cluster_status *out)
     }
     struct creq r = { .kind = CREQ_STATUS, .status = out };
     return submit(c, &r);
+}
+
+/* Submit one membership change or transfer. */
+static int
+change_request(htkv_cluster *c, int change, uint64_t target, const char *address,
+               struct htkv_cluster_leader *leader)
+{
+    struct creq r = { .kind = CREQ_CHANGE, .change = change, .target = target, .address = address };
+    int rc = submit(c, &r);
+    if (leader != NULL && (rc == HTKV_ENOTLEADER || (rc == 0 && change == CHANGE_TRANSFER))) {
+        *leader = r.leader;
+    }
+    return rc;
+}
+
+int
+htkv_cluster_add(htkv_cluster *c, uint64_t id, const char *address,
+                 struct htkv_cluster_leader *leader)
+{
+    if (c == NULL || id == 0 || address == NULL || htkv_caddr_parse(address, NULL) != 0) {
+        return -EINVAL;
+    }
+    return change_request(c, CHANGE_ADD, id, address, leader);
+}
+
+int
+htkv_cluster_remove(htkv_cluster *c, uint64_t id, struct htkv_cluster_leader *leader)
+{
+    if (c == NULL || id == 0) {
+        return -EINVAL;
+    }
+    return change_request(c, CHANGE_REMOVE, id, NULL, leader);
+}
+
+int
+htkv_cluster_transfer(htkv_cluster *c, uint64_t id, struct htkv_cluster_leader *leader)
+{
+    if (c == NULL) {
+        return -EINVAL;
+    }
+    return change_request(c, CHANGE_TRANSFER, id, NULL, leader);
 }

@@ -42,6 +42,24 @@ enum creq_kind {
     CREQ_WRITE = 1,  /* bytes: one encoded request (entry.h) */
     CREQ_READ = 2,   /* wait for a barrier, then the caller reads */
     CREQ_STATUS = 3, /* fill status */
+    CREQ_CHANGE = 4, /* a membership change or a leadership transfer (member.c) */
+};
+
+/* What a CREQ_CHANGE asks for. */
+enum creq_change {
+    CHANGE_ADD = 1,      /* add target as spare, then promote it to voter */
+    CHANGE_REMOVE = 2,   /* remove target */
+    CHANGE_TRANSFER = 3, /* hand leadership to target (0: raft chooses) */
+};
+
+/* Where the one membership change of a member stands (loop). */
+enum change_stage {
+    STAGE_IDLE = 0,
+    STAGE_ADDING = 1,       /* raft_add() in raft */
+    STAGE_PROMOTE_NEXT = 2, /* added: the next tick calls raft_assign() */
+    STAGE_PROMOTING = 3,    /* raft_assign(VOTER) in raft: catch-up, then the entry */
+    STAGE_REMOVING = 4,     /* raft_remove() in raft */
+    STAGE_TRANSFERRING = 5, /* raft_transfer() in raft */
 };
 
 struct creq {
@@ -51,7 +69,10 @@ struct creq {
     struct htkv_cluster_status *status; /* CREQ_STATUS: filled by the loop */
     int rc;                             /* the answer */
     uint64_t version;                   /* CREQ_WRITE: the write's version */
-    struct htkv_cluster_leader leader;  /* on HTKV_ENOTLEADER */
+    struct htkv_cluster_leader leader;  /* on HTKV_ENOTLEADER (and after a transfer) */
+    int change;                         /* CREQ_CHANGE: enum creq_change */
+    uint64_t target;                    /* CREQ_CHANGE: the member it concerns */
+    const char *address;                /* CHANGE_ADD: its address; the caller's */
     bool done;                          /* mu; invariant 1 */
     struct creq *next;                  /* queue link */
 };
@@ -103,6 +124,14 @@ struct htkv_cluster {
     struct creq **writes_tail;
     struct creq *reads; /* loop: waiting reads */
     struct creq **reads_tail;
+    /* loop: the one membership change or transfer this member runs (member.c) */
+    int change_stage;              /* enum change_stage */
+    struct creq *change_req;       /* its caller; NULL once answered (a timeout) */
+    uint64_t change_target;        /* the member it concerns */
+    uint64_t change_deadline;      /* uv_now() after which the caller gets -ETIMEDOUT */
+    unsigned election_timeout_ms;  /* the configuration's */
+    struct raft_change change;     /* data = the handle */
+    struct raft_transfer transfer; /* data = the handle */
 };
 
 /* Complete @p r with @p rc (invariant 1). Takes mu; the caller broadcasts cv afterwards. */
@@ -122,6 +151,15 @@ int htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg);
 /* Stop what htkv_cnode_io_start() started, running the loop on this thread (the loop thread
  * could not be created). */
 void htkv_cnode_io_abort(struct htkv_cluster *c);
+
+/* Convert a raft error code to htkv's (the codes of cluster.h). */
+int htkv_cnode_raft_code(int rv);
+
+/* Start the membership change or transfer @p r asks for, or answer it at once. Loop thread. */
+void htkv_cnode_change_start(struct htkv_cluster *c, struct creq *r);
+
+/* Every tick: the next step of an addition (promote), the caller's deadline. Loop thread. */
+void htkv_cnode_change_tick(struct htkv_cluster *c);
 
 /* Body of the loop thread: runs the loop until raft and every handle are closed. */
 void *htkv_cnode_io_thread(void *arg);

@@ -45,8 +45,8 @@ struct rbatch {
     struct creq *reads; /* linked through next */
 };
 
-static int
-raft_to_htkv(int rv)
+int
+htkv_cnode_raft_code(int rv)
 {
     switch (rv) {
     case 0:
@@ -110,6 +110,23 @@ complete_list(struct htkv_cluster *c, struct creq *list, int rc)
 
 static void pump(struct htkv_cluster *c);
 
+/*
+ * After a request raft answered. raft 0.15 fails a leader's outstanding requests (status
+ * RAFT_LEADERSHIPLOST) from convertClearLeader(), after it freed the leader's progress array but
+ * before it changes its state: raft_state() still says leader there, and a raft_apply() or
+ * raft_barrier() made from that callback reads the freed array and crashes (found by the kill
+ * test). So after a failed request nothing is proposed from the callback: the loop's next tick
+ * (10 ms) sends what waits, or fails it once the role has changed. A stop (raft_close()) or a
+ * failure makes pump() touch no raft call, so it runs at once then.
+ */
+static void
+pump_after(struct htkv_cluster *c, int status)
+{
+    if (status == 0 || c->stopping || atomic_load(&c->failed)) {
+        pump(c);
+    }
+}
+
 static void
 on_applied(struct raft_apply *req, int status, void *result)
 {
@@ -133,7 +150,7 @@ on_applied(struct raft_apply *req, int status, void *result)
     pthread_cond_broadcast(&c->cv);
     free(wb);
     c->write_busy = false;
-    pump(c);
+    pump_after(c, status);
 }
 
 /* Take the waiting writes that fit in one entry off the queue: at least one, however large;
@@ -191,7 +208,7 @@ propose_writes(struct htkv_cluster *c)
             memcpy(p, wb->reqs[i]->bytes, wb->reqs[i]->len);
             p += wb->reqs[i]->len;
         }
-        rc = raft_to_htkv(raft_apply(&c->raft, &wb->req, &buf, 1, on_applied));
+        rc = htkv_cnode_raft_code(raft_apply(&c->raft, &wb->req, &buf, 1, on_applied));
     }
     if (rc == 0) {
         c->write_busy = true;
@@ -214,7 +231,7 @@ on_read_barrier(struct raft_barrier *req, int status)
     complete_list(c, rb->reads, status == 0 ? 0 : HTKV_ENOTLEADER);
     free(rb);
     c->read_busy = false;
-    pump(c);
+    pump_after(c, status);
 }
 
 /* Start one barrier for every waiting read. */
@@ -232,7 +249,7 @@ start_reads(struct htkv_cluster *c)
     rb->req.data = rb;
     c->reads = NULL;
     c->reads_tail = &c->reads;
-    int rc = raft_to_htkv(raft_barrier(&c->raft, &rb->req, on_read_barrier));
+    int rc = htkv_cnode_raft_code(raft_barrier(&c->raft, &rb->req, on_read_barrier));
     if (rc != 0) {
         complete_list(c, rb->reads, rc);
         free(rb);
@@ -311,6 +328,10 @@ fill_status(struct htkv_cluster *c, struct htkv_cluster_status *st)
         m->id = conf->servers[i].id;
         snprintf(m->address, sizeof(m->address), "%s", conf->servers[i].address);
         m->voter = conf->servers[i].role == RAFT_VOTER;
+        if (st->role == HTKV_CLUSTER_LEADER && c->raft.leader_state.progress != NULL) {
+            m->match_index =
+                m->id == c->id ? st->last_index : c->raft.leader_state.progress[i].match_index;
+        }
     }
 }
 
@@ -369,6 +390,7 @@ on_raft_closed(struct raft *r)
     raft_uv_close(&c->io);
     raft_uv_tcp_close(&c->transport);
     c->raft_closed = true;
+    htkv_cnode_change_tick(c); /* answers an addition waiting for the (stopped) tick */
     pthread_mutex_lock(&c->mu);
     bool closing = c->closing;
     pthread_mutex_unlock(&c->mu);
@@ -395,6 +417,8 @@ dispatch(struct htkv_cluster *c, struct creq *list)
         if (r->kind == CREQ_STATUS) {
             fill_status(c, r->status);
             htkv_cnode_done(c, r, atomic_load(&c->failed) ? HTKV_EFAILED : 0);
+        } else if (r->kind == CREQ_CHANGE) {
+            htkv_cnode_change_start(c, r);
         } else if (r->kind == CREQ_WRITE) {
             *c->writes_tail = r;
             c->writes_tail = &r->next;
@@ -430,6 +454,7 @@ on_tick(uv_timer_t *h)
 {
     struct htkv_cluster *c = h->data;
     watch_role(c);
+    htkv_cnode_change_tick(c);
     pump(c); /* fails what waits if leadership was lost meanwhile */
 }
 
@@ -478,13 +503,14 @@ bootstrap(struct htkv_cluster *c, const htkv_cluster_config *cfg)
         htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_ERROR, "bootstrap failed: %s",
                     raft_strerror(rv));
     }
-    return raft_to_htkv(rv);
+    return htkv_cnode_raft_code(rv);
 }
 
 static void
 configure_raft(struct htkv_cluster *c, const htkv_cluster_config *cfg)
 {
     raft_set_election_timeout(&c->raft, cfg->election_timeout_ms);
+    c->election_timeout_ms = cfg->election_timeout_ms;
     raft_set_heartbeat_timeout(&c->raft, cfg->heartbeat_timeout_ms);
     raft_set_snapshot_threshold(&c->raft, cfg->snapshot_threshold);
     raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing);
@@ -542,7 +568,7 @@ htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
     int rv = raft_uv_tcp_init(&c->transport, &c->loop);
     if (rv != 0) {
         drain_loop(c, false);
-        return raft_to_htkv(rv);
+        return htkv_cnode_raft_code(rv);
     }
     rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport);
     if (rv == 0) {
@@ -558,7 +584,7 @@ htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
                     raft_strerror(rv));
         raft_uv_tcp_close(&c->transport);
         drain_loop(c, false);
-        return raft_to_htkv(rv);
+        return htkv_cnode_raft_code(rv);
     }
     c->raft.data = c;
     c->fsm.raft = &c->raft;
@@ -567,7 +593,7 @@ htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
     if (rc == 0 && (rv = raft_start(&c->raft)) != 0) {
         htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_ERROR, "raft start failed: %s",
                     raft_errmsg(&c->raft));
-        rc = raft_to_htkv(rv);
+        rc = htkv_cnode_raft_code(rv);
     }
     if (rc != 0) {
         drain_loop(c, true);

@@ -79,8 +79,9 @@ typedef struct htkv_cluster_config {
     /**
      * The initial voters, used to bootstrap a new cluster: every member of a new cluster is
      * given the same list, which must contain @ref id. Ignored when data_dir already holds raft
-     * state (a restart). NULL with voter_count 0 starts without bootstrap (a member that will
-     * be added later; not yet supported by this library, see cluster/README.md).
+     * state (a restart). NULL with voter_count 0 starts without bootstrap: a member that joins
+     * an existing cluster once its leader adds it (htkv_cluster_add()); until then it takes no
+     * part in elections and knows no configuration.
      */
     const struct htkv_cluster_peer *voters;
     size_t voter_count;            /**< Entries of voters (0..HTKV_CLUSTER_MEMBERS_MAX). */
@@ -118,7 +119,10 @@ struct htkv_cluster_leader {
 struct htkv_cluster_member {
     uint64_t id;
     char address[HTKV_CLUSTER_ADDRESS_MAX];
-    int voter; /**< Boolean: a voter (1) or not (0: standby or spare). */
+    int voter;            /**< Boolean: a voter (1) or not (0: added, not yet promoted). */
+    uint64_t match_index; /**< Reported by the leader only (0 elsewhere): the highest raft
+                               index known to be in this member's log (the leader's own last
+                               index for itself): how far it has caught up. */
 };
 
 /** What htkv_cluster_status() reports. */
@@ -278,6 +282,56 @@ HTKV_API HTKV_MUST_USE int htkv_cluster_get_local(htkv_cluster *c, const void *k
  * @context Any thread. Waits for one turn of the loop thread.
  */
 HTKV_API HTKV_MUST_USE int htkv_cluster_status(htkv_cluster *c, struct htkv_cluster_status *out);
+
+/**
+ * Add member @p id at @p address to the cluster, on the leader: it joins as a non-voter
+ * (raft's spare), is sent the log (or a snapshot) and is promoted to voter once it has caught
+ * up (raft 0.15's catch-up rounds: its log reaches the leader's last index within one election
+ * timeout). The new member must run already or start soon, opened with no voters (voters NULL,
+ * voter_count 0). One membership change runs at a time in the cluster.
+ * @param[in]  c        Handle; borrowed.
+ * @param[in]  address  "host:port" of the new member (IPv4 literal); borrowed.
+ * @param[out] leader   Filled on HTKV_ENOTLEADER; may be NULL; borrowed.
+ * @return 0 (the member is a voter); -EINVAL (id 0, a malformed address, NULL); -EEXIST (@p id
+ *         is already a member); -EADDRINUSE (a member already has @p address); -EBUSY (another
+ *         membership change or a leadership transfer is in progress); HTKV_ENOTLEADER (nothing
+ *         changed); -ETIMEDOUT (added as non-voter but not caught up within 10 s or 20
+ *         election timeouts: the leader keeps trying to promote it, and other changes get
+ *         -EBUSY until it is promoted or leadership changes); -ECONNABORTED (leadership was
+ *         lost during the change: it may or may not be done; look at htkv_cluster_status());
+ *         -ENOMEM; HTKV_ECLOSED; HTKV_EFAILED; -EIO (raft refused the change otherwise).
+ * @context Any thread. Blocks for the change's commit (two configuration entries) and the new
+ *          member's catch-up.
+ */
+HTKV_API HTKV_MUST_USE int htkv_cluster_add(htkv_cluster *c, uint64_t id, const char *address,
+                                            struct htkv_cluster_leader *leader);
+
+/**
+ * Remove member @p id from the cluster, on the leader. When @p id is the leader itself, it
+ * steps down once the change is committed (transfer leadership first to keep the cluster
+ * writable without an election). A removed member takes no further part: close it.
+ * @return 0 (the change is committed); -EINVAL (id 0, NULL); HTKV_ENOTFOUND (@p id is not a
+ *         member); -EBUSY; HTKV_ENOTLEADER; -ECONNABORTED; -ENOMEM; HTKV_ECLOSED; HTKV_EFAILED;
+ *         -EIO: as htkv_cluster_add().
+ * @context Any thread. Blocks for the change's commit.
+ */
+HTKV_API HTKV_MUST_USE int htkv_cluster_remove(htkv_cluster *c, uint64_t id,
+                                               struct htkv_cluster_leader *leader);
+
+/**
+ * Hand leadership from this member (the leader) to voter @p id, or to an up-to-date voter
+ * chosen by raft when @p id is 0. Writes and linearizable reads on this member get
+ * HTKV_ENOTLEADER while the transfer runs (nothing proposed).
+ * @param[out] leader  Filled on HTKV_ENOTLEADER; on success, the new leader; may be NULL.
+ * @return 0 (this member follows the new leader); -EINVAL (@p id is this member, NULL);
+ *         HTKV_ENOTFOUND (@p id is not a voter of the cluster, or there is no other voter);
+ *         -EBUSY (a transfer is in progress); HTKV_ENOTLEADER; -ETIMEDOUT (no new leader
+ *         within one election timeout: this member may still lead); -ENOMEM; HTKV_ECLOSED;
+ *         HTKV_EFAILED; -EIO.
+ * @context Any thread. Blocks at most about one election timeout.
+ */
+HTKV_API HTKV_MUST_USE int htkv_cluster_transfer(htkv_cluster *c, uint64_t id,
+                                                 struct htkv_cluster_leader *leader);
 
 #ifdef __cplusplus
 }
