@@ -146,6 +146,35 @@ htkv_hidx_find_hash(struct hidx *h, uint64_t hash)
 }
 
 /*
+ * A hint for a writer about to install a key with hash @p hash: bring into the cache what the
+ * install reads, one level per @p stage: 0 the key's home slot, 1 the entry that slot names, 2
+ * the key bytes of that entry's record (install compares them). A writer with many keys at hand
+ * runs each stage over all of them before the next, so that their cache misses overlap. Only the
+ * home slot is looked at; nothing is changed. Call with the writer's lock held (entries and
+ * segments stay put).
+ */
+static inline void
+htkv_hidx_prefetch(struct hidx *h, uint64_t hash, int stage)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    const _Atomic uint64_t *slot = &t->slots[hash & t->mask];
+    if (stage == 0) {
+        __builtin_prefetch((const void *)slot);
+        return;
+    }
+    uint64_t s = atomic_load_explicit(slot, memory_order_relaxed);
+    if (!hidx_slot_live(s) || (s & ~HIDX_PTR_MASK) != (hash & ~HIDX_PTR_MASK)) {
+        return;
+    }
+    const struct hidx_ent *e = hidx_slot_ent(s);
+    if (stage == 1) {
+        __builtin_prefetch(e);
+    } else {
+        __builtin_prefetch(hidx_ent_rec(e) + REC_HDR_BYTES);
+    }
+}
+
+/*
  * Writer side: make @p e the head for its key. Returns the previous head (now e->prev) or NULL.
  * May grow the table (the old table is passed to @p retire). Returns -ENOMEM through @p rc when
  * the table must grow and cannot; nothing changes then.

@@ -36,6 +36,7 @@
 
 #include <sched.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -205,13 +206,15 @@ worker_staged(struct worker *w, struct wreq *r, int rc, uint64_t version)
 }
 
 /*
- * HTKV_SYNC_ALWAYS: stage the puts and deletes drained since the last batch (w->pend), one
- * group per shard in queue order, so that each shard gets one write for all of them
- * (htkv_shard_stage_group), then let them wait for their group syncs.
+ * Stage the puts and deletes drained since the last batch (w->pend), one group per shard in
+ * queue order, so that each shard gets one lock, one write (htkv_shard_stage_group: one pwrite()
+ * for a group of 512 bytes or more) and one publication for all of them. In HTKV_SYNC_ALWAYS
+ * they then wait for their group syncs; in the other modes they are done once published.
  */
 static void
 worker_stage_puts(struct worker *w)
 {
+    bool always = w->db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
     uint32_t n = w->npend;
     w->npend = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -238,7 +241,11 @@ worker_stage_puts(struct worker *w)
         *tail = NULL;
         struct shard *sh = db_shard(w->db, shard);
         pthread_mutex_lock(&sh->lock);
-        (void)htkv_shard_stage_group(sh, head);
+        uint64_t upto = htkv_shard_stage_group(sh, head);
+        if (!always && upto > 0) {
+            htkv_shard_mark_dirty(sh);
+            htkv_shard_publish(sh, upto); /* in the page cache: done */
+        }
         pthread_mutex_unlock(&sh->lock);
         for (uint32_t k = i; k < n; k++) {
             struct wreq *r = w->pend[k];
@@ -246,6 +253,10 @@ worker_stage_puts(struct worker *w)
                 continue;
             }
             w->pend[k] = NULL;
+            if (!always) {
+                wreq_complete(r, w->pr[k].rc, w->pr[k].version);
+                continue;
+            }
             r->parts = &r->part_one;
             r->part_one = shard;
             r->nparts = 1;
@@ -286,7 +297,8 @@ workers_dirtied(void *ctx, uint32_t id)
 }
 
 /*
- * Stage one request, or in HTKV_SYNC_ALWAYS set a put or delete aside for worker_stage_puts().
+ * Stage one request (a batch, after the puts and deletes set aside before it), or set a put or
+ * delete aside for worker_stage_puts().
  * Acknowledges it unless it must wait for a group sync.
  */
 static void
@@ -297,22 +309,16 @@ worker_stage(struct worker *w, struct wreq *r)
     uint64_t version = 0;
     int rc;
     if (r->kind != WREQ_BATCH) {
-        uint8_t type = r->kind == WREQ_PUT ? REC_SET : REC_DEL;
-        if (!always) {
-            rc = db_put1(db, type, r->key, r->klen, r->val, r->vlen, r->hash, &version, 0);
-            wreq_complete(r, rc, version);
-            return;
-        }
         HTKV_ASSERT(w->npend < DRAIN_MAX && r->shard % db->nworkers == w->id); /* 6, 7 */
         w->pend[w->npend++] = r; /* room for a whole drain */
         return;
     }
+    worker_stage_puts(w); /* what came before the batch is staged before it */
     if (!always) {
         rc = htkv_batch_apply(db, r->batch, &version);
         wreq_complete(r, rc, version);
         return;
     }
-    worker_stage_puts(w); /* what came before the batch is staged before it */
     size_t n = r->batch->nops;
     r->parts = n <= 1 ? &r->part_one : htkv_mem_alloc(n * sizeof(uint32_t));
     if (r->parts == NULL) {
@@ -574,6 +580,9 @@ worker_main(void *arg)
 {
     struct worker *w = arg;
     struct htkv_db *db = w->db;
+    char name[16];
+    snprintf(name, sizeof(name), "htkv-w%u", w->id);
+    prctl(PR_SET_NAME, name); /* top, perf and gdb show which thread is a worker */
     /* Everything this thread allocates comes from its arena (its shards' memory included). */
     htkv_arena_bind(db->narenas > 0 ? db->arenas[w->id % db->narenas] : 0);
     int backend = db->cfg.io_backend == HTKV_IO_URING  ? UR_URING
@@ -640,15 +649,11 @@ htkv_workers_start(struct htkv_db *db)
         w->inflight_iseg = htkv_mem_calloc(db->shard_count, sizeof(struct seg *));
         w->inflight_t0 = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
         w->inflight_group = htkv_mem_calloc(db->shard_count, sizeof(uint64_t));
-        bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
-        if (always) {
-            w->pend = htkv_mem_calloc(DRAIN_MAX, sizeof(*w->pend));
-            w->pr = htkv_mem_calloc(DRAIN_MAX, sizeof(*w->pr));
-        }
-        if (rc == 0 &&
-            (w->inflight_target == NULL || w->inflight_seg == NULL || w->inflight_iseg == NULL ||
-             w->inflight_t0 == NULL || w->inflight_group == NULL ||
-             (always && (w->pend == NULL || w->pr == NULL)))) {
+        w->pend = htkv_mem_calloc(DRAIN_MAX, sizeof(*w->pend));
+        w->pr = htkv_mem_calloc(DRAIN_MAX, sizeof(*w->pr));
+        if (rc == 0 && (w->inflight_target == NULL || w->inflight_seg == NULL ||
+                        w->inflight_iseg == NULL || w->inflight_t0 == NULL ||
+                        w->inflight_group == NULL || w->pend == NULL || w->pr == NULL)) {
             rc = -ENOMEM;
         }
         if (rc == 0) {

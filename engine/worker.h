@@ -80,8 +80,8 @@ struct worker {
     uint64_t *inflight_t0;      /* when each shard's fsync in flight was submitted (metrics) */
     uint64_t *inflight_group;   /* writes it covers (metrics) */
     uint64_t next_interval_ns;  /* HTKV_SYNC_INTERVAL: when to sync dirty shards next */
-    /* HTKV_SYNC_ALWAYS: puts and deletes of this drain not staged yet (npend of them; room for
-     * DRAIN_MAX), and the scratch requests that stage them (worker_stage_puts). */
+    /* Puts and deletes of this drain not staged yet (npend of them; room for DRAIN_MAX), and
+     * the scratch requests that stage them (worker_stage_puts). */
     struct wreq **pend;
     uint32_t npend;
     struct put_req *pr;
