@@ -140,7 +140,7 @@ test_find_scan_and_filter(void **state)
     char path[4200];
     snprintf(path, sizeof(path), "%s/000000000077.kix", dir);
     struct model m;
-    model_make(&m, 60000, &rng);
+    model_make(&m, 20000, &rng);
     write_model(&m, path);
 
     struct kix k;
@@ -161,7 +161,7 @@ test_find_scan_and_filter(void **state)
     assert_int_equal(at, m.kept);
     /* Misses: absent keys (digits never occur in model keys) pass the filter about 1% of the
      * time, and are never found. */
-    size_t positives = 0, misses = 100000;
+    size_t positives = 0, misses = 40000;
     for (size_t i = 0; i < misses; i++) {
         char key[32];
         int len = snprintf(key, sizeof(key), "%zu-%llu", i, (unsigned long long)tu_rand(&rng));
@@ -236,7 +236,7 @@ test_damage(void **state)
     char path[4200];
     snprintf(path, sizeof(path), "%s/000000000077.kix", dir);
     struct model m;
-    model_make(&m, 300, &rng);
+    model_make(&m, 120, &rng);
     for (size_t i = 0; i < m.n; i++) { /* short keys only: a small file */
         m.ents[i].key_len = m.ents[i].key_len > 40 ? 40 : m.ents[i].key_len;
         m.ents[i].hash = htkv_hash(m.ents[i].key, m.ents[i].key_len, SEED);
