@@ -318,7 +318,9 @@ restore_file(struct cluster_fsm *f)
     }
     rc = htkv_latest_version(f->db, &latest);
     if (rc == 0 && snap > latest) {
+        pthread_rwlock_wrlock(&f->views); /* ordered reads in progress end first */
         rc = htkv_snapshot_restore(f->db, f->snap_path);
+        pthread_rwlock_unlock(&f->views);
         f->restores += rc == 0;
     }
     return rc == 0 ? 0 : fsm_fail(f, rc, "installing a snapshot");
@@ -357,6 +359,20 @@ htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv
         return -ENOMEM;
     }
     snprintf(f->snap_path, n, "%s/snapshot.tmp", scratch_dir);
+    /* Writer first: a restore waiting for reads in progress must not wait for new ones too
+     * (glibc's default lets readers that keep coming starve it). */
+    pthread_rwlockattr_t attr;
+    int rc = pthread_rwlockattr_init(&attr);
+    if (rc == 0) {
+        pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        rc = pthread_rwlock_init(&f->views, &attr);
+        pthread_rwlockattr_destroy(&attr);
+    }
+    if (rc != 0) {
+        free(f->snap_path);
+        f->snap_path = NULL;
+        return -rc;
+    }
     f->db = db;
     f->log_fn = log_fn;
     f->log_ctx = log_ctx;
@@ -371,6 +387,9 @@ htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv
 void
 htkv_cfsm_fini(struct cluster_fsm *f)
 {
+    if (f->snap_path != NULL) {
+        pthread_rwlock_destroy(&f->views); /* initialised with it */
+    }
     free(f->snap_path);
     free(f->out.res);
     free(f->cmds);

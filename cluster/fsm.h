@@ -29,6 +29,7 @@
 #ifndef HTKV_CLUSTER_FSM_H
 #define HTKV_CLUSTER_FSM_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -70,7 +71,10 @@ struct cluster_fsm {
     void *log_ctx;
     void (*on_fail)(struct cluster_fsm *f); /* called once, when failed is set; may be NULL */
     void *ctx;                              /* for on_fail */
-    uint64_t applied_entries;               /* statistics for the tests */
+    /* Ordered reads hold it shared while their view of the store is open; a restore takes it
+     * exclusively (htkv_snapshot_restore() refuses to run while a view is open). */
+    pthread_rwlock_t views;
+    uint64_t applied_entries; /* statistics for the tests */
     uint64_t restores;
 };
 

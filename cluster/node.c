@@ -153,6 +153,101 @@ htkv_cluster_get_local(htkv_cluster *c, const void *key, size_t klen, void *buf,
     return rc;
 }
 
+/* The bounds of an ordered read: a prefix (prefix set) or a range [start, end). */
+struct read_span {
+    bool prefix;
+    const void *start, *end;
+    size_t slen, elen;
+};
+
+/* Walk @p it into fn, @p limit items at most: 0, fn's value or the iterator's error. */
+static int
+walk_items(htkv_iter *it, uint64_t limit, htkv_cluster_item_fn fn, void *ctx)
+{
+    int rc = limit > 0 ? htkv_iter_set_limit(it, limit) : 0;
+    while (rc == 0) {
+        const void *k, *v;
+        size_t kl, vl;
+        rc = htkv_iter_next(it, &k, &kl, &v, &vl);
+        if (rc != 1) {
+            break;
+        }
+        rc = fn(k, kl, v, vl, htkv_iter_version(it), ctx);
+    }
+    return rc;
+}
+
+/* Read @p sp from one view of the store, with the views lock shared (fsm.h). */
+static int
+read_span_local(htkv_cluster *c, const struct read_span *sp, uint64_t limit,
+                htkv_cluster_item_fn fn, void *ctx, uint64_t *read_version)
+{
+    pthread_rwlock_rdlock(&c->fsm.views);
+    htkv_view *v = NULL;
+    htkv_iter *it = NULL;
+    int rc = htkv_view_open(c->db, &v);
+    if (rc == 0) {
+        rc = sp->prefix ? htkv_view_get_prefix(v, sp->start, sp->slen, &it)
+                        : htkv_view_scan(v, sp->start, sp->slen, sp->end, sp->elen, &it);
+    }
+    if (rc == 0) {
+        rc = walk_items(it, limit, fn, ctx);
+    }
+    if (v != NULL && read_version != NULL) {
+        *read_version = htkv_view_version(v);
+    }
+    htkv_iter_destroy(it);
+    htkv_view_close(v);
+    pthread_rwlock_unlock(&c->fsm.views);
+    return rc;
+}
+
+static int
+read_span(htkv_cluster *c, const struct read_span *sp, uint64_t limit, unsigned flags,
+          htkv_cluster_item_fn fn, void *ctx, uint64_t *read_version,
+          struct htkv_cluster_leader *leader)
+{
+    if (c == NULL || fn == NULL || (flags & ~HTKV_CLUSTER_READ_LOCAL) != 0 ||
+        (sp->start == NULL && sp->slen > 0) || (sp->end == NULL && sp->elen > 0)) {
+        return -EINVAL;
+    }
+    if (sp->slen > HTKV_KEY_MAX || sp->elen > HTKV_KEY_MAX) {
+        return HTKV_ETOOBIG;
+    }
+    if (atomic_load(&c->failed)) {
+        return HTKV_EFAILED;
+    }
+    if ((flags & HTKV_CLUSTER_READ_LOCAL) == 0) {
+        struct creq r = { .kind = CREQ_READ };
+        int rc = submit(c, &r);
+        if (rc == HTKV_ENOTLEADER && leader != NULL) {
+            *leader = r.leader;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return read_span_local(c, sp, limit, fn, ctx, read_version);
+}
+
+int
+htkv_cluster_scan(htkv_cluster *c, const void *start, size_t slen, const void *end, size_t elen,
+                  uint64_t limit, unsigned flags, htkv_cluster_item_fn fn, void *ctx,
+                  uint64_t *read_version, struct htkv_cluster_leader *leader)
+{
+    struct read_span sp = { .start = start, .slen = slen, .end = end, .elen = elen };
+    return read_span(c, &sp, limit, flags, fn, ctx, read_version, leader);
+}
+
+int
+htkv_cluster_prefix(htkv_cluster *c, const void *prefix, size_t plen, uint64_t limit,
+                    unsigned flags, htkv_cluster_item_fn fn, void *ctx, uint64_t *read_version,
+                    struct htkv_cluster_leader *leader)
+{
+    struct read_span sp = { .prefix = true, .start = prefix, .slen = plen };
+    return read_span(c, &sp, limit, flags, fn, ctx, read_version, leader);
+}
+
 int
 htkv_cluster_status(htkv_cluster *c, struct htkv_cluster_status *out)
 {

@@ -275,6 +275,68 @@ HTKV_API HTKV_MUST_USE int htkv_cluster_get_local(htkv_cluster *c, const void *k
                                                   void *buf, size_t cap, size_t *vlen,
                                                   uint64_t *version, uint64_t *applied);
 
+/** htkv_cluster_scan() and htkv_cluster_prefix() flags. */
+#define HTKV_CLUSTER_READ_LOCAL                                                                    \
+    1u /**< A stale read of this member's store: any member, no barrier. */
+
+/**
+ * Called by an ordered read for each item, in unsigned byte order of the keys.
+ * @param[in] key, klen, val, vlen  The item: views into the member's store, valid during the
+ *                                  call only.
+ * @param[in] version  The version of the write that stored it.
+ * @param[in] ctx      As passed to the read.
+ * @return 0 to go on; any other value stops the read, which returns it (use a positive value
+ *         to tell it from the read's own errors).
+ */
+typedef int (*htkv_cluster_item_fn)(const void *key, size_t klen, const void *val, size_t vlen,
+                                    uint64_t version, void *ctx);
+
+/**
+ * Ordered read of the keys in [@p start, @p end) (an empty @p start: from the smallest key; an
+ * empty @p end: to the largest), all as of one moment of this member's store. By default it is
+ * linearizable, like htkv_cluster_get(): one barrier shared with the reads waiting with it, on
+ * the leader only, and the items reflect every write acknowledged before the call started. With
+ * HTKV_CLUSTER_READ_LOCAL it reads what this member has applied, on any member.
+ * @param[in]  c            Handle; borrowed.
+ * @param[in]  start, end   0..HTKV_KEY_MAX bytes each; borrowed; may be NULL with length 0.
+ * @param[in]  limit        Items at most (0 = no limit). Page through a range by reading again
+ *                          from the last key returned plus a 0x00 byte.
+ * @param[in]  flags        0 or HTKV_CLUSTER_READ_LOCAL.
+ * @param[in]  fn, ctx      Called for each item on the calling thread (see
+ *                          htkv_cluster_item_fn); borrowed.
+ * @param[out] read_version The store's version the items are read at (every write at or below
+ *                          it that the cluster committed is in the read, none above), once the
+ *                          read reached the store (also when @p fn stopped it); may be NULL.
+ * @param[out] leader       As htkv_cluster_put(); may be NULL.
+ * @return 0 (every item in range, or @p limit of them, passed to @p fn); the non-zero value @p fn
+ *         returned; -EINVAL (NULL handle or @p fn, NULL bound with a length, unknown flags);
+ *         HTKV_ETOOBIG (a bound longer than HTKV_KEY_MAX); HTKV_ENOTLEADER (not with
+ *         HTKV_CLUSTER_READ_LOCAL); HTKV_ECORRUPT (a record failed its checksum: the read
+ *         stops); -ENOMEM; HTKV_ECLOSED; HTKV_EFAILED.
+ * @context Any thread. While the read holds its view of the store, this member cannot install
+ *          a snapshot from the leader: the install (on the member's loop thread, which also
+ *          sends its heartbeats) waits for the read to end, so keep @p fn short and use
+ *          @p limit for large ranges.
+ */
+HTKV_API HTKV_MUST_USE int htkv_cluster_scan(htkv_cluster *c, const void *start, size_t slen,
+                                             const void *end, size_t elen, uint64_t limit,
+                                             unsigned flags, htkv_cluster_item_fn fn, void *ctx,
+                                             uint64_t *read_version,
+                                             struct htkv_cluster_leader *leader);
+
+/**
+ * Ordered read of every key that starts with @p prefix (an empty prefix: the whole store), as
+ * htkv_cluster_scan().
+ * @param[in] prefix  0..HTKV_KEY_MAX bytes; borrowed; may be NULL when @p plen is 0.
+ * @return As htkv_cluster_scan().
+ * @context As htkv_cluster_scan().
+ */
+HTKV_API HTKV_MUST_USE int htkv_cluster_prefix(htkv_cluster *c, const void *prefix, size_t plen,
+                                               uint64_t limit, unsigned flags,
+                                               htkv_cluster_item_fn fn, void *ctx,
+                                               uint64_t *read_version,
+                                               struct htkv_cluster_leader *leader);
+
 /**
  * Report this member's raft state and its view of the configuration.
  * @param[out] out  Caller storage; borrowed.
