@@ -29,6 +29,7 @@ htkv_cluster_config_init(htkv_cluster_config *cfg)
     cfg->heartbeat_timeout_ms = 100;
     cfg->snapshot_threshold = 1024;
     cfg->snapshot_trailing = 128;
+    cfg->install_snapshot_timeout_ms = 10000;
     cfg->entry_bytes_max = 1u << 20;
     htkv_config_init(&cfg->store);
 }
@@ -99,7 +100,8 @@ htkv_cconfig_check(const htkv_cluster_config *cfg)
     if (htkv_caddr_parse(cfg->address, NULL) != 0) {
         return -EINVAL;
     }
-    if (cfg->heartbeat_timeout_ms == 0 || cfg->election_timeout_ms <= cfg->heartbeat_timeout_ms) {
+    if (cfg->heartbeat_timeout_ms == 0 || cfg->election_timeout_ms <= cfg->heartbeat_timeout_ms ||
+        cfg->install_snapshot_timeout_ms <= cfg->heartbeat_timeout_ms) {
         return -EINVAL;
     }
     if (cfg->snapshot_threshold == 0 || cfg->entry_bytes_max < 4096) {

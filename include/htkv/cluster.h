@@ -89,9 +89,18 @@ typedef struct htkv_cluster_config {
     unsigned heartbeat_timeout_ms; /**< Default 100. */
     unsigned snapshot_threshold;   /**< Entries applied between snapshots. Default 1024. */
     unsigned snapshot_trailing;    /**< Entries kept in the log after a snapshot. Default 128. */
-    uint32_t entry_bytes_max;      /**< Group commit: largest raft entry the leader builds from
-                                        waiting writes (one write larger than it still goes, on
-                                        its own). Default 1 MiB. */
+    /**
+     * How long the leader waits for a member to install a snapshot before it gives up and
+     * starts over (raft's install snapshot timeout). A member that was down when the leader
+     * began sending it a snapshot is caught up only once this has passed after it returns
+     * (raft 0.15 keeps waiting for the lost install); an install that takes longer than this
+     * (a large store on a slow link) is restarted and may never complete. Default 10000
+     * (raft's own default is 30000). Must exceed heartbeat_timeout_ms.
+     */
+    unsigned install_snapshot_timeout_ms;
+    uint32_t entry_bytes_max; /**< Group commit: largest raft entry the leader builds from
+                                   waiting writes (one write larger than it still goes, on
+                                   its own). Default 1 MiB. */
     /**
      * The local store's configuration (htkv_config_init() fills it). Its data_dir is ignored
      * (the store lives in DATA_DIR/store) and so are sync_mode (always HTKV_SYNC_NEVER, see

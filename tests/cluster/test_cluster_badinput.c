@@ -147,6 +147,9 @@ test_cluster_badinput_bad_peer_list(void **state)
     b->cfg.election_timeout_ms = b->cfg.heartbeat_timeout_ms;
     expect_refused(b, -EINVAL);
     b->cfg.election_timeout_ms = 1000;
+    b->cfg.install_snapshot_timeout_ms = b->cfg.heartbeat_timeout_ms;
+    expect_refused(b, -EINVAL);
+    b->cfg.install_snapshot_timeout_ms = 10000;
     b->cfg.entry_bytes_max = 100;
     expect_refused(b, -EINVAL);
     b->cfg.entry_bytes_max = 1u << 20;
