@@ -68,6 +68,8 @@ static const char usage_text[] =
     "    --heartbeat-ms MS      heartbeat interval (default 100)\n"
     "    --snapshot-threshold N entries applied between snapshots (default 1024)\n"
     "    --snapshot-trailing N  entries kept in the log after a snapshot (default 128)\n"
+    "    --install-snapshot-ms N  how long the leader waits for a member's snapshot install\n"
+    "                           before it starts over (default 10000)\n"
     "    --shards N             shards of the local store (default 4)\n"
     "    --quiet                no log lines from the library (errors of this program remain)\n"
     "    --connect PATH CMD...  client: send one command to the member at PATH, print the answer\n"
@@ -91,6 +93,7 @@ enum {
     OPT_HEARTBEAT,
     OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING,
+    OPT_INSTALL_SNAPSHOT,
     OPT_SHARDS,
     OPT_QUIET,
     OPT_NO_STDIN,
@@ -109,6 +112,7 @@ static const struct option long_opts[] = {
     { "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT },
     { "snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD },
     { "snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING },
+    { "install-snapshot-ms", required_argument, NULL, OPT_INSTALL_SNAPSHOT },
     { "shards", required_argument, NULL, OPT_SHARDS },
     { "quiet", no_argument, NULL, OPT_QUIET },
     { "no-stdin", no_argument, NULL, OPT_NO_STDIN },
@@ -240,6 +244,9 @@ parse_option(struct node_opts *o, int opt, const char *arg)
     case OPT_SNAP_TRAILING:
         field = &o->snapshot_trailing;
         break;
+    case OPT_INSTALL_SNAPSHOT:
+        field = &o->install_snapshot_ms;
+        break;
     case OPT_SHARDS:
         field = &o->shards;
         break;
@@ -289,7 +296,8 @@ parse_args(int argc, char **argv, struct node_opts *o)
                              .heartbeat_ms = 100,
                              .shards = 4,
                              .snapshot_threshold = 1024,
-                             .snapshot_trailing = 128 };
+                             .snapshot_trailing = 128,
+                             .install_snapshot_ms = 10000 };
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "+", long_opts, NULL)) != -1) {
         if (opt == OPT_HELP) {
@@ -336,6 +344,7 @@ open_member(const struct node_opts *o, htkv_cluster **out)
     cfg.heartbeat_timeout_ms = o->heartbeat_ms;
     cfg.snapshot_threshold = o->snapshot_threshold;
     cfg.snapshot_trailing = o->snapshot_trailing;
+    cfg.install_snapshot_timeout_ms = o->install_snapshot_ms;
     cfg.store.shard_count = o->shards;
     cfg.store.worker_threads = 0;
     cfg.store.max_value_bytes = NODE_LINE_MAX;
