@@ -501,7 +501,10 @@ HTKV_API HTKV_MUST_USE int htkv_write(htkv_db *db, htkv_batch *b);
 
 /**
  * Asynchronous htkv_put(): copy key and value, hand the write to the owning worker and return.
- * @p done runs once the write is applied (and, in HTKV_SYNC_ALWAYS, durable) or failed.
+ * @p done runs once the write is applied (and, in HTKV_SYNC_ALWAYS, durable) or failed. A
+ * thread's writes to one shard (so to one key) apply in the order it made them, also mixed
+ * with its synchronous writes; its writes to different shards may apply, and take versions,
+ * in another order (a worker stages what it drained shard by shard).
  * @param[in] done  Completion callback; required.
  * @param[in] ctx   Passed to @p done; kept until @p done runs.
  * @return 0 (done will run); -EINVAL, HTKV_ETOOBIG, HTKV_EREADONLY, HTKV_ECLOSED, -ENOMEM
