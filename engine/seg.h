@@ -222,6 +222,16 @@ int htkv_seg_grow_to(struct seg *s, uint64_t size);
 /* Writes of at least this many bytes of records go through pwrite() in every sync mode. */
 #define SEG_WT_MIN_BYTES 512u
 
+/* A caller's write of @p bytes of records begins (a group staged record by record): buffer all
+ * of it when @p bytes >= SEG_WT_MIN_BYTES, unless a record of it already went to the mapping. */
+static inline void
+htkv_seg_wt_begin(struct seg *s, uint64_t bytes)
+{
+    if (bytes >= SEG_WT_MIN_BYTES && !s->direct_since_out) {
+        s->wt_now = true;
+    }
+}
+
 /* Make room in the buffer for @p need more bytes of records of a caller's write, when it is to be
  * buffered (write_through, or @p need >= SEG_WT_MIN_BYTES, see wt_now). 0 or -ENOMEM. */
 int htkv_seg_wbuf_reserve(struct seg *s, uint64_t need);

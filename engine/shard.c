@@ -832,6 +832,15 @@ htkv_shard_stage_group(struct shard *sh, struct put_req *list)
             htkv_hidx_prefetch(&sh->idx, r->hash, stage);
         }
     }
+    /* One write for the whole group: through pwrite() when it is large enough (seg.h). */
+    uint64_t bytes = 0;
+    for (struct put_req *r = list; r != NULL; r = r->next) {
+        bytes += htkv_rec_size(r->klen, r->vlen);
+    }
+    struct seg *active = shard_active(sh);
+    if (active != NULL && !active->sealed) {
+        htkv_seg_wt_begin(active, bytes);
+    }
     struct put_req *from = list;
     uint32_t prepared = 0;
     for (struct put_req *r = list; r != NULL; r = r->next) {
