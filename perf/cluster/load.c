@@ -93,8 +93,8 @@ worker_main(void *arg)
         seq = 0;
     }
     while (atomic_load(w->phase) != PHASE_STOP) {
-        if (w->l->op == CB_FILL && seq >= w->l->keys) {
-            break;
+        if (w->l->op == CB_FILL && (seq >= w->l->keys || w->refused + w->broken > 1000)) {
+            break; /* done, or the cluster keeps refusing: the caller sees too few keys */
         }
         make_key(w, seq, &rng, key);
         int before = atomic_load(w->phase);

@@ -107,7 +107,8 @@ wait_etcd() {
 row() { # SYSTEM ENDPOINTS ARGS...
     local sys=$1 eps=$2
     shift 2
-    "$bench" load --system "$sys" --endpoints "$eps" --seconds "$secs" --warm 1 "$@" | tee -a "$out"
+    "$bench" load --system "$sys" --endpoints "$eps" --seconds "$secs" --warm 1 "$@" |
+        tee -a "$out" || echo "run.sh: $sys $* failed" >&2
 }
 
 echo "# htkv-cluster-bench $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(etcd --version | head -1)"
@@ -126,13 +127,17 @@ for op in get lget; do
     row etcd "$eeps" --op "$op" --threads 16
 done
 for i in 1 2 3; do kill -TERM "${epids[$i]}"; done
-for i in 1 2 3; do wait "${epids[$i]}" || true; epids[$i]=0; done
+for i in 1 2 3; do wait "${epids[$i]}" || true; epids[i]=0; done
 
 for t in $(seq "$trials"); do
     line=$("$bench" failover --system htkv --endpoints "$hsocks" \
-        --pids "${hpids[1]},${hpids[2]},${hpids[3]}")
+        --pids "${hpids[1]},${hpids[2]},${hpids[3]}") || true
     echo "$line trial=$t" | tee -a "$out"
     victim=$(sed -n 's/.*killed=\([0-9]*\).*/\1/p' <<<"$line")
+    if [ -z "$victim" ]; then
+        echo "run.sh: failover trial $t failed" >&2
+        break
+    fi
     wait "${hpids[$victim]}" 2>/dev/null || true
     start_htkv "$victim"
     wait_caught_up "$victim"
@@ -141,5 +146,5 @@ done
 "$bench" watch --system htkv --endpoints "$hsocks" --threads 64 --value-bytes 16384 \
     --keys 64 --tag w --seconds "$watch_secs" --warm 0 | tee -a "$out"
 for i in 1 2 3; do kill -TERM "${hpids[$i]}"; done
-for i in 1 2 3; do wait "${hpids[$i]}" || true; hpids[$i]=0; done
+for i in 1 2 3; do wait "${hpids[$i]}" || true; hpids[i]=0; done
 "$root/perf/cluster/table.sh" "$out"
