@@ -145,6 +145,11 @@ done
 
 "$bench" watch --system htkv --endpoints "$hsocks" --threads 64 --value-bytes 16384 \
     --keys 64 --tag w --seconds "$watch_secs" --warm 0 | tee -a "$out"
+# raft_uv names a snapshot snapshot-TERM-INDEX-MS (MS: wall clock when taken, epoch ms): to
+# match with status_max_at_ms above.
+for i in 1 2 3; do
+    find "$work/h$i/raft" -name 'snapshot-*' ! -name '*.meta' -printf "SNAPSHOT member=$i %f %s\n"
+done | tee -a "$out"
 for i in 1 2 3; do kill -TERM "${hpids[$i]}"; done
 for i in 1 2 3; do wait "${hpids[$i]}" || true; hpids[i]=0; done
 "$root/perf/cluster/table.sh" "$out"

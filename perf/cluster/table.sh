@@ -18,7 +18,7 @@ function val(name,   i, kv) {
     bad[k, s] = val("refused") + val("broken")
 }
 /^FAILOVER/ { fo[nf++] = val("ms") + 0; terms = terms " " val("term_before") "->" val("term_after") }
-/^WATCH/ { watch[nw++] = $0 }
+/^WATCH/ || /^SNAPSHOT/ { watch[nw++] = $0 }
 END {
     print "| operation | clients | htkv ops/s | htkv p50 µs | htkv p99 µs | etcd ops/s | etcd p50 µs | etcd p99 µs | ops/s htkv/etcd | p99 htkv/etcd |"
     print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

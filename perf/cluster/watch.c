@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "perf/cluster/cbench.h"
 
@@ -21,6 +22,7 @@ struct member {
     struct cb_conn c;
     uint64_t term0, term, leader, leader_changes;
     uint64_t commit, commit_at, commit_gap_max, status_max, polls;
+    uint64_t status_max_wall_ms; /* CLOCK_REALTIME when the longest status was asked */
     int leader_role;
 };
 
@@ -46,13 +48,18 @@ poll_member(struct member *m, const char *endpoint)
     if (m->c.fd < 0 && cb_conn_open(&m->c, CB_HTKV, endpoint) != 0) {
         return;
     }
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
     uint64_t t0 = cb_now_ns();
     if (cb_htkv_status(&m->c, line, sizeof(line)) != 0) {
         cb_conn_close(&m->c);
         return;
     }
     uint64_t t1 = cb_now_ns(), commit = cb_field(line, "commit="), lead = cb_field(line, "leader=");
-    m->status_max = t1 - t0 > m->status_max ? t1 - t0 : m->status_max;
+    if (t1 - t0 > m->status_max) {
+        m->status_max = t1 - t0;
+        m->status_max_wall_ms = (uint64_t)wall.tv_sec * 1000u + (uint64_t)wall.tv_nsec / 1000000u;
+    }
     m->term = cb_field(line, "term=");
     if (m->polls++ == 0) {
         m->term0 = m->term;
@@ -78,9 +85,10 @@ report(const struct member *ms, int n, const struct bg *b)
         const struct member *m = &ms[i];
         printf("WATCH member=%d role=%s term_before=%" PRIu64 " term_after=%" PRIu64
                " leader_changes=%" PRIu64 " polls=%" PRIu64 " status_max_ms=%.1f"
-               " commit_gap_max_ms=%.1f\n",
+               " status_max_at_ms=%" PRIu64 " commit_gap_max_ms=%.1f\n",
                i + 1, m->leader_role ? "leader" : "follower", m->term0, m->term, m->leader_changes,
-               m->polls, (double)m->status_max / 1e6, (double)m->commit_gap_max / 1e6);
+               m->polls, (double)m->status_max / 1e6, m->status_max_wall_ms,
+               (double)m->commit_gap_max / 1e6);
     }
     printf("WATCH load puts_s=%.0f MB_s=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f refused=%" PRIu64
            " broken=%" PRIu64 "\n",
