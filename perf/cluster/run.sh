@@ -9,7 +9,8 @@
 # Prints the raw lines and a markdown table (ratios htkv / etcd).
 # Usage: perf/cluster/run.sh      Environment: BUILD (default build), CB_SECONDS (measured
 # seconds per row, 5), CB_TRIALS (failover trials, 5), CB_WATCH_SECONDS (20), CB_KEEP=1 (keep
-# the work directory), CB_NO_BUILD=1, JOBS (2).
+# the work directory), CB_NO_BUILD=1, JOBS (2), CB_HTKV_ARGS (more htkv-node options, e.g.
+# "--snapshot-threshold 100000"; the figures in perf/README.md use none).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,11 +42,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+read -r -a hextra <<<"${CB_HTKV_ARGS:-}"
 hpeers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
 hsocks="$work/h1.sock,$work/h2.sock,$work/h3.sock"
 start_htkv() { # ID
     "$node" --id "$1" --listen "127.0.0.1:$((base + $1))" --data "$work/h$1" --peers "$hpeers" \
-        --socket "$work/h$1.sock" --no-stdin --quiet >>"$work/h$1.log" 2>&1 &
+        --socket "$work/h$1.sock" --no-stdin --quiet "${hextra[@]}" >>"$work/h$1.log" 2>&1 &
     hpids[$1]=$!
 }
 hstatus() { # ID -> status line or nothing
@@ -145,11 +147,14 @@ done
 
 "$bench" watch --system htkv --endpoints "$hsocks" --threads 64 --value-bytes 16384 \
     --keys 64 --tag w --seconds "$watch_secs" --warm 0 | tee -a "$out"
-# raft_uv names a snapshot snapshot-TERM-INDEX-MS (MS: wall clock when taken, epoch ms): to
-# match with status_max_at_ms above.
+# raft_uv names a snapshot snapshot-TERM-INDEX-MS, MS being libuv's clock (milliseconds of
+# CLOCK_MONOTONIC, since boot here): printed also as at_ms, wall-clock epoch ms like
+# status_max_at_ms above, to match a stall with a snapshot (raft keeps the last two).
+boot_ms=$(($(date +%s%3N) - $(tr -d . </proc/uptime | cut -d' ' -f1) * 10))
 for i in 1 2 3; do
-    find "$work/h$i/raft" -name 'snapshot-*' ! -name '*.meta' -printf "SNAPSHOT member=$i %f %s\n"
-done | tee -a "$out"
+    find "$work/h$i/raft" -name 'snapshot-*' ! -name '*.meta' -printf "member=$i %f %s\n"
+done | awk -v b="$boot_ms" '{ split($2, f, "-"); print "SNAPSHOT " $0 " at_ms=" b + f[4] }' |
+    tee -a "$out"
 for i in 1 2 3; do kill -TERM "${hpids[$i]}"; done
 for i in 1 2 3; do wait "${hpids[$i]}" || true; hpids[i]=0; done
 "$root/perf/cluster/table.sh" "$out"
