@@ -153,7 +153,7 @@ done
 boot_ms=$(($(date +%s%3N) - $(tr -d . </proc/uptime | cut -d' ' -f1) * 10))
 for i in 1 2 3; do
     find "$work/h$i/raft" -name 'snapshot-*' ! -name '*.meta' -printf "member=$i %f %s\n"
-done | awk -v b="$boot_ms" '{ split($2, f, "-"); print "SNAPSHOT " $0 " at_ms=" b + f[4] }' |
+done | awk -v b="$boot_ms" '{ split($2, f, "-"); printf "SNAPSHOT %s at_ms=%.0f\n", $0, b + f[4] }' |
     tee -a "$out"
 for i in 1 2 3; do kill -TERM "${hpids[$i]}"; done
 for i in 1 2 3; do wait "${hpids[$i]}" || true; hpids[i]=0; done
