@@ -6,6 +6,8 @@
 #                 leader, a new leader, every acknowledged write on every member; a fourth
 #                 member added, leadership handed to it, a member removed
 #                 (scripts/cluster-demo.sh)
+#   make cluster-bench  htkv's three-member cluster against Debian's etcd 3.4 on 127.0.0.1:
+#                 puts, gets, failover, heartbeat check (perf/cluster/run.sh; ~3 min)
 #   make test     set up, build, run every test: release (inline, workers on io_uring, workers
 #                 on syscalls), ASan+UBSan (inline, workers), TSan (concurrency tests), then a
 #                 short fuzz run (fuzz-smoke)
@@ -23,7 +25,7 @@ JOBS ?= $(shell nproc)
 override BUILD := build
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all deps build demo cluster-demo test test-release asan tsan fuzz fuzz-smoke format format-check clean bench peers
+.PHONY: all deps build demo cluster-demo test test-release asan tsan fuzz fuzz-smoke format format-check clean bench peers cluster-bench
 
 all: build
 
@@ -40,6 +42,10 @@ demo: build
 
 cluster-demo: build
 	./scripts/cluster-demo.sh $(BUILD)/tools/htkv-node/htkv-node
+
+cluster-bench: deps
+	cmake --preset release
+	JOBS=$(JOBS) ./perf/cluster/run.sh
 
 # The suite runs in three execution modes: inline, 2 workers on io_uring, 2 workers on syscalls
 # (test presets release, release-uring, release-sync). The concurrency tests run their own matrix
