@@ -188,16 +188,23 @@ test_fault_write_through_countdown(void **state)
 {
     (void)state;
     static const int allowed[] = { -EIO, HTKV_EFAILED };
-    static const int modes[] = { HTKV_SYNC_ALWAYS, HTKV_SYNC_INTERVAL, HTKV_SYNC_NEVER };
-    for (uint64_t nth = 1; nth <= 18; nth++) {
-        uint64_t seed = tu_seed("fault-wt") + nth;
+    /* ALWAYS: the 1st to 6th write; the other modes, whose pwrite() path is shorter, three
+     * of them. */
+    static const struct {
+        int mode;
+        uint64_t nth;
+    } runs[] = { { HTKV_SYNC_ALWAYS, 1 },   { HTKV_SYNC_ALWAYS, 2 },   { HTKV_SYNC_ALWAYS, 3 },
+                 { HTKV_SYNC_ALWAYS, 4 },   { HTKV_SYNC_ALWAYS, 5 },   { HTKV_SYNC_ALWAYS, 6 },
+                 { HTKV_SYNC_INTERVAL, 1 }, { HTKV_SYNC_INTERVAL, 6 }, { HTKV_SYNC_NEVER, 6 } };
+    for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
+        uint64_t seed = tu_seed("fault-wt") + k + 1;
         char *dir;
         htkv_config cfg;
-        int mode = modes[(nth - 1) / 6];
+        int mode = runs[k].mode;
         htkv_db *db = open_store("fault-wt", &dir, &cfg, mode);
         static struct model m;
         memset(&m, 0, sizeof(m));
-        uint64_t n = 1 + (nth - 1) % 6;
+        uint64_t n = runs[k].nth;
         htkv_fault_arm(HTKV_FAULT_WRITE, n, n % 2 ? EIO : HTKV_FAULT_TORN, false);
         int failed = workload(db, &m, &seed, 300, allowed, 2);
         tu_context("mode %d nth %llu", mode, (unsigned long long)n);
@@ -206,6 +213,46 @@ test_fault_write_through_countdown(void **state)
         htkv_fault_disarm();
         model_check(db, &m);
         reopen_check(db, &cfg, &m);
+        tu_rmrf(dir);
+        free(dir);
+    }
+}
+
+/* Goal: outside HTKV_SYNC_ALWAYS a put of 512 bytes or more reaches its segment through
+ * pwrite() (smaller ones are stored through the mapping): the first write failing fails that
+ * put with -EIO and nothing else, the shard then refuses writes (HTKV_EFAILED), and after
+ * reopen the failed put is absent and every earlier one is there. */
+static void
+test_fault_large_put_write_through(void **state)
+{
+    (void)state;
+    static const int modes[] = { HTKV_SYNC_INTERVAL, HTKV_SYNC_NEVER };
+    for (size_t k = 0; k < 2; k++) {
+        char *dir = tu_tmpdir("fault-large");
+        htkv_config cfg;
+        tu_config(&cfg, dir, modes[k]);
+        cfg.shard_count = 1; /* the put after the failure meets the failed shard */
+        cfg.compaction_interval_ms = 0;
+        htkv_db *db = tu_open(&cfg);
+        char key[32];
+        for (unsigned i = 0; i < 10; i++) {
+            assert_int_equal(htkv_put(db, key, key_of(i, key), "small", 5), 0);
+        }
+        static unsigned char big[1000];
+        memset(big, 'b', sizeof(big));
+        htkv_fault_arm(HTKV_FAULT_WRITE, 1, EIO, false);
+        tu_context("mode %d", modes[k]);
+        assert_int_equal(htkv_put(db, "large", 5, big, sizeof(big)), -EIO);
+        htkv_fault_disarm();
+        assert_int_equal(htkv_put(db, "after", 5, "x", 1), HTKV_EFAILED);
+        (void)htkv_close(db);
+        db = tu_open(&cfg);
+        size_t n = 0;
+        assert_int_equal(htkv_get(db, "large", 5, NULL, 0, &n), HTKV_ENOTFOUND);
+        for (unsigned i = 0; i < 10; i++) {
+            assert_int_equal(htkv_get(db, key, key_of(i, key), NULL, 0, &n), HTKV_ETOOSMALL);
+        }
+        assert_int_equal(htkv_close(db), 0);
         tu_rmrf(dir);
         free(dir);
     }
@@ -915,6 +962,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fault_fdatasync_eio_countdown),
         cmocka_unit_test(test_fault_write_through_countdown),
+        cmocka_unit_test(test_fault_large_put_write_through),
         cmocka_unit_test(test_fault_write_through_batch_part),
         cmocka_unit_test(test_fault_concurrent_groups),
         cmocka_unit_test(test_fault_enospc_read_only_then_reopen),
