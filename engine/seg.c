@@ -113,12 +113,6 @@ seg_new(const char *path, uint32_t shard, uint64_t id)
 static int
 seg_map(struct seg *s, bool writable)
 {
-    struct stat st;
-    if (fstat(s->fd, &st) != 0) {
-        return -errno;
-    }
-    s->dev = st.st_dev;
-    s->ino = st.st_ino;
     int prot = PROT_READ | (writable ? PROT_WRITE : 0);
     void *m = mmap(NULL, s->map_bytes, prot, MAP_SHARED, s->fd, 0);
     if (m == MAP_FAILED) {
@@ -280,6 +274,13 @@ htkv_seg_create(const char *dir, const struct seg_owner *o, uint64_t id, uint64_
         goto fail_unlink;
     }
     htkv_fault_synced(s->fd);
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    s->dev = st.st_dev; /* the file seg_fd() may reopen must be this one */
+    s->ino = st.st_ino;
     s->map_bytes = cap;
     s->file_bytes = want;
     s->tail = SEG_DATA_OFF;
@@ -346,6 +347,8 @@ htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool 
         goto fail_close;
     }
     s->file_bytes = (uint64_t)st.st_size;
+    s->dev = st.st_dev; /* the file seg_fd() may reopen must be this one */
+    s->ino = st.st_ino;
     s->map_bytes = cap > s->file_bytes ? cap : s->file_bytes;
     s->tail = SEG_DATA_OFF;
     rc = seg_map(s, writable);

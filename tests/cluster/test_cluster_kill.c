@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "tests/support/testutil.h"
+#include "tests/cluster/cluster_testutil.h"
 
 #ifndef HTKV_NODE_PATH
 #error "HTKV_NODE_PATH (the htkv-node binary) must be defined by the build"
@@ -117,13 +118,6 @@ now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void
-sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 static void ask(unsigned i, const char *line, char *answer);
 
 /* Fail the whole test: print why and the seed, kill every member, keep their logs. */
@@ -158,15 +152,11 @@ static void __attribute__((format(printf, 1, 2), noreturn)) kt_fail(const char *
 static unsigned
 free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(sa);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+    unsigned port = ct_free_port();
+    if (port == 0) {
         kt_fail("no free port: %s", strerror(errno));
     }
-    close(fd);
-    return ntohs(sa.sin_port);
+    return port;
 }
 
 /* Start member i (its pid in K.m[i].pid); stdin from /dev/null, stderr to its log. */
@@ -381,7 +371,7 @@ writer_op(struct writer *w, unsigned *target, struct op *o, const char *line)
         if (rc == 0 && sscanf(a, "NOTLEADER %u", &id) == 1) {
             unsigned slot = slot_of(id);
             *target = slot < MEMBERS && slot != *target ? slot : (*target + 1) % MEMBERS;
-            sleep_ms(id == 0 ? 10 : 1);
+            ct_sleep_ms(id == 0 ? 10 : 1);
             continue;
         }
         if (o->kind == OP_REG_GET) {
@@ -404,7 +394,7 @@ writer_op(struct writer *w, unsigned *target, struct op *o, const char *line)
         }
         if (rc != 0 || a[0] == 'E') {
             *target = (*target + 1) % MEMBERS;
-            sleep_ms(5);
+            ct_sleep_ms(5);
         }
         return;
     }
@@ -472,7 +462,7 @@ find_leader(unsigned ms)
                 }
             }
         }
-        sleep_ms(10);
+        ct_sleep_ms(10);
     } while (now_ns() < end);
     return MEMBERS;
 }
@@ -487,7 +477,7 @@ wait_up(unsigned i)
         if (strncmp(a, "STATUS ", 7) == 0) {
             return;
         }
-        sleep_ms(10);
+        ct_sleep_ms(10);
     }
     kt_fail("member %u does not answer 10 s after its start", i + 1);
 }
@@ -501,7 +491,7 @@ wait_progress(unsigned long before, unsigned cycle)
             return;
         }
         check_alive();
-        sleep_ms(10);
+        ct_sleep_ms(10);
     }
     kt_fail("no write acknowledged within 10 s after kill cycle %u", cycle);
 }
@@ -577,7 +567,7 @@ change_until(unsigned id, const char *addr, unsigned cycle)
         }
         ask(leader, line, a);
         if (strcmp(a, "OK") != 0) {
-            sleep_ms(100);
+            ct_sleep_ms(100);
         }
     }
     kt_fail("member %u is not %s after 100 tries (cycle %u)", id, addr ? "a voter" : "removed",
@@ -601,10 +591,10 @@ crash_during(const char *line, uint64_t *rng, unsigned cycle)
         ssize_t n = send(c.fd, line, strlen(line), MSG_NOSIGNAL);
         (void)n; /* whatever it did, change_until() looks at the outcome */
     }
-    sleep_ms((unsigned)(tu_rand(rng) % 80));
+    ct_sleep_ms((unsigned)(tu_rand(rng) % 80));
     member_kill(leader);
     conn_close(&c);
-    sleep_ms(20 + (unsigned)(tu_rand(rng) % 50));
+    ct_sleep_ms(20 + (unsigned)(tu_rand(rng) % 50));
     member_start(leader);
     wait_up(leader);
     K.crashed_changes++;
@@ -664,9 +654,9 @@ kill_cycles(unsigned cycles, uint64_t *rng)
         if (cycle % 2 == 1) {
             victim = (leader + 1 + (unsigned)(tu_rand(rng) % (MEMBERS - 1))) % MEMBERS;
         }
-        sleep_ms((unsigned)(tu_rand(rng) % 60));
+        ct_sleep_ms((unsigned)(tu_rand(rng) % 60));
         member_kill(victim);
-        sleep_ms(20 + (unsigned)(tu_rand(rng) % 100));
+        ct_sleep_ms(20 + (unsigned)(tu_rand(rng) % 100));
         unsigned long before = atomic_load(&K.acked);
         member_start(victim);
         wait_up(victim);
@@ -704,7 +694,7 @@ converge(void)
             return last;
         }
         last = same ? v[0] : UINT64_MAX;
-        sleep_ms(10);
+        ct_sleep_ms(10);
     }
     kt_fail("members do not converge to one version within 15 s");
 }
@@ -939,7 +929,7 @@ stop_members(void)
         for (int t = 0; t < 1000 && r == 0; t++) {
             r = waitpid(K.m[i].pid, &status, WNOHANG);
             if (r == 0) {
-                sleep_ms(10);
+                ct_sleep_ms(10);
             }
         }
         if (r != K.m[i].pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -972,7 +962,7 @@ test_cluster_kill_loop(void **state)
         assert_int_equal(pthread_create(&w->thread, NULL, writer_main, w), 0);
     }
     kill_cycles(cycles, &rng);
-    sleep_ms(100);
+    ct_sleep_ms(100);
     atomic_store(&K.stop, 1);
     for (unsigned i = 0; i < WRITERS; i++) {
         pthread_join(K.w[i].thread, NULL);

@@ -23,6 +23,7 @@
 #include <htkv/cluster.h>
 
 #include "tests/support/testutil.h"
+#include "tests/cluster/cluster_testutil.h"
 
 #define MEMBERS 3
 #define WRITERS 4
@@ -35,20 +36,6 @@ struct lb {
     struct htkv_cluster_peer peers[MEMBERS];
     htkv_cluster *m[MEMBERS];
 };
-
-/* A port that was free a moment ago (bind 127.0.0.1:0, read it back, close). */
-static unsigned
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
 
 static void
 member_config(struct lb *t, unsigned i, htkv_cluster_config *cfg)
@@ -87,13 +74,6 @@ close_all(struct lb *t)
     }
 }
 
-static void
-sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 /* Wait (at most 10 s) for a leader whose first barrier is applied; returns its index. */
 static unsigned
 wait_leader(struct lb *t)
@@ -107,7 +87,7 @@ wait_leader(struct lb *t)
                 return i;
             }
         }
-        sleep_ms(10);
+        ct_sleep_ms(10);
     }
     fail_msg("no leader within 10 s");
     return MEMBERS;
@@ -170,7 +150,7 @@ expect_everywhere(struct lb *t, uint64_t v)
             int rc = htkv_cluster_get_local(t->m[m], "w0-000", 6, NULL, 0, &vlen, NULL, &applied);
             assert_true(rc == 0 || rc == HTKV_ETOOSMALL || rc == HTKV_ENOTFOUND);
             if (applied < v) {
-                sleep_ms(10);
+                ct_sleep_ms(10);
             }
         }
         assert_true(applied >= v);
@@ -261,7 +241,7 @@ test_cluster_loopback_three_members(void **state)
     t->root = tu_tmpdir("cluster-lb");
     for (unsigned i = 0; i < MEMBERS; i++) {
         snprintf(t->dirs[i], sizeof(t->dirs[i]), "%s/m%u", t->root, i + 1);
-        snprintf(t->addrs[i], sizeof(t->addrs[i]), "127.0.0.1:%u", free_port());
+        snprintf(t->addrs[i], sizeof(t->addrs[i]), "127.0.0.1:%u", ct_free_port_checked());
         t->peers[i] = (struct htkv_cluster_peer){ .id = i + 1, .address = t->addrs[i] };
     }
     open_all(t);

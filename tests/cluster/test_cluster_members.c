@@ -26,6 +26,7 @@
 #include <htkv/cluster.h>
 
 #include "tests/support/testutil.h"
+#include "tests/cluster/cluster_testutil.h"
 
 #define MEMBERS 4 /* three voters at the start, the fourth added */
 #define PUTS_MAX 100000
@@ -41,26 +42,6 @@ struct mt {
     uint64_t versions[PUTS_MAX];
     unsigned puts;
 };
-
-static unsigned
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void
-sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 /* Open member i: the first three bootstrap the cluster, the fourth waits to be added. */
 static void
@@ -95,7 +76,7 @@ wait_leader(struct mt *t)
                 return i;
             }
         }
-        sleep_ms(10);
+        ct_sleep_ms(10);
     }
     fail_msg("no leader within 10 s");
     return MEMBERS;
@@ -121,7 +102,7 @@ writer_main(void *arg)
         } else {
             t->versions[t->puts++] = 0; /* not acknowledged: outcome unknown or not proposed */
             target = (target + 1) % MEMBERS;
-            sleep_ms(2);
+            ct_sleep_ms(2);
         }
     }
     return NULL;
@@ -167,7 +148,7 @@ check_member(struct mt *t, unsigned i, uint64_t latest)
         int rc = htkv_cluster_get_local(t->m[i], "k0", 2, buf, sizeof(buf), &len, NULL, &applied);
         assert_true(rc == 0 || rc == HTKV_ENOTFOUND);
         if (applied < latest) {
-            sleep_ms(10);
+            ct_sleep_ms(10);
         }
     }
     assert_true(applied >= latest);
@@ -200,7 +181,7 @@ wait_members(struct mt *t, unsigned leader, size_t n)
         if (st.member_count == n && voters == n) {
             break;
         }
-        sleep_ms(10);
+        ct_sleep_ms(10);
     }
     assert_int_equal(st.member_count, n);
     return st;
@@ -217,7 +198,7 @@ test_cluster_members_add_transfer_remove(void **state)
     t->root = tu_tmpdir("cluster-members");
     for (unsigned i = 0; i < MEMBERS; i++) {
         snprintf(t->dirs[i], sizeof(t->dirs[i]), "%s/m%u", t->root, i + 1);
-        snprintf(t->addrs[i], sizeof(t->addrs[i]), "127.0.0.1:%u", free_port());
+        snprintf(t->addrs[i], sizeof(t->addrs[i]), "127.0.0.1:%u", ct_free_port_checked());
         t->peers[i] = (struct htkv_cluster_peer){ .id = i + 1, .address = t->addrs[i] };
     }
     for (unsigned i = 0; i < MEMBERS; i++) {
@@ -225,7 +206,7 @@ test_cluster_members_add_transfer_remove(void **state)
     }
     unsigned leader = wait_leader(t);
     assert_int_equal(pthread_create(&writer, NULL, writer_main, t), 0);
-    sleep_ms(200);
+    ct_sleep_ms(200);
     check_bad_requests(t, leader);
 
     /* Add member 4 under load: a non-voter first, a voter once caught up. */
@@ -233,7 +214,7 @@ test_cluster_members_add_transfer_remove(void **state)
     struct htkv_cluster_status st = wait_members(t, leader, 4);
     assert_true(st.members[3].id == 4 && st.members[3].voter);
     assert_int_equal(htkv_cluster_add(t->m[leader], 4, t->addrs[3], NULL), -EEXIST);
-    sleep_ms(200);
+    ct_sleep_ms(200);
 
     /* Hand leadership to member 4, the newest voter. */
     struct htkv_cluster_leader who;
@@ -242,7 +223,7 @@ test_cluster_members_add_transfer_remove(void **state)
     unsigned old = leader;
     leader = wait_leader(t);
     assert_int_equal(leader, 3);
-    sleep_ms(200);
+    ct_sleep_ms(200);
 
     /* Remove the old leader; the three others go on. */
     assert_int_equal(htkv_cluster_remove(t->m[leader], old + 1, NULL), 0);
@@ -251,7 +232,7 @@ test_cluster_members_add_transfer_remove(void **state)
     assert_int_equal(htkv_cluster_close(t->m[old]), 0);
     t->m[old] = NULL;
     pthread_mutex_unlock(&t->mu);
-    sleep_ms(300);
+    ct_sleep_ms(300);
     atomic_store(&t->stop, 1);
     pthread_join(writer, NULL);
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "tests/support/testutil.h"
+#include "tests/cluster/cluster_testutil.h"
 
 #ifndef HTKV_NODE_PATH
 #error "HTKV_NODE_PATH (the htkv-node binary) must be defined by the build"
@@ -32,13 +33,6 @@ struct proc {
     int in;  /* its stdin */
     int out; /* its stdout and stderr */
 };
-
-static void
-sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 /* Start htkv-node with @p argv (NULL-terminated, argv[0] ignored); its stdout on a pipe, and
  * its stderr too when @p join, else /dev/null (answers only). */
@@ -98,19 +92,6 @@ expect_run(char **argv, int status, const char *want)
     }
 }
 
-static unsigned
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(sa);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static void
 test_node_bad_arguments(void **state)
 {
@@ -118,7 +99,7 @@ test_node_bad_arguments(void **state)
     char *root = tu_tmpdir("cluster-node-args");
     char dir[4200], addr[32], peers[64];
     snprintf(dir, sizeof(dir), "%s/m1", root);
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", free_port());
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", ct_free_port_checked());
     snprintf(peers, sizeof(peers), "1=%s", addr);
 #define RUN(status, want, ...)                                                                     \
     do {                                                                                           \
@@ -206,7 +187,7 @@ test_node_protocol(void **state)
     char dir[4200], sock[4200], addr[32], peers[64], a[1024];
     snprintf(dir, sizeof(dir), "%s/m1", root);
     snprintf(sock, sizeof(sock), "%s/s", root);
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", free_port());
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", ct_free_port_checked());
     snprintf(peers, sizeof(peers), "1=%s", addr);
     char *argv[] = { "",    "--id",           "1",   "--listen", addr, "--data",
                      dir,   "--peers",        peers, "--socket", sock, "--election-ms",
@@ -215,7 +196,7 @@ test_node_protocol(void **state)
     say(&p, "status", a, sizeof(a));
     for (int t = 0; strstr(a, "ready=1") == NULL; t++) {
         assert_true(t < 500);
-        sleep_ms(10);
+        ct_sleep_ms(10);
         say(&p, "status", a, sizeof(a));
     }
     expect_answer(&p, "put k hello world", "OK ");

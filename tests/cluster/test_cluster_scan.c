@@ -27,6 +27,7 @@
 #include <htkv/cluster.h>
 
 #include "tests/support/testutil.h"
+#include "tests/cluster/cluster_testutil.h"
 
 #define MEMBERS 3 /* voters at the start; a fourth is added */
 #define SLOTS 4
@@ -55,26 +56,6 @@ struct got {
     size_t last_len;
     int stop_after; /* > 0: return 7 after that many items */
 };
-
-static unsigned
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void
-sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 static void
 open_member(struct st *t, unsigned i)
@@ -107,7 +88,7 @@ wait_leader(struct st *t)
                 return i;
             }
         }
-        sleep_ms(10);
+        ct_sleep_ms(10);
     }
     fail_msg("no leader within 10 s");
     return MEMBERS;
@@ -245,6 +226,29 @@ check_bad_input(struct st *t, unsigned leader)
                      HTKV_ETOOBIG);
 }
 
+/* Local prefix reads on member @p f until it has applied the last acknowledged write (within
+ * @p ms), then the read equals the model. */
+static void
+expect_local_caught_up(struct st *t, unsigned f, unsigned ms)
+{
+    static struct got g;
+    for (unsigned waited = 0;; waited += 10) {
+        uint64_t rv = 0;
+        memset(&g, 0, sizeof(g));
+        assert_int_equal(htkv_cluster_prefix(t->m[f], "p:", 2, 0, HTKV_CLUSTER_READ_LOCAL, collect,
+                                             &g, &rv, NULL),
+                         0);
+        if (rv >= t->last) {
+            expect_model(t, &g, 0, KEYS);
+            return;
+        }
+        tu_context("member %u applied %llu of %llu after %u ms", f + 1, (unsigned long long)rv,
+                   (unsigned long long)t->last, waited);
+        assert_true(waited < ms);
+        ct_sleep_ms(10);
+    }
+}
+
 /* A follower: linearizable reads are refused with the leader named; local ones, once caught
  * up, equal the leader's. */
 static void
@@ -257,19 +261,7 @@ check_follower(struct st *t, unsigned leader)
     assert_int_equal(htkv_cluster_prefix(t->m[f], "p:", 2, 0, 0, collect, &g, NULL, &who),
                      HTKV_ENOTLEADER);
     assert_int_equal(who.id, leader + 1);
-    for (int tries = 0;; tries++) {
-        uint64_t rv = 0;
-        memset(&g, 0, sizeof(g));
-        assert_int_equal(htkv_cluster_prefix(t->m[f], "p:", 2, 0, HTKV_CLUSTER_READ_LOCAL, collect,
-                                             &g, &rv, NULL),
-                         0);
-        if (rv >= t->last) {
-            expect_model(t, &g, 0, KEYS);
-            break;
-        }
-        assert_true(tries < 500);
-        sleep_ms(10);
-    }
+    expect_local_caught_up(t, f, 5000);
 }
 
 /* A member added to the cluster is sent a snapshot (the leader keeps 16 entries behind its
@@ -288,20 +280,7 @@ check_install_during_reads(struct st *t, unsigned leader)
     assert_int_equal(pthread_create(&th, NULL, looper_main, &l), 0);
     assert_int_equal(htkv_cluster_add(t->m[leader], f + 1, t->addrs[f], NULL), 0);
     struct htkv_cluster_status s;
-    for (int tries = 0;; tries++) {
-        uint64_t latest = 0;
-        static struct got g;
-        memset(&g, 0, sizeof(g));
-        assert_int_equal(htkv_cluster_prefix(t->m[f], "p:", 2, 0, HTKV_CLUSTER_READ_LOCAL, collect,
-                                             &g, &latest, NULL),
-                         0);
-        if (latest >= t->last) {
-            expect_model(t, &g, 0, KEYS);
-            break;
-        }
-        assert_true(tries < 1000);
-        sleep_ms(10);
-    }
+    expect_local_caught_up(t, f, 10000);
     atomic_store(&l.stop, 1);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(htkv_cluster_status(t->m[f], &s), 0);
@@ -322,20 +301,7 @@ check_rejoin(struct st *t, unsigned leader)
     t->m[f] = NULL;
     write_keys(t, leader, KEYS_START, KEYS_REJOIN);
     open_member(t, f);
-    for (int tries = 0;; tries++) {
-        uint64_t latest = 0;
-        static struct got g;
-        memset(&g, 0, sizeof(g));
-        assert_int_equal(htkv_cluster_prefix(t->m[f], "p:", 2, 0, HTKV_CLUSTER_READ_LOCAL, collect,
-                                             &g, &latest, NULL),
-                         0);
-        if (latest >= t->last) {
-            expect_model(t, &g, 0, KEYS);
-            break;
-        }
-        assert_true(tries < 800); /* 8 s */
-        sleep_ms(10);
-    }
+    expect_local_caught_up(t, f, 8000);
 }
 
 static void
@@ -347,7 +313,7 @@ test_cluster_ordered_reads(void **state)
     t.root = tu_tmpdir("cluster-scan");
     for (unsigned i = 0; i < SLOTS; i++) {
         snprintf(t.dirs[i], sizeof(t.dirs[i]), "%s/m%u", t.root, i + 1);
-        snprintf(t.addrs[i], sizeof(t.addrs[i]), "127.0.0.1:%u", free_port());
+        snprintf(t.addrs[i], sizeof(t.addrs[i]), "127.0.0.1:%u", ct_free_port_checked());
         t.peers[i] = (struct htkv_cluster_peer){ .id = i + 1, .address = t.addrs[i] };
     }
     for (unsigned i = 0; i < MEMBERS; i++) {
