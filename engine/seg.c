@@ -365,6 +365,18 @@ fail_free:
     return rc;
 }
 
+void
+htkv_seg_map_advance(struct seg *s, uint64_t off)
+{
+    uint64_t from = off & ~(uint64_t)(SEG_MAP_CHUNK - 1);
+    uint64_t to = s->tail & ~(uint64_t)(SEG_MAP_CHUNK - 1);
+    /* Only whole chunks behind the tail: no store will reach them again. A failure (a locked
+     * mapping) leaves the pages mapped, which is only slower. */
+    if (to > from) {
+        (void)madvise(s->map + from, to - from, MADV_DONTNEED);
+    }
+}
+
 int
 htkv_seg_reserve(struct seg *s, uint64_t need)
 {

@@ -137,6 +137,23 @@ int htkv_seg_read_header(const char *path, struct seg_owner *o, uint64_t *id);
 int htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool writable,
                   struct seg **out);
 
+/*
+ * Stores through the mapping leave dirty, writable page-table entries behind them. Writeback
+ * (the INTERVAL syncer's fdatasync, or the kernel's own) must write-protect each such page
+ * before writing it (folio_mkclean), which flushes the TLB of every CPU running the process:
+ * one inter-processor interrupt per 4 KiB page, which cost ~30% of a 16 B / 64 B put here.
+ * So once the tail leaves a chunk of SEG_MAP_CHUNK bytes, htkv_seg_map_advance() drops the
+ * chunk's page-table entries (madvise(MADV_DONTNEED): on a shared file mapping the pages, and
+ * their dirty state, stay in the page cache): one flush for 64 pages, and writeback finds
+ * nothing mapped to clean. A later read of such a page maps it again, read-only (one minor
+ * fault per page). The data and its durability are not touched: only page-table entries go.
+ */
+#define SEG_MAP_CHUNK (256u << 10)
+
+/* An append at @p off moved the tail of @p s into a later chunk: drop the
+ * page-table entries of the whole chunks behind it. Owning shard's lock held (the writer). */
+void htkv_seg_map_advance(struct seg *s, uint64_t off);
+
 /* Bytes a SEAL record takes: a segment created by this process keeps them free at its end. */
 #define SEG_SEAL_BYTES (REC_HDR_BYTES + REC_SEAL_PAYLOAD)
 HTKV_STATIC_ASSERT(SEG_SEAL_BYTES % REC_ALIGN == 0, "seal record keeps alignment");
@@ -166,6 +183,9 @@ htkv_seg_append_at(struct seg *s, bool buffered, uint8_t type, uint8_t flags, ui
     uint64_t w = htkv_rec_encode(dst, s->id, off, type, flags, version, key, klen, val, vlen);
     HTKV_ASSERT(w == size);
     s->tail = off + size;
+    if (HTKV_UNLIKELY((off ^ s->tail) >= SEG_MAP_CHUNK)) {
+        htkv_seg_map_advance(s, off);
+    }
     s->records++;
     if (type != REC_SEAL && version > s->max_version) {
         s->max_version = version;
