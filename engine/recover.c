@@ -24,6 +24,11 @@
  * Layer: store. Calls the formats layer (the record walk of rec.h, hints, the manifest,
  * segments), the shard's index and the store (db.h) whose shards it fills.
  *
+ * Shards are independent until their batches are matched: each is recovered into a struct recov
+ * of its own, on up to one thread per CPU (recover_shards()), and the opening thread then merges
+ * them in shard order and does the rest alone (cross-shard batches, versions, fixups), so the
+ * outcome, the error reported (the lowest failing shard's) included, is the sequential one.
+ *
  * Structure. htkv_recover() -> recover_shard() per shard -> recover_seg() per segment, which
  * takes the segment's hint (recover_hint()) and walks the records after it (struct seg_scan):
  * scan_bad() for bytes that fail their check, scan_orphan() after a skip, scan_record() ->
@@ -50,6 +55,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -78,7 +84,12 @@ struct fixup {
 
 struct recov {
     struct htkv_db *db;
+    int rc;        /* recover_shard()'s result (recover_shards()) */
+    char err[512]; /* and htkv_last_error() then, from the thread that ran it */
     uint64_t max_version;
+    uint64_t records, truncated_bytes, skipped_bytes; /* for db->recovery */
+    uint64_t *disc;                                   /* versions of batches not applied */
+    size_t ndisc, disc_cap;
     struct fixup *fix;
     size_t nfix, fix_cap;
     struct pend_part *pend;
@@ -108,18 +119,9 @@ vec_push(void **v, size_t *n, size_t *cap, size_t elem, const void *x)
 
 /* Remember that batch @p version was not applied (sorted at the end of recovery). */
 static int
-discard_version(struct htkv_db *db, uint64_t version)
+discard_version(struct recov *rv, uint64_t version)
 {
-    size_t cap = db->recovery.ndiscarded;
-    if (cap == 0 || (cap >= 8 && (cap & (cap - 1)) == 0)) { /* full at 8, 16, 32, ... */
-        uint64_t *n = htkv_mem_realloc(db->recovery.discarded, (cap ? cap * 2 : 8) * sizeof(*n));
-        if (n == NULL) {
-            return -ENOMEM;
-        }
-        db->recovery.discarded = n;
-    }
-    db->recovery.discarded[db->recovery.ndiscarded++] = version;
-    return 0;
+    return vec_push((void **)&rv->disc, &rv->ndisc, &rv->disc_cap, sizeof(version), &version);
 }
 
 static void
@@ -148,7 +150,8 @@ ent_record_ok(const struct hidx_ent *e)
  * records that check are a true collision: both are installed.
  */
 static int
-twin_check(struct shard *sh, struct hidx_ent *e, const struct hidx_ent *twin, bool *skip)
+twin_check(struct recov *rv, struct shard *sh, struct hidx_ent *e, const struct hidx_ent *twin,
+           bool *skip)
 {
     struct htkv_db *db = sh->db;
     const struct hidx_ent *bad = !ent_record_ok(e) ? e : !ent_record_ok(twin) ? twin : NULL;
@@ -164,19 +167,19 @@ twin_check(struct shard *sh, struct hidx_ent *e, const struct hidx_ent *twin, bo
     }
     htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping the damaged record at offset %llu",
                 bad->seg->path, (unsigned long long)bad->off);
-    db->recovery.skipped_bytes += bad->rec_bytes;
+    rv->skipped_bytes += bad->rec_bytes;
     *skip = bad == e;
     return 0;
 }
 
 /* Install a recovered entry if it is the newest version of its key (no readers yet). */
 static int
-recover_install(struct shard *sh, struct hidx_ent *e)
+recover_install(struct recov *rv, struct shard *sh, struct hidx_ent *e)
 {
     struct hidx_ent *twin = htkv_hidx_twin(&sh->idx, e);
     if (HTKV_UNLIKELY(twin != NULL)) {
         bool skip;
-        int trc = twin_check(sh, e, twin, &skip);
+        int trc = twin_check(rv, sh, e, twin, &skip);
         if (trc != 0 || skip) {
             seg_dead(e);
             sh->entry_bytes -= sizeof(*e);
@@ -254,7 +257,7 @@ batch_commit(struct recov *rv, struct shard *sh, uint64_t version, uint32_t part
     int rc = 0;
     if (parts == 1) {
         for (size_t i = 0; i < rv->nbents && rc == 0; i++) {
-            rc = recover_install(sh, rv->bents[i]);
+            rc = recover_install(rv, sh, rv->bents[i]);
             rv->bents[i] = NULL;
         }
     } else {
@@ -378,7 +381,7 @@ hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
         rv->max_version = e.version > rv->max_version ? e.version : rv->max_version;
         s->max_version = e.version > s->max_version ? e.version : s->max_version;
         s->records++;
-        rv->db->recovery.records++;
+        rv->records++;
         if (e.type == REC_BATCH_BEGIN) {
             b_version = e.version;
             b_parts = e.key_len;
@@ -404,7 +407,7 @@ hint_apply(struct recov *rv, struct shard *sh, struct seg *s, const struct hint 
         if ((e.flags & REC_F_BATCH) != 0) {
             rc = vec_push((void **)&rv->bents, &rv->nbents, &rv->bents_cap, sizeof(n), &n);
         } else {
-            rc = recover_install(sh, n);
+            rc = recover_install(rv, sh, n);
         }
     }
     if (rc == 0) {
@@ -476,8 +479,9 @@ recover_hint(struct recov *rv, struct shard *sh, struct seg *s, uint64_t *from, 
  * HTKV_ECORRUPT.
  */
 static int
-before_known_end(struct htkv_db *db, struct seg *s, uint64_t at, uint64_t known)
+before_known_end(struct recov *rv, struct seg *s, uint64_t at, uint64_t known)
 {
+    struct htkv_db *db = rv->db;
     if (at >= known) {
         return 0;
     }
@@ -491,7 +495,7 @@ before_known_end(struct htkv_db *db, struct seg *s, uint64_t at, uint64_t known)
                 "%s: skipping damaged or missing records from offset %llu to %llu, which its "
                 "records are known to reach",
                 s->path, (unsigned long long)at, (unsigned long long)known);
-    db->recovery.skipped_bytes += known - at;
+    rv->skipped_bytes += known - at;
     return 0;
 }
 
@@ -528,7 +532,7 @@ scan_drop_batch(struct seg_scan *sc)
 {
     batch_discard(sc->rv, sc->sh); /* a batch with a hole in it is not applied */
     sc->in_batch = false;
-    return discard_version(sc->rv->db, sc->b_version) != 0 ? -ENOMEM : 0;
+    return discard_version(sc->rv, sc->b_version) != 0 ? -ENOMEM : 0;
 }
 
 /*
@@ -549,7 +553,7 @@ scan_bad(struct seg_scan *sc, enum rec_walk_res r, bool *stop)
         sc->how = SCAN_TORN;
         sc->cut = sc->in_batch ? sc->b_begin : off;
         *stop = true;
-        return before_known_end(db, s, sc->cut, sc->known);
+        return before_known_end(sc->rv, s, sc->cut, sc->known);
     }
     HTKV_ASSERT(next > off && sc->w.off == next);
     if (db->cfg.recovery != HTKV_RECOVERY_SKIP_CORRUPT) {
@@ -559,7 +563,7 @@ scan_bad(struct seg_scan *sc, enum rec_walk_res r, bool *stop)
     }
     htkv_db_log(db, HTKV_LOG_ERROR, "%s: skipping %llu damaged bytes at offset %llu", s->path,
                 (unsigned long long)(next - off), (unsigned long long)off);
-    db->recovery.skipped_bytes += next - off;
+    sc->rv->skipped_bytes += next - off;
     atomic_fetch_add_explicit(&s->dead_bytes, next - off, memory_order_relaxed);
     sc->orphans = true;
     return sc->in_batch ? scan_drop_batch(sc) : 0;
@@ -586,11 +590,11 @@ scan_orphan(struct seg_scan *sc, const struct rec_hdr *h, bool *dropped)
     if (h->version > sc->rv->max_version) {
         sc->rv->max_version = h->version;
     }
-    if (discard_version(db, h->version) != 0) {
+    if (discard_version(sc->rv, h->version) != 0) {
         return -ENOMEM;
     }
     atomic_fetch_add_explicit(&sc->s->dead_bytes, size, memory_order_relaxed);
-    db->recovery.skipped_bytes += size;
+    sc->rv->skipped_bytes += size;
     sc->s->records++;
     return 0;
 }
@@ -620,7 +624,7 @@ scan_op(struct seg_scan *sc, const struct rec_hdr *h, bool *ok)
         return HTKV_ECORRUPT;
     }
     if (!sc->in_batch) {
-        return recover_install(sc->sh, e);
+        return recover_install(sc->rv, sc->sh, e);
     }
     sc->b_seen++;
     HTKV_ASSERT(rv->nbents + 1 == sc->b_seen);
@@ -689,7 +693,7 @@ scan_record(struct seg_scan *sc, const struct rec_hdr *h, bool *stop)
         return HTKV_ECORRUPT;
     }
     s->records++;
-    rv->db->recovery.records++;
+    rv->records++;
     if (sc->how != SCAN_SEALED) {
         return 0;
     }
@@ -741,7 +745,7 @@ scan_end_torn(struct seg_scan *sc)
     if (junk <= sc->cut) {
         return 0;
     }
-    db->recovery.truncated_bytes += junk - sc->cut;
+    sc->rv->truncated_bytes += junk - sc->cut;
     htkv_db_log(db, HTKV_LOG_WARN, "%s: %s a torn tail of %llu bytes at offset %llu", s->path,
                 s->writable ? "cutting" : "ignoring (read-only)",
                 (unsigned long long)(junk - sc->cut), (unsigned long long)sc->cut);
@@ -791,7 +795,7 @@ recover_seg(struct recov *rv, struct shard *sh, struct seg *s, bool last)
         sc.cut = sc.b_begin;
     }
     HTKV_ASSERT(sc.how != SCAN_TORN || sc.cut <= sc.w.off);
-    rc = before_known_end(db, s, sc.how == SCAN_TORN ? sc.cut : sc.w.off, sc.known);
+    rc = before_known_end(rv, s, sc.how == SCAN_TORN ? sc.cut : sc.w.off, sc.known);
     if (rc != 0) {
         return rc;
     }
@@ -849,14 +853,14 @@ recover_cross_shard(struct recov *rv)
                             "batch version %llu: %zu of %u parts committed; not applied",
                             (unsigned long long)rv->pend[i].version, j - i, rv->pend[i].parts);
             }
-            rc = rc == 0 ? discard_version(db, rv->pend[i].version) : rc;
+            rc = rc == 0 ? discard_version(rv, rv->pend[i].version) : rc;
         }
         for (size_t k = i; k < j; k++) {
             for (size_t n = 0; n < rv->pend[k].ent_count; n++) {
                 struct hidx_ent *e = rv->pents[rv->pend[k].ent_start + n];
                 struct shard *sh = db_shard(db, e->seg->shard);
                 if (complete && rc == 0) {
-                    rc = recover_install(sh, e);
+                    rc = recover_install(rv, sh, e);
                 } else {
                     seg_dead(e);
                     sh->entry_bytes -= sizeof(*e);
@@ -1093,34 +1097,174 @@ recover_apply(struct htkv_db *db, struct recov *rv)
     return rc;
 }
 
+/* Free what a shard's recovery parked and did not install (a failed open). */
+static void
+recov_drop_parked(struct recov *rv)
+{
+    for (size_t i = 0; i < rv->npents; i++) {
+        htkv_mem_free(rv->pents[i]);
+    }
+    for (size_t i = 0; i < rv->nbents; i++) {
+        htkv_mem_free(rv->bents[i]);
+    }
+    rv->npents = rv->nbents = 0;
+}
+
+static void
+recov_free(struct recov *rv)
+{
+    htkv_mem_free(rv->pend);
+    htkv_mem_free(rv->pents);
+    htkv_mem_free(rv->bents);
+    htkv_mem_free(rv->fix);
+    htkv_mem_free(rv->disc);
+}
+
+/* Append @p n elements of @p elem bytes at @p x to vector @p v. 0 or -ENOMEM. */
+static int
+vec_append(void **v, size_t *len, size_t *cap, size_t elem, const void *x, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = vec_push(v, len, cap, elem, (const unsigned char *)x + i * elem);
+    }
+    return rc;
+}
+
+/* Move what shard recovery @p from found into @p to (its parked parts rebased on to's). */
+static int
+recov_merge(struct recov *to, struct recov *from)
+{
+    size_t base = to->npents;
+    int rc = vec_append((void **)&to->pents, &to->npents, &to->pents_cap, sizeof(void *),
+                        from->pents, from->npents);
+    for (size_t i = 0; i < from->npend && rc == 0; i++) {
+        struct pend_part p = from->pend[i];
+        p.ent_start += base;
+        rc = vec_push((void **)&to->pend, &to->npend, &to->pend_cap, sizeof(p), &p);
+    }
+    if (rc == 0) {
+        rc = vec_append((void **)&to->fix, &to->nfix, &to->fix_cap, sizeof(struct fixup), from->fix,
+                        from->nfix);
+    }
+    if (rc == 0) {
+        rc = vec_append((void **)&to->disc, &to->ndisc, &to->disc_cap, sizeof(uint64_t), from->disc,
+                        from->ndisc);
+    }
+    if (rc != 0) {
+        to->npents = base; /* from keeps its parked entries: the caller frees them */
+        return rc;
+    }
+    from->npents = 0; /* now to's */
+    to->max_version = from->max_version > to->max_version ? from->max_version : to->max_version;
+    to->records += from->records;
+    to->truncated_bytes += from->truncated_bytes;
+    to->skipped_bytes += from->skipped_bytes;
+    return 0;
+}
+
+/*
+ * Shards recover in parallel: each has its own files, index and struct recov, and nothing else
+ * is written until every shard is done (the cross-shard batches, the versions and the fixups
+ * run afterwards on the opening thread). Threads take the next shard in turn.
+ */
+struct recov_pool {
+    struct htkv_db *db;
+    struct recov *rvs;
+    _Atomic uint32_t next;
+};
+
+/* Most threads a recovery starts beside the opening one. */
+#define RECOVER_THREADS_MAX 15u
+
+static void *
+recov_thread(void *arg)
+{
+    struct recov_pool *p = arg;
+    uint32_t i;
+    while ((i = atomic_fetch_add(&p->next, 1)) < p->db->shard_count) {
+        struct recov *rv = &p->rvs[i];
+        htkv_clear_error();
+        rv->rc = recover_shard(rv, db_shard(p->db, i));
+        if (rv->rc != 0) {
+            snprintf(rv->err, sizeof(rv->err), "%s", htkv_last_error());
+        }
+    }
+    return NULL;
+}
+
+/* Recover every shard into rvs[shard], on up to one thread per CPU (db->cpus). */
+static void
+recover_shards(struct htkv_db *db, struct recov *rvs)
+{
+    struct recov_pool pool = { .db = db, .rvs = rvs };
+    atomic_init(&pool.next, 0);
+    unsigned extra = db->cpus > 1 ? db->cpus - 1 : 0;
+    extra = extra < db->shard_count - 1 ? extra : db->shard_count - 1;
+    extra = extra < RECOVER_THREADS_MAX ? extra : RECOVER_THREADS_MAX;
+    pthread_t tid[RECOVER_THREADS_MAX];
+    unsigned started = 0;
+    while (started < extra && pthread_create(&tid[started], NULL, recov_thread, &pool) == 0) {
+        started++; /* one that cannot be created leaves its shards to the others */
+    }
+    recov_thread(&pool);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(tid[i], NULL);
+    }
+}
+
+/* Recover the shards and gather what they found into @p rv (shard order): 0 or the first
+ * shard's error, with its message. */
+static int
+recover_all_shards(struct htkv_db *db, struct recov *rv)
+{
+    struct recov *rvs = htkv_mem_calloc(db->shard_count, sizeof(*rvs));
+    if (rvs == NULL) {
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        rvs[i].db = db;
+    }
+    recover_shards(db, rvs);
+    int rc = 0;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        if (rc == 0 && rvs[i].rc != 0) {
+            rc = rvs[i].rc;
+            htkv_set_error("%s", rvs[i].err);
+        }
+        if (rc == 0) {
+            rc = recov_merge(rv, &rvs[i]);
+        }
+        recov_drop_parked(&rvs[i]); /* nothing left after a merge */
+        recov_free(&rvs[i]);
+    }
+    htkv_mem_free(rvs);
+    return rc;
+}
+
 int
 htkv_recover(struct htkv_db *db)
 {
     struct recov rv = { .db = db };
-    int rc = 0;
-    for (uint32_t i = 0; i < db->shard_count && rc == 0; i++) {
-        rc = recover_shard(&rv, db_shard(db, i));
-    }
+    int rc = recover_all_shards(db, &rv);
     if (rc == 0) {
         rc = recover_cross_shard(&rv);
     } else {
-        for (size_t i = 0; i < rv.npents; i++) {
-            htkv_mem_free(rv.pents[i]);
-        }
-        for (size_t i = 0; i < rv.nbents; i++) {
-            htkv_mem_free(rv.bents[i]);
-        }
+        recov_drop_parked(&rv);
     }
-    htkv_mem_free(rv.pend);
-    htkv_mem_free(rv.pents);
-    htkv_mem_free(rv.bents);
     if (rc == 0) {
         rc = recover_versions(db, rv.max_version);
     }
     if (rc == 0 && !db->read_only) {
         rc = recover_apply(db, &rv);
     }
-    htkv_mem_free(rv.fix);
+    db->recovery.records = rv.records;
+    db->recovery.truncated_bytes = rv.truncated_bytes;
+    db->recovery.skipped_bytes = rv.skipped_bytes;
+    db->recovery.discarded = rv.disc; /* the store's now, freed with it */
+    db->recovery.ndiscarded = rv.ndisc;
+    rv.disc = NULL;
+    recov_free(&rv);
     if (rc != 0) {
         return rc;
     }

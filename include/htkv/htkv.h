@@ -344,7 +344,8 @@ HTKV_API void htkv_config_init(htkv_config *cfg);
  *         create_if_missing is 0, or read_only); -ENOMEM; -ENOSPC; -EIO or another errno from the
  *         file system. A read_only open writes nothing: a torn tail is left as it is and simply
  *         ends what the store serves.
- * @context Any thread. Blocks for recovery.
+ * @context Any thread. Blocks for recovery, which reads the shards on up to one thread per CPU
+ *          this process may use (log_fn may be called from those threads).
  */
 HTKV_API HTKV_MUST_USE int htkv_open(const htkv_config *cfg, htkv_db **out);
 
