@@ -136,15 +136,24 @@ htkv_shard_retire_table(void *ctx, void *table)
     htkv_ebr_retire(sh->env->ebr, &sh->limbo, table, htkv_mem_free);
 }
 
+/* Free what readers have left, once every SHARD_RECLAIM_EVERY writes while anything waits:
+ * also the tables a growing index retired, which a store that only inserts would otherwise keep
+ * until close (half the index's slots again). Lock held. */
+static inline void
+shard_reclaim_tick(struct shard *sh)
+{
+    if (sh->limbo.head != sh->limbo.count && ++sh->since_reclaim >= SHARD_RECLAIM_EVERY) {
+        sh->since_reclaim = 0;
+        htkv_ebr_reclaim(sh->env->ebr, &sh->limbo);
+    }
+}
+
 void
 htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
 {
     htkv_ebr_retire(sh->env->ebr, &sh->limbo, e, htkv_mem_free);
     sh->entry_bytes -= sizeof(*e);
-    if (++sh->since_reclaim >= SHARD_RECLAIM_EVERY) {
-        sh->since_reclaim = 0;
-        htkv_ebr_reclaim(sh->env->ebr, &sh->limbo);
-    }
+    shard_reclaim_tick(sh);
 }
 
 /* htkv_seg_write_out() of the active segment; a failure stops the shard's writes. Lock held. */
@@ -413,6 +422,7 @@ shard_install(struct shard *sh, struct hidx_ent *e)
         sh->live_keys++;
         sh->puts++;
     }
+    shard_reclaim_tick(sh);
     HTKV_ASSERT(sh->pend_count < sh->pend_cap); /* pending_reserve() ran in the prepare phase */
     /* The pending list stays in version order (invariant 1): readers and compaction search it. */
     HTKV_ASSERT(sh->pend_count == sh->pend_head ||
