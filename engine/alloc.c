@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #ifdef HTKV_JEMALLOC
 #include <jemalloc/jemalloc.h>
@@ -226,6 +227,24 @@ void *
 htkv_mem_realloc(void *p, size_t n)
 {
     return htkv_mem_realloc_in(0, p, n);
+}
+
+void *
+htkv_mem_map(size_t n)
+{
+    if (htkv_mem_fail_hook != NULL && htkv_mem_fail_hook(n)) {
+        return NULL;
+    }
+    void *p = mmap(NULL, n > 0 ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void
+htkv_mem_unmap(void *p, size_t n)
+{
+    if (p != NULL) {
+        munmap(p, n > 0 ? n : 1);
+    }
 }
 
 void

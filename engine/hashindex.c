@@ -13,16 +13,40 @@
 
 const struct hidx_ent htkv_hidx_removed = { .key_len = 0 };
 
+/* Tables of at least this many bytes are mapped (htkv_mem_map()): a growing index replaces its
+ * table with one twice as large, and the old one's pages go back to the system when it is
+ * freed instead of staying resident with the allocator. */
+#define HIDX_MAP_BYTES (256u << 10)
+
+static size_t
+table_bytes(uint64_t slots)
+{
+    return sizeof(struct hidx_table) + slots * sizeof(uint64_t);
+}
+
 static struct hidx_table *
 table_new(uint64_t slots, unsigned arena)
 {
     HTKV_ASSERT((slots & (slots - 1)) == 0);
-    struct hidx_table *t = htkv_mem_calloc_in(arena, 1, sizeof(*t) + slots * sizeof(uint64_t));
+    size_t n = table_bytes(slots);
+    struct hidx_table *t = n >= HIDX_MAP_BYTES ? htkv_mem_map(n) : htkv_mem_calloc_in(arena, 1, n);
     if (t == NULL) {
         return NULL;
     }
     t->mask = slots - 1;
     return t;
+}
+
+void
+htkv_hidx_table_free(void *table)
+{
+    struct hidx_table *t = table;
+    size_t n = table_bytes(t->mask + 1);
+    if (n >= HIDX_MAP_BYTES) {
+        htkv_mem_unmap(t, n);
+    } else {
+        htkv_mem_free(t);
+    }
 }
 
 int
@@ -67,7 +91,7 @@ htkv_hidx_fini(struct hidx *h)
             free_chain(hidx_slot_ent(s));
         }
     }
-    htkv_mem_free(t);
+    htkv_hidx_table_free(t);
     atomic_store_explicit(&h->table, NULL, memory_order_relaxed);
 }
 
@@ -197,7 +221,7 @@ uint64_t
 htkv_hidx_table_bytes(const struct hidx *h)
 {
     struct hidx_table *t = atomic_load_explicit(&((struct hidx *)h)->table, memory_order_relaxed);
-    return sizeof(*t) + (t->mask + 1) * sizeof(uint64_t);
+    return table_bytes(t->mask + 1);
 }
 
 void

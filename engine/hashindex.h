@@ -176,7 +176,8 @@ htkv_hidx_prefetch(struct hidx *h, uint64_t hash, int stage)
 
 /*
  * Writer side: make @p e the head for its key. Returns the previous head (now e->prev) or NULL.
- * May grow the table (the old table is passed to @p retire). Returns -ENOMEM through @p rc when
+ * May grow the table (the old table is passed to @p retire, which frees it with
+ * htkv_hidx_table_free() once no reader can hold it). Returns -ENOMEM through @p rc when
  * the table must grow and cannot; nothing changes then.
  */
 struct hidx_ent *htkv_hidx_install(struct hidx *h, struct hidx_ent *e, int *rc,
@@ -202,6 +203,9 @@ void htkv_hidx_remove(struct hidx *h, struct hidx_ent *e);
 
 /* Bytes used by the table (entries not included). */
 uint64_t htkv_hidx_table_bytes(const struct hidx *h);
+
+/* Free a table the index retired (the free function to pass with it to EBR). */
+void htkv_hidx_table_free(void *table);
 
 /* Call fn on every head entry (writer side or no concurrent writer). */
 void htkv_hidx_foreach(struct hidx *h, void (*fn)(struct hidx_ent *e, void *ctx), void *ctx);

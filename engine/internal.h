@@ -56,6 +56,15 @@ void *htkv_mem_calloc(size_t n, size_t size);
 void *htkv_mem_realloc(void *p, size_t n);
 void htkv_mem_free(void *p);
 
+/*
+ * Large memory straight from the system: mapped and unmapped directly, so its pages go back at
+ * once when it is freed instead of staying resident with the allocator until it decays (a hash
+ * index's table, replaced as the index grows). htkv_mem_map() returns zeroed memory or NULL (also
+ * when the hook says so); htkv_mem_unmap() takes the size it was given (NULL is accepted).
+ */
+void *htkv_mem_map(size_t n);
+void htkv_mem_unmap(void *p, size_t n);
+
 /* Test hook: when set and returning true, the next allocation fails. */
 extern bool (*htkv_mem_fail_hook)(size_t n);
 

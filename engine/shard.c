@@ -133,7 +133,7 @@ void
 htkv_shard_retire_table(void *ctx, void *table)
 {
     struct shard *sh = ctx;
-    htkv_ebr_retire(sh->env->ebr, &sh->limbo, table, htkv_mem_free);
+    htkv_ebr_retire(sh->env->ebr, &sh->limbo, table, htkv_hidx_table_free);
 }
 
 /* Free what readers have left, once every SHARD_RECLAIM_EVERY writes while anything waits:

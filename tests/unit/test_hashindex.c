@@ -26,7 +26,7 @@ fx_retire(void *ctx, void *table)
 {
     struct hidx_fixture *f = ctx;
     f->retired++;
-    htkv_mem_free(table); /* no concurrent reader in these tests */
+    htkv_hidx_table_free(table); /* no concurrent reader in these tests */
 }
 
 static int
