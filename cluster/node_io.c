@@ -571,6 +571,7 @@ htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
         drain_loop(c, false);
         return htkv_cnode_raft_code(rv);
     }
+    htkv_cnode_transport_nodelay(c);
     rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport);
     if (rv == 0) {
         rv = raft_init(&c->raft, &c->io, &c->fsm.fsm, c->id, c->address);
