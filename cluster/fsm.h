@@ -76,6 +76,8 @@ struct cluster_fsm {
     pthread_rwlock_t views;
     uint64_t applied_entries; /* statistics for the tests */
     uint64_t restores;
+    bool trace;       /* HTKV_CLUSTER_TRACE: log every apply, snapshot and restore (util.h) */
+    uint32_t skipped; /* requests of the entry being applied skipped by invariant 1 */
 };
 
 /*

@@ -136,6 +136,10 @@ struct htkv_cluster {
     unsigned election_timeout_ms;  /* the configuration's */
     struct raft_change change;     /* data = the handle */
     struct raft_transfer transfer; /* data = the handle */
+    /* loop: what the last trace line said (HTKV_CLUSTER_TRACE, fsm.trace) */
+    int traced_state;
+    uint64_t traced_term;
+    uint64_t traced_leader;
 };
 
 /* Complete @p r with @p rc (invariant 1). Takes mu; the caller broadcasts cv afterwards. */
