@@ -21,7 +21,9 @@
  * Invariants
  *   1. Versions given to htkv_submit() strictly increase along the log; a request whose version
  *      is at or below htkv_latest_version() was applied before (a replay after a restart) and
- *      is skipped whole, before its conditions are evaluated.
+ *      is skipped whole, before its conditions are evaluated. This needs a store that holds
+ *      every write up to its latest version: node_open.c rebuilds one that may not (a power
+ *      loss; a write torn by a crash of the process, whose version recovery still counts).
  *   2. Conditions are evaluated against the store as the log left it before the request: the
  *      requests before it in the same entry are applied first.
  *   3. After failed is set, the store is not written again by this FSM.

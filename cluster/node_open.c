@@ -198,24 +198,27 @@ store_open(struct htkv_cluster *c, const htkv_cluster_config *cfg)
 }
 
 /*
- * After a crash of the process (invariant 3): a store whose recovery cut a torn tail (or skipped
- * damaged bytes) lost the write it was applying when the process died, but its latest version
- * still counts that write (the store never reuses a version it saw on disk), so raft's replay
- * would skip the entry as applied before. Such a store is closed, set aside and rebuilt.
+ * After a crash of the process (invariant 3): a store whose recovery cut a torn tail, skipped
+ * damaged bytes or dropped an incomplete batch (a part written in one shard, not in another)
+ * lost the write it was applying when the process died, but its latest version still counts
+ * that write (the store never reuses a version it saw on disk), so raft's replay would skip
+ * the entry as applied before. Such a store is closed, set aside and rebuilt.
  */
 static int
 check_crashed(struct htkv_cluster *c, const htkv_cluster_config *cfg)
 {
     struct htkv_stats st;
     int rc = htkv_stats(c->db, &st);
-    if (rc != 0 || (st.truncated_bytes == 0 && st.skipped_bytes == 0)) {
+    if (rc != 0 ||
+        (st.truncated_bytes == 0 && st.skipped_bytes == 0 && st.discarded_batches == 0)) {
         return rc;
     }
-    char why[160];
+    char why[200];
     snprintf(why, sizeof(why),
              "lost the write it was applying when the process died (recovery cut %llu torn "
-             "bytes, skipped %llu damaged bytes)",
-             (unsigned long long)st.truncated_bytes, (unsigned long long)st.skipped_bytes);
+             "bytes, skipped %llu damaged bytes, dropped %llu incomplete batches)",
+             (unsigned long long)st.truncated_bytes, (unsigned long long)st.skipped_bytes,
+             (unsigned long long)st.discarded_batches);
     rc = htkv_close(c->db);
     c->db = NULL;
     if (rc == 0) {

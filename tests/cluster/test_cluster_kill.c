@@ -26,7 +26,12 @@
  * load, and a catch-up from nothing); half of those removals and additions have their leader
  * SIGKILLed while the change is in flight.
  * Seeded: HTKV_SEED replays the choices (the timing of a real cluster is not replayed); the
- * seed is printed, and again on failure, with the members' logs, which are kept then.
+ * seed is printed, and again on failure, with the members' logs, which are kept then. A failed
+ * check of the writes first checks every key, then prints every member's answer for the first
+ * keys that differ (with the write's version, raft index, answering member and wall-clock
+ * time) and each member's status; HTKV_CLUSTER_TRACE=1 in the environment (inherited by the
+ * members) puts the cluster layer's trace in their logs: roles and terms, every applied entry,
+ * snapshots, restores, answers. The end prints how many stores were rebuilt after a torn write.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -944,6 +949,24 @@ setup_members(void)
     }
 }
 
+/* Lines of every member's log that contain @p what (how often something happened). */
+static unsigned
+count_in_logs(const char *what)
+{
+    unsigned n = 0;
+    char line[1024];
+    for (unsigned i = 0; i < MEMBERS; i++) {
+        FILE *f = fopen(K.m[i].log, "re");
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            n += strstr(line, what) != NULL;
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    return n;
+}
+
 /* Check 5: "quit" stops every member with exit status 0 (within 10 s). */
 static void
 stop_members(void)
@@ -1009,9 +1032,10 @@ test_cluster_kill_loop(void **state)
     stop_members();
     fprintf(stderr,
             "test_cluster_kill: %u kill cycles (%u of them replaced the member, %u more kills of "
-            "a leader during a membership change), %u leadership transfers, last version %" PRIu64
-            ", %.1f s\n",
-            cycles, K.replaced, K.crashed_changes, K.transfers, v, (double)(now_ns() - t0) / 1e9);
+            "a leader during a membership change), %u leadership transfers, %u stores rebuilt "
+            "after a torn write, last version %" PRIu64 ", %.1f s\n",
+            cycles, K.replaced, K.crashed_changes, K.transfers,
+            count_in_logs("lost the write it was applying"), v, (double)(now_ns() - t0) / 1e9);
     for (unsigned i = 0; i < WRITERS; i++) {
         free(K.w[i].ops);
     }
