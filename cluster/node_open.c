@@ -13,9 +13,10 @@
  * holds; except the write it was applying when the process died, which recovery cuts as a torn
  * tail while the store's latest version still counts it (a version seen on disk is never used
  * again), so that raft's replay would skip it for good (found by test_cluster_kill: a write
- * missing on one member). A store whose recovery cut or skipped anything is therefore set aside
- * and rebuilt too. While that check runs, store.state says "check": a crash during it sets the
- * store aside at the next open.
+ * missing on one member); likewise a batch over several shards killed between its parts. A
+ * store whose recovery cut, skipped or dropped anything is therefore set aside and rebuilt too.
+ * While that check runs, store.state says "check": a crash during it sets the store aside at the
+ * next open.
  *
  * Invariants
  *   1. Every check of htkv_cluster_open() that can fail on bad input runs before anything is
