@@ -144,6 +144,7 @@ apply_request(struct cluster_fsm *f, struct entry_reader *r, uint64_t version,
     size_t ncmds = 0;
     bool det = true;
     if (version <= latest) { /* invariant 1: applied before this restart; walk past it */
+        f->skipped++;
         for (uint32_t i = 0; i < nops && res->rc == 0; i++) {
             struct htkv_cluster_op op;
             res->rc = htkv_entry_next_op(r, &op);
@@ -181,6 +182,39 @@ results_reserve(struct cluster_fsm *f, uint32_t n)
     return 0;
 }
 
+/* FNV-1a of an entry's bytes: members that applied different bytes at one index differ. */
+static uint64_t
+entry_hash(const struct raft_buffer *buf)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (size_t i = 0; i < buf->len; i++) {
+        h = (h ^ ((const unsigned char *)buf->base)[i]) * UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+/* One trace line per applied entry: what it wrote, skipped, decided (HTKV_CLUSTER_TRACE). */
+static void
+trace_apply(struct cluster_fsm *f, raft_index index, const struct raft_buffer *buf,
+            uint64_t latest_before)
+{
+    uint32_t written = 0, verdicts = 0;
+    for (uint32_t j = 0; j < f->out.count; j++) {
+        written += f->out.res[j].version != 0;
+        verdicts += f->out.res[j].rc != 0;
+    }
+    uint64_t latest = 0;
+    if (htkv_latest_version(f->db, &latest) != 0) {
+        latest = 0;
+    }
+    htkv_cl_trace(f->log_fn, f->log_ctx, f->raft->id,
+                  "apply index=%llu requests=%u written=%u skipped=%u verdicts=%u "
+                  "latest=%llu->%llu bytes=%zu hash=%016llx",
+                  (unsigned long long)index, f->out.count, written, f->skipped, verdicts,
+                  (unsigned long long)latest_before, (unsigned long long)latest, buf->len,
+                  (unsigned long long)entry_hash(buf));
+}
+
 static int
 fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
@@ -195,9 +229,19 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
     }
     struct entry_reader r;
     uint32_t count = 0;
+    uint64_t latest_before = 0;
     f->out.count = 0;
+    f->skipped = 0;
     *result = &f->out;
+    if (f->trace) {
+        if (htkv_latest_version(f->db, &latest_before) != 0) {
+            latest_before = 0;
+        }
+    }
     if (htkv_entry_open(&r, buf->base, buf->len, &count) != 0) {
+        if (f->trace) {
+            trace_apply(f, index, buf, latest_before);
+        }
         return 0; /* malformed: no results; every request of it fails with -EINVAL */
     }
     if (results_reserve(f, count) != 0) {
@@ -213,6 +257,9 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
         f->out.count = j + 1;
     }
     f->applied_entries++;
+    if (f->trace) {
+        trace_apply(f, index, buf, latest_before);
+    }
     return 0;
 }
 
@@ -275,6 +322,15 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
         return RAFT_BUSY;
     }
     f->snap_warned = false;
+    if (f->trace) {
+        uint64_t v = 0;
+        if (htkv_latest_version(f->db, &v) != 0) {
+            v = 0;
+        }
+        htkv_cl_trace(f->log_fn, f->log_ctx, f->raft->id,
+                      "snapshot taken at applied index=%llu version=%llu bytes=%zu",
+                      (unsigned long long)raft_last_applied(f->raft), (unsigned long long)v, b.len);
+    }
     *bufs = raft_malloc(sizeof(**bufs));
     if (*bufs == NULL) {
         raft_free(b.base);
@@ -322,6 +378,14 @@ restore_file(struct cluster_fsm *f)
         rc = htkv_snapshot_restore(f->db, f->snap_path);
         pthread_rwlock_unlock(&f->views);
         f->restores += rc == 0;
+    }
+    if (f->trace) {
+        /* raft set its log's snapshot to the one being restored before calling restore */
+        htkv_cl_trace(f->log_fn, f->log_ctx, f->raft->id,
+                      "restore snapshot index=%llu version=%llu store=%llu: %s (rc %d)",
+                      (unsigned long long)f->raft->log.snapshot.last_index,
+                      (unsigned long long)snap, (unsigned long long)latest,
+                      snap > latest ? "installed" : "kept the store", rc);
     }
     return rc == 0 ? 0 : fsm_fail(f, rc, "installing a snapshot");
 }
@@ -376,6 +440,7 @@ htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv
     f->db = db;
     f->log_fn = log_fn;
     f->log_ctx = log_ctx;
+    f->trace = htkv_cl_trace_wanted();
     f->fsm = (struct raft_fsm){ .version = 1,
                                 .data = f,
                                 .apply = fsm_apply,

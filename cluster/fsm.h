@@ -21,7 +21,9 @@
  * Invariants
  *   1. Versions given to htkv_submit() strictly increase along the log; a request whose version
  *      is at or below htkv_latest_version() was applied before (a replay after a restart) and
- *      is skipped whole, before its conditions are evaluated.
+ *      is skipped whole, before its conditions are evaluated. This needs a store that holds
+ *      every write up to its latest version: node_open.c rebuilds one that may not (a power
+ *      loss; a write torn by a crash of the process, whose version recovery still counts).
  *   2. Conditions are evaluated against the store as the log left it before the request: the
  *      requests before it in the same entry are applied first.
  *   3. After failed is set, the store is not written again by this FSM.
@@ -76,6 +78,8 @@ struct cluster_fsm {
     pthread_rwlock_t views;
     uint64_t applied_entries; /* statistics for the tests */
     uint64_t restores;
+    bool trace;       /* HTKV_CLUSTER_TRACE: log every apply, snapshot and restore (util.h) */
+    uint32_t skipped; /* requests of the entry being applied skipped by invariant 1 */
 };
 
 /*

@@ -94,7 +94,11 @@ struct htkv_cluster {
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t tick;
-    struct raft_uv_transport transport;
+    struct raft_uv_transport transport; /* raft_uv_tcp, with transport.c's wrappers */
+    int (*tcp_listen)(struct raft_uv_transport *t, raft_uv_accept_cb cb); /* raft_uv_tcp's */
+    int (*tcp_connect)(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+                       const char *address, raft_uv_connect_cb cb);
+    raft_uv_accept_cb tcp_accept_cb; /* raft's, given to listen */
     struct raft_io io;
     struct raft raft;
     pthread_t thread;
@@ -132,6 +136,10 @@ struct htkv_cluster {
     unsigned election_timeout_ms;  /* the configuration's */
     struct raft_change change;     /* data = the handle */
     struct raft_transfer transfer; /* data = the handle */
+    /* loop: what the last trace line said (HTKV_CLUSTER_TRACE, fsm.trace) */
+    int traced_state;
+    uint64_t traced_term;
+    uint64_t traced_leader;
 };
 
 /* Complete @p r with @p rc (invariant 1). Takes mu; the caller broadcasts cv afterwards. */
@@ -147,6 +155,9 @@ void htkv_cnode_leader(struct htkv_cluster *c, struct htkv_cluster_leader *out);
  * htkv_cluster_open().
  */
 int htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg);
+
+/* transport.c: TCP_NODELAY on raft's connections (call after raft_uv_tcp_init()). */
+void htkv_cnode_transport_nodelay(struct htkv_cluster *c);
 
 /* Stop what htkv_cnode_io_start() started, running the loop on this thread (the loop thread
  * could not be created). */

@@ -34,6 +34,7 @@
 struct wbatch {
     struct raft_apply req; /* req.data = this */
     struct htkv_cluster *c;
+    uint64_t term; /* the leader's term when proposed (for the trace) */
     uint32_t n;
     struct creq *reqs[]; /* in entry order */
 };
@@ -127,6 +128,24 @@ pump_after(struct htkv_cluster *c, int status)
     }
 }
 
+/* Trace an answered entry of writes: its index, terms, outcome and versions. */
+static void
+trace_applied(struct htkv_cluster *c, const struct wbatch *wb, int status,
+              const struct fsm_results *res)
+{
+    uint64_t first = 0, last = 0;
+    for (uint32_t i = 0; res != NULL && i < res->count; i++) {
+        first = first == 0 ? res->res[i].version : first;
+        last = res->res[i].version != 0 ? res->res[i].version : last;
+    }
+    htkv_cl_trace(c->log_fn, c->log_ctx, c->id,
+                  "answer entry index=%llu proposed_term=%llu term=%llu status=%d writes=%u "
+                  "versions=%llu..%llu",
+                  (unsigned long long)wb->req.index, (unsigned long long)wb->term,
+                  (unsigned long long)c->raft.current_term, status, wb->n,
+                  (unsigned long long)first, (unsigned long long)last);
+}
+
 static void
 on_applied(struct raft_apply *req, int status, void *result)
 {
@@ -146,6 +165,9 @@ on_applied(struct raft_apply *req, int status, void *result)
             r->version = i < res->count ? res->res[i].version : 0;
         }
         htkv_cnode_done(c, r, rc);
+    }
+    if (c->fsm.trace) {
+        trace_applied(c, wb, status, res);
     }
     pthread_cond_broadcast(&c->cv);
     free(wb);
@@ -208,6 +230,7 @@ propose_writes(struct htkv_cluster *c)
             memcpy(p, wb->reqs[i]->bytes, wb->reqs[i]->len);
             p += wb->reqs[i]->len;
         }
+        wb->term = c->raft.current_term;
         rc = htkv_cnode_raft_code(raft_apply(&c->raft, &wb->req, &buf, 1, on_applied));
     }
     if (rc == 0) {
@@ -343,12 +366,48 @@ on_leader_barrier(struct raft_barrier *req, int status)
     c->leader_ready = status == 0 && c->was_leader;
 }
 
+/* Trace a change of role, term or known leader (HTKV_CLUSTER_TRACE). */
+static void
+trace_role(struct htkv_cluster *c)
+{
+    int state = raft_state(&c->raft);
+    raft_id leader = 0;
+    const char *address = NULL;
+    raft_leader(&c->raft, &leader, &address);
+    if (state == c->traced_state && c->raft.current_term == c->traced_term &&
+        leader == c->traced_leader) {
+        return;
+    }
+    c->traced_state = state;
+    c->traced_term = c->raft.current_term;
+    c->traced_leader = leader;
+    uint64_t version = 0;
+    if (htkv_latest_version(c->db, &version) != 0) {
+        version = 0;
+    }
+    htkv_cl_trace(c->log_fn, c->log_ctx, c->id,
+                  "role=%s term=%llu leader=%llu commit=%llu applied=%llu last=%llu "
+                  "snapshot=%llu version=%llu",
+                  state == RAFT_LEADER      ? "leader"
+                  : state == RAFT_CANDIDATE ? "candidate"
+                  : state == RAFT_FOLLOWER  ? "follower"
+                                            : "unavailable",
+                  (unsigned long long)c->raft.current_term, (unsigned long long)leader,
+                  (unsigned long long)c->raft.commit_index,
+                  (unsigned long long)raft_last_applied(&c->raft),
+                  (unsigned long long)raft_last_index(&c->raft),
+                  (unsigned long long)c->raft.log.snapshot.last_index, (unsigned long long)version);
+}
+
 /* Follow role changes: a new leader proposes its barrier (raft 0.15 commits no no-op). */
 static void
 watch_role(struct htkv_cluster *c)
 {
     if (c->stopping || c->raft_closed) {
         return;
+    }
+    if (c->fsm.trace) {
+        trace_role(c);
     }
     bool leader = raft_state(&c->raft) == RAFT_LEADER;
     if (!leader || c->raft.current_term != c->leader_term) {
@@ -571,6 +630,7 @@ htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
         drain_loop(c, false);
         return htkv_cnode_raft_code(rv);
     }
+    htkv_cnode_transport_nodelay(c);
     rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport);
     if (rv == 0) {
         rv = raft_init(&c->raft, &c->io, &c->fsm.fsm, c->id, c->address);

@@ -9,14 +9,23 @@
  * DATA_DIR/store.lost (replacing an older one) and a fresh store is rebuilt by raft from its
  * last snapshot and the log after it, which hold every committed write durably. A store marked
  * open under the same boot id was left by a crash of the process only: the page cache kept
- * every write it applied, in order, so it is kept and raft's replay skips what it holds.
+ * every write it finished applying, in order, so it is kept and raft's replay skips what it
+ * holds; except the write it was applying when the process died, which recovery cuts as a torn
+ * tail while the store's latest version still counts it (a version seen on disk is never used
+ * again), so that raft's replay would skip it for good (found by test_cluster_kill: a write
+ * missing on one member); likewise a batch over several shards killed between its parts. A
+ * store whose recovery cut, skipped or dropped anything is therefore set aside and rebuilt too.
+ * While that check runs, store.state says "check": a crash during it sets the store aside at the
+ * next open.
  *
  * Invariants
  *   1. Every check of htkv_cluster_open() that can fail on bad input runs before anything is
  *      created (config.h); a later failure (a store configuration htkv_open() refuses, raft
  *      refusing to start) removes the data directory again when this open created it.
- *   2. store.state is "open ..." (durably: written, fsynced, directory fsynced) before the store
- *      is opened for writing, and "clean" only after htkv_close() succeeded.
+ *   2. store.state is "open ..." or "check" (durably: written, fsynced, directory fsynced)
+ *      before the store is opened for writing, and "clean" only after htkv_close() succeeded.
+ *   3. The store handed to raft's state machine holds, for every version up to its latest, the
+ *      write the log has there: a store that may not (a power loss, a torn write) is rebuilt.
  */
 #include "cluster/node.h"
 
@@ -110,44 +119,113 @@ rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
     return remove(path) == 0 ? 0 : -1;
 }
 
-/* Set the store aside when store.state says it may have lost writes (see the top). */
+/* Read store.state into @p text ("" when absent). 0 or a negative errno (unreadable). */
 static int
-state_check(struct htkv_cluster *c, const char *boot)
+state_read(struct htkv_cluster *c, char text[128])
 {
     char *path = path_join(c->data_dir, "store.state");
-    char *lost = path_join(c->data_dir, "store.lost");
-    int rc = path == NULL || lost == NULL ? -ENOMEM : 0;
-    char text[128] = "";
+    int rc = path == NULL ? -ENOMEM : 0;
+    text[0] = '\0';
     FILE *f = rc == 0 ? fopen(path, "re") : NULL;
     if (rc == 0 && f == NULL && errno != ENOENT) {
         rc = -errno; /* unreadable: neither trusted nor set aside */
     }
     if (f != NULL) {
-        if (fgets(text, sizeof(text), f) == NULL) {
+        if (fgets(text, 128, f) == NULL) {
             text[0] = '\0';
         }
         fclose(f);
     }
     text[strcspn(text, "\n")] = '\0';
-    bool suspect = strncmp(text, "open ", 5) == 0 && (boot[0] == '\0' || strcmp(text + 5, boot));
-    if (rc == 0 && suspect) {
-        htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_WARN,
-                    "%s was not closed cleanly before a restart of the machine: it is set aside "
-                    "as %s and rebuilt from raft's snapshot and log",
-                    c->store_dir, lost);
-        if (nftw(lost, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT) {
-            rc = -errno;
-        }
-        if (rc == 0 && rename(c->store_dir, lost) != 0 && errno != ENOENT) {
-            rc = -errno;
-        }
-        if (rc == 0) {
-            rc = fsync_dir(c->data_dir);
-        }
-    }
     free(path);
+    return rc;
+}
+
+/* Set the store aside as DATA_DIR/store.lost (replacing an older one), durably; raft rebuilds
+ * a fresh one from its last snapshot and the log after it. @p why is logged. */
+static int
+set_aside(struct htkv_cluster *c, const char *why)
+{
+    char *lost = path_join(c->data_dir, "store.lost");
+    int rc = lost == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_WARN,
+                    "%s %s: it is set aside as %s and rebuilt from raft's snapshot and log",
+                    c->store_dir, why, lost);
+    }
+    if (rc == 0 && nftw(lost, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT) {
+        rc = -errno;
+    }
+    if (rc == 0 && rename(c->store_dir, lost) != 0 && errno != ENOENT) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        rc = fsync_dir(c->data_dir);
+    }
     free(lost);
     return rc;
+}
+
+/*
+ * Decide from store.state whether the store can be trusted (see the top): set it aside when it
+ * may have lost writes (another boot, or a check cut short); *@p crashed when the process died
+ * in this boot (the store is checked after its recovery, check_crashed()). 0 or an error.
+ */
+static int
+state_check(struct htkv_cluster *c, const char *boot, bool *crashed)
+{
+    char text[128];
+    int rc = state_read(c, text);
+    bool other_boot = strncmp(text, "open ", 5) == 0 && (boot[0] == '\0' || strcmp(text + 5, boot));
+    *crashed = rc == 0 && !other_boot && strncmp(text, "open ", 5) == 0;
+    if (rc == 0 && other_boot) {
+        rc = set_aside(c, "was not closed cleanly before a restart of the machine");
+    } else if (rc == 0 && strcmp(text, "check") == 0) {
+        rc = set_aside(c, "was being checked after a crash when the process stopped again");
+    }
+    return rc;
+}
+
+/* Open the store at c->store_dir with the settings the member forces on it. */
+static int
+store_open(struct htkv_cluster *c, const htkv_cluster_config *cfg)
+{
+    htkv_config sc = cfg->store;
+    sc.data_dir = c->store_dir;
+    sc.sync_mode = HTKV_SYNC_NEVER;
+    sc.read_only = 0;
+    sc.create_if_missing = 1;
+    return htkv_open(&sc, &c->db);
+}
+
+/*
+ * After a crash of the process (invariant 3): a store whose recovery cut a torn tail, skipped
+ * damaged bytes or dropped an incomplete batch (a part written in one shard, not in another)
+ * lost the write it was applying when the process died, but its latest version still counts
+ * that write (the store never reuses a version it saw on disk), so raft's replay would skip
+ * the entry as applied before. Such a store is closed, set aside and rebuilt.
+ */
+static int
+check_crashed(struct htkv_cluster *c, const htkv_cluster_config *cfg)
+{
+    struct htkv_stats st;
+    int rc = htkv_stats(c->db, &st);
+    if (rc != 0 ||
+        (st.truncated_bytes == 0 && st.skipped_bytes == 0 && st.discarded_batches == 0)) {
+        return rc;
+    }
+    char why[200];
+    snprintf(why, sizeof(why),
+             "lost the write it was applying when the process died (recovery cut %llu torn "
+             "bytes, skipped %llu damaged bytes, dropped %llu incomplete batches)",
+             (unsigned long long)st.truncated_bytes, (unsigned long long)st.skipped_bytes,
+             (unsigned long long)st.discarded_batches);
+    rc = htkv_close(c->db);
+    c->db = NULL;
+    if (rc == 0) {
+        rc = set_aside(c, why);
+    }
+    return rc == 0 ? store_open(c, cfg) : rc;
 }
 
 static int
@@ -193,7 +271,7 @@ node_free(struct htkv_cluster *c)
     free(c);
 }
 
-/* Directories, trust record (invariant 2), store and state machine. */
+/* Directories, trust record (invariants 2 and 3), store and state machine. */
 static int
 open_store(struct htkv_cluster *c, const htkv_cluster_config *cfg)
 {
@@ -201,6 +279,7 @@ open_store(struct htkv_cluster *c, const htkv_cluster_config *cfg)
     boot_id(boot);
     char text[96];
     snprintf(text, sizeof(text), "open %s\n", boot);
+    bool crashed = false;
     int rc = mkdir(c->data_dir, 0700) == 0 ? 0 : -errno;
     c->created_dir = rc == 0;
     rc = rc == -EEXIST ? 0 : rc;
@@ -208,21 +287,23 @@ open_store(struct htkv_cluster *c, const htkv_cluster_config *cfg)
         rc = make_dir(c->raft_dir);
     }
     if (rc == 0) {
-        rc = state_check(c, boot);
+        rc = state_check(c, boot, &crashed);
     }
     if (rc == 0) {
-        rc = state_write(c, text);
+        rc = state_write(c, crashed ? "check\n" : text);
+    }
+    if (rc == 0) {
+        rc = store_open(c, cfg);
+    }
+    if (rc == 0 && crashed) {
+        rc = check_crashed(c, cfg);
+        rc = rc == 0 ? state_write(c, text) : rc;
     }
     if (rc != 0) {
-        return rc;
-    }
-    htkv_config sc = cfg->store;
-    sc.data_dir = c->store_dir;
-    sc.sync_mode = HTKV_SYNC_NEVER;
-    sc.read_only = 0;
-    sc.create_if_missing = 1;
-    rc = htkv_open(&sc, &c->db);
-    if (rc != 0) {
+        if (c->db != NULL) {
+            (void)htkv_close(c->db);
+            c->db = NULL;
+        }
         return rc;
     }
     rc = htkv_cfsm_init(&c->fsm, c->db, c->data_dir, c->log_fn, c->log_ctx);

@@ -9,6 +9,8 @@
 #define HTKV_CLUSTER_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include <htkv/htkv.h>
 
@@ -23,6 +25,20 @@ _Noreturn void htkv_cl_assert_fail(const char *expr, const char *file, int line,
  * "htkv-cluster: <message>". @p level is an enum htkv_log_level.
  */
 void htkv_cl_log(htkv_log_fn fn, void *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/*
+ * Whether HTKV_CLUSTER_TRACE is set (to anything but "" or "0") in the environment: read once
+ * per call, so callers read it at open and keep the answer. Tracing is for diagnosis only.
+ */
+bool htkv_cl_trace_wanted(void);
+
+/*
+ * Send one trace message to @p fn (as htkv_cl_log() at HTKV_LOG_INFO), prefixed with
+ * "trace <wall clock ms> id=<@p id>": the events a failed cluster test is read from (roles,
+ * terms, applies, snapshots, restores, acknowledgements). Callers check their trace flag first.
+ */
+void htkv_cl_trace(htkv_log_fn fn, void *ctx, uint64_t id, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 #endif /* HTKV_CLUSTER_UTIL_H */

@@ -344,6 +344,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
     out->recovered_records = db->recovery.records;
     out->truncated_bytes = db->recovery.truncated_bytes;
     out->skipped_bytes = db->recovery.skipped_bytes;
+    out->discarded_batches = db->recovery.ndiscarded;
     out->shard_count = db->shard_count;
     out->worker_threads = db->nworkers;
     out->cpus = db->cpus;

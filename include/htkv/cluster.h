@@ -105,7 +105,10 @@ typedef struct htkv_cluster_config {
      * The local store's configuration (htkv_config_init() fills it). Its data_dir is ignored
      * (the store lives in DATA_DIR/store) and so are sync_mode (always HTKV_SYNC_NEVER, see
      * Durability above), read_only and create_if_missing. Every member must use the same
-     * max_value_bytes. log_fn and log_ctx also receive the cluster layer's messages.
+     * max_value_bytes. log_fn and log_ctx also receive the cluster layer's messages; with
+     * HTKV_CLUSTER_TRACE=1 in the environment at open, also its trace (HTKV_LOG_INFO lines
+     * "trace <time> id=<member> ...": roles and terms, every applied entry, snapshots,
+     * restores, answered writes), for diagnosis: one line per entry on every member.
      */
     htkv_config store;
 } htkv_cluster_config;

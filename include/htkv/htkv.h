@@ -280,6 +280,13 @@ struct htkv_stats {
      * callers).
      */
     uint32_t cpus;
+    /**
+     * Batches recovery found incomplete at open (a part missing in another shard) and did not
+     * apply. Their versions still count as used: htkv_latest_version() may name one of them,
+     * as it may name a batch cut as a torn tail (truncated_bytes). A replica that skips log
+     * entries at or below its latest version must not trust a store where either is non-zero.
+     */
+    uint64_t discarded_batches;
 };
 
 /** Output format of htkv_metrics_write(). */

@@ -26,7 +26,12 @@
  * load, and a catch-up from nothing); half of those removals and additions have their leader
  * SIGKILLed while the change is in flight.
  * Seeded: HTKV_SEED replays the choices (the timing of a real cluster is not replayed); the
- * seed is printed, and again on failure, with the members' logs, which are kept then.
+ * seed is printed, and again on failure, with the members' logs, which are kept then. A failed
+ * check of the writes first checks every key, then prints every member's answer for the first
+ * keys that differ (with the write's version, raft index, answering member and wall-clock
+ * time) and each member's status; HTKV_CLUSTER_TRACE=1 in the environment (inherited by the
+ * members) puts the cluster layer's trace in their logs: roles and terms, every applied entry,
+ * snapshots, restores, answers. The end prints how many stores were rebuilt after a torn write.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -63,9 +68,10 @@ enum op_outcome { OUT_ACKED = 1, OUT_UNKNOWN = 2, OUT_READ = 3 };
 /* One finished operation of a writer's history. */
 struct op {
     uint8_t kind, outcome;
-    uint16_t reg;    /* OP_REG_*: the register */
-    uint32_t writer; /* who proposed the write (reads: who wrote the value read) */
-    uint64_t seq;    /* the write's number at its writer (reads: of the value read) */
+    uint16_t reg;       /* OP_REG_*: the register */
+    uint32_t member_id; /* the member that answered (its node id) */
+    uint32_t writer;    /* who proposed the write (reads: who wrote the value read) */
+    uint64_t seq;       /* the write's number at its writer (reads: of the value read) */
     uint64_t start_ns, end_ns;
     uint64_t version; /* acknowledged or read version; 0 for unknown, NOTFOUND */
 };
@@ -108,6 +114,7 @@ static struct kt {
     unsigned crashed_changes; /* leaders killed during a membership change */
     unsigned next_id;         /* the id of the next replacement */
     struct writer w[WRITERS];
+    uint64_t t0_mono, t0_real; /* now_ns() and the wall clock (ns) at the start */
 } K;
 
 static uint64_t
@@ -365,6 +372,7 @@ writer_op(struct writer *w, unsigned *target, struct op *o, const char *line)
             return;
         }
         o->start_ns = now_ns();
+        o->member_id = atomic_load(&K.m[*target].id);
         int rc = rpc(&w->c[*target], *target, line, a);
         o->end_ns = now_ns();
         unsigned id;
@@ -706,13 +714,61 @@ cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Check 1 and 2 for every write: what every member holds (lget) against what was answered. */
+/* Up to this many keys that fail check 1 or 2 are printed (every member's answer), then the
+ * test fails with the counts of all of them. */
+#define BAD_KEYS_SHOWN 20
+
+/* Every member's answer to "lget KEY" for the unique write @p o, into a[]. */
+static void
+lget_all(struct conn *c, const struct op *o, char a[MEMBERS][ANSWER_MAX])
+{
+    char line[128];
+    snprintf(line, sizeof(line), "lget u%u-%" PRIu64 "\n", o->writer, o->seq);
+    for (unsigned i = 0; i < MEMBERS; i++) {
+        if (rpc(&c[i], i, line, a[i]) != 0) {
+            kt_fail("member %u does not answer lget", i + 1);
+        }
+    }
+}
+
+/* Check 1 or 2 on one unique write: 0, or 1 (printed while fewer than BAD_KEYS_SHOWN were). */
+static int
+check_one_write(struct conn *c, const struct op *o, unsigned *missing, size_t shown)
+{
+    char a[MEMBERS][ANSWER_MAX], want[128];
+    snprintf(want, sizeof(want), "VALUE %" PRIu64 " v%u-%" PRIu64, o->version, o->writer, o->seq);
+    lget_all(c, o, a);
+    int bad = 0;
+    for (unsigned i = 0; i < MEMBERS; i++) {
+        int off = o->outcome == OUT_ACKED ? strcmp(a[i], want) != 0 : strcmp(a[i], a[0]) != 0;
+        missing[i] += off;
+        bad |= off;
+    }
+    if (bad && shown < BAD_KEYS_SHOWN) {
+        fprintf(stderr,
+                "test_cluster_kill: %s write u%u-%" PRIu64 " (version %" PRIu64 ", index %" PRIu64
+                ", answered by member id %u at wall clock %.3f, the "
+                "members' trace time):",
+                o->outcome == OUT_ACKED ? "acknowledged" : "unknown", o->writer, o->seq, o->version,
+                o->version >> 16, o->member_id,
+                (double)(K.t0_real + (o->end_ns - K.t0_mono)) / 1e9);
+        for (unsigned i = 0; i < MEMBERS; i++) {
+            fprintf(stderr, " member %u (id %u) '%s';", i + 1, atomic_load(&K.m[i].id), a[i]);
+        }
+        fprintf(stderr, "\n");
+    }
+    return bad;
+}
+
+/* Check 1 and 2 for every write: what every member holds (lget) against what was answered.
+ * Every key is checked before a failure, which prints every member's answer for the first
+ * keys that fail and how many fail on each member. */
 static void
 check_writes(void)
 {
-    char line[128], a[ANSWER_MAX], want[128];
     struct conn c[MEMBERS];
-    size_t nacked = 0;
+    size_t nacked = 0, bad = 0;
+    unsigned missing[MEMBERS] = { 0 };
     uint64_t *versions = NULL;
     for (unsigned i = 0; i < MEMBERS; i++) {
         c[i] = (struct conn){ .fd = -1 };
@@ -722,37 +778,18 @@ check_writes(void)
         versions = realloc(versions, (nacked + w->n) * sizeof(*versions) + 1);
         for (size_t k = 0; k < w->n; k++) {
             const struct op *o = &w->ops[k];
-            if (o->kind != OP_UNIQUE) {
-                if (o->kind == OP_REG_PUT && o->outcome == OUT_ACKED) {
-                    versions[nacked++] = o->version;
-                }
-                continue;
+            if (o->kind == OP_UNIQUE) {
+                bad += (size_t)check_one_write(c, o, missing, bad);
             }
-            snprintf(line, sizeof(line), "lget u%u-%" PRIu64 "\n", o->writer, o->seq);
-            snprintf(want, sizeof(want), "VALUE %" PRIu64 " v%u-%" PRIu64, o->version, o->writer,
-                     o->seq);
-            char first[ANSWER_MAX] = "";
-            for (unsigned i = 0; i < MEMBERS; i++) {
-                if (rpc(&c[i], i, line, a) != 0) {
-                    kt_fail("member %u does not answer lget", i + 1);
-                }
-                if (o->outcome == OUT_ACKED && strcmp(a, want) != 0) {
-                    kt_fail("acknowledged write u%u-%" PRIu64 " at version %" PRIu64
-                            ": member %u answers '%s'",
-                            o->writer, o->seq, o->version, i + 1, a);
-                }
-                if (i == 0) {
-                    memcpy(first, a, strlen(a) + 1);
-                } else if (strcmp(a, first) != 0) {
-                    kt_fail("write u%u-%" PRIu64 " (outcome unknown): member 1 answers '%s', "
-                            "member %u '%s'",
-                            o->writer, o->seq, first, i + 1, a);
-                }
-            }
-            if (o->outcome == OUT_ACKED) {
+            if ((o->kind == OP_UNIQUE || o->kind == OP_REG_PUT) && o->outcome == OUT_ACKED) {
                 versions[nacked++] = o->version;
             }
         }
+    }
+    if (bad > 0) {
+        kt_fail("%zu writes not alike on every member (acknowledged: not with their version; "
+                "unknown: not the same everywhere); differing keys per member: %u, %u, %u",
+                bad, missing[0], missing[1], missing[2]);
     }
     qsort(versions, nacked, sizeof(*versions), cmp_u64);
     for (size_t k = 1; k < nacked; k++) {
@@ -912,6 +949,24 @@ setup_members(void)
     }
 }
 
+/* Lines of every member's log that contain @p what (how often something happened). */
+static unsigned
+count_in_logs(const char *what)
+{
+    unsigned n = 0;
+    char line[1024];
+    for (unsigned i = 0; i < MEMBERS; i++) {
+        FILE *f = fopen(K.m[i].log, "re");
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            n += strstr(line, what) != NULL;
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    return n;
+}
+
 /* Check 5: "quit" stops every member with exit status 0 (within 10 s). */
 static void
 stop_members(void)
@@ -948,6 +1003,10 @@ test_cluster_kill_loop(void **state)
     K.seed = tu_seed("cluster_kill");
     uint64_t rng = K.seed;
     uint64_t t0 = now_ns();
+    struct timespec real;
+    clock_gettime(CLOCK_REALTIME, &real);
+    K.t0_mono = t0;
+    K.t0_real = (uint64_t)real.tv_sec * 1000000000u + (uint64_t)real.tv_nsec;
     setup_members();
     if (find_leader(10000) == MEMBERS) {
         kt_fail("no leader within 10 s of the start");
@@ -973,9 +1032,10 @@ test_cluster_kill_loop(void **state)
     stop_members();
     fprintf(stderr,
             "test_cluster_kill: %u kill cycles (%u of them replaced the member, %u more kills of "
-            "a leader during a membership change), %u leadership transfers, last version %" PRIu64
-            ", %.1f s\n",
-            cycles, K.replaced, K.crashed_changes, K.transfers, v, (double)(now_ns() - t0) / 1e9);
+            "a leader during a membership change), %u leadership transfers, %u stores rebuilt "
+            "after a torn write, last version %" PRIu64 ", %.1f s\n",
+            cycles, K.replaced, K.crashed_changes, K.transfers,
+            count_in_logs("lost the write it was applying"), v, (double)(now_ns() - t0) / 1e9);
     for (unsigned i = 0; i < WRITERS; i++) {
         free(K.w[i].ops);
     }
