@@ -65,14 +65,40 @@ ent_encode(unsigned char *p, uint64_t hash, const struct rec_hdr *h, uint64_t of
     p[30] = p[31] = 0;
 }
 
-/* Entries of [SEG_DATA_OFF, upto) into a new buffer (header and trailer left for the caller). */
+/* Bytes of a hint buffer with room for @p cap entries (header and trailer included). */
+static size_t
+buf_bytes(uint64_t cap)
+{
+    return HINT_HDR_BYTES + cap * HINT_ENT_BYTES + HINT_TRAILER_BYTES;
+}
+
+/* Double the room of hint buffer *@p buf (*@p cap entries). 0 or -ENOMEM (*buf unchanged). */
+static int
+buf_grow(unsigned char **buf, uint64_t *cap)
+{
+    unsigned char *b = htkv_mem_map(buf_bytes(*cap * 2));
+    if (b == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(b, *buf, buf_bytes(*cap));
+    htkv_mem_unmap(*buf, buf_bytes(*cap));
+    *buf = b;
+    *cap *= 2;
+    return 0;
+}
+
+/*
+ * Entries of [SEG_DATA_OFF, upto) into a new buffer (header and trailer left for the caller),
+ * mapped (htkv_mem_map(), *@p cap entries) so that its pages go back to the system once the
+ * hint is written: sized for the segment's record count, grown should the walk find more.
+ */
 static int
 build(const struct seg *s, uint64_t seed, uint32_t val_max, uint64_t *upto, unsigned char **out,
-      uint64_t *count, uint64_t *maxv)
+      uint64_t *cap, uint64_t *count, uint64_t *maxv)
 {
-    uint64_t end = *upto;
-    uint64_t cap = 1024, n = 0;
-    unsigned char *buf = htkv_mem_alloc(HINT_HDR_BYTES + cap * HINT_ENT_BYTES + HINT_TRAILER_BYTES);
+    uint64_t end = *upto, n = 0;
+    *cap = s->records > 1024 ? s->records : 1024;
+    unsigned char *buf = htkv_mem_map(buf_bytes(*cap));
     if (buf == NULL) {
         return -ENOMEM;
     }
@@ -84,7 +110,7 @@ build(const struct seg *s, uint64_t seed, uint32_t val_max, uint64_t *upto, unsi
     htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, end, val_max);
     while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
         if (r != REC_WALK_RECORD) {
-            htkv_mem_free(buf);
+            htkv_mem_unmap(buf, buf_bytes(*cap));
             htkv_set_error("%s: damaged record at offset %llu; no hint written", s->path,
                            (unsigned long long)w.at);
             return HTKV_ECORRUPT;
@@ -92,15 +118,9 @@ build(const struct seg *s, uint64_t seed, uint32_t val_max, uint64_t *upto, unsi
         if (h.type == REC_SEAL) {
             break; /* the hint ends before SEAL: recovery checks that record itself */
         }
-        if (n == cap) {
-            cap *= 2;
-            unsigned char *b =
-                htkv_mem_realloc(buf, HINT_HDR_BYTES + cap * HINT_ENT_BYTES + HINT_TRAILER_BYTES);
-            if (b == NULL) {
-                htkv_mem_free(buf);
-                return -ENOMEM;
-            }
-            buf = b;
+        if (n == *cap && buf_grow(&buf, cap) != 0) {
+            htkv_mem_unmap(buf, buf_bytes(*cap));
+            return -ENOMEM;
         }
         uint64_t hash = 0;
         struct rec_hdr e = h;
@@ -127,8 +147,8 @@ int
 htkv_hint_write(struct seg *s, uint64_t hash_seed, uint32_t val_max)
 {
     unsigned char *buf;
-    uint64_t n, maxv, upto = s->tail;
-    int rc = build(s, hash_seed, val_max, &upto, &buf, &n, &maxv);
+    uint64_t cap, n, maxv, upto = s->tail;
+    int rc = build(s, hash_seed, val_max, &upto, &buf, &cap, &n, &maxv);
     if (rc != 0) {
         return rc;
     }
@@ -177,7 +197,7 @@ htkv_hint_write(struct seg *s, uint64_t hash_seed, uint32_t val_max)
             (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(tmp));
         }
     }
-    htkv_mem_free(buf);
+    htkv_mem_unmap(buf, buf_bytes(cap));
     if (rc == 0) {
         s->hint_tail = upto;
     }
@@ -185,8 +205,9 @@ htkv_hint_write(struct seg *s, uint64_t hash_seed, uint32_t val_max)
 }
 
 /*
- * Read the hint at @p path into a new buffer (htkv_mem_alloc). 0; HTKV_ENOTFOUND (no file);
- * HTKV_ECORRUPT (a size no hint can have, or the file shrank while read); -ENOMEM; -errno.
+ * Read the hint at @p path into a new buffer (htkv_mem_map(), @p *size_out bytes). 0;
+ * HTKV_ENOTFOUND (no file); HTKV_ECORRUPT (a size no hint can have, or the file shrank while read);
+ * -ENOMEM; -errno.
  */
 static int
 hint_read(const char *path, unsigned char **buf_out, uint64_t *size_out)
@@ -205,7 +226,7 @@ hint_read(const char *path, unsigned char **buf_out, uint64_t *size_out)
     } else if ((uint64_t)st.st_size < HINT_HDR_BYTES + HINT_TRAILER_BYTES ||
                (uint64_t)st.st_size > (1ull << 36)) {
         rc = HTKV_ECORRUPT;
-    } else if ((buf = htkv_mem_alloc((size_t)st.st_size)) == NULL) {
+    } else if ((buf = htkv_mem_map((size_t)st.st_size)) == NULL) {
         rc = -ENOMEM;
     } else {
         size_t got = 0;
@@ -224,7 +245,7 @@ hint_read(const char *path, unsigned char **buf_out, uint64_t *size_out)
     }
     close(fd);
     if (rc != 0) {
-        htkv_mem_free(buf);
+        htkv_mem_unmap(buf, (size_t)st.st_size);
         return rc;
     }
     *buf_out = buf;
@@ -313,10 +334,11 @@ htkv_hint_load(const struct seg *s, struct hint *out)
      * the end of its segment proves that the segment lost records, which recovery must see
      * (recover.c, HINT_SEG_DAMAGED) instead of a hint refused as stale. */
     if (!hint_check(buf, size, s->shard, s->id, SEG_BYTES_LIMIT, &why, &off)) {
-        htkv_mem_free(buf);
+        htkv_mem_unmap(buf, size);
         return HTKV_ECORRUPT;
     }
     out->buf = buf;
+    out->bytes = size;
     out->count = htkv_load64(buf + 24);
     out->tail = htkv_load64(buf + 32);
     out->records = htkv_load64(buf + 40);
@@ -341,7 +363,7 @@ htkv_hint_get(const struct hint *h, uint64_t i, struct hint_ent *out)
 void
 htkv_hint_free(struct hint *h)
 {
-    htkv_mem_free(h->buf);
+    htkv_mem_unmap(h->buf, h->bytes);
     memset(h, 0, sizeof(*h));
 }
 
@@ -375,6 +397,6 @@ htkv_hint_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t
             *bad_off = off;
         }
     }
-    htkv_mem_free(buf);
+    htkv_mem_unmap(buf, size);
     return rc;
 }

@@ -40,7 +40,8 @@ struct hint_ent {
 
 /* A hint file read into memory and checked. */
 struct hint {
-    unsigned char *buf; /* the whole file (htkv_mem_alloc) */
+    unsigned char *buf; /* the whole file (htkv_mem_map(): given back at once when freed) */
+    uint64_t bytes;     /* its size */
     uint64_t count;
     uint64_t tail;
     uint64_t records;
