@@ -106,11 +106,6 @@ htkv_arena_release(unsigned arena)
     if (arena == 0) {
         return;
     }
-    /* Give its free pages back now (a closed store's entries and tables), not after jemalloc's
-     * decay (10 s by default): a store closed is memory returned. */
-    char name[48];
-    snprintf(name, sizeof(name), "arena.%u.purge", arena - 1);
-    (void)mallctl(name, NULL, NULL, NULL, 0);
     pthread_mutex_lock(&arena_pool_lock);
     if (arena_pool_n < sizeof(arena_pool) / sizeof(arena_pool[0])) {
         arena_pool[arena_pool_n++] = arena;
@@ -240,7 +235,10 @@ htkv_mem_map(size_t n)
     if (htkv_mem_fail_hook != NULL && htkv_mem_fail_hook(n)) {
         return NULL;
     }
-    void *p = mmap(NULL, n > 0 ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* Populated in the call: such a buffer is written whole at once, and one fault per page
+     * costs far more than the kernel filling the range in one pass. */
+    void *p = mmap(NULL, n > 0 ? n : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
