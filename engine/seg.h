@@ -239,8 +239,13 @@ int htkv_seg_reserve(struct seg *s, uint64_t need);
 /* Allocate the file up to @p size bytes (<= map_bytes). 0, -ENOSPC or -errno. */
 int htkv_seg_grow_to(struct seg *s, uint64_t size);
 
-/* Writes of at least this many bytes of records go through pwrite() in every sync mode. */
-#define SEG_WT_MIN_BYTES 512u
+/* Writes of at least this many bytes of records go through pwrite() in every sync mode; smaller
+ * ones are stored through the mapping. The crossover measured on a 2-CPU VM once the mapping's
+ * page-table entries are dropped behind the tail (htkv_seg_map_advance()): 16 B keys, 200,000
+ * puts, values of 512 / 600 / 700 / 800 / 1,200 bytes: the mapping 1.15x / 1.16x / 1.00x /
+ * 0.95x / 0.83x pwrite(). It was 512 while writeback's per-page TLB flushes made mapped stores
+ * dearer. */
+#define SEG_WT_MIN_BYTES 768u
 
 /* A caller's write of @p bytes of records begins (a group staged record by record): buffer all
  * of it when @p bytes >= SEG_WT_MIN_BYTES, unless a record of it already went to the mapping. */

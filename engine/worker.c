@@ -208,7 +208,7 @@ worker_staged(struct worker *w, struct wreq *r, int rc, uint64_t version)
 /*
  * Stage the puts and deletes drained since the last batch (w->pend), one group per shard in
  * queue order, so that each shard gets one lock, one write (htkv_shard_stage_group: one pwrite()
- * for a group of 512 bytes or more) and one publication for all of them. In HTKV_SYNC_ALWAYS
+ * for a group of SEG_WT_MIN_BYTES or more) and one publication for all of them. In HTKV_SYNC_ALWAYS
  * they then wait for their group syncs; in the other modes they are done once published.
  */
 static void

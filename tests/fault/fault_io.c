@@ -40,7 +40,7 @@ key_of(unsigned i, char *buf)
 static void
 model_check(htkv_db *db, const struct model *m)
 {
-    unsigned char val[600], buf[600];
+    unsigned char val[900], buf[900];
     char key[32];
     for (unsigned i = 0; i < NKEYS; i++) {
         size_t n = 0, kl = key_of(i, key);
@@ -61,8 +61,8 @@ model_check(htkv_db *db, const struct model *m)
         }
         for (unsigned k = 0; !ok && k < m->nmaybe[i]; k++) {
             uint64_t t = m->maybe[i][k];
-            tu_fill(val, 1 + t % 500, t);
-            ok = n == 1 + t % 500 && memcmp(buf, val, n) == 0;
+            tu_fill(val, 1 + t % 800, t);
+            ok = n == 1 + t % 800 && memcmp(buf, val, n) == 0;
         }
         assert_true(ok);
     }
@@ -77,7 +77,7 @@ model_put(struct model *m, unsigned i, uint64_t tag, int rc, const int *allowed,
 {
     if (rc == 0) {
         m->tag[i] = tag;
-        m->len[i] = (uint32_t)(1 + tag % 500);
+        m->len[i] = (uint32_t)(1 + tag % 800);
         m->nmaybe[i] = 0;
         return 0;
     }
@@ -93,13 +93,13 @@ model_put(struct model *m, unsigned i, uint64_t tag, int rc, const int *allowed,
     return 1;
 }
 
-/* Put write @p tag (1 + tag % 500 bytes) to key @p i. */
+/* Put write @p tag (1 + tag % 800 bytes) to key @p i. */
 static int
 put_tag(htkv_db *db, unsigned i, uint64_t tag)
 {
-    unsigned char val[600];
+    unsigned char val[900];
     char key[32];
-    uint32_t len = (uint32_t)(1 + tag % 500);
+    uint32_t len = (uint32_t)(1 + tag % 800);
     tu_fill(val, len, tag);
     return htkv_put(db, key, key_of(i, key), val, len);
 }
@@ -179,7 +179,7 @@ test_fault_fdatasync_eio_countdown(void **state)
 }
 
 /* Goal: the callers' records reach the file through pwrite() in HTKV_SYNC_ALWAYS, and in the
- * other modes for writes of at least 512 bytes (values here are 1..500 bytes: both paths); the
+ * other modes for writes of at least 768 bytes (values here are 1..800 bytes: both paths); the
  * N-th write failing (N = 1..6, EIO or torn in half; manifest writes count too) fails that put
  * with -EIO, the shard then refuses writes (HTKV_EFAILED) until reopen, the failed put is never
  * read, and every acknowledged write reads back at once and after reopen. */
@@ -218,7 +218,7 @@ test_fault_write_through_countdown(void **state)
     }
 }
 
-/* Goal: outside HTKV_SYNC_ALWAYS a put of 512 bytes or more reaches its segment through
+/* Goal: outside HTKV_SYNC_ALWAYS a put of 768 bytes or more reaches its segment through
  * pwrite() (smaller ones are stored through the mapping): the first write failing fails that
  * put with -EIO and nothing else, the shard then refuses writes (HTKV_EFAILED), and after
  * reopen the failed put is absent and every earlier one is there. */
@@ -537,7 +537,7 @@ test_fault_snapshot_write_and_restore(void **state)
 static bool
 model_holds(htkv_db *db, const struct model *m)
 {
-    unsigned char val[600], buf[600];
+    unsigned char val[900], buf[900];
     char key[32];
     for (unsigned i = 0; i < NKEYS; i++) {
         size_t n = 0, kl = key_of(i, key);
@@ -555,8 +555,8 @@ model_holds(htkv_db *db, const struct model *m)
         }
         for (unsigned k = 0; !ok && k < m->nmaybe[i]; k++) {
             uint64_t t = m->maybe[i][k];
-            tu_fill(val, 1 + t % 500, t);
-            ok = n == 1 + t % 500 && memcmp(buf, val, n) == 0;
+            tu_fill(val, 1 + t % 800, t);
+            ok = n == 1 + t % 800 && memcmp(buf, val, n) == 0;
         }
         if (!ok) {
             return false;
