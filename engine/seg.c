@@ -370,8 +370,10 @@ htkv_seg_map_advance(struct seg *s, uint64_t off)
 {
     uint64_t from = off & ~(uint64_t)(SEG_MAP_CHUNK - 1);
     uint64_t to = s->tail & ~(uint64_t)(SEG_MAP_CHUNK - 1);
-    /* Only whole chunks behind the tail: no store will reach them again. A failure (a locked
-     * mapping) leaves the pages mapped, which is only slower. */
+    /* Only whole chunks behind the tail, which appends do not reach again (unless a failed
+     * write-out rolls the tail back: a store there faults its page in again, which is all a
+     * dropped entry ever costs). A failure (a locked mapping) leaves the pages mapped, which is
+     * only slower. */
     if (to > from) {
         (void)madvise(s->map + from, to - from, MADV_DONTNEED);
     }

@@ -281,10 +281,12 @@ struct htkv_stats {
      */
     uint32_t cpus;
     /**
-     * Batches recovery found incomplete at open (a part missing in another shard) and did not
-     * apply. Their versions still count as used: htkv_latest_version() may name one of them,
-     * as it may name a batch cut as a torn tail (truncated_bytes). A replica that skips log
-     * entries at or below its latest version must not trust a store where either is non-zero.
+     * Batches recovery did not apply at this open: found incomplete (a part missing in another
+     * shard, or a part cut by damage skipped with HTKV_RECOVERY_SKIP_CORRUPT), including those
+     * an earlier open already found incomplete while parts of them remain on disk. Their versions
+     * still count as used: htkv_latest_version() may name one of them, as it may name a batch cut
+     * as a torn tail (truncated_bytes). A replica that skips log entries at or below its latest
+     * version must not trust a store where either is non-zero.
      */
     uint64_t discarded_batches;
 };
