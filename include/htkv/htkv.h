@@ -191,8 +191,28 @@ typedef struct htkv_config {
     int emit_snapshot_after_compaction;
     int io_backend;               /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
     unsigned queue_depth;         /**< Per-worker queue and ring depth. Default 256. */
-    uint64_t memory_budget_bytes; /**< Reserved, currently ignored: nothing reads it (values
-                                       are read from the page cache). 0 = unlimited. Default 0. */
+    /**
+     * Most bytes of memory the store's key indexes may hold: hash-index entries and tables,
+     * ordered indexes and sorted runs (htkv_stats.index_bytes + trie_bytes). 0 = unlimited: every
+     * key stays in memory (the default). Above the budget, a key whose newest record lies in a
+     * sealed segment leaves memory (a *cold* key, htkv_stats.cold_keys): its segment gets a key
+     * index file (DIR/shard-SSS/NNNNNNNNNNNN.kix: the segment's keys sorted in 4 KiB pages, of
+     * which only page fences and a Bloom filter of 10 bits a key stay in memory), and a get of a
+     * cold key reads about one index page and its record, while a get of an absent key reads
+     * almost never. A write to a cold key, and compaction of its segment, bring it back first.
+     * Every read, view, iterator, snapshot, batch condition and the change feed see cold keys
+     * exactly as hot ones. Eviction is CLOCK-like: a key read since the hand last passed stays.
+     *
+     * Not bounded by the budget: values (read from the page cache or the files); keys whose
+     * newest record is in a shard's active segment (a shard seals it early once they alone take
+     * half its share of the budget); versions an open view may still read; the index built while
+     * the store opens (recovery loads every key, then evicts down to the budget); and the key
+     * index files' own memory (kix_bytes, ~1.3 B a cold key). The share of each shard is the
+     * budget divided by shard_count. Key index files are written by this open and trusted by it
+     * only: a writable open removes those an earlier one left. A read_only store ignores the
+     * budget. Default 0.
+     */
+    uint64_t memory_budget_bytes;
     uint32_t max_value_bytes;     /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
     int read_only;                /**< Boolean: open without writing anything. Default 0. */
     int create_if_missing;        /**< Boolean: create an empty store if none exists. Default 1. */
@@ -289,6 +309,19 @@ struct htkv_stats {
      * version must not trust a store where either is non-zero.
      */
     uint64_t discarded_batches;
+    /* The memory budget (htkv_config.memory_budget_bytes); all 0 without one. */
+    uint64_t hot_keys;  /**< Keys (live or tombstones) whose index entry is in memory. */
+    uint64_t cold_keys; /**< Keys found only through key index files. */
+    uint64_t kix_files; /**< Key index files in use. */
+    uint64_t kix_bytes; /**< Memory of their page fences and Bloom filters. */
+    uint64_t evictions;  /**< Keys that left memory since open. */
+    uint64_t promotions; /**< Cold keys brought back into memory since open. */
+    /** Key index pages read by lookups of keys not in memory since open. */
+    uint64_t kix_page_reads;
+    /** Key index files a lookup skipped on their Bloom filter alone since open. */
+    uint64_t bloom_negatives;
+    /** Key index pages read because of the filter that did not hold the key since open. */
+    uint64_t bloom_false_positives;
 };
 
 /** Output format of htkv_metrics_write(). */
