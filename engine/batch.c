@@ -222,6 +222,10 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
         if (db_shard_of(db, hashes[i]) != p->shard) {
             continue;
         }
+        rc = htkv_shard_promote(sh, hashes[i], op_key(b, op), op->klen);
+        if (rc != 0) {
+            return rc;
+        }
         if (op->type == 0) {
             if (htkv_shard_current_version(sh, hashes[i], op_key(b, op), op->klen) != op->version) {
                 return HTKV_ECONFLICT;

@@ -70,6 +70,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/cold.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
@@ -335,7 +336,12 @@ static int
 compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
 {
     uint64_t off = SEG_DATA_OFF;
-    int rc;
+    /* Its cold keys come back into memory and it leaves the cold set (cold.h, rule 4), so that
+     * the steps find every live record's entry in the index. */
+    int rc = htkv_cold_release_seg(db, sh, v);
+    if (rc != 0) {
+        return rc;
+    }
     do {
         if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
             return HTKV_ECLOSED;

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "engine/batch.h"
+#include "engine/cold.h"
 #include "engine/hash.h"
 #include "engine/log.h"
 #include "engine/rec.h"
@@ -195,10 +196,11 @@ htkv_delete(htkv_db *db, const void *key, size_t klen)
  * version. Inside an EBR section. The writer cuts an entry's link to older versions only after
  * publishing a visible version >= the entry's, so a chain that ends too early means `visible`
  * moved on: re-read it. Under a relentless stream of writes to the same key, fall back to the
- * shard's lock after a few tries so that the read always finishes.
+ * shard's lock after a few tries so that the read always finishes. *@p absent is set when the
+ * index has no entry for the key at all (left as it is otherwise).
  */
 static struct hidx_ent *
-db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
+db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen, bool *absent)
 {
     uint32_t sid = db_shard_of(db, hash);
     struct shard_ro *ro = &db->ro[sid];
@@ -206,6 +208,7 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
         uint64_t vis = atomic_load_explicit(&ro->visible, memory_order_acquire);
         struct hidx_ent *e = htkv_hidx_find(&ro->shard->idx, hash, key, klen);
         if (e == NULL) {
+            *absent = true; /* no entry: the key may be cold (cold.h) */
             return NULL;
         }
         if (HTKV_LIKELY(e->version <= vis)) {
@@ -229,6 +232,7 @@ db_find(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen)
     pthread_mutex_lock(&sh->lock);
     uint64_t vis = atomic_load_explicit(&ro->visible, memory_order_relaxed);
     struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
+    *absent = e == NULL;
     while (e != NULL && e->version > vis) {
         struct hidx_ent *older = atomic_load_explicit(&e->prev, memory_order_relaxed);
         HTKV_ASSERT(older == NULL || older->version <= e->version); /* the slow path: always */
@@ -276,6 +280,64 @@ db_value(struct htkv_db *db, struct hidx_ent *e, const unsigned char **val, uint
     return db_ent_check(db, e);
 }
 
+/* What a read found: its value's bytes (in a segment mapping) and version. */
+struct found {
+    const unsigned char *val;
+    uint32_t vlen;
+    uint64_t version;
+};
+
+/* A cold key (no index entry; cold.h): 0 and *@p f, HTKV_ENOTFOUND, HTKV_ECORRUPT or COLD_HOT
+ * (it has an entry now). Inside the caller's EBR section. */
+static int
+db_cold(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen, struct found *f)
+{
+    struct cold_hit hit;
+    int rc = htkv_cold_lookup(db, db_shard(db, db_shard_of(db, hash)), hash, key, klen, &hit);
+    if (rc == HTKV_ENOTFOUND) {
+        return db_miss(db, hash, key, klen);
+    }
+    if (rc == 0 && hit.del) {
+        return HTKV_ENOTFOUND;
+    }
+    if (rc == 0) {
+        *f = (struct found){ .val = cold_hit_value(&hit),
+                             .vlen = hit.val_len,
+                             .version = hit.version };
+    }
+    return rc;
+}
+
+/*
+ * The value of @p key a read sees, in memory or cold: 0 and *@p f; HTKV_ENOTFOUND;
+ * HTKV_ECORRUPT. Inside the caller's EBR section.
+ */
+static int
+db_lookup(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen, struct found *f)
+{
+    for (;;) {
+        bool absent = false;
+        struct hidx_ent *e = db_find(db, hash, key, klen, &absent);
+        if (e != NULL) {
+            if (db->env.budget_share != 0 && !atomic_load_explicit(&e->ref, memory_order_relaxed)) {
+                atomic_store_explicit(&e->ref, 1, memory_order_relaxed); /* CLOCK: read lately */
+            }
+            if (e->del) {
+                return HTKV_ENOTFOUND;
+            }
+            f->version = e->version;
+            return db_value(db, e, &f->val, &f->vlen);
+        }
+        if (!absent || db->env.budget_share == 0) {
+            return db_miss(db, hash, key, klen);
+        }
+        int rc = db_cold(db, hash, key, klen, f);
+        if (rc != COLD_HOT) {
+            return rc;
+        }
+    }
+}
+
 /* Gets since this thread's last timed one: every METRICS_GET_SAMPLE-th get is timed. */
 static _Thread_local unsigned get_tick;
 
@@ -303,34 +365,27 @@ htkv_get_version(htkv_db *db, const void *key, size_t klen, void *buf, size_t ca
         return rc;
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
-    struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
+    struct found f;
+    rc = db_lookup(db, hash, key, (uint32_t)klen, &f);
     /* Invariant 2: what was found is published (visible only grows, so it still covers it). */
-    HTKV_DASSERT(e == NULL ||
-                 (e->key_len == klen &&
-                  e->version <= atomic_load_explicit(&db->ro[db_shard_of(db, hash)].visible,
-                                                     memory_order_relaxed)));
-    const unsigned char *val;
-    uint32_t n;
-    if (e == NULL || e->del) {
-        rc = e == NULL ? db_miss(db, hash, key, (uint32_t)klen) : HTKV_ENOTFOUND;
-        goto out;
-    }
-    rc = db_value(db, e, &val, &n);
+    HTKV_DASSERT(rc != 0 ||
+                 f.version <= atomic_load_explicit(&db->ro[db_shard_of(db, hash)].visible,
+                                                   memory_order_relaxed));
     if (rc != 0) {
         goto out;
     }
     if (vlen != NULL) {
-        *vlen = n;
+        *vlen = f.vlen;
     }
     if (version != NULL) {
-        *version = e->version; /* also with HTKV_ETOOSMALL: a version check needs no buffer */
+        *version = f.version; /* also with HTKV_ETOOSMALL: a version check needs no buffer */
     }
-    if (n > cap) {
+    if (f.vlen > cap) {
         rc = HTKV_ETOOSMALL;
         goto out;
     }
-    if (n > 0) {
-        memcpy(buf, val, n);
+    if (f.vlen > 0) {
+        memcpy(buf, f.val, f.vlen);
     }
 out:
     htkv_ebr_count_read(&db->ebr, slot);
@@ -369,23 +424,17 @@ htkv_get_alloc(htkv_db *db, const void *key, size_t klen, void **val, size_t *vl
         return rc;
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
-    struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
-    const unsigned char *v = NULL; /* db_value() sets it when rc is 0 */
-    uint32_t n = 0;
-    if (e == NULL || e->del) {
-        rc = e == NULL ? db_miss(db, hash, key, (uint32_t)klen) : HTKV_ENOTFOUND;
-    } else {
-        rc = db_value(db, e, &v, &n);
-    }
+    struct found f;
+    rc = db_lookup(db, hash, key, (uint32_t)klen, &f);
     if (rc == 0) {
-        void *copy = htkv_mem_alloc(n > 0 ? n : 1);
+        void *copy = htkv_mem_alloc(f.vlen > 0 ? f.vlen : 1);
         if (copy == NULL) {
             rc = -ENOMEM;
         } else {
-            memcpy(copy, v, n);
+            memcpy(copy, f.val, f.vlen);
             *val = copy;
             if (vlen != NULL) {
-                *vlen = n;
+                *vlen = f.vlen;
             }
         }
     }
@@ -409,10 +458,9 @@ htkv_contains(htkv_db *db, const void *key, size_t klen)
         return rc;
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
-    struct hidx_ent *e = db_find(db, hash, key, (uint32_t)klen);
-    rc = e != NULL                                                  ? !e->del
-         : db_miss(db, hash, key, (uint32_t)klen) == HTKV_ENOTFOUND ? 0
-                                                                    : HTKV_ECORRUPT;
+    struct found f;
+    rc = db_lookup(db, hash, key, (uint32_t)klen, &f);
+    rc = rc == 0 ? 1 : (rc == HTKV_ENOTFOUND ? 0 : rc);
     db_exit(db, slot);
     return rc;
 }

@@ -108,6 +108,9 @@ table_put(struct hidx_table *t, uint64_t slot)
     }
 }
 
+static int hidx_rebuild(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table),
+                        void *ctx);
+
 int
 htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table), void *ctx)
 {
@@ -116,10 +119,29 @@ htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void 
     if ((t->used + more) * HIDX_LOAD_DEN <= slots * HIDX_LOAD_NUM) {
         return 0;
     }
+    return hidx_rebuild(h, more, retire, ctx);
+}
+
+int
+htkv_hidx_shrink(struct hidx *h, void (*retire)(void *ctx, void *table), void *ctx)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
+    uint64_t slots = t->mask + 1;
+    if (slots <= HIDX_MIN_SLOTS || h->entries * 4 > slots) {
+        return 0;
+    }
+    return hidx_rebuild(h, 0, retire, ctx);
+}
+
+/* Rebuild the table for its entries and @p more new ones. */
+static int
+hidx_rebuild(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void *table), void *ctx)
+{
+    struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
     /* Size the new table for the live keys only: a rebuild also drops removed sentinels, so a
      * table full of them is rebuilt at the same size instead of doubling. */
     uint64_t need = h->entries + more;
-    slots = HIDX_MIN_SLOTS;
+    uint64_t slots = HIDX_MIN_SLOTS;
     while (need * HIDX_LOAD_DEN > slots * HIDX_LOAD_NUM) {
         slots *= 2;
     }

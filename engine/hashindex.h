@@ -36,7 +36,10 @@ struct hidx_ent {
     uint32_t off;       /* record offset in seg */
     uint32_t rec_bytes; /* header + key + value, without padding */
     uint32_t key_len;
-    uint16_t del; /* 1 = tombstone */
+    uint8_t del; /* 1 = tombstone */
+    /* CLOCK reference bit of a memory budget (cold.c): set by readers (relaxed, only when clear)
+     * and cleared by the eviction hand. */
+    _Atomic uint8_t ref;
     /* 1 once the record's CRC is known good: checked by recovery's scan, by compaction before
      * copying it, or by a first read; or written from memory by this process. Readers set it
      * (relaxed: a lost store only costs one more check). */
@@ -98,6 +101,12 @@ hidx_slot_live(uint64_t s)
 int htkv_hidx_init(struct hidx *h);
 /* As htkv_hidx_init(), with tables allocated from @p arena (internal.h). */
 int htkv_hidx_init_in(struct hidx *h, unsigned arena);
+/*
+ * Rebuild the table at the size its entries need now when it is at most a quarter full (after
+ * many removals): 0, or -ENOMEM (the table stays as it is). The old table goes to @p retire.
+ */
+int htkv_hidx_shrink(struct hidx *h, void (*retire)(void *ctx, void *table), void *ctx);
+
 /* Free the table and every entry (no reader may be left). */
 void htkv_hidx_fini(struct hidx *h);
 

@@ -19,6 +19,7 @@
 
 #include "engine/hist.h"
 #include "engine/run.h"
+#include "engine/cold.h"
 #include "engine/store.h"
 #include "engine/worker.h"
 
@@ -329,6 +330,7 @@ htkv_stats(htkv_db *db, struct htkv_stats *out)
             out->dead_bytes += atomic_load_explicit(&s->dead_bytes, memory_order_relaxed);
         }
         out->failed |= sh->failed;
+        htkv_cold_stats(sh, out);
         pthread_mutex_unlock(&sh->lock);
     }
     /* Inside db_enter()'s critical section: a path retired meanwhile is not freed yet. */

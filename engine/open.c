@@ -31,6 +31,7 @@
  * May call: the shard layer, recovery, workers, the periodic helper, compaction and snapshots
  * (the compactor thread), the manifest and segments.
  */
+#include "engine/cold.h"
 #include "engine/store.h"
 
 #include <dirent.h>
@@ -683,6 +684,9 @@ open_contents(struct htkv_db *db)
          * before any edit of this format is appended, so an older build refuses it cleanly
          * (HTKV_EVERSION) instead of meeting edits it does not know. */
         rc = htkv_manifest_upgrade_rewrite(db->man);
+    }
+    if (rc == 0) {
+        rc = htkv_cold_setup(db); /* the memory budget: evict down to it before any write */
     }
     if (rc == 0 && !db->read_only && db->cfg.worker_threads > 0) {
         rc = htkv_workers_start(db);

@@ -925,10 +925,10 @@ remove_orphan(struct htkv_db *db, struct shard *sh, const char *name)
  * the manifest proves obsolete (a drop, or a restore's staged segment, recorded as gone), for a
  * segment that holds no record that checks (one a crash left between its creation and its
  * MAN_SEG_ADD: records are written only once that edit is durable; a torn sector there holds
- * none), for a hint whose segment is removable or absent, and for a hint .tmp. Nothing is
- * deleted on a guess: a segment the manifest does not know that holds records may hold
- * acknowledged writes (a manifest older than its segments, or a CURRENT naming the wrong one),
- * and fails the open. 0 or HTKV_ECORRUPT.
+ * none), for a hint whose segment is removable or absent, for a hint .tmp, and for key indexes
+ * (.kix, .kix.tmp). Nothing is deleted on a guess: a segment the manifest does not know that holds
+ * records may hold acknowledged writes (a manifest older than its segments, or a CURRENT naming the
+ * wrong one), and fails the open. 0 or HTKV_ECORRUPT.
  */
 static int
 orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove)
@@ -939,8 +939,8 @@ orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove
     if (sscanf(name, "%12llu.%15s", &id, tail) != 2 || strlen(name) < 16) {
         return 0;
     }
-    if (strcmp(tail, "hint.tmp") == 0) {
-        *remove = true;
+    if (strcmp(tail, "hint.tmp") == 0 || strcmp(tail, "kix") == 0 || strcmp(tail, "kix.tmp") == 0) {
+        *remove = true; /* key indexes serve the open that wrote them only (cold.h, rule 5) */
         return 0;
     }
     if ((strcmp(tail, "seg") != 0 && strcmp(tail, "hint") != 0) ||

@@ -8,6 +8,7 @@
  *   3. The header is written and fsynced before the file is handed out.
  */
 #include "engine/seg.h"
+#include "engine/kix.h"
 #include "uring/ur_fault.h"
 
 #include <fcntl.h>
@@ -586,6 +587,14 @@ htkv_seg_close(struct seg *s)
         close(s->fd);
     }
     htkv_mem_free(s->wbuf);
+    if (s->kix != NULL) {
+        /* A key index serves this open only (the next writable open removes any left). */
+        char kix[4200];
+        htkv_kix_path(kix, sizeof(kix), s->path);
+        (void)unlink(kix);
+        htkv_kix_close(s->kix);
+        htkv_mem_free(s->kix);
+    }
     htkv_mem_free(s);
 }
 
@@ -628,6 +637,15 @@ htkv_hint_path(char *buf, size_t cap, const char *seg_path)
     size_t n = strlen(seg_path);
     HTKV_ASSERT(n > 4 && strcmp(seg_path + n - 4, ".seg") == 0);
     int w = snprintf(buf, cap, "%.*s.hint", (int)(n - 4), seg_path);
+    HTKV_ASSERT(w > 0 && (size_t)w < cap);
+}
+
+void
+htkv_kix_path(char *buf, size_t cap, const char *seg_path)
+{
+    size_t n = strlen(seg_path);
+    HTKV_ASSERT(n > 4 && strcmp(seg_path + n - 4, ".seg") == 0);
+    int w = snprintf(buf, cap, "%.*s.kix", (int)(n - 4), seg_path);
     HTKV_ASSERT(w > 0 && (size_t)w < cap);
 }
 

@@ -47,6 +47,8 @@ struct htkv_log_sink;
 /* Largest segment: offsets are u32 in the index (4 GiB - 1). */
 #define SEG_BYTES_LIMIT 0xFFFFF000ull
 
+struct kix;
+
 struct seg {
     uint64_t id;
     uint32_t shard;
@@ -86,6 +88,11 @@ struct seg {
     _Atomic uint32_t io_pins;
     uint64_t max_version; /* highest record version appended or recovered */
     uint64_t hint_tail;   /* end of the records its hint file describes; 0 = no hint */
+    /* Its key index, once a memory budget wrote one (cold.c; set under the shard's lock before
+     * the segment enters the shard's cold set, never changed after): closed and its file
+     * removed with the segment. */
+    struct kix *kix;
+    bool cold_out; /* compaction took it out of the cold set: its entries stay in memory */
     char path[];
 };
 
@@ -231,6 +238,9 @@ void htkv_seg_remove_files(const struct htkv_log_sink *log, struct seg *s);
 /* Path of the hint file of segment file @p seg_path ("...NNNN.seg" -> "...NNNN.hint"): a
  * segment's files are named here; hint.c owns the hint format. */
 void htkv_hint_path(char *buf, size_t cap, const char *seg_path);
+
+/* Path of the key index file of segment file @p seg_path ("...NNNN.seg" -> "...NNNN.kix"). */
+void htkv_kix_path(char *buf, size_t cap, const char *seg_path);
 
 /* Make sure [tail, tail + need) is allocated. Returns 0, HTKV_EFULL (beyond capacity), -ENOSPC,
  * -errno. */

@@ -122,6 +122,7 @@ htkv_shard_destroy(struct shard *sh)
         htkv_seg_close(sh->segs[i]);
     }
     htkv_mem_free(sh->segs);
+    htkv_mem_free(atomic_load_explicit(&sh->cold, memory_order_relaxed));
     htkv_mem_free(sh->pending);
     pthread_cond_destroy(&sh->synced_cond);
     pthread_cond_destroy(&sh->staged_cond);
@@ -276,7 +277,9 @@ int
 htkv_shard_make_room(struct shard *sh, uint64_t need)
 {
     struct seg *s = shard_active(sh);
-    if (s == NULL || s->sealed || s->tail + need + SEG_SEAL_BYTES > s->map_bytes) {
+    if (s == NULL || s->sealed || s->tail + need + SEG_SEAL_BYTES > s->map_bytes ||
+        (sh->seal_early && s->records > 0)) {
+        sh->seal_early = false;
         int rc = htkv_shard_new_segment(sh, need);
         if (rc != 0) {
             return rc;
@@ -468,6 +471,9 @@ htkv_shard_publish(struct shard *sh, uint64_t version)
     atomic_store_explicit(&ro->visible, version, memory_order_release);
     htkv_shard_prune_to_floor(sh);
     htkv_periodic_kick(sh->env->compactor); /* new garbage, maybe: an idle compactor wakes */
+    if (sh->env->budget_share != 0) {
+        sh->env->over_budget(sh);
+    }
 }
 
 void
@@ -698,6 +704,10 @@ shard_prepare1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, c
 {
     uint64_t size = htkv_rec_size(klen, vlen);
     int rc = htkv_shard_check_writable(sh);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = htkv_shard_promote(sh, hash, key, klen);
     if (rc != 0) {
         return rc;
     }

@@ -28,7 +28,15 @@
 
 struct htkv_db;
 struct manifest;
+struct shard;
 struct shard_ro;
+
+/* A shard's sealed segments that have a key index (cold.h), highest max_version first: one
+ * allocation, published whole and retired through EBR when replaced. */
+struct cold_set {
+    uint32_t n;
+    struct seg *segs[];
+};
 
 /*
  * What the shards of one store share. The store embeds it and fills it at open, before it
@@ -55,6 +63,14 @@ struct shard_env {
     void (*dirtied)(void *ctx, uint32_t id);
     void *dirtied_ctx;
     struct periodic *compactor;
+    /* The memory budget (htkv_config.memory_budget_bytes; cold.h): each shard's share of it in
+     * bytes, 0 = none. With a share, a shard calls promote(sh, ...) before it writes a key that
+     * may be cold (lock held: brings the key's entry back into memory; 0 or an error that fails
+     * the write), and over_budget(sh) after a publish that left it above its share (lock held).
+     * Set by the store before the shards take writes. */
+    uint64_t budget_share;
+    int (*promote)(struct shard *sh, uint64_t hash, const void *key, uint32_t klen);
+    void (*over_budget)(struct shard *sh);
     /* Store-wide states the shards set and the store reports. */
     _Alignas(HTKV_CACHELINE) _Atomic int no_space; /* ENOSPC seen: writes refused until reopen */
     _Atomic int failed;                            /* a shard failed (write or fdatasync) */
@@ -140,6 +156,17 @@ struct shard {
     _Atomic uint64_t run_credit_gen;
     _Atomic bool run_building;
     struct shard_metrics metrics;
+    /* Cold keys (cold.c; all zero without a memory budget). The set is published for lock-free
+     * readers and replaced under the lock; the counters below it are written under the lock,
+     * the lookups' counters by readers (relaxed). */
+    struct cold_set *_Atomic cold;
+    uint64_t cold_keys;
+    uint64_t evictions, promotions;
+    uint64_t clock_hand;  /* next slot the eviction hand looks at */
+    uint64_t kix_done_id; /* sealed segments up to this id were given a key index (or none) */
+    uint64_t evict_retry; /* memory at which eviction tries again after a pass fell short */
+    bool seal_early;      /* seal the active segment at the next write (its keys may leave) */
+    _Atomic uint64_t kix_page_reads, bloom_negatives, bloom_false_positives;
     char dir[]; /* path of shard-SSS */
 };
 
@@ -234,6 +261,20 @@ int htkv_shard_check_writable(struct shard *sh);
 int htkv_shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents);
 
 /* Version of the key's newest entry as a condition sees it (0 = absent or deleted). Lock held. */
+/*
+ * Before writing @p key (lock held): with a memory budget and cold keys in the shard, bring the
+ * key's entry back into memory (env->promote) so that the write finds and supersedes it as with
+ * any key. 0, or the promotion's error (-ENOMEM, HTKV_ECORRUPT).
+ */
+static inline int
+htkv_shard_promote(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
+{
+    if (HTKV_LIKELY(atomic_load_explicit(&sh->cold, memory_order_relaxed) == NULL)) {
+        return 0;
+    }
+    return sh->env->promote(sh, hash, key, klen);
+}
+
 static inline uint64_t
 htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
 {

@@ -52,6 +52,7 @@
 #include <time.h>
 
 #include "engine/zombie.h"
+#include "engine/cold.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
 #include "engine/run.h"
@@ -376,6 +377,45 @@ ent_from(struct htkv_db *db, struct iter_src *src, struct run_ent *out, struct h
                              .vflags = (e->rec_bytes - REC_HDR_BYTES - e->key_len) | flags };
 }
 
+/*
+ * The value of @p key that view @p v sees in shard @p s, in memory or cold (cold.h: a cold key's
+ * only version is at or below every open view's snapshot): 0 with its bytes; HTKV_ENOTFOUND;
+ * HTKV_ECORRUPT. Inside an EBR section.
+ */
+static int
+view_find(htkv_view *v, uint32_t s, uint64_t hash, const void *key, uint32_t klen,
+          const unsigned char **val, uint32_t *n)
+{
+    struct htkv_db *db = v->db;
+    struct shard *sh = db_shard(db, s);
+    for (;;) {
+        struct hidx_ent *h = htkv_hidx_find(&sh->idx, hash, key, klen);
+        if (h != NULL || db->env.budget_share == 0) {
+            struct hidx_ent *e = chain_at(h, v->snap[s]);
+            if (e == NULL || e->del) {
+                return HTKV_ENOTFOUND;
+            }
+            *n = e->rec_bytes - REC_HDR_BYTES - e->key_len;
+            *val = hidx_ent_rec(e) + REC_HDR_BYTES + e->key_len;
+            return db_ent_check(db, e);
+        }
+        struct cold_hit hit;
+        int rc = htkv_cold_lookup(db, sh, hash, key, klen, &hit);
+        if (rc == COLD_HOT) {
+            continue;
+        }
+        HTKV_DASSERT(rc != 0 || hit.version <= v->snap[s]); /* cold.h, rule 2 */
+        if (rc == 0 && (hit.del || hit.version > v->snap[s])) {
+            return HTKV_ENOTFOUND;
+        }
+        if (rc == 0) {
+            *n = hit.val_len;
+            *val = cold_hit_value(&hit);
+        }
+        return rc;
+    }
+}
+
 int
 htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
@@ -391,23 +431,17 @@ htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf, size_t cap,
     /* Invariant 4: the view never sees past what its shard has published. */
     HTKV_DASSERT(v->snap[s] <= atomic_load_explicit(&db->ro[s].visible, memory_order_relaxed));
     unsigned slot = htkv_ebr_enter(&db->ebr);
-    struct hidx_ent *e = htkv_hidx_find(&db_shard(db, s)->idx, hash, key, (uint32_t)klen);
-    e = chain_at(e, v->snap[s]);
-    int rc = 0;
-    if (e == NULL || e->del) {
-        rc = HTKV_ENOTFOUND;
-    } else {
-        rc = db_ent_check(db, e);
-        if (rc == 0) {
-            uint32_t n = e->rec_bytes - REC_HDR_BYTES - e->key_len;
-            if (vlen != NULL) {
-                *vlen = n;
-            }
-            if (n > cap) {
-                rc = HTKV_ETOOSMALL;
-            } else if (n > 0) {
-                memcpy(buf, hidx_ent_rec(e) + REC_HDR_BYTES + e->key_len, n);
-            }
+    const unsigned char *val = NULL;
+    uint32_t n = 0;
+    int rc = view_find(v, s, hash, key, (uint32_t)klen, &val, &n);
+    if (rc == 0) {
+        if (vlen != NULL) {
+            *vlen = n;
+        }
+        if (n > cap) {
+            rc = HTKV_ETOOSMALL;
+        } else if (n > 0) {
+            memcpy(buf, val, n);
         }
     }
     htkv_ebr_exit(&db->ebr, slot);

@@ -189,8 +189,8 @@ typedef struct htkv_config {
      * (htkv_snapshot_write()) and remove the older ones. Default 1.
      */
     int emit_snapshot_after_compaction;
-    int io_backend;               /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
-    unsigned queue_depth;         /**< Per-worker queue and ring depth. Default 256. */
+    int io_backend;       /**< enum htkv_io_backend. Default HTKV_IO_AUTO. */
+    unsigned queue_depth; /**< Per-worker queue and ring depth. Default 256. */
     /**
      * Most bytes of memory the store's key indexes may hold: hash-index entries and tables,
      * ordered indexes and sorted runs (htkv_stats.index_bytes + trie_bytes). 0 = unlimited: every
@@ -213,10 +213,10 @@ typedef struct htkv_config {
      * budget. Default 0.
      */
     uint64_t memory_budget_bytes;
-    uint32_t max_value_bytes;     /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
-    int read_only;                /**< Boolean: open without writing anything. Default 0. */
-    int create_if_missing;        /**< Boolean: create an empty store if none exists. Default 1. */
-    int recovery;                 /**< enum htkv_recovery. Default HTKV_RECOVERY_STRICT. */
+    uint32_t max_value_bytes; /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
+    int read_only;            /**< Boolean: open without writing anything. Default 0. */
+    int create_if_missing;    /**< Boolean: create an empty store if none exists. Default 1. */
+    int recovery;             /**< enum htkv_recovery. Default HTKV_RECOVERY_STRICT. */
     /**
      * Record checksums on reads (gets, views, iterators): 0 = not checked; 1 = the CRC of a
      * record is checked by its first read after open, and later reads of the same record trust
@@ -310,10 +310,10 @@ struct htkv_stats {
      */
     uint64_t discarded_batches;
     /* The memory budget (htkv_config.memory_budget_bytes); all 0 without one. */
-    uint64_t hot_keys;  /**< Keys (live or tombstones) whose index entry is in memory. */
-    uint64_t cold_keys; /**< Keys found only through key index files. */
-    uint64_t kix_files; /**< Key index files in use. */
-    uint64_t kix_bytes; /**< Memory of their page fences and Bloom filters. */
+    uint64_t hot_keys;   /**< Keys (live or tombstones) whose index entry is in memory. */
+    uint64_t cold_keys;  /**< Keys found only through key index files. */
+    uint64_t kix_files;  /**< Key index files in use. */
+    uint64_t kix_bytes;  /**< Memory of their page fences and Bloom filters. */
     uint64_t evictions;  /**< Keys that left memory since open. */
     uint64_t promotions; /**< Cold keys brought back into memory since open. */
     /** Key index pages read by lookups of keys not in memory since open. */

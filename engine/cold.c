@@ -1,0 +1,545 @@
+/*
+ * cold.c - the memory budget: eviction of index entries to key index files, lookups of cold
+ * keys, and their promotion back into memory. The rules are in cold.h.
+ *
+ * Eviction runs on the writer's thread, under the shard's lock, after a publish that left the
+ * shard above its share of the budget (shard_env.over_budget). It first gives every sealed
+ * segment that has none a key index, written from the published head entries that point into
+ * it (values and tombstones), then moves a
+ * CLOCK hand over the hash table: an entry read since the hand last passed (ref set) gets
+ * another round, any other entry that may leave (cold.h, rule 2) leaves, until the shard is
+ * 1/8 below its share. A pass that cannot get below the share is not repeated before the
+ * shard's memory grew by another 1/8 of it; when the active segment's entries alone take half
+ * the share, the shard seals it at its next write so that they can leave too.
+ */
+#include "engine/cold.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "engine/flat.h"
+#include "engine/hash.h"
+#include "engine/rec.h"
+
+/* The active segment is sealed early only once it holds this much: smaller segments would cost
+ * more in files and manifest edits than their keys cost in memory. */
+#define COLD_SEAL_MIN (64u << 10)
+
+/* Memory the share bounds: entries, hash table, trie and sorted run. Lock held. */
+static uint64_t
+cold_mem(const struct shard *sh)
+{
+    return sh->entry_bytes + htkv_hidx_table_bytes(&sh->idx) + htkv_trie_bytes(&sh->trie) +
+           htkv_run_bytes(sh);
+}
+
+/* ---- the cold set -----------------------------------------------------------------------------
+ */
+
+static int
+by_max_version_desc(const void *a, const void *b)
+{
+    const struct seg *x = *(struct seg *const *)a, *y = *(struct seg *const *)b;
+    uint64_t vx = x->kix->d.max_version, vy = y->kix->d.max_version;
+    return vx < vy ? 1 : (vx > vy ? -1 : 0);
+}
+
+/* Publish @p sh's cold set with @p add (@p nadd segments) added and @p drop (may be NULL)
+ * removed; the old set is retired through EBR. Lock held. 0 or -ENOMEM. */
+static int
+cold_set_replace(struct shard *sh, struct seg *const *add, size_t nadd, const struct seg *drop)
+{
+    struct cold_set *old = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    size_t n = old != NULL ? old->n : 0;
+    struct cold_set *cs = htkv_mem_alloc(sizeof(*cs) + (n + nadd) * sizeof(cs->segs[0]));
+    if (cs == NULL) {
+        return -ENOMEM;
+    }
+    cs->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (old->segs[i] != drop) {
+            cs->segs[cs->n++] = old->segs[i];
+        }
+    }
+    for (size_t i = 0; i < nadd; i++) {
+        cs->segs[cs->n++] = add[i];
+    }
+    qsort(cs->segs, cs->n, sizeof(cs->segs[0]), by_max_version_desc);
+    /* Rule 4: published before any entry of an added segment leaves the hash index. */
+    atomic_store_explicit(&sh->cold, cs, memory_order_release);
+    if (old != NULL) {
+        htkv_ebr_retire(sh->env->ebr, &sh->limbo, old, htkv_mem_free);
+    }
+    return 0;
+}
+
+/* ---- lookups ----------------------------------------------------------------------------------
+ */
+
+/* The record a key index entry names holds @p key with that entry's type, version and lengths
+ * (and, with verify_checksums, its CRC): 0 or HTKV_ECORRUPT. */
+static int
+cold_check(struct htkv_db *db, const struct seg *s, const struct kix_ent *e, const void *key,
+           uint32_t klen)
+{
+    const unsigned char *rec = s->map + e->off;
+    struct rec_hdr h;
+    htkv_rec_hdr_decode(rec, &h);
+    bool ok = h.type == e->type && h.version == e->version && h.key_len == klen &&
+              h.val_len == e->val_len && memcmp(rec + REC_HDR_BYTES, key, klen) == 0;
+    if (ok && db->cfg.verify_checksums > 0) {
+        ok = htkv_rec_verify_crc(rec, s->id, e->off, &h) == 0;
+    }
+    if (!ok) {
+        htkv_set_error("%s: the record at offset %u, named by the segment's key index, does not "
+                       "hold the key read",
+                       s->path, e->off);
+        return HTKV_ECORRUPT;
+    }
+    return 0;
+}
+
+/* The newest version of a key among the key indexes of @p cs: 0 (*hit, record checked),
+ * HTKV_ENOTFOUND or HTKV_ECORRUPT. Segments come highest max_version first, so the search ends
+ * at the first whose versions are all below what was found. */
+static int
+cold_find_in(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, uint64_t hash,
+             const void *key, uint32_t klen, struct cold_hit *hit)
+{
+    struct kix_ent best = { 0 };
+    const struct seg *from = NULL;
+    for (uint32_t i = 0; i < cs->n; i++) {
+        const struct seg *s = cs->segs[i];
+        if (from != NULL && best.version > s->kix->d.max_version) {
+            break;
+        }
+        if (!htkv_kix_may_contain(s->kix, hash)) {
+            atomic_fetch_add_explicit(&sh->bloom_negatives, 1, memory_order_relaxed);
+            continue;
+        }
+        struct kix_ent e;
+        uint64_t reads = 0;
+        int rc = htkv_kix_find(s->kix, key, klen, hash, &e, &reads);
+        atomic_fetch_add_explicit(&sh->kix_page_reads, reads, memory_order_relaxed);
+        if (rc == HTKV_ENOTFOUND) {
+            atomic_fetch_add_explicit(&sh->bloom_false_positives, reads, memory_order_relaxed);
+            continue;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        /* A tie is a record and its compaction copy: the copy, in the newer segment, wins, so
+         * that nothing promoted points into a victim about to be dropped. */
+        if (from == NULL || e.version > best.version ||
+            (e.version == best.version && s->id > from->id)) {
+            best = e;
+            from = s;
+        }
+    }
+    if (from == NULL) {
+        return HTKV_ENOTFOUND;
+    }
+    *hit = (struct cold_hit){ .seg = (struct seg *)from,
+                              .off = best.off,
+                              .key_len = klen,
+                              .val_len = best.val_len,
+                              .version = best.version,
+                              .del = best.type == REC_DEL };
+    return cold_check(db, from, &best, key, klen);
+}
+
+int
+htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const void *key,
+                 uint32_t klen, struct cold_hit *hit)
+{
+    for (;;) {
+        const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_acquire);
+        if (htkv_hidx_find(&sh->idx, hash, key, klen) != NULL) {
+            return COLD_HOT;
+        }
+        int rc = cs != NULL ? cold_find_in(db, sh, cs, hash, key, klen, hit) : HTKV_ENOTFOUND;
+        if (rc != HTKV_ENOTFOUND) {
+            return rc;
+        }
+        /* Rule 4: a set replaced since it was loaded may have taken the key along with it. */
+        if (atomic_load_explicit(&sh->cold, memory_order_acquire) == cs) {
+            return HTKV_ENOTFOUND;
+        }
+    }
+}
+
+/* Install the entry of the cold key found as @p hit (lock held). 0 or -ENOMEM. */
+static int
+cold_insert(struct shard *sh, uint64_t hash, uint32_t klen, const struct cold_hit *hit)
+{
+    bool trie = atomic_load_explicit(&sh->trie_ready, memory_order_relaxed);
+    int rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
+    if (rc == 0 && trie) {
+        rc = htkv_trie_reserve(&sh->trie, 1);
+    }
+    struct hidx_ent *e = rc == 0 ? htkv_shard_ent_new(sh) : NULL;
+    if (e == NULL) {
+        return -ENOMEM;
+    }
+    *e = (struct hidx_ent){ .version = hit->version,
+                            .hash = hash,
+                            .seg = hit->seg,
+                            .off = hit->off,
+                            .rec_bytes = REC_HDR_BYTES + klen + hit->val_len,
+                            .key_len = klen,
+                            .del = hit->del,
+                            .checked = sh->db->cfg.verify_checksums > 0 }; /* cold_check() */
+    struct hidx_ent *old = htkv_hidx_install(&sh->idx, e, &rc, htkv_shard_retire_table, sh);
+    HTKV_ASSERT(rc == 0 && old == NULL); /* room reserved above; the key had no entry */
+    if (trie) {
+        void *prev;
+        rc = htkv_trie_insert(&sh->trie, e, &prev);
+        HTKV_ASSERT(rc == 0 && prev == NULL);
+    }
+    HTKV_DASSERT(sh->cold_keys > 0);
+    sh->cold_keys -= sh->cold_keys > 0;
+    sh->promotions++;
+    return 0;
+}
+
+/* shard_env.promote: bring @p key's cold entry back into the hash index (lock held). */
+static int
+cold_promote(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
+{
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    if (cs == NULL || htkv_hidx_find(&sh->idx, hash, key, klen) != NULL) {
+        return 0;
+    }
+    struct cold_hit hit;
+    int rc = cold_find_in(sh->db, sh, cs, hash, key, klen, &hit);
+    if (rc != 0) {
+        return rc == HTKV_ENOTFOUND ? 0 : rc;
+    }
+    return cold_insert(sh, hash, klen, &hit);
+}
+
+/* Promote the cold keys of key index page @p i of @p s whose newest version is in @p s (lock
+ * held). */
+static int
+release_page(struct htkv_db *db, struct shard *sh, struct seg *s, uint32_t i)
+{
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    struct kix_page pg;
+    int rc = htkv_kix_page(s->kix, i, &pg);
+    struct kix_ent e;
+    while (rc == 0 && htkv_kix_page_next(&pg, &e)) {
+        uint64_t hash = htkv_hash(e.key, e.key_len, db->hash_seed);
+        if (htkv_hidx_find(&sh->idx, hash, e.key, e.key_len) != NULL) {
+            continue;
+        }
+        struct cold_hit hit;
+        rc = cold_find_in(db, sh, cs, hash, e.key, e.key_len, &hit);
+        if (rc == 0 && hit.seg == s) {
+            rc = cold_insert(sh, hash, e.key_len, &hit);
+        }
+        rc = rc == HTKV_ENOTFOUND ? 0 : rc;
+    }
+    return rc;
+}
+
+int
+htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s)
+{
+    if (s->kix == NULL || s->cold_out) {
+        return 0;
+    }
+    pthread_mutex_lock(&sh->lock);
+    s->cold_out = true; /* its entries stay in memory from now on (cold_may_leave()) */
+    pthread_mutex_unlock(&sh->lock);
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < s->kix->pages; i++) {
+        pthread_mutex_lock(&sh->lock);
+        rc = release_page(db, sh, s, i);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    pthread_mutex_lock(&sh->lock);
+    rc = rc == 0 ? cold_set_replace(sh, NULL, 0, s) : rc;
+    if (rc != 0) {
+        s->cold_out = false; /* still in the set: its entries may leave again */
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
+}
+
+/* ---- key indexes for sealed segments ------------------------------------------------------------
+ */
+
+/* The head entries of one segment, as its key index lists them. */
+struct kix_build {
+    struct seg *seg;
+    struct kix_ent *ents;
+    size_t n, cap;
+};
+
+static int
+build_push(struct kix_build *b, const struct hidx_ent *e)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        struct kix_ent *n = htkv_mem_realloc(b->ents, cap * sizeof(*n));
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        b->ents = n;
+        b->cap = cap;
+    }
+    b->ents[b->n++] = (struct kix_ent){ .key = hidx_ent_rec(e) + REC_HDR_BYTES,
+                                        .key_len = e->key_len,
+                                        .type = e->del ? REC_DEL : REC_SET,
+                                        .val_len = e->rec_bytes - REC_HDR_BYTES - e->key_len,
+                                        .off = e->off,
+                                        .version = e->version,
+                                        .hash = e->hash };
+    return 0;
+}
+
+/* Collect, in one pass over the hash table, the published heads that point into the
+ * sealed segments @p b[0..nb) (ascending ids, all above kix_done_id). Lock held. */
+static int
+build_collect(struct shard *sh, struct kix_build *b, size_t nb)
+{
+    uint64_t visible = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (!hidx_slot_live(slot)) {
+            continue;
+        }
+        const struct hidx_ent *e = hidx_slot_ent(slot);
+        if (e->version > visible || e->seg->id <= sh->kix_done_id ||
+            e->seg->id > b[nb - 1].seg->id) {
+            continue;
+        }
+        size_t lo = 0, hi = nb;
+        while (hi - lo > 1) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (b[mid].seg->id <= e->seg->id) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        if (b[lo].seg == e->seg) {
+            int rc = build_push(&b[lo], e);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Write and open the key index of @p b->seg (rule 1). 0, or the error of the write or open. */
+static int
+build_write(struct shard *sh, struct kix_build *b)
+{
+    char path[4200];
+    htkv_kix_path(path, sizeof(path), b->seg->path);
+    struct kix_desc d = { .shard = sh->id, .seg_id = b->seg->id, .seg_tail = b->seg->tail };
+    int rc = htkv_kix_write(path, &d, b->ents, b->n);
+    struct kix *k = rc == 0 ? htkv_mem_alloc(sizeof(*k)) : NULL;
+    if (rc == 0 && k == NULL) {
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        rc = htkv_kix_open(path, sh->id, b->seg->id, b->seg->tail, k);
+    }
+    if (rc != 0) {
+        htkv_mem_free(k);
+        (void)unlink(path);
+        htkv_log(&sh->env->log, HTKV_LOG_WARN, "%s: key index not written: %s %s", path,
+                 htkv_strerror(rc), htkv_last_error());
+        return rc;
+    }
+    b->seg->kix = k;
+    return 0;
+}
+
+/* Give each sealed segment of @p sh above kix_done_id a key index (one with no head needs
+ * none) and add them to the cold set. Lock held. */
+static int
+cold_index_sealed(struct shard *sh)
+{
+    size_t first = 0, last = sh->nsegs - 1; /* segs[last] is active */
+    while (first < last && sh->segs[first]->id <= sh->kix_done_id) {
+        first++;
+    }
+    size_t nb = last - first;
+    if (nb == 0) {
+        return 0;
+    }
+    struct kix_build *b = htkv_mem_calloc(nb, sizeof(*b));
+    struct seg **add = htkv_mem_calloc(nb, sizeof(*add));
+    int rc = b != NULL && add != NULL ? 0 : -ENOMEM;
+    for (size_t i = 0; rc == 0 && i < nb; i++) {
+        b[i].seg = sh->segs[first + i];
+    }
+    rc = rc == 0 ? build_collect(sh, b, nb) : rc;
+    size_t nadd = 0;
+    for (size_t i = 0; rc == 0 && i < nb; i++) {
+        if (b[i].n > 0 && b[i].seg->kix == NULL && (rc = build_write(sh, &b[i])) == 0) {
+            add[nadd++] = b[i].seg;
+        }
+    }
+    if (nadd > 0 && cold_set_replace(sh, add, nadd, NULL) != 0) {
+        for (size_t i = 0; i < nadd; i++) { /* not in the set: nothing may leave through it */
+            htkv_kix_close(add[i]->kix);
+            htkv_mem_free(add[i]->kix);
+            add[i]->kix = NULL;
+        }
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        sh->kix_done_id = sh->segs[last - 1]->id;
+    }
+    for (size_t i = 0; b != NULL && i < nb; i++) {
+        htkv_mem_free(b[i].ents);
+    }
+    htkv_mem_free(b);
+    htkv_mem_free(add);
+    return rc;
+}
+
+/* ---- eviction ---------------------------------------------------------------------------------
+ */
+
+/* May @p e leave memory now (rule 2, but for its key index's say)? Lock held. */
+static inline bool
+cold_may_leave(const struct hidx_ent *e, uint64_t upto)
+{
+    return e->seg->kix != NULL && !e->seg->cold_out && e->version <= upto &&
+           atomic_load_explicit(&e->prev, memory_order_relaxed) == NULL;
+}
+
+/* Does @p e's segment's key index list exactly @p e (rule 2)? */
+static bool
+cold_listed(struct shard *sh, const struct hidx_ent *e)
+{
+    struct kix_ent k;
+    uint64_t reads = 0;
+    int rc = htkv_kix_find(e->seg->kix, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, e->hash, &k,
+                           &reads);
+    (void)sh;
+    return rc == 0 && k.version == e->version && k.off == e->off &&
+           k.type == (e->del ? REC_DEL : REC_SET);
+}
+
+static void
+cold_evict_one(struct shard *sh, struct hidx_ent *e)
+{
+    htkv_hidx_remove(&sh->idx, e);
+    if (atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+        void *t = htkv_trie_delete(&sh->trie, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len);
+        HTKV_ASSERT(t == e);
+    }
+    htkv_shard_retire_ent(sh, e);
+    sh->cold_keys++;
+    sh->evictions++;
+}
+
+/* Move the CLOCK hand until the shard's memory is at most @p target or the hand went twice
+ * around. Returns the head entries seen in the active segment. Lock held. */
+static uint64_t
+cold_clock(struct shard *sh, uint64_t target)
+{
+    uint64_t upto = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
+    if (sh->view_floor < upto) {
+        upto = sh->view_floor;
+    }
+    const struct seg *active = sh->segs[sh->nsegs - 1];
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    uint64_t in_active = 0;
+    for (uint64_t n = 0; n < 2 * (t->mask + 1) && cold_mem(sh) > target; n++) {
+        uint64_t slot =
+            atomic_load_explicit(&t->slots[sh->clock_hand++ & t->mask], memory_order_relaxed);
+        if (!hidx_slot_live(slot)) {
+            continue;
+        }
+        struct hidx_ent *e = hidx_slot_ent(slot);
+        in_active += e->seg == active;
+        if (!cold_may_leave(e, upto)) {
+            continue;
+        }
+        if (atomic_load_explicit(&e->ref, memory_order_relaxed) != 0) {
+            atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
+            continue;
+        }
+        if (cold_listed(sh, e)) {
+            cold_evict_one(sh, e);
+        }
+    }
+    return in_active;
+}
+
+/* shard_env.over_budget: evict @p sh down to 7/8 of its share (lock held). */
+static void
+cold_over_budget(struct shard *sh)
+{
+    uint64_t share = sh->env->budget_share, mem = cold_mem(sh);
+    if (mem <= share || mem < sh->evict_retry) {
+        return;
+    }
+    int rc = cold_index_sealed(sh);
+    if (rc != 0) {
+        htkv_log(&sh->env->log, HTKV_LOG_WARN,
+                 "shard %u: over its memory budget, and a key index failed: %s", sh->id,
+                 htkv_strerror(rc));
+    }
+    uint64_t in_active = cold_clock(sh, share - share / 8);
+    (void)htkv_hidx_shrink(&sh->idx, htkv_shard_retire_table, sh); /* -ENOMEM: keeps it */
+    mem = cold_mem(sh);
+    sh->evict_retry = 0;
+    if (mem > share) {
+        const struct seg *a = sh->segs[sh->nsegs - 1];
+        if (in_active * sizeof(struct hidx_ent) >= share / 2 && a->tail >= COLD_SEAL_MIN) {
+            sh->seal_early = true; /* its keys leave once it is sealed and indexed */
+        } else {
+            sh->evict_retry = mem + share / 8;
+        }
+    }
+}
+
+int
+htkv_cold_setup(struct htkv_db *db)
+{
+    uint64_t budget = db->cfg.memory_budget_bytes;
+    if (db->read_only || budget == 0) {
+        return 0;
+    }
+    db->env.budget_share = budget / db->shard_count > 0 ? budget / db->shard_count : 1;
+    db->env.promote = cold_promote;
+    db->env.over_budget = cold_over_budget;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        pthread_mutex_lock(&sh->lock);
+        cold_over_budget(sh);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return 0;
+}
+
+void
+htkv_cold_stats(struct shard *sh, struct htkv_stats *out)
+{
+    if (sh->env->budget_share == 0) {
+        return;
+    }
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    for (uint32_t i = 0; cs != NULL && i < cs->n; i++) {
+        out->kix_files++;
+        out->kix_bytes += htkv_kix_mem_bytes(cs->segs[i]->kix);
+    }
+    out->hot_keys += sh->idx.entries;
+    out->cold_keys += sh->cold_keys;
+    out->evictions += sh->evictions;
+    out->promotions += sh->promotions;
+    out->kix_page_reads += atomic_load_explicit(&sh->kix_page_reads, memory_order_relaxed);
+    out->bloom_negatives += atomic_load_explicit(&sh->bloom_negatives, memory_order_relaxed);
+    out->bloom_false_positives +=
+        atomic_load_explicit(&sh->bloom_false_positives, memory_order_relaxed);
+}

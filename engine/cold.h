@@ -1,0 +1,81 @@
+/*
+ * cold.h - cold keys: a shard's index entries that left memory under a memory budget, found
+ * again through the key index files of sealed segments (store layer; cold.c, kix.h).
+ *
+ * A key is *cold* when the shard's hash index has no entry for it while a segment in the shard's
+ * cold set (shard.h: sealed segments with a key index) lists it. Its newest version is the
+ * highest version any of those key indexes lists for it. The rules that make that true:
+ *
+ *   1. A segment's key index lists the published head entries that pointed into it when it was
+ *      written, and a segment gets one only once sealed: no record is ever added to it after.
+ *   2. An entry leaves memory (eviction) only when it is its key's head, published, at or below
+ *      every open view's snapshot, with no older version kept for a view, and when its segment's
+ *      key index, read back, lists exactly it (version and offset). So a view never needs a
+ *      version of a cold key other than the newest, and no view is older than it.
+ *   3. Nothing writes a cold key: every write first brings its entry back into memory
+ *      (promotion, htkv_shard_promote()), so that the write supersedes it as any head.
+ *   4. A segment enters the cold set (published, release) before any of its entries leaves
+ *      memory, and leaves it only after every cold key whose newest version it holds was
+ *      promoted, before compaction reads it (htkv_cold_release_seg()): so compaction sees every
+ *      live record's entry in memory as without a budget, and a tombstone it forgets is listed
+ *      by no key index in the set. A reader that missed in memory and in one cold set looks
+ *      again when the set changed meanwhile (htkv_cold_lookup()), so a key that exists
+ *      throughout a read is found.
+ *   5. Key index files are written and trusted by this open only: a record an earlier open
+ *      left, which recovery discarded (a torn or incomplete batch), is never listed.
+ */
+#ifndef HTKV_ENGINE_COLD_H
+#define HTKV_ENGINE_COLD_H
+
+#include "engine/internal.h"
+#include "engine/kix.h"
+#include "engine/store.h"
+
+/* htkv_cold_lookup(): the key has an entry in memory now; look it up there. */
+#define COLD_HOT 1
+
+/* A cold key's newest version, as a lookup found it (record checked). */
+struct cold_hit {
+    struct seg *seg;
+    uint32_t off;
+    uint32_t key_len;
+    uint32_t val_len;
+    uint64_t version;
+    bool del;
+};
+
+/* The record of @p h and its value. */
+static inline const unsigned char *
+cold_hit_value(const struct cold_hit *h)
+{
+    return h->seg->map + h->off + REC_HDR_BYTES + h->key_len;
+}
+
+/*
+ * Set up the memory budget of a writable store after recovery: each shard's share, the shards'
+ * hooks, then evict each shard down to its share. Without a budget (or read-only), nothing.
+ * 0 or -ENOMEM / -errno (writing a key index).
+ */
+int htkv_cold_setup(struct htkv_db *db);
+
+/*
+ * Look up a key that had no entry in @p sh's hash index (inside an EBR section, no lock):
+ * 0 and *@p hit; HTKV_ENOTFOUND; COLD_HOT (it has an entry now: find it there); HTKV_ECORRUPT
+ * (a key index page or the record failed its check; htkv_last_error() says where).
+ */
+int htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const void *key,
+                     uint32_t klen, struct cold_hit *hit);
+
+/*
+ * Before compaction reads sealed segment @p s of @p sh (no lock held; compactor.lock): bring
+ * every cold key whose newest version is in @p s back into memory, a key index page at a time
+ * under the shard's lock, then take @p s out of the cold set. From then on, entries pointing
+ * into @p s stay in memory. 0, -ENOMEM or HTKV_ECORRUPT (@p s stays in the set; the victim
+ * waits for a later pass).
+ */
+int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
+
+/* Memory of @p sh's key indexes and the counters of its budget, added to @p out (lock held). */
+void htkv_cold_stats(struct shard *sh, struct htkv_stats *out);
+
+#endif /* HTKV_ENGINE_COLD_H */
