@@ -202,6 +202,137 @@ cold_insert(struct shard *sh, uint64_t hash, uint32_t klen, const struct cold_hi
     return 0;
 }
 
+/* ---- ordered walks ------------------------------------------------------------------------------
+ */
+
+/* Move @p f to its next entry, reading the next page when one ends. 0 or HTKV_ECORRUPT. */
+static int
+walk_advance(struct cold_walk *w, struct cold_walk_file *f, const struct kix *k)
+{
+    while (!htkv_kix_page_next(&f->pg, &f->cur)) {
+        if (f->page + 1 >= k->pages) {
+            f->has = false;
+            return 0;
+        }
+        f->page++;
+        atomic_fetch_add_explicit(&w->sh->kix_page_reads, 1, memory_order_relaxed);
+        int rc = htkv_kix_page(k, f->page, &f->pg);
+        if (rc != 0) {
+            f->has = false;
+            return rc;
+        }
+    }
+    f->has = true;
+    return 0;
+}
+
+int
+htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *sh,
+                     const struct cold_set *cs, const void *key, uint32_t klen, bool after)
+{
+    *w = (struct cold_walk){ .db = db, .sh = sh, .cs = cs };
+    w->f = htkv_mem_calloc(cs->n > 0 ? cs->n : 1, sizeof(*w->f));
+    if (w->f == NULL) {
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < cs->n; i++) {
+        const struct kix *k = cs->segs[i]->kix;
+        struct cold_walk_file *f = &w->f[i];
+        if (k->pages == 0) {
+            continue;
+        }
+        f->page = htkv_kix_page_of(k, key, klen);
+        atomic_fetch_add_explicit(&sh->kix_page_reads, 1, memory_order_relaxed);
+        int rc = htkv_kix_page(k, f->page, &f->pg);
+        while (rc == 0 && (rc = walk_advance(w, f, k)) == 0 && f->has) {
+            int c = htkv_key_cmp(f->cur.key, f->cur.key_len, key, klen);
+            if (c > 0 || (c == 0 && !after)) {
+                break;
+            }
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* The file whose current key is smallest, the newest version first among equal keys (a tie:
+ * the newer segment, as in lookups); -1 when every file ended. */
+static int
+walk_min(const struct cold_walk *w)
+{
+    int m = -1;
+    for (uint32_t i = 0; i < w->cs->n; i++) {
+        const struct cold_walk_file *f = &w->f[i];
+        if (!f->has) {
+            continue;
+        }
+        if (m < 0) {
+            m = (int)i;
+            continue;
+        }
+        const struct kix_ent *a = &f->cur, *b = &w->f[m].cur;
+        int c = htkv_key_cmp(a->key, a->key_len, b->key, b->key_len);
+        if (c < 0 ||
+            (c == 0 && (a->version > b->version ||
+                        (a->version == b->version && w->cs->segs[i]->id > w->cs->segs[m]->id)))) {
+            m = (int)i;
+        }
+    }
+    return m;
+}
+
+int
+htkv_cold_walk_peek(const struct cold_walk *w, const unsigned char **key, uint32_t *klen)
+{
+    int m = walk_min(w);
+    if (m < 0) {
+        return 0;
+    }
+    *key = w->f[m].cur.key;
+    *klen = w->f[m].cur.key_len;
+    return 1;
+}
+
+int
+htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
+                    const unsigned char **key)
+{
+    int m = walk_min(w);
+    if (m < 0) {
+        return 0;
+    }
+    struct seg *s = w->cs->segs[m];
+    struct kix_ent e = w->f[m].cur;
+    int rc = check ? cold_check(w->db, s, &e, e.key, e.key_len) : 0;
+    for (uint32_t i = 0; rc == 0 && i < w->cs->n; i++) { /* past this key in every file */
+        struct cold_walk_file *f = &w->f[i];
+        while (rc == 0 && f->has &&
+               htkv_key_cmp(f->cur.key, f->cur.key_len, e.key, e.key_len) == 0) {
+            rc = walk_advance(w, f, w->cs->segs[i]->kix);
+        }
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    *hit = (struct cold_hit){ .seg = s,
+                              .off = e.off,
+                              .key_len = e.key_len,
+                              .val_len = e.val_len,
+                              .version = e.version,
+                              .del = e.type == REC_DEL };
+    *key = s->map + e.off + REC_HDR_BYTES;
+    return 1;
+}
+
+void
+htkv_cold_walk_end(struct cold_walk *w)
+{
+    htkv_mem_free(w->f);
+    w->f = NULL;
+}
+
 /* shard_env.promote: bring @p key's cold entry back into the hash index (lock held). */
 static int
 cold_promote(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)

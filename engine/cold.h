@@ -51,6 +51,47 @@ cold_hit_value(const struct cold_hit *h)
     return h->seg->map + h->off + REC_HDR_BYTES + h->key_len;
 }
 
+/* One key index's place in a walk (cold_walk). */
+struct cold_walk_file {
+    uint32_t page; /* the page read into pg */
+    bool has;      /* cur is the file's next entry not walked */
+    struct kix_page pg;
+    struct kix_ent cur;
+};
+
+/*
+ * An ordered walk over the cold keys of one cold set: the key indexes merged, each key once with
+ * its newest version among them. Lives inside one EBR section (the set and its files stay
+ * valid), on one thread.
+ */
+struct cold_walk {
+    struct htkv_db *db;
+    struct shard *sh;
+    const struct cold_set *cs;
+    struct cold_walk_file *f; /* cs->n */
+};
+
+/*
+ * Start @p w over @p sh's cold set @p cs (loaded by the caller, acquire) at the first key >=
+ * @p key (> with @p after). 0, -ENOMEM or HTKV_ECORRUPT (a page failed its check); free with
+ * htkv_cold_walk_end() either way.
+ */
+int htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *sh,
+                         const struct cold_set *cs, const void *key, uint32_t klen, bool after);
+
+/*
+ * The smallest key not walked yet and its newest version (with @p check, its record checked as
+ * by lookups), then step past it: 1 and *@p hit, with *@p key pointing at the key in the record
+ * (valid only when checked); 0 at the end; HTKV_ECORRUPT.
+ */
+int htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
+                        const unsigned char **key);
+
+/* The smallest key not walked yet, not taken: 1 and *@p key, *@p klen; 0 at the end. */
+int htkv_cold_walk_peek(const struct cold_walk *w, const unsigned char **key, uint32_t *klen);
+
+void htkv_cold_walk_end(struct cold_walk *w);
+
 /*
  * Set up the memory budget of a writable store after recovery: each shard's share, the shards'
  * hooks, then evict each shard down to its share. Without a budget (or read-only), nothing.

@@ -625,6 +625,138 @@ refill_from_trie(struct htkv_iter *it, struct iter_src *src, struct shard *sh, u
     return rc;
 }
 
+/* The trie cursor's next entry after the keys up to @p last (NULL: none to skip), or NULL. */
+static struct hidx_ent *
+hot_next(struct trie_cursor *c, const unsigned char *last, uint32_t last_len)
+{
+    struct hidx_ent *e;
+    while ((e = htkv_trie_cursor_next(c)) != NULL && last != NULL &&
+           htkv_key_cmp(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, last, last_len) <= 0) {
+    }
+    return e;
+}
+
+/* Position @p c and @p w of a merged refill at the source's next key. */
+static int
+merged_seek(struct htkv_iter *it, struct iter_src *src, struct trie_cursor *c, struct cold_walk *w,
+            const struct cold_set *cs, struct shard *sh)
+{
+    bool resumed = src->last_key != NULL;
+    const unsigned char *from = resumed ? src->last_key : it->lo;
+    uint32_t from_len = resumed ? src->last_len : it->lo_len;
+    int rc = resumed           ? htkv_trie_cursor_seek(c, from, from_len)
+             : it->prefix_mode ? htkv_trie_cursor_seek_prefix(c, from, from_len)
+                               : htkv_trie_cursor_seek(c, from, from_len);
+    rc = rc < 0 ? rc : 0;
+    int wrc = htkv_cold_walk_start(w, it->db, sh, cs, from, from_len, resumed);
+    return rc != 0 ? rc : wrc;
+}
+
+/* Add the entry of @p key that the snapshot sees, from the index (@p e, NULL: none) or cold
+ * (@p hit, when @p e is NULL and @p cold), to the chunk. */
+static void
+merged_add(struct htkv_iter *it, struct iter_src *src, uint32_t *n, struct hidx_ent *e,
+           const struct cold_hit *hit, bool cold)
+{
+    if (e != NULL) {
+        struct hidx_ent *v = chain_at(e, src->snap);
+        if (v != NULL && !v->del) {
+            ent_from(it->db, src, &src->chunk[(*n)++], v);
+        }
+        return;
+    }
+    HTKV_DASSERT(!cold || hit->version <= src->snap); /* cold.h, rule 2 */
+    if (cold && !hit->del && hit->version <= src->snap) {
+        src->chunk[(*n)++] = (struct run_ent){ .rec = hit->seg->map + hit->off,
+                                               .version = hit->version,
+                                               .klen = hit->key_len,
+                                               .vflags = hit->val_len };
+    }
+}
+
+/*
+ * Gather the next chunk of a shard with cold keys: its trie and the key indexes of its cold set
+ * @p cs merged, a key in memory resolved through its entry, a cold one through its newest
+ * version (cold.h). Inside an EBR section.
+ */
+static int
+merged_chunk(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
+             const struct cold_set *cs)
+{
+    struct trie_cursor c;
+    struct cold_walk w;
+    htkv_trie_cursor_init(&c, &sh->trie);
+    int rc = merged_seek(it, src, &c, &w, cs, sh);
+    struct hidx_ent *h = rc == 0 ? hot_next(&c, src->last_key, src->last_len) : NULL;
+    uint32_t n = 0, want = src->chunk_want;
+    src->chunk_want = want * 2 < ITER_CHUNK ? want * 2 : ITER_CHUNK;
+    bool more = rc == 0;
+    while (rc == 0 && n < want) {
+        const unsigned char *ck = NULL, *key;
+        uint32_t cl = 0, klen;
+        bool has_cold = htkv_cold_walk_peek(&w, &ck, &cl) == 1;
+        if (h == NULL && !has_cold) {
+            more = false;
+            break;
+        }
+        const unsigned char *hk = h != NULL ? hidx_ent_rec(h) + REC_HDR_BYTES : NULL;
+        int cmp = h == NULL ? 1 : (!has_cold ? -1 : htkv_key_cmp(hk, h->key_len, ck, cl));
+        struct hidx_ent *e = NULL;
+        struct cold_hit hit = { 0 };
+        if (cmp <= 0) { /* in memory: its entry says it all (a cold listing is older) */
+            e = h;
+            key = hk;
+            klen = h->key_len;
+            rc = cmp == 0 ? htkv_cold_walk_next(&w, false, &hit, &ck) : 0;
+            h = hot_next(&c, NULL, 0);
+            rc = rc < 0 ? rc : 0;
+        } else {
+            rc = htkv_cold_walk_next(&w, true, &hit, &key);
+            if (rc < 0) {
+                break;
+            }
+            rc = 0;
+            klen = hit.key_len;
+            /* Promoted since the trie cursor passed it: its entry holds its versions. */
+            e = htkv_hidx_find(&sh->idx, htkv_hash(key, klen, it->db->hash_seed), key, klen);
+        }
+        if (rc != 0 || !iter_in_bounds(it, key, klen)) {
+            more = false;
+            break;
+        }
+        src->last_key = key;
+        src->last_len = klen;
+        merged_add(it, src, &n, e, &hit, true);
+    }
+    htkv_trie_cursor_fini(&c);
+    htkv_cold_walk_end(&w);
+    src->q = src->chunk;
+    src->end = src->chunk + n;
+    src->done = !more;
+    return rc;
+}
+
+/* A merged refill; again from the same key when the cold set changed meanwhile (cold.h, rule
+ * 4: an entry that left the trie during the walk may be listed only by the new set). */
+static int
+refill_merged(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
+              const struct cold_set *cs)
+{
+    for (;;) {
+        const unsigned char *last = src->last_key;
+        uint32_t last_len = src->last_len, want = src->chunk_want;
+        int rc = merged_chunk(it, src, sh, cs);
+        const struct cold_set *now = atomic_load_explicit(&sh->cold, memory_order_acquire);
+        if (rc != 0 || now == cs) {
+            return rc;
+        }
+        src->last_key = last;
+        src->last_len = last_len;
+        src->chunk_want = want;
+        cs = now;
+    }
+}
+
 /* Trie mode, all read: continue from the shard's run if it is exact now, else from the trie. */
 static int
 src_refill(struct htkv_iter *it, struct iter_src *src)
@@ -635,9 +767,14 @@ src_refill(struct htkv_iter *it, struct iter_src *src)
     int rc = 0;
     HTKV_ASSERT(src->run == NULL && !src->done && src->q == src->end); /* trie mode, all read */
     unsigned slot = htkv_ebr_enter(&db->ebr);
-    struct shard_run *r = htkv_run_acquire(sh);
+    /* A shard with cold keys merges its trie with its key indexes; a run holds neither. Once
+     * set, a shard's cold set is never NULL again. */
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_acquire);
+    struct shard_run *r = cs == NULL ? htkv_run_acquire(sh) : NULL;
     if (r != NULL) {
         src_use_run(it, src, r);
+    } else if (cs != NULL) {
+        rc = refill_merged(it, src, sh, cs);
     } else {
         rc = refill_from_trie(it, src, sh, &walked);
     }
@@ -830,6 +967,18 @@ iter_init_sources(struct htkv_iter *it, const struct htkv_view *view, uint32_t n
     it->nsrc = n;
 }
 
+/* Has a shard of @p db cold keys (a cold set)? Then no merge path serves its queries. */
+static bool
+iter_cold(struct htkv_db *db)
+{
+    for (uint32_t i = 0; db->env.budget_share != 0 && i < db->shard_count; i++) {
+        if (atomic_load_explicit(&db_shard(db, i)->cold, memory_order_acquire) != NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int
 iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool prefix_mode,
             const void *lo, size_t lo_len, const void *hi, size_t hi_len, htkv_iter **out)
@@ -880,11 +1029,13 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
         if (rc != 0) {
             goto fail;
         }
-        htkv_run_refresh(db_shard(db, i));
+        if (atomic_load_explicit(&db_shard(db, i)->cold, memory_order_acquire) == NULL) {
+            htkv_run_refresh(db_shard(db, i)); /* a shard with cold keys reads no run */
+        }
     }
     htkv_path_refresh(db);
     unsigned slot = htkv_ebr_enter(&db->ebr);
-    struct merge_path *path = htkv_path_acquire(db);
+    struct merge_path *path = iter_cold(db) ? NULL : htkv_path_acquire(db);
     htkv_ebr_exit(&db->ebr, slot);
     if (path != NULL) {
         iter_use_path(it, path);
