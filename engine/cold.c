@@ -432,9 +432,8 @@ build_push(struct kix_build *b, const struct hidx_ent *e)
 /* Collect, in one pass over the hash table, the published heads that point into the
  * sealed segments @p b[0..nb) (ascending ids, all above kix_done_id). Lock held. */
 static int
-build_collect(struct shard *sh, struct kix_build *b, size_t nb)
+build_collect(struct shard *sh, struct kix_build *b, size_t nb, uint64_t visible)
 {
-    uint64_t visible = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
     struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
     for (uint64_t i = 0; i <= t->mask; i++) {
         uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
@@ -465,9 +464,31 @@ build_collect(struct shard *sh, struct kix_build *b, size_t nb)
     return 0;
 }
 
-/* Write and open the key index of @p b->seg (rule 1). 0, or the error of the write or open. */
+/* Read back every page of a key index just written: they check and hold @p n entries. */
 static int
-build_write(struct shard *sh, struct kix_build *b)
+kix_read_back(const struct kix *k, size_t n)
+{
+    uint64_t count = 0;
+    for (uint32_t i = 0; i < k->pages; i++) {
+        struct kix_page pg;
+        int rc = htkv_kix_page(k, i, &pg);
+        if (rc != 0) {
+            return rc;
+        }
+        count += pg.count;
+    }
+    if (count != n || k->keys != n) {
+        htkv_set_error("key index of segment %llu: %llu entries read back, %zu written",
+                       (unsigned long long)k->d.seg_id, (unsigned long long)count, n);
+        return HTKV_ECORRUPT;
+    }
+    return 0;
+}
+
+/* Write and open the key index of @p b->seg, which lists its head entries at or below @p upto
+ * (rule 1), and read it back. 0, or the error of the write, open or read. */
+static int
+build_write(struct shard *sh, struct kix_build *b, uint64_t upto)
 {
     char path[4200];
     htkv_kix_path(path, sizeof(path), b->seg->path);
@@ -480,6 +501,9 @@ build_write(struct shard *sh, struct kix_build *b)
     if (rc == 0) {
         rc = htkv_kix_open(path, sh->id, b->seg->id, b->seg->tail, k);
     }
+    if (rc == 0 && (rc = kix_read_back(k, b->n)) != 0) {
+        htkv_kix_close(k);
+    }
     if (rc != 0) {
         htkv_mem_free(k);
         (void)unlink(path);
@@ -488,6 +512,7 @@ build_write(struct shard *sh, struct kix_build *b)
         return rc;
     }
     b->seg->kix = k;
+    b->seg->kix_upto = upto;
     return 0;
 }
 
@@ -510,10 +535,11 @@ cold_index_sealed(struct shard *sh)
     for (size_t i = 0; rc == 0 && i < nb; i++) {
         b[i].seg = sh->segs[first + i];
     }
-    rc = rc == 0 ? build_collect(sh, b, nb) : rc;
+    uint64_t visible = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
+    rc = rc == 0 ? build_collect(sh, b, nb, visible) : rc;
     size_t nadd = 0;
     for (size_t i = 0; rc == 0 && i < nb; i++) {
-        if (b[i].n > 0 && b[i].seg->kix == NULL && (rc = build_write(sh, &b[i])) == 0) {
+        if (b[i].n > 0 && b[i].seg->kix == NULL && (rc = build_write(sh, &b[i], visible)) == 0) {
             add[nadd++] = b[i].seg;
         }
     }
@@ -547,10 +573,15 @@ cold_may_leave(const struct hidx_ent *e, uint64_t upto)
            atomic_load_explicit(&e->prev, memory_order_relaxed) == NULL;
 }
 
-/* Does @p e's segment's key index list exactly @p e (rule 2)? */
+/* Does @p e's segment's key index list exactly @p e (rule 2)? A head at or below the index's
+ * kix_upto is listed (the index was written from the heads and read back whole); another, one
+ * published after the index was written, is looked up. */
 static bool
 cold_listed(struct shard *sh, const struct hidx_ent *e)
 {
+    if (e->version <= e->seg->kix_upto) {
+        return true;
+    }
     struct kix_ent k;
     uint64_t reads = 0;
     int rc = htkv_kix_find(e->seg->kix, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, e->hash, &k,
@@ -584,8 +615,8 @@ cold_clock(struct shard *sh, uint64_t target)
     }
     const struct seg *active = sh->segs[sh->nsegs - 1];
     struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
-    uint64_t in_active = 0;
-    for (uint64_t n = 0; n < 2 * (t->mask + 1) && cold_mem(sh) > target; n++) {
+    uint64_t in_active = 0, mem = cold_mem(sh);
+    for (uint64_t n = 0; n < 2 * (t->mask + 1) && mem > target; n++) {
         uint64_t slot =
             atomic_load_explicit(&t->slots[sh->clock_hand++ & t->mask], memory_order_relaxed);
         if (!hidx_slot_live(slot)) {
@@ -602,6 +633,7 @@ cold_clock(struct shard *sh, uint64_t target)
         }
         if (cold_listed(sh, e)) {
             cold_evict_one(sh, e);
+            mem -= sizeof(*e); /* and its trie node: counted again at the end */
         }
     }
     return in_active;

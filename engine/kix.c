@@ -410,7 +410,8 @@ meta_load(const char *path, int fd, const unsigned char *h, struct kix *k, uint6
     uint64_t fences = htkv_load32(h + 56), nbloom = (uint64_t)k->bloom_blocks * KIX_BLOOM_BLOCK;
     k->meta = htkv_mem_alloc(fences + nbloom);
     k->fence_at = htkv_mem_alloc(((size_t)k->pages + 1) * sizeof(*k->fence_at));
-    if (k->meta == NULL || k->fence_at == NULL) {
+    k->page_ok = htkv_mem_calloc((size_t)k->pages + 1, sizeof(*k->page_ok));
+    if (k->meta == NULL || k->fence_at == NULL || k->page_ok == NULL) {
         return -ENOMEM;
     }
     int rc = read_exact(fd, k->meta, fences + nbloom, KIX_HDR_BYTES);
@@ -479,6 +480,7 @@ htkv_kix_close(struct kix *k)
     }
     htkv_mem_free(k->meta);
     htkv_mem_free(k->fence_at);
+    htkv_mem_free((void *)k->page_ok);
     memset(k, 0, sizeof(*k));
 }
 
@@ -486,7 +488,7 @@ uint64_t
 htkv_kix_mem_bytes(const struct kix *k)
 {
     return (uint64_t)(k->bloom - k->meta) + (uint64_t)k->bloom_blocks * KIX_BLOOM_BLOCK +
-           ((uint64_t)k->pages + 1) * sizeof(*k->fence_at);
+           ((uint64_t)k->pages + 1) * (sizeof(*k->fence_at) + sizeof(*k->page_ok));
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
@@ -608,8 +610,19 @@ int
 htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out)
 {
     HTKV_ASSERT(i < k->pages);
+    if (atomic_load_explicit(&k->page_ok[i], memory_order_acquire)) {
+        uint32_t first = htkv_load32(k->meta + k->fence_at[i]);
+        const unsigned char *p = k->map + k->pages_off + (uint64_t)first * KIX_BLOCK;
+        *out = (struct kix_page){ .p = p + KIX_PAGE_HDR,
+                                  .count = htkv_load32(p + 4),
+                                  .used = htkv_load32(p + 8) };
+        return 0;
+    }
     uint64_t at;
     const char *why = page_check(k, i, out, &at);
+    if (why == NULL) {
+        atomic_store_explicit(&k->page_ok[i], 1, memory_order_release);
+    }
     if (why != NULL) {
         htkv_set_error("key index of segment %llu (shard %u): page %u: %s at offset %llu",
                        (unsigned long long)k->d.seg_id, k->d.shard, i, why, (unsigned long long)at);
@@ -645,8 +658,15 @@ htkv_kix_find(const struct kix *k, const void *key, uint32_t klen, uint64_t hash
     if (rc != 0) {
         return rc;
     }
+    /* Keys compare on their first 8 bytes first (big-endian, zero-padded; equal for a key and
+     * its zero-extended prefix), the full comparison only on a tie. */
+    uint64_t want = htkv_key_abbrev(key, klen, 0);
     while (htkv_kix_page_next(&pg, e)) {
-        int c = htkv_key_cmp(e->key, e->key_len, key, klen);
+        uint64_t have = htkv_key_abbrev(e->key, e->key_len, 0);
+        if (have < want) {
+            continue;
+        }
+        int c = have > want ? 1 : htkv_key_cmp(e->key, e->key_len, key, klen);
         if (c == 0) {
             return 0;
         }

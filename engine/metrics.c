@@ -33,11 +33,13 @@ struct report {
     uint64_t gets;                  /* exact count of gets (the get histogram is sampled) */
     uint32_t nshards;
     uint32_t nworkers;
+    bool budget;           /* a memory budget is in force: its counters are reported */
     uint64_t *queue_depth; /* per worker */
     struct report_shard {
         uint64_t keys;
         uint64_t bytes_written;
         uint64_t compact_read, compact_written, compact_segments, compact_tombstones;
+        struct htkv_stats budget; /* the memory budget's counters (htkv_cold_stats()) */
         struct hist_snap sync;
         struct hist_snap group;
     } * shards;
@@ -79,6 +81,7 @@ report_collect(struct htkv_db *db, struct report *r)
         rs->compact_written = sh->metrics.compact_bytes_written;
         rs->compact_segments = sh->metrics.compact_segments;
         rs->compact_tombstones = sh->metrics.compact_tombstones;
+        htkv_cold_stats(sh, &rs->budget);
         pthread_mutex_unlock(&sh->lock);
     }
     r->gets = htkv_ebr_reads(&db->ebr);
@@ -101,6 +104,23 @@ fmt_ns(char *buf, size_t cap, uint64_t ns)
         snprintf(buf, cap, "%.2fs", (double)ns / 1e9);
     }
     return buf;
+}
+
+/* The memory budget's table: keys in memory and cold, and the cold lookups' costs. */
+static void
+report_text_budget(FILE *f, const struct report *r)
+{
+    fprintf(f, "\n%-6s %10s %10s %10s %10s %10s %12s %12s %10s\n", "shard", "hot_keys", "cold_keys",
+            "evicted", "promoted", "kix_bytes", "page_reads", "bloom_neg", "bloom_fp");
+    for (uint32_t i = 0; i < r->nshards; i++) {
+        const struct htkv_stats *b = &r->shards[i].budget;
+        fprintf(f, "%-6u %10llu %10llu %10llu %10llu %10llu %12llu %12llu %10llu\n", i,
+                (unsigned long long)b->hot_keys, (unsigned long long)b->cold_keys,
+                (unsigned long long)b->evictions, (unsigned long long)b->promotions,
+                (unsigned long long)b->kix_bytes, (unsigned long long)b->kix_page_reads,
+                (unsigned long long)b->bloom_negatives,
+                (unsigned long long)b->bloom_false_positives);
+    }
 }
 
 static void
@@ -136,6 +156,9 @@ report_text(FILE *f, const struct report *r)
         fprintf(f, "%-6u %14llu %14llu %12llu %12llu\n", i, (unsigned long long)rs->compact_read,
                 (unsigned long long)rs->compact_written, (unsigned long long)rs->compact_segments,
                 (unsigned long long)rs->compact_tombstones);
+    }
+    if (r->budget) {
+        report_text_budget(f, r);
     }
     if (r->nworkers > 0) {
         fprintf(f, "\n%-6s %12s\n", "worker", "queue_depth");
@@ -177,6 +200,43 @@ static void
 prom_head(FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The memory budget's series, per shard. */
+static void
+prom_budget(FILE *f, const struct report *r)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t field;
+    } m[] = {
+        { "htkv_shard_hot_keys", "gauge", "Keys whose index entry is in memory.",
+          offsetof(struct htkv_stats, hot_keys) },
+        { "htkv_shard_cold_keys", "gauge", "Keys found only through key index files.",
+          offsetof(struct htkv_stats, cold_keys) },
+        { "htkv_shard_kix_bytes", "gauge", "Memory of the key indexes' fences and filters.",
+          offsetof(struct htkv_stats, kix_bytes) },
+        { "htkv_shard_evictions_total", "counter", "Keys that left memory.",
+          offsetof(struct htkv_stats, evictions) },
+        { "htkv_shard_promotions_total", "counter", "Cold keys brought back into memory.",
+          offsetof(struct htkv_stats, promotions) },
+        { "htkv_shard_kix_page_reads_total", "counter", "Key index pages read by lookups.",
+          offsetof(struct htkv_stats, kix_page_reads) },
+        { "htkv_shard_bloom_negatives_total", "counter",
+          "Key index files skipped on their Bloom filter.",
+          offsetof(struct htkv_stats, bloom_negatives) },
+        { "htkv_shard_bloom_false_positives_total", "counter",
+          "Key index pages read for a key the filter did not hold.",
+          offsetof(struct htkv_stats, bloom_false_positives) },
+    };
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        prom_head(f, m[k].name, m[k].type, m[k].help);
+        for (uint32_t i = 0; i < r->nshards; i++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&r->shards[i].budget + m[k].field, sizeof(v));
+            fprintf(f, "%s{shard=\"%u\"} %llu\n", m[k].name, i, (unsigned long long)v);
+        }
+    }
 }
 
 static void
@@ -227,6 +287,9 @@ report_prometheus(FILE *f, const struct report *r)
                     (unsigned long long)v);
         }
     }
+    if (r->budget) {
+        prom_budget(f, r);
+    }
     prom_head(f, "htkv_shard_fdatasync_seconds", "histogram",
               "Latency of a shard's fdatasync calls.");
     for (uint32_t i = 0; i < r->nshards; i++) {
@@ -260,6 +323,7 @@ metrics_emit(struct htkv_db *db, FILE *f, int format)
     }
     r->nshards = db->shard_count;
     r->nworkers = db->nworkers;
+    r->budget = db->env.budget_share != 0;
     r->shards = htkv_mem_calloc(db->shard_count, sizeof(*r->shards));
     r->queue_depth = htkv_mem_calloc(db->nworkers > 0 ? db->nworkers : 1, sizeof(uint64_t));
     if (r->shards == NULL || r->queue_depth == NULL) {

@@ -92,7 +92,8 @@ struct seg {
      * the segment enters the shard's cold set, never changed after): closed and its file
      * removed with the segment. */
     struct kix *kix;
-    bool cold_out; /* compaction took it out of the cold set: its entries stay in memory */
+    uint64_t kix_upto; /* every head entry into it at or below this version is in its kix */
+    bool cold_out;     /* compaction took it out of the cold set: its entries stay in memory */
     char path[];
 };
 
