@@ -1021,6 +1021,17 @@ htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **se
                              size_t *nold)
 {
     HTKV_ASSERT(!sh->syncing); /* no group sync of the old contents is in flight */
+    /* The old contents' cold keys go first: a reader that sees the new table looks through no
+     * key index of the old segments (cold.h). The new contents are all in memory. */
+    struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    atomic_store_explicit(&sh->cold, NULL, memory_order_release);
+    if (cs != NULL) {
+        htkv_ebr_retire(sh->env->ebr, &sh->limbo, cs, htkv_mem_free);
+    }
+    sh->cold_keys = 0;
+    sh->kix_done_id = 0;
+    sh->evict_retry = 0;
+    sh->seal_early = false;
     struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
     atomic_store_explicit(&sh->idx.table, atomic_load(&idx->table), memory_order_release);
     sh->idx.entries = idx->entries;

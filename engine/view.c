@@ -768,7 +768,7 @@ src_refill(struct htkv_iter *it, struct iter_src *src)
     HTKV_ASSERT(src->run == NULL && !src->done && src->q == src->end); /* trie mode, all read */
     unsigned slot = htkv_ebr_enter(&db->ebr);
     /* A shard with cold keys merges its trie with its key indexes; a run holds neither. Once
-     * set, a shard's cold set is never NULL again. */
+     * set, a shard's cold set is NULL again only after a restore, which no open view sees. */
     const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_acquire);
     struct shard_run *r = cs == NULL ? htkv_run_acquire(sh) : NULL;
     if (r != NULL) {
