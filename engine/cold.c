@@ -25,6 +25,12 @@
  * more in files and manifest edits than their keys cost in memory. */
 #define COLD_SEAL_MIN (64u << 10)
 
+/* Threads besides the opener that evict shards at open. */
+#define COLD_SETUP_THREADS 15u
+
+/* Bits of a shard's door (8 KiB): see door_seen(). */
+#define COLD_DOOR_BITS (1u << 16)
+
 /* Memory the share bounds: entries, hash table, trie and sorted run. Lock held. */
 static uint64_t
 cold_mem(const struct shard *sh)
@@ -667,6 +673,84 @@ cold_over_budget(struct shard *sh)
     }
 }
 
+/* Was the key with @p hash read cold once lately? Marks it read either way. The door keeps a
+ * key read once, as most keys of a uniform workload are, from taking a hot key's place: only a
+ * second read within about COLD_DOOR_BITS / 16 cold reads of the shard promotes it. */
+static bool
+door_seen(struct shard *sh, uint64_t hash)
+{
+    uint64_t bit = (hash >> 20) & (COLD_DOOR_BITS - 1), mask = 1ull << (bit & 63);
+    _Atomic uint64_t *w = &sh->door[bit / 64];
+    if ((atomic_load_explicit(w, memory_order_relaxed) & mask) != 0) {
+        return true;
+    }
+    atomic_fetch_or_explicit(w, mask, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&sh->door_sets, 1, memory_order_relaxed) + 1 ==
+        COLD_DOOR_BITS / 16) {
+        for (size_t i = 0; i < COLD_DOOR_BITS / 64; i++) { /* a new period */
+            atomic_store_explicit(&sh->door[i], 0, memory_order_relaxed);
+        }
+        atomic_store_explicit(&sh->door_sets, 0, memory_order_relaxed);
+    }
+    return false;
+}
+
+void
+htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
+{
+    if (!door_seen(sh, hash) || pthread_mutex_trylock(&sh->lock) != 0) {
+        return; /* a writer or compaction holds the shard: the key stays cold this time */
+    }
+    if (!sh->failed && cold_promote(sh, hash, key, klen) == 0) {
+        struct hidx_ent *e = htkv_hidx_find(&sh->idx, hash, key, klen);
+        if (e != NULL) {
+            atomic_store_explicit(&e->ref, 1, memory_order_relaxed); /* read: a round to stay */
+        }
+        cold_over_budget(sh);
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* Shards evicted at open by the threads of cold_evict_all(). */
+struct setup_pool {
+    struct htkv_db *db;
+    _Atomic uint32_t next;
+};
+
+static void *
+setup_thread(void *arg)
+{
+    struct setup_pool *pool = arg;
+    uint32_t i;
+    while ((i = atomic_fetch_add(&pool->next, 1)) < pool->db->shard_count) {
+        struct shard *sh = db_shard(pool->db, i);
+        pthread_mutex_lock(&sh->lock);
+        cold_over_budget(sh);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return NULL;
+}
+
+/* Evict every shard down to its share, on up to one thread per CPU (as recovery). */
+static void
+cold_evict_all(struct htkv_db *db)
+{
+    struct setup_pool pool = { .db = db };
+    atomic_init(&pool.next, 0);
+    unsigned extra = db->cpus > 1 ? db->cpus - 1 : 0;
+    extra = extra < db->shard_count - 1 ? extra : db->shard_count - 1;
+    extra = extra < COLD_SETUP_THREADS ? extra : COLD_SETUP_THREADS;
+    pthread_t tid[COLD_SETUP_THREADS];
+    unsigned started = 0;
+    while (started < extra && pthread_create(&tid[started], NULL, setup_thread, &pool) == 0) {
+        started++; /* one that cannot be created leaves its shards to the others */
+    }
+    setup_thread(&pool);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(tid[i], NULL);
+    }
+}
+
 int
 htkv_cold_setup(struct htkv_db *db)
 {
@@ -679,10 +763,12 @@ htkv_cold_setup(struct htkv_db *db)
     db->env.over_budget = cold_over_budget;
     for (uint32_t i = 0; i < db->shard_count; i++) {
         struct shard *sh = db_shard(db, i);
-        pthread_mutex_lock(&sh->lock);
-        cold_over_budget(sh);
-        pthread_mutex_unlock(&sh->lock);
+        sh->door = htkv_mem_calloc(COLD_DOOR_BITS / 64, sizeof(*sh->door));
+        if (sh->door == NULL) {
+            return -ENOMEM;
+        }
     }
+    cold_evict_all(db);
     return 0;
 }
 

@@ -94,8 +94,9 @@ void htkv_cold_walk_end(struct cold_walk *w);
 
 /*
  * Set up the memory budget of a writable store after recovery: each shard's share, the shards'
- * hooks, then evict each shard down to its share. Without a budget (or read-only), nothing.
- * 0 or -ENOMEM / -errno (writing a key index).
+ * hooks, then evict each shard down to its share, on up to one thread per CPU. Without a budget
+ * (or read-only), nothing. A key index that cannot be written is logged, and the keys it would
+ * have listed stay in memory. 0 or -ENOMEM.
  */
 int htkv_cold_setup(struct htkv_db *db);
 
@@ -115,6 +116,14 @@ int htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const 
  * waits for a later pass).
  */
 int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
+
+/*
+ * A get found @p key cold: when it was read cold once lately too, bring it into memory if the
+ * shard's lock is free now (never waits), then evict down to the share if that went above it.
+ * Keys read often so end up in memory, keys read once do not displace them, and ordered walks
+ * never promote, so a scan does not flush the hot keys. Any thread.
+ */
+void htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t klen);
 
 /* Memory of @p sh's key indexes and the counters of its budget, added to @p out (lock held). */
 void htkv_cold_stats(struct shard *sh, struct htkv_stats *out);

@@ -304,6 +304,7 @@ db_cold(struct htkv_db *db, uint64_t hash, const void *key, uint32_t klen, struc
         *f = (struct found){ .val = cold_hit_value(&hit),
                              .vlen = hit.val_len,
                              .version = hit.version };
+        htkv_cold_touch(db_shard(db, db_shard_of(db, hash)), hash, key, klen);
     }
     return rc;
 }

@@ -123,6 +123,7 @@ htkv_shard_destroy(struct shard *sh)
     }
     htkv_mem_free(sh->segs);
     htkv_mem_free(atomic_load_explicit(&sh->cold, memory_order_relaxed));
+    htkv_mem_free((void *)sh->door);
     htkv_mem_free(sh->pending);
     pthread_cond_destroy(&sh->synced_cond);
     pthread_cond_destroy(&sh->staged_cond);

@@ -167,6 +167,10 @@ struct shard {
     uint64_t evict_retry; /* memory at which eviction tries again after a pass fell short */
     bool seal_early;      /* seal the active segment at the next write (its keys may leave) */
     _Atomic uint64_t kix_page_reads, bloom_negatives, bloom_false_positives;
+    /* Cold keys read once lately (cold.c's door: a bit per hash, COLD_DOOR_BITS of them,
+     * cleared every COLD_DOOR_BITS / 16 sets); NULL without a budget. */
+    _Atomic uint64_t *door;
+    _Atomic uint32_t door_sets;
     char dir[]; /* path of shard-SSS */
 };
 
