@@ -22,7 +22,8 @@
  *               timed; reported in opens/s; a note line gives the milliseconds, with and
  *               without hint files (hint_files = 0: every record read and checked)
  *   budget      --keys (1M) keys 16 B / 100 B with memory_budget_bytes = --budget (16 MiB):
- *               puts, 1M uniform gets of present and of absent keys, reopen; notes give
+ *               puts, 1M uniform gets of present and of absent keys, 2 x 1M zipfian gets,
+ *               reopen; notes give
  *               RssAnon/RssFile, the index against the budget and index pages read per get;
  *               reported in gets/s of present keys
  *   compaction_seed  the original's compaction scenario: 20,000 puts 16 B / 256 B with a delete
@@ -449,124 +450,7 @@ run_compaction_seed(const struct opts *o)
     return 1.0 / t;
 }
 
-/* A "Name:  N kB" field of /proc/self/status in MiB (0 if absent). */
-static double
-status_mib(const char *name)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    double v = 0;
-    size_t n = strlen(name);
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, name, n) == 0 && line[n] == ':') {
-            v = strtod(line + n + 1, NULL) / 1024.0;
-        }
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    return v;
-}
-
-static void
-budget_note(htkv_db *db, const char *when)
-{
-    struct htkv_stats st;
-    int rc = htkv_stats(db, &st);
-    if (rc != 0) {
-        die(rc, "stats");
-    }
-    printf("# budget %s: RssAnon %.1f MiB, RssFile %.1f MiB, index %.1f MiB + trie %.1f MiB, "
-           "hot %llu, cold %llu keys, %llu key index files (%.2f MiB)\n",
-           when, status_mib("RssAnon"), status_mib("RssFile"), st.index_bytes / 1048576.0,
-           st.trie_bytes / 1048576.0, (unsigned long long)st.hot_keys,
-           (unsigned long long)st.cold_keys, (unsigned long long)st.kix_files,
-           st.kix_bytes / 1048576.0);
-}
-
-/* @p n gets of keys i * stride (present when stride is 1 and i < keys; absent from keys on):
- * gets/s, and the key index pages read per get through *@p reads. */
-static double
-budget_gets(htkv_db *db, uint64_t keys, uint64_t n, bool absent, double *reads)
-{
-    struct htkv_stats a, b;
-    if (htkv_stats(db, &a) != 0) {
-        die(-1, "stats");
-    }
-    char key[16], out[128];
-    size_t vlen;
-    uint64_t x = 88172645463325252ull;
-    double t0 = now_s();
-    for (uint64_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        make_key(key, sizeof(key), absent ? keys + (x % keys) : x % keys);
-        int rc = htkv_get(db, key, sizeof(key), out, sizeof(out), &vlen);
-        if (rc != (absent ? HTKV_ENOTFOUND : 0)) {
-            die(rc, "get");
-        }
-    }
-    double t = now_s() - t0;
-    if (htkv_stats(db, &b) != 0) {
-        die(-1, "stats");
-    }
-    *reads = (double)(b.kix_page_reads - a.kix_page_reads) / (double)n;
-    return (double)n / t;
-}
-
-/*
- * budget: --keys (default 1M) keys 16 B / 100 B put with memory_budget_bytes = --budget (default
- * 16 MiB), then 1M uniform gets of present keys and 1M of absent ones, then close and reopen;
- * notes give RssAnon/RssFile, the index against the budget, reads per get, and the reopen time.
- * Reported: gets/s of present keys.
- */
-static double
-run_budget(const struct opts *o)
-{
-    const uint64_t keys = o->keys > 0 ? o->keys : 1000000, n = 1000000;
-    rm_store(o->dir);
-    htkv_config cfg;
-    htkv_config_init(&cfg);
-    cfg.data_dir = o->dir;
-    cfg.shard_count = (unsigned)o->shards;
-    cfg.memory_budget_bytes = o->budget;
-    htkv_db *db;
-    int rc = htkv_open(&cfg, &db);
-    if (rc != 0) {
-        die(rc, "open");
-    }
-    char key[16], val[100];
-    memset(val, 'b', sizeof(val));
-    double t0 = now_s();
-    for (uint64_t i = 0; i < keys; i++) {
-        make_key(key, sizeof(key), i);
-        if ((rc = htkv_put(db, key, sizeof(key), val, sizeof(val))) != 0) {
-            die(rc, "put");
-        }
-    }
-    double tput = now_s() - t0;
-    budget_note(db, "after puts");
-    double hit_reads, miss_reads;
-    double hits = budget_gets(db, keys, n, false, &hit_reads);
-    double misses = budget_gets(db, keys, n, true, &miss_reads);
-    printf("# budget %.1f MiB, %llu keys: puts %.0f/s; gets %.0f/s (%.2f index pages a get), "
-           "misses %.0f/s (%.3f pages a miss)\n",
-           o->budget / 1048576.0, (unsigned long long)keys, (double)keys / tput, hits, hit_reads,
-           misses, miss_reads);
-    budget_note(db, "after gets");
-    if ((rc = htkv_close(db)) != 0) {
-        die(rc, "close");
-    }
-    t0 = now_s();
-    if ((rc = htkv_open(&cfg, &db)) != 0) {
-        die(rc, "reopen");
-    }
-    printf("# budget reopen: %.1f ms\n", (now_s() - t0) * 1e3);
-    budget_note(db, "after reopen");
-    if ((rc = htkv_close(db)) != 0) {
-        die(rc, "close");
-    }
-    return hits;
-}
+static double run_budget(const struct opts *o);
 
 static double
 run_one(const struct opts *o, const char *w)
@@ -731,6 +615,136 @@ static double
 rng_unit(uint64_t *s)
 {
     return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* A "Name:  N kB" field of /proc/self/status in MiB (0 if absent). */
+static double
+status_mib(const char *name)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double v = 0;
+    size_t n = strlen(name);
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, name, n) == 0 && line[n] == ':') {
+            v = strtod(line + n + 1, NULL) / 1024.0;
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return v;
+}
+
+static void
+budget_note(htkv_db *db, const char *when)
+{
+    struct htkv_stats st;
+    int rc = htkv_stats(db, &st);
+    if (rc != 0) {
+        die(rc, "stats");
+    }
+    printf("# budget %s: RssAnon %.1f MiB, RssFile %.1f MiB, index %.1f MiB + trie %.1f MiB, "
+           "hot %llu, cold %llu keys, %llu key index files (%.2f MiB)\n",
+           when, status_mib("RssAnon"), status_mib("RssFile"), st.index_bytes / 1048576.0,
+           st.trie_bytes / 1048576.0, (unsigned long long)st.hot_keys,
+           (unsigned long long)st.cold_keys, (unsigned long long)st.kix_files,
+           st.kix_bytes / 1048576.0);
+}
+
+enum budget_dist { BUDGET_UNIFORM, BUDGET_ABSENT, BUDGET_ZIPF };
+
+/* @p n gets of present keys drawn uniformly or by a zipfian law (theta 0.99: key i is the
+ * i-th most read), or of absent keys: gets/s, and key index pages read per get (*@p reads). */
+static double
+budget_gets(htkv_db *db, uint64_t keys, uint64_t n, enum budget_dist d, double *reads)
+{
+    struct zipf z;
+    if (d == BUDGET_ZIPF) {
+        zipf_init(&z, keys, 0.99);
+    }
+    uint64_t seed = 42;
+    struct htkv_stats a, b;
+    if (htkv_stats(db, &a) != 0) {
+        die(-1, "stats");
+    }
+    char key[16], out[128];
+    size_t vlen;
+    uint64_t x = 88172645463325252ull;
+    double t0 = now_s();
+    for (uint64_t g = 0; g < n; g++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t i = d == BUDGET_ZIPF ? zipf_next(&z, rng_unit(&seed)) : x % keys;
+        make_key(key, sizeof(key), d == BUDGET_ABSENT ? keys + i : i);
+        int rc = htkv_get(db, key, sizeof(key), out, sizeof(out), &vlen);
+        if (rc != (d == BUDGET_ABSENT ? HTKV_ENOTFOUND : 0)) {
+            die(rc, "get");
+        }
+    }
+    double t = now_s() - t0;
+    if (htkv_stats(db, &b) != 0) {
+        die(-1, "stats");
+    }
+    *reads = (double)(b.kix_page_reads - a.kix_page_reads) / (double)n;
+    return (double)n / t;
+}
+
+/*
+ * budget: --keys (default 1M) keys 16 B / 100 B put with memory_budget_bytes = --budget (default
+ * 16 MiB), then 1M uniform gets of present keys, 1M of absent ones, and twice 1M zipfian gets
+ * (the second pass reported), then close and reopen;
+ * notes give RssAnon/RssFile, the index against the budget, reads per get, and the reopen time.
+ * Reported: gets/s of present keys.
+ */
+static double
+run_budget(const struct opts *o)
+{
+    const uint64_t keys = o->keys > 0 ? o->keys : 1000000, n = 1000000;
+    rm_store(o->dir);
+    htkv_config cfg;
+    htkv_config_init(&cfg);
+    cfg.data_dir = o->dir;
+    cfg.shard_count = (unsigned)o->shards;
+    cfg.memory_budget_bytes = o->budget;
+    htkv_db *db;
+    int rc = htkv_open(&cfg, &db);
+    if (rc != 0) {
+        die(rc, "open");
+    }
+    char key[16], val[100];
+    memset(val, 'b', sizeof(val));
+    double t0 = now_s();
+    for (uint64_t i = 0; i < keys; i++) {
+        make_key(key, sizeof(key), i);
+        if ((rc = htkv_put(db, key, sizeof(key), val, sizeof(val))) != 0) {
+            die(rc, "put");
+        }
+    }
+    double tput = now_s() - t0;
+    budget_note(db, "after puts");
+    double hit_reads, miss_reads, zipf_reads;
+    double hits = budget_gets(db, keys, n, BUDGET_UNIFORM, &hit_reads);
+    double misses = budget_gets(db, keys, n, BUDGET_ABSENT, &miss_reads);
+    (void)budget_gets(db, keys, n, BUDGET_ZIPF, &zipf_reads); /* its hot keys come in */
+    double zipf = budget_gets(db, keys, n, BUDGET_ZIPF, &zipf_reads);
+    printf("# budget %.1f MiB, %llu keys: puts %.0f/s; uniform gets %.0f/s (%.2f index pages a "
+           "get), misses %.0f/s (%.3f pages a miss), zipfian gets %.0f/s (%.2f pages a get)\n",
+           o->budget / 1048576.0, (unsigned long long)keys, (double)keys / tput, hits, hit_reads,
+           misses, miss_reads, zipf, zipf_reads);
+    budget_note(db, "after gets");
+    if ((rc = htkv_close(db)) != 0) {
+        die(rc, "close");
+    }
+    t0 = now_s();
+    if ((rc = htkv_open(&cfg, &db)) != 0) {
+        die(rc, "reopen");
+    }
+    printf("# budget reopen: %.1f ms\n", (now_s() - t0) * 1e3);
+    budget_note(db, "after reopen");
+    if ((rc = htkv_close(db)) != 0) {
+        die(rc, "close");
+    }
+    return hits;
 }
 
 /* Log-linear latency histogram in ns: exact below 64 ns, then 32 sub-buckets per power of two

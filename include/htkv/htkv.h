@@ -199,9 +199,11 @@ typedef struct htkv_config {
      * index file (DIR/shard-SSS/NNNNNNNNNNNN.kix: the segment's keys sorted in 4 KiB pages, of
      * which only page fences and a Bloom filter of 10 bits a key stay in memory), and a get of a
      * cold key reads about one index page and its record, while a get of an absent key reads
-     * almost never. A write to a cold key, and compaction of its segment, bring it back first.
-     * Every read, view, iterator, snapshot, batch condition and the change feed see cold keys
-     * exactly as hot ones. Eviction is CLOCK-like: a key read since the hand last passed stays.
+     * almost never. A write to a cold key, and compaction of its segment, bring it back first;
+     * so does a get of a key read cold once before lately (keys read often end up in memory,
+     * keys read once do not displace them, and scans bring nothing back). Every read, view,
+     * iterator, snapshot, batch condition and the change feed see cold keys exactly as hot
+     * ones. Eviction is CLOCK-like: a key read since the hand last passed stays.
      *
      * Not bounded by the budget: values (read from the page cache or the files); keys whose
      * newest record is in a shard's active segment (a shard seals it early once they alone take
