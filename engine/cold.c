@@ -382,12 +382,14 @@ release_page(struct htkv_db *db, struct shard *sh, struct seg *s, uint32_t i)
 int
 htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s)
 {
-    if (s->kix == NULL || s->cold_out) {
+    pthread_mutex_lock(&sh->lock);
+    bool listed = s->kix != NULL && !s->cold_out;
+    /* Its entries stay in memory from now on (cold_may_leave()), and it gets no key index. */
+    s->cold_out = true;
+    pthread_mutex_unlock(&sh->lock);
+    if (!listed) {
         return 0;
     }
-    pthread_mutex_lock(&sh->lock);
-    s->cold_out = true; /* its entries stay in memory from now on (cold_may_leave()) */
-    pthread_mutex_unlock(&sh->lock);
     int rc = 0;
     for (uint32_t i = 0; rc == 0 && i < s->kix->pages; i++) {
         pthread_mutex_lock(&sh->lock);
@@ -545,7 +547,9 @@ cold_index_sealed(struct shard *sh)
     rc = rc == 0 ? build_collect(sh, b, nb, visible) : rc;
     size_t nadd = 0;
     for (size_t i = 0; rc == 0 && i < nb; i++) {
-        if (b[i].n > 0 && b[i].seg->kix == NULL && (rc = build_write(sh, &b[i], visible)) == 0) {
+        struct seg *g = b[i].seg; /* a compaction victim (cold_out) gets none */
+        if (b[i].n > 0 && g->kix == NULL && !g->cold_out &&
+            (rc = build_write(sh, &b[i], visible)) == 0) {
             add[nadd++] = b[i].seg;
         }
     }

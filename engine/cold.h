@@ -109,10 +109,10 @@ int htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const 
                      uint32_t klen, struct cold_hit *hit);
 
 /*
- * Before compaction reads sealed segment @p s of @p sh (no lock held; compactor.lock): bring
- * every cold key whose newest version is in @p s back into memory, a key index page at a time
- * under the shard's lock, then take @p s out of the cold set. From then on, entries pointing
- * into @p s stay in memory. 0, -ENOMEM or HTKV_ECORRUPT (@p s stays in the set; the victim
+ * Before compaction reads sealed segment @p s of @p sh (no lock held; compactor.lock): mark it
+ * so that it gets no key index and its entries stay in memory from now on, then, if it is in the
+ * cold set, bring every cold key whose newest version is in @p s back into memory, a key index
+ * page at a time under the shard's lock, and take @p s out of the set. 0, -ENOMEM or HTKV_ECORRUPT (@p s stays in the set; the victim
  * waits for a later pass).
  */
 int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);

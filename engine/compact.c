@@ -348,6 +348,9 @@ compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
         }
         pthread_mutex_lock(&sh->lock);
         rc = sh->failed ? HTKV_EFAILED : compact_step(sh, v, &off, floor);
+        if (db->env.budget_share != 0) {
+            db->env.over_budget(sh); /* the copies leave memory as writes would (cold.h) */
+        }
         pthread_mutex_unlock(&sh->lock);
         hook("step");
     } while (rc == STEP_MORE);

@@ -93,7 +93,7 @@ struct seg {
      * removed with the segment. */
     struct kix *kix;
     uint64_t kix_upto; /* every head entry into it at or below this version is in its kix */
-    bool cold_out;     /* compaction took it out of the cold set: its entries stay in memory */
+    bool cold_out;     /* a compaction victim: out of the cold set, entries stay in memory */
     char path[];
 };
 
