@@ -23,12 +23,19 @@
  *     shards, restored from an earlier open or planted while the store is closed change nothing.
  *   kix_tamper_while_open: bytes flipped with pwrite() in the middle of the key index files of
  *     an open store: reads answer the right value or HTKV_ECORRUPT, never another.
- *   segment_damage_with_budget: bytes flipped in sealed segments and other files of a closed
+ *   segment_damage: bytes flipped in sealed segments and in other files (hints) of a closed
  *     store: the open fails with HTKV_ECORRUPT or every read is right or HTKV_ECORRUPT.
+ *   damaged_record_in_queries: one bit flipped in the value, the key or the header of a live
+ *     key's record: a get answers HTKV_ECORRUPT, and so must every query over the key (today a
+ *     damaged key byte makes prefix queries and scans skip the key silently).
  *   counters_bloom_and_pages: gets of absent keys read almost no index page (Bloom filters);
  *     gets of cold keys read at most ~3 pages each (HTKV_SYNC_ALWAYS, batches).
- *   async_workers: worker_threads = 2, htkv_put_async / htkv_delete_async / htkv_write_async,
- *     synchronous writes queued behind them, htkv_flush, a reopen with another budget.
+ *   async_workers: worker_threads = 2, htkv_put_async / htkv_delete_async / htkv_write_async
+ *     (each batch alone in flight: see the next), synchronous writes queued behind them,
+ *     htkv_flush, a reopen with another budget.
+ *   async_batch_keeps_thread_order (not about the budget): an asynchronous batch must apply
+ *     after the same thread's earlier asynchronous put of one of its keys (today about a fifth
+ *     of them apply before it, and the put's value wins).
  *
  * Model checks (MCHECK: fail at once): after every phase EVERY key holds the model's value and
  * version, or is absent (deleted keys never come back); every write's version is above every
@@ -196,6 +203,7 @@ bt_start(struct bt *t, const char *name, unsigned nk, int sync_mode, uint64_t bu
 {
     keys_init();
     memset(t, 0, sizeof(*t));
+    budget_failures = 0; /* a test that failed before its end left its count */
     t->name = name;
     t->nk = nk;
     t->rng = tu_seed(name);
@@ -867,6 +875,17 @@ next_live(const struct bmodel *m, unsigned i, unsigned hi)
     return i;
 }
 
+/* What a get of key @p i answers now, for failure messages. */
+static const char *
+get_rc_name(struct bt *t, unsigned i)
+{
+    static unsigned char buf[VMAX + 8];
+    size_t vl = 0;
+    return t->db == NULL
+               ? "no store"
+               : htkv_strerror(htkv_get(t->db, bk_key[i], bk_klen[i], buf, sizeof(buf), &vl));
+}
+
 /* Read @p it to its end: exactly the live keys of [lo, hi) (at most @p limit), in order, with
  * their values and versions. Returns the items read; *last = the number of the last. */
 static uint64_t
@@ -891,8 +910,9 @@ expect_items(struct bt *t, const struct qt *q, htkv_iter *it, unsigned lo, unsig
         MCHECK(i < hi, "%s: an extra item %s after the %llu expected", desc, khex(k, kl),
                (unsigned long long)n);
         MCHECK(kl == bk_klen[i] && memcmp(k, bk_key[i], kl) == 0,
-               "%s: item %llu is %s, the model's next is key %u %s", desc, (unsigned long long)n,
-               khex(k, kl), i, khex(bk_key[i], bk_klen[i]));
+               "%s: item %llu is %s, the model's next is key %u %s (a get of it: %s)", desc,
+               (unsigned long long)n, khex(k, kl), i, khex(bk_key[i], bk_klen[i]),
+               get_rc_name(t, i));
         uint64_t ver = htkv_iter_version(it);
         judge(t, q->m, i, 0, v, vl, &ver, desc);
         *last = i;
@@ -1223,6 +1243,7 @@ test_budget_views_keep_their_moment(void **state)
     /* An iterator over the whole store, read in part now and in part after the churn. */
     struct qt qs = { t.db, NULL, snap }, qv = { NULL, v, snap };
     htkv_iter *early = NULL;
+    tu_where("%s: a view and an iterator before the churn", t.name);
     RC_OK(htkv_get_prefix(t.db, NULL, 0, &early));
     RC_OK(htkv_iter_set_limit(early, 100));
     unsigned last = 0;
@@ -1619,11 +1640,127 @@ damaged_copy(struct bt *t, const char *clean, const struct bmodel *m0, unsigned 
     t->db = db;
     check_all(t, "damaged store");
     check_queries(t, 10, "damaged store");
+    check_stats(t, "damaged store");
     tu_where("%s: trial %u: htkv_compact_now", t->name, trial);
     rc = htkv_compact_now(t->db);
     MCHECK(rc == 0 || rc == HTKV_ECORRUPT, "htkv_compact_now: %d (%s)", rc, htkv_strerror(rc));
     check_all(t, "damaged store after htkv_compact_now");
     bt_close(t);
+}
+
+/* The newest record of key @p i in the store's segments: flip a bit in the middle of its value
+ * (@p where 0), of its key (1) or of its header (2). Returns whether it was found. */
+static bool
+damage_record_of(struct bt *t, unsigned i, unsigned where)
+{
+    static char segs[MAXF][4096];
+    static struct tu_rec recs[4096];
+    size_t n = tu_segments(t->dir, segs, MAXF);
+    for (size_t j = 0; j < n; j++) {
+        size_t nr = tu_seg_scan(segs[j], recs, 4096);
+        for (size_t r = 0; r < nr && r < 4096; r++) {
+            const struct tu_rec *c = &recs[r];
+            if (c->version != t->m->ver[i] || c->key_len != bk_klen[i] ||
+                memcmp(c->key, bk_key[i], 6) != 0 || c->val_len != t->m->vlen[i]) {
+                continue;
+            }
+            long long hdr = c->raw - c->key_len - c->val_len;
+            long long off = where == 0   ? c->off + c->raw - c->val_len / 2 - 1
+                            : where == 1 ? c->off + hdr + c->key_len / 2
+                                         : c->off + hdr / 2;
+            fprintf(stderr, "[%s] flipping a bit at %lld of %s: key %u's %s\n", t->name, off,
+                    segs[j], i,
+                    where == 0   ? "value"
+                    : where == 1 ? "key"
+                                 : "record header");
+            return tu_flip_bit(segs[j], off, 3) == 0;
+        }
+    }
+    return false;
+}
+
+/* A query that covers the damaged key @p i must stop with HTKV_ECORRUPT: never skip it. */
+static void
+expect_query_stops(struct bt *t, unsigned i, bool prefix, const char *what)
+{
+    htkv_iter *it = NULL;
+    tu_where("%s: %s over the damaged key %u", t->name, what, i);
+    int rc = prefix ? htkv_get_prefix(t->db, bk_key[i], 6, &it)
+                    : htkv_scan(t->db, NULL, 0, NULL, 0, &it);
+    unsigned long items = 0;
+    if (rc == 0) {
+        while ((rc = htkv_iter_next(it, NULL, NULL, NULL, NULL)) == 1) {
+            items++;
+        }
+    }
+    bool passed = rc == 0; /* the end: the iteration went past key i without an error */
+    htkv_iter_destroy(it);
+    MCHECK(!passed && rc == HTKV_ECORRUPT,
+           "%s over key %u, whose record fails its checksum (a get says HTKV_ECORRUPT): %lu items "
+           "then rc %d (%s); htkv_iter_next must return HTKV_ECORRUPT, not skip the key",
+           what, i, items, rc, htkv_strerror(rc));
+}
+
+/* One round of damaged_record_in_queries on a fresh copy of @p clean: damage the record of a
+ * random live key (@p where: value, key, header), then read it in every way. */
+static void
+damaged_record_round(struct bt *t, const char *clean, const struct bmodel *m0, unsigned where)
+{
+    tu_rmrf(t->dir);
+    tu_copy_store(clean, t->dir);
+    memcpy(t->m, m0, sizeof(*t->m));
+    unsigned i = (unsigned)(tu_rand(&t->rng) % t->nk);
+    while (t->m->st[i] != K_LIVE || t->m->vlen[i] < 16 || bk_klen[i] > 64) {
+        i = (i + 1) % t->nk;
+    }
+    MCHECK(damage_record_of(t, i, where), "the record of key %u was not found", i);
+    tu_where("%s: htkv_open after damaging the record of key %u (%u)", t->name, i, where);
+    int rc = htkv_open(&t->cfg, &t->db);
+    if (rc == HTKV_ECORRUPT) { /* allowed: the open read that record */
+        fprintf(stderr, "[%s] the open found the damage: %s\n", t->name, htkv_last_error());
+        return;
+    }
+    MCHECK(rc == 0, "htkv_open: %d (%s)", rc, htkv_strerror(rc));
+    static unsigned char buf[VMAX + 8];
+    size_t vl = 0;
+    rc = htkv_get(t->db, bk_key[i], bk_klen[i], buf, sizeof(buf), &vl);
+    MCHECK(rc == HTKV_ECORRUPT, "get of the damaged key %u: %d (%s)", i, rc, htkv_strerror(rc));
+    /* Again and again: the queries since the last write soon pay for sorted runs. */
+    for (unsigned r = 0; r < 4; r++) {
+        expect_query_stops(t, i, true, "a prefix query of its 6 digits");
+        expect_query_stops(t, i, false, "a scan of the whole store");
+    }
+    t->corrupt_ok = true;
+    check_all(t, "after damaging one record");
+    t->corrupt_ok = false;
+    expect_query_stops(t, i, false, "a scan of the whole store after a get of every key");
+    bt_close(t);
+}
+
+/* A record of a live key damaged on disk (value, key or header): gets and queries that meet it
+ * answer HTKV_ECORRUPT; a query never skips the key silently. Under a budget. */
+static void
+test_budget_damaged_record_in_queries(void **state)
+{
+    (void)state;
+    struct bt t;
+    bt_start(&t, "budget_damaged_record_in_queries", 600, HTKV_SYNC_NEVER, 16u << 10);
+    bt_reopen(&t, t.cfg.memory_budget_bytes, "create");
+    load_all(&t, false);
+    random_ops(&t, tu_model_scaled(300), "before the damage");
+    bt_close(&t);
+    char clean[4200];
+    snprintf(clean, sizeof(clean), "%s-clean", t.dir);
+    tu_copy_store(t.dir, clean);
+    struct bmodel *m0 = malloc(sizeof(*m0));
+    assert_non_null(m0);
+    memcpy(m0, t.m, sizeof(*m0));
+    for (unsigned r = 0; r < 6; r++) {
+        damaged_record_round(&t, clean, m0, r % 3);
+    }
+    tu_rmrf(clean);
+    free(m0);
+    bt_finish(&t);
 }
 
 static void
@@ -2022,6 +2159,7 @@ main(void)
         cmocka_unit_test(test_budget_kix_tamper_between_opens),
         cmocka_unit_test(test_budget_kix_tamper_while_open),
         cmocka_unit_test(test_budget_segment_damage),
+        cmocka_unit_test(test_budget_damaged_record_in_queries),
         cmocka_unit_test(test_budget_counters_bloom_and_pages),
         cmocka_unit_test(test_budget_async_workers),
         cmocka_unit_test(test_async_batch_keeps_thread_order),
