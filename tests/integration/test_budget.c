@@ -1136,6 +1136,7 @@ test_budget_model_random_ops(void **state)
         snprintf(label, sizeof(label), "phase %u (%u random steps)", p, ops);
         random_ops(&t, ops, label);
         check_all(&t, label);
+        check_queries(&t, 8, label);
         check_stats(&t, label);
         if (p % 3 == 1) {
             tu_where("%s: htkv_compact_now", label);
