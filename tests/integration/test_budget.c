@@ -5,7 +5,7 @@
  * written from include/htkv/htkv.h alone, as a careless or hostile user would drive the store.
  *
  * Every store here holds far more index than its budget: 2-4 shards, 64 KiB segments, a budget of
- * 16-64 KiB (also 1 byte), 2,000-3,000 keys and values of 0..300 bytes. Key number i is "%06u" of
+ * 16-64 KiB (also 1 byte), 2,000-6,000 keys and values of 0..300 bytes. Key number i is "%06u" of
  * i followed by 0..8 bytes drawn from {0x00, 0xFF, 'a', 0x7F, 0x01, '/'} (and, for
  * i % 1000 == 777, by 20,000 bytes: a key larger than a 4 KiB key index page), so that key order
  * is number order. A probe key (a key plus a 0x00 byte, or its six digits alone) sorts between
@@ -49,7 +49,7 @@
  * Budget checks (BCHECK): the figures the header promises once the index is far above the
  * budget: cold_keys, evictions, kix_files and kix_bytes above 0 (cold_keys <= evictions);
  * promotions above 0 after writes of old keys; live_keys <= hot_keys + cold_keys <= live_keys
- * + the model's deleted keys; index_bytes + trie_bytes <= budget * 1.5 + 64 KiB a shard; all
+ * + the model's deleted keys; index_bytes + trie_bytes <= budget * 1.5 + 32 KiB a shard; all
  * nine figures 0 without a budget; no .kix file left after a writable open without a budget;
  * Bloom negatives on misses with < 0.2 page reads a miss; <= 3 page reads a cold get. They are
  * printed as "BUDGET CHECK" lines as they fail and fail the test at its end, so that the model
@@ -70,12 +70,12 @@
 
 #include "tests/support/model.h"
 
-#define NKMAX 4000           /* key numbers in use: 0..NKMAX-1 */
-#define VMAX 300             /* longest value */
-#define HUGE_KEY 20000       /* the suffix of keys number i % 1000 == 777 */
-#define PMAX (HUGE_KEY + 16) /* longest key, probe or bound */
-#define SLACK_PER_SHARD (64u << 10)
-#define BUDGET_SHOW 25 /* BUDGET CHECK lines printed per test */
+#define NKMAX 8000                  /* key numbers in use: 0..NKMAX-1 */
+#define VMAX 300                    /* longest value */
+#define HUGE_KEY 20000              /* the suffix of keys number i % 1000 == 777 */
+#define PMAX (HUGE_KEY + 16)        /* longest key, probe or bound */
+#define SLACK_PER_SHARD (32u << 10) /* fixed costs of a shard's index, beside the budget */
+#define BUDGET_SHOW 25              /* BUDGET CHECK lines printed per test */
 
 /* ---- keys ------------------------------------------------------------------------------------ */
 
@@ -475,7 +475,7 @@ budget_absent_figures(const char *when, const struct htkv_stats *s, bool read_on
 }
 
 /* The index's memory under a budget: budget * 1.5 (keys of the active segments may take half of
- * it) + 64 KiB a shard. Not while a view is open (the versions it may read are not bounded). */
+ * it) + 32 KiB a shard. Not while a view is open (the versions it may read are not bounded). */
 static void
 budget_memory(const struct bt *t, const char *when, const struct htkv_stats *s)
 {
@@ -1124,7 +1124,7 @@ test_budget_model_random_ops(void **state)
 {
     (void)state;
     struct bt t;
-    bt_start(&t, "budget_model_random_ops", 3000, -1, 32u << 10);
+    bt_start(&t, "budget_model_random_ops", 6000, -1, 32u << 10);
     uint64_t budget = t.cfg.memory_budget_bytes;
     bt_reopen(&t, budget, "create");
     load_all(&t, false);
