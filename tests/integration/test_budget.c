@@ -1759,7 +1759,7 @@ test_budget_damaged_record_in_queries(void **state)
     struct bmodel *m0 = malloc(sizeof(*m0));
     assert_non_null(m0);
     memcpy(m0, t.m, sizeof(*m0));
-    for (unsigned r = 0; r < 9; r++) {
+    for (unsigned r = 0; r < 18; r++) {
         damaged_record_round(&t, clean, m0, r % 3);
     }
     tu_rmrf(clean);
