@@ -453,6 +453,9 @@ build_collect(struct shard *sh, struct kix_build *b, size_t nb, uint64_t visible
             e->seg->id > b[nb - 1].seg->id) {
             continue;
         }
+        if (htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) != e->hash) {
+            continue; /* damaged key bytes (installed from a hint): only memory finds its twin */
+        }
         size_t lo = 0, hi = nb;
         while (hi - lo > 1) {
             size_t mid = lo + (hi - lo) / 2;
@@ -584,19 +587,19 @@ cold_may_leave(const struct hidx_ent *e, uint64_t upto)
 }
 
 /* Does @p e's segment's key index list exactly @p e (rule 2)? A head at or below the index's
- * kix_upto is listed (the index was written from the heads and read back whole); another, one
- * published after the index was written, is looked up. */
+ * kix_upto is listed (the index was written from the heads and read back whole) unless its key
+ * bytes do not hash to its hash (build_collect() left it out); another, one published after the
+ * index was written, is looked up. */
 static bool
 cold_listed(struct shard *sh, const struct hidx_ent *e)
 {
-    if (e->version <= e->seg->kix_upto) {
-        return true;
+    const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
+    if (e->version <= e->seg->kix_upto) { /* listed unless its key bytes were damaged */
+        return htkv_hash(key, e->key_len, sh->env->hash_seed) == e->hash;
     }
     struct kix_ent k;
     uint64_t reads = 0;
-    int rc = htkv_kix_find(e->seg->kix, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, e->hash, &k,
-                           &reads);
-    (void)sh;
+    int rc = htkv_kix_find(e->seg->kix, key, e->key_len, e->hash, &k, &reads);
     return rc == 0 && k.version == e->version && k.off == e->off &&
            k.type == (e->del ? REC_DEL : REC_SET);
 }
@@ -654,8 +657,9 @@ static void
 cold_over_budget(struct shard *sh)
 {
     uint64_t share = sh->env->budget_share, mem = cold_mem(sh);
-    if (mem <= share || mem < sh->evict_retry) {
-        return;
+    if (mem <= share || (mem < sh->evict_retry && sh->view_floor == sh->evict_floor) ||
+        sh->nsegs == 0) {
+        return; /* no segment: no entry either, only the smallest table */
     }
     int rc = cold_index_sealed(sh);
     if (rc != 0) {
@@ -672,7 +676,8 @@ cold_over_budget(struct shard *sh)
         if (in_active * sizeof(struct hidx_ent) >= share / 2 && a->tail >= COLD_SEAL_MIN) {
             sh->seal_early = true; /* its keys leave once it is sealed and indexed */
         } else {
-            sh->evict_retry = mem + share / 8;
+            sh->evict_retry = mem + share / 8; /* or sooner, once a view closed */
+            sh->evict_floor = sh->view_floor;
         }
     }
 }

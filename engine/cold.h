@@ -112,8 +112,8 @@ int htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const 
  * Before compaction reads sealed segment @p s of @p sh (no lock held; compactor.lock): mark it
  * so that it gets no key index and its entries stay in memory from now on, then, if it is in the
  * cold set, bring every cold key whose newest version is in @p s back into memory, a key index
- * page at a time under the shard's lock, and take @p s out of the set. 0, -ENOMEM or HTKV_ECORRUPT (@p s stays in the set; the victim
- * waits for a later pass).
+ * page at a time under the shard's lock, and take @p s out of the set. 0, -ENOMEM or HTKV_ECORRUPT
+ * (@p s stays in the set; the victim waits for a later pass).
  */
 int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
 

@@ -477,6 +477,38 @@ db_batch_shard(struct htkv_db *db, const htkv_batch *b)
     return db_shard_of(db, htkv_hash(b->data + op->data_off, op->klen, db->hash_seed));
 }
 
+/*
+ * Before a batch over shards of several workers, from a thread that has written asynchronously:
+ * mark every worker owning one of its shards except the one that runs it (that of @p home), so
+ * that the thread's earlier writes to those shards take their versions first (htkv_worker_mark();
+ * the batch's own worker takes them in queue order). A worker thread (a done callback) marks
+ * nothing: it may not wait. 0 or HTKV_ECLOSED.
+ */
+static int
+db_batch_order(struct htkv_db *db, const htkv_batch *b, uint32_t home)
+{
+    if (db->nworkers < 2 || !db_async_thread || htkv_worker_thread(db)) {
+        return 0;
+    }
+    uint64_t marked[256 / 64] = { 0 }; /* worker_threads <= 256 */
+    marked[(home % db->nworkers) / 64] |= 1ull << (home % db->nworkers % 64);
+    for (size_t i = 0; i < b->nops; i++) {
+        const struct batch_op *op = &b->ops[i];
+        uint32_t shard =
+            db_shard_of(db, htkv_hash(b->data + op->data_off, op->klen, db->hash_seed));
+        uint32_t w = shard % db->nworkers;
+        if ((marked[w / 64] & (1ull << (w % 64))) != 0) {
+            continue;
+        }
+        marked[w / 64] |= 1ull << (w % 64);
+        int rc = htkv_worker_mark(db, shard);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 /* Record an inline batch's latency in its first shard's histogram (any thread: atomic adds).
  * A batch without operations touches no shard and is not counted. */
 static void
@@ -513,10 +545,11 @@ htkv_write(htkv_db *db, htkv_batch *b)
     }
     uint64_t version = 0;
     uint32_t shard = db->nworkers > 0 && b->nops > 0 ? db_batch_shard(db, b) : 0;
-    if (b->nops == 0 || db_write_here(db, shard)) {
+    rc = b->nops > 0 ? db_batch_order(db, b, shard) : 0;
+    if (rc == 0 && (b->nops == 0 || db_write_here(db, shard))) {
         rc = htkv_batch_apply(db, b, &version);
         db_batch_record(db, b, t0);
-    } else {
+    } else if (rc == 0) {
         struct wreq r = {
             .kind = WREQ_BATCH, .batch = b, .hist = &db_shard(db, shard)->metrics.batch, .t0_ns = t0
         };
@@ -692,6 +725,13 @@ htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done, void *ctx)
         return -ENOMEM;
     }
     uint32_t shard = db_batch_shard(db, copy);
+    rc = db_batch_order(db, copy, shard);
+    if (rc != 0) {
+        htkv_batch_destroy(copy);
+        htkv_mem_free(r);
+        db_exit(db, slot);
+        return rc;
+    }
     db_async_thread = true;
     *r = (struct wreq){ .kind = WREQ_BATCH,
                         .heap = true,

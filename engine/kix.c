@@ -606,20 +606,32 @@ page_check(const struct kix *k, uint32_t i, struct kix_page *out, uint64_t *at_o
     return why;
 }
 
+/* A page that passed page_check() in this open: its size and CRC only (the file may have been
+ * changed under the mapping since; the same bytes need no second walk). */
+static const char *
+page_check_again(const struct kix *k, uint32_t i, struct kix_page *out, uint64_t *at_out)
+{
+    uint32_t first = htkv_load32(k->meta + k->fence_at[i]);
+    uint32_t end = i + 1 < k->pages ? htkv_load32(k->meta + k->fence_at[i + 1]) : k->blocks;
+    *at_out = k->pages_off + (uint64_t)first * KIX_BLOCK;
+    const unsigned char *p = k->map + *at_out;
+    uint32_t count = htkv_load32(p + 4), used = htkv_load32(p + 8);
+    if (KIX_PAGE_HDR + (uint64_t)used > (uint64_t)(end - first) * KIX_BLOCK ||
+        htkv_crc32c(0, p + 4, KIX_PAGE_HDR - 4 + used) != htkv_load32(p)) {
+        return "bad page (checksum or size)";
+    }
+    *out = (struct kix_page){ .p = p + KIX_PAGE_HDR, .count = count, .used = used };
+    return NULL;
+}
+
 int
 htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out)
 {
     HTKV_ASSERT(i < k->pages);
-    if (atomic_load_explicit(&k->page_ok[i], memory_order_acquire)) {
-        uint32_t first = htkv_load32(k->meta + k->fence_at[i]);
-        const unsigned char *p = k->map + k->pages_off + (uint64_t)first * KIX_BLOCK;
-        *out = (struct kix_page){ .p = p + KIX_PAGE_HDR,
-                                  .count = htkv_load32(p + 4),
-                                  .used = htkv_load32(p + 8) };
-        return 0;
-    }
     uint64_t at;
-    const char *why = page_check(k, i, out, &at);
+    const char *why = atomic_load_explicit(&k->page_ok[i], memory_order_acquire)
+                          ? page_check_again(k, i, out, &at)
+                          : page_check(k, i, out, &at);
     if (why == NULL) {
         atomic_store_explicit(&k->page_ok[i], 1, memory_order_release);
     }

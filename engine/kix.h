@@ -27,9 +27,10 @@
  * increasing, first blocks strictly increasing and within the file) and the filter; a page is
  * checked whole (its CRC, entries within it, keys strictly increasing, between its separator and
  * the next, records within the segment's described bytes) the first time it is read in an open,
- * before any of its entries is used (later reads trust it, as record reads trust a record whose
- * CRC was checked once). A file that fails is HTKV_ECORRUPT: the caller scans the segment instead.
- * Writing goes through NNNN.kix.tmp, fdatasync and rename, and only for durable segments.
+ * before any of its entries is used; later reads check its size and CRC again (the file may
+ * change under the mapping) but not the walk its bytes passed. A file that fails is HTKV_ECORRUPT:
+ * the caller scans the segment instead. Writing goes through NNNN.kix.tmp, fdatasync and rename,
+ * and only for durable segments.
  */
 #ifndef HTKV_ENGINE_KIX_H
 #define HTKV_ENGINE_KIX_H
@@ -78,8 +79,7 @@ struct kix {
     uint32_t *fence_at;  /* pages offsets into meta of each page's fence */
     const unsigned char *bloom;
     uint32_t bloom_blocks, bloom_k;
-    /* Per page: 1 once it passed its checks in this open (htkv_kix_page() checks a page the
-     * first time it is read, as records are checked by their first read). */
+    /* Per page: 1 once it passed its whole check in this open (htkv_kix_page()). */
     _Atomic uint8_t *page_ok;
     const unsigned char *map; /* the whole file, read-only; no descriptor is kept */
     uint64_t map_bytes;

@@ -496,6 +496,19 @@ htkv_shard_prune_to_floor(struct shard *sh)
     }
 }
 
+/* Remember the first entry whose record's key bytes do not hash to its hash: a hint installed
+ * it for a key whose bytes were damaged since, so the trie orders it under other bytes and an
+ * ordered query cannot tell where that key belongs (shard.h: damaged_seg). Lock held. */
+static void
+shard_key_check(struct shard *sh, const struct hidx_ent *e)
+{
+    if (sh->damaged_seg == NULL &&
+        htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) != e->hash) {
+        sh->damaged_seg = e->seg;
+        sh->damaged_off = e->off;
+    }
+}
+
 int
 htkv_shard_trie_ensure(struct shard *sh)
 {
@@ -510,6 +523,7 @@ htkv_shard_trie_ensure(struct shard *sh)
             uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
             void *prev;
             if (hidx_slot_live(slot)) {
+                shard_key_check(sh, hidx_slot_ent(slot));
                 rc = htkv_trie_insert(&sh->trie, hidx_slot_ent(slot), &prev);
             }
         }

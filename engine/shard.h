@@ -118,10 +118,16 @@ struct shard {
     /* Entries installed but not yet visible (their version > visible), in version order. */
     struct hidx_ent **pending;
     size_t pend_head, pend_count, pend_cap;
-    uint64_t appended;          /* highest version appended to this shard */
-    uint64_t view_floor;        /* smallest snapshot of an open view; UINT64_MAX = none */
-    struct trie trie;           /* ordered index of head entries, once trie_ready */
-    _Atomic bool trie_ready;    /* built on the first ordered query, maintained after */
+    uint64_t appended;       /* highest version appended to this shard */
+    uint64_t view_floor;     /* smallest snapshot of an open view; UINT64_MAX = none */
+    struct trie trie;        /* ordered index of head entries, once trie_ready */
+    _Atomic bool trie_ready; /* built on the first ordered query, maintained after */
+    /* Set (before trie_ready) when the trie's build met an entry whose record's key bytes were
+     * damaged after its hint was written: ordered queries of the shard fail with HTKV_ECORRUPT
+     * rather than leave out a key they cannot place. Its segment stays mapped as long as the
+     * entry does; only the path is read, for the message. */
+    const struct seg *damaged_seg;
+    uint32_t damaged_off;
     bool syncing;               /* a group sync is in flight (HTKV_SYNC_ALWAYS) */
     pthread_cond_t synced_cond; /* signalled when a group sync ends */
     /* Callers' group syncs (HTKV_SYNC_ALWAYS): syncs_done counts those ended (lock); the writers
@@ -165,6 +171,7 @@ struct shard {
     uint64_t clock_hand;  /* next slot the eviction hand looks at */
     uint64_t kix_done_id; /* sealed segments up to this id were given a key index (or none) */
     uint64_t evict_retry; /* memory at which eviction tries again after a pass fell short */
+    uint64_t evict_floor; /* view_floor then: a view that closed since lets it try at once */
     bool seal_early;      /* seal the active segment at the next write (its keys may leave) */
     _Atomic uint64_t kix_page_reads, bloom_negatives, bloom_false_positives;
     /* Cold keys read once lately (cold.c's door: a bit per hash, COLD_DOOR_BITS of them,

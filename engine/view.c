@@ -120,6 +120,7 @@ struct htkv_iter {
     uint64_t last_version; /* version of the item returned last */
     uint32_t skip;         /* leading bytes every key in bounds shares (the prefix) */
     int err;
+    const struct shard *damaged; /* a shard with a damaged key (iter_check_keys()), or NULL */
     uint32_t nsrc;
     uint32_t nheap;
     uint32_t *heap; /* indexes into src with items: a min-heap by current key, or, with at most
@@ -967,6 +968,28 @@ iter_init_sources(struct htkv_iter *it, const struct htkv_view *view, uint32_t n
     it->nsrc = n;
 }
 
+/* A shard whose index holds a record with damaged key bytes (shard.h: damaged_seg): the
+ * iterator's first htkv_iter_next() answers HTKV_ECORRUPT. After htkv_shard_trie_ensure(). */
+static void
+iter_check_keys(struct htkv_iter *it, const struct shard *sh)
+{
+    if (sh->damaged_seg != NULL && it->damaged == NULL) {
+        it->damaged = sh;
+    }
+}
+
+/* The first htkv_iter_next() of an iterator over a shard with a damaged key. */
+static int
+iter_damaged(struct htkv_iter *it)
+{
+    const struct shard *sh = it->damaged;
+    htkv_set_error("%s: the key of the record at offset %u was damaged (it no longer hashes as "
+                   "its hint file says): ordered queries of shard %u cannot place it",
+                   sh->damaged_seg->path, sh->damaged_off, sh->id);
+    it->err = HTKV_ECORRUPT;
+    return it->err;
+}
+
 /* Has a shard of @p db cold keys (a cold set)? Then no merge path serves its queries. */
 static bool
 iter_cold(struct htkv_db *db)
@@ -1032,6 +1055,7 @@ iter_create(struct htkv_db *db, struct htkv_view *view, bool own_view, bool pref
         if (atomic_load_explicit(&db_shard(db, i)->cold, memory_order_acquire) == NULL) {
             htkv_run_refresh(db_shard(db, i)); /* a shard with cold keys reads no run */
         }
+        iter_check_keys(it, db_shard(db, i));
     }
     htkv_path_refresh(db);
     unsigned slot = htkv_ebr_enter(&db->ebr);
@@ -1209,6 +1233,9 @@ htkv_iter_next(htkv_iter *it, const void **key, size_t *klen, const void **val, 
     }
     if (it->err != 0) {
         return it->err;
+    }
+    if (HTKV_UNLIKELY(it->damaged != NULL)) {
+        return iter_damaged(it);
     }
     if (it->limit != 0 && it->returned >= it->limit) {
         return 0;

@@ -31,6 +31,8 @@
  *      that waits for a group sync names its shards (nparts >= 1) and carries a version no
  *      shard's group fsync can miss: the target taken under the shard's lock is >= it.
  *   7. At most DRAIN_MAX puts and deletes are set aside (pend) between two worker_stage_puts().
+ *   8. A mark (WREQ_MARK) is completed only once every request the worker took before it is
+ *      staged: versions taken, entries installed.
  */
 #include "engine/worker.h"
 
@@ -308,12 +310,16 @@ worker_stage(struct worker *w, struct wreq *r)
     bool always = db->cfg.sync_mode == HTKV_SYNC_ALWAYS;
     uint64_t version = 0;
     int rc;
-    if (r->kind != WREQ_BATCH) {
+    if (r->kind == WREQ_PUT || r->kind == WREQ_DEL) {
         HTKV_ASSERT(w->npend < DRAIN_MAX && r->shard % db->nworkers == w->id); /* 6, 7 */
         w->pend[w->npend++] = r; /* room for a whole drain */
         return;
     }
-    worker_stage_puts(w); /* what came before the batch is staged before it */
+    worker_stage_puts(w); /* what came before the batch or mark is staged before it */
+    if (r->kind == WREQ_MARK) {
+        wreq_complete(r, 0, 0);
+        return;
+    }
     if (!always) {
         rc = htkv_batch_apply(db, r->batch, &version);
         wreq_complete(r, rc, version);
@@ -575,11 +581,21 @@ worker_loop(struct worker *w)
     }
 }
 
+/* The store whose worker the calling thread is (NULL for any other thread). */
+static _Thread_local const struct htkv_db *worker_of;
+
+bool
+htkv_worker_thread(const struct htkv_db *db)
+{
+    return worker_of == db;
+}
+
 static void *
 worker_main(void *arg)
 {
     struct worker *w = arg;
     struct htkv_db *db = w->db;
+    worker_of = db;
     char name[16];
     snprintf(name, sizeof(name), "htkv-w%u", w->id);
     prctl(PR_SET_NAME, name); /* top, perf and gdb show which thread is a worker */
@@ -748,6 +764,17 @@ htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
     }
     wreq_wait(w, r);
     return r->rc;
+}
+
+int
+htkv_worker_mark(struct htkv_db *db, uint32_t shard)
+{
+    HTKV_ASSERT(!htkv_worker_thread(db)); /* it could wait for itself */
+    if (htkv_worker_parked(db, shard)) {
+        return 0;
+    }
+    struct wreq m = { .kind = WREQ_MARK, .shard = shard };
+    return htkv_worker_submit(db, shard, &m);
 }
 
 const char *

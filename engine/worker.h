@@ -20,6 +20,7 @@ enum wreq_kind {
     WREQ_PUT = 1,
     WREQ_DEL = 2,
     WREQ_BATCH = 3,
+    WREQ_MARK = 4, /* completed once what the worker took before it is staged (htkv_worker_mark) */
 };
 
 enum wreq_state {
@@ -105,6 +106,18 @@ int htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r);
  * earlier writes through that worker are all applied, so its order holds. Any thread.
  */
 bool htkv_worker_parked(struct htkv_db *db, uint32_t shard);
+
+/*
+ * Wait until the worker owning @p shard has staged every request queued before this call (none
+ * queued and everything done: no wait). A batch over shards of several workers is run by one of
+ * them; the calling thread first marks the others, so that its earlier writes to their shards
+ * take their versions first. Not from a worker thread of @p db (htkv_worker_thread()): a worker
+ * waiting for another could wait for itself. 0, or HTKV_ECLOSED.
+ */
+int htkv_worker_mark(struct htkv_db *db, uint32_t shard);
+
+/* Is the calling thread one of @p db's workers (a done callback runs on one)? */
+bool htkv_worker_thread(const struct htkv_db *db);
 
 /* Name of the I/O backend the workers use ("io_uring", "sync"), or "none" in inline mode. */
 const char *htkv_workers_backend(const struct htkv_db *db);

@@ -568,7 +568,12 @@ HTKV_API HTKV_MUST_USE int htkv_delete_async(htkv_db *db, const void *key, size_
 
 /**
  * Asynchronous htkv_write(); the batch is copied, so @p b may be reused or destroyed at once.
- * htkv_batch_version(b) is not updated: the version reaches @p done.
+ * htkv_batch_version(b) is not updated: the version reaches @p done. One worker runs the batch;
+ * when its keys belong to shards of several workers, the call first waits until the others
+ * have staged what they were given before it (the thread's earlier writes to those keys then
+ * apply before the batch, as the thread made them), except when called from a done callback.
+ * @return As htkv_put_async().
+ * @context Any thread. Blocks only as said above.
  */
 HTKV_API HTKV_MUST_USE int htkv_write_async(htkv_db *db, htkv_batch *b, htkv_done_fn done,
                                             void *ctx);
