@@ -210,9 +210,11 @@ typedef struct htkv_config {
      * half its share of the budget); versions an open view may still read; the index built while
      * the store opens (recovery loads every key, then evicts down to the budget); and the key
      * index files' own memory (kix_bytes, ~1.3 B a cold key). The share of each shard is the
-     * budget divided by shard_count. Key index files are written by this open and trusted by it
-     * only: a writable open removes those an earlier one left. A read_only store ignores the
-     * budget. Default 0.
+     * budget divided by shard_count; a shard never goes below its smallest hash table (8 KiB),
+     * and seals a segment early only once it holds 64 KiB. A key index page or record that
+     * fails its check makes the read (or the write that needed it) fail with HTKV_ECORRUPT. Key
+     * index files are written by this open and trusted by it only: a writable open removes those an
+     * earlier one left. A read_only store ignores the budget. Default 0.
      */
     uint64_t memory_budget_bytes;
     uint32_t max_value_bytes; /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
@@ -312,13 +314,16 @@ struct htkv_stats {
      */
     uint64_t discarded_batches;
     /* The memory budget (htkv_config.memory_budget_bytes); all 0 without one. */
-    uint64_t hot_keys;   /**< Keys (live or tombstones) whose index entry is in memory. */
+    /** Keys (live or tombstones) whose index entry is in memory; with cold_keys, the sum is
+     *  live_keys + tombstones, which count cold keys too. */
+    uint64_t hot_keys;
     uint64_t cold_keys;  /**< Keys found only through key index files. */
     uint64_t kix_files;  /**< Key index files in use. */
     uint64_t kix_bytes;  /**< Memory of their page fences and Bloom filters. */
     uint64_t evictions;  /**< Keys that left memory since open. */
     uint64_t promotions; /**< Cold keys brought back into memory since open. */
-    /** Key index pages read by lookups of keys not in memory since open. */
+    /** Key index pages read since open: lookups of keys not in memory (gets, writes that bring
+     *  a key back, conditions) and ordered queries' walks. */
     uint64_t kix_page_reads;
     /** Key index files a lookup skipped on their Bloom filter alone since open. */
     uint64_t bloom_negatives;
@@ -412,7 +417,9 @@ HTKV_API int htkv_close(htkv_db *db);
  *         HTKV_EREADONLY; HTKV_ECLOSED; HTKV_EFAILED (an fdatasync failed earlier); -ENOSPC
  *         (no space: the store refuses writes until reopened, reads go on); -ENOMEM; -EIO;
  *         -EOVERFLOW (every version up to 2^62 is taken: only a store restored or recovered
- *         from files that claim versions that high gets there; nothing is written). In
+ *         from files that claim versions that high gets there; nothing is written);
+ *         HTKV_ECORRUPT (with a memory budget: the key is cold and its key index page or record
+ *         fails its check; nothing is written). In
  *         HTKV_SYNC_ALWAYS the puts and deletes that concurrent callers make in one shard are
  *         written and synced together: a failed write or fdatasync fails all of them (-EIO or
  *         HTKV_EFAILED), and the shard then refuses writes until the store is reopened.
@@ -539,8 +546,11 @@ HTKV_API void htkv_batch_destroy(htkv_batch *b);
  * @param[in] db  Handle; borrowed.
  * @param[in] b   Batch; borrowed (unchanged, may be written again).
  * @return 0; HTKV_ECONFLICT (a condition failed; nothing written); -EINVAL; HTKV_EREADONLY;
- *         HTKV_ECLOSED; HTKV_EFAILED; -ENOSPC; -ENOMEM; -EIO; -EOVERFLOW (as htkv_put()).
- * @context Any thread. Returns when applied and, in HTKV_SYNC_ALWAYS, durable.
+ *         HTKV_ECLOSED; HTKV_EFAILED; -ENOSPC; -ENOMEM; -EIO; -EOVERFLOW; HTKV_ECORRUPT (as
+ *         htkv_put()).
+ * @context Any thread. Returns when applied and, in HTKV_SYNC_ALWAYS, durable. A batch over
+ *          shards of several workers, from a thread that wrote asynchronously, first waits until
+ *          the other workers have staged what they were given before it (htkv_write_async()).
  */
 HTKV_API HTKV_MUST_USE int htkv_write(htkv_db *db, htkv_batch *b);
 
