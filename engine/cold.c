@@ -668,7 +668,7 @@ cold_over_budget(struct shard *sh)
                  htkv_strerror(rc));
     }
     uint64_t in_active = cold_clock(sh, share - share / 8);
-    (void)htkv_hidx_shrink(&sh->idx, htkv_shard_retire_table, sh); /* -ENOMEM: keeps it */
+    (void)htkv_hidx_tidy(&sh->idx, htkv_shard_retire_table, sh); /* -ENOMEM: keeps it */
     mem = cold_mem(sh);
     sh->evict_retry = 0;
     if (mem > share) {
@@ -682,18 +682,30 @@ cold_over_budget(struct shard *sh)
     }
 }
 
-/* Was the key with @p hash read cold once lately? Marks it read either way. The door keeps a
- * key read once, as most keys of a uniform workload are, from taking a hot key's place: only a
- * second read within about COLD_DOOR_BITS / 16 cold reads of the shard promotes it. */
+/* Set bit @p bit of @p sh's door; was it set already? */
 static bool
-door_seen(struct shard *sh, uint64_t hash)
+door_bit(struct shard *sh, uint64_t bit)
 {
-    uint64_t bit = (hash >> 20) & (COLD_DOOR_BITS - 1), mask = 1ull << (bit & 63);
-    _Atomic uint64_t *w = &sh->door[bit / 64];
+    uint64_t mask = 1ull << (bit & 63);
+    _Atomic uint64_t *w = &sh->door[(bit & (COLD_DOOR_BITS - 1)) / 64];
     if ((atomic_load_explicit(w, memory_order_relaxed) & mask) != 0) {
         return true;
     }
     atomic_fetch_or_explicit(w, mask, memory_order_relaxed);
+    return false;
+}
+
+/* Was the key with @p hash read cold once lately? Marks it read either way (two bits, so that
+ * another key's bits answer yes for it about 1 time in 250). The door keeps a key read once, as
+ * most keys of a uniform workload are, from taking a hot key's place: only a second read within
+ * about COLD_DOOR_BITS / 16 cold reads of the shard promotes it. */
+static bool
+door_seen(struct shard *sh, uint64_t hash)
+{
+    bool a = door_bit(sh, hash >> 20), b = door_bit(sh, hash >> 40);
+    if (a && b) {
+        return true;
+    }
     if (atomic_fetch_add_explicit(&sh->door_sets, 1, memory_order_relaxed) + 1 ==
         COLD_DOOR_BITS / 16) {
         for (size_t i = 0; i < COLD_DOOR_BITS / 64; i++) { /* a new period */

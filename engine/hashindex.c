@@ -123,11 +123,12 @@ htkv_hidx_reserve(struct hidx *h, uint64_t more, void (*retire)(void *ctx, void 
 }
 
 int
-htkv_hidx_shrink(struct hidx *h, void (*retire)(void *ctx, void *table), void *ctx)
+htkv_hidx_tidy(struct hidx *h, void (*retire)(void *ctx, void *table), void *ctx)
 {
     struct hidx_table *t = atomic_load_explicit(&h->table, memory_order_relaxed);
-    uint64_t slots = t->mask + 1;
-    if (slots <= HIDX_MIN_SLOTS || h->entries * 4 > slots) {
+    uint64_t slots = t->mask + 1, removed = t->used - h->entries;
+    bool shrink = slots > HIDX_MIN_SLOTS && h->entries * 4 <= slots;
+    if (!shrink && removed * 8 <= slots) {
         return 0;
     }
     return hidx_rebuild(h, 0, retire, ctx);

@@ -102,10 +102,13 @@ int htkv_hidx_init(struct hidx *h);
 /* As htkv_hidx_init(), with tables allocated from @p arena (internal.h). */
 int htkv_hidx_init_in(struct hidx *h, unsigned arena);
 /*
- * Rebuild the table at the size its entries need now when it is at most a quarter full (after
- * many removals): 0, or -ENOMEM (the table stays as it is). The old table goes to @p retire.
+ * After many removals: rebuild the table at the size its entries need now when it is at most a
+ * quarter full, or without its removed sentinels when they fill more than 1/8 of its slots
+ * (linear probing walks through them: evictions, which remove entries in slot order, leave
+ * long runs of them). 0, or -ENOMEM (the table stays as it is). The old table goes to
+ * @p retire.
  */
-int htkv_hidx_shrink(struct hidx *h, void (*retire)(void *ctx, void *table), void *ctx);
+int htkv_hidx_tidy(struct hidx *h, void (*retire)(void *ctx, void *table), void *ctx);
 
 /* Free the table and every entry (no reader may be left). */
 void htkv_hidx_fini(struct hidx *h);
