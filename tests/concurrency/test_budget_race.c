@@ -44,13 +44,17 @@
 #define BR_CHURN_ID 100000u             /* key id of churn key 0 in its values */
 #define BR_STABLE_TAG 0x5AB1Eull        /* tag of every stable value */
 #define BR_WRITERS 2u
-#define BR_OTHERS 6u /* threads beside the writers: readers, scanners, viewers */
-#define BR_BUDGET (48u * 1024)
+#define BR_OTHERS 6u        /* threads beside the writers: readers, scanners, viewers */
+#define BR_GROW_STABLE 300u /* stable keys of a store that starts below its budget */
+
+/* Stable keys of the running round (set by the test thread before it starts the others). */
+static uint32_t br_nstable;
 
 struct br {
     htkv_db *db;
     uint64_t seed;
     unsigned writer_ops;
+    _Atomic int go; /* writers start */
     _Atomic int stop;
     _Atomic uint64_t pending; /* asynchronous writes whose completion did not run yet */
     _Atomic uint64_t issued[BR_CHURN];
@@ -74,6 +78,8 @@ struct br_setup {
     unsigned workers;
     unsigned compaction_ms;
     unsigned readers, scanners, viewers;
+    bool grow;       /* start below the budget: only BR_GROW_STABLE keys, no churn key yet */
+    unsigned rounds; /* stores, one after the other */
 };
 
 static size_t
@@ -133,7 +139,7 @@ static bool
 br_check_absent(uint32_t i, uint64_t lo, uint64_t hi, uint64_t *seen, const char *what)
 {
     uint64_t c = lo;
-    while (c <= hi && !br_is_del(i, c)) {
+    while (c <= hi && c > 0 && !br_is_del(i, c)) { /* op 0: not written yet */
         c++;
     }
     CC_CHECK(c <= hi, "%s c%05u: HTKV_ENOTFOUND, but no op in %llu..%llu deletes it", what, i,
@@ -177,7 +183,7 @@ br_check_churn(uint32_t i, uint64_t lo, uint64_t hi, int rc, const void *val, si
 static bool
 br_read_stable(struct br *b, uint64_t r)
 {
-    uint32_t j = (uint32_t)(r % BR_STABLE);
+    uint32_t j = (uint32_t)(r % br_nstable);
     char key[16];
     size_t kl = br_skey(j, key), len = 0;
     unsigned char buf[CC_VAL_MAX];
@@ -369,6 +375,9 @@ br_writer(void *arg)
     uint64_t end = cc_now_ns() + (CC_SANITIZER_SCALE < 1.0 ? 40 : 10) * 1000000000ull;
     htkv_batch *bt = NULL;
     CC_CHECK(htkv_batch_create(&bt) == 0, "batch_create");
+    while (!atomic_load(&b->go)) {
+        cc_sleep_ms(1);
+    }
     for (unsigned n = 0; n < b->writer_ops && !cc_failed(); n++) {
         uint64_t r = tu_rand(&rng);
         uint32_t i = (uint32_t)(r % (BR_CHURN / BR_WRITERS)) * BR_WRITERS + t->id;
@@ -425,7 +434,7 @@ br_walk_stable(htkv_iter *it, uint32_t *next, const char *what)
     while (ok && (rc = htkv_iter_next(it, &k, &kl, &v, &vl)) == 1) {
         char want[16];
         size_t wl = br_skey(*next, want);
-        if (*next >= BR_STABLE || kl != wl || memcmp(k, want, wl) != 0) {
+        if (*next >= br_nstable || kl != wl || memcmp(k, want, wl) != 0) {
             cc_fail_at(__FILE__, __LINE__,
                        "%s: key '%.*s' where s%05u was due: a stable key skipped, repeated or "
                        "out of order",
@@ -457,7 +466,7 @@ br_scan_stable_paged(struct br *b, htkv_view *v, uint32_t *next)
         if (!br_walk_stable(it, next, v != NULL ? "paged view scan" : "paged scan")) {
             return false;
         }
-        if (*next == before || *next >= BR_STABLE) {
+        if (*next == before || *next >= br_nstable) {
             return true;
         }
         sl = br_skey(*next - 1, start) + 1; /* its NUL is the 0x00 byte */
@@ -489,8 +498,8 @@ br_scan_stable(struct br *b, htkv_view *v, unsigned kind)
             return false;
         }
     }
-    CC_CHECK(next == BR_STABLE, "%s (kind %u): %u stable keys of %u", v ? "view scan" : "scan",
-             kind % 3, next, BR_STABLE);
+    CC_CHECK(next == br_nstable, "%s (kind %u): %u stable keys of %u", v ? "view scan" : "scan",
+             kind % 3, next, br_nstable);
     return true;
 }
 
@@ -590,7 +599,7 @@ br_view_gets(htkv_view *v, const struct br_thread *t, uint64_t *rng, unsigned n)
         CC_CHECK(same, "view get c%05u: %s (op %llu) where the view first read op %llu", i,
                  br_err(rc), (unsigned long long)tag, (unsigned long long)t->tags[i]);
     }
-    uint32_t j = (uint32_t)(tu_rand(rng) % BR_STABLE);
+    uint32_t j = (uint32_t)(tu_rand(rng) % br_nstable);
     size_t len = 0;
     int rc = htkv_view_get(v, key, br_skey(j, key), buf, sizeof(buf), &len);
     return br_check_stable(j, rc, buf, len, "view get");
@@ -689,26 +698,29 @@ br_viewer(void *arg)
 /* ---- the tests -------------------------------------------------------------------------------
  */
 
+/* The store of a round: 2 shards, 64 KiB segments, a budget of 32..64 KiB (from the seed). */
 static void
-br_config(htkv_config *cfg, const char *dir, const struct cc_mode *m, unsigned compaction_ms)
+br_config(htkv_config *cfg, const char *dir, const struct cc_mode *m, unsigned compaction_ms,
+          uint64_t seed)
 {
     cc_config(cfg, dir, m);
     cfg->shard_count = 2;
     cfg->max_segment_bytes = 64u * 1024;
-    cfg->memory_budget_bytes = BR_BUDGET;
+    cfg->memory_budget_bytes = (32u + cc_mix(seed) % 33u) * 1024u;
     cfg->compaction_interval_ms = compaction_ms;
 }
 
-/* Stable keys with 3 churn keys after every 10th..12th: both kinds share every segment. */
+/* Stable keys with 3 churn keys after every 10th..12th (both kinds share every segment); in
+ * grow mode, BR_GROW_STABLE stable keys alone (the store stays below its budget). */
 static void
-br_preload(struct br *b)
+br_preload(struct br *b, bool grow)
 {
     char key[16];
     unsigned char val[CC_VAL_MAX];
-    for (uint32_t j = 0; j < BR_STABLE; j++) {
+    for (uint32_t j = 0; j < br_nstable; j++) {
         size_t vl = cc_value(BR_STABLE_TAG, j, CC_VAL_HDR, val);
         assert_int_equal(htkv_put(b->db, key, br_skey(j, key), val, vl), 0);
-        if (j % 10 < 3) {
+        if (!grow && j % 10 < 3) {
             uint32_t i = j / 10 * 3 + j % 10;
             vl = cc_value(1, BR_CHURN_ID + i, CC_VAL_HDR, val);
             assert_int_equal(htkv_put(b->db, key, br_ckey(i, key), val, vl), 0);
@@ -725,7 +737,7 @@ br_check_final(struct br *b, const char *when)
     char key[16];
     unsigned char buf[CC_VAL_MAX];
     uint64_t tag;
-    for (uint32_t j = 0; j < BR_STABLE; j++) {
+    for (uint32_t j = 0; j < br_nstable; j++) {
         size_t len = 0;
         int rc = htkv_get(b->db, key, br_skey(j, key), buf, sizeof(buf), &len);
         if (!br_check_stable(j, rc, buf, len, when)) {
@@ -780,6 +792,18 @@ br_start(struct br *b, const struct br_setup *s, struct br_thread *th, pthread_t
     return n;
 }
 
+/* Grow mode: let the scans of the store below its budget build sorted runs and the merge path
+ * (up to 2 s), then let the writers go. */
+static void
+br_go(struct br *b, const struct br_setup *s)
+{
+    for (unsigned ms = 0; s->grow && ms < 2000 && atomic_load(&b->scans) < 8 && !cc_failed();
+         ms++) {
+        cc_sleep_ms(1);
+    }
+    atomic_store(&b->go, 1);
+}
+
 /* Run the writers (asynchronous ones with workers), then stop the others and join them. */
 static void
 br_race(struct br *b, const struct br_setup *s)
@@ -787,13 +811,19 @@ br_race(struct br *b, const struct br_setup *s)
     static struct br_thread others[BR_OTHERS], writers[BR_WRITERS];
     memset(others, 0, sizeof(others));
     memset(writers, 0, sizeof(writers));
-    pthread_t pt[BR_OTHERS], cp;
+    pthread_t pt[BR_OTHERS], cp, wt[BR_WRITERS];
     unsigned n = br_start(b, s, others, pt, &cp);
-    for (unsigned w = 0; w < BR_WRITERS; w++) {
-        writers[w] = (struct br_thread){ .b = b, .id = w, .async = s->workers > 0 };
-    }
     uint64_t t0 = cc_now_ns();
-    cc_run_threads(BR_WRITERS, br_writer, writers, sizeof(writers[0]));
+    for (unsigned w = 0; w < BR_WRITERS; w++) {
+        writers[w].b = b;
+        writers[w].id = w;
+        writers[w].async = s->workers > 0;
+        assert_int_equal(pthread_create(&wt[w], NULL, br_writer, &writers[w]), 0);
+    }
+    br_go(b, s);
+    for (unsigned w = 0; w < BR_WRITERS; w++) {
+        assert_int_equal(pthread_join(wt[w], NULL), 0);
+    }
     for (uint64_t end = cc_now_ns() + 30000000000ull;
          atomic_load(&b->pending) != 0 && cc_now_ns() < end;) {
         cc_sleep_ms(1);
@@ -813,28 +843,32 @@ br_race(struct br *b, const struct br_setup *s)
     assert_int_equal(atomic_load(&b->pending), 0);
 }
 
+/* One store of @p s: preload, race, check (invariant 7), reopen, check again. */
 static void
-br_run(const struct br_setup *s)
+br_round(const struct br_setup *s, unsigned round)
 {
-    cc_seed(s->name);
     struct cc_mode m = { s->workers, HTKV_IO_AUTO, HTKV_SYNC_NEVER };
     cc_set_mode(&m);
     char *dir = tu_tmpdir(s->name);
-    htkv_config cfg;
-    br_config(&cfg, dir, &m, s->compaction_ms);
     static struct br b;
     memset(&b, 0, sizeof(b));
+    b.seed = round == 0 ? cc_seed_value : cc_subseed(cc_seed_value, round, 7);
+    b.writer_ops = cc_ops(s->grow ? 4000 : 9000);
+    br_nstable = s->grow ? BR_GROW_STABLE : BR_STABLE;
+    htkv_config cfg;
+    br_config(&cfg, dir, &m, s->compaction_ms, b.seed);
+    fprintf(stderr, "[%s] round %u: budget %llu KiB\n", s->name, round,
+            (unsigned long long)(cfg.memory_budget_bytes >> 10));
     b.db = cc_open(&cfg);
-    b.seed = cc_seed_value;
-    b.writer_ops = cc_ops(12000);
     atomic_store(&cc_log_errors, 0);
-    br_preload(&b);
-    (void)br_print_stats(&b, s->name, "preloaded");
+    br_preload(&b, s->grow);
+    struct htkv_stats st = br_print_stats(&b, s->name, "preloaded");
+    assert_true(s->grow ? st.cold_keys == 0 : st.cold_keys > 0);
     br_race(&b, s);
     cc_assert_ok();
     (void)br_check_final(&b, "final");
     cc_assert_ok();
-    struct htkv_stats st = br_print_stats(&b, s->name, "end");
+    st = br_print_stats(&b, s->name, "end");
     assert_true(st.evictions > 0);
     assert_true(st.promotions > 0);
     assert_true(atomic_load(&b.compactions) > 0);
@@ -849,12 +883,21 @@ br_run(const struct br_setup *s)
     free(dir);
 }
 
+static void
+br_run(const struct br_setup *s)
+{
+    cc_seed(s->name);
+    for (unsigned r = 0; r < (s->rounds > 0 ? s->rounds : 1); r++) {
+        br_round(s, r);
+    }
+}
+
 /* Point reads of stable and churn keys against eviction, promotion and compaction. */
 static void
 test_budget_point_reads(void **state)
 {
     (void)state;
-    static const struct br_setup s = { "budget-gets", 0, 0, 3, 0, 0 };
+    static const struct br_setup s = { "budget-gets", 0, 0, 3, 0, 0, false, 1 };
     br_run(&s);
 }
 
@@ -863,7 +906,7 @@ static void
 test_budget_iterators(void **state)
 {
     (void)state;
-    static const struct br_setup s = { "budget-iters", 0, 5, 1, 2, 0 };
+    static const struct br_setup s = { "budget-iters", 0, 5, 1, 2, 0, false, 1 };
     br_run(&s);
 }
 
@@ -872,7 +915,7 @@ static void
 test_budget_views(void **state)
 {
     (void)state;
-    static const struct br_setup s = { "budget-views", 0, 0, 1, 0, 2 };
+    static const struct br_setup s = { "budget-views", 0, 0, 1, 0, 2, false, 1 };
     br_run(&s);
 }
 
@@ -881,7 +924,17 @@ static void
 test_budget_workers(void **state)
 {
     (void)state;
-    static const struct br_setup s = { "budget-workers", 2, 5, 1, 1, 1 };
+    static const struct br_setup s = { "budget-workers", 2, 5, 1, 1, 1, false, 1 };
+    br_run(&s);
+}
+
+/* Stores that start below their budget, read through sorted runs and the merge path, cross it
+ * (first key indexes, first cold set) under iterators, views and readers. */
+static void
+test_budget_first_eviction(void **state)
+{
+    (void)state;
+    static const struct br_setup s = { "budget-grow", 0, 0, 1, 2, 1, true, 3 };
     br_run(&s);
 }
 
@@ -889,10 +942,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_budget_point_reads),
-        cmocka_unit_test(test_budget_iterators),
-        cmocka_unit_test(test_budget_views),
-        cmocka_unit_test(test_budget_workers),
+        cmocka_unit_test(test_budget_point_reads),    cmocka_unit_test(test_budget_iterators),
+        cmocka_unit_test(test_budget_views),          cmocka_unit_test(test_budget_workers),
+        cmocka_unit_test(test_budget_first_eviction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
