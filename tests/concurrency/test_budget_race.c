@@ -63,7 +63,9 @@ struct br {
     _Atomic uint64_t pending; /* asynchronous writes whose completion did not run yet */
     _Atomic uint64_t issued[BR_CHURN];
     _Atomic uint64_t done[BR_CHURN];
-    _Atomic uint64_t reads, scans, views, compactions, batches, asyncs;
+    _Atomic uint64_t reads, scans, views, compactions, batches, asyncs, snapshots;
+    const char *snapdir; /* the compactor's snapshots and the stores it restores them into */
+    uint64_t snap_lo[BR_CHURN], snap_hi[BR_CHURN];
 };
 
 /* One thread of a test: a writer (async: half its writes asynchronous) or a reader. */
@@ -419,14 +421,81 @@ br_writer(void *arg)
     return NULL;
 }
 
+/* A store restored from a snapshot of @p b holds every stable key and each churn key in a state
+ * allowed between the snapshot's start and end (a snapshot reads cold keys as hot ones). */
+static bool
+br_check_restored(struct br *b, htkv_db *db)
+{
+    char key[16];
+    unsigned char buf[CC_VAL_MAX];
+    uint64_t tag;
+    for (uint32_t j = 0; j < br_nstable; j++) {
+        size_t len = 0;
+        int rc = htkv_get(db, key, br_skey(j, key), buf, sizeof(buf), &len);
+        if (!br_check_stable(j, rc, buf, len, "restored snapshot")) {
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < BR_CHURN; i++) {
+        size_t len = 0;
+        int rc = htkv_get(db, key, br_ckey(i, key), buf, sizeof(buf), &len);
+        if (!br_check_churn(i, b->snap_lo[i], b->snap_hi[i], rc, buf, len, NULL, &tag,
+                            "restored snapshot")) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Write a snapshot while everything runs, restore it into a store of its own, check that. */
+static bool
+br_snapshot_round(struct br *b)
+{
+    char path[4200], dir[4200];
+    snprintf(path, sizeof(path), "%s/snap", b->snapdir);
+    snprintf(dir, sizeof(dir), "%s/db", b->snapdir);
+    for (uint32_t i = 0; i < BR_CHURN; i++) {
+        b->snap_lo[i] = atomic_load(&b->done[i]);
+    }
+    int rc = htkv_snapshot_write(b->db, path);
+    CC_CHECK(rc == 0, "snapshot_write: %s %s", br_err(rc), htkv_last_error());
+    for (uint32_t i = 0; i < BR_CHURN; i++) {
+        b->snap_hi[i] = atomic_load(&b->issued[i]);
+    }
+    tu_rmrf(dir);
+    htkv_config cfg;
+    htkv_config_init(&cfg);
+    cfg.data_dir = dir;
+    cfg.shard_count = 2;
+    cfg.sync_mode = HTKV_SYNC_NEVER;
+    cfg.compaction_interval_ms = 0;
+    cfg.log_fn = cc_log;
+    htkv_db *db = NULL;
+    rc = htkv_open(&cfg, &db);
+    CC_CHECK(rc == 0, "open a store to restore into: %s", br_err(rc));
+    rc = htkv_snapshot_restore(db, path);
+    if (rc != 0) {
+        cc_fail_at(__FILE__, __LINE__, "snapshot_restore: %s %s", br_err(rc), htkv_last_error());
+    }
+    bool ok = rc == 0 && br_check_restored(b, db);
+    rc = htkv_close(db);
+    CC_CHECK(rc == 0, "close the restored store: %s", br_err(rc));
+    atomic_fetch_add(&b->snapshots, 1);
+    return ok;
+}
+
+/* htkv_compact_now() in a loop; every 4th round, a snapshot checked as restored. */
 static void *
 br_compactor(void *arg)
 {
     struct br *b = arg;
-    while (!atomic_load(&b->stop) && !cc_failed()) {
+    for (unsigned n = 0; !atomic_load(&b->stop) && !cc_failed(); n++) {
         int rc = htkv_compact_now(b->db);
         CC_CHECK(rc == 0, "compact_now: %s", br_err(rc));
         atomic_fetch_add(&b->compactions, 1);
+        if (n % 4 == 1 && !br_snapshot_round(b)) {
+            break;
+        }
         cc_sleep_ms(2);
     }
     return NULL;
@@ -711,14 +780,19 @@ br_viewer(void *arg)
 /* ---- the tests -------------------------------------------------------------------------------
  */
 
-/* The store of a round: 2 shards, 64 KiB segments, a budget of 32..64 KiB (from the seed). */
+/*
+ * The store of a round: 2 shards, 64 KiB segments, a budget of 32..64 KiB (from the seed).
+ * HTKV_BUDGET_SEGMENT_KIB sets another segment size for soak runs: above 64 KiB (COLD_SEAL_MIN),
+ * shards also seal their active segment early when its keys take half their share.
+ */
 static void
 br_config(htkv_config *cfg, const char *dir, const struct cc_mode *m, unsigned compaction_ms,
           uint64_t seed)
 {
+    const char *seg = getenv("HTKV_BUDGET_SEGMENT_KIB");
     cc_config(cfg, dir, m);
     cfg->shard_count = 2;
-    cfg->max_segment_bytes = 64u * 1024;
+    cfg->max_segment_bytes = (seg != NULL && atoi(seg) > 0 ? (uint64_t)atoi(seg) : 64u) * 1024;
     cfg->memory_budget_bytes = (32u + cc_mix(seed) % 33u) * 1024u;
     cfg->compaction_interval_ms = compaction_ms;
 }
@@ -847,12 +921,12 @@ br_race(struct br *b, const struct br_setup *s)
     }
     assert_int_equal(pthread_join(cp, NULL), 0);
     fprintf(stderr,
-            "[%s] %.2f s: %llu reads, %llu scans, %llu views, %llu compactions, %llu batches, "
-            "%llu asynchronous writes\n",
+            "[%s] %.2f s: %llu reads, %llu scans, %llu views, %llu compactions, %llu snapshots, "
+            "%llu batches, %llu asynchronous writes\n",
             s->name, (double)(cc_now_ns() - t0) / 1e9, (unsigned long long)b->reads,
             (unsigned long long)b->scans, (unsigned long long)b->views,
-            (unsigned long long)b->compactions, (unsigned long long)b->batches,
-            (unsigned long long)b->asyncs);
+            (unsigned long long)b->compactions, (unsigned long long)b->snapshots,
+            (unsigned long long)b->batches, (unsigned long long)b->asyncs);
     assert_int_equal(atomic_load(&b->pending), 0);
 }
 
@@ -899,16 +973,18 @@ br_round(const struct br_setup *s, unsigned round)
 {
     struct cc_mode m = { s->workers, HTKV_IO_AUTO, HTKV_SYNC_NEVER };
     cc_set_mode(&m);
-    char *dir = tu_tmpdir(s->name);
+    char *dir = tu_tmpdir(s->name), *snapdir = tu_tmpdir("budget-snap");
     static struct br b;
     memset(&b, 0, sizeof(b));
+    b.snapdir = snapdir;
     b.seed = round == 0 ? cc_seed_value : cc_subseed(cc_seed_value, round, 7);
     b.writer_ops = cc_ops(s->grow ? 4000 : 9000);
     br_nstable = s->grow ? BR_GROW_STABLE : BR_STABLE;
     htkv_config cfg;
     br_config(&cfg, dir, &m, s->compaction_ms, b.seed);
-    fprintf(stderr, "[%s] round %u: budget %llu KiB\n", s->name, round,
-            (unsigned long long)(cfg.memory_budget_bytes >> 10));
+    fprintf(stderr, "[%s] round %u: budget %llu KiB, segments of %llu KiB\n", s->name, round,
+            (unsigned long long)(cfg.memory_budget_bytes >> 10),
+            (unsigned long long)(cfg.max_segment_bytes >> 10));
     b.db = cc_open(&cfg);
     atomic_store(&cc_log_errors, 0);
     br_preload(&b, s->grow);
@@ -932,7 +1008,9 @@ br_round(const struct br_setup *s, unsigned round)
     cc_assert_ok();
     assert_int_equal(atomic_load(&cc_log_errors), 0);
     tu_rmrf(dir);
+    tu_rmrf(snapdir);
     free(dir);
+    free(snapdir);
 }
 
 static void
