@@ -1,20 +1,23 @@
 /*
  * test_budget_race.c - the memory budget (htkv_config.memory_budget_bytes, engine/cold.c) under
- * concurrent readers, writers, iterators, views and compaction.
+ * concurrent readers, writers, iterators, views, compaction and snapshots: readers must never
+ * miss a key that exists throughout, read a stale or wrong value, see a view change, or have an
+ * iterator skip or repeat a key; nothing may crash or race (the test runs under TSan too).
  *
- * Store: 2 shards, 64 KiB segments, a 48 KiB budget, HTKV_SYNC_NEVER. BR_STABLE "stable" keys
- * (prefix "s") and BR_CHURN "churn" keys (prefix "c") are preloaded, interleaved, so that most
- * keys are cold when the threads start. Writer threads then overwrite and delete churn keys
- * (writer w owns the churn keys i with i % BR_WRITERS == w): a write to a cold key promotes it
- * and the CLOCK hand evicts after writes; a thread runs htkv_compact_now() in a loop (compaction
- * promotes a victim's cold keys, copies them, and their new segment is indexed and evicted again).
+ * Store: 2 shards, 64 KiB segments, a budget of 32..64 KiB (from the seed), HTKV_SYNC_NEVER.
+ * BR_STABLE "stable" keys (prefix "s") and BR_CHURN "churn" keys (prefix "c") are preloaded,
+ * interleaved, so that most keys are cold when the threads start. Writer threads then overwrite
+ * and delete churn keys (writer w owns the churn keys i with i % BR_WRITERS == w): a write to a
+ * cold key promotes it, and the CLOCK hand evicts after writes; a thread runs htkv_compact_now()
+ * in a loop (compaction promotes a victim's cold keys and copies them; their new segment is
+ * indexed and evicted again) and, every 4th round, writes a snapshot and checks it restored.
  * Readers are lock-free and race with all of it.
  *
- * Model of churn key i: its writes are numbered 1, 2, ... (op 1: the preload's put). Op c deletes
- * the key when br_is_del(i, c) (odd keys only: even keys are never deleted), else puts
- * cc_value(c, BR_CHURN_ID + i), a value that names its op. The owning writer stores
- * issued[i] = c before op c starts and done[i] = c once it returned (asynchronous writes: once
- * their completion ran). Stable keys are never written after the preload.
+ * Model of churn key i: its writes are numbered 1, 2, ... (op 1: the preload's put; op 0: never
+ * written, absent). Op c deletes the key when br_is_del(i, c) (odd keys only: even keys are never
+ * deleted), else puts cc_value(c, BR_CHURN_ID + i), a value that names its op. The owning writer
+ * stores issued[i] = c before op c starts and done[i] = c once it returned (asynchronous writes:
+ * once their completion ran). Stable keys are never written after the preload.
  *
  * Invariants checked
  *   1. A stable key is found by every read (get, get_version, get_alloc, contains, view get),
@@ -26,16 +29,22 @@
  *   4. A delete finds the key exactly when the model holds it; a batch conditional on a churn
  *      key's current version (htkv_get_version() just before, by the key's only writer) commits.
  *   5. An iterator over the stable prefix returns exactly the stable keys, in order, each once,
- *      with their values (also paged with htkv_iter_set_limit(), and through views); over the
- *      churn prefix, keys in increasing order, each in a state (2) allows for the scan's span.
- *   6. A view keeps returning what it first read, through view gets and view scans alike
+ *      with their values (prefix, range and paged with htkv_iter_set_limit(); also through
+ *      views); over the churn prefix, keys in increasing order, each in a state (2) allows for
+ *      the scan's span.
+ *   6. A view keeps returning what its gets first read, through view gets and view scans alike
  *      (snapshot isolation), while writes, evictions, promotions and compactions go on.
- *   7. At the end, and after a reopen, every key holds its model's state, and the budget both
+ *   7. A snapshot written meanwhile, restored into a store of its own, holds every stable key
+ *      and each churn key in a state (2) allows for the snapshot's span.
+ *   8. At the end, and after a reopen, every key holds its model's state, and the budget both
  *      evicted and promoted (htkv_stats.evictions, promotions > 0).
  *
  * Tests: point reads; iterators (background compaction too); views; 2 worker threads with
- * asynchronous writes and every kind of reader. Seed: HTKV_SEED (printed; failures name it).
- * Scale: HTKV_CC_SCALE (cc_ops()).
+ * asynchronous writes and every kind of reader; stores that start below their budget, so that
+ * scans read sorted runs and the merge path, and cross it (first key indexes and cold sets)
+ * under iterators and views. A crash on any thread prints the seed and its stack.
+ * Seed: HTKV_SEED (printed; failures name it). Scale: HTKV_CC_SCALE (cc_ops());
+ * HTKV_BUDGET_SEGMENT_KIB: segment size for soak runs.
  */
 #include "tests/concurrency/cc_util.h"
 
@@ -421,8 +430,9 @@ br_writer(void *arg)
     return NULL;
 }
 
-/* A store restored from a snapshot of @p b holds every stable key and each churn key in a state
- * allowed between the snapshot's start and end (a snapshot reads cold keys as hot ones). */
+/* Invariant 7: a store restored from a snapshot of @p b holds every stable key and each churn key
+ * in a state allowed between the snapshot's start and end (a snapshot reads cold keys as hot ones).
+ */
 static bool
 br_check_restored(struct br *b, htkv_db *db)
 {
@@ -817,7 +827,7 @@ br_preload(struct br *b, bool grow)
     }
 }
 
-/* Invariant 7: every key in its model's state (test thread, writes all done). */
+/* Invariant 8: every key in its model's state (test thread, writes all done). */
 static bool
 br_check_final(struct br *b, const char *when)
 {
@@ -967,7 +977,7 @@ br_crash_handlers(bool on)
     }
 }
 
-/* One store of @p s: preload, race, check (invariant 7), reopen, check again. */
+/* One store of @p s: preload, race, check (invariant 8), reopen, check again. */
 static void
 br_round(const struct br_setup *s, unsigned round)
 {
