@@ -48,6 +48,8 @@
  */
 #include "tests/concurrency/cc_util.h"
 
+#include "engine/run.h"
+
 #include <execinfo.h>
 #include <signal.h>
 #include <unistd.h>
@@ -899,6 +901,9 @@ br_go(struct br *b, const struct br_setup *s)
          ms++) {
         cc_sleep_ms(1);
     }
+    if (s->grow) {
+        (void)br_print_stats(b, s->name, "writers go");
+    }
     atomic_store(&b->go, 1);
 }
 
@@ -993,17 +998,21 @@ br_round(const struct br_setup *s, unsigned round)
     br_nstable = s->grow ? BR_GROW_STABLE : BR_STABLE;
     htkv_config cfg;
     br_config(&cfg, dir, &m, s->compaction_ms, b.seed);
-    fprintf(stderr, "[%s] round %u: budget %llu KiB, segments of %llu KiB\n", s->name, round,
-            (unsigned long long)(cfg.memory_budget_bytes >> 10),
-            (unsigned long long)(cfg.max_segment_bytes >> 10));
+    fprintf(stderr, "[%s] round %u: budget %llu KiB, segments of %llu KiB, eager runs %u\n",
+            s->name, round, (unsigned long long)(cfg.memory_budget_bytes >> 10),
+            (unsigned long long)(cfg.max_segment_bytes >> 10), s->grow ? round % 3 : 0);
     b.db = cc_open(&cfg);
     atomic_store(&cc_log_errors, 0);
     br_preload(&b, s->grow);
     struct htkv_stats st = br_print_stats(&b, s->name, "preloaded");
     assert_true(s->grow ? st.cold_keys == 0 : st.cold_keys > 0);
+    /* Grow mode: the credit rules, then eager sorted runs, then eager runs and merge paths
+     * (engine/flat.h), until the first cold set takes them out of use. */
+    htkv_run_eager = s->grow ? (int)(round % 3) : 0;
     br_crash_handlers(true);
     br_race(&b, s);
     br_crash_handlers(false);
+    htkv_run_eager = 0;
     cc_assert_ok();
     (void)br_check_final(&b, "final");
     cc_assert_ok();
