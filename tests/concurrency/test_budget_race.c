@@ -60,6 +60,7 @@
 #define BR_STABLE_TAG 0x5AB1Eull        /* tag of every stable value */
 #define BR_WRITERS 2u
 #define BR_OTHERS 6u        /* threads beside the writers: readers, scanners, viewers */
+#define BR_KEY_MAX 40       /* "s" or "c", 5 digits, up to 23 more bytes, NUL */
 #define BR_GROW_STABLE 300u /* stable keys of a store that starts below its budget */
 
 /* Stable keys of the running round (set by the test thread before it starts the others). */
@@ -99,30 +100,47 @@ struct br_setup {
     unsigned rounds; /* stores, one after the other */
 };
 
+/* Key @p id of kind @p kind ('s' or 'c'): the kind, 5 digits, then 0..23 more bytes (from the
+ * id), so that key index pages hold keys of many lengths. Byte order is id order. */
+static size_t
+br_key(char kind, uint32_t id, char *buf)
+{
+    int n = snprintf(buf, BR_KEY_MAX, "%c%05u", kind, id);
+    size_t extra = (size_t)(cc_mix(id * 2u + (kind == 'c' ? 1u : 0u)) % 24u);
+    for (size_t k = 0; k < extra; k++) {
+        buf[(size_t)n + k] = (char)('a' + (id + k) % 26u);
+    }
+    buf[(size_t)n + extra] = '\0';
+    return (size_t)n + extra;
+}
+
 static size_t
 br_skey(uint32_t j, char *buf)
 {
-    return (size_t)snprintf(buf, 16, "s%05u", j);
+    return br_key('s', j, buf);
 }
 
 static size_t
 br_ckey(uint32_t i, char *buf)
 {
-    return (size_t)snprintf(buf, 16, "c%05u", i);
+    return br_key('c', i, buf);
 }
 
 /* Churn key id of an iterator's key, or UINT32_MAX when it is not one. */
 static uint32_t
 br_ckey_id(const void *key, size_t klen)
 {
-    char tmp[8];
-    if (klen != 6 || ((const char *)key)[0] != 'c') {
+    char tmp[8], want[BR_KEY_MAX];
+    if (klen < 6 || ((const char *)key)[0] != 'c') {
         return UINT32_MAX;
     }
     memcpy(tmp, (const char *)key + 1, 5);
     tmp[5] = '\0';
     unsigned long v = strtoul(tmp, NULL, 10);
-    return v < BR_CHURN ? (uint32_t)v : UINT32_MAX;
+    if (v >= BR_CHURN || br_ckey((uint32_t)v, want) != klen || memcmp(want, key, klen) != 0) {
+        return UINT32_MAX;
+    }
+    return (uint32_t)v;
 }
 
 /* Does op @p c of churn key @p i delete it? */
@@ -210,7 +228,7 @@ static bool
 br_read_stable(struct br *b, uint64_t r)
 {
     uint32_t j = (uint32_t)(r % br_nstable);
-    char key[16];
+    char key[BR_KEY_MAX];
     size_t kl = br_skey(j, key), len = 0;
     unsigned char buf[CC_VAL_MAX];
     int rc;
@@ -245,7 +263,7 @@ static bool
 br_read_churn(struct br *b, struct br_thread *t, uint64_t r)
 {
     uint32_t i = (uint32_t)(r % BR_CHURN);
-    char key[16];
+    char key[BR_KEY_MAX];
     size_t kl = br_ckey(i, key), len = 0;
     unsigned char buf[CC_VAL_MAX];
     uint64_t lo = atomic_load(&b->done[i]);
@@ -278,7 +296,7 @@ br_reader(void *arg)
 static bool
 br_write_sync(struct br *b, uint32_t i, uint64_t c)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char val[CC_VAL_MAX];
     size_t kl = br_ckey(i, key);
     atomic_store(&b->issued[i], c);
@@ -328,7 +346,7 @@ br_async_done(int rc, uint64_t version, void *ctx)
 static bool
 br_write_async(struct br *b, struct br_thread *t, uint32_t i, uint64_t c)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char val[CC_VAL_MAX];
     size_t kl = br_ckey(i, key);
     bool del = br_is_del(i, c);
@@ -362,7 +380,7 @@ br_write_async(struct br *b, struct br_thread *t, uint32_t i, uint64_t c)
 static bool
 br_write_batch(struct br *b, htkv_batch *bt, const uint32_t *ids)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char val[CC_VAL_MAX];
     uint64_t c[3], ver = 0;
     size_t len = 0, kl = br_ckey(ids[0], key);
@@ -438,7 +456,7 @@ br_writer(void *arg)
 static bool
 br_check_restored(struct br *b, htkv_db *db)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char buf[CC_VAL_MAX];
     uint64_t tag;
     for (uint32_t j = 0; j < br_nstable; j++) {
@@ -526,7 +544,7 @@ br_walk_stable(htkv_iter *it, uint32_t *next, const char *what)
     int rc = 0;
     bool ok = true;
     while (ok && (rc = htkv_iter_next(it, &k, &kl, &v, &vl)) == 1) {
-        char want[16];
+        char want[BR_KEY_MAX];
         size_t wl = br_skey(*next, want);
         if (*next >= br_nstable || kl != wl || memcmp(k, want, wl) != 0) {
             cc_fail_at(__FILE__, __LINE__,
@@ -548,7 +566,7 @@ br_walk_stable(htkv_iter *it, uint32_t *next, const char *what)
 static bool
 br_scan_stable_paged(struct br *b, htkv_view *v, uint32_t *next)
 {
-    char start[16] = "s";
+    char start[BR_KEY_MAX + 1] = "s";
     size_t sl = 1;
     for (;;) {
         uint32_t before = *next;
@@ -662,7 +680,7 @@ br_scanner(void *arg)
 static bool
 br_view_record(htkv_view *v, struct br_thread *t)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char buf[CC_VAL_MAX];
     for (uint32_t i = 0; i < BR_CHURN; i++) {
         size_t len = 0;
@@ -680,7 +698,7 @@ br_view_record(htkv_view *v, struct br_thread *t)
 static bool
 br_view_gets(htkv_view *v, const struct br_thread *t, uint64_t *rng, unsigned n)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char buf[CC_VAL_MAX];
     for (unsigned k = 0; k < n; k++) {
         uint32_t i = (uint32_t)(tu_rand(rng) % BR_CHURN);
@@ -815,7 +833,7 @@ br_config(htkv_config *cfg, const char *dir, const struct cc_mode *m, unsigned c
 static void
 br_preload(struct br *b, bool grow)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char val[CC_VAL_MAX];
     for (uint32_t j = 0; j < br_nstable; j++) {
         size_t vl = cc_value(BR_STABLE_TAG, j, CC_VAL_HDR, val);
@@ -834,7 +852,7 @@ br_preload(struct br *b, bool grow)
 static bool
 br_check_final(struct br *b, const char *when)
 {
-    char key[16];
+    char key[BR_KEY_MAX];
     unsigned char buf[CC_VAL_MAX];
     uint64_t tag;
     for (uint32_t j = 0; j < br_nstable; j++) {
