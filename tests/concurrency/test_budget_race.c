@@ -292,6 +292,15 @@ br_reader(void *arg)
 /* ---- writers ---------------------------------------------------------------------------------
  */
 
+/* Op @p c of churn key @p i completed: done[i] rises to it (completions may come late). */
+static void
+br_done(struct br *b, uint32_t i, uint64_t c)
+{
+    uint64_t d = atomic_load(&b->done[i]);
+    while (d < c && !atomic_compare_exchange_weak(&b->done[i], &d, c)) {
+    }
+}
+
 /* Op @p c of churn key @p i, synchronously (invariant 4 for a delete). */
 static bool
 br_write_sync(struct br *b, uint32_t i, uint64_t c)
@@ -309,7 +318,7 @@ br_write_sync(struct br *b, uint32_t i, uint64_t c)
         int rc = htkv_put(b->db, key, kl, val, vl);
         CC_CHECK(rc == 0, "put c%05u (op %llu): %s", i, (unsigned long long)c, br_err(rc));
     }
-    atomic_store(&b->done[i], c);
+    br_done(b, i, c);
     return true;
 }
 
@@ -332,9 +341,7 @@ br_async_done(int rc, uint64_t version, void *ctx)
         cc_fail_at(__FILE__, __LINE__, "async op %llu of c%05u: %s, want %s",
                    (unsigned long long)a->c, a->i, br_err(rc), br_err(a->want));
     }
-    uint64_t d = atomic_load(&b->done[a->i]);
-    while (d < a->c && !atomic_compare_exchange_weak(&b->done[a->i], &d, a->c)) {
-    }
+    br_done(b, a->i, a->c);
     _Atomic uint64_t *mine = a->mine;
     free(a);
     atomic_fetch_sub(mine, 1);
@@ -375,20 +382,21 @@ br_write_async(struct br *b, struct br_thread *t, uint32_t i, uint64_t c)
     return true;
 }
 
-/* The next ops of churn keys @p ids[0..3) in one batch, conditional on ids[0]'s version as
- * htkv_get_version() reads it first (invariant 4). */
+/* The next ops of churn keys @p ids[0..3) in one batch; with @p cond, conditional on ids[0]'s
+ * version as htkv_get_version() reads it first (invariant 4). */
 static bool
-br_write_batch(struct br *b, htkv_batch *bt, const uint32_t *ids)
+br_write_batch(struct br *b, htkv_batch *bt, const uint32_t *ids, bool cond)
 {
     char key[BR_KEY_MAX];
     unsigned char val[CC_VAL_MAX];
     uint64_t c[3], ver = 0;
     size_t len = 0, kl = br_ckey(ids[0], key);
     htkv_batch_clear(bt);
-    int rc = htkv_get_version(b->db, key, kl, NULL, 0, &len, &ver);
+    int rc = cond ? htkv_get_version(b->db, key, kl, NULL, 0, &len, &ver) : HTKV_ETOOSMALL;
     CC_CHECK(rc == HTKV_ETOOSMALL || rc == HTKV_ENOTFOUND, "get_version c%05u: %s", ids[0],
              br_err(rc));
-    CC_CHECK(htkv_batch_check(bt, key, kl, rc == HTKV_ENOTFOUND ? 0 : ver) == 0, "batch_check");
+    CC_CHECK(!cond || htkv_batch_check(bt, key, kl, rc == HTKV_ENOTFOUND ? 0 : ver) == 0,
+             "batch_check");
     for (unsigned k = 0; k < 3; k++) {
         c[k] = atomic_load(&b->issued[ids[k]]) + 1;
         kl = br_ckey(ids[k], key);
@@ -404,7 +412,7 @@ br_write_batch(struct br *b, htkv_batch *bt, const uint32_t *ids)
     CC_CHECK(rc == 0, "batch on c%05u (version %llu), c%05u, c%05u: %s", ids[0],
              (unsigned long long)ver, ids[1], ids[2], br_err(rc));
     for (unsigned k = 0; k < 3; k++) {
-        atomic_store(&b->done[ids[k]], c[k]);
+        br_done(b, ids[k], c[k]);
     }
     atomic_fetch_add_explicit(&b->batches, 1, memory_order_relaxed);
     return true;
@@ -428,12 +436,16 @@ br_writer(void *arg)
         unsigned kind = (unsigned)((r >> 40) % 16u);
         bool ok;
         if (kind == 0) {
-            while (atomic_load(&t->pending) != 0) { /* the condition reads its own writes */
+            /* A condition must read the thread's own writes: wait for them, or, half the time
+             * with workers, write unconditionally behind them (a thread's writes apply in its
+             * order, htkv_config.worker_threads). */
+            bool cond = !t->async || ((r >> 20) & 1) != 0;
+            while (cond && atomic_load(&t->pending) != 0) {
                 sched_yield();
             }
             uint32_t ids[3] = { i, (i + BR_WRITERS * 7) % BR_CHURN,
                                 (i + BR_WRITERS * 31) % BR_CHURN };
-            ok = br_write_batch(b, bt, ids);
+            ok = br_write_batch(b, bt, ids, cond);
         } else if (t->async && kind < 9) {
             ok = br_write_async(b, t, i, atomic_load(&b->issued[i]) + 1);
         } else {
