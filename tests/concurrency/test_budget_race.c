@@ -28,6 +28,9 @@
  *   3. Monotonic reads: a thread never sees an older op of a churn key after a newer one.
  *   4. A delete finds the key exactly when the model holds it; a batch conditional on a churn
  *      key's current version (htkv_get_version() just before, by the key's only writer) commits.
+ *      With workers, a thread's writes apply in its order: an unconditional batch written while
+ *      the thread's asynchronous writes are still queued applies after them (checked through
+ *      (2), (3), (7) and the completions' expected results).
  *   5. An iterator over the stable prefix returns exactly the stable keys, in order, each once,
  *      with their values (prefix, range and paged with htkv_iter_set_limit(); also through
  *      views); over the churn prefix, keys in increasing order, each in a state (2) allows for
