@@ -5,12 +5,13 @@
  * Eviction runs on the writer's thread, under the shard's lock, after a publish that left the
  * shard above its share of the budget (shard_env.over_budget). It first gives every sealed
  * segment that has none a key index, written from the published head entries that point into
- * it (values and tombstones), then moves a
- * CLOCK hand over the hash table: an entry read since the hand last passed (ref set) gets
- * another round, any other entry that may leave (cold.h, rule 2) leaves, until the shard is
- * 1/8 below its share. A pass that cannot get below the share is not repeated before the
- * shard's memory grew by another 1/8 of it; when the active segment's entries alone take half
- * the share, the shard seals it at its next write so that they can leave too.
+ * it (values and tombstones), then moves a CLOCK hand over the hash table: an entry read since
+ * the hand last passed (ref set) gets another round, any other entry that may leave (cold.h,
+ * rule 2) leaves, until the shard is 1/8 below its share. A pass that cannot get below the
+ * share is not repeated before the shard's memory grew by another 1/8 of it (or a view closed);
+ * when the active segment's entries alone take half the share, the shard seals it at its next
+ * write so that they can leave too. Compaction steps evict the same way. Gets promote keys read
+ * cold twice lately (htkv_cold_touch()).
  */
 #include "engine/cold.h"
 
@@ -39,8 +40,7 @@ cold_mem(const struct shard *sh)
            htkv_run_bytes(sh);
 }
 
-/* ---- the cold set -----------------------------------------------------------------------------
- */
+/* ---- the cold set ---------------------------------------------------------------------------- */
 
 static int
 by_max_version_desc(const void *a, const void *b)
@@ -79,8 +79,7 @@ cold_set_replace(struct shard *sh, struct seg *const *add, size_t nadd, const st
     return 0;
 }
 
-/* ---- lookups ----------------------------------------------------------------------------------
- */
+/* ---- lookups --------------------------------------------------------------------------------- */
 
 /* The record a key index entry names holds @p key with that entry's type, version and lengths
  * (and, with verify_checksums, its CRC): 0 or HTKV_ECORRUPT. */
@@ -208,8 +207,7 @@ cold_insert(struct shard *sh, uint64_t hash, uint32_t klen, const struct cold_hi
     return 0;
 }
 
-/* ---- ordered walks ------------------------------------------------------------------------------
- */
+/* ---- ordered walks --------------------------------------------------------------------------- */
 
 /* Move @p f to its next entry, reading the next page when one ends. 0 or HTKV_ECORRUPT. */
 static int
@@ -405,8 +403,7 @@ htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s)
     return rc;
 }
 
-/* ---- key indexes for sealed segments ------------------------------------------------------------
- */
+/* ---- key indexes for sealed segments --------------------------------------------------------- */
 
 /* The head entries of one segment, as its key index lists them. */
 struct kix_build {
@@ -575,8 +572,7 @@ cold_index_sealed(struct shard *sh)
     return rc;
 }
 
-/* ---- eviction ---------------------------------------------------------------------------------
- */
+/* ---- eviction -------------------------------------------------------------------------------- */
 
 /* May @p e leave memory now (rule 2, but for its key index's say)? Lock held. */
 static inline bool
