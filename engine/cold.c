@@ -26,6 +26,10 @@
  * more in files and manifest edits than their keys cost in memory. */
 #define COLD_SEAL_MIN (64u << 10)
 
+/* hidx_ent.ref of an entry that must stay in memory (its key bytes were damaged); 1 is CLOCK's
+ * "read since the hand last passed", set by readers only where ref is 0. */
+#define COLD_REF_KEEP 2u
+
 /* Threads besides the opener that evict shards at open. */
 #define COLD_SETUP_THREADS 15u
 
@@ -434,6 +438,21 @@ build_push(struct kix_build *b, const struct hidx_ent *e)
     return 0;
 }
 
+/* Do @p e's record's key bytes still hash to its hash? A record checked (its CRC, or written
+ * by this process) has them intact; another, installed from a hint, is hashed. One that fails
+ * is marked COLD_REF_KEEP: it never leaves memory, where a read finds it as a damaged twin.
+ * Lock held. */
+static bool
+cold_key_intact(struct shard *sh, struct hidx_ent *e)
+{
+    if (atomic_load_explicit(&e->checked, memory_order_relaxed) ||
+        htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) == e->hash) {
+        return true;
+    }
+    atomic_store_explicit(&e->ref, COLD_REF_KEEP, memory_order_relaxed);
+    return false;
+}
+
 /* Collect, in one pass over the hash table, the published heads that point into the
  * sealed segments @p b[0..nb) (ascending ids, all above kix_done_id). Lock held. */
 static int
@@ -445,12 +464,12 @@ build_collect(struct shard *sh, struct kix_build *b, size_t nb, uint64_t visible
         if (!hidx_slot_live(slot)) {
             continue;
         }
-        const struct hidx_ent *e = hidx_slot_ent(slot);
+        struct hidx_ent *e = hidx_slot_ent(slot);
         if (e->version > visible || e->seg->id <= sh->kix_done_id ||
             e->seg->id > b[nb - 1].seg->id) {
             continue;
         }
-        if (htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) != e->hash) {
+        if (!cold_key_intact(sh, e)) {
             continue; /* damaged key bytes (installed from a hint): only memory finds its twin */
         }
         size_t lo = 0, hi = nb;
@@ -583,19 +602,19 @@ cold_may_leave(const struct hidx_ent *e, uint64_t upto)
 }
 
 /* Does @p e's segment's key index list exactly @p e (rule 2)? A head at or below the index's
- * kix_upto is listed (the index was written from the heads and read back whole) unless its key
- * bytes do not hash to its hash (build_collect() left it out); another, one published after the
+ * kix_upto is listed (the index was written from the heads and read back whole; one whose key
+ * bytes were damaged was left out and marked COLD_REF_KEEP); another, one published after the
  * index was written, is looked up. */
 static bool
-cold_listed(struct shard *sh, const struct hidx_ent *e)
+cold_listed(const struct hidx_ent *e)
 {
-    const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
-    if (e->version <= e->seg->kix_upto) { /* listed unless its key bytes were damaged */
-        return htkv_hash(key, e->key_len, sh->env->hash_seed) == e->hash;
+    if (e->version <= e->seg->kix_upto) {
+        return true; /* a damaged one is COLD_REF_KEEP: the hand never gets here with it */
     }
     struct kix_ent k;
     uint64_t reads = 0;
-    int rc = htkv_kix_find(e->seg->kix, key, e->key_len, e->hash, &k, &reads);
+    int rc = htkv_kix_find(e->seg->kix, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, e->hash, &k,
+                           &reads);
     return rc == 0 && k.version == e->version && k.off == e->off &&
            k.type == (e->del ? REC_DEL : REC_SET);
 }
@@ -636,11 +655,14 @@ cold_clock(struct shard *sh, uint64_t target)
         if (!cold_may_leave(e, upto)) {
             continue;
         }
-        if (atomic_load_explicit(&e->ref, memory_order_relaxed) != 0) {
-            atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
+        uint8_t ref = atomic_load_explicit(&e->ref, memory_order_relaxed);
+        if (ref != 0) {
+            if (ref != COLD_REF_KEEP) {
+                atomic_store_explicit(&e->ref, 0, memory_order_relaxed); /* read: one more round */
+            }
             continue;
         }
-        if (cold_listed(sh, e)) {
+        if (cold_listed(e)) {
             cold_evict_one(sh, e);
             mem -= sizeof(*e); /* and its trie node: counted again at the end */
         }

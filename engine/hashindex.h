@@ -37,8 +37,8 @@ struct hidx_ent {
     uint32_t rec_bytes; /* header + key + value, without padding */
     uint32_t key_len;
     uint8_t del; /* 1 = tombstone */
-    /* CLOCK reference bit of a memory budget (cold.c): set by readers (relaxed, only when clear)
-     * and cleared by the eviction hand. */
+    /* CLOCK reference of a memory budget (cold.c): set to 1 by readers (relaxed, only when 0)
+     * and cleared by the eviction hand; 2 keeps the entry in memory for good. */
     _Atomic uint8_t ref;
     /* 1 once the record's CRC is known good: checked by recovery's scan, by compaction before
      * copying it, or by a first read; or written from memory by this process. Readers set it
