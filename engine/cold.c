@@ -670,16 +670,17 @@ cold_clock(struct shard *sh, uint64_t target)
     return in_active;
 }
 
-/* shard_env.over_budget: evict @p sh down to 7/8 of its share (lock held). */
+/* Evict @p sh down to 7/8 of its share (lock held); with @p index, give sealed segments their
+ * key index first (file writes: never on a reader's thread, htkv_cold_touch()). */
 static void
-cold_over_budget(struct shard *sh)
+cold_evict(struct shard *sh, bool index)
 {
     uint64_t share = sh->env->budget_share, mem = cold_mem(sh);
     if (mem <= share || (mem < sh->evict_retry && sh->view_floor == sh->evict_floor) ||
         sh->nsegs == 0) {
         return; /* no segment: no entry either, only the smallest table */
     }
-    int rc = cold_index_sealed(sh);
+    int rc = index ? cold_index_sealed(sh) : 0;
     if (rc != 0) {
         htkv_log(&sh->env->log, HTKV_LOG_WARN,
                  "shard %u: over its memory budget, and a key index failed: %s", sh->id,
@@ -698,6 +699,13 @@ cold_over_budget(struct shard *sh)
             sh->evict_floor = sh->view_floor;
         }
     }
+}
+
+/* shard_env.over_budget: evict @p sh down to 7/8 of its share (lock held). */
+static void
+cold_over_budget(struct shard *sh)
+{
+    cold_evict(sh, true);
 }
 
 /* Set bit @p bit of @p sh's door; was it set already? */
@@ -745,7 +753,7 @@ htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
         if (e != NULL) {
             atomic_store_explicit(&e->ref, 1, memory_order_relaxed); /* read: a round to stay */
         }
-        cold_over_budget(sh);
+        cold_evict(sh, false); /* the hand only: key indexes are written by writers */
     }
     pthread_mutex_unlock(&sh->lock);
 }

@@ -119,7 +119,8 @@ int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
 
 /*
  * A get found @p key cold: when it was read cold once lately too, bring it into memory if the
- * shard's lock is free now (never waits), then evict down to the share if that went above it.
+ * shard's lock is free now (never waits), then move the eviction hand if that went above the
+ * share (it writes no key index: that is left to writers and compaction).
  * Keys read often so end up in memory, keys read once do not displace them, and ordered walks
  * never promote, so a scan does not flush the hot keys. Any thread.
  */

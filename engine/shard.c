@@ -502,9 +502,9 @@ htkv_shard_prune_to_floor(struct shard *sh)
 static void
 shard_key_check(struct shard *sh, const struct hidx_ent *e)
 {
-    if (sh->damaged_seg == NULL &&
+    if (sh->damaged_seg == 0 &&
         htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) != e->hash) {
-        sh->damaged_seg = e->seg;
+        sh->damaged_seg = e->seg->id;
         sh->damaged_off = e->off;
     }
 }
@@ -1036,8 +1036,11 @@ htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **se
                              size_t *nold)
 {
     HTKV_ASSERT(!sh->syncing); /* no group sync of the old contents is in flight */
-    /* The old contents' cold keys go first: a reader that sees the new table looks through no
-     * key index of the old segments (cold.h). The new contents are all in memory. */
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    atomic_store_explicit(&sh->idx.table, atomic_load(&idx->table), memory_order_release);
+    /* Then the old contents' cold keys go: a reader that finds no cold set sees the new table
+     * (cold.h); one that still finds the old set reads the old contents, as a read that began
+     * before the restore may. The new contents are all in memory. */
     struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
     atomic_store_explicit(&sh->cold, NULL, memory_order_release);
     if (cs != NULL) {
@@ -1047,8 +1050,7 @@ htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **se
     sh->kix_done_id = 0;
     sh->evict_retry = 0;
     sh->seal_early = false;
-    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
-    atomic_store_explicit(&sh->idx.table, atomic_load(&idx->table), memory_order_release);
+    sh->damaged_seg = 0;
     sh->idx.entries = idx->entries;
     /* Readers may still be inside the old table or its entries: retire all of it. */
     for (uint64_t i = 0; i <= t->mask; i++) {

@@ -123,10 +123,10 @@ struct shard {
     struct trie trie;        /* ordered index of head entries, once trie_ready */
     _Atomic bool trie_ready; /* built on the first ordered query, maintained after */
     /* Set (before trie_ready) when the trie's build met an entry whose record's key bytes were
-     * damaged after its hint was written: ordered queries of the shard fail with HTKV_ECORRUPT
-     * rather than leave out a key they cannot place. Its segment stays mapped as long as the
-     * entry does; only the path is read, for the message. */
-    const struct seg *damaged_seg;
+     * damaged after its hint was written: the id of its segment (0 = none) and its offset.
+     * Ordered queries of the shard fail with HTKV_ECORRUPT rather than leave out a key they
+     * cannot place. A restore clears it. */
+    uint64_t damaged_seg;
     uint32_t damaged_off;
     bool syncing;               /* a group sync is in flight (HTKV_SYNC_ALWAYS) */
     pthread_cond_t synced_cond; /* signalled when a group sync ends */

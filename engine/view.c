@@ -696,6 +696,9 @@ merged_chunk(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
         const unsigned char *ck = NULL, *key;
         uint32_t cl = 0, klen;
         bool has_cold = htkv_cold_walk_peek(&w, &ck, &cl) == 1;
+        if (h == NULL && (rc = htkv_trie_cursor_error(&c)) != 0) {
+            break; /* the cursor's stack could not grow: the keys it holds back are unknown */
+        }
         if (h == NULL && !has_cold) {
             more = false;
             break;
@@ -758,6 +761,26 @@ refill_merged(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
     }
 }
 
+/* A refill from the trie of a shard that had no cold set; gathered again, merged, when it got
+ * its first one meanwhile (an eviction may have taken keys out of the trie ahead of the walk). */
+static int
+refill_trie_or_merged(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
+                      uint64_t *walked)
+{
+    const unsigned char *last = src->last_key;
+    uint32_t last_len = src->last_len, want = src->chunk_want;
+    int rc = refill_from_trie(it, src, sh, walked);
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_acquire);
+    if (rc != 0 || cs == NULL) {
+        return rc;
+    }
+    src->last_key = last;
+    src->last_len = last_len;
+    src->chunk_want = want;
+    *walked = 0;
+    return refill_merged(it, src, sh, cs);
+}
+
 /* Trie mode, all read: continue from the shard's run if it is exact now, else from the trie. */
 static int
 src_refill(struct htkv_iter *it, struct iter_src *src)
@@ -777,7 +800,7 @@ src_refill(struct htkv_iter *it, struct iter_src *src)
     } else if (cs != NULL) {
         rc = refill_merged(it, src, sh, cs);
     } else {
-        rc = refill_from_trie(it, src, sh, &walked);
+        rc = refill_trie_or_merged(it, src, sh, &walked);
     }
     htkv_ebr_exit(&db->ebr, slot);
     if (walked > 0) {
@@ -973,7 +996,7 @@ iter_init_sources(struct htkv_iter *it, const struct htkv_view *view, uint32_t n
 static void
 iter_check_keys(struct htkv_iter *it, const struct shard *sh)
 {
-    if (sh->damaged_seg != NULL && it->damaged == NULL) {
+    if (sh->damaged_seg != 0 && it->damaged == NULL) {
         it->damaged = sh;
     }
 }
@@ -983,9 +1006,9 @@ static int
 iter_damaged(struct htkv_iter *it)
 {
     const struct shard *sh = it->damaged;
-    htkv_set_error("%s: the key of the record at offset %u was damaged (it no longer hashes as "
-                   "its hint file says): ordered queries of shard %u cannot place it",
-                   sh->damaged_seg->path, sh->damaged_off, sh->id);
+    htkv_set_error("%s/%012llu.seg: the key of the record at offset %u was damaged (it no longer "
+                   "hashes as its hint file says): ordered queries of shard %u cannot place it",
+                   sh->dir, (unsigned long long)sh->damaged_seg, sh->damaged_off, sh->id);
     it->err = HTKV_ECORRUPT;
     return it->err;
 }
