@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "engine/cpus.h"
 #include "engine/flat.h"
 #include "engine/hash.h"
 #include "engine/rec.h"
@@ -29,9 +30,6 @@
 /* hidx_ent.ref of an entry that must stay in memory (its key bytes were damaged); 1 is CLOCK's
  * "read since the hand last passed", set by readers only where ref is 0. */
 #define COLD_REF_KEEP 2u
-
-/* Threads besides the opener that evict shards at open. */
-#define COLD_SETUP_THREADS 15u
 
 /* Bits of a shard's door (8 KiB): see door_seen(). */
 #define COLD_DOOR_BITS (1u << 16)
@@ -758,44 +756,14 @@ htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
     pthread_mutex_unlock(&sh->lock);
 }
 
-/* Shards evicted at open by the threads of cold_evict_all(). */
-struct setup_pool {
-    struct htkv_db *db;
-    _Atomic uint32_t next;
-};
-
-static void *
-setup_thread(void *arg)
-{
-    struct setup_pool *pool = arg;
-    uint32_t i;
-    while ((i = atomic_fetch_add(&pool->next, 1)) < pool->db->shard_count) {
-        struct shard *sh = db_shard(pool->db, i);
-        pthread_mutex_lock(&sh->lock);
-        cold_over_budget(sh);
-        pthread_mutex_unlock(&sh->lock);
-    }
-    return NULL;
-}
-
-/* Evict every shard down to its share, on up to one thread per CPU (as recovery). */
+/* Evict shard @p i of store @p ctx at open (htkv_parallel_for()). */
 static void
-cold_evict_all(struct htkv_db *db)
+setup_one(void *ctx, uint32_t i)
 {
-    struct setup_pool pool = { .db = db };
-    atomic_init(&pool.next, 0);
-    unsigned extra = db->cpus > 1 ? db->cpus - 1 : 0;
-    extra = extra < db->shard_count - 1 ? extra : db->shard_count - 1;
-    extra = extra < COLD_SETUP_THREADS ? extra : COLD_SETUP_THREADS;
-    pthread_t tid[COLD_SETUP_THREADS];
-    unsigned started = 0;
-    while (started < extra && pthread_create(&tid[started], NULL, setup_thread, &pool) == 0) {
-        started++; /* one that cannot be created leaves its shards to the others */
-    }
-    setup_thread(&pool);
-    for (unsigned i = 0; i < started; i++) {
-        pthread_join(tid[i], NULL);
-    }
+    struct shard *sh = db_shard(ctx, i);
+    pthread_mutex_lock(&sh->lock);
+    cold_over_budget(sh);
+    pthread_mutex_unlock(&sh->lock);
 }
 
 int
@@ -815,7 +783,7 @@ htkv_cold_setup(struct htkv_db *db)
             return -ENOMEM;
         }
     }
-    cold_evict_all(db);
+    htkv_parallel_for(db->shard_count, db->cpus, setup_one, db); /* one thread per CPU */
     return 0;
 }
 

@@ -11,6 +11,8 @@
 #include "engine/cpus.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdio.h>
@@ -113,4 +115,42 @@ htkv_cpus_available(void)
     }
     HTKV_ASSERT(n >= 1); /* invariant 1 */
     return n;
+}
+
+/* The work htkv_parallel_for() shares out. */
+struct parallel {
+    void (*fn)(void *ctx, uint32_t i);
+    void *ctx;
+    uint32_t n;
+    _Atomic uint32_t next;
+};
+
+static void *
+parallel_thread(void *arg)
+{
+    struct parallel *p = arg;
+    uint32_t i;
+    while ((i = atomic_fetch_add(&p->next, 1)) < p->n) {
+        p->fn(p->ctx, i);
+    }
+    return NULL;
+}
+
+void
+htkv_parallel_for(uint32_t n, unsigned threads, void (*fn)(void *ctx, uint32_t i), void *ctx)
+{
+    struct parallel p = { .fn = fn, .ctx = ctx, .n = n };
+    atomic_init(&p.next, 0);
+    unsigned extra = threads > 1 ? threads - 1 : 0;
+    extra = n == 0 || extra < n - 1 ? extra : n - 1;
+    extra = extra < PARALLEL_THREADS_MAX ? extra : PARALLEL_THREADS_MAX;
+    pthread_t tid[PARALLEL_THREADS_MAX];
+    unsigned started = 0;
+    while (started < extra && pthread_create(&tid[started], NULL, parallel_thread, &p) == 0) {
+        started++; /* one that cannot be created leaves its share to the others */
+    }
+    parallel_thread(&p);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(tid[i], NULL);
+    }
 }

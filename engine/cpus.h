@@ -9,6 +9,8 @@
 #ifndef HTKV_ENGINE_CPUS_H
 #define HTKV_ENGINE_CPUS_H
 
+#include <stdint.h>
+
 /*
  * CPUs the calling process may use: the CPUs of its affinity mask, lowered to the quota of its
  * cgroup v2 and of every ancestor (cpu.max "QUOTA PERIOD": ceil(QUOTA / PERIOD); "max" = none).
@@ -24,5 +26,16 @@ unsigned htkv_cpus_available(void);
  * @p cg and its ancestors, or 0 when none has a quota or none can be read. For tests.
  */
 unsigned htkv_cpus_quota(const char *root, const char *cg);
+
+/* Most threads htkv_parallel_for() starts beside the calling one. */
+#define PARALLEL_THREADS_MAX 15u
+
+/*
+ * Call @p fn(@p ctx, i) for every i in [0, @p n) on the calling thread and up to @p threads - 1
+ * more (fewer when n is smaller; at most PARALLEL_THREADS_MAX), each taking the next i in turn,
+ * and return once every call returned. A thread that cannot be created leaves its share to the
+ * others. Any thread.
+ */
+void htkv_parallel_for(uint32_t n, unsigned threads, void (*fn)(void *ctx, uint32_t i), void *ctx);
 
 #endif

@@ -55,12 +55,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/cpus.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
@@ -1182,52 +1182,18 @@ recov_merge(struct recov *to, struct recov *from)
 }
 
 /*
- * Shards recover in parallel: each has its own files, index and struct recov, and nothing else
- * is written until every shard is done (the cross-shard batches, the versions and the fixups
- * run afterwards on the opening thread). Threads take the next shard in turn.
+ * Shards recover in parallel (htkv_parallel_for(), one thread per CPU): each has its own files,
+ * index and struct recov, and nothing else is written until every shard is done (the
+ * cross-shard batches, the versions and the fixups run afterwards on the opening thread).
  */
-struct recov_pool {
-    struct htkv_db *db;
-    struct recov *rvs;
-    _Atomic uint32_t next;
-};
-
-/* Most threads a recovery starts beside the opening one. */
-#define RECOVER_THREADS_MAX 15u
-
-static void *
-recov_thread(void *arg)
-{
-    struct recov_pool *p = arg;
-    uint32_t i;
-    while ((i = atomic_fetch_add(&p->next, 1)) < p->db->shard_count) {
-        struct recov *rv = &p->rvs[i];
-        htkv_clear_error();
-        rv->rc = recover_shard(rv, db_shard(p->db, i));
-        if (rv->rc != 0) {
-            snprintf(rv->err, sizeof(rv->err), "%s", htkv_last_error());
-        }
-    }
-    return NULL;
-}
-
-/* Recover every shard into rvs[shard], on up to one thread per CPU (db->cpus). */
 static void
-recover_shards(struct htkv_db *db, struct recov *rvs)
+recov_one(void *ctx, uint32_t i)
 {
-    struct recov_pool pool = { .db = db, .rvs = rvs };
-    atomic_init(&pool.next, 0);
-    unsigned extra = db->cpus > 1 ? db->cpus - 1 : 0;
-    extra = extra < db->shard_count - 1 ? extra : db->shard_count - 1;
-    extra = extra < RECOVER_THREADS_MAX ? extra : RECOVER_THREADS_MAX;
-    pthread_t tid[RECOVER_THREADS_MAX];
-    unsigned started = 0;
-    while (started < extra && pthread_create(&tid[started], NULL, recov_thread, &pool) == 0) {
-        started++; /* one that cannot be created leaves its shards to the others */
-    }
-    recov_thread(&pool);
-    for (unsigned i = 0; i < started; i++) {
-        pthread_join(tid[i], NULL);
+    struct recov *rv = &((struct recov *)ctx)[i];
+    htkv_clear_error();
+    rv->rc = recover_shard(rv, db_shard(rv->db, i));
+    if (rv->rc != 0) {
+        snprintf(rv->err, sizeof(rv->err), "%s", htkv_last_error());
     }
 }
 
@@ -1243,7 +1209,7 @@ recover_all_shards(struct htkv_db *db, struct recov *rv)
     for (uint32_t i = 0; i < db->shard_count; i++) {
         rvs[i].db = db;
     }
-    recover_shards(db, rvs);
+    htkv_parallel_for(db->shard_count, db->cpus, recov_one, rvs);
     int rc = 0;
     for (uint32_t i = 0; i < db->shard_count; i++) {
         if (rc == 0 && rvs[i].rc != 0) {

@@ -631,22 +631,26 @@ htkv_seg_close_cb(void *p)
     htkv_seg_close(p);
 }
 
-void
-htkv_hint_path(char *buf, size_t cap, const char *seg_path)
+/* The path of a file beside segment file @p seg_path: its name with @p ext for ".seg". */
+static void
+seg_sibling_path(char *buf, size_t cap, const char *seg_path, const char *ext)
 {
     size_t n = strlen(seg_path);
     HTKV_ASSERT(n > 4 && strcmp(seg_path + n - 4, ".seg") == 0);
-    int w = snprintf(buf, cap, "%.*s.hint", (int)(n - 4), seg_path);
+    int w = snprintf(buf, cap, "%.*s%s", (int)(n - 4), seg_path, ext);
     HTKV_ASSERT(w > 0 && (size_t)w < cap);
+}
+
+void
+htkv_hint_path(char *buf, size_t cap, const char *seg_path)
+{
+    seg_sibling_path(buf, cap, seg_path, ".hint");
 }
 
 void
 htkv_kix_path(char *buf, size_t cap, const char *seg_path)
 {
-    size_t n = strlen(seg_path);
-    HTKV_ASSERT(n > 4 && strcmp(seg_path + n - 4, ".seg") == 0);
-    int w = snprintf(buf, cap, "%.*s.kix", (int)(n - 4), seg_path);
-    HTKV_ASSERT(w > 0 && (size_t)w < cap);
+    seg_sibling_path(buf, cap, seg_path, ".kix");
 }
 
 void
