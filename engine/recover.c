@@ -25,7 +25,7 @@
  * segments), the shard's index and the store (db.h) whose shards it fills.
  *
  * Shards are independent until their batches are matched: each is recovered into a struct recov
- * of its own, on up to one thread per CPU (recover_shards()), and the opening thread then merges
+ * of its own, on up to one thread per CPU (htkv_parallel_for()), and the opening thread then merges
  * them in shard order and does the rest alone (cross-shard batches, versions, fixups), so the
  * outcome, the error reported (the lowest failing shard's) included, is the sequential one.
  *
@@ -84,7 +84,7 @@ struct fixup {
 
 struct recov {
     struct htkv_db *db;
-    int rc;        /* recover_shard()'s result (recover_shards()) */
+    int rc;        /* recover_shard()'s result (recov_one()) */
     char err[512]; /* and htkv_last_error() then, from the thread that ran it */
     uint64_t max_version;
     uint64_t records, truncated_bytes, skipped_bytes; /* for db->recovery */
