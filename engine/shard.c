@@ -496,13 +496,14 @@ htkv_shard_prune_to_floor(struct shard *sh)
     }
 }
 
-/* Remember the first entry whose record's key bytes do not hash to its hash: a hint installed
- * it for a key whose bytes were damaged since, so the trie orders it under other bytes and an
- * ordered query cannot tell where that key belongs (shard.h: damaged_seg). Lock held. */
+/* Remember the first entry whose record's key bytes do not hash to its hash (a record checked
+ * once, or written by this process, has them intact: not hashed): a hint installed it for a key
+ * whose bytes were damaged since, so the trie orders it under other bytes and an ordered query
+ * cannot tell where that key belongs (shard.h: damaged_seg). Lock held. */
 static void
 shard_key_check(struct shard *sh, const struct hidx_ent *e)
 {
-    if (sh->damaged_seg == 0 &&
+    if (sh->damaged_seg == 0 && !atomic_load_explicit(&e->checked, memory_order_relaxed) &&
         htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) != e->hash) {
         sh->damaged_seg = e->seg->id;
         sh->damaged_off = e->off;

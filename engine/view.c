@@ -740,6 +740,27 @@ merged_chunk(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
     return rc;
 }
 
+/* Where a source's next refill starts: saved before a chunk that may be gathered again. */
+struct src_mark {
+    const unsigned char *last_key;
+    uint32_t last_len;
+    uint32_t chunk_want;
+};
+
+static inline struct src_mark
+src_mark(const struct iter_src *src)
+{
+    return (struct src_mark){ src->last_key, src->last_len, src->chunk_want };
+}
+
+static inline void
+src_rewind(struct iter_src *src, struct src_mark m)
+{
+    src->last_key = m.last_key;
+    src->last_len = m.last_len;
+    src->chunk_want = m.chunk_want;
+}
+
 /* A merged refill; again from the same key when the cold set changed meanwhile (cold.h, rule
  * 4: an entry that left the trie during the walk may be listed only by the new set). */
 static int
@@ -747,16 +768,13 @@ refill_merged(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
               const struct cold_set *cs)
 {
     for (;;) {
-        const unsigned char *last = src->last_key;
-        uint32_t last_len = src->last_len, want = src->chunk_want;
+        struct src_mark m = src_mark(src);
         int rc = merged_chunk(it, src, sh, cs);
         const struct cold_set *now = atomic_load_explicit(&sh->cold, memory_order_acquire);
         if (rc != 0 || now == cs) {
             return rc;
         }
-        src->last_key = last;
-        src->last_len = last_len;
-        src->chunk_want = want;
+        src_rewind(src, m);
         cs = now;
     }
 }
@@ -767,16 +785,13 @@ static int
 refill_trie_or_merged(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
                       uint64_t *walked)
 {
-    const unsigned char *last = src->last_key;
-    uint32_t last_len = src->last_len, want = src->chunk_want;
+    struct src_mark m = src_mark(src);
     int rc = refill_from_trie(it, src, sh, walked);
     const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_acquire);
     if (rc != 0 || cs == NULL) {
         return rc;
     }
-    src->last_key = last;
-    src->last_len = last_len;
-    src->chunk_want = want;
+    src_rewind(src, m);
     *walked = 0;
     return refill_merged(it, src, sh, cs);
 }

@@ -52,8 +52,8 @@
  * + the model's deleted keys; index_bytes + trie_bytes <= budget * 1.5 + 32 KiB a shard; all
  * nine figures 0 without a budget; no .kix file left after a writable open without a budget;
  * Bloom negatives on misses with < 0.2 page reads a miss; <= 3 page reads a cold get. They are
- * printed as "BUDGET CHECK" lines as they fail and fail the test at its end, so that the model
- * checks of the whole test still run where the budget is not implemented.
+ * printed as "BUDGET CHECK" lines as they fail and fail the test at its end, so that a budget
+ * figure out of bounds does not hide what the model checks of the rest of the test would find.
  *
  * HTKV_SEED=N replays a run's operations (each test prints its seed, and every failure repeats it
  * with the step; the store's own hash seed, so the shard of each key, still differs from run to
@@ -360,44 +360,10 @@ bt_close(struct bt *t)
     t->db = NULL;
 }
 
-/* Paths of the files under DIR/shard-* whose names end in @p ext ("" = all); returns the count
- * (at most @p cap stored). */
-static size_t
-shard_files(const char *dir, const char *ext, char (*paths)[4096], size_t cap)
-{
-    size_t n = 0, el = strlen(ext);
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, "shard-", 6) != 0) {
-            continue;
-        }
-        char sd[3000];
-        snprintf(sd, sizeof(sd), "%.2000s/%s", dir, de->d_name);
-        DIR *s = opendir(sd);
-        assert_non_null(s);
-        struct dirent *fe;
-        while ((fe = readdir(s)) != NULL) {
-            size_t l = strlen(fe->d_name);
-            if (fe->d_name[0] == '.' || l < el || strcmp(fe->d_name + l - el, ext) != 0) {
-                continue;
-            }
-            if (n < cap) {
-                snprintf(paths[n], 4096, "%s/%s", sd, fe->d_name);
-            }
-            n++;
-        }
-        closedir(s);
-    }
-    closedir(d);
-    return n;
-}
-
 static size_t
 count_kix(const char *dir)
 {
-    return shard_files(dir, ".kix", NULL, 0);
+    return tu_shard_files(dir, ".kix", NULL, 0);
 }
 
 /* Close (if open) and open again with @p budget; a clean reopen resumes at the same version. */
@@ -1303,7 +1269,7 @@ save_kix(struct bt *t, struct saved *s)
 {
     static char paths[MAXF][4096];
     saved_free(s);
-    size_t n = shard_files(t->dir, ".kix", paths, MAXF);
+    size_t n = tu_shard_files(t->dir, ".kix", paths, MAXF);
     for (size_t j = 0; j < n && j < MAXF && s->n < 64; j++) {
         s->data[s->n] = tu_read_whole(paths[j], &s->len[s->n]);
         if (s->data[s->n] != NULL) {
@@ -1350,7 +1316,7 @@ damage_kix(struct bt *t, unsigned *acts)
 {
     static char paths[MAXF][4096];
     static unsigned char junk[8192];
-    size_t n = shard_files(t->dir, ".kix", paths, MAXF);
+    size_t n = tu_shard_files(t->dir, ".kix", paths, MAXF);
     for (size_t j = 0; j < n && j < MAXF; j++) {
         unsigned a = (unsigned)(tu_rand(&t->rng) % 5);
         acts[a]++;
@@ -1516,7 +1482,7 @@ static void
 tamper_open_round(struct bt *t, unsigned r)
 {
     static char paths[MAXF][4096];
-    size_t n = shard_files(t->dir, ".kix", paths, MAXF);
+    size_t n = tu_shard_files(t->dir, ".kix", paths, MAXF);
     for (size_t j = 0; j < n && j < MAXF; j++) {
         flip_bytes(t, paths[j], 8 + 8 * r, 0.25, 0.75);
     }
@@ -1601,7 +1567,7 @@ static bool
 damage_other_file(struct bt *t)
 {
     static char all[MAXF][4096];
-    size_t n = shard_files(t->dir, "", all, MAXF), k = 0;
+    size_t n = tu_shard_files(t->dir, "", all, MAXF), k = 0;
     n = n < MAXF ? n : MAXF;
     for (size_t j = 0; j < n; j++) {
         size_t l = strlen(all[j]);

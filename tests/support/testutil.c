@@ -171,9 +171,9 @@ cmp_path(const void *a, const void *b)
 }
 
 size_t
-tu_segments(const char *dir, char (*paths)[4096], size_t cap)
+tu_shard_files(const char *dir, const char *ext, char (*paths)[4096], size_t cap)
 {
-    size_t n = 0;
+    size_t n = 0, el = strlen(ext);
     DIR *d = opendir(dir);
     assert_non_null(d);
     struct dirent *de;
@@ -182,21 +182,34 @@ tu_segments(const char *dir, char (*paths)[4096], size_t cap)
             continue;
         }
         char sd[3000];
-        snprintf(sd, sizeof(sd), "%s/%s", dir, de->d_name);
+        snprintf(sd, sizeof(sd), "%.2000s/%s", dir, de->d_name);
         DIR *s = opendir(sd);
         assert_non_null(s);
         struct dirent *fe;
         while ((fe = readdir(s)) != NULL) {
             size_t l = strlen(fe->d_name);
-            if (l > 4 && strcmp(fe->d_name + l - 4, ".seg") == 0 && n < cap) {
-                snprintf(paths[n++], 4096, "%s/%s", sd, fe->d_name);
+            if (fe->d_name[0] == '.' || l < el || strcmp(fe->d_name + l - el, ext) != 0) {
+                continue;
             }
+            if (n < cap) {
+                snprintf(paths[n], 4096, "%s/%s", sd, fe->d_name);
+            }
+            n++;
         }
         closedir(s);
     }
     closedir(d);
-    qsort(paths, n, 4096, cmp_path);
+    if (paths != NULL) {
+        qsort(paths, n < cap ? n : cap, 4096, cmp_path);
+    }
     return n;
+}
+
+size_t
+tu_segments(const char *dir, char (*paths)[4096], size_t cap)
+{
+    size_t n = tu_shard_files(dir, ".seg", paths, cap);
+    return n < cap ? n : cap;
 }
 
 bool

@@ -52,6 +52,11 @@ void tu_close_as_crash(htkv_db *db);
 
 /* Paths of every segment file of the store, sorted; returns the count (max @p cap). */
 size_t tu_segments(const char *dir, char (*paths)[4096], size_t cap);
+
+/* Files of the store's shard directories whose names end in @p ext ("" = all but dot files):
+ * returns how many there are; the first @p cap of them go to @p paths (may be NULL with @p cap
+ * 0), sorted. */
+size_t tu_shard_files(const char *dir, const char *ext, char (*paths)[4096], size_t cap);
 /* Whether @p dir/@p rel exists (lstat: a link counts, even a dangling one). */
 bool tu_exists(const char *dir, const char *rel);
 /* Size of a file, or -1. */
