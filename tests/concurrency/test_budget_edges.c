@@ -23,10 +23,10 @@
 
 #define EDGE_SHARDS 16
 #define EDGE_KEYS 30000u
-#define EDGE_TRIALS 4
+#define EDGE_TRIALS 3
 #define RESTORE_KEYS 12000u
 #define RESTORE_READERS 2
-#define RESTORE_ROUNDS 6
+#define RESTORE_ROUNDS 4
 
 struct edge {
     htkv_db *db;
