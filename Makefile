@@ -52,7 +52,8 @@ cluster-bench: deps
 # of modes (inline and workers, both backends, every sync mode) whatever HTKV_TEST_WORKERS says,
 # so they run in the first pass only; so do the tests labelled "once" (stores in modes of their
 # own, or the files a closed store leaves: the damage matrix, the replica model, htkvctl; the
-# install).
+# install). The first two passes keep their stores on the build tree's disk; the later passes
+# (release-sync, asan, asan-workers, tsan) on a tmpfs when /dev/shm has room (tests/README.md).
 test-release: build
 	ctest --preset release $(CTEST_FLAGS) -j $(JOBS)
 	ctest --preset release-uring $(CTEST_FLAGS) -j $(JOBS)

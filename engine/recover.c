@@ -716,7 +716,7 @@ scan_record(struct seg_scan *sc, const struct rec_hdr *h, bool *stop)
         return 0;
     }
     *stop = true;
-    if (htkv_seg_last_nonzero_end(s->map, sc->w.off, sc->w.end) != sc->w.off) {
+    if (htkv_seg_data_end(s, sc->w.off, sc->w.end) != sc->w.off) {
         htkv_set_error("%s: data after the SEAL record at offset %llu", s->path,
                        (unsigned long long)sc->w.off);
         return HTKV_ECORRUPT;
@@ -758,7 +758,7 @@ scan_end_torn(struct seg_scan *sc)
     struct htkv_db *db = sc->rv->db;
     struct seg *s = sc->s;
     batch_discard(sc->rv, sc->sh);
-    uint64_t junk = htkv_seg_last_nonzero_end(s->map, sc->cut, sc->w.end);
+    uint64_t junk = htkv_seg_data_end(s, sc->cut, sc->w.end);
     s->tail = sc->cut;
     if (junk <= sc->cut) {
         return 0;

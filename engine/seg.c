@@ -11,6 +11,7 @@
 #include "engine/kix.h"
 #include "uring/ur_fault.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
@@ -572,6 +573,37 @@ htkv_seg_last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end)
         i--;
     }
     return i;
+}
+
+/*
+ * The data regions of [from, end) that the file system reports (SEEK_DATA, SEEK_HOLE) are read;
+ * its holes are not: a hole reads as zeros by definition, and the unwritten space that a segment
+ * was preallocated with is one (ext4, XFS, tmpfs), so a torn tail's scan reads the records' few
+ * pages instead of the whole segment. A file system without the two seeks reports one data
+ * region to the end of the file: the whole range is read, as by htkv_seg_last_nonzero_end().
+ */
+uint64_t
+htkv_seg_data_end(const struct seg *s, uint64_t from, uint64_t end)
+{
+    uint64_t last = from;
+    uint64_t pos = from;
+    while (s->fd >= 0 && pos < end) {
+        off_t d = lseek(s->fd, (off_t)pos, SEEK_DATA);
+        if (d < 0 && errno == ENXIO) {
+            return last; /* nothing but a hole from pos to the end of the file */
+        }
+        off_t h = d < 0 ? -1 : lseek(s->fd, d, SEEK_HOLE);
+        if (h < 0 || (uint64_t)d < pos || h <= d) {
+            break; /* no answer, or one that makes no sense: read the rest */
+        }
+        uint64_t lo = (uint64_t)d < end ? (uint64_t)d : end;
+        uint64_t hi = (uint64_t)h < end ? (uint64_t)h : end;
+        uint64_t e = htkv_seg_last_nonzero_end(s->map, lo, hi);
+        last = e > lo ? e : last;
+        pos = hi;
+    }
+    uint64_t e = pos < end ? htkv_seg_last_nonzero_end(s->map, pos, end) : pos;
+    return e > pos ? e : last;
 }
 
 void

@@ -294,6 +294,10 @@ bool htkv_seg_all_zero(const unsigned char *p, uint64_t n);
 /* End of the last non-zero byte of map[from, end), or @p from when they are all zero. */
 uint64_t htkv_seg_last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end);
 
+/* The same over @p s's mapping, skipping what its file system reports as holes (its open fd; the
+ * whole range is read when it has none). */
+uint64_t htkv_seg_data_end(const struct seg *s, uint64_t from, uint64_t end);
+
 /* Count an fdatasync of @p s in flight outside its shard's lock (see io_pins). */
 static inline void
 htkv_seg_pin(struct seg *s)

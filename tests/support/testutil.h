@@ -19,8 +19,9 @@
 
 #include <htkv/htkv.h>
 
-/* Make a fresh empty directory under $HTKV_TEST_TMP (or /tmp); returns its path, malloc'd (the
- * caller frees it). */
+/* Make a fresh empty directory under $HTKV_TEST_TMP_FAST when that directory has 4 GiB free
+ * (the test presets that need no real disk name a tmpfs), else under $HTKV_TEST_TMP (the build
+ * tree's test-tmp/), else /tmp; returns its path, malloc'd (the caller frees it). */
 char *tu_tmpdir(const char *tag);
 /* Remove a directory tree. */
 void tu_rmrf(const char *path);
