@@ -285,6 +285,44 @@ test_seg_all_zero_and_last_nonzero_end(void **state)
     assert_int_equal(htkv_seg_last_nonzero_end(b, 40, 63), 40);
 }
 
+/* htkv_seg_data_end() skips what the file system reports as holes, and answers what a read of
+ * every byte answers: a non-zero byte anywhere in a preallocated segment is found, whether it lies
+ * in the written records' pages, alone in the unwritten space, or in its last byte. */
+static void
+test_seg_data_end_matches_a_full_read(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("seg-dataend");
+    struct seg *s = NULL;
+    assert_int_equal(htkv_seg_create(dir, &OWNER, 3, 4ull << 20, 4ull << 20, false, &s), 0);
+    append_set(s, "alpha", 300, 1);
+    assert_int_equal(htkv_seg_sync(s), 0);
+    uint64_t end = s->file_bytes;
+    uint64_t base = htkv_seg_last_nonzero_end(s->map, SEG_DATA_OFF, end); /* the record's end */
+    assert_true(base > SEG_DATA_OFF && base <= s->tail);
+    assert_int_equal(htkv_seg_data_end(s, s->tail, end), s->tail);
+    assert_int_equal(htkv_seg_data_end(s, SEG_DATA_OFF, end), base);
+    const uint64_t at[] = {
+        s->tail, s->tail + 5000, 1ull << 20, (2ull << 20) + 4095, (3ull << 20) + 12345, end - 1
+    };
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        tu_context("byte %zu at %llu", i, (unsigned long long)at[i]);
+        unsigned char one = 0x5a;
+        assert_int_equal(pwrite(s->fd, &one, 1, (off_t)at[i]), 1);
+        uint64_t want = htkv_seg_last_nonzero_end(s->map, SEG_DATA_OFF, end);
+        assert_int_equal(want, at[i] + 1);
+        assert_int_equal(htkv_seg_data_end(s, SEG_DATA_OFF, end), want);
+        assert_int_equal(htkv_seg_data_end(s, at[i] + 1, end), at[i] + 1);
+        assert_int_equal(htkv_seg_data_end(s, at[i], at[i] + 1), at[i] + 1);
+        one = 0;
+        assert_int_equal(pwrite(s->fd, &one, 1, (off_t)at[i]), 1);
+        assert_int_equal(htkv_seg_data_end(s, SEG_DATA_OFF, end), base);
+    }
+    htkv_seg_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static void
 test_seg_file_has_record(void **state)
 {
@@ -343,6 +381,7 @@ main(void)
         cmocka_unit_test(test_seg_reserve_grows_up_to_capacity),
         cmocka_unit_test(test_seg_zero_and_trim),
         cmocka_unit_test(test_seg_all_zero_and_last_nonzero_end),
+        cmocka_unit_test(test_seg_data_end_matches_a_full_read),
         cmocka_unit_test(test_seg_file_has_record),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
