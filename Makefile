@@ -14,8 +14,8 @@
 #   make build    configure + build (Release with debug info) into build/
 #   make asan     build + test with address and undefined-behaviour sanitizers into build-asan/
 #   make fuzz-smoke  the fuzz targets for FUZZ_SMOKE_SECONDS (5) each: the last step of make test
-#   make tsan     build with clang (GCC's TSan rejects atomic_thread_fence) + run the concurrency
-#                 tests with the thread sanitizer into build-tsan/
+#   make tsan     build the concurrency tests (target concurrency-tests) with clang (GCC's TSan
+#                 rejects atomic_thread_fence) and the thread sanitizer into build-tsan/, run them
 #   make fuzz     build the libFuzzer targets with clang into build-fuzz/ and run each for
 #                 FUZZ_SECONDS (default 30) on a copy of its seed corpus (scripts/fuzz.sh)
 #   make format   clang-format every C source in place
@@ -60,14 +60,16 @@ test-release: build
 	ctest --preset release-sync $(CTEST_FLAGS) -j $(JOBS)
 
 # The kill loops run half their cycles under the sanitizers (the release runs do them all), the
-# cluster's a third (its 30 SIGKILLs of htkv-node processes run in the release pass).
+# cluster's a third (its 30 SIGKILLs of htkv-node processes run in the release pass), the damage
+# matrix half its cases (the seed picks which; each spawns htkvctl, slow to start under ASan).
 ASAN_CRASH_CYCLES ?= 20
 ASAN_CLUSTER_KILL_CYCLES ?= 10
+ASAN_DAMAGE_EVERY ?= 2
 asan: deps
 	cmake --preset asan
 	cmake --build --preset asan -j $(JOBS)
 	HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) HTKV_CLUSTER_KILL_CYCLES=$(ASAN_CLUSTER_KILL_CYCLES) \
-		ctest --preset asan $(CTEST_FLAGS) -j $(JOBS)
+		HTKV_DAMAGE_EVERY=$(ASAN_DAMAGE_EVERY) ctest --preset asan $(CTEST_FLAGS) -j $(JOBS)
 	HTKV_CRASH_CYCLES=$(ASAN_CRASH_CYCLES) ctest --preset asan-workers $(CTEST_FLAGS) -j $(JOBS)
 
 tsan: deps
