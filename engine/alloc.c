@@ -14,6 +14,7 @@
  */
 #include "engine/internal.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -144,6 +145,14 @@ htkv_arenas_allocated(const unsigned *arenas, unsigned n)
     return total;
 }
 
+void
+htkv_mem_give_back(void)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
+    (void)mallctl(name, NULL, NULL, NULL, 0);
+}
+
 #else /* plain malloc */
 
 void *
@@ -207,6 +216,12 @@ htkv_arenas_allocated(const unsigned *arenas, unsigned n)
     (void)arenas;
     (void)n;
     return 0;
+}
+
+void
+htkv_mem_give_back(void)
+{
+    (void)malloc_trim(0);
 }
 
 #endif

@@ -763,6 +763,7 @@ setup_one(void *ctx, uint32_t i)
     struct shard *sh = db_shard(ctx, i);
     pthread_mutex_lock(&sh->lock);
     cold_over_budget(sh);
+    htkv_shard_reclaim(sh); /* the evicted entries and old tables: no reader holds them yet */
     pthread_mutex_unlock(&sh->lock);
 }
 
@@ -784,6 +785,9 @@ htkv_cold_setup(struct htkv_db *db)
         }
     }
     htkv_parallel_for(db->shard_count, db->cpus, setup_one, db); /* one thread per CPU */
+    /* Recovery held every key; what the evictions freed goes back to the system now, so the
+     * store's anonymous memory after the open is near its budget, not near that peak. */
+    htkv_mem_give_back();
     return 0;
 }
 

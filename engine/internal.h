@@ -65,6 +65,14 @@ void htkv_mem_free(void *p);
 void *htkv_mem_map(size_t n);
 void htkv_mem_unmap(void *p, size_t n);
 
+/*
+ * Hand the allocator's free pages back to the system now (jemalloc: purge every arena; malloc:
+ * malloc_trim) instead of when they decay: after work whose peak is far above what stays, such
+ * as an open that recovers every key and then evicts down to a memory budget. Any thread; its
+ * cost grows with the free memory there is to return.
+ */
+void htkv_mem_give_back(void);
+
 /* Test hook: when set and returning true, the next allocation fails. */
 extern bool (*htkv_mem_fail_hook)(size_t n);
 

@@ -208,7 +208,8 @@ typedef struct htkv_config {
      * Not bounded by the budget: values (read from the page cache or the files); keys whose
      * newest record is in a shard's active segment (a shard seals it early once they alone take
      * half its share of the budget); versions an open view may still read; the index built while
-     * the store opens (recovery loads every key, then evicts down to the budget); and the key
+     * the store opens (recovery loads every key, then evicts down to the budget, and gives the
+     * freed memory back to the system before htkv_open() returns); and the key
      * index files' own memory (kix_bytes, ~1.3 B a cold key). The share of each shard is the
      * budget divided by shard_count; a shard never goes below its smallest hash table (8 KiB),
      * and seals a segment early only once it holds 64 KiB. A key index page or record that
