@@ -31,6 +31,9 @@
  * "read since the hand last passed", set by readers only where ref is 0. */
 #define COLD_REF_KEEP 2u
 
+/* Slots the CLOCK hand prefetches the entry of ahead of itself. */
+#define COLD_CLOCK_AHEAD 16u
+
 /* Bits of a shard's door (8 KiB): see door_seen(). */
 #define COLD_DOOR_BITS (1u << 16)
 
@@ -451,6 +454,27 @@ cold_key_intact(struct shard *sh, struct hidx_ent *e)
     return false;
 }
 
+/* Passes over the hash table read scattered entries and, for a key check, their records' key
+ * bytes: fetch the entry COLD_CLOCK_AHEAD slots after @p i, and the key of the one half as far
+ * (its entry has arrived by then), so that the misses overlap. */
+static inline void
+cold_prefetch(const struct hidx_table *t, uint64_t i, bool keys)
+{
+    uint64_t far =
+        atomic_load_explicit(&t->slots[(i + COLD_CLOCK_AHEAD) & t->mask], memory_order_relaxed);
+    if (hidx_slot_live(far)) {
+        __builtin_prefetch(hidx_slot_ent(far));
+    }
+    uint64_t near =
+        atomic_load_explicit(&t->slots[(i + COLD_CLOCK_AHEAD / 2) & t->mask], memory_order_relaxed);
+    if (keys && hidx_slot_live(near)) {
+        const struct hidx_ent *e = hidx_slot_ent(near);
+        if (!atomic_load_explicit(&e->checked, memory_order_relaxed)) {
+            __builtin_prefetch(hidx_ent_rec(e) + REC_HDR_BYTES);
+        }
+    }
+}
+
 /* Collect, in one pass over the hash table, the published heads that point into the
  * sealed segments @p b[0..nb) (ascending ids, all above kix_done_id). Lock held. */
 static int
@@ -458,6 +482,7 @@ build_collect(struct shard *sh, struct kix_build *b, size_t nb, uint64_t visible
 {
     struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
     for (uint64_t i = 0; i <= t->mask; i++) {
+        cold_prefetch(t, i, true);
         uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
         if (!hidx_slot_live(slot)) {
             continue;
@@ -643,6 +668,7 @@ cold_clock(struct shard *sh, uint64_t target)
     struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
     uint64_t in_active = 0, mem = cold_mem(sh);
     for (uint64_t n = 0; n < 2 * (t->mask + 1) && mem > target; n++) {
+        cold_prefetch(t, sh->clock_hand, false);
         uint64_t slot =
             atomic_load_explicit(&t->slots[sh->clock_hand++ & t->mask], memory_order_relaxed);
         if (!hidx_slot_live(slot)) {

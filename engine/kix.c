@@ -79,6 +79,9 @@ static int
 ent_cmp(const void *a, const void *b)
 {
     const struct kix_ent *x = a, *y = b;
+    if (x->abbr != y->abbr) {
+        return x->abbr < y->abbr ? -1 : 1; /* the order of the keys: their bytes not touched */
+    }
     int c = htkv_key_cmp(x->key, x->key_len, y->key, y->key_len);
     if (c != 0) {
         return c;
@@ -99,11 +102,15 @@ newest_per_key(struct kix_ent *ents, size_t n)
     if (n == 0) {
         return 0;
     }
+    for (size_t i = 0; i < n; i++) {
+        ents[i].abbr = htkv_key_abbrev(ents[i].key, ents[i].key_len, 0);
+    }
     qsort(ents, n, sizeof(*ents), ent_cmp);
     size_t w = 1;
     for (size_t i = 1; i < n; i++) {
         const struct kix_ent *p = &ents[w - 1];
-        if (htkv_key_cmp(p->key, p->key_len, ents[i].key, ents[i].key_len) != 0) {
+        if (p->abbr != ents[i].abbr ||
+            htkv_key_cmp(p->key, p->key_len, ents[i].key, ents[i].key_len) != 0) {
             ents[w++] = ents[i];
         }
     }

@@ -60,6 +60,7 @@ struct kix_ent {
     uint32_t off; /* the record's offset in the segment */
     uint64_t version;
     uint64_t hash; /* writer only: the key's hash with the store's seed (for the filter) */
+    uint64_t abbr; /* writer only, set by it: the key's first 8 bytes (htkv_key_abbrev()) */
 };
 
 /* What the file describes, as the writer is told it and htkv_kix_open() reads it. */
