@@ -382,6 +382,83 @@ test_torn_tail_cut_in_padding_of_full_segment(void **state)
     free(dir);
 }
 
+/* Goal: junk far past a torn tail, with unwritten space between (a write that reached the
+ * disk out of order, a stray block), is found and zeroed like junk right after it, wherever it
+ * lies: recovery skips the file's holes (SEEK_DATA) but must read every region with data, the
+ * file's last byte included. Method: a torn last record, then 1 to 64 junk bytes at offsets
+ * spread over the preallocated remainder (one or two regions each time); open, check the last
+ * put is gone, the others kept, the junk counted; write; close (the junk is zeroed or trimmed
+ * away); reopen: nothing cut again. */
+static void
+test_torn_tail_junk_beyond_a_hole(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_torn_tail_junk_beyond_a_hole");
+    struct tt_store s;
+    tt_store_init(&s, "torn-hole", 8ull << 20);
+    htkv_db *db = tu_open(&s.cfg);
+    for (size_t i = 0; i < NKEYS; i++) {
+        tt_put(db, &s, i, 20 + (i * 37) % 300, seed + i);
+    }
+    snprintf(s.keys[NKEYS], sizeof(s.keys[NKEYS]), "last-key-X");
+    s.last = NKEYS;
+    s.last_present_after = true;
+    tt_put(db, &s, NKEYS, 51, seed + 99);
+    tu_close_as_crash(db);
+    char seg[4096];
+    struct tu_rec last;
+    tt_last_record(s.dir, seg, &last);
+    const char *rel = seg + strlen(s.dir);
+    uint64_t rng = seed;
+    for (int round = 0; round < 12; round++) {
+        char *work = tu_tmpdir("torn-hole-work");
+        tu_copy_store(s.dir, work);
+        char wseg[8192];
+        snprintf(wseg, sizeof(wseg), "%s%s", work, rel);
+        long long size = tu_file_size(wseg);
+        assert_true(size > last.off + last.size + (1 << 16));
+        unsigned char flip;
+        assert_int_equal(tu_read_at(wseg, last.off + 30, &flip, 1), 0);
+        flip ^= 0x40; /* the last record's key: it fails its check, the tail is torn there */
+        assert_int_equal(tu_write_at(wseg, last.off + 30, &flip, 1), 0);
+        long long far_end = last.off + last.size;
+        for (int j = 0; j < 1 + round % 2; j++) {
+            unsigned char junk[64];
+            size_t n = 1 + (size_t)(tu_rand(&rng) % sizeof(junk));
+            long long room = size - (last.off + last.size + 8192) - (long long)n;
+            long long at = round == 0 && j == 0 ? size - (long long)n /* the file's end */
+                                                : last.off + last.size + 8192 +
+                                                      (long long)(tu_rand(&rng) % (uint64_t)room);
+            tu_fill(junk, n, tu_rand(&rng));
+            junk[n - 1] |= 1; /* the junk's end is where recovery must find it */
+            assert_int_equal(tu_write_at(wseg, at, junk, n), 0);
+            far_end = at + (long long)n > far_end ? at + (long long)n : far_end;
+        }
+        tu_context("seed %llu: round %d, junk ending at %lld of %lld", (unsigned long long)seed,
+                   round, far_end, size);
+        htkv_config cfg = s.cfg;
+        cfg.data_dir = work;
+        db = tu_open(&cfg);
+        tt_verify(db, &s, 0);
+        struct htkv_stats st = tu_stats(db);
+        assert_true(st.truncated_bytes >= (uint64_t)(far_end - (last.off + 30)));
+        assert_int_equal(htkv_put(db, "after-cut", 9, "fresh", 5), 0);
+        assert_int_equal(htkv_close(db), 0);
+        unsigned char tail = 0; /* zeroed on disk, or cut off by the close's trim */
+        assert_true(tu_file_size(wseg) < far_end || tu_read_at(wseg, far_end - 1, &tail, 1) == 0);
+        assert_int_equal(tail, 0);
+        db = tu_open(&cfg);
+        tt_verify(db, &s, 0);
+        tu_expect(db, "after-cut", 9, "fresh", 5);
+        st = tu_stats(db);
+        assert_int_equal(st.truncated_bytes, 0);
+        assert_int_equal(htkv_close(db), 0);
+        tu_rmrf(work);
+        free(work);
+    }
+    tt_store_fini(&s);
+}
+
 int
 main(void)
 {
@@ -391,6 +468,7 @@ main(void)
         cmocka_unit_test(test_torn_tail_only_record_of_new_segment_cut_at_every_offset),
         cmocka_unit_test(test_torn_tail_cut_in_padding_of_last_record),
         cmocka_unit_test(test_torn_tail_cut_in_padding_of_full_segment),
+        cmocka_unit_test(test_torn_tail_junk_beyond_a_hole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
