@@ -722,6 +722,12 @@ cold_evict(struct shard *sh, bool index)
             sh->evict_retry = mem + share / 8; /* or sooner, once a view closed */
             sh->evict_floor = sh->view_floor;
         }
+    } else if (mem > share - share / 8) {
+        /* The hand went twice around short of its target, and below the share: not again for
+         * each entry a read brings back (two turns over the whole table to evict a few), only
+         * after the shard grew by 1/64 of its share. */
+        sh->evict_retry = mem + share / 64;
+        sh->evict_floor = sh->view_floor;
     }
 }
 

@@ -45,6 +45,13 @@
  * inline the write runs in the call), durable-async (async in HTKV_SYNC_ALWAYS). Prints one row
  * per point, then the recommended worker count: the highest throughput whose p99 is within 1.5x
  * of the best p99.
+ *
+ * htkv-perf --sweep-budget [--keys N] [--shards N] [--csv FILE] [--plot FILE.png]
+ * puts --keys (1M) keys 16 B / 100 B under memory budgets of 1, 2, 5, 10, 25, 50 and 100% of
+ * the index they take without one (measured first), each point a fresh store in a child process
+ * (so that RssAnon is its own), then 1M uniform gets and twice 1M zipfian gets (the second
+ * reported): one row per point with the keys in memory, the index, RssAnon, gets/s and key index
+ * pages read per get; --plot draws gets/s and RssAnon against the budget (gnuplot).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -56,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <htkv/htkv.h>
@@ -645,11 +653,13 @@ budget_note(htkv_db *db, const char *when)
         die(rc, "stats");
     }
     printf("# budget %s: RssAnon %.1f MiB, RssFile %.1f MiB, index %.1f MiB + trie %.1f MiB, "
-           "hot %llu, cold %llu keys, %llu key index files (%.2f MiB)\n",
+           "hot %llu, cold %llu keys, %llu key index files (%.2f MiB), %llu evictions, %llu "
+           "promotions\n",
            when, status_mib("RssAnon"), status_mib("RssFile"), st.index_bytes / 1048576.0,
            st.trie_bytes / 1048576.0, (unsigned long long)st.hot_keys,
            (unsigned long long)st.cold_keys, (unsigned long long)st.kix_files,
-           st.kix_bytes / 1048576.0);
+           st.kix_bytes / 1048576.0, (unsigned long long)st.evictions,
+           (unsigned long long)st.promotions);
 }
 
 enum budget_dist { BUDGET_UNIFORM, BUDGET_ABSENT, BUDGET_ZIPF };
@@ -745,6 +755,170 @@ run_budget(const struct opts *o)
         die(rc, "close");
     }
     return hits;
+}
+
+/* ---- --sweep-budget: gets and memory against the budget ------------------------------------ */
+
+/* One point of the budget sweep. */
+struct budget_row {
+    double pct;       /* the budget, in % of the index every key needs (100 = none) */
+    uint64_t budget;  /* memory_budget_bytes (0 = none) */
+    double hot_pct;   /* keys in memory after the gets, % */
+    double rss_anon;  /* MiB, after the puts and gets */
+    double index_mib; /* index + trie, MiB */
+    double uniform;   /* gets/s */
+    double zipf;      /* gets/s, second pass */
+    double u_pages;   /* key index pages read per uniform get */
+    double z_pages;   /* per zipfian get */
+};
+
+/* Load @p keys keys under @p budget, then gets as run_budget() does; in a child process, so that
+ * RssAnon is this point's alone. */
+static void
+budget_point_child(const struct opts *o, uint64_t keys, struct budget_row *r)
+{
+    rm_store(o->dir);
+    htkv_config cfg;
+    htkv_config_init(&cfg);
+    cfg.data_dir = o->dir;
+    cfg.shard_count = (unsigned)o->shards;
+    cfg.memory_budget_bytes = r->budget;
+    htkv_db *db;
+    int rc = htkv_open(&cfg, &db);
+    if (rc != 0) {
+        die(rc, "open");
+    }
+    char key[16], val[100];
+    memset(val, 'b', sizeof(val));
+    for (uint64_t i = 0; i < keys; i++) {
+        make_key(key, sizeof(key), i);
+        if ((rc = htkv_put(db, key, sizeof(key), val, sizeof(val))) != 0) {
+            die(rc, "put");
+        }
+    }
+    const uint64_t n = 1000000;
+    r->uniform = budget_gets(db, keys, n, BUDGET_UNIFORM, &r->u_pages);
+    (void)budget_gets(db, keys, n, BUDGET_ZIPF, &r->z_pages); /* its hot keys come in */
+    r->zipf = budget_gets(db, keys, n, BUDGET_ZIPF, &r->z_pages);
+    struct htkv_stats st;
+    if ((rc = htkv_stats(db, &st)) != 0) {
+        die(rc, "stats");
+    }
+    r->rss_anon = status_mib("RssAnon");
+    r->index_mib = (double)(st.index_bytes + st.trie_bytes) / 1048576.0;
+    r->hot_pct = st.hot_keys + st.cold_keys > 0
+                     ? 100.0 * (double)st.hot_keys / (double)(st.hot_keys + st.cold_keys)
+                     : 100.0;
+    if ((rc = htkv_close(db)) != 0) {
+        die(rc, "close");
+    }
+    rm_store(o->dir);
+}
+
+static void
+budget_point(const struct opts *o, uint64_t keys, struct budget_row *r)
+{
+    int fd[2];
+    if (pipe(fd) != 0) {
+        die(-errno, "pipe");
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        die(-errno, "fork");
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        budget_point_child(o, keys, r);
+        _exit(write(fd[1], r, sizeof(*r)) == (ssize_t)sizeof(*r) ? 0 : 1);
+    }
+    close(fd[1]);
+    ssize_t got = read(fd[0], r, sizeof(*r));
+    close(fd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (got != (ssize_t)sizeof(*r) || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        die(-EIO, "budget point (child process)");
+    }
+}
+
+static int on_path(const char *prog);
+
+static void
+budget_plot(const char *file, uint64_t keys, const struct budget_row *r, int n)
+{
+    FILE *g = on_path("gnuplot") ? popen("gnuplot", "w") : NULL;
+    if (g == NULL) {
+        printf("plot: skipped (gnuplot is not on PATH or cannot start); %s not written\n", file);
+        return;
+    }
+    fprintf(g, "set terminal png size 900,540\nset output '%s'\n", file);
+    fprintf(g, "set title 'htkv-perf --sweep-budget: %llu keys 16 B / 100 B, inline'\n",
+            (unsigned long long)keys);
+    fprintf(g, "set xlabel 'memory budget (%% of the index all keys need)'\nset logscale x\n"
+               "set ylabel 'gets/s'\nset y2label 'RssAnon (MiB)'\nset ytics nomirror\n"
+               "set y2tics\nset yrange [0:*]\nset y2range [0:*]\nset key top left\nset grid\n");
+    fprintf(g, "plot '-' using 1:2 axes x1y1 with linespoints lw 2 title 'uniform gets/s', "
+               "'-' using 1:2 axes x1y1 with linespoints lw 2 title 'zipfian gets/s', "
+               "'-' using 1:2 axes x1y2 with linespoints lw 2 dt 2 title 'RssAnon MiB'\n");
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < n; i++) {
+            double y = k == 0 ? r[i].uniform : k == 1 ? r[i].zipf : r[i].rss_anon;
+            fprintf(g, "%.2f %.2f\n", r[i].pct, y);
+        }
+        fprintf(g, "e\n");
+    }
+    int st = pclose(g);
+    printf(st == 0 ? "plot: %s\n" : "plot: gnuplot failed for %s\n", file);
+}
+
+/*
+ * --sweep-budget: --keys (1M) keys under budgets of 1% to 100% of the index they need without
+ * one (measured first), each point a fresh store in a child process: uniform and zipfian gets/s,
+ * index pages per get, keys in memory, RssAnon. Table on stdout; --csv FILE, --plot FILE.png.
+ */
+static int
+run_sweep_budget(const struct opts *o, const char *csv, const char *plot)
+{
+    static const double pct[] = { 1, 2, 5, 10, 25, 50, 100 };
+    const int n = (int)(sizeof(pct) / sizeof(pct[0]));
+    const uint64_t keys = o->keys > 0 ? o->keys : 1000000;
+    struct budget_row rows[sizeof(pct) / sizeof(pct[0])], full = { .pct = 100 };
+    budget_point(o, keys, &full);
+    uint64_t need = (uint64_t)(full.index_mib * 1048576.0);
+    printf("# htkv-perf --sweep-budget: %llu keys 16 B / 100 B, inline, --shards %d (0: the "
+           "default); without a "
+           "budget the index takes %.1f MiB\n",
+           (unsigned long long)keys, o->shards, full.index_mib);
+    printf("%7s %10s %7s %10s %10s %12s %12s %8s %8s\n", "budget%", "budget MiB", "hot%",
+           "index MiB", "RssAnon", "uniform/s", "zipf/s", "pages/u", "pages/z");
+    FILE *c = csv != NULL ? fopen(csv, "w") : NULL;
+    if (c != NULL) {
+        fprintf(c, "budget_pct,budget_bytes,hot_pct,index_mib,rss_anon_mib,uniform_gets_s,"
+                   "zipf_gets_s,pages_per_uniform_get,pages_per_zipf_get\n");
+    }
+    for (int i = 0; i < n; i++) {
+        rows[i] = (struct budget_row){ .pct = pct[i] };
+        rows[i].budget = pct[i] >= 100 ? 0 : (uint64_t)((double)need * pct[i] / 100.0) + 1;
+        budget_point(o, keys, &rows[i]);
+        const struct budget_row *r = &rows[i];
+        printf("%7.0f %10.2f %7.1f %10.1f %10.1f %12.0f %12.0f %8.2f %8.2f\n", r->pct,
+               r->budget / 1048576.0, r->hot_pct, r->index_mib, r->rss_anon, r->uniform, r->zipf,
+               r->u_pages, r->z_pages);
+        if (c != NULL) {
+            fprintf(c, "%.0f,%llu,%.2f,%.2f,%.2f,%.0f,%.0f,%.3f,%.3f\n", r->pct,
+                    (unsigned long long)r->budget, r->hot_pct, r->index_mib, r->rss_anon,
+                    r->uniform, r->zipf, r->u_pages, r->z_pages);
+        }
+        fflush(stdout);
+    }
+    if (c != NULL) {
+        fclose(c);
+    }
+    if (plot != NULL) {
+        budget_plot(plot, keys, rows, n);
+    }
+    return 0;
 }
 
 /* Log-linear latency histogram in ns: exact below 64 ns, then 32 sub-buckets per power of two
@@ -1324,6 +1498,8 @@ main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sweep") == 0) {
             sweep = 1;
+        } else if (strcmp(argv[i], "--sweep-budget") == 0) {
+            sweep = 2;
         } else if (strcmp(argv[i], "--mix") == 0 && i + 1 < argc) {
             so.mix_name = argv[++i];
         } else if (strcmp(argv[i], "--dist") == 0 && i + 1 < argc) {
@@ -1373,6 +1549,7 @@ main(int argc, char **argv)
                     "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
                     "[--shards N] [--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n"
                     "       htkv-perf --workload budget [--keys N] [--budget BYTES]\n"
+                    "       htkv-perf --sweep-budget [--keys N] [--csv FILE] [--plot FILE.png]\n"
                     "       htkv-perf --sweep [--mix put|ycsb-a|ycsb-b|ycsb-c|ycsb-d|"
                     "ycsb-e|ycsb-f|durable|async|durable-async] [--dist uniform|zipf] [--keys N] "
                     "[--threads N] "
@@ -1380,6 +1557,9 @@ main(int argc, char **argv)
                     "[--seconds S] [--csv FILE] [--plot FILE.png] [--backend ...] [--dir PATH]\n");
             return 2;
         }
+    }
+    if (sweep == 2) {
+        return run_sweep_budget(&o, so.csv_file, so.plot_file);
     }
     if (sweep) {
         so.threads = o.threads;
