@@ -29,7 +29,8 @@
  *   compaction_seed  the original's compaction scenario: 20,000 puts 16 B / 256 B with a delete
  *               of an earlier key every 5th, then htkv_compact_now() timed (ms in a note line)
  * Each workload runs --trials times (default 3) on a fresh store; the median and the spread
- * (min..max) are printed in operations per second.
+ * (min..max) are printed in operations per second. --store-budget BYTES sets the
+ * memory_budget_bytes of their stores (default 0; the budget workload takes --budget).
  *
  * htkv-perf --sweep [--mix M] [--dist uniform|zipf] [--keys N] [--threads N] [--max-workers N]
  *                   [--seconds S] [--csv FILE] [--plot FILE.png]
@@ -77,8 +78,9 @@ struct opts {
     int threads;
     int backend;
     int csv;
-    uint64_t keys;   /* budget: keys loaded (0 = 1M) */
-    uint64_t budget; /* budget: memory_budget_bytes */
+    uint64_t keys;         /* budget: keys loaded (0 = 1M) */
+    uint64_t budget;       /* budget: memory_budget_bytes */
+    uint64_t store_budget; /* --store-budget: memory_budget_bytes of every other workload */
 };
 
 static double
@@ -117,6 +119,7 @@ open_store(const struct opts *o, int sync_mode)
     cfg.shard_count = (unsigned)o->shards;
     cfg.sync_mode = sync_mode;
     cfg.io_backend = o->backend;
+    cfg.memory_budget_bytes = o->store_budget;
     htkv_db *db;
     int rc = htkv_open(&cfg, &db);
     if (rc != 0) {
@@ -1516,6 +1519,8 @@ main(int argc, char **argv)
             so.keys = o.keys = strtoull(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--budget") == 0 && i + 1 < argc) {
             o.budget = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--store-budget") == 0 && i + 1 < argc) {
+            o.store_budget = strtoull(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--max-workers") == 0 && i + 1 < argc) {
             so.max_workers = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
@@ -1547,7 +1552,8 @@ main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: htkv-perf [--workload NAME|all] [--trials N] [--workers N] "
-                    "[--shards N] [--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv]\n"
+                    "[--shards N] [--threads N] [--backend auto|uring|sync] [--dir PATH] [--csv] "
+                    "[--store-budget BYTES]\n"
                     "       htkv-perf --workload budget [--keys N] [--budget BYTES]\n"
                     "       htkv-perf --sweep-budget [--keys N] [--csv FILE] [--plot FILE.png]\n"
                     "       htkv-perf --sweep [--mix put|ycsb-a|ycsb-b|ycsb-c|ycsb-d|"
