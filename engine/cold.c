@@ -817,9 +817,15 @@ htkv_cold_setup(struct htkv_db *db)
         }
     }
     htkv_parallel_for(db->shard_count, db->cpus, setup_one, db); /* one thread per CPU */
+    uint64_t evicted = 0;
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        evicted += db_shard(db, i)->evictions;
+    }
     /* Recovery held every key; what the evictions freed goes back to the system now, so the
      * store's anonymous memory after the open is near its budget, not near that peak. */
-    htkv_mem_give_back();
+    if (evicted > 0) {
+        htkv_mem_give_back();
+    }
     return 0;
 }
 

@@ -68,8 +68,9 @@ void htkv_mem_unmap(void *p, size_t n);
 /*
  * Hand the allocator's free pages back to the system now (jemalloc: purge every arena; malloc:
  * malloc_trim) instead of when they decay: after work whose peak is far above what stays, such
- * as an open that recovers every key and then evicts down to a memory budget. Any thread; its
- * cost grows with the free memory there is to return.
+ * as an open that recovers every key and then evicts down to a memory budget. Process-wide:
+ * the free pages of every arena go, the host application's too (jemalloc would return them
+ * when they decay, ~10 s later). Any thread; its cost grows with the free memory there is.
  */
 void htkv_mem_give_back(void);
 

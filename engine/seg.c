@@ -581,6 +581,9 @@ htkv_seg_last_nonzero_end(const unsigned char *map, uint64_t from, uint64_t end)
  * was preallocated with is one (ext4, XFS, tmpfs), so a torn tail's scan reads the records' few
  * pages instead of the whole segment. A file system without the two seeks reports one data
  * region to the end of the file: the whole range is read, as by htkv_seg_last_nonzero_end().
+ * A caller that must not miss a byte written through the page cache but not yet to the disk
+ * (a crash's torn tail) fdatasyncs the file first: some file systems have reported such dirty
+ * pages over unwritten extents as a hole.
  */
 uint64_t
 htkv_seg_data_end(const struct seg *s, uint64_t from, uint64_t end)

@@ -298,6 +298,10 @@ test_seg_data_end_matches_a_full_read(void **state)
     append_set(s, "alpha", 300, 1);
     assert_int_equal(htkv_seg_sync(s), 0);
     uint64_t end = s->file_bytes;
+    if ((uint64_t)lseek(s->fd, (off_t)s->tail, SEEK_HOLE) >= end) {
+        fprintf(stderr, "note: this file system reports no hole in the preallocated space: "
+                        "the checks below hold, but do not exercise the holes' skipping\n");
+    }
     uint64_t base = htkv_seg_last_nonzero_end(s->map, SEG_DATA_OFF, end); /* the record's end */
     assert_true(base > SEG_DATA_OFF && base <= s->tail);
     assert_int_equal(htkv_seg_data_end(s, s->tail, end), s->tail);
