@@ -8,7 +8,8 @@
  * it (values and tombstones), then moves a CLOCK hand over the hash table: an entry read since
  * the hand last passed (ref set) gets another round, any other entry that may leave (cold.h,
  * rule 2) leaves, until the shard is 1/8 below its share. A pass that cannot get below the
- * share is not repeated before the shard's memory grew by another 1/8 of it (or a view closed);
+ * share is not repeated before the shard's memory grew by another 1/8 of it (or a view closed),
+ * one that got below the share but not to its target before it grew by 1/64 of it;
  * when the active segment's entries alone take half the share, the shard seals it at its next
  * write so that they can leave too. Compaction steps evict the same way. Gets promote keys read
  * cold twice lately (htkv_cold_touch()).
@@ -439,15 +440,12 @@ build_push(struct kix_build *b, const struct hidx_ent *e)
     return 0;
 }
 
-/* Do @p e's record's key bytes still hash to its hash? A record checked (its CRC, or written
- * by this process) has them intact; another, installed from a hint, is hashed. One that fails
- * is marked COLD_REF_KEEP: it never leaves memory, where a read finds it as a damaged twin.
- * Lock held. */
+/* htkv_shard_key_intact(); an entry whose key bytes are not is marked COLD_REF_KEEP: it never
+ * leaves memory, where a read finds it as a damaged twin. Lock held. */
 static bool
 cold_key_intact(struct shard *sh, struct hidx_ent *e)
 {
-    if (atomic_load_explicit(&e->checked, memory_order_relaxed) ||
-        htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) == e->hash) {
+    if (htkv_shard_key_intact(sh, e)) {
         return true;
     }
     atomic_store_explicit(&e->ref, COLD_REF_KEEP, memory_order_relaxed);

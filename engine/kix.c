@@ -593,8 +593,14 @@ page_walk_check(const struct kix *k, uint32_t i, const unsigned char *p, uint32_
     return NULL;
 }
 
+/*
+ * Check page @p i (its offset in the file in *@p at_out): its size and CRC always; the rest of
+ * its header and the walk of its entries (page_walk_check()) unless @p again, a page that passed
+ * them in this open (the file may have been changed under the mapping since; the same bytes need
+ * no second walk). NULL and *@p out set, or why it fails.
+ */
 static const char *
-page_check(const struct kix *k, uint32_t i, struct kix_page *out, uint64_t *at_out)
+page_check(const struct kix *k, uint32_t i, bool again, struct kix_page *out, uint64_t *at_out)
 {
     uint32_t first = htkv_load32(k->meta + k->fence_at[i]);
     uint32_t end = i + 1 < k->pages ? htkv_load32(k->meta + k->fence_at[i + 1]) : k->blocks;
@@ -602,33 +608,16 @@ page_check(const struct kix *k, uint32_t i, struct kix_page *out, uint64_t *at_o
     *at_out = k->pages_off + (uint64_t)first * KIX_BLOCK;
     const unsigned char *p = k->map + *at_out;
     uint32_t count = htkv_load32(p + 4), used = htkv_load32(p + 8);
-    if (KIX_PAGE_HDR + (uint64_t)used > bytes || count == 0 || htkv_load32(p + 12) != 0 ||
+    if (KIX_PAGE_HDR + (uint64_t)used > bytes ||
+        (!again && (count == 0 || htkv_load32(p + 12) != 0)) ||
         htkv_crc32c(0, p + 4, KIX_PAGE_HDR - 4 + used) != htkv_load32(p)) {
         return "bad page (checksum or size)";
     }
-    const char *why = page_walk_check(k, i, p + KIX_PAGE_HDR, used, count);
+    const char *why = again ? NULL : page_walk_check(k, i, p + KIX_PAGE_HDR, used, count);
     if (why == NULL) {
         *out = (struct kix_page){ .p = p + KIX_PAGE_HDR, .count = count, .used = used };
     }
     return why;
-}
-
-/* A page that passed page_check() in this open: its size and CRC only (the file may have been
- * changed under the mapping since; the same bytes need no second walk). */
-static const char *
-page_check_again(const struct kix *k, uint32_t i, struct kix_page *out, uint64_t *at_out)
-{
-    uint32_t first = htkv_load32(k->meta + k->fence_at[i]);
-    uint32_t end = i + 1 < k->pages ? htkv_load32(k->meta + k->fence_at[i + 1]) : k->blocks;
-    *at_out = k->pages_off + (uint64_t)first * KIX_BLOCK;
-    const unsigned char *p = k->map + *at_out;
-    uint32_t count = htkv_load32(p + 4), used = htkv_load32(p + 8);
-    if (KIX_PAGE_HDR + (uint64_t)used > (uint64_t)(end - first) * KIX_BLOCK ||
-        htkv_crc32c(0, p + 4, KIX_PAGE_HDR - 4 + used) != htkv_load32(p)) {
-        return "bad page (checksum or size)";
-    }
-    *out = (struct kix_page){ .p = p + KIX_PAGE_HDR, .count = count, .used = used };
-    return NULL;
 }
 
 int
@@ -636,9 +625,8 @@ htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out)
 {
     HTKV_ASSERT(i < k->pages);
     uint64_t at;
-    const char *why = atomic_load_explicit(&k->page_ok[i], memory_order_acquire)
-                          ? page_check_again(k, i, out, &at)
-                          : page_check(k, i, out, &at);
+    const char *why =
+        page_check(k, i, atomic_load_explicit(&k->page_ok[i], memory_order_acquire), out, &at);
     if (why == NULL) {
         atomic_store_explicit(&k->page_ok[i], 1, memory_order_release);
     }
@@ -712,7 +700,7 @@ htkv_kix_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t 
     for (uint32_t i = 0; i < k.pages && rc == 0; i++) {
         struct kix_page pg;
         uint64_t at;
-        const char *why = page_check(&k, i, &pg, &at);
+        const char *why = page_check(&k, i, false, &pg, &at);
         rc = why != NULL ? bad(path, at, why, bad_off) : 0;
         keys += rc == 0 ? pg.count : 0;
     }

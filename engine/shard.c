@@ -496,15 +496,21 @@ htkv_shard_prune_to_floor(struct shard *sh)
     }
 }
 
-/* Remember the first entry whose record's key bytes do not hash to its hash (a record checked
- * once, or written by this process, has them intact: not hashed): a hint installed it for a key
- * whose bytes were damaged since, so the trie orders it under other bytes and an ordered query
- * cannot tell where that key belongs (shard.h: damaged_seg). Lock held. */
+bool
+htkv_shard_key_intact(const struct shard *sh, const struct hidx_ent *e)
+{
+    return atomic_load_explicit(&e->checked, memory_order_relaxed) ||
+           htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) == e->hash;
+}
+
+/* Remember the first entry whose key bytes are not intact (htkv_shard_key_intact()): a hint
+ * installed it for a key whose bytes were damaged since, so the trie orders it under other
+ * bytes and an ordered query cannot tell where that key belongs (shard.h: damaged_seg). Lock
+ * held. */
 static void
 shard_key_check(struct shard *sh, const struct hidx_ent *e)
 {
-    if (sh->damaged_seg == 0 && !atomic_load_explicit(&e->checked, memory_order_relaxed) &&
-        htkv_hash(hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len, sh->env->hash_seed) != e->hash) {
+    if (sh->damaged_seg == 0 && !htkv_shard_key_intact(sh, e)) {
         sh->damaged_seg = e->seg->id;
         sh->damaged_off = e->off;
     }
@@ -1045,7 +1051,7 @@ htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **se
     struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
     atomic_store_explicit(&sh->cold, NULL, memory_order_release);
     if (cs != NULL) {
-        htkv_ebr_retire(sh->env->ebr, &sh->limbo, cs, htkv_mem_free);
+        htkv_shard_retire(sh, cs, htkv_mem_free);
     }
     sh->cold_keys = 0;
     sh->kix_done_id = 0;

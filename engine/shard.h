@@ -339,6 +339,11 @@ void htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *));
 void htkv_shard_retire_seg(struct shard *sh, struct seg *s);
 void htkv_shard_reclaim(struct shard *sh);
 
+/* Do @p e's record's key bytes still hash to its hash? A record checked once (its CRC), or
+ * written by this process, has them intact and is not hashed again; another, installed from a
+ * hint, is. Lock held (or no writer). */
+bool htkv_shard_key_intact(const struct shard *sh, const struct hidx_ent *e);
+
 /* Wait (lock held, released while waiting) until no group sync of @p sh is in flight. */
 void htkv_shard_wait_sync_end(struct shard *sh);
 

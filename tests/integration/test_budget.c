@@ -1711,6 +1711,23 @@ damaged_record_round(struct bt *t, const char *clean, const struct bmodel *m0, u
     bt_close(t);
 }
 
+/* The store each damage round starts from: loaded, @p ops random steps, closed, and copied to
+ * DIR-clean (@p clean); returns its model (malloc'd). */
+static struct bmodel *
+damage_base(struct bt *t, unsigned ops, char *clean, size_t cap)
+{
+    bt_reopen(t, t->cfg.memory_budget_bytes, "create");
+    load_all(t, false);
+    random_ops(t, tu_model_scaled(ops), "before the damage");
+    bt_close(t);
+    snprintf(clean, cap, "%s-clean", t->dir);
+    tu_copy_store(t->dir, clean);
+    struct bmodel *m0 = malloc(sizeof(*m0));
+    assert_non_null(m0);
+    memcpy(m0, t->m, sizeof(*m0));
+    return m0;
+}
+
 /* A record of a live key damaged on disk (value, key or header): gets and queries that meet it
  * answer HTKV_ECORRUPT; a query never skips the key silently. Under a budget. */
 static void
@@ -1719,16 +1736,8 @@ test_budget_damaged_record_in_queries(void **state)
     (void)state;
     struct bt t;
     bt_start(&t, "budget_damaged_record_in_queries", 600, HTKV_SYNC_NEVER, 16u << 10);
-    bt_reopen(&t, t.cfg.memory_budget_bytes, "create");
-    load_all(&t, false);
-    random_ops(&t, tu_model_scaled(300), "before the damage");
-    bt_close(&t);
     char clean[4200];
-    snprintf(clean, sizeof(clean), "%s-clean", t.dir);
-    tu_copy_store(t.dir, clean);
-    struct bmodel *m0 = malloc(sizeof(*m0));
-    assert_non_null(m0);
-    memcpy(m0, t.m, sizeof(*m0));
+    struct bmodel *m0 = damage_base(&t, 300, clean, sizeof(clean));
     for (unsigned r = 0; r < 18; r++) {
         damaged_record_round(&t, clean, m0, r % 3);
     }
@@ -1743,16 +1752,8 @@ test_budget_segment_damage(void **state)
     (void)state;
     struct bt t;
     bt_start(&t, "budget_segment_damage", 2000, HTKV_SYNC_NEVER, 24u << 10);
-    bt_reopen(&t, t.cfg.memory_budget_bytes, "create");
-    load_all(&t, false);
-    random_ops(&t, tu_model_scaled(600), "before the damage");
-    bt_close(&t);
     char clean[4200];
-    snprintf(clean, sizeof(clean), "%s-clean", t.dir);
-    tu_copy_store(t.dir, clean);
-    struct bmodel *m0 = malloc(sizeof(*m0));
-    assert_non_null(m0);
-    memcpy(m0, t.m, sizeof(*m0));
+    struct bmodel *m0 = damage_base(&t, 600, clean, sizeof(clean));
     t.corrupt_ok = true;
     unsigned refused = 0;
     for (unsigned trial = 0; trial < 6; trial++) {

@@ -38,6 +38,21 @@ tt_put(htkv_db *db, struct tt_store *s, size_t i, size_t vlen, uint64_t tag)
     assert_int_equal(htkv_put(db, s->keys[i], strlen(s->keys[i]), s->vals[i], vlen), 0);
 }
 
+/* A put of every key (key i with @p base + i * @p mul % 300 bytes), then the last write: a put
+ * of the new key "last-key-X" with @p last_vlen bytes (tag @p last_tag). */
+static void
+tt_puts_then_new_key(htkv_db *db, struct tt_store *s, uint64_t seed, size_t base, size_t mul,
+                     size_t last_vlen, uint64_t last_tag)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        tt_put(db, s, i, base + (i * mul) % 300, seed + i);
+    }
+    snprintf(s->keys[NKEYS], sizeof(s->keys[NKEYS]), "last-key-X");
+    s->last = NKEYS;
+    s->last_present_after = true;
+    tt_put(db, s, NKEYS, last_vlen, last_tag);
+}
+
 /* Check every key but the last-written one against the table, and the last one against
  * @p last_state: 1 = its new value, 0 = what it held before, -1 = either. */
 static void
@@ -329,13 +344,7 @@ test_torn_tail_cut_in_padding_of_last_record(void **state)
     struct tt_store s;
     tt_store_init(&s, "torn-pad", 64ull << 20);
     htkv_db *db = tu_open(&s.cfg);
-    for (size_t i = 0; i < NKEYS; i++) {
-        tt_put(db, &s, i, 1 + (i * 41) % 300, seed + i);
-    }
-    snprintf(s.keys[NKEYS], sizeof(s.keys[NKEYS]), "last-key-X");
-    s.last = NKEYS;
-    s.last_present_after = true;
-    tt_put(db, &s, NKEYS, 49, seed + 98); /* raw 83: 5 bytes of padding */
+    tt_puts_then_new_key(db, &s, seed, 1, 41, 49, seed + 98); /* raw 83: 5 bytes of padding */
     assert_int_equal(htkv_close(db), 0);
     tt_cut_every_offset(&s, seed, TT_PADDING);
     tt_store_fini(&s);
@@ -397,13 +406,7 @@ test_torn_tail_junk_beyond_a_hole(void **state)
     struct tt_store s;
     tt_store_init(&s, "torn-hole", 8ull << 20);
     htkv_db *db = tu_open(&s.cfg);
-    for (size_t i = 0; i < NKEYS; i++) {
-        tt_put(db, &s, i, 20 + (i * 37) % 300, seed + i);
-    }
-    snprintf(s.keys[NKEYS], sizeof(s.keys[NKEYS]), "last-key-X");
-    s.last = NKEYS;
-    s.last_present_after = true;
-    tt_put(db, &s, NKEYS, 51, seed + 99);
+    tt_puts_then_new_key(db, &s, seed, 20, 37, 51, seed + 99);
     tu_close_as_crash(db);
     char seg[4096];
     struct tu_rec last;
