@@ -7,7 +7,7 @@ pkgs=(
     build-essential cmake pkg-config clang libclang-rt-14-dev clang-format clang-tidy python3
     liburing-dev libsodium-dev libargon2-dev libjemalloc-dev
     libcmocka-dev libbenchmark-dev
-    libraft-dev libuv1-dev
+    libraft-dev libuv1-dev liblz4-dev
 )
 
 missing=()
