@@ -63,6 +63,9 @@ cold_set_replace(struct shard *sh, struct seg *const *add, size_t nadd, const st
 {
     struct cold_set *old = atomic_load_explicit(&sh->cold, memory_order_relaxed);
     size_t n = old != NULL ? old->n : 0;
+    if (htkv_shard_limbo_reserve(sh, 1) != 0) {
+        return -ENOMEM;
+    }
     struct cold_set *cs = htkv_mem_alloc(sizeof(*cs) + (n + nadd) * sizeof(cs->segs[0]));
     if (cs == NULL) {
         return -ENOMEM;
@@ -684,6 +687,9 @@ cold_clock(struct shard *sh, uint64_t target)
             }
             continue;
         }
+        if (htkv_shard_limbo_reserve(sh, 2) != 0) {
+            break; /* no memory to retire it: it stays */
+        }
         if (cold_listed(e)) {
             cold_evict_one(sh, e);
             mem -= sizeof(*e); /* and its trie node: counted again at the end */
@@ -709,7 +715,9 @@ cold_evict(struct shard *sh, bool index)
                  htkv_strerror(rc));
     }
     uint64_t in_active = cold_clock(sh, share - share / 8);
-    (void)htkv_hidx_tidy(&sh->idx, htkv_shard_retire_table, sh); /* -ENOMEM: keeps it */
+    if (htkv_shard_limbo_reserve(sh, 1) == 0) {
+        (void)htkv_hidx_tidy(&sh->idx, htkv_shard_retire_table, sh); /* -ENOMEM: keeps it */
+    }
     mem = cold_mem(sh);
     sh->evict_retry = 0;
     if (mem > share) {

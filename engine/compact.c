@@ -161,7 +161,10 @@ static int
 relocate(struct shard *sh, struct hidx_ent *e, const struct rec_hdr *h, size_t pend)
 {
     uint64_t size = htkv_rec_size(h->key_len, h->val_len);
-    int rc = htkv_shard_make_room(sh, size);
+    int rc = htkv_shard_limbo_reserve(sh, 2);
+    if (rc == 0) {
+        rc = htkv_shard_make_room(sh, size);
+    }
     if (rc == 0 && atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
         rc = htkv_trie_reserve(&sh->trie, 1);
     }
@@ -293,6 +296,9 @@ compact_step(struct shard *sh, struct seg *v, uint64_t *off, uint64_t floor)
                 /* Only a tombstone at or below the fence goes: the change feed reports every
                  * version above the floor, and a follower must still learn of this delete. */
                 if (e->del && oldest && e->version <= upto && e->version <= floor) {
+                    if (htkv_shard_limbo_reserve(sh, 2) != 0) {
+                        return -ENOMEM;
+                    }
                     drop_tombstone(sh, e);
                 } else {
                     int rc = relocate(sh, e, &h, pend);

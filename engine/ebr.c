@@ -12,10 +12,16 @@
  *   1. A non-zero slot holds an epoch <= the global epoch at any later time.
  *   2. An object stamped s is freed only when every non-zero slot holds an epoch > s.
  *   3. Limbo items are in non-decreasing stamp order (one writer appends them).
+ *   4. Retiring never waits for readers: writers retire from inside their own read-side section.
+ *      Room is reserved before the unlink (htkv_ebr_reserve()); without room and memory the
+ *      object is kept for good, never freed early.
  */
 #include "engine/ebr.h"
 
+#include <errno.h>
 #include <sched.h>
+#include <stdint.h>
+#include <string.h>
 #include <stdatomic.h>
 
 static _Thread_local unsigned ebr_hint = EBR_SLOTS; /* EBR_SLOTS = not yet chosen */
@@ -24,6 +30,7 @@ void
 htkv_ebr_init(struct ebr *e)
 {
     atomic_init(&e->global, 1);
+    atomic_init(&e->unfreed, 0);
     for (unsigned i = 0; i < EBR_SLOTS; i++) {
         atomic_init(&e->slots[i].epoch, 0);
     }
@@ -83,13 +90,41 @@ htkv_ebr_idle(struct ebr *e)
     return htkv_ebr_safe(e) == UINT64_MAX;
 }
 
+/* Move the items still waiting to the front of the list. */
 static void
-ebr_wait_idle(struct ebr *e, uint64_t stamp)
+limbo_compact(struct ebr_limbo *l)
 {
-    atomic_fetch_add_explicit(&e->global, 1, memory_order_seq_cst);
-    while (htkv_ebr_safe(e) <= stamp) {
-        sched_yield();
+    if (l->head > 0) {
+        memmove(l->items, l->items + l->head, (l->count - l->head) * sizeof(*l->items));
+        l->count -= l->head;
+        l->head = 0;
     }
+}
+
+int
+htkv_ebr_reserve(struct ebr_limbo *l, size_t n)
+{
+    if (l->cap - l->count >= n) {
+        return 0;
+    }
+    limbo_compact(l);
+    if (l->cap - l->count >= n) {
+        return 0;
+    }
+    size_t cap = l->cap ? l->cap : 256;
+    while (cap - l->count < n) {
+        if (cap > SIZE_MAX / (2 * sizeof(*l->items))) {
+            return -ENOMEM;
+        }
+        cap *= 2;
+    }
+    struct ebr_item *items = htkv_mem_realloc(l->items, cap * sizeof(*items));
+    if (items == NULL) {
+        return -ENOMEM;
+    }
+    l->items = items;
+    l->cap = cap;
+    return 0;
 }
 
 void
@@ -98,22 +133,13 @@ htkv_ebr_retire(struct ebr *e, struct ebr_limbo *l, void *p, void (*free_fn)(voi
     HTKV_ASSERT(p != NULL);
     HTKV_ASSERT(free_fn != NULL);
     uint64_t stamp = htkv_ebr_stamp(e);
-    if (l->count == l->cap) {
-        if (l->head > 0) {
-            memmove(l->items, l->items + l->head, (l->count - l->head) * sizeof(*l->items));
-            l->count -= l->head;
-            l->head = 0;
-        } else {
-            size_t cap = l->cap ? l->cap * 2 : 256;
-            struct ebr_item *n = htkv_mem_realloc(l->items, cap * sizeof(*n));
-            if (n == NULL) {
-                /* No memory for the list: wait out the readers instead. */
-                ebr_wait_idle(e, stamp);
-                free_fn(p);
-                return;
-            }
-            l->items = n;
-            l->cap = cap;
+    if (l->count == l->cap && htkv_ebr_reserve(l, 1) != 0) {
+        /* Unreserved and no memory: free what readers left, or keep @p p for good. */
+        htkv_ebr_reclaim(e, l);
+        limbo_compact(l);
+        if (l->count == l->cap) {
+            atomic_fetch_add_explicit(&e->unfreed, 1, memory_order_relaxed);
+            return;
         }
     }
     HTKV_ASSERT(l->count < l->cap);

@@ -27,6 +27,7 @@ struct ebr {
     _Alignas(HTKV_CACHELINE) _Atomic uint64_t global;
     char pad[HTKV_CACHELINE - sizeof(uint64_t)];
     struct ebr_slot slots[EBR_SLOTS];
+    _Atomic uint64_t unfreed; /* objects retired with no room in a limbo: kept, never freed */
 };
 
 /* One retired object and how to free it. */
@@ -86,8 +87,18 @@ uint64_t htkv_ebr_safe(struct ebr *e);
 bool htkv_ebr_idle(struct ebr *e);
 
 /*
- * Put @p p (to be freed by @p free_fn) in @p l. Unlinking must have happened before. When the
- * limbo cannot grow (no memory) the call waits for readers to leave and frees @p p at once.
+ * Make room in @p l for @p n more objects, so that the next @p n retirements need no memory.
+ * Call it before unlinking anything that will be retired. 0, or -ENOMEM (@p l unchanged in what
+ * it holds).
+ */
+int htkv_ebr_reserve(struct ebr_limbo *l, size_t n);
+
+/*
+ * Put @p p (to be freed by @p free_fn) in @p l. Unlinking must have happened before. When @p l is
+ * full and cannot grow (no memory: a retirement nobody reserved room for), what readers left is
+ * freed to make room; if nothing was, @p p is kept and never freed (counted in e->unfreed). It
+ * does not wait for readers: the caller may be inside a read-side section itself (every API call
+ * is), and waiting for its own slot would never end.
  */
 void htkv_ebr_retire(struct ebr *e, struct ebr_limbo *l, void *p, void (*free_fn)(void *));
 

@@ -352,7 +352,10 @@ pending_reserve(struct shard *sh, size_t n)
 static inline int
 shard_reserve(struct shard *sh, uint64_t bytes, uint32_t nents)
 {
-    int rc = htkv_shard_make_room(sh, bytes);
+    int rc = htkv_ebr_reserve(&sh->limbo, 2 * (size_t)nents + SHARD_LIMBO_SLACK);
+    if (rc == 0) {
+        rc = htkv_shard_make_room(sh, bytes);
+    }
     if (rc == 0) {
         rc = htkv_hidx_reserve(&sh->idx, nents, htkv_shard_retire_table, sh);
     }
@@ -1015,6 +1018,12 @@ void
 htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *))
 {
     htkv_ebr_retire(sh->env->ebr, &sh->limbo, p, free_fn);
+}
+
+int
+htkv_shard_limbo_reserve(struct shard *sh, size_t n)
+{
+    return htkv_ebr_reserve(&sh->limbo, n);
 }
 
 void

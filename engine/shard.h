@@ -80,6 +80,10 @@ struct shard_env {
 /* Reclaim retired memory every 64 retirements: one slot scan (256 lines) per 64 writes. */
 #define SHARD_RECLAIM_EVERY 64u
 
+/* Limbo room a write reserves beside two a new entry (the version it replaces, a trie node): a
+ * hash table replaced by a resize, a sorted run, a merge path, a cold set. */
+#define SHARD_LIMBO_SLACK 8u
+
 /*
  * A put or delete staged as part of a group (putgroup.c; worker.c): the caller's
  * command, and what staging made of it (rc, version). Lives on its caller's stack (or in a
@@ -333,6 +337,17 @@ uint64_t htkv_shard_first_unpublished(const struct shard *sh, uint64_t visible);
 /* Hand @p p to EBR through the shard's limbo: @p free_fn(p) once no reader can reach it. Lock
  * held. */
 void htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *));
+
+/* Room in the shard's limbo for @p n retirements, taken before anything they retire is unlinked
+ * (htkv_ebr_reserve()). 0 or -ENOMEM. Lock held. */
+int htkv_shard_limbo_reserve(struct shard *sh, size_t n);
+
+/* Index entries the shard holds: heads and the versions behind them. Lock held. */
+static inline size_t
+htkv_shard_entry_count(const struct shard *sh)
+{
+    return (size_t)(sh->entry_bytes / sizeof(struct hidx_ent));
+}
 
 /* Hand segment @p s, out of the shard's list, to EBR to be closed once no reader can reach it;
  * and reclaim what the shard retired so far. Lock held. */

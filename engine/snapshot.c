@@ -749,6 +749,14 @@ restore_commit(struct htkv_db *db, const struct shard_new *ns, uint64_t latest, 
 }
 
 /* The locked part of a restore: build, commit, switch. */
+/* Limbo room for what the switch retires from @p sh: every entry (heads, and the versions
+ * behind them not yet published), the table, the cold set. 0 or -ENOMEM. Lock held. */
+static int
+restore_reserve_limbo(struct shard *sh)
+{
+    return htkv_shard_limbo_reserve(sh, htkv_shard_entry_count(sh) + SHARD_LIMBO_SLACK);
+}
+
 static int
 restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *ns,
                struct seg ***olds, size_t *nolds)
@@ -784,6 +792,9 @@ restore_locked(struct htkv_db *db, const struct snap_in *in, struct shard_new *n
     }
     if (rc == 0) {
         rc = restore_build(db, in, ns);
+    }
+    for (uint32_t i = 0; rc == 0 && i < db->shard_count; i++) {
+        rc = restore_reserve_limbo(db_shard(db, i)); /* the switch retires without failing */
     }
     htkv_compact_hook_call("restore-built");
     bool unsure = false;

@@ -4,7 +4,10 @@
  */
 #include "tests/support/testutil.h"
 
+#include <errno.h>
 #include <unistd.h>
+
+#include "engine/internal.h"
 
 static uint64_t
 version_of(htkv_db *db, const char *key)
@@ -552,6 +555,64 @@ test_batch_same_key_twice_last_wins(void **state)
     free(dir);
 }
 
+/* ---- no memory to retire what a batch replaces ----------------------------------------------- */
+
+/* Fails the allocations that grow a shard's limbo list of retired objects: 256 items of 24 bytes
+ * doubled, so 6 KiB times a power of two (no other allocation of a batch has such a size). */
+static bool
+fail_limbo_growth(size_t n)
+{
+    size_t m = n / 6144;
+    return n % 6144 == 0 && m > 0 && (m & (m - 1)) == 0;
+}
+
+/* Goal: a batch whose replaced versions find no room to be retired fails with -ENOMEM and
+ * changes nothing; it neither waits for the readers' sections (the writer is inside one itself:
+ * such a wait never ended) nor loses a version. Method: one shard, 5,000 keys; a batch of 4,096
+ * overwrites with the limbo's growth failing; check every value; then again with memory. */
+static void
+test_batch_without_memory_to_retire_changes_nothing(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("batch-nomem");
+    htkv_config cfg;
+    tu_config(&cfg, dir, HTKV_SYNC_INTERVAL);
+    cfg.shard_count = 1;
+    htkv_db *db = tu_open(&cfg);
+    char k[32];
+    for (int i = 0; i < 5000; i++) {
+        int kl = snprintf(k, sizeof(k), "nomem/%05d", i);
+        assert_int_equal(htkv_put(db, k, (size_t)kl, "old", 3), 0);
+    }
+    htkv_batch *b;
+    assert_int_equal(htkv_batch_create(&b), 0);
+    for (int i = 0; i < 4096; i++) {
+        int kl = snprintf(k, sizeof(k), "nomem/%05d", i);
+        assert_int_equal(htkv_batch_put(b, k, (size_t)kl, "new", 3), 0);
+    }
+    for (int round = 0; round < 2; round++) {
+        htkv_mem_fail_hook = round == 0 ? fail_limbo_growth : NULL;
+        int rc = htkv_write(db, b);
+        htkv_mem_fail_hook = NULL;
+        assert_int_equal(rc, round == 0 ? -ENOMEM : 0);
+        const char *want = round == 0 ? "old" : "new";
+        for (int i = 0; i < 5000; i++) {
+            int kl = snprintf(k, sizeof(k), "nomem/%05d", i);
+            tu_expect(db, k, (size_t)kl, i < 4096 ? want : "old", 3);
+        }
+    }
+    htkv_batch_destroy(b);
+    assert_int_equal(htkv_close(db), 0);
+    db = tu_open(&cfg);
+    for (int i = 0; i < 5000; i++) {
+        int kl = snprintf(k, sizeof(k), "nomem/%05d", i);
+        tu_expect(db, k, (size_t)kl, i < 4096 ? "new" : "old", 3);
+    }
+    assert_int_equal(htkv_close(db), 0);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
@@ -562,6 +623,7 @@ main(void)
         cmocka_unit_test(test_batch_conditional_checks),
         cmocka_unit_test(test_batch_version_is_shared_by_all_operations),
         cmocka_unit_test(test_batch_same_key_twice_last_wins),
+        cmocka_unit_test(test_batch_without_memory_to_retire_changes_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

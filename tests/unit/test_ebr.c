@@ -5,6 +5,7 @@
  */
 #include "tests/support/testutil.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -228,6 +229,46 @@ test_ebr_concurrent_swap_never_frees_a_reachable_object(void **state)
     free(all);
 }
 
+static bool
+fail_every_alloc(size_t n)
+{
+    (void)n;
+    return true;
+}
+
+/* Goal: with no memory, a retirement inside the caller's own read-side section returns (it
+ * waited for that section before, which never ended), and a reservation made earlier still
+ * holds. Method: reserve 10, fail every allocation, retire 10 (all listed, freed at fini), then
+ * 5 more inside the section (kept, counted in unfreed, never freed). */
+static void
+test_ebr_retire_without_memory_never_waits_for_its_own_section(void **state)
+{
+    (void)state;
+    struct ebr_limbo l = { 0 };
+    assert_int_equal(htkv_ebr_reserve(&l, 10), 0);
+    unsigned slot = htkv_ebr_enter(&g_ebr);
+    htkv_mem_fail_hook = fail_every_alloc;
+    assert_int_equal(htkv_ebr_reserve(&l, l.cap + 1), -ENOMEM);
+    size_t room = l.cap;
+    void *kept[5];
+    for (size_t i = 0; i < room + 5; i++) {
+        void *p = malloc(8);
+        if (i >= room) {
+            kept[i - room] = p;
+        }
+        htkv_ebr_retire(&g_ebr, &l, p, count_free);
+    }
+    htkv_mem_fail_hook = NULL;
+    assert_int_equal(atomic_load(&g_ebr.unfreed), 5);
+    assert_int_equal(l.count, room);
+    htkv_ebr_exit(&g_ebr, slot);
+    htkv_ebr_limbo_fini(&g_ebr, &l);
+    assert_int_equal(atomic_load(&g_freed), (int)room);
+    for (int i = 0; i < 5; i++) {
+        free(kept[i]);
+    }
+}
+
 int
 main(void)
 {
@@ -237,6 +278,8 @@ main(void)
         cmocka_unit_test_setup(test_ebr_limbo_grows_and_fini_frees_everything, ebr_setup),
         cmocka_unit_test_setup(test_ebr_reader_on_another_thread_holds_back_reclaim, ebr_setup),
         cmocka_unit_test_setup(test_ebr_concurrent_swap_never_frees_a_reachable_object, ebr_setup),
+        cmocka_unit_test_setup(test_ebr_retire_without_memory_never_waits_for_its_own_section,
+                               ebr_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
