@@ -1,10 +1,10 @@
 /*
- * cpus.c - the CPUs this process may really use: affinity mask and cgroup v2 quota (cpus.h).
+ * cpus.c - the CPUs this process may really use: affinity mask and cgroup quota, v2 or v1 (cpus.h).
  *
  * Invariants
  *   1. htkv_cpus_available() is at least 1 and at most the CPUs of the affinity mask (or the
  *      online CPUs when the mask cannot be read).
- *   2. A quota lowers the figure, never raises it; an unreadable or malformed cpu.max is no
+ *   2. A quota lowers the figure, never raises it; an unreadable or malformed quota file is no
  *      quota (the figure is advisory: nothing here may fail an open).
  * May call: libc only.
  */
@@ -22,28 +22,69 @@
 
 #include "engine/internal.h"
 
-/* ceil(QUOTA / PERIOD) of the cpu.max file at @p path; 0 for "max", unreadable or malformed. */
+/* ceil(@p quota / @p period), at least 1. */
 static unsigned
-quota_of(const char *path)
+cpus_of(unsigned long long quota, unsigned long long period)
+{
+    unsigned long long cpus = quota / period + (quota % period != 0);
+    return cpus > UINT_MAX ? UINT_MAX : (unsigned)cpus;
+}
+
+/* One unsigned decimal number, alone on the first line of the file at @p path (or "-1" when
+ * @p minus_one_ok, read as 0); false when unreadable or malformed. */
+static bool
+read_number(const char *path, bool minus_one_ok, unsigned long long *out)
 {
     FILE *f = fopen(path, "re");
     if (f == NULL) {
-        return 0;
+        return false;
     }
-    char quota[32];
-    uint64_t period = 0;
-    int n = fscanf(f, "%31s %" SCNu64, quota, &period);
+    char text[32];
+    bool ok = fscanf(f, "%31s", text) == 1;
     fclose(f);
-    if (n != 2 || period == 0 || strcmp(quota, "max") == 0) {
-        return 0;
+    if (!ok) {
+        return false;
+    }
+    if (minus_one_ok && strcmp(text, "-1") == 0) {
+        *out = 0;
+        return true;
     }
     char *end;
-    unsigned long long q = strtoull(quota, &end, 10);
-    if (*end != '\0' || q == 0) {
+    *out = strtoull(text, &end, 10);
+    return text[0] >= '0' && text[0] <= '9' && *end == '\0';
+}
+
+/* The quota of the cgroup directory @p dir: v2's cpu.max ("QUOTA PERIOD", "max" = none) or
+ * v1's cpu.cfs_quota_us ("-1" = none) over cpu.cfs_period_us. 0 for none, unreadable or
+ * malformed. */
+static unsigned
+quota_of(const char *dir)
+{
+    char path[PATH_MAX];
+    int w = snprintf(path, sizeof(path), "%s/cpu.max", dir);
+    FILE *f = w > 0 && (size_t)w < sizeof(path) ? fopen(path, "re") : NULL;
+    if (f != NULL) {
+        char quota[32];
+        uint64_t period = 0;
+        int n = fscanf(f, "%31s %" SCNu64, quota, &period);
+        fclose(f);
+        if (n != 2 || period == 0 || strcmp(quota, "max") == 0) {
+            return 0;
+        }
+        char *end;
+        unsigned long long q = strtoull(quota, &end, 10);
+        return *end == '\0' && q != 0 ? cpus_of(q, period) : 0;
+    }
+    unsigned long long q = 0, period = 0;
+    char ppath[PATH_MAX];
+    w = snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir);
+    int wp = snprintf(ppath, sizeof(ppath), "%s/cpu.cfs_period_us", dir);
+    if (w <= 0 || (size_t)w >= sizeof(path) || wp <= 0 || (size_t)wp >= sizeof(ppath) ||
+        !read_number(path, true, &q) || q == 0 || !read_number(ppath, false, &period) ||
+        period == 0) {
         return 0;
     }
-    unsigned long long cpus = (q + period - 1) / period;
-    return cpus > UINT_MAX ? UINT_MAX : (unsigned)cpus;
+    return cpus_of(q, period);
 }
 
 unsigned
@@ -57,7 +98,7 @@ htkv_cpus_quota(const char *root, const char *cg)
         while (len > 0 && cg[len - 1] == '/') {
             len--;
         }
-        int w = snprintf(path, sizeof(path), "%s%.*s/cpu.max", root, (int)len, cg);
+        int w = snprintf(path, sizeof(path), "%s%.*s", root, (int)len, cg);
         if (w > 0 && (size_t)w < sizeof(path)) {
             unsigned q = quota_of(path);
             best = q != 0 && (best == 0 || q < best) ? q : best;
@@ -71,29 +112,83 @@ htkv_cpus_quota(const char *root, const char *cg)
     }
 }
 
-/* The cgroup v2 path of this process ("0::PATH" in /proc/self/cgroup) into @p buf; false when
- * there is none (cgroup v1 only, or no /proc). */
+/* Whether the comma-separated @p list names @p item. */
 static bool
-own_cgroup(char *buf, size_t cap)
+list_has(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list;; p++) {
+        if (strncmp(p, item, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
+            return true;
+        }
+        p = strchr(p, ',');
+        if (p == NULL) {
+            return false;
+        }
+    }
+}
+
+/* This process's cgroup path into @p buf from /proc/self/cgroup: the v2 one ("0::PATH") when
+ * @p v1_controller is NULL, else the v1 one whose hierarchy has that controller
+ * ("N:cpu,cpuacct:PATH"). False when there is none. */
+static bool
+own_cgroup(const char *v1_controller, char *buf, size_t cap)
 {
     FILE *f = fopen("/proc/self/cgroup", "re");
     if (f == NULL) {
         return false;
     }
-    char line[PATH_MAX + 8];
+    char line[PATH_MAX + 64];
     bool found = false;
     while (!found && fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "0::", 3) == 0) {
-            line[strcspn(line, "\n")] = '\0';
-            size_t n = strlen(line + 3);
-            found = n < cap;
-            if (found) {
-                memcpy(buf, line + 3, n + 1);
-            }
+        line[strcspn(line, "\n")] = '\0';
+        char *list = strchr(line, ':');
+        char *path = list != NULL ? strchr(list + 1, ':') : NULL;
+        if (path == NULL) {
+            continue;
+        }
+        *path++ = '\0';
+        list++;
+        bool v2 = strcmp(line, "0") == 0 && *list == '\0';
+        found = v1_controller == NULL ? v2 : !v2 && list_has(list, v1_controller);
+        found = found && strlen(path) < cap;
+        if (found) {
+            memcpy(buf, path, strlen(path) + 1);
         }
     }
     fclose(f);
     return found;
+}
+
+/* The quota of this process's cgroup v1 "cpu" hierarchy: its mount (from /proc/self/mountinfo:
+ * "ID PARENT DEV ROOT MOUNTPOINT OPTIONS ... - cgroup SOURCE SUPEROPTIONS"), where the cgroup
+ * path below the mount's root is a directory. 0 for none. */
+static unsigned
+quota_v1(void)
+{
+    char cg[PATH_MAX];
+    FILE *f = own_cgroup("cpu", cg, sizeof(cg)) ? fopen("/proc/self/mountinfo", "re") : NULL;
+    if (f == NULL) {
+        return 0;
+    }
+    char line[2 * PATH_MAX + 256];
+    unsigned best = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char root[PATH_MAX], mnt[PATH_MAX], fstype[32], opts[256];
+        const char *sep = strstr(line, " - ");
+        if (sep == NULL || sscanf(line, "%*s %*s %*s %4095s %4095s", root, mnt) != 2 ||
+            sscanf(sep + 3, "%31s %*s %255s", fstype, opts) != 2 || strcmp(fstype, "cgroup") != 0 ||
+            !list_has(opts, "cpu")) {
+            continue;
+        }
+        size_t rl = strcmp(root, "/") == 0 ? 0 : strlen(root);
+        if (strncmp(cg, root, rl) == 0 && (cg[rl] == '/' || cg[rl] == '\0')) {
+            unsigned q = htkv_cpus_quota(mnt, cg + rl);
+            best = q != 0 && (best == 0 || q < best) ? q : best;
+        }
+    }
+    fclose(f);
+    return best;
 }
 
 unsigned
@@ -109,10 +204,10 @@ htkv_cpus_available(void)
         n = online > 0 ? (unsigned)online : 1;
     }
     char cg[PATH_MAX];
-    if (own_cgroup(cg, sizeof(cg))) {
-        unsigned q = htkv_cpus_quota("/sys/fs/cgroup", cg);
-        n = q != 0 && q < n ? q : n;
-    }
+    unsigned q2 = own_cgroup(NULL, cg, sizeof(cg)) ? htkv_cpus_quota("/sys/fs/cgroup", cg) : 0;
+    unsigned q1 = quota_v1();
+    n = q2 != 0 && q2 < n ? q2 : n;
+    n = q1 != 0 && q1 < n ? q1 : n;
     HTKV_ASSERT(n >= 1); /* invariant 1 */
     return n;
 }

@@ -2,9 +2,9 @@
  * cpus.h - how many CPUs this process may really use (base layer, cpus.c).
  *
  * A node agent often runs in a container limited by a CPU affinity mask (taskset, cpuset) or a
- * cgroup v2 CPU quota (cpu.max); the number of online CPUs says neither. The store sizes its
- * default shard count from this figure, reports it in htkv_stats.cpus and warns when more
- * worker threads are asked for than it allows.
+ * cgroup CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us); the number of online CPUs says neither. The
+ * store sizes its default shard count from this figure, reports it in htkv_stats.cpus and warns
+ * when more worker threads are asked for than it allows.
  */
 #ifndef HTKV_ENGINE_CPUS_H
 #define HTKV_ENGINE_CPUS_H
@@ -13,17 +13,20 @@
 
 /*
  * CPUs the calling process may use: the CPUs of its affinity mask, lowered to the quota of its
- * cgroup v2 and of every ancestor (cpu.max "QUOTA PERIOD": ceil(QUOTA / PERIOD); "max" = none).
- * Falls back to the online CPUs when the mask cannot be read; at least 1. Reads /proc and
- * /sys/fs/cgroup on every call (a few system calls): call it at open, not per operation.
- * Any thread.
+ * cgroup and of every ancestor: v2 (cpu.max "QUOTA PERIOD": ceil(QUOTA / PERIOD); "max" = none)
+ * and v1's "cpu" hierarchy, found through /proc/self/mountinfo (cpu.cfs_quota_us over
+ * cpu.cfs_period_us; -1 = none). Falls back to the online CPUs when the mask cannot be read; at
+ * least 1. Reads /proc and /sys/fs/cgroup on every call (a few system calls): call it at open, not
+ * per operation. Any thread.
  */
 unsigned htkv_cpus_available(void);
 
 /*
- * The quota part of htkv_cpus_available() over a cgroup v2 tree at @p root for the cgroup path
- * @p cg (as /proc/self/cgroup's "0::" line names it): the smallest ceil(QUOTA / PERIOD) of
- * @p cg and its ancestors, or 0 when none has a quota or none can be read. For tests.
+ * The quota part of htkv_cpus_available() over a cgroup tree at @p root for the cgroup path
+ * @p cg (as /proc/self/cgroup names it, below the mount's root): the smallest
+ * ceil(QUOTA / PERIOD) of @p cg and its ancestors, each directory read as v2 (cpu.max) or v1
+ * (cpu.cfs_quota_us, cpu.cfs_period_us), or 0 when none has a quota or none can be read. Any
+ * thread; for htkv_cpus_available() and tests.
  */
 unsigned htkv_cpus_quota(const char *root, const char *cg);
 

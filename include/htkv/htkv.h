@@ -299,8 +299,8 @@ struct htkv_stats {
     uint32_t arenas; /**< jemalloc arenas of the store (0 without jemalloc). */
     /**
      * CPUs this process could use when the store was opened: its affinity mask (taskset,
-     * cpuset), lowered to the cgroup v2 CPU quota (cpu.max, rounded up) of its cgroup and its
-     * ancestors. The default shard count is sized from it, and htkv_open() logs a warning when
+     * cpuset), lowered to the CPU quota (rounded up) of its cgroup and its ancestors: cgroup v2
+     * cpu.max, or v1 cpu.cfs_quota_us over cpu.cfs_period_us. The default shard count is sized from it, and htkv_open() logs a warning when
      * worker_threads is above it (the workers run, but share CPUs with each other and their
      * callers).
      */

@@ -1,7 +1,8 @@
 /*
  * test_cpus.c - the CPUs a store believes it may use (engine/cpus.c): the affinity mask and a
- * cgroup v2 quota lower it; a malformed or unlimited cpu.max is no quota; htkv_stats.cpus reports
- * it; a store opened with more worker threads than that keeps them and says so through log_fn.
+ * cgroup quota (v2 or v1) lower it; a malformed or unlimited cpu.max is no quota; htkv_stats.cpus
+ * reports it; a store opened with more worker threads than that keeps them and says so through
+ * log_fn.
  */
 #include "tests/support/testutil.h"
 
@@ -74,6 +75,37 @@ test_cpus_quota_of_a_cgroup_tree(void **state)
     free(root);
 }
 
+/* Goal: cgroup v1's cpu.cfs_quota_us over cpu.cfs_period_us counts like cpu.max, in the same
+ * walk up the tree; -1, malformed, zero and a missing period are no quota. */
+static void
+test_cpus_quota_of_a_v1_cgroup_tree(void **state)
+{
+    (void)state;
+    char *root = tu_tmpdir("cpus-v1");
+    make_dir(root, "pod");
+    make_dir(root, "pod/ctr");
+    write_text(root, "pod/ctr/cpu.cfs_quota_us", "-1\n");
+    write_text(root, "pod/ctr/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(htkv_cpus_quota(root, "/pod/ctr"), 0);
+    write_text(root, "pod/cpu.cfs_quota_us", "250000\n"); /* 2.5 CPUs: 3 */
+    write_text(root, "pod/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(htkv_cpus_quota(root, "/pod/ctr"), 3);
+    write_text(root, "pod/ctr/cpu.cfs_quota_us", "20000\n"); /* a fifth of a CPU: 1 */
+    assert_int_equal(htkv_cpus_quota(root, "/pod/ctr"), 1);
+    assert_int_equal(htkv_cpus_quota(root, "/pod"), 3);
+    write_text(root, "pod/ctr/cpu.cfs_quota_us", "1e5\n");
+    assert_int_equal(htkv_cpus_quota(root, "/pod/ctr"), 3);
+    write_text(root, "pod/ctr/cpu.cfs_quota_us", "0\n");
+    assert_int_equal(htkv_cpus_quota(root, "/pod/ctr"), 3);
+    write_text(root, "pod/ctr/cpu.cfs_quota_us", "50000\n");
+    write_text(root, "pod/ctr/cpu.cfs_period_us", "0\n");
+    assert_int_equal(htkv_cpus_quota(root, "/pod/ctr"), 3);
+    write_text(root, "pod/ctr/cpu.cfs_period_us", "-5\n");
+    assert_int_equal(htkv_cpus_quota(root, "/pod/ctr"), 3);
+    tu_rmrf(root);
+    free(root);
+}
+
 struct logged {
     int warnings;
     bool named_workers;
@@ -130,6 +162,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpus_within_affinity),
         cmocka_unit_test(test_cpus_quota_of_a_cgroup_tree),
+        cmocka_unit_test(test_cpus_quota_of_a_v1_cgroup_tree),
         cmocka_unit_test(test_cpus_of_a_confined_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
