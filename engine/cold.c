@@ -698,16 +698,20 @@ cold_clock(struct shard *sh, uint64_t target)
     return in_active;
 }
 
-/* Evict @p sh down to 7/8 of its share (lock held); with @p index, give sealed segments their
- * key index first (file writes: never on a reader's thread, htkv_cold_touch()). */
-static void
-cold_evict(struct shard *sh, bool index)
+/* Has a sealed segment of @p sh not been given its key index yet? Lock held. */
+static bool
+cold_unindexed(const struct shard *sh)
 {
-    uint64_t share = sh->env->budget_share, mem = cold_mem(sh);
-    if (mem <= share || (mem < sh->evict_retry && sh->view_floor == sh->evict_floor) ||
-        sh->nsegs == 0) {
-        return; /* no segment: no entry either, only the smallest table */
-    }
+    return sh->nsegs >= 2 && sh->segs[sh->nsegs - 2]->id > sh->kix_done_id;
+}
+
+/* Evict @p sh down to 7/8 of its share now (lock held, a segment exists); with @p index, give
+ * sealed segments their key index first (file writes: never on a reader's thread,
+ * htkv_cold_touch()). */
+static void
+cold_evict_now(struct shard *sh, bool index)
+{
+    uint64_t share = sh->env->budget_share, mem;
     int rc = index ? cold_index_sealed(sh) : 0;
     if (rc != 0) {
         htkv_log(&sh->env->log, HTKV_LOG_WARN,
@@ -720,21 +724,69 @@ cold_evict(struct shard *sh, bool index)
     }
     mem = cold_mem(sh);
     sh->evict_retry = 0;
-    if (mem > share) {
-        const struct seg *a = sh->segs[sh->nsegs - 1];
-        if (in_active * sizeof(struct hidx_ent) >= share / 2 && a->tail >= COLD_SEAL_MIN) {
-            sh->seal_early = true; /* its keys leave once it is sealed and indexed */
-        } else {
-            sh->evict_retry = mem + share / 8; /* or sooner, once a view closed */
+    const struct seg *a = sh->segs[sh->nsegs - 1];
+    bool short_of_target = mem > share - share / 8;
+    bool active_pins = in_active * sizeof(struct hidx_ent) >= share / 2 && a->tail >= COLD_SEAL_MIN;
+    if (short_of_target && (active_pins || cold_unindexed(sh))) {
+        /* Entries that cannot leave yet hold most of the share: those of the active segment
+         * leave once it is sealed and indexed, those of a sealed segment once it is indexed. A
+         * write does both; if none comes, the compactor does (htkv_cold_idle_work()). */
+        sh->seal_early = sh->seal_early || active_pins;
+        if (!sh->cold_idle) {
+            sh->cold_idle = true;
+            htkv_periodic_run_soon(sh->env->compactor);
+        }
+        if (mem <= share) {
+            sh->evict_retry = mem + share / 64; /* meanwhile, as below */
             sh->evict_floor = sh->view_floor;
         }
-    } else if (mem > share - share / 8) {
+    } else if (mem > share) {
+        sh->evict_retry = mem + share / 8; /* or sooner, once a view closed */
+        sh->evict_floor = sh->view_floor;
+    } else if (short_of_target) {
         /* The hand went twice around short of its target, and below the share: not again for
          * each entry a read brings back (two turns over the whole table to evict a few), only
          * after the shard grew by 1/64 of its share. */
         sh->evict_retry = mem + share / 64;
         sh->evict_floor = sh->view_floor;
     }
+}
+
+/* cold_evict_now() once @p sh is over its share, unless an earlier pass fell short and neither
+ * the shard grew enough nor a view closed since (lock held). */
+static void
+cold_evict(struct shard *sh, bool index)
+{
+    uint64_t share = sh->env->budget_share, mem = cold_mem(sh);
+    if (mem <= share || (mem < sh->evict_retry && sh->view_floor == sh->evict_floor) ||
+        sh->nsegs == 0) {
+        return; /* no segment: no entry either, only the smallest table */
+    }
+    cold_evict_now(sh, index);
+}
+
+bool
+htkv_cold_idle_work(struct shard *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    bool asked = sh->cold_idle;
+    const struct seg *a = sh->nsegs > 0 ? sh->segs[sh->nsegs - 1] : NULL;
+    if (asked && htkv_shard_check_writable(sh) == 0) {
+        int rc = 0;
+        if (sh->seal_early && a->records > 0) {
+            rc = htkv_shard_make_room(sh, 0); /* seal_early: seals it, opens the next */
+        }
+        if (rc == 0) {
+            cold_evict_now(sh, true);
+        } else {
+            htkv_log(&sh->env->log, HTKV_LOG_WARN,
+                     "shard %u: sealing its active segment to evict: %s", sh->id,
+                     htkv_strerror(rc));
+        }
+    }
+    sh->cold_idle = false; /* a request of this very eviction waits for a reader's next one */
+    pthread_mutex_unlock(&sh->lock);
+    return asked;
 }
 
 /* shard_env.over_budget: evict @p sh down to 7/8 of its share (lock held). */

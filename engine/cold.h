@@ -126,6 +126,16 @@ int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
  */
 void htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t klen);
 
+/*
+ * The compactor's part (compactor.lock held, shard lock not), asked for by an eviction on a
+ * reader's thread that fell short because entries that cannot leave yet held most of @p sh's
+ * share: seal the active segment if those were its entries, give sealed segments their key
+ * indexes, and evict. Writers do this as they write; a store that only reads would otherwise
+ * keep those entries for good, and its evictions would fall on the keys its reads bring back.
+ * Returns whether it was asked.
+ */
+bool htkv_cold_idle_work(struct shard *sh);
+
 /* Memory of @p sh's key indexes and the counters of its budget, added to @p out (lock held). */
 void htkv_cold_stats(struct shard *sh, struct htkv_stats *out);
 

@@ -572,6 +572,9 @@ compactor_round(void *arg)
     struct htkv_db *db = arg;
     pthread_mutex_lock(&db->compactor.lock);
     bool busy = compactor_pass(db);
+    for (uint32_t i = 0; db->cfg.memory_budget_bytes > 0 && i < db->shard_count; i++) {
+        busy = htkv_cold_idle_work(db_shard(db, i)) || busy;
+    }
     pthread_mutex_unlock(&db->compactor.lock);
     return busy;
 }

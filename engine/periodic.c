@@ -24,10 +24,11 @@ htkv_periodic_init(struct periodic *p)
 static void
 periodic_wait(struct periodic *p)
 {
-    while (!p->stop && atomic_load_explicit(&p->idle, memory_order_relaxed)) {
+    while (!p->stop && !p->soon && atomic_load_explicit(&p->idle, memory_order_relaxed)) {
         pthread_cond_wait(&p->cond, &p->lock);
     }
-    if (p->stop) {
+    if (p->stop || p->soon) {
+        p->soon = false;
         return;
     }
     struct timespec ts;
@@ -35,9 +36,10 @@ periodic_wait(struct periodic *p)
     uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)p->interval_ms * 1000000ull;
     ts.tv_sec += (time_t)(ns / 1000000000ull);
     ts.tv_nsec = (long)(ns % 1000000000ull);
-    while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &ts) == 0) {
+    while (!p->stop && !p->soon && pthread_cond_timedwait(&p->cond, &p->lock, &ts) == 0) {
         /* a kick of a thread that was not idle: the interval still runs */
     }
+    p->soon = false;
 }
 
 static void *
@@ -78,6 +80,16 @@ htkv_periodic_start(struct periodic *p, uint32_t interval_ms, bool (*fn)(void *c
     }
     p->running = true;
     return 0;
+}
+
+void
+htkv_periodic_run_soon(struct periodic *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->soon = true;
+    atomic_store_explicit(&p->idle, 0, memory_order_relaxed);
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
 }
 
 void

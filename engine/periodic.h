@@ -31,6 +31,7 @@ struct periodic {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC: wakes the thread for a stop, a kick or an early run */
     bool stop;           /* lock */
+    bool soon;           /* lock: run fn now, without waiting out the interval (run_soon) */
     bool running;        /* a thread was started and not joined yet (owner's thread only) */
     _Atomic int idle;    /* invariant 2: the last run found no work; the thread waits untimed */
     pthread_t thread;
@@ -60,6 +61,11 @@ htkv_periodic_kick(struct periodic *p)
         pthread_mutex_unlock(&p->lock);
     }
 }
+
+/* There is work that should not wait for the interval: the thread runs fn as soon as the call
+ * in progress (if any) returns (or, not started yet, as soon as it starts). Takes @p p's lock:
+ * any thread, any lock held except that one. */
+void htkv_periodic_run_soon(struct periodic *p);
 
 /* Stop the thread and join it (after the fn call in progress, if any); no effect when not
  * running. */

@@ -177,6 +177,7 @@ struct shard {
     uint64_t evict_retry; /* memory at which eviction tries again after a pass fell short */
     uint64_t evict_floor; /* view_floor then: a view that closed since lets it try at once */
     bool seal_early;      /* seal the active segment at the next write (its keys may leave) */
+    bool cold_idle;       /* readers' evictions fell short: the compactor seals and indexes */
     _Atomic uint64_t kix_page_reads, bloom_negatives, bloom_false_positives;
     /* Cold keys read once lately (cold.c's door: a bit per hash, COLD_DOOR_BITS of them,
      * cleared every COLD_DOOR_BITS / 16 sets); NULL without a budget. */

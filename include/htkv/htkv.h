@@ -207,7 +207,8 @@ typedef struct htkv_config {
      *
      * Not bounded by the budget: values (read from the page cache or the files); keys whose
      * newest record is in a shard's active segment (a shard seals it early once they alone take
-     * half its share of the budget); versions an open view may still read; the index built while
+     * half its share of the budget: at the next write, or, when only reads come, through the
+     * background compactor, so not with compaction_interval_ms = 0); versions an open view may still read; the index built while
      * the store opens (recovery loads every key, then evicts down to the budget, and gives the
      * freed memory back to the system before htkv_open() returns); and the key
      * index files' own memory (kix_bytes, ~1.3 B a cold key). The share of each shard is the
