@@ -187,7 +187,10 @@ static int
 cold_insert(struct shard *sh, uint64_t hash, uint32_t klen, const struct cold_hit *hit)
 {
     bool trie = atomic_load_explicit(&sh->trie_ready, memory_order_relaxed);
-    int rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
+    int rc = htkv_shard_limbo_reserve(sh, 2); /* a replaced table, and the eviction after */
+    if (rc == 0) {
+        rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
+    }
     if (rc == 0 && trie) {
         rc = htkv_trie_reserve(&sh->trie, 1);
     }
@@ -705,29 +708,18 @@ cold_unindexed(const struct shard *sh)
     return sh->nsegs >= 2 && sh->segs[sh->nsegs - 2]->id > sh->kix_done_id;
 }
 
-/* Evict @p sh down to 7/8 of its share now (lock held, a segment exists); with @p index, give
- * sealed segments their key index first (file writes: never on a reader's thread,
- * htkv_cold_touch()). */
+/* After a pass of the hand that left @p sh at @p mem, with @p in_active head entries seen in the
+ * active segment: when to try again, and whether to ask for a seal or key indexes (lock held). */
 static void
-cold_evict_now(struct shard *sh, bool index)
+cold_after_pass(struct shard *sh, uint64_t mem, uint64_t in_active)
 {
-    uint64_t share = sh->env->budget_share, mem;
-    int rc = index ? cold_index_sealed(sh) : 0;
-    if (rc != 0) {
-        htkv_log(&sh->env->log, HTKV_LOG_WARN,
-                 "shard %u: over its memory budget, and a key index failed: %s", sh->id,
-                 htkv_strerror(rc));
-    }
-    uint64_t in_active = cold_clock(sh, share - share / 8);
-    if (htkv_shard_limbo_reserve(sh, 1) == 0) {
-        (void)htkv_hidx_tidy(&sh->idx, htkv_shard_retire_table, sh); /* -ENOMEM: keeps it */
-    }
-    mem = cold_mem(sh);
-    sh->evict_retry = 0;
+    uint64_t share = sh->env->budget_share;
     const struct seg *a = sh->segs[sh->nsegs - 1];
     bool short_of_target = mem > share - share / 8;
     bool active_pins = in_active * sizeof(struct hidx_ent) >= share / 2 && a->tail >= COLD_SEAL_MIN;
-    if (short_of_target && (active_pins || cold_unindexed(sh))) {
+    bool unindexed = cold_unindexed(sh);
+    sh->evict_retry = 0;
+    if (short_of_target && (active_pins || unindexed) && !sh->cold_stuck) {
         /* Entries that cannot leave yet hold most of the share: those of the active segment
          * leave once it is sealed and indexed, those of a sealed segment once it is indexed. A
          * write does both; if none comes, the compactor does (htkv_cold_idle_work()). */
@@ -736,11 +728,11 @@ cold_evict_now(struct shard *sh, bool index)
             sh->cold_idle = true;
             htkv_periodic_run_soon(sh->env->compactor);
         }
-        if (mem <= share) {
-            sh->evict_retry = mem + share / 64; /* meanwhile, as below */
-            sh->evict_floor = sh->view_floor;
-        }
-    } else if (mem > share) {
+    }
+    if (active_pins && short_of_target && mem > share) {
+        return; /* the next write seals it: evict again right after */
+    }
+    if (mem > share) {
         sh->evict_retry = mem + share / 8; /* or sooner, once a view closed */
         sh->evict_floor = sh->view_floor;
     } else if (short_of_target) {
@@ -750,6 +742,29 @@ cold_evict_now(struct shard *sh, bool index)
         sh->evict_retry = mem + share / 64;
         sh->evict_floor = sh->view_floor;
     }
+}
+
+/* Evict @p sh down to 7/8 of its share now (lock held, a segment exists); with @p index, give
+ * sealed segments their key index first (file writes: never on a reader's thread,
+ * htkv_cold_touch()). Returns the key indexes' 0 or error. */
+static int
+cold_evict_now(struct shard *sh, bool index)
+{
+    uint64_t share = sh->env->budget_share;
+    int rc = index ? cold_index_sealed(sh) : 0;
+    if (rc != 0) {
+        htkv_log(&sh->env->log, HTKV_LOG_WARN,
+                 "shard %u: over its memory budget, and a key index failed: %s", sh->id,
+                 htkv_strerror(rc));
+    } else if (index) {
+        sh->cold_stuck = false; /* indexes work again: readers may ask the compactor again */
+    }
+    uint64_t in_active = cold_clock(sh, share - share / 8);
+    if (htkv_shard_limbo_reserve(sh, 1) == 0) {
+        (void)htkv_hidx_tidy(&sh->idx, htkv_shard_retire_table, sh); /* -ENOMEM: keeps it */
+    }
+    cold_after_pass(sh, cold_mem(sh), in_active);
+    return rc;
 }
 
 /* cold_evict_now() once @p sh is over its share, unless an earlier pass fell short and neither
@@ -762,29 +777,32 @@ cold_evict(struct shard *sh, bool index)
         sh->nsegs == 0) {
         return; /* no segment: no entry either, only the smallest table */
     }
-    cold_evict_now(sh, index);
+    (void)cold_evict_now(sh, index);
 }
 
 bool
 htkv_cold_idle_work(struct shard *sh)
 {
     pthread_mutex_lock(&sh->lock);
-    bool asked = sh->cold_idle;
-    const struct seg *a = sh->nsegs > 0 ? sh->segs[sh->nsegs - 1] : NULL;
-    if (asked && htkv_shard_check_writable(sh) == 0) {
-        int rc = 0;
-        if (sh->seal_early && a->records > 0) {
-            rc = htkv_shard_make_room(sh, 0); /* seal_early: seals it, opens the next */
-        }
-        if (rc == 0) {
-            cold_evict_now(sh, true);
-        } else {
+    bool asked = sh->cold_idle && sh->nsegs > 0;
+    int rc = asked ? htkv_shard_check_writable(sh) : 0;
+    if (asked && rc == 0 && sh->seal_early && sh->segs[sh->nsegs - 1]->records > 0) {
+        rc = htkv_shard_make_room(sh, 0); /* seal_early: seals it, opens the next */
+        rc = rc != 0 ? htkv_shard_prepare_failed(sh, rc) : 0;
+        if (rc != 0) {
             htkv_log(&sh->env->log, HTKV_LOG_WARN,
                      "shard %u: sealing its active segment to evict: %s", sh->id,
                      htkv_strerror(rc));
         }
     }
-    sh->cold_idle = false; /* a request of this very eviction waits for a reader's next one */
+    if (asked && rc == 0) {
+        rc = cold_evict_now(sh, true);
+        htkv_shard_reclaim(sh); /* what readers left of the evicted entries */
+    }
+    /* A request this very eviction made waits for a reader's next one; after a failure, none is
+     * made until a write's eviction indexes again (no round per promoting read). */
+    sh->cold_idle = false;
+    sh->cold_stuck = asked && rc != 0;
     pthread_mutex_unlock(&sh->lock);
     return asked;
 }

@@ -132,7 +132,8 @@ void htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t 
  * share: seal the active segment if those were its entries, give sealed segments their key
  * indexes, and evict. Writers do this as they write; a store that only reads would otherwise
  * keep those entries for good, and its evictions would fall on the keys its reads bring back.
- * Returns whether it was asked.
+ * Returns whether it was asked (then the caller may hand the memory the key index builds used
+ * back to the system: htkv_mem_give_back()).
  */
 bool htkv_cold_idle_work(struct shard *sh);
 

@@ -372,6 +372,13 @@ compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
     if (z == NULL) {
         return -ENOMEM;
     }
+    pthread_mutex_lock(&sh->lock);
+    rc = htkv_shard_limbo_reserve(sh, 1); /* the victim's own retirement (drop_victim()) */
+    pthread_mutex_unlock(&sh->lock);
+    if (rc != 0) {
+        htkv_mem_free(z);
+        return rc;
+    }
     rc = htkv_shard_sync_force(sh); /* the copies are durable before the victim goes */
     if (rc == 0) {
         hook("copies-synced");
@@ -571,10 +578,15 @@ compactor_round(void *arg)
 {
     struct htkv_db *db = arg;
     pthread_mutex_lock(&db->compactor.lock);
-    bool busy = compactor_pass(db);
-    for (uint32_t i = 0; db->cfg.memory_budget_bytes > 0 && i < db->shard_count; i++) {
-        busy = htkv_cold_idle_work(db_shard(db, i)) || busy;
+    bool busy = compactor_pass(db), idle_work = false;
+    bool closing = atomic_load(&db->closing);
+    for (uint32_t i = 0; db->cfg.memory_budget_bytes > 0 && !closing && i < db->shard_count; i++) {
+        idle_work = htkv_cold_idle_work(db_shard(db, i)) || idle_work;
     }
+    if (idle_work) {
+        htkv_mem_give_back(); /* a reading store: its key index builds' memory, now */
+    }
+    busy = busy || idle_work;
     pthread_mutex_unlock(&db->compactor.lock);
     return busy;
 }

@@ -141,7 +141,14 @@ own_cgroup(const char *v1_controller, char *buf, size_t cap)
     char line[PATH_MAX + 64];
     bool found = false;
     while (!found && fgets(line, sizeof(line), f) != NULL) {
-        line[strcspn(line, "\n")] = '\0';
+        size_t end = strcspn(line, "\n");
+        if (line[end] != '\n' && !feof(f)) {
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n') {
+            }
+            continue; /* longer than any path: not ours to read */
+        }
+        line[end] = '\0';
         char *list = strchr(line, ':');
         char *path = list != NULL ? strchr(list + 1, ':') : NULL;
         if (path == NULL) {

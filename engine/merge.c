@@ -202,15 +202,18 @@ htkv_path_refresh(struct htkv_db *db)
         (p->path = htkv_mem_alloc(p->n > 0 ? p->n : 1)) != NULL) {
         atomic_store_explicit(&db->path_credit, 0, memory_order_relaxed);
         path_fill(p);
-        /* Published under shard 0's lock: its limbo takes the path replaced. */
+        /* Published under shard 0's lock: its limbo takes the path replaced (no room: the new
+         * one is dropped below instead). */
         struct shard *sh0 = db_shard(db, 0);
         pthread_mutex_lock(&sh0->lock);
-        struct merge_path *old = atomic_exchange_explicit(&db->path, p, memory_order_acq_rel);
-        if (old != NULL) {
-            htkv_shard_retire(sh0, old, path_unpublished);
+        if (htkv_shard_limbo_reserve(sh0, 1) == 0) {
+            struct merge_path *old = atomic_exchange_explicit(&db->path, p, memory_order_acq_rel);
+            if (old != NULL) {
+                htkv_shard_retire(sh0, old, path_unpublished);
+            }
+            p = NULL;
         }
         pthread_mutex_unlock(&sh0->lock);
-        p = NULL;
     }
     htkv_path_release(p); /* not published: frees it and its run references */
     atomic_store_explicit(&db->path_building, false, memory_order_release);

@@ -1067,6 +1067,7 @@ htkv_shard_reset_for_restore(struct shard *sh, struct hidx *idx, struct seg **se
     sh->evict_retry = 0;
     sh->seal_early = false;
     sh->cold_idle = false;
+    sh->cold_stuck = false;
     sh->damaged_seg = 0;
     sh->idx.entries = idx->entries;
     /* Readers may still be inside the old table or its entries: retire all of it. */

@@ -178,6 +178,7 @@ struct shard {
     uint64_t evict_floor; /* view_floor then: a view that closed since lets it try at once */
     bool seal_early;      /* seal the active segment at the next write (its keys may leave) */
     bool cold_idle;       /* readers' evictions fell short: the compactor seals and indexes */
+    bool cold_stuck;      /* that failed: no more asking until a write's eviction indexes */
     _Atomic uint64_t kix_page_reads, bloom_negatives, bloom_false_positives;
     /* Cold keys read once lately (cold.c's door: a bit per hash, COLD_DOOR_BITS of them,
      * cleared every COLD_DOOR_BITS / 16 sets); NULL without a budget. */
@@ -342,6 +343,13 @@ void htkv_shard_retire(struct shard *sh, void *p, void (*free_fn)(void *));
 /* Room in the shard's limbo for @p n retirements, taken before anything they retire is unlinked
  * (htkv_ebr_reserve()). 0 or -ENOMEM. Lock held. */
 int htkv_shard_limbo_reserve(struct shard *sh, size_t n);
+
+/* Segments of the shard, the active one included. Lock held. */
+static inline size_t
+htkv_shard_seg_count(const struct shard *sh)
+{
+    return sh->nsegs;
+}
 
 /* Index entries the shard holds: heads and the versions behind them. Lock held. */
 static inline size_t

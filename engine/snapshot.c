@@ -749,12 +749,14 @@ restore_commit(struct htkv_db *db, const struct shard_new *ns, uint64_t latest, 
 }
 
 /* The locked part of a restore: build, commit, switch. */
-/* Limbo room for what the switch retires from @p sh: every entry (heads, and the versions
- * behind them not yet published), the table, the cold set. 0 or -ENOMEM. Lock held. */
+/* Limbo room for what the switch and restore_retire() retire from @p sh: every entry (heads,
+ * and the versions behind them not yet published), every segment, the table, the cold set, the
+ * sorted run. 0 or -ENOMEM. Lock held. */
 static int
 restore_reserve_limbo(struct shard *sh)
 {
-    return htkv_shard_limbo_reserve(sh, htkv_shard_entry_count(sh) + SHARD_LIMBO_SLACK);
+    return htkv_shard_limbo_reserve(sh, htkv_shard_entry_count(sh) + htkv_shard_seg_count(sh) +
+                                            SHARD_LIMBO_SLACK);
 }
 
 static int

@@ -38,11 +38,18 @@ htkv_zombie_release(struct htkv_db *db, uint64_t min_gen)
             pp = &z->next;
             continue;
         }
-        *pp = z->next;
         struct shard *sh = db_shard(db, z->shard);
         pthread_mutex_lock(&sh->lock);
-        htkv_shard_retire_seg(sh, z->seg);
+        bool room = htkv_shard_limbo_reserve(sh, 1) == 0;
+        if (room) {
+            htkv_shard_retire_seg(sh, z->seg);
+        }
         pthread_mutex_unlock(&sh->lock);
+        if (!room) {
+            pp = &z->next; /* no memory: it waits for a later release, or the close */
+            continue;
+        }
+        *pp = z->next;
         htkv_mem_free(z);
     }
 }

@@ -208,11 +208,11 @@ typedef struct htkv_config {
      * Not bounded by the budget: values (read from the page cache or the files); keys whose
      * newest record is in a shard's active segment (a shard seals it early once they alone take
      * half its share of the budget: at the next write, or, when only reads come, through the
-     * background compactor, so not with compaction_interval_ms = 0); versions an open view may still read; the index built while
-     * the store opens (recovery loads every key, then evicts down to the budget, and gives the
-     * freed memory back to the system before htkv_open() returns); and the key
-     * index files' own memory (kix_bytes, ~1.3 B a cold key). The share of each shard is the
-     * budget divided by shard_count; a shard never goes below its smallest hash table (8 KiB),
+     * background compactor, so not with compaction_interval_ms = 0); versions an open view may
+     * still read; the index built while the store opens (recovery loads every key, then evicts down
+     * to the budget, and gives the freed memory back to the system before htkv_open() returns); and
+     * the key index files' own memory (kix_bytes, ~1.3 B a cold key). The share of each shard is
+     * the budget divided by shard_count; a shard never goes below its smallest hash table (8 KiB),
      * and seals a segment early only once it holds 64 KiB. A key index page or record that
      * fails its check makes the read (or the write that needed it) fail with HTKV_ECORRUPT. Key
      * index files are written by this open and trusted by it only: a writable open removes those an
@@ -301,9 +301,9 @@ struct htkv_stats {
     /**
      * CPUs this process could use when the store was opened: its affinity mask (taskset,
      * cpuset), lowered to the CPU quota (rounded up) of its cgroup and its ancestors: cgroup v2
-     * cpu.max, or v1 cpu.cfs_quota_us over cpu.cfs_period_us. The default shard count is sized from it, and htkv_open() logs a warning when
-     * worker_threads is above it (the workers run, but share CPUs with each other and their
-     * callers).
+     * cpu.max, or v1 cpu.cfs_quota_us over cpu.cfs_period_us. The default shard count is sized from
+     * it, and htkv_open() logs a warning when worker_threads is above it (the workers run, but
+     * share CPUs with each other and their callers).
      */
     uint32_t cpus;
     /**
