@@ -67,10 +67,9 @@ fast_tmp(void)
     return fast;
 }
 
-char *
-tu_tmpdir(const char *tag)
+static char *
+tmpdir_under(const char *base, const char *tag)
 {
-    const char *base = fast_tmp();
     if (base == NULL) {
         base = getenv("HTKV_TEST_TMP");
     }
@@ -83,6 +82,18 @@ tu_tmpdir(const char *tag)
     snprintf(path, 4096, "%s/%s-XXXXXX", base, tag);
     assert_non_null(mkdtemp(path));
     return path;
+}
+
+char *
+tu_tmpdir(const char *tag)
+{
+    return tmpdir_under(fast_tmp(), tag);
+}
+
+char *
+tu_tmpdir_disk(const char *tag)
+{
+    return tmpdir_under(NULL, tag);
 }
 
 static int

@@ -23,6 +23,9 @@
  * (the test presets that need no real disk name a tmpfs), else under $HTKV_TEST_TMP (the build
  * tree's test-tmp/), else /tmp; returns its path, malloc'd (the caller frees it). */
 char *tu_tmpdir(const char *tag);
+/* tu_tmpdir() never under $HTKV_TEST_TMP_FAST: for a test whose claim needs an fdatasync that
+ * takes time (on tmpfs it returns at once, and a group commit may find no one to group). */
+char *tu_tmpdir_disk(const char *tag);
 /* Remove a directory tree. */
 void tu_rmrf(const char *path);
 
