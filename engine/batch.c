@@ -162,8 +162,9 @@ htkv_batch_destroy(htkv_batch *b)
 
 struct part {
     uint32_t shard;
-    uint32_t nops;  /* puts and deletes in this shard */
-    uint64_t bytes; /* records incl. batch frame */
+    uint32_t op_first, op_count; /* its operations and checks: order[op_first..+op_count) */
+    uint32_t nops;               /* puts and deletes in this shard */
+    uint64_t bytes;              /* records incl. batch frame */
     struct hidx_ent **ents;
 };
 
@@ -179,37 +180,48 @@ op_hash(const struct htkv_db *db, const struct htkv_batch *b, const struct batch
     return htkv_hash(op_key(b, op), op->klen, db->hash_seed);
 }
 
-static int
-cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Distinct shards touched by the batch's operations and checks, ascending. */
+/*
+ * Hash every operation's key into @p hashes and group the operations by shard: @p parts (room
+ * for min(nops, shard_count)) gets each shard touched, ascending, with its range of @p order
+ * ([2 * nops]: the second half is scratch), which lists the operations' indexes shard by shard,
+ * each shard's in batch order. Returns the number of parts. One division per operation finds its
+ * shard (two passes over every operation per part, each finding it again, and a sort of the
+ * shards took a fifth of a batch of 4,096 puts in 4 shards).
+ */
 static uint32_t
-batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint32_t *out, uint64_t *hashes)
+batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint64_t *hashes, uint32_t *order,
+             struct part *parts)
 {
-    uint32_t n = 0;
-    HTKV_ASSERT(b->nops > 0); /* the caller returns early for an empty batch */
-    for (size_t i = 0; i < b->nops; i++) {
+    uint32_t pos[MAN_SHARDS_MAX];
+    uint32_t nsh = db->shard_count, nops = (uint32_t)b->nops, *shard_of = order + nops;
+    HTKV_ASSERT(nops > 0 && b->nops <= UINT32_MAX / 2); /* the caller returns early when empty */
+    HTKV_ASSERT(nsh >= 1 && nsh <= MAN_SHARDS_MAX);     /* the manifest's bound */
+    memset(pos, 0, nsh * sizeof(pos[0]));
+    for (uint32_t i = 0; i < nops; i++) {
         HTKV_DASSERT(b->ops[i].data_off + b->ops[i].klen + b->ops[i].vlen <= b->data_len);
         hashes[i] = op_hash(db, b, &b->ops[i]);
-        out[n++] = db_shard_of(db, hashes[i]);
+        shard_of[i] = db_shard_of(db, hashes[i]);
+        pos[shard_of[i]]++;
     }
-    qsort(out, n, sizeof(*out), cmp_u32);
-    uint32_t u = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (u == 0 || out[u - 1] != out[i]) {
-            out[u++] = out[i];
+    uint32_t n = 0, at = 0;
+    for (uint32_t sh = 0; sh < nsh; sh++) {
+        uint32_t c = pos[sh];
+        pos[sh] = at;
+        if (c > 0) {
+            parts[n++] = (struct part){ .shard = sh, .op_first = at, .op_count = c };
+            at += c;
         }
     }
-    return u;
+    HTKV_ASSERT(at == nops);
+    for (uint32_t i = 0; i < nops; i++) {
+        order[pos[shard_of[i]]++] = i;
+    }
+    return n;
 }
 
 static int
 batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
-                   struct part *p)
+                   const uint32_t *order, struct part *p)
 {
     struct shard *sh = db_shard(db, p->shard);
     HTKV_ASSERT(p->nops == 0 && p->bytes == 0 && p->ents == NULL); /* a fresh part */
@@ -217,11 +229,10 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
     if (rc != 0) {
         return rc;
     }
-    for (size_t i = 0; i < b->nops; i++) {
+    for (uint32_t j = p->op_first; j < p->op_first + p->op_count; j++) {
+        uint32_t i = order[j];
         const struct batch_op *op = &b->ops[i];
-        if (db_shard_of(db, hashes[i]) != p->shard) {
-            continue;
-        }
+        HTKV_DASSERT(db_shard_of(db, hashes[i]) == p->shard);
         rc = htkv_shard_promote(sh, hashes[i], op_key(b, op), op->klen);
         if (rc != 0) {
             return rc;
@@ -258,7 +269,7 @@ batch_prepare_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_
 
 static void
 batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t *hashes,
-                  struct part *p, uint32_t parts, uint64_t version)
+                  const uint32_t *order, struct part *p, uint32_t parts, uint64_t version)
 {
     struct shard *sh = db_shard(db, p->shard);
     struct seg *s = shard_active(sh);
@@ -270,9 +281,10 @@ batch_append_part(struct htkv_db *db, const struct htkv_batch *b, const uint64_t
     htkv_store32(frame + 4, parts);
     htkv_seg_append_wt(s, REC_BATCH_BEGIN, 0, version, NULL, 0, frame, REC_BEGIN_PAYLOAD);
     uint32_t k = 0;
-    for (size_t i = 0; i < b->nops; i++) {
+    for (uint32_t j = p->op_first; j < p->op_first + p->op_count; j++) {
+        uint32_t i = order[j];
         const struct batch_op *op = &b->ops[i];
-        if (op->type == 0 || db_shard_of(db, hashes[i]) != p->shard) {
+        if (op->type == 0) {
             continue;
         }
         const unsigned char *key = op_key(b, op);
@@ -351,9 +363,9 @@ parts_free(struct htkv_db *db, struct part *parts, uint32_t nparts)
 
 /* What one commit holds while it runs: its parts, one per shard touched, ascending. */
 struct stage {
-    uint64_t *hashes; /* [nops]: each operation's key hash */
-    uint32_t *ids;    /* [nops]: the shards touched, ascending (nparts of them) */
-    struct part *parts;
+    uint64_t *hashes;   /* [nops]: each operation's key hash */
+    uint32_t *order;    /* [2 * nops]: operations grouped by shard (batch_shards()) */
+    struct part *parts; /* the shards touched, ascending */
     uint32_t nparts;
     uint32_t locked;  /* parts whose shard lock is held */
     uint32_t writing; /* parts with puts or deletes */
@@ -363,20 +375,18 @@ struct stage {
 static int
 stage_lock(struct htkv_db *db, const struct htkv_batch *b, struct stage *st)
 {
+    size_t cap = b->nops < db->shard_count ? b->nops : db->shard_count;
     st->hashes = htkv_mem_alloc(b->nops * sizeof(*st->hashes));
-    st->ids = htkv_mem_alloc(b->nops * sizeof(*st->ids));
-    if (st->hashes == NULL || st->ids == NULL) {
-        return -ENOMEM;
+    st->order = htkv_mem_alloc(2 * b->nops * sizeof(*st->order));
+    st->parts = htkv_mem_alloc(cap * sizeof(*st->parts));
+    if (st->hashes == NULL || st->order == NULL || st->parts == NULL) {
+        return -ENOMEM; /* st->nparts = 0: nothing to free in the parts */
     }
-    st->nparts = batch_shards(db, b, st->ids, st->hashes);
-    st->parts = htkv_mem_calloc(st->nparts, sizeof(*st->parts));
-    if (st->parts == NULL) {
-        return -ENOMEM;
-    }
+    st->nparts = batch_shards(db, b, st->hashes, st->order, st->parts);
     for (st->locked = 0; st->locked < st->nparts; st->locked++) {
-        HTKV_ASSERT(st->locked == 0 || st->ids[st->locked - 1] < st->ids[st->locked]);
-        st->parts[st->locked].shard = st->ids[st->locked];
-        pthread_mutex_lock(&db_shard(db, st->ids[st->locked])->lock);
+        HTKV_ASSERT(st->locked == 0 ||
+                    st->parts[st->locked - 1].shard < st->parts[st->locked].shard);
+        pthread_mutex_lock(&db_shard(db, st->parts[st->locked].shard)->lock);
     }
     return 0;
 }
@@ -389,10 +399,10 @@ stage_free(struct htkv_db *db, struct stage *st)
         parts_free(db, st->parts, st->nparts);
     }
     while (st->locked > 0) {
-        pthread_mutex_unlock(&db_shard(db, st->ids[--st->locked])->lock);
+        pthread_mutex_unlock(&db_shard(db, st->parts[--st->locked].shard)->lock);
     }
     htkv_mem_free(st->parts);
-    htkv_mem_free(st->ids);
+    htkv_mem_free(st->order);
     htkv_mem_free(st->hashes);
 }
 
@@ -427,7 +437,7 @@ stage_append(struct htkv_db *db, const struct htkv_batch *b, struct stage *st, u
         struct shard *sh = db_shard(db, parts[i].shard);
         struct seg *s = shard_active(sh);
         HTKV_ASSERT(version > sh->appended); /* invariant 6, before anything is written */
-        batch_append_part(db, b, st->hashes, &parts[i], st->writing, version);
+        batch_append_part(db, b, st->hashes, st->order, &parts[i], st->writing, version);
         int rc = htkv_shard_write_out(sh, s);
         if (rc != 0) {
             /* Its frame went with the tail. The parts written before stay in their segments
@@ -490,7 +500,7 @@ htkv_batch_stage(struct htkv_db *db, const struct htkv_batch *b, uint64_t *versi
     /* Each shard touched holds one of the caller's @p shards_out slots (b->nops of them). */
     HTKV_ASSERT(st.nparts <= b->nops);
     for (uint32_t i = 0; rc == 0 && i < st.nparts; i++) {
-        rc = batch_prepare_part(db, b, st.hashes, &st.parts[i]);
+        rc = batch_prepare_part(db, b, st.hashes, st.order, &st.parts[i]);
         st.writing += st.parts[i].nops > 0;
     }
     if (rc != 0 || st.writing == 0) {
