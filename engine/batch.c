@@ -64,7 +64,7 @@ batch_add(htkv_batch *b, uint8_t type, const void *key, size_t klen, const void 
         return HTKV_ETOOBIG;
     }
     uint64_t rec = type == 0 ? 0 : htkv_rec_size(klen, vlen);
-    if (b->rec_bytes + rec > BATCH_BYTES_MAX) {
+    if (b->rec_bytes + rec > BATCH_BYTES_MAX || b->nops >= BATCH_OPS_MAX) {
         return HTKV_ETOOBIG;
     }
     if (b->nops == b->ops_cap) {
@@ -194,8 +194,8 @@ batch_shards(struct htkv_db *db, const struct htkv_batch *b, uint64_t *hashes, u
 {
     uint32_t pos[MAN_SHARDS_MAX];
     uint32_t nsh = db->shard_count, nops = (uint32_t)b->nops, *shard_of = order + nops;
-    HTKV_ASSERT(nops > 0 && b->nops <= UINT32_MAX / 2); /* the caller returns early when empty */
-    HTKV_ASSERT(nsh >= 1 && nsh <= MAN_SHARDS_MAX);     /* the manifest's bound */
+    HTKV_ASSERT(nops > 0 && b->nops <= BATCH_OPS_MAX); /* the caller returns early when empty */
+    HTKV_ASSERT(nsh >= 1 && nsh <= MAN_SHARDS_MAX);    /* the manifest's bound */
     memset(pos, 0, nsh * sizeof(pos[0]));
     for (uint32_t i = 0; i < nops; i++) {
         HTKV_DASSERT(b->ops[i].data_off + b->ops[i].klen + b->ops[i].vlen <= b->data_len);

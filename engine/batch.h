@@ -14,8 +14,10 @@
 
 struct htkv_db;
 
-/* Largest batch: 1 GiB of records. */
+/* Largest batch: 1 GiB of records, and 64 Mi operations and conditions (checks have no record:
+ * this bounds them, and keeps every index into a batch's operations within 32 bits). */
 #define BATCH_BYTES_MAX (1ull << 30)
+#define BATCH_OPS_MAX (1u << 26)
 
 /* One operation of a batch, or a condition (type 0). */
 struct batch_op {

@@ -729,7 +729,7 @@ cold_after_pass(struct shard *sh, uint64_t mem, uint64_t in_active)
             htkv_periodic_run_soon(sh->env->compactor);
         }
     }
-    if (active_pins && short_of_target && mem > share) {
+    if (active_pins && short_of_target && mem > share && !sh->cold_stuck) {
         return; /* the next write seals it: evict again right after */
     }
     if (mem > share) {

@@ -372,13 +372,6 @@ compact_seg(struct htkv_db *db, struct shard *sh, struct seg *v, uint64_t floor)
     if (z == NULL) {
         return -ENOMEM;
     }
-    pthread_mutex_lock(&sh->lock);
-    rc = htkv_shard_limbo_reserve(sh, 1); /* the victim's own retirement (drop_victim()) */
-    pthread_mutex_unlock(&sh->lock);
-    if (rc != 0) {
-        htkv_mem_free(z);
-        return rc;
-    }
     rc = htkv_shard_sync_force(sh); /* the copies are durable before the victim goes */
     if (rc == 0) {
         hook("copies-synced");
@@ -586,6 +579,11 @@ compactor_round(void *arg)
     if (idle_work) {
         htkv_mem_give_back(); /* a reading store: its key index builds' memory, now */
     }
+    pthread_mutex_lock(&db->views.lock);
+    if (db->views.open == 0 && db->views.zombies != NULL) {
+        htkv_zombie_release(db, UINT64_MAX); /* those kept for want of memory */
+    }
+    pthread_mutex_unlock(&db->views.lock);
     busy = busy || idle_work;
     pthread_mutex_unlock(&db->compactor.lock);
     return busy;

@@ -152,16 +152,17 @@ run_build(struct shard *sh)
         atomic_init(&r->refs, 1);
         r->gen = gen;
         pthread_mutex_lock(&sh->lock);
-        if (htkv_trie_gen(&sh->trie) == gen &&
-            atomic_load_explicit(&sh->trie_ready, memory_order_relaxed) &&
-            htkv_shard_limbo_reserve(sh, 1) == 0) { /* room to retire the run it replaces */
+        if (htkv_trie_gen(&sh->trie) != gen ||
+            !atomic_load_explicit(&sh->trie_ready, memory_order_relaxed)) {
+            rc = -EAGAIN;
+        } else if (htkv_shard_limbo_reserve(sh, 1) != 0) {
+            rc = -ENOMEM; /* no room to retire the run it would replace */
+        } else {
             struct shard_run *old = atomic_exchange_explicit(&sh->run, r, memory_order_acq_rel);
             if (old != NULL) {
                 htkv_shard_retire(sh, old, run_unpublished);
             }
             r = NULL;
-        } else {
-            rc = -EAGAIN;
         }
         pthread_mutex_unlock(&sh->lock);
     }

@@ -17,11 +17,13 @@
 void
 htkv_zombie_retire(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z)
 {
-    if (db->views.open == 0) {
+    if (db->views.open == 0 && htkv_shard_limbo_reserve(sh, 1) == 0) {
         htkv_mem_free(z);
         htkv_shard_retire_seg(sh, s);
         return;
     }
+    /* A view may read it, or no memory to retire it now: kept as a zombie, released when views
+     * close or by the compactor (htkv_zombie_release()). */
     *z = (struct zombie){
         .seg = s, .shard = sh->id, .gen = db->views.gen, .next = db->views.zombies
     };

@@ -19,8 +19,9 @@ struct zombie {
 };
 
 /* Release dropped segment @p s of @p sh (views.lock and the shard's lock held): through EBR at
- * once when no view is open, else as zombie @p z (taken, filled here) until the views open now
- * have closed. */
+ * once when no view is open and the shard's limbo has room, else as zombie @p z (taken, filled
+ * here) until the views open now have closed (or, kept for want of memory, until a later
+ * release finds room: the compactor tries again). */
 void htkv_zombie_retire(struct htkv_db *db, struct shard *sh, struct seg *s, struct zombie *z);
 
 /* Hand zombies that no open view predates (gen < @p min_gen) to EBR (views.lock held). */

@@ -500,8 +500,9 @@ HTKV_API HTKV_MUST_USE int htkv_batch_create(htkv_batch **out);
 
 /**
  * Append a put to @p b. Key and value are copied.
- * @return 0; -EINVAL; HTKV_ETOOBIG (key or value over its limit, or the batch over 1 GiB);
- *         -ENOMEM. On failure the batch is unchanged.
+ * @return 0; -EINVAL; HTKV_ETOOBIG (key or value over its limit, or the batch over 1 GiB of
+ *         records or 64 Mi operations and conditions); -ENOMEM. On failure the batch is
+ *         unchanged.
  * @context The thread using @p b.
  */
 HTKV_API HTKV_MUST_USE int htkv_batch_put(htkv_batch *b, const void *key, size_t klen,
