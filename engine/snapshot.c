@@ -58,6 +58,7 @@
 #include "engine/crc32c.h"
 #include "engine/snapshot.h"
 #include "engine/store.h"
+#include "engine/zombie.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
 #include "engine/rec.h"
@@ -689,9 +690,18 @@ restore_retire(struct htkv_db *db, struct shard *sh, struct seg **old, size_t no
     for (size_t i = 0; i < nold; i++) {
         struct seg *s = old[i];
         htkv_seg_remove_files(&db->env.log, s);
+        /* The room reserved before the commit may be taken by writers since: without room, the
+         * segment waits as a zombie (htkv_zombie_retire() reserves under the shard's lock). */
+        struct zombie *z = htkv_mem_alloc(sizeof(*z));
+        pthread_mutex_lock(&db->views.lock);
         pthread_mutex_lock(&sh->lock);
-        htkv_shard_retire_seg(sh, s);
+        if (z != NULL) {
+            htkv_zombie_retire(db, sh, s, z);
+        } else {
+            htkv_shard_retire_seg(sh, s); /* no memory at all: the limbo's own fallback */
+        }
         pthread_mutex_unlock(&sh->lock);
+        pthread_mutex_unlock(&db->views.lock);
     }
     /* Free what earlier retirements left (segments of an earlier restore among them) without
      * waiting for writes to do it: a store that takes no writes would keep their descriptors. */
