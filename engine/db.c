@@ -105,6 +105,16 @@ db_write_here(struct htkv_db *db, uint32_t shard)
                                  (!db_async_thread || htkv_worker_parked(db, shard)));
 }
 
+/* Puts and deletes since this thread's last timed one: every METRICS_WRITE_SAMPLE-th is timed
+ * (its start, or 0: only counted). */
+static _Thread_local uint32_t write_tick;
+
+static inline uint64_t
+db_write_t0(void)
+{
+    return HTKV_UNLIKELY((++write_tick & (METRICS_WRITE_SAMPLE - 1)) == 0) ? htkv_now_ns() : 0;
+}
+
 /* One put or delete: inline under the shard lock (db_write_here()), or through the owning
  * worker. */
 static int
@@ -114,7 +124,7 @@ db_write1(struct htkv_db *db, uint8_t type, const void *key, uint32_t klen, cons
     /* Invariant 4 (the fast path: debug builds only). */
     HTKV_DASSERT(klen >= 1 && klen <= HTKV_KEY_MAX && vlen <= db->cfg.max_value_bytes);
     HTKV_DASSERT((type == REC_SET || (type == REC_DEL && vlen == 0)) && !db->read_only);
-    uint64_t t0 = htkv_now_ns();
+    uint64_t t0 = db_write_t0();
     uint32_t shard = db->nworkers > 0 ? db_shard_of(db, hash) : 0; /* inline: db_put1 finds it */
     if (db_write_here(db, shard)) {
         uint64_t version;
@@ -594,7 +604,7 @@ db_async1(htkv_db *db, uint8_t type, const void *key, size_t klen, const void *v
         return rc;
     }
     uint64_t hash = htkv_hash(key, klen, db->hash_seed);
-    uint64_t t0 = htkv_now_ns();
+    uint64_t t0 = db_write_t0();
     if (db->nworkers == 0) {
         uint64_t version = 0;
         rc = db_put1(db, type, key, (uint32_t)klen, val, (uint32_t)vlen, hash, &version, t0);

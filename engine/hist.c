@@ -55,6 +55,7 @@ htkv_hist_read(struct htkv_hist *h, struct hist_snap *out)
     }
     out->sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
     out->max = atomic_load_explicit(&h->max, memory_order_relaxed);
+    out->ops = out->count + atomic_load_explicit(&h->untimed, memory_order_relaxed);
 }
 
 void
@@ -64,6 +65,7 @@ htkv_hist_merge(struct hist_snap *into, const struct hist_snap *from)
         into->buckets[b] += from->buckets[b];
     }
     into->count += from->count;
+    into->ops += from->ops;
     into->sum += from->sum;
     into->max = from->max > into->max ? from->max : into->max;
 }

@@ -6,10 +6,11 @@
  * record their latency into their shard's histograms under the shard lock (or, in worker mode,
  * on the worker that owns the shard), fdatasyncs record their latency and the number of writes
  * they covered, and readers time one get in METRICS_GET_SAMPLE per thread into a shared
- * histogram with relaxed atomic adds. Exact get counts come from the EBR slot a get already
- * owns (ebr_slot.reads), so the common get touches no shared line it did not touch before.
- * A report reads everything with relaxed loads: figures recorded during the report may be
- * partly seen, which is acceptable for monitoring.
+ * histogram with relaxed atomic adds. Puts and deletes are timed one in METRICS_WRITE_SAMPLE per
+ * thread; the others are counted in their histogram's `untimed`, so op counts stay exact. Exact get
+ * counts come from the EBR slot a get already owns (ebr_slot.reads), so the common get touches no
+ * shared line it did not touch before. A report reads everything with relaxed loads: figures
+ * recorded during the report may be partly seen, which is acceptable for monitoring.
  *
  * Invariant: in a report, a histogram's _count equals the sum of its buckets (both come from one
  * snapshot), so the +Inf bucket always equals _count.
@@ -130,13 +131,14 @@ report_text(FILE *f, const struct report *r)
     fprintf(f, "%-8s %12s %10s %10s %10s %10s\n", "op", "count", "p50", "p99", "p99.9", "max");
     for (int op = 0; op < OP_COUNT; op++) {
         const struct hist_snap *s = &r->ops[op];
-        uint64_t count = op == OP_GET ? r->gets : s->count;
+        uint64_t count = op == OP_GET ? r->gets : s->ops;
         fprintf(f, "%-8s %12llu %10s %10s %10s %10s\n", op_names[op], (unsigned long long)count,
                 fmt_ns(a, sizeof(a), htkv_hist_percentile(s, 0.5)),
                 fmt_ns(b, sizeof(b), htkv_hist_percentile(s, 0.99)),
                 fmt_ns(c, sizeof(c), htkv_hist_percentile(s, 0.999)), fmt_ns(d, sizeof(d), s->max));
     }
-    fprintf(f, "(get latency: 1 get in %u per thread is timed)\n\n", METRICS_GET_SAMPLE);
+    fprintf(f, "(latency: 1 get in %u, 1 put or delete in %u per thread is timed)\n\n",
+            METRICS_GET_SAMPLE, METRICS_WRITE_SAMPLE);
     fprintf(f, "%-6s %12s %14s %10s %10s %10s %10s %10s\n", "shard", "keys", "bytes_written",
             "syncs", "group_p50", "group_max", "sync_p50", "sync_p99");
     for (uint32_t i = 0; i < r->nshards; i++) {
@@ -245,11 +247,12 @@ report_prometheus(FILE *f, const struct report *r)
     char labels[64];
     prom_head(f, "htkv_ops_total", "counter", "Operations completed since open, by kind.");
     for (int op = 0; op < OP_COUNT; op++) {
-        uint64_t count = op == OP_GET ? r->gets : r->ops[op].count;
+        uint64_t count = op == OP_GET ? r->gets : r->ops[op].ops;
         fprintf(f, "htkv_ops_total{op=\"%s\"} %llu\n", op_names[op], (unsigned long long)count);
     }
     prom_head(f, "htkv_op_latency_seconds", "histogram",
-              "Latency of operations as the caller sees it (gets: 1 in 64 per thread sampled).");
+              "Latency of operations as the caller sees it (gets, puts and deletes: 1 in 64 per "
+              "thread sampled).");
     for (int op = 0; op < OP_COUNT; op++) {
         snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
         prom_hist(f, "htkv_op_latency_seconds", labels, &r->ops[op], 1e-9);

@@ -274,10 +274,12 @@ htkv_putgroup_put(struct shard *sh, uint8_t type, const void *key, uint32_t klen
                   uint32_t vlen, uint64_t hash, uint64_t *version, uint64_t t0_ns)
 {
     int rc = putgroup_wait(sh, type, key, klen, val, vlen, hash, version);
+    struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
     if (t0_ns != 0) {
-        struct htkv_hist *hist = type == REC_SET ? &sh->metrics.put : &sh->metrics.del;
         uint64_t now = htkv_now_ns();
         htkv_hist_record_shared(hist, now > t0_ns ? now - t0_ns : 0);
+    } else {
+        htkv_hist_count_shared(hist);
     }
     return rc;
 }

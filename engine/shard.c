@@ -920,10 +920,12 @@ htkv_shard_put1(struct shard *sh, uint8_t type, const void *key, uint32_t klen, 
     if (rc == 0) {
         shard_commit(sh, version);
     }
+    /* Under the lock: this thread is the histogram's only writer now. */
     if (t0_ns != 0) {
-        /* Under the lock: this thread is the histogram's only writer now. */
         uint64_t now = htkv_now_ns();
         htkv_hist_record(hist, now > t0_ns ? now - t0_ns : 0);
+    } else {
+        htkv_hist_count(hist);
     }
     pthread_mutex_unlock(&sh->lock);
     *version_out = rc == 0 ? version : 0;

@@ -86,7 +86,9 @@ cpu_relax(void)
 static void
 wreq_complete(struct wreq *r, int rc, uint64_t version)
 {
-    if (r->hist != NULL) {
+    if (r->hist != NULL && r->t0_ns == 0) {
+        htkv_hist_count(r->hist); /* a put or delete not sampled (the owning worker writes it) */
+    } else if (r->hist != NULL) {
         uint64_t now = htkv_now_ns();
         uint64_t ns = now > r->t0_ns ? now - r->t0_ns : 0;
         if (r->kind == WREQ_BATCH) {

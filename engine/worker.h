@@ -50,7 +50,8 @@ struct wreq {
     void *ctx;
     /* Latency of the caller's call, recorded at completion into `hist` when it is set: plainly
      * for puts and deletes (the worker owning the shard is the histogram's only writer), with
-     * atomic adds for batches (any worker may run one). */
+     * atomic adds for batches (any worker may run one). A put or delete with t0_ns 0 was not
+     * sampled (METRICS_WRITE_SAMPLE): it is only counted. */
     struct htkv_hist *hist;
     uint64_t t0_ns;
 };
