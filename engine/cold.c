@@ -717,9 +717,9 @@ cold_after_pass(struct shard *sh, uint64_t mem, uint64_t in_active)
     const struct seg *a = sh->segs[sh->nsegs - 1];
     bool short_of_target = mem > share - share / 8;
     bool active_pins = in_active * sizeof(struct hidx_ent) >= share / 2 && a->tail >= COLD_SEAL_MIN;
-    bool unindexed = cold_unindexed(sh);
+    bool ask = short_of_target && !sh->cold_stuck;
     sh->evict_retry = 0;
-    if (short_of_target && (active_pins || unindexed) && !sh->cold_stuck) {
+    if (ask && (active_pins || cold_unindexed(sh))) {
         /* Entries that cannot leave yet hold most of the share: those of the active segment
          * leave once it is sealed and indexed, those of a sealed segment once it is indexed. A
          * write does both; if none comes, the compactor does (htkv_cold_idle_work()). */
@@ -729,7 +729,7 @@ cold_after_pass(struct shard *sh, uint64_t mem, uint64_t in_active)
             htkv_periodic_run_soon(sh->env->compactor);
         }
     }
-    if (active_pins && short_of_target && mem > share && !sh->cold_stuck) {
+    if (ask && active_pins && mem > share) {
         return; /* the next write seals it: evict again right after */
     }
     if (mem > share) {

@@ -38,6 +38,16 @@ tt_put(htkv_db *db, struct tt_store *s, size_t i, size_t vlen, uint64_t tag)
     assert_int_equal(htkv_put(db, s->keys[i], strlen(s->keys[i]), s->vals[i], vlen), 0);
 }
 
+/* The last write: a put of the new key "last-key-X" (10 bytes) with @p vlen bytes (tag @p tag). */
+static void
+tt_put_new_last_key(htkv_db *db, struct tt_store *s, size_t vlen, uint64_t tag)
+{
+    snprintf(s->keys[NKEYS], sizeof(s->keys[NKEYS]), "last-key-X");
+    s->last = NKEYS;
+    s->last_present_after = true;
+    tt_put(db, s, NKEYS, vlen, tag);
+}
+
 /* A put of every key (key i with @p base + i * @p mul % 300 bytes), then the last write: a put
  * of the new key "last-key-X" with @p last_vlen bytes (tag @p last_tag). */
 static void
@@ -47,10 +57,7 @@ tt_puts_then_new_key(htkv_db *db, struct tt_store *s, uint64_t seed, size_t base
     for (size_t i = 0; i < NKEYS; i++) {
         tt_put(db, s, i, base + (i * mul) % 300, seed + i);
     }
-    snprintf(s->keys[NKEYS], sizeof(s->keys[NKEYS]), "last-key-X");
-    s->last = NKEYS;
-    s->last_present_after = true;
-    tt_put(db, s, NKEYS, last_vlen, last_tag);
+    tt_put_new_last_key(db, s, last_vlen, last_tag);
 }
 
 /* Check every key but the last-written one against the table, and the last one against
@@ -235,12 +242,8 @@ test_torn_tail_last_put_cut_at_every_offset(void **state)
     assert_int_equal(htkv_delete(db, s.keys[5], strlen(s.keys[5])), 0);
     s.present[5] = false;
     s.vlen[5] = 0;
-    /* Last: key "last-key-X" (10 bytes) with 51 bytes: raw 85, padded 88. */
-    snprintf(s.keys[NKEYS], sizeof(s.keys[NKEYS]), "last-key-X");
-    s.last = NKEYS;
-    s.last_present_after = true;
-    tt_put(db, &s, NKEYS, 51, seed + 99);
-    tu_close_as_crash(db); /* a torn tail is what a crash leaves */
+    tt_put_new_last_key(db, &s, 51, seed + 99); /* 51 bytes: raw 85, padded 88 */
+    tu_close_as_crash(db);                      /* a torn tail is what a crash leaves */
     tt_cut_every_offset(&s, seed, TT_CHECKED);
     tt_store_fini(&s);
 }
