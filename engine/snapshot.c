@@ -10,7 +10,8 @@
  *   trailer (16 B): magic "HTKVSEND", crc32c u32 of the data_bytes entry bytes, zero u32
  *
  * `version` is the store's version the snapshot is: every write at or below it and none above
- * (the view it was read from is made a cut at its highest version, htkv_view_cut()). Only
+ * (the view it was read from is a cut at its highest version, htkv_view_open_cut(); a caller
+ * may open that view itself and write it later, htkv_view_snapshot_write()). Only
  * live keys are written, with the version of the write that stored each, so two stores that
  * applied the same writes with the same versions produce the same bytes.
  *
@@ -194,37 +195,20 @@ fsync_dir(const char *dir)
  * share a file (each renames a complete file of its own; the last rename wins). */
 static _Atomic uint64_t snap_tmp_seq;
 
-/* A view of @p db as it is at the view's version: the file says so, and a replica that installs
- * it replays the change feed from there. */
+/* Write view @p v (a cut: the store at its version) to @p path; @p v stays open. */
 static int
-open_cut(struct htkv_db *db, htkv_view **out)
-{
-    int rc = htkv_view_open(db, out);
-    if (rc == 0 && (rc = htkv_view_cut(*out)) != 0) {
-        htkv_view_close(*out);
-        *out = NULL;
-    }
-    return rc;
-}
-
-static int
-snapshot_write(struct htkv_db *db, const char *path)
+snapshot_write(htkv_view *v, const char *path)
 {
     char tmp[4200];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.%llu", path, (long)getpid(),
                  (unsigned long long)atomic_fetch_add(&snap_tmp_seq, 1)) >= (int)sizeof(tmp)) {
         return -ENAMETOOLONG;
     }
-    htkv_view *v;
-    int rc = open_cut(db, &v);
-    if (rc != 0) {
-        return rc;
-    }
+    int rc = 0;
     struct snap_out o = { .fd = -1 };
     bool renamed = false;
     o.buf = htkv_mem_alloc(SNAP_BUF_BYTES);
     if (o.buf == NULL) {
-        htkv_view_close(v);
         return -ENOMEM;
     }
     o.fd = htkv_fault_fails(HTKV_FAULT_CREATE)
@@ -284,7 +268,20 @@ out:
         }
     }
     htkv_mem_free(o.buf);
-    htkv_view_close(v);
+    return rc;
+}
+
+/* The store now, at one version: the file says it, and a replica that installs the file replays
+ * the change feed from there. */
+static int
+snapshot_of_store(struct htkv_db *db, const char *path)
+{
+    htkv_view *v;
+    int rc = htkv_view_open_cut(db, &v);
+    if (rc == 0) {
+        rc = snapshot_write(v, path);
+        htkv_view_close(v);
+    }
     return rc;
 }
 
@@ -297,7 +294,21 @@ htkv_snapshot_write(htkv_db *db, const char *path)
     if (atomic_load(&db->closing)) {
         return HTKV_ECLOSED;
     }
-    return snapshot_write(db, path);
+    return snapshot_of_store(db, path);
+}
+
+int
+htkv_view_snapshot_write(htkv_view *v, const char *path)
+{
+    if (v == NULL || path == NULL || path[0] == '\0') {
+        return htkv_einval(__func__);
+    }
+    if (htkv_view_complete(v) != htkv_view_version(v)) {
+        htkv_set_error("the view is not the store at one version: open it with "
+                       "htkv_view_open_cut()");
+        return -EINVAL;
+    }
+    return snapshot_write(v, path);
 }
 
 /*
@@ -340,7 +351,7 @@ htkv_snapshot_emit(struct htkv_db *db)
     uint64_t seq = db->compactor.snapshot_seq + 1;
     char path[4200];
     snprintf(path, sizeof(path), "%s/snapshot-%06llu.snap", db->dir, (unsigned long long)seq);
-    int rc = snapshot_write(db, path);
+    int rc = snapshot_of_store(db, path);
     if (rc != 0) {
         return rc;
     }

@@ -317,6 +317,17 @@ htkv_view_open(htkv_db *db, htkv_view **out)
     return view_open(db, out);
 }
 
+int
+htkv_view_open_cut(htkv_db *db, htkv_view **out)
+{
+    int rc = htkv_view_open(db, out);
+    if (rc == 0 && (rc = htkv_view_cut(*out)) != 0) {
+        view_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 void
 htkv_view_close(htkv_view *v)
 {

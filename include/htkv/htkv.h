@@ -661,6 +661,20 @@ HTKV_API void htkv_iter_destroy(htkv_iter *it);
  */
 HTKV_API HTKV_MUST_USE int htkv_view_open(htkv_db *db, htkv_view **out);
 
+/**
+ * htkv_view_open() for a view that is the store at exactly one version, htkv_view_version():
+ * every write at or below it is in the view and none above. A plain view is one instant of what
+ * readers see; in HTKV_SYNC_ALWAYS it may miss a write at or below its version that still waits
+ * for its shard's group sync. This call waits for such writes first (an fdatasync at most; never
+ * in the other sync modes). Such a view can be written as a snapshot by htkv_view_snapshot_write().
+ * @param[out] out  Receives the view; borrowed. NULL on failure.
+ * @return 0; -EINVAL; HTKV_ECLOSED (also when the store starts closing while it waits);
+ *         HTKV_EFAILED (a write at or below the version will never be visible: its shard
+ *         stopped after an I/O error); -ENOMEM.
+ * @context Any thread. Close the view once, before htkv_close().
+ */
+HTKV_API HTKV_MUST_USE int htkv_view_open_cut(htkv_db *db, htkv_view **out);
+
 /** htkv_get() as of the view. Same codes. */
 HTKV_API HTKV_MUST_USE int htkv_view_get(htkv_view *v, const void *key, size_t klen, void *buf,
                                          size_t cap, size_t *vlen);
@@ -738,6 +752,20 @@ HTKV_API HTKV_MUST_USE int htkv_compact_now(htkv_db *db);
  * @context Any thread. Blocks for the write; holds a view open meanwhile.
  */
 HTKV_API HTKV_MUST_USE int htkv_snapshot_write(htkv_db *db, const char *path);
+
+/**
+ * htkv_snapshot_write() of the store at the moment of view @p v (from htkv_view_open_cut()):
+ * the file holds what @p v reads and says htkv_view_version(v). The moment is fixed when the view
+ * opens, so a caller that must not block may open the view where the moment matters and write it
+ * elsewhere (another thread, later) while writers go on; what they write after the view opened is
+ * not in the file. Two views of the same writes write identical bytes.
+ * @param[in] v     Open view; borrowed. It stays open; other threads may read it meanwhile.
+ * @param[in] path  Destination file; borrowed. Its directory must exist.
+ * @return As htkv_snapshot_write(), and -EINVAL when @p v is not the store at one version (not
+ *         from htkv_view_open_cut(); htkv_last_error() says so).
+ * @context Any thread. Blocks for the write.
+ */
+HTKV_API HTKV_MUST_USE int htkv_view_snapshot_write(htkv_view *v, const char *path);
 
 /**
  * Replace the store's whole contents with the snapshot at @p path, atomically: after a crash at
