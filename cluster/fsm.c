@@ -9,7 +9,9 @@
  * verdict of the log stops the FSM (fsm_fail()).
  *
  * Snapshots go through a scratch file because htkv writes and reads snapshots as files and
- * raft 0.15 passes them as one buffer in memory; the file is removed after each use.
+ * raft 0.15 passes them as one buffer in memory; the file is removed after each use. Taking one
+ * is asynchronous (raft_fsm version 3): the loop thread only opens a cut view of the store, and a
+ * libuv worker thread writes it, so heartbeats and applies go on meanwhile.
  */
 #include "cluster/fsm.h"
 
@@ -257,6 +259,7 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
         f->out.count = j + 1;
     }
     f->applied_entries++;
+    f->applied_under_snapshot += f->snap_view != NULL;
     if (f->trace) {
         trace_apply(f, index, buf, latest_before);
     }
@@ -298,6 +301,23 @@ out_close:
     return rc;
 }
 
+/* A snapshot that failed is not fatal (the store is intact): raft 0.15 tries again after a later
+ * apply. Logged once until one works. */
+static void
+snapshot_warn(struct cluster_fsm *f, int rc, const char *what)
+{
+    if (!f->snap_warned) {
+        htkv_cl_log(f->log_fn, f->log_ctx, HTKV_LOG_WARN, "snapshot failed (%s): %s (%s)", what,
+                    htkv_strerror(rc), htkv_last_error());
+    }
+    f->snap_warned = true;
+}
+
+/*
+ * Loop thread, between applies: fix the snapshot's moment. A cut view is the store at its
+ * version, which is the store at raft's last applied index (the snapshot's). Nothing is written
+ * here: fsm_snapshot_async() writes the view on a libuv worker thread while applies go on.
+ */
 static int
 fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
@@ -305,39 +325,72 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     if (f->failed) {
         return RAFT_IOERR;
     }
-    int rc = htkv_snapshot_write(f->db, f->snap_path);
-    struct raft_buffer b = { 0 };
-    if (rc == 0) {
-        rc = read_file(f->snap_path, &b);
-    }
-    unlink(f->snap_path);
+    CL_ASSERT(f->snap_view == NULL); /* raft takes one snapshot at a time */
+    int rc = htkv_view_open_cut(f->db, &f->snap_view);
     if (rc != 0) {
-        /* Not fatal: the store is intact. RAFT_BUSY is the code raft 0.15 treats as transient
-         * (takeSnapshot()): it tries again after the next apply, so this is logged once. */
-        if (!f->snap_warned) {
-            htkv_cl_log(f->log_fn, f->log_ctx, HTKV_LOG_WARN, "snapshot failed: %s (%s)",
-                        htkv_strerror(rc), htkv_last_error());
-        }
-        f->snap_warned = true;
+        /* RAFT_BUSY is the code raft 0.15 treats as transient (takeSnapshot()); it calls no
+         * finalize after a failed snapshot, and nothing is held. */
+        snapshot_warn(f, rc, "opening a view");
         return RAFT_BUSY;
     }
-    f->snap_warned = false;
-    if (f->trace) {
-        uint64_t v = 0;
-        if (htkv_latest_version(f->db, &v) != 0) {
-            v = 0;
-        }
-        htkv_cl_trace(f->log_fn, f->log_ctx, f->raft->id,
-                      "snapshot taken at applied index=%llu version=%llu bytes=%zu",
-                      (unsigned long long)raft_last_applied(f->raft), (unsigned long long)v, b.len);
+    f->snap_index = raft_last_applied(f->raft);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+/*
+ * A libuv worker thread: write the view into the scratch file and read it back into one buffer
+ * (raft 0.15 takes a snapshot as buffers in memory). Touches only the view, its own scratch file
+ * and the fields fsm_snapshot() set; the loop thread applies meanwhile. A failure returns an
+ * error: raft then calls fsm_snapshot_finalize() and takes no snapshot this time.
+ */
+static int
+fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cluster_fsm *f = fsm->data;
+    CL_ASSERT(f->snap_view != NULL);
+    int rc = htkv_view_snapshot_write(f->snap_view, f->take_path);
+    struct raft_buffer b = { 0 };
+    if (rc == 0) {
+        rc = read_file(f->take_path, &b);
     }
-    *bufs = raft_malloc(sizeof(**bufs));
-    if (*bufs == NULL) {
+    unlink(f->take_path);
+    if (rc == 0) {
+        *bufs = raft_malloc(sizeof(**bufs));
+        rc = *bufs == NULL ? -ENOMEM : 0;
+    }
+    if (rc != 0) {
         raft_free(b.base);
-        return RAFT_NOMEM;
+        snapshot_warn(f, rc, "writing it");
+        return RAFT_IOERR;
     }
+    f->snap_warned = false;
     (*bufs)[0] = b;
     *n_bufs = 1;
+    if (f->trace) {
+        htkv_cl_trace(f->log_fn, f->log_ctx, f->raft->id,
+                      "snapshot taken at applied index=%llu version=%llu bytes=%zu",
+                      (unsigned long long)f->snap_index,
+                      (unsigned long long)htkv_view_version(f->snap_view), b.len);
+    }
+    return 0;
+}
+
+/* Loop thread, once raft stored the snapshot or gave it up: free the buffer and the view. */
+static int
+fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cluster_fsm *f = fsm->data;
+    f->snapshots += *n_bufs > 0;
+    for (unsigned i = 0; *bufs != NULL && i < *n_bufs; i++) {
+        raft_free((*bufs)[i].base);
+    }
+    raft_free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    htkv_view_close(f->snap_view);
+    f->snap_view = NULL;
     return 0;
 }
 
@@ -397,6 +450,11 @@ fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     if (f->failed) {
         return RAFT_IOERR;
     }
+    if (f->snap_view != NULL) {
+        /* raft 0.15 refuses an install while it takes a snapshot (and the store would refuse a
+         * restore under an open view): reaching here would be raft's bug, so stop loudly. */
+        return fsm_fail(f, HTKV_EBUSY, "installing a snapshot while taking one");
+    }
     int rc = write_file(f->snap_path, buf);
     if (rc != 0) {
         unlink(f->snap_path);
@@ -417,12 +475,17 @@ htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv
     CL_ASSERT(db != NULL);
     CL_ASSERT(scratch_dir != NULL);
     memset(f, 0, sizeof(*f));
-    size_t n = strlen(scratch_dir) + sizeof("/snapshot.tmp");
+    size_t n = strlen(scratch_dir) + sizeof("/snapshot-take.tmp");
     f->snap_path = malloc(n);
-    if (f->snap_path == NULL) {
+    f->take_path = malloc(n);
+    if (f->snap_path == NULL || f->take_path == NULL) {
+        free(f->snap_path);
+        free(f->take_path);
+        f->snap_path = f->take_path = NULL;
         return -ENOMEM;
     }
     snprintf(f->snap_path, n, "%s/snapshot.tmp", scratch_dir);
+    snprintf(f->take_path, n, "%s/snapshot-take.tmp", scratch_dir);
     /* Writer first: a restore waiting for reads in progress must not wait for new ones too
      * (glibc's default lets readers that keep coming starve it). */
     pthread_rwlockattr_t attr;
@@ -434,18 +497,21 @@ htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv
     }
     if (rc != 0) {
         free(f->snap_path);
-        f->snap_path = NULL;
+        free(f->take_path);
+        f->snap_path = f->take_path = NULL;
         return -rc;
     }
     f->db = db;
     f->log_fn = log_fn;
     f->log_ctx = log_ctx;
     f->trace = htkv_cl_trace_wanted();
-    f->fsm = (struct raft_fsm){ .version = 1,
+    f->fsm = (struct raft_fsm){ .version = 3,
                                 .data = f,
                                 .apply = fsm_apply,
                                 .snapshot = fsm_snapshot,
-                                .restore = fsm_restore };
+                                .restore = fsm_restore,
+                                .snapshot_finalize = fsm_snapshot_finalize,
+                                .snapshot_async = fsm_snapshot_async };
     return 0;
 }
 
@@ -455,7 +521,9 @@ htkv_cfsm_fini(struct cluster_fsm *f)
     if (f->snap_path != NULL) {
         pthread_rwlock_destroy(&f->views); /* initialised with it */
     }
+    CL_ASSERT(f->snap_view == NULL); /* raft finalized every snapshot before it closed */
     free(f->snap_path);
+    free(f->take_path);
     free(f->out.res);
     free(f->cmds);
     memset(f, 0, sizeof(*f));

@@ -6,9 +6,13 @@
  *         raft 0.15 does not pass the index to apply: it is raft_last_applied() + 1, because
  *         raft applies entries one at a time, in order, and advances last_applied only after
  *         an entry's apply returned 0 (barriers and configuration entries included).
- * snapshot htkv_snapshot_write() of the store into a file, read back into one raft buffer: the
- *         store at its version (every write at or below it, none above); raft calls it on the
- *         loop thread between applies, so it is also the store at the snapshot's index.
+ * snapshot on the loop thread, between applies (so at the snapshot's index): only a cut view of
+ *         the store (htkv_view_open_cut(): every write at or below its version, none above).
+ *         snapshot_async, on a libuv worker thread while the loop applies and sends heartbeats:
+ *         htkv_view_snapshot_write() of that view into a scratch file, read back into one raft
+ *         buffer. snapshot_finalize, on the loop thread once raft stored it or gave it up: the
+ *         buffer and the view are freed. raft 0.15 takes one snapshot at a time and refuses to
+ *         install one meanwhile, so the view is never open during a restore.
  * restore checks the snapshot, and installs it with htkv_snapshot_restore() only when it is
  *         newer than the store (a restarted member whose store already holds it skips it).
  *
@@ -61,7 +65,10 @@ struct cluster_fsm {
     struct raft_fsm fsm;    /* handed to raft; fsm.data points back here */
     struct raft *raft;      /* set before raft starts: apply asks it for last_applied */
     htkv_db *db;            /* the local store; kept */
-    char *snap_path;        /* scratch file for snapshot and restore (owned) */
+    char *snap_path;        /* scratch file for a received snapshot (owned) */
+    char *take_path;        /* scratch file for a snapshot taken (owned) */
+    htkv_view *snap_view;   /* the snapshot being taken: from snapshot to snapshot_finalize */
+    uint64_t snap_index;    /* its raft index (for the trace) */
     struct fsm_results out; /* results of the last entry */
     uint32_t res_cap;
     htkv_command *cmds; /* scratch for one request's commands */
@@ -78,6 +85,8 @@ struct cluster_fsm {
     pthread_rwlock_t views;
     uint64_t applied_entries; /* statistics for the tests */
     uint64_t restores;
+    uint64_t snapshots;              /* taken (written by snapshot_async) */
+    uint64_t applied_under_snapshot; /* entries applied while one was being taken */
     bool trace;       /* HTKV_CLUSTER_TRACE: log every apply, snapshot and restore (util.h) */
     uint32_t skipped; /* requests of the entry being applied skipped by invariant 1 */
 };

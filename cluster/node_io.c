@@ -633,6 +633,11 @@ htkv_cnode_io_start(struct htkv_cluster *c, const htkv_cluster_config *cfg)
     htkv_cnode_transport_nodelay(c);
     rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport);
     if (rv == 0) {
+        /* raft_uv 0.15 implements async_work (version 2's method) but says version 1, and
+         * raft_init refuses an FSM with asynchronous snapshots on a version 1 io. Version 0.17.1
+         * says 2 ("uv: set io version to 2"); say it here. */
+        CL_ASSERT(c->io.async_work != NULL);
+        c->io.version = 2;
         rv = raft_init(&c->raft, &c->io, &c->fsm.fsm, c->id, c->address);
         if (rv != 0) {
             htkv_cl_log(c->log_fn, c->log_ctx, HTKV_LOG_ERROR, "raft init: %s",

@@ -10,7 +10,8 @@
 # Usage: perf/cluster/run.sh      Environment: BUILD (default build), CB_SECONDS (measured
 # seconds per row, 5), CB_TRIALS (failover trials, 5), CB_WATCH_SECONDS (20), CB_KEEP=1 (keep
 # the work directory), CB_NO_BUILD=1, JOBS (2), CB_HTKV_ARGS (more htkv-node options, e.g.
-# "--snapshot-threshold 100000"; the figures in perf/README.md use none).
+# "--snapshot-threshold 100000"; the figures in perf/README.md use none), CB_ONLY=watch (only
+# the heartbeat check: no etcd, no rows, no failover).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,7 +19,15 @@ build=${BUILD:-$root/build}
 secs=${CB_SECONDS:-5}
 trials=${CB_TRIALS:-5}
 watch_secs=${CB_WATCH_SECONDS:-20}
-"$root/scripts/cluster-bench-deps.sh"
+only=${CB_ONLY:-}
+case "$only" in
+"" | watch) ;;
+*)
+    echo "run.sh: CB_ONLY must be watch or unset" >&2
+    exit 2
+    ;;
+esac
+if [ -z "$only" ]; then "$root/scripts/cluster-bench-deps.sh"; fi
 if [ -z "${CB_NO_BUILD:-}" ]; then
     if [ ! -f "$build/CMakeCache.txt" ]; then
         (cd "$root" && cmake --preset release)
@@ -113,37 +122,47 @@ row() { # SYSTEM ENDPOINTS ARGS...
         tee -a "$out" || echo "run.sh: $sys $* failed" >&2
 }
 
-echo "# htkv-cluster-bench $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(etcd --version | head -1)"
-echo "# work directory $work ($(df -T "$work" | awk 'NR == 2 { print $2 }')), ports from $base"
-for i in 1 2 3; do start_htkv "$i"; start_etcd "$i"; done
-wait_htkv_leader
-wait_etcd
-tag=a
-for w in 1 16 64; do
-    row htkv "$hsocks" --op put --threads "$w" --tag "$tag"
-    row etcd "$eeps" --op put --threads "$w" --tag "$tag"
-    tag=$(tr a-y b-z <<<"$tag")
-done
-for op in get lget; do
-    row htkv "$hsocks" --op "$op" --threads 16
-    row etcd "$eeps" --op "$op" --threads 16
-done
-for i in 1 2 3; do kill -TERM "${epids[$i]}"; done
-for i in 1 2 3; do wait "${epids[$i]}" || true; epids[i]=0; done
+# The rows (htkv then etcd each), then etcd stopped, then failover trials on htkv.
+rows_and_failover() {
+    local tag=a w op t line victim
+    for w in 1 16 64; do
+        row htkv "$hsocks" --op put --threads "$w" --tag "$tag"
+        row etcd "$eeps" --op put --threads "$w" --tag "$tag"
+        tag=$(tr a-y b-z <<<"$tag")
+    done
+    for op in get lget; do
+        row htkv "$hsocks" --op "$op" --threads 16
+        row etcd "$eeps" --op "$op" --threads 16
+    done
+    for i in 1 2 3; do kill -TERM "${epids[$i]}"; done
+    for i in 1 2 3; do wait "${epids[$i]}" || true; epids[i]=0; done
 
-for t in $(seq "$trials"); do
-    line=$("$bench" failover --system htkv --endpoints "$hsocks" \
-        --pids "${hpids[1]},${hpids[2]},${hpids[3]}") || true
-    echo "$line trial=$t" | tee -a "$out"
-    victim=$(sed -n 's/.*killed=\([0-9]*\).*/\1/p' <<<"$line")
-    if [ -z "$victim" ]; then
-        echo "run.sh: failover trial $t failed" >&2
-        break
-    fi
-    wait "${hpids[$victim]}" 2>/dev/null || true
-    start_htkv "$victim"
-    wait_caught_up "$victim"
-done
+    for t in $(seq "$trials"); do
+        line=$("$bench" failover --system htkv --endpoints "$hsocks" \
+            --pids "${hpids[1]},${hpids[2]},${hpids[3]}") || true
+        echo "$line trial=$t" | tee -a "$out"
+        victim=$(sed -n 's/.*killed=\([0-9]*\).*/\1/p' <<<"$line")
+        if [ -z "$victim" ]; then
+            echo "run.sh: failover trial $t failed" >&2
+            break
+        fi
+        wait "${hpids[$victim]}" 2>/dev/null || true
+        start_htkv "$victim"
+        wait_caught_up "$victim"
+    done
+}
+
+etcd_version=none
+if [ -z "$only" ]; then etcd_version=$(etcd --version | head -1); fi
+echo "# htkv-cluster-bench $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $etcd_version"
+echo "# work directory $work ($(df -T "$work" | awk 'NR == 2 { print $2 }')), ports from $base"
+for i in 1 2 3; do start_htkv "$i"; done
+wait_htkv_leader
+if [ -z "$only" ]; then
+    for i in 1 2 3; do start_etcd "$i"; done
+    wait_etcd
+    rows_and_failover
+fi
 
 "$bench" watch --system htkv --endpoints "$hsocks" --threads 64 --value-bytes 16384 \
     --keys 64 --tag w --seconds "$watch_secs" --warm 0 | tee -a "$out"
