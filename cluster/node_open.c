@@ -16,7 +16,9 @@
  * missing on one member); likewise a batch over several shards killed between its parts. A
  * store whose recovery cut, skipped or dropped anything is therefore set aside and rebuilt too.
  * While that check runs, store.state says "check": a crash during it sets the store aside at the
- * next open.
+ * next open. A store whose store.state is missing, empty or anything else this layer does not
+ * write (a file deleted or damaged by hand or by the disk) is set aside too: nothing vouches
+ * for it, and raft's snapshot and log rebuild it.
  *
  * Invariants
  *   1. Every check of htkv_cluster_open() that can fail on bad input runs before anything is
@@ -176,14 +178,30 @@ state_check(struct htkv_cluster *c, const char *boot, bool *crashed)
 {
     char text[128];
     int rc = state_read(c, text);
-    bool other_boot = strncmp(text, "open ", 5) == 0 && (boot[0] == '\0' || strcmp(text + 5, boot));
-    *crashed = rc == 0 && !other_boot && strncmp(text, "open ", 5) == 0;
-    if (rc == 0 && other_boot) {
-        rc = set_aside(c, "was not closed cleanly before a restart of the machine");
-    } else if (rc == 0 && strcmp(text, "check") == 0) {
-        rc = set_aside(c, "was being checked after a crash when the process stopped again");
+    bool open = strncmp(text, "open ", 5) == 0;
+    bool other_boot = open && (boot[0] == '\0' || strcmp(text + 5, boot) != 0);
+    *crashed = rc == 0 && open && !other_boot;
+    /* No store yet (a new member, or one set aside before it was made again): nothing to trust.
+     * With a store, only a record this layer wrote vouches for it. */
+    struct stat st;
+    bool store = lstat(c->store_dir, &st) == 0;
+    if (rc != 0 || *crashed || strcmp(text, "clean") == 0 || (!store && text[0] == '\0')) {
+        return rc;
     }
-    return rc;
+    if (other_boot) {
+        return set_aside(c, "was not closed cleanly before a restart of the machine");
+    }
+    if (strcmp(text, "check") == 0) {
+        return set_aside(c, "was being checked after a crash when the process stopped again");
+    }
+    for (char *p = text; *p != '\0'; p++) {
+        *p = *p >= 0x20 && *p < 0x7f ? *p : '?'; /* the log gets no control bytes */
+    }
+    char why[200];
+    snprintf(why, sizeof(why), "has %s (store.state%s%.60s%s), so nothing vouches for it",
+             text[0] == '\0' ? "no trust record" : "a trust record this member did not write",
+             text[0] == '\0' ? " missing or empty" : ": \"", text, text[0] == '\0' ? "" : "\"");
+    return set_aside(c, why);
 }
 
 /* Open the store at c->store_dir with the settings the member forces on it. */

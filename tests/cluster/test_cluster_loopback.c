@@ -6,7 +6,8 @@
  * leader return increasing versions once applied, a follower refuses writes and linearizable
  * reads with HTKV_ENOTLEADER naming the leader, linearizable and local reads return what was
  * written, bad arguments change nothing, and a restart of every member keeps every write, also
- * for a member whose store must be rebuilt from raft after a (simulated) power loss.
+ * for a member whose store must be rebuilt from raft after a (simulated) power loss, also when
+ * the power loss damaged it and when its trust record is missing or damaged.
  * Method: ephemeral ports chosen by binding port 0; short timeouts (election 300 ms) so that
  * the test stays within seconds; every wait is bounded.
  */
@@ -116,9 +117,13 @@ writer_main(void *arg)
     return NULL;
 }
 
-/* Every writer's puts were acknowledged with versions that grow along each writer's calls. */
+/* The version each put was acknowledged with, by writer and put (0: none yet). */
+typedef uint64_t acked_t[WRITERS][PUTS_PER_WRITER];
+
+/* Every writer's puts were acknowledged with versions that grow along each writer's calls;
+ * they go to @p acked (may be NULL). */
 static void
-write_from_threads(htkv_cluster *leader, uint64_t *max_version)
+write_from_threads(htkv_cluster *leader, uint64_t *max_version, acked_t *acked)
 {
     pthread_t th[WRITERS];
     struct writer w[WRITERS];
@@ -135,13 +140,17 @@ write_from_threads(htkv_cluster *leader, uint64_t *max_version)
                 assert_true(w[i].versions[j] > w[i].versions[j - 1]);
             }
             *max_version = w[i].versions[j] > *max_version ? w[i].versions[j] : *max_version;
+            if (acked != NULL) {
+                (*acked)[i][j] = w[i].versions[j];
+            }
         }
     }
 }
 
-/* Every member's store holds every writer's puts (local reads, once it applied up to @p v). */
+/* Every member's store holds every writer's puts (local reads, once it applied up to @p v),
+ * each with the version it was acknowledged with when @p acked is given. */
 static void
-expect_everywhere(struct lb *t, uint64_t v)
+expect_acked_everywhere(struct lb *t, uint64_t v, const acked_t *acked)
 {
     for (unsigned m = 0; m < MEMBERS; m++) {
         uint64_t applied = 0;
@@ -160,14 +169,24 @@ expect_everywhere(struct lb *t, uint64_t v)
                 snprintf(key, sizeof(key), "w%u-%03u", w, i);
                 snprintf(want, sizeof(want), "value %u %u", w, i);
                 size_t glen = 0;
+                uint64_t ver = 0;
                 assert_int_equal(htkv_cluster_get_local(t->m[m], key, strlen(key), got, sizeof(got),
-                                                        &glen, NULL, NULL),
+                                                        &glen, &ver, NULL),
                                  0);
                 assert_int_equal(glen, strlen(want));
                 assert_memory_equal(got, want, glen);
+                if (acked != NULL) {
+                    assert_int_equal(ver, (*acked)[w][i]);
+                }
             }
         }
     }
+}
+
+static void
+expect_everywhere(struct lb *t, uint64_t v)
+{
+    expect_acked_everywhere(t, v, NULL);
 }
 
 /* A follower refuses writes and linearizable reads, naming the leader. */
@@ -232,10 +251,10 @@ check_leader_calls(htkv_cluster *l)
                      HTKV_ENOTFOUND);
 }
 
-static void
-test_cluster_loopback_three_members(void **state)
+/* Three members' directories and addresses (nothing opened). */
+static struct lb *
+lb_new(void)
 {
-    (void)state;
     struct lb *t = calloc(1, sizeof(*t));
     assert_non_null(t);
     t->root = tu_tmpdir("cluster-lb");
@@ -244,12 +263,28 @@ test_cluster_loopback_three_members(void **state)
         snprintf(t->addrs[i], sizeof(t->addrs[i]), "127.0.0.1:%u", ct_free_port_checked());
         t->peers[i] = (struct htkv_cluster_peer){ .id = i + 1, .address = t->addrs[i] };
     }
+    return t;
+}
+
+static void
+lb_free(struct lb *t)
+{
+    tu_rmrf(t->root);
+    free(t->root);
+    free(t);
+}
+
+static void
+test_cluster_loopback_three_members(void **state)
+{
+    (void)state;
+    struct lb *t = lb_new();
     open_all(t);
     unsigned l = wait_leader(t);
     uint64_t max_version = 0;
     struct htkv_cluster_status before, after;
     assert_int_equal(htkv_cluster_status(t->m[l], &before), 0);
-    write_from_threads(t->m[l], &max_version);
+    write_from_threads(t->m[l], &max_version, NULL);
     assert_int_equal(htkv_cluster_status(t->m[l], &after), 0);
     /* Group commit: writers that waited together shared raft entries. */
     assert_true(after.last_index - before.last_index < WRITERS * PUTS_PER_WRITER);
@@ -278,9 +313,100 @@ test_cluster_loopback_three_members(void **state)
     assert_int_equal(htkv_cluster_put(t->m[l], "after", 5, "restart", 7, &v, NULL), 0);
     assert_true(v > max_version);
     close_all(t);
-    tu_rmrf(t->root);
-    free(t->root);
-    free(t);
+    lb_free(t);
+}
+
+/* Write @p text as member @p m's store.state (@p len bytes; what a damaged file could hold). */
+static void
+state_put(struct lb *t, unsigned m, const char *text, size_t len)
+{
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/store.state", t->dirs[m]);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+/* The newest segment of shard @p shard of member @p m's store, and its records (at most 4096). */
+static size_t
+newest_segment(struct lb *t, unsigned m, unsigned shard, char path[4096], struct tu_rec *recs)
+{
+    char store[4300];
+    snprintf(store, sizeof(store), "%s/store", t->dirs[m]);
+    static char paths[64][4096];
+    size_t n = tu_shard_segments(store, shard, paths, 64);
+    assert_true(n >= 1 && n <= 64);
+    memcpy(path, paths[n - 1], 4096);
+    size_t r = tu_seg_scan(path, recs, 4096);
+    assert_true(r <= 4096);
+    return r;
+}
+
+/*
+ * Damage member @p m's store as a power loss can leave it, besides marking it open under another
+ * boot: shard 0's newest segment cut inside its last record, a bit of shard 1's last record
+ * flipped, shard 2's newest segment gone.
+ */
+static void
+damage_as_power_loss(struct lb *t, unsigned m)
+{
+    static const char other_boot[] = "open 00000000-0000-0000-0000-000000000000\n";
+    state_put(t, m, other_boot, sizeof(other_boot) - 1);
+    static struct tu_rec recs[4096];
+    char path[4096];
+    size_t n = newest_segment(t, m, 0, path, recs);
+    assert_true(n >= 1);
+    assert_int_equal(tu_truncate(path, recs[n - 1].off + recs[n - 1].raw / 2), 0);
+    n = newest_segment(t, m, 1, path, recs);
+    assert_true(n >= 1);
+    assert_int_equal(tu_flip_bit(path, recs[n - 1].off + recs[n - 1].raw - 1, 3), 0);
+    newest_segment(t, m, 2, path, recs);
+    assert_int_equal(unlink(path), 0);
+}
+
+/*
+ * Goal: a member whose store cannot be trusted (left open by a power loss and damaged by it, or
+ * with its trust record missing or not one the member wrote) sets the store aside, keeps it
+ * as store.lost, and is rebuilt from raft: afterwards every acknowledged write is on every
+ * member with its acknowledged version. A store whose record says clean is kept.
+ * Method: three members, writers, clean close; then member 1 as after a power loss (cut,
+ * flipped and missing segments), member 2 without store.state, member 3 untouched; reopen and
+ * check. Then member 3's store.state holds garbage bytes; reopen and check again.
+ */
+static void
+test_cluster_loopback_untrusted_stores_rebuilt(void **state)
+{
+    (void)state;
+    struct lb *t = lb_new();
+    open_all(t);
+    unsigned l = wait_leader(t);
+    uint64_t max_version = 0;
+    static acked_t acked;
+    write_from_threads(t->m[l], &max_version, &acked);
+    expect_acked_everywhere(t, max_version, &acked);
+    close_all(t);
+    damage_as_power_loss(t, 0);
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/store.state", t->dirs[1]);
+    assert_int_equal(unlink(path), 0);
+    open_all(t);
+    assert_true(tu_exists(t->dirs[0], "store.lost"));
+    assert_true(tu_exists(t->dirs[1], "store.lost"));
+    assert_false(tu_exists(t->dirs[2], "store.lost"));
+    l = wait_leader(t);
+    expect_acked_everywhere(t, max_version, &acked);
+    close_all(t);
+    state_put(t, 2, "cl\0ean\xff\n", 8);
+    open_all(t);
+    assert_true(tu_exists(t->dirs[2], "store.lost"));
+    l = wait_leader(t);
+    expect_acked_everywhere(t, max_version, &acked);
+    uint64_t v = 0;
+    assert_int_equal(htkv_cluster_put(t->m[l], "after", 5, "rebuilt", 7, &v, NULL), 0);
+    assert_true(v > max_version);
+    close_all(t);
+    lb_free(t);
 }
 
 int
@@ -288,6 +414,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cluster_loopback_three_members),
+        cmocka_unit_test(test_cluster_loopback_untrusted_stores_rebuilt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
