@@ -8,10 +8,11 @@
  * commands as one run (one atomic batch with the request's version). A failure that is not a
  * verdict of the log stops the FSM (fsm_fail()).
  *
- * Snapshots go through a scratch file because htkv writes and reads snapshots as files and
- * raft 0.15 passes them as one buffer in memory; the file is removed after each use. Taking one
- * is asynchronous (raft_fsm version 3): the loop thread only opens a cut view of the store, and a
- * libuv worker thread writes it, so heartbeats and applies go on meanwhile.
+ * raft 0.15 passes snapshots as buffers in memory. Taking one is asynchronous (raft_fsm version
+ * 3): the loop thread only opens a cut view of the store, and a libuv worker thread streams the
+ * view's snapshot into one buffer, so heartbeats and applies go on meanwhile. A received one is
+ * written to a scratch file for htkv_snapshot_restore(), which reads files; the file is removed
+ * after each use.
  */
 #include "cluster/fsm.h"
 
@@ -20,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cluster/entry.h"
@@ -266,41 +266,6 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
     return 0;
 }
 
-/* Read the whole of @p path into a raft_malloc'd buffer. */
-static int
-read_file(const char *path, struct raft_buffer *out)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return -errno;
-    }
-    int rc = 0;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        goto out_close;
-    }
-    out->len = (size_t)st.st_size;
-    out->base = raft_malloc(out->len > 0 ? out->len : 1);
-    if (out->base == NULL) {
-        rc = -ENOMEM;
-        goto out_close;
-    }
-    for (size_t done = 0; done < out->len;) {
-        ssize_t n = pread(fd, (char *)out->base + done, out->len - done, (off_t)done);
-        if (n <= 0) {
-            rc = n < 0 ? -errno : -EIO;
-            raft_free(out->base);
-            out->base = NULL;
-            goto out_close;
-        }
-        done += (size_t)n;
-    }
-out_close:
-    close(fd);
-    return rc;
-}
-
 /* A snapshot that failed is not fatal (the store is intact): raft 0.15 tries again after a later
  * apply. Logged once until one works. */
 static void
@@ -339,27 +304,53 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     return 0;
 }
 
+/* A snapshot streamed into memory: one raft buffer growing to hold it. */
+struct snap_sink {
+    void *base;
+    size_t cap;
+    size_t size; /* the end of the furthest piece: the snapshot's size once done */
+};
+
+/* htkv_view_snapshot_stream()'s sink. */
+static int
+snapshot_sink(void *ctx, uint64_t off, const void *buf, size_t len)
+{
+    struct snap_sink *k = ctx;
+    if (off + len > k->cap) {
+        size_t cap = k->cap < 64 * 1024 ? 64 * 1024 : k->cap;
+        while (cap < off + len) {
+            cap *= 2;
+        }
+        void *p = raft_realloc(k->base, cap);
+        if (p == NULL) {
+            return -ENOMEM;
+        }
+        k->base = p;
+        k->cap = cap;
+    }
+    memcpy((char *)k->base + off, buf, len);
+    k->size = off + len > k->size ? (size_t)(off + len) : k->size;
+    return 0;
+}
+
 /*
- * A libuv worker thread: write the view into the scratch file and read it back into one buffer
- * (raft 0.15 takes a snapshot as buffers in memory). Touches only the view, its own scratch file
- * and the fields fsm_snapshot() set; the loop thread applies meanwhile. A failure returns an
- * error: raft then calls fsm_snapshot_finalize() and takes no snapshot this time.
+ * A libuv worker thread: the view's snapshot into one buffer (raft 0.15 takes a snapshot as
+ * buffers in memory), streamed: no file, no disk write, no sync. Touches only the view and the
+ * fields fsm_snapshot() set; the loop thread applies meanwhile. A failure returns an error: raft
+ * then calls fsm_snapshot_finalize() and takes no snapshot this time.
  */
 static int
 fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct cluster_fsm *f = fsm->data;
     CL_ASSERT(f->snap_view != NULL);
-    int rc = htkv_view_snapshot_write(f->snap_view, f->take_path);
-    struct raft_buffer b = { 0 };
-    if (rc == 0) {
-        rc = read_file(f->take_path, &b);
-    }
-    unlink(f->take_path);
+    struct snap_sink k = { 0 };
+    int rc = htkv_view_snapshot_stream(f->snap_view, snapshot_sink, &k);
     if (rc == 0) {
         *bufs = raft_malloc(sizeof(**bufs));
         rc = *bufs == NULL ? -ENOMEM : 0;
     }
+    struct raft_buffer b = { .base = k.base, .len = k.size };
     if (rc != 0) {
         raft_free(b.base);
         snapshot_warn(f, rc, "writing it");
@@ -475,17 +466,12 @@ htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv
     CL_ASSERT(db != NULL);
     CL_ASSERT(scratch_dir != NULL);
     memset(f, 0, sizeof(*f));
-    size_t n = strlen(scratch_dir) + sizeof("/snapshot-take.tmp");
+    size_t n = strlen(scratch_dir) + sizeof("/snapshot.tmp");
     f->snap_path = malloc(n);
-    f->take_path = malloc(n);
-    if (f->snap_path == NULL || f->take_path == NULL) {
-        free(f->snap_path);
-        free(f->take_path);
-        f->snap_path = f->take_path = NULL;
+    if (f->snap_path == NULL) {
         return -ENOMEM;
     }
     snprintf(f->snap_path, n, "%s/snapshot.tmp", scratch_dir);
-    snprintf(f->take_path, n, "%s/snapshot-take.tmp", scratch_dir);
     /* Writer first: a restore waiting for reads in progress must not wait for new ones too
      * (glibc's default lets readers that keep coming starve it). */
     pthread_rwlockattr_t attr;
@@ -497,8 +483,7 @@ htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv
     }
     if (rc != 0) {
         free(f->snap_path);
-        free(f->take_path);
-        f->snap_path = f->take_path = NULL;
+        f->snap_path = NULL;
         return -rc;
     }
     f->db = db;
@@ -523,7 +508,6 @@ htkv_cfsm_fini(struct cluster_fsm *f)
     }
     CL_ASSERT(f->snap_view == NULL); /* raft finalized every snapshot before it closed */
     free(f->snap_path);
-    free(f->take_path);
     free(f->out.res);
     free(f->cmds);
     memset(f, 0, sizeof(*f));

@@ -9,8 +9,8 @@
  * snapshot on the loop thread, between applies (so at the snapshot's index): only a cut view of
  *         the store (htkv_view_open_cut(): every write at or below its version, none above).
  *         snapshot_async, on a libuv worker thread while the loop applies and sends heartbeats:
- *         htkv_view_snapshot_write() of that view into a scratch file, read back into one raft
- *         buffer. snapshot_finalize, on the loop thread once raft stored it or gave it up: the
+ *         htkv_view_snapshot_stream() of that view into one raft buffer (no file, no disk
+ *         write). snapshot_finalize, on the loop thread once raft stored it or gave it up: the
  *         buffer and the view are freed. raft 0.15 takes one snapshot at a time and refuses to
  *         install one meanwhile, so the view is never open during a restore.
  * restore checks the snapshot, and installs it with htkv_snapshot_restore() only when it is
@@ -66,7 +66,6 @@ struct cluster_fsm {
     struct raft *raft;      /* set before raft starts: apply asks it for last_applied */
     htkv_db *db;            /* the local store; kept */
     char *snap_path;        /* scratch file for a received snapshot (owned) */
-    char *take_path;        /* scratch file for a snapshot taken (owned) */
     htkv_view *snap_view;   /* the snapshot being taken: from snapshot to snapshot_finalize */
     uint64_t snap_index;    /* its raft index (for the trace) */
     struct fsm_results out; /* results of the last entry */

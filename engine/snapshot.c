@@ -11,7 +11,8 @@
  *
  * `version` is the store's version the snapshot is: every write at or below it and none above
  * (the view it was read from is a cut at its highest version, htkv_view_open_cut(); a caller
- * may open that view itself and write it later, htkv_view_snapshot_write()). Only
+ * may open that view itself and write it later, htkv_view_snapshot_write(), or stream the same
+ * bytes to a sink of its own, htkv_view_snapshot_stream()). Only
  * live keys are written, with the version of the write that stored each, so two stores that
  * applied the same writes with the same versions produce the same bytes.
  *
@@ -75,7 +76,9 @@
 /* ---- writing ---------------------------------------------------------------------------- */
 
 struct snap_out {
-    int fd;
+    int fd;                  /* the file written, or -1 for a sink */
+    htkv_snapshot_sink sink; /* htkv_view_snapshot_stream(): takes each flushed piece */
+    void *sink_ctx;
     unsigned char *buf;
     size_t used;
     uint64_t off; /* file offset of buf[0] */
@@ -86,6 +89,15 @@ struct snap_out {
 static void
 out_flush(struct snap_out *o)
 {
+    if (o->sink != NULL) {
+        if (o->rc == 0 && o->used > 0) {
+            int rc = o->sink(o->sink_ctx, o->off, o->buf, o->used);
+            o->rc = rc < 0 ? rc : 0;
+        }
+        o->off += o->used;
+        o->used = 0;
+        return;
+    }
     int frc = htkv_fault_hit(HTKV_FAULT_WRITE);
     if (frc != 0 && o->rc == 0) {
         o->rc = frc == -HTKV_FAULT_TORN ? -EIO : frc;
@@ -195,6 +207,32 @@ fsync_dir(const char *dir)
  * share a file (each renames a complete file of its own; the last rename wins). */
 static _Atomic uint64_t snap_tmp_seq;
 
+/* The snapshot of view @p v (a cut: the store at its version) into @p o: the header's place,
+ * the entries, the trailer, then the header at offset 0 with the counts. 0 or an error. */
+static int
+snapshot_out(htkv_view *v, struct snap_out *o)
+{
+    unsigned char h[SNAP_HDR_BYTES] = { 0 };
+    out_put(o, h, sizeof(h), false); /* placeholder: counts are known at the end */
+    uint64_t count = 0, data_bytes = 0;
+    int rc = write_entries(v, o, &count, &data_bytes);
+    if (rc == 0) {
+        unsigned char t[SNAP_TRAILER_BYTES];
+        htkv_snapfile_trailer_encode(t, o->crc);
+        out_put(o, t, sizeof(t), false);
+        out_flush(o);
+        rc = o->rc;
+    }
+    if (rc == 0) {
+        htkv_snapfile_hdr_encode(h, htkv_view_version(v), count, data_bytes);
+        o->off = 0;
+        out_put(o, h, sizeof(h), false);
+        out_flush(o);
+        rc = o->rc;
+    }
+    return rc;
+}
+
 /* Write view @p v (a cut: the store at its version) to @p path; @p v stays open. */
 static int
 snapshot_write(htkv_view *v, const char *path)
@@ -218,24 +256,7 @@ snapshot_write(htkv_view *v, const char *path)
         rc = -errno;
         goto out;
     }
-    unsigned char h[SNAP_HDR_BYTES] = { 0 };
-    out_put(&o, h, sizeof(h), false); /* placeholder: counts are known at the end */
-    uint64_t count = 0, data_bytes = 0;
-    rc = write_entries(v, &o, &count, &data_bytes);
-    if (rc == 0) {
-        unsigned char t[SNAP_TRAILER_BYTES];
-        htkv_snapfile_trailer_encode(t, o.crc);
-        out_put(&o, t, sizeof(t), false);
-        out_flush(&o);
-        rc = o.rc;
-    }
-    if (rc == 0) {
-        htkv_snapfile_hdr_encode(h, htkv_view_version(v), count, data_bytes);
-        o.off = 0;
-        out_put(&o, h, sizeof(h), false);
-        out_flush(&o);
-        rc = o.rc;
-    }
+    rc = snapshot_out(v, &o);
     if (rc == 0) {
         rc = htkv_fault_hit(HTKV_FAULT_SYNC);
     }
@@ -297,18 +318,46 @@ htkv_snapshot_write(htkv_db *db, const char *path)
     return snapshot_of_store(db, path);
 }
 
+/* -EINVAL unless @p v is the store at one version (htkv_view_open_cut()). */
+static int
+check_cut(const htkv_view *v)
+{
+    if (htkv_view_complete(v) != htkv_view_version(v)) {
+        htkv_set_error("the view is not the store at one version: open it with "
+                       "htkv_view_open_cut()");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int
 htkv_view_snapshot_write(htkv_view *v, const char *path)
 {
     if (v == NULL || path == NULL || path[0] == '\0') {
         return htkv_einval(__func__);
     }
-    if (htkv_view_complete(v) != htkv_view_version(v)) {
-        htkv_set_error("the view is not the store at one version: open it with "
-                       "htkv_view_open_cut()");
-        return -EINVAL;
+    int rc = check_cut(v);
+    return rc == 0 ? snapshot_write(v, path) : rc;
+}
+
+int
+htkv_view_snapshot_stream(htkv_view *v, htkv_snapshot_sink sink, void *ctx)
+{
+    if (v == NULL || sink == NULL) {
+        return htkv_einval(__func__);
     }
-    return snapshot_write(v, path);
+    int rc = check_cut(v);
+    if (rc != 0) {
+        return rc;
+    }
+    struct snap_out o = { .fd = -1, .sink = sink, .sink_ctx = ctx };
+    o.buf = htkv_mem_alloc(SNAP_BUF_BYTES);
+    if (o.buf == NULL) {
+        return -ENOMEM;
+    }
+    rc = snapshot_out(v, &o);
+    htkv_mem_free(o.buf);
+    return rc;
 }
 
 /*

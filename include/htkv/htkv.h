@@ -768,6 +768,30 @@ HTKV_API HTKV_MUST_USE int htkv_snapshot_write(htkv_db *db, const char *path);
 HTKV_API HTKV_MUST_USE int htkv_view_snapshot_write(htkv_view *v, const char *path);
 
 /**
+ * Where htkv_view_snapshot_stream() puts a snapshot: the @p len bytes at @p buf are the
+ * snapshot's bytes at offset @p off. @p buf is valid during the call only.
+ * @return 0 to go on; a negative code stops the stream, which returns it.
+ */
+typedef int (*htkv_snapshot_sink)(void *ctx, uint64_t off, const void *buf, size_t len);
+
+/**
+ * htkv_view_snapshot_write() without a file: the same bytes (what htkv_snapshot_restore() reads
+ * from a file), handed to @p sink in pieces of at most 1 MiB at increasing offsets from 0, except
+ * that the first 64 bytes (the header, whose counts are known only at the end) come twice: as
+ * zeros first, and complete in the last call. The snapshot's size is the end of the last piece
+ * but one. Nothing is written to disk or synced: for a caller that sends or stores the bytes
+ * itself.
+ * @param[in] v     Open view from htkv_view_open_cut(); borrowed, stays open.
+ * @param[in] sink  Called on this thread for each piece; @p ctx is passed to it.
+ * @return 0; what @p sink returned when it stopped the stream; -EINVAL (a NULL argument, or
+ *         @p v is not the store at one version); HTKV_ECORRUPT (a record failed its checksum);
+ *         HTKV_ECLOSED; -ENOMEM.
+ * @context Any thread; other threads may read @p v meanwhile.
+ */
+HTKV_API HTKV_MUST_USE int htkv_view_snapshot_stream(htkv_view *v, htkv_snapshot_sink sink,
+                                                     void *ctx);
+
+/**
  * Replace the store's whole contents with the snapshot at @p path, atomically: after a crash at
  * any point the store holds either its old contents or exactly the snapshot's, never a mix.
  * The file is checked whole first (lengths, key order, checksums); a bad file changes nothing.

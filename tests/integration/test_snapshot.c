@@ -328,6 +328,31 @@ test_snapshot_refusals_and_consistency(void **state)
     free(da);
 }
 
+/* A sink that keeps the bytes in memory, or fails at its call number fail_at (from 1). */
+struct mem_sink {
+    unsigned char *p;
+    size_t cap, size;
+    unsigned calls, fail_at;
+};
+
+static int
+mem_sink_put(void *ctx, uint64_t off, const void *buf, size_t len)
+{
+    struct mem_sink *m = ctx;
+    if (++m->calls == m->fail_at) {
+        return -ENOSPC;
+    }
+    assert_true(len > 0 && len <= (1u << 20));
+    if (off + len > m->cap) {
+        m->cap = (size_t)(off + len) * 2;
+        m->p = realloc(m->p, m->cap);
+        assert_non_null(m->p);
+    }
+    memcpy(m->p + off, buf, len);
+    m->size = off + len > m->size ? (size_t)(off + len) : m->size;
+    return 0;
+}
+
 struct snap_job {
     htkv_view *v;
     const char *path;
@@ -386,10 +411,30 @@ test_view_snapshot_is_its_moment(void **state)
     unsigned char *xa = tu_read_whole(pa, &la), *xb = tu_read_whole(pb, &lb);
     assert_int_equal(la, lb);
     assert_memory_equal(xa, xb, la);
-    free(xa);
     free(xb);
     assert_int_equal(htkv_snapshot_restore(a, pa), 0);
     check_filled(a, 3);
+    /* Streamed: the same bytes as the file, header last; a sink's error stops it. */
+    assert_int_equal(htkv_view_open_cut(a, &v), 0);
+    struct mem_sink m = { 0 };
+    assert_int_equal(htkv_view_snapshot_stream(v, NULL, &m), -EINVAL);
+    assert_int_equal(htkv_view_snapshot_stream(NULL, mem_sink_put, &m), -EINVAL);
+    assert_int_equal(htkv_view_snapshot_stream(v, mem_sink_put, &m), 0);
+    assert_int_equal(htkv_view_snapshot_write(v, pa), 0);
+    free(xa);
+    xa = tu_read_whole(pa, &la);
+    assert_int_equal(m.size, la);
+    assert_memory_equal(m.p, xa, la);
+    unsigned calls = m.calls;
+    for (unsigned f = 1; f <= calls; f++) {
+        struct mem_sink bad = { .fail_at = f };
+        assert_int_equal(htkv_view_snapshot_stream(v, mem_sink_put, &bad), -ENOSPC);
+        assert_int_equal(bad.calls, f);
+        free(bad.p);
+    }
+    htkv_view_close(v);
+    free(m.p);
+    free(xa);
     assert_int_equal(htkv_close(a), 0);
     assert_int_equal(htkv_close(b), 0);
     tu_rmrf(da);
