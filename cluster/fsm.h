@@ -84,7 +84,7 @@ struct cluster_fsm {
     pthread_rwlock_t views;
     uint64_t applied_entries; /* statistics for the tests */
     uint64_t restores;
-    uint64_t snapshots;              /* taken (written by snapshot_async) */
+    uint64_t snapshots;              /* made by snapshot_async (raft may fail to store one) */
     uint64_t applied_under_snapshot; /* entries applied while one was being taken */
     bool trace;       /* HTKV_CLUSTER_TRACE: log every apply, snapshot and restore (util.h) */
     uint32_t skipped; /* requests of the entry being applied skipped by invariant 1 */

@@ -148,6 +148,10 @@ state_read(struct htkv_cluster *c, char text[128])
 static int
 set_aside(struct htkv_cluster *c, const char *why)
 {
+    struct stat st;
+    if (lstat(c->store_dir, &st) != 0) {
+        return errno == ENOENT ? 0 : -errno; /* nothing to set aside: the older one stays */
+    }
     char *lost = path_join(c->data_dir, "store.lost");
     int rc = lost == NULL ? -ENOMEM : 0;
     if (rc == 0) {
@@ -158,7 +162,7 @@ set_aside(struct htkv_cluster *c, const char *why)
     if (rc == 0 && nftw(lost, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT) {
         rc = -errno;
     }
-    if (rc == 0 && rename(c->store_dir, lost) != 0 && errno != ENOENT) {
+    if (rc == 0 && rename(c->store_dir, lost) != 0) {
         rc = -errno;
     }
     if (rc == 0) {
@@ -181,11 +185,12 @@ state_check(struct htkv_cluster *c, const char *boot, bool *crashed)
     bool open = strncmp(text, "open ", 5) == 0;
     bool other_boot = open && (boot[0] == '\0' || strcmp(text + 5, boot) != 0);
     *crashed = rc == 0 && open && !other_boot;
-    /* No store yet (a new member, or one set aside before it was made again): nothing to trust.
-     * With a store, only a record this layer wrote vouches for it. */
+    /* No store (a new member, or a power loss right after a set-aside): nothing to trust or set
+     * aside, and an older store.lost stays. With a store, only a record this layer wrote vouches
+     * for it. */
     struct stat st;
     bool store = lstat(c->store_dir, &st) == 0;
-    if (rc != 0 || *crashed || strcmp(text, "clean") == 0 || (!store && text[0] == '\0')) {
+    if (rc != 0 || *crashed || strcmp(text, "clean") == 0 || !store) {
         return rc;
     }
     if (other_boot) {

@@ -197,7 +197,7 @@ typedef struct htkv_config {
      * key stays in memory (the default). Above the budget, a key whose newest record lies in a
      * sealed segment leaves memory (a *cold* key, htkv_stats.cold_keys): its segment gets a key
      * index file (DIR/shard-SSS/NNNNNNNNNNNN.kix: the segment's keys sorted in 4 KiB pages, of
-     * which only page fences and a Bloom filter of 10 bits a key stay in memory), and a get of a
+     * which only page fences and a filter of about 9 bits a key stay in memory), and a get of a
      * cold key reads about one index page and its record, while a get of an absent key reads
      * almost never. A write to a cold key, and compaction of its segment, bring it back first;
      * so does a get of a key read cold once before lately (keys read often end up in memory,
@@ -321,13 +321,14 @@ struct htkv_stats {
     uint64_t hot_keys;
     uint64_t cold_keys;  /**< Keys found only through key index files. */
     uint64_t kix_files;  /**< Key index files in use. */
-    uint64_t kix_bytes;  /**< Memory of their page fences and Bloom filters. */
+    uint64_t kix_bytes;  /**< Memory of their page fences and filters. */
     uint64_t evictions;  /**< Keys that left memory since open. */
     uint64_t promotions; /**< Cold keys brought back into memory since open. */
     /** Key index pages read since open: lookups of keys not in memory (gets, writes that bring
      *  a key back, conditions) and ordered queries' walks. */
     uint64_t kix_page_reads;
-    /** Key index files a lookup skipped on their Bloom filter alone since open. */
+    /** Key index files a lookup skipped on their filter alone since open (a binary fuse
+     *  filter; the field keeps the name it had when it was a Bloom filter). */
     uint64_t bloom_negatives;
     /** Key index pages read because of the filter that did not hold the key since open. */
     uint64_t bloom_false_positives;
@@ -666,7 +667,8 @@ HTKV_API HTKV_MUST_USE int htkv_view_open(htkv_db *db, htkv_view **out);
  * every write at or below it is in the view and none above. A plain view is one instant of what
  * readers see; in HTKV_SYNC_ALWAYS it may miss a write at or below its version that still waits
  * for its shard's group sync. This call waits for such writes first (an fdatasync at most; never
- * in the other sync modes). Such a view can be written as a snapshot by htkv_view_snapshot_write().
+ * in the other sync modes). Such a view can be written as a snapshot by htkv_view_snapshot_write()
+ * or htkv_view_snapshot_stream().
  * @param[out] out  Receives the view; borrowed. NULL on failure.
  * @return 0; -EINVAL; HTKV_ECLOSED (also when the store starts closing while it waits);
  *         HTKV_EFAILED (a write at or below the version will never be visible: its shard
@@ -761,8 +763,10 @@ HTKV_API HTKV_MUST_USE int htkv_snapshot_write(htkv_db *db, const char *path);
  * not in the file. Two views of the same writes write identical bytes.
  * @param[in] v     Open view; borrowed. It stays open; other threads may read it meanwhile.
  * @param[in] path  Destination file; borrowed. Its directory must exist.
- * @return As htkv_snapshot_write(), and -EINVAL when @p v is not the store at one version (not
- *         from htkv_view_open_cut(); htkv_last_error() says so).
+ * @return As htkv_snapshot_write(), and -EINVAL when @p v is not the store at one version
+ *         (htkv_last_error() says so): a view from htkv_view_open_cut() always is; one from
+ *         htkv_view_open() is only when no write at or below its version was still waiting for
+ *         its group sync (HTKV_SYNC_ALWAYS) when it opened.
  * @context Any thread. Blocks for the write.
  */
 HTKV_API HTKV_MUST_USE int htkv_view_snapshot_write(htkv_view *v, const char *path);

@@ -372,7 +372,8 @@ damage_as_power_loss(struct lb *t, unsigned m)
  * member with its acknowledged version. A store whose record says clean is kept.
  * Method: three members, writers, clean close; then member 1 as after a power loss (cut,
  * flipped and missing segments), member 2 without store.state, member 3 untouched; reopen and
- * check. Then member 3's store.state holds garbage bytes; reopen and check again.
+ * check. Then member 3's store.state holds garbage bytes; reopen and check again. Then member 3
+ * has no store and a record saying "check": its store.lost must stay as it was.
  */
 static void
 test_cluster_loopback_untrusted_stores_rebuilt(void **state)
@@ -400,6 +401,20 @@ test_cluster_loopback_untrusted_stores_rebuilt(void **state)
     state_put(t, 2, "cl\0ean\xff\n", 8);
     open_all(t);
     assert_true(tu_exists(t->dirs[2], "store.lost"));
+    l = wait_leader(t);
+    expect_acked_everywhere(t, max_version, &acked);
+    /* A power loss right after a set-aside leaves no store and a record that is not clean: the
+     * store set aside stays as it is (nothing to replace it with), and a fresh one is rebuilt. */
+    close_all(t);
+    char store[4300], lost[4300];
+    snprintf(store, sizeof(store), "%s/store", t->dirs[2]);
+    snprintf(lost, sizeof(lost), "%s/store.lost", t->dirs[2]);
+    struct tu_tree before = tu_tree_take_all(lost);
+    tu_rmrf(store);
+    state_put(t, 2, "check\n", 6);
+    open_all(t);
+    tu_tree_expect_unchanged(&before, lost, "store.lost after an open without a store");
+    tu_tree_free(&before);
     l = wait_leader(t);
     expect_acked_everywhere(t, max_version, &acked);
     uint64_t v = 0;

@@ -414,7 +414,15 @@ test_view_snapshot_is_its_moment(void **state)
     free(xb);
     assert_int_equal(htkv_snapshot_restore(a, pa), 0);
     check_filled(a, 3);
-    /* Streamed: the same bytes as the file, header last; a sink's error stops it. */
+    /* Streamed: the same bytes as the file, in pieces of at most 1 MiB (the store holds more
+     * than 3 MiB), header last; a sink's error at any call stops it. */
+    static unsigned char big[100000];
+    for (unsigned i = 0; i < 40; i++) {
+        char key[32];
+        tu_fill(big, sizeof(big), 1000 + i);
+        assert_int_equal(htkv_put(a, key, (size_t)sprintf(key, "big-%02u", i), big, sizeof(big)),
+                         0);
+    }
     assert_int_equal(htkv_view_open_cut(a, &v), 0);
     struct mem_sink m = { 0 };
     assert_int_equal(htkv_view_snapshot_stream(v, NULL, &m), -EINVAL);
@@ -426,6 +434,7 @@ test_view_snapshot_is_its_moment(void **state)
     assert_int_equal(m.size, la);
     assert_memory_equal(m.p, xa, la);
     unsigned calls = m.calls;
+    assert_true(calls >= 5); /* 4 pieces or more, and the header again */
     for (unsigned f = 1; f <= calls; f++) {
         struct mem_sink bad = { .fail_at = f };
         assert_int_equal(htkv_view_snapshot_stream(v, mem_sink_put, &bad), -ENOSPC);
