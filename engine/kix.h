@@ -1,17 +1,19 @@
 /*
  * kix.h - key index files: a sealed segment's keys, sorted, in pages, with in-memory fences and a
- * Bloom filter, so that a key whose index entry is not in RAM (a cold key) is found with one page
+ * filter, so that a key whose index entry is not in RAM (a cold key) is found with one page
  * read and a miss costs almost never a read (formats layer; prefix htkv_kix_ / kix_).
  *
  * DIR/shard-SSS/NNNNNNNNNNNN.kix sits beside its segment. It lists, for each key with a record in
  * the segment, that key's newest record there (a value or a tombstone), sorted by key (unsigned
  * bytes, a proper prefix first). Layout, little-endian:
  *
- *   header (128 B): magic "HTKVKIX1", format u32, shard u32, seg_id u64, keys u64, pages u32,
- *       blocks u32, seg_tail u64, max_version u64, fences_bytes u32, fences_crc u32,
- *       bloom_blocks u32, bloom_k u32, bloom_crc u32, zero[48], crc32c u32 of bytes 0..123
+ *   header (128 B): magic "HTKVKIX1", format u32 (2), shard u32, seg_id u64, keys u64, pages
+ *       u32, blocks u32, seg_tail u64, max_version u64, fences_bytes u32, fences_crc u32,
+ *       filter_bytes u32, filter_seg_len u32, filter_crc u32, filter_seed u64, zero[40],
+ *       crc32c u32 of bytes 0..123
  *   fences (fences_bytes): per page, its first block u32, a separator's length u32 and bytes
- *   bloom (bloom_blocks x 64 B): a blocked Bloom filter of the keys' 64-bit hashes (bloom.h)
+ *   filter (filter_bytes): a binary fuse filter of the keys' 64-bit hashes (fuse.h); format 1
+ *       had a blocked Bloom filter here and is read as damaged (the segment is indexed again)
  *   zeros up to the next multiple of 4 KiB: pages_off
  *   pages (blocks x 4 KiB): each page one or more 4 KiB blocks (more only for a key too long for
  *       one), starting with crc32c u32 of bytes [4, 16 + used), count u32, used u32, zero u32,
@@ -21,7 +23,8 @@
  * A page's separator S lies between the last key of the page before and the page's first key
  * (last(p - 1) < S <= first(p)): the shortest prefix of first(p) that is above last(p - 1), and the
  * empty key for page 0. So a key belongs to the last page whose separator is not above it, and the
- * fences cost a few bytes a page. With 10 bits a key in the filter, a key costs about 1.3 B of RAM.
+ * fences cost a few bytes a page. With about 9 bits a key in the filter, a key costs about 1.2 B
+ * of RAM.
  *
  * Trust. Every byte is input: htkv_kix_open() checks the header, the fences (separators strictly
  * increasing, first blocks strictly increasing and within the file) and the filter; a page is
@@ -37,18 +40,15 @@
 
 #include <stdatomic.h>
 
+#include "engine/fuse.h"
 #include "engine/internal.h"
 
 #define KIX_MAGIC "HTKVKIX1"
-#define KIX_FORMAT 1u
+#define KIX_FORMAT 2u
 #define KIX_HDR_BYTES 128u
 #define KIX_BLOCK 4096u
 #define KIX_PAGE_HDR 16u
 #define KIX_ENT_HDR 24u
-/* Filter bits a key: about 1% false positives with 6 probes in a 512-bit block. */
-#define KIX_BLOOM_BITS_PER_KEY 10u
-#define KIX_BLOOM_K 6u
-#define KIX_BLOOM_BLOCK 64u
 
 /* One key's entry, as the writer takes it and a reader returns it. */
 struct kix_ent {
@@ -78,8 +78,7 @@ struct kix {
     uint32_t pages, blocks;
     unsigned char *meta; /* fences then filter, as read (htkv_mem_alloc) */
     uint32_t *fence_at;  /* pages offsets into meta of each page's fence */
-    const unsigned char *bloom;
-    uint32_t bloom_blocks, bloom_k;
+    struct fuse filter;  /* its array inside meta */
     /* Per page: 1 once it passed its whole check in this open (htkv_kix_page()). */
     _Atomic uint8_t *page_ok;
     const unsigned char *map; /* the whole file, read-only; no descriptor is kept */

@@ -51,15 +51,15 @@ fixup(unsigned char *f, size_t len)
     if (len < KIX_HDR_BYTES) {
         return;
     }
-    uint64_t fences = htkv_load32(f + 56), nbloom = (uint64_t)htkv_load32(f + 64) * 64;
+    uint64_t fences = htkv_load32(f + 56), nfilter = htkv_load32(f + 64);
     if (KIX_HDR_BYTES + fences <= len) {
         htkv_store32(f + 60, htkv_crc32c(0, f + KIX_HDR_BYTES, fences));
-        if (KIX_HDR_BYTES + fences + nbloom <= len) {
-            htkv_store32(f + 72, htkv_crc32c(0, f + KIX_HDR_BYTES + fences, nbloom));
+        if (KIX_HDR_BYTES + fences + nfilter <= len) {
+            htkv_store32(f + 72, htkv_crc32c(0, f + KIX_HDR_BYTES + fences, nfilter));
         }
     }
     htkv_store32(f + 124, htkv_crc32c(0, f, 124));
-    uint64_t pages_off = htkv_align_up(KIX_HDR_BYTES + fences + nbloom, KIX_BLOCK);
+    uint64_t pages_off = htkv_align_up(KIX_HDR_BYTES + fences + nfilter, KIX_BLOCK);
     for (uint64_t at = pages_off; at + KIX_PAGE_HDR <= len; at += KIX_BLOCK) {
         uint64_t used = htkv_load32(f + at + 8);
         if (at + KIX_PAGE_HDR + used <= len) {
