@@ -518,10 +518,18 @@ build_collect(struct shard *sh, struct kix_build *b, size_t nb, uint64_t visible
     return 0;
 }
 
-/* Read back every page of a key index just written: they check and hold @p n entries. */
+/* Read back every page of a key index just written: they check and hold the @p n entries of
+ * @p ents, and its filter answers "maybe" for each (a filter that missed one would hide it). */
 static int
-kix_read_back(const struct kix *k, size_t n)
+kix_read_back(const struct kix *k, const struct kix_ent *ents, size_t n)
 {
+    for (size_t i = 0; i < n; i++) {
+        if (!htkv_kix_may_contain(k, ents[i].hash)) {
+            htkv_set_error("key index of segment %llu: its filter misses entry %zu",
+                           (unsigned long long)k->d.seg_id, i);
+            return HTKV_ECORRUPT;
+        }
+    }
     uint64_t count = 0;
     for (uint32_t i = 0; i < k->pages; i++) {
         struct kix_page pg;
@@ -555,7 +563,7 @@ build_write(struct shard *sh, struct kix_build *b, uint64_t upto)
     if (rc == 0) {
         rc = htkv_kix_open(path, sh->id, b->seg->id, b->seg->tail, k);
     }
-    if (rc == 0 && (rc = kix_read_back(k, b->n)) != 0) {
+    if (rc == 0 && (rc = kix_read_back(k, b->ents, b->n)) != 0) {
         htkv_kix_close(k);
     }
     if (rc != 0) {

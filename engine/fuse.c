@@ -112,8 +112,8 @@ fuse_shape(size_t n, struct fuse *f)
 
 /* Scratch of one build: per slot its count byte and hash xor, the peeling queue and order. */
 struct fuse_work {
-    unsigned char *count;
-    uint64_t * xor ;
+    unsigned char *count; /* items (upper 6 bits), xor of their slot numbers (low 2) */
+    uint64_t *hxor;       /* xor of the mixed hashes of its items */
     uint32_t *queue;
     uint64_t *order; /* mixed hashes, in peeling order */
     unsigned char *which;
@@ -123,7 +123,7 @@ static void
 work_free(struct fuse_work *w)
 {
     htkv_mem_free(w->count);
-    htkv_mem_free(w->xor);
+    htkv_mem_free(w->hxor);
     htkv_mem_free(w->queue);
     htkv_mem_free(w->order);
     htkv_mem_free(w->which);
@@ -134,11 +134,11 @@ static int
 work_alloc(struct fuse_work *w, uint64_t slots, size_t n)
 {
     w->count = htkv_mem_alloc(slots);
-    w->xor = htkv_mem_alloc(slots * sizeof(*w->xor));
+    w->hxor = htkv_mem_alloc(slots * sizeof(*w->hxor));
     w->queue = htkv_mem_alloc(slots * sizeof(*w->queue));
     w->order = htkv_mem_alloc((n ? n : 1) * sizeof(*w->order));
     w->which = htkv_mem_alloc(n ? n : 1);
-    if (w->count == NULL || w->xor == NULL || w->queue == NULL || w->order == NULL ||
+    if (w->count == NULL || w->hxor == NULL || w->queue == NULL || w->order == NULL ||
         w->which == NULL) {
         work_free(w);
         return -ENOMEM;
@@ -152,7 +152,7 @@ fuse_count(const struct fuse *f, const uint64_t *hashes, size_t n, struct fuse_w
 {
     uint64_t slots = htkv_fuse_bytes(f);
     memset(w->count, 0, slots);
-    memset(w->xor, 0, slots * sizeof(*w->xor));
+    memset(w->hxor, 0, slots * sizeof(*w->hxor));
     for (size_t i = 0; i < n; i++) {
         uint64_t x = fuse_mix(hashes[i], f->seed);
         uint32_t s[3];
@@ -162,7 +162,7 @@ fuse_count(const struct fuse *f, const uint64_t *hashes, size_t n, struct fuse_w
                 return false;
             }
             w->count[s[j]] = (unsigned char)((w->count[s[j]] + 4) ^ j);
-            w->xor [s[j]] ^= x;
+            w->hxor[s[j]] ^= x;
         }
     }
     return true;
@@ -184,7 +184,7 @@ fuse_peel(const struct fuse *f, struct fuse_work *w)
         if (w->count[i] >> 2 != 1) {
             continue; /* its last item left through another slot */
         }
-        uint64_t x = w->xor [i];
+        uint64_t x = w->hxor[i];
         unsigned found = w->count[i] & 3u;
         w->order[done] = x;
         w->which[done++] = (unsigned char)found;
@@ -192,7 +192,7 @@ fuse_peel(const struct fuse *f, struct fuse_work *w)
         fuse_slots(f, x, s);
         for (unsigned j = 0; j < 3; j++) {
             w->count[s[j]] = (unsigned char)((w->count[s[j]] - 4) ^ j);
-            w->xor [s[j]] ^= x;
+            w->hxor[s[j]] ^= x;
             if (j != found && w->count[s[j]] >> 2 == 1) {
                 w->queue[queued++] = s[j];
             }

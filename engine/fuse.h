@@ -46,7 +46,9 @@ htkv_fuse_bytes(const struct fuse *f)
  * Build the filter of the @p n hashes at @p hashes (sorted and deduplicated in place: the filter
  * holds a set). 0 with *@p out set and out->fp pointing to *@p array, allocated with
  * htkv_mem_alloc() for the caller to free; -ENOMEM; -EOVERFLOW (no shape fits: more than
- * 2^32 slots). Deterministic: the same set gives the same bytes.
+ * 2^32 slots, or none of 64 seeds over 16 growing shapes peeled, never seen). Deterministic: the
+ * same set gives the same bytes. Time and scratch memory are linear: about 20 bytes an item and
+ * 0.2 s a million items on this machine (the sort, then random reads and writes).
  */
 int htkv_fuse_build(uint64_t *hashes, size_t n, struct fuse *out, unsigned char **array);
 

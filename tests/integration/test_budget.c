@@ -9,7 +9,7 @@
  * i followed by 0..8 bytes drawn from {0x00, 0xFF, 'a', 0x7F, 0x01, '/'} (and, for
  * i % 1000 == 777, by 20,000 bytes: a key larger than a 4 KiB key index page), so that key order
  * is number order. A probe key (a key plus a 0x00 byte, or its six digits alone) sorts between
- * two written keys and is never written: the absent keys a Bloom filter must answer for.
+ * two written keys and is never written: the absent keys a key index filter must answer for.
  *
  *   model_random_ops: random puts, overwrites, deletes (also of absent and of deleted keys:
  *     HTKV_ENOTFOUND, nothing written), gets (also with cap 0), atomic batches with conditions on
@@ -31,8 +31,8 @@
  *     damaged key byte makes prefix queries and scans skip the key silently).
  *   snapshot_of_cold_keys: a snapshot written under a budget is byte-identical to one written
  *     without; restoring it after churn (a rollback) brings back every value and version.
- *   counters_bloom_and_pages: gets of absent keys read almost no index page (Bloom filters);
- *     gets of cold keys read at most ~3 pages each (HTKV_SYNC_ALWAYS, batches).
+ *   counters_bloom_and_pages: gets of absent keys read almost no index page (the key index
+ * filters); gets of cold keys read at most ~3 pages each (HTKV_SYNC_ALWAYS, batches).
  *   async_workers: worker_threads = 2, htkv_put_async / htkv_delete_async / htkv_write_async
  *     (each batch alone in flight: see the next), synchronous writes queued behind them,
  *     htkv_flush, a reopen with another budget.
@@ -51,7 +51,7 @@
  * promotions above 0 after writes of old keys; live_keys <= hot_keys + cold_keys <= live_keys
  * + the model's deleted keys; index_bytes + trie_bytes <= budget * 1.5 + 32 KiB a shard; all
  * nine figures 0 without a budget; no .kix file left after a writable open without a budget;
- * Bloom negatives on misses with < 0.2 page reads a miss; <= 3 page reads a cold get. They are
+ * Filter negatives on misses with < 0.2 page reads a miss; <= 3 page reads a cold get. They are
  * printed as "BUDGET CHECK" lines as they fail and fail the test at its end, so that a budget
  * figure out of bounds does not hide what the model checks of the rest of the test would find.
  *
@@ -1823,7 +1823,8 @@ test_budget_snapshot_of_cold_keys(void **state)
     bt_finish(&t);
 }
 
-/* ---- 6. counters: Bloom filters and index pages ---------------------------------------------- */
+/* ---- 6. counters: key index filters and index pages
+ * ---------------------------------------------- */
 
 /* Delete every @p every-th key by batches of 50 deletes. */
 static void
@@ -1860,7 +1861,7 @@ absent_gets(struct bt *t, unsigned misses)
     }
 }
 
-/* Absent keys: Bloom negatives, and well under 0.2 index pages read a miss. */
+/* Absent keys: filter negatives, and well under 0.2 index pages read a miss. */
 static void
 check_misses(struct bt *t, unsigned misses)
 {
@@ -1873,7 +1874,8 @@ check_misses(struct bt *t, unsigned misses)
     uint64_t pr = s1.kix_page_reads - s0.kix_page_reads;
     uint64_t fp = s1.bloom_false_positives - s0.bloom_false_positives;
     uint64_t bn = s1.bloom_negatives - s0.bloom_negatives;
-    BCHECK(bn >= misses / 2, "%llu Bloom negatives over %u absent gets (%llu cold keys, %llu .kix)",
+    BCHECK(bn >= misses / 2,
+           "%llu filter negatives over %u absent gets (%llu cold keys, %llu .kix)",
            (unsigned long long)bn, misses, (unsigned long long)s1.cold_keys,
            (unsigned long long)s1.kix_files);
     BCHECK((double)pr < 0.2 * misses, "%llu index pages read over %u absent gets (%llu .kix)",
@@ -1902,7 +1904,7 @@ check_cold_gets(struct bt *t)
 
 /* 2 shards and a 64 KiB budget: 3,000 keys take ~3 times the budget, while the key index files
  * stay few per shard (each early seal of an active segment makes one more), so that a miss
- * meets few Bloom filters. */
+ * meets few key index filters. */
 static void
 test_budget_counters_bloom_and_pages(void **state)
 {

@@ -159,7 +159,7 @@ test_find_scan_and_filter(void **state)
         }
     }
     assert_int_equal(at, m.kept);
-    /* Misses: absent keys (digits never occur in model keys) pass the filter about 1% of the
+    /* Misses: absent keys (digits never occur in model keys) pass the filter about 0.4% of the
      * time, and are never found. */
     size_t positives = 0, misses = 40000;
     for (size_t i = 0; i < misses; i++) {
@@ -173,7 +173,7 @@ test_find_scan_and_filter(void **state)
     double fpr = (double)positives / (double)misses;
     tu_context("false positive rate %.4f", fpr);
     assert_true(fpr < 0.02);
-    /* About 1.3 bytes of RAM a key with short keys: the filter and a fence a page. */
+    /* About 1.2 bytes of RAM a key with short keys: the filter and a fence a page. */
     assert_true(htkv_kix_mem_bytes(&k) < 2 * k.keys + 64 * 1024);
     htkv_kix_close(&k);
     assert_int_equal(htkv_kix_check_file(path, 3, 77, TAIL, NULL), 0);
