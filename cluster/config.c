@@ -29,6 +29,7 @@ htkv_cluster_config_init(htkv_cluster_config *cfg)
     cfg->heartbeat_timeout_ms = 100;
     cfg->snapshot_threshold = 1024;
     cfg->snapshot_trailing = 128;
+    cfg->snapshot_bytes = 64u << 20;
     cfg->install_snapshot_timeout_ms = 10000;
     cfg->entry_bytes_max = 1u << 20;
     htkv_config_init(&cfg->store);

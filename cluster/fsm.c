@@ -17,6 +17,7 @@
 #include "cluster/fsm.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,6 +218,32 @@ trace_apply(struct cluster_fsm *f, raft_index index, const struct raft_buffer *b
                   (unsigned long long)entry_hash(buf));
 }
 
+/* Tell raft the threshold the policy asks for now (htkv_cfsm_snapshot_policy()). */
+static void
+snapshot_policy_apply(struct cluster_fsm *f)
+{
+    if (f->snap_bytes == 0 || f->raft == NULL) {
+        return;
+    }
+    unsigned stretched =
+        f->snap_every > UINT_MAX / FSM_SNAP_STRETCH ? UINT_MAX : f->snap_every * FSM_SNAP_STRETCH;
+    unsigned want = f->bytes_since >= f->snap_bytes ? f->snap_every : stretched;
+    if (want != f->snap_threshold_now) {
+        raft_set_snapshot_threshold(f->raft, want);
+        f->snap_threshold_now = want;
+    }
+}
+
+void
+htkv_cfsm_snapshot_policy(struct cluster_fsm *f, unsigned every, uint64_t bytes)
+{
+    CL_ASSERT(every > 0);
+    f->snap_every = every;
+    f->snap_bytes = bytes;
+    f->snap_threshold_now = every; /* as the caller set raft's */
+    snapshot_policy_apply(f);
+}
+
 static int
 fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
@@ -260,6 +287,8 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
     }
     f->applied_entries++;
     f->applied_under_snapshot += f->snap_view != NULL;
+    f->bytes_since += buf->len;
+    snapshot_policy_apply(f);
     if (f->trace) {
         trace_apply(f, index, buf, latest_before);
     }
@@ -299,6 +328,8 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
         return RAFT_BUSY;
     }
     f->snap_index = raft_last_applied(f->raft);
+    f->bytes_since = 0; /* the snapshot holds them */
+    snapshot_policy_apply(f);
     *bufs = NULL;
     *n_bufs = 0;
     return 0;
@@ -422,6 +453,8 @@ restore_file(struct cluster_fsm *f)
         rc = htkv_snapshot_restore(f->db, f->snap_path);
         pthread_rwlock_unlock(&f->views);
         f->restores += rc == 0;
+        f->bytes_since = 0;
+        snapshot_policy_apply(f);
     }
     if (f->trace) {
         /* raft set its log's snapshot to the one being restored before calling restore */

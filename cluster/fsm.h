@@ -84,7 +84,13 @@ struct cluster_fsm {
     pthread_rwlock_t views;
     uint64_t applied_entries; /* statistics for the tests */
     uint64_t restores;
-    uint64_t snapshots;              /* made by snapshot_async (raft may fail to store one) */
+    uint64_t snapshots; /* made by snapshot_async (raft may fail to store one) */
+    /* Snapshot policy (htkv_cfsm_snapshot_policy()): raft's threshold is snap_every entries
+     * once bytes_since reached snap_bytes, FSM_SNAP_STRETCH times that before. */
+    unsigned snap_every;
+    uint64_t snap_bytes;         /* 0: entries alone */
+    uint64_t bytes_since;        /* entry bytes applied since the last snapshot, restore or open */
+    unsigned snap_threshold_now; /* what raft was last told */
     uint64_t applied_under_snapshot; /* entries applied while one was being taken */
     bool trace;       /* HTKV_CLUSTER_TRACE: log every apply, snapshot and restore (util.h) */
     uint32_t skipped; /* requests of the entry being applied skipped by invariant 1 */
@@ -96,6 +102,17 @@ struct cluster_fsm {
  */
 int htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, htkv_log_fn log_fn,
                    void *log_ctx);
+
+/* Without snapshot_bytes of writes since the last snapshot, raft waits this many times longer. */
+#define FSM_SNAP_STRETCH 64u
+
+/*
+ * Take snapshots after @p every entries applied once @p bytes of entries (writes) were applied
+ * since the last one, and after FSM_SNAP_STRETCH * @p every entries otherwise; @p bytes 0 =
+ * after @p every entries (raft's rule). Loop thread; f->raft set. Sets raft's threshold now and
+ * after each apply, snapshot and restore.
+ */
+void htkv_cfsm_snapshot_policy(struct cluster_fsm *f, unsigned every, uint64_t bytes);
 
 /* Free what htkv_cfsm_init() allocated (the store is not closed). */
 void htkv_cfsm_fini(struct cluster_fsm *f);

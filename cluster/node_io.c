@@ -572,6 +572,7 @@ configure_raft(struct htkv_cluster *c, const htkv_cluster_config *cfg)
     c->election_timeout_ms = cfg->election_timeout_ms;
     raft_set_heartbeat_timeout(&c->raft, cfg->heartbeat_timeout_ms);
     raft_set_snapshot_threshold(&c->raft, cfg->snapshot_threshold);
+    htkv_cfsm_snapshot_policy(&c->fsm, cfg->snapshot_threshold, cfg->snapshot_bytes);
     raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing);
     raft_set_install_snapshot_timeout(&c->raft, cfg->install_snapshot_timeout_ms);
     /* A member cut off from the others does not raise the term when it comes back. */

@@ -66,6 +66,9 @@ val_of(uint32_t k, unsigned char out[64])
     return len;
 }
 
+/* The members' snapshot_bytes in the next fx_open() (0: snapshots by entries alone). */
+static uint64_t fx_snap_bytes;
+
 static struct fx *
 fx_open(unsigned n, unsigned threshold, unsigned trailing, uint64_t seed)
 {
@@ -94,6 +97,7 @@ fx_open(unsigned n, unsigned threshold, unsigned trailing, uint64_t seed)
         r->io->version = 2;
         x->fsm[i].raft = r;
         raft_set_snapshot_threshold(r, threshold);
+        htkv_cfsm_snapshot_policy(&x->fsm[i], threshold, fx_snap_bytes);
         raft_set_snapshot_trailing(r, trailing);
         raft_set_pre_vote(r, true); /* as htkv_cluster_open() sets it */
     }
@@ -255,6 +259,27 @@ converge(struct fx *x)
         }
     }
     fail_msg("the cluster did not converge");
+}
+
+/* Commit @p n barriers (as linearizable reads do), one at a time, on whoever leads. */
+static void
+barriers(struct fx *x, unsigned n)
+{
+    for (unsigned done = 0, tries = 0; done < n; tries++) {
+        assert_true(tries < 10 * n);
+        struct raft_barrier b;
+        int status = 1;
+        b.data = &status;
+        if (raft_barrier(raft_fixture_get(&x->f, elect_any(x)), &b, on_barrier) != 0) {
+            raft_fixture_step_until_elapsed(&x->f, 100);
+            continue;
+        }
+        for (int s = 0; s < 100000 && status == 1; s++) {
+            raft_fixture_step(&x->f);
+        }
+        assert_true(status != 1);
+        done += status == 0;
+    }
 }
 
 /* Every acknowledged write is in every store with its value and version; nothing else differs. */
@@ -511,6 +536,41 @@ test_cluster_fixture_snapshot_install(void **state)
 }
 
 /*
+ * Goal: with snapshot_bytes, barriers (linearizable reads: entries without writes) do not bring
+ * snapshots on before FSM_SNAP_STRETCH times snapshot_threshold entries, and writes of
+ * snapshot_bytes do after snapshot_threshold. Method: 3 members, threshold 16, 8 KiB; 300
+ * barriers: no snapshot; 5 s of writes (~25 KiB): a snapshot on every member; 1,100 barriers:
+ * another.
+ */
+static void
+test_cluster_fixture_snapshots_by_bytes(void **state)
+{
+    (void)state;
+    fx_snap_bytes = 8 * 1024;
+    struct fx *x = fx_open(3, 16, 4, tu_seed("cluster_fixture_snap_bytes"));
+    fx_snap_bytes = 0;
+    elect_any(x);
+    barriers(x, 300);
+    uint64_t before[3];
+    for (unsigned i = 0; i < 3; i++) {
+        assert_int_equal(x->fsm[i].snapshots, 0);
+    }
+    run_load(x, 5000);
+    converge(x);
+    for (unsigned i = 0; i < 3; i++) {
+        assert_true(x->fsm[i].snapshots >= 1);
+        before[i] = x->fsm[i].snapshots;
+    }
+    barriers(x, 16 * FSM_SNAP_STRETCH + 76);
+    converge(x);
+    for (unsigned i = 0; i < 3; i++) {
+        assert_true(x->fsm[i].snapshots > before[i]);
+    }
+    check_stores(x);
+    fx_close(x);
+}
+
+/*
  * Goal: conditions and deletes are decided in log order, the same on every member, and a
  * malformed entry is refused identically everywhere. Method: one entry of five requests whose
  * conditions depend on the requests before them in the same entry; then a garbage entry.
@@ -647,6 +707,7 @@ main(void)
         cmocka_unit_test(test_cluster_fixture_isolated_leader_five),
         cmocka_unit_test(test_cluster_fixture_faults_under_load),
         cmocka_unit_test(test_cluster_fixture_snapshot_install),
+        cmocka_unit_test(test_cluster_fixture_snapshots_by_bytes),
         cmocka_unit_test(test_cluster_fixture_conditions_in_log_order),
         cmocka_unit_test(test_cluster_fixture_store_failure_stops_member),
     };

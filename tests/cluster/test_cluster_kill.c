@@ -189,6 +189,8 @@ member_start(unsigned i)
                      "25",
                      "--snapshot-threshold",
                      "256",
+                     "--snapshot-bytes",
+                     "0",
                      "--snapshot-trailing",
                      "64",
                      "--shards",

@@ -50,6 +50,7 @@ member_config(struct lb *t, unsigned i, htkv_cluster_config *cfg)
     cfg->election_timeout_ms = 300;
     cfg->heartbeat_timeout_ms = 30;
     cfg->snapshot_threshold = 64;
+    cfg->snapshot_bytes = 0; /* snapshots by entries alone: often, here */
     cfg->snapshot_trailing = 16;
     cfg->store.worker_threads = 0;
     cfg->store.shard_count = 4;

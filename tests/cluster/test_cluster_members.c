@@ -57,6 +57,7 @@ open_member(struct mt *t, unsigned i)
     cfg.election_timeout_ms = 300;
     cfg.heartbeat_timeout_ms = 30;
     cfg.snapshot_threshold = 64;
+    cfg.snapshot_bytes = 0; /* snapshots by entries alone: often, here */
     cfg.snapshot_trailing = 16;
     cfg.store.worker_threads = 0;
     cfg.store.shard_count = 2;

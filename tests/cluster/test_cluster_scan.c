@@ -70,6 +70,7 @@ open_member(struct st *t, unsigned i)
     cfg.election_timeout_ms = 300;
     cfg.heartbeat_timeout_ms = 30;
     cfg.snapshot_threshold = 64;
+    cfg.snapshot_bytes = 0; /* snapshots by entries alone: often, here */
     cfg.snapshot_trailing = 16;
     cfg.install_snapshot_timeout_ms = 1000;
     cfg.store.shard_count = 2;

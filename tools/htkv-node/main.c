@@ -68,6 +68,8 @@ static const char usage_text[] =
     "    --heartbeat-ms MS      heartbeat interval (default 100)\n"
     "    --snapshot-threshold N entries applied between snapshots (default 1024)\n"
     "    --snapshot-trailing N  entries kept in the log after a snapshot (default 128)\n"
+    "    --snapshot-bytes N     bytes of writes applied between snapshots, besides the entries\n"
+    "                           (default 67108864; 0 = entries alone)\n"
     "    --install-snapshot-ms N  how long the leader waits for a member's snapshot install\n"
     "                           before it starts over (default 10000)\n"
     "    --shards N             shards of the local store (default 4)\n"
@@ -93,6 +95,7 @@ enum {
     OPT_HEARTBEAT,
     OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING,
+    OPT_SNAP_BYTES,
     OPT_INSTALL_SNAPSHOT,
     OPT_SHARDS,
     OPT_QUIET,
@@ -112,6 +115,7 @@ static const struct option long_opts[] = {
     { "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT },
     { "snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD },
     { "snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING },
+    { "snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES },
     { "install-snapshot-ms", required_argument, NULL, OPT_INSTALL_SNAPSHOT },
     { "shards", required_argument, NULL, OPT_SHARDS },
     { "quiet", no_argument, NULL, OPT_QUIET },
@@ -244,6 +248,10 @@ parse_option(struct node_opts *o, int opt, const char *arg)
     case OPT_SNAP_TRAILING:
         field = &o->snapshot_trailing;
         break;
+    case OPT_SNAP_BYTES:
+        return parse_number(arg, 0, UINT64_MAX, &o->snapshot_bytes) == 0
+                   ? 0
+                   : usage_error("--snapshot-bytes: bad number '%s' (want 0 or more)", arg);
     case OPT_INSTALL_SNAPSHOT:
         field = &o->install_snapshot_ms;
         break;
@@ -297,6 +305,7 @@ parse_args(int argc, char **argv, struct node_opts *o)
                              .shards = 4,
                              .snapshot_threshold = 1024,
                              .snapshot_trailing = 128,
+                             .snapshot_bytes = 64u << 20,
                              .install_snapshot_ms = 10000 };
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "+", long_opts, NULL)) != -1) {
@@ -344,6 +353,7 @@ open_member(const struct node_opts *o, htkv_cluster **out)
     cfg.heartbeat_timeout_ms = o->heartbeat_ms;
     cfg.snapshot_threshold = o->snapshot_threshold;
     cfg.snapshot_trailing = o->snapshot_trailing;
+    cfg.snapshot_bytes = o->snapshot_bytes;
     cfg.install_snapshot_timeout_ms = o->install_snapshot_ms;
     cfg.store.shard_count = o->shards;
     cfg.store.worker_threads = 0;

@@ -41,6 +41,7 @@ struct node_opts {
     char peer_addrs[HTKV_CLUSTER_MEMBERS_MAX][HTKV_CLUSTER_ADDRESS_MAX];
     size_t peer_count;
     unsigned election_ms, heartbeat_ms, snapshot_threshold, snapshot_trailing, shards;
+    uint64_t snapshot_bytes;
     unsigned install_snapshot_ms;
     int quiet;    /* no log lines from the library */
     int no_stdin; /* do not read commands from stdin */
