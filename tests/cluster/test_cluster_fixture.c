@@ -445,7 +445,9 @@ test_cluster_fixture_isolated_leader_five(void **state)
 }
 
 /* One random fault: drop or restore the messages of one direction of a link, kill or revive a
- * member (at most a minority dead at a time). */
+ * member (at most a minority dead at a time), or change how long a member's messages take to
+ * arrive (1-200 ms of virtual time; 15 by default) or its log appends to be stored (1-100 ms; 10
+ * by default). */
 static void
 random_fault(struct fx *x)
 {
@@ -454,7 +456,13 @@ random_fault(struct fx *x)
     for (unsigned i = 0; i < x->n; i++) {
         dead += !raft_fixture_alive(&x->f, i);
     }
-    switch (tu_rand(&x->rng) % 4) {
+    switch (tu_rand(&x->rng) % 6) {
+    case 4:
+        raft_fixture_set_network_latency(&x->f, a, 1 + (unsigned)(tu_rand(&x->rng) % 200));
+        break;
+    case 5:
+        raft_fixture_set_disk_latency(&x->f, a, 1 + (unsigned)(tu_rand(&x->rng) % 100));
+        break;
     case 0: /* messages from a to b are lost from now on */
         if (a != b) {
             raft_fixture_saturate(&x->f, a, b);
@@ -479,8 +487,9 @@ random_fault(struct fx *x)
 }
 
 /*
- * Goal: message loss, partitions and kill/revive under load lose no acknowledged write and leave
- * identical stores. Method: 5 members, a seeded fault every 300 ms of virtual time for 30 s,
+ * Goal: message loss, partitions, kill/revive and changing network and disk latencies under
+ * load lose no acknowledged write and leave identical stores. Method: 5 members, a seeded fault
+ * (random_fault()) every 300 ms of virtual time for 30 s,
  * then heal and check. No snapshots here: raft 0.15's fixture truncates its in-memory log as if
  * it started at index 1 (ioMethodTruncate() ignores the snapshot offset), so a member that took
  * a snapshot and then drops conflicting entries reads past its array (found by ASan); snapshots
