@@ -222,12 +222,10 @@ trace_apply(struct cluster_fsm *f, raft_index index, const struct raft_buffer *b
 static void
 snapshot_policy_apply(struct cluster_fsm *f)
 {
-    if (f->snap_bytes == 0 || f->raft == NULL) {
-        return;
-    }
     unsigned stretched =
         f->snap_every > UINT_MAX / FSM_SNAP_STRETCH ? UINT_MAX : f->snap_every * FSM_SNAP_STRETCH;
-    unsigned want = f->bytes_since >= f->snap_bytes ? f->snap_every : stretched;
+    unsigned want =
+        f->snap_bytes == 0 || f->bytes_since >= f->snap_bytes ? f->snap_every : stretched;
     if (want != f->snap_threshold_now) {
         raft_set_snapshot_threshold(f->raft, want);
         f->snap_threshold_now = want;
@@ -238,9 +236,10 @@ void
 htkv_cfsm_snapshot_policy(struct cluster_fsm *f, unsigned every, uint64_t bytes)
 {
     CL_ASSERT(every > 0);
+    CL_ASSERT(f->raft != NULL);
     f->snap_every = every;
     f->snap_bytes = bytes;
-    f->snap_threshold_now = every; /* as the caller set raft's */
+    f->snap_threshold_now = 0; /* not one the policy can ask for: raft is told below */
     snapshot_policy_apply(f);
 }
 
@@ -328,8 +327,7 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
         return RAFT_BUSY;
     }
     f->snap_index = raft_last_applied(f->raft);
-    f->bytes_since = 0; /* the snapshot holds them */
-    snapshot_policy_apply(f);
+    f->bytes_at_take = f->bytes_since; /* counted off once raft stored it (finalize) */
     *bufs = NULL;
     *n_bufs = 0;
     return 0;
@@ -405,6 +403,14 @@ fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned
 {
     struct cluster_fsm *f = fsm->data;
     f->snapshots += *n_bufs > 0;
+    if (f->raft->log.snapshot.last_index == f->snap_index) {
+        /* raft stored it (takeSnapshotCb() moves the log's snapshot before it finalizes): the
+         * bytes it holds no longer count. Otherwise they do, and raft tries after the next
+         * apply, as after a failed snapshot before this policy. */
+        f->bytes_since -= f->bytes_at_take;
+        f->bytes_at_take = 0;
+        snapshot_policy_apply(f);
+    }
     for (unsigned i = 0; *bufs != NULL && i < *n_bufs; i++) {
         raft_free((*bufs)[i].base);
     }
@@ -453,7 +459,9 @@ restore_file(struct cluster_fsm *f)
         rc = htkv_snapshot_restore(f->db, f->snap_path);
         pthread_rwlock_unlock(&f->views);
         f->restores += rc == 0;
-        f->bytes_since = 0;
+    }
+    if (rc == 0) {
+        f->bytes_since = 0; /* raft's log starts at the snapshot, installed or not */
         snapshot_policy_apply(f);
     }
     if (f->trace) {

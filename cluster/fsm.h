@@ -88,9 +88,10 @@ struct cluster_fsm {
     /* Snapshot policy (htkv_cfsm_snapshot_policy()): raft's threshold is snap_every entries
      * once bytes_since reached snap_bytes, FSM_SNAP_STRETCH times that before. */
     unsigned snap_every;
-    uint64_t snap_bytes;         /* 0: entries alone */
-    uint64_t bytes_since;        /* entry bytes applied since the last snapshot, restore or open */
-    unsigned snap_threshold_now; /* what raft was last told */
+    uint64_t snap_bytes;  /* 0: entries alone */
+    uint64_t bytes_since; /* entry bytes applied since the last snapshot stored, restore or open */
+    uint64_t bytes_at_take;          /* bytes_since when the snapshot in progress was taken */
+    unsigned snap_threshold_now;     /* what raft was last told */
     uint64_t applied_under_snapshot; /* entries applied while one was being taken */
     bool trace;       /* HTKV_CLUSTER_TRACE: log every apply, snapshot and restore (util.h) */
     uint32_t skipped; /* requests of the entry being applied skipped by invariant 1 */
@@ -110,7 +111,8 @@ int htkv_cfsm_init(struct cluster_fsm *f, htkv_db *db, const char *scratch_dir, 
  * Take snapshots after @p every entries applied once @p bytes of entries (writes) were applied
  * since the last one, and after FSM_SNAP_STRETCH * @p every entries otherwise; @p bytes 0 =
  * after @p every entries (raft's rule). Loop thread; f->raft set. Sets raft's threshold now and
- * after each apply, snapshot and restore.
+ * after each apply, stored snapshot and restore. A snapshot that fails to be stored leaves the
+ * bytes counted: raft tries again after the next apply.
  */
 void htkv_cfsm_snapshot_policy(struct cluster_fsm *f, unsigned every, uint64_t bytes);
 

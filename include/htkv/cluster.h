@@ -96,9 +96,11 @@ typedef struct htkv_cluster_config {
      * alone, a member serving reads would snapshot every snapshot_threshold barriers (measured:
      * p99 of linearizable reads 10 ms, against 4 ms without those snapshots). Without enough
      * bytes a snapshot still comes after 64 x snapshot_threshold entries, so the log of a member
-     * that only reads stays bounded. The log since the last snapshot is held in memory by raft
-     * 0.15 and replayed at a restart: about this many bytes, or snapshot_threshold entries if
-     * they hold more. 0 = entries alone (raft's rule). Default 64 MiB.
+     * that only reads stays bounded. The log since the last snapshot, and snapshot_trailing
+     * entries before it, is held in memory by raft 0.15 and replayed at a restart: about this
+     * many bytes, or snapshot_threshold entries if they hold more (more while snapshots fail:
+     * each is tried again after the next write). 0 = entries alone (raft's rule). Default
+     * 64 MiB.
      */
     uint64_t snapshot_bytes;
     /**
