@@ -487,6 +487,18 @@ htkv_seg_write_out(struct seg *s)
     return rc;
 }
 
+void
+htkv_seg_writeback_start(struct seg *s)
+{
+    uint64_t end = s->tail & ~(uint64_t)4095;
+    if (end < s->wb_from + SEG_WRITEBACK_CHUNK || s->fd < 0) {
+        return; /* not enough yet, or the descriptor was released (the cache of open files) */
+    }
+    (void)sync_file_range(s->fd, (off_t)s->wb_from, (off_t)(end - s->wb_from),
+                          SYNC_FILE_RANGE_WRITE);
+    s->wb_from = end;
+}
+
 int
 htkv_seg_sync(struct seg *s)
 {

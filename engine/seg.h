@@ -80,6 +80,7 @@ struct seg {
     size_t wbuf_len, wbuf_cap;
     uint64_t wbuf_off;
     uint64_t wbuf_recs;
+    uint64_t wb_from; /* htkv_seg_writeback_start(): writeback started below this offset */
     _Atomic uint64_t live_bytes; /* bytes of records that are the newest version of a key */
     _Atomic uint64_t dead_bytes; /* bytes of superseded records */
     /* fdatasyncs in flight outside the shard's lock (a group sync, the interval syncer, a
@@ -278,6 +279,20 @@ int htkv_seg_wbuf_reserve(struct seg *s, uint64_t need);
  * been appended. 0 (also with nothing buffered) or -errno.
  */
 int htkv_seg_write_out(struct seg *s);
+
+/* Bytes of records gathered behind the tail before their writeback is started. */
+#define SEG_WRITEBACK_CHUNK (1u << 20)
+
+/*
+ * For a store that never syncs on its own (HTKV_SYNC_NEVER): once SEG_WRITEBACK_CHUNK bytes of
+ * whole pages lie behind the tail since the last call that acted, start the kernel's writeback
+ * of them (sync_file_range(SYNC_FILE_RANGE_WRITE): it does not wait for the disk). Records are
+ * never written behind the tail again, so no page is made dirty again. The fdatasync that seals
+ * the segment, on a writer's path, then finds at most about SEG_WRITEBACK_CHUNK left to write
+ * instead of the whole segment. Promises nothing about durability; a failure is ignored (the
+ * seal's fdatasync reports write errors). Lock of the owner held.
+ */
+void htkv_seg_writeback_start(struct seg *s);
 
 /* fdatasync the segment. Returns 0 or -errno. */
 int htkv_seg_sync(struct seg *s);

@@ -158,11 +158,15 @@ htkv_shard_retire_ent(struct shard *sh, struct hidx_ent *e)
     shard_reclaim_tick(sh);
 }
 
-/* htkv_seg_write_out() of the active segment; a failure stops the shard's writes. Lock held. */
+/* htkv_seg_write_out() of the active segment, and in HTKV_SYNC_NEVER the start of its early
+ * writeback (htkv_seg_writeback_start()); a failure stops the shard's writes. Lock held. */
 static inline int
 shard_write_out(struct shard *sh, struct seg *s)
 {
     int rc = htkv_seg_write_out(s);
+    if (rc == 0 && sh->env->sync_mode == HTKV_SYNC_NEVER) {
+        htkv_seg_writeback_start(s);
+    }
     if (rc != 0) {
         sh->failed = true;
         atomic_store(&sh->env->failed, 1);

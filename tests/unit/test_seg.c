@@ -374,11 +374,48 @@ test_seg_file_has_record(void **state)
     free(dir);
 }
 
+/* Goal: early writeback starts once a chunk of whole pages lies behind the tail, covers whole
+ * pages only (never the page the tail is in), starts nothing again below where it got to, and
+ * leaves the records as they were. */
+static void
+test_seg_writeback_starts_by_chunks(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("seg-wb");
+    struct seg *s = NULL;
+    assert_int_equal(htkv_seg_create(dir, &OWNER, 21, 8ull << 20, 0, false, &s), 0);
+    uint64_t v = 1;
+    while (s->tail < SEG_WRITEBACK_CHUNK - 4096) {
+        append_set(s, "key", 500, v++);
+    }
+    htkv_seg_writeback_start(s);
+    assert_int_equal(s->wb_from, 0); /* less than a chunk of whole pages */
+    while (s->tail < SEG_WRITEBACK_CHUNK + 10000) {
+        append_set(s, "key", 500, v++);
+    }
+    uint64_t tail = s->tail;
+    htkv_seg_writeback_start(s);
+    assert_int_equal(s->wb_from, tail & ~(uint64_t)4095);
+    assert_true(s->wb_from < tail && tail - s->wb_from < 4096);
+    append_set(s, "key", 500, v++);
+    htkv_seg_writeback_start(s);
+    assert_int_equal(s->wb_from, tail & ~(uint64_t)4095); /* not a chunk more yet */
+    /* The records read back as written. */
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", s->path);
+    uint64_t records = s->records;
+    htkv_seg_close(s);
+    assert_int_equal(tu_seg_scan(path, NULL, 0), records);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seg_path_names_the_id),
+        cmocka_unit_test(test_seg_writeback_starts_by_chunks),
         cmocka_unit_test(test_seg_header_round_trip),
         cmocka_unit_test(test_seg_create_then_open),
         cmocka_unit_test(test_seg_open_refuses_a_short_or_damaged_header),
