@@ -211,7 +211,7 @@ typedef struct htkv_config {
      * background compactor, so not with compaction_interval_ms = 0); versions an open view may
      * still read; the index built while the store opens (recovery loads every key, then evicts down
      * to the budget, and gives the freed memory back to the system before htkv_open() returns); and
-     * the key index files' own memory (kix_bytes, ~1.3 B a cold key). The share of each shard is
+     * the key index files' own memory (kix_bytes, ~1.2 B a cold key). The share of each shard is
      * the budget divided by shard_count; a shard never goes below its smallest hash table (8 KiB),
      * and seals a segment early only once it holds 64 KiB. A key index page or record that
      * fails its check makes the read (or the write that needed it) fail with HTKV_ECORRUPT. Key
