@@ -226,10 +226,7 @@ snapshot_policy_apply(struct cluster_fsm *f)
         f->snap_every > UINT_MAX / FSM_SNAP_STRETCH ? UINT_MAX : f->snap_every * FSM_SNAP_STRETCH;
     unsigned want =
         f->snap_bytes == 0 || f->bytes_since >= f->snap_bytes ? f->snap_every : stretched;
-    if (want != f->snap_threshold_now) {
-        raft_set_snapshot_threshold(f->raft, want);
-        f->snap_threshold_now = want;
-    }
+    raft_set_snapshot_threshold(f->raft, want); /* a store of one field */
 }
 
 void
@@ -239,7 +236,6 @@ htkv_cfsm_snapshot_policy(struct cluster_fsm *f, unsigned every, uint64_t bytes)
     CL_ASSERT(f->raft != NULL);
     f->snap_every = every;
     f->snap_bytes = bytes;
-    f->snap_threshold_now = 0; /* not one the policy can ask for: raft is told below */
     snapshot_policy_apply(f);
 }
 

@@ -91,7 +91,6 @@ struct cluster_fsm {
     uint64_t snap_bytes;  /* 0: entries alone */
     uint64_t bytes_since; /* entry bytes applied since the last snapshot stored, restore or open */
     uint64_t bytes_at_take;          /* bytes_since when the snapshot in progress was taken */
-    unsigned snap_threshold_now;     /* what raft was last told */
     uint64_t applied_under_snapshot; /* entries applied while one was being taken */
     bool trace;       /* HTKV_CLUSTER_TRACE: log every apply, snapshot and restore (util.h) */
     uint32_t skipped; /* requests of the entry being applied skipped by invariant 1 */

@@ -144,7 +144,8 @@ state_read(struct htkv_cluster *c, char text[128])
 }
 
 /* Set the store aside as DATA_DIR/store.lost (replacing an older one), durably; raft rebuilds
- * a fresh one from its last snapshot and the log after it. @p why is logged. */
+ * a fresh one from its last snapshot and the log after it. @p why is logged. Without a store,
+ * nothing: there is nothing to distrust, and an older store.lost stays. */
 static int
 set_aside(struct htkv_cluster *c, const char *why)
 {
@@ -185,12 +186,9 @@ state_check(struct htkv_cluster *c, const char *boot, bool *crashed)
     bool open = strncmp(text, "open ", 5) == 0;
     bool other_boot = open && (boot[0] == '\0' || strcmp(text + 5, boot) != 0);
     *crashed = rc == 0 && open && !other_boot;
-    /* No store (a new member, or a power loss right after a set-aside): nothing to trust or set
-     * aside, and an older store.lost stays. With a store, only a record this layer wrote vouches
-     * for it. */
-    struct stat st;
-    bool store = lstat(c->store_dir, &st) == 0;
-    if (rc != 0 || *crashed || strcmp(text, "clean") == 0 || !store) {
+    /* Only a record this layer wrote vouches for a store; set_aside() leaves alone a member
+     * with no store (a new one, or a power loss right after a set-aside). */
+    if (rc != 0 || *crashed || strcmp(text, "clean") == 0) {
         return rc;
     }
     if (other_boot) {
