@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "engine/closing.h"
 #include "engine/cpus.h"
 #include "engine/flat.h"
 #include "engine/hash.h"
@@ -51,13 +52,13 @@ cold_mem(const struct shard *sh)
 static int
 by_max_version_desc(const void *a, const void *b)
 {
-    const struct seg *x = *(struct seg *const *)a, *y = *(struct seg *const *)b;
+    const struct cold_file *x = a, *y = b;
     uint64_t vx = x->kix->d.max_version, vy = y->kix->d.max_version;
     return vx < vy ? 1 : (vx > vy ? -1 : 0);
 }
 
-/* Publish @p sh's cold set with @p add (@p nadd segments) added and @p drop (may be NULL)
- * removed; the old set is retired through EBR. Lock held. 0 or -ENOMEM. */
+/* Publish @p sh's cold set with @p add (@p nadd segments, each with its kix) added and @p drop
+ * (may be NULL) removed; the old set is retired through EBR. Lock held. 0 or -ENOMEM. */
 static int
 cold_set_replace(struct shard *sh, struct seg *const *add, size_t nadd, const struct seg *drop)
 {
@@ -66,20 +67,20 @@ cold_set_replace(struct shard *sh, struct seg *const *add, size_t nadd, const st
     if (htkv_shard_limbo_reserve(sh, 1) != 0) {
         return -ENOMEM;
     }
-    struct cold_set *cs = htkv_mem_alloc(sizeof(*cs) + (n + nadd) * sizeof(cs->segs[0]));
+    struct cold_set *cs = htkv_mem_alloc(sizeof(*cs) + (n + nadd) * sizeof(cs->f[0]));
     if (cs == NULL) {
         return -ENOMEM;
     }
     cs->n = 0;
     for (size_t i = 0; i < n; i++) {
-        if (old->segs[i] != drop) {
-            cs->segs[cs->n++] = old->segs[i];
+        if (old->f[i].seg != drop) {
+            cs->f[cs->n++] = old->f[i];
         }
     }
     for (size_t i = 0; i < nadd; i++) {
-        cs->segs[cs->n++] = add[i];
+        cs->f[cs->n++] = (struct cold_file){ .seg = add[i], .kix = add[i]->kix };
     }
-    qsort(cs->segs, cs->n, sizeof(cs->segs[0]), by_max_version_desc);
+    qsort(cs->f, cs->n, sizeof(cs->f[0]), by_max_version_desc);
     /* Rule 4: published before any entry of an added segment leaves the hash index. */
     atomic_store_explicit(&sh->cold, cs, memory_order_release);
     if (old != NULL) {
@@ -113,33 +114,66 @@ cold_check(struct htkv_db *db, const struct seg *s, const struct kix_ent *e, con
     return 0;
 }
 
-/* The newest version of a key among the key indexes of @p cs: 0 (*hit, record checked),
- * HTKV_ENOTFOUND or HTKV_ECORRUPT. Segments come highest max_version first, so the search ends
- * at the first whose versions are all below what was found. */
+/* A key looked up among key indexes: its bytes and hash; segments whose key indexes a lookup
+ * skips (none when nskip is 0), and where it reports one whose page failed its check
+ * (cold_rescue()). */
+struct cold_q {
+    uint64_t hash;
+    const void *key;
+    uint32_t klen;
+    struct seg *const *skip;
+    size_t nskip;
+    struct seg *bad;
+};
+
+/* Does @p q skip the key index of @p s? */
+static bool
+cold_q_skips(const struct cold_q *q, const struct seg *s)
+{
+    for (size_t i = 0; i < q->nskip; i++) {
+        if (q->skip[i] == s) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The newest version of key @p q among the key indexes of @p cs: 0 (*hit, record checked),
+ * HTKV_ENOTFOUND or HTKV_ECORRUPT (q->bad: the segment whose key index page failed, else the
+ * record did). Segments come highest max_version first, so the search ends at the first whose
+ * versions are all below what was found. */
 static int
-cold_find_in(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, uint64_t hash,
-             const void *key, uint32_t klen, struct cold_hit *hit)
+cold_find_q(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, struct cold_q *q,
+            struct cold_hit *hit)
 {
     struct kix_ent best = { 0 };
     const struct seg *from = NULL;
+    uint64_t hash = q->hash;
+    const void *key = q->key;
+    uint32_t klen = q->klen;
     for (uint32_t i = 0; i < cs->n; i++) {
-        const struct seg *s = cs->segs[i];
-        if (from != NULL && best.version > s->kix->d.max_version) {
+        const struct seg *s = cs->f[i].seg;
+        const struct kix *k = cs->f[i].kix;
+        if (from != NULL && best.version > k->d.max_version) {
             break;
         }
-        if (!htkv_kix_may_contain(s->kix, hash)) {
+        if (cold_q_skips(q, s)) {
+            continue;
+        }
+        if (!htkv_kix_may_contain(k, hash)) {
             atomic_fetch_add_explicit(&sh->bloom_negatives, 1, memory_order_relaxed);
             continue;
         }
         struct kix_ent e;
         uint64_t reads = 0;
-        int rc = htkv_kix_find(s->kix, key, klen, hash, &e, &reads);
+        int rc = htkv_kix_find(k, key, klen, hash, &e, &reads);
         atomic_fetch_add_explicit(&sh->kix_page_reads, reads, memory_order_relaxed);
         if (rc == HTKV_ENOTFOUND) {
             atomic_fetch_add_explicit(&sh->bloom_false_positives, reads, memory_order_relaxed);
             continue;
         }
         if (rc != 0) {
+            q->bad = (struct seg *)s;
             return rc;
         }
         /* A tie is a record and its compaction copy: the copy, in the newer segment, wins, so
@@ -162,6 +196,16 @@ cold_find_in(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, ui
     return cold_check(db, from, &best, key, klen);
 }
 
+static int
+cold_find_in(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, uint64_t hash,
+             const void *key, uint32_t klen, struct cold_hit *hit, struct seg **bad)
+{
+    struct cold_q q = { .hash = hash, .key = key, .klen = klen };
+    int rc = cold_find_q(db, sh, cs, &q, hit);
+    *bad = q.bad;
+    return rc;
+}
+
 int
 htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const void *key,
                  uint32_t klen, struct cold_hit *hit)
@@ -171,7 +215,15 @@ htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const void
         if (htkv_hidx_find(&sh->idx, hash, key, klen) != NULL) {
             return COLD_HOT;
         }
-        int rc = cs != NULL ? cold_find_in(db, sh, cs, hash, key, klen, hit) : HTKV_ENOTFOUND;
+        struct seg *bad = NULL;
+        int rc = cs != NULL ? cold_find_in(db, sh, cs, hash, key, klen, hit, &bad) : HTKV_ENOTFOUND;
+        if (rc == HTKV_ECORRUPT && bad != NULL) {
+            rc = htkv_cold_rescue(sh, bad); /* its keys come into memory: look again */
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
+        }
         if (rc != HTKV_ENOTFOUND) {
             return rc;
         }
@@ -215,8 +267,269 @@ cold_insert(struct shard *sh, uint64_t hash, uint32_t klen, const struct cold_hi
     }
     HTKV_DASSERT(sh->cold_keys > 0);
     sh->cold_keys -= sh->cold_keys > 0;
+    uint32_t *heads = hit->del ? &hit->seg->cold_dels : &hit->seg->cold_vals;
+    HTKV_DASSERT(*heads > 0);
+    *heads -= *heads > 0;
     sh->promotions++;
     return 0;
+}
+
+/* ---- key indexes whose pages fail: their segments' records instead ------------------------- */
+
+/* Segments rescued together at most: a lookup for one may meet another damaged key index. */
+#define COLD_RESCUE_MAX 16u
+
+/* A record of a segment read back whole (rescue_collect()). */
+struct rescue_rec {
+    uint64_t hash;
+    uint64_t version;
+    struct seg *seg;
+    uint32_t off;
+    bool newest; /* the newest record of its key among the segments read */
+};
+
+/* By hash, then newest first: the higher version, then the newer segment (a compaction copy),
+ * then the later offset (a batch's later operation on the same key). */
+static int
+by_hash_version_desc(const void *a, const void *b)
+{
+    const struct rescue_rec *x = a, *y = b;
+    if (x->hash != y->hash) {
+        return x->hash < y->hash ? -1 : 1;
+    }
+    if (x->version != y->version) {
+        return x->version < y->version ? 1 : -1;
+    }
+    if (x->seg != y->seg) {
+        return x->seg->id < y->seg->id ? 1 : -1;
+    }
+    return x->off < y->off ? 1 : (x->off > y->off ? -1 : 0);
+}
+
+/* Do records @p a and @p b hold the same key? */
+static bool
+same_key(const struct rescue_rec *a, const struct rescue_rec *b)
+{
+    struct rec_hdr x, y;
+    htkv_rec_hdr_decode(a->seg->map + a->off, &x);
+    htkv_rec_hdr_decode(b->seg->map + b->off, &y);
+    return x.key_len == y.key_len && memcmp(a->seg->map + a->off + REC_HDR_BYTES,
+                                            b->seg->map + b->off + REC_HDR_BYTES, x.key_len) == 0;
+}
+
+/* Append to @p v every value and tombstone record of sealed segment @p s that a reader may see
+ * (published; not of a batch a recovery found incomplete), each checked whole. 0,
+ * HTKV_ECORRUPT (a record fails its check: the segment itself is damaged) or -ENOMEM. */
+static int
+rescue_collect_seg(struct shard *sh, struct seg *s, struct rescue_rec **v, size_t *len, size_t *cap)
+{
+    struct htkv_db *db = sh->db;
+    uint64_t visible = atomic_load_explicit(&sh->env->ro[sh->id].visible, memory_order_relaxed);
+    struct rec_walk w;
+    struct rec_hdr h;
+    enum rec_walk_res r;
+    htkv_rec_walk_init(&w, s->map, s->id, SEG_DATA_OFF, s->tail, db->cfg.max_value_bytes);
+    while ((r = htkv_rec_walk_next(&w, &h)) != REC_WALK_END) {
+        if (r != REC_WALK_RECORD) {
+            htkv_set_error("%s: damaged record at offset %llu", s->path, (unsigned long long)w.at);
+            return HTKV_ECORRUPT;
+        }
+        if ((h.type != REC_SET && h.type != REC_DEL) || h.version > visible ||
+            ((h.flags & REC_F_BATCH) != 0 && htkv_manifest_batch_aborted(db->man, h.version))) {
+            continue;
+        }
+        if (*len == *cap) {
+            size_t c = *cap ? *cap * 2 : 1024;
+            struct rescue_rec *n = htkv_mem_realloc(*v, c * sizeof(*n));
+            if (n == NULL) {
+                return -ENOMEM;
+            }
+            *v = n;
+            *cap = c;
+        }
+        const unsigned char *key = s->map + w.at + REC_HDR_BYTES;
+        (*v)[(*len)++] = (struct rescue_rec){ .hash = htkv_hash(key, h.key_len, db->hash_seed),
+                                              .version = h.version,
+                                              .seg = s,
+                                              .off = (uint32_t)w.at };
+    }
+    return 0;
+}
+
+/* The records of segments @p segs[0..n) (rescue_collect_seg()), sorted by hash and newest first,
+ * the newest of each key marked. 0 (*out: htkv_mem_free), HTKV_ECORRUPT or -ENOMEM. */
+static int
+rescue_collect(struct shard *sh, struct seg *const *segs, size_t n, struct rescue_rec **out,
+               size_t *nout)
+{
+    struct rescue_rec *v = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = rescue_collect_seg(sh, segs[i], &v, &len, &cap);
+    }
+    if (rc != 0) {
+        htkv_mem_free(v);
+        return rc;
+    }
+    qsort(v, len, sizeof(*v), by_hash_version_desc);
+    for (size_t i = 0; i < len; i++) {
+        v[i].newest = true; /* unless a newer record of its key came before it */
+        for (size_t j = i; j-- > 0 && v[j].hash == v[i].hash;) {
+            if (same_key(&v[j], &v[i])) {
+                v[i].newest = false;
+                break;
+            }
+        }
+    }
+    *out = v;
+    *nout = len;
+    return 0;
+}
+
+/* Record @p x as a cold key's newest version. */
+static struct cold_hit
+rescue_hit(const struct rescue_rec *x)
+{
+    struct rec_hdr h;
+    htkv_rec_hdr_decode(x->seg->map + x->off, &h);
+    return (struct cold_hit){ .seg = x->seg,
+                              .off = x->off,
+                              .key_len = h.key_len,
+                              .val_len = h.val_len,
+                              .version = h.version,
+                              .del = h.type == REC_DEL };
+}
+
+/*
+ * Bring the key of record @p x into memory when @p x is its newest version: no entry in memory,
+ * none newer (nor a copy in a newer segment) in the rest of the cold set, which @p q skips the
+ * rescued segments of. Lock held. 0, -ENOMEM or HTKV_ECORRUPT (q->bad: another key index
+ * failed too).
+ */
+static int
+rescue_key(struct shard *sh, const struct rescue_rec *x, struct cold_q *q)
+{
+    struct cold_hit mine = rescue_hit(x);
+    const unsigned char *key = x->seg->map + x->off + REC_HDR_BYTES;
+    if (!x->newest || htkv_hidx_find(&sh->idx, x->hash, key, mine.key_len) != NULL) {
+        return 0;
+    }
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    q->hash = x->hash;
+    q->key = key;
+    q->klen = mine.key_len;
+    q->bad = NULL;
+    struct cold_hit other;
+    int rc = cold_find_q(sh->db, sh, cs, q, &other);
+    if (rc == 0 && (other.version > mine.version ||
+                    (other.version == mine.version && other.seg->id > x->seg->id))) {
+        return 0; /* not its newest version */
+    }
+    if (rc != 0 && rc != HTKV_ENOTFOUND) {
+        return rc;
+    }
+    return cold_insert(sh, x->hash, mine.key_len, &mine);
+}
+
+static void
+kix_free(void *p)
+{
+    htkv_kix_close(p);
+    htkv_mem_free(p);
+}
+
+/* Is @p s in @p sh's cold set now? Lock held. */
+static bool
+cold_in_set(const struct shard *sh, const struct seg *s)
+{
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    for (uint32_t i = 0; cs != NULL && i < cs->n; i++) {
+        if (cs->f[i].seg == s) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Bring into memory every cold key whose newest version one of @p q->skip[0..nskip) holds,
+ * from their records. Lock held. 0, -ENOMEM or HTKV_ECORRUPT (q->bad: a key index not in the
+ * list failed too; else a record failed). */
+static int
+rescue_run(struct shard *sh, struct cold_q *q)
+{
+    struct rescue_rec *v = NULL;
+    size_t n = 0;
+    int rc = rescue_collect(sh, q->skip, q->nskip, &v, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = rescue_key(sh, &v[i], q);
+    }
+    htkv_mem_free(v);
+    return rc;
+}
+
+/* Take rescued segment @p s out of the cold set and retire its key index, so that the next
+ * eviction that indexes sealed segments writes it a new one. Lock held. 0 or -ENOMEM. */
+static int
+rescue_drop(struct shard *sh, struct seg *s)
+{
+    int rc = cold_set_replace(sh, NULL, 0, s);
+    if (rc != 0 || s->cold_out) {
+        return rc; /* a compaction victim keeps its file until it is dropped */
+    }
+    if (htkv_shard_limbo_reserve(sh, 1) != 0) {
+        s->cold_out = true; /* no room to retire it: its keys stay in memory */
+        return 0;
+    }
+    htkv_shard_retire(sh, s->kix, kix_free); /* readers of an older set may still read it */
+    s->kix = NULL;
+    s->kix_upto = 0;
+    if (sh->kix_done_id >= s->id) {
+        sh->kix_done_id = s->id - 1;
+    }
+    return 0;
+}
+
+/*
+ * A page of @p s's key index failed its check (the file was damaged after it was written or
+ * taken): read the segment's records instead, bring every cold key whose newest version it holds
+ * into memory, take it out of the cold set and retire its key index, so that the next eviction
+ * writes it a new one. Another damaged key index met on the way joins the rescue (its keys are
+ * compared with the rescued ones by their records). Lock held. 0 (also when @p s is not in the
+ * set any more), -ENOMEM or HTKV_ECORRUPT (a record fails: the data itself is damaged).
+ */
+static int
+cold_rescue(struct shard *sh, struct seg *s)
+{
+    if (!cold_in_set(sh, s)) {
+        return 0; /* rescued or released already */
+    }
+    struct seg *segs[COLD_RESCUE_MAX] = { s };
+    struct cold_q q = { .skip = segs, .nskip = 1 };
+    int rc;
+    for (;;) {
+        htkv_log(&sh->env->log, HTKV_LOG_ERROR,
+                 "%s: a page of its key index fails its check; reading its records instead (%s)",
+                 segs[q.nskip - 1]->path, htkv_last_error());
+        rc = rescue_run(sh, &q);
+        if (rc != HTKV_ECORRUPT || q.bad == NULL || q.nskip == COLD_RESCUE_MAX) {
+            break;
+        }
+        segs[q.nskip++] = q.bad; /* the keys brought back so far stay: each was right */
+    }
+    for (size_t i = 0; rc == 0 && i < q.nskip; i++) {
+        rc = rescue_drop(sh, segs[i]);
+    }
+    return rc;
+}
+
+int
+htkv_cold_rescue(struct shard *sh, struct seg *s)
+{
+    pthread_mutex_lock(&sh->lock);
+    int rc = cold_rescue(sh, s);
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
 }
 
 /* ---- ordered walks --------------------------------------------------------------------------- */
@@ -235,6 +548,7 @@ walk_advance(struct cold_walk *w, struct cold_walk_file *f, const struct kix *k)
         int rc = htkv_kix_page(k, f->page, &f->pg);
         if (rc != 0) {
             f->has = false;
+            w->bad = w->cs->f[f - w->f].seg; /* for htkv_cold_rescue() */
             return rc;
         }
     }
@@ -252,7 +566,7 @@ htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *sh,
         return -ENOMEM;
     }
     for (uint32_t i = 0; i < cs->n; i++) {
-        const struct kix *k = cs->segs[i]->kix;
+        const struct kix *k = cs->f[i].kix;
         struct cold_walk_file *f = &w->f[i];
         if (k->pages == 0) {
             continue;
@@ -260,6 +574,7 @@ htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *sh,
         f->page = htkv_kix_page_of(k, key, klen);
         atomic_fetch_add_explicit(&sh->kix_page_reads, 1, memory_order_relaxed);
         int rc = htkv_kix_page(k, f->page, &f->pg);
+        w->bad = rc != 0 ? cs->f[i].seg : NULL;
         while (rc == 0 && (rc = walk_advance(w, f, k)) == 0 && f->has) {
             int c = htkv_key_cmp(f->cur.key, f->cur.key_len, key, klen);
             if (c > 0 || (c == 0 && !after)) {
@@ -292,7 +607,7 @@ walk_min(const struct cold_walk *w)
         int c = htkv_key_cmp(a->key, a->key_len, b->key, b->key_len);
         if (c < 0 ||
             (c == 0 && (a->version > b->version ||
-                        (a->version == b->version && w->cs->segs[i]->id > w->cs->segs[m]->id)))) {
+                        (a->version == b->version && w->cs->f[i].seg->id > w->cs->f[m].seg->id)))) {
             m = (int)i;
         }
     }
@@ -319,14 +634,14 @@ htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
     if (m < 0) {
         return 0;
     }
-    struct seg *s = w->cs->segs[m];
+    struct seg *s = w->cs->f[m].seg;
     struct kix_ent e = w->f[m].cur;
     int rc = check ? cold_check(w->db, s, &e, e.key, e.key_len) : 0;
     for (uint32_t i = 0; rc == 0 && i < w->cs->n; i++) { /* past this key in every file */
         struct cold_walk_file *f = &w->f[i];
         while (rc == 0 && f->has &&
                htkv_key_cmp(f->cur.key, f->cur.key_len, e.key, e.key_len) == 0) {
-            rc = walk_advance(w, f, w->cs->segs[i]->kix);
+            rc = walk_advance(w, f, w->cs->f[i].kix);
         }
     }
     if (rc != 0) {
@@ -358,11 +673,43 @@ cold_promote(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
         return 0;
     }
     struct cold_hit hit;
-    int rc = cold_find_in(sh->db, sh, cs, hash, key, klen, &hit);
+    struct seg *bad = NULL;
+    int rc = cold_find_in(sh->db, sh, cs, hash, key, klen, &hit, &bad);
+    if (rc == HTKV_ECORRUPT && bad != NULL) {
+        rc = cold_rescue(sh, bad); /* the key may be in memory now: promote from the rest */
+        return rc == 0 ? cold_promote(sh, hash, key, klen) : rc;
+    }
     if (rc != 0) {
         return rc == HTKV_ENOTFOUND ? 0 : rc;
     }
     return cold_insert(sh, hash, klen, &hit);
+}
+
+/* Promote the key of listing @p e of @p s if its newest version is there (lock held). */
+static int
+release_key(struct htkv_db *db, struct shard *sh, struct seg *s, const struct kix_ent *e)
+{
+    uint64_t hash = htkv_hash(e->key, e->key_len, db->hash_seed);
+    for (;;) {
+        if (htkv_hidx_find(&sh->idx, hash, e->key, e->key_len) != NULL) {
+            return 0;
+        }
+        const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+        struct cold_hit hit;
+        struct seg *bad = NULL;
+        int rc = cold_find_in(db, sh, cs, hash, e->key, e->key_len, &hit, &bad);
+        if (rc == HTKV_ECORRUPT && bad != NULL) {
+            rc = cold_rescue(sh, bad); /* another file's page failed: from its records, again */
+            if (rc != 0 || bad == s) {
+                return rc;
+            }
+            continue;
+        }
+        if (rc == 0 && hit.seg == s) {
+            rc = cold_insert(sh, hash, e->key_len, &hit);
+        }
+        return rc == HTKV_ENOTFOUND ? 0 : rc;
+    }
 }
 
 /* Promote the cold keys of key index page @p i of @p s whose newest version is in @p s (lock
@@ -370,21 +717,14 @@ cold_promote(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
 static int
 release_page(struct htkv_db *db, struct shard *sh, struct seg *s, uint32_t i)
 {
-    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
     struct kix_page pg;
     int rc = htkv_kix_page(s->kix, i, &pg);
+    if (rc == HTKV_ECORRUPT) {
+        return cold_rescue(sh, s); /* every key it holds, from its records; out of the set */
+    }
     struct kix_ent e;
     while (rc == 0 && htkv_kix_page_next(&pg, &e)) {
-        uint64_t hash = htkv_hash(e.key, e.key_len, db->hash_seed);
-        if (htkv_hidx_find(&sh->idx, hash, e.key, e.key_len) != NULL) {
-            continue;
-        }
-        struct cold_hit hit;
-        rc = cold_find_in(db, sh, cs, hash, e.key, e.key_len, &hit);
-        if (rc == 0 && hit.seg == s) {
-            rc = cold_insert(sh, hash, e.key_len, &hit);
-        }
-        rc = rc == HTKV_ENOTFOUND ? 0 : rc;
+        rc = release_key(db, sh, s, &e);
     }
     return rc;
 }
@@ -662,6 +1002,11 @@ cold_evict_one(struct shard *sh, struct hidx_ent *e)
         void *t = htkv_trie_delete(&sh->trie, hidx_ent_rec(e) + REC_HDR_BYTES, e->key_len);
         HTKV_ASSERT(t == e);
     }
+    if (e->del) {
+        e->seg->cold_dels++;
+    } else {
+        e->seg->cold_vals++;
+    }
     htkv_shard_retire_ent(sh, e);
     sh->cold_keys++;
     sh->evictions++;
@@ -872,12 +1217,209 @@ htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
     pthread_mutex_unlock(&sh->lock);
 }
 
-/* Evict shard @p i of store @p ctx at open (htkv_parallel_for()). */
+/* Is there a version of @p e's key newer than @p e among the key indexes of @p cs? 1, 0 or
+ * HTKV_ECORRUPT (*@p bad: the segment whose key index page failed). */
+static int
+cold_shadows(const struct cold_set *cs, const struct hidx_ent *e, struct seg **bad)
+{
+    const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
+    for (uint32_t i = 0; i < cs->n && cs->f[i].kix->d.max_version > e->version; i++) {
+        struct kix_ent k;
+        if (!htkv_kix_may_contain(cs->f[i].kix, e->hash)) {
+            continue;
+        }
+        int rc = htkv_kix_find(cs->f[i].kix, key, e->key_len, e->hash, &k, NULL);
+        if (rc == 0 && k.version > e->version) {
+            return 1;
+        }
+        if (rc != 0 && rc != HTKV_ENOTFOUND) {
+            *bad = cs->f[i].seg;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* At open, before any reader: forget entry @p e that recovery loaded, an older version of a key
+ * that is cold (lock held). */
+static void
+cold_drop_loaded(struct shard *sh, struct hidx_ent *e)
+{
+    uint64_t bytes = htkv_align_up(e->rec_bytes, REC_ALIGN);
+    atomic_fetch_sub_explicit(&e->seg->live_bytes, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->seg->dead_bytes, bytes, memory_order_relaxed);
+    if (e->del) {
+        sh->tombstones--;
+    } else {
+        sh->live_keys--;
+    }
+    htkv_hidx_remove(&sh->idx, e);
+    sh->entry_bytes -= sizeof(*e);
+    htkv_mem_free(e); /* no reader yet */
+}
+
+/* At open, before any reader: install record @p x of @p s as recovery would have, the newest
+ * version of its key so far (lock held). 0 or -ENOMEM. */
+static int
+cold_load_rec(struct shard *sh, struct seg *s, const struct rescue_rec *x)
+{
+    struct cold_hit h = rescue_hit(x);
+    uint64_t bytes = htkv_align_up(REC_HDR_BYTES + h.key_len + h.val_len, REC_ALIGN);
+    struct hidx_ent *old =
+        x->newest ? htkv_hidx_find(&sh->idx, x->hash, s->map + x->off + REC_HDR_BYTES, h.key_len)
+                  : NULL;
+    if (!x->newest || (old != NULL && (old->version > h.version ||
+                                       (old->version == h.version && old->seg->id > s->id)))) {
+        atomic_fetch_add_explicit(&s->dead_bytes, bytes, memory_order_relaxed);
+        return 0;
+    }
+    int rc = htkv_hidx_reserve(&sh->idx, 1, htkv_shard_retire_table, sh);
+    struct hidx_ent *e = rc == 0 ? htkv_shard_ent_new(sh) : NULL;
+    if (e == NULL) {
+        return -ENOMEM;
+    }
+    if (old != NULL) {
+        cold_drop_loaded(sh, old);
+    }
+    *e = (struct hidx_ent){ .version = h.version,
+                            .hash = x->hash,
+                            .seg = s,
+                            .off = h.off,
+                            .rec_bytes = REC_HDR_BYTES + h.key_len + h.val_len,
+                            .key_len = h.key_len,
+                            .del = h.del,
+                            .checked = 1 }; /* rescue_collect() checked it */
+    struct hidx_ent *was = htkv_hidx_install(&sh->idx, e, &rc, htkv_shard_retire_table, sh);
+    HTKV_ASSERT(rc == 0 && was == NULL);
+    atomic_fetch_add_explicit(&s->live_bytes, bytes, memory_order_relaxed);
+    if (h.del) {
+        sh->tombstones++;
+    } else {
+        sh->live_keys++;
+    }
+    return 0;
+}
+
+/*
+ * At open, before any reader: a page of the key index recovery took for @p s failed its check.
+ * Take @p s back out of the cold set and load its records as recovery does for a segment
+ * without one (its byte counts recounted). Lock held. 0, -ENOMEM or HTKV_ECORRUPT (a record of
+ * @p s fails: the segment is damaged, and the open fails as recovery would have).
+ */
+static int
+cold_untake(struct shard *sh, struct seg *s)
+{
+    htkv_log(&sh->env->log, HTKV_LOG_WARN,
+             "%s: a page of its key index fails its check (%s); loading its keys", s->path,
+             htkv_last_error());
+    int rc = cold_set_replace(sh, NULL, 0, s);
+    if (rc != 0) {
+        return rc;
+    }
+    htkv_kix_close(s->kix); /* no reader yet */
+    htkv_mem_free(s->kix);
+    s->kix = NULL;
+    s->kix_upto = 0;
+    s->cold_vals = s->cold_dels = 0;
+    atomic_store_explicit(&s->live_bytes, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->dead_bytes, 0, memory_order_relaxed);
+    struct rescue_rec *v = NULL;
+    size_t n = 0;
+    rc = rescue_collect(sh, &s, 1, &v, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = cold_load_rec(sh, s, &v[i]);
+    }
+    htkv_mem_free(v);
+    return rc;
+}
+
+/* Drop each entry recovery loaded whose key a listing of the cold set shows newer. 0, or
+ * HTKV_ECORRUPT with *@p bad (a key index page failed). Lock held, no reader yet. */
+static int
+cold_shadow_pass(struct shard *sh, struct seg **bad)
+{
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    for (uint64_t i = 0; cs != NULL && i <= t->mask; i++) {
+        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        struct hidx_ent *e = hidx_slot_live(slot) ? hidx_slot_ent(slot) : NULL;
+        int rc = e != NULL ? cold_shadows(cs, e, bad) : 0;
+        if (rc < 0) {
+            return rc;
+        }
+        if (rc == 1) {
+            cold_drop_loaded(sh, e);
+        }
+    }
+    return 0;
+}
+
+/*
+ * At open, before any reader: put the sealed segments recovery took with their key indexes
+ * (closing.h) into @p sh's cold set, and drop each entry recovery loaded from another segment
+ * whose key a listing shows newer (a compaction copy in a newer segment holds an older
+ * version; an index that was not taken holds what it described in memory): that key is cold.
+ * A set's listings are newest first, so only entries older than a file's newest version are
+ * looked up at all. Lock held. 0 or -ENOMEM (nothing taken: the files stay in memory unused).
+ */
+static int
+cold_adopt(struct shard *sh)
+{
+    struct seg **add = htkv_mem_alloc((sh->nsegs ? sh->nsegs : 1) * sizeof(*add));
+    if (add == NULL) {
+        return -ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < sh->nsegs; i++) {
+        if (sh->segs[i]->kix != NULL) {
+            add[n++] = sh->segs[i];
+        }
+    }
+    int rc = n > 0 ? cold_set_replace(sh, add, n, NULL) : 0;
+    htkv_mem_free(add);
+    if (rc != 0 || n == 0) {
+        return rc;
+    }
+    struct seg *bad = NULL;
+    while ((rc = cold_shadow_pass(sh, &bad)) == HTKV_ECORRUPT) {
+        rc = cold_untake(sh, bad); /* then the whole pass again, with the set it left */
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    /* The keys whose newest version a taken segment holds are its cold keys (the close counted
+     * them); recovery counted the keys it loaded. */
+    const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
+    sh->cold_keys = 0;
+    for (uint32_t i = 0; i < cs->n; i++) {
+        const struct seg *g = cs->f[i].seg;
+        sh->live_keys += g->cold_vals;
+        sh->tombstones += g->cold_dels;
+        sh->cold_keys += (uint64_t)g->cold_vals + g->cold_dels;
+    }
+    sh->cold_at_open = sh->cold_keys;
+    return 0;
+}
+
+/* htkv_cold_setup()'s work: the store, and whether a shard could not take its key indexes. */
+struct cold_setup {
+    struct htkv_db *db;
+    _Atomic int rc;
+};
+
+/* Take shard @p i's key indexes and evict it at open (htkv_parallel_for()). */
 static void
 setup_one(void *ctx, uint32_t i)
 {
-    struct shard *sh = db_shard(ctx, i);
+    struct cold_setup *cs = ctx;
+    struct shard *sh = db_shard(cs->db, i);
     pthread_mutex_lock(&sh->lock);
+    int rc = cold_adopt(sh);
+    if (rc != 0) {
+        atomic_store(&cs->rc, rc); /* its cold keys would be missing: the open fails */
+        pthread_mutex_unlock(&sh->lock);
+        return;
+    }
     cold_over_budget(sh);
     htkv_shard_reclaim(sh); /* the evicted entries and old tables: no reader holds them yet */
     pthread_mutex_unlock(&sh->lock);
@@ -900,7 +1442,11 @@ htkv_cold_setup(struct htkv_db *db)
             return -ENOMEM;
         }
     }
-    htkv_parallel_for(db->shard_count, db->cpus, setup_one, db); /* one thread per CPU */
+    struct cold_setup cs = { .db = db };
+    htkv_parallel_for(db->shard_count, db->cpus, setup_one, &cs); /* one thread per CPU */
+    if (atomic_load(&cs.rc) != 0) {
+        return atomic_load(&cs.rc);
+    }
     uint64_t evicted = 0;
     for (uint32_t i = 0; i < db->shard_count; i++) {
         evicted += db_shard(db, i)->evictions;
@@ -913,6 +1459,89 @@ htkv_cold_setup(struct htkv_db *db)
     return 0;
 }
 
+/* Count into c->segs[] the head entries in memory that point into each of @p sh's segments. */
+static void
+closing_heads(const struct shard *sh, struct closing *c)
+{
+    struct hidx_table *t = atomic_load_explicit(&sh->idx.table, memory_order_relaxed);
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t slot = atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+        if (!hidx_slot_live(slot)) {
+            continue;
+        }
+        const struct hidx_ent *e = hidx_slot_ent(slot);
+        size_t lo = 0, hi = sh->nsegs; /* segs in ascending id order */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (sh->segs[mid]->id < e->seg->id) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if (lo < sh->nsegs && sh->segs[lo] == e->seg) {
+            if (e->del) {
+                c->segs[lo].heads_dels++;
+            } else {
+                c->segs[lo].heads_vals++;
+            }
+        }
+    }
+}
+
+/* The state of @p sh as the clean close of @p m leaves it (closing.h), into @p c. 0 or -ENOMEM. */
+static int
+closing_of(const struct shard *sh, const struct manifest *m, struct closing *c)
+{
+    *c = (struct closing){ .shard = sh->id,
+                           .man_number = m->number,
+                           .man_bytes = m->file_bytes,
+                           .applied = m->version_applied,
+                           .nsegs = (uint32_t)sh->nsegs };
+    c->segs = htkv_mem_calloc(sh->nsegs ? sh->nsegs : 1, sizeof(*c->segs));
+    if (c->segs == NULL) {
+        return -ENOMEM;
+    }
+    closing_heads(sh, c);
+    for (size_t i = 0; i < sh->nsegs; i++) {
+        const struct seg *s = sh->segs[i];
+        bool kix = s->kix != NULL && !s->cold_out;
+        c->segs[i] = (struct closing_seg){
+            .id = s->id,
+            .tail = s->tail,
+            .records = s->records,
+            .max_version = s->max_version,
+            .live_bytes = atomic_load_explicit(&s->live_bytes, memory_order_relaxed),
+            .dead_bytes = atomic_load_explicit(&s->dead_bytes, memory_order_relaxed),
+            .kix_crc = kix ? s->kix->hdr_crc : 0,
+            .flags = (kix ? CLOSING_KIX : 0) | (s->hint_tail != 0 ? CLOSING_HINT : 0),
+            .heads_vals = c->segs[i].heads_vals + s->cold_vals,
+            .heads_dels = c->segs[i].heads_dels + s->cold_dels
+        };
+    }
+    return 0;
+}
+
+void
+htkv_cold_record_close(struct htkv_db *db)
+{
+    if (db->cfg.memory_budget_bytes == 0 || db->read_only) {
+        return;
+    }
+    for (uint32_t i = 0; i < db->shard_count; i++) {
+        struct shard *sh = db_shard(db, i);
+        struct closing c;
+        int rc = closing_of(sh, db->man, &c);
+        rc = rc == 0 ? htkv_closing_write(sh->dir, &c) : rc;
+        if (rc != 0) {
+            htkv_log(&sh->env->log, HTKV_LOG_WARN,
+                     "shard %u: close state not written (%s): the next open loads every key",
+                     sh->id, htkv_strerror(rc));
+        }
+        htkv_closing_free(&c);
+    }
+}
+
 void
 htkv_cold_stats(struct shard *sh, struct htkv_stats *out)
 {
@@ -922,11 +1551,12 @@ htkv_cold_stats(struct shard *sh, struct htkv_stats *out)
     const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
     for (uint32_t i = 0; cs != NULL && i < cs->n; i++) {
         out->kix_files++;
-        out->kix_bytes += htkv_kix_mem_bytes(cs->segs[i]->kix);
+        out->kix_bytes += htkv_kix_mem_bytes(cs->f[i].kix);
     }
     out->hot_keys += sh->idx.entries;
     out->cold_keys += sh->cold_keys;
     out->evictions += sh->evictions;
+    out->cold_keys_at_open += sh->cold_at_open;
     out->promotions += sh->promotions;
     out->kix_page_reads += atomic_load_explicit(&sh->kix_page_reads, memory_order_relaxed);
     out->bloom_negatives += atomic_load_explicit(&sh->bloom_negatives, memory_order_relaxed);

@@ -69,6 +69,7 @@ struct cold_walk {
     struct shard *sh;
     const struct cold_set *cs;
     struct cold_walk_file *f; /* cs->n */
+    struct seg *bad;          /* after HTKV_ECORRUPT: the segment whose key index page failed */
 };
 
 /*
@@ -118,6 +119,16 @@ int htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const 
 int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
 
 /*
+ * A page of @p s's key index failed its check (HTKV_ECORRUPT from a lookup or a walk over @p sh's
+ * cold set): take the shard's lock, read @p s's records instead, bring every cold key whose newest
+ * version @p s holds into memory and take @p s out of the cold set (its entries then stay in
+ * memory until the next open indexes it again). The caller looks again. 0 (also when another
+ * thread did it first), -ENOMEM or HTKV_ECORRUPT (a record of @p s fails: the data is damaged).
+ * Any thread, no lock held (inside an EBR section is fine).
+ */
+int htkv_cold_rescue(struct shard *sh, struct seg *s);
+
+/*
  * A get found @p key cold: when it was read cold once lately too, bring it into memory if the
  * shard's lock is free now (never waits), then move the eviction hand if that went above the
  * share (it writes no key index: that is left to writers and compaction).
@@ -136,6 +147,14 @@ void htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t 
  * back to the system: htkv_mem_give_back()).
  */
 bool htkv_cold_idle_work(struct shard *sh);
+
+/*
+ * At a clean close, once the manifest recorded it (nothing writes any more): write each shard's
+ * close.state (closing.h), naming the key index files of its cold set, so that the next open
+ * takes them instead of loading their keys. Only under a memory budget. A failure is logged:
+ * the next open then loads every key.
+ */
+void htkv_cold_record_close(struct htkv_db *db);
 
 /* Memory of @p sh's key indexes and the counters of its budget, added to @p out (lock held). */
 void htkv_cold_stats(struct shard *sh, struct htkv_stats *out);

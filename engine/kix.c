@@ -341,6 +341,7 @@ hdr_check(const char *path, const unsigned char *h, uint64_t size, uint32_t shar
                               .seg_id = htkv_load64(h + 16),
                               .seg_tail = htkv_load64(h + 40),
                               .max_version = htkv_load64(h + 48) };
+    k->hdr_crc = htkv_load32(h + 124);
     k->keys = htkv_load64(h + 24);
     k->pages = htkv_load32(h + 32);
     k->blocks = htkv_load32(h + 36);

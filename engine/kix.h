@@ -74,6 +74,7 @@ struct kix_desc {
 /* An open key index: header, fences and filter in memory (checked), pages mapped read-only. */
 struct kix {
     struct kix_desc d;
+    uint32_t hdr_crc; /* the header's CRC: which file this is (closing.h) */
     uint64_t keys;
     uint32_t pages, blocks;
     unsigned char *meta; /* fences then filter, as read (htkv_mem_alloc) */

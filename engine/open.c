@@ -783,6 +783,9 @@ record_clean_close(struct htkv_db *db)
         HTKV_ASSERT(htkv_versions_latest(&db->ver) == latest);
         rc = htkv_manifest_set_versions(db->man, latest, latest, true);
     }
+    if (rc == 0) {
+        htkv_cold_record_close(db); /* after the manifest's last edit: it names its size */
+    }
     if (rc != 0) {
         htkv_db_log(db, HTKV_LOG_WARN, "%s: clean close not recorded in the manifest: %s", db->dir,
                     htkv_strerror(rc));

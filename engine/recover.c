@@ -60,9 +60,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/closing.h"
 #include "engine/cpus.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
+#include "engine/kix.h"
 #include "engine/rec.h"
 #include "engine/store.h"
 #include "uring/ur_fault.h"
@@ -98,6 +100,12 @@ struct recov {
     size_t npents, pents_cap;
     struct hidx_ent **bents; /* entries of the batch being scanned */
     size_t nbents, bents_cap;
+    /* The shard's close.state when it speaks for the store (closing_valid()); its applied is
+     * closed_upto: every batch at or below it was complete in all its shards. */
+    struct closing *cl;
+    bool cl_ok;
+    uint64_t closed_upto;
+    struct closing *cls; /* the merged one's: every shard's (shard order) */
 };
 
 static int
@@ -861,11 +869,14 @@ recover_cross_shard(struct recov *rv)
             complete = complete && rv->pend[k].parts == rv->pend[i].parts;
         }
         /* At or below the batch floor every part was durable before compaction could drop
-         * any of them: the parts found are all that is left, and they stand. Unless an earlier
+         * any of them: the parts found are all that is left, and they stand. So is every batch
+         * a clean close covered (closed_upto), whose other parts may lie in segments taken
+         * with their key indexes, whose records are not read. Unless an earlier
          * recovery found the batch incomplete (MAN_BATCH_ABORT): the floor may have risen past
          * it since, while its surviving parts stayed on disk. */
         bool aborted = htkv_manifest_batch_aborted(db->man, rv->pend[i].version);
-        complete = !aborted && (complete || rv->pend[i].version <= db->man->batch_floor);
+        complete = !aborted && (complete || rv->pend[i].version <= db->man->batch_floor ||
+                                rv->pend[i].version <= rv->closed_upto);
         if (!complete) {
             if (aborted) {
                 htkv_db_log(db, HTKV_LOG_INFO,
@@ -925,15 +936,32 @@ remove_orphan(struct htkv_db *db, struct shard *sh, const char *name)
     }
 }
 
+/* Did this open take the key index of segment @p id of @p sh (trust_seg())? */
+static bool
+kix_taken(const struct shard *sh, uint64_t id)
+{
+    size_t lo = 0, hi = sh->nsegs; /* segs are in ascending id order */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->segs[mid]->id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < sh->nsegs && sh->segs[lo]->id == id && sh->segs[lo]->kix != NULL;
+}
+
 /*
  * Classify a file of a shard directory that the manifest does not list: *remove is set for what
  * the manifest proves obsolete (a drop, or a restore's staged segment, recorded as gone), for a
  * segment that holds no record that checks (one a crash left between its creation and its
  * MAN_SEG_ADD: records are written only once that edit is durable; a torn sector there holds
  * none), for a hint whose segment is removable or absent, for a hint .tmp, and for key indexes
- * (.kix, .kix.tmp). Nothing is deleted on a guess: a segment the manifest does not know that holds
- * records may hold acknowledged writes (a manifest older than its segments, or a CURRENT naming the
- * wrong one), and fails the open. 0 or HTKV_ECORRUPT.
+ * (.kix.tmp, and a .kix this open did not take from a clean close). Nothing is deleted on a guess:
+ * a segment the manifest does not know that holds records may hold acknowledged writes (a manifest
+ * older than its segments, or a CURRENT naming the wrong one), and fails the open. 0 or
+ * HTKV_ECORRUPT.
  */
 static int
 orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove)
@@ -944,8 +972,12 @@ orphan_kind(struct htkv_db *db, struct shard *sh, const char *name, bool *remove
     if (sscanf(name, "%12llu.%15s", &id, tail) != 2 || strlen(name) < 16) {
         return 0;
     }
-    if (strcmp(tail, "hint.tmp") == 0 || strcmp(tail, "kix") == 0 || strcmp(tail, "kix.tmp") == 0) {
-        *remove = true; /* key indexes serve the open that wrote them only (cold.h, rule 5) */
+    if (strcmp(tail, "hint.tmp") == 0 || strcmp(tail, "kix.tmp") == 0) {
+        *remove = true;
+        return 0;
+    }
+    if (strcmp(tail, "kix") == 0) {
+        *remove = !kix_taken(sh, id); /* only one a clean close named is kept (cold.h, rule 5) */
         return 0;
     }
     if ((strcmp(tail, "seg") != 0 && strcmp(tail, "hint") != 0) ||
@@ -1009,6 +1041,127 @@ seg_of_this_store(const struct htkv_db *db, const struct seg *s)
            (o.shard_count == db->shard_count && o.hash_seed == db->hash_seed);
 }
 
+/* ---- a clean close's state: sealed segments taken with their key indexes ------------------- */
+
+/* Does @p c, read from @p sh's close.state, speak for the store as recovery finds it: the
+ * manifest exactly as that close left it, and the same segments (closing.h)? */
+static bool
+closing_valid(const struct htkv_db *db, const struct man_shard *ms, const struct closing *c)
+{
+    const struct manifest *m = db->man;
+    if (c->man_number != m->number || c->man_bytes != m->file_bytes ||
+        m->torn_end > m->file_bytes || m->version_hwm != m->version_applied ||
+        c->applied != m->version_applied || c->nsegs != ms->count) {
+        return false;
+    }
+    for (size_t i = 0; i < ms->count; i++) {
+        if (c->segs[i].id != ms->seg_ids[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Would every key @p c counts fit in the shard's share of the budget (an entry and about two
+ * table slots each)? Then the open loads them all instead of leaving them cold. */
+static bool
+closing_fits(const struct htkv_db *db, const struct closing *c)
+{
+    uint64_t keys = 0;
+    for (uint32_t i = 0; i < c->nsegs; i++) {
+        keys += (uint64_t)c->segs[i].heads_vals + c->segs[i].heads_dels;
+    }
+    uint64_t share = db->cfg.memory_budget_bytes / db->shard_count;
+    return keys <= share / (sizeof(struct hidx_ent) + 2 * sizeof(uint64_t));
+}
+
+/* Load @p sh's close.state into rv->cl when this open may use it: writable, under a memory
+ * budget (only then are key indexes read), and not skipping damage (a skip changes what the
+ * state counted). */
+static void
+closing_load(struct recov *rv, struct shard *sh, const struct man_shard *ms)
+{
+    const struct htkv_db *db = rv->db;
+    if (rv->cl == NULL || db->read_only || db->unlocked || db->cfg.memory_budget_bytes == 0 ||
+        db->cfg.recovery == HTKV_RECOVERY_SKIP_CORRUPT) {
+        return;
+    }
+    int rc = htkv_closing_load(sh->dir, sh->id, rv->cl);
+    if (rc == 0 && closing_valid(db, ms, rv->cl) && !closing_fits(db, rv->cl)) {
+        rv->cl_ok = true;
+        rv->closed_upto = rv->cl->applied;
+        return;
+    }
+    if (rc == 0 && closing_valid(db, ms, rv->cl)) {
+        htkv_closing_free(rv->cl); /* every key fits in the shard's share: load them all */
+        return;
+    }
+    if (rc != HTKV_ENOTFOUND) {
+        htkv_db_log(rv->db, HTKV_LOG_INFO, "%s/%s: %s; loading every key", sh->dir, CLOSING_NAME,
+                    rc == 0 ? "from an earlier state of the store" : htkv_strerror(rc));
+    }
+    htkv_closing_free(rv->cl);
+}
+
+/* Does sealed segment @p s end exactly at @p tail with its SEAL record, and nothing after? */
+static bool
+sealed_at(const struct htkv_db *db, const struct seg *s, uint64_t tail)
+{
+    if (tail < SEG_DATA_OFF + SEG_SEAL_BYTES || tail > s->file_bytes) {
+        return false;
+    }
+    uint64_t off = tail - SEG_SEAL_BYTES;
+    struct rec_hdr h;
+    return htkv_rec_check(s->map + off, SEG_SEAL_BYTES, s->id, off, db->cfg.max_value_bytes, &h) ==
+               0 &&
+           h.type == REC_SEAL && htkv_load64(s->map + off + REC_HDR_BYTES + 8) == off &&
+           htkv_seg_data_end(s, tail, s->file_bytes) == tail;
+}
+
+/*
+ * Take sealed segment @p s as the clean close described it (@p c), with the key index file it
+ * named, instead of loading its keys: its records are not read and its keys stay cold. Refused
+ * (false: the caller recovers the segment as usual) unless the manifest's end, the SEAL record
+ * and the key index file (its checks and its header CRC) all agree with @p c.
+ */
+static bool
+trust_seg(struct recov *rv, struct shard *sh, struct seg *s, const struct closing_seg *c)
+{
+    struct htkv_db *db = rv->db;
+    if ((c->flags & CLOSING_KIX) == 0 || htkv_manifest_seg_end(db->man, s->id) != c->tail ||
+        !sealed_at(db, s, c->tail)) {
+        return false;
+    }
+    char path[4200];
+    htkv_kix_path(path, sizeof(path), s->path);
+    struct kix *k = htkv_mem_alloc(sizeof(*k));
+    int rc = k == NULL ? -ENOMEM : htkv_kix_open(path, sh->id, s->id, c->tail, k);
+    if (rc == 0 && (k->hdr_crc != c->kix_crc || k->d.seg_tail != c->tail)) {
+        htkv_kix_close(k);
+        rc = HTKV_ECORRUPT;
+    }
+    if (rc != 0) {
+        htkv_db_log(db, HTKV_LOG_INFO, "%s: key index not taken (%s); loading its keys", path,
+                    htkv_strerror(rc));
+        htkv_mem_free(k);
+        return false;
+    }
+    s->tail = c->tail;
+    s->sealed = true;
+    s->records = c->records;
+    s->max_version = c->max_version;
+    s->hint_tail = (c->flags & CLOSING_HINT) != 0 ? c->tail - SEG_SEAL_BYTES : 0;
+    atomic_store_explicit(&s->live_bytes, c->live_bytes, memory_order_relaxed);
+    atomic_store_explicit(&s->dead_bytes, c->dead_bytes, memory_order_relaxed);
+    s->cold_vals = c->heads_vals;
+    s->cold_dels = c->heads_dels;
+    s->kix = k;
+    /* A head entry into it can only come from its own listing (a promotion): all listed. */
+    s->kix_upto = k->d.max_version;
+    rv->max_version = c->max_version > rv->max_version ? c->max_version : rv->max_version;
+    return true;
+}
+
 static int
 recover_shard(struct recov *rv, struct shard *sh)
 {
@@ -1022,6 +1175,7 @@ recover_shard(struct recov *rv, struct shard *sh)
             return rc;
         }
     }
+    closing_load(rv, sh, ms);
     for (size_t i = 0; i < ms->count; i++) {
         char path[4200];
         htkv_seg_path(path, sizeof(path), sh->dir, ms->seg_ids[i]);
@@ -1055,7 +1209,9 @@ recover_shard(struct recov *rv, struct shard *sh)
             sh->segs_cap = cap;
         }
         sh->segs[sh->nsegs++] = s;
-        rc = recover_seg(rv, sh, s, last);
+        if (!rv->cl_ok || last || !trust_seg(rv, sh, s, &rv->cl->segs[i])) {
+            rc = recover_seg(rv, sh, s, last);
+        }
         if (rc != 0) {
             return rc;
         }
@@ -1180,6 +1336,7 @@ recov_merge(struct recov *to, struct recov *from)
     }
     from->npents = 0; /* now to's */
     to->max_version = from->max_version > to->max_version ? from->max_version : to->max_version;
+    to->closed_upto = from->closed_upto > to->closed_upto ? from->closed_upto : to->closed_upto;
     to->records += from->records;
     to->truncated_bytes += from->truncated_bytes;
     to->skipped_bytes += from->skipped_bytes;
@@ -1213,6 +1370,7 @@ recover_all_shards(struct htkv_db *db, struct recov *rv)
     }
     for (uint32_t i = 0; i < db->shard_count; i++) {
         rvs[i].db = db;
+        rvs[i].cl = &rv->cls[i];
     }
     htkv_parallel_for(db->shard_count, db->cpus, recov_one, rvs);
     int rc = 0;
@@ -1235,12 +1393,18 @@ int
 htkv_recover(struct htkv_db *db)
 {
     struct recov rv = { .db = db };
-    int rc = recover_all_shards(db, &rv);
+    rv.cls = htkv_mem_calloc(db->shard_count, sizeof(*rv.cls));
+    int rc = rv.cls == NULL ? -ENOMEM : recover_all_shards(db, &rv);
     if (rc == 0) {
         rc = recover_cross_shard(&rv);
     } else {
         recov_drop_parked(&rv);
     }
+    for (uint32_t i = 0; rv.cls != NULL && i < db->shard_count; i++) {
+        htkv_closing_free(&rv.cls[i]);
+    }
+    htkv_mem_free(rv.cls);
+    rv.cls = NULL;
     if (rc == 0) {
         rc = recover_versions(db, rv.max_version);
     }

@@ -635,10 +635,8 @@ htkv_seg_close(struct seg *s)
     }
     htkv_mem_free(s->wbuf);
     if (s->kix != NULL) {
-        /* A key index serves this open only (the next writable open removes any left). */
-        char kix[4200];
-        htkv_kix_path(kix, sizeof(kix), s->path);
-        (void)unlink(kix);
+        /* Its file stays: a clean close names it for the next open (closing.h), which removes
+         * any it does not take. */
         htkv_kix_close(s->kix);
         htkv_mem_free(s->kix);
     }
@@ -706,14 +704,15 @@ htkv_seg_remove_files(const struct htkv_log_sink *log, struct seg *s)
     while (atomic_load_explicit(&s->io_pins, memory_order_acquire) != 0) {
         sched_yield(); /* an fdatasync started while it was active: milliseconds at most */
     }
-    char hint[4200];
+    char hint[4200], kix[4200];
     htkv_hint_path(hint, sizeof(hint), s->path);
+    htkv_kix_path(kix, sizeof(kix), s->path);
     /* The segment is out of the manifest already (its drop is durable), so a file an unlink
      * leaves behind is an orphan: never read, removed by the next writable open. The failure is
      * logged and costs disk space until then, never data: the caller goes on. The mapping stays
      * valid until the segment is closed. */
-    const char *paths[2] = { s->path, hint };
-    for (int i = 0; i < 2; i++) {
+    const char *paths[3] = { s->path, hint, kix };
+    for (int i = 0; i < 3; i++) {
         if ((htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(paths[i])) != 0 && errno != ENOENT) {
             htkv_log(log, HTKV_LOG_WARN, "%s: not removed (%s); the next open removes it", paths[i],
                      strerror(errno));

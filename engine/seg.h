@@ -95,6 +95,8 @@ struct seg {
     struct kix *kix;
     uint64_t kix_upto; /* every head entry into it at or below this version is in its kix */
     bool cold_out;     /* a compaction victim: out of the cold set, entries stay in memory */
+    /* Cold keys whose newest version it holds, values and tombstones (cold.c; shard lock). */
+    uint32_t cold_vals, cold_dels;
     char path[];
 };
 

@@ -31,11 +31,19 @@ struct manifest;
 struct shard;
 struct shard_ro;
 
+/* A sealed segment of a cold set and the key index readers use for it (the segment's own kix
+ * pointer is the writers', under the lock: a damaged one is replaced while readers still hold
+ * the old set, and is retired through EBR). */
+struct cold_file {
+    struct seg *seg;
+    struct kix *kix;
+};
+
 /* A shard's sealed segments that have a key index (cold.h), highest max_version first: one
  * allocation, published whole and retired through EBR when replaced. */
 struct cold_set {
     uint32_t n;
-    struct seg *segs[];
+    struct cold_file f[];
 };
 
 /*
@@ -172,13 +180,14 @@ struct shard {
     struct cold_set *_Atomic cold;
     uint64_t cold_keys;
     uint64_t evictions, promotions;
-    uint64_t clock_hand;  /* next slot the eviction hand looks at */
-    uint64_t kix_done_id; /* sealed segments up to this id were given a key index (or none) */
-    uint64_t evict_retry; /* memory at which eviction tries again after a pass fell short */
-    uint64_t evict_floor; /* view_floor then: a view that closed since lets it try at once */
-    bool seal_early;      /* seal the active segment at the next write (its keys may leave) */
-    bool cold_idle;       /* readers' evictions fell short: the compactor seals and indexes */
-    bool cold_stuck;      /* that failed: no more asking until a write's eviction indexes */
+    uint64_t cold_at_open; /* cold keys the open took from a clean close's key indexes */
+    uint64_t clock_hand;   /* next slot the eviction hand looks at */
+    uint64_t kix_done_id;  /* sealed segments up to this id were given a key index (or none) */
+    uint64_t evict_retry;  /* memory at which eviction tries again after a pass fell short */
+    uint64_t evict_floor;  /* view_floor then: a view that closed since lets it try at once */
+    bool seal_early;       /* seal the active segment at the next write (its keys may leave) */
+    bool cold_idle;        /* readers' evictions fell short: the compactor seals and indexes */
+    bool cold_stuck;       /* that failed: no more asking until a write's eviction indexes */
     _Atomic uint64_t kix_page_reads, bloom_negatives, bloom_false_positives;
     /* Cold keys read once lately (cold.c's door: a bit per hash, COLD_DOOR_BITS of them,
      * cleared every COLD_DOOR_BITS / 16 sets); NULL without a budget. */

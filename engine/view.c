@@ -693,7 +693,7 @@ merged_add(struct htkv_iter *it, struct iter_src *src, uint32_t *n, struct hidx_
  */
 static int
 merged_chunk(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
-             const struct cold_set *cs)
+             const struct cold_set *cs, struct seg **bad)
 {
     struct trie_cursor c;
     struct cold_walk w;
@@ -744,6 +744,7 @@ merged_chunk(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
         merged_add(it, src, &n, e, &hit, true);
     }
     htkv_trie_cursor_fini(&c);
+    *bad = w.bad;
     htkv_cold_walk_end(&w);
     src->q = src->chunk;
     src->end = src->chunk + n;
@@ -780,7 +781,11 @@ refill_merged(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
 {
     for (;;) {
         struct src_mark m = src_mark(src);
-        int rc = merged_chunk(it, src, sh, cs);
+        struct seg *bad = NULL;
+        int rc = merged_chunk(it, src, sh, cs, &bad);
+        if (rc == HTKV_ECORRUPT && bad != NULL) {
+            rc = htkv_cold_rescue(sh, bad); /* a key index page failed: its keys into memory */
+        }
         const struct cold_set *now = atomic_load_explicit(&sh->cold, memory_order_acquire);
         if (rc != 0 || now == cs) {
             return rc;

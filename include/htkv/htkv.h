@@ -332,6 +332,9 @@ struct htkv_stats {
     uint64_t bloom_negatives;
     /** Key index pages read because of the filter that did not hold the key since open. */
     uint64_t bloom_false_positives;
+    /** Keys the open left cold: listed by the key index files a clean close named, which the
+     *  open took instead of loading their keys (included in cold_keys while they stay cold). */
+    uint64_t cold_keys_at_open;
 };
 
 /** Output format of htkv_metrics_write(). */

@@ -464,9 +464,12 @@ budget_figures(const struct bt *t, const char *when, const struct htkv_stats *s,
     uint64_t budget = t->cfg.memory_budget_bytes;
     BCHECK(s->cold_keys > 0, "%s: no cold key with %llu keys over a budget of %llu bytes", when,
            (unsigned long long)(live + dead), (unsigned long long)budget);
-    BCHECK(s->evictions > 0 && s->cold_keys <= s->evictions,
-           "%s: evictions %llu, cold keys %llu (every cold key left memory since open)", when,
-           (unsigned long long)s->evictions, (unsigned long long)s->cold_keys);
+    BCHECK(s->evictions + s->cold_keys_at_open > 0 &&
+               s->cold_keys <= s->evictions + s->cold_keys_at_open,
+           "%s: evictions %llu, cold keys %llu, %llu of them at open (every other cold key left "
+           "memory since open)",
+           when, (unsigned long long)s->evictions, (unsigned long long)s->cold_keys,
+           (unsigned long long)s->cold_keys_at_open);
     BCHECK(s->kix_files > 0 && s->kix_bytes > 0, "%s: kix_files %llu, kix_bytes %llu", when,
            (unsigned long long)s->kix_files, (unsigned long long)s->kix_bytes);
     uint64_t keys = s->hot_keys + s->cold_keys;
