@@ -21,8 +21,14 @@
  *      by no key index in the set. A reader that missed in memory and in one cold set looks
  *      again when the set changed meanwhile (htkv_cold_lookup()), so a key that exists
  *      throughout a read is found.
- *   5. Key index files are written and trusted by this open only: a record an earlier open
- *      left, which recovery discarded (a torn or incomplete batch), is never listed.
+ *   5. A key index file is used by the open that wrote it, or by a later one only when a clean
+ *      close named it in close.state (closing.h) and the store is exactly as that close left
+ *      it: so a record an earlier open left, which recovery discarded (a torn or incomplete
+ *      batch), is never listed, and the counts of keys whose newest version each file holds are
+ *      the close's. Such an open drops every entry it loaded that a taken file lists newer.
+ *   6. A key index page that fails its check is never the last word: the segment's records are
+ *      read instead (cold_rescue()), its cold keys brought into memory, and its key index
+ *      retired through EBR (readers use the kix their cold set holds) and written again.
  */
 #ifndef HTKV_ENGINE_COLD_H
 #define HTKV_ENGINE_COLD_H

@@ -209,14 +209,23 @@ typedef struct htkv_config {
      * newest record is in a shard's active segment (a shard seals it early once they alone take
      * half its share of the budget: at the next write, or, when only reads come, through the
      * background compactor, so not with compaction_interval_ms = 0); versions an open view may
-     * still read; the index built while the store opens (recovery loads every key, then evicts down
-     * to the budget, and gives the freed memory back to the system before htkv_open() returns); and
-     * the key index files' own memory (kix_bytes, ~1.2 B a cold key). The share of each shard is
-     * the budget divided by shard_count; a shard never goes below its smallest hash table (8 KiB),
-     * and seals a segment early only once it holds 64 KiB. A key index page or record that
-     * fails its check makes the read (or the write that needed it) fail with HTKV_ECORRUPT. Key
-     * index files are written by this open and trusted by it only: a writable open removes those an
-     * earlier one left. A read_only store ignores the budget. Default 0.
+     * still read; the index built while the store opens after anything but a clean close
+     * (recovery then loads every key, evicts down to the budget, and gives the freed memory back
+     * to the system before htkv_open() returns); and the key index files' own memory (kix_bytes,
+     * ~1.2 B a cold key). The share of each shard is the budget divided by shard_count; a shard
+     * never goes below its smallest hash table (8 KiB), and seals a segment early only once it
+     * holds 64 KiB.
+     *
+     * Reopening: a clean close of a store with a budget writes DIR/shard-SSS/close.state, which
+     * names each shard's key index files. A writable open with a budget takes the files it names
+     * without reading their segments' records, as long as the store is exactly as that close
+     * left it (htkv_stats.cold_keys_at_open counts the keys it left cold); after a crash, any
+     * write since the close, or a budget of 0 in between, it loads every key as above. A writable
+     * open removes every key index file it did not take; one without a budget removes them all.
+     * A key index page that fails its check (a damaged file) makes the shard read that segment's
+     * records instead and write it a new key index: reads still answer; only a record that fails
+     * its check makes the read (or the write that needed it) fail with HTKV_ECORRUPT. A
+     * read_only store ignores the budget. Default 0.
      */
     uint64_t memory_budget_bytes;
     uint32_t max_value_bytes; /**< Largest value (1..HTKV_VALUE_MAX_LIMIT). Default 64 MiB. */
