@@ -193,7 +193,11 @@ cold_find_q(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, str
                               .val_len = best.val_len,
                               .version = best.version,
                               .del = best.type == REC_DEL };
-    return cold_check(db, from, &best, key, klen);
+    int rc = cold_check(db, from, &best, key, klen);
+    if (rc != 0) {
+        q->bad = (struct seg *)from; /* the listing or the record: a rescue tells which */
+    }
+    return rc;
 }
 
 static int
@@ -492,17 +496,23 @@ rescue_drop(struct shard *sh, struct seg *s)
 
 /*
  * A page of @p s's key index failed its check (the file was damaged after it was written or
- * taken): read the segment's records instead, bring every cold key whose newest version it holds
- * into memory, take it out of the cold set and retire its key index, so that the next eviction
- * writes it a new one. Another damaged key index met on the way joins the rescue (its keys are
- * compared with the rescued ones by their records). Lock held. 0 (also when @p s is not in the
- * set any more), -ENOMEM or HTKV_ECORRUPT (a record fails: the data itself is damaged).
+ * taken), or a listing did not match its record: read the segment's records instead, bring every
+ * cold key whose newest version it holds into memory, take it out of the cold set and retire its
+ * key index, so that the next eviction writes it a new one. Another damaged key index met on the
+ * way joins the rescue (its keys are compared with the rescued ones by their records). Lock held. 0
+ * (also when @p s is not in the set any more), -ENOMEM or HTKV_ECORRUPT (a record fails: the data
+ * itself is damaged).
  */
 static int
 cold_rescue(struct shard *sh, struct seg *s)
 {
     if (!cold_in_set(sh, s)) {
         return 0; /* rescued or released already */
+    }
+    if (s->rescue_failed) {
+        htkv_set_error("%s: a damaged record (its key index was checked against its records)",
+                       s->path);
+        return HTKV_ECORRUPT; /* not again for every read of it */
     }
     struct seg *segs[COLD_RESCUE_MAX] = { s };
     struct cold_q q = { .skip = segs, .nskip = 1 };
@@ -516,6 +526,9 @@ cold_rescue(struct shard *sh, struct seg *s)
             break;
         }
         segs[q.nskip++] = q.bad; /* the keys brought back so far stay: each was right */
+    }
+    if (rc == HTKV_ECORRUPT) {
+        s->rescue_failed = true; /* its records fail: the data is damaged, not the listing */
     }
     for (size_t i = 0; rc == 0 && i < q.nskip; i++) {
         rc = rescue_drop(sh, segs[i]);
@@ -534,11 +547,37 @@ htkv_cold_rescue(struct shard *sh, struct seg *s)
 
 /* ---- ordered walks --------------------------------------------------------------------------- */
 
-/* Move @p f to its next entry, reading the next page when one ends. 0 or HTKV_ECORRUPT. */
+/* File @p f's page changed under the mapping while walked (the file was written). */
+static int
+walk_changed(struct cold_walk *w, const struct cold_walk_file *f)
+{
+    w->bad = w->cs->f[f - w->f].seg; /* for htkv_cold_rescue() */
+    htkv_set_error("key index of segment %llu: a page changed while read",
+                   (unsigned long long)w->bad->id);
+    return HTKV_ECORRUPT;
+}
+
+int
+htkv_cold_walk_verify(struct cold_walk *w)
+{
+    for (uint32_t i = 0; i < w->cs->n; i++) {
+        if (w->f[i].has && !htkv_kix_page_same(&w->f[i].pg)) {
+            return walk_changed(w, &w->f[i]);
+        }
+    }
+    return 0;
+}
+
+/* Move @p f to its next entry, reading the next page when one ends (which must still be as it
+ * was checked). 0 or HTKV_ECORRUPT. */
 static int
 walk_advance(struct cold_walk *w, struct cold_walk_file *f, const struct kix *k)
 {
     while (!htkv_kix_page_next(&f->pg, &f->cur)) {
+        if (!htkv_kix_page_same(&f->pg)) {
+            f->has = false;
+            return walk_changed(w, f);
+        }
         if (f->page + 1 >= k->pages) {
             f->has = false;
             return 0;
@@ -637,6 +676,7 @@ htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
     struct seg *s = w->cs->f[m].seg;
     struct kix_ent e = w->f[m].cur;
     int rc = check ? cold_check(w->db, s, &e, e.key, e.key_len) : 0;
+    w->bad = rc != 0 ? s : NULL; /* the listing (its page changed since its check) or the record */
     for (uint32_t i = 0; rc == 0 && i < w->cs->n; i++) { /* past this key in every file */
         struct cold_walk_file *f = &w->f[i];
         while (rc == 0 && f->has &&
@@ -725,6 +765,9 @@ release_page(struct htkv_db *db, struct shard *sh, struct seg *s, uint32_t i)
     struct kix_ent e;
     while (rc == 0 && htkv_kix_page_next(&pg, &e)) {
         rc = release_key(db, sh, s, &e);
+    }
+    if (rc == 0 && !htkv_kix_page_same(&pg)) {
+        rc = cold_rescue(sh, s); /* a key it held may have been missed: every one, from records */
     }
     return rc;
 }

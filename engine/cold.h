@@ -94,6 +94,13 @@ int htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *
 int htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
                         const unsigned char **key);
 
+/*
+ * Before what a walk gave is used: are the key index pages it is in still as they were checked
+ * (the files may be written under their mappings)? 0, or HTKV_ECORRUPT with w->bad set (the
+ * caller rescues that segment and gathers again).
+ */
+int htkv_cold_walk_verify(struct cold_walk *w);
+
 /* The smallest key not walked yet, not taken: 1 and *@p key, *@p klen; 0 at the end. */
 int htkv_cold_walk_peek(const struct cold_walk *w, const unsigned char **key, uint32_t *klen);
 
@@ -125,12 +132,13 @@ int htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const 
 int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
 
 /*
- * A page of @p s's key index failed its check (HTKV_ECORRUPT from a lookup or a walk over @p sh's
- * cold set): take the shard's lock, read @p s's records instead, bring every cold key whose newest
- * version @p s holds into memory and take @p s out of the cold set (its entries then stay in
- * memory until the next open indexes it again). The caller looks again. 0 (also when another
- * thread did it first), -ENOMEM or HTKV_ECORRUPT (a record of @p s fails: the data is damaged).
- * Any thread, no lock held (inside an EBR section is fine).
+ * A page of @p s's key index failed its check, or a listing did not match its record
+ * (HTKV_ECORRUPT from a lookup or a walk over @p sh's cold set): take the shard's lock, read @p s's
+ * records instead, bring every cold key whose newest version @p s holds into memory and take @p s
+ * out of the cold set (its entries then stay in memory until the next open indexes it again). The
+ * caller looks again. 0 (also when another thread did it first), -ENOMEM or HTKV_ECORRUPT (a record
+ * of @p s fails: the data is damaged; later calls for @p s answer that at once). Any thread, no
+ * lock held (inside an EBR section is fine).
  */
 int htkv_cold_rescue(struct shard *sh, struct seg *s);
 

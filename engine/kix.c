@@ -640,10 +640,23 @@ htkv_kix_page_next(struct kix_page *pg, struct kix_ent *e)
     if (pg->next == pg->count) {
         return false;
     }
+    if (pg->used - pg->at < KIX_ENT_HDR ||
+        htkv_load32(pg->p + pg->at) > pg->used - pg->at - KIX_ENT_HDR) {
+        pg->changed = true; /* checked whole before: changed under the mapping since */
+        return false;
+    }
     ent_decode(pg->p + pg->at, e);
     pg->at += KIX_ENT_HDR + e->key_len;
     pg->next++;
     return true;
+}
+
+bool
+htkv_kix_page_same(const struct kix_page *pg)
+{
+    const unsigned char *h = pg->p - KIX_PAGE_HDR;
+    return !pg->changed && htkv_load32(h + 8) == pg->used &&
+           htkv_crc32c(0, h + 4, KIX_PAGE_HDR - 4 + pg->used) == htkv_load32(h);
 }
 
 int
@@ -671,11 +684,16 @@ htkv_kix_find(const struct kix *k, const void *key, uint32_t klen, uint64_t hash
         }
         int c = have > want ? 1 : htkv_key_cmp(e->key, e->key_len, key, klen);
         if (c == 0) {
-            return 0;
+            return 0; /* the caller checks the record it names */
         }
         if (c > 0) {
             break;
         }
+    }
+    if (!htkv_kix_page_same(&pg)) {
+        htkv_set_error("key index of segment %llu (shard %u): a page changed while read",
+                       (unsigned long long)k->d.seg_id, k->d.shard);
+        return HTKV_ECORRUPT;
     }
     return HTKV_ENOTFOUND;
 }

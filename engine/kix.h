@@ -94,6 +94,7 @@ struct kix_page {
     uint32_t used;
     uint32_t next; /* walk: index of the next entry */
     uint32_t at;   /* walk: its byte offset in the page */
+    bool changed;  /* walk: an entry ran past the page: its bytes changed since its check */
 };
 
 /*
@@ -128,13 +129,23 @@ uint32_t htkv_kix_page_of(const struct kix *k, const void *key, uint32_t klen);
 /* Read and check page @p i (i < k->pages). 0 or HTKV_ECORRUPT (htkv_last_error() says where). */
 int htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out);
 
-/* The next entry of a checked page, in key order: true and *e, or false at its end. */
+/*
+ * The next entry of a checked page, in key order: true and *e, or false at its end. The page is
+ * read through the file's mapping: were its bytes changed since its check (the file written
+ * under the open store), an entry that would run past the page ends the walk with
+ * pg->changed set, and nothing is read outside the page.
+ */
 bool htkv_kix_page_next(struct kix_page *pg, struct kix_ent *e);
+
+/* Do the bytes of checked page @p pg still match its CRC, with no entry run past its end? What a
+ * walk read from it is what the file held when it was checked only if so. */
+bool htkv_kix_page_same(const struct kix_page *pg);
 
 /*
  * Point lookup of @p key (hash @p hash with the store's seed): the filter, then the fences, then
- * one page. 0 and *e; HTKV_ENOTFOUND; HTKV_ECORRUPT (the page failed its checks). *page_reads
- * (may be NULL) is incremented for each page read (0 or 1).
+ * one page. 0 and *e; HTKV_ENOTFOUND; HTKV_ECORRUPT (the page failed its checks, or changed under
+ * the search: a key is never reported absent from bytes that no longer match the page's CRC).
+ * *page_reads (may be NULL) is incremented for each page read (0 or 1).
  */
 int htkv_kix_find(const struct kix *k, const void *key, uint32_t klen, uint64_t hash,
                   struct kix_ent *e, uint64_t *page_reads);

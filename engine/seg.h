@@ -97,6 +97,7 @@ struct seg {
     bool cold_out;     /* a compaction victim: out of the cold set, entries stay in memory */
     /* Cold keys whose newest version it holds, values and tombstones (cold.c; shard lock). */
     uint32_t cold_vals, cold_dels;
+    bool rescue_failed; /* its records failed when its key index was checked against them */
     char path[];
 };
 

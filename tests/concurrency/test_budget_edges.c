@@ -10,6 +10,10 @@
  *     store is restored again and again, with most of its keys cold in between: no get may
  *     miss (restores dropped the cold set before publishing the new table: 8 misses in 30).
  *
+ *   rescue_under_readers: bytes flipped in the pages of the key index files while readers, a
+ *     prefix scanner and a writer run: no get fails or misses and every scan is whole (the shard
+ *     reads a damaged file's segment instead; its key index is retired while readers may hold it).
+ *
  *   reads_alone_settle (not a loss: a cost): after the writes stop, a hot set that fits in the
  *     budget ends up in memory and stays, read by gets alone. Entries of the active segment and
  *     of sealed segments not yet given a key index cannot leave; when no write comes to seal and
@@ -279,6 +283,107 @@ test_budget_reads_alone_settle(void **state)
     free(dir);
 }
 
+#define RESCUE_KEYS 20000u
+#define RESCUE_READERS 2
+
+static void *
+rescue_scanner(void *arg)
+{
+    struct edge *e = arg;
+    while (!atomic_load(&e->stop)) {
+        htkv_iter *it;
+        assert_int_equal(htkv_get_prefix(e->db, "r", 1, &it), 0);
+        const void *k, *v;
+        size_t kl, vl;
+        unsigned n = 0;
+        int rc;
+        while ((rc = htkv_iter_next(it, &k, &kl, &v, &vl)) == 1) {
+            n++;
+        }
+        htkv_iter_destroy(it);
+        if (rc != 0 || n != e->nkeys) {
+            fprintf(stderr, "prefix scan while key indexes are damaged: rc %d, %u of %u keys\n", rc,
+                    n, e->nkeys);
+            atomic_fetch_add(&e->misses, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *
+rescue_reader(void *arg)
+{
+    struct edge *e = arg;
+    uint64_t rng = (uint64_t)(uintptr_t)&rng;
+    char k[32], buf[256];
+    while (!atomic_load(&e->stop)) {
+        unsigned i = (unsigned)(tu_rand(&rng) % e->nkeys);
+        snprintf(k, sizeof(k), "r%09u", i);
+        size_t vl = 0;
+        int rc = htkv_get(e->db, k, strlen(k), buf, sizeof(buf), &vl);
+        atomic_fetch_add(&e->reads, 1);
+        if (rc != 0 || vl != 100) {
+            fprintf(stderr, "get %s while key indexes are damaged: %d (%s)\n", k, rc,
+                    htkv_strerror(rc));
+            atomic_fetch_add(&e->misses, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Flip a byte in the second half of every key index file of @p dir (their pages). */
+static void
+rescue_damage(const char *dir, uint64_t *rng)
+{
+    static char paths[512][4096];
+    size_t n = tu_shard_files(dir, ".kix", paths, 512);
+    for (size_t i = 0; i < n && i < 512; i++) {
+        long long size = tu_file_size(paths[i]);
+        if (size > 8192) {
+            long long off = size / 2 + (long long)(tu_rand(rng) % (unsigned long long)(size / 2));
+            assert_int_equal(tu_flip_bit(paths[i], off, (int)(tu_rand(rng) % 8)), 0);
+        }
+    }
+}
+
+/* Goal: a key index page damaged while readers, a scanner and a writer run makes no read fail
+ * and none miss: the shard reads the segment's records instead, and writes a new key index.
+ * Method: 20,000 keys under a budget of a tenth of their index, readers and a prefix scanner of
+ * those keys, a writer of other keys; every 20 ms a byte flipped in the pages of each key index
+ * file, 25 times. */
+static void
+test_budget_rescue_under_readers(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("budget-rescue");
+    htkv_config c;
+    edge_config(&c, dir, 4, RESCUE_KEYS * 64 / 10);
+    struct edge e = { .db = tu_open(&c), .nkeys = RESCUE_KEYS };
+    edge_load(e.db, 'r', RESCUE_KEYS);
+    uint64_t rng = tu_seed("budget_rescue_under_readers");
+    pthread_t t[RESCUE_READERS + 2];
+    for (int i = 0; i < RESCUE_READERS; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, rescue_reader, &e), 0);
+    }
+    assert_int_equal(pthread_create(&t[RESCUE_READERS], NULL, rescue_scanner, &e), 0);
+    assert_int_equal(pthread_create(&t[RESCUE_READERS + 1], NULL, edge_writer, &e), 0);
+    for (int r = 0; r < 25; r++) {
+        rescue_damage(dir, &rng);
+        usleep(20000);
+    }
+    atomic_store(&e.stop, 1);
+    for (int i = 0; i < RESCUE_READERS + 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    fprintf(stderr, "[rescue_under_readers] %ld gets, %ld failed or missed\n",
+            atomic_load(&e.reads), atomic_load(&e.misses));
+    assert_int_equal(atomic_load(&e.misses), 0);
+    assert_true(tu_stats(e.db).cold_keys > 0);
+    assert_int_equal(htkv_close(e.db), 0);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
@@ -286,6 +391,7 @@ main(void)
         cmocka_unit_test(test_budget_first_eviction_under_a_scan),
         cmocka_unit_test(test_budget_gets_during_restores),
         cmocka_unit_test(test_budget_reads_alone_settle),
+        cmocka_unit_test(test_budget_rescue_under_readers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

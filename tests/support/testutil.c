@@ -19,7 +19,7 @@
 #include "engine/rec.h"
 #include "engine/seg.h"
 
-int tu_log_warnings;
+_Atomic int tu_log_warnings;
 static char tu_ctx[512];
 
 void

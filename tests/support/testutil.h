@@ -147,7 +147,7 @@ bool tu_tree_diff(const struct tu_tree *a, const struct tu_tree *b, char *why, s
 void tu_tree_expect_unchanged(const struct tu_tree *before, const char *root, const char *what);
 
 /* Counting log sink: counts warnings and errors instead of printing them. */
-extern int tu_log_warnings;
+extern _Atomic int tu_log_warnings; /* log_fn may be called from any thread */
 void tu_quiet_log(int level, const char *msg, void *ctx);
 
 #endif
