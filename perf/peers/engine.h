@@ -28,6 +28,13 @@ class Engine
     virtual void open(const std::string &dir, bool durable) = 0;
     /* Close the store (flushing what the store flushes at close). */
     virtual void close() = 0;
+    /* Before open: bound the store's index memory to about @p bytes (0: its default). htkv: its
+     * memory_budget_bytes; RocksDB: a block cache of that size and a Bloom filter of 10 bits a
+     * key. Stores without such a bound ignore it (the cold_cache row runs only the two). */
+    virtual void bound_memory(uint64_t bytes)
+    {
+        (void)bytes;
+    }
 
     virtual void put(const void *k, size_t kl, const void *v, size_t vl) = 0;
     /* Copy the value of @p k into @p buf; return its length, or -1 when absent. */

@@ -42,6 +42,7 @@ class Htkv : public Engine
             cfg.worker_threads = static_cast<unsigned>(workers_);
         }
         cfg.sync_mode = durable ? HTKV_SYNC_ALWAYS : HTKV_SYNC_INTERVAL;
+        cfg.memory_budget_bytes = budget_;
         int rc = htkv_open(&cfg, &db_);
         if (rc != 0) {
             fail("open", rc);
@@ -129,8 +130,14 @@ class Htkv : public Engine
         return n;
     }
 
+    void bound_memory(uint64_t bytes) override
+    {
+        budget_ = bytes;
+    }
+
   private:
     int workers_;
+    uint64_t budget_ = 0;
     htkv_db *db_ = nullptr;
     htkv_batch *batch_ = nullptr;
 };

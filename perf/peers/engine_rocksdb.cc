@@ -1,11 +1,15 @@
 /* engine_rocksdb.cc - RocksDB adapter: default Options (create_if_missing), WAL on;
- * WriteOptions.sync = false for the fast rows, true for the durable ones. */
+ * WriteOptions.sync = false for the fast rows, true for the durable ones. With bound_memory():
+ * a block-based table with a Bloom filter of 10 bits a key and an LRU block cache of that size. */
 #include "engine.h"
 
 #include <cstring>
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/iterator.h>
+#include <rocksdb/table.h>
 #include <rocksdb/options.h>
 #include <rocksdb/version.h>
 #include <rocksdb/write_batch.h>
@@ -35,6 +39,12 @@ class Rocks : public Engine
     {
         rocksdb::Options opt;
         opt.create_if_missing = true;
+        if (cache_ > 0) {
+            rocksdb::BlockBasedTableOptions t;
+            t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+            t.block_cache = rocksdb::NewLRUCache(cache_);
+            opt.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+        }
         wo_.sync = durable;
         check(rocksdb::DB::Open(opt, dir, &db_), "open");
     }
@@ -100,7 +110,13 @@ class Rocks : public Engine
         return n;
     }
 
+    void bound_memory(uint64_t bytes) override
+    {
+        cache_ = bytes;
+    }
+
   private:
+    uint64_t cache_ = 0;
     rocksdb::DB *db_ = nullptr;
     rocksdb::WriteOptions wo_;
     rocksdb::ReadOptions ro_;

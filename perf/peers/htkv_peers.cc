@@ -28,9 +28,15 @@
  *     without MDB_NOSYNC (with MDB_WRITEMAP for "LMDB wm"), Tkrzw Synchronize(true) after each
  *     put and batch, WiredTiger log=(enabled=true), transaction_sync=(enabled=true,
  *     method=fsync).
+ *   - cold_cache: the stores that bound their index memory, with the same bound (16 MiB):
+ *     htkv's memory_budget_bytes, RocksDB's block cache with a Bloom filter of 10 bits a key.
+ *     1M random puts 16 B / 100 B, close; every file of the store written back and dropped from
+ *     the page cache (fdatasync + POSIX_FADV_DONTNEED), reopen (timed), dropped again, 100k
+ *     random gets of present keys, dropped again, 100k of absent ones.
  *   - Rows a store cannot run are skipped for it (shown "—"): prefix on Tkrzw's hash database
- *     (no key order); get_latency runs on htkv only; concurrent_durable (16 threads on one
- *     handle) on every store, all of them taking writes from several threads.
+ *     (no key order); cold_cache on htkv and RocksDB only; get_latency runs on htkv only;
+ * concurrent_durable (16 threads on one handle) on every store, all of them taking writes from
+ * several threads.
  *   - Keys are 16 or 32 pseudo-random bytes (the first 8 a bijection of the operation number,
  *     so distinct), values windows of a 1 MiB pseudo-random pool; no sample is kept in memory,
  *     so the bulk row's peak RSS is the store's plus the harness's few MiB (reported). The bulk
@@ -63,6 +69,7 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <sched.h>
 #include <signal.h>
@@ -149,6 +156,7 @@ class Pool
 struct Sizes {
     uint64_t put_small = 300000, put_medium = 100000, put_large = 30000;
     uint64_t gets = 1000000, prefix_queries = 10000, batches = 64, bulk = 1000000;
+    uint64_t cold = 1000000, cold_gets = 100000, cold_budget = 16u << 20;
     uint64_t durable = 2000, group_batches = 500, conc_per_thread = 1000, lat_gets = 200000;
 };
 
@@ -252,6 +260,21 @@ disk_bytes(const std::string &dir)
         },
         16, FTW_PHYS);
     return total;
+}
+
+/* Bytes this process (its threads included) made the kernel read from storage so far
+ * (/proc/self/io read_bytes), in MiB. */
+double
+read_mib()
+{
+    std::ifstream f("/proc/self/io");
+    std::string line;
+    while (std::getline(f, line)) {
+        if (line.compare(0, 11, "read_bytes:") == 0) {
+            return std::atof(line.c_str() + 11) / (1 << 20);
+        }
+    }
+    return 0;
 }
 
 /* A "Name:  N kB" field of /proc/self/status, in MiB (0 if absent). */
@@ -526,6 +549,86 @@ wl_bulk(Engine &e, const Ctx &c, Result &r)
     add(r, "bulk_reopen", reopen_ms, n, capped);
 }
 
+/* Write every file under @p dir back and drop it from the page cache. */
+void
+drop_page_cache(const std::string &dir)
+{
+    for (const auto &f : std::filesystem::recursive_directory_iterator(dir)) {
+        if (!f.is_regular_file()) {
+            continue;
+        }
+        int fd = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)fdatasync(fd);
+            (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            ::close(fd);
+        }
+    }
+}
+
+/* Random gets of @p n of the @p keys keys (present) or of absent ones; returns gets/s. */
+double
+cold_gets(Engine &e, const Pool &pool, uint64_t keys, uint64_t n, uint64_t seed, bool present)
+{
+    const uint64_t A = 2654435761ull;
+    unsigned char k[16], buf[kMaxValue];
+    double t0 = now_s();
+    for (uint64_t g = 0; g < n; g++) {
+        uint64_t i = (g * A) % keys;
+        make_key(k, 16, present ? i : i + keys, present ? seed : seed + 1);
+        long got = e.get(k, 16, buf, sizeof(buf));
+        if (present && (got != 100 || std::memcmp(buf, pool.value(i, seed), 100) != 0)) {
+            wrong("cold_cache get of key #" + std::to_string(i) + " returned " +
+                  std::to_string(got));
+        }
+        if (!present && got >= 0) {
+            wrong("cold_cache get of an absent key found one");
+        }
+    }
+    return static_cast<double>(n) / (now_s() - t0);
+}
+
+/* Stores with a bounded index (bound_memory(): htkv's budget, RocksDB's block cache with a
+ * 10 bits/key Bloom filter), the same memory each: n random puts 16/100, close; then with the
+ * store's files out of the page cache (fdatasync + POSIX_FADV_DONTNEED), reopen (timed), the
+ * files out of the cache again, random gets of present keys, then of absent ones. */
+void
+wl_cold_cache(Engine &e, const Ctx &c, Result &r)
+{
+    Pool pool;
+    const uint64_t seed = 8, n = c.n.cold;
+    e.bound_memory(c.n.cold_budget);
+    e.open(c.dir, false);
+    pin(c);
+    unsigned char k[16];
+    for (uint64_t i = 0; i < n; i++) {
+        make_key(k, 16, i, seed);
+        e.put(k, 16, pool.value(i, seed), 100);
+    }
+    e.close();
+    drop_page_cache(c.dir);
+    double t0 = now_s();
+    e.open(c.dir, false);
+    double open_ms = (now_s() - t0) * 1000;
+    drop_page_cache(c.dir);
+    double before = read_mib();
+    double hits = cold_gets(e, pool, n, c.n.cold_gets, seed, true);
+    double hit_read = read_mib() - before;
+    drop_page_cache(c.dir);
+    before = read_mib();
+    double misses = cold_gets(e, pool, n, c.n.cold_gets, seed, false);
+    double miss_read = read_mib() - before;
+    double anon = status_mib("RssAnon");
+    e.reads_done();
+    e.close();
+    add(r, "cold_open", open_ms, n);
+    add(r, "cold_get", hits, c.n.cold_gets);
+    add(r, "cold_miss", misses, c.n.cold_gets);
+    add(r, "cold_get_read", hit_read, c.n.cold_gets);
+    add(r, "cold_miss_read", miss_read, c.n.cold_gets);
+    add(r, "cold_anon", anon, n);
+}
+
 /* Every store that takes writes from several threads on one handle: 16 caller threads, each
  * put synced; not pinned. Each thread stops after its count or at the --cap deadline. */
 void
@@ -657,15 +760,16 @@ struct EngineSpec {
     bool htkv;
     bool ordered = true;    /* keys in order: the prefix row runs */
     bool concurrent = true; /* one handle takes writes from many threads */
+    bool bounded = false;   /* bound_memory() bounds its index: the cold_cache row runs */
 };
 
 std::vector<EngineSpec>
 all_engines()
 {
     return {
-        { "htkv", [] { return peers::make_htkv(-1); }, true },
-        { "htkv w0", [] { return peers::make_htkv(0); }, true },
-        { "RocksDB", [] { return peers::make_rocksdb(); }, false },
+        { "htkv", [] { return peers::make_htkv(-1); }, true, true, true, true },
+        { "htkv w0", [] { return peers::make_htkv(0); }, true, true, true, true },
+        { "RocksDB", [] { return peers::make_rocksdb(); }, false, true, true, true },
         { "LevelDB", [] { return peers::make_leveldb(); }, false },
         { "LMDB", [] { return peers::make_lmdb(false); }, false },
         { "LMDB wm", [] { return peers::make_lmdb(true); }, false },
@@ -680,7 +784,7 @@ all_engines()
 }
 
 /* Which engines a row runs on. */
-enum class Runs { all, ordered, concurrent, htkv };
+enum class Runs { all, ordered, concurrent, htkv, bounded };
 
 struct Row {
     std::string id;
@@ -699,6 +803,8 @@ runs_on(const Row &row, const EngineSpec &es)
         return es.concurrent;
     case Runs::htkv:
         return es.htkv;
+    case Runs::bounded:
+        return es.bounded;
     case Runs::all:
         break;
     }
@@ -740,6 +846,7 @@ all_rows()
           },
           true, Runs::all },
         { "bulk", wl_bulk, true, Runs::all },
+        { "cold_cache", wl_cold_cache, true, Runs::bounded },
         { "durable_put", wl_durable, true, Runs::all },
         { "group_durable",
           [](Engine &e, const Ctx &c, Result &r) {
@@ -894,6 +1001,12 @@ metric_infos()
         { "bulk_anon", "bulk: RssAnon MiB (anonymous, store open)", true },
         { "bulk_file", "bulk: RssFile MiB (file-backed, store open)", true },
         { "bulk_reopen", "bulk: reopen, ms", true },
+        { "cold_open", "cold_cache: reopen with the files out of the page cache, ms", true },
+        { "cold_get", "cold_cache: then random gets, page cache dropped, gets/s", false },
+        { "cold_miss", "cold_cache: gets of absent keys, page cache dropped, gets/s", false },
+        { "cold_get_read", "cold_cache: MiB read from storage by those gets", true },
+        { "cold_miss_read", "cold_cache: MiB read from storage by the absent gets", true },
+        { "cold_anon", "cold_cache: RssAnon MiB after the gets", true },
         { "durable_put", "durable_put: each put fdatasync'ed, puts/s", false },
         { "group_durable", "group_durable: 64 puts per sync, puts/s", false },
         { "concurrent_durable", "concurrent durable: 16 threads, sync put each, puts/s", false },
