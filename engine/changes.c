@@ -75,12 +75,19 @@ cmp_u64_key(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Is @p h a record of a batch that was never applied: found incomplete by this open's recovery,
+ * or by an earlier one (MAN_BATCH_ABORT: its parts may lie in segments this open took with
+ * their key indexes, whose records recovery did not read)? */
 static bool
-discarded(const struct htkv_db *db, uint64_t version)
+discarded(const struct htkv_db *db, const struct rec_hdr *h)
 {
-    return db->recovery.ndiscarded > 0 &&
-           bsearch(&version, db->recovery.discarded, db->recovery.ndiscarded, sizeof(uint64_t),
-                   cmp_u64_key) != NULL;
+    if ((h->flags & REC_F_BATCH) == 0) {
+        return false;
+    }
+    return (db->recovery.ndiscarded > 0 &&
+            bsearch(&h->version, db->recovery.discarded, db->recovery.ndiscarded, sizeof(uint64_t),
+                    cmp_u64_key) != NULL) ||
+           htkv_manifest_batch_aborted(db->man, h->version);
 }
 
 static int
@@ -117,7 +124,7 @@ collect_seg(struct htkv_changes *c, uint32_t shard, const struct seg *s, uint64_
             return HTKV_ECORRUPT;
         }
         if ((h.type == REC_SET || h.type == REC_DEL) && h.version > since && h.version <= snap &&
-            !discarded(db, h.version)) {
+            !discarded(db, &h)) {
             HTKV_DASSERT(w.at >= SEG_DATA_OFF && w.at < tail && w.at <= UINT32_MAX);
             struct change ch = {
                 .version = h.version, .seg = s, .off = (uint32_t)w.at, .shard = shard

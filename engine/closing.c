@@ -138,14 +138,14 @@ read_file(const char *path, size_t max, unsigned char **buf, size_t *len)
 }
 
 int
-htkv_closing_load(const char *shard_dir, uint32_t shard, struct closing *out)
+htkv_closing_load(const char *shard_dir, uint32_t shard, uint32_t max_segs, struct closing *out)
 {
     memset(out, 0, sizeof(*out));
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s", shard_dir, CLOSING_NAME);
     unsigned char *b = NULL;
     size_t n = 0;
-    int rc = read_file(path, closing_bytes(1u << 24), &b, &n);
+    int rc = read_file(path, closing_bytes(max_segs < (1u << 24) ? max_segs : 1u << 24), &b, &n);
     if (rc != 0) {
         return rc;
     }

@@ -70,11 +70,13 @@ int htkv_closing_write(const char *shard_dir, const struct closing *c);
 
 /*
  * Read and check @p shard_dir/close.state of shard @p shard (magic, format, size against the
- * segment count, CRC, shard). 0 and *@p out (free with htkv_closing_free()), HTKV_ENOTFOUND (no
- * file), HTKV_ECORRUPT (damaged, torn or another shard's), -ENOMEM or -errno. Nothing is
- * allocated on failure.
+ * segment count, CRC, shard), a file of at most @p max_segs segments (the manifest's count: a
+ * larger file is refused before it is read). 0 and *@p out (free with htkv_closing_free()),
+ * HTKV_ENOTFOUND (no file), HTKV_ECORRUPT (damaged, torn, too large or another shard's),
+ * -ENOMEM or -errno. Nothing is allocated on failure.
  */
-int htkv_closing_load(const char *shard_dir, uint32_t shard, struct closing *out);
+int htkv_closing_load(const char *shard_dir, uint32_t shard, uint32_t max_segs,
+                      struct closing *out);
 
 void htkv_closing_free(struct closing *c);
 

@@ -123,7 +123,7 @@ struct cold_q {
     uint32_t klen;
     struct seg *const *skip;
     size_t nskip;
-    struct seg *bad;
+    struct cold_file bad; /* seg NULL: none */
 };
 
 /* Does @p q skip the key index of @p s? */
@@ -148,6 +148,7 @@ cold_find_q(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, str
 {
     struct kix_ent best = { 0 };
     const struct seg *from = NULL;
+    const struct kix *from_kix = NULL;
     uint64_t hash = q->hash;
     const void *key = q->key;
     uint32_t klen = q->klen;
@@ -173,7 +174,7 @@ cold_find_q(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, str
             continue;
         }
         if (rc != 0) {
-            q->bad = (struct seg *)s;
+            q->bad = cs->f[i];
             return rc;
         }
         /* A tie is a record and its compaction copy: the copy, in the newer segment, wins, so
@@ -182,6 +183,7 @@ cold_find_q(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, str
             (e.version == best.version && s->id > from->id)) {
             best = e;
             from = s;
+            from_kix = k;
         }
     }
     if (from == NULL) {
@@ -194,15 +196,15 @@ cold_find_q(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, str
                               .version = best.version,
                               .del = best.type == REC_DEL };
     int rc = cold_check(db, from, &best, key, klen);
-    if (rc != 0) {
-        q->bad = (struct seg *)from; /* the listing or the record: a rescue tells which */
+    if (rc != 0) { /* the listing or the record: a rescue tells which */
+        q->bad = (struct cold_file){ .seg = (struct seg *)from, .kix = (struct kix *)from_kix };
     }
     return rc;
 }
 
 static int
 cold_find_in(struct htkv_db *db, struct shard *sh, const struct cold_set *cs, uint64_t hash,
-             const void *key, uint32_t klen, struct cold_hit *hit, struct seg **bad)
+             const void *key, uint32_t klen, struct cold_hit *hit, struct cold_file *bad)
 {
     struct cold_q q = { .hash = hash, .key = key, .klen = klen };
     int rc = cold_find_q(db, sh, cs, &q, hit);
@@ -219,10 +221,10 @@ htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const void
         if (htkv_hidx_find(&sh->idx, hash, key, klen) != NULL) {
             return COLD_HOT;
         }
-        struct seg *bad = NULL;
+        struct cold_file bad = { 0 };
         int rc = cs != NULL ? cold_find_in(db, sh, cs, hash, key, klen, hit, &bad) : HTKV_ENOTFOUND;
-        if (rc == HTKV_ECORRUPT && bad != NULL) {
-            rc = htkv_cold_rescue(sh, bad); /* its keys come into memory: look again */
+        if (rc == HTKV_ECORRUPT && bad.seg != NULL) {
+            rc = htkv_cold_rescue(sh, &bad); /* its keys come into memory: look again */
             if (rc != 0) {
                 return rc;
             }
@@ -361,16 +363,19 @@ rescue_collect_seg(struct shard *sh, struct seg *s, struct rescue_rec **v, size_
 }
 
 /* The records of segments @p segs[0..n) (rescue_collect_seg()), sorted by hash and newest first,
- * the newest of each key marked. 0 (*out: htkv_mem_free), HTKV_ECORRUPT or -ENOMEM. */
+ * the newest of each key marked. 0 (*out: htkv_mem_free), HTKV_ECORRUPT (*@p failed: the
+ * segment whose record failed) or -ENOMEM. */
 static int
 rescue_collect(struct shard *sh, struct seg *const *segs, size_t n, struct rescue_rec **out,
-               size_t *nout)
+               size_t *nout, struct seg **failed)
 {
     struct rescue_rec *v = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;
+    *failed = NULL;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = rescue_collect_seg(sh, segs[i], &v, &len, &cap);
+        *failed = rc == HTKV_ECORRUPT ? segs[i] : NULL;
     }
     if (rc != 0) {
         htkv_mem_free(v);
@@ -423,7 +428,7 @@ rescue_key(struct shard *sh, const struct rescue_rec *x, struct cold_q *q)
     q->hash = x->hash;
     q->key = key;
     q->klen = mine.key_len;
-    q->bad = NULL;
+    q->bad = (struct cold_file){ 0 };
     struct cold_hit other;
     int rc = cold_find_q(sh->db, sh, cs, q, &other);
     if (rc == 0 && (other.version > mine.version ||
@@ -443,28 +448,29 @@ kix_free(void *p)
     htkv_mem_free(p);
 }
 
-/* Is @p s in @p sh's cold set now? Lock held. */
+/* Is @p s in @p sh's cold set now, with key index @p k (NULL: any)? Lock held. */
 static bool
-cold_in_set(const struct shard *sh, const struct seg *s)
+cold_in_set(const struct shard *sh, const struct seg *s, const struct kix *k)
 {
     const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
     for (uint32_t i = 0; cs != NULL && i < cs->n; i++) {
         if (cs->f[i].seg == s) {
-            return true;
+            return k == NULL || cs->f[i].kix == k;
         }
     }
     return false;
 }
 
 /* Bring into memory every cold key whose newest version one of @p q->skip[0..nskip) holds,
- * from their records. Lock held. 0, -ENOMEM or HTKV_ECORRUPT (q->bad: a key index not in the
- * list failed too; else a record failed). */
+ * from their records. Lock held. 0, -ENOMEM or HTKV_ECORRUPT (q->bad.seg: a key index not in
+ * the list failed too; else *@p failed: the segment whose record failed, or NULL). */
 static int
-rescue_run(struct shard *sh, struct cold_q *q)
+rescue_run(struct shard *sh, struct cold_q *q, struct seg **failed)
 {
     struct rescue_rec *v = NULL;
     size_t n = 0;
-    int rc = rescue_collect(sh, q->skip, q->nskip, &v, &n);
+    q->bad = (struct cold_file){ 0 };
+    int rc = rescue_collect(sh, q->skip, q->nskip, &v, &n, failed);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = rescue_key(sh, &v[i], q);
     }
@@ -504,31 +510,32 @@ rescue_drop(struct shard *sh, struct seg *s)
  * itself is damaged).
  */
 static int
-cold_rescue(struct shard *sh, struct seg *s)
+cold_rescue(struct shard *sh, struct seg *s, const struct kix *k)
 {
-    if (!cold_in_set(sh, s)) {
-        return 0; /* rescued or released already */
+    if (!cold_in_set(sh, s, k)) {
+        return 0; /* rescued, released or indexed again already */
     }
     if (s->rescue_failed) {
         htkv_set_error("%s: a damaged record (its key index was checked against its records)",
                        s->path);
         return HTKV_ECORRUPT; /* not again for every read of it */
     }
-    struct seg *segs[COLD_RESCUE_MAX] = { s };
+    struct seg *segs[COLD_RESCUE_MAX] = { s }, *failed = NULL;
     struct cold_q q = { .skip = segs, .nskip = 1 };
     int rc;
     for (;;) {
         htkv_log(&sh->env->log, HTKV_LOG_ERROR,
                  "%s: a page of its key index fails its check; reading its records instead (%s)",
                  segs[q.nskip - 1]->path, htkv_last_error());
-        rc = rescue_run(sh, &q);
-        if (rc != HTKV_ECORRUPT || q.bad == NULL || q.nskip == COLD_RESCUE_MAX) {
+        rc = rescue_run(sh, &q, &failed);
+        if (rc != HTKV_ECORRUPT || q.bad.seg == NULL || q.nskip == COLD_RESCUE_MAX ||
+            q.bad.seg->rescue_failed || !cold_in_set(sh, q.bad.seg, q.bad.kix)) {
             break;
         }
-        segs[q.nskip++] = q.bad; /* the keys brought back so far stay: each was right */
+        segs[q.nskip++] = q.bad.seg; /* the keys brought back so far stay: each was right */
     }
-    if (rc == HTKV_ECORRUPT) {
-        s->rescue_failed = true; /* its records fail: the data is damaged, not the listing */
+    if (rc == HTKV_ECORRUPT && failed != NULL) {
+        failed->rescue_failed = true; /* its records fail: the data is damaged, not a listing */
     }
     for (size_t i = 0; rc == 0 && i < q.nskip; i++) {
         rc = rescue_drop(sh, segs[i]);
@@ -537,10 +544,10 @@ cold_rescue(struct shard *sh, struct seg *s)
 }
 
 int
-htkv_cold_rescue(struct shard *sh, struct seg *s)
+htkv_cold_rescue(struct shard *sh, const struct cold_file *bad)
 {
     pthread_mutex_lock(&sh->lock);
-    int rc = cold_rescue(sh, s);
+    int rc = cold_rescue(sh, bad->seg, bad->kix);
     pthread_mutex_unlock(&sh->lock);
     return rc;
 }
@@ -551,9 +558,9 @@ htkv_cold_rescue(struct shard *sh, struct seg *s)
 static int
 walk_changed(struct cold_walk *w, const struct cold_walk_file *f)
 {
-    w->bad = w->cs->f[f - w->f].seg; /* for htkv_cold_rescue() */
+    w->bad = w->cs->f[f - w->f]; /* for htkv_cold_rescue() */
     htkv_set_error("key index of segment %llu: a page changed while read",
-                   (unsigned long long)w->bad->id);
+                   (unsigned long long)w->bad.seg->id);
     return HTKV_ECORRUPT;
 }
 
@@ -587,7 +594,7 @@ walk_advance(struct cold_walk *w, struct cold_walk_file *f, const struct kix *k)
         int rc = htkv_kix_page(k, f->page, &f->pg);
         if (rc != 0) {
             f->has = false;
-            w->bad = w->cs->f[f - w->f].seg; /* for htkv_cold_rescue() */
+            w->bad = w->cs->f[f - w->f]; /* for htkv_cold_rescue() */
             return rc;
         }
     }
@@ -613,7 +620,7 @@ htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *sh,
         f->page = htkv_kix_page_of(k, key, klen);
         atomic_fetch_add_explicit(&sh->kix_page_reads, 1, memory_order_relaxed);
         int rc = htkv_kix_page(k, f->page, &f->pg);
-        w->bad = rc != 0 ? cs->f[i].seg : NULL;
+        w->bad = rc != 0 ? cs->f[i] : (struct cold_file){ 0 };
         while (rc == 0 && (rc = walk_advance(w, f, k)) == 0 && f->has) {
             int c = htkv_key_cmp(f->cur.key, f->cur.key_len, key, klen);
             if (c > 0 || (c == 0 && !after)) {
@@ -676,7 +683,8 @@ htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
     struct seg *s = w->cs->f[m].seg;
     struct kix_ent e = w->f[m].cur;
     int rc = check ? cold_check(w->db, s, &e, e.key, e.key_len) : 0;
-    w->bad = rc != 0 ? s : NULL; /* the listing (its page changed since its check) or the record */
+    /* The listing (its page changed since its check) or the record: a rescue tells which. */
+    w->bad = rc != 0 ? w->cs->f[m] : (struct cold_file){ 0 };
     for (uint32_t i = 0; rc == 0 && i < w->cs->n; i++) { /* past this key in every file */
         struct cold_walk_file *f = &w->f[i];
         while (rc == 0 && f->has &&
@@ -713,10 +721,10 @@ cold_promote(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
         return 0;
     }
     struct cold_hit hit;
-    struct seg *bad = NULL;
+    struct cold_file bad = { 0 };
     int rc = cold_find_in(sh->db, sh, cs, hash, key, klen, &hit, &bad);
-    if (rc == HTKV_ECORRUPT && bad != NULL) {
-        rc = cold_rescue(sh, bad); /* the key may be in memory now: promote from the rest */
+    if (rc == HTKV_ECORRUPT && bad.seg != NULL) {
+        rc = cold_rescue(sh, bad.seg, bad.kix); /* the key may be in memory now: from the rest */
         return rc == 0 ? cold_promote(sh, hash, key, klen) : rc;
     }
     if (rc != 0) {
@@ -736,11 +744,11 @@ release_key(struct htkv_db *db, struct shard *sh, struct seg *s, const struct ki
         }
         const struct cold_set *cs = atomic_load_explicit(&sh->cold, memory_order_relaxed);
         struct cold_hit hit;
-        struct seg *bad = NULL;
+        struct cold_file bad = { 0 };
         int rc = cold_find_in(db, sh, cs, hash, e->key, e->key_len, &hit, &bad);
-        if (rc == HTKV_ECORRUPT && bad != NULL) {
-            rc = cold_rescue(sh, bad); /* another file's page failed: from its records, again */
-            if (rc != 0 || bad == s) {
+        if (rc == HTKV_ECORRUPT && bad.seg != NULL) {
+            rc = cold_rescue(sh, bad.seg, bad.kix); /* a page failed: from its records, again */
+            if (rc != 0 || bad.seg == s) {
                 return rc;
             }
             continue;
@@ -760,14 +768,14 @@ release_page(struct htkv_db *db, struct shard *sh, struct seg *s, uint32_t i)
     struct kix_page pg;
     int rc = htkv_kix_page(s->kix, i, &pg);
     if (rc == HTKV_ECORRUPT) {
-        return cold_rescue(sh, s); /* every key it holds, from its records; out of the set */
+        return cold_rescue(sh, s, NULL); /* every key it holds, from its records; out of the set */
     }
     struct kix_ent e;
     while (rc == 0 && htkv_kix_page_next(&pg, &e)) {
         rc = release_key(db, sh, s, &e);
     }
     if (rc == 0 && !htkv_kix_page_same(&pg)) {
-        rc = cold_rescue(sh, s); /* a key it held may have been missed: every one, from records */
+        rc = cold_rescue(sh, s, NULL); /* a key it held may have been missed: all, from records */
     }
     return rc;
 }
@@ -791,9 +799,9 @@ htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s)
     }
     pthread_mutex_lock(&sh->lock);
     rc = rc == 0 ? cold_set_replace(sh, NULL, 0, s) : rc;
-    if (rc != 0) {
+    if (rc != 0 && cold_in_set(sh, s, NULL)) {
         s->cold_out = false; /* still in the set: its entries may leave again */
-    }
+    } /* else a rescue took it out (its keys are all in memory): they stay there */
     pthread_mutex_unlock(&sh->lock);
     return rc;
 }
@@ -1260,20 +1268,22 @@ htkv_cold_touch(struct shard *sh, uint64_t hash, const void *key, uint32_t klen)
     pthread_mutex_unlock(&sh->lock);
 }
 
-/* Is there a version of @p e's key newer than @p e among the key indexes of @p cs? 1, 0 or
- * HTKV_ECORRUPT (*@p bad: the segment whose key index page failed). */
+/* Is there a version of @p e's key newer than @p e among the key indexes of @p cs (or the same
+ * version in a newer segment)? 1, 0 or HTKV_ECORRUPT (*@p bad: the segment whose key index page
+ * failed). */
 static int
 cold_shadows(const struct cold_set *cs, const struct hidx_ent *e, struct seg **bad)
 {
     const unsigned char *key = hidx_ent_rec(e) + REC_HDR_BYTES;
-    for (uint32_t i = 0; i < cs->n && cs->f[i].kix->d.max_version > e->version; i++) {
+    for (uint32_t i = 0; i < cs->n && cs->f[i].kix->d.max_version >= e->version; i++) {
         struct kix_ent k;
         if (!htkv_kix_may_contain(cs->f[i].kix, e->hash)) {
             continue;
         }
         int rc = htkv_kix_find(cs->f[i].kix, key, e->key_len, e->hash, &k, NULL);
-        if (rc == 0 && k.version > e->version) {
-            return 1;
+        if (rc == 0 && (k.version > e->version ||
+                        (k.version == e->version && cs->f[i].seg->id > e->seg->id))) {
+            return 1; /* newer, or its compaction copy in a newer segment (the copy wins) */
         }
         if (rc != 0 && rc != HTKV_ENOTFOUND) {
             *bad = cs->f[i].seg;
@@ -1368,7 +1378,8 @@ cold_untake(struct shard *sh, struct seg *s)
     atomic_store_explicit(&s->dead_bytes, 0, memory_order_relaxed);
     struct rescue_rec *v = NULL;
     size_t n = 0;
-    rc = rescue_collect(sh, &s, 1, &v, &n);
+    struct seg *failed;
+    rc = rescue_collect(sh, &s, 1, &v, &n, &failed);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = cold_load_rec(sh, s, &v[i]);
     }
@@ -1502,7 +1513,20 @@ htkv_cold_setup(struct htkv_db *db)
     return 0;
 }
 
-/* Count into c->segs[] the head entries in memory that point into each of @p sh's segments. */
+/* closing_heads()'s mark of a segment holding a head its key index does not list. */
+#define CLOSING_UNLISTED 0x80000000u
+
+/* Does its segment's key index list head entry @p e? Not one published after the index was
+ * written (a record staged when the segment was sealed), nor one left out for its damaged key
+ * bytes: such a segment's file must not be taken, or that head would be lost. */
+static bool
+closing_listed(const struct hidx_ent *e)
+{
+    return atomic_load_explicit(&e->ref, memory_order_relaxed) != COLD_REF_KEEP && cold_listed(e);
+}
+
+/* Count into c->segs[] the head entries in memory that point into each of @p sh's segments, and
+ * mark (CLOSING_UNLISTED) those whose key index does not list one. */
 static void
 closing_heads(const struct shard *sh, struct closing *c)
 {
@@ -1528,6 +1552,9 @@ closing_heads(const struct shard *sh, struct closing *c)
             } else {
                 c->segs[lo].heads_vals++;
             }
+            if (e->seg->kix != NULL && !e->seg->cold_out && !closing_listed(e)) {
+                c->segs[lo].flags |= CLOSING_UNLISTED;
+            }
         }
     }
 }
@@ -1548,7 +1575,7 @@ closing_of(const struct shard *sh, const struct manifest *m, struct closing *c)
     closing_heads(sh, c);
     for (size_t i = 0; i < sh->nsegs; i++) {
         const struct seg *s = sh->segs[i];
-        bool kix = s->kix != NULL && !s->cold_out;
+        bool kix = s->kix != NULL && !s->cold_out && (c->segs[i].flags & CLOSING_UNLISTED) == 0;
         c->segs[i] = (struct closing_seg){
             .id = s->id,
             .tail = s->tail,

@@ -75,7 +75,7 @@ struct cold_walk {
     struct shard *sh;
     const struct cold_set *cs;
     struct cold_walk_file *f; /* cs->n */
-    struct seg *bad;          /* after HTKV_ECORRUPT: the segment whose key index page failed */
+    struct cold_file bad;     /* after HTKV_ECORRUPT: the file whose page or listing failed */
 };
 
 /*
@@ -132,15 +132,16 @@ int htkv_cold_lookup(struct htkv_db *db, struct shard *sh, uint64_t hash, const 
 int htkv_cold_release_seg(struct htkv_db *db, struct shard *sh, struct seg *s);
 
 /*
- * A page of @p s's key index failed its check, or a listing did not match its record
- * (HTKV_ECORRUPT from a lookup or a walk over @p sh's cold set): take the shard's lock, read @p s's
- * records instead, bring every cold key whose newest version @p s holds into memory and take @p s
- * out of the cold set (its entries then stay in memory until the next open indexes it again). The
- * caller looks again. 0 (also when another thread did it first), -ENOMEM or HTKV_ECORRUPT (a record
- * of @p s fails: the data is damaged; later calls for @p s answer that at once). Any thread, no
- * lock held (inside an EBR section is fine).
+ * A page of segment bad->seg's key index bad->kix failed its check, or a listing did not match
+ * its record (HTKV_ECORRUPT from a lookup or a walk over @p sh's cold set): take the shard's
+ * lock, read the segment's records instead, bring every cold key whose newest version it holds
+ * into memory, take it out of the cold set and retire that key index (the next eviction that
+ * indexes sealed segments writes it a new one). The caller looks again. 0 (also when another
+ * thread did it first, or the segment has another key index by now), -ENOMEM or HTKV_ECORRUPT
+ * (a record fails: the data is damaged; later calls for that segment answer so at once). Any
+ * thread, no lock held (inside an EBR section is fine).
  */
-int htkv_cold_rescue(struct shard *sh, struct seg *s);
+int htkv_cold_rescue(struct shard *sh, const struct cold_file *bad);
 
 /*
  * A get found @p key cold: when it was read cold once lately too, bring it into memory if the

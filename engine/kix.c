@@ -182,7 +182,7 @@ put_page(unsigned char *pg, const struct kix_ent *e, size_t from, size_t to)
 
 static void
 put_header(unsigned char *h, const struct kix_desc *d, uint64_t keys, const struct layout *l,
-           const unsigned char *fences, const struct fuse *filter)
+           const unsigned char *fences, const struct fuse *filter, const unsigned char *pages)
 {
     memcpy(h, KIX_MAGIC, 8);
     htkv_store32(h + 8, KIX_FORMAT);
@@ -199,6 +199,9 @@ put_header(unsigned char *h, const struct kix_desc *d, uint64_t keys, const stru
     htkv_store32(h + 68, filter->seg_len);
     htkv_store32(h + 72, htkv_crc32c(0, filter->fp, (size_t)htkv_fuse_bytes(filter)));
     htkv_store64(h + 76, filter->seed);
+    /* The pages' CRC: the header's own CRC then names this file among any other listing the
+     * same keys (a clean close names files by it: closing.h). */
+    htkv_store32(h + 84, htkv_crc32c(0, pages, (size_t)l->blocks * KIX_BLOCK));
     htkv_store32(h + 124, htkv_crc32c(0, h, 124));
 }
 
@@ -302,7 +305,7 @@ htkv_kix_write(const char *path, const struct kix_desc *d, struct kix_ent *ents,
                 put_page(buf + pages_off + (uint64_t)l.block[i] * KIX_BLOCK, ents, l.first[i],
                          l.first[i + 1]);
             }
-            put_header(buf, d, n, &l, fences, &filter);
+            put_header(buf, d, n, &l, fences, &filter, buf + pages_off);
             rc = write_file(path, buf, len);
         }
     }

@@ -9,8 +9,9 @@
  *
  *   header (128 B): magic "HTKVKIX1", format u32 (2), shard u32, seg_id u64, keys u64, pages
  *       u32, blocks u32, seg_tail u64, max_version u64, fences_bytes u32, fences_crc u32,
- *       filter_bytes u32, filter_seg_len u32, filter_crc u32, filter_seed u64, zero[40],
- *       crc32c u32 of bytes 0..123
+ *       filter_bytes u32, filter_seg_len u32, filter_crc u32, filter_seed u64, pages_crc u32
+ *       (of every page block; 0 in files written before it was added: not checked on open),
+ *       zero[36], crc32c u32 of bytes 0..123 (which so names the file: closing.h)
  *   fences (fences_bytes): per page, its first block u32, a separator's length u32 and bytes
  *   filter (filter_bytes): a binary fuse filter of the keys' 64-bit hashes (fuse.h); format 1
  *       had a blocked Bloom filter here and is read as damaged (the segment is indexed again)

@@ -1086,7 +1086,8 @@ closing_load(struct recov *rv, struct shard *sh, const struct man_shard *ms)
         db->cfg.recovery == HTKV_RECOVERY_SKIP_CORRUPT) {
         return;
     }
-    int rc = htkv_closing_load(sh->dir, sh->id, rv->cl);
+    uint32_t max = ms->count < UINT32_MAX ? (uint32_t)ms->count : UINT32_MAX;
+    int rc = htkv_closing_load(sh->dir, sh->id, max, rv->cl);
     if (rc == 0 && closing_valid(db, ms, rv->cl) && !closing_fits(db, rv->cl)) {
         rv->cl_ok = true;
         rv->closed_upto = rv->cl->applied;
@@ -1150,7 +1151,10 @@ trust_seg(struct recov *rv, struct shard *sh, struct seg *s, const struct closin
     s->sealed = true;
     s->records = c->records;
     s->max_version = c->max_version;
-    s->hint_tail = (c->flags & CLOSING_HINT) != 0 ? c->tail - SEG_SEAL_BYTES : 0;
+    char hint[4200];
+    htkv_hint_path(hint, sizeof(hint), s->path);
+    bool has_hint = (c->flags & CLOSING_HINT) != 0 && access(hint, F_OK) == 0;
+    s->hint_tail = has_hint ? c->tail - SEG_SEAL_BYTES : 0; /* else compaction writes one */
     atomic_store_explicit(&s->live_bytes, c->live_bytes, memory_order_relaxed);
     atomic_store_explicit(&s->dead_bytes, c->dead_bytes, memory_order_relaxed);
     s->cold_vals = c->heads_vals;

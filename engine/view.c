@@ -693,7 +693,7 @@ merged_add(struct htkv_iter *it, struct iter_src *src, uint32_t *n, struct hidx_
  */
 static int
 merged_chunk(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
-             const struct cold_set *cs, struct seg **bad)
+             const struct cold_set *cs, struct cold_file *bad)
 {
     struct trie_cursor c;
     struct cold_walk w;
@@ -782,10 +782,10 @@ refill_merged(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
 {
     for (;;) {
         struct src_mark m = src_mark(src);
-        struct seg *bad = NULL;
+        struct cold_file bad = { 0 };
         int rc = merged_chunk(it, src, sh, cs, &bad);
-        if (rc == HTKV_ECORRUPT && bad != NULL) {
-            rc = htkv_cold_rescue(sh, bad); /* a key index page failed: its keys into memory */
+        if (rc == HTKV_ECORRUPT && bad.seg != NULL) {
+            rc = htkv_cold_rescue(sh, &bad); /* a key index page failed: its keys into memory */
         }
         const struct cold_set *now = atomic_load_explicit(&sh->cold, memory_order_acquire);
         if (rc != 0 || now == cs) {

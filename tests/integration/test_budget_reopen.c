@@ -25,6 +25,12 @@
  *     reads: every batch stands whole, none is discarded.
  *   damaged_pages: bytes flipped in the pages of every key index file of a closed store: every
  *     key reads back (the shard reads the segment's records instead).
+ *   group_commit_then_reopen: eight durable writers (HTKV_SYNC_ALWAYS, group commit) under a
+ *     small budget, then a clean close and reopen, three times: a key index written while a
+ *     group's records were staged but not yet published must not be named by the close.
+ *   changes_skip_aborted_parts: a batch whose part in one shard a crash cut is not applied; its
+ *     other parts end in segments a clean close names and the next open takes without reading:
+ *     the change feed still never reports them.
  *   budget_changes: an open without a budget (every key in memory, key index files removed),
  *     then one with a budget again; a read-only open.
  *
@@ -32,9 +38,12 @@
  * model's count. HTKV_SEED=N replays a run.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <htkv/replication.h>
 
 #include "tests/support/testutil.h"
 
@@ -544,6 +553,140 @@ test_damaged_pages(void **state)
     rt_finish(&t);
 }
 
+struct writer {
+    struct rt *t;
+    unsigned first, n;
+    uint64_t rng;
+};
+
+static void *
+writer_run(void *arg)
+{
+    struct writer *w = arg;
+    struct rt *t = w->t;
+    for (unsigned j = 0; j < 3 * w->n; j++) {
+        unsigned i = w->first + (j < w->n ? j : (unsigned)(tu_rand(&w->rng) % w->n));
+        char k[32];
+        size_t kl;
+        unsigned char v[VMAX];
+        rt_key(i, k, &kl);
+        uint32_t g = (uint32_t)(tu_rand(&w->rng) % 1000000u) + 1;
+        if (htkv_put(t->db, k, kl, v, rt_val(i, g, v)) != 0) {
+            return (void *)1;
+        }
+        t->gen[i] = g; /* only this thread writes key i */
+    }
+    return NULL;
+}
+
+/* Durable writers in a group commit stage records while a segment is sealed and indexed: a key
+ * index can then miss a head published just after it; a clean close must not name such a file. */
+static void
+test_group_commit_then_reopen(void **state)
+{
+    (void)state;
+    struct rt t;
+    rt_start(&t, "budget_reopen_group", 4);
+    rt_close(&t);
+    t.cfg.sync_mode = HTKV_SYNC_ALWAYS;
+    rt_open(&t);
+    enum { W = 8 };
+    struct writer w[W];
+    pthread_t th[W];
+    for (unsigned r = 0; r < 3; r++) {
+        for (unsigned i = 0; i < W; i++) {
+            w[i] = (struct writer){
+                .t = &t, .first = i * (NKEYS / W), .n = NKEYS / W, .rng = tu_rand(&t.rng)
+            };
+            assert_int_equal(pthread_create(&th[i], NULL, writer_run, &w[i]), 0);
+        }
+        for (unsigned i = 0; i < W; i++) {
+            void *res;
+            assert_int_equal(pthread_join(th[i], &res), 0);
+            assert_null(res);
+        }
+        rt_close(&t);
+        rt_open(&t);
+        rt_check(&t, "after durable writers in groups and a clean reopen");
+    }
+    rt_finish(&t);
+}
+
+/* Segment path and offset of the BEGIN of batch @p bv's part in each shard's newest segment;
+ * returns how many parts there are. */
+static size_t
+find_parts(const char *dir, unsigned shards, uint64_t bv, char (*seg)[4096], long long *begin)
+{
+    static char segs[64][4096];
+    static struct tu_rec recs[8192];
+    size_t n = 0;
+    for (unsigned s = 0; s < shards; s++) {
+        size_t ns = tu_shard_segments(dir, s, segs, 64);
+        size_t nr = ns > 0 ? tu_seg_scan(segs[ns - 1], recs, 8192) : 0;
+        for (size_t i = 0; i < nr; i++) {
+            if (recs[i].version == bv && recs[i].type == 3) { /* its BEGIN */
+                snprintf(seg[n], 4096, "%s", segs[ns - 1]);
+                begin[n++] = recs[i].off;
+            }
+        }
+    }
+    return n;
+}
+
+/* A batch over every shard whose part in one shard a crash cut: recovery does not apply it (and
+ * records so); its surviving parts then end in sealed segments that a clean close names, and
+ * the next open takes them without reading them. The change feed must still never report it. */
+static void
+test_changes_skip_aborted_parts(void **state)
+{
+    (void)state;
+    struct rt t;
+    rt_start(&t, "budget_reopen_feed", 4);
+    rt_fill(&t);
+    htkv_batch *b;
+    assert_int_equal(htkv_batch_create(&b), 0);
+    for (unsigned i = 0; i < 32; i++) {
+        char k[32];
+        size_t kl = (size_t)snprintf(k, sizeof(k), "batch-%02u", i);
+        assert_int_equal(htkv_batch_put(b, k, kl, "cut", 3), 0);
+    }
+    assert_int_equal(htkv_write(t.db, b), 0);
+    uint64_t bv = htkv_batch_version(b);
+    htkv_batch_destroy(b);
+    tu_close_as_crash(t.db);
+    t.db = NULL;
+    static char seg[8][4096];
+    long long begin[8];
+    size_t np = find_parts(t.dir, 4, bv, seg, begin);
+    assert_true(np >= 2);
+    assert_int_equal(tu_truncate(seg[0], begin[0]), 0); /* one part lost with a crash */
+    rt_open(&t);
+    assert_int_equal(tu_stats(t.db).discarded_batches, 1);
+    rt_churn(&t, 4 * NKEYS); /* the surviving parts' segments get sealed and indexed */
+    rt_close(&t);
+    rt_open(&t);
+    assert_true(tu_stats(t.db).cold_keys_at_open > 0);
+    rt_check(&t, "after the batch was cut");
+    htkv_changes *c;
+    assert_int_equal(htkv_changes_since(t.db, 0, &c), 0);
+    htkv_command cmd;
+    int rc;
+    while ((rc = htkv_changes_next(c, &cmd)) == 1) {
+        if (cmd.version == bv) {
+            fail_msg("the change feed reports a command of batch %llu, never applied",
+                     (unsigned long long)bv);
+        }
+    }
+    assert_int_equal(rc, 0);
+    htkv_changes_destroy(c);
+    for (unsigned i = 0; i < 32; i++) {
+        char k[32];
+        size_t kl = (size_t)snprintf(k, sizeof(k), "batch-%02u", i);
+        assert_int_equal(htkv_get(t.db, k, kl, NULL, 0, NULL), HTKV_ENOTFOUND);
+    }
+    rt_finish(&t);
+}
+
 static void
 test_budget_changes(void **state)
 {
@@ -579,11 +722,18 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_takes_key_indexes),    cmocka_unit_test(test_close_state_tampered),
-        cmocka_unit_test(test_stale_key_indexes),    cmocka_unit_test(test_key_indexes_missing),
-        cmocka_unit_test(test_foreign_key_indexes),  cmocka_unit_test(test_crash_after_writes),
-        cmocka_unit_test(test_crash_without_writes), cmocka_unit_test(test_batches_across_shards),
-        cmocka_unit_test(test_damaged_pages),        cmocka_unit_test(test_budget_changes),
+        cmocka_unit_test(test_takes_key_indexes),
+        cmocka_unit_test(test_close_state_tampered),
+        cmocka_unit_test(test_stale_key_indexes),
+        cmocka_unit_test(test_key_indexes_missing),
+        cmocka_unit_test(test_foreign_key_indexes),
+        cmocka_unit_test(test_crash_after_writes),
+        cmocka_unit_test(test_crash_without_writes),
+        cmocka_unit_test(test_batches_across_shards),
+        cmocka_unit_test(test_damaged_pages),
+        cmocka_unit_test(test_group_commit_then_reopen),
+        cmocka_unit_test(test_changes_skip_aborted_parts),
+        cmocka_unit_test(test_budget_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
