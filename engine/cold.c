@@ -46,47 +46,37 @@ cold_mem(const struct shard *sh)
 
 /* ---- ordered walks --------------------------------------------------------------------------- */
 
-/* File @p f's page changed under the mapping while walked (the file was written). */
+/* Read page f->page of @p f's key index into the file's own copy (so that the walk reads exactly
+ * what was checked, whatever is written into the file meanwhile). 0, -ENOMEM or HTKV_ECORRUPT
+ * (w->bad: the file, for htkv_cold_rescue()). */
 static int
-walk_changed(struct cold_walk *w, const struct cold_walk_file *f)
+walk_read(struct cold_walk *w, struct cold_walk_file *f)
 {
-    w->bad = w->cs->f[f - w->f]; /* for htkv_cold_rescue() */
-    htkv_set_error("key index of segment %llu: a page changed while read",
-                   (unsigned long long)w->bad.seg->id);
-    return HTKV_ECORRUPT;
-}
-
-int
-htkv_cold_walk_verify(struct cold_walk *w)
-{
-    for (uint32_t i = 0; i < w->cs->n; i++) {
-        if (w->f[i].has && !htkv_kix_page_same(&w->f[i].pg)) {
-            return walk_changed(w, &w->f[i]);
-        }
+    const struct cold_file *cf = &w->cs->f[f - w->f];
+    atomic_fetch_add_explicit(&w->sh->kix_page_reads, 1, memory_order_relaxed);
+    f->which ^= 1; /* the other copy: a key of the page before may still be compared with */
+    int rc = htkv_kix_page_copy(cf->kix, f->page, &f->buf[f->which], &f->cap[f->which], &f->pg);
+    if (rc != 0) {
+        f->has = false;
+        w->bad = rc == HTKV_ECORRUPT ? *cf : (struct cold_file){ 0 };
     }
-    return 0;
+    return rc;
 }
 
-/* Move @p f to its next entry, reading the next page when one ends (which must still be as it
- * was checked). 0 or HTKV_ECORRUPT. */
+/* Move @p f to its next entry, reading the next page when one ends. 0, -ENOMEM or
+ * HTKV_ECORRUPT. */
 static int
 walk_advance(struct cold_walk *w, struct cold_walk_file *f, const struct kix *k)
 {
     while (!htkv_kix_page_next(&f->pg, &f->cur)) {
-        if (!htkv_kix_page_same(&f->pg)) {
-            f->has = false;
-            return walk_changed(w, f);
-        }
+        HTKV_ASSERT(!f->pg.changed); /* a private copy, checked whole */
         if (f->page + 1 >= k->pages) {
             f->has = false;
             return 0;
         }
         f->page++;
-        atomic_fetch_add_explicit(&w->sh->kix_page_reads, 1, memory_order_relaxed);
-        int rc = htkv_kix_page(k, f->page, &f->pg);
+        int rc = walk_read(w, f);
         if (rc != 0) {
-            f->has = false;
-            w->bad = w->cs->f[f - w->f]; /* for htkv_cold_rescue() */
             return rc;
         }
     }
@@ -110,9 +100,7 @@ htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *sh,
             continue;
         }
         f->page = htkv_kix_page_of(k, key, klen);
-        atomic_fetch_add_explicit(&sh->kix_page_reads, 1, memory_order_relaxed);
-        int rc = htkv_kix_page(k, f->page, &f->pg);
-        w->bad = rc != 0 ? cs->f[i] : (struct cold_file){ 0 };
+        int rc = walk_read(w, f);
         while (rc == 0 && (rc = walk_advance(w, f, k)) == 0 && f->has) {
             int c = htkv_key_cmp(f->cur.key, f->cur.key_len, key, klen);
             if (c > 0 || (c == 0 && !after)) {
@@ -200,6 +188,10 @@ htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
 void
 htkv_cold_walk_end(struct cold_walk *w)
 {
+    for (uint32_t i = 0; w->f != NULL && i < w->cs->n; i++) {
+        htkv_mem_free(w->f[i].buf[0]);
+        htkv_mem_free(w->f[i].buf[1]);
+    }
     htkv_mem_free(w->f);
     w->f = NULL;
 }

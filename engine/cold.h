@@ -63,6 +63,11 @@ struct cold_walk_file {
     bool has;      /* cur is the file's next entry not walked */
     struct kix_page pg;
     struct kix_ent cur;
+    /* Private copies of the pages (htkv_kix_page_copy()), two in turn: pg is in buf[which], and
+     * the key of the page before stays readable while the walk steps past it. */
+    unsigned char *buf[2];
+    size_t cap[2];
+    unsigned which;
 };
 
 /*
@@ -93,13 +98,6 @@ int htkv_cold_walk_start(struct cold_walk *w, struct htkv_db *db, struct shard *
  */
 int htkv_cold_walk_next(struct cold_walk *w, bool check, struct cold_hit *hit,
                         const unsigned char **key);
-
-/*
- * Before what a walk gave is used: are the key index pages it is in still as they were checked
- * (the files may be written under their mappings)? 0, or HTKV_ECORRUPT with w->bad set (the
- * caller rescues that segment and gathers again).
- */
-int htkv_cold_walk_verify(struct cold_walk *w);
 
 /* The smallest key not walked yet, not taken: 1 and *@p key, *@p klen; 0 at the end. */
 int htkv_cold_walk_peek(const struct cold_walk *w, const unsigned char **key, uint32_t *klen);

@@ -598,14 +598,22 @@ page_walk_check(const struct kix *k, uint32_t i, const unsigned char *p, uint32_
  * them in this open (the file may have been changed under the mapping since; the same bytes need
  * no second walk). NULL and *@p out set, or why it fails.
  */
-static const char *
-page_check(const struct kix *k, uint32_t i, bool again, struct kix_page *out, uint64_t *at_out)
+/* Where page @p i lies in the file (*@p at) and how many bytes it takes. */
+static uint64_t
+page_span(const struct kix *k, uint32_t i, uint64_t *at)
 {
     uint32_t first = htkv_load32(k->meta + k->fence_at[i]);
     uint32_t end = i + 1 < k->pages ? htkv_load32(k->meta + k->fence_at[i + 1]) : k->blocks;
-    uint64_t bytes = (uint64_t)(end - first) * KIX_BLOCK;
-    *at_out = k->pages_off + (uint64_t)first * KIX_BLOCK;
-    const unsigned char *p = k->map + *at_out;
+    *at = k->pages_off + (uint64_t)first * KIX_BLOCK;
+    return (uint64_t)(end - first) * KIX_BLOCK;
+}
+
+static const char *
+page_check(const struct kix *k, uint32_t i, bool again, struct kix_page *out, uint64_t *at_out,
+           const unsigned char *copy)
+{
+    uint64_t bytes = page_span(k, i, at_out);
+    const unsigned char *p = copy != NULL ? copy : k->map + *at_out;
     uint32_t count = htkv_load32(p + 4), used = htkv_load32(p + 8);
     if (KIX_PAGE_HDR + (uint64_t)used > bytes ||
         (!again && (count == 0 || htkv_load32(p + 12) != 0)) ||
@@ -624,8 +632,8 @@ htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out)
 {
     HTKV_ASSERT(i < k->pages);
     uint64_t at;
-    const char *why =
-        page_check(k, i, atomic_load_explicit(&k->page_ok[i], memory_order_acquire), out, &at);
+    const char *why = page_check(k, i, atomic_load_explicit(&k->page_ok[i], memory_order_acquire),
+                                 out, &at, NULL);
     if (why == NULL) {
         atomic_store_explicit(&k->page_ok[i], 1, memory_order_release);
     }
@@ -634,6 +642,36 @@ htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out)
                        (unsigned long long)k->d.seg_id, k->d.shard, i, why, (unsigned long long)at);
         return HTKV_ECORRUPT;
     }
+    return 0;
+}
+
+int
+htkv_kix_page_copy(const struct kix *k, uint32_t i, unsigned char **buf, size_t *cap,
+                   struct kix_page *out)
+{
+    HTKV_ASSERT(i < k->pages);
+    uint64_t at, bytes = page_span(k, i, &at);
+    if (bytes > *cap) {
+        unsigned char *n = htkv_mem_realloc(*buf, (size_t)bytes);
+        if (n == NULL) {
+            return -ENOMEM;
+        }
+        *buf = n;
+        *cap = (size_t)bytes;
+    }
+    /* The header, then only the bytes it says are used (the rest of the block is zeros). */
+    memcpy(*buf, k->map + at, KIX_PAGE_HDR);
+    uint64_t used = htkv_load32(*buf + 8);
+    used = used < bytes - KIX_PAGE_HDR ? used : bytes - KIX_PAGE_HDR;
+    memcpy(*buf + KIX_PAGE_HDR, k->map + at + KIX_PAGE_HDR, (size_t)used);
+    const char *why = page_check(k, i, atomic_load_explicit(&k->page_ok[i], memory_order_acquire),
+                                 out, &at, *buf);
+    if (why != NULL) {
+        htkv_set_error("key index of segment %llu (shard %u): page %u: %s at offset %llu",
+                       (unsigned long long)k->d.seg_id, k->d.shard, i, why, (unsigned long long)at);
+        return HTKV_ECORRUPT;
+    }
+    atomic_store_explicit(&k->page_ok[i], 1, memory_order_release);
     return 0;
 }
 
@@ -717,7 +755,7 @@ htkv_kix_check_file(const char *path, uint32_t shard, uint64_t seg_id, uint64_t 
     for (uint32_t i = 0; i < k.pages && rc == 0; i++) {
         struct kix_page pg;
         uint64_t at;
-        const char *why = page_check(&k, i, false, &pg, &at);
+        const char *why = page_check(&k, i, false, &pg, &at, NULL);
         rc = why != NULL ? bad(path, at, why, bad_off) : 0;
         keys += rc == 0 ? pg.count : 0;
     }

@@ -131,6 +131,15 @@ uint32_t htkv_kix_page_of(const struct kix *k, const void *key, uint32_t klen);
 int htkv_kix_page(const struct kix *k, uint32_t i, struct kix_page *out);
 
 /*
+ * htkv_kix_page() on a private copy: page @p i is copied into *@p buf (grown with
+ * htkv_mem_realloc() when smaller than the page; *@p cap its size; the caller frees it) and
+ * checked there, so that a walk of *@p out reads exactly the bytes that were checked, even if the
+ * file is written under its mapping meanwhile. 0, HTKV_ECORRUPT or -ENOMEM.
+ */
+int htkv_kix_page_copy(const struct kix *k, uint32_t i, unsigned char **buf, size_t *cap,
+                       struct kix_page *out);
+
+/*
  * The next entry of a checked page, in key order: true and *e, or false at its end. The page is
  * read through the file's mapping: were its bytes changed since its check (the file written
  * under the open store), an entry that would run past the page ends the walk with

@@ -744,7 +744,6 @@ merged_chunk(struct htkv_iter *it, struct iter_src *src, struct shard *sh,
         merged_add(it, src, &n, e, &hit, true);
     }
     htkv_trie_cursor_fini(&c);
-    rc = rc == 0 ? htkv_cold_walk_verify(&w) : rc;
     *bad = w.bad;
     htkv_cold_walk_end(&w);
     src->q = src->chunk;
