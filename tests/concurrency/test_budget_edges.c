@@ -41,6 +41,7 @@
 
 struct edge {
     htkv_db *db;
+    char prefix; /* of the keys edge_reader() gets */
     _Atomic int stop;
     _Atomic long misses;
     _Atomic long reads;
@@ -164,22 +165,24 @@ test_budget_first_eviction_under_a_scan(void **state)
     free(dir);
 }
 
+/* Gets of random keys "%c%09u" (prefix e->prefix) of [0, e->nkeys), each of which must answer its
+ * 100-byte value; a failure or a miss is counted in e->misses. */
 static void *
-restore_reader(void *arg)
+edge_reader(void *arg)
 {
     struct edge *e = arg;
     uint64_t rng = (uint64_t)(uintptr_t)&rng;
     char k[32], buf[256];
     while (!atomic_load(&e->stop)) {
         unsigned i = (unsigned)(tu_rand(&rng) % e->nkeys);
-        snprintf(k, sizeof(k), "k%09u", i);
-        size_t vl;
+        snprintf(k, sizeof(k), "%c%09u", e->prefix, i);
+        size_t vl = 0;
         int rc = htkv_get(e->db, k, strlen(k), buf, sizeof(buf), &vl);
         if (atomic_fetch_add(&e->reads, 1) % 64 == 0) {
-            sched_yield(); /* leave the restoring thread some CPU */
+            sched_yield(); /* leave the thread that restores or damages some CPU */
         }
-        if (rc != 0) {
-            fprintf(stderr, "get %s during restores: %d (%s)\n", k, rc, htkv_strerror(rc));
+        if (rc != 0 || vl != 100) {
+            fprintf(stderr, "get %s: %d (%s), %zu bytes\n", k, rc, htkv_strerror(rc), vl);
             atomic_fetch_add(&e->misses, 1);
         }
     }
@@ -209,12 +212,12 @@ test_budget_gets_during_restores(void **state)
     snprintf(snap, sizeof(snap), "%s.snap", dir);
     htkv_config c;
     edge_config(&c, dir, 2, 256u << 10);
-    struct edge e = { .db = tu_open(&c), .nkeys = RESTORE_KEYS };
+    struct edge e = { .db = tu_open(&c), .nkeys = RESTORE_KEYS, .prefix = 'k' };
     edge_load(e.db, 'k', RESTORE_KEYS);
     assert_int_equal(htkv_snapshot_write(e.db, snap), 0);
     pthread_t t[RESTORE_READERS];
     for (int i = 0; i < RESTORE_READERS; i++) {
-        assert_int_equal(pthread_create(&t[i], NULL, restore_reader, &e), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, edge_reader, &e), 0);
     }
     unsigned junk = 0;
     for (int r = 0; r < RESTORE_ROUNDS; r++) {
@@ -310,27 +313,6 @@ rescue_scanner(void *arg)
     return NULL;
 }
 
-static void *
-rescue_reader(void *arg)
-{
-    struct edge *e = arg;
-    uint64_t rng = (uint64_t)(uintptr_t)&rng;
-    char k[32], buf[256];
-    while (!atomic_load(&e->stop)) {
-        unsigned i = (unsigned)(tu_rand(&rng) % e->nkeys);
-        snprintf(k, sizeof(k), "r%09u", i);
-        size_t vl = 0;
-        int rc = htkv_get(e->db, k, strlen(k), buf, sizeof(buf), &vl);
-        atomic_fetch_add(&e->reads, 1);
-        if (rc != 0 || vl != 100) {
-            fprintf(stderr, "get %s while key indexes are damaged: %d (%s)\n", k, rc,
-                    htkv_strerror(rc));
-            atomic_fetch_add(&e->misses, 1);
-        }
-    }
-    return NULL;
-}
-
 /* Flip a byte in the second half of every key index file of @p dir (their pages). */
 static void
 rescue_damage(const char *dir, uint64_t *rng)
@@ -358,12 +340,12 @@ test_budget_rescue_under_readers(void **state)
     char *dir = tu_tmpdir("budget-rescue");
     htkv_config c;
     edge_config(&c, dir, 4, RESCUE_KEYS * 64 / 10);
-    struct edge e = { .db = tu_open(&c), .nkeys = RESCUE_KEYS };
+    struct edge e = { .db = tu_open(&c), .nkeys = RESCUE_KEYS, .prefix = 'r' };
     edge_load(e.db, 'r', RESCUE_KEYS);
     uint64_t rng = tu_seed("budget_rescue_under_readers");
     pthread_t t[RESCUE_READERS + 2];
     for (int i = 0; i < RESCUE_READERS; i++) {
-        assert_int_equal(pthread_create(&t[i], NULL, rescue_reader, &e), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, edge_reader, &e), 0);
     }
     assert_int_equal(pthread_create(&t[RESCUE_READERS], NULL, rescue_scanner, &e), 0);
     assert_int_equal(pthread_create(&t[RESCUE_READERS + 1], NULL, edge_writer, &e), 0);
