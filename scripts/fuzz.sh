@@ -21,7 +21,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build="$root/build-fuzz"
 jobs=${JOBS:-$(nproc)}
 timeout_s=${FUZZ_TIMEOUT:-25}
-targets=(fuzz_rec fuzz_manifest fuzz_segment_open fuzz_snapshot fuzz_hint fuzz_kix fuzz_apikey_token)
+targets=(fuzz_rec fuzz_manifest fuzz_segment_open fuzz_snapshot fuzz_hint fuzz_kix fuzz_closing fuzz_apikey_token)
 
 # libFuzzer ships in compiler-rt, a package of its own on Debian.
 probe=$(mktemp -d)

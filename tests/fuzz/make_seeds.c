@@ -1,12 +1,13 @@
 /*
  * make_seeds.c - writes the seed corpora of the fuzz targets: make_seeds DIR fills
- * DIR/fuzz_rec, DIR/fuzz_manifest, DIR/fuzz_segment_open, DIR/fuzz_hint, DIR/fuzz_kix and
- * DIR/fuzz_apikey_token.
+ * DIR/fuzz_rec, DIR/fuzz_manifest, DIR/fuzz_segment_open, DIR/fuzz_hint, DIR/fuzz_kix,
+ * DIR/fuzz_closing and DIR/fuzz_apikey_token.
  *
  * Design. Every seed is made by the code that makes such bytes in production, never typed in by
  * hand: records by htkv_rec_encode(), manifests by htkv_open() and the manifest API, segments by
  * a store written through the public API, hints by closing the store fuzz_hint builds
- * (fuzz_hint_store.h), key indexes by htkv_kix_write(), tokens by htkv_apikey_token_format().
+ * (fuzz_hint_store.h), key indexes by htkv_kix_write(), close states by htkv_closing_write(),
+ * tokens by htkv_apikey_token_format().
  * Inputs are fixed, so the output only changes when a format does; the seeds in tests/fuzz/corpus/
  * were made with it (build-fuzz/fuzz/fuzz_make_seeds tests/fuzz/corpus). Each seed is laid out as
  * its target's file comment describes (mode bytes, position fields).
@@ -31,6 +32,7 @@
 #include "engine/crc32c.h"
 #include "engine/hash.h"
 #include "engine/hint.h"
+#include "engine/closing.h"
 #include "engine/kix.h"
 #include "engine/manifest.h"
 #include "engine/rec.h"
@@ -476,6 +478,60 @@ kix_seed(const char *dir, const char *name, size_t n, uint32_t klen, bool long_k
     free(e);
 }
 
+/* ---- fuzz_closing: mode u8 | close.state ------------------------------------------------- */
+
+/* A close.state of @p n segments, seeded as written (mode 0) and with the harness's fix-up. */
+static void
+closing_seed(const char *dir, uint32_t n)
+{
+    struct closing c = {
+        .shard = 1, .man_number = 3, .man_bytes = 4096, .applied = 900, .nsegs = n
+    };
+    c.segs = calloc(n + 1, sizeof(*c.segs));
+    FUZZ_CHECK(c.segs != NULL);
+    for (uint32_t i = 0; i < n; i++) {
+        c.segs[i] = (struct closing_seg){ .id = 4 + 4 * i,
+                                          .tail = 65536 - 64 * i,
+                                          .records = 400 + i,
+                                          .max_version = 100 * (i + 1),
+                                          .live_bytes = 30000,
+                                          .dead_bytes = 1000 * i,
+                                          .kix_crc = 0x9E3779B9u * (i + 1),
+                                          .flags = i + 1 < n ? CLOSING_KIX | CLOSING_HINT : 0,
+                                          .heads_vals = 300 + i,
+                                          .heads_dels = i };
+    }
+    FUZZ_CHECK(htkv_closing_write(dir, &c) == 0);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, CLOSING_NAME);
+    unsigned char *f;
+    size_t len;
+    FUZZ_CHECK(fuzz_read_file(AT_FDCWD, path, &f, &len) == 0);
+    unsigned char *buf = malloc(1 + len);
+    FUZZ_CHECK(buf != NULL);
+    memcpy(buf + 1, f, len);
+    for (unsigned mode = 0; mode < 2; mode++) {
+        char seed[64];
+        snprintf(seed, sizeof(seed), "segs%u-%u", n, mode);
+        buf[0] = (unsigned char)mode;
+        seed_write("fuzz_closing", seed, buf, 1 + len);
+    }
+    free(buf);
+    free(f);
+    free(c.segs);
+}
+
+static void
+closing_seeds(void)
+{
+    char dir[256];
+    FUZZ_CHECK(fuzz_tmpdir_make(dir, sizeof(dir), "seeds-closing") == 0);
+    closing_seed(dir, 0);
+    closing_seed(dir, 1);
+    closing_seed(dir, 5);
+    FUZZ_CHECK(fuzz_rmrf(dir) == 0);
+}
+
 static void
 kix_seeds(void)
 {
@@ -503,6 +559,7 @@ main(int argc, char **argv)
     segment_seeds();
     hint_seeds();
     kix_seeds();
+    closing_seeds();
     token_seeds();
     return 0;
 }
