@@ -484,8 +484,7 @@ cold_index_sealed(struct shard *sh)
     }
     if (nadd > 0 && cold_set_replace(sh, add, nadd, NULL) != 0) {
         for (size_t i = 0; i < nadd; i++) { /* not in the set: nothing may leave through it */
-            htkv_kix_close(add[i]->kix);
-            htkv_mem_free(add[i]->kix);
+            htkv_kix_free(add[i]->kix);
             add[i]->kix = NULL;
         }
         rc = -ENOMEM;

@@ -121,8 +121,7 @@ cold_untake(struct shard *sh, struct seg *s)
     if (rc != 0) {
         return rc;
     }
-    htkv_kix_close(s->kix); /* no reader yet */
-    htkv_mem_free(s->kix);
+    htkv_kix_free(s->kix); /* no reader yet */
     s->kix = NULL;
     s->kix_upto = 0;
     s->cold_vals = s->cold_dels = 0;
@@ -231,15 +230,7 @@ closing_heads(const struct shard *sh, struct closing *c)
             continue;
         }
         const struct hidx_ent *e = hidx_slot_ent(slot);
-        size_t lo = 0, hi = sh->nsegs; /* segs in ascending id order */
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (sh->segs[mid]->id < e->seg->id) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
+        size_t lo = htkv_shard_seg_index(sh, e->seg->id);
         if (lo < sh->nsegs && sh->segs[lo] == e->seg) {
             if (e->del) {
                 c->segs[lo].heads_dels++;

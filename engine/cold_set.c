@@ -393,13 +393,6 @@ rescue_key(struct shard *sh, const struct cold_rec *x, struct cold_q *q)
     return cold_insert(sh, x->hash, mine.key_len, &mine);
 }
 
-static void
-kix_free(void *p)
-{
-    htkv_kix_close(p);
-    htkv_mem_free(p);
-}
-
 /* Is @p s in @p sh's cold set now, with key index @p k (NULL: any)? Lock held. */
 bool
 cold_in_set(const struct shard *sh, const struct seg *s, const struct kix *k)
@@ -443,7 +436,7 @@ rescue_drop(struct shard *sh, struct seg *s)
         s->cold_out = true; /* no room to retire it: its keys stay in memory */
         return 0;
     }
-    htkv_shard_retire(sh, s->kix, kix_free); /* readers of an older set may still read it */
+    htkv_shard_retire(sh, s->kix, htkv_kix_free); /* readers of an older set may still read it */
     s->kix = NULL;
     s->kix_upto = 0;
     if (sh->kix_done_id >= s->id) {

@@ -490,6 +490,15 @@ htkv_kix_close(struct kix *k)
     memset(k, 0, sizeof(*k));
 }
 
+void
+htkv_kix_free(void *k)
+{
+    if (k != NULL) {
+        htkv_kix_close(k);
+        htkv_mem_free(k);
+    }
+}
+
 uint64_t
 htkv_kix_mem_bytes(const struct kix *k)
 {

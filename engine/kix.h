@@ -118,6 +118,10 @@ int htkv_kix_open(const char *path, uint32_t shard, uint64_t seg_id, uint64_t se
 
 void htkv_kix_close(struct kix *k);
 
+/* Close and free @p k, an open key index allocated with htkv_mem_alloc() (NULL: nothing); takes
+ * a void * so that it can be handed to EBR as a free function. */
+void htkv_kix_free(void *k);
+
 /* Bytes of RAM the open index holds (fences, filter, their offsets). */
 uint64_t htkv_kix_mem_bytes(const struct kix *k);
 

@@ -940,16 +940,8 @@ remove_orphan(struct htkv_db *db, struct shard *sh, const char *name)
 static bool
 kix_taken(const struct shard *sh, uint64_t id)
 {
-    size_t lo = 0, hi = sh->nsegs; /* segs are in ascending id order */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sh->segs[mid]->id < id) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo < sh->nsegs && sh->segs[lo]->id == id && sh->segs[lo]->kix != NULL;
+    size_t i = htkv_shard_seg_index(sh, id);
+    return i < sh->nsegs && sh->segs[i]->kix != NULL;
 }
 
 /*
@@ -1138,13 +1130,14 @@ trust_seg(struct recov *rv, struct shard *sh, struct seg *s, const struct closin
     struct kix *k = htkv_mem_alloc(sizeof(*k));
     int rc = k == NULL ? -ENOMEM : htkv_kix_open(path, sh->id, s->id, c->tail, k);
     if (rc == 0 && (k->hdr_crc != c->kix_crc || k->d.seg_tail != c->tail)) {
-        htkv_kix_close(k);
+        htkv_kix_free(k);
+        k = NULL;
         rc = HTKV_ECORRUPT;
     }
     if (rc != 0) {
         htkv_db_log(db, HTKV_LOG_INFO, "%s: key index not taken (%s); loading its keys", path,
                     htkv_strerror(rc));
-        htkv_mem_free(k);
+        htkv_mem_free(k); /* not opened: nothing to close */
         return false;
     }
     s->tail = c->tail;

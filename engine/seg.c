@@ -637,8 +637,7 @@ htkv_seg_close(struct seg *s)
     if (s->kix != NULL) {
         /* Its file stays: a clean close names it for the next open (closing.h), which removes
          * any it does not take. */
-        htkv_kix_close(s->kix);
-        htkv_mem_free(s->kix);
+        htkv_kix_free(s->kix);
     }
     htkv_mem_free(s);
 }

@@ -1038,6 +1038,21 @@ htkv_shard_retire_seg(struct shard *sh, struct seg *s)
     htkv_shard_retire(sh, s, htkv_seg_close_cb);
 }
 
+size_t
+htkv_shard_seg_index(const struct shard *sh, uint64_t id)
+{
+    size_t lo = 0, hi = sh->nsegs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sh->segs[mid]->id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < sh->nsegs && sh->segs[lo]->id == id ? lo : sh->nsegs;
+}
+
 void
 htkv_shard_reclaim(struct shard *sh)
 {

@@ -370,6 +370,10 @@ htkv_shard_entry_count(const struct shard *sh)
 /* Hand segment @p s, out of the shard's list, to EBR to be closed once no reader can reach it;
  * and reclaim what the shard retired so far. Lock held. */
 void htkv_shard_retire_seg(struct shard *sh, struct seg *s);
+
+/* Index in sh->segs (ascending ids) of segment @p id, or sh->nsegs when the shard has none. Lock
+ * held, or no writer yet. */
+size_t htkv_shard_seg_index(const struct shard *sh, uint64_t id);
 void htkv_shard_reclaim(struct shard *sh);
 
 /* Do @p e's record's key bytes still hash to its hash? A record checked once (its CRC), or

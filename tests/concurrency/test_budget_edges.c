@@ -69,20 +69,28 @@ edge_load(htkv_db *db, char prefix, unsigned n)
     }
 }
 
+/* Items @p it returns (destroyed then), with its last answer in *@p rc (0: the end). */
+static unsigned
+edge_count(htkv_iter *it, int *rc)
+{
+    const void *k, *v;
+    size_t kl, vl;
+    unsigned n = 0;
+    while ((*rc = htkv_iter_next(it, &k, &kl, &v, &vl)) == 1) {
+        n++;
+    }
+    htkv_iter_destroy(it);
+    return n;
+}
+
 /* Keys of [lo, hi) the view scan returns, with HTKV_ECORRUPT and the like as a failure. */
 static unsigned
 edge_scan(htkv_view *view)
 {
     htkv_iter *it;
     assert_int_equal(htkv_view_scan(view, "k", 1, "l", 1, &it), 0);
-    const void *k, *v;
-    size_t kl, vl;
-    unsigned n = 0;
     int rc;
-    while ((rc = htkv_iter_next(it, &k, &kl, &v, &vl)) == 1) {
-        n++;
-    }
-    htkv_iter_destroy(it);
+    unsigned n = edge_count(it, &rc);
     assert_int_equal(rc, 0);
     return n;
 }
@@ -296,14 +304,8 @@ rescue_scanner(void *arg)
     while (!atomic_load(&e->stop)) {
         htkv_iter *it;
         assert_int_equal(htkv_get_prefix(e->db, "r", 1, &it), 0);
-        const void *k, *v;
-        size_t kl, vl;
-        unsigned n = 0;
         int rc;
-        while ((rc = htkv_iter_next(it, &k, &kl, &v, &vl)) == 1) {
-            n++;
-        }
-        htkv_iter_destroy(it);
+        unsigned n = edge_count(it, &rc);
         if (rc != 0 || n != e->nkeys) {
             fprintf(stderr, "prefix scan while key indexes are damaged: rc %d, %u of %u keys\n", rc,
                     n, e->nkeys);

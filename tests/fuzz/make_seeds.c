@@ -433,6 +433,27 @@ token_seeds(void)
 
 /* ---- fuzz_kix: mode u8 | key index file --------------------------------------------------- */
 
+/* The file at @p path as two seeds of @p target, "NAME-0" and "NAME-1": a mode byte (0, then 1:
+ * the target's fix-up, a no-op on a valid file) and the file's bytes. */
+static void
+seed_file_modes(const char *target, const char *name, const char *path)
+{
+    unsigned char *f;
+    size_t len;
+    FUZZ_CHECK(fuzz_read_file(AT_FDCWD, path, &f, &len) == 0);
+    unsigned char *buf = malloc(1 + len);
+    FUZZ_CHECK(buf != NULL);
+    memcpy(buf + 1, f, len);
+    for (unsigned mode = 0; mode < 2; mode++) {
+        char seed[64];
+        snprintf(seed, sizeof(seed), "%s-%u", name, mode);
+        buf[0] = (unsigned char)mode;
+        seed_write(target, seed, buf, 1 + len);
+    }
+    free(buf);
+    free(f);
+}
+
 /* One key index of @p n keys (key length @p klen, or long every 50th key when @p long_keys),
  * seeded as written (mode 0) and with the harness's fix-up (a no-op on a valid file). */
 static void
@@ -460,20 +481,7 @@ kix_seed(const char *dir, const char *name, size_t n, uint32_t klen, bool long_k
     snprintf(path, sizeof(path), "%s/%s.kix", dir, name);
     struct kix_desc d = { .shard = 1, .seg_id = 7, .seg_tail = 1u << 20 };
     FUZZ_CHECK(htkv_kix_write(path, &d, e, n) == 0);
-    unsigned char *f;
-    size_t len;
-    FUZZ_CHECK(fuzz_read_file(AT_FDCWD, path, &f, &len) == 0);
-    unsigned char *buf = malloc(1 + len);
-    FUZZ_CHECK(buf != NULL);
-    memcpy(buf + 1, f, len);
-    for (unsigned mode = 0; mode < 2; mode++) {
-        char seed[64];
-        snprintf(seed, sizeof(seed), "%s-%u", name, mode);
-        buf[0] = (unsigned char)mode;
-        seed_write("fuzz_kix", seed, buf, 1 + len);
-    }
-    free(buf);
-    free(f);
+    seed_file_modes("fuzz_kix", name, path);
     free(keys);
     free(e);
 }
@@ -502,22 +510,10 @@ closing_seed(const char *dir, uint32_t n)
                                           .heads_dels = i };
     }
     FUZZ_CHECK(htkv_closing_write(dir, &c) == 0);
-    char path[512];
+    char path[512], name[32];
     snprintf(path, sizeof(path), "%s/%s", dir, CLOSING_NAME);
-    unsigned char *f;
-    size_t len;
-    FUZZ_CHECK(fuzz_read_file(AT_FDCWD, path, &f, &len) == 0);
-    unsigned char *buf = malloc(1 + len);
-    FUZZ_CHECK(buf != NULL);
-    memcpy(buf + 1, f, len);
-    for (unsigned mode = 0; mode < 2; mode++) {
-        char seed[64];
-        snprintf(seed, sizeof(seed), "segs%u-%u", n, mode);
-        buf[0] = (unsigned char)mode;
-        seed_write("fuzz_closing", seed, buf, 1 + len);
-    }
-    free(buf);
-    free(f);
+    snprintf(name, sizeof(name), "segs%u", n);
+    seed_file_modes("fuzz_closing", name, path);
     free(c.segs);
 }
 
