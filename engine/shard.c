@@ -591,7 +591,9 @@ htkv_shard_group_sync(struct shard *sh)
     sh->syncing = false;
     if (rc != 0) {
         htkv_shard_fail_sync(sh, s, rc);
-    } else {
+    } else if (!sh->failed) {
+        /* A failure reported meanwhile to another fdatasync of the file (a seal's, on the same
+         * descriptor) is not reported to this one: once the shard failed nothing is published. */
         htkv_shard_publish(sh, target);
     }
     return rc;
@@ -626,6 +628,14 @@ shard_gather(struct shard *sh)
         }
     }
     sh->gathering = false;
+}
+
+/* After a group sync: 0 when @p version is visible, HTKV_EFAILED otherwise (the sync failed, or
+ * the shard had failed and published nothing). */
+static int
+shard_durable_rc(struct shard_ro *ro, uint64_t version)
+{
+    return atomic_load_explicit(&ro->visible, memory_order_acquire) >= version ? 0 : HTKV_EFAILED;
 }
 
 /*
@@ -675,8 +685,8 @@ htkv_shard_wait_durable(struct shard *sh, uint64_t version)
             rc = htkv_shard_group_sync(sh);
             _Atomic uint32_t *w = &sh->sync_word[++sh->syncs_done & 1];
             atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
-            bool more =
-                rc == 0 && sh->appended > atomic_load_explicit(&ro->visible, memory_order_relaxed);
+            bool more = rc == 0 && !sh->failed &&
+                        sh->appended > atomic_load_explicit(&ro->visible, memory_order_relaxed);
             if (!more || n + 1 == LEADER_SYNCS_MAX) {
                 /* No leader for what staged meanwhile: wake its writers too; one of them
                  * leads the next sync. */
@@ -686,7 +696,7 @@ htkv_shard_wait_durable(struct shard *sh, uint64_t version)
                 pthread_mutex_unlock(&sh->lock);
                 htkv_futex_wake(&sh->sync_word[0], INT_MAX);
                 htkv_futex_wake(&sh->sync_word[1], INT_MAX);
-                return rc != 0 ? HTKV_EFAILED : 0; /* this caller's write was covered first */
+                return shard_durable_rc(ro, version); /* covered by the first sync */
             }
             pthread_mutex_unlock(&sh->lock);
             htkv_futex_wake(w, INT_MAX);
@@ -696,7 +706,7 @@ htkv_shard_wait_durable(struct shard *sh, uint64_t version)
             }
         }
         pthread_mutex_unlock(&sh->lock);
-        return rc != 0 ? HTKV_EFAILED : 0;
+        return shard_durable_rc(ro, version);
     }
     pthread_mutex_unlock(&sh->lock);
     return 0;

@@ -446,7 +446,9 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
         htkv_fault_synced(seg->fd);
         pthread_mutex_lock(&sh->lock);
         htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
-        if (!interval) {
+        if (!interval && !sh->failed) {
+            /* Not after a failure reported to another fdatasync of the same descriptor (the
+             * interval one, a seal's): this one does not see it. */
             htkv_shard_publish(sh, w->inflight_target[s]);
         }
     }
