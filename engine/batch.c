@@ -471,10 +471,7 @@ stage_install(struct htkv_db *db, struct stage *st, uint64_t version, uint32_t *
         struct shard *sh = db_shard(db, p->shard);
         HTKV_DASSERT(db_mutex_locked(&sh->lock)); /* invariant 5 */
         HTKV_ASSERT(version > sh->appended);      /* versions install in increasing order */
-        for (uint32_t k = 0; k < p->nops; k++) {
-            htkv_shard_install(sh, p->ents[k]);
-            p->ents[k] = NULL;
-        }
+        htkv_shard_install_all(sh, p->ents, p->nops);
         sh->appended = version;
         sh->batches++;
         sh->metrics.unsynced_writes++;

@@ -954,10 +954,26 @@ htkv_shard_write_out(struct shard *sh, struct seg *s)
     return shard_write_out(sh, s);
 }
 
+/* How far ahead htkv_shard_install_all() prefetches each level of an install: the key's home
+ * slot, the entry that slot names, and that entry's key bytes (each needs the one before). */
+enum { INSTALL_AHEAD_SLOT = 16, INSTALL_AHEAD_ENT = 8, INSTALL_AHEAD_KEY = 4 };
+
 void
-htkv_shard_install(struct shard *sh, struct hidx_ent *e)
+htkv_shard_install_all(struct shard *sh, struct hidx_ent **ents, uint32_t n)
 {
-    shard_install(sh, e);
+    for (uint32_t k = 0; k < n; k++) {
+        if (k + INSTALL_AHEAD_SLOT < n) {
+            htkv_hidx_prefetch(&sh->idx, ents[k + INSTALL_AHEAD_SLOT]->hash, 0);
+        }
+        if (k + INSTALL_AHEAD_ENT < n) {
+            htkv_hidx_prefetch(&sh->idx, ents[k + INSTALL_AHEAD_ENT]->hash, 1);
+        }
+        if (k + INSTALL_AHEAD_KEY < n) {
+            htkv_hidx_prefetch(&sh->idx, ents[k + INSTALL_AHEAD_KEY]->hash, 2);
+        }
+        shard_install(sh, ents[k]);
+        ents[k] = NULL;
+    }
 }
 
 int

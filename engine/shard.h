@@ -313,9 +313,12 @@ htkv_shard_current_version(struct shard *sh, uint64_t hash, const void *key, uin
 struct hidx_ent *htkv_shard_ent_new(struct shard *sh);
 void htkv_shard_ent_drop(struct shard *sh, struct hidx_ent *e);
 
-/* Install @p e (filled, its record written out) as the newest version of its key: pending until
- * htkv_shard_publish() covers its version. Cannot fail after htkv_shard_reserve(). Lock held. */
-void htkv_shard_install(struct shard *sh, struct hidx_ent *e);
+/* Install the @p n entries of @p ents (filled, their records written out) in order, each as the
+ * newest version of its key, pending until htkv_shard_publish() covers its version; each slot
+ * is set to NULL once its entry is installed. Cannot fail after htkv_shard_reserve(). The
+ * index's cache misses of later entries are started ahead (one level of htkv_hidx_prefetch()
+ * each, at three distances), so that they overlap. Lock held. */
+void htkv_shard_install_all(struct shard *sh, struct hidx_ent **ents, uint32_t n);
 
 /* htkv_seg_write_out() of @p s, the active segment; a failure stops the shard's writes. Lock
  * held. 0 or -errno. */
