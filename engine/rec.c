@@ -19,22 +19,16 @@
 HTKV_STATIC_ASSERT(sizeof(struct rec_hdr) == REC_HDR_BYTES, "record header is 24 bytes");
 HTKV_STATIC_ASSERT((REC_ALIGN & (REC_ALIGN - 1)) == 0, "record alignment is a power of two");
 
+/* The CRC of the record at @p rec: its position, then the rest of its header, its key and its
+ * value (contiguous, @p body_bytes after the CRC field) in one run. */
 static uint32_t
-rec_crc(const unsigned char *hdr, uint64_t seg_id, uint64_t off, const void *key, uint32_t key_len,
-        const void *val, uint32_t val_len)
+rec_crc(const unsigned char *rec, uint64_t seg_id, uint64_t off, uint64_t body_bytes)
 {
     unsigned char pos[16];
     htkv_store64(pos, seg_id);
     htkv_store64(pos + 8, off);
     uint32_t c = htkv_crc32c(0, pos, sizeof(pos));
-    c = htkv_crc32c(c, hdr + 4, REC_HDR_BYTES - 4);
-    if (key_len > 0) {
-        c = htkv_crc32c(c, key, key_len);
-    }
-    if (val_len > 0) {
-        c = htkv_crc32c(c, val, val_len);
-    }
-    return c;
+    return htkv_crc32c(c, rec + 4, (size_t)body_bytes);
 }
 
 uint64_t
@@ -61,8 +55,7 @@ htkv_rec_encode(void *dst, uint64_t seg_id, uint64_t off, uint8_t type, uint8_t 
     uint64_t raw = REC_HDR_BYTES + (uint64_t)key_len + val_len;
     uint64_t total = htkv_align_up(raw, REC_ALIGN);
     memset(d + raw, 0, total - raw);
-    htkv_store32(d, rec_crc(d, seg_id, off, d + REC_HDR_BYTES, key_len, d + REC_HDR_BYTES + key_len,
-                            val_len));
+    htkv_store32(d, rec_crc(d, seg_id, off, raw - 4));
     return total;
 }
 
@@ -106,8 +99,7 @@ int
 htkv_rec_verify_crc(const void *p, uint64_t seg_id, uint64_t off, const struct rec_hdr *h)
 {
     const unsigned char *s = p;
-    uint32_t c = rec_crc(s, seg_id, off, s + REC_HDR_BYTES, h->key_len,
-                         s + REC_HDR_BYTES + h->key_len, h->val_len);
+    uint32_t c = rec_crc(s, seg_id, off, REC_HDR_BYTES - 4 + (uint64_t)h->key_len + h->val_len);
     return c == h->crc ? 0 : HTKV_ECORRUPT;
 }
 
