@@ -347,6 +347,19 @@ worker_sync_unbegin(struct shard *sh, uint64_t group)
     pthread_mutex_unlock(&sh->lock);
 }
 
+/*
+ * Should the group fsync about to be submitted run on this thread (htkv_ur_fsync_now())? Yes
+ * when the worker owns one shard, nothing is in flight and nothing is queued: it has nothing to
+ * overlap with the fsync, and a ring's fsync runs on a kernel worker thread whose wake-up and
+ * hand-back cost ~25% of the puts of 16 durable writers on 2 CPUs (perf/README.md).
+ */
+static bool
+worker_sync_here(struct worker *w)
+{
+    return w->db->shard_count <= w->db->cfg.worker_threads && w->ur.inflight == 0 &&
+           htkv_mpsc_empty(&w->q);
+}
+
 /* Submit a group fsync for every shard that a waiting request still needs. */
 static void
 worker_submit_group_syncs(struct worker *w)
@@ -376,7 +389,9 @@ worker_submit_group_syncs(struct worker *w)
             }
             w->inflight_t0[s] = htkv_now_ns();
             w->inflight_group[s] = group;
-            if (htkv_ur_fsync(&w->ur, seg->fd, s) == 0) {
+            int src = worker_sync_here(w) ? htkv_ur_fsync_now(&w->ur, seg->fd, s)
+                                          : htkv_ur_fsync(&w->ur, seg->fd, s);
+            if (src == 0) {
                 w->inflight_target[s] = target;
                 w->inflight_seg[s] = seg;
                 atomic_fetch_add_explicit(&db->env.syncs, 1, memory_order_relaxed);
@@ -444,6 +459,9 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
          * covers; outside the lock, like the callers' syncs (htkv_seg_sync). The pin keeps
          * seg->fd open. */
         htkv_fault_synced(seg->fd);
+        if (!interval) {
+            w->last_sync_ns = htkv_now_ns() - w->inflight_t0[s];
+        }
         pthread_mutex_lock(&sh->lock);
         htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
         if (!interval && !sh->failed) {
@@ -549,6 +567,34 @@ worker_idle_yield(struct worker *w, int drained_before)
     return !htkv_mpsc_empty(&w->q);
 }
 
+/*
+ * HTKV_SYNC_ALWAYS: should the next group syncs wait for more requests? Yes while fewer requests
+ * wait for a sync than sync callers are inside a call (active: those just acknowledged count until
+ * they return, so in a closed loop they are expected back), no fsync is in flight, and the
+ * gathering has lasted less than twice the last group fsync (and SHARD_GATHER_MAX_NS). A caller
+ * that misses a group waits for the whole next one: putgroup.c gathers the same way for inline
+ * writers.
+ */
+static bool
+worker_gathering(struct worker *w)
+{
+    if (w->db->cfg.sync_mode != HTKV_SYNC_ALWAYS || w->nwaiting == 0 || w->ur.inflight != 0 ||
+        w->nwaiting >= atomic_load_explicit(&w->active, memory_order_relaxed)) {
+        w->gather_until = 0;
+        return false;
+    }
+    uint64_t now = htkv_now_ns();
+    if (w->gather_until == 0) {
+        uint64_t limit = 2 * w->last_sync_ns;
+        w->gather_until = now + (limit > SHARD_GATHER_MAX_NS ? SHARD_GATHER_MAX_NS : limit);
+    }
+    if (now >= w->gather_until) {
+        w->gather_until = 0;
+        return false;
+    }
+    return true;
+}
+
 static void
 worker_loop(struct worker *w)
 {
@@ -564,6 +610,10 @@ worker_loop(struct worker *w)
             drained++;
         }
         worker_stage_puts(w);
+        if (worker_gathering(w)) {
+            sched_yield(); /* the callers it waits for are runnable: let them push */
+            continue;
+        }
         worker_submit_group_syncs(w);
         if (db->cfg.sync_mode == HTKV_SYNC_INTERVAL && now_ns() >= w->next_interval_ns) {
             worker_interval_syncs(w);
@@ -769,6 +819,9 @@ htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
     atomic_init(&r->state, WREQ_PENDING);
     r->parts = NULL;
     r->nparts = 0;
+    if (!async) {
+        atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed); /* before the push */
+    }
     while (!htkv_mpsc_push(&w->q, r)) {
         if (async) {
             return HTKV_EBUSY;
@@ -785,6 +838,7 @@ htkv_worker_submit(struct htkv_db *db, uint32_t shard, struct wreq *r)
         return 0;
     }
     wreq_wait(w, r);
+    atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
     return r->rc;
 }
 

@@ -69,6 +69,10 @@ struct worker {
     uint32_t idle_spins;
     uint32_t idle_probe;
     _Alignas(HTKV_CACHELINE) _Atomic int sleeping;
+    /* Sync callers inside htkv_worker_submit() for this worker, from before their push until
+     * they return (their request done and their thread running again): in HTKV_SYNC_ALWAYS the
+     * worker holds its next group syncs back for those coming back (worker_gathering()). */
+    _Atomic uint32_t active;
     _Atomic int stop;
     int init_rc;
     _Atomic int init_done;
@@ -82,6 +86,8 @@ struct worker {
     uint64_t *inflight_t0;      /* when each shard's fsync in flight was submitted (metrics) */
     uint64_t *inflight_group;   /* writes it covers (metrics) */
     uint64_t next_interval_ns;  /* HTKV_SYNC_INTERVAL: when to sync dirty shards next */
+    uint64_t last_sync_ns;      /* duration of the last group fsync (HTKV_SYNC_ALWAYS) */
+    uint64_t gather_until;      /* deadline of the gathering under way (0 = none) */
     /* Puts and deletes of this drain not staged yet (npend of them; room for DRAIN_MAX), and
      * the scratch requests that stage them (worker_stage_puts). */
     struct wreq **pend;

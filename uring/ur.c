@@ -102,38 +102,56 @@ get_sqe(struct io_uring *ring)
     return sqe;
 }
 
-int
-htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
+/* Queue the completion of an fsync already done (or replaced by a fault): @p res is delivered
+ * for @p user_data by the next htkv_ur_wait(). With the ring, @p sqe carries it as a no-op. */
+static void
+ur_done_now(struct ur *u, struct io_uring_sqe *sqe, uint64_t user_data, int res)
+{
+    if (u->backend == UR_SYNC) {
+        u->done[u->ndone++] = (struct ur_done){ .user_data = user_data, .res = res };
+    } else {
+        io_uring_prep_nop(sqe);
+        u->faults[u->nfaults++ % UR_MAX_INFLIGHT] =
+            (struct ur_done){ .user_data = user_data, .res = res };
+        io_uring_sqe_set_data64(sqe, UR_FAULT_TAG);
+    }
+    u->inflight++;
+}
+
+static int
+ur_fsync(struct ur *u, int fd, uint64_t user_data, bool now)
 {
     HTKV_ASSERT(user_data != UR_EFD_TAG);
     HTKV_ASSERT(user_data != UR_FAULT_TAG);
     if (u->inflight >= UR_MAX_INFLIGHT) {
         return -EBUSY;
     }
-    int fault = htkv_fault_hit(HTKV_FAULT_SYNC);
-    if (u->backend == UR_SYNC) {
-        int res = fault != 0 ? fault : fdatasync(fd) == 0 ? 0 : -errno;
-        u->done[u->ndone++] = (struct ur_done){ .user_data = user_data, .res = res };
-        u->inflight++;
-        return 0;
-    }
-    struct io_uring_sqe *sqe = get_sqe(u->ring);
-    if (sqe == NULL) {
+    struct io_uring_sqe *sqe = NULL;
+    if (u->backend != UR_SYNC && (sqe = get_sqe(u->ring)) == NULL) {
         return -EBUSY;
     }
-    if (fault != 0) {
-        /* The fault replaces this fsync's result: a no-op stands in for it in the ring. */
-        io_uring_prep_nop(sqe);
-        u->faults[u->nfaults++ % UR_MAX_INFLIGHT] =
-            (struct ur_done){ .user_data = user_data, .res = fault };
-        io_uring_sqe_set_data64(sqe, UR_FAULT_TAG);
-        u->inflight++;
+    int fault = htkv_fault_hit(HTKV_FAULT_SYNC);
+    if (fault != 0 || now || u->backend == UR_SYNC) {
+        /* A fault replaces this fsync's result. */
+        ur_done_now(u, sqe, user_data, fault != 0 ? fault : fdatasync(fd) == 0 ? 0 : -errno);
         return 0;
     }
     io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
     io_uring_sqe_set_data64(sqe, user_data);
     u->inflight++;
     return 0;
+}
+
+int
+htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
+{
+    return ur_fsync(u, fd, user_data, false);
+}
+
+int
+htkv_ur_fsync_now(struct ur *u, int fd, uint64_t user_data)
+{
+    return ur_fsync(u, fd, user_data, true);
 }
 
 static int
