@@ -2,8 +2,9 @@
  * test_ur.c - the worker I/O layer (uring/ur.c) on both backends (io_uring, plain system calls):
  * a write, an fdatasync through the layer, and a read of the bytes back; completions carry their
  * user data; a wake-up from another thread and a timeout end a wait; injected sync faults
- * (uring/ur_fault.h) replace a completion's result. The io_uring half is skipped where the kernel
- * refuses a ring (seccomp, memlock).
+ * (uring/ur_fault.h) replace a completion's result; an fsync run now (htkv_ur_fsync_now()) has
+ * run when the call returns and is delivered by the next wait like any other, in bounds. The
+ * io_uring half is skipped where the kernel refuses a ring (seccomp, memlock).
  */
 #include "tests/support/testutil.h"
 
@@ -247,6 +248,82 @@ test_ur_injected_sync_faults_uring(void **state)
     injected_sync_faults(UR_URING);
 }
 
+/* Count completions, each an EIO (any order). */
+static void
+count_eio_any(void *ctx, uint64_t user_data, int res)
+{
+    (void)user_data;
+    assert_int_equal(res, -EIO);
+    (*(unsigned *)ctx)++;
+}
+
+static void
+fsync_now(int backend)
+{
+    static struct ur u;
+    if (!init_backend(&u, backend)) {
+        return;
+    }
+    char *dir = tu_tmpdir(backend == UR_URING ? "ur-now-uring" : "ur-now-sync");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/data", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "x", 1, 0), 1);
+    struct done_log d = { 0 };
+    /* It ran before the call returned: closing the descriptor before the wait changes nothing
+     * (a queued fsync of a closed descriptor would complete with EBADF). */
+    assert_int_equal(htkv_ur_fsync_now(&u, fd, 1), 0);
+    assert_int_equal(u.inflight, 1);
+    close(fd);
+    wait_for(&u, &d, 1);
+    assert_int_equal(res_of(&d, 1), 0);
+    /* Its error is delivered as its result; so is an injected fault, which replaces it. */
+    assert_int_equal(htkv_ur_fsync_now(&u, -1, 2), 0);
+    htkv_fault_arm(HTKV_FAULT_SYNC, 1, EIO, false);
+    assert_int_equal(htkv_ur_fsync_now(&u, -1, 3), 0);
+    wait_for(&u, &d, 3);
+    assert_int_equal(res_of(&d, 2), -EBADF);
+    assert_int_equal(res_of(&d, 3), -EIO);
+    /* Beside queued ones, and within the same bound. */
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(htkv_ur_fsync(&u, fd, 4), 0);
+    assert_int_equal(htkv_ur_fsync_now(&u, fd, 5), 0);
+    wait_for(&u, &d, 5);
+    assert_int_equal(res_of(&d, 4), 0);
+    assert_int_equal(res_of(&d, 5), 0);
+    htkv_fault_arm(HTKV_FAULT_SYNC, 1, EIO, true); /* no real fdatasync for each */
+    for (unsigned i = 0; i < UR_MAX_INFLIGHT; i++) {
+        assert_int_equal(htkv_ur_fsync_now(&u, fd, 100 + i), 0);
+    }
+    assert_int_equal(htkv_ur_fsync_now(&u, fd, 99), -EBUSY);
+    htkv_fault_disarm();
+    unsigned n = 0;
+    for (int i = 0; i < 500 && u.inflight > 0; i++) {
+        assert_true(htkv_ur_wait(&u, 10, count_eio_any, &n) >= 0);
+    }
+    assert_int_equal(n, UR_MAX_INFLIGHT);
+    close(fd);
+    htkv_ur_fini(&u);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static void
+test_ur_fsync_now_sync(void **state)
+{
+    (void)state;
+    fsync_now(UR_SYNC);
+}
+
+static void
+test_ur_fsync_now_uring(void **state)
+{
+    (void)state;
+    fsync_now(UR_URING);
+}
+
 static void
 count_eio(void *ctx, uint64_t user_data, int res)
 {
@@ -287,6 +364,8 @@ main(void)
         cmocka_unit_test(test_ur_injected_sync_faults_sync),
         cmocka_unit_test(test_ur_injected_sync_faults_uring),
         cmocka_unit_test(test_ur_sync_backend_bounds_inflight),
+        cmocka_unit_test(test_ur_fsync_now_sync),
+        cmocka_unit_test(test_ur_fsync_now_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
