@@ -33,6 +33,9 @@
  *   7. At most DRAIN_MAX puts and deletes are set aside (pend) between two worker_stage_puts().
  *   8. A mark (WREQ_MARK) is completed only once every request the worker took before it is
  *      staged: versions taken, entries installed.
+ *   9. The worker never sleeps while it holds a waiting request and no fsync is in flight: such
+ *      a request is already visible, or its shard failed, or its sync must be submitted again,
+ *      and no completion would wake the worker for it (a gathering can end without a drain).
  */
 #include "engine/worker.h"
 
@@ -360,10 +363,12 @@ worker_sync_here(struct worker *w)
            htkv_mpsc_empty(&w->q);
 }
 
-/* Submit a group fsync for every shard that a waiting request still needs. */
-static void
+/* Submit a group fsync for every shard that a waiting request still needs. Returns true when
+ * one ran on this thread (its result is ready in the ring). */
+static bool
 worker_submit_group_syncs(struct worker *w)
 {
+    bool ran_now = false;
     struct htkv_db *db = w->db;
     for (size_t i = 0; i < w->nwaiting; i++) {
         struct wreq *r = w->waiting[i];
@@ -389,8 +394,10 @@ worker_submit_group_syncs(struct worker *w)
             }
             w->inflight_t0[s] = htkv_now_ns();
             w->inflight_group[s] = group;
-            int src = worker_sync_here(w) ? htkv_ur_fsync_now(&w->ur, seg->fd, s)
-                                          : htkv_ur_fsync(&w->ur, seg->fd, s);
+            bool now = worker_sync_here(w);
+            int src =
+                now ? htkv_ur_fsync_now(&w->ur, seg->fd, s) : htkv_ur_fsync(&w->ur, seg->fd, s);
+            ran_now |= now && src == 0;
             if (src == 0) {
                 w->inflight_target[s] = target;
                 w->inflight_seg[s] = seg;
@@ -401,6 +408,7 @@ worker_submit_group_syncs(struct worker *w)
             }
         }
     }
+    return ran_now;
 }
 
 /* HTKV_SYNC_INTERVAL: fdatasync this worker's dirty shards. */
@@ -612,9 +620,10 @@ worker_loop(struct worker *w)
         worker_stage_puts(w);
         if (worker_gathering(w)) {
             sched_yield(); /* the callers it waits for are runnable: let them push */
+            drained_before = drained;
             continue;
         }
-        worker_submit_group_syncs(w);
+        bool ready = worker_submit_group_syncs(w);
         if (db->cfg.sync_mode == HTKV_SYNC_INTERVAL && now_ns() >= w->next_interval_ns) {
             worker_interval_syncs(w);
             w->next_interval_ns = now_ns() + interval_ns;
@@ -625,7 +634,11 @@ worker_loop(struct worker *w)
             HTKV_ASSERT(w->npend == 0); /* invariant 3: nothing set aside either */
             return;
         }
-        bool idle = drained == 0 && !worker_idle_spin(w) && !worker_idle_yield(w, drained_before);
+        /* Never asleep with a result ready in the ring, nor with waiting requests that no
+         * completion will come for (invariant 9). */
+        bool settle = ready || (w->nwaiting > 0 && w->ur.inflight == 0);
+        bool idle = drained == 0 && !settle && !worker_idle_spin(w) &&
+                    !worker_idle_yield(w, drained_before);
         drained_before = drained;
         if (idle) {
             /* Dekker with htkv_worker_submit(): announce sleep, then look at the queue again. */
