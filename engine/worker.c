@@ -352,7 +352,8 @@ worker_sync_unbegin(struct shard *sh, uint64_t group)
 
 /*
  * Should the group fsync about to be submitted run on this thread (htkv_ur_fsync_now())? Yes
- * when the worker owns one shard, nothing is in flight and nothing is queued: it has nothing to
+ * when each worker owns at most one shard (the HTKV_SYNC_ALWAYS default), nothing is in flight
+ * and nothing is queued: it has nothing to
  * overlap with the fsync, and a ring's fsync runs on a kernel worker thread whose wake-up and
  * hand-back cost ~25% of the puts of 16 durable writers on 2 CPUs (perf/README.md).
  */
@@ -473,8 +474,8 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
         pthread_mutex_lock(&sh->lock);
         htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);
         if (!interval && !sh->failed) {
-            /* Not after a failure reported to another fdatasync of the same descriptor (the
-             * interval one, a seal's): this one does not see it. */
+            /* Not after a failure reported to another fdatasync of the same descriptor (a
+             * seal's, a caller's): this one does not see it. */
             htkv_shard_publish(sh, w->inflight_target[s]);
         }
     }

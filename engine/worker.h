@@ -76,8 +76,10 @@ struct worker {
     _Atomic int stop;
     int init_rc;
     _Atomic int init_done;
+    /* From here on the worker's own fields, on lines of their own: callers write the line above
+     * (sleeping, active) on every call. */
     /* Requests staged and waiting for their group sync (HTKV_SYNC_ALWAYS). */
-    struct wreq **waiting;
+    _Alignas(HTKV_CACHELINE) struct wreq **waiting;
     size_t nwaiting, waiting_cap;
     /* Per shard of the store: target version of this worker's fsync in flight (0 = none). */
     uint64_t *inflight_target;

@@ -21,7 +21,7 @@
 #include "uring/ur_fault.h"
 
 #define UR_EFD_TAG UINT64_MAX         /* user_data of the eventfd read */
-#define UR_FAULT_TAG (UINT64_MAX - 1) /* user_data of a NOP standing for a faulted fsync */
+#define UR_FAULT_TAG (UINT64_MAX - 1) /* user_data of a NOP standing for a known result */
 
 static int
 uring_setup(struct ur *u, unsigned depth)

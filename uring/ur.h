@@ -45,8 +45,9 @@ struct ur {
     /* UR_SYNC: completions not yet delivered. */
     struct ur_done done[UR_MAX_INFLIGHT];
     unsigned ndone;
-    /* UR_URING: results of fsyncs replaced by an injected fault (ur_fault.h), in submission
-     * order; each stands behind a NOP tagged UR_FAULT_TAG in the ring. */
+    /* UR_URING: results known at submission (an fsync replaced by an injected fault,
+     * ur_fault.h, or run by htkv_ur_fsync_now()), in submission order; each stands behind a NOP
+     * tagged UR_FAULT_TAG in the ring. */
     struct ur_done faults[UR_MAX_INFLIGHT];
     unsigned nfaults, fault_head;
 };
