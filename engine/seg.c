@@ -95,6 +95,14 @@ seg_allocate(int fd, uint64_t from, uint64_t to, bool zero_fill)
     return 0;
 }
 
+/* Free what seg_new() made of @p s, and @p s. */
+static void
+seg_free(struct seg *s)
+{
+    pthread_mutex_destroy(&s->sync_lock);
+    htkv_mem_free(s);
+}
+
 static struct seg *
 seg_new(const char *path, uint32_t shard, uint64_t id)
 {
@@ -107,6 +115,10 @@ seg_new(const char *path, uint32_t shard, uint64_t id)
     s->id = id;
     s->shard = shard;
     s->fd = -1;
+    if (pthread_mutex_init(&s->sync_lock, NULL) != 0) {
+        htkv_mem_free(s);
+        return NULL;
+    }
     atomic_init(&s->live_bytes, 0);
     atomic_init(&s->dead_bytes, 0);
     return s;
@@ -299,7 +311,7 @@ fail_unlink:
     (void)(htkv_fault_fails(HTKV_FAULT_UNLINK) ? -1 : unlink(path));
     close(s->fd);
 fail_free:
-    htkv_mem_free(s);
+    seg_free(s);
     return rc;
 }
 
@@ -363,7 +375,7 @@ htkv_seg_open(const char *path, uint32_t shard, uint64_t id, uint64_t cap, bool 
 fail_close:
     close(s->fd);
 fail_free:
-    htkv_mem_free(s);
+    seg_free(s);
     return rc;
 }
 
@@ -499,21 +511,42 @@ htkv_seg_writeback_start(struct seg *s)
     s->wb_from = end;
 }
 
+/* Record or apply the file's first failed sync (sync_lock held): see sync_err. */
+static int
+seg_sync_settle(struct seg *s, int res)
+{
+    if (res != 0 && s->sync_err == 0) {
+        s->sync_err = res;
+    }
+    return s->sync_err;
+}
+
 int
 htkv_seg_sync(struct seg *s)
 {
+    pthread_mutex_lock(&s->sync_lock);
     int rc = htkv_fault_hit(HTKV_FAULT_SYNC);
     if (rc == 0) {
         rc = seg_fd(s);
     }
-    if (rc != 0) {
-        return rc;
+    if (rc == 0 && fdatasync(s->fd) != 0) {
+        rc = -errno;
     }
-    if (fdatasync(s->fd) != 0) {
-        return -errno;
+    rc = seg_sync_settle(s, rc);
+    if (rc == 0) {
+        htkv_fault_synced(s->fd);
     }
-    htkv_fault_synced(s->fd);
-    return 0;
+    pthread_mutex_unlock(&s->sync_lock);
+    return rc;
+}
+
+int
+htkv_seg_sync_result(struct seg *s, int res)
+{
+    pthread_mutex_lock(&s->sync_lock);
+    res = seg_sync_settle(s, res);
+    pthread_mutex_unlock(&s->sync_lock);
+    return res;
 }
 
 int
@@ -639,7 +672,7 @@ htkv_seg_close(struct seg *s)
          * any it does not take. */
         htkv_kix_free(s->kix);
     }
-    htkv_mem_free(s);
+    seg_free(s);
 }
 
 /* ---- appending and sealing (the shard's lock held on the active segment) ------------------ */

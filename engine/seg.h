@@ -32,6 +32,7 @@
 #ifndef HTKV_ENGINE_SEG_H
 #define HTKV_ENGINE_SEG_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "engine/internal.h"
@@ -87,6 +88,12 @@ struct seg {
      * worker's ring): a segment dropped by compaction is closed only once this is 0. Taken
      * under the shard's lock on the active segment only, so a sealed segment gains none. */
     _Atomic uint32_t io_pins;
+    /* A write-back error is reported once per descriptor: to whichever fdatasync of it checks
+     * first. So the fdatasyncs of one file run one at a time (htkv_seg_sync() holds sync_lock),
+     * and the first failure stays (sync_err, under sync_lock): every later sync of the file
+     * reports it, so none can succeed over pages an earlier one lost. */
+    pthread_mutex_t sync_lock;
+    int sync_err;
     uint64_t max_version; /* highest record version appended or recovered */
     uint64_t hint_tail;   /* end of the records its hint file describes; 0 = no hint */
     /* Its key index, once a memory budget wrote one (cold.c; set under the shard's lock before
@@ -297,8 +304,17 @@ int htkv_seg_write_out(struct seg *s);
  */
 void htkv_seg_writeback_start(struct seg *s);
 
-/* fdatasync the segment. Returns 0 or -errno. */
+/* fdatasync the segment, after any other fdatasync of it through this function. Returns 0, or
+ * -errno (that of the first failed sync of the segment, once one failed: see sync_err). */
 int htkv_seg_sync(struct seg *s);
+
+/*
+ * The result @p res of an fdatasync of @p s that ran elsewhere (a worker's ring) as the file's
+ * syncs see it: a failure is remembered, and a success after a remembered failure is that
+ * failure. Taking sync_lock waits for an htkv_seg_sync() in progress, which records what it
+ * finds before it lets go. Returns the result to act on.
+ */
+int htkv_seg_sync_result(struct seg *s, int res);
 
 /* Overwrite [from, to) with zeros and make that durable (torn-tail removal). 0 or -errno. */
 int htkv_seg_zero(struct seg *s, uint64_t from, uint64_t to);

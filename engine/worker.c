@@ -459,6 +459,7 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
     struct seg *seg = interval ? w->inflight_iseg[s] : w->inflight_seg[s];
     HTKV_ASSERT(seg != NULL);
     HTKV_ASSERT(interval || w->inflight_target[s] != 0); /* invariant 2: the group in flight */
+    res = htkv_seg_sync_result(seg, res); /* a failure another sync of the file took counts */
     if (res < 0) {
         pthread_mutex_lock(&sh->lock);
         htkv_shard_sync_end(sh, w->inflight_group[s], w->inflight_t0[s]);

@@ -1,7 +1,8 @@
 /*
  * test_seg.c - segment files (engine/seg.c) on their own: the header's encoding and reading,
- * create/open/map, growth (reserve, grow_to), zeroing, trimming at close, and the test that
- * decides whether an unlisted file holds records (htkv_seg_file_has_record).
+ * create/open/map, growth (reserve, grow_to), zeroing, trimming at close, the test that
+ * decides whether an unlisted file holds records (htkv_seg_file_has_record), and a failed
+ * fdatasync that stays failed for every later sync of the file, its own or reported.
  */
 #include "tests/support/testutil.h"
 
@@ -12,6 +13,7 @@
 #include "engine/crc32c.h"
 #include "engine/rec.h"
 #include "engine/seg.h"
+#include "uring/ur_fault.h"
 
 #define VAL_MAX (1u << 20)
 
@@ -410,6 +412,34 @@ test_seg_writeback_starts_by_chunks(void **state)
     free(dir);
 }
 
+/* A write-back error is reported to one fdatasync of a descriptor only; the one that did not see
+ * it must not count as a success over the lost pages. Once a sync of the file failed, every
+ * later one fails with that error, including the results of syncs run elsewhere. */
+static void
+test_seg_failed_sync_stays_failed(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("seg-syncfail");
+    struct seg *s = NULL, *other = NULL;
+    assert_int_equal(htkv_seg_create(dir, &OWNER, 1, 4ull << 20, 0, false, &s), 0);
+    assert_int_equal(htkv_seg_create(dir, &OWNER, 2, 4ull << 20, 0, false, &other), 0);
+    assert_int_equal(htkv_seg_sync(s), 0);
+    assert_int_equal(htkv_seg_sync_result(s, 0), 0);
+    htkv_fault_arm(HTKV_FAULT_SYNC, 1, EIO, false); /* the next sync only */
+    assert_int_equal(htkv_seg_sync(s), -EIO);
+    htkv_fault_disarm();
+    assert_int_equal(htkv_seg_sync(s), -EIO);           /* a real, successful fdatasync now */
+    assert_int_equal(htkv_seg_sync_result(s, 0), -EIO); /* a ring's success: the same */
+    assert_int_equal(htkv_seg_sync(other), 0);          /* per file */
+    /* A failure first seen in a result stays as well, with its own error. */
+    assert_int_equal(htkv_seg_sync_result(other, -ENOSPC), -ENOSPC);
+    assert_int_equal(htkv_seg_sync(other), -ENOSPC);
+    htkv_seg_close(s);
+    htkv_seg_close(other);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int
 main(void)
 {
@@ -424,6 +454,7 @@ main(void)
         cmocka_unit_test(test_seg_all_zero_and_last_nonzero_end),
         cmocka_unit_test(test_seg_data_end_matches_a_full_read),
         cmocka_unit_test(test_seg_file_has_record),
+        cmocka_unit_test(test_seg_failed_sync_stays_failed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
