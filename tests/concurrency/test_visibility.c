@@ -406,6 +406,12 @@ bat_writer(void *arg)
     }
     for (unsigned n = 1; n <= b->n && !cc_failed(); n++) {
         uint64_t tag = ((uint64_t)(a->id + 1) << 32) | n;
+        /* The last batch waits for a reader's whole pass, so that readers overlap the writers
+         * however fast the batches go (a tmpfs fdatasync costs nothing) or late they start. */
+        while (n == b->n && atomic_load_explicit(&b->passes, memory_order_relaxed) == 0 &&
+               !cc_failed()) {
+            sched_yield();
+        }
         htkv_batch_clear(hb);
         if (!bat_fill(a, hb, tag)) {
             break;
