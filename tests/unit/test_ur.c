@@ -188,6 +188,19 @@ test_ur_wake_and_timeout_uring(void **state)
     wake_and_timeout(UR_URING);
 }
 
+/* Make directory @p name and in it a file of one byte, "data" (its path into @p path, 4096
+ * bytes); returns the file open read-write. */
+static int
+data_file(const char *name, char **dir, char *path)
+{
+    *dir = tu_tmpdir(name);
+    snprintf(path, 4096, "%s/data", *dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "x", 1, 0), 1);
+    return fd;
+}
+
 static void
 injected_sync_faults(int backend)
 {
@@ -195,12 +208,8 @@ injected_sync_faults(int backend)
     if (!init_backend(&u, backend)) {
         return;
     }
-    char *dir = tu_tmpdir(backend == UR_URING ? "ur-fault-uring" : "ur-fault-sync");
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/data", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, "x", 1, 0), 1);
+    char *dir, path[4096];
+    int fd = data_file(backend == UR_URING ? "ur-fault-uring" : "ur-fault-sync", &dir, path);
     struct done_log d = { 0 };
 
     /* The 2nd sync fails once with EIO: the others succeed, in the same wait. */
@@ -264,12 +273,8 @@ fsync_now(int backend)
     if (!init_backend(&u, backend)) {
         return;
     }
-    char *dir = tu_tmpdir(backend == UR_URING ? "ur-now-uring" : "ur-now-sync");
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/data", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, "x", 1, 0), 1);
+    char *dir, path[4096];
+    int fd = data_file(backend == UR_URING ? "ur-now-uring" : "ur-now-sync", &dir, path);
     struct done_log d = { 0 };
     /* It ran before the call returned: closing the descriptor before the wait changes nothing
      * (a queued fsync of a closed descriptor would complete with EBADF). */
