@@ -36,12 +36,13 @@
  *                   [--seconds S] [--csv FILE] [--plot FILE.png]
  * runs one mix at worker_threads 0, 1, 2, 4, ... --max-workers (default 2 x online CPUs) with
  * --threads callers (default 4), each point on a fresh store of --keys (100,000) preloaded
- * 16 B / 64 B pairs, --seconds (2) measured after a warm-up; every op is timed with
- * CLOCK_MONOTONIC into a per-thread log-linear histogram. Mixes: put (100% updates), ycsb-a
- * (50% reads / 50% updates), ycsb-b (95/5), ycsb-c (100% reads), ycsb-d (95% reads of recent
- * keys, 5% inserts), ycsb-e (95% scans of 1..100 items from a --dist start key, 5% inserts; one
- * scan is one op), ycsb-f (50% reads, 50% read-modify-writes: get, change, put; one op),
- * durable (100% puts, HTKV_SYNC_ALWAYS), async (100% htkv_put_async(), up to ASYNC_WINDOW
+ * 16 B / 64 B pairs (created durable with the point's workers for the durable mixes, so that
+ * its shard count is that configuration's default), --seconds (2) measured after a warm-up; every
+ * op is timed with CLOCK_MONOTONIC into a per-thread log-linear histogram. Mixes: put (100%
+ * updates), ycsb-a (50% reads / 50% updates), ycsb-b (95/5), ycsb-c (100% reads), ycsb-d (95% reads
+ * of recent keys, 5% inserts), ycsb-e (95% scans of 1..100 items from a --dist start key, 5%
+ * inserts; one scan is one op), ycsb-f (50% reads, 50% read-modify-writes: get, change, put; one
+ * op), durable (100% puts, HTKV_SYNC_ALWAYS), async (100% htkv_put_async(), up to ASYNC_WINDOW
  * writes of each caller in flight; an op is a write submitted, its latency the call's own time;
  * inline the write runs in the call), durable-async (async in HTKV_SYNC_ALWAYS). Prints one row
  * per point, then the recommended worker count: the highest throughput whose p99 is within 1.5x
@@ -1294,24 +1295,43 @@ sum_ops(struct sweep_thread *t, int n)
     return sum;
 }
 
+/* Put @p keys keys 16 B / 64 B (make_key()) into @p db, in batches of 4,096. */
+static void
+sweep_preload(htkv_db *db, uint64_t keys)
+{
+    char key[16], val[64];
+    memset(val, 'p', sizeof(val));
+    htkv_batch *b;
+    int rc = htkv_batch_create(&b);
+    for (uint64_t i = 0; i < keys && rc == 0; i++) {
+        make_key(key, sizeof(key), i);
+        rc = htkv_batch_put(b, key, sizeof(key), val, sizeof(val));
+        if (rc == 0 && (htkv_batch_count(b) == 4096 || i + 1 == keys)) {
+            rc = htkv_write(db, b);
+            htkv_batch_clear(b);
+        }
+    }
+    if (rc != 0) {
+        die(rc, "preload");
+    }
+    htkv_batch_destroy(b);
+}
+
 static struct sweep_row
 sweep_point(const struct opts *o, const struct sweep_opts *so, const struct zipf *z, int workers)
 {
     int tty = isatty(2);
-    /* Preload inline in INTERVAL mode, then reopen with the point's workers and sync mode. */
+    /* Preload, then reopen with the point's workers and sync mode. The store is created in the
+     * point's sync mode, with its workers for a durable one: the shard count is fixed at
+     * creation and its default depends on both (htkv.h, shard_count), and a durable store
+     * created otherwise would sync every shard of 2 x CPUs separately. A durable preload goes
+     * in batches (one fdatasync each). */
     rm_store(o->dir);
+    bool durable = so->mix == MIX_DURABLE || so->mix == MIX_DURABLE_ASYNC;
     struct opts po = *o;
-    po.workers = 0;
-    htkv_db *db = open_store(&po, HTKV_SYNC_INTERVAL);
-    char key[16], val[64];
-    memset(val, 'p', sizeof(val));
-    for (uint64_t i = 0; i < so->keys; i++) {
-        make_key(key, sizeof(key), i);
-        int rc = htkv_put(db, key, sizeof(key), val, sizeof(val));
-        if (rc != 0) {
-            die(rc, "preload put");
-        }
-    }
+    po.workers = durable ? workers : 0;
+    htkv_db *db = open_store(&po, durable ? HTKV_SYNC_ALWAYS : HTKV_SYNC_INTERVAL);
+    sweep_preload(db, so->keys);
     int rc = htkv_close(db);
     if (rc != 0) {
         die(rc, "close");
