@@ -759,7 +759,8 @@ scan_end_whole(struct seg_scan *sc, uint64_t off)
 }
 
 /* The log is torn at sc->cut: drop the unfinished batch and plan to zero what follows (when
- * writable; recover_apply() does it). 0 or -ENOMEM. */
+ * writable; recover_apply() does it). 0, -ENOMEM, or the error of the fdatasync below (a
+ * writable open). */
 static int
 scan_end_torn(struct seg_scan *sc)
 {
@@ -769,7 +770,15 @@ scan_end_torn(struct seg_scan *sc)
     /* Pages a crash left dirty are written out first: then no file system can report them as
      * a hole (some did, over unwritten extents, while they were dirty). Without that, every
      * byte is read. */
-    bool settled = s->fd >= 0 && fdatasync(s->fd) == 0;
+    int frc = s->fd >= 0 && fdatasync(s->fd) != 0 ? -errno : 0;
+    bool settled = s->fd >= 0 && frc == 0;
+    if (frc != 0 && s->writable) {
+        /* The records just scanned may be only in the page cache: serving them as the store's
+         * would acknowledge what a power loss can take back. */
+        htkv_set_error("%s: writing out what a crash left in memory failed: %s", s->path,
+                       strerror(-frc));
+        return frc;
+    }
     uint64_t junk = settled ? htkv_seg_data_end(s, sc->cut, sc->w.end)
                             : htkv_seg_last_nonzero_end(s->map, sc->cut, sc->w.end);
     s->tail = sc->cut;

@@ -351,9 +351,9 @@ worker_sync_unbegin(struct shard *sh, uint64_t group)
 }
 
 /*
- * Should the group fsync about to be submitted run on this thread (htkv_ur_fsync_now())? Yes
- * when each worker owns at most one shard (the HTKV_SYNC_ALWAYS default), nothing is in flight
- * and nothing is queued: it has nothing to
+ * Should the group fsync about to be submitted run on this thread (htkv_seg_sync(), its result
+ * posted to the ring: htkv_ur_post())? Yes when each worker owns at most one shard (the
+ * HTKV_SYNC_ALWAYS default), nothing is in flight and nothing is queued: it has nothing to
  * overlap with the fsync, and a ring's fsync runs on a kernel worker thread whose wake-up and
  * hand-back cost ~25% of the puts of 16 durable writers on 2 CPUs (perf/README.md).
  */
@@ -363,6 +363,8 @@ worker_sync_here(struct worker *w)
     return w->db->shard_count <= w->db->cfg.worker_threads && w->ur.inflight == 0 &&
            htkv_mpsc_empty(&w->q);
 }
+
+static void worker_on_fsync(void *ctx, uint64_t ud, int res);
 
 /* Submit a group fsync for every shard that a waiting request still needs. Returns true when
  * one ran on this thread (its result is ready in the ring). */
@@ -395,10 +397,20 @@ worker_submit_group_syncs(struct worker *w)
             }
             w->inflight_t0[s] = htkv_now_ns();
             w->inflight_group[s] = group;
-            bool now = worker_sync_here(w);
-            int src =
-                now ? htkv_ur_fsync_now(&w->ur, seg->fd, s) : htkv_ur_fsync(&w->ur, seg->fd, s);
-            ran_now |= now && src == 0;
+            if (worker_sync_here(w)) {
+                /* Through htkv_seg_sync(): under the segment's sync_lock, like every caller's
+                 * sync (seg.h), so no other sync of it can take its error. */
+                w->inflight_target[s] = target;
+                w->inflight_seg[s] = seg;
+                atomic_fetch_add_explicit(&db->env.syncs, 1, memory_order_relaxed);
+                int res = htkv_seg_sync(seg);
+                if (htkv_ur_post(&w->ur, s, res) != 0) {
+                    worker_on_fsync(w, s, res); /* no room in the ring: its completion now */
+                }
+                ran_now = true;
+                continue;
+            }
+            int src = htkv_ur_fsync(&w->ur, seg->fd, s);
             if (src == 0) {
                 w->inflight_target[s] = target;
                 w->inflight_seg[s] = seg;

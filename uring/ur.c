@@ -102,8 +102,9 @@ get_sqe(struct io_uring *ring)
     return sqe;
 }
 
-/* Queue the completion of an fsync already done (or replaced by a fault): @p res is delivered
- * for @p user_data by the next htkv_ur_wait(). With the ring, @p sqe carries it as a no-op. */
+/* Queue a completion whose result is known now (an fsync replaced by a fault, or a result
+ * posted): @p res is delivered for @p user_data by the next htkv_ur_wait(). With the ring,
+ * @p sqe carries it as a no-op. */
 static void
 ur_done_now(struct ur *u, struct io_uring_sqe *sqe, uint64_t user_data, int res)
 {
@@ -118,8 +119,8 @@ ur_done_now(struct ur *u, struct io_uring_sqe *sqe, uint64_t user_data, int res)
     u->inflight++;
 }
 
-static int
-ur_fsync(struct ur *u, int fd, uint64_t user_data, bool now)
+int
+htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
 {
     HTKV_ASSERT(user_data != UR_EFD_TAG);
     HTKV_ASSERT(user_data != UR_FAULT_TAG);
@@ -131,7 +132,7 @@ ur_fsync(struct ur *u, int fd, uint64_t user_data, bool now)
         return -EBUSY;
     }
     int fault = htkv_fault_hit(HTKV_FAULT_SYNC);
-    if (fault != 0 || now || u->backend == UR_SYNC) {
+    if (fault != 0 || u->backend == UR_SYNC) {
         /* A fault replaces this fsync's result. */
         ur_done_now(u, sqe, user_data, fault != 0 ? fault : fdatasync(fd) == 0 ? 0 : -errno);
         return 0;
@@ -143,15 +144,19 @@ ur_fsync(struct ur *u, int fd, uint64_t user_data, bool now)
 }
 
 int
-htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
+htkv_ur_post(struct ur *u, uint64_t user_data, int res)
 {
-    return ur_fsync(u, fd, user_data, false);
-}
-
-int
-htkv_ur_fsync_now(struct ur *u, int fd, uint64_t user_data)
-{
-    return ur_fsync(u, fd, user_data, true);
+    HTKV_ASSERT(user_data != UR_EFD_TAG);
+    HTKV_ASSERT(user_data != UR_FAULT_TAG);
+    if (u->inflight >= UR_MAX_INFLIGHT) {
+        return -EBUSY;
+    }
+    struct io_uring_sqe *sqe = NULL;
+    if (u->backend != UR_SYNC && (sqe = get_sqe(u->ring)) == NULL) {
+        return -EBUSY;
+    }
+    ur_done_now(u, sqe, user_data, res);
+    return 0;
 }
 
 static int

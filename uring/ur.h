@@ -46,7 +46,7 @@ struct ur {
     struct ur_done done[UR_MAX_INFLIGHT];
     unsigned ndone;
     /* UR_URING: results known at submission (an fsync replaced by an injected fault,
-     * ur_fault.h, or run by htkv_ur_fsync_now()), in submission order; each stands behind a NOP
+     * ur_fault.h, or posted by htkv_ur_post()), in submission order; each stands behind a NOP
      * tagged UR_FAULT_TAG in the ring. */
     struct ur_done faults[UR_MAX_INFLIGHT];
     unsigned nfaults, fault_head;
@@ -67,13 +67,11 @@ void htkv_ur_fini(struct ur *u);
 int htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data);
 
 /*
- * The same, but the fdatasync runs now on the calling thread; its result is delivered like any
- * completion, by the next htkv_ur_wait(). With UR_URING a queued fsync runs on a kernel worker
- * thread, whose wake-up and hand-back cost about a quarter of a group commit's cycle on a small
- * machine: a caller with nothing else to do meanwhile syncs here. 0 (the fdatasync ran), or
- * -EBUSY (UR_MAX_INFLIGHT in flight, or the ring is full: it did not run).
+ * Deliver @p res for @p user_data by the next htkv_ur_wait(), as the completion of an fsync the
+ * caller ran itself (with the ring, through a no-op). 0, or -EBUSY (UR_MAX_INFLIGHT in flight,
+ * or the ring is full: nothing queued).
  */
-int htkv_ur_fsync_now(struct ur *u, int fd, uint64_t user_data);
+int htkv_ur_post(struct ur *u, uint64_t user_data, int res);
 
 /*
  * Submit what is queued and wait until a completion, a wake-up, or @p timeout_ms (-1 = no

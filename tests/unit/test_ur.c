@@ -2,9 +2,9 @@
  * test_ur.c - the worker I/O layer (uring/ur.c) on both backends (io_uring, plain system calls):
  * a write, an fdatasync through the layer, and a read of the bytes back; completions carry their
  * user data; a wake-up from another thread and a timeout end a wait; injected sync faults
- * (uring/ur_fault.h) replace a completion's result; an fsync run now (htkv_ur_fsync_now()) has
- * run when the call returns and is delivered by the next wait like any other, in bounds. The
- * io_uring half is skipped where the kernel refuses a ring (seccomp, memlock).
+ * (uring/ur_fault.h) replace a completion's result; a posted result (htkv_ur_post()) is
+ * delivered by the next wait like a completion, within the same bound. The io_uring half is
+ * skipped where the kernel refuses a ring (seccomp, memlock).
  */
 #include "tests/support/testutil.h"
 
@@ -267,43 +267,35 @@ count_eio_any(void *ctx, uint64_t user_data, int res)
 }
 
 static void
-fsync_now(int backend)
+posted_results(int backend)
 {
     static struct ur u;
     if (!init_backend(&u, backend)) {
         return;
     }
     char *dir, path[4096];
-    int fd = data_file(backend == UR_URING ? "ur-now-uring" : "ur-now-sync", &dir, path);
+    int fd = data_file(backend == UR_URING ? "ur-post-uring" : "ur-post-sync", &dir, path);
     struct done_log d = { 0 };
-    /* It ran before the call returned: closing the descriptor before the wait changes nothing
-     * (a queued fsync of a closed descriptor would complete with EBADF). */
-    assert_int_equal(htkv_ur_fsync_now(&u, fd, 1), 0);
-    assert_int_equal(u.inflight, 1);
-    close(fd);
-    wait_for(&u, &d, 1);
-    assert_int_equal(res_of(&d, 1), 0);
-    /* Its error is delivered as its result; so is an injected fault, which replaces it. */
-    assert_int_equal(htkv_ur_fsync_now(&u, -1, 2), 0);
+    /* A posted result is delivered as it was posted, beside queued fsyncs; it is no fsync: an
+     * armed fault is left for the next one. */
     htkv_fault_arm(HTKV_FAULT_SYNC, 1, EIO, false);
-    assert_int_equal(htkv_ur_fsync_now(&u, -1, 3), 0);
-    wait_for(&u, &d, 3);
-    assert_int_equal(res_of(&d, 2), -EBADF);
-    assert_int_equal(res_of(&d, 3), -EIO);
-    /* Beside queued ones, and within the same bound. */
-    fd = open(path, O_RDWR | O_CLOEXEC);
-    assert_true(fd >= 0);
+    assert_int_equal(htkv_ur_post(&u, 1, 0), 0);
+    assert_int_equal(htkv_ur_post(&u, 2, -ENOSPC), 0);
+    assert_int_equal(u.inflight, 2);
+    assert_int_equal(htkv_ur_fsync(&u, fd, 3), 0);
     assert_int_equal(htkv_ur_fsync(&u, fd, 4), 0);
-    assert_int_equal(htkv_ur_fsync_now(&u, fd, 5), 0);
-    wait_for(&u, &d, 5);
+    wait_for(&u, &d, 4);
+    assert_int_equal(res_of(&d, 1), 0);
+    assert_int_equal(res_of(&d, 2), -ENOSPC);
+    assert_int_equal(res_of(&d, 3), -EIO);
     assert_int_equal(res_of(&d, 4), 0);
-    assert_int_equal(res_of(&d, 5), 0);
-    htkv_fault_arm(HTKV_FAULT_SYNC, 1, EIO, true); /* no real fdatasync for each */
-    for (unsigned i = 0; i < UR_MAX_INFLIGHT; i++) {
-        assert_int_equal(htkv_ur_fsync_now(&u, fd, 100 + i), 0);
-    }
-    assert_int_equal(htkv_ur_fsync_now(&u, fd, 99), -EBUSY);
     htkv_fault_disarm();
+    /* Within the same bound as fsyncs. */
+    for (unsigned i = 0; i < UR_MAX_INFLIGHT; i++) {
+        assert_int_equal(htkv_ur_post(&u, 100 + i, -EIO), 0);
+    }
+    assert_int_equal(htkv_ur_post(&u, 99, 0), -EBUSY);
+    assert_int_equal(htkv_ur_fsync(&u, fd, 98), -EBUSY);
     unsigned n = 0;
     for (int i = 0; i < 500 && u.inflight > 0; i++) {
         assert_true(htkv_ur_wait(&u, 10, count_eio_any, &n) >= 0);
@@ -316,17 +308,17 @@ fsync_now(int backend)
 }
 
 static void
-test_ur_fsync_now_sync(void **state)
+test_ur_posted_results_sync(void **state)
 {
     (void)state;
-    fsync_now(UR_SYNC);
+    posted_results(UR_SYNC);
 }
 
 static void
-test_ur_fsync_now_uring(void **state)
+test_ur_posted_results_uring(void **state)
 {
     (void)state;
-    fsync_now(UR_URING);
+    posted_results(UR_URING);
 }
 
 static void
@@ -369,8 +361,8 @@ main(void)
         cmocka_unit_test(test_ur_injected_sync_faults_sync),
         cmocka_unit_test(test_ur_injected_sync_faults_uring),
         cmocka_unit_test(test_ur_sync_backend_bounds_inflight),
-        cmocka_unit_test(test_ur_fsync_now_sync),
-        cmocka_unit_test(test_ur_fsync_now_uring),
+        cmocka_unit_test(test_ur_posted_results_sync),
+        cmocka_unit_test(test_ur_posted_results_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
