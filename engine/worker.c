@@ -478,8 +478,8 @@ worker_on_fsync(void *ctx, uint64_t ud, int res)
         htkv_shard_fail_sync(sh, seg, res);
     } else {
         /* The sync hook sees the file before the publish below acknowledges the writes the sync
-         * covers; outside the lock, like the callers' syncs (htkv_seg_sync). The pin keeps
-         * seg->fd open. */
+         * covers, outside the shard's lock (a sync run on this thread through htkv_seg_sync()
+         * showed it the same bytes already). The pin keeps seg->fd open. */
         htkv_fault_synced(seg->fd);
         if (!interval) {
             w->last_sync_ns = htkv_now_ns() - w->inflight_t0[s];
