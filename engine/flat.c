@@ -172,7 +172,7 @@ run_build(struct shard *sh)
 }
 
 /* Test hook (flat.h): build at every query whatever the credit. */
-int htkv_run_eager = 0;
+_Atomic int htkv_run_eager = 0;
 
 void
 htkv_run_note(struct shard *sh, uint64_t keys)
@@ -188,7 +188,7 @@ htkv_run_refresh(struct shard *sh)
         return;
     }
     uint64_t count = htkv_trie_count(&sh->trie);
-    bool eager = htkv_run_eager >= 1 && count > 0;
+    bool eager = atomic_load_explicit(&htkv_run_eager, memory_order_relaxed) >= 1 && count > 0;
     if (!eager &&
         (count < RUN_MIN_KEYS ||
          atomic_load_explicit(&sh->run_credit, memory_order_relaxed) < RUN_CREDIT_FACTOR * count)) {

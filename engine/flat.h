@@ -102,7 +102,7 @@ void htkv_run_refresh(struct shard *sh);
  * credit, and no merge path is built, so that tests merge runs (and switch between runs and
  * tries) on small stores; 2 = the same, and htkv_path_refresh() builds a path whenever every
  * shard has an exact run, so that tests read along paths. 0 = the credit rules. */
-extern int htkv_run_eager;
+extern _Atomic int htkv_run_eager; /* read relaxed: tests set it while the store runs */
 
 /**
  * Retire the shard's run (through EBR): the caller is about to rebuild the trie from scratch.

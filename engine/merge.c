@@ -152,6 +152,7 @@ path_fill(struct merge_path *p)
 void
 htkv_path_refresh(struct htkv_db *db)
 {
+    int eager = atomic_load_explicit(&htkv_run_eager, memory_order_relaxed);
     uint32_t k = db->shard_count;
     if (!db->cfg.sorted_runs || db->cfg.verify_checksums == 2 || k < 2 || k > 256) {
         return;
@@ -163,13 +164,13 @@ htkv_path_refresh(struct htkv_db *db)
     if (valid) {
         return;
     }
-    if (htkv_run_eager < 2) {
+    if (eager < 2) {
         uint64_t keys = 0;
         for (uint32_t i = 0; i < k; i++) {
             keys += htkv_trie_count(&db_shard(db, i)->trie);
         }
-        if (htkv_run_eager == 1 || atomic_load_explicit(&db->path_credit, memory_order_relaxed) <
-                                       RUN_CREDIT_FACTOR * keys) {
+        if (eager == 1 || atomic_load_explicit(&db->path_credit, memory_order_relaxed) <
+                              RUN_CREDIT_FACTOR * keys) {
             return; /* not earned yet: nothing to allocate */
         }
     }
@@ -198,7 +199,7 @@ htkv_path_refresh(struct htkv_db *db)
     }
     htkv_ebr_exit(&db->ebr, slot);
     uint64_t credit = atomic_load_explicit(&db->path_credit, memory_order_relaxed);
-    if (p->nshards == k && (htkv_run_eager >= 2 || credit >= RUN_CREDIT_FACTOR * p->n) &&
+    if (p->nshards == k && (eager >= 2 || credit >= RUN_CREDIT_FACTOR * p->n) &&
         (p->path = htkv_mem_alloc(p->n > 0 ? p->n : 1)) != NULL) {
         atomic_store_explicit(&db->path_credit, 0, memory_order_relaxed);
         path_fill(p);
