@@ -119,17 +119,30 @@ ur_done_now(struct ur *u, struct io_uring_sqe *sqe, uint64_t user_data, int res)
     u->inflight++;
 }
 
-int
-htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
+/* Room for one more completion of @p user_data: 0 with *@p sqe its entry (NULL with UR_SYNC),
+ * or -EBUSY (UR_MAX_INFLIGHT in flight, or the ring is full). */
+static int
+ur_room(struct ur *u, uint64_t user_data, struct io_uring_sqe **sqe)
 {
     HTKV_ASSERT(user_data != UR_EFD_TAG);
     HTKV_ASSERT(user_data != UR_FAULT_TAG);
+    *sqe = NULL;
     if (u->inflight >= UR_MAX_INFLIGHT) {
         return -EBUSY;
     }
-    struct io_uring_sqe *sqe = NULL;
-    if (u->backend != UR_SYNC && (sqe = get_sqe(u->ring)) == NULL) {
+    if (u->backend != UR_SYNC && (*sqe = get_sqe(u->ring)) == NULL) {
         return -EBUSY;
+    }
+    return 0;
+}
+
+int
+htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = ur_room(u, user_data, &sqe);
+    if (rc != 0) {
+        return rc;
     }
     int fault = htkv_fault_hit(HTKV_FAULT_SYNC);
     if (fault != 0 || u->backend == UR_SYNC) {
@@ -146,17 +159,12 @@ htkv_ur_fsync(struct ur *u, int fd, uint64_t user_data)
 int
 htkv_ur_post(struct ur *u, uint64_t user_data, int res)
 {
-    HTKV_ASSERT(user_data != UR_EFD_TAG);
-    HTKV_ASSERT(user_data != UR_FAULT_TAG);
-    if (u->inflight >= UR_MAX_INFLIGHT) {
-        return -EBUSY;
+    struct io_uring_sqe *sqe;
+    int rc = ur_room(u, user_data, &sqe);
+    if (rc == 0) {
+        ur_done_now(u, sqe, user_data, res);
     }
-    struct io_uring_sqe *sqe = NULL;
-    if (u->backend != UR_SYNC && (sqe = get_sqe(u->ring)) == NULL) {
-        return -EBUSY;
-    }
-    ur_done_now(u, sqe, user_data, res);
-    return 0;
+    return rc;
 }
 
 static int
