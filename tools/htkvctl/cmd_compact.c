@@ -82,6 +82,7 @@ poll_start(struct poller *p, const struct ctl *c, htkv_db *db, const struct htkv
     if (c->quiet_progress || p->total == 0) {
         return;
     }
+    poll_draw(p); /* at once: a pass may end before the poller first runs */
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
