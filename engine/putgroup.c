@@ -95,7 +95,7 @@ group_sync(struct shard *sh, uint64_t upto)
 
 /*
  * Before a group: wait until every caller inside a put or delete of the shard has pushed its
- * request, at most twice the last sync (and SHARD_GATHER_MAX_NS). The leader yields rather than
+ * request, at most htkv_shard_gather_limit() (twice the last sync). The leader yields rather than
  * sleeps: the callers it waits for are runnable (just woken by the last group's end), and a
  * sleep would add its own wake-up to the group's. A caller that misses the group waits for the
  * whole next one, and on a busy CPU the last of a woken group comes back late: with 16 durable
@@ -106,8 +106,8 @@ group_sync(struct shard *sh, uint64_t upto)
 static void
 group_gather(struct shard *sh)
 {
-    uint64_t limit = atomic_load_explicit(&sh->last_sync_ns, memory_order_relaxed) * 2;
-    limit = limit > SHARD_GATHER_MAX_NS ? SHARD_GATHER_MAX_NS : limit;
+    uint64_t limit =
+        htkv_shard_gather_limit(atomic_load_explicit(&sh->last_sync_ns, memory_order_relaxed));
     uint64_t deadline = 0;
     while (limit != 0 && atomic_load(&sh->intake_n) < atomic_load(&sh->active_writers)) {
         uint64_t now = htkv_now_ns();

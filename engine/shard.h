@@ -221,6 +221,16 @@ int htkv_shard_group_sync(struct shard *sh);
 /* Longest gathering wait before a group sync, whatever the syncs cost. */
 #define SHARD_GATHER_MAX_NS 500000u
 
+/* How long a writer's group sync waits for writers just woken to come back, after a sync that
+ * took @p last_sync_ns: twice that, at most SHARD_GATHER_MAX_NS (put groups, putgroup.c, and
+ * workers, worker.c; the measurements are in putgroup.c's group_gather()). */
+static inline uint64_t
+htkv_shard_gather_limit(uint64_t last_sync_ns)
+{
+    uint64_t limit = 2 * last_sync_ns;
+    return limit > SHARD_GATHER_MAX_NS ? SHARD_GATHER_MAX_NS : limit;
+}
+
 /*
  * Single-op fast path used by htkv_put/htkv_delete on shard @p sh (the key's), except in inline
  * HTKV_SYNC_ALWAYS (put groups, putgroup.h): stage, commit and publish under the shard lock,

@@ -593,7 +593,7 @@ worker_idle_yield(struct worker *w, int drained_before)
  * HTKV_SYNC_ALWAYS: should the next group syncs wait for more requests? Yes while fewer requests
  * wait for a sync than sync callers are inside a call (active: those just acknowledged count until
  * they return, so in a closed loop they are expected back), no fsync is in flight, and the
- * gathering has lasted less than twice the last group fsync (and SHARD_GATHER_MAX_NS). A caller
+ * gathering has lasted less than htkv_shard_gather_limit() of the last group fsync. A caller
  * that misses a group waits for the whole next one: putgroup.c gathers the same way for inline
  * writers.
  */
@@ -607,8 +607,7 @@ worker_gathering(struct worker *w)
     }
     uint64_t now = htkv_now_ns();
     if (w->gather_until == 0) {
-        uint64_t limit = 2 * w->last_sync_ns;
-        w->gather_until = now + (limit > SHARD_GATHER_MAX_NS ? SHARD_GATHER_MAX_NS : limit);
+        w->gather_until = now + htkv_shard_gather_limit(w->last_sync_ns);
     }
     if (now >= w->gather_until) {
         w->gather_until = 0;
